@@ -1,0 +1,457 @@
+"""Injected filesystem: the OS one, and an in-memory twin that can simulate a crash.
+
+Every file the storage engine touches goes through an ``FS``. Files are written only by
+appending (and, for a torn WAL tail, truncating), which is all an LSM needs and what
+makes the crash model simple and exact.
+
+Durability contract (the same for both implementations):
+
+- ``File.write`` appends; the bytes are visible at once, durable only after
+  ``File.sync``.
+- A new name (``create``, ``rename``) or a removed name is durable only after
+  ``sync_dir`` of its directory.
+- ``makedirs`` is durable when it returns (it syncs the parents it touched).
+
+``MemFS.crash()`` turns that contract into a test: every file falls back to what was
+synced (optionally keeping a random prefix of the unsynced tail, as a torn write does),
+and every directory falls back to its last synced set of names. ``MemFS.fail_after(n)``
+raises ``SimulatedCrash`` at the n-th mutating call, so a test can stop a flush or a
+compaction at every step.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import posixpath
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sentinel.errors import LockedError
+
+Buffer = bytes | bytearray | memoryview
+
+
+class File(Protocol):
+    """An open file. Writes append; reads are positional."""
+
+    @property
+    def path(self) -> str: ...
+
+    def write(self, data: Buffer) -> None: ...
+
+    def pread(self, offset: int, size: int) -> bytes: ...
+
+    def size(self) -> int: ...
+
+    def sync(self) -> None: ...
+
+    def truncate(self, size: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class DirLock(Protocol):
+    def release(self) -> None: ...
+
+
+class FS(Protocol):
+    """The filesystem operations the engine uses. Paths are '/'-separated strings."""
+
+    def create(self, path: str) -> File:
+        """A new empty file for appending (an existing one is truncated)."""
+        ...
+
+    def open_append(self, path: str) -> File:
+        """An existing file (or a new one) for appending at its end."""
+        ...
+
+    def open_read(self, path: str) -> File: ...
+
+    def read_all(self, path: str) -> bytes: ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def is_dir(self, path: str) -> bool: ...
+
+    def listdir(self, path: str) -> list[str]: ...
+
+    def makedirs(self, path: str) -> None: ...
+
+    def remove(self, path: str) -> None: ...
+
+    def rename(self, src: str, dst: str) -> None:
+        """Atomically replace ``dst`` with ``src``."""
+        ...
+
+    def sync_dir(self, path: str) -> None: ...
+
+    def file_size(self, path: str) -> int: ...
+
+    def lock(self, path: str) -> DirLock:
+        """Take an exclusive lock on the lock file ``path``; raise ``LockedError`` if held."""
+        ...
+
+
+# --------------------------------------------------------------------------- OS
+
+
+class OsFile:
+    __slots__ = ("_fd", "_path")
+
+    def __init__(self, path: str, flags: int) -> None:
+        self._path = path
+        self._fd = os.open(path, flags, 0o644)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def write(self, data: Buffer) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def pread(self, offset: int, size: int) -> bytes:
+        return os.pread(self._fd, size, offset)
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def sync(self) -> None:
+        os.fdatasync(self._fd)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self._fd, size)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _OsLock:
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
+class OsFS:
+    """The real filesystem."""
+
+    def create(self, path: str) -> File:
+        return OsFile(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC)
+
+    def open_append(self, path: str) -> File:
+        return OsFile(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
+
+    def open_read(self, path: str) -> File:
+        return OsFile(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def read_all(self, path: str) -> bytes:
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def makedirs(self, path: str) -> None:
+        missing: list[str] = []
+        current = os.path.abspath(path)
+        while not os.path.exists(current):
+            missing.append(current)
+            current = os.path.dirname(current)
+        os.makedirs(path, exist_ok=True)
+        for created in reversed(missing):
+            self.sync_dir(os.path.dirname(created))
+
+    def remove(self, path: str) -> None:
+        os.remove(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def sync_dir(self, path: str) -> None:
+        fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def file_size(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def lock(self, path: str) -> DirLock:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise LockedError(f"{path} is locked by another process") from exc
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return _OsLock(fd)
+
+
+# ----------------------------------------------------------------------- memory
+
+
+class SimulatedCrash(Exception):  # noqa: N818 - it is an event, not an error of ours
+    """Raised by ``MemFS`` at the operation chosen with ``fail_after``."""
+
+
+@dataclass(eq=False)
+class _Inode:
+    data: bytearray = field(default_factory=bytearray)
+    synced: bytearray = field(default_factory=bytearray)
+    # Lowest index changed since the last sync: sync copies only from there.
+    dirty_from: int = 0
+
+
+class MemFile:
+    __slots__ = ("_closed", "_epoch", "_fs", "_inode", "_path", "_writable")
+
+    def __init__(self, fs: MemFS, path: str, inode: _Inode, writable: bool) -> None:
+        self._fs = fs
+        self._path = path
+        self._inode = inode
+        self._writable = writable
+        self._epoch = fs.epoch
+        self._closed = False
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def _check(self, mutating: bool) -> None:
+        if self._closed or self._epoch != self._fs.epoch:
+            raise OSError(errno.EBADF, "file handle is closed or did not survive a crash")
+        if mutating and not self._writable:
+            raise OSError(errno.EBADF, "file is open for reading only")
+
+    def write(self, data: Buffer) -> None:
+        with self._fs.mutex:
+            self._check(True)
+            self._fs.tick()
+            inode = self._inode
+            inode.dirty_from = min(inode.dirty_from, len(inode.data))
+            inode.data += data
+
+    def pread(self, offset: int, size: int) -> bytes:
+        with self._fs.mutex:
+            self._check(False)
+            return bytes(self._inode.data[offset : offset + size])
+
+    def size(self) -> int:
+        with self._fs.mutex:
+            self._check(False)
+            return len(self._inode.data)
+
+    def sync(self) -> None:
+        with self._fs.mutex:
+            self._check(False)
+            self._fs.tick()
+            inode = self._inode
+            del inode.synced[inode.dirty_from :]
+            inode.synced += inode.data[inode.dirty_from :]
+            inode.dirty_from = len(inode.data)
+
+    def truncate(self, size: int) -> None:
+        with self._fs.mutex:
+            self._check(True)
+            self._fs.tick()
+            inode = self._inode
+            if size < len(inode.data):
+                del inode.data[size:]
+            else:
+                inode.data += bytes(size - len(inode.data))
+            inode.dirty_from = min(inode.dirty_from, size)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class _MemLock:
+    def __init__(self, fs: MemFS, path: str) -> None:
+        self._fs = fs
+        self._path = path
+
+    def release(self) -> None:
+        with self._fs.mutex:
+            self._fs.locks.discard(self._path)
+
+
+class MemFS:
+    """An in-memory filesystem with an exact crash model (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.mutex = threading.RLock()
+        self.files: dict[str, _Inode] = {}
+        self.durable_files: dict[str, _Inode] = {}
+        self.dirs: set[str] = {"/"}
+        self.locks: set[str] = set()
+        self.epoch = 0
+        self.ops = 0
+        self._fail_at: int | None = None
+
+    # -- fault injection
+
+    def fail_after(self, count: int | None) -> None:
+        """Raise ``SimulatedCrash`` on the ``count``-th mutating call from now (0 = next)."""
+        with self.mutex:
+            self._fail_at = None if count is None else self.ops + count
+
+    def tick(self) -> None:
+        self.ops += 1
+        if self._fail_at is not None and self.ops > self._fail_at:
+            self._fail_at = None
+            raise SimulatedCrash(f"simulated crash at operation {self.ops}")
+
+    def crash(self, rng: random.Random | None = None) -> None:
+        """Lose everything not synced. With ``rng``, keep a random part of each unsynced
+        tail, as a power cut during a write does."""
+        with self.mutex:
+            self._fail_at = None
+            self.epoch += 1
+            self.locks.clear()
+            self.files = dict(self.durable_files)
+            for inode in set(self.files.values()):
+                kept = bytearray(inode.synced)
+                if rng is not None and len(inode.data) > len(kept):
+                    same_prefix = inode.data[: len(kept)] == kept
+                    if same_prefix:
+                        extra = rng.randint(0, len(inode.data) - len(kept))
+                        kept += inode.data[len(kept) : len(kept) + extra]
+                inode.data = kept
+                inode.synced = bytearray(kept)
+                inode.dirty_from = len(kept)
+
+    # -- paths
+
+    @staticmethod
+    def _norm(path: str) -> str:
+        return posixpath.normpath("/" + path)
+
+    def _require_parent(self, path: str) -> None:
+        parent = posixpath.dirname(path)
+        if parent not in self.dirs:
+            raise FileNotFoundError(errno.ENOENT, "no such directory", parent)
+
+    def _inode(self, path: str) -> _Inode:
+        inode = self.files.get(path)
+        if inode is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
+        return inode
+
+    # -- FS
+
+    def create(self, path: str) -> File:
+        with self.mutex:
+            norm = self._norm(path)
+            self._require_parent(norm)
+            self.tick()
+            inode = _Inode()
+            self.files[norm] = inode
+            return MemFile(self, path, inode, writable=True)
+
+    def open_append(self, path: str) -> File:
+        with self.mutex:
+            norm = self._norm(path)
+            if norm not in self.files:
+                return self.create(path)
+            return MemFile(self, path, self.files[norm], writable=True)
+
+    def open_read(self, path: str) -> File:
+        with self.mutex:
+            return MemFile(self, path, self._inode(self._norm(path)), writable=False)
+
+    def read_all(self, path: str) -> bytes:
+        with self.mutex:
+            return bytes(self._inode(self._norm(path)).data)
+
+    def exists(self, path: str) -> bool:
+        with self.mutex:
+            norm = self._norm(path)
+            return norm in self.files or norm in self.dirs
+
+    def is_dir(self, path: str) -> bool:
+        with self.mutex:
+            return self._norm(path) in self.dirs
+
+    def listdir(self, path: str) -> list[str]:
+        with self.mutex:
+            norm = self._norm(path)
+            if norm not in self.dirs:
+                raise FileNotFoundError(errno.ENOENT, "no such directory", path)
+            names = {posixpath.basename(p) for p in self.files if posixpath.dirname(p) == norm}
+            names |= {
+                posixpath.basename(d)
+                for d in self.dirs
+                if d != "/" and posixpath.dirname(d) == norm
+            }
+            return sorted(names)
+
+    def makedirs(self, path: str) -> None:
+        with self.mutex:
+            norm = self._norm(path)
+            while norm not in self.dirs:
+                self.dirs.add(norm)
+                norm = posixpath.dirname(norm)
+
+    def remove(self, path: str) -> None:
+        with self.mutex:
+            norm = self._norm(path)
+            self._inode(norm)
+            self.tick()
+            del self.files[norm]
+
+    def rename(self, src: str, dst: str) -> None:
+        with self.mutex:
+            src_norm, dst_norm = self._norm(src), self._norm(dst)
+            inode = self._inode(src_norm)
+            self._require_parent(dst_norm)
+            self.tick()
+            del self.files[src_norm]
+            self.files[dst_norm] = inode
+
+    def sync_dir(self, path: str) -> None:
+        with self.mutex:
+            norm = self._norm(path)
+            if norm not in self.dirs:
+                raise FileNotFoundError(errno.ENOENT, "no such directory", path)
+            self.tick()
+            for name in [p for p in self.durable_files if posixpath.dirname(p) == norm]:
+                if name not in self.files:
+                    del self.durable_files[name]
+            for name, inode in self.files.items():
+                if posixpath.dirname(name) == norm:
+                    self.durable_files[name] = inode
+
+    def file_size(self, path: str) -> int:
+        with self.mutex:
+            return len(self._inode(self._norm(path)).data)
+
+    def lock(self, path: str) -> DirLock:
+        with self.mutex:
+            norm = self._norm(path)
+            if norm in self.locks:
+                raise LockedError(f"{path} is locked by another process")
+            self.locks.add(norm)
+            return _MemLock(self, norm)
