@@ -79,3 +79,35 @@ class NotLeaderError(SentinelError):
     def __init__(self, message: str, leader: str | None = None) -> None:
         super().__init__(message)
         self.leader = leader
+
+
+class DecodeError(PeerError):
+    """Bytes from a peer do not decode: a varint too long or truncated, a length past the end."""
+
+
+class InvalidRecordError(CallerError):
+    """A record batch is not acceptable: wrong magic, inconsistent offsets or counts, bad flags.
+
+    Kafka's INVALID_RECORD. The subclasses narrow it; catch this one to catch them all.
+    """
+
+
+class CorruptRecordError(InvalidRecordError):
+    """A record batch's bytes are damaged: CRC mismatch, truncation, malformed fields.
+
+    Kafka's CORRUPT_MESSAGE.
+    """
+
+
+class RecordBatchTooLargeError(InvalidRecordError):
+    """A record batch, or what it decompresses to, exceeds the configured limit.
+
+    Kafka's MESSAGE_TOO_LARGE.
+    """
+
+
+class UnsupportedCompressionError(InvalidRecordError):
+    """A record batch names a compression codec this build does not know.
+
+    Kafka's UNSUPPORTED_COMPRESSION_TYPE.
+    """

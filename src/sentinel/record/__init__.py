@@ -1,0 +1,43 @@
+"""Kafka RecordBatch v2: the batch format (``batch``), writing (``builder``), reading
+(``reader``) and compression codecs (``compression``)."""
+
+from sentinel.record.batch import (
+    HEADER_SIZE,
+    MAGIC,
+    BatchHeader,
+    TimestampType,
+    iter_batches,
+    parse_header,
+    stamp_batch,
+    validate_batch,
+)
+from sentinel.record.builder import BatchBuilder, Header, RecordInput, build_batch
+from sentinel.record.compression import Compression, compress, decompress
+from sentinel.record.reader import (
+    DEFAULT_MAX_RECORDS,
+    DEFAULT_MAX_RECORDS_BYTES,
+    Record,
+    decode_records,
+)
+
+__all__ = [
+    "DEFAULT_MAX_RECORDS",
+    "DEFAULT_MAX_RECORDS_BYTES",
+    "HEADER_SIZE",
+    "MAGIC",
+    "BatchBuilder",
+    "BatchHeader",
+    "Compression",
+    "Header",
+    "Record",
+    "RecordInput",
+    "TimestampType",
+    "build_batch",
+    "compress",
+    "decode_records",
+    "decompress",
+    "iter_batches",
+    "parse_header",
+    "stamp_batch",
+    "validate_batch",
+]
