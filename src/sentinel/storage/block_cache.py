@@ -1,0 +1,116 @@
+"""The block cache: decoded, verified data blocks, LRU, bounded in bytes.
+
+One cache is shared by every table of an engine. Keys are ``(file_number, offset)``:
+file numbers are never reused, so a block can't be confused with another table's, and
+``evict_file`` drops a deleted table's blocks at once instead of waiting for LRU.
+
+Thread safety: every method takes one lock; the critical sections are a few dict
+operations. Blocks are immutable, so a block handed out stays valid after eviction.
+Two threads that miss on the same block may both read it; the second ``put`` replaces
+the first (same bytes).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sentinel.errors import InvalidArgumentError
+from sentinel.storage.block import Block
+
+CacheKey = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    hits: int
+    misses: int
+    size_bytes: int
+    entries: int
+    capacity_bytes: int
+
+
+class BlockCache:
+    """LRU over decoded blocks, bounded by the sum of their charges."""
+
+    def __init__(self, capacity_bytes: int = 32 * 1024 * 1024) -> None:
+        if capacity_bytes < 0:
+            raise InvalidArgumentError(f"capacity_bytes must be >= 0, not {capacity_bytes}")
+        self._capacity = capacity_bytes
+        self._lock = threading.Lock()
+        self._blocks: OrderedDict[CacheKey, tuple[Block, int]] = OrderedDict()
+        self._by_file: dict[int, set[int]] = {}
+        self._size = 0
+        self._hits = 0
+        self._misses = 0
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self._capacity
+
+    @property
+    def hits(self) -> int:
+        return self._hits
+
+    @property
+    def misses(self) -> int:
+        return self._misses
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(
+                self._hits, self._misses, self._size, len(self._blocks), self._capacity
+            )
+
+    def get(self, key: CacheKey) -> Block | None:
+        with self._lock:
+            found = self._blocks.get(key)
+            if found is None:
+                self._misses += 1
+                return None
+            self._blocks.move_to_end(key)
+            self._hits += 1
+            return found[0]
+
+    def put(self, key: CacheKey, block: Block, charge: int) -> None:
+        """Insert (or replace) ``key``; a block larger than the whole cache is not kept."""
+        if charge > self._capacity:
+            return
+        with self._lock:
+            old = self._blocks.pop(key, None)
+            if old is not None:
+                self._size -= old[1]
+            self._blocks[key] = (block, charge)
+            self._by_file.setdefault(key[0], set()).add(key[1])
+            self._size += charge
+            while self._size > self._capacity:
+                (file_number, offset), (_, dropped) = self._blocks.popitem(last=False)
+                self._size -= dropped
+                self._forget(file_number, offset)
+
+    def evict_file(self, file_number: int) -> None:
+        """Drop every block of one table (it was deleted or closed for good)."""
+        with self._lock:
+            for offset in self._by_file.pop(file_number, ()):
+                _, charge = self._blocks.pop((file_number, offset))
+                self._size -= charge
+
+    def clear(self) -> None:
+        with self._lock:
+            self._blocks.clear()
+            self._by_file.clear()
+            self._size = 0
+
+    def _forget(self, file_number: int, offset: int) -> None:
+        offsets = self._by_file[file_number]
+        offsets.discard(offset)
+        if not offsets:
+            del self._by_file[file_number]
