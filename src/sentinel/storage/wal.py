@@ -1,0 +1,604 @@
+"""The write-ahead log: a directory of segment files holding opaque, checksummed entries.
+
+The WAL does not know what it stores: the engine encodes a write batch into one payload,
+and one payload is one atomic entry (it is replayed whole or not at all).
+
+Segment files are named ``wal_name(n)`` (``00000000000000000007.wal``). All integers are
+**little-endian**. A segment is a header followed by entries; entries never span segments::
+
+    segment header (20 bytes)
+    +--------+---------+---------+-------------+--------------------+
+    | magic  | version | flags   | segment no. | crc32c(bytes 0-15) |
+    | "SWAL" | u16 = 1 | u16 = 0 | u64         | u32                |
+    +--------+---------+---------+-------------+--------------------+
+     0        4         6         8             16                  20
+
+    entry frame (9 bytes + payload)
+    +------------+--------+---------------------------------+---------------+
+    | length u32 | type u8| crc32c(length, type, payload) u32| payload bytes |
+    +------------+--------+---------------------------------+---------------+
+     0            4        5                                 9        9+length
+
+``type`` is 1 (a full entry); 0 is never written, so a zero-filled tail reads as bad.
+The CRC covers the length and type bytes as well as the payload (computed as
+``crc32c(payload, crc32c(bytes 0-4))``): a flipped length bit is then always caught by
+the checksum instead of only when the new length happens to run past the end.
+The header repeats the segment number so that a file copied or renamed onto the wrong
+name is refused. ``flags`` are reserved (written 0, ignored on read).
+
+Numbering: segment numbers are the WAL's own sequence. ``WriteAheadLog`` starts at the
+``first_segment_number`` it is given, and every roll (automatic past ``segment_bytes``,
+or ``rotate``) takes ``current + 1``, unless the engine passes ``next_number`` to draw
+numbers from a space it owns (a shared file-number counter). Replay only needs "every
+segment with a number >= N", so gaps are fine; the numbers only have to grow.
+
+Sync modes and what an ack from ``append`` means:
+
+- ``ALWAYS``: ``append`` buffers in memory; ``sync_to(lsn)`` writes and fsyncs. Concurrent
+  ``sync_to`` callers form a group commit: one of them becomes the leader, writes all
+  that is buffered, fsyncs once and wakes every caller whose LSN that covered.
+- ``INTERVAL``: ``append`` writes to the OS (survives a process kill); a daemon thread
+  fsyncs every ``sync_interval_ms`` when there is unsynced data.
+- ``NONE``: ``append`` writes to the OS; fsync only on roll, ``rotate``, ``sync`` and
+  ``close``.
+
+A roll always fsyncs the old segment before the new one is created, so only the last
+segment can ever have a torn tail. A new segment is created, its header written and
+fsynced, then the directory fsynced.
+
+LSNs number the entries of one ``WriteAheadLog`` instance from 1; they are handles for
+``sync_to`` and are not stored on disk.
+
+Failure model: if a write or fsync fails, the WAL is failed for good (after a failed
+fsync the kernel may have dropped dirty pages, so retrying could claim durability that
+does not exist). Every waiting and later caller gets ``WalFailedError``; entries up to
+``synced_lsn`` stay durable. Recover by reopening: ``replay`` then a new instance.
+
+Thread safety: every method of ``WriteAheadLog`` may be called from any thread. Two locks:
+``_io_lock`` serialises the file IO of syncs, flushes and rolls; ``_lock`` guards the
+state (and, in NONE/INTERVAL mode, the ordered ``write`` of each append). Lock order is
+``_io_lock`` then ``_lock``. ``replay`` must not run against a directory a live WAL writes.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from sentinel.clock import Clock, SystemClock
+from sentinel.codec.crc import crc32c
+from sentinel.errors import (
+    ClosedError,
+    CorruptionError,
+    DiskError,
+    InvalidArgumentError,
+    UnsupportedFormatError,
+    ValueTooLargeError,
+)
+from sentinel.fs import FS, File
+from sentinel.storage.files import WAL_SUFFIX, join, parse_number, wal_name
+
+MAGIC = b"SWAL"
+FORMAT_VERSION = 1
+HEADER_SIZE = 20
+FRAME_HEADER_SIZE = 9
+ENTRY_FULL = 1
+MAX_PAYLOAD_LIMIT = 0xFFFF_FFFF  # the length field is a u32
+
+_HEADER_BODY = struct.Struct("<4sHHQ")
+_U32 = struct.Struct("<I")
+_LEN_TYPE = struct.Struct("<IB")
+_FRAME_HEAD = struct.Struct("<IBI")
+# ALWAYS mode: once this much is buffered, an appender hands it to the OS (if no sync
+# is already doing so) so that a caller who never syncs cannot grow memory without bound.
+_FLUSH_AT = 1 << 20
+
+SyncCallback = Callable[[float, int], None]
+
+
+class SyncMode(Enum):
+    ALWAYS = "always"
+    INTERVAL = "interval"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class WalOptions:
+    sync_mode: SyncMode = SyncMode.ALWAYS
+    sync_interval_ms: int = 100
+    segment_bytes: int = 64 * 1024 * 1024  # roll to a new segment past this size
+    max_entry_bytes: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.sync_interval_ms <= 0:
+            raise InvalidArgumentError(f"sync_interval_ms must be > 0, not {self.sync_interval_ms}")
+        if self.segment_bytes <= HEADER_SIZE:
+            raise InvalidArgumentError(f"segment_bytes must be > {HEADER_SIZE}")
+        if not 0 <= self.max_entry_bytes <= MAX_PAYLOAD_LIMIT:
+            raise InvalidArgumentError(f"max_entry_bytes must be in [0, {MAX_PAYLOAD_LIMIT}]")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    entries: int
+    segments: list[int]  # segment numbers read
+    dropped_bytes: int  # bytes cut off a torn/corrupt tail (0 if clean)
+    truncated_segment: int | None  # the segment cut (or removed, if its header was torn)
+
+
+class WalFailedError(DiskError):
+    """A write or fsync of the WAL failed; it accepts nothing more (see the module doc)."""
+
+
+# ------------------------------------------------------------------------ format
+
+
+def encode_header(number: int) -> bytes:
+    body = _HEADER_BODY.pack(MAGIC, FORMAT_VERSION, 0, number)
+    return body + _U32.pack(crc32c(body))
+
+
+def encode_frame(payload: bytes) -> bytes:
+    """One entry as it is stored: frame header, then the payload."""
+    length = len(payload)
+    crc = crc32c(payload, crc32c(_LEN_TYPE.pack(length, ENTRY_FULL)))
+    return _FRAME_HEAD.pack(length, ENTRY_FULL, crc) + payload
+
+
+def check_header(path: str, data: bytes, number: int) -> None:
+    """Raise unless ``data`` starts with a valid header for segment ``number``."""
+    if len(data) < HEADER_SIZE:
+        raise CorruptionError(path, "segment header", f"only {len(data)} bytes")
+    magic, version, _flags, stored_number = _HEADER_BODY.unpack_from(data)
+    if magic != MAGIC:
+        raise CorruptionError(path, "segment header", f"bad magic {magic!r}")
+    if crc32c(data[:16]) != _U32.unpack_from(data, 16)[0]:
+        raise CorruptionError(path, "segment header", "checksum mismatch")
+    if version != FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"{path}: WAL format version {version}, this build reads {FORMAT_VERSION}"
+        )
+    if stored_number != number:
+        raise CorruptionError(
+            path, "segment header", f"header names segment {stored_number}, not {number}"
+        )
+
+
+def scan_entries(data: bytes, start: int = HEADER_SIZE) -> tuple[list[bytes], int, str | None]:
+    """Decode the entries from ``start``: (payloads, end of the last good entry, problem).
+
+    ``problem`` is None when the data ends exactly after a whole entry."""
+    payloads: list[bytes] = []
+    unpack = _FRAME_HEAD.unpack_from
+    end = len(data)
+    offset = start
+    while offset < end:
+        if end - offset < FRAME_HEADER_SIZE:
+            return payloads, offset, f"short frame header ({end - offset} bytes)"
+        length, kind, crc = unpack(data, offset)
+        body = offset + FRAME_HEADER_SIZE
+        if body + length > end:
+            return payloads, offset, f"length {length} runs past the end of the segment"
+        if kind != ENTRY_FULL:
+            return payloads, offset, f"unknown entry type {kind}"
+        payload = data[body : body + length]
+        if crc32c(payload, crc32c(data[offset : offset + 5])) != crc:
+            return payloads, offset, "checksum mismatch"
+        payloads.append(payload)
+        offset = body + length
+    return payloads, offset, None
+
+
+# ------------------------------------------------------------------------ replay
+
+
+def list_segments(fs: FS, directory: str) -> list[int]:
+    """Numbers of the WAL segments in ``directory``, ascending."""
+    numbers = (parse_number(name, WAL_SUFFIX) for name in fs.listdir(directory))
+    return sorted(n for n in numbers if n is not None)
+
+
+def replay(fs: FS, directory: str, first_segment: int) -> tuple[list[bytes], ReplayReport]:
+    """Every payload in the segments numbered >= ``first_segment``, in order.
+
+    A bad entry in the last segment is a torn tail: the segment is truncated at the last
+    whole entry and synced (a last segment shorter than a header, or a header-sized run
+    of zeros, is a torn create: it is removed). A bad entry or header anywhere else raises
+    ``CorruptionError``: that data was acknowledged and is never skipped silently.
+    """
+    numbers = [n for n in list_segments(fs, directory) if n >= first_segment]
+    payloads: list[bytes] = []
+    dropped = 0
+    truncated: int | None = None
+    for index, number in enumerate(numbers):
+        entries, cut = _replay_segment(fs, directory, number, index == len(numbers) - 1)
+        payloads.extend(entries)
+        if cut is not None:
+            dropped, truncated = cut, number
+    return payloads, ReplayReport(len(payloads), numbers, dropped, truncated)
+
+
+def _replay_segment(
+    fs: FS, directory: str, number: int, last: bool
+) -> tuple[list[bytes], int | None]:
+    """(payloads, bytes cut off or None if the segment is whole)."""
+    path = join(directory, wal_name(number))
+    data = fs.read_all(path)
+    torn_create = len(data) < HEADER_SIZE or data[:HEADER_SIZE] == bytes(HEADER_SIZE)
+    if last and len(data) <= HEADER_SIZE and torn_create:
+        fs.remove(path)
+        fs.sync_dir(directory)
+        return [], len(data)
+    check_header(path, data, number)
+    payloads, good_end, problem = scan_entries(data)
+    if problem is None:
+        return payloads, None
+    if not last:
+        raise CorruptionError(path, f"entry {len(payloads)} at offset {good_end}", problem)
+    file = fs.open_append(path)
+    try:
+        file.truncate(good_end)
+        file.sync()
+    finally:
+        file.close()
+    return payloads, len(data) - good_end
+
+
+# ------------------------------------------------------------------------ writer
+
+
+class WriteAheadLog:
+    """Appends entries to the current segment; rolls, syncs (group commit) and closes.
+
+    ``on_sync(seconds, entries)`` is called after every successful fsync with its latency
+    and the number of entries it made durable (for metrics). It runs on the syncing
+    thread, sometimes with the WAL's locks held: it must be quick and must not call the
+    WAL. ``next_number()``, if given, supplies the number of every new segment (it must
+    return more than ``current_segment``); it too runs under the WAL's locks.
+    """
+
+    def __init__(
+        self,
+        fs: FS,
+        directory: str,
+        first_segment_number: int,
+        options: WalOptions,
+        clock: Clock | None = None,
+        *,
+        on_sync: SyncCallback | None = None,
+        next_number: Callable[[], int] | None = None,
+    ) -> None:
+        if first_segment_number < 0:
+            raise InvalidArgumentError(f"segment number {first_segment_number} is negative")
+        self._fs = fs
+        self._dir = directory
+        self._options = options
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._on_sync = on_sync
+        self._next_number = next_number
+        self._always = options.sync_mode is SyncMode.ALWAYS
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._io_lock = threading.Lock()
+        self._delete_lock = threading.Lock()
+        self._buffer = bytearray()
+        self._last_lsn = 0
+        self._synced_lsn = 0
+        self._syncing = False
+        self._closed = False
+        self._error: Exception | None = None
+        if not fs.is_dir(directory):
+            fs.makedirs(directory)
+        clash = [n for n in list_segments(fs, directory) if n >= first_segment_number]
+        if clash:
+            raise InvalidArgumentError(
+                f"{directory} already holds WAL segment {clash[-1]} >= {first_segment_number}"
+            )
+        self._number = first_segment_number
+        self._file: File | None = self._create_segment(first_segment_number)
+        self._segment_size = HEADER_SIZE
+        self._segment_entries = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if options.sync_mode is SyncMode.INTERVAL:
+            self._thread = threading.Thread(
+                target=self._interval_loop, name=f"wal-sync:{directory}", daemon=True
+            )
+            self._thread.start()
+
+    # -- properties
+
+    @property
+    def current_segment(self) -> int:
+        return self._number
+
+    @property
+    def synced_lsn(self) -> int:
+        return self._synced_lsn
+
+    @property
+    def last_lsn(self) -> int:
+        return self._last_lsn
+
+    @property
+    def options(self) -> WalOptions:
+        return self._options
+
+    # -- appending
+
+    def append(self, payload: bytes) -> int:
+        """Add one entry; return its LSN. See the module doc for what each mode promises."""
+        if len(payload) > self._options.max_entry_bytes:
+            raise ValueTooLargeError(
+                f"WAL entry of {len(payload)} bytes exceeds max_entry_bytes="
+                f"{self._options.max_entry_bytes}"
+            )
+        frame = encode_frame(payload)
+        lsn = backlog = 0
+        with self._lock:
+            if self._closed or self._error is not None:
+                self._check_usable()
+            roll = self._must_roll(len(frame))
+            if not roll:
+                lsn = self._add_locked(frame)
+                backlog = len(self._buffer)
+        if roll:
+            with self._io_lock, self._lock:
+                self._check_usable()
+                if self._must_roll(len(frame)):
+                    self._roll_locked(self._allocate())
+                return self._add_locked(frame)
+        if backlog >= _FLUSH_AT:
+            self._try_flush()
+        return lsn
+
+    def append_sync(self, payload: bytes) -> int:
+        """``append``, then (in ALWAYS mode) wait until the entry is durable."""
+        lsn = self.append(payload)
+        if self._always:
+            self.sync_to(lsn)
+        return lsn
+
+    def _must_roll(self, frame_size: int) -> bool:
+        over = self._segment_size + frame_size > self._options.segment_bytes
+        return over and self._segment_entries > 0
+
+    def _add_locked(self, frame: bytes) -> int:
+        if self._always:
+            self._buffer += frame
+        else:
+            file = self._file
+            if file is None:
+                raise ClosedError(f"WAL {self._dir} has no open segment")
+            try:
+                file.write(frame)
+            except Exception as exc:
+                self._fail(exc)
+                raise self._failed_error() from exc
+        self._segment_size += len(frame)
+        self._segment_entries += 1
+        self._last_lsn += 1
+        return self._last_lsn
+
+    def _try_flush(self) -> None:
+        """Hand the ALWAYS-mode buffer to the OS, unless a sync or roll is doing IO now
+        (it will take the buffer itself)."""
+        if not self._io_lock.acquire(blocking=False):
+            return
+        try:
+            with self._lock:
+                file = self._file
+                if file is None or self._error is not None:
+                    return
+                data = self._take_buffer()
+            try:
+                file.write(data)
+            except Exception as exc:
+                self._fail(exc)
+                raise self._failed_error() from exc
+        finally:
+            self._io_lock.release()
+
+    # -- syncing
+
+    def sync_to(self, lsn: int) -> None:
+        """Block until every entry <= ``lsn`` is fsynced (group commit)."""
+        with self._lock:
+            self._check_usable()
+            if lsn > self._last_lsn:
+                raise InvalidArgumentError(f"LSN {lsn} was never appended (last {self._last_lsn})")
+        while self._await_turn(lsn):
+            self._lead_sync()
+
+    def sync(self) -> None:
+        """Make everything appended so far durable."""
+        self.sync_to(self._last_lsn)
+
+    def _await_turn(self, lsn: int) -> bool:
+        """Wait until ``lsn`` is durable (False) or this thread must lead a sync (True)."""
+        with self._lock:
+            while self._synced_lsn < lsn:
+                if self._error is not None:
+                    raise self._failed_error() from self._error
+                if self._file is None:
+                    raise ClosedError(f"WAL {self._dir} closed before LSN {lsn} was synced")
+                if not self._syncing:
+                    self._syncing = True
+                    return True
+                self._cond.wait()
+            return False
+
+    def _lead_sync(self) -> None:
+        """One group-commit round; the caller has set ``_syncing``."""
+        report: tuple[float, int] | None = None
+        try:
+            with self._io_lock:
+                with self._lock:
+                    file = self._file
+                    if file is None or self._error is not None:
+                        return
+                    data = self._take_buffer()
+                    base, target = self._synced_lsn, self._last_lsn
+                if target > base:
+                    report = self._write_and_sync(file, data, base, target)
+        finally:
+            with self._lock:
+                self._syncing = False
+                self._cond.notify_all()
+        if report is not None and self._on_sync is not None:
+            self._on_sync(*report)
+
+    def _write_and_sync(
+        self, file: File, data: bytes | bytearray, base: int, target: int
+    ) -> tuple[float, int]:
+        """Write ``data``, fsync, mark ``target`` durable; (seconds, entries). The caller
+        holds ``_io_lock``."""
+        start = self._clock.monotonic()
+        try:
+            if data:
+                file.write(data)
+            file.sync()
+        except Exception as exc:
+            self._fail(exc)
+            raise self._failed_error() from exc
+        with self._lock:
+            self._synced_lsn = max(self._synced_lsn, target)
+            self._cond.notify_all()
+        return self._clock.monotonic() - start, target - base
+
+    def _interval_loop(self) -> None:
+        period = self._options.sync_interval_ms / 1000
+        while not self._stop.wait(period):
+            with self._lock:
+                if self._error is not None:
+                    return
+                if self._syncing or self._synced_lsn >= self._last_lsn:
+                    continue
+                self._syncing = True
+            try:
+                self._lead_sync()
+            except WalFailedError:
+                return  # recorded in self._error: every later call raises it
+
+    # -- segments
+
+    def rotate(self) -> int:
+        """Fsync and finish the current segment, start the next; return its number."""
+        with self._io_lock, self._lock:
+            self._check_usable()
+            number = self._allocate()
+            self._roll_locked(number)
+            return number
+
+    def delete_segments_before(self, number: int) -> None:
+        """Remove every segment numbered below ``number``, then sync the directory."""
+        with self._lock:
+            self._check_usable()
+            if number > self._number:
+                raise InvalidArgumentError(
+                    f"cannot delete below {number}: segment {self._number} is live"
+                )
+        with self._delete_lock:
+            doomed = [n for n in list_segments(self._fs, self._dir) if n < number]
+            for old in doomed:
+                self._fs.remove(join(self._dir, wal_name(old)))
+            if doomed:
+                self._fs.sync_dir(self._dir)
+
+    def _allocate(self) -> int:
+        if self._next_number is None:
+            return self._number + 1
+        number = self._next_number()
+        if number <= self._number:
+            raise InvalidArgumentError(
+                f"next_number() gave {number}, not above the current segment {self._number}"
+            )
+        return number
+
+    def _roll_locked(self, number: int) -> None:
+        """Both locks held: make the current segment durable, then start ``number``."""
+        old = self._live_file()
+        report = self._write_and_sync(old, self._take_buffer(), self._synced_lsn, self._last_lsn)
+        if self._on_sync is not None:
+            self._on_sync(*report)
+        self._file = None
+        try:
+            old.close()
+            self._file = self._create_segment(number)
+        except Exception as exc:
+            self._fail(exc)
+            raise self._failed_error() from exc
+        self._number = number
+        self._segment_size = HEADER_SIZE
+        self._segment_entries = 0
+
+    def _create_segment(self, number: int) -> File:
+        path = join(self._dir, wal_name(number))
+        file = self._fs.create(path)
+        try:
+            file.write(encode_header(number))
+            file.sync()
+            self._fs.sync_dir(self._dir)
+        except Exception:
+            file.close()
+            raise
+        return file
+
+    # -- closing and failure
+
+    def close(self) -> None:
+        """Sync, stop the interval thread, close the file. Closing twice does nothing;
+        closing a failed WAL releases it and raises ``WalFailedError``."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        report: tuple[float, int] | None = None
+        with self._io_lock, self._lock:
+            file, self._file = self._file, None
+            try:
+                pending = self._buffer or self._synced_lsn < self._last_lsn
+                if file is not None and self._error is None and pending:
+                    data = self._take_buffer()
+                    report = self._write_and_sync(file, data, self._synced_lsn, self._last_lsn)
+            finally:
+                if file is not None:
+                    file.close()
+                self._cond.notify_all()
+        if report is not None and self._on_sync is not None:
+            self._on_sync(*report)
+        if self._error is not None:
+            raise self._failed_error() from self._error
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise ClosedError(f"WAL {self._dir} is closed")
+        if self._error is not None:
+            raise self._failed_error() from self._error
+
+    def _live_file(self) -> File:
+        if self._file is None:
+            raise ClosedError(f"WAL {self._dir} has no open segment")
+        return self._file
+
+    def _take_buffer(self) -> bytearray:
+        data, self._buffer = self._buffer, bytearray()
+        return data
+
+    def _fail(self, exc: Exception) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = exc
+            self._cond.notify_all()
+
+    def _failed_error(self) -> WalFailedError:
+        return WalFailedError(
+            f"WAL {self._dir} failed ({self._error!r}); entries after LSN "
+            f"{self._synced_lsn} are not durable"
+        )
