@@ -26,6 +26,7 @@ import fcntl
 import os
 import posixpath
 import random
+import shutil
 import threading
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -90,6 +91,10 @@ class FS(Protocol):
     def sync_dir(self, path: str) -> None: ...
 
     def file_size(self, path: str) -> int: ...
+
+    def remove_tree(self, path: str) -> None:
+        """Remove a directory and everything below it (durable when it returns)."""
+        ...
 
     def lock(self, path: str) -> DirLock:
         """Take an exclusive lock on the lock file ``path``; raise ``LockedError`` if held."""
@@ -195,6 +200,10 @@ class OsFS:
 
     def file_size(self, path: str) -> int:
         return os.path.getsize(path)
+
+    def remove_tree(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=False)
+        self.sync_dir(os.path.dirname(os.path.abspath(path)))
 
     def lock(self, path: str) -> DirLock:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -447,6 +456,18 @@ class MemFS:
     def file_size(self, path: str) -> int:
         with self.mutex:
             return len(self._inode(self._norm(path)).data)
+
+    def remove_tree(self, path: str) -> None:
+        with self.mutex:
+            norm = self._norm(path)
+            if norm not in self.dirs:
+                raise FileNotFoundError(errno.ENOENT, "no such directory", path)
+            self.tick()
+            prefix = norm.rstrip("/") + "/"
+            for table in (self.files, self.durable_files):
+                for name in [p for p in table if p.startswith(prefix)]:
+                    del table[name]
+            self.dirs = {d for d in self.dirs if d != norm and not d.startswith(prefix)}
 
     def lock(self, path: str) -> DirLock:
         with self.mutex:

@@ -1,0 +1,151 @@
+"""Engine benchmarks (issue: the storage engine). One JSON object per figure.
+
+.venv/bin/python bench/bench_engine.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import emit
+from sentinel.storage.engine import Engine
+from sentinel.storage.options import EngineOptions
+from sentinel.storage.wal import SyncMode, WalOptions
+
+BENCH = "engine"
+
+
+def put_none(root: str, count: int) -> None:
+    rng = random.Random(1)
+    keys = [rng.randbytes(16) for _ in range(count)]
+    value = b"v" * 100
+    opts = EngineOptions(wal=WalOptions(sync_mode=SyncMode.NONE))
+    with Engine.open(os.path.join(root, "put_none"), opts) as engine:
+        put = engine.put
+        start = time.perf_counter()
+        for key in keys:
+            put(key, value)
+        elapsed = time.perf_counter() - start
+    emit(BENCH, "put_100B_sync_none", count / elapsed, "puts/s", target=100_000)
+
+
+def put_always_concurrent(root: str, writers: int, per_writer: int) -> None:
+    value = b"v" * 100
+    opts = EngineOptions(wal=WalOptions(sync_mode=SyncMode.ALWAYS))
+    with Engine.open(os.path.join(root, "put_always"), opts) as engine:
+        barrier = threading.Barrier(writers + 1)
+
+        def run(worker: int) -> None:
+            barrier.wait()
+            for i in range(per_writer):
+                engine.put(b"%04d-%08d" % (worker, i), value)
+
+        threads = [threading.Thread(target=run, args=(w,)) for w in range(writers)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - start
+    emit(
+        BENCH,
+        f"put_100B_sync_always_{writers}_writers",
+        writers * per_writer / elapsed,
+        "puts/s",
+        target=20_000,
+    )
+
+
+def log_pattern(root: str, total_bytes: int) -> None:
+    value = os.urandom(16 * 1024)
+    count = total_bytes // len(value)
+    # The ceiling: a plain Python loop appending the same bytes to a file.
+    path = os.path.join(root, "plain.bin")
+    start = time.perf_counter()
+    with open(path, "wb") as handle:
+        for i in range(count):
+            handle.write(i.to_bytes(8, "big"))
+            handle.write(value)
+    plain = total_bytes / (time.perf_counter() - start) / 1e6
+    os.remove(path)
+    opts = EngineOptions(wal=WalOptions(sync_mode=SyncMode.NONE))
+    directory = os.path.join(root, "log")
+    with Engine.open(directory, opts) as engine:
+        put = engine.put
+        start = time.perf_counter()
+        for i in range(count):
+            put(i.to_bytes(8, "big"), value)
+        engine.flush()
+        ours = total_bytes / (time.perf_counter() - start) / 1e6
+        stats = engine.stats()
+    emit(
+        BENCH,
+        "log_append_16KiB_sync_none",
+        ours,
+        "MB/s",
+        ceiling=round(plain, 1),
+        ratio=round(ours / plain, 3),
+        target_ratio=0.5,
+        write_amplification=round(stats.write_amplification, 2),
+    )
+    with Engine.open(directory, opts) as engine:
+        start = time.perf_counter()
+        scanned = sum(len(v) for _k, v in engine.scan())
+        rate = scanned / (time.perf_counter() - start) / 1e6
+    emit(BENCH, "log_full_scan_16KiB", rate, "MB/s", target=300)
+
+
+def point_gets(root: str, count: int) -> None:
+    directory = os.path.join(root, "gets")
+    rng = random.Random(7)
+    keys = sorted(rng.randbytes(16) for _ in range(count))
+    opts = EngineOptions(wal=WalOptions(sync_mode=SyncMode.NONE))
+    with Engine.open(directory, opts) as engine:
+        for key in keys:
+            engine.put(key, b"v" * 100)
+        engine.flush()
+    sample = rng.sample(keys, 2000)
+    absent = [rng.randbytes(15) for _ in range(20000)]
+    with Engine.open(directory, opts) as engine:
+        start = time.perf_counter()
+        for key in sample:
+            engine.get(key)
+        cold = (time.perf_counter() - start) / len(sample)
+        start = time.perf_counter()
+        for _ in range(5):
+            for key in sample:
+                engine.get(key)
+        warm = (time.perf_counter() - start) / (5 * len(sample))
+        start = time.perf_counter()
+        for key in absent:
+            engine.get(key)
+        miss = (time.perf_counter() - start) / len(absent)
+    emit(BENCH, "get_present_table_cold_cache", cold * 1e6, "us/get")
+    emit(BENCH, "get_present_table_warm_cache", warm * 1e6, "us/get")
+    emit(BENCH, "get_absent_bloom", miss * 1e6, "us/get")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as root:
+        put_none(root, 300_000 // scale)
+        put_always_concurrent(root, 64, 1_000 // scale)
+        log_pattern(root, (1024 * 1024 * 1024) // scale)
+        point_gets(root, 200_000 // scale)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,496 @@
+"""The LSM engine: the public face of ``storage/``.
+
+Write path (durability order): encode the batch -> append it to the WAL -> apply it to
+the active memtable -> (sync ``always``) wait for the WAL's group commit. When the active
+memtable passes ``memtable_bytes`` it is frozen, the WAL rotates to a new segment, and a
+worker flushes the frozen memtable to an L0 table; the manifest edit that adds the table
+also advances ``log_number`` (the first WAL segment still needed), and only then are the
+older segments deleted.
+
+Read path: active memtable, frozen memtables (newest first), L0 tables (newest first),
+then one table per level L1..Ln. The newest entry for a key wins; a tombstone hides
+everything older.
+
+Threads: any number of threads may read and write. Writers are serialized by
+``_write_lock`` (the memtable has one writer at a time); the state that readers snapshot
+(memtables, version, table readers) is swapped under ``_state``. Flushes and compactions
+run one at a time in a single worker thread (``background=True``) or inline in the call
+that triggered them (``background=False``, deterministic for tests).
+
+Recovery (``Engine.open``): refuse a directory that is not an engine's before writing
+anything; take the LOCK; recover the version from the manifest; replay the WAL from
+``log_number`` (a torn tail is cut and reported); flush what was replayed to L0; delete
+files no version references (tables written by a flush or compaction that crashed before
+its manifest edit).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sentinel.clock import Clock, SystemClock
+from sentinel.errors import (
+    ClosedError,
+    KeyTooLargeError,
+    NotAnEngineDirectoryError,
+    ValueTooLargeError,
+)
+from sentinel.fs import FS, DirLock, OsFS
+from sentinel.storage import manifest as manifest_mod
+from sentinel.storage.block_cache import BlockCache
+from sentinel.storage.entry import ABSENT, Entry, EntrySource
+from sentinel.storage.files import (
+    CURRENT_NAME,
+    LOCK_NAME,
+    MANIFEST_PREFIX,
+    TABLE_SUFFIX,
+    TEMP_SUFFIX,
+    WAL_SUFFIX,
+    join,
+    parse_number,
+    table_name,
+)
+from sentinel.storage.iterators import live_entries, live_floor, merge_entries
+from sentinel.storage.maintenance import Maintenance
+from sentinel.storage.memtable import Memtable
+from sentinel.storage.options import EngineOptions
+from sentinel.storage.sstable import TableReader
+from sentinel.storage.version import Version, VersionEdit
+from sentinel.storage.wal import ReplayReport, SyncMode, WriteAheadLog, replay
+from sentinel.storage.write_batch import WriteBatch, decode_ops, encode_ops, encode_put
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    tables_per_level: tuple[int, ...]
+    bytes_per_level: tuple[int, ...]
+    memtable_bytes: int
+    immutable_memtables: int
+    user_bytes_written: int
+    wal_bytes_written: int
+    flush_bytes_written: int
+    compaction_bytes_written: int
+    flushes: int
+    compactions: int
+    trivial_moves: int
+    block_cache_hits: int
+    block_cache_misses: int
+
+    @property
+    def write_amplification(self) -> float:
+        """Bytes the engine wrote to disk per byte the user wrote."""
+        if self.user_bytes_written == 0:
+            return 0.0
+        written = self.wal_bytes_written + self.flush_bytes_written
+        return (written + self.compaction_bytes_written) / self.user_bytes_written
+
+
+class Engine:
+    """An open LSM engine over one directory. Use ``Engine.open``."""
+
+    def __init__(
+        self,
+        fs: FS,
+        directory: str,
+        options: EngineOptions,
+        *,
+        lock: DirLock,
+        recovered: manifest_mod.RecoveredState | None,
+        clock: Clock,
+    ) -> None:
+        self._fs = fs
+        self._dir = directory
+        self._options = options
+        self._lock = lock
+        self._clock = clock
+        self._write_lock = threading.Lock()
+        self._state = threading.Condition()
+        self._closed = False
+        self._cache = BlockCache(options.block_cache_bytes)
+        self._readers: dict[int, TableReader] = {}
+        self._memtable = Memtable()
+        self._immutables: list[tuple[Memtable, int]] = []
+        self._user_bytes = 0
+        self._wal_bytes = 0
+        self.replay_report: ReplayReport | None = None
+        self._maintenance = Maintenance(self, fs, directory, options, self._cache)
+        self._recover(recovered)
+
+    # ------------------------------------------------------------------ open
+
+    @classmethod
+    def open(
+        cls,
+        directory: str,
+        options: EngineOptions | None = None,
+        *,
+        fs: FS | None = None,
+        clock: Clock | None = None,
+    ) -> Engine:
+        """Open (or create) the engine in ``directory``."""
+        fs = fs if fs is not None else OsFS()
+        options = options if options is not None else EngineOptions()
+        if fs.exists(directory) and not fs.is_dir(directory):
+            raise NotAnEngineDirectoryError(f"{directory} is a file, not an engine directory")
+        recovered: manifest_mod.RecoveredState | None = None
+        if fs.exists(directory):
+            names = fs.listdir(directory)
+            if CURRENT_NAME in names:
+                # Reads only: a newer format or a corrupt manifest leaves disk untouched.
+                recovered = manifest_mod.recover(fs, directory)
+            else:
+                foreign = [n for n in names if not _is_uninitialized_leftover(n)]
+                if foreign:
+                    raise NotAnEngineDirectoryError(
+                        f"{directory} is not a Sentinel engine directory "
+                        f"(it has no {CURRENT_NAME} and holds {foreign[0]!r})"
+                    )
+        fs.makedirs(directory)
+        lock = fs.lock(join(directory, LOCK_NAME))
+        try:
+            return cls(
+                fs, directory, options, lock=lock, recovered=recovered, clock=clock or SystemClock()
+            )
+        except BaseException:
+            lock.release()
+            raise
+
+    def _recover(self, recovered: manifest_mod.RecoveredState | None) -> None:
+        fs, directory = self._fs, self._dir
+        if recovered is None:
+            version = Version.empty()
+            log_number = 1
+            next_file = 1
+        else:
+            version = recovered.version
+            log_number = recovered.log_number
+            next_file = recovered.next_file_number
+        names = fs.listdir(directory)
+        live = version.all_file_numbers()
+        wal_numbers = sorted(
+            n for n in (parse_number(name, WAL_SUFFIX) for name in names) if n is not None
+        )
+        table_numbers = [
+            n for n in (parse_number(name, TABLE_SUFFIX) for name in names) if n is not None
+        ]
+        next_file = max([next_file, *(n + 1 for n in table_numbers)])
+        replayed = Memtable()
+        if recovered is not None:
+            payloads, self.replay_report = replay(fs, directory, log_number)
+            for index, payload in enumerate(payloads):
+                for key, value in decode_ops(payload, f"{directory} WAL entry {index}"):
+                    replayed.put(key, value)
+        for name in names:
+            number = parse_number(name, TABLE_SUFFIX)
+            orphan_table = number is not None and number not in live
+            if orphan_table or name.endswith(TEMP_SUFFIX):
+                fs.remove(join(directory, name))
+        for number in version.all_file_numbers():
+            self._readers[number] = TableReader.open(
+                fs, join(directory, table_name(number)), number, self._cache
+            )
+        self._version = version
+        self._next_file_number = next_file
+        first_segment = max([log_number, *(n + 1 for n in wal_numbers)])
+        # The manifest first: a directory with a WAL but no CURRENT is not an engine's.
+        manifest_number = self._allocate_file_number()
+        self._manifest = manifest_mod.Manifest.create(
+            fs, directory, manifest_number, version, log_number, self._next_file_number
+        )
+        self._wal = WriteAheadLog(fs, directory, first_segment, self._options.wal, self._clock)
+        if len(replayed):
+            replayed.freeze()
+            self._immutables.append((replayed, first_segment))
+            self._maintenance.flush_all()
+        elif log_number < first_segment:
+            self._manifest.append(
+                VersionEdit(log_number=first_segment, next_file_number=self._next_file_number)
+            )
+            self._wal.delete_segments_before(first_segment)
+        self._maintenance.start()
+
+    # ------------------------------------------------------- used by Maintenance
+
+    def _allocate_file_number(self) -> int:
+        with self._state:
+            # A manifest rotation takes a number of its own and moves the counter past it.
+            if hasattr(self, "_manifest"):
+                self._next_file_number = max(
+                    self._next_file_number, self._manifest.next_file_number
+                )
+            number = self._next_file_number
+            self._next_file_number += 1
+            return number
+
+    @property
+    def next_file_number(self) -> int:
+        return self._next_file_number
+
+    @property
+    def manifest(self) -> manifest_mod.Manifest:
+        return self._manifest
+
+    @property
+    def wal(self) -> WriteAheadLog:
+        return self._wal
+
+    @property
+    def version(self) -> Version:
+        return self._version
+
+    @property
+    def state_lock(self) -> threading.Condition:
+        return self._state
+
+    def oldest_immutable(self) -> tuple[Memtable, int] | None:
+        with self._state:
+            return self._immutables[0] if self._immutables else None
+
+    def readers_for(self, file_numbers: list[int]) -> list[TableReader]:
+        with self._state:
+            return [self._readers[n] for n in file_numbers]
+
+    def install(
+        self,
+        edit: VersionEdit,
+        opened: dict[int, TableReader],
+        flushed: Memtable | None = None,
+    ) -> list[TableReader]:
+        """Swap in the version after ``edit`` (already durable); return retired readers."""
+        with self._state:
+            self._version = self._version.apply(edit)
+            self._readers.update(opened)
+            live = self._version.all_file_numbers()
+            retired = [r for n, r in self._readers.items() if n not in live]
+            for reader in retired:
+                del self._readers[reader.meta.file_number]
+            if flushed is not None:
+                self._immutables = [(m, n) for m, n in self._immutables if m is not flushed]
+            self._state.notify_all()
+            return retired
+
+    # ----------------------------------------------------------------- writes
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Store ``value`` under ``key``; durable on return with sync ``always``."""
+        self._check_sizes(key, value)
+        lsn = self._append(encode_put(key, value), ((key, value),), len(key) + len(value))
+        self._sync_if_always(lsn)
+
+    def delete(self, key: bytes) -> None:
+        self.write(WriteBatch().delete(key))
+
+    def write(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` atomically; durable on return with sync ``always``."""
+        self._sync_if_always(self.write_nowait(batch))
+
+    def write_nowait(self, batch: WriteBatch) -> int:
+        """Apply ``batch`` atomically and return its LSN without waiting for durability;
+        an asyncio driver then waits for ``sync_to(lsn)`` in a worker thread."""
+        if not len(batch):
+            return self._wal.last_lsn
+        for key, value in batch.ops:
+            self._check_sizes(key, value)
+        return self._append(encode_ops(batch.ops), batch.ops, batch.byte_size)
+
+    def sync_to(self, lsn: int) -> None:
+        """Block until every write up to ``lsn`` is fsynced (group commit)."""
+        self._wal.sync_to(lsn)
+
+    def sync(self) -> None:
+        """Make every write so far durable, whatever the sync mode."""
+        self._wal.sync()
+
+    def delete_range(self, start: bytes, end: bytes | None) -> int:
+        """Delete every key in ``[start, end)`` atomically; return how many were live.
+
+        Written as point tombstones: the log truncates short suffixes and prefixes of
+        whole batches, where the count of keys is small."""
+        batch = WriteBatch()
+        for key, _value in self.scan(start, end):
+            batch.delete(key)
+        self.write(batch)
+        return len(batch)
+
+    def drop_tables_below(self, key: bytes) -> int:
+        """Remove every table whose keys are all ``< key``; return the bytes freed.
+
+        The caller promises that every key below ``key`` is garbage (the log's retention
+        and its log start offset): whole tables are dropped by one manifest edit, as
+        Kafka deletes whole segments, and nothing is rewritten or tombstoned. Entries
+        below ``key`` still in memtables or in tables that straddle ``key`` stay until the
+        caller deletes them or they fall into a wholly obsolete table."""
+        self._check_open()
+        return self._maintenance.drop_tables_below(key)
+
+    def _check_sizes(self, key: bytes, value: bytes | None) -> None:
+        if len(key) > self._options.max_key_bytes:
+            raise KeyTooLargeError(
+                f"key of {len(key)} bytes exceeds max_key_bytes={self._options.max_key_bytes}"
+            )
+        if value is not None and len(value) > self._options.max_value_bytes:
+            raise ValueTooLargeError(
+                f"value of {len(value)} bytes exceeds "
+                f"max_value_bytes={self._options.max_value_bytes}"
+            )
+
+    def _append(
+        self,
+        payload: bytes,
+        ops: tuple[tuple[bytes, bytes | None], ...] | list[tuple[bytes, bytes | None]],
+        nbytes: int,
+    ) -> int:
+        with self._write_lock:
+            self._check_open()
+            if self._memtable.approximate_size >= self._options.memtable_bytes:
+                self._rotate_memtable()
+            lsn = self._wal.append(payload)
+            memtable = self._memtable
+            for key, value in ops:
+                memtable.put(key, value)
+            self._user_bytes += nbytes
+            self._wal_bytes += len(payload)
+            return lsn
+
+    def _sync_if_always(self, lsn: int) -> None:
+        if self._options.wal.sync_mode is SyncMode.ALWAYS:
+            self._wal.sync_to(lsn)
+
+    def _rotate_memtable(self) -> None:
+        """Freeze the active memtable and hand it to the flusher (write lock held)."""
+        with self._state:
+            while (
+                len(self._immutables) >= self._options.max_immutable_memtables
+                and self._options.background
+            ):
+                self._maintenance.raise_if_failed()
+                self._state.wait(0.5)
+        segment = self._wal.rotate()
+        with self._state:
+            self._memtable.freeze()
+            self._immutables.append((self._memtable, segment))
+            self._memtable = Memtable()
+        self._maintenance.flush_requested()
+
+    def flush(self) -> None:
+        """Flush the active memtable to a table and wait for every pending flush."""
+        with self._write_lock:
+            self._check_open()
+            if len(self._memtable):
+                self._rotate_memtable()
+        self._maintenance.wait_flushed()
+
+    def compact(self) -> None:
+        """Flush, then run compactions until the policy picks none."""
+        self.flush()
+        self._maintenance.compact_until_idle()
+
+    # ------------------------------------------------------------------ reads
+
+    def _sources(self, key: bytes | None = None) -> list[EntrySource]:
+        with self._state:
+            sources: list[EntrySource] = [self._memtable]
+            sources.extend(m for m, _ in reversed(self._immutables))
+            version, readers = self._version, self._readers
+            tables = version.tables_for_key(key) if key is not None else version.all_tables()
+            sources.extend(readers[t.file_number] for t in tables)
+            return sources
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value stored under ``key``, or None."""
+        self._check_open()
+        with self._maintenance.reading():
+            for source in self._sources(key):
+                found = source.get(key)
+                if found is not ABSENT:
+                    return found
+            return None
+
+    def scan(
+        self, start: bytes | None = None, end: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Live entries with ``start <= key < end`` in key order, from a consistent view."""
+        self._check_open()
+        with self._maintenance.reading():
+            iterators = [source.entries(start, end) for source in self._sources()]
+            yield from live_entries(merge_entries(iterators))
+
+    def seek_floor(self, key: bytes) -> tuple[bytes, bytes] | None:
+        """The live entry with the greatest key ``<= key``, or None."""
+        self._check_open()
+        with self._maintenance.reading():
+            found: Entry | None = live_floor(self._sources(), key)
+            if found is None or found[1] is None:
+                return None
+            return found[0], found[1]
+
+    # ------------------------------------------------------------- lifecycle
+
+    def stats(self) -> EngineStats:
+        with self._state:
+            version = self._version
+            memtable_bytes = self._memtable.approximate_size
+            immutables = len(self._immutables)
+        maint = self._maintenance
+        return EngineStats(
+            tables_per_level=tuple(len(level) for level in version.levels),
+            bytes_per_level=tuple(version.level_bytes(i) for i in range(len(version.levels))),
+            memtable_bytes=memtable_bytes,
+            immutable_memtables=immutables,
+            user_bytes_written=self._user_bytes,
+            wal_bytes_written=self._wal_bytes,
+            flush_bytes_written=maint.flush_bytes,
+            compaction_bytes_written=maint.compaction_bytes,
+            flushes=maint.flushes,
+            compactions=maint.compactions,
+            trivial_moves=maint.trivial_moves,
+            block_cache_hits=self._cache.hits,
+            block_cache_misses=self._cache.misses,
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the engine is closed")
+
+    def close(self) -> None:
+        """Stop background work and make everything written durable."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._maintenance.stop()
+            if self._options.flush_on_close and not self._maintenance.failed:
+                if len(self._memtable):
+                    self._rotate_memtable()
+                self._maintenance.flush_all()
+            self._closed = True
+            self._wal.close()
+            self._manifest.close()
+            with self._state:
+                readers = list(self._readers.values())
+                self._readers.clear()
+            for reader in readers:
+                reader.close()
+            self._maintenance.close_retired()
+            self._lock.release()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The error that stopped background work, if any (writes then fail with it)."""
+        return self._maintenance.failed
+
+
+def _is_uninitialized_leftover(name: str) -> bool:
+    """Files an engine may leave if it crashed while creating its directory."""
+    return name == LOCK_NAME or name.startswith(MANIFEST_PREFIX) or name.endswith(TEMP_SUFFIX)

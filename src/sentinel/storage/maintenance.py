@@ -1,0 +1,325 @@
+"""Flushes and compactions: the engine's background work, executed one job at a time.
+
+The *policy* (what to compact) is ``compaction.pick_compaction``, a pure function of the
+version. This module only executes: it writes tables, makes the manifest edit durable,
+swaps in the new version, and only then deletes the files the edit dropped. A crash at
+any step leaves either the old version (and orphan tables the next open deletes) or the
+new one.
+
+Table readers that a version drops may still be in use by a scan or a get that began
+before the swap; they are closed when the last such read ends (``reading()``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Protocol
+
+from sentinel.errors import ClosedError, StateError
+from sentinel.fs import FS
+from sentinel.storage.block_cache import BlockCache
+from sentinel.storage.compaction import MergeTask, TrivialMove, apply_task, pick_compaction
+from sentinel.storage.entry import Entry
+from sentinel.storage.files import TableMeta, join, table_name
+from sentinel.storage.iterators import concat_entries, merge_entries
+from sentinel.storage.manifest import Manifest
+from sentinel.storage.memtable import Memtable
+from sentinel.storage.options import EngineOptions
+from sentinel.storage.sstable import TableReader, TableWriter
+from sentinel.storage.version import Version, VersionEdit
+from sentinel.storage.wal import WriteAheadLog
+
+
+class EngineInternals(Protocol):
+    """What maintenance needs from the engine."""
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    @property
+    def wal(self) -> WriteAheadLog: ...
+
+    @property
+    def version(self) -> Version: ...
+
+    @property
+    def next_file_number(self) -> int: ...
+
+    @property
+    def state_lock(self) -> threading.Condition: ...
+
+    def _allocate_file_number(self) -> int: ...
+
+    def oldest_immutable(self) -> tuple[Memtable, int] | None: ...
+
+    def readers_for(self, file_numbers: list[int]) -> list[TableReader]: ...
+
+    def install(
+        self, edit: VersionEdit, opened: dict[int, TableReader], flushed: Memtable | None = None
+    ) -> list[TableReader]: ...
+
+
+class Maintenance:
+    def __init__(
+        self,
+        engine: EngineInternals,
+        fs: FS,
+        directory: str,
+        options: EngineOptions,
+        cache: BlockCache,
+    ) -> None:
+        self._engine = engine
+        self._fs = fs
+        self._dir = directory
+        self._options = options
+        self._cache = cache
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._flush_wanted = False
+        self._compaction_wanted = False
+        self._failed: BaseException | None = None
+        self._job_lock = threading.Lock()  # one flush or compaction at a time
+        self._active_reads = 0
+        self._retired: list[TableReader] = []
+        self.flushes = 0
+        self.compactions = 0
+        self.trivial_moves = 0
+        self.flush_bytes = 0
+        self.compaction_bytes = 0
+
+    # ------------------------------------------------------------ scheduling
+
+    def start(self) -> None:
+        if self._options.background:
+            self._thread = threading.Thread(
+                target=self._run, name="sentinel-maintenance", daemon=True
+            )
+            self._thread.start()
+
+    def flush_requested(self) -> None:
+        if not self._options.background:
+            self.flush_all()
+            self.compact_until_idle()
+            return
+        with self._cond:
+            self._flush_wanted = True
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._stopping or self._flush_wanted or self._compaction_wanted):
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                flush, self._flush_wanted = self._flush_wanted, False
+            try:
+                if flush:
+                    self.flush_all()
+                    self._compaction_wanted = True
+                elif not self.compact_once():
+                    self._compaction_wanted = False
+            except BaseException as exc:  # the engine stops taking writes, and says why
+                with self._cond:
+                    self._failed = exc
+                    self._cond.notify_all()
+                with self._engine.state_lock:
+                    self._engine.state_lock.notify_all()
+                return
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    @property
+    def failed(self) -> BaseException | None:
+        return self._failed
+
+    def raise_if_failed(self) -> None:
+        if self._failed is not None:
+            raise StateError(f"background flush or compaction failed: {self._failed!r}") from (
+                self._failed
+            )
+
+    def wait_flushed(self) -> None:
+        if self._options.background:
+            with self._engine.state_lock:
+                while self._engine.oldest_immutable() is not None:
+                    self.raise_if_failed()
+                    if self._stopping:
+                        raise ClosedError("the engine is closing")
+                    self._engine.state_lock.wait(0.1)
+        else:
+            self.flush_all()
+
+    # ----------------------------------------------------------------- flush
+
+    def flush_all(self) -> None:
+        while (oldest := self._engine.oldest_immutable()) is not None:
+            self._flush(*oldest)
+
+    def _flush(self, memtable: Memtable, log_number: int) -> None:
+        with self._job_lock:
+            engine = self._engine
+            added: tuple[tuple[int, TableMeta], ...] = ()
+            opened: dict[int, TableReader] = {}
+            if len(memtable):
+                number = engine._allocate_file_number()
+                meta = self._write_tables(memtable.entries(), number)[0]
+                added = ((0, meta),)
+                opened[meta.file_number] = self._open(meta.file_number)
+                self.flush_bytes += meta.size
+            edit = VersionEdit(
+                added=added, log_number=log_number, next_file_number=engine.next_file_number
+            )
+            engine.manifest.append(edit)
+            self._retire(engine.install(edit, opened, flushed=memtable))
+            engine.wal.delete_segments_before(log_number)
+            self.flushes += 1
+
+    # ------------------------------------------------------------ compaction
+
+    def compact_until_idle(self) -> None:
+        for _ in range(10_000):
+            if not self.compact_once():
+                return
+
+    def compact_once(self) -> bool:
+        """Run the task the policy picks; False when it picks none."""
+        with self._job_lock:
+            engine = self._engine
+            version = engine.version
+            task = pick_compaction(version, self._options.compaction)
+            if task is None:
+                return False
+            opened: dict[int, TableReader] = {}
+            outputs: list[TableMeta] = []
+            if isinstance(task, TrivialMove):
+                self.trivial_moves += 1
+            else:
+                outputs = self._merge(task, engine)
+                opened = {meta.file_number: self._open(meta.file_number) for meta in outputs}
+                self.compaction_bytes += sum(meta.size for meta in outputs)
+                self.compactions += 1
+            edit = apply_task(version, task, outputs)
+            edit = VersionEdit(
+                added=edit.added,
+                removed=edit.removed,
+                log_number=edit.log_number,
+                next_file_number=engine.next_file_number,
+            )
+            engine.manifest.append(edit)
+            retired = engine.install(edit, opened)
+            self._retire(retired)
+            for reader in retired:
+                self._fs.remove(join(self._dir, table_name(reader.meta.file_number)))
+            if retired:
+                self._fs.sync_dir(self._dir)
+            return True
+
+    def drop_tables_below(self, key: bytes) -> int:
+        with self._job_lock:
+            engine = self._engine
+            doomed = [(level, t) for level, t in engine.version if t.max_key < key]
+            if not doomed:
+                return 0
+            edit = VersionEdit(
+                removed=tuple((level, t.file_number) for level, t in doomed),
+                next_file_number=engine.next_file_number,
+            )
+            engine.manifest.append(edit)
+            retired = engine.install(edit, {})
+            self._retire(retired)
+            for _level, table in doomed:
+                self._fs.remove(join(self._dir, table_name(table.file_number)))
+            self._fs.sync_dir(self._dir)
+            return sum(t.size for _level, t in doomed)
+
+    def _merge(self, task: MergeTask, engine: EngineInternals) -> list[TableMeta]:
+        with self.reading():
+            upper, lower = self._readers_for(task)
+            sources: list[Iterator[Entry]] = [r.entries() for r in upper]
+            if lower:
+                sources.append(concat_entries([r.entries for r in lower]))
+            merged = merge_entries(sources)
+            if task.drop_tombstones:
+                merged = (entry for entry in merged if entry[1] is not None)
+            return self._write_tables(merged, None)
+
+    def _readers_for(self, task: MergeTask) -> tuple[list[TableReader], list[TableReader]]:
+        upper = self._engine.readers_for([t.file_number for t in task.inputs])
+        lower = self._engine.readers_for([t.file_number for t in task.next_level_inputs])
+        return upper, lower
+
+    # ------------------------------------------------------------------ io
+
+    def _write_tables(self, entries: Iterator[Entry], first_number: int | None) -> list[TableMeta]:
+        """Write ``entries`` into tables cut at ``target_file_bytes``; sync the directory."""
+        outputs: list[TableMeta] = []
+        writer: TableWriter | None = None
+        number = first_number
+        try:
+            for key, value in entries:
+                if writer is None:
+                    if number is None:
+                        number = self._engine._allocate_file_number()
+                    writer = TableWriter(
+                        self._fs, join(self._dir, table_name(number)), number, self._options.table
+                    )
+                    number = None
+                writer.add(key, value)
+                if writer.estimated_size >= self._options.target_file_bytes:
+                    outputs.append(writer.finish())
+                    writer = None
+            if writer is not None:
+                outputs.append(writer.finish())
+                writer = None
+        except BaseException:
+            if writer is not None:
+                with contextlib.suppress(OSError):
+                    writer.abandon()
+            raise
+        if outputs:
+            self._fs.sync_dir(self._dir)
+        return outputs
+
+    def _open(self, number: int) -> TableReader:
+        return TableReader.open(self._fs, join(self._dir, table_name(number)), number, self._cache)
+
+    # ----------------------------------------------------- reader lifetimes
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            self._active_reads += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active_reads -= 1
+                if self._active_reads == 0 and self._retired:
+                    self._close_retired_locked()
+
+    def _retire(self, readers: list[TableReader]) -> None:
+        for reader in readers:
+            self._cache.evict_file(reader.meta.file_number)
+        with self._cond:
+            self._retired.extend(readers)
+            if self._active_reads == 0:
+                self._close_retired_locked()
+
+    def _close_retired_locked(self) -> None:
+        for reader in self._retired:
+            reader.close()
+        self._retired.clear()
+
+    def close_retired(self) -> None:
+        with self._cond:
+            self._close_retired_locked()

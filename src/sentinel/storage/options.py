@@ -1,0 +1,44 @@
+"""The engine's options, in one frozen value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sentinel.storage.compaction import CompactionOptions
+from sentinel.storage.sstable import TableOptions
+from sentinel.storage.wal import WalOptions
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """How an engine behaves. The defaults are what a broker runs with."""
+
+    #: Freeze the memtable and flush it to an L0 table past this many (estimated) bytes.
+    memtable_bytes: int = 64 * MiB
+    #: Writers wait while this many frozen memtables are still being flushed.
+    max_immutable_memtables: int = 1
+    #: Largest key and value a put accepts.
+    max_key_bytes: int = 64 * 1024
+    max_value_bytes: int = 32 * MiB
+    #: Bytes of decoded blocks kept by the LRU block cache shared by all tables.
+    block_cache_bytes: int = 32 * MiB
+    #: Compaction output tables are cut past this size.
+    target_file_bytes: int = 64 * MiB
+    #: Run flushes and compactions in a worker thread (True) or inline in the writing
+    #: call (False: deterministic, for tests).
+    background: bool = True
+    #: Flush the memtable on close, so the next open replays no WAL.
+    flush_on_close: bool = True
+    wal: WalOptions = field(default_factory=WalOptions)
+    table: TableOptions = field(default_factory=TableOptions)
+    compaction: CompactionOptions = field(default_factory=CompactionOptions)
+
+    def __post_init__(self) -> None:
+        if self.memtable_bytes < 1024:
+            raise ValueError("memtable_bytes must be at least 1 KiB")
+        if self.max_immutable_memtables < 1:
+            raise ValueError("max_immutable_memtables must be at least 1")
+        if self.max_key_bytes < 1 or self.max_value_bytes < 0:
+            raise ValueError("max_key_bytes and max_value_bytes must be positive")

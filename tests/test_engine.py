@@ -1,0 +1,160 @@
+"""The engine's API on the in-memory and the real filesystem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sentinel.errors import (
+    ClosedError,
+    KeyTooLargeError,
+    LockedError,
+    NotAnEngineDirectoryError,
+    ValueTooLargeError,
+)
+from sentinel.fs import MemFS, OsFS
+from sentinel.storage.engine import Engine
+from sentinel.storage.options import EngineOptions
+from sentinel.storage.wal import SyncMode, WalOptions
+from sentinel.storage.write_batch import WriteBatch
+
+SMALL = EngineOptions(memtable_bytes=16 * 1024, background=False)
+
+
+def key(i: int) -> bytes:
+    return i.to_bytes(8, "big")
+
+
+def test_put_get_delete_and_reopen() -> None:
+    fs = MemFS()
+    with Engine.open("/db", SMALL, fs=fs) as engine:
+        engine.put(b"a", b"1")
+        engine.put(b"b", b"2")
+        engine.delete(b"a")
+        assert engine.get(b"a") is None
+        assert engine.get(b"b") == b"2"
+    with Engine.open("/db", SMALL, fs=fs) as engine:
+        assert engine.get(b"a") is None
+        assert engine.get(b"b") == b"2"
+        assert list(engine.scan()) == [(b"b", b"2")]
+
+
+def test_write_batch_is_applied_whole() -> None:
+    fs = MemFS()
+    with Engine.open("/db", SMALL, fs=fs) as engine:
+        engine.write(WriteBatch().put(b"x", b"1").put(b"y", b"2").delete(b"x"))
+        assert list(engine.scan()) == [(b"y", b"2")]
+
+
+def test_flush_and_compaction_keep_every_value() -> None:
+    fs = MemFS()
+    opts = EngineOptions(memtable_bytes=8 * 1024, background=False)
+    with Engine.open("/db", opts, fs=fs) as engine:
+        for i in range(2000):
+            engine.put(key(i % 700), b"v%d" % i)
+        engine.compact()
+        stats = engine.stats()
+        assert stats.flushes > 1
+        for i in range(1300, 2000):
+            assert engine.get(key(i % 700)) == b"v%d" % i
+        assert len(list(engine.scan())) == 700
+
+
+def test_ascending_keys_are_moved_not_rewritten() -> None:
+    fs = MemFS()
+    opts = EngineOptions(memtable_bytes=8 * 1024, background=False)
+    with Engine.open("/db", opts, fs=fs) as engine:
+        for i in range(3000):
+            engine.put(key(i), b"x" * 100)
+        engine.compact()
+        stats = engine.stats()
+        assert stats.compaction_bytes_written == 0
+        assert stats.trivial_moves > 0
+        assert [k for k, _ in engine.scan(key(10), key(13))] == [key(10), key(11), key(12)]
+
+
+def test_seek_floor_skips_tombstones() -> None:
+    fs = MemFS()
+    with Engine.open("/db", SMALL, fs=fs) as engine:
+        for i in (10, 20, 30):
+            engine.put(key(i), b"%d" % i)
+        engine.flush()
+        engine.delete(key(20))
+        assert engine.seek_floor(key(25)) == (key(10), b"10")
+        assert engine.seek_floor(key(30)) == (key(30), b"30")
+        assert engine.seek_floor(key(5)) is None
+
+
+def test_delete_range() -> None:
+    fs = MemFS()
+    with Engine.open("/db", SMALL, fs=fs) as engine:
+        for i in range(100):
+            engine.put(key(i), b"v")
+        engine.flush()
+        assert engine.delete_range(key(50), None) == 50
+        assert engine.seek_floor(key(99)) == (key(49), b"v")
+
+
+def test_too_large_key_and_value_are_refused() -> None:
+    fs = MemFS()
+    opts = EngineOptions(max_key_bytes=8, max_value_bytes=16, background=False)
+    with Engine.open("/db", opts, fs=fs) as engine:
+        with pytest.raises(KeyTooLargeError):
+            engine.put(b"k" * 9, b"v")
+        with pytest.raises(ValueTooLargeError):
+            engine.put(b"k", b"v" * 17)
+        with pytest.raises(ValueTooLargeError):
+            engine.write(WriteBatch().put(b"a", b"1").put(b"b", b"v" * 17))
+        assert engine.get(b"a") is None
+        assert engine.stats().user_bytes_written == 0
+
+
+def test_not_an_engine_directory_is_refused_and_untouched(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(NotAnEngineDirectoryError):
+        Engine.open(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_second_open_is_locked(tmp_path: Path) -> None:
+    engine = Engine.open(str(tmp_path / "db"))
+    try:
+        with pytest.raises(LockedError):
+            Engine.open(str(tmp_path / "db"))
+    finally:
+        engine.close()
+    Engine.open(str(tmp_path / "db")).close()
+
+
+def test_closed_engine_refuses_calls() -> None:
+    engine = Engine.open("/db", SMALL, fs=MemFS())
+    engine.close()
+    with pytest.raises(ClosedError):
+        engine.put(b"a", b"b")
+    with pytest.raises(ClosedError):
+        engine.get(b"a")
+
+
+@pytest.mark.parametrize("mode", list(SyncMode))
+def test_background_engine_on_os(tmp_path: Path, mode: SyncMode) -> None:
+    opts = EngineOptions(memtable_bytes=32 * 1024, wal=WalOptions(sync_mode=mode))
+    path = str(tmp_path / "db")
+    with Engine.open(path, opts) as engine:
+        for i in range(3000):
+            engine.put(key(i), b"%d" % i * 10)
+        engine.compact()
+        assert engine.get(key(1234)) == b"1234" * 10
+    with Engine.open(path, opts, fs=OsFS()) as engine:
+        assert sum(1 for _ in engine.scan()) == 3000
+        assert engine.replay_report is not None
+
+
+def test_stats_report_levels_and_amplification() -> None:
+    with Engine.open("/db", SMALL, fs=MemFS()) as engine:
+        for i in range(1000):
+            engine.put(key(i), b"v" * 50)
+        engine.flush()
+        stats = engine.stats()
+        assert sum(stats.tables_per_level) >= 1
+        assert stats.write_amplification > 1.0
