@@ -31,5 +31,12 @@ run: $(STAMP)
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "# $$b" >&2; $(BIN)/python $$b || exit 1; done
 
+# Regenerate the gRPC/protobuf modules from proto/sentinel.proto (committed, so that a
+# fresh clone needs no code generation).
+proto: $(STAMP)
+	cd proto && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=../src/sentinel/proto_gen \
+		--grpc_python_out=../src/sentinel/proto_gen --pyi_out=../src/sentinel/proto_gen sentinel.proto
+	sed -i 's/^import sentinel_pb2 as/from . import sentinel_pb2 as/' src/sentinel/proto_gen/sentinel_pb2_grpc.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,204 @@
+"""The asyncio driver of the sans-IO group coordinator.
+
+It owns what the coordinator may not: the clock, a periodic tick, a future per parked
+JoinGroup / SyncGroup, and the durable write of committed offsets (meta store) between
+``commit_offsets`` and ``offsets_persisted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+
+from sentinel.broker.group_config import GroupConfig
+from sentinel.broker.group_events import (
+    ErrorCode,
+    Event,
+    GroupDescription,
+    GroupListing,
+    JoinCompleted,
+    JoinFailed,
+    JoinProtocol,
+    MemberAssignment,
+    OffsetAndMetadata,
+    SyncCompleted,
+    SyncFailed,
+    TopicPartition,
+)
+from sentinel.broker.groups import GroupCoordinator
+from sentinel.broker.meta_store import MetaStore
+from sentinel.clock import Clock
+from sentinel.errors import CallerError
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1
+
+
+class GroupError(CallerError):
+    """A group request was refused; ``code`` is Kafka's error code."""
+
+    def __init__(self, code: ErrorCode, message: str = "") -> None:
+        super().__init__(message or f"group request failed: {code.name}")
+        self.code = code
+
+
+Answer = JoinCompleted | SyncCompleted
+
+
+class GroupDriver:
+    def __init__(
+        self,
+        meta: MetaStore,
+        partition_counts: Callable[[str], int | None],
+        clock: Clock,
+        config: GroupConfig | None = None,
+    ) -> None:
+        self._meta = meta
+        self._clock = clock
+        self.coordinator = GroupCoordinator(
+            partition_counts, config, member_ids=lambda: str(uuid.uuid4())
+        )
+        self._parked: dict[tuple[str, str], asyncio.Future[Answer]] = {}
+        self._ticker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        for group, offsets in self._meta.all_offsets().items():
+            self.coordinator.load_offsets(group, offsets)
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for future in self._parked.values():
+            if not future.done():
+                future.set_exception(GroupError(ErrorCode.COORDINATOR_NOT_AVAILABLE))
+        self._parked.clear()
+
+    def _now(self) -> float:
+        return self._clock.monotonic()
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self._deliver(self.coordinator.tick(self._now()))
+
+    def _deliver(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if isinstance(event, JoinCompleted | SyncCompleted):
+                future = self._parked.pop((event.group_id, event.member_id), None)
+                if future is not None and not future.done():
+                    future.set_result(event)
+            elif isinstance(event, JoinFailed | SyncFailed):
+                future = self._parked.pop((event.group_id, event.member_id), None)
+                if future is not None and not future.done():
+                    future.set_exception(GroupError(event.error))
+
+    def _park(self, group_id: str, member_id: str) -> asyncio.Future[Answer]:
+        older = self._parked.pop((group_id, member_id), None)
+        if older is not None and not older.done():
+            older.set_exception(GroupError(ErrorCode.REBALANCE_IN_PROGRESS, "superseded"))
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._parked[(group_id, member_id)] = future
+        return future
+
+    async def _wait(
+        self, key: tuple[str, str], future: asyncio.Future[Answer], timeout: float
+    ) -> Answer:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise GroupError(ErrorCode.REBALANCE_IN_PROGRESS, "join timed out") from None
+        finally:
+            if self._parked.get(key) is future and not future.done():
+                # The caller went away (cancelled or timed out): forget the future; the
+                # member's session expires unless it joins again.
+                self._parked.pop(key, None)
+
+    async def join(
+        self,
+        group_id: str,
+        member_id: str,
+        *,
+        client_id: str,
+        topics: Sequence[str],
+        assignor: str,
+        session_timeout_s: float,
+        rebalance_timeout_s: float,
+    ) -> JoinCompleted:
+        """Join (server-assigned): returns when the rebalance completes."""
+        result = self.coordinator.join(
+            group_id,
+            member_id or None,
+            client_id=client_id,
+            session_timeout_s=session_timeout_s,
+            rebalance_timeout_s=rebalance_timeout_s,
+            protocols=[JoinProtocol(assignor or "roundrobin", tuple(topics))],
+            now=self._now(),
+            server_assign=True,
+        )
+        if result.error is not ErrorCode.NONE:
+            raise GroupError(result.error)
+        key = (group_id, result.member_id)
+        future = self._park(*key)
+        self._deliver(result.events)
+        answer = await self._wait(key, future, rebalance_timeout_s + 5.0)
+        assert isinstance(answer, JoinCompleted)
+        return answer
+
+    def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
+        code = self.coordinator.heartbeat(group_id, member_id, generation, self._now())
+        if code is not ErrorCode.NONE:
+            raise GroupError(code)
+
+    def leave(self, group_id: str, member_id: str) -> None:
+        outcome = self.coordinator.leave(group_id, member_id, self._now())
+        self._deliver(outcome.events)
+        if outcome.error is not ErrorCode.NONE:
+            raise GroupError(outcome.error)
+
+    async def commit(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+    ) -> None:
+        result = self.coordinator.commit_offsets(
+            group_id, member_id, generation, offsets, self._now()
+        )
+        if result.error is not ErrorCode.NONE:
+            raise GroupError(result.error)
+        for tp in offsets:
+            code = result.error_for(tp)
+            if code is not ErrorCode.NONE:
+                raise GroupError(code, f"commit of {tp[0]}[{tp[1]}] refused: {code.name}")
+        if result.to_persist is not None:
+            persisted = result.to_persist
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._meta.commit_offsets, persisted.group_id, persisted.offsets
+            )
+            self.coordinator.offsets_persisted(persisted)
+
+    def fetch_offsets(
+        self, group_id: str, partitions: Sequence[TopicPartition] | None
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        return self.coordinator.fetch_offsets(group_id, partitions)
+
+    def list_groups(self) -> list[GroupListing]:
+        return self.coordinator.list_groups()
+
+    def describe(self, group_id: str) -> GroupDescription:
+        return self.coordinator.describe_group(group_id)
+
+    def partitions_changed(self, topic: str) -> None:
+        self._deliver(self.coordinator.partitions_changed(topic, self._now()))
+
+
+def assignment_of(event: JoinCompleted) -> MemberAssignment:
+    return event.assignment if event.assignment is not None else MemberAssignment()

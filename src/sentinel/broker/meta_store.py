@@ -1,0 +1,156 @@
+"""The broker's keyed state on its own engine: topic definitions and committed offsets.
+
+Keys (the engine sorts them bytewise, so each kind is one contiguous range)::
+
+    b"t/" + topic name                                  -> JSON topic definition
+    b"o/" + u16 len + group + u16 len + topic + u32 partition
+                                                        -> i64 offset + UTF-8 metadata
+
+Every write is durable before it returns (the engine's WAL sync is ``always`` here,
+whatever the partitions use): an acknowledged commit or topic creation survives a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from sentinel.broker.group_events import OffsetAndMetadata, TopicPartition
+from sentinel.errors import CorruptionError
+from sentinel.fs import FS
+from sentinel.storage.engine import Engine
+from sentinel.storage.options import EngineOptions
+from sentinel.storage.wal import SyncMode, WalOptions
+from sentinel.storage.write_batch import WriteBatch
+
+_TOPIC = b"t/"
+_OFFSET = b"o/"
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_I64 = struct.Struct(">q")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "name": self.name,
+                "partitions": self.partitions,
+                "replication_factor": self.replication_factor,
+                "configs": dict(self.configs),
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> TopicRecord:
+        try:
+            raw = json.loads(data)
+            return cls(
+                name=str(raw["name"]),
+                partitions=int(raw["partitions"]),
+                replication_factor=int(raw.get("replication_factor", 1)),
+                configs={str(k): str(v) for k, v in raw.get("configs", {}).items()},
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptionError("meta store", "topic record", str(exc)) from None
+
+
+def _offset_key(group: str, topic: str, partition: int) -> bytes:
+    g, t = group.encode(), topic.encode()
+    return b"".join((_OFFSET, _U16.pack(len(g)), g, _U16.pack(len(t)), t, _U32.pack(partition)))
+
+
+def _offset_group_prefix(group: str) -> bytes:
+    g = group.encode()
+    return _OFFSET + _U16.pack(len(g)) + g
+
+
+def _parse_offset_key(key: bytes) -> tuple[str, str, int]:
+    pos = len(_OFFSET)
+    (glen,) = _U16.unpack_from(key, pos)
+    pos += 2
+    group = key[pos : pos + glen].decode()
+    pos += glen
+    (tlen,) = _U16.unpack_from(key, pos)
+    pos += 2
+    topic = key[pos : pos + tlen].decode()
+    pos += tlen
+    (partition,) = _U32.unpack_from(key, pos)
+    return group, topic, partition
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+class MetaStore:
+    """Topic definitions and committed offsets, durable on every write."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @classmethod
+    def open(cls, fs: FS, directory: str) -> MetaStore:
+        options = EngineOptions(
+            memtable_bytes=4 * 1024 * 1024,
+            block_cache_bytes=4 * 1024 * 1024,
+            wal=WalOptions(sync_mode=SyncMode.ALWAYS),
+        )
+        return cls(Engine.open(directory, options, fs=fs))
+
+    # -- topics
+
+    def topics(self) -> Iterator[TopicRecord]:
+        for _key, value in self._engine.scan(_TOPIC, _prefix_end(_TOPIC)):
+            yield TopicRecord.decode(value)
+
+    def put_topic(self, record: TopicRecord) -> None:
+        self._engine.put(_TOPIC + record.name.encode(), record.encode())
+
+    def delete_topic(self, name: str) -> None:
+        """Forget the topic and every offset committed for it."""
+        batch = WriteBatch().delete(_TOPIC + name.encode())
+        for key, _value in self._engine.scan(_OFFSET, _prefix_end(_OFFSET)):
+            if _parse_offset_key(key)[1] == name:
+                batch.delete(key)
+        self._engine.write(batch)
+
+    # -- offsets
+
+    def commit_offsets(
+        self, group: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        batch = WriteBatch()
+        for (topic, partition), committed in offsets.items():
+            value = _I64.pack(committed.offset) + committed.metadata.encode()
+            batch.put(_offset_key(group, topic, partition), value)
+        self._engine.write(batch)
+
+    def all_offsets(self) -> dict[str, dict[TopicPartition, OffsetAndMetadata]]:
+        result: dict[str, dict[TopicPartition, OffsetAndMetadata]] = {}
+        for key, value in self._engine.scan(_OFFSET, _prefix_end(_OFFSET)):
+            group, topic, partition = _parse_offset_key(key)
+            (offset,) = _I64.unpack_from(value, 0)
+            result.setdefault(group, {})[(topic, partition)] = OffsetAndMetadata(
+                offset, value[8:].decode(errors="replace")
+            )
+        return result
+
+    def delete_group_offsets(self, group: str) -> None:
+        prefix = _offset_group_prefix(group)
+        self._engine.delete_range(prefix, _prefix_end(prefix))
+
+    def stats_engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        self._engine.close()

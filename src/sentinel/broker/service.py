@@ -1,0 +1,386 @@
+"""The broker service: the one facade every front door (gRPC, Kafka, CLI) calls.
+
+It runs on one asyncio event loop. Appends happen on the loop (a WAL append is one
+``write`` of the batch); waiting for durability (the WAL's group-committed fsync) runs
+in worker threads so that many produce requests share one fsync. Consumers long-poll
+on a per-partition signal that every append fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import logging
+import posixpath
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from sentinel.broker.group_config import GroupConfig
+from sentinel.broker.group_driver import GroupDriver
+from sentinel.broker.group_events import GroupDescription, OffsetAndMetadata, TopicPartition
+from sentinel.broker.meta_store import MetaStore
+from sentinel.broker.partitioner import default_partition
+from sentinel.broker.signal import Signal
+from sentinel.broker.topic_config import TopicConfig
+from sentinel.broker.topics import Topic, TopicRegistry, UnknownTopicOrPartitionError
+from sentinel.clock import Clock
+from sentinel.config import BrokerConfig
+from sentinel.errors import InvalidArgumentError
+from sentinel.fs import FS, DirLock
+from sentinel.log.partition_log import PartitionLog
+from sentinel.record import iter_batches, validate_batch
+from sentinel.storage.options import EngineOptions
+from sentinel.storage.wal import SyncMode, WalOptions
+
+log = logging.getLogger(__name__)
+
+EARLIEST = -2
+LATEST = -1
+
+
+class Acks(enum.Enum):
+    NONE = 0
+    LEADER = 1
+    ALL = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceOutcome:
+    topic: str
+    partition: int
+    base_offset: int
+    log_append_time_ms: int
+    log_start_offset: int
+    duplicate: bool
+    records: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOutcome:
+    topic: str
+    partition: int
+    batches: bytes
+    high_watermark: int
+    log_start_offset: int
+    next_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLagInfo:
+    topic: str
+    partition: int
+    committed: int
+    log_end_offset: int
+
+    @property
+    def lag(self) -> int:
+        if self.committed < 0:
+            return self.log_end_offset
+        return max(0, self.log_end_offset - self.committed)
+
+
+class BrokerService:
+    def __init__(self, config: BrokerConfig, fs: FS, clock: Clock) -> None:
+        self.config = config
+        self._fs = fs
+        self._clock = clock
+        self._lock: DirLock | None = None
+        self._signals: dict[tuple[str, int], Signal] = {}
+        self._round_robin = itertools.count()
+        self._background: list[asyncio.Task[None]] = []
+        self._unawaited_syncs: set[asyncio.Future[None]] = set()
+        self._meta: MetaStore | None = None
+        self._registry: TopicRegistry | None = None
+        self._groups: GroupDriver | None = None
+        self.started = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Recover from the data directory and start background work."""
+        fs, data = self._fs, self.config.data_dir
+        fs.makedirs(data)
+        self._lock = fs.lock(posixpath.join(data, "LOCK"))
+        try:
+            self._meta = MetaStore.open(fs, posixpath.join(data, "meta"))
+            engine_options = EngineOptions(
+                memtable_bytes=self.config.memtable_mb * 1024 * 1024,
+                block_cache_bytes=8 * 1024 * 1024,
+                wal=WalOptions(
+                    sync_mode=self.config.wal_sync_mode,
+                    sync_interval_ms=self.config.sync_interval_ms,
+                ),
+            )
+            self._registry = TopicRegistry(
+                fs,
+                data,
+                self._meta,
+                clock=self._clock,
+                engine_options=engine_options,
+                default_config=TopicConfig(),
+            )
+            self._registry.open()
+            group_config = GroupConfig(
+                min_session_timeout_s=self.config.group_min_session_timeout_ms / 1000.0,
+                initial_rebalance_delay_s=self.config.group_initial_rebalance_delay_ms / 1000.0,
+            )
+            self._groups = GroupDriver(
+                self._meta, self._registry.partition_count, self._clock, group_config
+            )
+            self._groups.start()
+        except BaseException:
+            self._lock.release()
+            raise
+        loop = asyncio.get_running_loop()
+        self._background.append(loop.create_task(self._retention_forever()))
+        self.started = True
+
+    async def stop(self) -> None:
+        """Make everything durable and release the data directory."""
+        for task in self._background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background.clear()
+        if self._unawaited_syncs:
+            await asyncio.gather(*self._unawaited_syncs, return_exceptions=True)
+        for signal in self._signals.values():
+            signal.fire()
+        if self._groups is not None:
+            await self._groups.stop()
+        if self._registry is not None:
+            self._registry.close()
+        if self._meta is not None:
+            self._meta.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        self.started = False
+
+    @property
+    def registry(self) -> TopicRegistry:
+        assert self._registry is not None, "the broker is not started"
+        return self._registry
+
+    @property
+    def groups(self) -> GroupDriver:
+        assert self._groups is not None, "the broker is not started"
+        return self._groups
+
+    @property
+    def meta(self) -> MetaStore:
+        assert self._meta is not None, "the broker is not started"
+        return self._meta
+
+    # ------------------------------------------------------------- topics
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 0,
+        replication_factor: int = 0,
+        configs: Mapping[str, str] | None = None,
+    ) -> Topic:
+        return self.registry.create(
+            name,
+            partitions or self.config.default_partitions,
+            replication_factor or self.config.default_replication_factor,
+            configs,
+        )
+
+    def delete_topic(self, name: str) -> None:
+        topic = self.registry.get(name)
+        self.registry.delete(name)
+        for index in range(len(topic.partitions)):
+            signal = self._signals.pop((name, index), None)
+            if signal is not None:
+                signal.fire()
+        self.groups.partitions_changed(name)
+
+    def add_partitions(self, name: str, total: int) -> Topic:
+        topic = self.registry.add_partitions(name, total)
+        self.groups.partitions_changed(name)
+        return topic
+
+    def topic(self, name: str, *, auto_create: bool = False) -> Topic:
+        found = self.registry.find(name)
+        if found is not None:
+            return found
+        if auto_create and self.config.auto_create_topics:
+            return self.create_topic(name)
+        return self.registry.get(name)  # raises UnknownTopicOrPartitionError
+
+    def topics(self, names: Sequence[str] = (), *, auto_create: bool = False) -> list[Topic]:
+        if not names:
+            return list(self.registry)
+        return [self.topic(name, auto_create=auto_create) for name in names]
+
+    def partition_log(self, topic: str, partition: int) -> PartitionLog:
+        return self.registry.get(topic).partition(partition)
+
+    # ------------------------------------------------------------- produce
+
+    async def produce(
+        self,
+        topic_name: str,
+        partition: int,
+        batches: bytes,
+        acks: Acks = Acks.LEADER,
+        key_hint: bytes | None = None,
+    ) -> ProduceOutcome:
+        """Append the concatenated RecordBatch v2 ``batches`` to one partition."""
+        topic = self.topic(topic_name, auto_create=True)
+        if partition < 0:
+            count = len(topic.partitions)
+            if key_hint is not None:
+                partition = default_partition(key_hint, count)
+            else:
+                partition = next(self._round_robin) % count
+        plog = topic.partition(partition)
+        views = list(iter_batches(batches))
+        if not views:
+            raise InvalidArgumentError("the produce request carries no record batch")
+        if len(views) > 1:  # refuse the whole request before any of it is stored
+            for view in views:
+                validate_batch(view, max_batch_bytes=topic.config.max_message_bytes)
+        first = None
+        last_lsn = 0
+        records = 0
+        for view in views:
+            result = plog.append(view, wait=False)
+            first = first or result
+            last_lsn = max(last_lsn, result.lsn)
+            records += result.last_offset - result.base_offset + 1
+        assert first is not None
+        signal = self.signal(topic_name, partition)
+        signal.fire()
+        if self.config.wal_sync_mode is SyncMode.ALWAYS:
+            # Consumers see a batch once it is durable (the high watermark follows fsync).
+            # acks=0 does not wait for that, but the fsync still has to happen.
+            synced = asyncio.get_running_loop().run_in_executor(None, plog.sync_to, last_lsn)
+            synced.add_done_callback(lambda _f: signal.fire())
+            if acks is not Acks.NONE:
+                await synced
+            else:
+                self._unawaited_syncs.add(synced)
+                synced.add_done_callback(self._forget_sync)
+        return ProduceOutcome(
+            topic_name,
+            partition,
+            first.base_offset,
+            first.log_append_time_ms,
+            plog.log_start_offset,
+            first.duplicate,
+            records,
+            len(batches),
+        )
+
+    def _forget_sync(self, future: asyncio.Future[None]) -> None:
+        self._unawaited_syncs.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("fsync after an acks=0 produce failed: %r", future.exception())
+
+    def signal(self, topic: str, partition: int) -> Signal:
+        key = (topic, partition)
+        signal = self._signals.get(key)
+        if signal is None:
+            signal = self._signals[key] = Signal()
+        return signal
+
+    # --------------------------------------------------------------- fetch
+
+    async def fetch(
+        self,
+        topic_name: str,
+        partition: int,
+        offset: int,
+        max_bytes: int,
+        max_wait_ms: int = 0,
+    ) -> FetchOutcome:
+        """Whole batches from the one holding ``offset``; long-polls when there is none."""
+        if max_bytes <= 0:
+            max_bytes = 1024 * 1024
+        plog = self.partition_log(topic_name, partition)
+        signal = self.signal(topic_name, partition)
+        deadline = self._clock.monotonic() + max(0, max_wait_ms) / 1000.0
+        while True:
+            version = signal.version
+            result = plog.read(offset, max_bytes)
+            if result.batches or self._clock.monotonic() >= deadline:
+                break
+            await signal.wait(version, deadline - self._clock.monotonic())
+            if self.registry.find(topic_name) is None:
+                raise UnknownTopicOrPartitionError(f"topic {topic_name!r} was deleted")
+        return FetchOutcome(
+            topic_name,
+            partition,
+            b"".join(result.batches),
+            result.high_watermark,
+            result.log_start_offset,
+            result.next_offset,
+        )
+
+    def list_offset(self, topic_name: str, partition: int, timestamp_ms: int) -> tuple[int, int]:
+        plog = self.partition_log(topic_name, partition)
+        if timestamp_ms == EARLIEST:
+            return plog.log_start_offset, -1
+        if timestamp_ms == LATEST:
+            return plog.high_watermark, -1
+        found = plog.offset_for_timestamp(timestamp_ms)
+        return found if found is not None else (-1, -1)
+
+    # -------------------------------------------------------------- groups
+
+    def group_lag(self, group_id: str) -> list[PartitionLagInfo]:
+        committed = self.groups.fetch_offsets(group_id, None)
+        lags = []
+        for (topic, partition), om in sorted(committed.items()):
+            found = self.registry.find(topic)
+            if found is None or partition >= len(found.partitions):
+                continue
+            leo = found.partitions[partition].high_watermark
+            lags.append(PartitionLagInfo(topic, partition, om.offset, leo))
+        return lags
+
+    def describe_group(self, group_id: str) -> tuple[GroupDescription, list[PartitionLagInfo]]:
+        return self.groups.describe(group_id), self.group_lag(group_id)
+
+    async def commit_offsets(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+    ) -> None:
+        for topic, partition in offsets:
+            self.partition_log(topic, partition)  # unknown topic or partition: refuse
+        await self.groups.commit(group_id, member_id, generation, offsets)
+
+    def all_lags(self) -> Iterator[tuple[str, PartitionLagInfo]]:
+        for listing in self.groups.list_groups():
+            for lag in self.group_lag(listing.group_id):
+                yield listing.group_id, lag
+
+    # ----------------------------------------------------------- retention
+
+    async def _retention_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.retention_check_interval_s)
+            self.enforce_retention()
+
+    def enforce_retention(self) -> int:
+        """One pass of retention and key compaction over every partition."""
+        removed = 0
+        for topic in list(self.registry):
+            for plog in topic.partitions:
+                try:
+                    if topic.config.cleanup_delete:
+                        removed += plog.apply_retention()
+                    if topic.config.cleanup_compact:
+                        removed += plog.compact_keys()
+                except Exception:  # a failing partition must not stop the others
+                    log.exception("retention failed for %s", topic.name)
+        return removed

@@ -1,0 +1,235 @@
+"""``sentinel-cli produce``: send records to a topic.
+
+    sentinel-cli produce -topic events -message "Hello, World!" -count 10
+    tail -f app.log | sentinel-cli produce -topic logs -key web-1
+
+With ``-message`` it sends that value ``-count`` times; without, one record per line
+of standard input (the line's bytes as they are, without the line ending; every line
+``-count`` times). Then it prints where the records went: how many per partition and
+their offset range (``-json``: one document). The topic is created on first use if
+the broker auto-creates topics.
+
+A record the broker did not store makes the run fail (exit 1) after the others were
+sent; sending stops at the first failure seen.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import IO, Any
+
+import click
+
+from sentinel.cli.common import CONNECT_TIMEOUT_S, broker_options, reporting
+from sentinel.cli.errors import CliError, explain
+from sentinel.cli.output import Output, human_count, progress
+from sentinel.cli.params import ACKS, Acks
+from sentinel.client import Producer, RecordMetadata
+
+__all__ = ["ProduceTally", "produce", "stdin_values"]
+
+_HARVEST_EVERY = 8192  # check the oldest futures after this many sends
+_CLOSE_TIMEOUT_S = 30.0
+
+
+@dataclass(slots=True)
+class PartitionTally:
+    """Records stored in one partition and their offset range (-1: unknown, acks=0)."""
+
+    records: int = 0
+    first_offset: int = -1
+    last_offset: int = -1
+
+    def add(self, offset: int) -> None:
+        self.records += 1
+        if offset >= 0:
+            if self.first_offset < 0 or offset < self.first_offset:
+                self.first_offset = offset
+            self.last_offset = max(self.last_offset, offset)
+
+
+@dataclass(slots=True)
+class ProduceTally:
+    """The outcome of a produce run: stored records per partition, and failures."""
+
+    topic: str
+    acks: Acks
+    partitions: dict[int, PartitionTally] = field(default_factory=dict)
+    stored: int = 0
+    failed: int = 0
+    first_error: BaseException | None = None
+
+    def ok(self, metadata: RecordMetadata) -> None:
+        self.stored += 1
+        self.partitions.setdefault(metadata.partition, PartitionTally()).add(metadata.offset)
+
+    def fail(self, error: BaseException) -> None:
+        self.failed += 1
+        if self.first_error is None:
+            self.first_error = error
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "records": self.stored,
+            "failed": self.failed,
+            "acks": str(self.acks),
+            "partitions": [
+                {
+                    "partition": p,
+                    "records": t.records,
+                    "first_offset": t.first_offset,
+                    "last_offset": t.last_offset,
+                }
+                for p, t in sorted(self.partitions.items())
+            ],
+        }
+
+    def text(self) -> str:
+        head = f"produced {human_count(self.stored, 'record')} to {self.topic}"
+        if not self.partitions:
+            return head
+        parts = []
+        for p, t in sorted(self.partitions.items()):
+            if t.first_offset < 0:
+                where = ", offsets not reported with acks=0"
+            elif t.first_offset == t.last_offset:
+                where = f" at offset {t.first_offset}"
+            else:
+                where = f" at offsets {t.first_offset}-{t.last_offset}"
+            parts.append(f"partition {p}: {t.records}{where}")
+        return f"{head} [{'; '.join(parts)}]"
+
+
+def stdin_values(stream: IO[bytes], count: int) -> Iterator[bytes]:
+    """Each line of ``stream`` without its ending (``\\n`` or ``\\r\\n``), ``count`` times."""
+    for line in stream:
+        value = line[:-1] if line.endswith(b"\n") else line
+        if value.endswith(b"\r"):
+            value = value[:-1]
+        for _ in range(count):
+            yield value
+
+
+def _harvest(pending: deque[Future[RecordMetadata]], tally: ProduceTally, wait: bool) -> None:
+    """Move finished futures (all of them when ``wait``) from ``pending`` into ``tally``."""
+    while pending and (wait or pending[0].done()):
+        future = pending.popleft()
+        error = future.exception()
+        if error is None:
+            tally.ok(future.result())
+        else:
+            tally.fail(error)
+
+
+def send_all(
+    producer: Producer,
+    topic: str,
+    values: Iterable[bytes],
+    *,
+    key: bytes | None,
+    partition: int | None,
+    tally: ProduceTally,
+    advance: Any,
+) -> None:
+    """Send every value (stopping at the first failure seen), flush, and tally."""
+    pending: deque[Future[RecordMetadata]] = deque()
+    for sent, value in enumerate(values, 1):
+        pending.append(producer.send(topic, value, key=key, partition=partition))
+        advance(1)
+        if sent % _HARVEST_EVERY == 0:
+            _harvest(pending, tally, wait=False)
+            if tally.failed:
+                break
+    producer.flush()
+    _harvest(pending, tally, wait=True)
+
+
+@click.command("produce")
+@broker_options
+@click.option("--topic", required=True, help="Topic to write to.")
+@click.option("--message", default=None, help="The value to send. [default: lines of stdin]")
+@click.option("--key", default=None, help="Key of every record (sets its partition).")
+@click.option(
+    "--partition",
+    type=click.IntRange(min=-1),
+    default=-1,
+    show_default=True,
+    help="Partition to write to; -1: chosen by key (or spread when there is none).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Send each message this many times.",
+)
+@click.option(
+    "--acks",
+    callback=ACKS,
+    metavar="0|1|all",
+    default="1",
+    show_default=True,
+    help="0: do not wait; 1: the leader stored it; all: every in-sync replica did.",
+)
+@click.option("--progress", "force_progress", is_flag=True, help="Always show a progress bar.")
+def produce(  # noqa: PLR0917 - click passes every option
+    broker: str,
+    json_mode: bool,
+    topic: str,
+    message: str | None,
+    key: str | None,
+    partition: int,
+    count: int,
+    acks: Acks,
+    force_progress: bool,
+) -> None:
+    """Send records to a topic: -message VALUE (-count times), or one per line of stdin."""
+    out = Output(json_mode=json_mode)
+    if message is not None:
+        values: Iterable[bytes] = repeat(message.encode("utf-8"), count)
+        total: int | None = count
+    else:
+        values = stdin_values(sys.stdin.buffer, count)
+        total = None
+    tally = ProduceTally(topic, acks)
+    key_bytes = None if key is None else key.encode("utf-8")
+    with reporting(broker):
+        producer = Producer(broker, acks=acks, max_block_ms=int(CONNECT_TIMEOUT_S * 1000))
+        try:
+            show = out.wants_progress(total, force_progress)
+            with progress(out, show, total, f"produce {topic}") as advance:
+                send_all(
+                    producer,
+                    topic,
+                    values,
+                    key=key_bytes,
+                    partition=None if partition < 0 else partition,
+                    tally=tally,
+                    advance=advance,
+                )
+        finally:
+            producer.close(_CLOSE_TIMEOUT_S)
+    if json_mode:
+        out.json(tally.as_dict())
+    else:
+        out.line(tally.text())
+    out.flush()
+    if tally.first_error is not None:
+        raise CliError(
+            f"{tally.failed} of {tally.stored + tally.failed} records were not stored: "
+            f"{_describe(tally.first_error, broker)}"
+        )
+
+
+def _describe(error: BaseException, broker: str) -> str:
+    reported = explain(error, broker) if isinstance(error, Exception) else None
+    if reported is not None:
+        return reported.message
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

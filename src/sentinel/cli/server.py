@@ -1,0 +1,161 @@
+"""``sentinel-server``: run one broker.
+
+    sentinel-server --port 9092 --data ./data --metrics-port 9100
+
+Every flag may also come from the environment (``SENTINEL_PORT``, ``SENTINEL_DATA_DIR``,
+...) or a TOML file (``--config broker.toml``, keys as the setting names); flags win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import click
+
+from sentinel.config import BrokerConfig, load_config
+from sentinel.errors import SentinelError
+from sentinel.server.app import SentinelApp
+
+_DEFAULTS = BrokerConfig()
+
+
+def _run(config: BrokerConfig) -> None:
+    app = SentinelApp(config)
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional (not on every platform)
+        asyncio.run(app.run_until_signalled())
+    else:
+        uvloop.run(app.run_until_signalled())
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), help="TOML file of settings."
+)
+@click.option("--host", default=None, help=f"Address to listen on. [default: {_DEFAULTS.host}]")
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    help=f"gRPC port (0: any free port). [default: {_DEFAULTS.port}]",
+)
+@click.option(
+    "--data", "data_dir", default=None, help=f"Data directory. [default: {_DEFAULTS.data_dir}]"
+)
+@click.option(
+    "--metrics-host", default=None, help=f"Address of /metrics. [default: {_DEFAULTS.metrics_host}]"
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help=f"Port of /metrics (0: any free port). [default: {_DEFAULTS.metrics_port}]",
+)
+@click.option(
+    "--metrics/--no-metrics",
+    "metrics_enabled",
+    default=None,
+    help="Serve Prometheus metrics at /metrics. [default: on]",
+)
+@click.option(
+    "--node-id", type=int, default=None, help=f"This broker's id. [default: {_DEFAULTS.node_id}]"
+)
+@click.option(
+    "--advertised-host", default=None, help="Host clients are told to connect to. [default: --host]"
+)
+@click.option(
+    "--sync",
+    "sync_mode",
+    type=click.Choice(["always", "interval", "none"]),
+    default=None,
+    help="WAL fsync policy: always (before the ack, group commit), interval, none."
+    f" [default: {_DEFAULTS.sync_mode}]",
+)
+@click.option(
+    "--sync-interval-ms",
+    type=int,
+    default=None,
+    help=f"fsync period for --sync interval. [default: {_DEFAULTS.sync_interval_ms}]",
+)
+@click.option(
+    "--auto-create-topics/--no-auto-create-topics",
+    default=None,
+    help="Create a topic on first produce or subscribe. [default: on]",
+)
+@click.option(
+    "--default-partitions",
+    type=int,
+    default=None,
+    help=f"Partitions of an auto-created topic. [default: {_DEFAULTS.default_partitions}]",
+)
+@click.option(
+    "--memtable-mb",
+    type=int,
+    default=None,
+    help=f"Memtable size per partition, MiB. [default: {_DEFAULTS.memtable_mb}]",
+)
+@click.option(
+    "--max-request-bytes",
+    type=int,
+    default=None,
+    help=f"Largest request accepted. [default: {_DEFAULTS.max_request_bytes}]",
+)
+@click.option(
+    "--retention-check-interval-s",
+    type=float,
+    default=None,
+    help=f"Seconds between retention passes. [default: {_DEFAULTS.retention_check_interval_s}]",
+)
+@click.option(
+    "--group-min-session-timeout-ms",
+    type=int,
+    default=None,
+    help="Smallest consumer session timeout accepted."
+    f" [default: {_DEFAULTS.group_min_session_timeout_ms}]",
+)
+@click.option(
+    "--group-initial-rebalance-delay-ms",
+    type=int,
+    default=None,
+    help="Wait for more members before the first rebalance."
+    f" [default: {_DEFAULTS.group_initial_rebalance_delay_ms}]",
+)
+@click.option(
+    "--shutdown-grace-s",
+    type=float,
+    default=None,
+    help=f"Time in-flight requests get on SIGTERM. [default: {_DEFAULTS.shutdown_grace_s}]",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Log level. [default: info]",
+)
+def main(config_file: str | None, **flags: Any) -> None:
+    """Run a Sentinel broker: a commit log with a gRPC API and Prometheus metrics."""
+    try:
+        config = load_config(flags, config_file)
+    except SentinelError as exc:
+        click.echo(f"sentinel-server: {exc}", err=True)
+        sys.exit(2)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        _run(config)
+    except SentinelError as exc:
+        click.echo(f"sentinel-server: {exc}", err=True)
+        sys.exit(1)
+    except (OSError, RuntimeError) as exc:  # grpc reports a port it cannot bind as RuntimeError
+        click.echo(f"sentinel-server: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""``sentinel-cli topics``: list, describe, create, delete and grow topics.
+
+    sentinel-cli topics -list                      (the default)
+    sentinel-cli topics -describe events
+    sentinel-cli topics -create events -partitions 3 [-replication-factor 1]
+                        [-config retention.ms=86400000 -config cleanup.policy=compact]
+    sentinel-cli topics -delete events
+    sentinel-cli topics -alter events -partitions 6     (partitions only grow)
+
+One action per run. ``-describe`` shows each partition's leader, replicas, log start
+and end offsets, high watermark and size, and the topic's configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import click
+
+from sentinel.cli.common import admin_client, broker_options
+from sentinel.cli.errors import CliUsageError
+from sentinel.cli.output import Output, human_count
+from sentinel.cli.params import CONFIG, config_dict
+from sentinel.cli.tables import topic_dict, topic_view, topics_dict, topics_view
+
+__all__ = ["TopicAction", "choose_action", "topics"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicAction:
+    """The one thing a ``topics`` run does: ``verb`` on ``name`` (None for list)."""
+
+    verb: str  # list | describe | create | delete | alter
+    name: str | None = None
+
+
+def choose_action(
+    *,
+    list_: bool,
+    describe: str | None,
+    create: str | None,
+    delete: str | None,
+    alter: str | None,
+    partitions: int | None,
+    replication_factor: int | None,
+    configs: tuple[tuple[str, str], ...],
+) -> TopicAction:
+    """The action the flags ask for; ``CliUsageError`` when they ask for several or misfit."""
+    given = [
+        TopicAction(verb, name)
+        for verb, name in (
+            ("describe", describe),
+            ("create", create),
+            ("delete", delete),
+            ("alter", alter),
+        )
+        if name is not None
+    ]
+    if list_:
+        given.insert(0, TopicAction("list"))
+    if len(given) > 1:
+        names = " and ".join(f"-{a.verb}" for a in given)
+        raise CliUsageError(f"{names} conflict: give one action per run")
+    action = given[0] if given else TopicAction("list")
+    if action.verb != "create" and (replication_factor is not None or configs):
+        raise CliUsageError("-replication-factor and -config go with -create")
+    if action.verb not in ("create", "alter") and partitions is not None:
+        raise CliUsageError("-partitions goes with -create or -alter")
+    if action.verb == "alter" and partitions is None:
+        raise CliUsageError("-alter needs -partitions N (the new total)")
+    if action.name is not None and not action.name.strip():
+        raise CliUsageError(f"-{action.verb} needs a topic name")
+    return action
+
+
+@click.command("topics")
+@broker_options
+@click.option("--list", "list_", is_flag=True, help="List every topic (the default).")
+@click.option(
+    "--describe", metavar="NAME", default=None, help="Show a topic's partitions and configs."
+)
+@click.option("--create", metavar="NAME", default=None, help="Create a topic.")
+@click.option("--delete", metavar="NAME", default=None, help="Delete a topic and its records.")
+@click.option("--alter", metavar="NAME", default=None, help="Grow a topic (with -partitions).")
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Partitions of the new topic (-create; default: the broker's), or the new total (-alter).",
+)
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Copies of each partition (-create). [default: the broker's]",
+)
+@click.option(
+    "--config",
+    "configs",
+    callback=CONFIG,
+    metavar="KEY=VALUE",
+    multiple=True,
+    help="A topic config of -create, key=value; repeat for more.",
+)
+def topics(  # noqa: PLR0917 - click passes every option
+    broker: str,
+    json_mode: bool,
+    list_: bool,
+    describe: str | None,
+    create: str | None,
+    delete: str | None,
+    alter: str | None,
+    partitions: int | None,
+    replication_factor: int | None,
+    configs: tuple[tuple[str, str], ...],
+) -> None:
+    """List, describe, create, delete or grow topics."""
+    action = choose_action(
+        list_=list_,
+        describe=describe,
+        create=create,
+        delete=delete,
+        alter=alter,
+        partitions=partitions,
+        replication_factor=replication_factor,
+        configs=configs,
+    )
+    try:
+        config = config_dict(configs)
+    except ValueError as exc:
+        raise CliUsageError(str(exc)) from None
+    out = Output(json_mode=json_mode)
+    name = action.name or ""
+    with admin_client(broker) as admin:
+        if action.verb == "list":
+            found = admin.list_topics().values()
+            out.result(topics_dict(found), topics_view(found))
+        elif action.verb == "describe":
+            topic = admin.describe_topic(name)
+            out.result(topic_dict(topic), topic_view(topic))
+        elif action.verb == "create":
+            # 0: the broker's default
+            topic = admin.create_topic(name, partitions or 0, replication_factor or 0, config)
+            count = human_count(len(topic.partitions), "partition")
+            out.result({"created": topic_dict(topic)}, f"created topic {topic.name} ({count})")
+        elif action.verb == "delete":
+            admin.delete_topic(name)
+            out.result({"deleted": name}, f"deleted topic {name}")
+        else:
+            assert partitions is not None
+            topic = admin.create_partitions(name, partitions)
+            count = human_count(len(topic.partitions), "partition")
+            out.result({"altered": topic_dict(topic)}, f"topic {topic.name} now has {count}")

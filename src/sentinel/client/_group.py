@@ -1,0 +1,228 @@
+"""Consumer group membership, on the client's event loop.
+
+The broker assigns the partitions (the gRPC door has no SyncGroup): ``JoinGroup``
+returns when the rebalance is complete, with this member's partitions. Then the member
+heartbeats every ``heartbeat_interval_ms``; a heartbeat answered
+REBALANCE_IN_PROGRESS or ILLEGAL_GENERATION means "join again", UNKNOWN_MEMBER_ID
+means "join again as a new member"::
+
+        ┌──────────────────────────────────────────────────────────────┐
+        v                                                              │
+    [revoke: commit, on_revoke] -> JoinGroup (waits for the rebalance) │
+        -> [assign: on_assign] -> heartbeat ... rebalance signalled ───┘
+
+Revocation is eager (as Kafka's classic protocol): before rejoining, the member stops
+fetching its partitions, commits what the application has consumed (``before_revoke``,
+when auto-commit is on) and calls ``on_revoke``; after joining it calls ``on_assign``
+with the new partitions. ``leave`` sends LeaveGroup, so the others get the partitions
+at once instead of after the session timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sentinel.client._channel import Connections, unary
+from sentinel.client._fetcher import Fetcher
+from sentinel.client.errors import (
+    ClientClosedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    SentinelClientError,
+    UnknownMemberIdError,
+)
+from sentinel.client.types import TopicPartition
+from sentinel.proto_gen import sentinel_pb2 as pb
+
+__all__ = ["GroupConfig", "GroupMember", "RebalanceCallback"]
+
+log = logging.getLogger(__name__)
+
+RebalanceCallback = Callable[[list[TopicPartition]], object]
+"""``on_assign`` / ``on_revoke``: called with the partitions (may return an awaitable
+in ``AsyncConsumer``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupConfig:
+    """Membership settings. See ``Consumer`` for the meaning."""
+
+    group_id: str
+    client_id: str
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    rebalance_timeout_ms: int
+    assignor: str
+    request_timeout_ms: int
+    retry_backoff_ms: float
+
+
+class GroupMember:
+    """One consumer's membership of its group: join, heartbeat, rejoin, leave."""
+
+    def __init__(
+        self,
+        config: GroupConfig,
+        connections: Connections,
+        fetcher: Fetcher,
+        *,
+        before_revoke: Callable[[list[TopicPartition]], Awaitable[None]],
+        run_callback: Callable[[str, list[TopicPartition]], Awaitable[None]],
+    ) -> None:
+        self.config = config
+        self._connections = connections
+        self._fetcher = fetcher
+        self._before_revoke = before_revoke
+        self._run_callback = run_callback
+        self.topics: list[str] = []
+        self.member_id = ""
+        self.generation = -1
+        self.assignment: list[TopicPartition] = []
+        self.error: SentinelClientError | None = None  # surfaced by poll()
+        self.joined = asyncio.Event()
+        self._rejoin = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._timeout = config.request_timeout_ms / 1000.0
+        self._backoff = config.retry_backoff_ms / 1000.0
+
+    # --- control (on the loop) ---------------------------------------------------------
+
+    def subscribe(self, topics: list[str]) -> None:
+        """Follow ``topics``: start membership, or rejoin with the new list."""
+        self.topics = list(topics)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"sentinel-group-{self.config.group_id}"
+            )
+        else:
+            self._rejoin.set()
+
+    async def leave(self) -> None:
+        """Stop the membership: revoke (with commit), then LeaveGroup. Idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._revoke()
+        if self.member_id:
+            request = pb.LeaveGroupRequest(group_id=self.config.group_id, member_id=self.member_id)
+            try:
+                stub = self._connections.bootstrap()
+                await unary(stub.LeaveGroup(request, timeout=self._timeout))
+            except (SentinelClientError, ClientClosedError) as exc:
+                log.info("LeaveGroup for %s failed: %s", self.config.group_id, exc)
+        self.member_id = ""
+        self.generation = -1
+        self.joined.clear()
+
+    # --- the membership task -----------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._join()
+                await self._heartbeat_until_rebalance()
+            except asyncio.CancelledError:
+                raise
+            except SentinelClientError as exc:
+                if not exc.retriable:
+                    log.warning("group %s: %s", self.config.group_id, exc)
+                    self.error = exc
+                await asyncio.sleep(self._backoff)
+            except Exception:  # a bug: report it, keep the membership going
+                log.exception("group %s: membership failed", self.config.group_id)
+                await asyncio.sleep(self._backoff)
+
+    async def _join(self) -> None:
+        await self._revoke()
+        self._rejoin.clear()
+        config = self.config
+        join_timeout = (config.rebalance_timeout_ms + config.request_timeout_ms) / 1000.0
+        while True:
+            request = pb.JoinGroupRequest(
+                group_id=config.group_id,
+                member_id=self.member_id,
+                client_id=config.client_id,
+                topics=self.topics,
+                assignor=config.assignor,
+                session_timeout_ms=config.session_timeout_ms,
+                rebalance_timeout_ms=config.rebalance_timeout_ms,
+            )
+            stub = self._connections.bootstrap()
+            try:
+                resp: pb.JoinGroupResponse = await unary(
+                    stub.JoinGroup(request, timeout=join_timeout)
+                )
+                break
+            except UnknownMemberIdError:
+                self.member_id = ""
+            except (RebalanceInProgressError, IllegalGenerationError):
+                await asyncio.sleep(min(self._backoff, 0.05))
+            except SentinelClientError as exc:
+                if not exc.retriable:
+                    raise
+                await asyncio.sleep(self._backoff)
+        self.error = None
+        self.member_id = resp.member_id
+        self.generation = resp.generation
+        assignment = sorted(
+            TopicPartition(tps.topic, p) for tps in resp.assignment for p in tps.partitions
+        )
+        log.debug(
+            "group %s generation %d: %s owns %s",
+            config.group_id,
+            self.generation,
+            self.member_id,
+            assignment,
+        )
+        self.assignment = assignment
+        self._fetcher.assign(assignment)
+        self.joined.set()
+        await self._run_callback("on_assign", assignment)
+
+    async def _heartbeat_until_rebalance(self) -> None:
+        config = self.config
+        interval = config.heartbeat_interval_ms / 1000.0
+        session = config.session_timeout_ms / 1000.0
+        last_ok = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rejoin.wait(), interval)
+            if self._rejoin.is_set():
+                return
+            request = pb.HeartbeatRequest(
+                group_id=config.group_id, member_id=self.member_id, generation=self.generation
+            )
+            try:
+                await unary(self._connections.bootstrap().Heartbeat(request, timeout=self._timeout))
+                last_ok = time.monotonic()
+            except (RebalanceInProgressError, IllegalGenerationError):
+                return
+            except UnknownMemberIdError:
+                self.member_id = ""
+                self.generation = -1
+                return
+            except SentinelClientError as exc:
+                if not exc.retriable or time.monotonic() - last_ok > session:
+                    log.info("group %s: heartbeat failed (%s); joining again", config.group_id, exc)
+                    return
+
+    async def _revoke(self) -> None:
+        """Give the partitions up: stop fetching, commit, tell the application."""
+        revoked = self.assignment
+        self.joined.clear()
+        if not revoked:
+            return
+        try:
+            await self._before_revoke(revoked)
+        except SentinelClientError as exc:
+            log.warning("group %s: commit before rebalance failed: %s", self.config.group_id, exc)
+        await self._run_callback("on_revoke", revoked)
+        self.assignment = []
+        self._fetcher.assign([])

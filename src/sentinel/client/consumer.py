@@ -1,0 +1,551 @@
+"""Consumers: ``Consumer`` (blocking) and ``AsyncConsumer`` (asyncio).
+
+A consumer reads the partitions it is assigned: by hand (``assign``), or as a member
+of a consumer group (``subscribe``, which needs a ``group_id``), where the broker
+deals the subscribed topics' partitions among the members and rebalances when one
+joins or leaves. ``poll`` returns records from the partitions' positions; the
+position of a partition starts at the group's committed offset, else at
+``auto_offset_reset`` (``"latest"``: only new records; ``"earliest"``: from the
+start; ``"none"``: ``poll`` raises ``OffsetOutOfRangeError``).
+
+Prefetch: each assigned partition has a task on the IO loop that long-polls
+``Fetch`` (``fetch_max_bytes`` per answer, ``fetch_max_wait_ms`` at most) and keeps up
+to about two answers buffered; ``poll`` decodes them on the caller's thread.
+
+Commits: ``commit()`` commits the positions (the offsets after the records returned
+so far), or the offsets given. With ``enable_auto_commit`` the positions are also
+committed every ``auto_commit_interval_ms``, before a rebalance takes partitions
+away, and on ``close``; what is auto-committed is the position as of the start of the
+latest ``poll``, so a record is committed only once the application has come back
+for more (at-least-once).
+
+``on_assign`` / ``on_revoke`` run on a worker thread in ``Consumer`` (so they may
+call ``commit``, ``seek`` and the like) and on the loop in ``AsyncConsumer``
+(coroutine functions are awaited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from sentinel.client._channel import LoopThread
+from sentinel.client._consumer_core import ConsumerConfig, ConsumerCore, TopicPartitionArg, as_tp
+from sentinel.client._fetcher import EARLIEST, LATEST, Fetcher
+from sentinel.client._group import RebalanceCallback
+from sentinel.client.errors import (
+    ClientClosedError,
+    ClientStateError,
+    ClientTimeoutError,
+    SentinelClientError,
+)
+from sentinel.client.types import ConsumerRecord, TopicPartition
+from sentinel.errors import InvalidArgumentError
+
+__all__ = ["AsyncConsumer", "Consumer"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CommitCallback = Callable[[Mapping[TopicPartition, int], BaseException | None], object]
+
+
+def _options(**options: Any) -> dict[str, Any]:
+    return options
+
+
+class Consumer:
+    """Reads records from assigned or subscribed partitions; blocking.
+
+    Not meant for concurrent use from several threads (as Kafka's consumer), except
+    ``close`` and the callbacks' own calls.
+
+    Options: ``group_id`` (None: no group, no commits), ``topics`` (subscribe to them
+    with a group, else assign all their partitions), ``auto_offset_reset``
+    (``"latest"``, ``"earliest"``, ``"none"``), ``enable_auto_commit`` (True),
+    ``auto_commit_interval_ms`` (5000), ``session_timeout_ms`` (10000),
+    ``heartbeat_interval_ms`` (3000), ``rebalance_timeout_ms`` (the session timeout),
+    ``max_poll_records`` (500), ``fetch_max_bytes`` (1 MiB per partition and answer),
+    ``fetch_max_wait_ms`` (500), ``assignor`` (``"roundrobin"`` or ``"range"``),
+    ``on_assign`` / ``on_revoke``, ``client_id``, ``request_timeout_ms`` (30000),
+    ``retry_backoff_ms`` (100).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str] = "127.0.0.1:9092",
+        *,
+        group_id: str | None = None,
+        topics: Sequence[str] = (),
+        auto_offset_reset: str = "latest",
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3000,
+        rebalance_timeout_ms: int | None = None,
+        max_poll_records: int = 500,
+        fetch_max_bytes: int = 1024 * 1024,
+        fetch_max_wait_ms: int = 500,
+        assignor: str = "roundrobin",
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        client_id: str = "sentinel-python",
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: float = 100,
+    ) -> None:
+        self.config = ConsumerConfig.build(
+            bootstrap,
+            _options(
+                group_id=group_id,
+                auto_offset_reset=auto_offset_reset,
+                enable_auto_commit=enable_auto_commit,
+                auto_commit_interval_ms=auto_commit_interval_ms,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+                rebalance_timeout_ms=rebalance_timeout_ms,
+                max_poll_records=max_poll_records,
+                fetch_max_bytes=fetch_max_bytes,
+                fetch_max_wait_ms=fetch_max_wait_ms,
+                assignor=assignor,
+                client_id=client_id,
+                request_timeout_ms=request_timeout_ms,
+                retry_backoff_ms=retry_backoff_ms,
+            ),
+        )
+        self._core = ConsumerCore(self.config, callbacks_on_thread=True)
+        self._core.callbacks.update(on_assign=on_assign, on_revoke=on_revoke)
+        self._fetcher = self._core.fetcher
+        self._data = threading.Condition(self._fetcher.lock)
+        self._fetcher.on_data = self._data.notify_all
+        self._closed = False
+        self._io = LoopThread("sentinel-consumer-io")
+        try:
+            self._io.run(self._core.start())
+            if topics:
+                if group_id is not None:
+                    self.subscribe(list(topics))
+                else:
+                    self._run(self._core.assign_topics(list(topics)))
+        except BaseException:
+            self.close()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._closed:
+            coro.close()
+            raise ClientClosedError("the consumer is closed")
+        return self._io.run(coro, timeout)
+
+    # --- assignment -------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: Iterable[str],
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> None:
+        """Join the consumer group for ``topics`` (replacing an earlier subscription)."""
+        topic_list = [topics] if isinstance(topics, str) else list(topics)
+        self._run(self._core.subscribe(topic_list, on_assign, on_revoke))
+
+    def unsubscribe(self) -> None:
+        """Leave the group (committing first with auto-commit) and drop the partitions."""
+        self._run(self._core.unsubscribe())
+
+    def assign(self, partitions: Iterable[TopicPartitionArg]) -> None:
+        """Read exactly these partitions, outside any group membership."""
+        self._run(self._core.assign([as_tp(p) for p in partitions]))
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer reads now."""
+        with self._fetcher.lock:
+            return set(self._fetcher.partitions)
+
+    def subscription(self) -> set[str]:
+        """The topics subscribed to (empty when assigned by hand)."""
+        group = self._core.group
+        return set(group.topics) if group is not None else set()
+
+    def wait_for_assignment(self, timeout: float = 30.0) -> set[TopicPartition]:
+        """Block until the group has assigned this member its partitions."""
+        group = self._core.group
+        if group is None:
+            return self.assignment()
+
+        async def joined() -> None:
+            await group.joined.wait()
+
+        self._run(joined(), timeout)
+        return self.assignment()
+
+    # --- reading ----------------------------------------------------------------------
+
+    def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[ConsumerRecord]:
+        """Records from the assigned partitions, waiting up to ``timeout`` s for some."""
+        if self._closed:
+            raise ClientClosedError("the consumer is closed")
+        core, fetcher = self._core, self._fetcher
+        limit = max_records or self.config.max_poll_records
+        core.note_poll()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            core.raise_group_error()
+            records = fetcher.collect(limit)
+            if records:
+                return records
+            with fetcher.lock:
+                if fetcher.has_buffered():
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                self._data.wait(remaining)
+
+    def position(self, tp: TopicPartitionArg) -> int:
+        """The offset of the next record ``poll`` returns from ``tp``."""
+        return self._run(self._core.resolve_position(as_tp(tp)))
+
+    def seek(self, tp: TopicPartitionArg, offset: int) -> None:
+        """Read ``tp`` from ``offset`` on."""
+        if offset < 0:
+            raise InvalidArgumentError(f"offset must be >= 0, got {offset}")
+        target = as_tp(tp)
+        self._fetcher.seek(target, offset)
+        self._io.call_soon(self._fetcher.restart, target)
+
+    def seek_to_beginning(self, tps: Iterable[TopicPartitionArg] | None = None) -> None:
+        """Read ``tps`` (default: all assigned) from their first offset."""
+        self._run(self._core.seek_to(self._targets(tps), EARLIEST))
+
+    def seek_to_end(self, tps: Iterable[TopicPartitionArg] | None = None) -> None:
+        """Read only records written to ``tps`` (default: all assigned) from now on."""
+        self._run(self._core.seek_to(self._targets(tps), LATEST))
+
+    def _targets(self, tps: Iterable[TopicPartitionArg] | None) -> list[TopicPartition]:
+        return list(self.assignment()) if tps is None else [as_tp(tp) for tp in tps]
+
+    def pause(self, tps: Iterable[TopicPartitionArg]) -> None:
+        """Stop returning (and fetching) records of ``tps`` until ``resume``."""
+        _set_paused(self._fetcher, [as_tp(tp) for tp in tps], True, None)
+
+    def resume(self, tps: Iterable[TopicPartitionArg]) -> None:
+        """Undo ``pause``."""
+        _set_paused(self._fetcher, [as_tp(tp) for tp in tps], False, self._io.call_soon)
+
+    def highwater(self, tp: TopicPartitionArg) -> int | None:
+        """The partition's high watermark as of its latest fetch (None: not fetched)."""
+        part = self._fetcher.partitions.get(as_tp(tp))
+        return None if part is None or part.high_watermark < 0 else part.high_watermark
+
+    # --- commits ----------------------------------------------------------------------
+
+    def commit(self, offsets: Mapping[TopicPartitionArg, int] | None = None) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition), or the positions."""
+        chosen = None if offsets is None else {as_tp(tp): o for tp, o in offsets.items()}
+        self._run(self._core.commit(chosen))
+
+    def commit_async(
+        self,
+        offsets: Mapping[TopicPartitionArg, int] | None = None,
+        callback: CommitCallback | None = None,
+    ) -> concurrent.futures.Future[dict[TopicPartition, int]]:
+        """Commit without waiting; ``callback(offsets, error)`` runs on the IO thread."""
+        if self._closed:
+            raise ClientClosedError("the consumer is closed")
+        chosen = (
+            self._fetcher.positions()
+            if offsets is None
+            else {as_tp(tp): o for tp, o in offsets.items()}
+        )
+        future = asyncio.run_coroutine_threadsafe(self._core.commit(chosen), self._io.loop)
+        if callback is not None:
+            future.add_done_callback(lambda f: _commit_done(f, chosen, callback))
+        return future
+
+    def committed(self, tp: TopicPartitionArg) -> int | None:
+        """The group's committed offset of ``tp`` (None: nothing committed)."""
+        target = as_tp(tp)
+        return self._run(self._core.committed([target])).get(target)
+
+    # --- closing ----------------------------------------------------------------------
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Commit (with auto-commit), leave the group, release everything. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self._io.run(self._core.close(commit=True), timeout)
+        except SentinelClientError as exc:
+            log.warning("consumer close: %s", exc)
+        finally:
+            self._closed = True
+            with self._fetcher.lock:
+                self._data.notify_all()
+            self._io.stop()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _set_paused(
+    fetcher: Fetcher,
+    tps: list[TopicPartition],
+    paused: bool,
+    call_soon: Callable[..., None] | None,
+) -> None:
+    with fetcher.lock:
+        for tp in tps:
+            part = fetcher.partitions.get(tp)
+            if part is None:
+                raise ClientStateError(f"{tp} is not assigned to this consumer")
+            part.paused = paused
+    if call_soon is not None:
+        for tp in tps:
+            call_soon(fetcher.wake, tp)
+
+
+def _commit_done(
+    future: concurrent.futures.Future[dict[TopicPartition, int]],
+    offsets: Mapping[TopicPartition, int],
+    callback: CommitCallback,
+) -> None:
+    try:
+        callback(offsets, future.exception())
+    except Exception:
+        log.exception("commit callback failed")
+
+
+class AsyncConsumer:
+    """The asyncio consumer: same options and behaviour as ``Consumer``.
+
+    Create it inside a running loop and ``await start()`` (or use ``async with``);
+    every call must come from that loop.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str] = "127.0.0.1:9092",
+        *,
+        group_id: str | None = None,
+        topics: Sequence[str] = (),
+        auto_offset_reset: str = "latest",
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3000,
+        rebalance_timeout_ms: int | None = None,
+        max_poll_records: int = 500,
+        fetch_max_bytes: int = 1024 * 1024,
+        fetch_max_wait_ms: int = 500,
+        assignor: str = "roundrobin",
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        client_id: str = "sentinel-python",
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: float = 100,
+    ) -> None:
+        self.config = ConsumerConfig.build(
+            bootstrap,
+            _options(
+                group_id=group_id,
+                auto_offset_reset=auto_offset_reset,
+                enable_auto_commit=enable_auto_commit,
+                auto_commit_interval_ms=auto_commit_interval_ms,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+                rebalance_timeout_ms=rebalance_timeout_ms,
+                max_poll_records=max_poll_records,
+                fetch_max_bytes=fetch_max_bytes,
+                fetch_max_wait_ms=fetch_max_wait_ms,
+                assignor=assignor,
+                client_id=client_id,
+                request_timeout_ms=request_timeout_ms,
+                retry_backoff_ms=retry_backoff_ms,
+            ),
+        )
+        self._core = ConsumerCore(self.config, callbacks_on_thread=False)
+        self._core.callbacks.update(on_assign=on_assign, on_revoke=on_revoke)
+        self._fetcher = self._core.fetcher
+        self._topics = list(topics)
+        self._data = asyncio.Event()
+        self._fetcher.on_data = self._data.set
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        """Start on the running loop (and subscribe/assign the ``topics`` given)."""
+        if self._closed:
+            raise ClientClosedError("the consumer is closed")
+        if self._started:
+            return
+        self._started = True
+        await self._core.start()
+        if self._topics:
+            if self.config.group_id is not None:
+                await self.subscribe(self._topics)
+            else:
+                await self._core.assign_topics(self._topics)
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ClientClosedError("the consumer is closed")
+        if not self._started:
+            raise ClientStateError("call await consumer.start() first (or use async with)")
+
+    async def subscribe(
+        self,
+        topics: Iterable[str],
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> None:
+        """Join the consumer group for ``topics`` (replacing an earlier subscription)."""
+        self._check()
+        topic_list = [topics] if isinstance(topics, str) else list(topics)
+        await self._core.subscribe(topic_list, on_assign, on_revoke)
+
+    async def unsubscribe(self) -> None:
+        """Leave the group and drop the partitions."""
+        self._check()
+        await self._core.unsubscribe()
+
+    async def assign(self, partitions: Iterable[TopicPartitionArg]) -> None:
+        """Read exactly these partitions, outside any group membership."""
+        self._check()
+        await self._core.assign([as_tp(p) for p in partitions])
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer reads now."""
+        with self._fetcher.lock:
+            return set(self._fetcher.partitions)
+
+    async def wait_for_assignment(self, timeout: float = 30.0) -> set[TopicPartition]:
+        """Wait until the group has assigned this member its partitions."""
+        group = self._core.group
+        if group is not None:
+            try:
+                await asyncio.wait_for(group.joined.wait(), timeout)
+            except TimeoutError:
+                raise ClientTimeoutError(f"no assignment within {timeout} s") from None
+        return self.assignment()
+
+    async def poll(
+        self, timeout: float = 1.0, max_records: int | None = None
+    ) -> list[ConsumerRecord]:
+        """Records from the assigned partitions, waiting up to ``timeout`` s for some."""
+        self._check()
+        core, fetcher = self._core, self._fetcher
+        limit = max_records or self.config.max_poll_records
+        core.note_poll()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            core.raise_group_error()
+            records = fetcher.collect(limit)
+            if records:
+                return records
+            if fetcher.has_buffered():
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            self._data.clear()
+            try:
+                await asyncio.wait_for(self._data.wait(), remaining)
+            except TimeoutError:
+                return []
+
+    async def position(self, tp: TopicPartitionArg) -> int:
+        """The offset of the next record ``poll`` returns from ``tp``."""
+        self._check()
+        return await self._core.resolve_position(as_tp(tp))
+
+    def seek(self, tp: TopicPartitionArg, offset: int) -> None:
+        """Read ``tp`` from ``offset`` on."""
+        self._check()
+        if offset < 0:
+            raise InvalidArgumentError(f"offset must be >= 0, got {offset}")
+        self._core.seek_on_loop(as_tp(tp), offset)
+
+    async def seek_to_beginning(self, tps: Iterable[TopicPartitionArg] | None = None) -> None:
+        """Read ``tps`` (default: all assigned) from their first offset."""
+        self._check()
+        targets = list(self._fetcher.partitions) if tps is None else [as_tp(tp) for tp in tps]
+        await self._core.seek_to(targets, EARLIEST)
+
+    async def seek_to_end(self, tps: Iterable[TopicPartitionArg] | None = None) -> None:
+        """Read only records written to ``tps`` (default: all assigned) from now on."""
+        self._check()
+        targets = list(self._fetcher.partitions) if tps is None else [as_tp(tp) for tp in tps]
+        await self._core.seek_to(targets, LATEST)
+
+    def pause(self, tps: Iterable[TopicPartitionArg]) -> None:
+        """Stop returning (and fetching) records of ``tps`` until ``resume``."""
+        _set_paused(self._fetcher, [as_tp(tp) for tp in tps], True, None)
+
+    def resume(self, tps: Iterable[TopicPartitionArg]) -> None:
+        """Undo ``pause``."""
+        _set_paused(self._fetcher, [as_tp(tp) for tp in tps], False, _direct_call)
+
+    async def commit(self, offsets: Mapping[TopicPartitionArg, int] | None = None) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition), or the positions."""
+        self._check()
+        chosen = None if offsets is None else {as_tp(tp): o for tp, o in offsets.items()}
+        await self._core.commit(chosen)
+
+    def commit_async(
+        self, offsets: Mapping[TopicPartitionArg, int] | None = None
+    ) -> asyncio.Task[dict[TopicPartition, int]]:
+        """Commit in the background (the positions as of now, by default)."""
+        self._check()
+        chosen = (
+            self._fetcher.positions()
+            if offsets is None
+            else {as_tp(tp): o for tp, o in offsets.items()}
+        )
+        return asyncio.get_running_loop().create_task(self._core.commit(chosen))
+
+    async def committed(self, tp: TopicPartitionArg) -> int | None:
+        """The group's committed offset of ``tp`` (None: nothing committed)."""
+        self._check()
+        target = as_tp(tp)
+        return (await self._core.committed([target])).get(target)
+
+    async def close(self) -> None:
+        """Commit (with auto-commit), leave the group, release everything. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._data.set()
+        if self._started:
+            await self._core.close(commit=True)
+        else:
+            await self._core.connections.close()
+
+    async def __aenter__(self) -> AsyncConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _direct_call(fn: Callable[..., object], *args: object) -> None:
+    fn(*args)

@@ -1,0 +1,115 @@
+"""The append path's pure part: validate a producer's batch, check its producer's
+sequence, and stamp it, without touching the log (``stage``). The partition log
+writes what ``stage`` returns and installs the producer entries after the write.
+
+Stamping copies the batch once: the base offset, batchLength and leader epoch are
+written in front of bytes 16.. of the client's batch (all outside the CRC); for a
+LogAppendTime topic ``stamp_batch`` also sets attributes bit 3 and maxTimestamp and
+recomputes the CRC.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sentinel.broker.topic_config import TopicConfig
+from sentinel.errors import InvalidArgumentError, InvalidRecordError
+from sentinel.log.producer_state import (
+    ProducerEntry,
+    ProducerStateTable,
+    apply_batch,
+    check_append,
+)
+from sentinel.record import BatchHeader, decode_records, stamp_batch, validate_batch
+
+Buffer = bytes | bytearray | memoryview
+Checked = tuple[Buffer, BatchHeader]
+
+_STAMP_PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """One batch of an append, ready to write (or a duplicate: ``value`` is None)."""
+
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int
+    value: bytes | None
+    max_timestamp: int = -1
+    entry: ProducerEntry | None = None
+
+
+def validate_produce(batch: Buffer, config: TopicConfig, max_value_bytes: int) -> Checked:
+    """Check a producer's batch as Kafka's broker does; compacted topics need keys."""
+    data = batch if isinstance(batch, bytes) else memoryview(batch).cast("B")
+    limit = min(config.max_message_bytes, max_value_bytes)
+    header = validate_batch(data, max_batch_bytes=limit)
+    if config.cleanup_compact:
+        for record in decode_records(data, verify_crc=False):
+            if record.key is None:
+                raise InvalidRecordError("a compacted topic cannot accept a record without key")
+    return data, header
+
+
+def stage(
+    checked: Sequence[Checked],
+    producers: ProducerStateTable,
+    log_end: int,
+    *,
+    leader_epoch: int,
+    append_time_ms: int | None,
+    replicated: bool,
+) -> list[Staged]:
+    """Assign offsets from ``log_end``, check producer sequences and stamp each batch.
+
+    Raises (changing nothing) on the first batch a producer may not append.
+    ``replicated``: the batches come stamped from a leader; their base offsets must
+    follow on from ``log_end`` and they are stored as they are."""
+    overlay: dict[int, ProducerEntry] = {}
+    staged: list[Staged] = []
+    base = log_end
+    for data, header in checked:
+        pid = header.producer_id
+        entry: ProducerEntry | None = None
+        if pid >= 0:
+            entry = overlay.get(pid) or producers.get(pid)
+            if not replicated:
+                original = check_append(entry, header)
+                if original is not None:
+                    staged.append(
+                        Staged(
+                            original.base_offset,
+                            original.last_offset,
+                            original.log_append_time_ms,
+                            None,
+                        )
+                    )
+                    continue
+        if replicated:
+            if header.base_offset != base:
+                raise InvalidArgumentError(
+                    f"replicated batch at {header.base_offset} does not start at the "
+                    f"log end {base}"
+                )
+            value = bytes(data)
+            max_ts = header.max_timestamp
+        elif append_time_ms is None:
+            prefix = _STAMP_PREFIX.pack(base, header.batch_length, leader_epoch)
+            value = b"".join((prefix, memoryview(data)[16:]))
+            max_ts = header.max_timestamp
+        else:
+            buf = bytearray(data)
+            stamp_batch(buf, base, leader_epoch, append_time_ms)
+            value = bytes(buf)
+            max_ts = append_time_ms
+        new_entry = None
+        if pid >= 0:
+            new_entry = overlay[pid] = apply_batch(entry, header, base, max_ts)
+        last = base + header.last_offset_delta
+        lat = -1 if append_time_ms is None or replicated else append_time_ms
+        staged.append(Staged(base, last, lat, value, max_ts, new_entry))
+        base = last + 1
+    return staged

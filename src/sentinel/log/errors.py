@@ -1,0 +1,53 @@
+"""Errors of the partition log. All of them are the caller's: retrying the same call
+fails the same way, and the broker maps each to one Kafka error code.
+
+Errors about the batch bytes themselves come from ``sentinel.record`` and pass through
+unchanged: ``CorruptRecordError`` (CORRUPT_MESSAGE), ``RecordBatchTooLargeError``
+(MESSAGE_TOO_LARGE), ``UnsupportedCompressionError`` (UNSUPPORTED_COMPRESSION_TYPE) and
+``InvalidRecordError`` (INVALID_RECORD).
+"""
+
+from __future__ import annotations
+
+from sentinel.errors import CallerError
+
+
+class OffsetOutOfRangeError(CallerError):
+    """An offset outside ``[log_start_offset, log_end_offset]``. Kafka's OFFSET_OUT_OF_RANGE."""
+
+    def __init__(self, offset: int, log_start_offset: int, log_end_offset: int) -> None:
+        super().__init__(
+            f"offset {offset} is outside the log's range "
+            f"[{log_start_offset}, {log_end_offset}]"
+        )
+        self.offset = offset
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = log_end_offset
+
+
+class OutOfOrderSequenceError(CallerError):
+    """An idempotent producer's batch does not follow its last sequence number.
+
+    Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER."""
+
+    def __init__(self, producer_id: int, expected: int, got: int) -> None:
+        super().__init__(
+            f"producer {producer_id}: expected sequence {expected}, got {got}"
+        )
+        self.producer_id = producer_id
+        self.expected = expected
+        self.got = got
+
+
+class InvalidProducerEpochError(CallerError):
+    """A batch from an older epoch of a producer than one already seen (a zombie).
+
+    Kafka's INVALID_PRODUCER_EPOCH."""
+
+    def __init__(self, producer_id: int, current_epoch: int, got: int) -> None:
+        super().__init__(
+            f"producer {producer_id}: epoch {got} is older than the current epoch {current_epoch}"
+        )
+        self.producer_id = producer_id
+        self.current_epoch = current_epoch
+        self.got = got

@@ -1,0 +1,499 @@
+"""A partition's log on its own LSM engine: append, read, truncate, retention, compaction.
+
+One ``Engine`` per partition directory; the key layout and the checkpoint format are in
+``layout``. A batch is stored once, under ``"D" + base offset``, as the stamped
+RecordBatch v2 bytes a fetch returns; everything is done per batch, never per record,
+except key compaction (``key_compaction``) and ``offset_for_timestamp`` (one batch).
+
+Offsets: ``log_start_offset <= high_watermark <= log_end_offset``. The log end is the
+next offset of the newest batch, or where a truncation or DeleteRecords left it when
+that is further (no batch left, or a gap). Batches are contiguous, except where key
+compaction deleted a batch that became empty; a read from inside such a gap starts at
+the next batch (or is empty, when the gap runs to the log end).
+
+Durability and the high watermark (``LogOptions.auto_high_watermark``, the default,
+for a single broker): the high watermark is the end of what has been acknowledged as
+durable in the engine's sync mode. With sync ``always`` a batch counts once its WAL
+entry is fsynced (``append(wait=True)`` returns after that; after ``wait=False`` the
+watermark moves when ``sync_to(lsn)`` covers it); with ``interval`` or ``none`` it
+counts once appended (written to the OS: that is all those modes promise). With
+``auto_high_watermark=False`` (a replicated partition) only ``set_high_watermark``
+moves it (Raft's commit index). Reads, ``offset_for_timestamp`` and retention stay
+below the high watermark unless asked otherwise; after a restart it is the log end.
+
+Idempotent producers (``producer_state``): the last five batches per producer id are
+checked before the engine write and installed after it. They are persisted in
+checkpoints (``layout``), not per append: open loads the newest checkpoint and replays
+the headers of the batches after it (``recovery``); a truncation rolls the state back
+from an older checkpoint. A retried duplicate is answered with the original offsets.
+
+Changes: an append updates the ``LogState`` in place; every other change (truncation,
+retention, DeleteRecords, a compaction chunk) is planned as a write batch plus a new
+state (``edits``), written atomically with its checkpoint, then installed.
+
+Threads: mutating calls (append*, truncate_suffix, apply_retention, delete_records,
+compact_keys, close) are serialized by an internal lock; the broker should still keep
+one writer, so that appends keep their order. ``compact_keys`` does its reading and
+per-record work outside that lock and takes it only to install each chunk, so appends
+proceed meanwhile. Reads (``read``, ``offset_for_timestamp``, the properties) may come
+from any thread at any time; each read sees a consistent engine snapshot, but may see
+offsets a concurrent truncation or retention is moving.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from itertools import takewhile
+
+from sentinel.broker.topic_config import TopicConfig
+from sentinel.clock import Clock
+from sentinel.errors import ClosedError, InvalidArgumentError
+from sentinel.fs import FS
+from sentinel.log.append import Buffer, Checked, stage, validate_produce
+from sentinel.log.edits import plan_head_deletion, plan_rewrites, plan_truncation
+from sentinel.log.errors import OffsetOutOfRangeError
+from sentinel.log.high_watermark import HighWatermark
+from sentinel.log.key_compaction import Rewrite, RewritePass, build_offset_map
+from sentinel.log.layout import (
+    DATA_TAG,
+    TIME_INDEX_END,
+    TIME_INDEX_TAG,
+    data_key,
+    decode_i64,
+    encode_i64,
+    key_offset,
+    time_index_key,
+    time_index_start,
+)
+from sentinel.log.producer_state import ProducerEntry
+from sentinel.log.recovery import recover
+from sentinel.log.retention import BatchInfo, plan_retention
+from sentinel.log.scanning import batch_infos, batches_from, find_timestamp, next_offset, scanning
+from sentinel.log.state import LogState, add_checkpoint
+from sentinel.log.types import AppendResult, LogOptions, ReadResult
+from sentinel.record import validate_batch
+from sentinel.storage.engine import Engine, EngineStats
+from sentinel.storage.options import EngineOptions
+from sentinel.storage.wal import SyncMode
+from sentinel.storage.write_batch import WriteBatch
+
+
+class PartitionLog:
+    """The log of one partition. Use ``PartitionLog.open``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        directory: str,
+        config: TopicConfig,
+        clock: Clock,
+        *,
+        engine_options: EngineOptions,
+        options: LogOptions,
+    ) -> None:
+        self._engine = engine
+        self._dir = directory
+        self._config = config
+        self._clock = clock
+        self._options = options
+        self._max_value = engine_options.max_value_bytes
+        self._sync_always = engine_options.wal.sync_mode is SyncMode.ALWAYS
+        self._lock = threading.RLock()
+        self._compaction_lock = threading.Lock()
+        self._closed = False
+        self._generation = 0  # bumped by every change to stored batches but appends
+        self._tombstones_pending = True
+        self._state, replayed = recover(engine, directory)
+        self._hw = HighWatermark(
+            self._state.log_end if options.auto_high_watermark else self._state.log_start,
+            auto=options.auto_high_watermark,
+            sync_always=self._sync_always,
+        )
+        self._since_checkpoint = 0
+        self._since_time_index = 0
+        self._dirty = replayed > 0
+
+    @classmethod
+    def open(
+        cls,
+        fs: FS,
+        directory: str,
+        config: TopicConfig,
+        clock: Clock,
+        engine_options: EngineOptions | None = None,
+        *,
+        options: LogOptions | None = None,
+    ) -> PartitionLog:
+        """Open (or create) the partition log in ``directory``."""
+        engine_options = engine_options if engine_options is not None else EngineOptions()
+        engine = Engine.open(directory, engine_options, fs=fs, clock=clock)
+        try:
+            return cls(
+                engine,
+                directory,
+                config,
+                clock,
+                engine_options=engine_options,
+                options=options or LogOptions(),
+            )
+        except BaseException:
+            engine.close()
+            raise
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._state.log_end
+
+    @property
+    def high_watermark(self) -> int:
+        return self._hw.value
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._state.log_start
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the stored batches (exact; the engine's own overhead not counted)."""
+        return self._state.size
+
+    @property
+    def clean_offset(self) -> int:
+        """Key compaction has cleaned every batch below this offset."""
+        return self._state.clean_offset
+
+    @property
+    def config(self) -> TopicConfig:
+        return self._config
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def engine_stats(self) -> EngineStats:
+        """The partition engine's figures (flushes, compactions, tables, cache)."""
+        return self._engine.stats()
+
+    def update_config(self, config: TopicConfig) -> None:
+        """Apply an altered topic config (retention and size limits take effect at once)."""
+        self._config = config
+
+    def producer_state(self, producer_id: int) -> ProducerEntry | None:
+        return self._state.producers.get(producer_id)
+
+    def _now_ms(self) -> int:
+        return int(self._clock.wall() * 1000)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"the partition log in {self._dir} is closed")
+
+    # ----------------------------------------------------------------- append
+
+    def append(
+        self, batch: Buffer, *, leader_epoch: int = 0, wait: bool = True
+    ) -> AppendResult:
+        """Validate, stamp and store one producer batch at the log end.
+
+        Raises the record codec's ``CorruptRecordError`` / ``RecordBatchTooLargeError``
+        / ``InvalidRecordError`` for a batch that is not acceptable, and
+        ``OutOfOrderSequenceError`` / ``InvalidProducerEpochError`` for an idempotent
+        producer's batch out of turn; nothing is stored then."""
+        return self.append_many((batch,), leader_epoch=leader_epoch, wait=wait)[0]
+
+    def append_many(
+        self, batches: Sequence[Buffer], *, leader_epoch: int = 0, wait: bool = True
+    ) -> list[AppendResult]:
+        """Append several batches in one engine write (one WAL entry): all or none."""
+        config, max_value = self._config, self._max_value
+        checked = [validate_produce(b, config, max_value) for b in batches]
+        return self._append(checked, leader_epoch, wait, replicated=False)
+
+    def append_replicated(self, batch: Buffer, *, wait: bool = True) -> AppendResult:
+        """Store a batch already stamped by a leader, as is (a follower's append): its
+        base offset must be the log end; producer state follows it without checks."""
+        data = batch if isinstance(batch, bytes) else memoryview(batch).cast("B")
+        header = validate_batch(data, max_batch_bytes=self._max_value, from_producer=False)
+        return self._append([(data, header)], header.leader_epoch, wait, replicated=True)[0]
+
+    def _append(
+        self, checked: list[Checked], leader_epoch: int, wait: bool, replicated: bool
+    ) -> list[AppendResult]:
+        with self._lock:
+            self._check_open()
+            state = self._state
+            now = self._now_ms() if self._config.log_append_time and not replicated else None
+            staged = stage(
+                checked,
+                state.producers,
+                state.log_end,
+                leader_epoch=leader_epoch,
+                append_time_ms=now,
+                replicated=replicated,
+            )
+            wb = WriteBatch()
+            leo, max_ts, since_ti = state.log_end, state.max_timestamp, self._since_time_index
+            last_base, written = state.last_base, 0
+            for item in staged:
+                if item.value is None:
+                    continue
+                if since_ti >= self._options.time_index_interval_bytes:
+                    wb.put(time_index_key(item.base_offset), encode_i64(max_ts))
+                    since_ti = 0
+                wb.put(data_key(item.base_offset), item.value)
+                since_ti += len(item.value)
+                written += len(item.value)
+                max_ts = max(max_ts, item.max_timestamp)
+                leo, last_base = item.last_offset + 1, item.base_offset
+            lsn = self._engine.write_nowait(wb)
+            if written:
+                for item in staged:
+                    if item.entry is not None:
+                        state.producers.put(item.entry)
+                state.last_base, state.max_timestamp = last_base, max_ts
+                state.size += written
+                state.log_end = leo
+                self._since_time_index = since_ti
+                self._since_checkpoint += written
+                self._dirty = True
+                self._hw.appended(lsn, leo)
+                if self._since_checkpoint >= self._options.checkpoint_interval_bytes:
+                    self._write_checkpoint(wait=False)
+        if wait and self._sync_always:
+            self.sync_to(lsn)
+        return [
+            AppendResult(s.base_offset, s.last_offset, s.log_append_time_ms, lsn, s.value is None)
+            for s in staged
+        ]
+
+    def sync_to(self, lsn: int) -> None:
+        """Wait until every write up to ``lsn`` is durable (group commit), then move the
+        high watermark over the batches that covers. Safe from a worker thread."""
+        self._engine.sync_to(lsn)
+        self._hw.synced(lsn)
+
+    def set_high_watermark(self, offset: int) -> None:
+        """Set the high watermark (replication's commit point); at most the log end."""
+        log_end = self._state.log_end
+        if not 0 <= offset <= log_end:
+            raise InvalidArgumentError(f"high watermark {offset} is outside [0, {log_end}]")
+        self._hw.set(offset)
+
+    # ------------------------------------------------------------------ reads
+
+    def read(
+        self, offset: int, max_bytes: int, *, include_uncommitted: bool = False
+    ) -> ReadResult:
+        """Whole batches from the one holding ``offset``, up to ``max_bytes`` but always
+        at least one when there is one; below the high watermark unless
+        ``include_uncommitted`` (a replica's fetch). ``OffsetOutOfRangeError`` outside
+        ``[log_start_offset, log_end_offset]``; at the end (or the watermark) an empty
+        result."""
+        self._check_open()
+        state = self._state
+        log_start, leo, hw = state.log_start, state.log_end, self._hw.value
+        if offset < log_start or offset > leo:
+            raise OffsetOutOfRangeError(offset, log_start, leo)
+        limit = leo if include_uncommitted else hw
+        batches: list[bytes] = []
+        total = 0
+        after = offset
+        if offset < limit:
+            with scanning(batches_from(self._engine, offset, limit)) as found:
+                for _key, value in found:
+                    if batches and total + len(value) > max_bytes:
+                        break
+                    batches.append(value)
+                    total += len(value)
+                    after = next_offset(value)
+        return ReadResult(tuple(batches), hw, log_start, leo, after)
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after ``timestamp_ms`` below
+        the high watermark, or None (Kafka's ListOffsets by time; the special
+        timestamps -1 / -2 are the caller's to map to the end / start). The time index
+        skips the batches that cannot hold it; one batch is decoded."""
+        self._check_open()
+        if timestamp_ms < 0:
+            raise InvalidArgumentError(f"timestamp {timestamp_ms} is negative")
+        log_start, hw = self._state.log_start, self._hw.value
+        with scanning(self._engine.scan(TIME_INDEX_TAG, TIME_INDEX_END)) as index:
+            entries = ((key_offset(k), decode_i64(v)) for k, v in index)
+            start = time_index_start(entries, timestamp_ms)
+        start = log_start if start is None else max(start, log_start)
+        if start >= hw:
+            return None
+        return find_timestamp(self._engine, start, hw, log_start, timestamp_ms)
+
+    # ------------------------------------------------------- removing batches
+
+    def truncate_suffix(self, offset: int) -> None:
+        """Remove every batch with base offset >= ``offset``; the log end becomes
+        ``offset``. It must be a batch boundary, the log end, or at most the log start
+        (then the log is emptied and restarts at ``offset``, as Kafka's
+        truncateFullyAndStartAt). Producer state rolls back with it."""
+        with self._lock:
+            self._check_open()
+            log_end = self._state.log_end
+            if not 0 <= offset <= log_end:
+                raise InvalidArgumentError(f"cannot truncate to {offset}: log end {log_end}")
+            if offset == log_end:
+                return
+            wb, new = plan_truncation(
+                self._engine, self._state, offset, self._options.checkpoints_kept, self._dir
+            )
+            self._commit(wb, new)
+            self._hw.truncated(offset)
+
+    def apply_retention(self) -> int:
+        """Delete head batches past ``retention.ms`` / ``retention.bytes`` (see
+        ``retention``), never the newest one nor any at or above the high watermark;
+        also forget expired producers. Returns the number of batches deleted."""
+        with self._lock:
+            self._check_open()
+            state, config, now = self._state, self._config, self._now_ms()
+            if state.producers.expire(now, self._options.producer_expiration_ms):
+                self._dirty = True
+            if not config.cleanup_delete or state.last_base < 0:
+                return 0
+            hw = self._hw.value
+            with scanning(self._engine.scan(DATA_TAG, data_key(state.last_base))) as scan:
+                head = takewhile(lambda b: b.next_offset <= hw, batch_infos(scan))
+                doomed = plan_retention(
+                    head,
+                    now_ms=now,
+                    retention_ms=config.retention_ms,
+                    retention_bytes=config.retention_bytes,
+                    total_bytes=state.size,
+                )
+            if doomed:
+                self._delete_head(doomed, max(state.log_start, doomed[-1].next_offset))
+            return len(doomed)
+
+    def delete_records(self, before_offset: int) -> None:
+        """Advance the log start to ``before_offset`` (Kafka's DeleteRecords; -1 means
+        the high watermark), deleting the batches wholly below it. Beyond the high
+        watermark: ``OffsetOutOfRangeError`` (its ``log_end_offset`` is the watermark)."""
+        with self._lock:
+            self._check_open()
+            hw, log_start = self._hw.value, self._state.log_start
+            if before_offset == -1:
+                before_offset = hw
+            if not 0 <= before_offset <= hw:
+                raise OffsetOutOfRangeError(before_offset, log_start, hw)
+            if before_offset <= log_start:
+                return
+            with scanning(self._engine.scan(DATA_TAG, data_key(before_offset))) as scan:
+                infos = batch_infos(scan)
+                doomed = list(takewhile(lambda b: b.next_offset <= before_offset, infos))
+            self._delete_head(doomed, before_offset)
+
+    def _delete_head(self, doomed: list[BatchInfo], log_start: int) -> None:
+        kept = self._options.checkpoints_kept
+        self._commit(*plan_head_deletion(self._engine, self._state, doomed, log_start, kept))
+
+    def _commit(self, wb: WriteBatch, new: LogState, *, compaction: bool = False) -> None:
+        """Write a planned change (it carries its checkpoint), then install its state.
+        Any change but a compaction's own invalidates a compaction pass in progress."""
+        self._engine.write(wb)
+        self._state = new
+        self._dirty = False
+        self._since_checkpoint = 0
+        if not compaction:
+            self._generation += 1
+
+    # ---------------------------------------------------------- key compaction
+
+    def compact_keys(self) -> int:
+        """One key-compaction pass (``key_compaction``) over every batch but the newest
+        and below the high watermark, for ``cleanup.policy=compact`` topics (else a
+        no-op). Returns the number of records removed.
+
+        Reads and rewrites outside the write lock; each chunk is installed under it,
+        unless a truncation, retention or DeleteRecords came in between (the pass then
+        stops; the next one starts over)."""
+        if not self._config.cleanup_compact:
+            return 0
+        with self._compaction_lock:
+            with self._lock:
+                self._check_open()
+                generation = self._generation
+                end, clean = self._cleanable_end(), self._state.clean_offset
+            if end <= 0:
+                return 0
+            offset_map: dict[bytes, int] = {}
+            if clean < end:
+                offset_map, end = build_offset_map(
+                    self._engine, clean, end, self._options.compaction_max_keys
+                )
+            elif not self._tombstones_pending:
+                return 0
+            horizon = self._now_ms() - self._options.delete_retention_ms
+            rewrites = RewritePass(
+                self._engine, offset_map, end, horizon, self._options.compaction_write_bytes
+            )
+            removed = 0
+            with scanning(rewrites.chunks()) as chunks:
+                for chunk in chunks:
+                    if not self._install(chunk, generation, None):
+                        return removed
+                    removed += sum(r.removed_records for r in chunk)
+            if self._install([], generation, end):
+                self._tombstones_pending = rewrites.tombstones_kept > 0
+            return removed
+
+    def _cleanable_end(self) -> int:
+        """Compaction cleans the batches below the newest one and wholly below the high
+        watermark: a record it lets supersede older ones must never be truncated (Kafka
+        bounds its cleaner by the high watermark for the same reason)."""
+        hw = self._hw.value
+        end = min(self._state.last_base, hw)
+        if end == hw and hw > 0:
+            floor = self._engine.seek_floor(data_key(hw - 1))
+            if floor is not None and floor[0].startswith(DATA_TAG) and next_offset(floor[1]) > hw:
+                end = key_offset(floor[0])
+        return end
+
+    def _install(self, chunk: list[Rewrite], generation: int, clean: int | None) -> bool:
+        with self._lock:
+            if self._closed or self._generation != generation:
+                return False
+            wb, new = plan_rewrites(self._state, chunk, clean, self._options.checkpoints_kept)
+            self._commit(wb, new, compaction=True)
+            return True
+
+    # --------------------------------------------------------------- lifecycle
+
+    def _write_checkpoint(self, *, wait: bool) -> None:
+        """Checkpoint the current state (lock held)."""
+        wb = WriteBatch()
+        add_checkpoint(wb, self._state, self._options.checkpoints_kept)
+        if wait:
+            self._engine.write(wb)
+        else:
+            self._engine.write_nowait(wb)
+        self._since_checkpoint, self._dirty = 0, False
+
+    def close(self) -> None:
+        """Checkpoint, then close the engine (which makes everything durable)."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self._dirty and self._engine.failed is None:
+                    self._write_checkpoint(wait=True)
+            finally:
+                self._closed = True
+                self._engine.close()
+
+    def __enter__(self) -> PartitionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["AppendResult", "LogOptions", "PartitionLog", "ReadResult"]

@@ -1,0 +1,500 @@
+"""The gRPC front door: translate proto messages to broker service calls and back.
+
+Thin on purpose: validation and semantics live in the service; this module maps
+messages, records metrics at the boundary, and turns errors into statuses
+(``server.errors``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from sentinel.broker.group_events import OffsetAndMetadata, TopicPartition
+from sentinel.broker.service import Acks, BrokerService, FetchOutcome
+from sentinel.broker.topics import Topic
+from sentinel.errors import InvalidArgumentError
+from sentinel.proto_gen import sentinel_pb2 as pb
+from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
+from sentinel.record import BatchBuilder, decode_records, iter_batches, parse_header
+from sentinel.server.errors import refusal_for
+from sentinel.server.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_FOLLOW_WAIT_MS = 500
+DEFAULT_STREAM_BYTES = 1024 * 1024
+MAX_STREAM_BYTES = 16 * 1024 * 1024
+_ACKS = {pb.ACKS_LEADER: Acks.LEADER, pb.ACKS_NONE: Acks.NONE, pb.ACKS_ALL: Acks.ALL}
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    refusal = refusal_for(exc)
+    if refusal is None:
+        log.exception("internal error", exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
+        return
+    context.set_trailing_metadata(refusal.trailing())
+    await context.abort(refusal.status, refusal.message)
+
+
+class MalformedRequest:
+    """What a request that does not parse as its protobuf message becomes."""
+
+    __slots__ = ("detail",)
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+
+def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return MalformedRequest(str(exc))
+
+    return deserialize
+
+
+def add_to_server(servicer: SentinelServicer, server: grpc.aio.Server) -> None:
+    """Register every RPC of ``service Sentinel``; a request that does not parse reaches
+    the servicer as ``MalformedRequest`` and is answered INVALID_ARGUMENT."""
+    service = pb.DESCRIPTOR.services_by_name["Sentinel"]
+    handlers = {}
+    for method in service.methods:
+        request_cls = getattr(pb, method.input_type.name)
+        response_cls = getattr(pb, method.output_type.name)
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=_tolerant(request_cls.FromString),
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+
+
+def _records_in(batches: bytes, from_offset: int) -> int:
+    """Records at or after ``from_offset`` in the batches (from their headers)."""
+    count = 0
+    for view in iter_batches(batches, allow_partial_tail=True):
+        header = parse_header(view)
+        first = max(header.base_offset, from_offset)
+        if header.last_offset >= first:
+            count += header.last_offset - first + 1
+    return count
+
+
+def _decoded(batches: bytes, from_offset: int) -> list[pb.Record]:
+    out: list[pb.Record] = []
+    for view in iter_batches(batches, allow_partial_tail=True):
+        for record in decode_records(view):
+            if record.offset < from_offset:
+                continue
+            out.append(
+                pb.Record(
+                    key=record.key,
+                    value=record.value,
+                    headers=[pb.Header(key=k, value=v) for k, v in record.headers],
+                    timestamp_ms=record.timestamp,
+                    offset=record.offset,
+                )
+            )
+    return out
+
+
+class SentinelServicer(pb_grpc.SentinelServicer):
+    def __init__(self, service: BrokerService, metrics: Metrics) -> None:
+        self._service = service
+        self._metrics = metrics
+
+    async def _call(
+        self,
+        method: str,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        work: Callable[[], Awaitable[T]],
+    ) -> T:
+        try:
+            if isinstance(request, MalformedRequest):
+                raise InvalidArgumentError(f"malformed {method} request: {request.detail}")
+            result = await work()
+        except Exception as exc:
+            refusal = refusal_for(exc)
+            self._metrics.requests.labels(method, refusal.reason if refusal else "INTERNAL").inc()
+            await _abort(context, exc)
+            raise  # abort() raises; this keeps the type checker honest
+        self._metrics.requests.labels(method, "NONE").inc()
+        return result
+
+    # ----------------------------------------------------------- produce
+
+    async def Produce(
+        self, request: pb.ProduceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ProduceResponse:
+        async def work() -> pb.ProduceResponse:
+            started = time.perf_counter()
+            batches = request.record_batches
+            key_hint = None
+            if not batches and request.records:
+                batches, key_hint = self._batch_from_records(request.records)
+            outcome = await self._service.produce(
+                request.topic,
+                request.partition,
+                batches,
+                _ACKS.get(request.acks, Acks.LEADER),
+                key_hint,
+            )
+            self._metrics.observe_produce(time.perf_counter() - started)
+            if not outcome.duplicate:
+                self._metrics.messages_produced.labels(outcome.topic).inc(outcome.records)
+                self._metrics.bytes_produced.labels(outcome.topic).inc(outcome.bytes)
+            return pb.ProduceResponse(
+                topic=outcome.topic,
+                partition=outcome.partition,
+                base_offset=outcome.base_offset,
+                log_append_time_ms=outcome.log_append_time_ms,
+                log_start_offset=outcome.log_start_offset,
+                duplicate=outcome.duplicate,
+            )
+
+        return await self._call("Produce", request, context, work)
+
+    @staticmethod
+    def _batch_from_records(records: Any) -> tuple[bytes, bytes | None]:
+        builder = BatchBuilder()
+        now_ms = int(time.time() * 1000)
+        for record in records:
+            builder.append(
+                record.key if record.HasField("key") else None,
+                record.value if record.HasField("value") else None,
+                [(h.key, h.value if h.HasField("value") else None) for h in record.headers],
+                record.timestamp_ms or now_ms,
+            )
+        first = records[0]
+        return builder.build(), (first.key if first.HasField("key") else None)
+
+    # ----------------------------------------------------------- consume
+
+    def _fetch_message(
+        self, cls: Any, outcome: FetchOutcome, from_offset: int, decode: bool
+    ) -> Any:
+        count = _records_in(outcome.batches, from_offset)
+        self._metrics.messages_consumed.labels(outcome.topic).inc(count)
+        self._metrics.bytes_consumed.labels(outcome.topic).inc(len(outcome.batches))
+        return cls(
+            topic=outcome.topic,
+            partition=outcome.partition,
+            record_batches=outcome.batches,
+            records=_decoded(outcome.batches, from_offset) if decode else (),
+            high_watermark=outcome.high_watermark,
+            log_start_offset=outcome.log_start_offset,
+            next_offset=outcome.next_offset,
+        )
+
+    async def Fetch(
+        self, request: pb.FetchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.FetchResponse:
+        async def work() -> pb.FetchResponse:
+            started = time.perf_counter()
+            outcome = await self._service.fetch(
+                request.topic,
+                request.partition,
+                request.offset,
+                min(request.max_bytes or DEFAULT_STREAM_BYTES, MAX_STREAM_BYTES),
+                max(0, min(request.max_wait_ms, 30_000)),
+            )
+            message: pb.FetchResponse = self._fetch_message(
+                pb.FetchResponse, outcome, request.offset, request.decode_records
+            )
+            self._metrics.fetch_latency.observe(time.perf_counter() - started)
+            return message
+
+        return await self._call("Fetch", request, context, work)
+
+    async def Consume(
+        self, request: pb.ConsumeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.ConsumeResponse]:
+        self._metrics.active_connections.inc()
+        try:
+            if isinstance(request, MalformedRequest):
+                await _abort(context, InvalidArgumentError(f"malformed Consume: {request.detail}"))
+                return
+            offset = request.offset
+            sent = 0
+            max_bytes = min(request.max_bytes_per_message or DEFAULT_STREAM_BYTES, MAX_STREAM_BYTES)
+            while True:
+                wait_ms = MAX_FOLLOW_WAIT_MS if request.follow else max(0, request.max_wait_ms)
+                try:
+                    outcome = await self._service.fetch(
+                        request.topic, request.partition, offset, max_bytes, wait_ms
+                    )
+                except Exception as exc:
+                    await _abort(context, exc)
+                    return
+                if outcome.batches:
+                    message = self._fetch_message(
+                        pb.ConsumeResponse, outcome, offset, request.decode_records
+                    )
+                    sent += _records_in(outcome.batches, offset)
+                    offset = outcome.next_offset
+                    yield message
+                    if request.max_messages and sent >= request.max_messages:
+                        return
+                elif not request.follow:
+                    return
+        finally:
+            self._metrics.active_connections.dec()
+
+    # ---------------------------------------------------------- metadata
+
+    def _topic_info(self, topic: Topic) -> pb.TopicInfo:
+        node = self._service.config.node_id
+        partitions = [
+            pb.PartitionInfo(
+                partition=index,
+                leader=node,
+                replicas=[node],
+                isr=[node],
+                log_start_offset=plog.log_start_offset,
+                log_end_offset=plog.log_end_offset,
+                high_watermark=plog.high_watermark,
+                size_bytes=plog.size_bytes,
+            )
+            for index, plog in enumerate(topic.partitions)
+        ]
+        return pb.TopicInfo(
+            name=topic.name,
+            partitions=partitions,
+            configs=topic.config.to_map(),
+            replication_factor=topic.replication_factor,
+        )
+
+    async def FetchMetadata(
+        self, request: pb.MetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.MetadataResponse:
+        async def work() -> pb.MetadataResponse:
+            config = self._service.config
+            topics = self._service.topics(
+                list(request.topics), auto_create=request.allow_auto_topic_creation
+            )
+            return pb.MetadataResponse(
+                brokers=[
+                    pb.Broker(node_id=config.node_id, host=config.advertised, port=config.port)
+                ],
+                controller_id=config.node_id,
+                topics=[self._topic_info(t) for t in topics],
+            )
+
+        return await self._call("FetchMetadata", request, context, work)
+
+    async def CreateTopic(
+        self, request: pb.CreateTopicRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CreateTopicResponse:
+        async def work() -> pb.CreateTopicResponse:
+            topic = self._service.create_topic(
+                request.name, request.partitions, request.replication_factor, dict(request.configs)
+            )
+            return pb.CreateTopicResponse(topic=self._topic_info(topic))
+
+        return await self._call("CreateTopic", request, context, work)
+
+    async def DeleteTopic(
+        self, request: pb.DeleteTopicRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeleteTopicResponse:
+        async def work() -> pb.DeleteTopicResponse:
+            self._service.delete_topic(request.name)
+            return pb.DeleteTopicResponse()
+
+        return await self._call("DeleteTopic", request, context, work)
+
+    async def ListTopics(
+        self, request: pb.ListTopicsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListTopicsResponse:
+        async def work() -> pb.ListTopicsResponse:
+            return pb.ListTopicsResponse(
+                topics=[self._topic_info(t) for t in self._service.topics()]
+            )
+
+        return await self._call("ListTopics", request, context, work)
+
+    async def DescribeTopic(
+        self, request: pb.DescribeTopicRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DescribeTopicResponse:
+        async def work() -> pb.DescribeTopicResponse:
+            return pb.DescribeTopicResponse(
+                topic=self._topic_info(self._service.topic(request.name))
+            )
+
+        return await self._call("DescribeTopic", request, context, work)
+
+    async def CreatePartitions(
+        self, request: pb.CreatePartitionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CreatePartitionsResponse:
+        async def work() -> pb.CreatePartitionsResponse:
+            topic = self._service.add_partitions(request.name, request.total)
+            return pb.CreatePartitionsResponse(topic=self._topic_info(topic))
+
+        return await self._call("CreatePartitions", request, context, work)
+
+    async def ListOffsets(
+        self, request: pb.ListOffsetsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListOffsetsResponse:
+        async def work() -> pb.ListOffsetsResponse:
+            offset, timestamp = self._service.list_offset(
+                request.topic, request.partition, request.timestamp_ms
+            )
+            return pb.ListOffsetsResponse(offset=offset, timestamp_ms=timestamp)
+
+        return await self._call("ListOffsets", request, context, work)
+
+    # ------------------------------------------------------------ groups
+
+    async def JoinGroup(
+        self, request: pb.JoinGroupRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.JoinGroupResponse:
+        async def work() -> pb.JoinGroupResponse:
+            for topic in request.topics:
+                self._service.topic(topic, auto_create=True)
+            session_s = (request.session_timeout_ms or 10_000) / 1000.0
+            rebalance_s = (request.rebalance_timeout_ms or int(session_s * 1000)) / 1000.0
+            joined = await self._service.groups.join(
+                request.group_id,
+                request.member_id,
+                client_id=request.client_id or "sentinel-client",
+                topics=list(request.topics),
+                assignor=request.assignor or "roundrobin",
+                session_timeout_s=session_s,
+                rebalance_timeout_s=rebalance_s,
+            )
+            assignment = joined.assignment.partitions if joined.assignment else {}
+            return pb.JoinGroupResponse(
+                member_id=joined.member_id,
+                generation=joined.generation,
+                leader_id=joined.leader_id,
+                assignment=[
+                    pb.TopicPartitions(topic=t, partitions=list(p))
+                    for t, p in sorted(assignment.items())
+                ],
+                members=[m.member_id for m in joined.members],
+            )
+
+        return await self._call("JoinGroup", request, context, work)
+
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.HeartbeatResponse:
+        async def work() -> pb.HeartbeatResponse:
+            self._service.groups.heartbeat(request.group_id, request.member_id, request.generation)
+            return pb.HeartbeatResponse()
+
+        return await self._call("Heartbeat", request, context, work)
+
+    async def LeaveGroup(
+        self, request: pb.LeaveGroupRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.LeaveGroupResponse:
+        async def work() -> pb.LeaveGroupResponse:
+            self._service.groups.leave(request.group_id, request.member_id)
+            return pb.LeaveGroupResponse()
+
+        return await self._call("LeaveGroup", request, context, work)
+
+    async def CommitOffsets(
+        self, request: pb.CommitOffsetsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CommitOffsetsResponse:
+        async def work() -> pb.CommitOffsetsResponse:
+            offsets: dict[TopicPartition, OffsetAndMetadata] = {
+                (o.topic, o.partition): OffsetAndMetadata(o.offset, o.metadata)
+                for o in request.offsets
+            }
+            await self._service.commit_offsets(
+                request.group_id, request.member_id, request.generation, offsets
+            )
+            return pb.CommitOffsetsResponse()
+
+        return await self._call("CommitOffsets", request, context, work)
+
+    async def FetchOffsets(
+        self, request: pb.FetchOffsetsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.FetchOffsetsResponse:
+        async def work() -> pb.FetchOffsetsResponse:
+            wanted: list[TopicPartition] | None = [
+                (tp.topic, p) for tp in request.partitions for p in tp.partitions
+            ] or None
+            found = self._service.groups.fetch_offsets(request.group_id, wanted)
+            return pb.FetchOffsetsResponse(
+                offsets=[
+                    pb.PartitionOffset(topic=t, partition=p, offset=om.offset, metadata=om.metadata)
+                    for (t, p), om in sorted(found.items())
+                ]
+            )
+
+        return await self._call("FetchOffsets", request, context, work)
+
+    async def ListGroups(
+        self, request: pb.ListGroupsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListGroupsResponse:
+        async def work() -> pb.ListGroupsResponse:
+            groups = []
+            for listing in self._service.groups.list_groups():
+                described = self._service.groups.describe(listing.group_id)
+                groups.append(
+                    pb.GroupSummary(
+                        group_id=listing.group_id,
+                        state=listing.state.value,
+                        members=len(described.members),
+                    )
+                )
+            return pb.ListGroupsResponse(groups=groups)
+
+        return await self._call("ListGroups", request, context, work)
+
+    async def DescribeGroup(
+        self, request: pb.DescribeGroupRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DescribeGroupResponse:
+        async def work() -> pb.DescribeGroupResponse:
+            described, lags = self._service.describe_group(request.group_id)
+            members = []
+            for member in described.members:
+                parts = member.assignment.partitions if member.assignment else {}
+                members.append(
+                    pb.MemberInfo(
+                        member_id=member.member_id,
+                        client_id=member.client_id,
+                        assignment=[
+                            pb.TopicPartitions(topic=t, partitions=list(p))
+                            for t, p in sorted(parts.items())
+                        ],
+                    )
+                )
+            return pb.DescribeGroupResponse(
+                group_id=request.group_id,
+                state=str(described.state.value),
+                protocol=described.protocol,
+                generation=described.generation,
+                members=members,
+                lag=[
+                    pb.PartitionLag(
+                        topic=lag.topic,
+                        partition=lag.partition,
+                        committed_offset=lag.committed,
+                        log_end_offset=lag.log_end_offset,
+                        lag=lag.lag,
+                    )
+                    for lag in lags
+                ],
+            )
+
+        return await self._call("DescribeGroup", request, context, work)

@@ -1,0 +1,217 @@
+"""Every Prometheus metric the broker exports, declared in one place.
+
+The names of the original Go system are kept (``sentinel_messages_produced_total``,
+``sentinel_messages_consumed_total``, ``sentinel_bytes_produced_total``,
+``sentinel_active_connections``, ``sentinel_produce_latency_ms``,
+``sentinel_partition_lag``), next to a real latency histogram and per-partition and
+storage figures. Counters and histograms are recorded at the front doors; per-partition
+and per-group gauges are read from the broker when Prometheus scrapes (a collector),
+so the hot path never updates them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS_S = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionFigures:
+    topic: str
+    partition: int
+    log_end_offset: int
+    log_start_offset: int
+    high_watermark: int
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class LagFigure:
+    group: str
+    topic: str
+    partition: int
+    lag: int
+
+
+@dataclass(frozen=True, slots=True)
+class StorageFigures:
+    flushes: int
+    compactions: int
+    trivial_moves: int
+    flush_bytes: int
+    compaction_bytes: int
+    tables: int
+
+
+class BrokerView(Collector):
+    """Reads per-partition, per-group and storage figures from the broker at scrape time."""
+
+    def __init__(
+        self,
+        partitions: Callable[[], Iterable[PartitionFigures]],
+        lags: Callable[[], Iterable[LagFigure]],
+        storage: Callable[[], StorageFigures],
+    ) -> None:
+        self._partitions = partitions
+        self._lags = lags
+        self._storage = storage
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["topic", "partition"]
+        leo = GaugeMetricFamily(
+            "sentinel_log_end_offset", "Offset of the next record to be appended", labels=labels
+        )
+        lso = GaugeMetricFamily(
+            "sentinel_log_start_offset", "First offset still stored", labels=labels
+        )
+        hwm = GaugeMetricFamily(
+            "sentinel_high_watermark", "Offset up to which records are committed", labels=labels
+        )
+        size = GaugeMetricFamily(
+            "sentinel_log_size_bytes", "Bytes of record batches stored", labels=labels
+        )
+        for fig in self._partitions():
+            values = [fig.topic, str(fig.partition)]
+            leo.add_metric(values, fig.log_end_offset)
+            lso.add_metric(values, fig.log_start_offset)
+            hwm.add_metric(values, fig.high_watermark)
+            size.add_metric(values, fig.size_bytes)
+        yield from (leo, lso, hwm, size)
+        lag = GaugeMetricFamily(
+            "sentinel_partition_lag",
+            "Records between a group's committed offset and the log end",
+            labels=["group", "topic", "partition"],
+        )
+        for item in self._lags():
+            lag.add_metric([item.group, item.topic, str(item.partition)], item.lag)
+        yield lag
+        storage = self._storage()
+        yield CounterMetricFamily(
+            "sentinel_storage_flushes", "Memtables flushed to tables", value=storage.flushes
+        )
+        yield CounterMetricFamily(
+            "sentinel_storage_compactions",
+            "Compactions that rewrote tables",
+            value=storage.compactions,
+        )
+        yield CounterMetricFamily(
+            "sentinel_storage_trivial_moves",
+            "Tables moved down a level without rewriting",
+            value=storage.trivial_moves,
+        )
+        yield CounterMetricFamily(
+            "sentinel_storage_flush_bytes", "Bytes written by flushes", value=storage.flush_bytes
+        )
+        yield CounterMetricFamily(
+            "sentinel_storage_compaction_bytes",
+            "Bytes written by compactions",
+            value=storage.compaction_bytes,
+        )
+        yield GaugeMetricFamily("sentinel_storage_tables", "Live tables", value=storage.tables)
+
+
+class RecentAverage:
+    """The mean of the last N samples: the original system's latency gauge."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._samples.append(value)
+
+    def value(self) -> float:
+        with self._lock:
+            return sum(self._samples) / len(self._samples) if self._samples else 0.0
+
+
+class Metrics:
+    """The broker's instruments, on a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.messages_produced = Counter(
+            "sentinel_messages_produced", "Records appended", ["topic"], registry=reg
+        )
+        self.messages_consumed = Counter(
+            "sentinel_messages_consumed", "Records sent to consumers", ["topic"], registry=reg
+        )
+        self.bytes_produced = Counter(
+            "sentinel_bytes_produced", "Record batch bytes appended", ["topic"], registry=reg
+        )
+        self.bytes_consumed = Counter(
+            "sentinel_bytes_consumed",
+            "Record batch bytes sent to consumers",
+            ["topic"],
+            registry=reg,
+        )
+        self.active_connections = Gauge(
+            "sentinel_active_connections", "Open client connections and streams", registry=reg
+        )
+        self._recent_produce_ms = RecentAverage()
+        self.produce_latency_ms = Gauge(
+            "sentinel_produce_latency_ms",
+            "Average produce latency over the last 1024 requests, in milliseconds",
+            registry=reg,
+        )
+        self.produce_latency_ms.set_function(self._recent_produce_ms.value)
+        self.produce_latency = Histogram(
+            "sentinel_produce_latency_seconds",
+            "Produce request latency",
+            buckets=LATENCY_BUCKETS_S,
+            registry=reg,
+        )
+        self.fetch_latency = Histogram(
+            "sentinel_fetch_latency_seconds",
+            "Fetch request latency (without long-poll waiting)",
+            buckets=LATENCY_BUCKETS_S,
+            registry=reg,
+        )
+        self.wal_fsync_latency = Histogram(
+            "sentinel_wal_fsync_seconds",
+            "WAL fsync latency (one fsync may cover many writes: group commit)",
+            buckets=LATENCY_BUCKETS_S,
+            registry=reg,
+        )
+        self.requests = Counter(
+            "sentinel_requests",
+            "Requests by API method and result",
+            ["method", "code"],
+            registry=reg,
+        )
+
+    def observe_produce(self, seconds: float) -> None:
+        self.produce_latency.observe(seconds)
+        self._recent_produce_ms.add(seconds * 1000.0)
+
+    def observe_fsync(self, seconds: float, _entries: int) -> None:
+        self.wal_fsync_latency.observe(seconds)
+
+    def attach(self, view: BrokerView) -> None:
+        self.registry.register(view)
