@@ -277,3 +277,21 @@ def test_truncation_after_compaction_keeps_the_log_end_over_a_gap() -> None:
         assert log.log_end_offset == 2
         assert log.append(keyed([(b"d", b"1")])).base_offset == 2
         assert parse_header(log.read(1, 1000).batches[0]).base_offset == 2
+
+
+def test_compaction_stays_below_the_high_watermark() -> None:
+    options = LogOptions(auto_high_watermark=False)
+    log = PartitionLog.open(MemFS(), "/r", COMPACT, ManualClock(), ENGINE, options=options)
+    with log:
+        for value in (b"1", b"2", b"3", b"4"):
+            log.append(keyed([(b"a", value), (b"b", value)]))  # batches at 0, 2, 4, 6
+        assert log.compact_keys() == 0  # nothing committed yet
+        log.set_high_watermark(3)  # inside the batch at 2: only the batch at 0 is clean
+        assert log.compact_keys() == 0  # one batch: nothing supersedes it
+        assert log.clean_offset == 2
+        log.set_high_watermark(6)
+        assert log.compact_keys() == 4  # 0 and 2 superseded by 4; 6 is above the mark
+        assert log.clean_offset == 6
+        log.set_high_watermark(8)
+        kept = [(o, v) for o, _k, v, _t in records_of(log)]
+        assert kept == [(4, b"3"), (5, b"3"), (6, b"4"), (7, b"4")]

@@ -30,7 +30,7 @@ from sentinel.config import BrokerConfig
 from sentinel.errors import InvalidArgumentError
 from sentinel.fs import FS, DirLock
 from sentinel.log.partition_log import PartitionLog
-from sentinel.record import iter_batches, validate_batch
+from sentinel.record import iter_batches
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode, WalOptions
 
@@ -243,18 +243,12 @@ class BrokerService:
         views = list(iter_batches(batches))
         if not views:
             raise InvalidArgumentError("the produce request carries no record batch")
-        if len(views) > 1:  # refuse the whole request before any of it is stored
-            for view in views:
-                validate_batch(view, max_batch_bytes=topic.config.max_message_bytes)
-        first = None
-        last_lsn = 0
-        records = 0
-        for view in views:
-            result = plog.append(view, wait=False)
-            first = first or result
-            last_lsn = max(last_lsn, result.lsn)
-            records += result.last_offset - result.base_offset + 1
-        assert first is not None
+        # One engine write for the whole request: every batch is validated first and
+        # they are stored all together or not at all (one WAL entry).
+        results = plog.append_many(views, wait=False)
+        first = results[0]
+        last_lsn = max(r.lsn for r in results)
+        records = sum(r.last_offset - r.base_offset + 1 for r in results)
         signal = self.signal(topic_name, partition)
         signal.fire()
         if self.config.wal_sync_mode is SyncMode.ALWAYS:

@@ -19,7 +19,8 @@ watermark moves when ``sync_to(lsn)`` covers it); with ``interval`` or ``none`` 
 counts once appended (written to the OS: that is all those modes promise). With
 ``auto_high_watermark=False`` (a replicated partition) only ``set_high_watermark``
 moves it (Raft's commit index). Reads, ``offset_for_timestamp`` and retention stay
-below the high watermark unless asked otherwise; after a restart it is the log end.
+below the high watermark unless asked otherwise. After a restart it is the log end
+(auto: everything recovered is on disk) or the log start (until replication sets it).
 
 Idempotent producers (``producer_state``): the last five batches per producer id are
 checked before the engine write and installed after it. They are persisted in
@@ -334,7 +335,12 @@ class PartitionLog:
         """Remove every batch with base offset >= ``offset``; the log end becomes
         ``offset``. It must be a batch boundary, the log end, or at most the log start
         (then the log is emptied and restarts at ``offset``, as Kafka's
-        truncateFullyAndStartAt). Producer state rolls back with it."""
+        truncateFullyAndStartAt). Producer state rolls back with it.
+
+        Replication truncates only above the high watermark (uncommitted entries);
+        key compaction relies on that, as it lets records below the watermark
+        supersede older ones: truncating below it on a compacted topic can lose the
+        latest surviving value of a key."""
         with self._lock:
             self._check_open()
             log_end = self._state.log_end
