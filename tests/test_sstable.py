@@ -34,6 +34,7 @@ from sentinel.storage.sstable import (
     TableWriter,
     write_table,
 )
+from sentinel.storage.value_log import ValuePointer
 
 PATH = "/t/00000000000000000001.sst"
 
@@ -535,11 +536,30 @@ def test_footer_and_meta_golden_bytes() -> None:
     body = struct.pack("<QIQIQIQI", 1, 2, 3, 4, 5, 6, 7, 1) + b"\x8aSNTLSST"
     assert Footer(1, 2, 3, 4, 5, 6, 7).encode() == struct.pack("<I", crc32c(body)) + body
     assert len(body) + 4 == FOOTER_SIZE == 60
-    meta = struct.pack("<QQQII", 1, 2, 3, 1, 2) + b"a" + b"zz"
-    assert MetaBlock(1, 2, 3, b"a", b"zz").encode() == meta + struct.pack("<I", crc32c(meta))
-    assert MetaBlock.decode(meta + struct.pack("<I", crc32c(meta)), "t") == MetaBlock(
-        1, 2, 3, b"a", b"zz"
-    )
+    meta = struct.pack("<QQQQQQII", 1, 2, 3, 4, 5, 6, 1, 2) + b"a" + b"zz"
+    block = MetaBlock(1, 2, 3, b"a", b"zz", 4, 5, 6)
+    assert block.encode() == meta + struct.pack("<I", crc32c(meta))
+    assert MetaBlock.decode(meta + struct.pack("<I", crc32c(meta)), "t") == block
+
+
+def test_value_pointers_round_trip_and_record_their_segments() -> None:
+    fs = MemFS()
+    fs.makedirs("/t")
+    entries: list[tuple[bytes, bytes | None]] = [
+        (b"a", b"inline"),
+        (b"b", ValuePointer.to(7, 100, 13, 4000)),
+        (b"c", None),
+        (b"d", ValuePointer.to(9, 20, 13, 5)),
+    ]
+    write_table(fs, "/t/1.sst", 1, entries)
+    reader = TableReader.open(fs, "/t/1.sst", 1)
+    got = list(reader.entries())
+    assert got == entries
+    assert type(got[1][1]) is ValuePointer and type(got[0][1]) is bytes
+    assert reader.pointer_segments == (7, 9)
+    assert reader.get(b"d") == ValuePointer.to(9, 20, 13, 5)
+    plain = write_table(fs, "/t/2.sst", 2, [(b"x", b"y")])
+    assert TableReader.open(fs, "/t/2.sst", plain.file_number).pointer_segments is None
 
 
 # -- the real filesystem

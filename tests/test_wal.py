@@ -8,7 +8,7 @@ import random
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -131,6 +131,9 @@ class SpyFile:
         if self._fs.fail_writes:
             raise OSError(errno.ENOSPC, "no space left (injected)")
         self._inner.write(data)
+
+    def writev(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        self.write(b"".join(bytes(p) for p in parts))
 
     def pread(self, offset: int, size: int) -> bytes:
         return self._inner.pread(offset, size)

@@ -28,6 +28,7 @@ import posixpath
 import random
 import shutil
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,6 +44,10 @@ class File(Protocol):
     def path(self) -> str: ...
 
     def write(self, data: Buffer) -> None: ...
+
+    def writev(self, parts: Sequence[Buffer]) -> None:
+        """Append the parts in order, as one write where the OS allows (no joining copy)."""
+        ...
 
     def pread(self, offset: int, size: int) -> bytes: ...
 
@@ -120,6 +125,12 @@ class OsFile:
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+
+    def writev(self, parts: Sequence[Buffer]) -> None:
+        total = sum(len(p) for p in parts)
+        written = os.writev(self._fd, parts)
+        if written < total:  # a short write (rare): finish the rest piece by piece
+            self.write(b"".join(bytes(p) for p in parts)[written:])
 
     def pread(self, offset: int, size: int) -> bytes:
         return os.pread(self._fd, size, offset)
@@ -262,6 +273,9 @@ class MemFile:
             inode = self._inode
             inode.dirty_from = min(inode.dirty_from, len(inode.data))
             inode.data += data
+
+    def writev(self, parts: Sequence[Buffer]) -> None:
+        self.write(b"".join(bytes(p) for p in parts))
 
     def pread(self, offset: int, size: int) -> bytes:
         with self._fs.mutex:

@@ -8,7 +8,8 @@ Data block (little-endian; about ``block_size`` bytes, or one entry if it is lar
     | value 0 .. value n-1     a tombstone is empty    |
     +--------------------------------------------------+ D
     | bound[0 .. 2n]      u32 x (2n + 1)               |
-    | kind[0 .. n-1]      u8 x n: 0 put, 1 tombstone   |
+    | kind[0 .. n-1]      u8 x n: 0 put, 1 tombstone,  |
+    |                     2 value pointer              |
     | n                   u32, >= 1                    |
     | crc32c              u32 over every byte above    |
     +--------------------------------------------------+ D + 9n + 12
@@ -54,9 +55,11 @@ from itertools import pairwise
 from sentinel.codec.crc import crc32c
 from sentinel.errors import CorruptionError, InvalidArgumentError
 from sentinel.storage.entry import ABSENT, Absent, Entry
+from sentinel.storage.value_log import ValuePointer
 
 PUT = 0
 TOMBSTONE = 1
+POINTER = 2  # the value is a ValuePointer into a WAL segment (value separation)
 
 _U32 = struct.Struct("<I")
 _TAIL = struct.Struct("<II")  # n, crc32c
@@ -171,6 +174,8 @@ class BlockBuilder:
             if value is None:
                 kinds[i] = TOMBSTONE
             else:
+                if type(value) is ValuePointer:
+                    kinds[i] = POINTER
                 out += value
                 end += len(value)
             bounds.append(end)
@@ -268,11 +273,13 @@ def decode_block(buf: bytes, start: int, size: int, path: str, where: str) -> Bl
     kinds = buf[kinds_at : kinds_at + n]
     puts = kinds.count(PUT)
     if puts != n:
-        if puts + kinds.count(TOMBSTONE) != n:
+        if puts + kinds.count(TOMBSTONE) + kinds.count(POINTER) != n:
             raise CorruptionError(path, where, "unknown entry kind")
         for i, kind in enumerate(kinds):
             if kind == TOMBSTONE:
                 values[i] = None
+            elif kind == POINTER:
+                values[i] = ValuePointer(values[i] or b"")
     return Block(keys, values, size + 100 * n)
 
 

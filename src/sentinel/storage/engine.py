@@ -27,7 +27,7 @@ its manifest edit).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sentinel.clock import Clock, SystemClock
@@ -53,10 +53,11 @@ from sentinel.storage.files import (
     table_name,
 )
 from sentinel.storage.iterators import live_entries, live_floor, merge_entries
-from sentinel.storage.maintenance import Maintenance
+from sentinel.storage.maintenance import FrozenMemtable, Maintenance
 from sentinel.storage.memtable import Memtable
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.sstable import TableReader
+from sentinel.storage.value_log import ValueLog, ValuePointer
 from sentinel.storage.version import Version, VersionEdit
 from sentinel.storage.wal import ReplayReport, SyncMode, WriteAheadLog, replay
 from sentinel.storage.write_batch import WriteBatch, decode_ops, encode_ops, encode_put
@@ -111,7 +112,11 @@ class Engine:
         self._cache = BlockCache(options.block_cache_bytes)
         self._readers: dict[int, TableReader] = {}
         self._memtable = Memtable()
-        self._immutables: list[tuple[Memtable, int]] = []
+        self._immutables: list[FrozenMemtable] = []
+        # Value separation: for each key of the active memtable whose value is large,
+        # where that value sits in the WAL (the flush stores the pointer, not the value).
+        self._pointers: dict[bytes, ValuePointer] = {}
+        self._values = ValueLog(fs, directory)
         self._user_bytes = 0
         self._wal_bytes = 0
         self.replay_report: ReplayReport | None = None
@@ -202,13 +207,13 @@ class Engine:
         self._wal = WriteAheadLog(fs, directory, first_segment, self._options.wal, self._clock)
         if len(replayed):
             replayed.freeze()
-            self._immutables.append((replayed, first_segment))
+            self._immutables.append(FrozenMemtable(replayed, first_segment, {}))
             self._maintenance.flush_all()
         elif log_number < first_segment:
             self._manifest.append(
                 VersionEdit(log_number=first_segment, next_file_number=self._next_file_number)
             )
-            self._wal.delete_segments_before(first_segment)
+        self._maintenance.collect_segments()
         self._maintenance.start()
 
     # ------------------------------------------------------- used by Maintenance
@@ -244,9 +249,18 @@ class Engine:
     def state_lock(self) -> threading.Condition:
         return self._state
 
-    def oldest_immutable(self) -> tuple[Memtable, int] | None:
+    def oldest_immutable(self) -> FrozenMemtable | None:
         with self._state:
             return self._immutables[0] if self._immutables else None
+
+    @property
+    def value_log(self) -> ValueLog:
+        return self._values
+
+    def pointer_segment_ranges(self) -> list[tuple[int, int]]:
+        """The WAL segments live tables point into (value separation)."""
+        with self._state:
+            return [r.pointer_segments for r in self._readers.values() if r.pointer_segments]
 
     def readers_for(self, file_numbers: list[int]) -> list[TableReader]:
         with self._state:
@@ -267,7 +281,7 @@ class Engine:
             for reader in retired:
                 del self._readers[reader.meta.file_number]
             if flushed is not None:
-                self._immutables = [(m, n) for m, n in self._immutables if m is not flushed]
+                self._immutables = [f for f in self._immutables if f.memtable is not flushed]
             self._state.notify_all()
             return retired
 
@@ -276,7 +290,10 @@ class Engine:
     def put(self, key: bytes, value: bytes) -> None:
         """Store ``value`` under ``key``; durable on return with sync ``always``."""
         self._check_sizes(key, value)
-        lsn = self._append(encode_put(key, value), ((key, value),), len(key) + len(value))
+        large = 0 < self._options.value_separation_bytes <= len(value)
+        lsn = self._append(
+            encode_put(key, value), ((key, value),), len(key) + len(value), large
+        )
         self._sync_if_always(lsn)
 
     def delete(self, key: bytes) -> None:
@@ -291,9 +308,12 @@ class Engine:
         an asyncio driver then waits for ``sync_to(lsn)`` in a worker thread."""
         if not len(batch):
             return self._wal.last_lsn
+        threshold = self._options.value_separation_bytes
+        large = False
         for key, value in batch.ops:
             self._check_sizes(key, value)
-        return self._append(encode_ops(batch.ops), batch.ops, batch.byte_size)
+            large = large or (value is not None and 0 < threshold <= len(value))
+        return self._append(encode_ops(batch.ops), batch.ops, batch.byte_size, large)
 
     def sync_to(self, lsn: int) -> None:
         """Block until every write up to ``lsn`` is fsynced (group commit)."""
@@ -338,21 +358,55 @@ class Engine:
 
     def _append(
         self,
-        payload: bytes,
+        payload: bytes | tuple[bytes, ...],
         ops: tuple[tuple[bytes, bytes | None], ...] | list[tuple[bytes, bytes | None]],
         nbytes: int,
+        large: bool,
     ) -> int:
         with self._write_lock:
             self._check_open()
             if self._memtable.approximate_size >= self._options.memtable_bytes:
                 self._rotate_memtable()
-            lsn = self._wal.append(payload)
+            if large or self._pointers:  # (a small value may replace a pointed-to one)
+                lsn, segment, frame_offset = self._wal.append_located(payload)
+                self._note_pointers(
+                    ops, self._options.value_separation_bytes, segment, frame_offset
+                )
+            else:
+                lsn = self._wal.append(payload)
             memtable = self._memtable
             for key, value in ops:
                 memtable.put(key, value)
             self._user_bytes += nbytes
-            self._wal_bytes += len(payload)
+            self._wal_bytes += nbytes
             return lsn
+
+    def _note_pointers(
+        self,
+        ops: Sequence[tuple[bytes, bytes | None]],
+        threshold: int,
+        segment: int,
+        frame_offset: int,
+    ) -> None:
+        """Record where each large value of ``ops`` sits in its WAL entry (whose payload
+        layout is ``write_batch``'s: a u32 count, then per op a 9-byte header, the key,
+        the value)."""
+        pointers = self._pointers
+        position = 4
+        for key, value in ops:
+            position += 9 + len(key)
+            if value is not None and len(value) >= threshold:
+                pointers[key] = ValuePointer.to(segment, frame_offset, position, len(value))
+                position += len(value)
+            else:
+                pointers.pop(key, None)
+                if value is not None:
+                    position += len(value)
+
+    def _resolve(self, value: bytes) -> bytes:
+        if type(value) is ValuePointer:
+            return self._values.read(value)
+        return value
 
     def _sync_if_always(self, lsn: int) -> None:
         if self._options.wal.sync_mode is SyncMode.ALWAYS:
@@ -370,8 +424,9 @@ class Engine:
         segment = self._wal.rotate()
         with self._state:
             self._memtable.freeze()
-            self._immutables.append((self._memtable, segment))
+            self._immutables.append(FrozenMemtable(self._memtable, segment, self._pointers))
             self._memtable = Memtable()
+            self._pointers = {}
         self._maintenance.flush_requested()
 
     def flush(self) -> None:
@@ -392,7 +447,7 @@ class Engine:
     def _sources(self, key: bytes | None = None) -> list[EntrySource]:
         with self._state:
             sources: list[EntrySource] = [self._memtable]
-            sources.extend(m for m, _ in reversed(self._immutables))
+            sources.extend(f.memtable for f in reversed(self._immutables))
             version, readers = self._version, self._readers
             tables = version.tables_for_key(key) if key is not None else version.all_tables()
             sources.extend(readers[t.file_number] for t in tables)
@@ -405,7 +460,7 @@ class Engine:
             for source in self._sources(key):
                 found = source.get(key)
                 if found is not ABSENT:
-                    return found
+                    return None if found is None else self._resolve(found)
             return None
 
     def scan(
@@ -415,7 +470,9 @@ class Engine:
         self._check_open()
         with self._maintenance.reading():
             iterators = [source.entries(start, end) for source in self._sources()]
-            yield from live_entries(merge_entries(iterators))
+            resolve = self._values.read
+            for key, value in live_entries(merge_entries(iterators)):
+                yield key, resolve(value) if type(value) is ValuePointer else value
 
     def seek_floor(self, key: bytes) -> tuple[bytes, bytes] | None:
         """The live entry with the greatest key ``<= key``, or None."""
@@ -424,7 +481,7 @@ class Engine:
             found: Entry | None = live_floor(self._sources(), key)
             if found is None or found[1] is None:
                 return None
-            return found[0], found[1]
+            return found[0], self._resolve(found[1])
 
     # ------------------------------------------------------------- lifecycle
 
@@ -473,6 +530,7 @@ class Engine:
             for reader in readers:
                 reader.close()
             self._maintenance.close_retired()
+            self._values.close()
             self._lock.release()
 
     def __enter__(self) -> Engine:

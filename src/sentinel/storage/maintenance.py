@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from sentinel.errors import ClosedError, StateError
@@ -28,8 +29,19 @@ from sentinel.storage.manifest import Manifest
 from sentinel.storage.memtable import Memtable
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.sstable import TableReader, TableWriter
+from sentinel.storage.value_log import ValueLog, ValuePointer
 from sentinel.storage.version import Version, VersionEdit
-from sentinel.storage.wal import WriteAheadLog
+from sentinel.storage.wal import WriteAheadLog, list_segments
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenMemtable:
+    """A memtable waiting to be flushed: its data is in WAL segments ``< log_number``,
+    and ``pointers`` say where its large values sit in them (value separation)."""
+
+    memtable: Memtable
+    log_number: int
+    pointers: dict[bytes, ValuePointer]
 
 
 class EngineInternals(Protocol):
@@ -52,13 +64,27 @@ class EngineInternals(Protocol):
 
     def _allocate_file_number(self) -> int: ...
 
-    def oldest_immutable(self) -> tuple[Memtable, int] | None: ...
+    def oldest_immutable(self) -> FrozenMemtable | None: ...
+
+    @property
+    def value_log(self) -> ValueLog: ...
+
+    def pointer_segment_ranges(self) -> list[tuple[int, int]]: ...
 
     def readers_for(self, file_numbers: list[int]) -> list[TableReader]: ...
 
     def install(
         self, edit: VersionEdit, opened: dict[int, TableReader], flushed: Memtable | None = None
     ) -> list[TableReader]: ...
+
+
+def _with_pointers(
+    entries: Iterator[Entry], pointers: dict[bytes, ValuePointer]
+) -> Iterator[Entry]:
+    """The memtable's entries with each large value replaced by its WAL pointer."""
+    get = pointers.get
+    for key, value in entries:
+        yield (key, get(key, value)) if value is not None else (key, value)
 
 
 class Maintenance:
@@ -84,6 +110,7 @@ class Maintenance:
         self._job_lock = threading.Lock()  # one flush or compaction at a time
         self._active_reads = 0
         self._retired: list[TableReader] = []
+        self._doomed_segments: set[int] = set()
         self.flushes = 0
         self.compactions = 0
         self.trivial_moves = 0
@@ -163,16 +190,20 @@ class Maintenance:
 
     def flush_all(self) -> None:
         while (oldest := self._engine.oldest_immutable()) is not None:
-            self._flush(*oldest)
+            self._flush(oldest)
 
-    def _flush(self, memtable: Memtable, log_number: int) -> None:
+    def _flush(self, frozen: FrozenMemtable) -> None:
         with self._job_lock:
             engine = self._engine
+            memtable, log_number = frozen.memtable, frozen.log_number
             added: tuple[tuple[int, TableMeta], ...] = ()
             opened: dict[int, TableReader] = {}
             if len(memtable):
                 number = engine._allocate_file_number()
-                meta = self._write_tables(memtable.entries(), number)[0]
+                entries: Iterator[Entry] = memtable.entries()
+                if frozen.pointers:
+                    entries = _with_pointers(entries, frozen.pointers)
+                meta = self._write_tables(entries, number)[0]
                 added = ((0, meta),)
                 opened[meta.file_number] = self._open(meta.file_number)
                 self.flush_bytes += meta.size
@@ -181,7 +212,7 @@ class Maintenance:
             )
             engine.manifest.append(edit)
             self._retire(engine.install(edit, opened, flushed=memtable))
-            engine.wal.delete_segments_before(log_number)
+            self.collect_segments()
             self.flushes += 1
 
     # ------------------------------------------------------------ compaction
@@ -222,6 +253,7 @@ class Maintenance:
                 self._fs.remove(join(self._dir, table_name(reader.meta.file_number)))
             if retired:
                 self._fs.sync_dir(self._dir)
+                self.collect_segments()
             return True
 
     def drop_tables_below(self, key: bytes) -> int:
@@ -240,6 +272,7 @@ class Maintenance:
             for _level, table in doomed:
                 self._fs.remove(join(self._dir, table_name(table.file_number)))
             self._fs.sync_dir(self._dir)
+            self.collect_segments()
             return sum(t.size for _level, t in doomed)
 
     def _merge(self, task: MergeTask, engine: EngineInternals) -> list[TableMeta]:
@@ -293,6 +326,27 @@ class Maintenance:
     def _open(self, number: int) -> TableReader:
         return TableReader.open(self._fs, join(self._dir, table_name(number)), number, self._cache)
 
+    # ------------------------------------------------- WAL segment lifetimes
+
+    def collect_segments(self) -> None:
+        """Delete the WAL segments nothing needs: below the manifest's log number (no
+        replay needs them) and outside every live table's pointer range. Deleted once no
+        read is in flight, since a scan may still hold a pointer into one."""
+        engine = self._engine
+        log_number = engine.manifest.log_number
+        ranges = engine.pointer_segment_ranges()
+        doomed = {
+            number
+            for number in list_segments(self._fs, self._dir)
+            if number < log_number and not any(lo <= number <= hi for lo, hi in ranges)
+        }
+        if not doomed:
+            return
+        with self._cond:
+            self._doomed_segments |= doomed
+            if self._active_reads == 0:
+                self._close_retired_locked()
+
     # ----------------------------------------------------- reader lifetimes
 
     @contextlib.contextmanager
@@ -319,6 +373,10 @@ class Maintenance:
         for reader in self._retired:
             reader.close()
         self._retired.clear()
+        if self._doomed_segments:
+            doomed, self._doomed_segments = self._doomed_segments, set()
+            self._engine.value_log.forget(doomed)
+            self._engine.wal.delete_segments(doomed)
 
     def close_retired(self) -> None:
         with self._cond:

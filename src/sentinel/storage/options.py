@@ -29,6 +29,9 @@ class EngineOptions:
     #: Run flushes and compactions in a worker thread (True) or inline in the writing
     #: call (False: deterministic, for tests).
     background: bool = True
+    #: Values of at least this many bytes are not copied into tables: the table points
+    #: at the WAL entry that holds them (value separation; 0 turns it off).
+    value_separation_bytes: int = 4096
     #: Flush the memtable on close, so the next open replays no WAL.
     flush_on_close: bool = True
     wal: WalOptions = field(default_factory=WalOptions)

@@ -19,8 +19,13 @@ File layout::
 Meta block (little-endian)::
 
     0  u64 tombstone_count      16 u64 value_bytes (sum of value lengths)
-    8  u64 key_bytes            24 u32 min_key_len    28 u32 max_key_len
-    32 min_key | max_key | u32 crc32c over everything before it
+    8  u64 key_bytes            24 u64 pointer_count (entries whose value is a pointer)
+    32 u64 min_pointer_segment  40 u64 max_pointer_segment (0, 0 without pointers)
+    48 u32 min_key_len          52 u32 max_key_len
+    56 min_key | max_key | u32 crc32c over everything before it
+
+A table that holds value pointers (see ``value_log``) records the range of WAL segments
+they point into, so the engine knows which segments must be kept without reading it.
 
 Footer (little-endian, fixed 60 bytes; the regions must tile the file as drawn)::
 
@@ -74,12 +79,13 @@ from sentinel.storage.block_cache import BlockCache
 from sentinel.storage.bloom import BloomBuilder, BloomFilter
 from sentinel.storage.entry import ABSENT, Absent, Entry
 from sentinel.storage.files import TableMeta
+from sentinel.storage.value_log import ValuePointer
 
 MAGIC = b"\x8aSNTLSST"
 FORMAT_VERSION = 1
 _FOOTER = struct.Struct("<IQIQIQIQI8s")
 FOOTER_SIZE = _FOOTER.size  # 60
-_META = struct.Struct("<QQQII")
+_META = struct.Struct("<QQQQQQII")
 _U32 = struct.Struct("<I")
 WRITE_CHUNK = 1 << 20
 MAX_ENTRY = MAX_BLOCK - 64  # key + value: offsets in a block are u32
@@ -153,10 +159,14 @@ class MetaBlock:
     value_bytes: int
     min_key: bytes
     max_key: bytes
+    pointer_count: int = 0
+    min_pointer_segment: int = 0
+    max_pointer_segment: int = 0
 
     def encode(self) -> bytes:
         out = bytearray(
             _META.pack(self.tombstone_count, self.key_bytes, self.value_bytes,
+                       self.pointer_count, self.min_pointer_segment, self.max_pointer_segment,
                        len(self.min_key), len(self.max_key))
         )  # fmt: skip
         out += self.min_key
@@ -171,11 +181,15 @@ class MetaBlock:
             raise CorruptionError(path, "meta", f"meta block of {size} bytes is truncated")
         if crc32c(memoryview(data)[:-4]) != _U32.unpack_from(data, size - 4)[0]:
             raise CorruptionError(path, "meta", "checksum mismatch")
-        tombstones, key_bytes, value_bytes, min_len, max_len = _META.unpack_from(data)
+        (tombstones, key_bytes, value_bytes, pointers, min_segment, max_segment, min_len,
+         max_len) = _META.unpack_from(data)  # fmt: skip
         if _META.size + min_len + max_len + 4 != size:
             raise CorruptionError(path, "meta", "key lengths do not match the block size")
         keys = data[_META.size : size - 4]
-        return cls(tombstones, key_bytes, value_bytes, keys[:min_len], keys[min_len:])
+        return cls(
+            tombstones, key_bytes, value_bytes, keys[:min_len], keys[min_len:],
+            pointers, min_segment, max_segment,
+        )  # fmt: skip
 
 
 # ------------------------------------------------------------------------ writer
@@ -211,6 +225,9 @@ class TableWriter:
         # totals over finished blocks
         self._count = 0
         self._tombstones = 0
+        self._pointers = 0
+        self._min_segment = 0
+        self._max_segment = 0
         self._key_bytes = 0
         self._value_bytes = 0
         self._state = _WriterState.OPEN
@@ -267,8 +284,9 @@ class TableWriter:
         out += self._index.encode()
         meta_offset = self._written + len(out)
         out += MetaBlock(
-            self._tombstones, self._key_bytes, self._value_bytes, first_key, self._last_key
-        ).encode()
+            self._tombstones, self._key_bytes, self._value_bytes, first_key, self._last_key,
+            self._pointers, self._min_segment, self._max_segment,
+        ).encode()  # fmt: skip
         end = self._written + len(out)
         out += Footer(
             index_offset, meta_offset - index_offset, data_end if filter_size else 0,
@@ -304,6 +322,13 @@ class TableWriter:
         keys, values = block.keys, block.values
         tombstones = values.count(None)
         key_bytes = sum(map(len, keys))
+        for value in values:
+            if type(value) is ValuePointer:
+                segment = value.segment
+                if not self._pointers or segment < self._min_segment:
+                    self._min_segment = segment
+                self._max_segment = max(self._max_segment, segment)
+                self._pointers += 1
         self._count += len(keys)
         self._tombstones += tombstones
         self._key_bytes += key_bytes
@@ -366,7 +391,8 @@ class TableReader:
 
     __slots__ = (
         "_cache", "_closed", "_ends", "_file", "_filter", "_first_keys", "_last_keys",
-        "_max_key", "_min_key", "_number", "_offsets", "_path", "_sizes", "meta", "properties",
+        "_max_key", "_min_key", "_number", "_offsets", "_path", "_sizes", "meta",
+        "pointer_segments", "properties",
     )  # fmt: skip
 
     def __init__(
@@ -402,6 +428,10 @@ class TableReader:
             footer.entry_count, meta.tombstone_count, meta.key_bytes, meta.value_bytes,
             len(index.offsets),
         )  # fmt: skip
+        #: The WAL segments this table's value pointers point into, or None.
+        self.pointer_segments: tuple[int, int] | None = (
+            (meta.min_pointer_segment, meta.max_pointer_segment) if meta.pointer_count else None
+        )
 
     @classmethod
     def open(

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -146,6 +146,16 @@ def encode_frame(payload: bytes) -> bytes:
     length = len(payload)
     crc = crc32c(payload, crc32c(_LEN_TYPE.pack(length, ENTRY_FULL)))
     return _FRAME_HEAD.pack(length, ENTRY_FULL, crc) + payload
+
+
+def frame_parts(payload: Sequence[bytes]) -> tuple[bytes, ...]:
+    """The frame of a payload given in parts: (frame header, *parts). Written with one
+    ``writev``, a large value is never copied into a joined buffer."""
+    length = sum(len(part) for part in payload)
+    crc = crc32c(_LEN_TYPE.pack(length, ENTRY_FULL))
+    for part in payload:
+        crc = crc32c(part, crc)
+    return (_FRAME_HEAD.pack(length, ENTRY_FULL, crc), *payload)
 
 
 def check_header(path: str, data: bytes, number: int) -> None:
@@ -329,31 +339,45 @@ class WriteAheadLog:
 
     # -- appending
 
-    def append(self, payload: bytes) -> int:
+    def append(self, payload: bytes | tuple[bytes, ...]) -> int:
         """Add one entry; return its LSN. See the module doc for what each mode promises."""
-        if len(payload) > self._options.max_entry_bytes:
+        return self.append_located(payload)[0]
+
+    def append_located(self, payload: bytes | tuple[bytes, ...]) -> tuple[int, int, int]:
+        """``append``, also saying where the entry's frame landed: (LSN, segment, offset
+        of the frame in the segment). Value separation points into it. The payload may
+        come in parts (one entry all the same), so a large value is not copied to join it."""
+        if isinstance(payload, bytes):
+            size = len(payload)
+            frame: tuple[bytes, ...] = (encode_frame(payload),)
+        else:
+            size = sum(len(part) for part in payload)
+            frame = frame_parts(payload)
+        if size > self._options.max_entry_bytes:
             raise ValueTooLargeError(
-                f"WAL entry of {len(payload)} bytes exceeds max_entry_bytes="
+                f"WAL entry of {size} bytes exceeds max_entry_bytes="
                 f"{self._options.max_entry_bytes}"
             )
-        frame = encode_frame(payload)
-        lsn = backlog = 0
+        frame_size = FRAME_HEADER_SIZE + size
+        lsn = backlog = segment = offset = 0
         with self._lock:
             if self._closed or self._error is not None:
                 self._check_usable()
-            roll = self._must_roll(len(frame))
+            roll = self._must_roll(frame_size)
             if not roll:
-                lsn = self._add_locked(frame)
+                segment, offset = self._number, self._segment_size
+                lsn = self._add_locked(frame, frame_size)
                 backlog = len(self._buffer)
         if roll:
             with self._io_lock, self._lock:
                 self._check_usable()
-                if self._must_roll(len(frame)):
+                if self._must_roll(frame_size):
                     self._roll_locked(self._allocate())
-                return self._add_locked(frame)
+                segment, offset = self._number, self._segment_size
+                return self._add_locked(frame, frame_size), segment, offset
         if backlog >= _FLUSH_AT:
             self._try_flush()
-        return lsn
+        return lsn, segment, offset
 
     def append_sync(self, payload: bytes) -> int:
         """``append``, then (in ALWAYS mode) wait until the entry is durable."""
@@ -366,19 +390,23 @@ class WriteAheadLog:
         over = self._segment_size + frame_size > self._options.segment_bytes
         return over and self._segment_entries > 0
 
-    def _add_locked(self, frame: bytes) -> int:
+    def _add_locked(self, frame: tuple[bytes, ...], frame_size: int) -> int:
         if self._always:
-            self._buffer += frame
+            for part in frame:
+                self._buffer += part
         else:
             file = self._file
             if file is None:
                 raise ClosedError(f"WAL {self._dir} has no open segment")
             try:
-                file.write(frame)
+                if len(frame) == 1:
+                    file.write(frame[0])
+                else:
+                    file.writev(frame)
             except Exception as exc:
                 self._fail(exc)
                 raise self._failed_error() from exc
-        self._segment_size += len(frame)
+        self._segment_size += frame_size
         self._segment_entries += 1
         self._last_lsn += 1
         return self._last_lsn
@@ -503,6 +531,23 @@ class WriteAheadLog:
                 )
         with self._delete_lock:
             doomed = [n for n in list_segments(self._fs, self._dir) if n < number]
+            for old in doomed:
+                self._fs.remove(join(self._dir, wal_name(old)))
+            if doomed:
+                self._fs.sync_dir(self._dir)
+
+    def delete_segments(self, numbers: set[int]) -> None:
+        """Remove the given finished segments (value separation's garbage collection),
+        then sync the directory."""
+        with self._lock:
+            self._check_usable()
+            if any(n >= self._number for n in numbers):
+                raise InvalidArgumentError(
+                    f"cannot delete segment {max(numbers)}: segment {self._number} is live"
+                )
+        with self._delete_lock:
+            present = set(list_segments(self._fs, self._dir))
+            doomed = sorted(numbers & present)
             for old in doomed:
                 self._fs.remove(join(self._dir, wal_name(old)))
             if doomed:

@@ -1,0 +1,134 @@
+"""Large values stay where the WAL first wrote them (WiscKey-style value separation).
+
+A value of at least ``value_separation_bytes`` is written once, in its WAL entry. When its
+memtable is flushed, the table stores a ``ValuePointer`` to that entry instead of a copy,
+and the WAL segment is kept as long as a live table points into it. The log's pattern
+(ascending keys, 16 KiB batches) then writes each byte once instead of twice, and a flush
+writes a few bytes per entry instead of the values themselves.
+
+Pointer layout (24 bytes, little-endian), stored in a table as an entry of kind
+"pointer"::
+
+    +------------------+-----------------------+--------------------+--------------+
+    | segment u64      | frame offset u64      | value start u32    | length u32   |
+    +------------------+-----------------------+--------------------+--------------+
+     0                  8                       16                   20           24
+
+``frame offset`` is where the WAL entry's frame starts in the segment; ``value start`` is
+where the value begins inside the entry's payload. A read fetches the whole frame and
+checks its CRC32C before it returns the value: a damaged frame raises
+``CorruptionError`` naming the segment and offset, it is never returned as data. A write
+batch of many large values is one frame; a small cache of recently read frames keeps a
+scan from reading such a frame once per value.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections import OrderedDict
+
+from sentinel.codec.crc import crc32c
+from sentinel.errors import CorruptionError
+from sentinel.fs import FS, File
+from sentinel.storage.files import join, wal_name
+
+_POINTER = struct.Struct("<QQII")
+_FRAME_HEAD = struct.Struct("<IBI")
+_LEN_TYPE = struct.Struct("<IB")
+POINTER_SIZE = _POINTER.size
+
+
+class ValuePointer(bytes):
+    """The encoded location of a value in a WAL segment. A ``bytes`` subclass, so the
+    read path's iterators carry it untouched; the engine resolves it at the end."""
+
+    __slots__ = ()
+
+    @classmethod
+    def to(cls, segment: int, frame_offset: int, value_start: int, length: int) -> ValuePointer:
+        return cls(_POINTER.pack(segment, frame_offset, value_start, length))
+
+    @property
+    def fields(self) -> tuple[int, int, int, int]:
+        """(segment, frame offset, value start, length)."""
+        if len(self) != POINTER_SIZE:
+            raise CorruptionError("table", "value pointer", f"{len(self)} bytes, not 24")
+        return _POINTER.unpack(self)
+
+    @property
+    def segment(self) -> int:
+        return self.fields[0]
+
+
+class ValueLog:
+    """Reads values that pointers name. Thread-safe."""
+
+    def __init__(self, fs: FS, directory: str, frame_cache_bytes: int = 8 * 1024 * 1024) -> None:
+        self._fs = fs
+        self._dir = directory
+        self._lock = threading.Lock()
+        self._files: dict[int, File] = {}
+        self._frames: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._frame_bytes = 0
+        self._frame_cache_bytes = frame_cache_bytes
+
+    def read(self, pointer: ValuePointer) -> bytes:
+        segment, offset, start, length = pointer.fields
+        payload = self._frame(segment, offset)
+        if start + length > len(payload):
+            raise CorruptionError(
+                join(self._dir, wal_name(segment)),
+                f"entry at {offset}",
+                "value pointer runs past the entry",
+            )
+        return payload[start : start + length]
+
+    def _frame(self, segment: int, offset: int) -> bytes:
+        key = (segment, offset)
+        with self._lock:
+            cached = self._frames.get(key)
+            if cached is not None:
+                self._frames.move_to_end(key)
+                return cached
+            file = self._files.get(segment)
+            if file is None:
+                file = self._files[segment] = self._fs.open_read(
+                    join(self._dir, wal_name(segment))
+                )
+        path = join(self._dir, wal_name(segment))
+        head = file.pread(offset, _FRAME_HEAD.size)
+        if len(head) < _FRAME_HEAD.size:
+            raise CorruptionError(path, f"entry at {offset}", "frame header past the end")
+        length, kind, stored = _FRAME_HEAD.unpack(head)
+        payload = file.pread(offset + _FRAME_HEAD.size, length)
+        if len(payload) != length or crc32c(payload, crc32c(_LEN_TYPE.pack(length, kind))) != (
+            stored
+        ):
+            raise CorruptionError(path, f"entry at {offset}", "checksum mismatch")
+        with self._lock:
+            if length <= self._frame_cache_bytes // 4:
+                self._frames[key] = payload
+                self._frame_bytes += length
+                while self._frame_bytes > self._frame_cache_bytes:
+                    _old, dropped = self._frames.popitem(last=False)
+                    self._frame_bytes -= len(dropped)
+        return payload
+
+    def forget(self, segments: set[int]) -> None:
+        """Close the files of ``segments`` (they are about to be deleted)."""
+        with self._lock:
+            for segment in segments:
+                file = self._files.pop(segment, None)
+                if file is not None:
+                    file.close()
+            for key in [k for k in self._frames if k[0] in segments]:
+                self._frame_bytes -= len(self._frames.pop(key))
+
+    def close(self) -> None:
+        with self._lock:
+            for file in self._files.values():
+                file.close()
+            self._files.clear()
+            self._frames.clear()
+            self._frame_bytes = 0
