@@ -47,6 +47,8 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     # A client's own connection: two clients in one process do not share a socket.
     ("grpc.use_local_subchannel_pool", 1),
+    # Talk to the broker directly: an http_proxy in the environment must not capture it.
+    ("grpc.enable_http_proxy", 0),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     # Reconnect quickly after a broker restart (the default backoff starts at 1 s).
