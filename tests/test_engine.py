@@ -212,3 +212,25 @@ def test_a_damaged_separated_value_is_a_corruption_error_not_data() -> None:
     handle.sync()
     with Engine.open("/db", opts, fs=fs) as engine, pytest.raises(CorruptionError):
         engine.get(b"k")
+
+
+def test_a_manifest_from_a_newer_format_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    import struct
+
+    from sentinel.codec.crc import crc32c
+    from sentinel.errors import UnsupportedFormatError
+    from sentinel.storage.manifest import MAGIC
+
+    path = tmp_path / "db"
+    with Engine.open(str(path), EngineOptions(background=False)) as engine:
+        engine.put(b"k", b"v")
+    current = (path / "CURRENT").read_text().strip()
+    manifest = path / current
+    data = bytearray(manifest.read_bytes())
+    prefix = MAGIC + struct.pack("<I", 99)
+    data[: len(prefix) + 4] = prefix + struct.pack("<I", crc32c(prefix))
+    manifest.write_bytes(bytes(data))
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    with pytest.raises(UnsupportedFormatError, match="format 99"):
+        Engine.open(str(path))
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before

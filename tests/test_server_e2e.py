@@ -208,6 +208,7 @@ def test_metrics_and_the_connection_gauge(
     assert figures['sentinel_log_end_offset{partition="0",topic="m"}'] == 5
     assert "sentinel_produce_latency_ms" in figures
     assert figures["sentinel_produce_latency_seconds_count"] >= 1
+    assert figures["sentinel_wal_fsync_seconds_count"] >= 1
     baseline = figures["sentinel_active_connections"]
     stream = stub.Consume(pb.ConsumeRequest(topic="m", partition=0, offset=0, follow=True))
     next(stream)

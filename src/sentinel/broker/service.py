@@ -14,7 +14,7 @@ import enum
 import itertools
 import logging
 import posixpath
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from sentinel.broker.group_config import GroupConfig
@@ -83,8 +83,15 @@ class PartitionLagInfo:
 
 
 class BrokerService:
-    def __init__(self, config: BrokerConfig, fs: FS, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        fs: FS,
+        clock: Clock,
+        on_wal_sync: Callable[[float, int], None] | None = None,
+    ) -> None:
         self.config = config
+        self._on_wal_sync = on_wal_sync
         self._fs = fs
         self._clock = clock
         self._lock: DirLock | None = None
@@ -109,6 +116,7 @@ class BrokerService:
             engine_options = EngineOptions(
                 memtable_bytes=self.config.memtable_mb * 1024 * 1024,
                 block_cache_bytes=8 * 1024 * 1024,
+                on_wal_sync=self._on_wal_sync,
                 wal=WalOptions(
                     sync_mode=self.config.wal_sync_mode,
                     sync_interval_ms=self.config.sync_interval_ms,

@@ -45,8 +45,10 @@ class SentinelApp:
         self, config: BrokerConfig, fs: FS | None = None, clock: Clock | None = None
     ) -> None:
         self.config = config
-        self.service = BrokerService(config, fs or OsFS(), clock or SystemClock())
         self.metrics = Metrics()
+        self.service = BrokerService(
+            config, fs or OsFS(), clock or SystemClock(), on_wal_sync=self.metrics.observe_fsync
+        )
         self._server: grpc.aio.Server | None = None
         self._metrics_server: Any = None
         self.endpoints = _Endpoints(0, 0)

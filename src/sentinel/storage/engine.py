@@ -204,7 +204,14 @@ class Engine:
         self._manifest = manifest_mod.Manifest.create(
             fs, directory, manifest_number, version, log_number, self._next_file_number
         )
-        self._wal = WriteAheadLog(fs, directory, first_segment, self._options.wal, self._clock)
+        self._wal = WriteAheadLog(
+            fs,
+            directory,
+            first_segment,
+            self._options.wal,
+            self._clock,
+            on_sync=self._options.on_wal_sync,
+        )
         if len(replayed):
             replayed.freeze()
             self._immutables.append(FrozenMemtable(replayed, first_segment, {}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sentinel.storage.compaction import CompactionOptions
@@ -34,6 +35,9 @@ class EngineOptions:
     value_separation_bytes: int = 4096
     #: Flush the memtable on close, so the next open replays no WAL.
     flush_on_close: bool = True
+    #: Called after every WAL fsync with (seconds, entries it made durable): a metrics
+    #: hook. It runs on the syncing thread and must be quick.
+    on_wal_sync: Callable[[float, int], None] | None = field(default=None, compare=False)
     wal: WalOptions = field(default_factory=WalOptions)
     table: TableOptions = field(default_factory=TableOptions)
     compaction: CompactionOptions = field(default_factory=CompactionOptions)
