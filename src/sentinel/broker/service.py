@@ -9,6 +9,7 @@ on a per-partition signal that every append fires.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import enum
 import itertools
@@ -99,6 +100,8 @@ class BrokerService:
         self._round_robin = itertools.count()
         self._background: list[asyncio.Task[None]] = []
         self._unawaited_syncs: set[asyncio.Future[None]] = set()
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, "sentinel-retention")
+        self._retention_pass: concurrent.futures.Future[int] | None = None
         self._meta: MetaStore | None = None
         self._registry: TopicRegistry | None = None
         self._groups: GroupDriver | None = None
@@ -153,6 +156,10 @@ class BrokerService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._background.clear()
+        if self._retention_pass is not None:  # let a pass in a worker thread finish
+            await asyncio.wrap_future(self._retention_pass)
+            self._retention_pass = None
+        self._worker.shutdown(wait=True)
         if self._unawaited_syncs:
             await asyncio.gather(*self._unawaited_syncs, return_exceptions=True)
         for signal in self._signals.values():
@@ -369,14 +376,20 @@ class BrokerService:
     # ----------------------------------------------------------- retention
 
     async def _retention_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.config.retention_check_interval_s)
-            self.enforce_retention()
+            # The pass reads and rewrites batches: a worker thread, so that consumers and
+            # producers on the event loop do not wait for it (the log serializes writers).
+            self._retention_pass = self._worker.submit(
+                self.enforce_retention, list(self.registry)
+            )
+            await asyncio.wrap_future(self._retention_pass, loop=loop)
 
-    def enforce_retention(self) -> int:
+    def enforce_retention(self, topics: list[Topic] | None = None) -> int:
         """One pass of retention and key compaction over every partition."""
         removed = 0
-        for topic in list(self.registry):
+        for topic in topics if topics is not None else list(self.registry):
             for plog in topic.partitions:
                 try:
                     if topic.config.cleanup_delete:
