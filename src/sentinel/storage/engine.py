@@ -56,10 +56,11 @@ from sentinel.storage.iterators import live_entries, live_floor, merge_entries
 from sentinel.storage.maintenance import FrozenMemtable, Maintenance
 from sentinel.storage.memtable import Memtable
 from sentinel.storage.options import EngineOptions
-from sentinel.storage.sstable import TableReader
+from sentinel.storage.table_reader import TableReader
 from sentinel.storage.value_log import ValueLog, ValuePointer
 from sentinel.storage.version import Version, VersionEdit
-from sentinel.storage.wal import ReplayReport, SyncMode, WriteAheadLog, replay
+from sentinel.storage.wal import SyncMode, WriteAheadLog
+from sentinel.storage.wal_format import ReplayReport, replay
 from sentinel.storage.write_batch import WriteBatch, decode_ops, encode_ops, encode_put
 
 

@@ -28,10 +28,12 @@ from sentinel.storage.iterators import concat_entries, merge_entries
 from sentinel.storage.manifest import Manifest
 from sentinel.storage.memtable import Memtable
 from sentinel.storage.options import EngineOptions
-from sentinel.storage.sstable import TableReader, TableWriter
+from sentinel.storage.table_reader import TableReader
+from sentinel.storage.table_writer import TableWriter
 from sentinel.storage.value_log import ValueLog, ValuePointer
 from sentinel.storage.version import Version, VersionEdit
-from sentinel.storage.wal import WriteAheadLog, list_segments
+from sentinel.storage.wal import WriteAheadLog
+from sentinel.storage.wal_format import list_segments
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,25 +1,8 @@
 """The manifest: an append-only log of ``VersionEdit`` records, and ``CURRENT``, which names
 the live manifest.
 
-Layout of ``MANIFEST-<20 digits>`` (integers little-endian)::
-
-    +------------------------------------------------------------------------+
-    | header (16 B): magic b"SNTLMANI" (8 B) | format_version u32            |
-    |                | crc32c(magic + format_version) u32                    |
-    +------------------------------------------------------------------------+
-    | record 0: SNAPSHOT, the whole version (an edit to an empty one)        |
-    | record 1..n: EDIT, one per ``append``                                  |
-    +------------------------------------------------------------------------+
-
-    record  := length u32 | crc32c(length) u32 | crc32c(payload) u32 | payload
-    payload := kind u8 (1 SNAPSHOT, 2 EDIT)
-               [num_levels u8]                        (SNAPSHOT only)
-               flags u8 (bit 0: log_number, bit 1: next_file_number; SNAPSHOT has both)
-               [log_number u64] [next_file_number u64]
-               removed_count u32, removed_count * (level u8, file_number u64)
-               added_count u32, added_count * table
-    table   := level u8 | file_number u64 | size u64 | entry_count u64
-               | min_key_len u32 | min_key | max_key_len u32 | max_key
+The file format (header, records, edit payloads) is drawn in ``manifest_format``; this
+module writes manifests, points ``CURRENT`` at them and recovers the live one.
 
 ``CURRENT`` holds ``MANIFEST-<20 digits>\\n``.
 
@@ -31,14 +14,12 @@ the edit is durable when it returns. When the file has grown past ``rotate_bytes
 past twice its snapshot, so that a large version does not rotate at every edit),
 ``append`` first starts a new manifest with a snapshot of the version so far.
 
-Recovery (``recover``) reads only; it never repairs. The length has its own CRC so a
-record's extent is trusted before its payload is. A torn last record (the file ends
-inside it, its payload CRC fails and it ends exactly at the end of the file, or its
-header and everything after it are zeros) is an edit whose ``append`` never returned:
-it is skipped and reported in ``RecoveredState.torn_bytes``. Any other bad record, a
-bad header, a missing snapshot, or edits that do not apply raise ``CorruptionError``; a
-newer format version raises ``UnsupportedFormatError``. Because the torn tail stays on
-disk, the engine never appends to a recovered manifest: it ``create``s a new one.
+Recovery (``recover``) reads only; it never repairs. A torn last record (see
+``manifest_format.record_at``) is an edit whose ``append`` never returned: it is skipped
+and reported in ``RecoveredState.torn_bytes``. Any other bad record, a bad header, a
+missing snapshot, or edits that do not apply raise ``CorruptionError``; a newer format
+version raises ``UnsupportedFormatError``. Because the torn tail stays on disk, the
+engine never appends to a recovered manifest: it ``create``s a new one.
 
 ``Manifest`` is not thread-safe: one caller at a time (the engine's maintenance job).
 Manifest numbers come from the engine's file-number counter. A rotation inside
@@ -49,16 +30,13 @@ manifest.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
-from sentinel.codec.crc import crc32c
 from sentinel.errors import (
     ClosedError,
     CorruptionError,
     NotAnEngineDirectoryError,
     StateError,
-    UnsupportedFormatError,
 )
 from sentinel.fs import FS, File
 from sentinel.storage.files import (
@@ -66,141 +44,42 @@ from sentinel.storage.files import (
     MANIFEST_PREFIX,
     TABLE_SUFFIX,
     TEMP_SUFFIX,
-    TableMeta,
     join,
     manifest_name,
     parse_number,
 )
+from sentinel.storage.manifest_format import (
+    HEADER,
+    MAGIC,
+    DecodedRecord,
+    check_header,
+    decode_edit,
+    encode_edit,
+    encode_header,
+    encode_record,
+    record_at,
+)
 from sentinel.storage.version import InvariantError, Version, VersionEdit
 
-MAGIC = b"SNTLMANI"
-FORMAT_VERSION = 1
-HEADER = struct.Struct("<8sII")
-RECORD_HEADER = struct.Struct("<III")
-KIND_SNAPSHOT = 1
-KIND_EDIT = 2
-FLAG_LOG_NUMBER = 1
-FLAG_NEXT_FILE_NUMBER = 2
-#: A record longer than this is corrupt (a snapshot of ~1 M tables fits).
-MAX_RECORD_BYTES = 256 * 1024 * 1024
+# The format names are re-exported: ``from sentinel.storage.manifest import MAGIC`` still
+# works.
+__all__ = [
+    "DEFAULT_ROTATE_BYTES",
+    "MAGIC",
+    "Manifest",
+    "ManifestWriter",
+    "RecoveredState",
+    "decode_edit",
+    "encode_edit",
+    "encode_header",
+    "encode_record",
+    "is_engine_dir",
+    "read_current",
+    "recover",
+]
+
 #: ``append`` starts a new manifest once the file has grown past this.
 DEFAULT_ROTATE_BYTES = 4 * 1024 * 1024
-
-_U8 = struct.Struct("<B")
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_REMOVED = struct.Struct("<BQ")
-_TABLE = struct.Struct("<BQQQ")
-
-
-# ------------------------------------------------------------------ encoding
-
-
-def encode_header() -> bytes:
-    prefix = MAGIC + _U32.pack(FORMAT_VERSION)
-    return prefix + _U32.pack(crc32c(prefix))
-
-
-def encode_record(payload: bytes) -> bytes:
-    length = _U32.pack(len(payload))
-    return RECORD_HEADER.pack(len(payload), crc32c(length), crc32c(payload)) + payload
-
-
-def encode_edit(edit: VersionEdit, *, snapshot_levels: int | None = None) -> bytes:
-    """The payload of one record: a SNAPSHOT if ``snapshot_levels`` is given, else an EDIT."""
-    parts: list[bytes] = []
-    if snapshot_levels is not None:
-        if edit.log_number is None or edit.next_file_number is None or edit.removed:
-            raise InvariantError("a snapshot needs both numbers and removes nothing")
-        parts.append(_U8.pack(KIND_SNAPSHOT) + _U8.pack(snapshot_levels))
-    else:
-        parts.append(_U8.pack(KIND_EDIT))
-    flags = (FLAG_LOG_NUMBER if edit.log_number is not None else 0) | (
-        FLAG_NEXT_FILE_NUMBER if edit.next_file_number is not None else 0
-    )
-    parts.append(_U8.pack(flags))
-    if edit.log_number is not None:
-        parts.append(_U64.pack(edit.log_number))
-    if edit.next_file_number is not None:
-        parts.append(_U64.pack(edit.next_file_number))
-    parts.append(_U32.pack(len(edit.removed)))
-    parts.extend(_REMOVED.pack(level, number) for level, number in edit.removed)
-    parts.append(_U32.pack(len(edit.added)))
-    for level, meta in edit.added:
-        parts.append(_TABLE.pack(level, meta.file_number, meta.size, meta.entry_count))
-        parts.append(_U32.pack(len(meta.min_key)) + meta.min_key)
-        parts.append(_U32.pack(len(meta.max_key)) + meta.max_key)
-    return b"".join(parts)
-
-
-class _Reader:
-    """Bounded reads from one payload; any overrun is a ``ValueError``."""
-
-    __slots__ = ("_data", "_pos")
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def take(self, size: int) -> bytes:
-        end = self._pos + size
-        if end > len(self._data):
-            raise ValueError(f"payload ends {end - len(self._data)} bytes early")
-        chunk = self._data[self._pos : end]
-        self._pos = end
-        return chunk
-
-    def unpack(self, fmt: struct.Struct) -> tuple[int, ...]:
-        return fmt.unpack(self.take(fmt.size))
-
-    def done(self) -> bool:
-        return self._pos == len(self._data)
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedRecord:
-    edit: VersionEdit
-    #: For a SNAPSHOT, the number of levels of the version; None for an EDIT.
-    snapshot_levels: int | None
-
-
-def decode_edit(payload: bytes) -> DecodedRecord:
-    """Decode one record's payload; ``ValueError`` (or ``InvariantError``) if malformed."""
-    reader = _Reader(payload)
-    (kind,) = reader.unpack(_U8)
-    levels: int | None = None
-    if kind == KIND_SNAPSHOT:
-        (levels,) = reader.unpack(_U8)
-    elif kind != KIND_EDIT:
-        raise ValueError(f"unknown record kind {kind}")
-    (flags,) = reader.unpack(_U8)
-    if flags & ~(FLAG_LOG_NUMBER | FLAG_NEXT_FILE_NUMBER):
-        raise ValueError(f"unknown flags {flags:#x}")
-    log_number = reader.unpack(_U64)[0] if flags & FLAG_LOG_NUMBER else None
-    next_file_number = reader.unpack(_U64)[0] if flags & FLAG_NEXT_FILE_NUMBER else None
-    (removed_count,) = reader.unpack(_U32)
-    removed = []
-    for _ in range(removed_count):
-        level, number = reader.unpack(_REMOVED)
-        removed.append((level, number))
-    (added_count,) = reader.unpack(_U32)
-    added = []
-    for _ in range(added_count):
-        level, number, size, count = reader.unpack(_TABLE)
-        min_key = reader.take(reader.unpack(_U32)[0])
-        max_key = reader.take(reader.unpack(_U32)[0])
-        added.append((level, TableMeta(number, size, count, min_key, max_key)))
-    if not reader.done():
-        raise ValueError("trailing bytes after the edit")
-    if levels is not None and (log_number is None or next_file_number is None or removed):
-        raise ValueError("a snapshot without both numbers, or with removals")
-    edit = VersionEdit(
-        added=tuple(added),
-        removed=tuple(removed),
-        log_number=log_number,
-        next_file_number=next_file_number,
-    )
-    return DecodedRecord(edit, levels)
 
 
 # -------------------------------------------------------------------- writer
@@ -466,7 +345,7 @@ def recover(fs: FS, directory: str) -> RecoveredState:
     if not fs.exists(path):
         raise CorruptionError(path, "file", f"{CURRENT_NAME} names it but it does not exist")
     data = fs.read_all(path)
-    _check_header(path, data)
+    check_header(path, data)
     state, records, clean_end = _replay(path, data)
     tables = [meta.file_number for _level, meta in state.version]
     next_file_number = max([state.next_file_number, number + 1, *(n + 1 for n in tables)])
@@ -486,7 +365,7 @@ def _replay(path: str, data: bytes) -> tuple[_State, int, int]:
     records = 0
     pos = HEADER.size
     while pos < len(data):
-        step = _record_at(path, data, pos)
+        step = record_at(path, data, pos)
         if step is None:
             break  # a torn last record
         payload, next_pos = step
@@ -510,43 +389,3 @@ def _apply_record(state: _State | None, decoded: DecodedRecord) -> _State:
     if decoded.snapshot_levels is None or edit.log_number is None:
         raise ValueError("the first record is not a snapshot")
     return _State(Version.empty(decoded.snapshot_levels), edit.log_number, 0).advance(edit)
-
-
-def _check_header(path: str, data: bytes) -> None:
-    if len(data) < HEADER.size:
-        raise CorruptionError(path, "header", f"the file has only {len(data)} bytes")
-    magic, version, crc = HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise CorruptionError(path, "header", f"bad magic {magic!r}")
-    if version > FORMAT_VERSION:
-        raise UnsupportedFormatError(
-            f"{path} has manifest format {version}; this build reads up to {FORMAT_VERSION}"
-        )
-    if version != FORMAT_VERSION:
-        raise CorruptionError(path, "header", f"unknown format version {version}")
-    if crc != crc32c(data[:12]):
-        raise CorruptionError(path, "header", "checksum mismatch")
-
-
-def _record_at(path: str, data: bytes, pos: int) -> tuple[bytes, int] | None:
-    """The payload at ``pos`` and the next offset; None if a torn tail starts here."""
-    size = len(data)
-    if size - pos < RECORD_HEADER.size:
-        return None  # the file ends inside a record header
-    length, length_crc, payload_crc = RECORD_HEADER.unpack_from(data, pos)
-    where = f"record at offset {pos}"
-    if crc32c(data[pos : pos + 4]) != length_crc:
-        if not any(data[pos:]):
-            return None  # zeros to the end: space allocated, never written
-        raise CorruptionError(path, where, "length checksum mismatch")
-    if length > MAX_RECORD_BYTES:
-        raise CorruptionError(path, where, f"length {length} exceeds {MAX_RECORD_BYTES}")
-    end = pos + RECORD_HEADER.size + length
-    if end > size:
-        return None  # the file ends inside the payload
-    payload = data[pos + RECORD_HEADER.size : end]
-    if crc32c(payload) != payload_crc:
-        if end == size:
-            return None  # the last record, partly written
-        raise CorruptionError(path, where, "payload checksum mismatch, and records follow")
-    return payload, end

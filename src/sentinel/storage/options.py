@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sentinel.storage.compaction import CompactionOptions
-from sentinel.storage.sstable import TableOptions
+from sentinel.storage.table_format import TableOptions
 from sentinel.storage.wal import WalOptions
 
 MiB = 1024 * 1024

@@ -15,8 +15,8 @@ Pointer layout (24 bytes, little-endian), stored in a table as an entry of kind
      0                  8                       16                   20           24
 
 ``frame offset`` is where the WAL entry's frame starts in the segment; ``value start`` is
-where the value begins inside the entry's payload. A read fetches the whole frame and
-checks its CRC32C before it returns the value: a damaged frame raises
+where the value begins inside the entry's payload. A read fetches the whole frame (drawn
+in ``wal_format``) and checks its CRC32C before it returns the value: a damaged frame raises
 ``CorruptionError`` naming the segment and offset, it is never returned as data. A write
 batch of many large values is one frame; a small cache of recently read frames keeps a
 scan from reading such a frame once per value.
@@ -32,10 +32,9 @@ from sentinel.codec.crc import crc32c
 from sentinel.errors import CorruptionError
 from sentinel.fs import FS, File
 from sentinel.storage.files import join, wal_name
+from sentinel.storage.wal_format import FRAME_HEAD, FRAME_LEN_TYPE
 
 _POINTER = struct.Struct("<QQII")
-_FRAME_HEAD = struct.Struct("<IBI")
-_LEN_TYPE = struct.Struct("<IB")
 POINTER_SIZE = _POINTER.size
 
 
@@ -97,13 +96,13 @@ class ValueLog:
                     join(self._dir, wal_name(segment))
                 )
         path = join(self._dir, wal_name(segment))
-        head = file.pread(offset, _FRAME_HEAD.size)
-        if len(head) < _FRAME_HEAD.size:
+        head = file.pread(offset, FRAME_HEAD.size)
+        if len(head) < FRAME_HEAD.size:
             raise CorruptionError(path, f"entry at {offset}", "frame header past the end")
-        length, kind, stored = _FRAME_HEAD.unpack(head)
-        payload = file.pread(offset + _FRAME_HEAD.size, length)
-        if len(payload) != length or crc32c(payload, crc32c(_LEN_TYPE.pack(length, kind))) != (
-            stored
+        length, kind, stored = FRAME_HEAD.unpack(head)
+        payload = file.pread(offset + FRAME_HEAD.size, length)
+        if len(payload) != length or (
+            crc32c(payload, crc32c(FRAME_LEN_TYPE.pack(length, kind))) != stored
         ):
             raise CorruptionError(path, f"entry at {offset}", "checksum mismatch")
         with self._lock:

@@ -1,30 +1,9 @@
 """The write-ahead log: a directory of segment files holding opaque, checksummed entries.
 
 The WAL does not know what it stores: the engine encodes a write batch into one payload,
-and one payload is one atomic entry (it is replayed whole or not at all).
-
-Segment files are named ``wal_name(n)`` (``00000000000000000007.wal``). All integers are
-**little-endian**. A segment is a header followed by entries; entries never span segments::
-
-    segment header (20 bytes)
-    +--------+---------+---------+-------------+--------------------+
-    | magic  | version | flags   | segment no. | crc32c(bytes 0-15) |
-    | "SWAL" | u16 = 1 | u16 = 0 | u64         | u32                |
-    +--------+---------+---------+-------------+--------------------+
-     0        4         6         8             16                  20
-
-    entry frame (9 bytes + payload)
-    +------------+--------+---------------------------------+---------------+
-    | length u32 | type u8| crc32c(length, type, payload) u32| payload bytes |
-    +------------+--------+---------------------------------+---------------+
-     0            4        5                                 9        9+length
-
-``type`` is 1 (a full entry); 0 is never written, so a zero-filled tail reads as bad.
-The CRC covers the length and type bytes as well as the payload (computed as
-``crc32c(payload, crc32c(bytes 0-4))``): a flipped length bit is then always caught by
-the checksum instead of only when the new length happens to run past the end.
-The header repeats the segment number so that a file copied or renamed onto the wrong
-name is refused. ``flags`` are reserved (written 0, ignored on read).
+and one payload is one atomic entry (it is replayed whole or not at all). The segment
+header and entry frame are drawn in ``wal_format``, which also replays a directory;
+this module is the writer.
 
 Numbering: segment numbers are the WAL's own sequence. ``WriteAheadLog`` starts at the
 ``first_segment_number`` it is given, and every roll (automatic past ``segment_bytes``,
@@ -52,7 +31,7 @@ LSNs number the entries of one ``WriteAheadLog`` instance from 1; they are handl
 Failure model: if a write or fsync fails, the WAL is failed for good (after a failed
 fsync the kernel may have dropped dirty pages, so retrying could claim durability that
 does not exist). Every waiting and later caller gets ``WalFailedError``; entries up to
-``synced_lsn`` stay durable. Recover by reopening: ``replay`` then a new instance.
+``synced_lsn`` stay durable. Recover by reopening: ``wal_format.replay`` then a new instance.
 
 Thread safety: every method of ``WriteAheadLog`` may be called from any thread. Two locks:
 ``_io_lock`` serialises the file IO of syncs, flushes and rolls; ``_lock`` guards the
@@ -62,36 +41,42 @@ state (and, in NONE/INTERVAL mode, the ordered ``write`` of each append). Lock o
 
 from __future__ import annotations
 
-import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 from sentinel.clock import Clock, SystemClock
-from sentinel.codec.crc import crc32c
-from sentinel.errors import (
-    ClosedError,
-    CorruptionError,
-    DiskError,
-    InvalidArgumentError,
-    UnsupportedFormatError,
-    ValueTooLargeError,
-)
+from sentinel.errors import ClosedError, DiskError, InvalidArgumentError, ValueTooLargeError
 from sentinel.fs import FS, File
-from sentinel.storage.files import WAL_SUFFIX, join, parse_number, wal_name
+from sentinel.storage.files import join, wal_name
+from sentinel.storage.wal_format import (
+    FRAME_HEADER_SIZE,
+    HEADER_SIZE,
+    MAX_PAYLOAD_LIMIT,
+    ReplayReport,
+    encode_frame,
+    encode_header,
+    frame_parts,
+    list_segments,
+    replay,
+)
 
-MAGIC = b"SWAL"
-FORMAT_VERSION = 1
-HEADER_SIZE = 20
-FRAME_HEADER_SIZE = 9
-ENTRY_FULL = 1
-MAX_PAYLOAD_LIMIT = 0xFFFF_FFFF  # the length field is a u32
+# The format names are re-exported: ``from sentinel.storage.wal import replay`` still works.
+__all__ = [
+    "FRAME_HEADER_SIZE",
+    "HEADER_SIZE",
+    "ReplayReport",
+    "SyncCallback",
+    "SyncMode",
+    "WalFailedError",
+    "WalOptions",
+    "WriteAheadLog",
+    "encode_frame",
+    "list_segments",
+    "replay",
+]
 
-_HEADER_BODY = struct.Struct("<4sHHQ")
-_U32 = struct.Struct("<I")
-_LEN_TYPE = struct.Struct("<IB")
-_FRAME_HEAD = struct.Struct("<IBI")
 # ALWAYS mode: once this much is buffered, an appender hands it to the OS (if no sync
 # is already doing so) so that a caller who never syncs cannot grow memory without bound.
 _FLUSH_AT = 1 << 20
@@ -121,140 +106,8 @@ class WalOptions:
             raise InvalidArgumentError(f"max_entry_bytes must be in [0, {MAX_PAYLOAD_LIMIT}]")
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayReport:
-    entries: int
-    segments: list[int]  # segment numbers read
-    dropped_bytes: int  # bytes cut off a torn/corrupt tail (0 if clean)
-    truncated_segment: int | None  # the segment cut (or removed, if its header was torn)
-
-
 class WalFailedError(DiskError):
     """A write or fsync of the WAL failed; it accepts nothing more (see the module doc)."""
-
-
-# ------------------------------------------------------------------------ format
-
-
-def encode_header(number: int) -> bytes:
-    body = _HEADER_BODY.pack(MAGIC, FORMAT_VERSION, 0, number)
-    return body + _U32.pack(crc32c(body))
-
-
-def encode_frame(payload: bytes) -> bytes:
-    """One entry as it is stored: frame header, then the payload."""
-    length = len(payload)
-    crc = crc32c(payload, crc32c(_LEN_TYPE.pack(length, ENTRY_FULL)))
-    return _FRAME_HEAD.pack(length, ENTRY_FULL, crc) + payload
-
-
-def frame_parts(payload: Sequence[bytes]) -> tuple[bytes, ...]:
-    """The frame of a payload given in parts: (frame header, *parts). Written with one
-    ``writev``, a large value is never copied into a joined buffer."""
-    length = sum(len(part) for part in payload)
-    crc = crc32c(_LEN_TYPE.pack(length, ENTRY_FULL))
-    for part in payload:
-        crc = crc32c(part, crc)
-    return (_FRAME_HEAD.pack(length, ENTRY_FULL, crc), *payload)
-
-
-def check_header(path: str, data: bytes, number: int) -> None:
-    """Raise unless ``data`` starts with a valid header for segment ``number``."""
-    if len(data) < HEADER_SIZE:
-        raise CorruptionError(path, "segment header", f"only {len(data)} bytes")
-    magic, version, _flags, stored_number = _HEADER_BODY.unpack_from(data)
-    if magic != MAGIC:
-        raise CorruptionError(path, "segment header", f"bad magic {magic!r}")
-    if crc32c(data[:16]) != _U32.unpack_from(data, 16)[0]:
-        raise CorruptionError(path, "segment header", "checksum mismatch")
-    if version != FORMAT_VERSION:
-        raise UnsupportedFormatError(
-            f"{path}: WAL format version {version}, this build reads {FORMAT_VERSION}"
-        )
-    if stored_number != number:
-        raise CorruptionError(
-            path, "segment header", f"header names segment {stored_number}, not {number}"
-        )
-
-
-def scan_entries(data: bytes, start: int = HEADER_SIZE) -> tuple[list[bytes], int, str | None]:
-    """Decode the entries from ``start``: (payloads, end of the last good entry, problem).
-
-    ``problem`` is None when the data ends exactly after a whole entry."""
-    payloads: list[bytes] = []
-    unpack = _FRAME_HEAD.unpack_from
-    end = len(data)
-    offset = start
-    while offset < end:
-        if end - offset < FRAME_HEADER_SIZE:
-            return payloads, offset, f"short frame header ({end - offset} bytes)"
-        length, kind, crc = unpack(data, offset)
-        body = offset + FRAME_HEADER_SIZE
-        if body + length > end:
-            return payloads, offset, f"length {length} runs past the end of the segment"
-        if kind != ENTRY_FULL:
-            return payloads, offset, f"unknown entry type {kind}"
-        payload = data[body : body + length]
-        if crc32c(payload, crc32c(data[offset : offset + 5])) != crc:
-            return payloads, offset, "checksum mismatch"
-        payloads.append(payload)
-        offset = body + length
-    return payloads, offset, None
-
-
-# ------------------------------------------------------------------------ replay
-
-
-def list_segments(fs: FS, directory: str) -> list[int]:
-    """Numbers of the WAL segments in ``directory``, ascending."""
-    numbers = (parse_number(name, WAL_SUFFIX) for name in fs.listdir(directory))
-    return sorted(n for n in numbers if n is not None)
-
-
-def replay(fs: FS, directory: str, first_segment: int) -> tuple[list[bytes], ReplayReport]:
-    """Every payload in the segments numbered >= ``first_segment``, in order.
-
-    A bad entry in the last segment is a torn tail: the segment is truncated at the last
-    whole entry and synced (a last segment shorter than a header, or a header-sized run
-    of zeros, is a torn create: it is removed). A bad entry or header anywhere else raises
-    ``CorruptionError``: that data was acknowledged and is never skipped silently.
-    """
-    numbers = [n for n in list_segments(fs, directory) if n >= first_segment]
-    payloads: list[bytes] = []
-    dropped = 0
-    truncated: int | None = None
-    for index, number in enumerate(numbers):
-        entries, cut = _replay_segment(fs, directory, number, index == len(numbers) - 1)
-        payloads.extend(entries)
-        if cut is not None:
-            dropped, truncated = cut, number
-    return payloads, ReplayReport(len(payloads), numbers, dropped, truncated)
-
-
-def _replay_segment(
-    fs: FS, directory: str, number: int, last: bool
-) -> tuple[list[bytes], int | None]:
-    """(payloads, bytes cut off or None if the segment is whole)."""
-    path = join(directory, wal_name(number))
-    data = fs.read_all(path)
-    torn_create = len(data) < HEADER_SIZE or data[:HEADER_SIZE] == bytes(HEADER_SIZE)
-    if last and len(data) <= HEADER_SIZE and torn_create:
-        fs.remove(path)
-        fs.sync_dir(directory)
-        return [], len(data)
-    check_header(path, data, number)
-    payloads, good_end, problem = scan_entries(data)
-    if problem is None:
-        return payloads, None
-    if not last:
-        raise CorruptionError(path, f"entry {len(payloads)} at offset {good_end}", problem)
-    file = fs.open_append(path)
-    try:
-        file.truncate(good_end)
-        file.sync()
-    finally:
-        file.close()
-    return payloads, len(data) - good_end
 
 
 # ------------------------------------------------------------------------ writer
