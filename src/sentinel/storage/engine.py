@@ -34,7 +34,6 @@ from sentinel.clock import Clock, SystemClock
 from sentinel.errors import (
     ClosedError,
     KeyTooLargeError,
-    NotAnEngineDirectoryError,
     ValueTooLargeError,
 )
 from sentinel.fs import FS, DirLock, OsFS
@@ -42,26 +41,21 @@ from sentinel.storage import manifest as manifest_mod
 from sentinel.storage.block_cache import BlockCache
 from sentinel.storage.entry import ABSENT, Entry, EntrySource
 from sentinel.storage.files import (
-    CURRENT_NAME,
     LOCK_NAME,
-    MANIFEST_PREFIX,
-    TABLE_SUFFIX,
-    TEMP_SUFFIX,
-    WAL_SUFFIX,
     join,
-    parse_number,
     table_name,
 )
 from sentinel.storage.iterators import live_entries, live_floor, merge_entries
 from sentinel.storage.maintenance import FrozenMemtable, Maintenance
 from sentinel.storage.memtable import Memtable
 from sentinel.storage.options import EngineOptions
+from sentinel.storage.recovery import inspect_directory, recover_files
 from sentinel.storage.table_reader import TableReader
 from sentinel.storage.value_log import ValueLog, ValuePointer
 from sentinel.storage.version import Version, VersionEdit
 from sentinel.storage.wal import SyncMode, WriteAheadLog
-from sentinel.storage.wal_format import ReplayReport, replay
-from sentinel.storage.write_batch import WriteBatch, decode_ops, encode_ops, encode_put
+from sentinel.storage.wal_format import ReplayReport
+from sentinel.storage.write_batch import WriteBatch, encode_ops, encode_put, value_positions
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,21 +132,8 @@ class Engine:
         """Open (or create) the engine in ``directory``."""
         fs = fs if fs is not None else OsFS()
         options = options if options is not None else EngineOptions()
-        if fs.exists(directory) and not fs.is_dir(directory):
-            raise NotAnEngineDirectoryError(f"{directory} is a file, not an engine directory")
-        recovered: manifest_mod.RecoveredState | None = None
-        if fs.exists(directory):
-            names = fs.listdir(directory)
-            if CURRENT_NAME in names:
-                # Reads only: a newer format or a corrupt manifest leaves disk untouched.
-                recovered = manifest_mod.recover(fs, directory)
-            else:
-                foreign = [n for n in names if not _is_uninitialized_leftover(n)]
-                if foreign:
-                    raise NotAnEngineDirectoryError(
-                        f"{directory} is not a Sentinel engine directory "
-                        f"(it has no {CURRENT_NAME} and holds {foreign[0]!r})"
-                    )
+        # Reads only: a foreign directory or a newer format leaves the disk untouched.
+        recovered = inspect_directory(fs, directory)
         fs.makedirs(directory)
         lock = fs.lock(join(directory, LOCK_NAME))
         try:
@@ -165,41 +146,16 @@ class Engine:
 
     def _recover(self, recovered: manifest_mod.RecoveredState | None) -> None:
         fs, directory = self._fs, self._dir
-        if recovered is None:
-            version = Version.empty()
-            log_number = 1
-            next_file = 1
-        else:
-            version = recovered.version
-            log_number = recovered.log_number
-            next_file = recovered.next_file_number
-        names = fs.listdir(directory)
-        live = version.all_file_numbers()
-        wal_numbers = sorted(
-            n for n in (parse_number(name, WAL_SUFFIX) for name in names) if n is not None
-        )
-        table_numbers = [
-            n for n in (parse_number(name, TABLE_SUFFIX) for name in names) if n is not None
-        ]
-        next_file = max([next_file, *(n + 1 for n in table_numbers)])
-        replayed = Memtable()
-        if recovered is not None:
-            payloads, self.replay_report = replay(fs, directory, log_number)
-            for index, payload in enumerate(payloads):
-                for key, value in decode_ops(payload, f"{directory} WAL entry {index}"):
-                    replayed.put(key, value)
-        for name in names:
-            number = parse_number(name, TABLE_SUFFIX)
-            orphan_table = number is not None and number not in live
-            if orphan_table or name.endswith(TEMP_SUFFIX):
-                fs.remove(join(directory, name))
+        found = recover_files(fs, directory, recovered)
+        self.replay_report = found.replay_report
+        version, log_number, first_segment = found.version, found.log_number, found.first_segment
         for number in version.all_file_numbers():
             self._readers[number] = TableReader.open(
                 fs, join(directory, table_name(number)), number, self._cache
             )
         self._version = version
-        self._next_file_number = next_file
-        first_segment = max([log_number, *(n + 1 for n in wal_numbers)])
+        self._next_file_number = found.next_file_number
+        replayed = found.replayed
         # The manifest first: a directory with a WAL but no CURRENT is not an engine's.
         manifest_number = self._allocate_file_number()
         self._manifest = manifest_mod.Manifest.create(
@@ -299,9 +255,7 @@ class Engine:
         """Store ``value`` under ``key``; durable on return with sync ``always``."""
         self._check_sizes(key, value)
         large = 0 < self._options.value_separation_bytes <= len(value)
-        lsn = self._append(
-            encode_put(key, value), ((key, value),), len(key) + len(value), large
-        )
+        lsn = self._append(encode_put(key, value), ((key, value),), len(key) + len(value), large)
         self._sync_if_always(lsn)
 
     def delete(self, key: bytes) -> None:
@@ -396,20 +350,13 @@ class Engine:
         segment: int,
         frame_offset: int,
     ) -> None:
-        """Record where each large value of ``ops`` sits in its WAL entry (whose payload
-        layout is ``write_batch``'s: a u32 count, then per op a 9-byte header, the key,
-        the value)."""
+        """Record where each large value of ``ops`` sits in its WAL entry."""
         pointers = self._pointers
-        position = 4
-        for key, value in ops:
-            position += 9 + len(key)
-            if value is not None and len(value) >= threshold:
-                pointers[key] = ValuePointer.to(segment, frame_offset, position, len(value))
-                position += len(value)
+        for key, start, length in value_positions(ops):
+            if length >= threshold:
+                pointers[key] = ValuePointer.to(segment, frame_offset, start, length)
             else:
                 pointers.pop(key, None)
-                if value is not None:
-                    position += len(value)
 
     def _resolve(self, value: bytes) -> bytes:
         if type(value) is ValuePointer:
@@ -555,8 +502,3 @@ class Engine:
     def failed(self) -> BaseException | None:
         """The error that stopped background work, if any (writes then fail with it)."""
         return self._maintenance.failed
-
-
-def _is_uninitialized_leftover(name: str) -> bool:
-    """Files an engine may leave if it crashed while creating its directory."""
-    return name == LOCK_NAME or name.startswith(MANIFEST_PREFIX) or name.endswith(TEMP_SUFFIX)

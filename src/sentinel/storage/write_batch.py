@@ -14,7 +14,7 @@ A batch is replayed whole or not at all: the WAL frames and checksums each paylo
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from sentinel.errors import CorruptionError
 
@@ -84,6 +84,17 @@ def encode_put(key: bytes, value: bytes) -> bytes | tuple[bytes, bytes, bytes]:
     if len(value) >= PARTS_FROM:
         return head, key, value
     return head + key + value
+
+
+def value_positions(ops: Sequence[tuple[bytes, bytes | None]]) -> Iterator[tuple[bytes, int, int]]:
+    """For each op of ``ops``: (key, where its value starts in the encoded payload, its
+    length); a delete has length 0. Value separation points into the WAL entry with it."""
+    position = _COUNT.size
+    for key, value in ops:
+        position += _OP.size + len(key)
+        length = 0 if value is None else len(value)
+        yield key, position, length
+        position += length
 
 
 def decode_ops(payload: bytes, where: str) -> Iterator[tuple[bytes, bytes | None]]:
