@@ -9,10 +9,10 @@ partition's leader for ``list_offsets``); refusals raise the typed errors of
 from __future__ import annotations
 
 from collections.abc import Coroutine, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from sentinel.client._channel import Connections, LoopThread, parse_bootstrap, unary
+from sentinel.client._common import AsyncClosingContext, ClosingContext
 from sentinel.client._metadata import Metadata, cluster_from_proto, topic_from_proto
 from sentinel.client.errors import ClientClosedError
 from sentinel.client.types import (
@@ -78,7 +78,7 @@ def _group_from_proto(resp: pb.DescribeGroupResponse) -> GroupDescription:
     )
 
 
-class AsyncAdmin:
+class AsyncAdmin(AsyncClosingContext):
     """Cluster administration on the caller's asyncio loop."""
 
     def __init__(
@@ -176,16 +176,8 @@ class AsyncAdmin:
     async def __aenter__(self) -> AsyncAdmin:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
-
-class Admin:
+class Admin(ClosingContext):
     """Cluster administration, blocking; thread-safe. Same methods as ``AsyncAdmin``."""
 
     def __init__(
@@ -259,14 +251,3 @@ class Admin:
         finally:
             self._closed = True
             self._io.stop()
-
-    def __enter__(self) -> Admin:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

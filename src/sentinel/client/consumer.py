@@ -32,10 +32,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from sentinel.client._channel import LoopThread
+from sentinel.client._common import AsyncClosingContext, ClosingContext
 from sentinel.client._consumer_core import ConsumerConfig, ConsumerCore, TopicPartitionArg, as_tp
 from sentinel.client._fetcher import EARLIEST, LATEST, Fetcher
 from sentinel.client._group import RebalanceCallback
@@ -60,22 +60,11 @@ def _options(**options: Any) -> dict[str, Any]:
     return options
 
 
-class Consumer:
-    """Reads records from assigned or subscribed partitions; blocking.
+class _ConsumerBase:
+    """The options and the core that ``Consumer`` and ``AsyncConsumer`` share; each
+    flavour sets ``_callbacks_on_thread`` and finishes its construction in ``_open``."""
 
-    Not meant for concurrent use from several threads (as Kafka's consumer), except
-    ``close`` and the callbacks' own calls.
-
-    Options: ``group_id`` (None: no group, no commits), ``topics`` (subscribe to them
-    with a group, else assign all their partitions), ``auto_offset_reset``
-    (``"latest"``, ``"earliest"``, ``"none"``), ``enable_auto_commit`` (True),
-    ``auto_commit_interval_ms`` (5000), ``session_timeout_ms`` (10000),
-    ``heartbeat_interval_ms`` (3000), ``rebalance_timeout_ms`` (the session timeout),
-    ``max_poll_records`` (500), ``fetch_max_bytes`` (1 MiB per partition and answer),
-    ``fetch_max_wait_ms`` (500), ``assignor`` (``"roundrobin"`` or ``"range"``),
-    ``on_assign`` / ``on_revoke``, ``client_id``, ``request_timeout_ms`` (30000),
-    ``retry_backoff_ms`` (100).
-    """
+    _callbacks_on_thread: ClassVar[bool]
 
     def __init__(
         self,
@@ -118,20 +107,46 @@ class Consumer:
                 retry_backoff_ms=retry_backoff_ms,
             ),
         )
-        self._core = ConsumerCore(self.config, callbacks_on_thread=True)
+        self._core = ConsumerCore(self.config, callbacks_on_thread=self._callbacks_on_thread)
         self._core.callbacks.update(on_assign=on_assign, on_revoke=on_revoke)
         self._fetcher = self._core.fetcher
+        self._closed = False
+        self._open(list(topics))
+
+    def _open(self, topics: list[str]) -> None:
+        raise NotImplementedError
+
+
+class Consumer(_ConsumerBase, ClosingContext):
+    """Reads records from assigned or subscribed partitions; blocking.
+
+    Not meant for concurrent use from several threads (as Kafka's consumer), except
+    ``close`` and the callbacks' own calls.
+
+    Options: ``group_id`` (None: no group, no commits), ``topics`` (subscribe to them
+    with a group, else assign all their partitions), ``auto_offset_reset``
+    (``"latest"``, ``"earliest"``, ``"none"``), ``enable_auto_commit`` (True),
+    ``auto_commit_interval_ms`` (5000), ``session_timeout_ms`` (10000),
+    ``heartbeat_interval_ms`` (3000), ``rebalance_timeout_ms`` (the session timeout),
+    ``max_poll_records`` (500), ``fetch_max_bytes`` (1 MiB per partition and answer),
+    ``fetch_max_wait_ms`` (500), ``assignor`` (``"roundrobin"`` or ``"range"``),
+    ``on_assign`` / ``on_revoke``, ``client_id``, ``request_timeout_ms`` (30000),
+    ``retry_backoff_ms`` (100).
+    """
+
+    _callbacks_on_thread = True
+
+    def _open(self, topics: list[str]) -> None:
         self._data = threading.Condition(self._fetcher.lock)
         self._fetcher.on_data = self._data.notify_all
-        self._closed = False
         self._io = LoopThread("sentinel-consumer-io")
         try:
             self._io.run(self._core.start())
             if topics:
-                if group_id is not None:
-                    self.subscribe(list(topics))
+                if self.config.group_id is not None:
+                    self.subscribe(topics)
                 else:
-                    self._run(self._core.assign_topics(list(topics)))
+                    self._run(self._core.assign_topics(topics))
         except BaseException:
             self.close()
             raise
@@ -289,17 +304,6 @@ class Consumer:
                 self._data.notify_all()
             self._io.stop()
 
-    def __enter__(self) -> Consumer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def _set_paused(
     fetcher: Fetcher,
@@ -329,62 +333,20 @@ def _commit_done(
         log.exception("commit callback failed")
 
 
-class AsyncConsumer:
+class AsyncConsumer(_ConsumerBase, AsyncClosingContext):
     """The asyncio consumer: same options and behaviour as ``Consumer``.
 
     Create it inside a running loop and ``await start()`` (or use ``async with``);
     every call must come from that loop.
     """
 
-    def __init__(
-        self,
-        bootstrap: str | Sequence[str] = "127.0.0.1:9092",
-        *,
-        group_id: str | None = None,
-        topics: Sequence[str] = (),
-        auto_offset_reset: str = "latest",
-        enable_auto_commit: bool = True,
-        auto_commit_interval_ms: int = 5000,
-        session_timeout_ms: int = 10_000,
-        heartbeat_interval_ms: int = 3000,
-        rebalance_timeout_ms: int | None = None,
-        max_poll_records: int = 500,
-        fetch_max_bytes: int = 1024 * 1024,
-        fetch_max_wait_ms: int = 500,
-        assignor: str = "roundrobin",
-        on_assign: RebalanceCallback | None = None,
-        on_revoke: RebalanceCallback | None = None,
-        client_id: str = "sentinel-python",
-        request_timeout_ms: int = 30_000,
-        retry_backoff_ms: float = 100,
-    ) -> None:
-        self.config = ConsumerConfig.build(
-            bootstrap,
-            _options(
-                group_id=group_id,
-                auto_offset_reset=auto_offset_reset,
-                enable_auto_commit=enable_auto_commit,
-                auto_commit_interval_ms=auto_commit_interval_ms,
-                session_timeout_ms=session_timeout_ms,
-                heartbeat_interval_ms=heartbeat_interval_ms,
-                rebalance_timeout_ms=rebalance_timeout_ms,
-                max_poll_records=max_poll_records,
-                fetch_max_bytes=fetch_max_bytes,
-                fetch_max_wait_ms=fetch_max_wait_ms,
-                assignor=assignor,
-                client_id=client_id,
-                request_timeout_ms=request_timeout_ms,
-                retry_backoff_ms=retry_backoff_ms,
-            ),
-        )
-        self._core = ConsumerCore(self.config, callbacks_on_thread=False)
-        self._core.callbacks.update(on_assign=on_assign, on_revoke=on_revoke)
-        self._fetcher = self._core.fetcher
-        self._topics = list(topics)
+    _callbacks_on_thread = False
+
+    def _open(self, topics: list[str]) -> None:
+        self._topics = topics
         self._data = asyncio.Event()
         self._fetcher.on_data = self._data.set
         self._started = False
-        self._closed = False
 
     async def start(self) -> None:
         """Start on the running loop (and subscribe/assign the ``topics`` given)."""
@@ -537,14 +499,6 @@ class AsyncConsumer:
     async def __aenter__(self) -> AsyncConsumer:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def _direct_call(fn: Callable[..., object], *args: object) -> None:

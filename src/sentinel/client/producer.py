@@ -26,10 +26,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from types import TracebackType
-from typing import cast
+from typing import ClassVar, cast
 
 from sentinel.client._channel import LoopThread
+from sentinel.client._common import AsyncClosingContext, ClosingContext
 from sentinel.client._future import AsyncBatchResult, BatchResult, RecordFuture
 from sentinel.client._producer_config import (
     Acks,
@@ -64,34 +64,11 @@ def _check_partition(topic: str, partition: int, count: int) -> None:
         )
 
 
-class Producer:
-    """Sends records to topics; thread-safe.
+class _ProducerBase:
+    """The options and the core that ``Producer`` and ``AsyncProducer`` share; each
+    flavour names its ``_sink_type`` and finishes its construction in ``_open``."""
 
-    ``send`` returns a ``concurrent.futures.Future`` of the record's
-    ``RecordMetadata`` (topic, partition, offset, timestamp). Records are sent in
-    batches: call ``flush()`` to wait for everything sent so far, ``close()`` (or use
-    ``with``) to flush and release the connections.
-
-    Options:
-
-    - ``acks``: 0 (the broker acknowledges nothing: offsets are -1, errors are only
-      logged, nothing is retried; futures resolve once the batch reached the broker),
-      1 (the leader stored it; the default), ``"all"`` (every in-sync replica did).
-    - ``linger_ms`` (5): how long a batch waits for more records before it is sent;
-      ``batch_size`` (64 KiB): a batch is sent when it reaches this many bytes.
-    - ``compression``: None, ``"gzip"``, ``"snappy"``, ``"lz4"`` or ``"zstd"``.
-    - ``partitioner``: ``"murmur2"`` (keys hashed as Kafka does, keyless records
-      sticky per batch) or ``"round_robin"``.
-    - ``retries`` (5), ``retry_backoff_ms`` (100): retriable failures are retried,
-      backing off from 100 ms, doubling up to 1 s.
-    - ``enable_idempotence`` (True): producer id and sequence numbers in every batch
-      so retries are stored once (not with acks=0).
-    - ``max_in_flight`` (5): batches in flight per partition (at most 5 when idempotent).
-    - ``request_timeout_ms`` (30000): per ``Produce`` call.
-    - ``buffer_memory`` (32 MiB), ``max_block_ms`` (60000): ``send`` blocks while this
-      many bytes wait to be sent, for at most that long.
-    - ``auto_create_topics`` (True): ask for unknown topics to be created.
-    """
+    _sink_type: ClassVar[type[BatchResult] | type[AsyncBatchResult]]
 
     def __init__(
         self,
@@ -127,22 +104,60 @@ class Producer:
             max_block_ms=max_block_ms,
             auto_create_topics=auto_create_topics,
         )
-        self._core = core = ProducerCore(config, BatchResult)
-        self._lock = core.lock
-        self._counts = core.metadata.partitions
+        self._core = ProducerCore(config, self._sink_type)
+        self._counts = self._core.metadata.partitions
         self._buffer_memory = config.buffer_memory
         self._max_block_s = config.max_block_ms / 1000.0
         self._closed = False
-        self._io = LoopThread("sentinel-producer-io")
-        self._io.run(self._start())
+        self._open()
 
-    async def _start(self) -> None:
-        self._core.start()
+    def _open(self) -> None:
+        raise NotImplementedError
 
     @property
     def producer_id(self) -> int:
         """The producer id stamped in every batch (-1 when not idempotent)."""
         return self._core.producer_id
+
+
+class Producer(_ProducerBase, ClosingContext):
+    """Sends records to topics; thread-safe.
+
+    ``send`` returns a ``concurrent.futures.Future`` of the record's
+    ``RecordMetadata`` (topic, partition, offset, timestamp). Records are sent in
+    batches: call ``flush()`` to wait for everything sent so far, ``close()`` (or use
+    ``with``) to flush and release the connections.
+
+    Options:
+
+    - ``acks``: 0 (the broker acknowledges nothing: offsets are -1, errors are only
+      logged, nothing is retried; futures resolve once the batch reached the broker),
+      1 (the leader stored it; the default), ``"all"`` (every in-sync replica did).
+    - ``linger_ms`` (5): how long a batch waits for more records before it is sent;
+      ``batch_size`` (64 KiB): a batch is sent when it reaches this many bytes.
+    - ``compression``: None, ``"gzip"``, ``"snappy"``, ``"lz4"`` or ``"zstd"``.
+    - ``partitioner``: ``"murmur2"`` (keys hashed as Kafka does, keyless records
+      sticky per batch) or ``"round_robin"``.
+    - ``retries`` (5), ``retry_backoff_ms`` (100): retriable failures are retried,
+      backing off from 100 ms, doubling up to 1 s.
+    - ``enable_idempotence`` (True): producer id and sequence numbers in every batch
+      so retries are stored once (not with acks=0).
+    - ``max_in_flight`` (5): batches in flight per partition (at most 5 when idempotent).
+    - ``request_timeout_ms`` (30000): per ``Produce`` call.
+    - ``buffer_memory`` (32 MiB), ``max_block_ms`` (60000): ``send`` blocks while this
+      many bytes wait to be sent, for at most that long.
+    - ``auto_create_topics`` (True): ask for unknown topics to be created.
+    """
+
+    _sink_type = BatchResult
+
+    def _open(self) -> None:
+        self._lock = self._core.lock
+        self._io = LoopThread("sentinel-producer-io")
+        self._io.run(self._start())
+
+    async def _start(self) -> None:
+        self._core.start()
 
     def send(  # noqa: PLR0917 - Kafka's positional order: topic, value, key, ...
         self,
@@ -248,19 +263,8 @@ class Producer:
             finally:
                 self._io.stop()
 
-    def __enter__(self) -> Producer:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class AsyncProducer:
+class AsyncProducer(_ProducerBase, AsyncClosingContext):
     """The asyncio producer: same options and behaviour as ``Producer``.
 
     ``await producer.send(...)`` queues the record (waiting, if need be, for the
@@ -270,53 +274,12 @@ class AsyncProducer:
     ``async with``); every call must come from that loop.
     """
 
-    def __init__(
-        self,
-        bootstrap: str | Sequence[str] = "127.0.0.1:9092",
-        *,
-        acks: Acks = 1,
-        linger_ms: float = 5,
-        batch_size: int = 64 * 1024,
-        compression: str | None = None,
-        partitioner: str = "murmur2",
-        retries: int = 5,
-        retry_backoff_ms: float = 100,
-        enable_idempotence: bool = True,
-        max_in_flight: int = 5,
-        request_timeout_ms: int = 30_000,
-        buffer_memory: int = 32 * 1024 * 1024,
-        max_block_ms: int = 60_000,
-        auto_create_topics: bool = True,
-    ) -> None:
-        config = ProducerConfig.build(
-            bootstrap,
-            acks=acks,
-            linger_ms=linger_ms,
-            batch_size=batch_size,
-            compression=compression,
-            partitioner=partitioner,
-            retries=retries,
-            retry_backoff_ms=retry_backoff_ms,
-            enable_idempotence=enable_idempotence,
-            max_in_flight=max_in_flight,
-            request_timeout_ms=request_timeout_ms,
-            buffer_memory=buffer_memory,
-            max_block_ms=max_block_ms,
-            auto_create_topics=auto_create_topics,
-        )
-        self._core = ProducerCore(config, AsyncBatchResult)
-        self._counts = self._core.metadata.partitions
-        self._buffer_memory = config.buffer_memory
-        self._max_block_s = config.max_block_ms / 1000.0
+    _sink_type = AsyncBatchResult
+
+    def _open(self) -> None:
         self._space = asyncio.Event()
         self._core.on_space = self._space.set
         self._started = False
-        self._closed = False
-
-    @property
-    def producer_id(self) -> int:
-        """The producer id stamped in every batch (-1 when not idempotent)."""
-        return self._core.producer_id
 
     async def start(self) -> None:
         """Start the sender on the running loop. Idempotent."""
@@ -433,11 +396,3 @@ class AsyncProducer:
     async def __aenter__(self) -> AsyncProducer:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -1,5 +1,7 @@
 """Reading the records of a Kafka RecordBatch v2: ``Record`` and ``decode_records``.
 
+``decode_batch`` is the one record parser: ``decode_records`` hands it a ``Record``
+builder, the client's consumer a ``ConsumerRecord`` one (``sentinel.client._decode``).
 The byte layout is drawn in ``sentinel.record.batch``. Decoding is per-record Python
 work, so it belongs at the edges (the client's consumer, gRPC, the CLI), never on the
 broker's produce or fetch path.
@@ -14,8 +16,9 @@ limit); no ``IndexError``, ``struct.error`` or ``UnicodeDecodeError`` escapes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from sentinel.codec.varint import decode_varint, decode_varlong
 from sentinel.errors import CorruptRecordError, DecodeError, RecordBatchTooLargeError
@@ -28,9 +31,18 @@ from sentinel.record.batch import (
 )
 from sentinel.record.compression import Compression, decompress
 
-__all__ = ["DEFAULT_MAX_RECORDS", "DEFAULT_MAX_RECORDS_BYTES", "Record", "decode_records"]
+__all__ = [
+    "DEFAULT_MAX_RECORDS",
+    "DEFAULT_MAX_RECORDS_BYTES",
+    "Record",
+    "RecordHeaders",
+    "decode_batch",
+    "decode_records",
+]
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
+RecordHeaders: TypeAlias = tuple[tuple[str, bytes | None], ...]
+T = TypeVar("T")
 
 DEFAULT_MAX_RECORDS_BYTES = 64 * 1024 * 1024
 """Default bound on a batch's records after decompression (the zip-bomb guard)."""
@@ -49,7 +61,7 @@ class Record:
     timestamp: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...] = ()
+    headers: RecordHeaders = ()
 
 
 # Building a frozen dataclass runs object.__setattr__ once per field (~1 us a record);
@@ -62,6 +74,25 @@ _set_key = Record.__dict__["key"].__set__
 _set_value = Record.__dict__["value"].__set__
 _set_headers = Record.__dict__["headers"].__set__
 
+_NO_MIN_OFFSET = -(1 << 64)
+"""Below every offset a batch can hold (int64 base offset plus int32 delta)."""
+
+_KEY_VALUE = ("key", "value")
+
+
+def _unzigzag_table(bits: int) -> tuple[int, ...]:
+    """``table[z] == (z >> 1) ^ -(z & 1)`` for every ``z`` of ``bits`` bits."""
+    table = [0] * (1 << bits)
+    table[0::2] = range(1 << (bits - 1))
+    table[1::2] = range(-1, -(1 << (bits - 1)) - 1, -1)
+    return tuple(table)
+
+
+_UNZIGZAG = _unzigzag_table(14)
+"""The values of the zig-zag varints of one and two bytes, by their 7 or 14 payload
+bits. Looking a value up instead of computing it saves ~10 % of the record loop, for
+~0.6 MB held by the table (-8192 .. 8191)."""
+
 
 def decode_records(
     batch: Buffer,
@@ -73,6 +104,46 @@ def decode_records(
     """The records of the single batch ``batch``, decompressed as needed.
 
     The batch is validated first (as read back from a log or a fetch: compacted
+    batches are fine); ``verify_crc=False`` skips only the CRC, for callers that have
+    just checked it. More than ``max_records`` records, or records that decompress to
+    more than ``max_records_bytes``, raise ``RecordBatchTooLargeError``.
+    """
+    return decode_batch(
+        batch,
+        _make_record,
+        max_records_bytes=max_records_bytes,
+        max_records=max_records,
+        verify_crc=verify_crc,
+    )
+
+
+def _make_record(
+    offset: int, timestamp: int, key: bytes | None, value: bytes | None, headers: RecordHeaders
+) -> Record:
+    record = _new(Record)
+    _set_offset(record, offset)
+    _set_timestamp(record, timestamp)
+    _set_key(record, key)
+    _set_value(record, value)
+    _set_headers(record, headers)
+    return record
+
+
+def decode_batch(
+    batch: Buffer,
+    make: Callable[[int, int, bytes | None, bytes | None, RecordHeaders], T],
+    *,
+    min_offset: int | None = None,
+    max_records_bytes: int = DEFAULT_MAX_RECORDS_BYTES,
+    max_records: int = DEFAULT_MAX_RECORDS,
+    verify_crc: bool = True,
+) -> list[T]:
+    """``make(offset, timestamp, key, value, headers)`` for each record of the single
+    batch ``batch`` at or after ``min_offset`` (all of them by default), in order.
+
+    The one record parser: ``decode_records`` passes a ``Record`` builder, the client's
+    consumer a ``ConsumerRecord`` one. Every record is parsed and checked, skipped or
+    not. The batch is validated first (as read back from a log or a fetch: compacted
     batches are fine); ``verify_crc=False`` skips only the CRC, for callers that have
     just checked it. More than ``max_records`` records, or records that decompress to
     more than ``max_records_bytes``, raise ``RecordBatchTooLargeError``.
@@ -99,7 +170,9 @@ def decode_records(
     if count * MIN_RECORD_SIZE > len(data):
         raise CorruptRecordError(f"{count} records cannot fit in {len(data)} bytes of records")
     try:
-        return _parse_records(header, data)
+        return _parse_records(
+            header, data, make, _NO_MIN_OFFSET if min_offset is None else min_offset
+        )
     except IndexError as exc:
         raise CorruptRecordError(f"record truncated in batch at {header.base_offset}") from exc
     except DecodeError as exc:
@@ -116,10 +189,16 @@ def _corrupt(header: BatchHeader, pos: int, what: str) -> CorruptRecordError:
     )
 
 
-def _parse_records(header: BatchHeader, buf: bytes) -> list[Record]:
+def _parse_records(
+    header: BatchHeader,
+    buf: bytes,
+    make: Callable[[int, int, bytes | None, bytes | None, RecordHeaders], T],
+    min_offset: int,
+) -> list[T]:
     """The record loop, one long function on purpose: the varints of a record take a
-    one- and two-byte fast path inline (values up to 8191), which halves the cost of
-    decoding 100-byte records compared with a call per varint.
+    one- and two-byte fast path inline (values up to 8191, looked up in ``_UNZIGZAG``),
+    which halves the cost of decoding 100-byte records compared with a call per varint.
+    Records before ``min_offset`` are parsed and checked like the others, then dropped.
 
     Reads past the end raise ``IndexError`` (translated by the caller); reads past a
     record's end are caught by the length checks and the final position check.
@@ -131,19 +210,16 @@ def _parse_records(header: BatchHeader, buf: bytes) -> list[Record]:
     )
     end = len(buf)
     pos = 0
-    out: list[Record] = []
+    out: list[T] = []
     add = out.append
-    new = _new
-    set_offset, set_timestamp = _set_offset, _set_timestamp
-    set_key, set_value, set_headers = _set_key, _set_value, _set_headers
+    unzigzag = _UNZIGZAG
     for _ in range(header.record_count):
         b = buf[pos]
         if b < 0x80:
-            length = (b >> 1) ^ -(b & 1)
+            length = unzigzag[b]
             pos += 1
         elif (c := buf[pos + 1]) < 0x80:
-            length = (b & 0x7F) | (c << 7)
-            length = (length >> 1) ^ -(length & 1)
+            length = unzigzag[(b & 0x7F) | (c << 7)]
             pos += 2
         else:
             length, pos = decode_varint(buf, pos)
@@ -153,65 +229,45 @@ def _parse_records(header: BatchHeader, buf: bytes) -> list[Record]:
         pos += 1  # attributes: unused
         b = buf[pos]
         if b < 0x80:
-            ts_delta = (b >> 1) ^ -(b & 1)
+            ts_delta = unzigzag[b]
             pos += 1
         elif (c := buf[pos + 1]) < 0x80:
-            ts_delta = (b & 0x7F) | (c << 7)
-            ts_delta = (ts_delta >> 1) ^ -(ts_delta & 1)
+            ts_delta = unzigzag[(b & 0x7F) | (c << 7)]
             pos += 2
         else:
             ts_delta, pos = decode_varlong(buf, pos)
         b = buf[pos]
         if b < 0x80:
-            off_delta = (b >> 1) ^ -(b & 1)
+            off_delta = unzigzag[b]
             pos += 1
         elif (c := buf[pos + 1]) < 0x80:
-            off_delta = (b & 0x7F) | (c << 7)
-            off_delta = (off_delta >> 1) ^ -(off_delta & 1)
+            off_delta = unzigzag[(b & 0x7F) | (c << 7)]
             pos += 2
         else:
             off_delta, pos = decode_varint(buf, pos)
-        b = buf[pos]
-        if b < 0x80:
-            n = (b >> 1) ^ -(b & 1)
-            pos += 1
-        elif (c := buf[pos + 1]) < 0x80:
-            n = (b & 0x7F) | (c << 7)
-            n = (n >> 1) ^ -(n & 1)
-            pos += 2
-        else:
-            n, pos = decode_varint(buf, pos)
-        if n < 0:
-            if n != -1:
-                raise _corrupt(header, pos, f"key length {n}")
-            key = None
-        elif pos + n > rec_end:
-            raise _corrupt(header, pos, f"key of {n} bytes overruns its record")
-        else:
-            key = buf[pos : pos + n]
-            pos += n
-        b = buf[pos]
-        if b < 0x80:
-            n = (b >> 1) ^ -(b & 1)
-            pos += 1
-        elif (c := buf[pos + 1]) < 0x80:
-            n = (b & 0x7F) | (c << 7)
-            n = (n >> 1) ^ -(n & 1)
-            pos += 2
-        else:
-            n, pos = decode_varint(buf, pos)
-        if n < 0:
-            if n != -1:
-                raise _corrupt(header, pos, f"value length {n}")
-            value = None
-        elif pos + n > rec_end:
-            raise _corrupt(header, pos, f"value of {n} bytes overruns its record")
-        else:
-            value = buf[pos : pos + n]
-            pos += n
-        b = buf[pos]
-        if b == 0:
-            headers: tuple[tuple[str, bytes | None], ...] = ()
+        key = value = None
+        for what in _KEY_VALUE:
+            b = buf[pos]
+            if b < 0x80:
+                n = unzigzag[b]
+                pos += 1
+            elif (c := buf[pos + 1]) < 0x80:
+                n = unzigzag[(b & 0x7F) | (c << 7)]
+                pos += 2
+            else:
+                n, pos = decode_varint(buf, pos)
+            if n < 0:
+                if n != -1:
+                    raise _corrupt(header, pos, f"{what} length {n}")
+                field = None
+            elif pos + n > rec_end:
+                raise _corrupt(header, pos, f"{what} of {n} bytes overruns its record")
+            else:
+                field = buf[pos : pos + n]
+                pos += n
+            key, value = value, field  # the key, then the value
+        if buf[pos] == 0:
+            headers: RecordHeaders = ()
             pos += 1
         else:
             headers, pos = _parse_headers(header, buf, pos, rec_end)
@@ -219,13 +275,17 @@ def _parse_records(header: BatchHeader, buf: bytes) -> list[Record]:
             raise _corrupt(
                 header, pos, f"record declared {length} bytes but used a different number"
             )
-        record = new(Record)
-        set_offset(record, base_offset + off_delta)
-        set_timestamp(record, base_ts + ts_delta if append_time is None else append_time)
-        set_key(record, key)
-        set_value(record, value)
-        set_headers(record, headers)
-        add(record)
+        offset = base_offset + off_delta
+        if offset >= min_offset:
+            add(
+                make(
+                    offset,
+                    base_ts + ts_delta if append_time is None else append_time,
+                    key,
+                    value,
+                    headers,
+                )
+            )
     if pos != end:
         raise _corrupt(
             header, pos, f"{end - pos} bytes after the last of {header.record_count} records"
@@ -235,7 +295,7 @@ def _parse_records(header: BatchHeader, buf: bytes) -> list[Record]:
 
 def _parse_headers(
     header: BatchHeader, buf: bytes, pos: int, rec_end: int
-) -> tuple[tuple[tuple[str, bytes | None], ...], int]:
+) -> tuple[RecordHeaders, int]:
     count, pos = decode_varint(buf, pos)
     if count < 0 or count * 2 > rec_end - pos:
         raise _corrupt(header, pos, f"header count {count}")
