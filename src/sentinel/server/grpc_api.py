@@ -190,11 +190,13 @@ class SentinelServicer(pb_grpc.SentinelServicer):
 
     def _fetch_message(
         self, cls: Any, outcome: FetchOutcome, from_offset: int, decode: bool
-    ) -> Any:
+    ) -> tuple[Any, int]:
+        """The response message, and how many records at or after ``from_offset`` it holds
+        (counted from batch headers)."""
         count = _records_in(outcome.batches, from_offset)
         self._metrics.messages_consumed.labels(outcome.topic).inc(count)
         self._metrics.bytes_consumed.labels(outcome.topic).inc(len(outcome.batches))
-        return cls(
+        message = cls(
             topic=outcome.topic,
             partition=outcome.partition,
             record_batches=outcome.batches,
@@ -203,6 +205,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             log_start_offset=outcome.log_start_offset,
             next_offset=outcome.next_offset,
         )
+        return message, count
 
     async def Fetch(
         self, request: pb.FetchRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -216,7 +219,8 @@ class SentinelServicer(pb_grpc.SentinelServicer):
                 min(request.max_bytes or DEFAULT_STREAM_BYTES, MAX_STREAM_BYTES),
                 max(0, min(request.max_wait_ms, 30_000)),
             )
-            message: pb.FetchResponse = self._fetch_message(
+            message: pb.FetchResponse
+            message, _count = self._fetch_message(
                 pb.FetchResponse, outcome, request.offset, request.decode_records
             )
             self._metrics.fetch_latency.observe(time.perf_counter() - started)
@@ -245,10 +249,10 @@ class SentinelServicer(pb_grpc.SentinelServicer):
                     await _abort(context, exc)
                     return
                 if outcome.batches:
-                    message = self._fetch_message(
+                    message, count = self._fetch_message(
                         pb.ConsumeResponse, outcome, offset, request.decode_records
                     )
-                    sent += _records_in(outcome.batches, offset)
+                    sent += count
                     offset = outcome.next_offset
                     yield message
                     if request.max_messages and sent >= request.max_messages:
