@@ -18,8 +18,9 @@ OPTIONS = EngineOptions(
     memtable_bytes=1500,
     background=False,
     value_separation_bytes=48,  # about half the values live in the WAL, pointed to
-    target_file_bytes=2048,
-    compaction=CompactionOptions(l0_compaction_trigger=2, l1_target_bytes=4096),
+    compaction=CompactionOptions(
+        l0_compaction_trigger=2, l1_target_bytes=4096, target_file_bytes=2048
+    ),
 )
 
 

@@ -18,8 +18,9 @@ OPTIONS = EngineOptions(
     memtable_bytes=2048,
     background=False,
     value_separation_bytes=100,  # large values stay in the WAL, tables point at them
-    target_file_bytes=4096,
-    compaction=CompactionOptions(l0_compaction_trigger=2, l1_target_bytes=8192),
+    compaction=CompactionOptions(
+        l0_compaction_trigger=2, l1_target_bytes=8192, target_file_bytes=4096
+    ),
 )
 
 

@@ -13,10 +13,15 @@ from sentinel.fs import MemFS, SimulatedCrash
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.types import LogOptions
 from sentinel.record import build_batch
+from sentinel.storage.compaction import CompactionOptions
 from sentinel.storage.options import EngineOptions
 
 T0 = 1_700_000_000_000
-ENGINE = EngineOptions(memtable_bytes=1500, background=False, target_file_bytes=4096)
+ENGINE = EngineOptions(
+    memtable_bytes=1500,
+    background=False,
+    compaction=CompactionOptions(target_file_bytes=4096),
+)
 OPTIONS = LogOptions(checkpoint_interval_bytes=600, time_index_interval_bytes=300)
 CONFIG = TopicConfig(cleanup_compact=True, cleanup_delete=True, retention_ms=-1)
 

@@ -23,8 +23,9 @@ T0 = 1_700_000_000_000
 ENGINE = EngineOptions(
     memtable_bytes=2048,
     background=False,
-    target_file_bytes=4096,
-    compaction=CompactionOptions(l0_compaction_trigger=2, l1_target_bytes=8192),
+    compaction=CompactionOptions(
+        l0_compaction_trigger=2, l1_target_bytes=8192, target_file_bytes=4096
+    ),
 )
 OPTIONS = LogOptions(checkpoint_interval_bytes=1500, time_index_interval_bytes=700)
 

@@ -170,8 +170,8 @@ class JoinCompleted:
 
 
 @dataclass(frozen=True, slots=True)
-class JoinFailed:
-    """A member's outstanding join will not complete; answer it with ``error``."""
+class _Failure:
+    """A member's outstanding request will not complete; answer it with ``error``."""
 
     group_id: str
     member_id: str
@@ -180,6 +180,11 @@ class JoinFailed:
     def __post_init__(self) -> None:
         if self.error is ErrorCode.NONE:
             raise InvalidArgumentError("a failure carries an error")
+
+
+@dataclass(frozen=True, slots=True)
+class JoinFailed(_Failure):
+    """A member's outstanding join will not complete; answer it with ``error``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,16 +200,8 @@ class SyncCompleted:
 
 
 @dataclass(frozen=True, slots=True)
-class SyncFailed:
+class SyncFailed(_Failure):
     """A member's outstanding sync will not complete; answer it with ``error``."""
-
-    group_id: str
-    member_id: str
-    error: ErrorCode
-
-    def __post_init__(self) -> None:
-        if self.error is ErrorCode.NONE:
-            raise InvalidArgumentError("a failure carries an error")
 
 
 @dataclass(frozen=True, slots=True)

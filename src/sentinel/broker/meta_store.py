@@ -69,11 +69,6 @@ def _offset_key(group: str, topic: str, partition: int) -> bytes:
     return b"".join((_OFFSET, _U16.pack(len(g)), g, _U16.pack(len(t)), t, _U32.pack(partition)))
 
 
-def _offset_group_prefix(group: str) -> bytes:
-    g = group.encode()
-    return _OFFSET + _U16.pack(len(g)) + g
-
-
 def _parse_offset_key(key: bytes) -> tuple[str, str, int]:
     pos = len(_OFFSET)
     (glen,) = _U16.unpack_from(key, pos)
@@ -144,13 +139,6 @@ class MetaStore:
                 offset, value[8:].decode(errors="replace")
             )
         return result
-
-    def delete_group_offsets(self, group: str) -> None:
-        prefix = _offset_group_prefix(group)
-        self._engine.delete_range(prefix, _prefix_end(prefix))
-
-    def stats_engine(self) -> Engine:
-        return self._engine
 
     def close(self) -> None:
         self._engine.close()

@@ -22,7 +22,7 @@ from sentinel.errors import InvalidArgumentError
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 from sentinel.record import BatchBuilder, decode_records, iter_batches, parse_header
-from sentinel.server.errors import refusal_for
+from sentinel.server.errors import Refusal, refusal_for
 from sentinel.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,12 @@ MAX_STREAM_BYTES = 16 * 1024 * 1024
 _ACKS = {pb.ACKS_LEADER: Acks.LEADER, pb.ACKS_NONE: Acks.NONE, pb.ACKS_ALL: Acks.ALL}
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
-    refusal = refusal_for(exc)
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any],
+    exc: BaseException,
+    refusal: Refusal | None = None,
+) -> None:
+    refusal = refusal or refusal_for(exc)
     if refusal is None:
         log.exception("internal error", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
@@ -134,7 +138,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         except Exception as exc:
             refusal = refusal_for(exc)
             self._metrics.requests.labels(method, refusal.reason if refusal else "INTERNAL").inc()
-            await _abort(context, exc)
+            await _abort(context, exc, refusal)
             raise  # abort() raises; this keeps the type checker honest
         self._metrics.requests.labels(method, "NONE").inc()
         return result

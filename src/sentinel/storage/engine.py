@@ -340,7 +340,9 @@ class Engine:
             for key, value in ops:
                 memtable.put(key, value)
             self._user_bytes += nbytes
-            self._wal_bytes += nbytes
+            self._wal_bytes += (
+                len(payload) if isinstance(payload, bytes) else sum(map(len, payload))
+            )
             return lsn
 
     def _note_pointers(

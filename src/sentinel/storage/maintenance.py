@@ -241,13 +241,7 @@ class Maintenance:
                 opened = {meta.file_number: self._open(meta.file_number) for meta in outputs}
                 self.compaction_bytes += sum(meta.size for meta in outputs)
                 self.compactions += 1
-            edit = apply_task(version, task, outputs)
-            edit = VersionEdit(
-                added=edit.added,
-                removed=edit.removed,
-                log_number=edit.log_number,
-                next_file_number=engine.next_file_number,
-            )
+            edit = apply_task(version, task, outputs, next_file_number=engine.next_file_number)
             engine.manifest.append(edit)
             retired = engine.install(edit, opened)
             self._retire(retired)
@@ -296,7 +290,9 @@ class Maintenance:
     # ------------------------------------------------------------------ io
 
     def _write_tables(self, entries: Iterator[Entry], first_number: int | None) -> list[TableMeta]:
-        """Write ``entries`` into tables cut at ``target_file_bytes``; sync the directory."""
+        """Write ``entries`` into tables cut at the compaction policy's ``target_file_bytes``;
+        sync the directory."""
+        target_bytes = self._options.compaction.target_file_bytes
         outputs: list[TableMeta] = []
         writer: TableWriter | None = None
         number = first_number
@@ -310,7 +306,7 @@ class Maintenance:
                     )
                     number = None
                 writer.add(key, value)
-                if writer.estimated_size >= self._options.target_file_bytes:
+                if writer.estimated_size >= target_bytes:
                     outputs.append(writer.finish())
                     writer = None
             if writer is not None:

@@ -25,8 +25,6 @@ class EngineOptions:
     max_value_bytes: int = 32 * MiB
     #: Bytes of decoded blocks kept by the LRU block cache shared by all tables.
     block_cache_bytes: int = 32 * MiB
-    #: Compaction output tables are cut past this size.
-    target_file_bytes: int = 64 * MiB
     #: Run flushes and compactions in a worker thread (True) or inline in the writing
     #: call (False: deterministic, for tests).
     background: bool = True
