@@ -61,6 +61,18 @@ class CorruptionError(DiskError):
         self.detail = detail
 
 
+class StorageUnavailableError(DiskError):
+    """A partition's storage cannot serve now: the disk is full, a write or fsync failed,
+    or the partition is quarantined after damage was found. Kafka's KAFKA_STORAGE_ERROR.
+
+    ``partition`` names it (``topic-N``) when known.
+    """
+
+    def __init__(self, message: str, partition: str | None = None) -> None:
+        super().__init__(message)
+        self.partition = partition
+
+
 class NotAnEngineDirectoryError(DiskError):
     """The directory exists, is not empty, and does not hold a Sentinel engine."""
 

@@ -210,6 +210,27 @@ class InvalidRecordError(SentinelClientError, core.CallerError):
     """The broker refused a record (e.g. no key on a compacted topic)."""
 
 
+class KafkaStorageError(SentinelClientError):
+    """The broker's storage for the partition is offline (full disk, failed write,
+    damage found); it may come back, as Kafka's KafkaStorageException."""
+
+    retriable = True
+
+
+class InvalidRequiredAcksError(SentinelClientError, core.CallerError):
+    """The acks value is not 0, 1 or all."""
+
+
+class PolicyViolationError(SentinelClientError, core.CallerError):
+    """The request breaks a broker limit (topics, partitions, auto-creation)."""
+
+
+class ThrottlingQuotaExceededError(SentinelClientError):
+    """The broker is at a limit of work in flight; retry later."""
+
+    retriable = True
+
+
 # --- transport and server-side failures without a reason ----------------------------
 
 
@@ -268,6 +289,10 @@ _BY_REASON: dict[str, type[SentinelClientError]] = {
     "INVALID_PRODUCER_EPOCH": InvalidProducerEpochError,
     "GROUP_ID_NOT_FOUND": GroupIdNotFoundError,
     "INVALID_RECORD": InvalidRecordError,
+    "KAFKA_STORAGE_ERROR": KafkaStorageError,
+    "INVALID_REQUIRED_ACKS": InvalidRequiredAcksError,
+    "POLICY_VIOLATION": PolicyViolationError,
+    "THROTTLING_QUOTA_EXCEEDED": ThrottlingQuotaExceededError,
 }
 
 _BY_STATUS: dict[grpc.StatusCode, type[SentinelClientError]] = {

@@ -21,7 +21,9 @@ from sentinel.broker.topics import (
 )
 from sentinel.errors import (
     CallerError,
+    CorruptionError,
     CorruptRecordError,
+    DiskError,
     InvalidRecordError,
     NotLeaderError,
     RecordBatchTooLargeError,
@@ -58,6 +60,10 @@ _BY_TYPE: tuple[tuple[type[BaseException], grpc.StatusCode, str], ...] = (
     (InvalidRecordError, StatusCode.INVALID_ARGUMENT, "INVALID_RECORD"),
     (OutOfOrderSequenceError, StatusCode.FAILED_PRECONDITION, "OUT_OF_ORDER_SEQUENCE"),
     (InvalidProducerEpochError, StatusCode.FAILED_PRECONDITION, "INVALID_PRODUCER_EPOCH"),
+    # Stored bytes that fail their checksum: never served, never INTERNAL.
+    (CorruptionError, StatusCode.DATA_LOSS, "CORRUPT_MESSAGE"),
+    # Full disk, failed WAL, quarantined partition, missing file: the storage is offline.
+    (DiskError, StatusCode.UNAVAILABLE, "KAFKA_STORAGE_ERROR"),
 )
 
 _GROUP_STATUS = {
