@@ -190,14 +190,16 @@ def test_invalid_edits_write_nothing() -> None:
         Manifest.create(fs, D, 20, base_version(), 4, next_file_number=3)
 
 
-def test_a_failed_write_stops_the_writer_and_close_is_final() -> None:
+def test_a_failed_write_rotates_away_from_the_broken_file_and_close_is_final() -> None:
     fs = new_fs()
     m = Manifest.create(fs, D, 5, base_version(), 4, 6)
     fs.fail_after(1)  # the write goes through, the fsync fails
     with pytest.raises(SimulatedCrash):
         m.append(VersionEdit(log_number=5))
-    with pytest.raises(StateError):
-        m.append(VersionEdit(log_number=6))
+    m.append(VersionEdit(log_number=6))  # a new manifest, without the failed edit
+    assert m.manifest_number > 5
+    assert not fs.exists(f"{D}/{manifest_name(5)}")
+    assert recover(fs, D).log_number == 6
     m.close()
     with pytest.raises(ClosedError):
         m.append(VersionEdit(log_number=6))

@@ -22,10 +22,26 @@ anything; take the LOCK; recover the version from the manifest; replay the WAL f
 ``log_number`` (a torn tail is cut and reported); flush what was replayed to L0; delete
 files no version references (tables written by a flush or compaction that crashed before
 its manifest edit).
+
+A failed write or fsync (a full disk) does not stop the engine for good. The WAL is
+*failed* (``WriteAheadLog`` module doc): writes raise ``StorageUnavailableError``
+(``WalFailedError``) and reads go on. Order WAL-then-memtable makes that safe: in sync
+``always`` an append only buffers, so a batch reaches the memtable with its WAL entry
+in the writer's memory; a failed fsync fails its ``sync_to`` (never acknowledged), and
+the entry stays in the memtable and in the WAL's unsynced frames. At a later write,
+after a backoff (``StorageHealth``), the engine calls ``WriteAheadLog.resume``: the
+failed segment is cut back to its last synced length and the unsynced entries are
+written again, into a fresh segment, and fsynced; so the memtable again holds exactly
+what the WAL holds, nothing handed out is dropped or reused, and large-value pointers
+into the moved frames are moved with them. Background flushes and compactions that fail
+with an ``OSError`` are retried the same way (``Maintenance``). One log line when a
+failed state is entered, one when it is left.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +50,7 @@ from sentinel.clock import Clock, SystemClock
 from sentinel.errors import (
     ClosedError,
     KeyTooLargeError,
+    StorageUnavailableError,
     ValueTooLargeError,
 )
 from sentinel.fs import FS, DirLock, OsFS
@@ -50,12 +67,15 @@ from sentinel.storage.maintenance import FrozenMemtable, Maintenance
 from sentinel.storage.memtable import Memtable
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.recovery import inspect_directory, recover_files
+from sentinel.storage.storage_health import StorageHealth
 from sentinel.storage.table_reader import TableReader
 from sentinel.storage.value_log import ValueLog, ValuePointer
 from sentinel.storage.version import Version, VersionEdit
-from sentinel.storage.wal import SyncMode, WriteAheadLog
+from sentinel.storage.wal import Resumed, SyncMode, WalFailedError, WriteAheadLog
 from sentinel.storage.wal_format import ReplayReport
 from sentinel.storage.write_batch import WriteBatch, encode_ops, encode_put, value_positions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +135,7 @@ class Engine:
         self._user_bytes = 0
         self._wal_bytes = 0
         self.replay_report: ReplayReport | None = None
+        self._wal_health = StorageHealth(f"the WAL of {directory}", clock)
         self._maintenance = Maintenance(self, fs, directory, options, self._cache)
         self._recover(recovered)
 
@@ -279,11 +300,50 @@ class Engine:
 
     def sync_to(self, lsn: int) -> None:
         """Block until every write up to ``lsn`` is fsynced (group commit)."""
-        self._wal.sync_to(lsn)
+        try:
+            self._wal.sync_to(lsn)
+        except WalFailedError as exc:
+            self._wal_health.failed(exc.__cause__ or exc)
+            raise
 
     def sync(self) -> None:
         """Make every write so far durable, whatever the sync mode."""
-        self._wal.sync()
+        self.sync_to(self._wal.last_lsn)
+
+    @property
+    def unavailable(self) -> BaseException | None:
+        """Why writes are refused now (a failed WAL, flushes failing), or None."""
+        return self._wal.failed or self._maintenance.retrying
+
+    def _resume_wal(self, *, now: bool = False) -> None:
+        """Write lock held, the WAL failed: resume it if the backoff allows (or ``now``),
+        else raise ``StorageUnavailableError``."""
+        error = self._wal.failed
+        if error is None:
+            return
+        if self._wal_health.error is None:
+            self._wal_health.failed(error)
+        if not now and not self._wal_health.due():
+            raise StorageUnavailableError(
+                f"the WAL of {self._dir} failed ({error!r}); writes are refused until it "
+                "recovers"
+            )
+        try:
+            resumed = self._wal.resume()
+        except WalFailedError as exc:
+            self._wal_health.failed(exc.__cause__ or exc)
+            raise
+        if resumed is not None:
+            self._move_pointers(resumed)
+            self._wal_health.recovered(f"writing to WAL segment {resumed.new_segment}")
+
+    def _move_pointers(self, resumed: Resumed) -> None:
+        """The active memtable's large values moved with their frames (``resume``)."""
+        for key, pointer in list(self._pointers.items()):
+            segment, offset, start, length = pointer.fields
+            moved = resumed.moved(segment, offset)
+            if moved != (segment, offset):
+                self._pointers[key] = ValuePointer.to(*moved, start, length)
 
     def delete_range(self, start: bytes, end: bytes | None) -> int:
         """Delete every key in ``[start, end)`` atomically; return how many were live.
@@ -327,15 +387,21 @@ class Engine:
     ) -> int:
         with self._write_lock:
             self._check_open()
-            if self._memtable.approximate_size >= self._options.memtable_bytes:
-                self._rotate_memtable()
-            if large or self._pointers:  # (a small value may replace a pointed-to one)
-                lsn, segment, frame_offset = self._wal.append_located(payload)
-                self._note_pointers(
-                    ops, self._options.value_separation_bytes, segment, frame_offset
-                )
-            else:
-                lsn = self._wal.append(payload)
+            if self._wal.failed is not None:
+                self._resume_wal()
+            try:
+                if self._memtable.approximate_size >= self._options.memtable_bytes:
+                    self._rotate_memtable()
+                if large or self._pointers:  # (a small value may replace a pointed-to one)
+                    lsn, segment, frame_offset = self._wal.append_located(payload)
+                    self._note_pointers(
+                        ops, self._options.value_separation_bytes, segment, frame_offset
+                    )
+                else:
+                    lsn = self._wal.append(payload)
+            except WalFailedError as exc:
+                self._wal_health.failed(exc.__cause__ or exc)
+                raise
             memtable = self._memtable
             for key, value in ops:
                 memtable.put(key, value)
@@ -367,7 +433,7 @@ class Engine:
 
     def _sync_if_always(self, lsn: int) -> None:
         if self._options.wal.sync_mode is SyncMode.ALWAYS:
-            self._wal.sync_to(lsn)
+            self.sync_to(lsn)
 
     def _rotate_memtable(self) -> None:
         """Freeze the active memtable and hand it to the flusher (write lock held)."""
@@ -376,7 +442,7 @@ class Engine:
                 len(self._immutables) >= self._options.max_immutable_memtables
                 and self._options.background
             ):
-                self._maintenance.raise_if_failed()
+                self._maintenance.raise_if_unavailable()
                 self._state.wait(0.5)
         segment = self._wal.rotate()
         with self._state:
@@ -390,8 +456,14 @@ class Engine:
         """Flush the active memtable to a table and wait for every pending flush."""
         with self._write_lock:
             self._check_open()
+            if self._wal.failed is not None:
+                self._resume_wal()
             if len(self._memtable):
-                self._rotate_memtable()
+                try:
+                    self._rotate_memtable()
+                except WalFailedError as exc:
+                    self._wal_health.failed(exc.__cause__ or exc)
+                    raise
         self._maintenance.wait_flushed()
 
     def compact(self) -> None:
@@ -469,17 +541,27 @@ class Engine:
             raise ClosedError("the engine is closed")
 
     def close(self) -> None:
-        """Stop background work and make everything written durable."""
+        """Stop background work and make everything written durable. With failed
+        storage (a full disk) it does what it can, says so in one log line, releases
+        everything and does not raise: what the WAL made durable is replayed at open."""
         with self._write_lock:
             if self._closed:
                 return
             self._maintenance.stop()
-            if self._options.flush_on_close and not self._maintenance.failed:
-                if len(self._memtable):
-                    self._rotate_memtable()
-                self._maintenance.flush_all()
+            try:
+                if self._wal.failed is not None:
+                    # One last try, backoff or not: it makes the unsynced entries durable.
+                    self._resume_wal(now=True)
+                flush = self._options.flush_on_close and not self._maintenance.failed
+                if flush and self._maintenance.retrying is None:
+                    if len(self._memtable):
+                        self._rotate_memtable()
+                    self._maintenance.flush_all()
+            except (OSError, StorageUnavailableError) as exc:
+                log.warning("closing %s without a final flush: %r", self._dir, exc)
             self._closed = True
-            self._wal.close()
+            with contextlib.suppress(WalFailedError):  # said above; synced entries are durable
+                self._wal.close()
             self._manifest.close()
             with self._state:
                 readers = list(self._readers.values())

@@ -8,6 +8,15 @@ new one.
 
 Table readers that a version drops may still be in use by a scan or a get that began
 before the swap; they are closed when the last such read ends (``reading()``).
+
+A job that fails with an ``OSError`` (a full disk) is retried with a backoff
+(``StorageHealth``: one log line when the failures start, one when a job succeeds
+again); the worker thread never dies of it. Meanwhile ``retrying`` is set and a writer
+that would have to wait for a flush gets ``StorageUnavailableError`` instead. The tables
+a failed job wrote are removed: at once when no manifest record can name them, else
+(the manifest append failed: its record may be on disk) after the next manifest append
+succeeds, which first rotates the manifest away from the broken one. Any other error is
+a bug or damage: the engine stops taking writes (``failed``).
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from sentinel.errors import ClosedError, StateError
+from sentinel.clock import SystemClock
+from sentinel.errors import ClosedError, StateError, StorageUnavailableError
 from sentinel.fs import FS
 from sentinel.storage.block_cache import BlockCache
 from sentinel.storage.compaction import MergeTask, TrivialMove, apply_task, pick_compaction
@@ -28,6 +38,7 @@ from sentinel.storage.iterators import concat_entries, merge_entries
 from sentinel.storage.manifest import Manifest
 from sentinel.storage.memtable import Memtable
 from sentinel.storage.options import EngineOptions
+from sentinel.storage.storage_health import StorageHealth
 from sentinel.storage.table_reader import TableReader
 from sentinel.storage.table_writer import TableWriter
 from sentinel.storage.value_log import ValueLog, ValuePointer
@@ -109,6 +120,8 @@ class Maintenance:
         self._flush_wanted = False
         self._compaction_wanted = False
         self._failed: BaseException | None = None
+        self._health = StorageHealth(f"flushes and compactions in {directory}", SystemClock())
+        self._orphans: list[int] = []  # tables of failed jobs a manifest record may name
         self._job_lock = threading.Lock()  # one flush or compaction at a time
         self._active_reads = 0
         self._retired: list[TableReader] = []
@@ -151,6 +164,17 @@ class Maintenance:
                     self._compaction_wanted = True
                 elif not self.compact_once():
                     self._compaction_wanted = False
+                self._health.recovered()
+            except (OSError, StorageUnavailableError) as exc:  # a full disk: retry later
+                self._health.failed(exc)
+                with self._cond:
+                    if flush:
+                        self._flush_wanted = True
+                    else:
+                        self._compaction_wanted = True
+                    self._cond.wait(self._health.seconds_until_due())
+                with self._engine.state_lock:
+                    self._engine.state_lock.notify_all()
             except BaseException as exc:  # the engine stops taking writes, and says why
                 with self._cond:
                     self._failed = exc
@@ -171,6 +195,21 @@ class Maintenance:
     def failed(self) -> BaseException | None:
         return self._failed
 
+    @property
+    def retrying(self) -> BaseException | None:
+        """The IO error the last job failed with, while jobs are being retried."""
+        return self._health.error
+
+    def raise_if_unavailable(self) -> None:
+        """``raise_if_failed``, and ``StorageUnavailableError`` while jobs are retried."""
+        self.raise_if_failed()
+        error = self._health.error
+        if error is not None:
+            raise StorageUnavailableError(
+                f"flushes in {self._dir} are failing ({error!r}); writes are refused until "
+                "they succeed"
+            ) from error
+
     def raise_if_failed(self) -> None:
         if self._failed is not None:
             raise StateError(f"background flush or compaction failed: {self._failed!r}") from (
@@ -181,7 +220,7 @@ class Maintenance:
         if self._options.background:
             with self._engine.state_lock:
                 while self._engine.oldest_immutable() is not None:
-                    self.raise_if_failed()
+                    self.raise_if_unavailable()
                     if self._stopping:
                         raise ClosedError("the engine is closing")
                     self._engine.state_lock.wait(0.1)
@@ -212,7 +251,7 @@ class Maintenance:
             edit = VersionEdit(
                 added=added, log_number=log_number, next_file_number=engine.next_file_number
             )
-            engine.manifest.append(edit)
+            self._append_edit(edit, opened)
             self._retire(engine.install(edit, opened, flushed=memtable))
             self.collect_segments()
             self.flushes += 1
@@ -242,7 +281,7 @@ class Maintenance:
                 self.compaction_bytes += sum(meta.size for meta in outputs)
                 self.compactions += 1
             edit = apply_task(version, task, outputs, next_file_number=engine.next_file_number)
-            engine.manifest.append(edit)
+            self._append_edit(edit, opened)
             retired = engine.install(edit, opened)
             self._retire(retired)
             for reader in retired:
@@ -270,6 +309,23 @@ class Maintenance:
             self._fs.sync_dir(self._dir)
             self.collect_segments()
             return sum(t.size for _level, t in doomed)
+
+    def _append_edit(self, edit: VersionEdit, opened: dict[int, TableReader]) -> None:
+        """Make ``edit`` durable. If that fails, the tables it adds (``opened``) are
+        orphans a manifest record may name: removed after the next append succeeds."""
+        try:
+            self._engine.manifest.append(edit)
+        except BaseException:
+            for number, reader in opened.items():
+                reader.close()
+                self._cache.evict_file(number)
+                self._orphans.append(number)
+            raise
+        if self._orphans:
+            orphans, self._orphans = self._orphans, []
+            for number in orphans:
+                with contextlib.suppress(OSError):
+                    self._fs.remove(join(self._dir, table_name(number)))
 
     def _merge(self, task: MergeTask, engine: EngineInternals) -> list[TableMeta]:
         with self.reading():
@@ -316,6 +372,9 @@ class Maintenance:
             if writer is not None:
                 with contextlib.suppress(OSError):
                     writer.abandon()
+            for meta in outputs:  # no manifest record names them yet
+                with contextlib.suppress(OSError):
+                    self._fs.remove(join(self._dir, table_name(meta.file_number)))
             raise
         if outputs:
             self._fs.sync_dir(self._dir)

@@ -30,6 +30,7 @@ manifest.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from sentinel.errors import (
@@ -200,11 +201,18 @@ class Manifest:
         data = encode_header() + encode_record(
             encode_edit(snapshot, snapshot_levels=state.version.num_levels)
         )
-        handle = fs.create(_manifest_path(directory, number))
+        path = _manifest_path(directory, number)
+        handle = fs.create(path)
         try:
             handle.write(data)
             handle.sync()
             fs.sync_dir(directory)
+        except BaseException:
+            handle.close()
+            with contextlib.suppress(OSError):  # CURRENT never named it: free the space
+                fs.remove(path)
+            raise
+        try:
             _write_current(fs, directory, number)
         except BaseException:
             handle.close()
@@ -221,14 +229,20 @@ class Manifest:
         """Record ``edit`` durably (fsynced on return) and return the version after it.
 
         An edit that does not apply raises ``InvariantError`` and writes nothing. If a
-        write or fsync fails, the writer refuses further appends (``StateError``): the
-        edit may or may not be on disk, and only recovery can tell.
+        write or fsync fails, the edit may or may not be on disk (only recovery could
+        tell) and nothing more is appended to that file: the next ``append`` first
+        rotates to a new manifest holding a snapshot of the state without the failed
+        edit (a full disk: the caller retries once there is space), which also drops
+        the old file and whatever the failed edit left in it.
         """
-        self._check_usable()
+        if self._closed:
+            raise ClosedError("the manifest is closed")
         state = self._state.advance(edit)  # validate before writing anything
         try:
-            if self._size >= max(self._rotate_bytes, 2 * self._snapshot_size):
+            big = self._size >= max(self._rotate_bytes, 2 * self._snapshot_size)
+            if big or self._broken is not None:
                 self._rotate()
+                self._broken = None
                 state = self._state.advance(edit)  # over the rotated state
             record = encode_record(encode_edit(edit))
             assert self._file is not None
@@ -249,14 +263,6 @@ class Manifest:
             state.version, state.log_number, max(state.next_file_number, number + 1)
         )
         self._start(number)
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise ClosedError("the manifest is closed")
-        if self._broken is not None:
-            raise StateError(
-                f"the manifest failed ({self._broken!r}); reopen to recover"
-            ) from self._broken
 
     @property
     def manifest_number(self) -> int:

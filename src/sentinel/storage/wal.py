@@ -28,10 +28,21 @@ fsynced, then the directory fsynced.
 LSNs number the entries of one ``WriteAheadLog`` instance from 1; they are handles for
 ``sync_to`` and are not stored on disk.
 
-Failure model: if a write or fsync fails, the WAL is failed for good (after a failed
-fsync the kernel may have dropped dirty pages, so retrying could claim durability that
-does not exist). Every waiting and later caller gets ``WalFailedError``; entries up to
-``synced_lsn`` stay durable. Recover by reopening: ``wal_format.replay`` then a new instance.
+Failure model: if a write or fsync fails, the WAL is *failed*: every waiting and later
+caller gets ``WalFailedError`` (a ``StorageUnavailableError``), and entries up to
+``synced_lsn`` stay durable. The segment's tail past its last successful fsync is then
+unknown (after a failed fsync the kernel may have dropped dirty pages, so retrying the
+fsync could claim durability that does not exist). ``resume`` is the way out, once the
+cause is gone (space freed): it truncates the failed segment back to its last synced
+length (if that fails, replay's torn-tail rule handles the damage), starts a FRESH
+segment and writes into it again every entry appended since the last successful fsync,
+then fsyncs. To make that possible the writer keeps, in every mode, the frames appended
+to the current segment since its last fsync (``_unsynced``); NONE mode fsyncs once that
+passes ``_RETAIN_AT`` bytes, which bounds the memory. So an entry that was appended (and
+maybe put in the engine's memtable, and given an offset by the log) is either durable
+after ``resume`` or was refused at ``append``: no LSN is lost or reused, and a caller
+whose ``sync_to`` failed was not acknowledged but may find its entry durable later
+(as a Kafka producer whose request failed may find its records written).
 
 Thread safety: every method of ``WriteAheadLog`` may be called from any thread. Two locks:
 ``_io_lock`` serialises the file IO of syncs, flushes and rolls; ``_lock`` guards the
@@ -41,13 +52,19 @@ state (and, in NONE/INTERVAL mode, the ordered ``write`` of each append). Lock o
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 from sentinel.clock import Clock, SystemClock
-from sentinel.errors import ClosedError, DiskError, InvalidArgumentError, ValueTooLargeError
+from sentinel.errors import (
+    ClosedError,
+    InvalidArgumentError,
+    StorageUnavailableError,
+    ValueTooLargeError,
+)
 from sentinel.fs import FS, File
 from sentinel.storage.files import join, wal_name
 from sentinel.storage.wal_format import (
@@ -67,6 +84,7 @@ __all__ = [
     "FRAME_HEADER_SIZE",
     "HEADER_SIZE",
     "ReplayReport",
+    "Resumed",
     "SyncCallback",
     "SyncMode",
     "WalFailedError",
@@ -80,6 +98,8 @@ __all__ = [
 # ALWAYS mode: once this much is buffered, an appender hands it to the OS (if no sync
 # is already doing so) so that a caller who never syncs cannot grow memory without bound.
 _FLUSH_AT = 1 << 20
+# NONE/INTERVAL mode: fsync once this much is unsynced (kept in memory for ``resume``).
+_RETAIN_AT = 8 << 20
 
 SyncCallback = Callable[[float, int], None]
 
@@ -106,7 +126,24 @@ class WalOptions:
             raise InvalidArgumentError(f"max_entry_bytes must be in [0, {MAX_PAYLOAD_LIMIT}]")
 
 
-class WalFailedError(DiskError):
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Where ``resume`` moved the unsynced entries: the frames of segment ``old_segment``
+    from byte ``old_from`` on now start at byte ``new_from`` of ``new_segment``."""
+
+    old_segment: int
+    old_from: int
+    new_segment: int
+    new_from: int
+
+    def moved(self, segment: int, offset: int) -> tuple[int, int]:
+        """The new place of the frame that was at ``(segment, offset)``."""
+        if segment == self.old_segment and offset >= self.old_from:
+            return self.new_segment, offset - self.old_from + self.new_from
+        return segment, offset
+
+
+class WalFailedError(StorageUnavailableError):
     """A write or fsync of the WAL failed; it accepts nothing more (see the module doc)."""
 
 
@@ -147,7 +184,10 @@ class WriteAheadLog:
         self._cond = threading.Condition(self._lock)
         self._io_lock = threading.Lock()
         self._delete_lock = threading.Lock()
-        self._buffer = bytearray()
+        # Frames appended to the current segment since its last fsync; the first
+        # ``_handed`` bytes of it were given to the OS (``write``), the rest not yet.
+        self._unsynced = bytearray()
+        self._handed = 0
         self._last_lsn = 0
         self._synced_lsn = 0
         self._syncing = False
@@ -190,6 +230,11 @@ class WriteAheadLog:
     def options(self) -> WalOptions:
         return self._options
 
+    @property
+    def failed(self) -> Exception | None:
+        """The write or fsync error that failed the WAL, until ``resume`` succeeds."""
+        return self._error
+
     # -- appending
 
     def append(self, payload: bytes | tuple[bytes, ...]) -> int:
@@ -220,7 +265,7 @@ class WriteAheadLog:
             if not roll:
                 segment, offset = self._number, self._segment_size
                 lsn = self._add_locked(frame, frame_size)
-                backlog = len(self._buffer)
+                backlog = len(self._unsynced) - self._handed
         if roll:
             with self._io_lock, self._lock:
                 self._check_usable()
@@ -230,6 +275,8 @@ class WriteAheadLog:
                 return self._add_locked(frame, frame_size), segment, offset
         if backlog >= _FLUSH_AT:
             self._try_flush()
+        elif not self._always and len(self._unsynced) >= _RETAIN_AT:
+            self.sync_to(lsn)
         return lsn, segment, offset
 
     def append_sync(self, payload: bytes) -> int:
@@ -246,7 +293,7 @@ class WriteAheadLog:
     def _add_locked(self, frame: tuple[bytes, ...], frame_size: int) -> int:
         if self._always:
             for part in frame:
-                self._buffer += part
+                self._unsynced += part
         else:
             file = self._file
             if file is None:
@@ -259,6 +306,9 @@ class WriteAheadLog:
             except Exception as exc:
                 self._fail(exc)
                 raise self._failed_error() from exc
+            for part in frame:
+                self._unsynced += part
+            self._handed = len(self._unsynced)
         self._segment_size += frame_size
         self._segment_entries += 1
         self._last_lsn += 1
@@ -274,7 +324,7 @@ class WriteAheadLog:
                 file = self._file
                 if file is None or self._error is not None:
                     return
-                data = self._take_buffer()
+                data, _mark = self._take_buffer()
             try:
                 file.write(data)
             except Exception as exc:
@@ -321,10 +371,10 @@ class WriteAheadLog:
                     file = self._file
                     if file is None or self._error is not None:
                         return
-                    data = self._take_buffer()
+                    data, mark = self._take_buffer()
                     base, target = self._synced_lsn, self._last_lsn
                 if target > base:
-                    report = self._write_and_sync(file, data, base, target)
+                    report = self._write_and_sync(file, data, base, target, mark)
         finally:
             with self._lock:
                 self._syncing = False
@@ -333,10 +383,10 @@ class WriteAheadLog:
             self._on_sync(*report)
 
     def _write_and_sync(
-        self, file: File, data: bytes | bytearray, base: int, target: int
+        self, file: File, data: bytes | bytearray, base: int, target: int, mark: int
     ) -> tuple[float, int]:
-        """Write ``data``, fsync, mark ``target`` durable; (seconds, entries). The caller
-        holds ``_io_lock``."""
+        """Write ``data``, fsync, mark ``target`` durable and forget the first ``mark``
+        unsynced bytes; (seconds, entries). The caller holds ``_io_lock``."""
         start = self._clock.monotonic()
         try:
             if data:
@@ -347,6 +397,8 @@ class WriteAheadLog:
             raise self._failed_error() from exc
         with self._lock:
             self._synced_lsn = max(self._synced_lsn, target)
+            del self._unsynced[:mark]
+            self._handed -= mark
             self._cond.notify_all()
         return self._clock.monotonic() - start, target - base
 
@@ -355,14 +407,14 @@ class WriteAheadLog:
         while not self._stop.wait(period):
             with self._lock:
                 if self._error is not None:
-                    return
+                    continue  # until ``resume``
                 if self._syncing or self._synced_lsn >= self._last_lsn:
                     continue
                 self._syncing = True
             try:
                 self._lead_sync()
             except WalFailedError:
-                return  # recorded in self._error: every later call raises it
+                continue  # recorded in self._error: every call raises it until ``resume``
 
     # -- segments
 
@@ -376,8 +428,9 @@ class WriteAheadLog:
 
     def delete_segments_before(self, number: int) -> None:
         """Remove every segment numbered below ``number``, then sync the directory."""
-        with self._lock:
-            self._check_usable()
+        with self._lock:  # a failed WAL may still drop old segments: that frees space
+            if self._closed:
+                raise ClosedError(f"WAL {self._dir} is closed")
             if number > self._number:
                 raise InvalidArgumentError(
                     f"cannot delete below {number}: segment {self._number} is live"
@@ -393,7 +446,8 @@ class WriteAheadLog:
         """Remove the given finished segments (value separation's garbage collection),
         then sync the directory."""
         with self._lock:
-            self._check_usable()
+            if self._closed:
+                raise ClosedError(f"WAL {self._dir} is closed")
             if any(n >= self._number for n in numbers):
                 raise InvalidArgumentError(
                     f"cannot delete segment {max(numbers)}: segment {self._number} is live"
@@ -419,7 +473,8 @@ class WriteAheadLog:
     def _roll_locked(self, number: int) -> None:
         """Both locks held: make the current segment durable, then start ``number``."""
         old = self._live_file()
-        report = self._write_and_sync(old, self._take_buffer(), self._synced_lsn, self._last_lsn)
+        data, mark = self._take_buffer()
+        report = self._write_and_sync(old, data, self._synced_lsn, self._last_lsn, mark)
         if self._on_sync is not None:
             self._on_sync(*report)
         self._file = None
@@ -445,6 +500,60 @@ class WriteAheadLog:
             raise
         return file
 
+    # -- resuming after a failure
+
+    def resume(self) -> Resumed | None:
+        """Leave the failed state (see the module doc): seal the failed segment at its
+        last synced length, write the entries since then into a fresh segment, fsync.
+        None if the WAL is not failed; ``WalFailedError`` (still failed) if that IO
+        fails too, after removing the fresh segment's partial file."""
+        with self._io_lock, self._lock:
+            if self._closed:
+                raise ClosedError(f"WAL {self._dir} is closed")
+            if self._error is None:
+                return None
+            old_number = self._number
+            synced_size = self._segment_size - len(self._unsynced)
+            old, self._file = self._file, None
+            if old is not None:
+                try:  # best effort: else replay's torn-tail rule cuts the damage
+                    old.truncate(synced_size)
+                    old.sync()
+                except OSError:
+                    pass
+                with contextlib.suppress(OSError):
+                    old.close()
+            number = self._allocate()
+            path = join(self._dir, wal_name(number))
+            data = bytes(self._unsynced)
+            file: File | None = None
+            try:
+                if self._fs.exists(path):  # left by an earlier attempt
+                    self._fs.remove(path)
+                file = self._create_segment(number)
+                if data:
+                    file.write(data)
+                    file.sync()
+            except Exception as exc:
+                if file is not None:
+                    with contextlib.suppress(OSError):
+                        file.close()
+                with contextlib.suppress(OSError):
+                    if self._fs.exists(path):
+                        self._fs.remove(path)
+                raise WalFailedError(
+                    f"WAL {self._dir} cannot resume in segment {number} ({exc!r}); entries "
+                    f"after LSN {self._synced_lsn} are not durable"
+                ) from exc
+            self._file, self._number = file, number
+            self._segment_size = HEADER_SIZE + len(data)
+            self._segment_entries = self._last_lsn - self._synced_lsn
+            self._unsynced, self._handed = bytearray(), 0
+            self._synced_lsn = self._last_lsn
+            self._error = None
+            self._cond.notify_all()
+            return Resumed(old_number, synced_size, number, HEADER_SIZE)
+
     # -- closing and failure
 
     def close(self) -> None:
@@ -461,10 +570,12 @@ class WriteAheadLog:
         with self._io_lock, self._lock:
             file, self._file = self._file, None
             try:
-                pending = self._buffer or self._synced_lsn < self._last_lsn
+                pending = self._unsynced or self._synced_lsn < self._last_lsn
                 if file is not None and self._error is None and pending:
-                    data = self._take_buffer()
-                    report = self._write_and_sync(file, data, self._synced_lsn, self._last_lsn)
+                    data, mark = self._take_buffer()
+                    report = self._write_and_sync(
+                        file, data, self._synced_lsn, self._last_lsn, mark
+                    )
             finally:
                 if file is not None:
                     file.close()
@@ -485,9 +596,12 @@ class WriteAheadLog:
             raise ClosedError(f"WAL {self._dir} has no open segment")
         return self._file
 
-    def _take_buffer(self) -> bytearray:
-        data, self._buffer = self._buffer, bytearray()
-        return data
+    def _take_buffer(self) -> tuple[bytearray, int]:
+        """The unsynced bytes not yet given to the OS, and the length of the unsynced
+        region they complete (what an fsync after writing them makes durable)."""
+        data = self._unsynced[self._handed :]
+        self._handed = len(self._unsynced)
+        return data, self._handed
 
     def _fail(self, exc: Exception) -> None:
         with self._lock:
