@@ -140,5 +140,9 @@ class MetaStore:
             )
         return result
 
+    def resume(self) -> None:
+        """Retry a failed write path now (space was just freed); see ``Engine.resume``."""
+        self._engine.resume()
+
     def close(self) -> None:
         self._engine.close()

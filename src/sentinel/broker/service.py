@@ -28,7 +28,7 @@ from sentinel.broker.topic_config import TopicConfig
 from sentinel.broker.topics import Topic, TopicRegistry, UnknownTopicOrPartitionError
 from sentinel.clock import Clock
 from sentinel.config import BrokerConfig
-from sentinel.errors import InvalidArgumentError
+from sentinel.errors import InvalidArgumentError, StorageUnavailableError
 from sentinel.fs import FS, DirLock
 from sentinel.log.partition_log import PartitionLog
 from sentinel.record import iter_batches
@@ -81,6 +81,12 @@ class PartitionLagInfo:
         if self.committed < 0:
             return self.log_end_offset
         return max(0, self.log_end_offset - self.committed)
+
+
+def _offline(topic: str, partition: int, exc: StorageUnavailableError) -> StorageUnavailableError:
+    """The storage error of a produce, naming the partition (KAFKA_STORAGE_ERROR)."""
+    name = f"{topic}-{partition}"
+    return StorageUnavailableError(f"partition {name} cannot take writes now: {exc}", name)
 
 
 class BrokerService:
@@ -260,7 +266,10 @@ class BrokerService:
             raise InvalidArgumentError("the produce request carries no record batch")
         # One engine write for the whole request: every batch is validated first and
         # they are stored all together or not at all (one WAL entry).
-        results = plog.append_many(views, wait=False)
+        try:
+            results = plog.append_many(views, wait=False)
+        except StorageUnavailableError as exc:
+            raise _offline(topic_name, partition, exc) from exc
         first = results[0]
         last_lsn = max(r.lsn for r in results)
         records = sum(r.last_offset - r.base_offset + 1 for r in results)
@@ -272,7 +281,10 @@ class BrokerService:
             synced = asyncio.get_running_loop().run_in_executor(None, plog.sync_to, last_lsn)
             synced.add_done_callback(lambda _f: signal.fire())
             if acks is not Acks.NONE:
-                await synced
+                try:
+                    await synced
+                except StorageUnavailableError as exc:
+                    raise _offline(topic_name, partition, exc) from exc
             else:
                 self._unawaited_syncs.add(synced)
                 synced.add_done_callback(self._forget_sync)
@@ -289,7 +301,9 @@ class BrokerService:
 
     def _forget_sync(self, future: asyncio.Future[None]) -> None:
         self._unawaited_syncs.discard(future)
-        if not future.cancelled() and future.exception() is not None:
+        error = None if future.cancelled() else future.exception()
+        # A storage failure was logged once by the engine when it began; not per request.
+        if error is not None and not isinstance(error, StorageUnavailableError):
             log.error("fsync after an acks=0 produce failed: %r", future.exception())
 
     def signal(self, topic: str, partition: int) -> Signal:
@@ -396,6 +410,8 @@ class BrokerService:
                         removed += plog.apply_retention()
                     if topic.config.cleanup_compact:
                         removed += plog.compact_keys()
+                except StorageUnavailableError:
+                    pass  # a full disk: the engine logged it once; the next pass retries
                 except Exception:  # a failing partition must not stop the others
                     log.exception("retention failed for %s", topic.name)
         return removed

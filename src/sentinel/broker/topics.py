@@ -20,7 +20,7 @@ from sentinel.broker.topic_config import (
     validate_topic_name,
 )
 from sentinel.clock import Clock
-from sentinel.errors import CallerError
+from sentinel.errors import CallerError, StorageUnavailableError
 from sentinel.fs import FS
 from sentinel.log.partition_log import PartitionLog
 from sentinel.storage.options import EngineOptions
@@ -148,12 +148,26 @@ class TopicRegistry:
         return topic
 
     def delete(self, name: str) -> None:
+        """Forget the topic, then free its partition directories. On a full disk the
+        meta store may fail to record the deletion: the topic's files are freed first
+        and the deletion retried, so that deleting a topic is how space comes back (a
+        crash right then brings the topic back, empty)."""
         topic = self.get(name)
+        try:
+            self._meta.delete_topic(name)
+        except StorageUnavailableError:
+            del self._topics[name]
+            self._remove_files(topic)
+            self._meta.resume()
+            self._meta.delete_topic(name)
+            return
         del self._topics[name]
-        self._meta.delete_topic(name)
+        self._remove_files(topic)
+
+    def _remove_files(self, topic: Topic) -> None:
         for log in topic.partitions:
-            log.close()
-        self._fs.remove_tree(posixpath.join(self._root, name))
+            log.close(discard=True)
+        self._fs.remove_tree(posixpath.join(self._root, topic.name))
 
     def get(self, name: str) -> Topic:
         topic = self._topics.get(name)

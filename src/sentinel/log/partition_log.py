@@ -43,13 +43,14 @@ offsets a concurrent truncation or retention is moving.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from itertools import takewhile
 
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import Clock
-from sentinel.errors import ClosedError, InvalidArgumentError
+from sentinel.errors import ClosedError, InvalidArgumentError, StorageUnavailableError
 from sentinel.fs import FS
 from sentinel.log.append import Buffer, Checked, stage, validate_produce
 from sentinel.log.edits import plan_head_deletion, plan_rewrites, plan_truncation
@@ -483,17 +484,21 @@ class PartitionLog:
             self._engine.write_nowait(wb)
         self._since_checkpoint, self._dirty = 0, False
 
-    def close(self) -> None:
-        """Checkpoint, then close the engine (which makes everything durable)."""
+    def close(self, *, discard: bool = False) -> None:
+        """Checkpoint, then close the engine (which makes everything durable). With
+        storage that cannot take writes (a full disk) the checkpoint is skipped: open
+        replays the batch headers since the last one. ``discard``: the files are about
+        to be removed (a deleted topic): no checkpoint, no final flush."""
         with self._lock:
             if self._closed:
                 return
             try:
-                if self._dirty and self._engine.failed is None:
-                    self._write_checkpoint(wait=True)
+                if self._dirty and self._engine.failed is None and not discard:
+                    with contextlib.suppress(StorageUnavailableError):
+                        self._write_checkpoint(wait=True)
             finally:
                 self._closed = True
-                self._engine.close()
+                self._engine.close(durable=not discard)
 
     def __enter__(self) -> PartitionLog:
         return self

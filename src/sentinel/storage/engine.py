@@ -310,6 +310,13 @@ class Engine:
         """Make every write so far durable, whatever the sync mode."""
         self.sync_to(self._wal.last_lsn)
 
+    def resume(self) -> None:
+        """Try now (whatever the backoff) to resume a failed WAL: after space was freed
+        on purpose. ``StorageUnavailableError`` if it still fails."""
+        with self._write_lock:
+            self._check_open()
+            self._resume_wal(now=True)
+
     @property
     def unavailable(self) -> BaseException | None:
         """Why writes are refused now (a failed WAL, flushes failing), or None."""
@@ -540,19 +547,20 @@ class Engine:
         if self._closed:
             raise ClosedError("the engine is closed")
 
-    def close(self) -> None:
+    def close(self, *, durable: bool = True) -> None:
         """Stop background work and make everything written durable. With failed
         storage (a full disk) it does what it can, says so in one log line, releases
-        everything and does not raise: what the WAL made durable is replayed at open."""
+        everything and does not raise: what the WAL made durable is replayed at open.
+        ``durable=False`` (the files are about to be removed) skips the final flush."""
         with self._write_lock:
             if self._closed:
                 return
             self._maintenance.stop()
             try:
-                if self._wal.failed is not None:
+                if durable and self._wal.failed is not None:
                     # One last try, backoff or not: it makes the unsynced entries durable.
                     self._resume_wal(now=True)
-                flush = self._options.flush_on_close and not self._maintenance.failed
+                flush = durable and self._options.flush_on_close and not self._maintenance.failed
                 if flush and self._maintenance.retrying is None:
                     if len(self._memtable):
                         self._rotate_memtable()
