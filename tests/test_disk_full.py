@@ -94,8 +94,10 @@ class FullFS(MemFS):
 
 def batch(tag: str, n: int = 3, size: int = 10) -> bytes:
     return build_batch(
-        [(b"k%d" % i, f"{tag}-{i}".encode().ljust(size, b"."), (), 1_700_000_000_000 + i)
-         for i in range(n)]
+        [
+            (b"k%d" % i, f"{tag}-{i}".encode().ljust(size, b"."), (), 1_700_000_000_000 + i)
+            for i in range(n)
+        ]
     )
 
 
@@ -117,9 +119,7 @@ def open_log(fs: MemFS, clock: ManualClock, **engine: object) -> PartitionLog:
 
 def health_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
     return [
-        (r.levelno, r.getMessage())
-        for r in caplog.records
-        if r.name.startswith("sentinel.storage")
+        (r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("sentinel.storage")
     ]
 
 
@@ -192,8 +192,17 @@ def test_failed_segment_is_sealed_at_its_synced_length() -> None:
     _payloads, report = replay(fs, D, 0)
     assert report.dropped_bytes == 0 and len(report.segments) >= 2
     reopened = open_log(fs, clock)
-    assert [v[:3] for _o, v in records(reopened)] == [b"a-0", b"a-1", b"a-2", b"b-0", b"b-1",
-                                                      b"b-2", b"c-0", b"c-1", b"c-2"]
+    assert [v[:3] for _o, v in records(reopened)] == [
+        b"a-0",
+        b"a-1",
+        b"a-2",
+        b"b-0",
+        b"b-1",
+        b"b-2",
+        b"c-0",
+        b"c-1",
+        b"c-2",
+    ]
     reopened.close()
 
 

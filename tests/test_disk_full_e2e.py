@@ -47,10 +47,15 @@ def small_disk(tmp_path: Path) -> Iterator[Path | None]:
     """A 24 MiB tmpfs (None if this process may not mount); always unmounted."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)],
-        capture_output=True, check=False,
-    ).returncode == 0
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
     try:
         yield disk if mounted else None
     finally:
@@ -193,6 +198,7 @@ def in_process_scenario() -> None:
         assert refused.value.partition == "t-0"
         fetched = await service.fetch("t", 0, first.base_offset, 1 << 20)
         assert fetched.batches
+
         def full_until_big_is_gone(path: str, _op: str) -> bool:
             return fs.exists("/data/topics/big") and not path.startswith("/data/topics/t/")
 
