@@ -318,3 +318,32 @@ def test_wal_in_none_mode_resumes_too() -> None:
     reopened = open_log(fs, clock, wal=WalOptions(sync_mode=SyncMode.NONE))
     assert [v[:1] for _o, v in records(reopened)] == [b"a"] * 3 + [b"c"] * 3
     reopened.close()
+
+
+def test_wal_entry_whose_background_write_fails_is_kept_for_resume() -> None:
+    """An append that hands a large backlog to the OS and fails there still returns its
+    LSN (the caller puts it in its memtable); ``resume`` makes it durable."""
+    from sentinel.storage.wal import WalFailedError, WalOptions, WriteAheadLog
+
+    fs = FullFS()
+    wal = WriteAheadLog(fs, "/w", 1, WalOptions())
+    wal.append_sync(b"first")
+    fs.full("write", WAL_SUFFIX)
+    lsns = []
+    while wal.failed is None:  # past 1 MiB the backlog is handed over: that write fails
+        lsns.append(wal.append(b"x" * (300 * 1024)))
+    assert lsns == [2, 3, 4, 5]  # the append whose hand-over failed returned its LSN
+    with pytest.raises(WalFailedError):
+        wal.sync_to(lsns[-1])
+    with pytest.raises(WalFailedError):
+        wal.append(b"refused")
+    fs.space_back()
+    resumed = wal.resume()
+    assert resumed is not None and resumed.new_segment == 2
+    assert wal.synced_lsn == 5
+    wal.append_sync(b"last")
+    wal.close()
+    fs.crash()
+    payloads, report = replay(fs, "/w", 0)
+    assert payloads == [b"first", *[b"x" * (300 * 1024)] * 4, b"last"]
+    assert report.dropped_bytes == 0

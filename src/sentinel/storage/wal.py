@@ -273,10 +273,14 @@ class WriteAheadLog:
                     self._roll_locked(self._allocate())
                 segment, offset = self._number, self._segment_size
                 return self._add_locked(frame, frame_size), segment, offset
-        if backlog >= _FLUSH_AT:
-            self._try_flush()
-        elif not self._always and len(self._unsynced) >= _RETAIN_AT:
-            self.sync_to(lsn)
+        # The entry is appended (and kept for ``resume``) whatever these do: a failure
+        # here is recorded and fails the next call, so that the caller's memtable and
+        # the WAL never disagree about an entry.
+        with contextlib.suppress(WalFailedError):
+            if backlog >= _FLUSH_AT:
+                self._try_flush()
+            elif not self._always and len(self._unsynced) >= _RETAIN_AT:
+                self.sync_to(lsn)
         return lsn, segment, offset
 
     def append_sync(self, payload: bytes) -> int:
