@@ -9,6 +9,7 @@ import posixpath
 
 import pytest
 
+from sentinel.broker.group_events import OffsetAndMetadata
 from sentinel.broker.meta_store import MetaStore
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.broker.topics import OfflinePartition, TopicRegistry
@@ -378,3 +379,37 @@ def test_a_read_of_damaged_stored_data_names_the_partition() -> None:
     assert pointed in str(caught.value)
     topics.close()
     meta.close()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_damaged_meta_store_never_rolls_committed_offsets_back(damage: str) -> None:
+    """Offsets 100/200/300 then 1000/1100/1200 were committed: a damaged WAL must not
+    bring the older ones back, it must stop the open naming the file."""
+    fs = MemFS()
+    meta_dir = posixpath.join(DATA, "meta")
+    meta = MetaStore.open(fs, meta_dir)
+    for offsets in ((100, 200, 300), (1000, 1100, 1200)):
+        for partition, offset in enumerate(offsets):
+            meta.commit_offsets("g", {("t", partition): OffsetAndMetadata(offset, "")})
+    if damage == "flip":
+        fs.crash()  # the commits are in the WAL, one entry each
+    else:
+        meta.close()
+    name = max(n for n in fs.listdir(meta_dir) if n.endswith(WAL_SUFFIX))
+    path = posixpath.join(meta_dir, name)
+    data = fs.read_all(path)
+    if damage == "flip":
+        corrupt = bytearray(data)
+        corrupt[frame_starts(data)[-2] + FRAME_HEADER_SIZE + 2] ^= 0x01
+        data = bytes(corrupt)
+    elif damage == "truncate":
+        data = data[:-3]
+    if damage == "delete":
+        fs.remove(path)
+    else:
+        handle = fs.create(path)
+        handle.write(data)
+        handle.sync()
+        handle.close()
+    with pytest.raises(DiskError, match=name):
+        MetaStore.open(fs, meta_dir)
