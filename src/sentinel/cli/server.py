@@ -57,6 +57,8 @@ def _verify(data_dir: str) -> int:
     report = verify_data_dir(OsFS(), data_dir)
     for damage in report.damaged:
         click.echo(f"DAMAGED {damage.path}: {damage.detail}")
+    for note in report.notes:
+        click.echo(f"note {note.path}: {note.detail}")
     state = "clean" if not report.damaged else f"{len(report.damaged)} damaged"
     click.echo(f"verified {report.files} files in {data_dir}: {state}")
     return 1 if report.damaged else 0
