@@ -22,7 +22,7 @@ from sentinel.storage.engine import Engine
 from sentinel.storage.files import TABLE_SUFFIX, WAL_SUFFIX
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode, WalOptions
-from sentinel.storage.wal_format import replay
+from sentinel.storage.wal_format import list_segments, replay
 
 D = "/data/p0"
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
@@ -189,7 +189,7 @@ def test_failed_segment_is_sealed_at_its_synced_length() -> None:
     fs.crash()
     # Every segment replays whole (a bad entry in a segment but the last would raise
     # CorruptionError): the failed one was cut back to its synced length.
-    _payloads, report = replay(fs, D, 0)
+    _payloads, report = replay(fs, D, list_segments(fs, D)[0])
     assert report.dropped_bytes == 0 and len(report.segments) >= 2
     reopened = open_log(fs, clock)
     assert [v[:3] for _o, v in records(reopened)] == [
@@ -344,6 +344,6 @@ def test_wal_entry_whose_background_write_fails_is_kept_for_resume() -> None:
     wal.append_sync(b"last")
     wal.close()
     fs.crash()
-    payloads, report = replay(fs, "/w", 0)
+    payloads, report = replay(fs, "/w", 1)
     assert payloads == [b"first", *[b"x" * (300 * 1024)] * 4, b"last"]
     assert report.dropped_bytes == 0

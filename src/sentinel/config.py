@@ -42,6 +42,8 @@ class BrokerConfig:
     group_min_session_timeout_ms: int = 6000
     shutdown_grace_s: float = 8.0
     log_level: str = "info"
+    # Start with a damaged partition offline (KAFKA_STORAGE_ERROR) instead of refusing.
+    skip_damaged: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535 or not 0 <= self.metrics_port <= 65535:

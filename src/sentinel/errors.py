@@ -61,6 +61,28 @@ class CorruptionError(DiskError):
         self.detail = detail
 
 
+class MissingFileError(DiskError):
+    """A file the stored data needs (a WAL segment, a table, a partition's directory) is
+    gone. ``path`` names it."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path} is missing: {detail}")
+        self.path = path
+        self.detail = detail
+
+
+class DamagedDataError(DiskError):
+    """Start refused: stored data is damaged or missing (``cause`` says which file).
+
+    ``quarantinable`` is False for data the broker cannot run without (the meta store);
+    otherwise the operator may start with the damaged partition offline.
+    """
+
+    def __init__(self, message: str, *, quarantinable: bool) -> None:
+        super().__init__(message)
+        self.quarantinable = quarantinable
+
+
 class StorageUnavailableError(DiskError):
     """A partition's storage cannot serve now: the disk is full, a write or fsync failed,
     or the partition is quarantined after damage was found. Kafka's KAFKA_STORAGE_ERROR.

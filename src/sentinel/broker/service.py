@@ -28,7 +28,12 @@ from sentinel.broker.topic_config import TopicConfig
 from sentinel.broker.topics import Topic, TopicRegistry, UnknownTopicOrPartitionError
 from sentinel.clock import Clock
 from sentinel.config import BrokerConfig
-from sentinel.errors import InvalidArgumentError, StorageUnavailableError
+from sentinel.errors import (
+    DamagedDataError,
+    DiskError,
+    InvalidArgumentError,
+    StorageUnavailableError,
+)
 from sentinel.fs import FS, DirLock
 from sentinel.log.partition_log import PartitionLog
 from sentinel.record import iter_batches
@@ -89,6 +94,14 @@ def _offline(topic: str, partition: int, exc: StorageUnavailableError) -> Storag
     return StorageUnavailableError(f"partition {name} cannot take writes now: {exc}", name)
 
 
+def _open_meta(fs: FS, directory: str) -> MetaStore:
+    """The meta store, or ``DamagedDataError``: the broker cannot run without it."""
+    try:
+        return MetaStore.open(fs, directory)
+    except DiskError as exc:
+        raise DamagedDataError(f"meta store: {exc}", quarantinable=False) from exc
+
+
 class BrokerService:
     def __init__(
         self,
@@ -121,7 +134,7 @@ class BrokerService:
         fs.makedirs(data)
         self._lock = fs.lock(posixpath.join(data, "LOCK"))
         try:
-            self._meta = MetaStore.open(fs, posixpath.join(data, "meta"))
+            self._meta = _open_meta(fs, posixpath.join(data, "meta"))
             engine_options = EngineOptions(
                 memtable_bytes=self.config.memtable_mb * 1024 * 1024,
                 block_cache_bytes=8 * 1024 * 1024,
@@ -138,6 +151,7 @@ class BrokerService:
                 clock=self._clock,
                 engine_options=engine_options,
                 default_config=TopicConfig(),
+                skip_damaged=self.config.skip_damaged,
             )
             self._registry.open()
             group_config = GroupConfig(
@@ -149,6 +163,9 @@ class BrokerService:
             )
             self._groups.start()
         except BaseException:
+            if self._meta is not None:
+                self._meta.close()
+                self._meta = None
             self._lock.release()
             raise
         loop = asyncio.get_running_loop()
@@ -379,7 +396,8 @@ class BrokerService:
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
     ) -> None:
         for topic, partition in offsets:
-            self.partition_log(topic, partition)  # unknown topic or partition: refuse
+            # Unknown topic or partition: refuse (an offline one may still commit).
+            self.registry.get(topic).check_partition(partition)
         await self.groups.commit(group_id, member_id, generation, offsets)
 
     def all_lags(self) -> Iterator[tuple[str, PartitionLagInfo]]:

@@ -4,10 +4,18 @@ Layout under the data directory: ``topics/<topic>/<partition>/`` holds one parti
 engine. A topic exists once its definition is durable in the meta store; its partition
 directories are created before that and removed after its definition is deleted, so a
 crash in between leaves either a whole topic or an orphan directory that ``open`` removes.
+
+Damage at start (``open``): a partition whose engine refuses to open (a damaged or
+missing file) or whose directory is gone although the meta store lists the topic is
+never re-created empty. ``open`` raises ``DamagedDataError`` naming the partition and the
+file, unless the registry was built with ``skip_damaged``: the partition is then an
+``OfflinePartition`` (produce, fetch and list-offsets on it raise
+``StorageUnavailableError`` naming it, KAFKA_STORAGE_ERROR) and the others serve.
 """
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -20,10 +28,20 @@ from sentinel.broker.topic_config import (
     validate_topic_name,
 )
 from sentinel.clock import Clock
-from sentinel.errors import CallerError, StorageUnavailableError
+from sentinel.errors import (
+    CallerError,
+    DamagedDataError,
+    DiskError,
+    MissingFileError,
+    StorageUnavailableError,
+)
 from sentinel.fs import FS
 from sentinel.log.partition_log import PartitionLog
+from sentinel.storage.engine import EngineStats
+from sentinel.storage.files import CURRENT_NAME
 from sentinel.storage.options import EngineOptions
+
+log = logging.getLogger(__name__)
 
 
 class UnknownTopicOrPartitionError(CallerError):
@@ -39,19 +57,59 @@ class InvalidReplicationFactorError(CallerError):
 
 
 @dataclass(eq=False)
+class OfflinePartition:
+    """A partition quarantined at start (``--skip-damaged``): it keeps its place in the
+    topic, reports empty figures, and every request on it is refused."""
+
+    name: str
+    reason: str
+    log_start_offset: int = 0
+    log_end_offset: int = 0
+    high_watermark: int = 0
+    size_bytes: int = 0
+
+    def error(self) -> StorageUnavailableError:
+        return StorageUnavailableError(
+            f"partition {self.name} is offline: its stored data is damaged ({self.reason}); "
+            "restore the file or recreate the topic",
+            self.name,
+        )
+
+    def engine_stats(self) -> EngineStats:
+        return EngineStats((), (), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+    def apply_retention(self) -> int:
+        return 0
+
+    def compact_keys(self) -> int:
+        return 0
+
+    def close(self, *, discard: bool = False) -> None:
+        pass
+
+
+@dataclass(eq=False)
 class Topic:
     name: str
     config: TopicConfig
     replication_factor: int
-    partitions: list[PartitionLog]
+    partitions: list[PartitionLog | OfflinePartition]
     configs: Mapping[str, str]
 
-    def partition(self, index: int) -> PartitionLog:
+    def check_partition(self, index: int) -> None:
+        """Raise unless the topic has partition ``index`` (online or not)."""
         if not 0 <= index < len(self.partitions):
             raise UnknownTopicOrPartitionError(
                 f"topic {self.name!r} has no partition {index} (it has {len(self.partitions)})"
             )
-        return self.partitions[index]
+
+    def partition(self, index: int) -> PartitionLog:
+        """The log of partition ``index``; ``StorageUnavailableError`` if it is offline."""
+        self.check_partition(index)
+        found = self.partitions[index]
+        if isinstance(found, OfflinePartition):
+            raise found.error()
+        return found
 
 
 class TopicRegistry:
@@ -65,6 +123,7 @@ class TopicRegistry:
         engine_options: EngineOptions,
         default_config: TopicConfig,
         broker_count: int = 1,
+        skip_damaged: bool = False,
     ) -> None:
         self._fs = fs
         self._root = posixpath.join(data_dir, "topics")
@@ -73,30 +132,61 @@ class TopicRegistry:
         self._engine_options = engine_options
         self._default_config = default_config
         self._broker_count = broker_count
+        self._skip_damaged = skip_damaged
         self._topics: dict[str, Topic] = {}
 
     def open(self) -> None:
-        """Open every topic the meta store defines; remove orphan directories."""
+        """Open every topic the meta store defines; remove orphan directories.
+
+        A damaged or missing partition raises ``DamagedDataError`` (or, with
+        ``skip_damaged``, is left offline and logged)."""
         self._fs.makedirs(self._root)
-        for record in self._meta.topics():
-            self._topics[record.name] = self._open_topic(record)
+        try:
+            for record in self._meta.topics():
+                self._topics[record.name] = self._open_topic(record, recovering=True)
+        except BaseException:
+            self.close()
+            raise
         for name in self._fs.listdir(self._root):
             if name not in self._topics:
                 self._fs.remove_tree(posixpath.join(self._root, name))
 
-    def _open_topic(self, record: TopicRecord) -> Topic:
+    def _open_topic(self, record: TopicRecord, *, recovering: bool = False) -> Topic:
         config = self._default_config.with_overrides(record.configs)
-        logs = [
-            PartitionLog.open(
-                self._fs,
-                posixpath.join(self._root, record.name, str(index)),
-                config,
-                self._clock,
-                self._engine_options,
-            )
-            for index in range(record.partitions)
-        ]
+        logs: list[PartitionLog | OfflinePartition] = []
+        try:
+            for index in range(record.partitions):
+                logs.append(self._open_partition(record.name, index, config, recovering))
+        except BaseException:
+            for opened in logs:
+                opened.close()
+            raise
         return Topic(record.name, config, record.replication_factor, logs, record.configs)
+
+    def _open_partition(
+        self, topic: str, index: int, config: TopicConfig, recovering: bool
+    ) -> PartitionLog | OfflinePartition:
+        """Open one partition's log. ``recovering``: the meta store lists it, so its
+        directory must hold an engine; damage is refused or (``skip_damaged``) offline."""
+        name = f"{topic}-{index}"
+        directory = posixpath.join(self._root, topic, str(index))
+        try:
+            if recovering and not self._fs.exists(posixpath.join(directory, CURRENT_NAME)):
+                raise MissingFileError(
+                    directory if not self._fs.exists(directory) else
+                    posixpath.join(directory, CURRENT_NAME),
+                    f"partition {name} is listed in the meta store but its data is gone",
+                )
+            return PartitionLog.open(
+                self._fs, directory, config, self._clock, self._engine_options, name=name
+            )
+        except DiskError as exc:
+            if not recovering:
+                raise
+            if not self._skip_damaged:
+                raise DamagedDataError(f"partition {name}: {exc}", quarantinable=True) from exc
+            log.error("partition %s is OFFLINE (quarantined by --skip-damaged): %s", name, exc)
+            return OfflinePartition(name, str(exc))
 
     def create(
         self,
@@ -135,15 +225,7 @@ class TopicRegistry:
                 f"topic {name!r} has {current} partitions; the new total must be larger"
             )
         for index in range(current, total):
-            topic.partitions.append(
-                PartitionLog.open(
-                    self._fs,
-                    posixpath.join(self._root, name, str(index)),
-                    topic.config,
-                    self._clock,
-                    self._engine_options,
-                )
-            )
+            topic.partitions.append(self._open_partition(name, index, topic.config, False))
         self._meta.put_topic(TopicRecord(name, total, topic.replication_factor, topic.configs))
         return topic
 

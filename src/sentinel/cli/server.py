@@ -1,6 +1,11 @@
 """``sentinel-server``: run one broker.
 
     sentinel-server --port 9092 --data ./data --metrics-port 9100
+    sentinel-server --data ./data --verify   # scrub every stored file, start nothing
+
+Damaged or missing stored data stops the start with one line naming the file (see
+README, "When the broker refuses to start"); ``--skip-damaged`` starts with the damaged
+partitions offline instead.
 
 Every flag may also come from the environment (``SENTINEL_PORT``, ``SENTINEL_DATA_DIR``,
 ...) or a TOML file (``--config broker.toml``, keys as the setting names); flags win.
@@ -16,7 +21,8 @@ from typing import Any
 import click
 
 from sentinel.config import BrokerConfig, load_config
-from sentinel.errors import SentinelError
+from sentinel.errors import DamagedDataError, SentinelError
+from sentinel.fs import OsFS
 from sentinel.server.app import SentinelApp
 
 _DEFAULTS = BrokerConfig()
@@ -30,6 +36,32 @@ def _run(config: BrokerConfig) -> None:
         asyncio.run(app.run_until_signalled())
     else:
         uvloop.run(app.run_until_signalled())
+
+
+def refusal_line(exc: DamagedDataError) -> str:
+    """The one line an operator reads when the start is refused for damaged data."""
+    detail = " ".join(str(exc).split())  # one line, whatever the cause said
+    if exc.quarantinable:
+        advice = (
+            "start with --skip-damaged to run with that partition offline, "
+            "or restore the file (sentinel-server --verify lists every damaged file)"
+        )
+    else:
+        advice = "the meta store cannot be skipped: restore the data directory from a backup"
+    return f"data damaged: {detail}; {advice}"
+
+
+def _verify(data_dir: str) -> int:
+    from sentinel.broker.verify import verify_data_dir
+
+    report = verify_data_dir(OsFS(), data_dir)
+    for damage in report.damaged:
+        click.echo(f"DAMAGED {damage.path}: {damage.detail}")
+    for note in report.notes:
+        click.echo(f"note {note.path}: {note.detail}")
+    state = "clean" if not report.damaged else f"{len(report.damaged)} damaged"
+    click.echo(f"verified {report.files} files in {data_dir}: {state}")
+    return 1 if report.damaged else 0
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -131,24 +163,43 @@ def _run(config: BrokerConfig) -> None:
     help=f"Time in-flight requests get on SIGTERM. [default: {_DEFAULTS.shutdown_grace_s}]",
 )
 @click.option(
+    "--skip-damaged/--no-skip-damaged",
+    default=None,
+    help="Start even if a partition's stored data is damaged or missing: that partition "
+    "stays offline (clients get KAFKA_STORAGE_ERROR), the others serve. The meta store "
+    "is never skipped. [default: off, refuse to start]",
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    default=False,
+    help="Read every block of every stored file under --data, print one line per damaged "
+    "file and a summary, and exit (0 clean, 1 damaged). Starts nothing, changes nothing.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default=None,
     help="Log level. [default: info]",
 )
-def main(config_file: str | None, **flags: Any) -> None:
+def main(config_file: str | None, verify: bool, **flags: Any) -> None:
     """Run a Sentinel broker: a commit log with a gRPC API and Prometheus metrics."""
     try:
         config = load_config(flags, config_file)
     except SentinelError as exc:
         click.echo(f"sentinel-server: {exc}", err=True)
         sys.exit(2)
+    if verify:
+        sys.exit(_verify(config.data_dir))
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         _run(config)
+    except DamagedDataError as exc:
+        click.echo(f"sentinel-server: {refusal_line(exc)}", err=True)
+        sys.exit(1)
     except SentinelError as exc:
         click.echo(f"sentinel-server: {exc}", err=True)
         sys.exit(1)

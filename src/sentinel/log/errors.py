@@ -9,7 +9,7 @@ unchanged: ``CorruptRecordError`` (CORRUPT_MESSAGE), ``RecordBatchTooLargeError`
 
 from __future__ import annotations
 
-from sentinel.errors import CallerError
+from sentinel.errors import CallerError, CorruptionError, DiskError, StorageUnavailableError
 
 
 class OffsetOutOfRangeError(CallerError):
@@ -51,3 +51,18 @@ class InvalidProducerEpochError(CallerError):
         self.producer_id = producer_id
         self.current_epoch = current_epoch
         self.got = got
+
+
+def naming_partition(exc: Exception, partition: str) -> DiskError:
+    """A storage error met while reading ``partition``, reworded to name it: damaged
+    bytes stay a ``CorruptionError`` (CORRUPT_MESSAGE), anything else (a missing file,
+    an IO error) becomes ``StorageUnavailableError`` (KAFKA_STORAGE_ERROR)."""
+    if isinstance(exc, CorruptionError):
+        named = CorruptionError(exc.path, exc.where, exc.detail)
+        named.args = (f"partition {partition}: {exc}",)
+        return named
+    if isinstance(exc, FileNotFoundError):
+        return StorageUnavailableError(
+            f"partition {partition}: {exc.filename} is missing", partition
+        )
+    return StorageUnavailableError(f"partition {partition}: {exc}", partition)

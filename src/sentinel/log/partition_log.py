@@ -45,16 +45,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import takewhile
 
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import Clock
-from sentinel.errors import ClosedError, InvalidArgumentError, StorageUnavailableError
+from sentinel.errors import ClosedError, DiskError, InvalidArgumentError, StorageUnavailableError
 from sentinel.fs import FS
 from sentinel.log.append import Buffer, Checked, stage, validate_produce
 from sentinel.log.edits import plan_head_deletion, plan_rewrites, plan_truncation
-from sentinel.log.errors import OffsetOutOfRangeError
+from sentinel.log.errors import OffsetOutOfRangeError, naming_partition
 from sentinel.log.high_watermark import HighWatermark
 from sentinel.log.key_compaction import Rewrite, RewritePass, build_offset_map
 from sentinel.log.layout import (
@@ -93,9 +93,12 @@ class PartitionLog:
         *,
         engine_options: EngineOptions,
         options: LogOptions,
+        name: str | None = None,
     ) -> None:
         self._engine = engine
         self._dir = directory
+        #: How errors name this partition (``topic-N``); the directory by default.
+        self.name = name or directory
         self._config = config
         self._clock = clock
         self._options = options
@@ -126,8 +129,10 @@ class PartitionLog:
         engine_options: EngineOptions | None = None,
         *,
         options: LogOptions | None = None,
+        name: str | None = None,
     ) -> PartitionLog:
-        """Open (or create) the partition log in ``directory``."""
+        """Open (or create) the partition log in ``directory``; ``name`` (``topic-N``)
+        is how read errors name it."""
         engine_options = engine_options if engine_options is not None else EngineOptions()
         engine = Engine.open(directory, engine_options, fs=fs, clock=clock)
         try:
@@ -138,6 +143,7 @@ class PartitionLog:
                 clock,
                 engine_options=engine_options,
                 options=options or LogOptions(),
+                name=name,
             )
         except BaseException:
             engine.close()
@@ -192,6 +198,15 @@ class PartitionLog:
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"the partition log in {self._dir} is closed")
+
+    @contextlib.contextmanager
+    def _naming_storage_errors(self) -> Iterator[None]:
+        """Damaged or missing stored data met by a read reaches the client as
+        CORRUPT_MESSAGE / KAFKA_STORAGE_ERROR naming this partition, never INTERNAL."""
+        try:
+            yield
+        except (DiskError, FileNotFoundError) as exc:
+            raise naming_partition(exc, self.name) from exc
 
     # ----------------------------------------------------------------- append
 
@@ -304,7 +319,10 @@ class PartitionLog:
         total = 0
         after = offset
         if offset < limit:
-            with scanning(batches_from(self._engine, offset, limit)) as found:
+            with (
+                self._naming_storage_errors(),
+                scanning(batches_from(self._engine, offset, limit)) as found,
+            ):
                 for _key, value in found:
                     if batches and total + len(value) > max_bytes:
                         break
@@ -322,13 +340,17 @@ class PartitionLog:
         if timestamp_ms < 0:
             raise InvalidArgumentError(f"timestamp {timestamp_ms} is negative")
         log_start, hw = self._state.log_start, self._hw.value
-        with scanning(self._engine.scan(TIME_INDEX_TAG, TIME_INDEX_END)) as index:
+        with (
+            self._naming_storage_errors(),
+            scanning(self._engine.scan(TIME_INDEX_TAG, TIME_INDEX_END)) as index,
+        ):
             entries = ((key_offset(k), decode_i64(v)) for k, v in index)
             start = time_index_start(entries, timestamp_ms)
         start = log_start if start is None else max(start, log_start)
         if start >= hw:
             return None
-        return find_timestamp(self._engine, start, hw, log_start, timestamp_ms)
+        with self._naming_storage_errors():
+            return find_timestamp(self._engine, start, hw, log_start, timestamp_ms)
 
     # ------------------------------------------------------- removing batches
 

@@ -18,10 +18,15 @@ run one at a time in a single worker thread (``background=True``) or inline in t
 that triggered them (``background=False``, deterministic for tests).
 
 Recovery (``Engine.open``): refuse a directory that is not an engine's before writing
-anything; take the LOCK; recover the version from the manifest; replay the WAL from
-``log_number`` (a torn tail is cut and reported); flush what was replayed to L0; delete
-files no version references (tables written by a flush or compaction that crashed before
-its manifest edit).
+anything; take the LOCK; recover the version from the manifest; check that every file
+the data needs is there (tables: footer, index and meta block; WAL segments from
+``log_number``, and those live tables' value pointers need: present, valid header);
+replay the WAL from ``log_number`` (a torn tail is cut, reported in ``replay_report``
+and logged with its byte count); remove the clean-shutdown marker; flush what was
+replayed to L0; delete files no version references (tables written by a flush or
+compaction that crashed before its manifest edit). A damaged or missing file raises
+``CorruptionError`` / ``MissingFileError`` naming it. ``close`` writes the clean-shutdown
+marker last (see ``clean_marker``): after it, no damage is taken for a torn tail.
 
 A failed write or fsync (a full disk) does not stop the engine for good. The WAL is
 *failed* (``WriteAheadLog`` module doc): writes raise ``StorageUnavailableError``
@@ -40,7 +45,6 @@ failed state is entered, one when it is left.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -54,6 +58,7 @@ from sentinel.errors import (
     ValueTooLargeError,
 )
 from sentinel.fs import FS, DirLock, OsFS
+from sentinel.storage import clean_marker
 from sentinel.storage import manifest as manifest_mod
 from sentinel.storage.block_cache import BlockCache
 from sentinel.storage.entry import ABSENT, Entry, EntrySource
@@ -61,12 +66,13 @@ from sentinel.storage.files import (
     LOCK_NAME,
     join,
     table_name,
+    wal_name,
 )
 from sentinel.storage.iterators import live_entries, live_floor, merge_entries
 from sentinel.storage.maintenance import FrozenMemtable, Maintenance
 from sentinel.storage.memtable import Memtable
 from sentinel.storage.options import EngineOptions
-from sentinel.storage.recovery import inspect_directory, recover_files
+from sentinel.storage.recovery import check_pointer_segments, inspect_directory, recover_files
 from sentinel.storage.storage_health import StorageHealth
 from sentinel.storage.table_reader import TableReader
 from sentinel.storage.value_log import ValueLog, ValuePointer
@@ -168,12 +174,27 @@ class Engine:
     def _recover(self, recovered: manifest_mod.RecoveredState | None) -> None:
         fs, directory = self._fs, self._dir
         found = recover_files(fs, directory, recovered)
-        self.replay_report = found.replay_report
+        self.replay_report = report = found.replay_report
         version, log_number, first_segment = found.version, found.log_number, found.first_segment
-        for number in version.all_file_numbers():
-            self._readers[number] = TableReader.open(
-                fs, join(directory, table_name(number)), number, self._cache
+        try:
+            for number in version.all_file_numbers():
+                self._readers[number] = TableReader.open(
+                    fs, join(directory, table_name(number)), number, self._cache
+                )
+            check_pointer_segments(fs, directory, self.pointer_segment_ranges(), found.clean)
+        except BaseException:
+            for reader in self._readers.values():
+                reader.close()
+            raise
+        if report is not None and report.truncated_segment is not None:
+            log.warning(
+                "recovered %s: cut a torn tail of %d bytes from %s",
+                directory,
+                report.dropped_bytes,
+                wal_name(report.truncated_segment),
             )
+        # Before the first write: from here on a crash must be recovered as one.
+        clean_marker.remove(fs, directory)
         self._version = version
         self._next_file_number = found.next_file_number
         replayed = found.replayed
@@ -556,6 +577,9 @@ class Engine:
             if self._closed:
                 return
             self._maintenance.stop()
+            # The clean-shutdown marker claims every segment is whole: only when the
+            # final flush ran and the WAL closed with nothing unsynced.
+            clean = durable
             try:
                 if durable and self._wal.failed is not None:
                     # One last try, backoff or not: it makes the unsynced entries durable.
@@ -567,9 +591,12 @@ class Engine:
                     self._maintenance.flush_all()
             except (OSError, StorageUnavailableError) as exc:
                 log.warning("closing %s without a final flush: %r", self._dir, exc)
+                clean = False
             self._closed = True
-            with contextlib.suppress(WalFailedError):  # said above; synced entries are durable
+            try:
                 self._wal.close()
+            except WalFailedError:  # said above; synced entries are durable
+                clean = False
             self._manifest.close()
             with self._state:
                 readers = list(self._readers.values())
@@ -578,6 +605,12 @@ class Engine:
                 reader.close()
             self._maintenance.close_retired()
             self._values.close()
+            if clean and self._maintenance.failed is None and self._wal.failed is None:
+                # Last: everything written is synced and no segment is deleted after it.
+                try:
+                    clean_marker.write(self._fs, self._dir)
+                except OSError as exc:  # the next open replays as after a crash: safe
+                    log.warning("%s: no clean-shutdown record written: %r", self._dir, exc)
             self._lock.release()
 
     def __enter__(self) -> Engine:

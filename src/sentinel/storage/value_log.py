@@ -29,7 +29,7 @@ import threading
 from collections import OrderedDict
 
 from sentinel.codec.crc import crc32c
-from sentinel.errors import CorruptionError
+from sentinel.errors import CorruptionError, MissingFileError
 from sentinel.fs import FS, File
 from sentinel.storage.files import join, wal_name
 from sentinel.storage.wal_format import FRAME_HEAD, FRAME_LEN_TYPE
@@ -90,12 +90,13 @@ class ValueLog:
             if cached is not None:
                 self._frames.move_to_end(key)
                 return cached
+            path = join(self._dir, wal_name(segment))
             file = self._files.get(segment)
             if file is None:
-                file = self._files[segment] = self._fs.open_read(
-                    join(self._dir, wal_name(segment))
-                )
-        path = join(self._dir, wal_name(segment))
+                try:
+                    file = self._files[segment] = self._fs.open_read(path)
+                except FileNotFoundError:
+                    raise MissingFileError(path, "a WAL segment a value pointer needs") from None
         head = file.pread(offset, FRAME_HEAD.size)
         if len(head) < FRAME_HEAD.size:
             raise CorruptionError(path, f"entry at {offset}", "frame header past the end")

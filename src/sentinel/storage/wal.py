@@ -8,8 +8,9 @@ this module is the writer.
 Numbering: segment numbers are the WAL's own sequence. ``WriteAheadLog`` starts at the
 ``first_segment_number`` it is given, and every roll (automatic past ``segment_bytes``,
 or ``rotate``) takes ``current + 1``, unless the engine passes ``next_number`` to draw
-numbers from a space it owns (a shared file-number counter). Replay only needs "every
-segment with a number >= N", so gaps are fine; the numbers only have to grow.
+numbers from a space it owns (a shared file-number counter). Replay needs every segment
+from N on and refuses a gap (a missing segment is damage), unless told the numbers were
+drawn (``replay(..., contiguous=False)``); the engine uses the WAL's own numbering.
 
 Sync modes and what an ack from ``append`` means:
 

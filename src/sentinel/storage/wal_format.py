@@ -27,10 +27,17 @@ the checksum instead of only when the new length happens to run past the end.
 The header repeats the segment number so that a file copied or renamed onto the wrong
 name is refused. ``flags`` are reserved (written 0, ignored on read).
 
-Replay reads every segment numbered >= N in ascending order (numbers only grow; gaps are
-fine). The writer fsyncs a segment before it creates the next, so only the last segment
-can have a torn tail: replay cuts that tail off, and treats a bad entry anywhere else as
-corruption. ``replay`` must not run against a directory a live WAL writes.
+Replay reads the segments numbered >= N (the manifest's log number) in ascending order.
+The writer numbers its segments contiguously, so they must run N, N+1, ... without a gap:
+a missing one is damage (``MissingFileError``), never skipped. The writer fsyncs a segment
+before it creates the next, so only the newest segment can have a torn tail: bytes
+written after the last fsync when the process or the machine died. Replay cuts such a
+tail only if no valid frame follows the first bad one (a later frame whose CRC verifies
+means the damage is not a torn write but corruption, and it is refused). After a clean
+shutdown (``clean_marker``: the engine's close records every segment and its size) there
+is no torn tail at all: every listed segment must be there with its recorded size and
+every frame must verify. A bad entry or header anywhere else raises ``CorruptionError``.
+``replay`` must not run against a directory a live WAL writes.
 
 ``value_log`` reads single frames in place, with ``FRAME_HEAD`` and ``FRAME_LEN_TYPE``.
 """
@@ -38,11 +45,11 @@ corruption. ``replay`` must not run against a directory a live WAL writes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sentinel.codec.crc import crc32c
-from sentinel.errors import CorruptionError, UnsupportedFormatError
+from sentinel.errors import CorruptionError, MissingFileError, UnsupportedFormatError
 from sentinel.fs import FS
 from sentinel.storage.files import WAL_SUFFIX, join, parse_number, wal_name
 
@@ -51,6 +58,7 @@ FORMAT_VERSION = 1
 HEADER_SIZE = 20
 FRAME_HEADER_SIZE = 9
 ENTRY_FULL = 1
+ENTRY_FULL_BYTE = bytes([ENTRY_FULL])
 MAX_PAYLOAD_LIMIT = 0xFFFF_FFFF  # the length field is a u32
 
 _HEADER_BODY = struct.Struct("<4sHHQ")
@@ -147,34 +155,108 @@ def list_segments(fs: FS, directory: str) -> list[int]:
     return sorted(n for n in numbers if n is not None)
 
 
-def replay(fs: FS, directory: str, first_segment: int) -> tuple[list[bytes], ReplayReport]:
+def replay(
+    fs: FS,
+    directory: str,
+    first_segment: int,
+    clean: Mapping[int, int] | None = None,
+    *,
+    contiguous: bool = True,
+) -> tuple[list[bytes], ReplayReport]:
     """Every payload in the segments numbered >= ``first_segment``, in order.
 
-    A bad entry in the last segment is a torn tail: the segment is truncated at the last
-    whole entry and synced (a last segment shorter than a header, or a header-sized run
-    of zeros, is a torn create: it is removed). A bad entry or header anywhere else raises
-    ``CorruptionError``: that data was acknowledged and is never skipped silently.
+    ``clean`` is the clean-shutdown record (segment number -> size), or None after a
+    crash. After a crash, a bad entry in the last segment with no valid entry after it
+    is a torn tail: the segment is truncated at the last whole entry and synced (a last
+    segment shorter than a header, or a header-sized run of zeros, is a torn create: it
+    is removed). Anything else, a gap in the numbering, or (after a clean shutdown) any
+    difference from the record raises ``CorruptionError`` or ``MissingFileError``: that
+    data was acknowledged and is never skipped silently. ``contiguous=False`` is for a
+    WAL whose numbers a ``next_number`` hook drew (gaps expected; none is checked).
     """
     numbers = [n for n in list_segments(fs, directory) if n >= first_segment]
+    if contiguous:
+        _check_needed(directory, first_segment, numbers, clean)
     payloads: list[bytes] = []
     dropped = 0
     truncated: int | None = None
     for index, number in enumerate(numbers):
-        entries, cut = _replay_segment(fs, directory, number, index == len(numbers) - 1)
+        torn_ok = clean is None and index == len(numbers) - 1
+        recorded = None if clean is None else clean[number]
+        entries, cut = _replay_segment(fs, directory, number, torn_ok, recorded)
         payloads.extend(entries)
         if cut is not None:
             dropped, truncated = cut, number
     return payloads, ReplayReport(len(payloads), numbers, dropped, truncated)
 
 
+def _check_needed(
+    directory: str, first: int, numbers: list[int], clean: Mapping[int, int] | None
+) -> None:
+    """Refuse a gap in ``first..last`` (and, after a clean shutdown, any segment added
+    or removed since)."""
+    present = set(numbers)
+    if clean is not None:
+        listed = sorted(n for n in clean if n >= first)
+        extra = sorted(present - set(listed))
+        if extra:
+            raise CorruptionError(
+                join(directory, wal_name(extra[0])),
+                "segment",
+                "not in the clean-shutdown record (a file from elsewhere?)",
+            )
+        last = listed[-1] if listed else None
+    else:
+        last = numbers[-1] if numbers else None
+    if last is None:
+        return
+    for number in range(first, last + 1):
+        if number not in present:
+            raise MissingFileError(
+                join(directory, wal_name(number)),
+                f"WAL segment {number} is missing (segments {first} to {last} are needed)",
+            )
+
+
+def check_segment_size(path: str, size: int, recorded: int) -> None:
+    """After a clean shutdown a segment has exactly the size the record gives."""
+    if size != recorded:
+        raise CorruptionError(
+            path, "end of segment", f"{size} bytes, but {recorded} at the clean shutdown"
+        )
+
+
+def later_frame(data: bytes, start: int) -> int | None:
+    """The offset of the first frame at or after ``start`` whose CRC verifies, or None.
+
+    Used to tell a torn tail (nothing valid after the damage) from corruption."""
+    end = len(data)
+    unpack = FRAME_HEAD.unpack_from
+    # The type byte sits at frame offset 4: jump from one candidate 0x01 byte to the next.
+    position = data.find(ENTRY_FULL_BYTE, start + 4)
+    while position != -1:
+        offset = position - 4
+        if offset + FRAME_HEADER_SIZE <= end:
+            length, _kind, crc = unpack(data, offset)
+            body = offset + FRAME_HEADER_SIZE
+            if body + length <= end and crc == crc32c(
+                data[body : body + length], crc32c(data[offset : offset + 5])
+            ):
+                return offset
+        position = data.find(ENTRY_FULL_BYTE, position + 1)
+    return None
+
+
 def _replay_segment(
-    fs: FS, directory: str, number: int, last: bool
+    fs: FS, directory: str, number: int, torn_ok: bool, recorded: int | None
 ) -> tuple[list[bytes], int | None]:
     """(payloads, bytes cut off or None if the segment is whole)."""
     path = join(directory, wal_name(number))
     data = fs.read_all(path)
+    if recorded is not None:
+        check_segment_size(path, len(data), recorded)
     torn_create = len(data) < HEADER_SIZE or data[:HEADER_SIZE] == bytes(HEADER_SIZE)
-    if last and len(data) <= HEADER_SIZE and torn_create:
+    if torn_ok and len(data) <= HEADER_SIZE and torn_create:
         fs.remove(path)
         fs.sync_dir(directory)
         return [], len(data)
@@ -182,8 +264,14 @@ def _replay_segment(
     payloads, good_end, problem = scan_entries(data)
     if problem is None:
         return payloads, None
-    if not last:
-        raise CorruptionError(path, f"entry {len(payloads)} at offset {good_end}", problem)
+    where = f"entry {len(payloads)} at offset {good_end}"
+    if not torn_ok:
+        raise CorruptionError(path, where, problem)
+    valid = later_frame(data, good_end + 1)
+    if valid is not None:
+        raise CorruptionError(
+            path, where, f"{problem}, and a valid entry follows at offset {valid}: not a torn tail"
+        )
     file = fs.open_append(path)
     try:
         file.truncate(good_end)
