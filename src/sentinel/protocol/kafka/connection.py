@@ -8,9 +8,10 @@ The driver feeds what the socket gave to ``receive_data`` and gets events back
 (``events``): a ``RequestReceived`` per decoded request, an ``UnsupportedRequest``
 for an API key or version outside ``versions.SUPPORTED``, or one terminal
 ``ConnectionClosed`` for a frame that is oversized (``max_frame_bytes``, checked on
-the size prefix, before the body is waited for) or does not decode. It answers every request, in any order, with ``send_response`` /
-``send_unsupported``; those return the bytes to write now, which are always in
-request order, because Kafka clients match responses to requests by position.
+the size prefix, before the body is waited for) or does not decode. It answers
+every request, in any order, with ``send_response`` / ``send_unsupported``; those
+return the bytes to write now, always in request order, because Kafka clients match
+responses to requests by position.
 
 Back-pressure: at most ``max_in_flight`` requests are handed out unanswered. Beyond
 that, complete frames stay buffered and ``reading_paused`` turns True (the driver
