@@ -1,0 +1,239 @@
+"""A sans-IO Kafka server connection: bytes in, typed requests out, responses to bytes.
+
+Framing, both directions::
+
+    [int32 size][size bytes: header, body]
+
+The driver feeds what the socket gave to ``receive_data`` and gets events back
+(``events``): a ``RequestReceived`` per decoded request, an ``UnsupportedRequest``
+for an API key or version outside ``versions.SUPPORTED``, or one terminal
+``ConnectionClosed`` for a frame that is oversized (``max_frame_bytes``, checked on
+the size prefix, before the body is waited for) or does not decode. It answers
+every request, in any order, with ``send_response`` / ``send_unsupported``; those
+return the bytes to write now, always in request order, because Kafka clients match
+responses to requests by position.
+
+Back-pressure: at most ``max_in_flight`` requests are handed out unanswered. Beyond
+that, complete frames stay buffered and ``reading_paused`` turns True (the driver
+stops reading the socket); after answering, ``receive_data(b"")`` hands out what was
+held back. A peer that keeps sending regardless is closed once the buffer passes
+``max_buffered_bytes``.
+
+The receive buffer is one reused ``bytearray`` consumed from a moving start offset
+and compacted only when the consumed part is at least half of it, so the work is
+linear in bytes received however the peer slices its writes.
+
+States: OPEN -> CLOSED (on a bad frame or ``close()``); in CLOSED, input is ignored
+and answers produce no bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from typing import Any
+
+from sentinel.errors import DecodeError, InvalidArgumentError
+from sentinel.protocol.kafka import serde, wire
+from sentinel.protocol.kafka.events import (
+    ConnectionClosed,
+    Event,
+    RequestReceived,
+    UnsupportedRequest,
+)
+from sentinel.protocol.kafka.headers import (
+    API_VERSIONS_KEY,
+    decode_request_header,
+    encode_response_header,
+    request_header_version,
+    response_header_version,
+)
+from sentinel.protocol.kafka.messages import REQUESTS, RESPONSES
+from sentinel.protocol.kafka.versions import (
+    UNSUPPORTED_VERSION,
+    api_versions_response,
+    supports,
+)
+
+__all__ = ["DEFAULT_MAX_FRAME_BYTES", "DEFAULT_MAX_IN_FLIGHT", "KafkaServerConnection"]
+
+DEFAULT_MAX_FRAME_BYTES = 100 * 1024 * 1024
+"""Kafka's ``socket.request.max.bytes`` default."""
+DEFAULT_MAX_IN_FLIGHT = 16
+_PRODUCE_KEY = 0
+_MIN_FRAME = 8  # api key, api version, correlation id
+_I32 = struct.Struct(">i")
+_FIXED = struct.Struct(">hhi")
+
+
+class _Slot:
+    """One answered-or-not request, in arrival order."""
+
+    __slots__ = ("correlation_id", "data", "done")
+
+    def __init__(self, correlation_id: int) -> None:
+        self.correlation_id = correlation_id
+        self.data = b""
+        self.done = False
+
+
+class KafkaServerConnection:
+    """The server side of one Kafka client connection, without IO."""
+
+    def __init__(self, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 max_buffered_bytes: int | None = None) -> None:
+        if max_frame_bytes < _MIN_FRAME or max_in_flight < 1:
+            raise InvalidArgumentError("max_frame_bytes must be >= 8 and max_in_flight >= 1")
+        self.max_frame_bytes = max_frame_bytes
+        self.max_in_flight = max_in_flight
+        self.max_buffered_bytes = (max_buffered_bytes if max_buffered_bytes is not None
+                                   else 2 * (max_frame_bytes + 4))
+        self._buf = bytearray()
+        self._start = 0
+        self._pending: deque[_Slot] = deque()
+        self._slots: dict[int, _Slot] = {}
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def in_flight(self) -> int:
+        """Requests handed out and not answered yet (or answered out of order)."""
+        return len(self._pending)
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while no more requests may be handed out: stop reading the socket."""
+        return self._closed or len(self._pending) >= self.max_in_flight
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buf) - self._start
+
+    def close(self) -> None:
+        self._closed = True
+        self._buf = bytearray()
+        self._start = 0
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Feed bytes from the socket; return the events they complete."""
+        if self._closed:
+            return []
+        self._buf += data
+        events: list[Event] = []
+        while len(self._pending) < self.max_in_flight:
+            event = self._next_frame()
+            if event is None:
+                break
+            events.append(event)
+            if isinstance(event, ConnectionClosed):
+                return events
+        self._compact()
+        if self.buffered_bytes > self.max_buffered_bytes:
+            events.append(self._fail(f"peer sent {self.buffered_bytes} bytes ahead of "
+                                     f"{len(self._pending)} unanswered requests"))
+        return events
+
+    def _compact(self) -> None:
+        if self._start == len(self._buf):
+            self._buf.clear()
+            self._start = 0
+        elif self._start and self._start * 2 >= len(self._buf):
+            del self._buf[: self._start]
+            self._start = 0
+
+    def _fail(self, reason: str) -> ConnectionClosed:
+        self.close()
+        return ConnectionClosed(reason)
+
+    def _next_frame(self) -> Event | None:
+        avail = len(self._buf) - self._start
+        if avail < 4:
+            return None
+        (size,) = _I32.unpack_from(self._buf, self._start)
+        if size > self.max_frame_bytes:
+            return self._fail(f"frame of {size} bytes exceeds the {self.max_frame_bytes} limit")
+        if size < _MIN_FRAME:
+            return self._fail(f"frame of {size} bytes is shorter than a request header")
+        if avail < 4 + size:
+            return None
+        begin = self._start + 4
+        frame = self._buf[begin : begin + size]
+        self._start = begin + size
+        return self._decode_frame(frame)
+
+    def _decode_frame(self, frame: bytearray) -> Event:
+        api_key, api_version, correlation_id = _FIXED.unpack_from(frame, 0)
+        if correlation_id in self._slots:
+            return self._fail(f"correlation id {correlation_id} reused while in flight")
+        if not supports(api_key, api_version):
+            self._track(correlation_id)
+            return UnsupportedRequest(api_key, api_version, correlation_id)
+        r = wire.Reader(frame)
+        try:
+            header = decode_request_header(r, request_header_version(api_key, api_version))
+            request = serde.decode_body(r, REQUESTS[api_key], api_version)
+        except DecodeError as exc:
+            return self._fail(f"api {api_key} v{api_version} correlation id "
+                              f"{correlation_id}: {exc}")
+        self._track(correlation_id)
+        expects = not (api_key == _PRODUCE_KEY and request.acks == 0)
+        return RequestReceived(api_key, api_version, correlation_id, header.client_id,
+                               request, expects)
+
+    def _track(self, correlation_id: int) -> None:
+        slot = _Slot(correlation_id)
+        self._pending.append(slot)
+        self._slots[correlation_id] = slot
+
+    def send_response(self, request: RequestReceived, response: Any) -> bytes:
+        """Encode the answer to ``request``; return the bytes now writable, in order.
+
+        ``response`` is the API's response value class. Raises ``InvalidArgumentError``
+        for a request not in flight here or a response that does not encode.
+        """
+        if self._closed:
+            return b""
+        data = b""
+        if request.expects_response:
+            out = bytearray(4)
+            encode_response_header(
+                out, request.correlation_id,
+                response_header_version(request.api_key, request.api_version))
+            serde.encode_into(out, RESPONSES[request.api_key], request.api_version, response)
+            _I32.pack_into(out, 0, len(out) - 4)
+            data = bytes(out)
+        return self._complete(request.correlation_id, data)
+
+    def send_unsupported(self, event: UnsupportedRequest) -> bytes:
+        """Answer an unsupported request with UNSUPPORTED_VERSION.
+
+        ApiVersions (any version) gets a full v0 response with the versions we do
+        speak, as Kafka brokers answer, so the client can pick one. Any other API
+        gets a v0 header and the bare error code.
+        """
+        if self._closed:
+            return b""
+        out = bytearray(4)
+        encode_response_header(out, event.correlation_id, 0)
+        if event.api_key == API_VERSIONS_KEY:
+            serde.encode_into(out, RESPONSES[API_VERSIONS_KEY], 0,
+                              api_versions_response(UNSUPPORTED_VERSION))
+        else:
+            out += struct.pack(">h", UNSUPPORTED_VERSION)
+        _I32.pack_into(out, 0, len(out) - 4)
+        return self._complete(event.correlation_id, bytes(out))
+
+    def _complete(self, correlation_id: int, data: bytes) -> bytes:
+        slot = self._slots.pop(correlation_id, None)
+        if slot is None:
+            raise InvalidArgumentError(f"correlation id {correlation_id} is not in flight")
+        slot.data = data
+        slot.done = True
+        ready: list[bytes] = []
+        while self._pending and self._pending[0].done:
+            ready.append(self._pending.popleft().data)
+        return b"".join(ready)
