@@ -166,7 +166,9 @@ class Leadership:
             pr.recent_active = True
             pr.paused = False
             if pr.match < c.log.log_end:
-                self.send_append(m.src)
+                # An empty append in REPLICATE finds out whether earlier ones were lost:
+                # the follower rejects it if so, and the leader backs up (etcd's way).
+                self.send_append(m.src, allow_empty=True)
         elif isinstance(m, AppendEntriesResponse):
             pr.recent_active = True
             if m.success:
