@@ -31,6 +31,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from sentinel.errors import SentinelError
 from sentinel.raft.core import RaftCore
 from sentinel.raft.errors import NotLeaderError, ProposalRefusedError
 from sentinel.raft.log import Entry, MemoryLog
@@ -41,7 +42,7 @@ from sentinel.raft.state import HardState, RaftConfig, Ready, Role
 TICK = 10  # virtual time units per tick
 
 
-class SafetyViolation(AssertionError):
+class InvariantViolationError(AssertionError):
     pass
 
 
@@ -58,6 +59,20 @@ class SimParams:
     propose_every: int = 30
     membership: bool = True
     transfers: bool = True
+
+
+PROFILES = {
+    "default": SimParams(),
+    "calm": SimParams(drop=0.01, duplicate=0.0, crash_rate=0.0, partition_every=1_000),
+    "churn": SimParams(crash_rate=0.02, partition_every=150),
+    "lossy": SimParams(drop=0.2, duplicate=0.1, max_delay=60),
+}
+
+
+def params_for(seed: int) -> tuple[str, SimParams]:
+    """Each seed draws its fault profile, so a range of seeds covers them all."""
+    name = sorted(PROFILES)[random.Random(seed ^ 0x5EED).randrange(len(PROFILES))]
+    return name, PROFILES[name]
 
 
 class SimStorage:
@@ -91,17 +106,18 @@ def chain(entries: list[Entry]) -> dict[int, int]:
 class NodeView:
     chain: dict[int, int] = field(default_factory=dict)
     durable_chain: dict[int, int] = field(default_factory=dict)
+    changed: bool = True  # the log changed since the last log-matching check
     next_apply: int = 0
 
 
 class Simulation:
     def __init__(self, seed: int, params: SimParams | None = None) -> None:
         self.seed = seed
-        self.p = params or SimParams()
+        self.profile, self.p = ("given", params) if params else params_for(seed)
         self.rng = random.Random(seed)
         self.ids = list(range(1, self.p.nodes + 1))
         self.voters = frozenset(self.ids)
-        self.config = RaftConfig(election_ticks=10, heartbeat_ticks=2)
+        self.config = RaftConfig(election_ticks=10, heartbeat_ticks=2, max_entries_per_message=2)
         self.storage = {i: SimStorage() for i in self.ids}
         self.nodes: dict[int, RaftCore] = {}
         self.view = {i: NodeView() for i in self.ids}
@@ -141,6 +157,7 @@ class Simulation:
         v = self.view[i]
         v.chain = chain(s.log.all_entries())
         v.next_apply = s.log.log_start
+        v.changed = True
         self.down.discard(i)
 
     def _crash(self, i: int, where: str) -> None:
@@ -163,7 +180,10 @@ class Simulation:
     def _input(self, i: int, what: str, fn: Any) -> None:
         core = self.nodes[i]
         self.trace.append(f"{self.now} n{i} {what}")
-        fn(core)
+        try:
+            fn(core)
+        except SentinelError as e:
+            self.fail(f"node {i} raised {type(e).__name__}: {e}")
         if core.has_ready():
             self._handle_ready(i, core.ready())
         if i not in self.down:
@@ -173,6 +193,7 @@ class Simulation:
         core, s, v = self.nodes[i], self.storage[i], self.view[i]
         if rd.must_sync:
             v.chain = chain(s.log.all_entries())
+            v.changed = True
         if self.faults and self.rng.random() < self.p.crash_rate:
             self._crash(i, "before persist")
             return
@@ -206,25 +227,19 @@ class Simulation:
 
     def fail(self, what: str) -> None:
         trace = "\n".join(self.trace)
-        raise SafetyViolation(
-            f"seed {self.seed} at t={self.now}: {what}\nlast events:\n{trace}\n"
+        raise InvariantViolationError(
+            f"seed {self.seed} ({self.profile}) at t={self.now}: {what}\nlast events:\n{trace}\n"
             f"replay: RAFT_SEED={self.seed} pytest tests/raft/test_sim.py::test_replay"
         )
 
     def check(self, i: int) -> None:
         core, v = self.nodes[i], self.view[i]
-        if core.role is Role.LEADER:
-            if self.leaders.setdefault(core.term, i) != i:
-                self.fail(f"two leaders in term {core.term}: {self.leaders[core.term]} and {i}")
+        if core.role is Role.LEADER and self.leaders.setdefault(core.term, i) != i:
+            self.fail(f"two leaders in term {core.term}: {self.leaders[core.term]} and {i}")
         log = core.log
-        prev = log.start_term  # log matching: same (base, term) => same prefix hash
-        for e in log.entries(log.log_start, 1 << 30):
-            h = v.chain[e.end]
-            if self.seen.setdefault((e.base, e.term), h) != h:
-                self.fail(f"log matching: node {i} batch ({e.base}, {e.term}) differs")
-            if e.term < prev:
-                self.fail(f"node {i}: terms go down at {e.base}")
-            prev = e.term
+        if v.changed:
+            v.changed = False
+            self._check_log_matching(i)
         c = core.commit
         if c > log.log_start or c == self.commit_end:
             self._check_commit(i, c)
@@ -241,6 +256,18 @@ class Simulation:
             held = sum(1 for j in self.ids if self.view[j].durable_chain.get(self.commit_end) == h)
             if held < majority(len(self.ids)):
                 self.fail(f"committed prefix {self.commit_end} is durable on {held} nodes only")
+
+    def _check_log_matching(self, i: int) -> None:
+        """Same (base, term) => same batch and same prefix (the hash chain says so)."""
+        log, ch, seen = self.nodes[i].log, self.view[i].chain, self.seen
+        prev = log.start_term
+        for e in log.entries(log.log_start, 1 << 30):
+            h = ch[e.end]
+            if seen.setdefault((e.base, e.term), h) != h:
+                self.fail(f"log matching: node {i} batch ({e.base}, {e.term}) differs")
+            if e.term < prev:
+                self.fail(f"node {i}: terms go down at {e.base}")
+            prev = e.term
 
     def _check_commit(self, i: int, c: int) -> None:
         v, g = self.view[i], self.commit_end
@@ -377,10 +404,9 @@ class Simulation:
                 self._propose(data)
             elif kind == "partition":
                 self._partition()
-            elif kind == "restart":
-                if data in self.down:
-                    self.trace.append(f"{t} restart {data}")
-                    self._start(data)
+            elif kind == "restart" and data in self.down:
+                self.trace.append(f"{t} restart {data}")
+                self._start(data)
         self.now = max(self.now, until)
         if self.faults:
             for i in self.ids:
