@@ -178,3 +178,51 @@ def test_truncating_a_committed_entry_is_refused() -> None:
     f = RaftCore(2, frozenset({1, 2, 3}), log, random.Random(0), hard_state=HardState(1, None, 4))
     with pytest.raises(SafetyViolationError):
         f.truncate(2)
+
+
+def test_figure8_scenario_old_entry_on_majority_is_overwritten_safely() -> None:
+    """Figure 8, played out: "(c) S1 is restarted, elected leader, and continues
+    replication. At this point, the log entry from term 2 has been replicated on a
+    majority of the servers, but it is not committed. If S1 crashes as in (d), S5 could
+    be elected leader ... and overwrite the entry with its own entry from term 3."
+    (Our leaders start with a no-op, so the terms are shifted by one; entries go out
+    one per message so the old entry can reach a majority before the new one.)"""
+    c = Cluster(5, config=RaftConfig(pre_vote=False, check_quorum=False,
+                                     max_entries_per_message=1))
+
+    def elect(i: int) -> RaftCore:
+        for _ in range(3):
+            c.nodes[i].campaign(pre=False)
+            c.drain()
+            if c.nodes[i].role is Role.LEADER:
+                return c.nodes[i]
+        raise AssertionError(f"{i} was not elected")
+
+    s1 = elect(1)  # (a) S1 leads; X reaches S2 only
+    c.cut = {(1, 3), (1, 4), (1, 5)}
+    x = s1.propose(b"X")
+    c.drain()
+    assert c.logs[2].term_at(x.base) == s1.term
+    c.crash(1)  # (b) S5 is elected by S3, S4, S5; its entry at X's offset reaches no one
+    c.heal()
+    c.drop = lambda m: isinstance(m, AppendEntries) and m.src == 5
+    s5 = elect(5)
+    assert c.logs[5].term_at(x.base) == s5.term
+    c.crash(5)  # (c) S1 restarts, is elected, gets X on S3 (a majority with S1, S2),
+    # and its new entry on S2 only...
+    c.start(1)
+    c.drop = lambda m: isinstance(m, AppendEntries) and (
+        m.dst == 4 or (m.dst == 3 and any(e.term > 1 for e in m.entries)
+                       and c.logs[3].log_end > x.base))
+    s1 = elect(1)
+    assert c.logs[3].term_at(x.base) == 1 and c.logs[2].term_at(x.base) == 1
+    assert s1.commit == x.base  # ...but X is not committed: it is of an older term
+    c.crash(1)  # (d) S5 restarts, wins with S3, S4 and overwrites X everywhere
+    c.start(5)
+    c.drop = lambda m: False
+    s5 = elect(5)
+    c.drain()
+    for i in (2, 3, 4, 5):
+        assert batches(c.nodes[i]) == batches(s5)
+        assert c.logs[i].term_at(x.base) != 1
+    assert all(b"X" not in [e.data for e in c.applied[i]] for i in c.ids)
