@@ -14,7 +14,8 @@ time, and 1,000 seeds must fit in ``make test``). The contract it models is the 
 ``PartitionLog`` gives (append visible at once, durable after sync, truncate durable
 after sync).
 
-After every event the checker asserts: at most one leader per term; log matching
+After every event the checker asserts: at most one leader per term, and one granted
+vote per node and term (across crashes); log matching
 (same base and term => same batch and same prefix, by a hash chain); leader
 completeness (a leader holds every entry committed in an earlier term); state-machine
 safety (every node applies the same batch at the same offsets); a committed entry is
@@ -35,7 +36,7 @@ from sentinel.errors import SentinelError
 from sentinel.raft.core import RaftCore
 from sentinel.raft.errors import NotLeaderError, ProposalRefusedError
 from sentinel.raft.log import Entry, MemoryLog
-from sentinel.raft.messages import Message
+from sentinel.raft.messages import Message, RequestVoteResponse
 from sentinel.raft.quorum import majority
 from sentinel.raft.state import HardState, RaftConfig, Ready, Role
 
@@ -59,6 +60,9 @@ class SimParams:
     propose_every: int = 30
     membership: bool = True
     transfers: bool = True
+    pre_vote: bool = True
+    check_quorum: bool = True
+    slow: float = 0.0  # the share of messages held up to 10x max_delay
 
 
 PROFILES = {
@@ -66,6 +70,10 @@ PROFILES = {
     "calm": SimParams(drop=0.01, duplicate=0.0, crash_rate=0.0, partition_every=1_000),
     "churn": SimParams(crash_rate=0.02, partition_every=150),
     "lossy": SimParams(drop=0.2, duplicate=0.1, max_delay=60),
+    # Plain Raft (no pre-vote, no check-quorum): many split votes, voters crashing
+    # between granting and the next request of the same term.
+    "split": SimParams(crash_rate=0.03, max_delay=40, slow=0.1, pre_vote=False,
+                       check_quorum=False),
 }
 
 
@@ -117,7 +125,10 @@ class Simulation:
         self.rng = random.Random(seed)
         self.ids = list(range(1, self.p.nodes + 1))
         self.voters = frozenset(self.ids)
-        self.config = RaftConfig(election_ticks=10, heartbeat_ticks=2, max_entries_per_message=2)
+        self.config = RaftConfig(
+            election_ticks=10, heartbeat_ticks=2, max_entries_per_message=2,
+            pre_vote=self.p.pre_vote, check_quorum=self.p.check_quorum,
+        )
         self.storage = {i: SimStorage() for i in self.ids}
         self.nodes: dict[int, RaftCore] = {}
         self.view = {i: NodeView() for i in self.ids}
@@ -137,6 +148,7 @@ class Simulation:
         self.commit_end = 0
         self.marks: list[list[int]] = []  # [term, committed end] per term observed
         self.applied: dict[int, tuple[int, int, bytes]] = {}
+        self.votes: dict[tuple[int, int], int] = {}
         self.proposed = 0
         for i in self.ids:
             self._start(i)
@@ -166,14 +178,19 @@ class Simulation:
         self.down.add(i)
         self.storage[i].crash()
         self.view[i].chain = dict(self.view[i].durable_chain)
-        self._at(self.now + self.rng.randrange(50, 600), "restart", i)
+        quick = self.rng.random() < 0.5  # a quick restart can rejoin the same election
+        delay = self.rng.randrange(2, 40) if quick else self.rng.randrange(50, 600)
+        self._at(self.now + delay, "restart", i)
 
     def send(self, m: Message) -> None:
         if (m.src, m.dst) in self.cut or (self.faults and self.rng.random() < self.p.drop):
             return
         copies = 2 if self.faults and self.rng.random() < self.p.duplicate else 1
         for _ in range(copies):
-            self._at(self.now + 1 + self.rng.randrange(self.p.max_delay), "deliver", m)
+            delay = 1 + self.rng.randrange(self.p.max_delay)
+            if self.faults and self.rng.random() < self.p.slow:
+                delay *= 10
+            self._at(self.now + delay, "deliver", m)
 
     # ------------------------------------------------------------ the driver
 
@@ -206,6 +223,11 @@ class Simulation:
             self._crash(i, "after persist, before send")
             return
         for m in rd.messages:
+            if isinstance(m, RequestVoteResponse) and m.granted:
+                # One vote per term, even across crashes (the vote was persisted).
+                if self.votes.setdefault((m.src, m.term), m.dst) != m.dst:
+                    self.fail(f"node {i} voted for {self.votes[(m.src, m.term)]} and "
+                              f"{m.dst} in term {m.term}")
             self.send(m)
         if rd.log_reset is not None:
             v.next_apply = rd.log_reset
