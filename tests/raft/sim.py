@@ -63,6 +63,7 @@ class SimParams:
     pre_vote: bool = True
     check_quorum: bool = True
     slow: float = 0.0  # the share of messages held up to 10x max_delay
+    retention_every: int = 0  # a node drops a prefix of what it applied (0: never)
 
 
 PROFILES = {
@@ -72,6 +73,10 @@ PROFILES = {
     "lossy": SimParams(drop=0.2, duplicate=0.1, max_delay=60),
     # Plain Raft (no pre-vote, no check-quorum): many split votes, voters crashing
     # between granting and the next request of the same term.
+    # Retention: nodes drop applied prefixes, laggards restart from a leader's log
+    # start. Without membership changes: a config entry below the log start needs the
+    # snapshot that is not built yet.
+    "retention": SimParams(retention_every=60, membership=False, crash_rate=0.01),
     "split": SimParams(crash_rate=0.03, max_delay=40, slow=0.1, pre_vote=False,
                        check_quorum=False),
 }
@@ -84,27 +89,42 @@ def params_for(seed: int) -> tuple[str, SimParams]:
 
 
 class SimStorage:
-    """A node's disk: a volatile ``MemoryLog`` and what was synced of it."""
+    """A node's disk: a volatile ``MemoryLog`` and what was synced of it. ``start_hash``
+    is the checker's hash of the prefix retention removed (see ``chain``)."""
 
     def __init__(self) -> None:
         self.log = MemoryLog()
-        self.durable: tuple[int, int, list[Entry]] = (0, 0, [])
+        self.start_hash = 0
+        self.durable: tuple[int, int, int, list[Entry]] = (0, 0, 0, [])
         self.hard = HardState()
 
     def sync(self) -> None:
-        self.durable = (self.log.log_start, self.log.start_term, self.log.all_entries())
+        log = self.log
+        self.durable = (log.log_start, log.start_term, self.start_hash, log.all_entries())
 
     def crash(self) -> None:
-        start, start_term, entries = self.durable
+        start, start_term, self.start_hash, entries = self.durable
         self.log = MemoryLog(start, start_term)
         self.log.append(entries)
 
+    def trim(self, offset: int, start_hash: int) -> None:
+        """Retention to the boundary ``offset`` (below what is durable): durable at once."""
+        self.log.trim_prefix(offset)
+        start, start_term, _, entries = self.durable
+        kept = [e for e in entries if e.base >= offset]
+        gone = [e for e in entries if e.base < offset]
+        if gone:
+            start, start_term = gone[-1].end, gone[-1].term
+        self.durable = (start, start_term, start_hash, kept)
+        self.start_hash = start_hash
 
-def chain(entries: list[Entry]) -> dict[int, int]:
-    """Prefix end -> hash of the whole prefix (log matching in O(1) per entry)."""
-    out: dict[int, int] = {}
-    h = 0
-    for e in entries:
+
+def chain(log: MemoryLog, seed: int) -> dict[int, int]:
+    """Prefix end -> hash of the whole prefix (log matching in O(1) per entry); a log
+    that starts past 0 starts from the hash of the prefix that was removed."""
+    out: dict[int, int] = {log.log_start: seed}
+    h = seed
+    for e in log.all_entries():
         h = hash((h, e.base, e.term, e.count, e.data, e.voters))
         out[e.end] = h
     return out
@@ -167,7 +187,7 @@ class Simulation:
             hard_state=s.hard, config=self.config,
         )
         v = self.view[i]
-        v.chain = chain(s.log.all_entries())
+        v.chain = chain(s.log, s.start_hash)
         v.next_apply = s.log.log_start
         v.changed = True
         self.down.discard(i)
@@ -208,8 +228,13 @@ class Simulation:
 
     def _handle_ready(self, i: int, rd: Ready) -> None:
         core, s, v = self.nodes[i], self.storage[i], self.view[i]
+        if rd.log_reset is not None:
+            if rd.log_reset not in self.committed:
+                self.fail(f"node {i} starts its log over at {rd.log_reset}, not committed")
+            s.start_hash = self.committed[rd.log_reset]
+            self.stats["log reset"] += 1
         if rd.must_sync:
-            v.chain = chain(s.log.all_entries())
+            v.chain = chain(s.log, s.start_hash)
             v.changed = True
         if self.faults and self.rng.random() < self.p.crash_rate:
             self._crash(i, "before persist")
@@ -223,10 +248,10 @@ class Simulation:
             self._crash(i, "after persist, before send")
             return
         for m in rd.messages:
-            if isinstance(m, RequestVoteResponse) and m.granted:
-                # One vote per term, even across crashes (the vote was persisted).
-                if self.votes.setdefault((m.src, m.term), m.dst) != m.dst:
-                    self.fail(f"node {i} voted for {self.votes[(m.src, m.term)]} and "
+            # One vote per node and term, even across crashes (the vote was persisted).
+            granted = isinstance(m, RequestVoteResponse) and m.granted
+            if granted and self.votes.setdefault((m.src, m.term), m.dst) != m.dst:
+                self.fail(f"node {i} voted for {self.votes[(m.src, m.term)]} and "
                               f"{m.dst} in term {m.term}")
             self.send(m)
         if rd.log_reset is not None:
@@ -364,6 +389,20 @@ class Simulation:
                     self.cut |= {(a, b), (b, a)}
         self.trace.append(f"{self.now} partition {sorted(side)}")
 
+    def _retention(self) -> None:
+        i = self.rng.choice(self.ids)
+        if i in self.down:
+            return
+        core, s = self.nodes[i], self.storage[i]
+        ends = [e.end for e in s.durable[3] if s.log.log_start < e.end <= core.applied]
+        if ends:
+            at = self.rng.choice(ends)
+            self.trace.append(f"{self.now} retention n{i} to {at}")
+            self.stats["retention"] += 1
+            s.trim(at, self.view[i].chain[at])
+            v = self.view[i]
+            v.durable_chain = {k: h for k, h in v.durable_chain.items() if k >= at}
+
     def run(self) -> None:
         p = self.p
         t = 0
@@ -378,6 +417,9 @@ class Simulation:
             self._at(t, "propose", kind)
         for t in range(p.partition_every, p.chaos_time, p.partition_every):
             self._at(t + self.rng.randrange(p.partition_every // 2), "partition", None)
+        if p.retention_every:
+            for t in range(p.retention_every, p.chaos_time, p.retention_every):
+                self._at(t, "retention", None)
         self._loop(p.chaos_time)
         self.heal()
         end = self.now + p.liveness_bound
@@ -424,6 +466,8 @@ class Simulation:
                     self._input(m.dst, repr(m), lambda c, m=m: c.step(m))
             elif kind == "propose":
                 self._propose(data)
+            elif kind == "retention":
+                self._retention()
             elif kind == "partition":
                 self._partition()
             elif kind == "restart" and data in self.down:
