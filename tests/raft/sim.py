@@ -444,10 +444,14 @@ class Simulation:
                   f"(leader {self._leader()}, commit {self.commit_end}, target {target})")
 
     def heal(self) -> None:
-        self.trace.append(f"{self.now} heal")
+        """Heal every partition and restart every node (each loses what it had not
+        persisted), then run without faults."""
+        self.trace.append(f"{self.now} heal, restart all")
         self.faults = False
         self.cut.clear()
-        for i in sorted(self.down):
+        for i in self.ids:
+            self.storage[i].crash()
+            self.view[i].chain = dict(self.view[i].durable_chain)
             self._start(i)
         self.events = [e for e in self.events if e[2] not in ("restart", "partition")]
         heapq.heapify(self.events)

@@ -370,9 +370,7 @@ class RaftCore:
         if self._pending is not None:
             raise SafetyViolationError(f"node {self.id}: ready() again before advance()")
         hs = self.hard_state
-        committed = tuple(
-            e for e in self.log.entries(self.applied, _SCAN) if e.end <= self.commit
-        ) if self.commit > self.applied else ()
+        committed = tuple(self._committed_entries())
         rd = Ready(
             hard_state=hs if hs != self._persisted else None,
             entries=tuple(self._new_entries),
@@ -388,6 +386,17 @@ class RaftCore:
         self._reset_at = None
         self._pending = rd
         return rd
+
+    def _committed_entries(self) -> list[Entry]:
+        out: list[Entry] = []
+        at, step = self.applied, self.cfg.max_entries_per_message
+        while at < self.commit:
+            chunk = [e for e in self.log.entries(at, step) if e.end <= self.commit]
+            if not chunk:
+                break
+            out.extend(chunk)
+            at = chunk[-1].end
+        return out
 
     def advance(self, rd: Ready) -> None:
         if rd is not self._pending:
