@@ -350,9 +350,11 @@ class Simulation:
         return best
 
     def _propose(self, kind: str) -> None:
-        i = self._leader()
-        if i is None:
+        # Any node that believes it leads, a stale one too (its entries must not stick).
+        leaders = [i for i in self.ids if i not in self.down and self.nodes[i].lead is not None]
+        if not leaders:
             return
+        i = self.rng.choice(leaders)
         self.proposed += 1
         n = self.proposed
 

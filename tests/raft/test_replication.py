@@ -226,3 +226,22 @@ def test_figure8_scenario_old_entry_on_majority_is_overwritten_safely() -> None:
         assert batches(c.nodes[i]) == batches(s5)
         assert c.logs[i].term_at(x.base) != 1
     assert all(b"X" not in [e.data for e in c.applied[i]] for i in c.ids)
+
+
+@pytest.mark.parametrize("from_log_start", [False, True])
+def test_append_overlapping_the_commit_is_checked_at_the_commit(from_log_start: bool) -> None:
+    """§5.3's consistency check, for a request whose prev lies inside our committed
+    prefix (a late or duplicated request): the committed prefix is the leader's, so
+    the check moves to the commit, with our term there (found by the simulator, seed
+    3306: the request's prev term was compared at the commit and a follower started
+    its log over with the wrong term)."""
+    log = MemoryLog()
+    log.append(entries(1, 2))  # offsets 0-1 term 1, 2-3 term 2
+    f = RaftCore(2, frozenset({1, 2, 3}), log, random.Random(0),
+                 hard_state=HardState(2, None, 4))
+    f.step(AppendEntries(2, 1, 2, prev_offset=2, prev_term=1,
+                         entries=(Entry(2, 2, 2, b"1"), Entry(4, 2, 2, b"x")),
+                         commit=6, from_log_start=from_log_start))
+    (resp,) = take(f).messages
+    assert isinstance(resp, AppendEntriesResponse) and resp.success and resp.match == 6
+    assert (log.log_start, log.log_end, f.commit) == (0, 6, 6)

@@ -264,18 +264,20 @@ class RaftCore:
         term matches prevLogTerm, it rejects; if an existing entry conflicts with a new
         one (same index but different terms), delete the existing entry and all that
         follow it"."""
-        prev, entries = m.prev_offset, m.entries
+        log = self.log
+        prev, prev_term, entries = m.prev_offset, m.prev_term, m.entries
         if prev < self.commit:
-            # The prefix up to our commit is the leader's; keep only what follows it.
+            # The prefix up to our commit is the leader's: check from there, with our
+            # own term at the commit, and keep only the entries that follow it.
             entries = tuple(e for e in entries if e.base >= self.commit)
             if not entries or entries[0].base != self.commit:
                 self._ack(m, self.commit)
                 return
             prev = self.commit
-        log = self.log
-        if prev > log.log_end or log.term_at(prev - 1) != m.prev_term:
+            prev_term = log.term_at(prev - 1) or 0
+        if prev > log.log_end or log.term_at(prev - 1) != prev_term:
             if m.from_log_start:
-                self._reset_log(prev, m.prev_term)
+                self._reset_log(prev, prev_term)
             else:
                 self._reject(m, prev)
                 return
