@@ -12,6 +12,7 @@ import posixpath
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from sentinel.broker.limits import TopicLimits
 from sentinel.broker.meta_store import MetaStore, TopicRecord
 from sentinel.broker.topic_config import (
     InvalidPartitionsError,
@@ -65,6 +66,7 @@ class TopicRegistry:
         engine_options: EngineOptions,
         default_config: TopicConfig,
         broker_count: int = 1,
+        limits: TopicLimits | None = None,
     ) -> None:
         self._fs = fs
         self._root = posixpath.join(data_dir, "topics")
@@ -74,9 +76,21 @@ class TopicRegistry:
         self._default_config = default_config
         self._broker_count = broker_count
         self._topics: dict[str, Topic] = {}
+        self.limits = limits
+
+    @property
+    def partition_total(self) -> int:
+        """Partitions of every topic together."""
+        return sum(len(t.partitions) for t in self._topics.values())
+
+    def _check_limit(self, adding: int, what: str) -> None:
+        if self.limits is not None:
+            self.limits.check_partitions(self.partition_total, adding, what)
 
     def open(self) -> None:
-        """Open every topic the meta store defines; remove orphan directories."""
+        """Open every topic the meta store defines; remove orphan directories.
+
+        The partition limit is not applied here: it bounds creation, never recovery."""
         self._fs.makedirs(self._root)
         for record in self._meta.topics():
             self._topics[record.name] = self._open_topic(record)
@@ -116,6 +130,7 @@ class TopicRegistry:
         self._default_config.with_overrides(configs)  # validate before anything is written
         if name in self._topics:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+        self._check_limit(partitions, f"creating topic {name!r} with {partitions} partitions")
         record = TopicRecord(name, partitions, replication_factor, configs)
         topic_dir = posixpath.join(self._root, name)
         if self._fs.exists(topic_dir):
@@ -134,6 +149,7 @@ class TopicRegistry:
             raise InvalidPartitionsError(
                 f"topic {name!r} has {current} partitions; the new total must be larger"
             )
+        self._check_limit(total - current, f"growing topic {name!r} to {total} partitions")
         for index in range(current, total):
             topic.partitions.append(
                 PartitionLog.open(

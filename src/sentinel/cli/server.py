@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from sentinel.broker.limits import raise_open_files_limit
 from sentinel.config import BrokerConfig, load_config
 from sentinel.errors import SentinelError
 from sentinel.server.app import SentinelApp
@@ -84,7 +85,23 @@ def _run(config: BrokerConfig) -> None:
 @click.option(
     "--auto-create-topics/--no-auto-create-topics",
     default=None,
-    help="Create a topic on first produce or subscribe. [default: on]",
+    help="Create an unknown topic on a produce, a metadata request that allows it, or a"
+    " subscription whose consumer asks. [default: on]",
+)
+@click.option(
+    "--max-auto-create-per-request",
+    type=int,
+    default=None,
+    help="Most topics one request may create implicitly; more: POLICY_VIOLATION."
+    f" [default: {_DEFAULTS.max_auto_create_per_request}]",
+)
+@click.option(
+    "--max-partitions",
+    type=int,
+    default=None,
+    help="Most partitions of all topics together; creation beyond: POLICY_VIOLATION"
+    " (recovery opens whatever is on disk). 0: derived from the open-files limit"
+    " (RLIMIT_NOFILE, soft raised to hard at start). [default: 0]",
 )
 @click.option(
     "--default-partitions",
@@ -102,7 +119,16 @@ def _run(config: BrokerConfig) -> None:
     "--max-request-bytes",
     type=int,
     default=None,
-    help=f"Largest request accepted. [default: {_DEFAULTS.max_request_bytes}]",
+    help="Largest request accepted (gRPC's receive limit): what one produce may carry."
+    f" [default: {_DEFAULTS.max_request_bytes}]",
+)
+@click.option(
+    "--max-request-bytes-in-flight",
+    type=int,
+    default=None,
+    help="Request bytes the broker holds at once (Kafka's queued.max.request.bytes); a"
+    " request that does not fit waits up to its deadline (30 s at most), then"
+    f" THROTTLING_QUOTA_EXCEEDED. [default: {_DEFAULTS.max_request_bytes_in_flight}]",
 )
 @click.option(
     "--retention-check-interval-s",
@@ -116,6 +142,13 @@ def _run(config: BrokerConfig) -> None:
     default=None,
     help="Smallest consumer session timeout accepted."
     f" [default: {_DEFAULTS.group_min_session_timeout_ms}]",
+)
+@click.option(
+    "--group-max-session-timeout-ms",
+    type=int,
+    default=None,
+    help="Largest consumer session timeout accepted."
+    f" [default: {_DEFAULTS.group_max_session_timeout_ms}]",
 )
 @click.option(
     "--group-initial-rebalance-delay-ms",
@@ -138,6 +171,8 @@ def _run(config: BrokerConfig) -> None:
 )
 def main(config_file: str | None, **flags: Any) -> None:
     """Run a Sentinel broker: a commit log with a gRPC API and Prometheus metrics."""
+    # First of all: a broker must be able to reopen every partition it ever created.
+    open_files = raise_open_files_limit()
     try:
         config = load_config(flags, config_file)
     except SentinelError as exc:
@@ -147,6 +182,7 @@ def main(config_file: str | None, **flags: Any) -> None:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("sentinel.server").info("open files limit: %d", open_files)
     try:
         _run(config)
     except SentinelError as exc:

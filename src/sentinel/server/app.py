@@ -68,6 +68,10 @@ class SentinelApp:
             ("grpc.max_receive_message_length", self.config.max_request_bytes),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
+            # No bandwidth-delay probing: it grows each stream's receive window to many
+            # MB, so requests the broker has not admitted yet (the in-flight budget is
+            # full) would sit in gRPC's buffers instead of the senders'.
+            ("grpc.http2.bdp_probe", 0),
         ]
         self._server = grpc.aio.server(options=options)
         add_to_server(SentinelServicer(self.service, self.metrics), self._server)
@@ -78,7 +82,12 @@ class SentinelApp:
         # With --port 0 the metadata must advertise the port the kernel picked.
         self.config = replace(self.config, port=port)
         self.service.config = self.config
-        log.info("sentinel listening on %s:%d", self.config.host, port)
+        log.info(
+            "sentinel listening on %s:%d; at most %d partitions",
+            self.config.host,
+            port,
+            self.service.limits.max_partitions,
+        )
 
     async def stop(self) -> None:
         if self._server is not None:
