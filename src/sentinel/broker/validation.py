@@ -35,9 +35,7 @@ class Acks(enum.Enum):
         try:
             return cls(value)
         except ValueError:
-            raise InvalidRequiredAcksError(
-                f"acks={value} is not one of 0, 1 or -1 (all)"
-            ) from None
+            raise InvalidRequiredAcksError(f"acks={value} is not one of 0, 1 or -1 (all)") from None
 
 
 class InvalidRequiredAcksError(CallerError):

@@ -172,7 +172,7 @@ def _run(config: BrokerConfig) -> None:
 def main(config_file: str | None, **flags: Any) -> None:
     """Run a Sentinel broker: a commit log with a gRPC API and Prometheus metrics."""
     # First of all: a broker must be able to reopen every partition it ever created.
-    open_files = raise_open_files_limit()
+    raise_open_files_limit()
     try:
         config = load_config(flags, config_file)
     except SentinelError as exc:
@@ -182,7 +182,6 @@ def main(config_file: str | None, **flags: Any) -> None:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("sentinel.server").info("open files limit: %d", open_files)
     try:
         _run(config)
     except SentinelError as exc:

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from prometheus_client import start_http_server
 
+from sentinel.broker.limits import current_open_files_limit
 from sentinel.broker.service import BrokerService
 from sentinel.clock import Clock, SystemClock
 from sentinel.config import BrokerConfig
@@ -83,10 +84,11 @@ class SentinelApp:
         self.config = replace(self.config, port=port)
         self.service.config = self.config
         log.info(
-            "sentinel listening on %s:%d; at most %d partitions",
+            "sentinel listening on %s:%d; at most %d partitions; open files limit %d",
             self.config.host,
             port,
             self.service.limits.max_partitions,
+            current_open_files_limit(),
         )
 
     async def stop(self) -> None:

@@ -154,7 +154,9 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         """Reserve the largest request from the in-flight budget, read the request, keep
         what it weighs. None when the request was refused (the call is aborted)."""
         remaining = context.time_remaining()
-        wait = MAX_ADMISSION_WAIT_S if remaining is None else min(remaining, MAX_ADMISSION_WAIT_S)
+        # Refuse a little before the deadline, so that the caller hears why.
+        wait = MAX_ADMISSION_WAIT_S if remaining is None else remaining * 0.9
+        wait = min(wait, MAX_ADMISSION_WAIT_S)
         budget = self._service.request_budget
         try:
             reservation = await budget.reserve(self._service.config.max_request_bytes, wait)
