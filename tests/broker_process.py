@@ -14,13 +14,21 @@ from typing import IO
 
 READY = re.compile(r"sentinel-server ready grpc=([\d.]+):(\d+) metrics=(\d+)")
 START_TIMEOUT_S = 30.0
+_WITH_OPEN_FILES = (
+    "import resource, runpy, sys; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, ({0}, {0})); "
+    "sys.argv[0] = 'sentinel-server'; "
+    "runpy.run_module('sentinel.cli.server', run_name='__main__', alter_sys=True)"
+)
 
 
 class BrokerProcess:
-    """One broker process. ``address`` is ``127.0.0.1:PORT``."""
+    """One broker process. ``address`` is ``127.0.0.1:PORT``. ``open_files``: start it
+    with that RLIMIT_NOFILE, soft and hard (so that it cannot raise it)."""
 
-    def __init__(self, data_dir: Path, **flags: object) -> None:
+    def __init__(self, data_dir: Path, open_files: int | None = None, **flags: object) -> None:
         self.data_dir = data_dir
+        self.open_files = open_files
         self.flags = {
             "group-min-session-timeout-ms": 500,
             "retention-check-interval-s": 1,
@@ -42,10 +50,11 @@ class BrokerProcess:
 
     def command(self) -> list[str]:
         """The command line; port 0 (any free port) until the first start picks one."""
-        cmd = [
-            sys.executable,
-            "-m",
-            "sentinel.cli.server",
+        if self.open_files is None:
+            cmd = [sys.executable, "-m", "sentinel.cli.server"]
+        else:  # lower RLIMIT_NOFILE (soft and hard) first, then run the server module
+            cmd = [sys.executable, "-c", _WITH_OPEN_FILES.format(self.open_files)]
+        cmd += [
             "--host",
             "127.0.0.1",
             "--port",

@@ -36,10 +36,14 @@ class BrokerConfig:
     sync_mode: str = "always"  # always | interval | none
     sync_interval_ms: int = 100
     memtable_mb: int = 16  # per partition
-    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: int = 64 * 1024 * 1024  # one request (a produce) at most
+    max_request_bytes_in_flight: int = 128 * 1024 * 1024  # queued.max.request.bytes
+    max_partitions: int = 0  # all topics together; 0: derived from RLIMIT_NOFILE
+    max_auto_create_per_request: int = 10  # topics one produce / metadata / join may create
     retention_check_interval_s: float = 30.0
     group_initial_rebalance_delay_ms: int = 0
     group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1_800_000
     shutdown_grace_s: float = 8.0
     log_level: str = "info"
     # Start with a damaged partition offline (KAFKA_STORAGE_ERROR) instead of refusing.
@@ -56,6 +60,19 @@ class BrokerConfig:
             raise ConfigError("memtable_mb must be at least 1")
         if self.sync_interval_ms < 1:
             raise ConfigError("sync_interval_ms must be at least 1")
+        if self.max_request_bytes < 1024:
+            raise ConfigError("max_request_bytes must be at least 1024")
+        if self.max_request_bytes_in_flight < self.max_request_bytes:
+            raise ConfigError(
+                f"max_request_bytes_in_flight ({self.max_request_bytes_in_flight}) must be at "
+                f"least max_request_bytes ({self.max_request_bytes})"
+            )
+        if self.max_partitions < 0 or self.max_auto_create_per_request < 0:
+            raise ConfigError("max_partitions and max_auto_create_per_request must be >= 0")
+        if not 0 < self.group_min_session_timeout_ms <= self.group_max_session_timeout_ms:
+            raise ConfigError(
+                "need 0 < group_min_session_timeout_ms <= group_max_session_timeout_ms"
+            )
 
     @property
     def wal_sync_mode(self) -> SyncMode:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import enum
 import itertools
 import logging
 import posixpath
@@ -19,13 +18,28 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from sentinel.broker.group_config import GroupConfig
-from sentinel.broker.group_driver import GroupDriver
-from sentinel.broker.group_events import GroupDescription, OffsetAndMetadata, TopicPartition
+from sentinel.broker.group_driver import GroupDriver, GroupError
+from sentinel.broker.group_events import (
+    ErrorCode,
+    GroupDescription,
+    JoinCompleted,
+    OffsetAndMetadata,
+    TopicPartition,
+)
+from sentinel.broker.limits import TopicLimits, current_open_files_limit, partitions_for_open_files
 from sentinel.broker.meta_store import MetaStore
 from sentinel.broker.partitioner import default_partition
+from sentinel.broker.request_budget import RequestBudget
 from sentinel.broker.signal import Signal
-from sentinel.broker.topic_config import TopicConfig
+from sentinel.broker.topic_config import TopicConfig, validate_topic_name
 from sentinel.broker.topics import Topic, TopicRegistry, UnknownTopicOrPartitionError
+from sentinel.broker.validation import (
+    BROKER_DEFAULT,
+    Acks,
+    check_commit_offsets,
+    check_produce_partition,
+    topic_shape,
+)
 from sentinel.clock import Clock
 from sentinel.config import BrokerConfig
 from sentinel.errors import (
@@ -45,11 +59,7 @@ log = logging.getLogger(__name__)
 EARLIEST = -2
 LATEST = -1
 
-
-class Acks(enum.Enum):
-    NONE = 0
-    LEADER = 1
-    ALL = -1
+__all__ = ["EARLIEST", "LATEST", "Acks", "BrokerService", "FetchOutcome", "ProduceOutcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,13 @@ class BrokerService:
         self._meta: MetaStore | None = None
         self._registry: TopicRegistry | None = None
         self._groups: GroupDriver | None = None
+        self._group_config = GroupConfig()
+        # Request bytes in flight, over every front door (Kafka's queued.max.request.bytes).
+        self.request_budget = RequestBudget(config.max_request_bytes_in_flight)
+        self.limits = TopicLimits(
+            config.max_partitions or partitions_for_open_files(current_open_files_limit()),
+            config.max_auto_create_per_request,
+        )
         self.started = False
 
     # ------------------------------------------------------------ lifecycle
@@ -152,14 +169,23 @@ class BrokerService:
                 engine_options=engine_options,
                 default_config=TopicConfig(),
                 skip_damaged=self.config.skip_damaged,
+                limits=self.limits,
             )
             self._registry.open()
-            group_config = GroupConfig(
+            if self._registry.partition_total > self.limits.max_partitions:
+                log.warning(
+                    "the data directory holds %d partitions, more than the limit of %d "
+                    "(--max-partitions): all are open, no more can be created",
+                    self._registry.partition_total,
+                    self.limits.max_partitions,
+                )
+            self._group_config = GroupConfig(
                 min_session_timeout_s=self.config.group_min_session_timeout_ms / 1000.0,
+                max_session_timeout_s=self.config.group_max_session_timeout_ms / 1000.0,
                 initial_rebalance_delay_s=self.config.group_initial_rebalance_delay_ms / 1000.0,
             )
             self._groups = GroupDriver(
-                self._meta, self._registry.partition_count, self._clock, group_config
+                self._meta, self._registry.partition_count, self._clock, self._group_config
             )
             self._groups.start()
         except BaseException:
@@ -218,16 +244,21 @@ class BrokerService:
     def create_topic(
         self,
         name: str,
-        partitions: int = 0,
-        replication_factor: int = 0,
+        partitions: int = BROKER_DEFAULT,
+        replication_factor: int = BROKER_DEFAULT,
         configs: Mapping[str, str] | None = None,
     ) -> Topic:
-        return self.registry.create(
+        """Create a topic; -1 partitions or replication factor: the broker's default."""
+        if replication_factor == BROKER_DEFAULT:
+            replication_factor = self.config.default_replication_factor
+        topic = self.registry.create(
             name,
-            partitions or self.config.default_partitions,
-            replication_factor or self.config.default_replication_factor,
+            topic_shape(partitions, self.config.default_partitions),
+            replication_factor,
             configs,
         )
+        self.groups.partitions_changed(name)  # groups subscribed before it existed
+        return topic
 
     def delete_topic(self, name: str) -> None:
         topic = self.registry.get(name)
@@ -244,17 +275,32 @@ class BrokerService:
         return topic
 
     def topic(self, name: str, *, auto_create: bool = False) -> Topic:
-        found = self.registry.find(name)
-        if found is not None:
-            return found
-        if auto_create and self.config.auto_create_topics:
-            return self.create_topic(name)
-        return self.registry.get(name)  # raises UnknownTopicOrPartitionError
+        return self.topics([name], auto_create=auto_create)[0]
 
     def topics(self, names: Sequence[str] = (), *, auto_create: bool = False) -> list[Topic]:
+        """The named topics (none named: all). ``auto_create`` (and --auto-create-topics):
+        create the unknown ones with the broker's defaults, at most
+        --max-auto-create-per-request of them, all or none."""
         if not names:
             return list(self.registry)
-        return [self.topic(name, auto_create=auto_create) for name in names]
+        if auto_create and self.config.auto_create_topics:
+            self._create_missing(names)
+        return [self.registry.get(name) for name in names]
+
+    def _create_missing(self, names: Sequence[str]) -> None:
+        unknown = [name for name in dict.fromkeys(names) if self.registry.find(name) is None]
+        if not unknown:
+            return
+        self.limits.check_auto_create(len(unknown))
+        for name in unknown:
+            validate_topic_name(name)
+        self.limits.check_partitions(
+            self.registry.partition_total,
+            len(unknown) * self.config.default_partitions,
+            f"auto-creating {len(unknown)} topics",
+        )
+        for name in unknown:
+            self.create_topic(name)
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog:
         return self.registry.get(topic).partition(partition)
@@ -266,10 +312,15 @@ class BrokerService:
         topic_name: str,
         partition: int,
         batches: bytes,
-        acks: Acks = Acks.LEADER,
+        acks: Acks | int = Acks.LEADER,
         key_hint: bytes | None = None,
     ) -> ProduceOutcome:
-        """Append the concatenated RecordBatch v2 ``batches`` to one partition."""
+        """Append the concatenated RecordBatch v2 ``batches`` to one partition.
+
+        ``partition`` -1: the broker picks. ``acks``: an ``Acks`` or Kafka's 0, 1, -1."""
+        check_produce_partition(partition)
+        if not isinstance(acks, Acks):
+            acks = Acks.parse(acks)
         topic = self.topic(topic_name, auto_create=True)
         if partition < 0:
             count = len(topic.partitions)
@@ -395,10 +446,52 @@ class BrokerService:
         generation: int,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
     ) -> None:
+        check_commit_offsets((t, p, om.offset) for (t, p), om in offsets.items())
         for topic, partition in offsets:
             # Unknown topic or partition: refuse (an offline one may still commit).
             self.registry.get(topic).check_partition(partition)
         await self.groups.commit(group_id, member_id, generation, offsets)
+
+    async def join_group(
+        self,
+        group_id: str,
+        member_id: str,
+        *,
+        client_id: str,
+        topics: Sequence[str],
+        assignor: str,
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int = 0,
+        auto_create_topics: bool = False,
+    ) -> JoinCompleted:
+        """Join with a subscription; returns when the rebalance completes.
+
+        The session timeout must lie within the group.min/max.session.timeout.ms bounds;
+        a rebalance timeout of 0 means the session timeout. The subscribed topics are
+        created only when the consumer asks (``auto_create_topics``, Kafka's consumer
+        ``allow.auto.create.topics``) and --auto-create-topics is on; otherwise an
+        unknown topic is assigned once it is created."""
+        cfg = self._group_config
+        session_s = session_timeout_ms / 1000.0
+        if not cfg.min_session_timeout_s <= session_s <= cfg.max_session_timeout_s:
+            raise GroupError(
+                ErrorCode.INVALID_SESSION_TIMEOUT,
+                f"session timeout {session_timeout_ms} ms is outside "
+                f"{self.config.group_min_session_timeout_ms}.."
+                f"{self.config.group_max_session_timeout_ms} ms "
+                "(--group-min-session-timeout-ms, --group-max-session-timeout-ms)",
+            )
+        if auto_create_topics:
+            self.topics(topics, auto_create=True)
+        return await self.groups.join(
+            group_id,
+            member_id,
+            client_id=client_id,
+            topics=topics,
+            assignor=assignor,
+            session_timeout_s=session_s,
+            rebalance_timeout_s=(rebalance_timeout_ms or session_timeout_ms) / 1000.0,
+        )
 
     def all_lags(self) -> Iterator[tuple[str, PartitionLagInfo]]:
         for listing in self.groups.list_groups():

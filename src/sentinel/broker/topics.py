@@ -20,6 +20,7 @@ import posixpath
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from sentinel.broker.limits import TopicLimits
 from sentinel.broker.meta_store import MetaStore, TopicRecord
 from sentinel.broker.topic_config import (
     InvalidPartitionsError,
@@ -124,6 +125,7 @@ class TopicRegistry:
         default_config: TopicConfig,
         broker_count: int = 1,
         skip_damaged: bool = False,
+        limits: TopicLimits | None = None,
     ) -> None:
         self._fs = fs
         self._root = posixpath.join(data_dir, "topics")
@@ -134,12 +136,23 @@ class TopicRegistry:
         self._broker_count = broker_count
         self._skip_damaged = skip_damaged
         self._topics: dict[str, Topic] = {}
+        self.limits = limits
+
+    @property
+    def partition_total(self) -> int:
+        """Partitions of every topic together."""
+        return sum(len(t.partitions) for t in self._topics.values())
+
+    def _check_limit(self, adding: int, what: str) -> None:
+        if self.limits is not None:
+            self.limits.check_partitions(self.partition_total, adding, what)
 
     def open(self) -> None:
         """Open every topic the meta store defines; remove orphan directories.
 
         A damaged or missing partition raises ``DamagedDataError`` (or, with
-        ``skip_damaged``, is left offline and logged)."""
+        ``skip_damaged``, is left offline and logged).
+        The partition limit is not applied here: it bounds creation, never recovery."""
         self._fs.makedirs(self._root)
         try:
             for record in self._meta.topics():
@@ -206,6 +219,7 @@ class TopicRegistry:
         self._default_config.with_overrides(configs)  # validate before anything is written
         if name in self._topics:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+        self._check_limit(partitions, f"creating topic {name!r} with {partitions} partitions")
         record = TopicRecord(name, partitions, replication_factor, configs)
         topic_dir = posixpath.join(self._root, name)
         if self._fs.exists(topic_dir):
@@ -224,6 +238,7 @@ class TopicRegistry:
             raise InvalidPartitionsError(
                 f"topic {name!r} has {current} partitions; the new total must be larger"
             )
+        self._check_limit(total - current, f"growing topic {name!r} to {total} partitions")
         for index in range(current, total):
             topic.partitions.append(self._open_partition(name, index, topic.config, False))
         self._meta.put_topic(TopicRecord(name, total, topic.replication_factor, topic.configs))

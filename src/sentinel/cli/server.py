@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from sentinel.broker.limits import raise_open_files_limit
 from sentinel.config import BrokerConfig, load_config
 from sentinel.errors import DamagedDataError, SentinelError
 from sentinel.fs import OsFS
@@ -116,7 +117,23 @@ def _verify(data_dir: str) -> int:
 @click.option(
     "--auto-create-topics/--no-auto-create-topics",
     default=None,
-    help="Create a topic on first produce or subscribe. [default: on]",
+    help="Create an unknown topic on a produce, a metadata request that allows it, or a"
+    " subscription whose consumer asks. [default: on]",
+)
+@click.option(
+    "--max-auto-create-per-request",
+    type=int,
+    default=None,
+    help="Most topics one request may create implicitly; more: POLICY_VIOLATION."
+    f" [default: {_DEFAULTS.max_auto_create_per_request}]",
+)
+@click.option(
+    "--max-partitions",
+    type=int,
+    default=None,
+    help="Most partitions of all topics together; creation beyond: POLICY_VIOLATION"
+    " (recovery opens whatever is on disk). 0: derived from the open-files limit"
+    " (RLIMIT_NOFILE, soft raised to hard at start). [default: 0]",
 )
 @click.option(
     "--default-partitions",
@@ -134,7 +151,16 @@ def _verify(data_dir: str) -> int:
     "--max-request-bytes",
     type=int,
     default=None,
-    help=f"Largest request accepted. [default: {_DEFAULTS.max_request_bytes}]",
+    help="Largest request accepted (gRPC's receive limit): what one produce may carry."
+    f" [default: {_DEFAULTS.max_request_bytes}]",
+)
+@click.option(
+    "--max-request-bytes-in-flight",
+    type=int,
+    default=None,
+    help="Request bytes the broker holds at once (Kafka's queued.max.request.bytes); a"
+    " request that does not fit waits up to its deadline (30 s at most), then"
+    f" THROTTLING_QUOTA_EXCEEDED. [default: {_DEFAULTS.max_request_bytes_in_flight}]",
 )
 @click.option(
     "--retention-check-interval-s",
@@ -148,6 +174,13 @@ def _verify(data_dir: str) -> int:
     default=None,
     help="Smallest consumer session timeout accepted."
     f" [default: {_DEFAULTS.group_min_session_timeout_ms}]",
+)
+@click.option(
+    "--group-max-session-timeout-ms",
+    type=int,
+    default=None,
+    help="Largest consumer session timeout accepted."
+    f" [default: {_DEFAULTS.group_max_session_timeout_ms}]",
 )
 @click.option(
     "--group-initial-rebalance-delay-ms",
@@ -184,6 +217,8 @@ def _verify(data_dir: str) -> int:
 )
 def main(config_file: str | None, verify: bool, **flags: Any) -> None:
     """Run a Sentinel broker: a commit log with a gRPC API and Prometheus metrics."""
+    # First of all: a broker must be able to reopen every partition it ever created.
+    raise_open_files_limit()
     try:
         config = load_config(flags, config_file)
     except SentinelError as exc:

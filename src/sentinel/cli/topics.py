@@ -140,7 +140,12 @@ def topics(  # noqa: PLR0917 - click passes every option
             out.result(topic_dict(topic), topic_view(topic))
         elif action.verb == "create":
             # 0: the broker's default
-            topic = admin.create_topic(name, partitions or 0, replication_factor or 0, config)
+            topic = admin.create_topic(
+                name,
+                -1 if partitions is None else partitions,  # -1: the broker's default
+                replication_factor or -1,
+                config,
+            )
             count = human_count(len(topic.partitions), "partition")
             out.result({"created": topic_dict(topic)}, f"created topic {topic.name} ({count})")
         elif action.verb == "delete":

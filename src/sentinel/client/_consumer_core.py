@@ -96,6 +96,7 @@ class ConsumerConfig:
                 assignor=options["assignor"],
                 request_timeout_ms=options["request_timeout_ms"],
                 retry_backoff_ms=options["retry_backoff_ms"],
+                allow_auto_create_topics=bool(options["allow_auto_create_topics"]),
             )
         return cls(
             bootstrap=tuple(parse_bootstrap(bootstrap)),

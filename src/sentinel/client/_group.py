@@ -60,6 +60,7 @@ class GroupConfig:
     assignor: str
     request_timeout_ms: int
     retry_backoff_ms: float
+    allow_auto_create_topics: bool = False
 
 
 class GroupMember:
@@ -153,6 +154,7 @@ class GroupMember:
                 assignor=config.assignor,
                 session_timeout_ms=config.session_timeout_ms,
                 rebalance_timeout_ms=config.rebalance_timeout_ms,
+                allow_auto_topic_creation=config.allow_auto_create_topics,
             )
             stub = self._connections.bootstrap()
             try:

@@ -87,6 +87,7 @@ class _ConsumerBase:
         client_id: str = "sentinel-python",
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: float = 100,
+        allow_auto_create_topics: bool = False,
     ) -> None:
         self.config = ConsumerConfig.build(
             bootstrap,
@@ -105,6 +106,7 @@ class _ConsumerBase:
                 client_id=client_id,
                 request_timeout_ms=request_timeout_ms,
                 retry_backoff_ms=retry_backoff_ms,
+                allow_auto_create_topics=allow_auto_create_topics,
             ),
         )
         self._core = ConsumerCore(self.config, callbacks_on_thread=self._callbacks_on_thread)
@@ -131,7 +133,9 @@ class Consumer(_ConsumerBase, ClosingContext):
     ``max_poll_records`` (500), ``fetch_max_bytes`` (1 MiB per partition and answer),
     ``fetch_max_wait_ms`` (500), ``assignor`` (``"roundrobin"`` or ``"range"``),
     ``on_assign`` / ``on_revoke``, ``client_id``, ``request_timeout_ms`` (30000),
-    ``retry_backoff_ms`` (100).
+    ``retry_backoff_ms`` (100), ``allow_auto_create_topics`` (False: subscribing to a
+    topic that does not exist waits for it to be created, as librdkafka; True: the
+    broker creates it if its --auto-create-topics is on, as Kafka's consumer option).
     """
 
     _callbacks_on_thread = True

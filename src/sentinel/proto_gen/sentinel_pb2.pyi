@@ -366,7 +366,7 @@ class TopicPartitions(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partitions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class JoinGroupRequest(_message.Message):
-    __slots__ = ("group_id", "member_id", "client_id", "topics", "assignor", "session_timeout_ms", "rebalance_timeout_ms")
+    __slots__ = ("group_id", "member_id", "client_id", "topics", "assignor", "session_timeout_ms", "rebalance_timeout_ms", "allow_auto_topic_creation")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -374,6 +374,7 @@ class JoinGroupRequest(_message.Message):
     ASSIGNOR_FIELD_NUMBER: _ClassVar[int]
     SESSION_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     REBALANCE_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_AUTO_TOPIC_CREATION_FIELD_NUMBER: _ClassVar[int]
     group_id: str
     member_id: str
     client_id: str
@@ -381,7 +382,8 @@ class JoinGroupRequest(_message.Message):
     assignor: str
     session_timeout_ms: int
     rebalance_timeout_ms: int
-    def __init__(self, group_id: _Optional[str] = ..., member_id: _Optional[str] = ..., client_id: _Optional[str] = ..., topics: _Optional[_Iterable[str]] = ..., assignor: _Optional[str] = ..., session_timeout_ms: _Optional[int] = ..., rebalance_timeout_ms: _Optional[int] = ...) -> None: ...
+    allow_auto_topic_creation: bool
+    def __init__(self, group_id: _Optional[str] = ..., member_id: _Optional[str] = ..., client_id: _Optional[str] = ..., topics: _Optional[_Iterable[str]] = ..., assignor: _Optional[str] = ..., session_timeout_ms: _Optional[int] = ..., rebalance_timeout_ms: _Optional[int] = ..., allow_auto_topic_creation: _Optional[bool] = ...) -> None: ...
 
 class JoinGroupResponse(_message.Message):
     __slots__ = ("member_id", "generation", "leader_id", "assignment", "members")

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from prometheus_client import start_http_server
 
+from sentinel.broker.limits import current_open_files_limit
 from sentinel.broker.service import BrokerService
 from sentinel.clock import Clock, SystemClock
 from sentinel.config import BrokerConfig
@@ -68,6 +69,10 @@ class SentinelApp:
             ("grpc.max_receive_message_length", self.config.max_request_bytes),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
+            # No bandwidth-delay probing: it grows each stream's receive window to many
+            # MB, so requests the broker has not admitted yet (the in-flight budget is
+            # full) would sit in gRPC's buffers instead of the senders'.
+            ("grpc.http2.bdp_probe", 0),
         ]
         self._server = grpc.aio.server(options=options)
         add_to_server(SentinelServicer(self.service, self.metrics), self._server)
@@ -78,7 +83,13 @@ class SentinelApp:
         # With --port 0 the metadata must advertise the port the kernel picked.
         self.config = replace(self.config, port=port)
         self.service.config = self.config
-        log.info("sentinel listening on %s:%d", self.config.host, port)
+        log.info(
+            "sentinel listening on %s:%d; at most %d partitions; open files limit %d",
+            self.config.host,
+            port,
+            self.service.limits.max_partitions,
+            current_open_files_limit(),
+        )
 
     async def stop(self) -> None:
         if self._server is not None:

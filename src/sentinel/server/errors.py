@@ -9,6 +9,8 @@ import grpc
 
 from sentinel.broker.group_driver import GroupError
 from sentinel.broker.group_events import ErrorCode as GroupCode
+from sentinel.broker.limits import PolicyViolationError
+from sentinel.broker.request_budget import RequestThrottledError
 from sentinel.broker.topic_config import (
     InvalidConfigError,
     InvalidPartitionsError,
@@ -19,6 +21,7 @@ from sentinel.broker.topics import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from sentinel.broker.validation import InvalidRequiredAcksError
 from sentinel.errors import (
     CallerError,
     CorruptionError,
@@ -55,6 +58,11 @@ _BY_TYPE: tuple[tuple[type[BaseException], grpc.StatusCode, str], ...] = (
     (InvalidPartitionsError, StatusCode.INVALID_ARGUMENT, "INVALID_PARTITIONS"),
     (InvalidReplicationFactorError, StatusCode.INVALID_ARGUMENT, "INVALID_REPLICATION_FACTOR"),
     (TopicAlreadyExistsError, StatusCode.ALREADY_EXISTS, "TOPIC_ALREADY_EXISTS"),
+    (InvalidRequiredAcksError, StatusCode.INVALID_ARGUMENT, "INVALID_REQUIRED_ACKS"),
+    # A broker limit (partitions, topics one request may create): not retriable as is.
+    (PolicyViolationError, StatusCode.FAILED_PRECONDITION, "POLICY_VIOLATION"),
+    # The in-flight request bytes stayed full until the request's deadline: retry later.
+    (RequestThrottledError, StatusCode.RESOURCE_EXHAUSTED, "THROTTLING_QUOTA_EXCEEDED"),
     (RecordBatchTooLargeError, StatusCode.INVALID_ARGUMENT, "MESSAGE_TOO_LARGE"),
     (CorruptRecordError, StatusCode.INVALID_ARGUMENT, "CORRUPT_MESSAGE"),
     (InvalidRecordError, StatusCode.INVALID_ARGUMENT, "INVALID_RECORD"),

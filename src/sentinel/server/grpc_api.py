@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from sentinel.broker.group_events import OffsetAndMetadata, TopicPartition
+from sentinel.broker.request_budget import Reservation
 from sentinel.broker.service import Acks, BrokerService, FetchOutcome
 from sentinel.broker.topics import Topic
+from sentinel.broker.validation import BROKER_DEFAULT, InvalidRequiredAcksError
 from sentinel.errors import InvalidArgumentError
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
@@ -32,6 +34,9 @@ MAX_FOLLOW_WAIT_MS = 500
 DEFAULT_STREAM_BYTES = 1024 * 1024
 MAX_STREAM_BYTES = 16 * 1024 * 1024
 _ACKS = {pb.ACKS_LEADER: Acks.LEADER, pb.ACKS_NONE: Acks.NONE, pb.ACKS_ALL: Acks.ALL}
+MAX_ADMISSION_WAIT_S = 30.0
+"""The longest a request waits for room in the in-flight budget (less if its deadline
+is nearer)."""
 
 
 async def _abort(
@@ -69,25 +74,38 @@ def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 def add_to_server(servicer: SentinelServicer, server: grpc.aio.Server) -> None:
     """Register every RPC of ``service Sentinel``; a request that does not parse reaches
-    the servicer as ``MalformedRequest`` and is answered INVALID_ARGUMENT."""
+    the servicer as ``MalformedRequest`` and is answered INVALID_ARGUMENT.
+
+    Every RPC is registered as request-streaming (the same bytes on the wire as a unary
+    request) so that the door reads the request itself, only once the broker's in-flight
+    budget has room for it: a request gRPC has not been asked to read stays in the
+    sender's flow-control window, not in the broker's memory."""
     service = pb.DESCRIPTOR.services_by_name["Sentinel"]
     handlers = {}
     for method in service.methods:
         request_cls = getattr(pb, method.input_type.name)
         response_cls = getattr(pb, method.output_type.name)
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        handlers[method.name] = make(
-            getattr(servicer, method.name),
-            request_deserializer=_tolerant(request_cls.FromString),
-            response_serializer=response_cls.SerializeToString,
-        )
+        parse = _tolerant(request_cls.FromString)
+        target = getattr(servicer, method.name)
+        if method.server_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                servicer.admitted_stream(method.name, parse, target),
+                response_serializer=response_cls.SerializeToString,
+            )
+        else:
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(
+                servicer.admitted(method.name, parse, target),
+                response_serializer=response_cls.SerializeToString,
+            )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )
+
+
+async def _one_message(requests: AsyncIterable[bytes]) -> bytes | None:
+    async for raw in requests:
+        return raw
+    return None
 
 
 def _records_in(batches: bytes, from_offset: int) -> int:
@@ -124,6 +142,82 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self._service = service
         self._metrics = metrics
 
+    # ---------------------------------------------------------- admission
+
+    async def _admit(
+        self,
+        method: str,
+        requests: AsyncIterable[bytes],
+        context: grpc.aio.ServicerContext[Any, Any],
+        parse: Callable[[bytes], Any],
+    ) -> tuple[Reservation, Any] | None:
+        """Reserve the largest request from the in-flight budget, read the request, keep
+        what it weighs. None when the request was refused (the call is aborted)."""
+        remaining = context.time_remaining()
+        # Refuse a little before the deadline, so that the caller hears why.
+        wait = MAX_ADMISSION_WAIT_S if remaining is None else remaining * 0.9
+        wait = min(wait, MAX_ADMISSION_WAIT_S)
+        budget = self._service.request_budget
+        try:
+            reservation = await budget.reserve(self._service.config.max_request_bytes, wait)
+        except Exception as exc:
+            refusal = refusal_for(exc)
+            self._metrics.requests.labels(method, refusal.reason if refusal else "INTERNAL").inc()
+            await _abort(context, exc, refusal)
+            return None
+        try:
+            raw = await _one_message(requests)
+        except BaseException:
+            reservation.release()
+            raise
+        reservation.shrink(len(raw) if raw is not None else 0)
+        if raw is None:
+            return reservation, MalformedRequest("no request message")
+        return reservation, parse(raw)
+
+    def admitted(
+        self,
+        method: str,
+        parse: Callable[[bytes], Any],
+        target: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
+    ) -> Callable[[AsyncIterable[bytes], grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+        """A unary RPC behind the in-flight budget: held until it is answered."""
+
+        async def handle(
+            requests: AsyncIterable[bytes], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
+            admitted = await self._admit(method, requests, context, parse)
+            if admitted is None:
+                return None
+            reservation, request = admitted
+            try:
+                return await target(request, context)
+            finally:
+                reservation.release()
+
+        return handle
+
+    def admitted_stream(
+        self,
+        method: str,
+        parse: Callable[[bytes], Any],
+        target: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]],
+    ) -> Callable[[AsyncIterable[bytes], grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
+        """A streaming RPC: its request is admitted like any; the stream holds nothing."""
+
+        async def handle(
+            requests: AsyncIterable[bytes], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            admitted = await self._admit(method, requests, context, parse)
+            if admitted is None:
+                return
+            reservation, request = admitted
+            reservation.release()
+            async for response in target(request, context):
+                yield response
+
+        return handle
+
     async def _call(
         self,
         method: str,
@@ -154,12 +248,13 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             key_hint = None
             if not batches and request.records:
                 batches, key_hint = self._batch_from_records(request.records)
+            acks = _ACKS.get(request.acks)
+            if acks is None:
+                raise InvalidRequiredAcksError(
+                    f"acks {request.acks} is none of ACKS_LEADER, ACKS_NONE, ACKS_ALL"
+                )
             outcome = await self._service.produce(
-                request.topic,
-                request.partition,
-                batches,
-                _ACKS.get(request.acks, Acks.LEADER),
-                key_hint,
+                request.topic, request.partition, batches, acks, key_hint
             )
             self._metrics.observe_produce(time.perf_counter() - started)
             if not outcome.duplicate:
@@ -313,7 +408,10 @@ class SentinelServicer(pb_grpc.SentinelServicer):
     ) -> pb.CreateTopicResponse:
         async def work() -> pb.CreateTopicResponse:
             topic = self._service.create_topic(
-                request.name, request.partitions, request.replication_factor, dict(request.configs)
+                request.name,
+                request.partitions,  # 0 is refused; -1: the broker's default
+                request.replication_factor or BROKER_DEFAULT,
+                dict(request.configs),
             )
             return pb.CreateTopicResponse(topic=self._topic_info(topic))
 
@@ -374,18 +472,15 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.JoinGroupRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.JoinGroupResponse:
         async def work() -> pb.JoinGroupResponse:
-            for topic in request.topics:
-                self._service.topic(topic, auto_create=True)
-            session_s = (request.session_timeout_ms or 10_000) / 1000.0
-            rebalance_s = (request.rebalance_timeout_ms or int(session_s * 1000)) / 1000.0
-            joined = await self._service.groups.join(
+            joined = await self._service.join_group(
                 request.group_id,
                 request.member_id,
                 client_id=request.client_id or "sentinel-client",
                 topics=list(request.topics),
                 assignor=request.assignor or "roundrobin",
-                session_timeout_s=session_s,
-                rebalance_timeout_s=rebalance_s,
+                session_timeout_ms=request.session_timeout_ms,
+                rebalance_timeout_ms=request.rebalance_timeout_ms,
+                auto_create_topics=request.allow_auto_topic_creation,
             )
             assignment = joined.assignment.partitions if joined.assignment else {}
             return pb.JoinGroupResponse(

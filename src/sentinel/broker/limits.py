@@ -1,0 +1,83 @@
+"""Broker-wide limits on what requests may make the broker hold: partitions (each is a
+log with its own files and a thread), topics created on the side of a request, and the
+process's open-files limit they are derived from.
+
+Today a partition costs about one thread and three open files, plus one per table on
+disk; ``FDS_PER_PARTITION`` allows for the tables. The default partition limit is what
+the open-files limit holds with a reserve for sockets and the runtime, so that a broker
+filled up to its limit can always start again on its data directory.
+
+The limits bound *creation*, never recovery: a broker that finds more partitions on disk
+than its limit (the limit was lowered) still opens them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+from dataclasses import dataclass
+
+from sentinel.errors import CallerError
+
+FDS_PER_PARTITION = 8
+"""Open files budgeted per partition: its WAL, manifest, lock and live tables."""
+
+RESERVED_FDS = 1024
+"""Open files kept for client sockets, the gRPC runtime, metrics and the meta store
+(at most half the limit on a small one)."""
+
+MAX_DERIVED_PARTITIONS = 4096
+"""The derived default never goes above this (a thread per partition, and a restart
+opens every partition): set ``--max-partitions`` to go beyond."""
+
+
+_NR_OPEN = 1 << 20  # Linux's default ceiling on open files per process
+
+
+class PolicyViolationError(CallerError):
+    """The request would take the broker past one of its limits (partitions, topics
+    created by one request). Kafka's POLICY_VIOLATION."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicLimits:
+    max_partitions: int  # all topics together
+    max_auto_create_per_request: int  # topics one request may create implicitly
+
+    def check_partitions(self, current: int, adding: int, what: str) -> None:
+        """Refuse ``adding`` partitions to the ``current`` total if it passes the limit."""
+        if current + adding > self.max_partitions:
+            raise PolicyViolationError(
+                f"{what} would bring the broker to {current + adding} partitions; its limit "
+                f"is {self.max_partitions} (--max-partitions, max_partitions); it has {current}"
+            )
+
+    def check_auto_create(self, unknown: int) -> None:
+        if unknown > self.max_auto_create_per_request:
+            raise PolicyViolationError(
+                f"the request names {unknown} unknown topics; one request may create at most "
+                f"{self.max_auto_create_per_request} (--max-auto-create-per-request)"
+            )
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (as Kafka's scripts advise); the
+    soft limit now in force. Harmless where it is already there or cannot be raised."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = _NR_OPEN if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        # A container may refuse: the soft limit stays, and the default follows it.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return current_open_files_limit()
+
+
+def partitions_for_open_files(open_files: int) -> int:
+    """The default partition limit for a process allowed ``open_files`` files."""
+    reserve = min(RESERVED_FDS, open_files // 2)
+    return max(1, min(MAX_DERIVED_PARTITIONS, (open_files - reserve) // FDS_PER_PARTITION))
+
+
+def current_open_files_limit() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return _NR_OPEN if soft == resource.RLIM_INFINITY else soft

@@ -1,0 +1,153 @@
+"""A broker-wide budget of request bytes in flight (Kafka's ``queued.max.request.bytes``).
+
+A front door reserves bytes before it reads a request and holds them until the request
+is answered; a request that does not fit waits, first come first served, until earlier
+ones are answered or its deadline passes (then ``RequestThrottledError``, Kafka's
+THROTTLING_QUOTA_EXCEEDED: retry later). So the broker holds at most ``capacity`` bytes
+of requests at a time, however many arrive together.
+
+A door that cannot know a request's size before it reads it (gRPC) reserves the largest
+request allowed, reads, then ``shrink``s the reservation to the size read.
+
+After large requests are answered the allocator is asked to give freed memory back to
+the system (glibc's ``malloc_trim``): gRPC's receive buffers are small pieces from
+per-thread arenas that otherwise keep the peak resident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import ctypes.util
+import logging
+from collections.abc import Callable
+
+from sentinel.errors import InvalidArgumentError, SentinelError
+
+log = logging.getLogger(__name__)
+
+TRIM_AFTER_BYTES = 32 * 1024 * 1024
+"""Give memory back once this many bytes of requests were answered since the last trim
+and none are left in flight."""
+
+
+class RequestThrottledError(SentinelError):
+    """The broker holds as many request bytes as it may; the request waited for room
+    until its deadline. Kafka's THROTTLING_QUOTA_EXCEEDED (retriable)."""
+
+
+def _glibc_trim() -> Callable[[], None] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+
+    def run() -> None:
+        trim(0)  # returns whether memory was released: either is fine
+
+    return run
+
+
+class Reservation:
+    """Bytes held for one request; ``release`` (or leaving ``async with``) returns them."""
+
+    __slots__ = ("_budget", "size")
+
+    def __init__(self, budget: RequestBudget, size: int) -> None:
+        self._budget = budget
+        self.size = size
+
+    def shrink(self, size: int) -> None:
+        """Keep only ``size`` bytes (the request turned out smaller than reserved)."""
+        if 0 <= size < self.size:
+            freed = self.size - size
+            self.size = size
+            self._budget._give_back(freed, answered=0)
+
+    def release(self) -> None:
+        size, self.size = self.size, 0
+        if size:
+            self._budget._give_back(size, answered=size)
+
+    async def __aenter__(self) -> Reservation:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+class RequestBudget:
+    """``capacity`` bytes shared by every request; one per broker, on its event loop."""
+
+    def __init__(self, capacity: int, trim: Callable[[], None] | None = None) -> None:
+        if capacity < 1:
+            raise InvalidArgumentError("the request budget must be at least one byte")
+        self.capacity = capacity
+        self.available = capacity
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        self._trim = trim if trim is not None else _glibc_trim()
+        self._answered_since_trim = 0
+        self.trims = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.capacity - self.available
+
+    async def reserve(self, size: int, timeout: float | None) -> Reservation:
+        """Hold ``size`` bytes (at most the capacity), waiting up to ``timeout`` seconds
+        (None: without end) behind earlier requests."""
+        size = max(0, min(size, self.capacity))
+        if not self._waiters and size <= self.available:
+            self.available -= size
+            return Reservation(self, size)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (size, future)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            self._abandon(entry)
+            raise RequestThrottledError(
+                f"the broker holds {self.in_flight} of {self.capacity} request bytes in flight "
+                f"(--max-request-bytes-in-flight); a request of {size} bytes waited "
+                f"{timeout:.1f} s for room"
+            ) from None
+        except asyncio.CancelledError:
+            self._abandon(entry)
+            raise
+        return Reservation(self, size)
+
+    def _abandon(self, entry: tuple[int, asyncio.Future[None]]) -> None:
+        size, future = entry
+        if future.done() and not future.cancelled():
+            self._give_back(size, answered=0)  # granted as the waiter gave up: hand it on
+            return
+        future.cancel()
+        self._waiters.remove(entry)
+        self._wake()  # a large request at the head may have held smaller ones back
+
+    def _give_back(self, size: int, *, answered: int) -> None:
+        self.available += size
+        self._answered_since_trim += answered
+        self._wake()
+        if (
+            self.available == self.capacity
+            and self._answered_since_trim >= TRIM_AFTER_BYTES
+            and self._trim is not None
+        ):
+            self._answered_since_trim = 0
+            self.trims += 1
+            self._trim()
+
+    def _wake(self) -> None:
+        while self._waiters and self._waiters[0][0] <= self.available:
+            size, future = self._waiters.popleft()
+            self.available -= size
+            future.set_result(None)

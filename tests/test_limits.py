@@ -1,0 +1,262 @@
+"""The broker's limits in-process: the in-flight request budget, the partition and
+auto-create limits of the service and its registry, and the request fields every door
+shares, on the in-memory filesystem."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from sentinel.broker.group_driver import GroupError
+from sentinel.broker.group_events import ErrorCode
+from sentinel.broker.limits import (
+    PolicyViolationError,
+    TopicLimits,
+    partitions_for_open_files,
+)
+from sentinel.broker.request_budget import RequestBudget, RequestThrottledError
+from sentinel.broker.service import BrokerService
+from sentinel.broker.topic_config import InvalidPartitionsError
+from sentinel.broker.topics import UnknownTopicOrPartitionError
+from sentinel.broker.validation import (
+    Acks,
+    InvalidCommitOffsetError,
+    InvalidRequiredAcksError,
+)
+from sentinel.clock import SystemClock
+from sentinel.config import BrokerConfig, ConfigError
+from sentinel.fs import MemFS
+from sentinel.record import build_batch
+from sentinel.server.errors import refusal_for
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(main())  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ request budget
+
+
+def test_budget_admits_in_order_and_waits_for_room() -> None:
+    async def main() -> None:
+        budget = RequestBudget(100, trim=lambda: None)
+        first = await budget.reserve(60, timeout=1)
+        order: list[str] = []
+
+        async def later(name: str, size: int) -> None:
+            reservation = await budget.reserve(size, timeout=5)
+            order.append(name)
+            await asyncio.sleep(0)
+            reservation.release()
+
+        big = asyncio.create_task(later("big", 70))
+        await asyncio.sleep(0)
+        small = asyncio.create_task(later("small", 10))  # fits, but waits behind "big"
+        await asyncio.sleep(0.01)
+        assert order == [] and budget.in_flight == 60
+        first.release()
+        await asyncio.gather(big, small)
+        assert order == ["big", "small"]
+        assert budget.available == 100
+
+    run(main)
+
+
+def test_budget_refuses_after_the_timeout_and_hands_on_its_place() -> None:
+    async def main() -> None:
+        budget = RequestBudget(100, trim=lambda: None)
+        held = await budget.reserve(100, timeout=1)
+        with pytest.raises(RequestThrottledError, match="--max-request-bytes-in-flight"):
+            await budget.reserve(50, timeout=0.01)
+        assert budget.in_flight == 100
+        waiter = asyncio.create_task(budget.reserve(10, timeout=5))
+        await asyncio.sleep(0)
+        held.shrink(20)  # the request read turned out smaller than reserved
+        reservation = await waiter
+        assert budget.in_flight == 30
+        reservation.release()
+        held.release()
+        held.release()  # twice is harmless
+        assert budget.available == 100
+
+    run(main)
+
+
+def test_a_cancelled_waiter_leaves_no_trace() -> None:
+    async def main() -> None:
+        budget = RequestBudget(100, trim=lambda: None)
+        held = await budget.reserve(90, timeout=1)
+        waiter = asyncio.create_task(budget.reserve(50, timeout=5))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        held.release()
+        assert budget.available == 100
+        assert (await budget.reserve(100, timeout=0)).size == 100
+
+    run(main)
+
+
+def test_budget_gives_memory_back_after_large_requests() -> None:
+    trims: list[int] = []
+
+    async def main() -> None:
+        budget = RequestBudget(128 << 20, trim=lambda: trims.append(1))
+        for _ in range(3):
+            async with await budget.reserve(20 << 20, timeout=1):
+                pass
+        assert len(trims) == 1  # after 32 MiB answered, with nothing in flight
+        small = await budget.reserve(1, timeout=1)
+        async with await budget.reserve(40 << 20, timeout=1):
+            pass
+        assert len(trims) == 1  # not while a request is in flight
+        small.release()
+        assert len(trims) == 2
+
+    run(main)
+
+
+def test_the_refusals_have_their_reasons() -> None:
+    reasons = {
+        RequestThrottledError("x"): "THROTTLING_QUOTA_EXCEEDED",
+        PolicyViolationError("x"): "POLICY_VIOLATION",
+        InvalidRequiredAcksError("x"): "INVALID_REQUIRED_ACKS",
+        InvalidCommitOffsetError("x"): "INVALID_REQUEST",
+        GroupError(ErrorCode.INVALID_SESSION_TIMEOUT): "INVALID_SESSION_TIMEOUT",
+    }
+    for exc, reason in reasons.items():
+        refusal = refusal_for(exc)
+        assert refusal is not None and refusal.reason == reason
+
+
+# ------------------------------------------------------------ configuration
+
+
+def test_partition_limit_follows_the_open_files_limit() -> None:
+    assert partitions_for_open_files(512) == 32
+    assert partitions_for_open_files(20_000) == (20_000 - 1024) // 8
+    assert partitions_for_open_files(1 << 20) == 4096
+    assert partitions_for_open_files(4) == 1
+
+
+def test_config_refuses_a_budget_smaller_than_one_request() -> None:
+    with pytest.raises(ConfigError, match="max_request_bytes_in_flight"):
+        BrokerConfig(max_request_bytes=64 << 20, max_request_bytes_in_flight=32 << 20)
+    with pytest.raises(ConfigError, match="session_timeout"):
+        BrokerConfig(group_min_session_timeout_ms=10_000, group_max_session_timeout_ms=5_000)
+
+
+# ------------------------------------------------------------ the service
+
+
+def with_service(test: Callable[[BrokerService], Awaitable[None]], **settings: object) -> None:
+    async def main() -> None:
+        config = BrokerConfig(data_dir="/data", group_min_session_timeout_ms=500, **settings)  # type: ignore[arg-type]
+        service = BrokerService(config, MemFS(), SystemClock())
+        await service.start()
+        try:
+            await test(service)
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+
+
+BATCH = build_batch([(None, b"v", (), 1_700_000_000_000)])
+
+
+def test_auto_create_is_bounded_per_request_and_broker_wide() -> None:
+    async def test(service: BrokerService) -> None:
+        assert service.limits == TopicLimits(8, 3)
+        with pytest.raises(PolicyViolationError, match="--max-auto-create-per-request"):
+            service.topics([f"t{i}" for i in range(1000)], auto_create=True)
+        assert list(service.registry) == []
+        # Repeated names count once.
+        service.topics(["a", "b", "a", "b", "c"], auto_create=True)
+        with pytest.raises(PolicyViolationError, match="--max-partitions"):
+            service.topics(["d", "e"], auto_create=True)  # 6 + 4 > 8: none created
+        assert [t.name for t in service.registry] == ["a", "b", "c"]
+        await service.produce("d", -1, BATCH)  # 8 partitions now
+        with pytest.raises(PolicyViolationError):
+            await service.produce("e", -1, BATCH)
+        with pytest.raises(PolicyViolationError):
+            service.create_topic("f", 1)
+        with pytest.raises(PolicyViolationError):
+            service.add_partitions("a", 3)
+        # Without auto-create (a subscription that does not ask): unknown, nothing made.
+        with pytest.raises(UnknownTopicOrPartitionError):
+            service.topics(["x"])
+
+    with_service(test, max_partitions=8, max_auto_create_per_request=3, default_partitions=2)
+
+
+def test_recovery_opens_more_partitions_than_the_limit() -> None:
+    fs = MemFS()
+
+    async def main() -> None:
+        config = BrokerConfig(data_dir="/data", max_partitions=4)
+        service = BrokerService(config, fs, SystemClock())
+        await service.start()
+        service.create_topic("t", 4)
+        await service.stop()
+        lowered = BrokerService(BrokerConfig(data_dir="/data", max_partitions=2), fs, SystemClock())
+        await lowered.start()
+        assert len(lowered.topic("t").partitions) == 4
+        with pytest.raises(PolicyViolationError):
+            lowered.create_topic("u", 1)
+        await lowered.stop()
+
+    asyncio.run(main())
+
+
+def test_lax_fields_are_refused_by_the_service() -> None:
+    async def test(service: BrokerService) -> None:
+        with pytest.raises(UnknownTopicOrPartitionError):
+            await service.produce("t", -5, BATCH)
+        with pytest.raises(InvalidRequiredAcksError):
+            await service.produce("t", 0, BATCH, acks=99)
+        assert list(service.registry) == []  # neither created the topic
+        outcome = await service.produce("t", 0, BATCH, acks=-1)  # Kafka's acks=all
+        assert outcome.base_offset == 0
+        assert Acks.parse(0) is Acks.NONE
+        for partitions in (0, -2):
+            with pytest.raises(InvalidPartitionsError):
+                service.create_topic("z", partitions)
+        assert len(service.create_topic("dflt", -1).partitions) == 1
+        for session_ms in (0, 499, 1_800_001):
+            with pytest.raises(GroupError) as err:
+                await service.join_group(
+                    "g",
+                    "",
+                    client_id="c",
+                    topics=["t"],
+                    assignor="roundrobin",
+                    session_timeout_ms=session_ms,
+                    auto_create_topics=True,
+                )
+            assert err.value.code is ErrorCode.INVALID_SESSION_TIMEOUT
+        with pytest.raises(InvalidCommitOffsetError):
+            await service.commit_offsets("g", "", -1, {("t", 0): _om(-2)})
+        await service.commit_offsets("g", "", -1, {("t", 0): _om(-1)})
+        joined = await service.join_group(
+            "g2",
+            "",
+            client_id="c",
+            topics=["new"],
+            assignor="roundrobin",
+            session_timeout_ms=1000,
+            auto_create_topics=True,
+        )
+        assert service.registry.find("new") is not None
+        assert joined.assignment is not None and joined.assignment.partitions == {"new": (0,)}
+
+    with_service(test)
+
+
+def _om(offset: int) -> object:
+    from sentinel.broker.group_events import OffsetAndMetadata
+
+    return OffsetAndMetadata(offset, "")
