@@ -4,17 +4,24 @@ the faults, the log holds every acknowledged record once and no record twice."""
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
+from concurrent import futures as cf
 from dataclasses import dataclass, field
+from typing import Any
 
+import grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel.client import errors
+from sentinel.client import Producer, errors
 from sentinel.client._accumulator import Accumulator, Outcome, ProducerBatch
 from sentinel.client._future import BatchResult
 from sentinel.client.types import TopicPartition
 from sentinel.log.errors import OutOfOrderSequenceError as LogOutOfOrder
 from sentinel.log.producer_state import ProducerEntry, apply_batch, check_append
+from sentinel.proto_gen import sentinel_pb2 as pb
+from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 from sentinel.record import decode_records, parse_header
 
 TP = TopicPartition("t", 0)
@@ -174,3 +181,68 @@ def test_no_fault_stores_a_record_twice_or_loses_an_acknowledged_one(
     assert not len(acc)
     assert len(broker.log) == len(set(broker.log)), "a record was stored twice"
     assert acked <= set(broker.log), "an acknowledged record is missing"
+
+
+# --- the real producer against a broker that stores a batch and loses the answer --------
+
+
+class ForgetfulBroker(pb_grpc.SentinelServicer):
+    """One partition with the log's producer-state rules. The first send of every batch
+    of epoch 0 is stored but answered UNAVAILABLE (the broker died after the write);
+    the retry of sequence 1 is refused UNAVAILABLE again, so that batch runs out of
+    retries while those behind it are waiting to be retried."""
+
+    def __init__(self) -> None:
+        self.model = ModelBroker()
+        self.seen: Counter[tuple[int, int]] = Counter()
+        self.lock = threading.Lock()
+
+    def FetchMetadata(self, request: pb.MetadataRequest, context: Any) -> pb.MetadataResponse:
+        topics = [
+            pb.TopicInfo(name=name, partitions=[pb.PartitionInfo(partition=0, leader=0)])
+            for name in request.topics
+        ]
+        return pb.MetadataResponse(
+            brokers=[pb.Broker(node_id=0, host="127.0.0.1", port=1)], topics=topics
+        )
+
+    def Produce(self, request: pb.ProduceRequest, context: Any) -> pb.ProduceResponse:
+        header = parse_header(request.record_batches)
+        key = (header.producer_epoch, header.base_sequence)
+        with self.lock:
+            self.seen[key] += 1
+            attempt = self.seen[key]
+            if key == (0, 1) and attempt == 2:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+            error = self.model.handle(request.record_batches, store=True)
+        if error is not None:
+            context.set_trailing_metadata((("sentinel-error", "OUT_OF_ORDER_SEQUENCE"),))
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "out of order")
+        if header.producer_epoch == 0 and attempt == 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "Stream removed")
+        return pb.ProduceResponse(topic=request.topic, partition=0, base_offset=0)
+
+
+def test_the_producer_never_stores_a_batch_twice_when_one_runs_out_of_retries() -> None:
+    broker = ForgetfulBroker()
+    server = grpc.server(cf.ThreadPoolExecutor(max_workers=8))
+    pb_grpc.add_SentinelServicer_to_server(broker, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Producer(
+            f"127.0.0.1:{port}", retries=1, retry_backoff_ms=10, linger_ms=50, batch_size=1
+        ) as producer:
+            producer.send("t", b"warm-up").result(10)  # sequence 0; then five at once
+            futures = [producer.send("t", b"r%d" % i) for i in range(5)]
+            producer.flush(10)
+            outcomes = [f.exception(10) for f in futures]
+            after = producer.send("t", b"after").result(10)
+    finally:
+        server.stop(None)
+    assert after is not None
+    log = broker.model.log
+    assert len(log) == len(set(log)), f"a record was stored twice: {log}"
+    assert set(log) >= {b"r%d" % i for i, error in enumerate(outcomes) if error is None}
+    assert any(error is not None for error in outcomes)  # one did run out of retries
+    assert (1, 0) in broker.seen  # "after" went out in a new epoch

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from broker_process import BrokerProcess
-from sentinel.client import Admin, Producer
+from sentinel.client import Admin, Producer, errors
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 from sentinel.record import build_batch, decode_records, iter_batches, parse_header
@@ -117,8 +117,10 @@ class Writer:
     producer: Producer
     topic: str
     rate: float  # records a second
+    partitions: int = 0  # >0: record n goes to partition n % partitions (deep pipelines)
     acknowledged: set[bytes] = field(default_factory=set)
-    failed: list[BaseException] = field(default_factory=list)
+    failed: list[BaseException] = field(default_factory=list)  # records failed to us
+    blocked: int = 0  # sends refused at once: the buffer stayed full (broker away)
     sent: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -133,9 +135,10 @@ class Writer:
             value = b"%s-%07d" % (self.name.encode(), self.sent)
             self.sent += 1
             try:
-                future = self.producer.send(self.topic, value)
-            except Exception as exc:  # buffer full while the broker is away
-                self.failed.append(exc)
+                partition = self.sent % self.partitions if self.partitions else None
+                future = self.producer.send(self.topic, value, partition=partition)
+            except errors.ClientTimeoutError:  # buffer full while the broker is away
+                self.blocked += 1
                 continue
             future.add_done_callback(self._done(value))
 
@@ -192,9 +195,22 @@ def test_a_fault_free_run_sees_no_out_of_order_sequence(
     assert_exactly_once(read_back(broker, "steady", 3), acknowledged)
 
 
+def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.01)
+
+
 def kill_9_rounds(
-    start_broker: Callable[..., BrokerProcess], rounds: int, **producer_options: Any
+    start_broker: Callable[..., BrokerProcess],
+    rounds: int,
+    exhaust: bool,
+    **producer_options: Any,
 ) -> tuple[list[Writer], set[bytes]]:
+    """``rounds`` times: writers send, the broker is killed with SIGKILL at a random
+    moment and started again; with ``exhaust``, only once some batch has run out of
+    retries, so that the batches queued behind it outlive the restart."""
     broker = start_broker(sync="always")
     with Admin(broker.address) as admin:
         admin.create_topic("crash", partitions=3)
@@ -206,15 +222,17 @@ def kill_9_rounds(
             for acks in ("all", 1)
         ]
         mine = [
-            Writer(f"r{round_}p{i}", producer, "crash", rate=800.0)
+            Writer(f"r{round_}p{i}", producer, "crash", rate=1_000.0, partitions=3)
             for i, producer in enumerate(producers)
         ]
         writers.extend(mine)
 
-        def crash() -> None:
+        def crash(mine: list[Writer] = mine) -> None:
             time.sleep(rng.uniform(0.3, 0.6))
             broker.kill()  # SIGKILL while sends are in flight
-            time.sleep(rng.uniform(0.2, 1.0))
+            time.sleep(rng.uniform(0.1, 0.4))
+            if exhaust:
+                wait_for(lambda: any(w.failed for w in mine), timeout=30)
             broker.start()
             time.sleep(0.5)
 
@@ -233,10 +251,14 @@ def test_kill_9_with_retries_exhausted_stores_nothing_twice(
 ) -> None:
     writers, acknowledged = kill_9_rounds(
         start_broker,
-        rounds=2,
-        retries=1,
-        retry_backoff_ms=20,
-        request_timeout_ms=300,
+        rounds=3,
+        exhaust=True,
+        # Each batch retries for 1.4 s or more, one batch at a time: the oldest runs
+        # out while the broker is down and the next outlives the restart (the issue's
+        # case: those were re-numbered into a new epoch and stored a second time).
+        retries=3,
+        retry_backoff_ms=200,
+        request_timeout_ms=400,
         max_block_ms=100,
     )
     assert any(w.failed for w in writers)  # some batches did fail for good
@@ -247,7 +269,7 @@ def test_kill_9_with_retries_left_stores_everything_once(
     start_broker: Callable[..., BrokerProcess],
 ) -> None:
     writers, acknowledged = kill_9_rounds(
-        start_broker, rounds=2, retries=40, retry_backoff_ms=20, max_block_ms=30_000
+        start_broker, rounds=2, exhaust=False, retries=40, retry_backoff_ms=20, max_block_ms=30_000
     )
     assert all(not w.failed for w in writers), [w.failed[:3] for w in writers]
     assert len(acknowledged) == sum(w.sent for w in writers)

@@ -40,7 +40,7 @@ from sentinel.record import BatchHeader, parse_header
 
 __all__ = ["MAX_ORDER_WAIT_S", "ahead_of_turn", "wait_for_turn"]
 
-MAX_ORDER_WAIT_S = 0.5
+MAX_ORDER_WAIT_S = 0.25
 """How long a request waits for the requests before it; a predecessor still on its way
 arrives within milliseconds, one that was lost never does."""
 

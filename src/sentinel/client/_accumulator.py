@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from sentinel.client.errors import DuplicateSequenceError, OutOfOrderSequenceError
+from sentinel.client.errors import DuplicateSequenceError, OutOfOrderSequenceError, never_sent
 from sentinel.client.types import TopicPartition
 from sentinel.codec.crc import crc32c
 from sentinel.record import BatchBuilder, Compression
@@ -114,10 +114,10 @@ class Outcome(Enum):
 
 
 def definitely_refused(error: BaseException) -> bool:
-    """Whether a failed send certainly stored nothing: the broker answered with a reason
-    it gives before appending. A transport failure, a timeout or a storage error may
-    come after the batch was written."""
-    if isinstance(error, OutOfOrderSequenceError):  # only the broker's check says it
+    """Whether a failed send certainly stored nothing: it never left the client (no
+    connection), or the broker answered with a reason it gives before appending. A
+    lost connection, a timeout or a storage error may come after the batch was written."""
+    if isinstance(error, OutOfOrderSequenceError) or never_sent(error):
         return True
     reason = getattr(error, "reason", None)
     return reason is not None and reason != "KAFKA_STORAGE_ERROR"

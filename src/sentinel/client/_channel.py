@@ -36,6 +36,7 @@ import grpc
 import grpc.aio
 
 from sentinel.client.errors import (
+    NOT_CONNECTED,
     BrokerUnavailableError,
     ClientClosedError,
     ClientStateError,
@@ -71,7 +72,6 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 CONNECT_BACKOFF_S = 0.05
 MAX_CONNECT_BACKOFF_S = 1.0
-_NOT_CONNECTED = "failed to connect to all addresses"  # gRPC: the call was never sent
 
 
 def parse_bootstrap(bootstrap: str | Sequence[str]) -> list[str]:
@@ -92,7 +92,7 @@ def parse_bootstrap(bootstrap: str | Sequence[str]) -> list[str]:
 
 
 def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
-    return exc.code() == grpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in (exc.details() or "")
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and NOT_CONNECTED in (exc.details() or "")
 
 
 if TYPE_CHECKING:

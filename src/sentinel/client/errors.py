@@ -61,6 +61,7 @@ __all__ = [
     "UnknownTopicOrPartitionError",
     "UnresolvableBrokerError",
     "error_from_rpc",
+    "never_sent",
 ]
 
 
@@ -318,6 +319,16 @@ _BY_STATUS: dict[grpc.StatusCode, type[SentinelClientError]] = {
     # A message over the channel's size limit is refused by gRPC itself.
     grpc.StatusCode.RESOURCE_EXHAUSTED: MessageTooLargeError,
 }
+
+
+NOT_CONNECTED = "failed to connect to all addresses"
+"""gRPC's words for a call that failed because no connection could be made: none of
+its bytes were sent."""
+
+
+def never_sent(error: BaseException) -> bool:
+    """Whether ``error`` says the call never left the client (no connection)."""
+    return isinstance(error, BrokerUnavailableError) and NOT_CONNECTED in str(error)
 
 
 # gRPC's words for a host name that does not resolve (c-ares, and the native resolver)
