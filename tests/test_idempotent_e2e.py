@@ -179,7 +179,8 @@ def test_a_fault_free_run_sees_no_out_of_order_sequence(
         for acks in ("all", 1, "all")
     ]
     writers = [
-        Writer(f"p{i}", producer, "steady", rate=1_000.0) for i, producer in enumerate(producers)
+        Writer(f"p{i}", producer, "steady", rate=1_000.0, partitions=3)
+        for i, producer in enumerate(producers)
     ]
     try:
         run_writers(writers, lambda: time.sleep(2.0))
@@ -222,7 +223,7 @@ def kill_9_rounds(
             for acks in ("all", 1)
         ]
         mine = [
-            Writer(f"r{round_}p{i}", producer, "crash", rate=1_000.0, partitions=3)
+            Writer(f"r{round_}p{i}", producer, "crash", rate=800.0, partitions=3)
             for i, producer in enumerate(producers)
         ]
         writers.extend(mine)
@@ -251,7 +252,7 @@ def test_kill_9_with_retries_exhausted_stores_nothing_twice(
 ) -> None:
     writers, acknowledged = kill_9_rounds(
         start_broker,
-        rounds=3,
+        rounds=2,
         exhaust=True,
         # Each batch retries for 1.4 s or more, one batch at a time: the oldest runs
         # out while the broker is down and the next outlives the restart (the issue's
