@@ -13,8 +13,9 @@ made again after a backoff (``CONNECT_BACKOFF_S`` doubling to ``MAX_CONNECT_BACK
 with jitter) until it gets through or its own timeout (the client's
 ``request_timeout_ms``) runs out; then the last failure is raised. A call that was sent
 is never repeated here (the caller's retry rules apply to it), nor is one whose address
-does not resolve (``UnresolvableBrokerError``), and a malformed address is refused when
-the client is made (``InvalidBootstrapError``).
+does not resolve (``UnresolvableBrokerError``), nor ``Produce`` (the producer retries
+its batches by its ``retries`` and backoff, and knows such a send stored nothing); a
+malformed address is refused when the client is made (``InvalidBootstrapError``).
 
 The synchronous clients run their asyncio side on a ``LoopThread``: an event loop in a
 daemon thread. Their blocking methods submit a coroutine and wait for it; their hot
@@ -70,6 +71,9 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # handshake) may take: a busy broker gets that long to answer.
     ("grpc.min_reconnect_backoff_ms", 2_000),
 )
+# Calls whose caller retries them by its own rules: the producer's sender counts a
+# Produce that found no connection as one of the batch's retries, as before.
+_OWN_RETRIES = frozenset({"/sentinel.v1.Sentinel/Produce", b"/sentinel.v1.Sentinel/Produce"})
 CONNECT_BACKOFF_S = 0.05
 MAX_CONNECT_BACKOFF_S = 1.0
 
@@ -111,6 +115,8 @@ class ConnectRetry(_Interceptor):
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
+        if client_call_details.method in _OWN_RETRIES:
+            return await continuation(client_call_details, request)
         loop = asyncio.get_running_loop()
         timeout: float | None = client_call_details.timeout
         deadline = None if timeout is None else loop.time() + timeout
