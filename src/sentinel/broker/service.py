@@ -29,6 +29,7 @@ from sentinel.broker.group_events import (
 from sentinel.broker.limits import TopicLimits, current_open_files_limit, partitions_for_open_files
 from sentinel.broker.meta_store import MetaStore
 from sentinel.broker.partitioner import default_partition
+from sentinel.broker.producer_order import wait_for_turn
 from sentinel.broker.request_budget import RequestBudget
 from sentinel.broker.signal import Signal
 from sentinel.broker.topic_config import TopicConfig, validate_topic_name
@@ -332,6 +333,9 @@ class BrokerService:
         views = list(iter_batches(batches))
         if not views:
             raise InvalidArgumentError("the produce request carries no record batch")
+        # An idempotent producer's request that overtook its predecessor waits for it
+        # (bounded): its batches reach the log in sequence order (producer_order).
+        await wait_for_turn(views[0], plog.producer_state, self.signal(topic_name, partition))
         # One engine write for the whole request: every batch is validated first and
         # they are stored all together or not at all (one WAL entry).
         try:

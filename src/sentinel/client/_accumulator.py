@@ -21,11 +21,19 @@ Ordering and idempotence (as Kafka's producer):
   sequence is assigned when the batch is first drained and kept across retries, so the
   broker recognises a retry of a batch it already stored and answers with the original
   offset instead of storing it twice.
-- A batch that fails for good leaves a gap in the partition's sequence that the broker
-  will never see filled. The partition then starts a new epoch with sequence 0 (the
-  broker accepts that from a known producer id) once nothing of it is in flight;
-  batches of the partition that were queued, or came back out of order, are
-  re-numbered in the new epoch.
+- A batch, once sent, is *unresolved* until it is acknowledged or failed. While it is,
+  its (epoch, sequence) never change: a send whose outcome is unknown (timeout,
+  connection lost, broker died) may have been stored, and only the same numbering
+  lets the broker recognise the retry (KIP-360).
+- A sent batch that fails for good (a refusal, or retries exhausted) leaves a gap in
+  the partition's sequence the broker may never see filled. The partition then needs a
+  new epoch with sequence 0 (the broker accepts that from a known producer id), and
+  takes it only once no sent batch of it is unresolved: until then the sent batches are
+  retried in their own epoch and new batches wait. At the bump, batches never sent are
+  re-numbered in the new epoch; so is a sent batch the broker answered
+  OUT_OF_ORDER_SEQUENCE on every attempt (nothing of it was stored). A batch one of
+  whose sends may have been stored is never re-numbered: when the broker will not take
+  it in its epoch (out of order behind the gap), it is failed to the caller.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from sentinel.client.errors import DuplicateSequenceError, OutOfOrderSequenceError
+from sentinel.client.errors import DuplicateSequenceError, OutOfOrderSequenceError, never_sent
 from sentinel.client.types import TopicPartition
 from sentinel.codec.crc import crc32c
 from sentinel.record import BatchBuilder, Compression
@@ -93,6 +101,8 @@ class ProducerBatch:
     encoded_as: tuple[int, int] = (-1, -1)  # the (epoch, base_sequence) ``data`` carries
     attempts: int = 0  # sends that failed and were retried
     retry_at: float = 0.0
+    sent: bool = False  # sent under its current numbering, not yet acknowledged or failed
+    maybe_written: bool = False  # a send of it ended without a refusal: it may be stored
 
 
 class Outcome(Enum):
@@ -103,6 +113,16 @@ class Outcome(Enum):
     FAILED = "failed"  # fail its futures with the error
 
 
+def definitely_refused(error: BaseException) -> bool:
+    """Whether a failed send certainly stored nothing: it never left the client (no
+    connection), or the broker answered with a reason it gives before appending. A
+    lost connection, a timeout or a storage error may come after the batch was written."""
+    if isinstance(error, OutOfOrderSequenceError) or never_sent(error):
+        return True
+    reason = getattr(error, "reason", None)
+    return reason is not None and reason != "KAFKA_STORAGE_ERROR"
+
+
 @dataclass(slots=True)
 class _PartitionState:
     queue: deque[ProducerBatch] = field(default_factory=deque)
@@ -110,8 +130,9 @@ class _PartitionState:
     retrying: int = 0  # batches of this partition queued or in flight for a retry
     epoch: int = 0
     next_seq: int = 0  # the sequence of the next batch to be drained
-    acked_seq: int = 0  # the sequence after the last acknowledged batch
-    needs_reset: bool = False
+    # sent batches not yet acknowledged or failed (in flight or queued for a retry)
+    unresolved: dict[int, ProducerBatch] = field(default_factory=dict)
+    bump_epoch: bool = False  # a gap: start a new epoch once nothing is unresolved
 
 
 class Accumulator:
@@ -258,19 +279,23 @@ class Accumulator:
         for tp in list(self._ready):
             state = self._partitions[tp]
             queue = state.queue
-            if state.needs_reset and state.in_flight == 0:
-                self._reset(state, tp)
-            while queue and not state.needs_reset:
-                limit = 1 if state.retrying else self.max_in_flight
-                if state.in_flight >= limit:
-                    break
-                head = queue[0]
+            if state.bump_epoch and not state.unresolved:
+                self._new_epoch(state, tp)
+            limit = 1 if state.retrying else self.max_in_flight
+            index = 0
+            while index < len(queue) and state.in_flight < limit:
+                head = queue[index]
+                if state.bump_epoch and not head.sent:
+                    index += 1  # waits for the new epoch; sent batches are retried first
+                    continue
                 if head.retry_at > now:
                     if wake is None or head.retry_at < wake:
                         wake = head.retry_at
                     break
-                queue.popleft()
+                del queue[index]
                 state.in_flight += 1
+                head.sent = True
+                state.unresolved[head.batch_id] = head
                 out.append(head)
             if not queue:
                 self._ready.discard(tp)
@@ -294,13 +319,15 @@ class Accumulator:
         batch.data = data
         return data
 
-    def _reset(self, state: _PartitionState, tp: TopicPartition) -> None:
-        """A new epoch for the partition: its sequences start again at 0."""
-        state.needs_reset = False
+    def _new_epoch(self, state: _PartitionState, tp: TopicPartition) -> None:
+        """A new epoch for the partition: its sequences start again at 0. Called only
+        when no sent batch is unresolved, so every batch re-numbered here is one the
+        broker has not stored (never sent, or refused out of order on every send)."""
+        state.bump_epoch = False
         state.epoch = state.epoch + 1 if state.epoch < INT16_MAX else 0
         state.next_seq = 0
-        state.acked_seq = 0
         waiting = list(state.queue)
+        assert not any(batch.sent for batch in waiting), "a sent batch would be re-numbered"
         open_batch = self._open.get(tp)
         if open_batch is not None:
             waiting.append(open_batch)
@@ -318,13 +345,7 @@ class Accumulator:
     def succeeded(self, batch: ProducerBatch) -> Outcome:
         """The broker stored ``batch`` (or had it already)."""
         self.on_response(batch)
-        state = self._partitions[batch.tp]
-        if batch.attempts:
-            state.retrying -= 1
-        if self.idempotent and batch.epoch == state.epoch:
-            state.acked_seq = next_sequence(batch.base_sequence, batch.count)
-        self._forget(batch)
-        return Outcome.DONE
+        return self._succeeded_after_failure(batch, self._partitions[batch.tp])
 
     def failed(self, batch: ProducerBatch, error: BaseException, now: float) -> Outcome:
         """The send of ``batch`` failed with ``error``: retry it, or give up on it."""
@@ -332,12 +353,19 @@ class Accumulator:
         state = self._partitions[batch.tp]
         if isinstance(error, DuplicateSequenceError):
             return self._succeeded_after_failure(batch, state)
+        if not definitely_refused(error):
+            batch.maybe_written = True
         out_of_order = isinstance(error, OutOfOrderSequenceError)
-        if out_of_order and batch.base_sequence == state.acked_seq:
-            # Nothing before it is outstanding: the broker lost track of us (or the
-            # gap is older than our memory). Start a new epoch and send it again.
-            state.needs_reset = True
         retriable = getattr(error, "retriable", False) or out_of_order
+        if out_of_order and self.idempotent and (state.bump_epoch or self._oldest(batch, state)):
+            # Nothing before it can still fill the gap the broker sees (a batch failed
+            # for good, or the broker lost track of us): only a new epoch gets past it.
+            state.bump_epoch = True
+            if batch.maybe_written:
+                retriable = False  # it may be stored: never re-sent under a new number
+            else:
+                batch.sent = False  # nothing of it was stored: re-numbered at the bump
+                del state.unresolved[batch.batch_id]
         if retriable and batch.attempts < self.retries:
             if not batch.attempts:
                 state.retrying += 1
@@ -347,10 +375,15 @@ class Accumulator:
             return Outcome.RETRY
         if batch.attempts:
             state.retrying -= 1
-        if self.idempotent:
-            state.needs_reset = True
+        if self.idempotent and batch.sent:
+            state.bump_epoch = True  # its sequence range may stay a gap for the broker
         self._forget(batch)
         return Outcome.FAILED
+
+    @staticmethod
+    def _oldest(batch: ProducerBatch, state: _PartitionState) -> bool:
+        """Whether no batch sent before ``batch`` is unresolved."""
+        return batch.batch_id == min(state.unresolved, default=batch.batch_id)
 
     def backoff(self, attempt: int) -> float:
         """Seconds before retry ``attempt`` (1, 2, ...): doubling from
@@ -362,8 +395,6 @@ class Accumulator:
     def _succeeded_after_failure(self, batch: ProducerBatch, state: _PartitionState) -> Outcome:
         if batch.attempts:
             state.retrying -= 1
-        if batch.epoch == state.epoch:
-            state.acked_seq = next_sequence(batch.base_sequence, batch.count)
         self._forget(batch)
         return Outcome.DONE
 
@@ -384,6 +415,9 @@ class Accumulator:
         self._ready.add(batch.tp)
 
     def _forget(self, batch: ProducerBatch) -> None:
+        state = self._partitions.get(batch.tp)
+        if state is not None:
+            state.unresolved.pop(batch.batch_id, None)
         if self._incomplete.pop(batch.batch_id, None) is not None:
             self.buffered_bytes -= batch.size
 

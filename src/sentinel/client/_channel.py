@@ -6,6 +6,17 @@ broker address, created on first use, on the client's event loop. A call goes th
 ``unary``, which turns a failed status into a ``SentinelClientError``
 (``errors.error_from_rpc``).
 
+Connecting is retried, as Kafka's clients do: a unary call that fails because no
+connection could be made (refused, or the broker did not answer the HTTP/2 handshake in
+time: ``failed to connect to all addresses``), so that none of its bytes were sent, is
+made again after a backoff (``CONNECT_BACKOFF_S`` doubling to ``MAX_CONNECT_BACKOFF_S``,
+with jitter) until it gets through or its own timeout (the client's
+``request_timeout_ms``) runs out; then the last failure is raised. A call that was sent
+is never repeated here (the caller's retry rules apply to it), nor is one whose address
+does not resolve (``UnresolvableBrokerError``), nor ``Produce`` (the producer retries
+its batches by its ``retries`` and backoff, and knows such a send stored nothing); a
+malformed address is refused when the client is made (``InvalidBootstrapError``).
+
 The synchronous clients run their asyncio side on a ``LoopThread``: an event loop in a
 daemon thread. Their blocking methods submit a coroutine and wait for it; their hot
 paths (``Producer.send``, ``Consumer.poll``) do not go through the loop at all.
@@ -17,22 +28,24 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import random
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import grpc.aio
 
 from sentinel.client.errors import (
+    NOT_CONNECTED,
     BrokerUnavailableError,
     ClientClosedError,
     ClientStateError,
     ClientTimeoutError,
+    InvalidBootstrapError,
     SentinelClientError,
     error_from_rpc,
 )
-from sentinel.errors import InvalidArgumentError
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 
 __all__ = ["Connections", "LoopThread", "parse_bootstrap", "unary"]
@@ -52,10 +65,17 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     # Reconnect quickly after a broker restart (the default backoff starts at 1 s).
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    # gRPC's name for the least time one connection attempt (TCP and the HTTP/2
+    # handshake) may take: a busy broker gets that long to answer.
+    ("grpc.min_reconnect_backoff_ms", 2_000),
 )
+# Calls whose caller retries them by its own rules: the producer's sender counts a
+# Produce that found no connection as one of the batch's retries, as before.
+_OWN_RETRIES = frozenset({"/sentinel.v1.Sentinel/Produce", b"/sentinel.v1.Sentinel/Produce"})
+CONNECT_BACKOFF_S = 0.05
+MAX_CONNECT_BACKOFF_S = 1.0
 
 
 def parse_bootstrap(bootstrap: str | Sequence[str]) -> list[str]:
@@ -63,12 +83,63 @@ def parse_bootstrap(bootstrap: str | Sequence[str]) -> list[str]:
     items = bootstrap.split(",") if isinstance(bootstrap, str) else list(bootstrap)
     addresses = [item.strip() for item in items if item.strip()]
     if not addresses:
-        raise InvalidArgumentError("bootstrap names no broker")
+        raise InvalidBootstrapError("bootstrap names no broker")
     for address in addresses:
         host, sep, port = address.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise InvalidArgumentError(f"bootstrap address {address!r} is not host:port")
+        if not sep or not host or any(c.isspace() for c in host) or not port.isdigit():
+            raise InvalidBootstrapError(f"bootstrap address {address!r} is not host:port")
+        if not 0 < int(port) < 65536:
+            raise InvalidBootstrapError(
+                f"bootstrap address {address!r}: the port must be in 1..65535"
+            )
     return addresses
+
+
+def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and NOT_CONNECTED in (exc.details() or "")
+
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+else:  # the stubs' generic is not subscriptable at run time
+    _Interceptor = grpc.aio.UnaryUnaryClientInterceptor
+
+
+class ConnectRetry(_Interceptor):
+    """Makes a unary call again, with backoff, while it fails without having been sent
+    because no connection could be made, within the call's own timeout."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        if client_call_details.method in _OWN_RETRIES:
+            return await continuation(client_call_details, request)
+        loop = asyncio.get_running_loop()
+        timeout: float | None = client_call_details.timeout
+        deadline = None if timeout is None else loop.time() + timeout
+        delay = CONNECT_BACKOFF_S
+        details = client_call_details
+        while True:
+            call = await continuation(details, request)
+            try:
+                await call
+            except grpc.aio.AioRpcError as exc:
+                if not _never_sent(exc):
+                    return call
+                pause = delay * self._rng.uniform(0.8, 1.2)
+                if deadline is not None:
+                    remaining = deadline - loop.time()
+                    if remaining <= pause + CONNECT_BACKOFF_S:
+                        return call  # no time left for another attempt: its failure
+                    details = details._replace(timeout=remaining - pause)
+                log.debug("no connection for %s yet; again in %.2f s", details.method, pause)
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, MAX_CONNECT_BACKOFF_S)
+                continue
+            return call
 
 
 async def unary(call: Awaitable[T]) -> T:
@@ -101,7 +172,11 @@ class Connections:
             address = self._bootstrap[self._index]
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(
+                address,
+                options=CHANNEL_OPTIONS,
+                interceptors=(ConnectRetry(),),  # type: ignore[arg-type]
+            )
             self._channels[address] = channel
             stub = self._stubs[address] = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
         return stub

@@ -36,6 +36,7 @@ __all__ = [
     "DuplicateSequenceError",
     "GroupIdNotFoundError",
     "IllegalGenerationError",
+    "InvalidBootstrapError",
     "InvalidConfigError",
     "InvalidFetchSizeError",
     "InvalidPartitionsError",
@@ -58,7 +59,9 @@ __all__ = [
     "TopicAlreadyExistsError",
     "UnknownMemberIdError",
     "UnknownTopicOrPartitionError",
+    "UnresolvableBrokerError",
     "error_from_rpc",
+    "never_sent",
 ]
 
 
@@ -240,6 +243,16 @@ class BrokerUnavailableError(SentinelClientError):
     retriable = True
 
 
+class UnresolvableBrokerError(BrokerUnavailableError):
+    """A broker's host name does not resolve: the address is wrong (not retried)."""
+
+    retriable = False
+
+
+class InvalidBootstrapError(SentinelClientError, core.InvalidArgumentError):
+    """A broker address is not ``host:port`` with a port in 1..65535."""
+
+
 class RequestTimedOutError(SentinelClientError):
     """The request's deadline passed before the broker answered."""
 
@@ -308,6 +321,20 @@ _BY_STATUS: dict[grpc.StatusCode, type[SentinelClientError]] = {
 }
 
 
+NOT_CONNECTED = "failed to connect to all addresses"
+"""gRPC's words for a call that failed because no connection could be made: none of
+its bytes were sent."""
+
+
+def never_sent(error: BaseException) -> bool:
+    """Whether ``error`` says the call never left the client (no connection)."""
+    return isinstance(error, BrokerUnavailableError) and NOT_CONNECTED in str(error)
+
+
+# gRPC's words for a host name that does not resolve (c-ares, and the native resolver)
+_UNRESOLVED = ("DNS resolution failed", "errors resolving", "address lookup failed")
+
+
 def _int(value: str | None) -> int:
     try:
         return int(value) if value is not None else -1
@@ -331,6 +358,12 @@ def error_from_status(
         kind = _BY_STATUS.get(status, ServerError)
         if status is grpc.StatusCode.CANCELLED:
             kind = BrokerUnavailableError
+        elif status is grpc.StatusCode.UNAVAILABLE and any(
+            marker in message for marker in _UNRESOLVED
+        ):
+            return UnresolvableBrokerError(
+                f"cannot resolve the broker address: {message}", reason=reason, status=status
+            )
     if kind is OffsetOutOfRangeError:
         return OffsetOutOfRangeError(
             message,
