@@ -7,6 +7,7 @@ messages, records metrics at the boundary, and turns errors into statuses
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -103,9 +104,34 @@ def add_to_server(servicer: SentinelServicer, server: grpc.aio.Server) -> None:
 
 
 async def _one_message(requests: AsyncIterable[bytes]) -> bytes | None:
+    """The request's one message. The receiver is run to its end (a unary client
+    half-closes after its message): a receiver left suspended keeps the last message in
+    a reference cycle, so a large request would stay in memory until a full collection."""
+    first: bytes | None = None
     async for raw in requests:
-        return raw
-    return None
+        if first is None:
+            first = raw
+    return first
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_soon(requests: AsyncIterable[bytes]) -> None:
+    """Close a receiver left suspended by a cancelled call (deadline, client gone), so
+    that what it read is freed now rather than at the next full garbage collection."""
+    aclose = getattr(requests, "aclose", None)
+    if aclose is None:
+        return
+    task: asyncio.Task[None] = asyncio.ensure_future(aclose())
+    _closing.add(task)
+    task.add_done_callback(_closed)
+
+
+def _closed(task: asyncio.Task[None]) -> None:
+    _closing.discard(task)
+    if not task.cancelled():
+        task.exception()  # a receiver that fails to close has nothing left to free
 
 
 def _records_in(batches: bytes, from_offset: int) -> int:
@@ -169,6 +195,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             raw = await _one_message(requests)
         except BaseException:
             reservation.release()
+            _close_soon(requests)
             raise
         reservation.shrink(len(raw) if raw is not None else 0)
         if raw is None:

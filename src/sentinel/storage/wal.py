@@ -402,7 +402,9 @@ class WriteAheadLog:
             raise self._failed_error() from exc
         with self._lock:
             self._synced_lsn = max(self._synced_lsn, target)
-            del self._unsynced[:mark]
+            # A new buffer rather than ``del``: a bytearray keeps its capacity, so one
+            # large entry would otherwise pin its size in memory for good.
+            self._unsynced = self._unsynced[mark:] if mark < len(self._unsynced) else bytearray()
             self._handed -= mark
             self._cond.notify_all()
         return self._clock.monotonic() - start, target - base
