@@ -30,7 +30,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 
 from sentinel.client._channel import unary
@@ -350,8 +350,11 @@ class Fetcher:
 
     # --- collecting records (the application's thread) --------------------------------
 
-    def collect(self, max_records: int) -> list[ConsumerRecord]:
-        """Up to ``max_records`` buffered records, from the partitions in turn.
+    def collect(
+        self, max_records: int, only: Collection[TopicPartition] = ()
+    ) -> list[ConsumerRecord]:
+        """Up to ``max_records`` buffered records, from the partitions (``only`` these,
+        if given) in turn.
 
         Raises a partition's pending error (offset out of range with no reset policy,
         a non-retriable fetch error) once; the partition then stays stopped until a
@@ -360,6 +363,8 @@ class Fetcher:
         out: list[ConsumerRecord] = []
         with self.lock:
             parts = list(self.partitions.values())
+        if only:
+            parts = [part for part in parts if part.tp in only]
         if not parts:
             return out
         self._rotation = (self._rotation + 1) % len(parts)
@@ -437,10 +442,17 @@ class Fetcher:
             return
         part.records = decode_consumer_records(view, part.tp.topic, part.tp.partition, position)
 
-    def has_buffered(self) -> bool:
-        """Whether ``collect`` would find something (lock held or not: a hint)."""
+    def has_buffered(self, only: Collection[TopicPartition] = ()) -> bool:
+        """Whether ``collect`` (from ``only`` these, if given) would find something
+        (lock held or not: a hint). Paused partitions' data does not count."""
         for part in self.partitions.values():
-            if part.error is not None or part.chunks:
+            if only and part.tp not in only:
+                continue
+            if part.error is not None:
+                return True
+            if part.paused:
+                continue
+            if part.chunks:
                 return True
             if part.decode_gen == part.generation and (
                 part.index < len(part.records) or part.batches is not None

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sentinel.client._channel import parse_bootstrap
+from sentinel.client.errors import RecordTypeError
 from sentinel.errors import InvalidArgumentError
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.record import Compression
@@ -132,15 +133,25 @@ def normalize_headers(headers: HeadersArg) -> Sequence[tuple[str, bytes | None]]
     out: list[tuple[str, bytes | None]] = []
     for name, value in items:
         if not isinstance(name, str):
-            raise TypeError(f"a header key must be str, got {type(name).__name__}")
+            raise RecordTypeError(f"a header key must be str, got {type(name).__name__}")
         out.append((name, as_bytes(value, "header value")))
     return out
 
 
 def as_bytes(data: object, what: str) -> bytes | None:
-    """``data`` as bytes (bytes-like is copied); None stays None; anything else: TypeError."""
+    """``data`` as bytes (bytes-like is copied); None stays None; anything else:
+    ``RecordTypeError`` (a ``TypeError``) naming the serializer option that would fit."""
     if data is None or isinstance(data, bytes):
         return data
     if isinstance(data, bytearray | memoryview):
         return bytes(data)
-    raise TypeError(f"a record {what} must be bytes or None, got {type(data).__name__}")
+    kind = type(data).__name__
+    if what in ("key", "value"):
+        example = "str.encode" if isinstance(data, str) else "lambda v: json.dumps(v).encode()"
+        hint = (
+            f"; encode it, or make the producer with {what}_serializer= "
+            f"(e.g. {what}_serializer={example})"
+        )
+    else:
+        hint = "; encode it" if isinstance(data, str) else ""
+    raise RecordTypeError(f"a record {what} must be bytes or None, got {kind}{hint}")

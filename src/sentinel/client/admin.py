@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from sentinel.client._channel import Connections, LoopThread, parse_bootstrap, unary
 from sentinel.client._common import AsyncClosingContext, ClosingContext
+from sentinel.client._kafka_config import resolve
 from sentinel.client._metadata import Metadata, cluster_from_proto, topic_from_proto
 from sentinel.client.errors import ClientClosedError
 from sentinel.client.types import (
@@ -78,13 +79,37 @@ def _group_from_proto(resp: pb.DescribeGroupResponse) -> GroupDescription:
     )
 
 
+def _admin_options(
+    bootstrap: str | Sequence[str] | Mapping[str, object] | None,
+    bootstrap_servers: str | Sequence[str] | None,
+    request_timeout_ms: int,
+    client_id: str,
+) -> tuple[str | Sequence[str], dict[str, Any]]:
+    given = {"request_timeout_ms": request_timeout_ms, "client_id": client_id}
+    defaults = {"request_timeout_ms": 30_000, "client_id": "sentinel-python"}
+    return resolve("admin", bootstrap, bootstrap_servers, given, defaults)
+
+
 class AsyncAdmin(AsyncClosingContext):
     """Cluster administration on the caller's asyncio loop."""
 
     def __init__(
-        self, bootstrap: str | Sequence[str] = "127.0.0.1:9092", *, request_timeout_ms: int = 30_000
+        self,
+        bootstrap: str | Sequence[str] | Mapping[str, object] | None = None,
+        *,
+        bootstrap_servers: str | Sequence[str] | None = None,
+        request_timeout_ms: int = 30_000,
+        client_id: str = "sentinel-python",
     ) -> None:
-        addresses = parse_bootstrap(bootstrap)
+        """``bootstrap``: ``"host:port,..."``, a list, or a confluent-style config dict
+        (``bootstrap.servers``, ``client.id``, ``request.timeout.ms``);
+        ``bootstrap_servers=`` is the same as the address."""
+        address, options = _admin_options(
+            bootstrap, bootstrap_servers, request_timeout_ms, client_id
+        )
+        request_timeout_ms = options["request_timeout_ms"]
+        self.client_id: str = options["client_id"]
+        addresses = parse_bootstrap(address)
         self._connections = Connections(addresses)
         self._metadata = Metadata(self._connections, addresses)
         self._timeout = request_timeout_ms / 1000.0
@@ -181,12 +206,22 @@ class Admin(ClosingContext):
     """Cluster administration, blocking; thread-safe. Same methods as ``AsyncAdmin``."""
 
     def __init__(
-        self, bootstrap: str | Sequence[str] = "127.0.0.1:9092", *, request_timeout_ms: int = 30_000
+        self,
+        bootstrap: str | Sequence[str] | Mapping[str, object] | None = None,
+        *,
+        bootstrap_servers: str | Sequence[str] | None = None,
+        request_timeout_ms: int = 30_000,
+        client_id: str = "sentinel-python",
     ) -> None:
-        parse_bootstrap(bootstrap)  # fail here, not on the IO thread
+        address, options = _admin_options(
+            bootstrap, bootstrap_servers, request_timeout_ms, client_id
+        )
+        parse_bootstrap(address)  # fail here, not on the IO thread
+        self.client_id: str = options["client_id"]
         self._io = LoopThread("sentinel-admin-io")
         self._closed = False
-        self._async = self._run(self._make(bootstrap, request_timeout_ms))
+        self._close_at_exit()
+        self._async = self._run(self._make(address, options["request_timeout_ms"]))
 
     @staticmethod
     async def _make(bootstrap: str | Sequence[str], request_timeout_ms: int) -> AsyncAdmin:
@@ -250,4 +285,5 @@ class Admin(ClosingContext):
             self._io.run(self._async.close(), 10.0)
         finally:
             self._closed = True
+            self._closed_now()
             self._io.stop()

@@ -3,9 +3,9 @@
 A consumer reads the partitions it is assigned: by hand (``assign``), or as a member
 of a consumer group (``subscribe``, which needs a ``group_id``), where the broker
 deals the subscribed topics' partitions among the members and rebalances when one
-joins or leaves. ``poll`` returns records from the partitions' positions; the
-position of a partition starts at the group's committed offset, else at
-``auto_offset_reset`` (``"latest"``: only new records; ``"earliest"``: from the
+joins or leaves. ``poll`` (or iterating the consumer) returns records from the
+partitions' positions; the position of a partition starts at the group's committed
+offset, else at ``auto_offset_reset`` (``"latest"``: only new records; ``"earliest"``: from the
 start; ``"none"``: ``poll`` raises ``OffsetOutOfRangeError``).
 
 Prefetch: each assigned partition has a task on the IO loop that long-polls
@@ -31,14 +31,24 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, ClassVar, TypeVar
 
 from sentinel.client._channel import LoopThread
-from sentinel.client._common import AsyncClosingContext, ClosingContext
+from sentinel.client._common import AT_EXIT_TIMEOUT_S, AsyncClosingContext, ClosingContext
 from sentinel.client._consumer_core import ConsumerConfig, ConsumerCore, TopicPartitionArg, as_tp
 from sentinel.client._fetcher import EARLIEST, LATEST, Fetcher
 from sentinel.client._group import RebalanceCallback
+from sentinel.client._kafka_config import resolve
 from sentinel.client.errors import (
     ClientClosedError,
     ClientStateError,
@@ -48,11 +58,13 @@ from sentinel.client.errors import (
 from sentinel.client.types import ConsumerRecord, TopicPartition
 from sentinel.errors import InvalidArgumentError
 
-__all__ = ["AsyncConsumer", "Consumer"]
+__all__ = ["AsyncConsumer", "Consumer", "Deserializer"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Deserializer = Callable[[bytes], Any]
+_RECHECK_S = 1.0  # a blocking wait for records looks at the group's state this often
 CommitCallback = Callable[[Mapping[TopicPartition, int], BaseException | None], object]
 
 
@@ -68,10 +80,14 @@ class _ConsumerBase:
 
     def __init__(
         self,
-        bootstrap: str | Sequence[str] = "127.0.0.1:9092",
+        bootstrap: str | Sequence[str] | Mapping[str, object] | None = None,
         *,
+        bootstrap_servers: str | Sequence[str] | None = None,
         group_id: str | None = None,
         topics: Sequence[str] = (),
+        key_deserializer: Deserializer | None = None,
+        value_deserializer: Deserializer | None = None,
+        consumer_timeout_ms: float | None = None,
         auto_offset_reset: str = "latest",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5000,
@@ -89,34 +105,58 @@ class _ConsumerBase:
         retry_backoff_ms: float = 100,
         allow_auto_create_topics: bool = False,
     ) -> None:
-        self.config = ConsumerConfig.build(
-            bootstrap,
-            _options(
-                group_id=group_id,
-                auto_offset_reset=auto_offset_reset,
-                enable_auto_commit=enable_auto_commit,
-                auto_commit_interval_ms=auto_commit_interval_ms,
-                session_timeout_ms=session_timeout_ms,
-                heartbeat_interval_ms=heartbeat_interval_ms,
-                rebalance_timeout_ms=rebalance_timeout_ms,
-                max_poll_records=max_poll_records,
-                fetch_max_bytes=fetch_max_bytes,
-                fetch_max_wait_ms=fetch_max_wait_ms,
-                assignor=assignor,
-                client_id=client_id,
-                request_timeout_ms=request_timeout_ms,
-                retry_backoff_ms=retry_backoff_ms,
-                allow_auto_create_topics=allow_auto_create_topics,
-            ),
+        given = _options(
+            group_id=group_id,
+            key_deserializer=key_deserializer,
+            value_deserializer=value_deserializer,
+            auto_offset_reset=auto_offset_reset,
+            enable_auto_commit=enable_auto_commit,
+            auto_commit_interval_ms=auto_commit_interval_ms,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            max_poll_records=max_poll_records,
+            fetch_max_bytes=fetch_max_bytes,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            assignor=assignor,
+            client_id=client_id,
+            request_timeout_ms=request_timeout_ms,
+            retry_backoff_ms=retry_backoff_ms,
+            allow_auto_create_topics=allow_auto_create_topics,
         )
+        address, options = resolve("consumer", bootstrap, bootstrap_servers, given, _DEFAULTS)
+        self._key_deserializer: Deserializer | None = options.pop("key_deserializer")
+        self._value_deserializer: Deserializer | None = options.pop("value_deserializer")
+        if consumer_timeout_ms is not None and consumer_timeout_ms < 0:
+            raise InvalidArgumentError(
+                f"consumer_timeout_ms must be >= 0 or None, got {consumer_timeout_ms}"
+            )
+        self._iter_timeout_s = None if consumer_timeout_ms is None else consumer_timeout_ms / 1000
+        self.config = ConsumerConfig.build(address, options)
         self._core = ConsumerCore(self.config, callbacks_on_thread=self._callbacks_on_thread)
         self._core.callbacks.update(on_assign=on_assign, on_revoke=on_revoke)
         self._fetcher = self._core.fetcher
         self._closed = False
         self._open(list(topics))
 
+    def _deserialize(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        """Apply the deserializers (None stays None) to ``records``."""
+        kd, vd = self._key_deserializer, self._value_deserializer
+        if kd is None and vd is None:
+            return records
+        return [
+            r._replace(
+                key=r.key if kd is None or r.key is None else kd(r.key),
+                value=r.value if vd is None or r.value is None else vd(r.value),
+            )
+            for r in records
+        ]
+
     def _open(self, topics: list[str]) -> None:
         raise NotImplementedError
+
+
+_DEFAULTS: dict[str, Any] = _ConsumerBase.__init__.__kwdefaults__ or {}
 
 
 class Consumer(_ConsumerBase, ClosingContext):
@@ -125,7 +165,20 @@ class Consumer(_ConsumerBase, ClosingContext):
     Not meant for concurrent use from several threads (as Kafka's consumer), except
     ``close`` and the callbacks' own calls.
 
-    Options: ``group_id`` (None: no group, no commits), ``topics`` (subscribe to them
+    The first argument is the bootstrap address (``"host:port,..."`` or a list; or
+    ``bootstrap_servers=``), or a confluent-kafka style config dict
+    (``Consumer({"bootstrap.servers": "h:p", "group.id": "g",
+    "auto.offset.reset": "earliest"}, topics=["t"])``; an unknown or unsupported key
+    raises ``ClientConfigError`` naming it).
+
+    ``for record in consumer:`` yields record after record, blocking for the next;
+    ``poll`` returns what has come within a timeout.
+
+    Options: ``key_deserializer`` / ``value_deserializer`` (called on each key /
+    value that is not None: the records then carry what they return),
+    ``consumer_timeout_ms`` (None: iteration waits for ever; else it stops after
+    that long without a record, as kafka-python's),
+    ``group_id`` (None: no group, no commits), ``topics`` (subscribe to them
     with a group, else assign all their partitions), ``auto_offset_reset``
     (``"latest"``, ``"earliest"``, ``"none"``), ``enable_auto_commit`` (True),
     ``auto_commit_interval_ms`` (5000), ``session_timeout_ms`` (10000),
@@ -144,6 +197,7 @@ class Consumer(_ConsumerBase, ClosingContext):
         self._data = threading.Condition(self._fetcher.lock)
         self._fetcher.on_data = self._data.notify_all
         self._io = LoopThread("sentinel-consumer-io")
+        self._close_at_exit()
         try:
             self._io.run(self._core.start())
             if topics:
@@ -207,12 +261,16 @@ class Consumer(_ConsumerBase, ClosingContext):
 
     def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[ConsumerRecord]:
         """Records from the assigned partitions, waiting up to ``timeout`` s for some."""
+        records = self._collect(max_records or self.config.max_poll_records, max(0.0, timeout))
+        return self._deserialize(records)
+
+    def _collect(self, limit: int, timeout: float | None) -> list[ConsumerRecord]:
+        """Up to ``limit`` records, waiting up to ``timeout`` s (None: until some come)."""
         if self._closed:
             raise ClientClosedError("the consumer is closed")
         core, fetcher = self._core, self._fetcher
-        limit = max_records or self.config.max_poll_records
         core.note_poll()
-        deadline = time.monotonic() + max(0.0, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             core.raise_group_error()
             records = fetcher.collect(limit)
@@ -221,10 +279,35 @@ class Consumer(_ConsumerBase, ClosingContext):
             with fetcher.lock:
                 if fetcher.has_buffered():
                     continue
+                if self._closed:
+                    raise ClientClosedError("the consumer is closed")
+                if deadline is None:  # wake now and then for a group error
+                    self._data.wait(_RECHECK_S)
+                    continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
                 self._data.wait(remaining)
+
+    def __iter__(self) -> Iterator[ConsumerRecord]:
+        return self
+
+    def __next__(self) -> ConsumerRecord:
+        """The next record, blocking until one comes (``for record in consumer:``).
+
+        Each record counts as consumed once the next is asked for, as with ``poll``.
+        Iteration stops when the consumer is closed (from another thread, say), or
+        after ``consumer_timeout_ms`` without a record, if that was given.
+        """
+        if self._closed:
+            raise StopIteration
+        try:
+            records = self._collect(1, self._iter_timeout_s)
+        except ClientClosedError:
+            raise StopIteration from None
+        if not records:
+            raise StopIteration
+        return self._deserialize(records)[0]
 
     def position(self, tp: TopicPartitionArg) -> int:
         """The offset of the next record ``poll`` returns from ``tp``."""
@@ -294,6 +377,9 @@ class Consumer(_ConsumerBase, ClosingContext):
 
     # --- closing ----------------------------------------------------------------------
 
+    def close_at_exit(self) -> None:
+        self.close(AT_EXIT_TIMEOUT_S)
+
     def close(self, timeout: float | None = 30.0) -> None:
         """Commit (with auto-commit), leave the group, release everything. Idempotent."""
         if self._closed:
@@ -304,6 +390,7 @@ class Consumer(_ConsumerBase, ClosingContext):
             log.warning("consumer close: %s", exc)
         finally:
             self._closed = True
+            self._closed_now()
             with self._fetcher.lock:
                 self._data.notify_all()
             self._io.stop()
@@ -338,7 +425,9 @@ def _commit_done(
 
 
 class AsyncConsumer(_ConsumerBase, AsyncClosingContext):
-    """The asyncio consumer: same options and behaviour as ``Consumer``.
+    """The asyncio consumer: same options and behaviour as ``Consumer``; beside
+    ``poll``, aiokafka's ``getone()``, ``getmany(timeout_ms=...)`` and
+    ``async for record in consumer:``.
 
     Create it inside a running loop and ``await start()`` (or use ``async with``);
     every call must come from that loop.
@@ -412,26 +501,73 @@ class AsyncConsumer(_ConsumerBase, AsyncClosingContext):
         self, timeout: float = 1.0, max_records: int | None = None
     ) -> list[ConsumerRecord]:
         """Records from the assigned partitions, waiting up to ``timeout`` s for some."""
+        limit = max_records or self.config.max_poll_records
+        return self._deserialize(await self._collect(limit, max(0.0, timeout), ()))
+
+    async def _collect(
+        self, limit: int, timeout: float | None, only: Collection[TopicPartition]
+    ) -> list[ConsumerRecord]:
+        """Up to ``limit`` records (from ``only`` these partitions, if given), waiting
+        up to ``timeout`` s (None: until some come)."""
         self._check()
         core, fetcher = self._core, self._fetcher
-        limit = max_records or self.config.max_poll_records
         core.note_poll()
-        deadline = time.monotonic() + max(0.0, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             core.raise_group_error()
-            records = fetcher.collect(limit)
+            records = fetcher.collect(limit, only)
             if records:
                 return records
-            if fetcher.has_buffered():
+            if fetcher.has_buffered(only):
                 continue
-            remaining = deadline - time.monotonic()
+            if self._closed:
+                raise ClientClosedError("the consumer is closed")
+            remaining = _RECHECK_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return []
             self._data.clear()
             try:
-                await asyncio.wait_for(self._data.wait(), remaining)
+                await asyncio.wait_for(self._data.wait(), min(remaining, _RECHECK_S))
             except TimeoutError:
-                return []
+                continue  # look at the group's state, then at the deadline
+
+    async def getone(self, *partitions: TopicPartitionArg) -> ConsumerRecord:
+        """The next record (from ``partitions``, if given), waiting until one comes
+        (as aiokafka's ``getone``)."""
+        only = frozenset(as_tp(tp) for tp in partitions)
+        return self._deserialize(await self._collect(1, None, only))[0]
+
+    async def getmany(
+        self,
+        *partitions: TopicPartitionArg,
+        timeout_ms: float = 0,
+        max_records: int | None = None,
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Records by partition (from ``partitions``, if given), waiting up to
+        ``timeout_ms`` for some (0: only what is here), as aiokafka's ``getmany``."""
+        only = frozenset(as_tp(tp) for tp in partitions)
+        limit = max_records or self.config.max_poll_records
+        records = await self._collect(limit, max(0.0, timeout_ms / 1000), only)
+        out: dict[TopicPartition, list[ConsumerRecord]] = {}
+        for record in self._deserialize(records):
+            out.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        return out
+
+    def __aiter__(self) -> AsyncIterator[ConsumerRecord]:
+        return self
+
+    async def __anext__(self) -> ConsumerRecord:
+        """The next record (``async for record in consumer:``); stops when the consumer
+        is closed, or after ``consumer_timeout_ms`` without a record if that was given."""
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            records = await self._collect(1, self._iter_timeout_s, ())
+        except ClientClosedError:
+            raise StopAsyncIteration from None
+        if not records:
+            raise StopAsyncIteration
+        return self._deserialize(records)[0]
 
     async def position(self, tp: TopicPartitionArg) -> int:
         """The offset of the next record ``poll`` returns from ``tp``."""

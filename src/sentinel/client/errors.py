@@ -30,6 +30,7 @@ from sentinel import errors as core
 __all__ = [
     "BrokerUnavailableError",
     "ClientClosedError",
+    "ClientConfigError",
     "ClientStateError",
     "ClientTimeoutError",
     "CorruptMessageError",
@@ -53,6 +54,7 @@ __all__ = [
     "OutOfOrderSequenceError",
     "RebalanceInProgressError",
     "RecordListTooLargeError",
+    "RecordTypeError",
     "RequestTimedOutError",
     "SentinelClientError",
     "ServerError",
@@ -243,14 +245,16 @@ class BrokerUnavailableError(SentinelClientError):
     retriable = True
 
 
-class UnresolvableBrokerError(BrokerUnavailableError):
-    """A broker's host name does not resolve: the address is wrong (not retried)."""
+class UnresolvableBrokerError(BrokerUnavailableError, ValueError):
+    """A broker's host name does not resolve: the address is wrong (not retried); a
+    ``ValueError`` too."""
 
     retriable = False
 
 
-class InvalidBootstrapError(SentinelClientError, core.InvalidArgumentError):
-    """A broker address is not ``host:port`` with a port in 1..65535."""
+class InvalidBootstrapError(SentinelClientError, core.InvalidArgumentError, ValueError):
+    """A broker address is not ``host:port`` with a port in 1..65535 (a ``ValueError``
+    too, as Kafka's Python clients raise for a bad address)."""
 
 
 class RequestTimedOutError(SentinelClientError):
@@ -268,6 +272,15 @@ class ServerError(SentinelClientError):
 
 class ClientClosedError(SentinelClientError, core.ClosedError):
     """The client was closed."""
+
+
+class ClientConfigError(SentinelClientError, core.InvalidArgumentError, ValueError):
+    """A client option is unknown, unsupported, malformed or given twice (a config
+    dict's key, a keyword option); the message names every one that is wrong."""
+
+
+class RecordTypeError(SentinelClientError, core.InvalidArgumentError, TypeError):
+    """A record's key, value or header is not bytes (and no serializer makes it so)."""
 
 
 class ClientStateError(SentinelClientError, core.StateError):

@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
-from typing import ClassVar, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, cast
 
 from sentinel.client._channel import LoopThread
-from sentinel.client._common import AsyncClosingContext, ClosingContext
+from sentinel.client._common import AT_EXIT_TIMEOUT_S, AsyncClosingContext, ClosingContext
 from sentinel.client._future import AsyncBatchResult, BatchResult, RecordFuture
+from sentinel.client._kafka_config import resolve
 from sentinel.client._producer_config import (
     Acks,
     HeadersArg,
@@ -46,7 +47,9 @@ from sentinel.client.errors import (
 )
 from sentinel.client.types import RecordMetadata
 
-__all__ = ["AsyncProducer", "Producer"]
+__all__ = ["AsyncProducer", "Producer", "Serializer"]
+
+Serializer = Callable[[Any], bytes]
 
 
 _time_ns = time.time_ns
@@ -72,8 +75,12 @@ class _ProducerBase:
 
     def __init__(
         self,
-        bootstrap: str | Sequence[str] = "127.0.0.1:9092",
+        bootstrap: str | Sequence[str] | Mapping[str, object] | None = None,
         *,
+        bootstrap_servers: str | Sequence[str] | None = None,
+        client_id: str = "sentinel-python",
+        key_serializer: Serializer | None = None,
+        value_serializer: Serializer | None = None,
         acks: Acks = 1,
         linger_ms: float = 5,
         batch_size: int = 64 * 1024,
@@ -88,28 +95,43 @@ class _ProducerBase:
         max_block_ms: int = 60_000,
         auto_create_topics: bool = True,
     ) -> None:
-        config = ProducerConfig.build(
-            bootstrap,
-            acks=acks,
-            linger_ms=linger_ms,
-            batch_size=batch_size,
-            compression=compression,
-            partitioner=partitioner,
-            retries=retries,
-            retry_backoff_ms=retry_backoff_ms,
-            enable_idempotence=enable_idempotence,
-            max_in_flight=max_in_flight,
-            request_timeout_ms=request_timeout_ms,
-            buffer_memory=buffer_memory,
-            max_block_ms=max_block_ms,
-            auto_create_topics=auto_create_topics,
-        )
+        given: dict[str, Any] = {
+            "client_id": client_id,
+            "key_serializer": key_serializer,
+            "value_serializer": value_serializer,
+            "acks": acks,
+            "linger_ms": linger_ms,
+            "batch_size": batch_size,
+            "compression": compression,
+            "partitioner": partitioner,
+            "retries": retries,
+            "retry_backoff_ms": retry_backoff_ms,
+            "enable_idempotence": enable_idempotence,
+            "max_in_flight": max_in_flight,
+            "request_timeout_ms": request_timeout_ms,
+            "buffer_memory": buffer_memory,
+            "max_block_ms": max_block_ms,
+            "auto_create_topics": auto_create_topics,
+        }
+        address, options = resolve("producer", bootstrap, bootstrap_servers, given, _DEFAULTS)
+        self.client_id: str = options.pop("client_id")
+        self._key_serializer: Serializer | None = options.pop("key_serializer")
+        self._value_serializer: Serializer | None = options.pop("value_serializer")
+        config = ProducerConfig.build(address, **options)
         self._core = ProducerCore(config, self._sink_type)
         self._counts = self._core.metadata.partitions
         self._buffer_memory = config.buffer_memory
         self._max_block_s = config.max_block_ms / 1000.0
         self._closed = False
         self._open()
+
+    def _serialize(self, key: object, value: object) -> tuple[object, object]:
+        """Apply the serializers (None, a tombstone or no key, stays None)."""
+        if self._value_serializer is not None and value is not None:
+            value = self._value_serializer(value)
+        if self._key_serializer is not None and key is not None:
+            key = self._key_serializer(key)
+        return key, value
 
     def _open(self) -> None:
         raise NotImplementedError
@@ -120,6 +142,9 @@ class _ProducerBase:
         return self._core.producer_id
 
 
+_DEFAULTS: dict[str, Any] = _ProducerBase.__init__.__kwdefaults__ or {}
+
+
 class Producer(_ProducerBase, ClosingContext):
     """Sends records to topics; thread-safe.
 
@@ -128,8 +153,21 @@ class Producer(_ProducerBase, ClosingContext):
     batches: call ``flush()`` to wait for everything sent so far, ``close()`` (or use
     ``with``) to flush and release the connections.
 
+    The first argument is the bootstrap address (``"host:port,host2:port2"`` or a list;
+    ``bootstrap_servers=`` is the same, as kafka-python and aiokafka name it) or a
+    confluent-kafka style config dict (``Producer({"bootstrap.servers": "h:p",
+    "acks": "all", "linger.ms": 10})``: its keys map to the options below; an unknown
+    or unsupported key raises ``ClientConfigError`` naming it). A producer left open
+    is closed (flushed for up to 5 s) at interpreter exit.
+
     Options:
 
+    - ``key_serializer`` / ``value_serializer``: called on each key / value that is
+      not None to make its bytes (e.g. ``str.encode``,
+      ``lambda v: json.dumps(v).encode()``). Without them keys and values must be
+      bytes (or bytearray, memoryview): anything else raises ``RecordTypeError`` (a
+      ``TypeError``) naming the option.
+    - ``client_id`` ("sentinel-python"): the name this producer gives itself.
     - ``acks``: 0 (the broker acknowledges nothing: offsets are -1, errors are only
       logged, nothing is retried; futures resolve once the batch reached the broker),
       1 (the leader stored it; the default), ``"all"`` (every in-sync replica did).
@@ -155,6 +193,10 @@ class Producer(_ProducerBase, ClosingContext):
         self._lock = self._core.lock
         self._io = LoopThread("sentinel-producer-io")
         self._io.run(self._start())
+        self._close_at_exit()
+
+    def close_at_exit(self) -> None:
+        self.close(AT_EXIT_TIMEOUT_S)
 
     async def _start(self) -> None:
         self._core.start()
@@ -162,8 +204,8 @@ class Producer(_ProducerBase, ClosingContext):
     def send(  # noqa: PLR0917 - Kafka's positional order: topic, value, key, ...
         self,
         topic: str,
-        value: bytes | None,
-        key: bytes | None = None,
+        value: object,
+        key: object = None,
         headers: HeadersArg = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
@@ -175,6 +217,8 @@ class Producer(_ProducerBase, ClosingContext):
         """
         if self._closed:
             raise ClientClosedError("the producer is closed")
+        if self._value_serializer is not None or self._key_serializer is not None:
+            key, value = self._serialize(key, value)
         if value is not None and value.__class__ is not bytes:
             value = as_bytes(value, "value")
         if key is not None and key.__class__ is not bytes:
@@ -255,6 +299,7 @@ class Producer(_ProducerBase, ClosingContext):
                     self.flush(timeout)
         finally:
             self._closed = True
+            self._closed_now()
             with self._lock:
                 if self._core.space_waiters:
                     self._core.space.notify_all()
@@ -292,8 +337,8 @@ class AsyncProducer(_ProducerBase, AsyncClosingContext):
     async def send(  # noqa: PLR0917 - Kafka's positional order: topic, value, key, ...
         self,
         topic: str,
-        value: bytes | None,
-        key: bytes | None = None,
+        value: object,
+        key: object = None,
         headers: HeadersArg = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
@@ -303,6 +348,8 @@ class AsyncProducer(_ProducerBase, AsyncClosingContext):
             raise ClientClosedError("the producer is closed")
         if not self._started:
             await self.start()
+        if self._value_serializer is not None or self._key_serializer is not None:
+            key, value = self._serialize(key, value)
         if value is not None and value.__class__ is not bytes:
             value = as_bytes(value, "value")
         if key is not None and key.__class__ is not bytes:
@@ -331,8 +378,8 @@ class AsyncProducer(_ProducerBase, AsyncClosingContext):
     async def send_and_wait(  # noqa: PLR0917 - as send()
         self,
         topic: str,
-        value: bytes | None,
-        key: bytes | None = None,
+        value: object,
+        key: object = None,
         headers: HeadersArg = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
