@@ -44,6 +44,8 @@ class GroupError(CallerError):
     def __init__(self, code: ErrorCode, message: str = "") -> None:
         super().__init__(message or f"group request failed: {code.name}")
         self.code = code
+        self.kafka_code = int(code)
+        self.code_name = code.name
 
 
 Answer = JoinCompleted | SyncCompleted

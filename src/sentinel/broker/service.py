@@ -28,11 +28,9 @@ from sentinel.broker.group_events import (
 )
 from sentinel.broker.limits import TopicLimits, current_open_files_limit, partitions_for_open_files
 from sentinel.broker.meta_store import MetaStore
-from sentinel.broker.partitioner import default_partition
 from sentinel.broker.producer_order import wait_for_turn
 from sentinel.broker.request_budget import RequestBudget
 from sentinel.broker.signal import Signal
-from sentinel.broker.topic_config import TopicConfig, validate_topic_name
 from sentinel.broker.topics import Topic, TopicRegistry, UnknownTopicOrPartitionError
 from sentinel.broker.validation import (
     BROKER_DEFAULT,
@@ -50,7 +48,9 @@ from sentinel.errors import (
     StorageUnavailableError,
 )
 from sentinel.fs import FS, DirLock
+from sentinel.log.config import TopicConfig, validate_topic_name
 from sentinel.log.partition_log import PartitionLog
+from sentinel.partitioning import default_partition
 from sentinel.record import iter_batches
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode, WalOptions
