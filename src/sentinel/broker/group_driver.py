@@ -170,22 +170,23 @@ class GroupDriver:
         member_id: str,
         generation: int,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
-    ) -> None:
+    ) -> dict[TopicPartition, ErrorCode]:
+        """Commit and persist ``offsets``: the code of each partition (Kafka's
+        OffsetCommit answers per partition; a refusal of the whole request is every
+        partition's code). With no offsets, a refusal of the request raises."""
         result = self.coordinator.commit_offsets(
             group_id, member_id, generation, offsets, self._now()
         )
-        if result.error is not ErrorCode.NONE:
+        if not offsets and result.error is not ErrorCode.NONE:
             raise GroupError(result.error)
-        for tp in offsets:
-            code = result.error_for(tp)
-            if code is not ErrorCode.NONE:
-                raise GroupError(code, f"commit of {tp[0]}[{tp[1]}] refused: {code.name}")
+        codes = {tp: result.error_for(tp) for tp in offsets}
         if result.to_persist is not None:
             persisted = result.to_persist
             await asyncio.get_running_loop().run_in_executor(
                 None, self._meta.commit_offsets, persisted.group_id, persisted.offsets
             )
             self.coordinator.offsets_persisted(persisted)
+        return codes
 
     def fetch_offsets(
         self, group_id: str, partitions: Sequence[TopicPartition] | None
