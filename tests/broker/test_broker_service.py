@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sentinel.broker.group_driver import GroupError
-from sentinel.broker.group_events import OffsetAndMetadata
-from sentinel.broker.outcomes import FetchPosition
+from sentinel.broker.group_events import JoinProtocol, MemberAssignment, OffsetAndMetadata
+from sentinel.broker.outcomes import FetchPosition, ProduceEntry
 from sentinel.broker.service import BrokerService
 from sentinel.broker.topics import UnknownTopicOrPartitionError
 from sentinel.broker.validation import Acks
@@ -233,3 +233,39 @@ async def test_metadata_names_this_broker_and_every_partition(service: BrokerSer
     assert [(t.name, t.error_code) for t in named.topics] == [("a", 0), ("nope", 3)]
     created = service.metadata(["fresh"], auto_create=True)
     assert created.topics[0].error is None and len(created.topics[0].partitions) == 1
+
+
+async def test_produce_many_answers_per_partition(service: BrokerService) -> None:
+    service.create_topic("a", 2)
+    out = await service.produce_many(
+        [
+            ProduceEntry("a", 0, batch(2)),
+            ProduceEntry("a", 1, batch(1)),
+            ProduceEntry("a", 9, batch(1)),
+            ProduceEntry("a", 0, b"\x00" * 70),
+        ],
+        acks=-1,
+    )
+    assert [(o.partition, o.error_code) for o in out] == [(0, 0), (1, 0), (9, 3), (0, 2)]
+    assert (out[0].base_offset, out[1].base_offset) == (0, 0)
+    assert service.partition("a", 0).high_watermark == 2
+
+
+async def test_kafka_mode_join_and_sync_hand_the_leaders_assignment(
+    service: BrokerService,
+) -> None:
+    service.create_topic("a", 2)
+    protocols = [JoinProtocol("range", ("a",), b"meta")]
+    joined = await service.join_group(
+        "k", "", topics=["a"], session_timeout_ms=10_000, protocols=protocols
+    )
+    assert joined.leader_id == joined.member_id
+    assert [(m.member_id, m.metadata) for m in joined.members] == [(joined.member_id, b"meta")]
+    mine = MemberAssignment({"a": (0, 1)}, b"raw")
+    synced = await service.sync_group(
+        "k", joined.member_id, joined.generation, {joined.member_id: mine}
+    )
+    assert synced.assignment.partitions == {"a": (0, 1)} and synced.assignment.raw == b"raw"
+    with pytest.raises(GroupError) as caught:
+        await service.sync_group("k", joined.member_id, joined.generation + 1, None)
+    assert caught.value.kafka_code == 22

@@ -22,6 +22,7 @@ __all__ = [
     "GroupSummary",
     "PartitionLagInfo",
     "PartitionMetadata",
+    "ProduceEntry",
     "ProduceOutcome",
     "TopicMetadata",
 ]
@@ -41,6 +42,20 @@ class ProduceOutcome:
     duplicate: bool
     records: int
     bytes: int
+    error: SentinelError | None = None
+
+    @property
+    def error_code(self) -> int:
+        return _code(self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceEntry:
+    """One partition of a produce request: its concatenated RecordBatch v2 bytes."""
+
+    topic: str
+    partition: int
+    batches: bytes
 
 
 @dataclass(frozen=True, slots=True)

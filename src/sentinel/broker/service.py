@@ -25,7 +25,10 @@ from sentinel.broker.group_events import (
     ErrorCode,
     GroupDescription,
     JoinCompleted,
+    JoinProtocol,
+    MemberAssignment,
     OffsetAndMetadata,
+    SyncCompleted,
     TopicPartition,
 )
 from sentinel.broker.limits import TopicLimits, current_open_files_limit, partitions_for_open_files
@@ -39,6 +42,7 @@ from sentinel.broker.outcomes import (
     GroupSummary,
     PartitionLagInfo,
     PartitionMetadata,
+    ProduceEntry,
     ProduceOutcome,
     TopicMetadata,
 )
@@ -86,6 +90,7 @@ __all__ = [
     "FetchOutcome",
     "FetchPosition",
     "PartitionLagInfo",
+    "ProduceEntry",
     "ProduceOutcome",
 ]
 
@@ -384,6 +389,30 @@ class BrokerService:
             len(batches),
         )
 
+    async def produce_many(
+        self, entries: Sequence[ProduceEntry], acks: Acks | int = Acks.LEADER
+    ) -> tuple[ProduceOutcome, ...]:
+        """Kafka's Produce: batches for many partitions in one request, appended
+        concurrently, so that their durability waits share the fsync waves; a result
+        per entry, in order, with its own error (nothing raises for one partition)."""
+        if not isinstance(acks, Acks):
+            acks = Acks.parse(acks)
+        settled = await asyncio.gather(
+            *(self.produce(e.topic, e.partition, e.batches, acks) for e in entries),
+            return_exceptions=True,
+        )
+        outcomes = []
+        for entry, result in zip(entries, settled, strict=True):
+            if isinstance(result, ProduceOutcome):
+                outcomes.append(result)
+            elif isinstance(result, SentinelError):
+                outcomes.append(
+                    ProduceOutcome(entry.topic, entry.partition, -1, -1, -1, False, 0, 0, result)
+                )
+            else:
+                raise result  # a bug, or cancellation: not a partition's refusal
+        return tuple(outcomes)
+
     # --------------------------------------------------------------- fetch
 
     async def fetch_many(
@@ -534,8 +563,15 @@ class BrokerService:
         session_timeout_ms: int,
         rebalance_timeout_ms: int = 0,
         auto_create_topics: bool = False,
+        protocols: Sequence[JoinProtocol] | None = None,
+        protocol_type: str = "consumer",
     ) -> JoinCompleted:
-        """Join with a subscription; returns when the rebalance completes.
+        """Join with a subscription; returns when the join phase completes.
+
+        Without ``protocols`` (the gRPC door) the broker assigns with ``assignor`` over
+        ``topics`` and the answer carries this member's share. With ``protocols`` (the
+        Kafka door: each with its decoded topics and the client's opaque metadata) the
+        leader gets every member's subscription and each member calls ``sync_group``.
 
         The session timeout must lie within the group.min/max.session.timeout.ms bounds;
         a rebalance timeout of 0 means the session timeout. The subscribed topics are
@@ -563,6 +599,22 @@ class BrokerService:
             assignor=assignor or DEFAULT_ASSIGNOR,
             session_timeout_s=session_s,
             rebalance_timeout_s=(rebalance_timeout_ms or session_timeout_ms) / 1000.0,
+            protocols=protocols,
+            protocol_type=protocol_type,
+        )
+
+    async def sync_group(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        assignments: Mapping[str, MemberAssignment] | None = None,
+        timeout_ms: int = 300_000,
+    ) -> SyncCompleted:
+        """SyncGroup after a Kafka-mode join: the leader passes every member's
+        assignment, the others None; returns this member's share."""
+        return await self.groups.sync(
+            group_id, member_id, generation, assignments, timeout_ms / 1000.0
         )
 
     def all_lags(self) -> Iterator[tuple[str, PartitionLagInfo]]:
@@ -578,7 +630,9 @@ class BrokerService:
             await asyncio.sleep(self.config.retention_check_interval_s)
             # The pass reads and rewrites batches: a worker thread, so that consumers and
             # producers on the event loop do not wait for it (the log serializes writers).
-            self._retention_pass = self._worker.submit(self.enforce_retention, list(self.registry))
+            self._retention_pass = self._worker.submit(
+                self.enforce_retention, list(self.registry)
+            )
             await asyncio.wrap_future(self._retention_pass, loop=loop)
 
     def enforce_retention(self, topics: list[Topic] | None = None) -> int:
