@@ -7,6 +7,12 @@
   ours (``NotAnEngineDirectoryError``, ``UnsupportedFormatError``).
 - ``NotLeaderError``: the request reached a replica that cannot serve it now.
 - ``StateError``: the object is in a state where the call is not allowed (closed).
+
+Every class carries the error it is on the wire: ``kafka_code`` (Kafka's error code
+number, the Kafka door's answer) and ``code_name`` (its name in ``proto/sentinel.proto``'s
+``ErrorCode``, the gRPC door's ``sentinel-error`` reason). A subclass overrides both; an
+error whose ``code_name`` is UNKNOWN_SERVER_ERROR is a bug or a state the doors answer as internal.
+Both doors map by these attributes, never by a table of classes of their own.
 """
 
 from __future__ import annotations
@@ -15,9 +21,15 @@ from __future__ import annotations
 class SentinelError(Exception):
     """Base of every error Sentinel raises on purpose."""
 
+    kafka_code: int = -1
+    code_name: str = "UNKNOWN_SERVER_ERROR"
+
 
 class CallerError(SentinelError):
     """The caller is wrong: invalid argument or request."""
+
+    kafka_code = 42
+    code_name = "INVALID_REQUEST"
 
 
 class InvalidArgumentError(CallerError):
@@ -47,12 +59,18 @@ class ClosedError(StateError):
 class DiskError(SentinelError):
     """What is on disk is unusable."""
 
+    kafka_code = 56
+    code_name = "KAFKA_STORAGE_ERROR"
+
 
 class CorruptionError(DiskError):
     """A checksum, magic or length check failed: the bytes are not what was written.
 
     ``path`` names the file and ``where`` the region (a block, the footer, an entry).
     """
+
+    kafka_code = 2
+    code_name = "CORRUPT_MESSAGE"
 
     def __init__(self, path: str, where: str, detail: str) -> None:
         super().__init__(f"corruption in {path} at {where}: {detail}")
@@ -110,6 +128,9 @@ class LockedError(StateError):
 class NotLeaderError(SentinelError):
     """This replica is not the leader; ``leader`` names the current one if known."""
 
+    kafka_code = 6
+    code_name = "NOT_LEADER_OR_FOLLOWER"
+
     def __init__(self, message: str, leader: str | None = None) -> None:
         super().__init__(message)
         self.leader = leader
@@ -125,12 +146,18 @@ class InvalidRecordError(CallerError):
     Kafka's INVALID_RECORD. The subclasses narrow it; catch this one to catch them all.
     """
 
+    kafka_code = 87
+    code_name = "INVALID_RECORD"
+
 
 class CorruptRecordError(InvalidRecordError):
     """A record batch's bytes are damaged: CRC mismatch, truncation, malformed fields.
 
     Kafka's CORRUPT_MESSAGE.
     """
+
+    kafka_code = 2
+    code_name = "CORRUPT_MESSAGE"
 
 
 class RecordBatchTooLargeError(InvalidRecordError):
@@ -139,9 +166,19 @@ class RecordBatchTooLargeError(InvalidRecordError):
     Kafka's MESSAGE_TOO_LARGE.
     """
 
+    kafka_code = 10
+    code_name = "MESSAGE_TOO_LARGE"
+
 
 class UnsupportedCompressionError(InvalidRecordError):
     """A record batch names a compression codec this build does not know.
 
-    Kafka's UNSUPPORTED_COMPRESSION_TYPE.
+    Kafka's UNSUPPORTED_COMPRESSION_TYPE (the gRPC door has no such code: INVALID_RECORD).
     """
+
+    kafka_code = 76
+
+
+def kafka_code_of(exc: BaseException) -> int:
+    """Kafka's error code for ``exc``: its class's, or UNKNOWN_SERVER_ERROR (-1)."""
+    return exc.kafka_code if isinstance(exc, SentinelError) else -1

@@ -44,6 +44,8 @@ class GroupError(CallerError):
     def __init__(self, code: ErrorCode, message: str = "") -> None:
         super().__init__(message or f"group request failed: {code.name}")
         self.code = code
+        self.kafka_code = int(code)
+        self.code_name = code.name
 
 
 Answer = JoinCompleted | SyncCompleted
@@ -130,17 +132,28 @@ class GroupDriver:
         assignor: str,
         session_timeout_s: float,
         rebalance_timeout_s: float,
+        protocols: Sequence[JoinProtocol] | None = None,
+        protocol_type: str = "consumer",
     ) -> JoinCompleted:
-        """Join (server-assigned): returns when the rebalance completes."""
+        """Join and return when the join phase completes. Without ``protocols`` the
+        coordinator assigns (``assignor`` over ``topics``: the group is Stable and the
+        answer carries this member's share); with them (the Kafka door) the leader
+        assigns and every member calls ``sync`` next."""
+        server_assign = protocols is None
         result = self.coordinator.join(
             group_id,
             member_id or None,
             client_id=client_id,
             session_timeout_s=session_timeout_s,
             rebalance_timeout_s=rebalance_timeout_s,
-            protocols=[JoinProtocol(assignor or "roundrobin", tuple(topics))],
+            protocol_type=protocol_type,
+            protocols=(
+                [JoinProtocol(assignor or "roundrobin", tuple(topics))]
+                if protocols is None
+                else protocols
+            ),
             now=self._now(),
-            server_assign=True,
+            server_assign=server_assign,
         )
         if result.error is not ErrorCode.NONE:
             raise GroupError(result.error)
@@ -149,6 +162,28 @@ class GroupDriver:
         self._deliver(result.events)
         answer = await self._wait(key, future, rebalance_timeout_s + 5.0)
         assert isinstance(answer, JoinCompleted)
+        return answer
+
+    async def sync(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        assignments: Mapping[str, MemberAssignment] | None,
+        timeout_s: float,
+    ) -> SyncCompleted:
+        """SyncGroup (the leader hands every member's assignment, the others None):
+        returns this member's share once the leader's sync arrives."""
+        key = (group_id, member_id)
+        future = self._park(*key)
+        outcome = self.coordinator.sync(group_id, member_id, generation, assignments, self._now())
+        if outcome.error is not ErrorCode.NONE:
+            if self._parked.get(key) is future:
+                self._parked.pop(key, None)
+            raise GroupError(outcome.error)
+        self._deliver(outcome.events)
+        answer = await self._wait(key, future, timeout_s)
+        assert isinstance(answer, SyncCompleted)
         return answer
 
     def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
@@ -168,22 +203,23 @@ class GroupDriver:
         member_id: str,
         generation: int,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
-    ) -> None:
+    ) -> dict[TopicPartition, ErrorCode]:
+        """Commit and persist ``offsets``: the code of each partition (Kafka's
+        OffsetCommit answers per partition; a refusal of the whole request is every
+        partition's code). With no offsets, a refusal of the request raises."""
         result = self.coordinator.commit_offsets(
             group_id, member_id, generation, offsets, self._now()
         )
-        if result.error is not ErrorCode.NONE:
+        if not offsets and result.error is not ErrorCode.NONE:
             raise GroupError(result.error)
-        for tp in offsets:
-            code = result.error_for(tp)
-            if code is not ErrorCode.NONE:
-                raise GroupError(code, f"commit of {tp[0]}[{tp[1]}] refused: {code.name}")
+        codes = {tp: result.error_for(tp) for tp in offsets}
         if result.to_persist is not None:
             persisted = result.to_persist
             await asyncio.get_running_loop().run_in_executor(
                 None, self._meta.commit_offsets, persisted.group_id, persisted.offsets
             )
             self.coordinator.offsets_persisted(persisted)
+        return codes
 
     def fetch_offsets(
         self, group_id: str, partitions: Sequence[TopicPartition] | None

@@ -38,6 +38,9 @@ class PolicyViolationError(CallerError):
     """The request would take the broker past one of its limits (partitions, topics
     created by one request). Kafka's POLICY_VIOLATION."""
 
+    kafka_code = 44
+    code_name = "POLICY_VIOLATION"
+
 
 @dataclass(frozen=True, slots=True)
 class TopicLimits:

@@ -37,6 +37,9 @@ class RequestThrottledError(SentinelError):
     """The broker holds as many request bytes as it may; the request waited for room
     until its deadline. Kafka's THROTTLING_QUOTA_EXCEEDED (retriable)."""
 
+    kafka_code = 89
+    code_name = "THROTTLING_QUOTA_EXCEEDED"
+
 
 def _glibc_trim() -> Callable[[], None] | None:
     name = ctypes.util.find_library("c")

@@ -1,9 +1,11 @@
 """The broker service: the one facade every front door (gRPC, Kafka, CLI) calls.
 
-It runs on one asyncio event loop. Appends happen on the loop (a WAL append is one
-``write`` of the batch); waiting for durability (the WAL's group-committed fsync) runs
-in worker threads so that many produce requests share one fsync. Consumers long-poll
-on a per-partition signal that every append fires.
+It runs on one asyncio event loop. It picks the partition and hands the append to its
+``Partition`` (``broker/partition``), the one place that knows acks, durability and the
+high watermark; consumers long-poll on the high watermark signals of the partitions
+they fetch (``broker/fetch``). Every method returns frozen values (``broker/outcomes``)
+or raises a ``SentinelError`` whose ``kafka_code`` / ``code_name`` each door translates;
+results over many partitions carry an error per partition instead of raising.
 """
 
 from __future__ import annotations
@@ -14,26 +16,39 @@ import contextlib
 import itertools
 import logging
 import posixpath
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 
+from sentinel.broker.fetch import DEFAULT_RESPONSE_BYTES, fetch_many
 from sentinel.broker.group_config import GroupConfig
 from sentinel.broker.group_driver import GroupDriver, GroupError
 from sentinel.broker.group_events import (
     ErrorCode,
     GroupDescription,
     JoinCompleted,
+    JoinProtocol,
+    MemberAssignment,
     OffsetAndMetadata,
+    SyncCompleted,
     TopicPartition,
 )
 from sentinel.broker.limits import TopicLimits, current_open_files_limit, partitions_for_open_files
 from sentinel.broker.meta_store import MetaStore
-from sentinel.broker.partitioner import default_partition
-from sentinel.broker.producer_order import wait_for_turn
+from sentinel.broker.outcomes import (
+    BrokerMetadata,
+    ClusterMetadata,
+    CommitOutcome,
+    FetchOutcome,
+    FetchPosition,
+    GroupSummary,
+    PartitionLagInfo,
+    PartitionMetadata,
+    ProduceEntry,
+    ProduceOutcome,
+    TopicMetadata,
+)
+from sentinel.broker.partition import Partition
 from sentinel.broker.request_budget import RequestBudget
-from sentinel.broker.signal import Signal
-from sentinel.broker.topic_config import TopicConfig, validate_topic_name
-from sentinel.broker.topics import Topic, TopicRegistry, UnknownTopicOrPartitionError
+from sentinel.broker.topics import OfflinePartition, Topic, TopicRegistry
 from sentinel.broker.validation import (
     BROKER_DEFAULT,
     Acks,
@@ -46,12 +61,13 @@ from sentinel.config import BrokerConfig
 from sentinel.errors import (
     DamagedDataError,
     DiskError,
-    InvalidArgumentError,
+    SentinelError,
     StorageUnavailableError,
 )
 from sentinel.fs import FS, DirLock
+from sentinel.log.config import TopicConfig, validate_topic_name
 from sentinel.log.partition_log import PartitionLog
-from sentinel.record import iter_batches
+from sentinel.partitioning import default_partition
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode, WalOptions
 
@@ -60,49 +76,23 @@ log = logging.getLogger(__name__)
 EARLIEST = -2
 LATEST = -1
 
-__all__ = ["EARLIEST", "LATEST", "Acks", "BrokerService", "FetchOutcome", "ProduceOutcome"]
+FOLLOW_WAIT_MS = 500
+"""How long one round of a following consume waits before it looks again."""
+DEFAULT_CLIENT_ID = "sentinel-client"
+DEFAULT_ASSIGNOR = "roundrobin"
 
-
-@dataclass(frozen=True, slots=True)
-class ProduceOutcome:
-    topic: str
-    partition: int
-    base_offset: int
-    log_append_time_ms: int
-    log_start_offset: int
-    duplicate: bool
-    records: int
-    bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class FetchOutcome:
-    topic: str
-    partition: int
-    batches: bytes
-    high_watermark: int
-    log_start_offset: int
-    next_offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionLagInfo:
-    topic: str
-    partition: int
-    committed: int
-    log_end_offset: int
-
-    @property
-    def lag(self) -> int:
-        if self.committed < 0:
-            return self.log_end_offset
-        return max(0, self.log_end_offset - self.committed)
-
-
-def _offline(topic: str, partition: int, exc: StorageUnavailableError) -> StorageUnavailableError:
-    """The storage error of a produce, naming the partition (KAFKA_STORAGE_ERROR)."""
-    name = f"{topic}-{partition}"
-    return StorageUnavailableError(f"partition {name} cannot take writes now: {exc}", name)
+__all__ = [
+    "EARLIEST",
+    "LATEST",
+    "Acks",
+    "BrokerService",
+    "CommitOutcome",
+    "FetchOutcome",
+    "FetchPosition",
+    "PartitionLagInfo",
+    "ProduceEntry",
+    "ProduceOutcome",
+]
 
 
 def _open_meta(fs: FS, directory: str) -> MetaStore:
@@ -126,10 +116,9 @@ class BrokerService:
         self._fs = fs
         self._clock = clock
         self._lock: DirLock | None = None
-        self._signals: dict[tuple[str, int], Signal] = {}
+        self._partitions: dict[tuple[str, int], Partition] = {}
         self._round_robin = itertools.count()
         self._background: list[asyncio.Task[None]] = []
-        self._unawaited_syncs: set[asyncio.Future[None]] = set()
         self._worker = concurrent.futures.ThreadPoolExecutor(1, "sentinel-retention")
         self._retention_pass: concurrent.futures.Future[int] | None = None
         self._meta: MetaStore | None = None
@@ -210,10 +199,9 @@ class BrokerService:
             await asyncio.wrap_future(self._retention_pass)
             self._retention_pass = None
         self._worker.shutdown(wait=True)
-        if self._unawaited_syncs:
-            await asyncio.gather(*self._unawaited_syncs, return_exceptions=True)
-        for signal in self._signals.values():
-            signal.fire()
+        for part in self._partitions.values():
+            await part.settle()
+            part.wake_all()
         if self._groups is not None:
             await self._groups.stop()
         if self._registry is not None:
@@ -265,9 +253,9 @@ class BrokerService:
         topic = self.registry.get(name)
         self.registry.delete(name)
         for index in range(len(topic.partitions)):
-            signal = self._signals.pop((name, index), None)
-            if signal is not None:
-                signal.fire()
+            part = self._partitions.pop((name, index), None)
+            if part is not None:
+                part.wake_all()
         self.groups.partitions_changed(name)
 
     def add_partitions(self, name: str, total: int) -> Topic:
@@ -306,6 +294,65 @@ class BrokerService:
     def partition_log(self, topic: str, partition: int) -> PartitionLog:
         return self.registry.get(topic).partition(partition)
 
+    def partition(self, topic: str, index: int) -> Partition:
+        """The ``Partition`` of ``topic``-``index``; UNKNOWN_TOPIC_OR_PARTITION, or
+        KAFKA_STORAGE_ERROR for an offline one."""
+        plog = self.partition_log(topic, index)
+        key = (topic, index)
+        part = self._partitions.get(key)
+        if part is None or part.log is not plog:
+            if part is not None:  # the topic was recreated: the old one's waiters look again
+                part.wake_all()
+            part = self._partitions[key] = Partition(
+                topic, index, plog, sync_always=self.config.wal_sync_mode is SyncMode.ALWAYS
+            )
+        return part
+
+    # ------------------------------------------------------------ metadata
+
+    def metadata(self, topics: Sequence[str] = (), *, auto_create: bool = False) -> ClusterMetadata:
+        """This broker (with its advertised address) and the named topics (none named:
+        all). An unknown topic is a ``TopicMetadata`` with its error; ``auto_create``
+        refusals (a limit, an invalid name) raise for the whole request."""
+        if topics and auto_create and self.config.auto_create_topics:
+            self._create_missing(topics)
+        if topics:
+            described = []
+            for name in topics:
+                try:
+                    described.append(self.topic_metadata(self.registry.get(name)))
+                except SentinelError as exc:
+                    described.append(TopicMetadata(name, (), {}, 0, exc))
+        else:
+            described = [self.topic_metadata(t) for t in self.registry]
+        config = self.config
+        return ClusterMetadata(
+            (BrokerMetadata(config.node_id, config.advertised, config.port),),
+            config.node_id,
+            tuple(described),
+        )
+
+    def topic_metadata(self, topic: Topic) -> TopicMetadata:
+        """A topic's partitions: leader and replicas (this broker), offsets and size."""
+        node = self.config.node_id
+        partitions = tuple(
+            PartitionMetadata(
+                partition=index,
+                leader=node,
+                replicas=(node,),
+                isr=(node,),
+                log_start_offset=plog.log_start_offset,
+                log_end_offset=plog.log_end_offset,
+                high_watermark=plog.high_watermark,
+                size_bytes=plog.size_bytes,
+                error=plog.error() if isinstance(plog, OfflinePartition) else None,
+            )
+            for index, plog in enumerate(topic.partitions)
+        )
+        return TopicMetadata(
+            topic.name, partitions, topic.config.to_map(), topic.replication_factor
+        )
+
     # ------------------------------------------------------------- produce
 
     async def produce(
@@ -316,7 +363,8 @@ class BrokerService:
         acks: Acks | int = Acks.LEADER,
         key_hint: bytes | None = None,
     ) -> ProduceOutcome:
-        """Append the concatenated RecordBatch v2 ``batches`` to one partition.
+        """Append the concatenated RecordBatch v2 ``batches`` to one partition, all or
+        none, and answer once they are as durable as ``acks`` asks (``Partition``).
 
         ``partition`` -1: the broker picks. ``acks``: an ``Acks`` or Kafka's 0, 1, -1."""
         check_produce_partition(partition)
@@ -329,63 +377,64 @@ class BrokerService:
                 partition = default_partition(key_hint, count)
             else:
                 partition = next(self._round_robin) % count
-        plog = topic.partition(partition)
-        views = list(iter_batches(batches))
-        if not views:
-            raise InvalidArgumentError("the produce request carries no record batch")
-        # An idempotent producer's request that overtook its predecessor waits for it
-        # (bounded): its batches reach the log in sequence order (producer_order).
-        await wait_for_turn(views[0], plog.producer_state, self.signal(topic_name, partition))
-        # One engine write for the whole request: every batch is validated first and
-        # they are stored all together or not at all (one WAL entry).
-        try:
-            results = plog.append_many(views, wait=False)
-        except StorageUnavailableError as exc:
-            raise _offline(topic_name, partition, exc) from exc
-        first = results[0]
-        last_lsn = max(r.lsn for r in results)
-        records = sum(r.last_offset - r.base_offset + 1 for r in results)
-        signal = self.signal(topic_name, partition)
-        signal.fire()
-        if self.config.wal_sync_mode is SyncMode.ALWAYS:
-            # Consumers see a batch once it is durable (the high watermark follows fsync).
-            # acks=0 does not wait for that, but the fsync still has to happen.
-            synced = asyncio.get_running_loop().run_in_executor(None, plog.sync_to, last_lsn)
-            synced.add_done_callback(lambda _f: signal.fire())
-            if acks is not Acks.NONE:
-                try:
-                    await synced
-                except StorageUnavailableError as exc:
-                    raise _offline(topic_name, partition, exc) from exc
-            else:
-                self._unawaited_syncs.add(synced)
-                synced.add_done_callback(self._forget_sync)
+        appended = await self.partition(topic_name, partition).append(batches, acks)
         return ProduceOutcome(
             topic_name,
             partition,
-            first.base_offset,
-            first.log_append_time_ms,
-            plog.log_start_offset,
-            first.duplicate,
-            records,
+            appended.base_offset,
+            appended.log_append_time_ms,
+            appended.log_start_offset,
+            appended.duplicate,
+            appended.records,
             len(batches),
         )
 
-    def _forget_sync(self, future: asyncio.Future[None]) -> None:
-        self._unawaited_syncs.discard(future)
-        error = None if future.cancelled() else future.exception()
-        # A storage failure was logged once by the engine when it began; not per request.
-        if error is not None and not isinstance(error, StorageUnavailableError):
-            log.error("fsync after an acks=0 produce failed: %r", future.exception())
-
-    def signal(self, topic: str, partition: int) -> Signal:
-        key = (topic, partition)
-        signal = self._signals.get(key)
-        if signal is None:
-            signal = self._signals[key] = Signal()
-        return signal
+    async def produce_many(
+        self, entries: Sequence[ProduceEntry], acks: Acks | int = Acks.LEADER
+    ) -> tuple[ProduceOutcome, ...]:
+        """Kafka's Produce: batches for many partitions in one request, appended
+        concurrently, so that their durability waits share the fsync waves; a result
+        per entry, in order, with its own error (nothing raises for one partition)."""
+        if not isinstance(acks, Acks):
+            acks = Acks.parse(acks)
+        settled = await asyncio.gather(
+            *(self.produce(e.topic, e.partition, e.batches, acks) for e in entries),
+            return_exceptions=True,
+        )
+        outcomes = []
+        for entry, result in zip(entries, settled, strict=True):
+            if isinstance(result, ProduceOutcome):
+                outcomes.append(result)
+            elif isinstance(result, SentinelError):
+                outcomes.append(
+                    ProduceOutcome(entry.topic, entry.partition, -1, -1, -1, False, 0, 0, result)
+                )
+            else:
+                raise result  # a bug, or cancellation: not a partition's refusal
+        return tuple(outcomes)
 
     # --------------------------------------------------------------- fetch
+
+    async def fetch_many(
+        self,
+        positions: Sequence[FetchPosition],
+        *,
+        max_wait_ms: int = 0,
+        min_bytes: int = 1,
+        max_bytes: int = DEFAULT_RESPONSE_BYTES,
+    ) -> tuple[FetchOutcome, ...]:
+        """Kafka's Fetch: whole batches from every position, each partition up to its
+        ``max_bytes`` and the response up to ``max_bytes``; answers once ``min_bytes``
+        are there, a partition fails, or ``max_wait_ms`` passes (``broker/fetch``).
+        A partition's error is in its outcome."""
+        return await fetch_many(
+            self.partition,
+            positions,
+            self._clock,
+            max_wait_ms=max_wait_ms,
+            min_bytes=min_bytes,
+            max_bytes=max_bytes,
+        )
 
     async def fetch(
         self,
@@ -395,28 +444,36 @@ class BrokerService:
         max_bytes: int,
         max_wait_ms: int = 0,
     ) -> FetchOutcome:
-        """Whole batches from the one holding ``offset``; long-polls when there is none."""
-        if max_bytes <= 0:
-            max_bytes = 1024 * 1024
-        plog = self.partition_log(topic_name, partition)
-        signal = self.signal(topic_name, partition)
-        deadline = self._clock.monotonic() + max(0, max_wait_ms) / 1000.0
-        while True:
-            version = signal.version
-            result = plog.read(offset, max_bytes)
-            if result.batches or self._clock.monotonic() >= deadline:
-                break
-            await signal.wait(version, deadline - self._clock.monotonic())
-            if self.registry.find(topic_name) is None:
-                raise UnknownTopicOrPartitionError(f"topic {topic_name!r} was deleted")
-        return FetchOutcome(
-            topic_name,
-            partition,
-            b"".join(result.batches),
-            result.high_watermark,
-            result.log_start_offset,
-            result.next_offset,
+        """Whole batches of one partition from the one holding ``offset``; long-polls
+        when there is none. Raises the partition's error."""
+        (outcome,) = await self.fetch_many(
+            [FetchPosition(topic_name, partition, offset, max_bytes)], max_wait_ms=max_wait_ms
         )
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome
+
+    async def consume(
+        self,
+        topic_name: str,
+        partition: int,
+        offset: int,
+        max_bytes: int,
+        *,
+        max_wait_ms: int = 0,
+        follow: bool = False,
+    ) -> AsyncGenerator[FetchOutcome, None]:
+        """Fetch results from ``offset`` on, each with at least one batch: until the
+        partition has nothing more within ``max_wait_ms``, or forever with ``follow``
+        (each round waits ``FOLLOW_WAIT_MS``). Raises the partition's error."""
+        while True:
+            wait_ms = FOLLOW_WAIT_MS if follow else max(0, max_wait_ms)
+            outcome = await self.fetch(topic_name, partition, offset, max_bytes, wait_ms)
+            if outcome.batches:
+                offset = outcome.next_offset
+                yield outcome
+            elif not follow:
+                return
 
     def list_offset(self, topic_name: str, partition: int, timestamp_ms: int) -> tuple[int, int]:
         plog = self.partition_log(topic_name, partition)
@@ -449,32 +506,79 @@ class BrokerService:
         member_id: str,
         generation: int,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
-    ) -> None:
-        check_commit_offsets((t, p, om.offset) for (t, p), om in offsets.items())
-        for topic, partition in offsets:
-            # Unknown topic or partition: refuse (an offline one may still commit).
-            self.registry.get(topic).check_partition(partition)
-        await self.groups.commit(group_id, member_id, generation, offsets)
+    ) -> tuple[CommitOutcome, ...]:
+        """Commit ``offsets``; a result per partition, in the order given: committed
+        (durable in the meta store) or refused with its own error (an unknown topic or
+        partition, an invalid offset, or the group's refusal: unknown member, illegal
+        generation, ...). An offline partition may still commit."""
+        refused: dict[TopicPartition, SentinelError] = {}
+        valid: dict[TopicPartition, OffsetAndMetadata] = {}
+        for (topic, partition), om in offsets.items():
+            try:
+                check_commit_offsets(((topic, partition, om.offset),))
+                self.registry.get(topic).check_partition(partition)
+            except SentinelError as exc:
+                refused[(topic, partition)] = exc
+            else:
+                valid[(topic, partition)] = om
+        if valid or not offsets:
+            codes = await self.groups.commit(group_id, member_id, generation, valid)
+            for (topic, partition), code in codes.items():
+                if code is not ErrorCode.NONE:
+                    refused[(topic, partition)] = GroupError(
+                        code, f"commit of {topic}[{partition}] refused: {code.name}"
+                    )
+        return tuple(CommitOutcome(t, p, refused.get((t, p))) for t, p in offsets)
+
+    def fetch_offsets(
+        self, group_id: str, partitions: Sequence[TopicPartition] | None = None
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """The group's committed offsets (of ``partitions``, or all)."""
+        return self.groups.fetch_offsets(group_id, partitions or None)
+
+    def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
+        """Keep a member's session; raises ``GroupError`` (REBALANCE_IN_PROGRESS: rejoin)."""
+        self.groups.heartbeat(group_id, member_id, generation)
+
+    def leave_group(self, group_id: str, member_id: str) -> None:
+        self.groups.leave(group_id, member_id)
+
+    def list_groups(self) -> tuple[GroupSummary, ...]:
+        summaries = []
+        for listing in self.groups.list_groups():
+            described = self.groups.describe(listing.group_id)
+            summaries.append(
+                GroupSummary(listing.group_id, listing.state.value, len(described.members))
+            )
+        return tuple(summaries)
 
     async def join_group(
         self,
         group_id: str,
         member_id: str,
         *,
-        client_id: str,
+        client_id: str = "",
         topics: Sequence[str],
-        assignor: str,
+        assignor: str = "",
         session_timeout_ms: int,
         rebalance_timeout_ms: int = 0,
         auto_create_topics: bool = False,
+        protocols: Sequence[JoinProtocol] | None = None,
+        protocol_type: str = "consumer",
     ) -> JoinCompleted:
-        """Join with a subscription; returns when the rebalance completes.
+        """Join with a subscription; returns when the join phase completes.
+
+        Without ``protocols`` (the gRPC door) the broker assigns with ``assignor`` over
+        ``topics`` and the answer carries this member's share. With ``protocols`` (the
+        Kafka door: each with its decoded topics and the client's opaque metadata) the
+        leader gets every member's subscription and each member calls ``sync_group``.
 
         The session timeout must lie within the group.min/max.session.timeout.ms bounds;
         a rebalance timeout of 0 means the session timeout. The subscribed topics are
         created only when the consumer asks (``auto_create_topics``, Kafka's consumer
         ``allow.auto.create.topics``) and --auto-create-topics is on; otherwise an
-        unknown topic is assigned once it is created."""
+        unknown topic is assigned once it is created. An empty ``client_id`` or
+        ``assignor``: ``DEFAULT_CLIENT_ID``, ``DEFAULT_ASSIGNOR``."""
         cfg = self._group_config
         session_s = session_timeout_ms / 1000.0
         if not cfg.min_session_timeout_s <= session_s <= cfg.max_session_timeout_s:
@@ -490,11 +594,27 @@ class BrokerService:
         return await self.groups.join(
             group_id,
             member_id,
-            client_id=client_id,
+            client_id=client_id or DEFAULT_CLIENT_ID,
             topics=topics,
-            assignor=assignor,
+            assignor=assignor or DEFAULT_ASSIGNOR,
             session_timeout_s=session_s,
             rebalance_timeout_s=(rebalance_timeout_ms or session_timeout_ms) / 1000.0,
+            protocols=protocols,
+            protocol_type=protocol_type,
+        )
+
+    async def sync_group(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        assignments: Mapping[str, MemberAssignment] | None = None,
+        timeout_ms: int = 300_000,
+    ) -> SyncCompleted:
+        """SyncGroup after a Kafka-mode join: the leader passes every member's
+        assignment, the others None; returns this member's share."""
+        return await self.groups.sync(
+            group_id, member_id, generation, assignments, timeout_ms / 1000.0
         )
 
     def all_lags(self) -> Iterator[tuple[str, PartitionLagInfo]]:

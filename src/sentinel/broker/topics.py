@@ -22,12 +22,6 @@ from dataclasses import dataclass
 
 from sentinel.broker.limits import TopicLimits
 from sentinel.broker.meta_store import MetaStore, TopicRecord
-from sentinel.broker.topic_config import (
-    InvalidPartitionsError,
-    TopicConfig,
-    validate_partition_count,
-    validate_topic_name,
-)
 from sentinel.clock import Clock
 from sentinel.errors import (
     CallerError,
@@ -37,6 +31,12 @@ from sentinel.errors import (
     StorageUnavailableError,
 )
 from sentinel.fs import FS
+from sentinel.log.config import (
+    InvalidPartitionsError,
+    TopicConfig,
+    validate_partition_count,
+    validate_topic_name,
+)
 from sentinel.log.partition_log import PartitionLog
 from sentinel.storage.engine import EngineStats
 from sentinel.storage.files import CURRENT_NAME
@@ -48,13 +48,22 @@ log = logging.getLogger(__name__)
 class UnknownTopicOrPartitionError(CallerError):
     """The topic or the partition does not exist on this broker."""
 
+    kafka_code = 3
+    code_name = "UNKNOWN_TOPIC_OR_PARTITION"
+
 
 class TopicAlreadyExistsError(CallerError):
     """A topic of that name exists."""
 
+    kafka_code = 36
+    code_name = "TOPIC_ALREADY_EXISTS"
+
 
 class InvalidReplicationFactorError(CallerError):
     """The replication factor cannot be met by the brokers there are."""
+
+    kafka_code = 38
+    code_name = "INVALID_REPLICATION_FACTOR"
 
 
 @dataclass(eq=False)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
-from sentinel.broker.topic_config import InvalidPartitionsError
 from sentinel.broker.topics import UnknownTopicOrPartitionError
 from sentinel.errors import CallerError, InvalidArgumentError
+from sentinel.log.config import InvalidPartitionsError
 
 ANY_PARTITION = -1
 """A produce to partition -1: the broker picks (by key, else round robin)."""
@@ -40,6 +40,9 @@ class Acks(enum.Enum):
 
 class InvalidRequiredAcksError(CallerError):
     """The acks of a produce is not 0, 1 or all. Kafka's INVALID_REQUIRED_ACKS."""
+
+    kafka_code = 21
+    code_name = "INVALID_REQUIRED_ACKS"
 
 
 class InvalidCommitOffsetError(InvalidArgumentError):

@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 import grpc
 import grpc.aio
 
-from sentinel.broker.partitioner import Partitioner, RoundRobinPartitioner, StickyPartitioner
 from sentinel.client._accumulator import Accumulator, Outcome, ProducerBatch
 from sentinel.client._channel import Connections, with_retries
 from sentinel.client._future import BatchSink
@@ -39,6 +38,7 @@ from sentinel.client.errors import (
     error_from_rpc,
 )
 from sentinel.errors import SentinelError
+from sentinel.partitioning import Partitioner, RoundRobinPartitioner, StickyPartitioner
 from sentinel.proto_gen import sentinel_pb2 as pb
 
 __all__ = ["ProducerCore"]

@@ -14,8 +14,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sentinel.broker.topic_config import TopicConfig
 from sentinel.errors import InvalidArgumentError, InvalidRecordError
+from sentinel.log.config import TopicConfig
 from sentinel.log.producer_state import (
     ProducerEntry,
     ProducerStateTable,

@@ -15,6 +15,9 @@ from sentinel.errors import CallerError, CorruptionError, DiskError, StorageUnav
 class OffsetOutOfRangeError(CallerError):
     """An offset outside ``[log_start_offset, log_end_offset]``. Kafka's OFFSET_OUT_OF_RANGE."""
 
+    kafka_code = 1
+    code_name = "OFFSET_OUT_OF_RANGE"
+
     def __init__(self, offset: int, log_start_offset: int, log_end_offset: int) -> None:
         super().__init__(
             f"offset {offset} is outside the log's range "
@@ -30,6 +33,9 @@ class OutOfOrderSequenceError(CallerError):
 
     Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER."""
 
+    kafka_code = 45
+    code_name = "OUT_OF_ORDER_SEQUENCE"
+
     def __init__(self, producer_id: int, expected: int, got: int) -> None:
         super().__init__(
             f"producer {producer_id}: expected sequence {expected}, got {got}"
@@ -43,6 +49,9 @@ class InvalidProducerEpochError(CallerError):
     """A batch from an older epoch of a producer than one already seen (a zombie).
 
     Kafka's INVALID_PRODUCER_EPOCH."""
+
+    kafka_code = 47
+    code_name = "INVALID_PRODUCER_EPOCH"
 
     def __init__(self, producer_id: int, current_epoch: int, got: int) -> None:
         super().__init__(

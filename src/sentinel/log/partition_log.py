@@ -48,11 +48,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from itertools import takewhile
 
-from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import Clock
 from sentinel.errors import ClosedError, DiskError, InvalidArgumentError, StorageUnavailableError
 from sentinel.fs import FS
 from sentinel.log.append import Buffer, Checked, stage, validate_produce
+from sentinel.log.config import TopicConfig
 from sentinel.log.edits import plan_head_deletion, plan_rewrites, plan_truncation
 from sentinel.log.errors import OffsetOutOfRangeError, naming_partition
 from sentinel.log.high_watermark import HighWatermark

@@ -1,5 +1,9 @@
 """How a broker error becomes a gRPC status: the code, the machine-readable reason
-(``sentinel-error``, an ``ErrorCode`` name of proto/sentinel.proto) and extra metadata."""
+(``sentinel-error``, an ``ErrorCode`` name of proto/sentinel.proto) and extra metadata.
+
+The reason is the error's own (``SentinelError.code_name``, with its ``kafka_code`` for the
+Kafka door); this module only knows which gRPC status each reason travels under.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +11,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from sentinel.broker.group_driver import GroupError
-from sentinel.broker.group_events import ErrorCode as GroupCode
-from sentinel.broker.limits import PolicyViolationError
-from sentinel.broker.request_budget import RequestThrottledError
-from sentinel.broker.topic_config import (
-    InvalidConfigError,
-    InvalidPartitionsError,
-    InvalidTopicError,
-)
-from sentinel.broker.topics import (
-    InvalidReplicationFactorError,
-    TopicAlreadyExistsError,
-    UnknownTopicOrPartitionError,
-)
-from sentinel.broker.validation import InvalidRequiredAcksError
-from sentinel.errors import (
-    CallerError,
-    CorruptionError,
-    CorruptRecordError,
-    DiskError,
-    InvalidRecordError,
-    NotLeaderError,
-    RecordBatchTooLargeError,
-)
-from sentinel.log.errors import (
-    InvalidProducerEpochError,
-    OffsetOutOfRangeError,
-    OutOfOrderSequenceError,
-)
+from sentinel.errors import CallerError, NotLeaderError, SentinelError
+from sentinel.log.errors import OffsetOutOfRangeError
 
 StatusCode = grpc.StatusCode
 
@@ -51,64 +28,64 @@ class Refusal:
         return (("sentinel-error", self.reason), *self.metadata)
 
 
-_BY_TYPE: tuple[tuple[type[BaseException], grpc.StatusCode, str], ...] = (
-    (UnknownTopicOrPartitionError, StatusCode.NOT_FOUND, "UNKNOWN_TOPIC_OR_PARTITION"),
-    (InvalidTopicError, StatusCode.INVALID_ARGUMENT, "INVALID_TOPIC"),
-    (InvalidConfigError, StatusCode.INVALID_ARGUMENT, "INVALID_CONFIG"),
-    (InvalidPartitionsError, StatusCode.INVALID_ARGUMENT, "INVALID_PARTITIONS"),
-    (InvalidReplicationFactorError, StatusCode.INVALID_ARGUMENT, "INVALID_REPLICATION_FACTOR"),
-    (TopicAlreadyExistsError, StatusCode.ALREADY_EXISTS, "TOPIC_ALREADY_EXISTS"),
-    (InvalidRequiredAcksError, StatusCode.INVALID_ARGUMENT, "INVALID_REQUIRED_ACKS"),
+STATUS_BY_REASON: dict[str, grpc.StatusCode] = {
+    "UNKNOWN_TOPIC_OR_PARTITION": StatusCode.NOT_FOUND,
+    "OFFSET_OUT_OF_RANGE": StatusCode.OUT_OF_RANGE,
+    "NOT_LEADER_OR_FOLLOWER": StatusCode.UNAVAILABLE,
+    "INVALID_TOPIC": StatusCode.INVALID_ARGUMENT,
+    "INVALID_CONFIG": StatusCode.INVALID_ARGUMENT,
+    "INVALID_PARTITIONS": StatusCode.INVALID_ARGUMENT,
+    "INVALID_REPLICATION_FACTOR": StatusCode.INVALID_ARGUMENT,
+    "TOPIC_ALREADY_EXISTS": StatusCode.ALREADY_EXISTS,
+    "INVALID_REQUIRED_ACKS": StatusCode.INVALID_ARGUMENT,
     # A broker limit (partitions, topics one request may create): not retriable as is.
-    (PolicyViolationError, StatusCode.FAILED_PRECONDITION, "POLICY_VIOLATION"),
+    "POLICY_VIOLATION": StatusCode.FAILED_PRECONDITION,
     # The in-flight request bytes stayed full until the request's deadline: retry later.
-    (RequestThrottledError, StatusCode.RESOURCE_EXHAUSTED, "THROTTLING_QUOTA_EXCEEDED"),
-    (RecordBatchTooLargeError, StatusCode.INVALID_ARGUMENT, "MESSAGE_TOO_LARGE"),
-    (CorruptRecordError, StatusCode.INVALID_ARGUMENT, "CORRUPT_MESSAGE"),
-    (InvalidRecordError, StatusCode.INVALID_ARGUMENT, "INVALID_RECORD"),
-    (OutOfOrderSequenceError, StatusCode.FAILED_PRECONDITION, "OUT_OF_ORDER_SEQUENCE"),
-    (InvalidProducerEpochError, StatusCode.FAILED_PRECONDITION, "INVALID_PRODUCER_EPOCH"),
-    # Stored bytes that fail their checksum: never served, never INTERNAL.
-    (CorruptionError, StatusCode.DATA_LOSS, "CORRUPT_MESSAGE"),
+    "THROTTLING_QUOTA_EXCEEDED": StatusCode.RESOURCE_EXHAUSTED,
+    "MESSAGE_TOO_LARGE": StatusCode.INVALID_ARGUMENT,
+    "INVALID_RECORD": StatusCode.INVALID_ARGUMENT,
+    "OUT_OF_ORDER_SEQUENCE": StatusCode.FAILED_PRECONDITION,
+    "INVALID_PRODUCER_EPOCH": StatusCode.FAILED_PRECONDITION,
     # Full disk, failed WAL, quarantined partition, missing file: the storage is offline.
-    (DiskError, StatusCode.UNAVAILABLE, "KAFKA_STORAGE_ERROR"),
-)
-
-_GROUP_STATUS = {
-    GroupCode.REBALANCE_IN_PROGRESS: StatusCode.ABORTED,
-    GroupCode.UNKNOWN_MEMBER_ID: StatusCode.FAILED_PRECONDITION,
-    GroupCode.ILLEGAL_GENERATION: StatusCode.FAILED_PRECONDITION,
-    GroupCode.GROUP_ID_NOT_FOUND: StatusCode.NOT_FOUND,
-    GroupCode.INVALID_SESSION_TIMEOUT: StatusCode.INVALID_ARGUMENT,
-    GroupCode.INVALID_GROUP_ID: StatusCode.INVALID_ARGUMENT,
-    GroupCode.INVALID_REQUEST: StatusCode.INVALID_ARGUMENT,
-    GroupCode.UNSUPPORTED_ASSIGNOR: StatusCode.INVALID_ARGUMENT,
-    GroupCode.GROUP_MAX_SIZE_REACHED: StatusCode.RESOURCE_EXHAUSTED,
-    GroupCode.COORDINATOR_NOT_AVAILABLE: StatusCode.UNAVAILABLE,
+    "KAFKA_STORAGE_ERROR": StatusCode.UNAVAILABLE,
+    "INVALID_REQUEST": StatusCode.INVALID_ARGUMENT,
+    # Groups.
+    "REBALANCE_IN_PROGRESS": StatusCode.ABORTED,
+    "UNKNOWN_MEMBER_ID": StatusCode.FAILED_PRECONDITION,
+    "ILLEGAL_GENERATION": StatusCode.FAILED_PRECONDITION,
+    "GROUP_ID_NOT_FOUND": StatusCode.NOT_FOUND,
+    "INVALID_SESSION_TIMEOUT": StatusCode.INVALID_ARGUMENT,
+    "INVALID_GROUP_ID": StatusCode.INVALID_ARGUMENT,
+    "UNSUPPORTED_ASSIGNOR": StatusCode.INVALID_ARGUMENT,
+    "GROUP_MAX_SIZE_REACHED": StatusCode.RESOURCE_EXHAUSTED,
+    "COORDINATOR_NOT_AVAILABLE": StatusCode.UNAVAILABLE,
 }
+"""The gRPC status each reason travels under."""
+
+# A corrupt batch the caller sent is its fault; stored bytes that fail their checksum
+# are data loss (never served, never INTERNAL).
+_CORRUPT_STORED = StatusCode.DATA_LOSS
 
 
 def refusal_for(exc: BaseException) -> Refusal | None:
     """The status for a known broker error; None for a bug (answered INTERNAL)."""
+    if not isinstance(exc, SentinelError):
+        return None
+    reason, message = exc.code_name, str(exc)
+    metadata: tuple[tuple[str, str], ...] = ()
     if isinstance(exc, OffsetOutOfRangeError):
-        return Refusal(
-            StatusCode.OUT_OF_RANGE,
-            "OFFSET_OUT_OF_RANGE",
-            str(exc),
-            (
-                ("sentinel-log-start-offset", str(exc.log_start_offset)),
-                ("sentinel-log-end-offset", str(exc.log_end_offset)),
-            ),
+        metadata = (
+            ("sentinel-log-start-offset", str(exc.log_start_offset)),
+            ("sentinel-log-end-offset", str(exc.log_end_offset)),
         )
-    if isinstance(exc, NotLeaderError):
-        extra = (("sentinel-leader", exc.leader),) if exc.leader else ()
-        return Refusal(StatusCode.UNAVAILABLE, "NOT_LEADER_OR_FOLLOWER", str(exc), extra)
-    if isinstance(exc, GroupError):
-        status = _GROUP_STATUS.get(exc.code, StatusCode.FAILED_PRECONDITION)
-        return Refusal(status, exc.code.name, str(exc))
-    for kind, status, reason in _BY_TYPE:
-        if isinstance(exc, kind):
-            return Refusal(status, reason, str(exc))
-    if isinstance(exc, CallerError):
-        return Refusal(StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", str(exc))
-    return None
+    elif isinstance(exc, NotLeaderError) and exc.leader:
+        metadata = (("sentinel-leader", exc.leader),)
+    if reason == "CORRUPT_MESSAGE":
+        corrupt = StatusCode.INVALID_ARGUMENT if isinstance(exc, CallerError) else _CORRUPT_STORED
+        return Refusal(corrupt, reason, message, metadata)
+    known = STATUS_BY_REASON.get(reason)
+    if known is not None:
+        return Refusal(known, reason, message, metadata)
+    if isinstance(exc, CallerError):  # a group code without a status of its own
+        return Refusal(StatusCode.FAILED_PRECONDITION, reason, message, metadata)
+    return None  # UNKNOWN_SERVER_ERROR: a bug or a closed object

@@ -1,8 +1,9 @@
 """The gRPC front door: translate proto messages to broker service calls and back.
 
-Thin on purpose: validation and semantics live in the service; this module maps
-messages, records metrics at the boundary, and turns errors into statuses
-(``server.errors``).
+Thin on purpose: validation, defaults, metadata and the follow loop live in the
+service (``BrokerService``, the facade every door calls); this module maps messages to
+its calls and its frozen results back, records metrics at the boundary, and turns
+errors into statuses (``server.errors``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from sentinel.broker.group_events import OffsetAndMetadata, TopicPartition
+from sentinel.broker.outcomes import FetchOutcome, TopicMetadata
 from sentinel.broker.request_budget import Reservation
-from sentinel.broker.service import Acks, BrokerService, FetchOutcome
-from sentinel.broker.topics import Topic
+from sentinel.broker.service import Acks, BrokerService
 from sentinel.broker.validation import BROKER_DEFAULT, InvalidRequiredAcksError
 from sentinel.errors import InvalidArgumentError
 from sentinel.proto_gen import sentinel_pb2 as pb
@@ -31,7 +32,6 @@ from sentinel.server.metrics import Metrics
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_FOLLOW_WAIT_MS = 500
 DEFAULT_STREAM_BYTES = 1024 * 1024
 MAX_STREAM_BYTES = 16 * 1024 * 1024
 _ACKS = {pb.ACKS_LEADER: Acks.LEADER, pb.ACKS_NONE: Acks.NONE, pb.ACKS_ALL: Acks.ALL}
@@ -365,16 +365,16 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             offset = request.offset
             sent = 0
             max_bytes = min(request.max_bytes_per_message or DEFAULT_STREAM_BYTES, MAX_STREAM_BYTES)
-            while True:
-                wait_ms = MAX_FOLLOW_WAIT_MS if request.follow else max(0, request.max_wait_ms)
-                try:
-                    outcome = await self._service.fetch(
-                        request.topic, request.partition, offset, max_bytes, wait_ms
-                    )
-                except Exception as exc:
-                    await _abort(context, exc)
-                    return
-                if outcome.batches:
+            outcomes = self._service.consume(
+                request.topic,
+                request.partition,
+                offset,
+                max_bytes,
+                max_wait_ms=request.max_wait_ms,
+                follow=request.follow,
+            )
+            try:
+                async for outcome in outcomes:
                     message, count = self._fetch_message(
                         pb.ConsumeResponse, outcome, offset, request.decode_records
                     )
@@ -383,32 +383,37 @@ class SentinelServicer(pb_grpc.SentinelServicer):
                     yield message
                     if request.max_messages and sent >= request.max_messages:
                         return
-                elif not request.follow:
-                    return
+            except Exception as exc:
+                await _abort(context, exc)
+                return
+            finally:
+                await outcomes.aclose()
         finally:
             self._metrics.active_connections.dec()
 
     # ---------------------------------------------------------- metadata
 
-    def _topic_info(self, topic: Topic) -> pb.TopicInfo:
-        node = self._service.config.node_id
+    @staticmethod
+    def _topic_info(topic: TopicMetadata) -> pb.TopicInfo:
+        if topic.error is not None:
+            raise topic.error
         partitions = [
             pb.PartitionInfo(
-                partition=index,
-                leader=node,
-                replicas=[node],
-                isr=[node],
-                log_start_offset=plog.log_start_offset,
-                log_end_offset=plog.log_end_offset,
-                high_watermark=plog.high_watermark,
-                size_bytes=plog.size_bytes,
+                partition=p.partition,
+                leader=p.leader,
+                replicas=list(p.replicas),
+                isr=list(p.isr),
+                log_start_offset=p.log_start_offset,
+                log_end_offset=p.log_end_offset,
+                high_watermark=p.high_watermark,
+                size_bytes=p.size_bytes,
             )
-            for index, plog in enumerate(topic.partitions)
+            for p in topic.partitions
         ]
         return pb.TopicInfo(
             name=topic.name,
             partitions=partitions,
-            configs=topic.config.to_map(),
+            configs=dict(topic.configs),
             replication_factor=topic.replication_factor,
         )
 
@@ -416,16 +421,15 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.MetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.MetadataResponse:
         async def work() -> pb.MetadataResponse:
-            config = self._service.config
-            topics = self._service.topics(
+            found = self._service.metadata(
                 list(request.topics), auto_create=request.allow_auto_topic_creation
             )
             return pb.MetadataResponse(
                 brokers=[
-                    pb.Broker(node_id=config.node_id, host=config.advertised, port=config.port)
+                    pb.Broker(node_id=b.node_id, host=b.host, port=b.port) for b in found.brokers
                 ],
-                controller_id=config.node_id,
-                topics=[self._topic_info(t) for t in topics],
+                controller_id=found.controller_id,
+                topics=[self._topic_info(t) for t in found.topics],
             )
 
         return await self._call("FetchMetadata", request, context, work)
@@ -440,7 +444,9 @@ class SentinelServicer(pb_grpc.SentinelServicer):
                 request.replication_factor or BROKER_DEFAULT,
                 dict(request.configs),
             )
-            return pb.CreateTopicResponse(topic=self._topic_info(topic))
+            return pb.CreateTopicResponse(
+                topic=self._topic_info(self._service.topic_metadata(topic))
+            )
 
         return await self._call("CreateTopic", request, context, work)
 
@@ -458,7 +464,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
     ) -> pb.ListTopicsResponse:
         async def work() -> pb.ListTopicsResponse:
             return pb.ListTopicsResponse(
-                topics=[self._topic_info(t) for t in self._service.topics()]
+                topics=[self._topic_info(t) for t in self._service.metadata().topics]
             )
 
         return await self._call("ListTopics", request, context, work)
@@ -468,7 +474,9 @@ class SentinelServicer(pb_grpc.SentinelServicer):
     ) -> pb.DescribeTopicResponse:
         async def work() -> pb.DescribeTopicResponse:
             return pb.DescribeTopicResponse(
-                topic=self._topic_info(self._service.topic(request.name))
+                topic=self._topic_info(
+                    self._service.topic_metadata(self._service.topic(request.name))
+                )
             )
 
         return await self._call("DescribeTopic", request, context, work)
@@ -478,7 +486,9 @@ class SentinelServicer(pb_grpc.SentinelServicer):
     ) -> pb.CreatePartitionsResponse:
         async def work() -> pb.CreatePartitionsResponse:
             topic = self._service.add_partitions(request.name, request.total)
-            return pb.CreatePartitionsResponse(topic=self._topic_info(topic))
+            return pb.CreatePartitionsResponse(
+                topic=self._topic_info(self._service.topic_metadata(topic))
+            )
 
         return await self._call("CreatePartitions", request, context, work)
 
@@ -502,9 +512,9 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             joined = await self._service.join_group(
                 request.group_id,
                 request.member_id,
-                client_id=request.client_id or "sentinel-client",
+                client_id=request.client_id,
                 topics=list(request.topics),
-                assignor=request.assignor or "roundrobin",
+                assignor=request.assignor,
                 session_timeout_ms=request.session_timeout_ms,
                 rebalance_timeout_ms=request.rebalance_timeout_ms,
                 auto_create_topics=request.allow_auto_topic_creation,
@@ -527,7 +537,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.HeartbeatResponse:
         async def work() -> pb.HeartbeatResponse:
-            self._service.groups.heartbeat(request.group_id, request.member_id, request.generation)
+            self._service.heartbeat(request.group_id, request.member_id, request.generation)
             return pb.HeartbeatResponse()
 
         return await self._call("Heartbeat", request, context, work)
@@ -536,7 +546,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.LeaveGroupRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.LeaveGroupResponse:
         async def work() -> pb.LeaveGroupResponse:
-            self._service.groups.leave(request.group_id, request.member_id)
+            self._service.leave_group(request.group_id, request.member_id)
             return pb.LeaveGroupResponse()
 
         return await self._call("LeaveGroup", request, context, work)
@@ -549,9 +559,12 @@ class SentinelServicer(pb_grpc.SentinelServicer):
                 (o.topic, o.partition): OffsetAndMetadata(o.offset, o.metadata)
                 for o in request.offsets
             }
-            await self._service.commit_offsets(
+            results = await self._service.commit_offsets(
                 request.group_id, request.member_id, request.generation, offsets
             )
+            for result in results:  # one status per call: the first refused partition's
+                if result.error is not None:
+                    raise result.error
             return pb.CommitOffsetsResponse()
 
         return await self._call("CommitOffsets", request, context, work)
@@ -563,7 +576,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             wanted: list[TopicPartition] | None = [
                 (tp.topic, p) for tp in request.partitions for p in tp.partitions
             ] or None
-            found = self._service.groups.fetch_offsets(request.group_id, wanted)
+            found = self._service.fetch_offsets(request.group_id, wanted)
             return pb.FetchOffsetsResponse(
                 offsets=[
                     pb.PartitionOffset(topic=t, partition=p, offset=om.offset, metadata=om.metadata)
@@ -577,17 +590,12 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.ListGroupsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListGroupsResponse:
         async def work() -> pb.ListGroupsResponse:
-            groups = []
-            for listing in self._service.groups.list_groups():
-                described = self._service.groups.describe(listing.group_id)
-                groups.append(
-                    pb.GroupSummary(
-                        group_id=listing.group_id,
-                        state=listing.state.value,
-                        members=len(described.members),
-                    )
-                )
-            return pb.ListGroupsResponse(groups=groups)
+            return pb.ListGroupsResponse(
+                groups=[
+                    pb.GroupSummary(group_id=g.group_id, state=g.state, members=g.members)
+                    for g in self._service.list_groups()
+                ]
+            )
 
         return await self._call("ListGroups", request, context, work)
 

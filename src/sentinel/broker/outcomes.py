@@ -1,0 +1,164 @@
+"""The frozen values ``BrokerService`` returns; each front door translates them.
+
+Per-partition results carry ``error``: the refusal of that partition alone (a
+``SentinelError``, whose ``kafka_code`` / ``code_name`` are its wire codes) or None.
+The Kafka door answers a code per partition; the gRPC door, whose RPCs name one
+partition, raises the error. Nothing here knows a front door.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sentinel.errors import SentinelError
+
+__all__ = [
+    "BrokerMetadata",
+    "ClusterMetadata",
+    "CommitOutcome",
+    "FetchOutcome",
+    "FetchPosition",
+    "GroupSummary",
+    "PartitionLagInfo",
+    "PartitionMetadata",
+    "ProduceEntry",
+    "ProduceOutcome",
+    "TopicMetadata",
+]
+
+
+def _code(error: SentinelError | None) -> int:
+    return 0 if error is None else error.kafka_code
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceOutcome:
+    topic: str
+    partition: int
+    base_offset: int
+    log_append_time_ms: int
+    log_start_offset: int
+    duplicate: bool
+    records: int
+    bytes: int
+    error: SentinelError | None = None
+
+    @property
+    def error_code(self) -> int:
+        return _code(self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceEntry:
+    """One partition of a produce request: its concatenated RecordBatch v2 bytes."""
+
+    topic: str
+    partition: int
+    batches: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPosition:
+    """One partition of a fetch: where to read and at most how many bytes (at least
+    one whole batch is returned by the first partition that has one)."""
+
+    topic: str
+    partition: int
+    offset: int
+    max_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOutcome:
+    topic: str
+    partition: int
+    batches: bytes
+    high_watermark: int
+    log_start_offset: int
+    next_offset: int
+    error: SentinelError | None = None
+
+    @property
+    def error_code(self) -> int:
+        return _code(self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcome:
+    """One partition of an offset commit: committed (``error`` None) or refused."""
+
+    topic: str
+    partition: int
+    error: SentinelError | None = None
+
+    @property
+    def error_code(self) -> int:
+        return _code(self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLagInfo:
+    topic: str
+    partition: int
+    committed: int
+    log_end_offset: int
+
+    @property
+    def lag(self) -> int:
+        if self.committed < 0:
+            return self.log_end_offset
+        return max(0, self.log_end_offset - self.committed)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    group_id: str
+    state: str
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerMetadata:
+    node_id: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionMetadata:
+    partition: int
+    leader: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    log_start_offset: int
+    log_end_offset: int
+    high_watermark: int
+    size_bytes: int
+    #: The partition cannot serve (offline after damage: KAFKA_STORAGE_ERROR).
+    error: SentinelError | None = None
+
+    @property
+    def error_code(self) -> int:
+        return _code(self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMetadata:
+    name: str
+    partitions: tuple[PartitionMetadata, ...]
+    configs: Mapping[str, str]
+    replication_factor: int
+    #: The topic could not be described (unknown, invalid name, not created).
+    error: SentinelError | None = None
+
+    @property
+    def error_code(self) -> int:
+        return _code(self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMetadata:
+    brokers: tuple[BrokerMetadata, ...]
+    controller_id: int
+    topics: tuple[TopicMetadata, ...]

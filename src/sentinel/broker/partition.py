@@ -1,0 +1,196 @@
+"""A partition of this broker: append, the durability wait of each acks level, the high
+watermark, and the wake-up of the consumers waiting on it.
+
+This is the one place that knows when a write is acknowledged (etcd's driver habit:
+persist, then acknowledge, then let readers see). Above it the service and the front
+doors only say which ``Acks`` a producer asked for; below it ``PartitionLog`` stores
+batches and keeps the watermark of what is durable. Replication replaces the inside of
+``append`` (wait for a majority, move the high watermark from the commit index) and
+nothing above it changes.
+
+When a produce is answered, by acks level and WAL sync mode::
+
+    sync mode   acks 0                   acks 1 / all
+    always      at once; fsync follows   after the WAL fsync that covers the batch
+    interval    at once                  at once (the OS has it; the timer syncs)
+    none        at once                  at once (the OS has it)
+
+acks 0 never waits, but under ``always`` the fsync still happens (the high watermark,
+and with it what consumers see, waits for it). acks all equals acks 1 on one broker.
+
+Consumers see a batch once the high watermark covers it: at the append under
+``interval`` / ``none``, after its fsync under ``always``. ``hw_signal`` fires only when
+the high watermark moves, never for an append that consumers cannot read yet.
+``appended_signal`` fires after every append: the in-order wait of idempotent producers
+(``producer_order``) waits for the predecessor's append, not its fsync.
+
+Everything runs on the broker's event loop except ``_sync_to``, the one call that
+waits for the WAL in a worker thread (``PartitionLog.sync_to``, group-committed: the
+appends of many requests share one fsync). A broker-wide durability pipeline plugs in
+there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from dataclasses import dataclass
+
+from sentinel.broker.producer_order import wait_for_turn
+from sentinel.broker.signal import Signal
+from sentinel.broker.validation import Acks
+from sentinel.errors import InvalidArgumentError, StorageUnavailableError
+from sentinel.log.partition_log import PartitionLog
+from sentinel.log.types import ReadResult
+from sentinel.record import iter_batches
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AppendOutcome", "Partition"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendOutcome:
+    """What a produce to one partition answers (Kafka's ProduceResponse partition)."""
+
+    base_offset: int
+    log_append_time_ms: int
+    log_start_offset: int
+    duplicate: bool
+    records: int
+    #: The high watermark when the answer was made (what consumers can read).
+    high_watermark: int
+
+
+class Partition:
+    """Partition ``index`` of ``topic`` over its log. Use from the event loop only."""
+
+    def __init__(
+        self,
+        topic: str,
+        index: int,
+        plog: PartitionLog,
+        *,
+        sync_always: bool,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
+        self.topic = topic
+        self.index = index
+        self.log = plog
+        self.name = f"{topic}-{index}"
+        self._sync_always = sync_always
+        self._executor = executor
+        #: Fires when the high watermark moves: consumers wait on it.
+        self.hw_signal = Signal()
+        #: Fires after every append: producers waiting for their turn wait on it.
+        self.appended_signal = Signal()
+        self._announced_hw = plog.high_watermark
+        self._unawaited: set[asyncio.Future[None]] = set()
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def high_watermark(self) -> int:
+        return self.log.high_watermark
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.log.log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.log.log_end_offset
+
+    def read(self, offset: int, max_bytes: int) -> ReadResult:
+        """Whole batches below the high watermark from the one holding ``offset``."""
+        return self.log.read(offset, max_bytes)
+
+    # ----------------------------------------------------------------- append
+
+    async def append(self, batches: bytes | memoryview, acks: Acks) -> AppendOutcome:
+        """Append the concatenated RecordBatch v2 ``batches`` (all or none, one WAL
+        entry) and return once they are as durable as ``acks`` asks.
+
+        Errors: the log's refusals of the batches (``InvalidRecordError`` and its kin,
+        ``OutOfOrderSequenceError``, ``InvalidProducerEpochError``), and
+        ``StorageUnavailableError`` naming this partition when the disk cannot take it.
+        """
+        views = list(iter_batches(batches))
+        if not views:
+            raise InvalidArgumentError("the produce request carries no record batch")
+        # An idempotent producer's request that overtook its predecessor waits for it
+        # (bounded): its batches reach the log in sequence order (producer_order).
+        await wait_for_turn(views[0], self.log.producer_state, self.appended_signal)
+        # No await from here to the append: nothing of this partition slips in between.
+        try:
+            results = self.log.append_many(views, wait=False)
+        except StorageUnavailableError as exc:
+            raise self._offline(exc) from exc
+        self.appended_signal.fire()
+        self._announce()  # interval / none: the watermark moved with the append
+        if self._sync_always:
+            synced = asyncio.ensure_future(self._durable(max(r.lsn for r in results)))
+            if acks is Acks.NONE:
+                # Not waited for; stop() waits for it, and its failure is logged once.
+                self._unawaited.add(synced)
+                synced.add_done_callback(self._forget)
+            else:
+                await synced
+        first = results[0]
+        return AppendOutcome(
+            first.base_offset,
+            first.log_append_time_ms,
+            self.log.log_start_offset,
+            first.duplicate,
+            sum(r.last_offset - r.base_offset + 1 for r in results),
+            self.log.high_watermark,
+        )
+
+    async def _durable(self, lsn: int) -> None:
+        """Wait until WAL entry ``lsn`` is durable, then wake consumers if the high
+        watermark moved (it follows the fsync)."""
+        try:
+            await self._sync_to(lsn)
+        except StorageUnavailableError as exc:
+            raise self._offline(exc) from exc
+        finally:
+            self._announce()
+
+    async def _sync_to(self, lsn: int) -> None:
+        """The one call that waits for the WAL: ``PartitionLog.sync_to`` in a worker
+        thread (group commit: concurrent callers share one fsync)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.log.sync_to, lsn)
+
+    def _announce(self) -> None:
+        """Fire ``hw_signal`` if the high watermark moved since it last fired."""
+        hw = self.log.high_watermark
+        if hw != self._announced_hw:
+            self._announced_hw = hw
+            self.hw_signal.fire()
+
+    def _offline(self, exc: StorageUnavailableError) -> StorageUnavailableError:
+        """The storage error of a produce, naming the partition (KAFKA_STORAGE_ERROR)."""
+        return StorageUnavailableError(
+            f"partition {self.name} cannot take writes now: {exc}", self.name
+        )
+
+    def _forget(self, future: asyncio.Future[None]) -> None:
+        self._unawaited.discard(future)
+        error = None if future.cancelled() else future.exception()
+        # A storage failure was logged once by the engine when it began; not per request.
+        if error is not None and not isinstance(error, StorageUnavailableError):
+            log.error("fsync after an acks=0 produce to %s failed: %r", self.name, error)
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def settle(self) -> None:
+        """Wait for the fsyncs of acks=0 appends still under way."""
+        if self._unawaited:
+            await asyncio.gather(*list(self._unawaited), return_exceptions=True)
+
+    def wake_all(self) -> None:
+        """Wake every waiter (the partition is going away or the broker stops)."""
+        self.hw_signal.fire()
+        self.appended_signal.fire()
