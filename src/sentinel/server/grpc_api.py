@@ -234,7 +234,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             self._metrics.requests.labels(method, refusal.reason if refusal else "INTERNAL").inc()
             await _abort(context, exc, refusal)
             raise  # abort() raises; this keeps the type checker honest
-        self._metrics.requests.labels(method, "NONE").inc()
+        self._metrics.requests.labels(method, "OK").inc()
         return result
 
     # ----------------------------------------------------------- produce
@@ -293,7 +293,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         """The response message, and how many records at or after ``from_offset`` it holds
         (counted from batch headers)."""
         count = _records_in(outcome.batches, from_offset)
-        self._metrics.messages_consumed.labels(outcome.topic).inc(count)
+        self._metrics.messages_fetched.labels(outcome.topic).inc(count)
         self._metrics.bytes_consumed.labels(outcome.topic).inc(len(outcome.batches))
         message = cls(
             topic=outcome.topic,
@@ -311,6 +311,9 @@ class SentinelServicer(pb_grpc.SentinelServicer):
     ) -> pb.FetchResponse:
         async def work() -> pb.FetchResponse:
             started = time.perf_counter()
+            self._metrics.observe_fetch_start(
+                context.peer(), request.topic, request.partition, request.offset
+            )
             outcome = await self._service.fetch(
                 request.topic,
                 request.partition,
@@ -330,36 +333,36 @@ class SentinelServicer(pb_grpc.SentinelServicer):
     async def Consume(
         self, request: pb.ConsumeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ConsumeResponse]:
-        self._metrics.active_connections.inc()
-        try:
-            if isinstance(request, MalformedRequest):
-                await _abort(context, InvalidArgumentError(f"malformed Consume: {request.detail}"))
+        if isinstance(request, MalformedRequest):
+            await _abort(context, InvalidArgumentError(f"malformed Consume: {request.detail}"))
+            return
+        offset = request.offset
+        sent = 0
+        max_bytes = min(request.max_bytes_per_message or DEFAULT_STREAM_BYTES, MAX_STREAM_BYTES)
+        while True:
+            wait_ms = MAX_FOLLOW_WAIT_MS if request.follow else max(0, request.max_wait_ms)
+            try:
+                outcome = await self._service.fetch(
+                    request.topic, request.partition, offset, max_bytes, wait_ms
+                )
+            except Exception as exc:
+                await _abort(context, exc)
                 return
-            offset = request.offset
-            sent = 0
-            max_bytes = min(request.max_bytes_per_message or DEFAULT_STREAM_BYTES, MAX_STREAM_BYTES)
-            while True:
-                wait_ms = MAX_FOLLOW_WAIT_MS if request.follow else max(0, request.max_wait_ms)
-                try:
-                    outcome = await self._service.fetch(
-                        request.topic, request.partition, offset, max_bytes, wait_ms
-                    )
-                except Exception as exc:
-                    await _abort(context, exc)
+            if outcome.batches:
+                message, count = self._fetch_message(
+                    pb.ConsumeResponse, outcome, offset, request.decode_records
+                )
+                handed = count
+                if request.max_messages:  # a stream hands over at most max_messages
+                    handed = min(count, request.max_messages - sent)
+                self._metrics.messages_consumed.labels(outcome.topic).inc(handed)
+                sent += count
+                offset = outcome.next_offset
+                yield message
+                if request.max_messages and sent >= request.max_messages:
                     return
-                if outcome.batches:
-                    message, count = self._fetch_message(
-                        pb.ConsumeResponse, outcome, offset, request.decode_records
-                    )
-                    sent += count
-                    offset = outcome.next_offset
-                    yield message
-                    if request.max_messages and sent >= request.max_messages:
-                        return
-                elif not request.follow:
-                    return
-        finally:
-            self._metrics.active_connections.dec()
+            elif not request.follow:
+                return
 
     # ---------------------------------------------------------- metadata
 
@@ -525,6 +528,10 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             await self._service.commit_offsets(
                 request.group_id, request.member_id, request.generation, offsets
             )
+            for (topic, partition), committed in offsets.items():
+                self._metrics.observe_commit(
+                    context.peer(), request.group_id, topic, partition, committed.offset
+                )
             return pb.CommitOffsetsResponse()
 
         return await self._call("CommitOffsets", request, context, work)
