@@ -277,3 +277,39 @@ def test_consumed_counts_what_was_consumed_not_read_ahead(start_broker: Start) -
     ok = 'sentinel_requests_total{code="OK",method="Produce"}'
     assert scrape(broker)[ok] == 1
     assert not any('code="NONE"' in name for name in scrape(broker))
+
+
+# ------------------------------------------------------------------ dashboard
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana" / "sentinel.json"
+PROMQL_FUNCTIONS = {"rate", "sum", "by", "histogram_quantile", "le"}
+
+
+def dashboard_metrics() -> set[str]:
+    """Every metric name the dashboard's panels query (identifiers in their PromQL that
+    are not functions, keywords or labels: Sentinel's metrics all start ``sentinel_``)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    names: set[str] = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            expr = re.sub(r"\{[^}]*\}|\[[^]]*\]|\([a-z, ]*\)\s*\(", "(", target["expr"])
+            words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr)) - PROMQL_FUNCTIONS
+            assert words and all(w.startswith("sentinel_") for w in words), target["expr"]
+            names |= words
+    return names
+
+
+def test_every_metric_the_dashboard_queries_is_exported(start_broker: Start) -> None:
+    from sentinel.client import Consumer
+
+    broker = start_broker()
+    produce(broker.address, "dash", 20)
+    with Consumer(broker.address, group_id="dg", topics=["dash"], auto_offset_reset="earliest",
+                  enable_auto_commit=False) as consumer:  # fmt: skip
+        wait_for(lambda: bool(consumer.poll(0.5, max_records=5)))
+        consumer.commit()
+    exported = {name.partition("{")[0] for name in scrape(broker)}
+    queried = dashboard_metrics()
+    assert len(queried) >= 15
+    assert queried - exported == set()
