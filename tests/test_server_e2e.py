@@ -206,12 +206,17 @@ def test_metrics_and_the_connection_gauge(
     assert "sentinel_produce_latency_ms" in figures
     assert figures["sentinel_produce_latency_seconds_count"] >= 1
     assert figures["sentinel_wal_fsync_seconds_count"] >= 1
-    baseline = figures["sentinel_active_connections"]
-    stream = stub.Consume(pb.ConsumeRequest(topic="m", partition=0, offset=0, follow=True))
+    # The gauge counts client connections (this test's channel is one), not calls.
+    assert figures["sentinel_active_connections"] == 1
+    # (a channel of its own: gRPC shares one connection among a process's channels)
+    channel = grpc.insecure_channel(broker.address, [("grpc.use_local_subchannel_pool", 1)])
+    other = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
+    stream = other.Consume(pb.ConsumeRequest(topic="m", partition=0, offset=0, follow=True))
     next(stream)
-    wait_for(lambda: scrape(broker)["sentinel_active_connections"] == baseline + 1)
-    stream.cancel()  # the client goes away mid-stream
-    wait_for(lambda: scrape(broker)["sentinel_active_connections"] == baseline)
+    wait_for(lambda: scrape(broker)["sentinel_active_connections"] == 2)
+    stream.cancel()  # the client goes away mid-stream, its connection stays open
+    channel.close()  # now it goes
+    wait_for(lambda: scrape(broker)["sentinel_active_connections"] == 1)
 
 
 def test_groups_over_grpc(stub: pb_grpc.SentinelStub) -> None:

@@ -1,11 +1,21 @@
 """The broker's typed configuration, loaded from flags, a TOML file and the environment.
 
-Precedence: command-line flag > environment variable (``SENTINEL_<NAME>``) > TOML file
-(``--config``; keys are the field names below) > default.
+Every setting has one name (``SETTINGS``): the flag ``--data``, the TOML key ``data``
+and the environment variable ``SENTINEL_DATA`` (dashes become underscores, upper case).
+The dataclass field behind it may be named differently (``data_dir``); operators never
+see field names.
+
+Precedence: command-line flag > environment variable > TOML file (``--config``) > default.
+
+The server owns the ``SENTINEL_`` prefix of the environment: a variable under it that
+is no server setting is refused (a misspelled ``SENTINEL_DATA_DIR`` would otherwise be
+silently ignored), except the variables of Sentinel's other tools (``OTHER_TOOLS_ENV``,
+e.g. ``SENTINEL_BROKER`` of ``sentinel-cli``).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -46,6 +56,8 @@ class BrokerConfig:
     group_max_session_timeout_ms: int = 1_800_000
     shutdown_grace_s: float = 8.0
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one JSON object per line)
+    slow_fsync_ms: float = 1000.0  # a WAL fsync at least this long is logged
     # Start with a damaged partition offline (KAFKA_STORAGE_ERROR) instead of refusing.
     skip_damaged: bool = False
 
@@ -69,6 +81,10 @@ class BrokerConfig:
             )
         if self.max_partitions < 0 or self.max_auto_create_per_request < 0:
             raise ConfigError("max_partitions and max_auto_create_per_request must be >= 0")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format={self.log_format!r}: expected text or json")
+        if self.slow_fsync_ms < 0:
+            raise ConfigError("slow_fsync_ms must be >= 0")
         if not 0 < self.group_min_session_timeout_ms <= self.group_max_session_timeout_ms:
             raise ConfigError(
                 "need 0 < group_min_session_timeout_ms <= group_max_session_timeout_ms"
@@ -81,6 +97,77 @@ class BrokerConfig:
     @property
     def advertised(self) -> str:
         return self.advertised_host or self.host
+
+
+ENV_PREFIX = "SENTINEL_"
+#: Variables under ``ENV_PREFIX`` that belong to Sentinel's other tools: not refused.
+OTHER_TOOLS_ENV = frozenset({"SENTINEL_BROKER"})
+#: Settings whose name differs from their field (the field names were once exposed).
+_NAME_OF_FIELD = {"data_dir": "data", "sync_mode": "sync", "metrics_enabled": "metrics"}
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: ``name`` is the flag (``--name``) and the TOML key."""
+
+    name: str
+    field: str
+    kind: Any
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(_NAME_OF_FIELD.get(f.name, f.name.replace("_", "-")), f.name, f.type)
+    for f in fields(BrokerConfig)
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+_BY_FIELD = {s.field: s for s in SETTINGS}
+_BY_ENV = {s.env: s for s in SETTINGS}
+
+
+def setting_of_field(field: str) -> Setting:
+    """The setting stored in ``BrokerConfig.<field>``."""
+    return _BY_FIELD[field]
+
+
+_FORMER_NAMES = {f.replace("_", "-"): n for f, n in _NAME_OF_FIELD.items()}
+
+
+def _suggest(name: str) -> Setting | None:
+    """The setting a former or misspelled name (``data-dir``) probably meant."""
+    if name in _FORMER_NAMES:
+        return _BY_NAME[_FORMER_NAMES[name]]
+    close = difflib.get_close_matches(name, sorted(_BY_NAME), n=1)
+    return _BY_NAME[close[0]] if close else None
+
+
+def check_environment(env: Mapping[str, str]) -> None:
+    """Refuse a ``SENTINEL_*`` variable that is no server setting (nor another tool's)."""
+    for key in sorted(env):
+        if key.startswith(ENV_PREFIX) and key not in _BY_ENV and key not in OTHER_TOOLS_ENV:
+            meant = _suggest(key.removeprefix(ENV_PREFIX).lower().replace("_", "-"))
+            hint = f" (did you mean {meant.env}?)" if meant else ""
+            raise ConfigError(
+                f"unknown environment variable {key}{hint}: {ENV_PREFIX}* variables are"
+                " sentinel-server settings (sentinel-server --help lists them)"
+            )
+
+
+def _toml_setting(key: str, config_file: str) -> Setting:
+    name = key.replace("_", "-")
+    found = _BY_NAME.get(name)
+    if found is None:
+        meant = _suggest(name)
+        hint = f" (did you mean {meant.name!r}?)" if meant else ""
+        raise ConfigError(f"unknown setting {key!r} in {config_file}{hint}")
+    return found
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
@@ -108,8 +195,10 @@ def load_config(
     config_file: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> BrokerConfig:
-    """Merge the sources; ``flags`` holds only the flags the user actually gave."""
+    """Merge the sources; ``flags`` (keyed by field) holds only the flags the user gave."""
     known = {f.name: f.type for f in fields(BrokerConfig)}
+    env = os.environ if environ is None else environ
+    check_environment(env)
     values: dict[str, Any] = {}
     if config_file:
         try:
@@ -120,19 +209,16 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
         for key, raw in table.items():
-            name = key.replace("-", "_")
-            if name not in known:
-                raise ConfigError(f"unknown setting {key!r} in {config_file}")
-            values[name] = _coerce(name, known[name], raw)
-    env = os.environ if environ is None else environ
-    for name, kind in known.items():
-        raw_env = env.get(f"SENTINEL_{name.upper()}")
+            setting = _toml_setting(key, config_file)
+            values[setting.field] = _coerce(setting.name, setting.kind, raw)
+    for setting in SETTINGS:
+        raw_env = env.get(setting.env)
         if raw_env is not None:
-            values[name] = _coerce(name, kind, raw_env)
+            values[setting.field] = _coerce(setting.env, setting.kind, raw_env)
     for name, raw in (flags or {}).items():
         if raw is None:
             continue
         if name not in known:
             raise ConfigError(f"unknown setting {name!r}")
-        values[name] = _coerce(name, known[name], raw)
+        values[name] = _coerce(_BY_FIELD[name].flag, known[name], raw)
     return replace(BrokerConfig(), **values)

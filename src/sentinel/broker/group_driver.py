@@ -91,6 +91,7 @@ class GroupDriver:
             self._deliver(self.coordinator.tick(self._now()))
 
     def _deliver(self, events: Sequence[Event]) -> None:
+        _log_rebalances(events)
         for event in events:
             if isinstance(event, JoinCompleted | SyncCompleted):
                 future = self._parked.pop((event.group_id, event.member_id), None)
@@ -234,6 +235,26 @@ class GroupDriver:
 
     def partitions_changed(self, topic: str) -> None:
         self._deliver(self.coordinator.partitions_changed(topic, self._now()))
+
+
+def _log_rebalances(events: Sequence[Event]) -> None:
+    """One line per group whose join completed: its generation, leader and members."""
+    members: dict[tuple[str, int], list[str]] = {}
+    leaders: dict[tuple[str, int], str] = {}
+    for event in events:
+        if isinstance(event, JoinCompleted):
+            key = (event.group_id, event.generation)
+            members.setdefault(key, []).append(event.member_id)
+            leaders[key] = event.leader_id
+    for (group_id, generation), ids in members.items():
+        log.info(
+            "group %s rebalanced: generation %d, %d members %s, leader %s",
+            group_id,
+            generation,
+            len(ids),
+            sorted(ids),
+            leaders[(group_id, generation)],
+        )
 
 
 def assignment_of(event: JoinCompleted) -> MemberAssignment:

@@ -638,15 +638,33 @@ class BrokerService:
     def enforce_retention(self, topics: list[Topic] | None = None) -> int:
         """One pass of retention and key compaction over every partition."""
         removed = 0
+        started = self._clock.monotonic()
+        passes = {"retention": [0, 0], "compaction": [0, 0]}  # partitions, records removed
         for topic in topics if topics is not None else list(self.registry):
             for plog in topic.partitions:
                 try:
                     if topic.config.cleanup_delete:
-                        removed += plog.apply_retention()
+                        gone = plog.apply_retention()
+                        passes["retention"][0] += 1
+                        passes["retention"][1] += gone
+                        removed += gone
                     if topic.config.cleanup_compact:
-                        removed += plog.compact_keys()
+                        gone = plog.compact_keys()
+                        passes["compaction"][0] += 1
+                        passes["compaction"][1] += gone
+                        removed += gone
                 except StorageUnavailableError:
                     pass  # a full disk: the engine logged it once; the next pass retries
                 except Exception:  # a failing partition must not stop the others
                     log.exception("retention failed for %s", topic.name)
+        for kind, (partitions, gone) in passes.items():
+            # INFO when the pass removed something; DEBUG otherwise (every 30 s by default).
+            log.log(
+                logging.INFO if gone else logging.DEBUG,
+                "%s pass: %d records removed from %d partitions in %.0f ms",
+                kind,
+                gone,
+                partitions,
+                (self._clock.monotonic() - started) * 1000,
+            )
         return removed

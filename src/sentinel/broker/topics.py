@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from sentinel.broker.limits import TopicLimits
 from sentinel.broker.meta_store import MetaStore, TopicRecord
+from sentinel.broker.recovery_report import recovery_line
 from sentinel.clock import Clock
 from sentinel.errors import (
     CallerError,
@@ -163,6 +165,11 @@ class TopicRegistry:
         ``skip_damaged``, is left offline and logged).
         The partition limit is not applied here: it bounds creation, never recovery."""
         self._fs.makedirs(self._root)
+        log.info(
+            "recovering %d partitions under %s",
+            sum(record.partitions for record in self._meta.topics()),
+            self._root,
+        )
         try:
             for record in self._meta.topics():
                 self._topics[record.name] = self._open_topic(record, recovering=True)
@@ -199,9 +206,13 @@ class TopicRegistry:
                     posixpath.join(directory, CURRENT_NAME),
                     f"partition {name} is listed in the meta store but its data is gone",
                 )
-            return PartitionLog.open(
+            started = time.monotonic()
+            plog = PartitionLog.open(
                 self._fs, directory, config, self._clock, self._engine_options, name=name
             )
+            if recovering:
+                log.info("%s", recovery_line(name, plog, time.monotonic() - started))
+            return plog
         except DiskError as exc:
             if not recovering:
                 raise
@@ -236,6 +247,7 @@ class TopicRegistry:
         topic = self._open_topic(record)
         self._meta.put_topic(record)
         self._topics[name] = topic
+        log.info("topic %s created: %d partitions, configs %s", name, partitions, configs or {})
         return topic
 
     def add_partitions(self, name: str, total: int) -> Topic:
@@ -266,9 +278,11 @@ class TopicRegistry:
             self._remove_files(topic)
             self._meta.resume()
             self._meta.delete_topic(name)
+            log.info("topic %s deleted (%d partitions)", name, len(topic.partitions))
             return
         del self._topics[name]
         self._remove_files(topic)
+        log.info("topic %s deleted (%d partitions)", name, len(topic.partitions))
 
     def _remove_files(self, topic: Topic) -> None:
         for log in topic.partitions:

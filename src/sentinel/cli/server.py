@@ -7,24 +7,27 @@ Damaged or missing stored data stops the start with one line naming the file (se
 README, "When the broker refuses to start"); ``--skip-damaged`` starts with the damaged
 partitions offline instead.
 
-Every flag may also come from the environment (``SENTINEL_PORT``, ``SENTINEL_DATA_DIR``,
-...) or a TOML file (``--config broker.toml``, keys as the setting names); flags win.
+Every setting has one name: the flag ``--data``, the environment variable
+``SENTINEL_DATA`` and the TOML key ``data`` (``--config broker.toml``); ``--help`` shows
+each one's variable. Flags win over the environment, the environment over the file. A
+``SENTINEL_*`` variable that is no setting is refused (``SENTINEL_BROKER``, the CLI's, is
+let through).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from typing import Any
 
 import click
 
 from sentinel.broker.limits import raise_open_files_limit
-from sentinel.config import BrokerConfig, load_config
+from sentinel.config import BrokerConfig, load_config, setting_of_field
 from sentinel.errors import DamagedDataError, SentinelError
 from sentinel.fs import OsFS
 from sentinel.server.app import SentinelApp
+from sentinel.server.logs import configure_logging
 
 _DEFAULTS = BrokerConfig()
 
@@ -128,6 +131,13 @@ def _verify(data_dir: str) -> int:
     f" [default: {_DEFAULTS.max_auto_create_per_request}]",
 )
 @click.option(
+    "--default-replication-factor",
+    type=int,
+    default=None,
+    help="Replication factor of a topic created without one."
+    f" [default: {_DEFAULTS.default_replication_factor}]",
+)
+@click.option(
     "--max-partitions",
     type=int,
     default=None,
@@ -215,6 +225,19 @@ def _verify(data_dir: str) -> int:
     default=None,
     help="Log level. [default: info]",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log lines as text, or as one JSON object per line for log shippers. [default: text]",
+)
+@click.option(
+    "--slow-fsync-ms",
+    type=float,
+    default=None,
+    help="Log a WAL fsync that takes at least this long (0: every one)."
+    f" [default: {_DEFAULTS.slow_fsync_ms:g}]",
+)
 def main(config_file: str | None, verify: bool, **flags: Any) -> None:
     """Run a Sentinel broker: a commit log with a gRPC API and Prometheus metrics."""
     # First of all: a broker must be able to reopen every partition it ever created.
@@ -226,10 +249,7 @@ def main(config_file: str | None, verify: bool, **flags: Any) -> None:
         sys.exit(2)
     if verify:
         sys.exit(_verify(config.data_dir))
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     try:
         _run(config)
     except DamagedDataError as exc:
@@ -241,6 +261,19 @@ def main(config_file: str | None, verify: bool, **flags: Any) -> None:
     except (OSError, RuntimeError) as exc:  # grpc reports a port it cannot bind as RuntimeError
         click.echo(f"sentinel-server: {exc}", err=True)
         sys.exit(1)
+
+
+def _show_environment_names(command: click.Command) -> None:
+    """Append each setting's environment variable to its help: ``[env: SENTINEL_DATA]``."""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name not in ("config_file", "verify"):
+            setting = setting_of_field(param.name or "")
+            # One name everywhere: the flag is the setting's name.
+            assert setting.flag in param.opts, f"{param.opts} is not named {setting.flag}"
+            param.help = f"{param.help} [env: {setting.env}]"
+
+
+_show_environment_names(main)
 
 
 if __name__ == "__main__":

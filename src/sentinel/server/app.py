@@ -1,17 +1,20 @@
 """The composition root: build the broker, its front doors and metrics; start and stop
 them in order.
 
-Start: recover the broker from its data directory, then open the metrics endpoint, then
-the gRPC listener. Stop (SIGTERM / SIGINT): stop accepting, let in-flight requests finish
-(up to ``shutdown_grace_s``), cancel streams, then make the logs durable and release the
-data directory.
+Start: check that both ports can be listened on (one line naming the port and its
+setting if not), recover the broker from its data directory (saying what it recovers),
+then open the metrics endpoint, then the gRPC listener. Stop (SIGTERM / SIGINT): stop
+accepting, let in-flight requests finish (up to ``shutdown_grace_s``), cancel streams,
+then make the logs durable and release the data directory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +26,7 @@ from sentinel.broker.service import BrokerService
 from sentinel.clock import Clock, SystemClock
 from sentinel.config import BrokerConfig
 from sentinel.fs import FS, OsFS
+from sentinel.server.connections import ConnectionCount
 from sentinel.server.grpc_api import SentinelServicer, add_to_server
 from sentinel.server.metrics import (
     BrokerView,
@@ -31,6 +35,7 @@ from sentinel.server.metrics import (
     PartitionFigures,
     StorageFigures,
 )
+from sentinel.server.ports import check_listen, in_use, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +52,51 @@ class SentinelApp:
     ) -> None:
         self.config = config
         self.metrics = Metrics()
+        self._fs = fs or OsFS()
         self.service = BrokerService(
-            config, fs or OsFS(), clock or SystemClock(), on_wal_sync=self.metrics.observe_fsync
+            config, self._fs, clock or SystemClock(), on_wal_sync=self._observe_fsync
         )
         self._server: grpc.aio.Server | None = None
         self._metrics_server: Any = None
         self.endpoints = _Endpoints(0, 0)
 
-    async def start(self) -> None:
-        await self.service.start()
-        self.metrics.attach(BrokerView(self._partition_figures, self._lags, self._storage))
-        if self.config.metrics_enabled:
-            server, _thread = start_http_server(
-                self.config.metrics_port,
-                addr=self.config.metrics_host,
-                registry=self.metrics.registry,
+    def _observe_fsync(self, seconds: float, entries: int) -> None:
+        self.metrics.observe_fsync(seconds, entries)
+        if seconds * 1000 >= self.config.slow_fsync_ms:
+            log.warning(
+                "slow fsync: %.1f ms for %d WAL entries (--slow-fsync-ms %g)",
+                seconds * 1000,
+                entries,
+                self.config.slow_fsync_ms,
             )
+
+    def _check_ports(self) -> None:
+        check_listen(self.config.host, self.config.port, "port")
+        if self.config.metrics_enabled:
+            check_listen(self.config.metrics_host, self.config.metrics_port, "metrics_port")
+
+    async def start(self) -> None:
+        self._check_ports()  # before recovery: a broker that cannot listen fails at once
+        started = time.monotonic()
+        await self.service.start()
+        log.info(
+            "recovered %d topics, %d partitions in %.1f s",
+            sum(1 for _ in self.service.registry),
+            self.service.registry.partition_total,
+            time.monotonic() - started,
+        )
+        self.metrics.attach(BrokerView(self._partition_figures, self._lags, self._storage))
+        self.metrics.count_connections(ConnectionCount(lambda: self.endpoints.grpc_port))
+        if self.config.metrics_enabled:
+            host, port = self.config.metrics_host, self.config.metrics_port
+            try:
+                server, _thread = start_http_server(
+                    port, addr=host, registry=self.metrics.registry
+                )
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise in_use(host, port, "metrics_port") from None
+                raise unavailable(host, port, "metrics_port", exc.strerror or str(exc)) from None
             self._metrics_server = server
             self.endpoints.metrics_port = server.server_port
         options = [
@@ -77,7 +111,10 @@ class SentinelApp:
         self._server = grpc.aio.server(options=options)
         add_to_server(SentinelServicer(self.service, self.metrics), self._server)
         address = f"{self.config.host}:{self.config.port}"
-        port = self._server.add_insecure_port(address)
+        try:
+            port = self._server.add_insecure_port(address)
+        except RuntimeError:  # lost a race for the port since _check_ports
+            raise in_use(self.config.host, self.config.port, "port") from None
         await self._server.start()
         self.endpoints.grpc_port = port
         # With --port 0 the metadata must advertise the port the kernel picked.

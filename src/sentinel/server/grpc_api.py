@@ -261,7 +261,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             self._metrics.requests.labels(method, refusal.reason if refusal else "INTERNAL").inc()
             await _abort(context, exc, refusal)
             raise  # abort() raises; this keeps the type checker honest
-        self._metrics.requests.labels(method, "NONE").inc()
+        self._metrics.requests.labels(method, "OK").inc()
         return result
 
     # ----------------------------------------------------------- produce
@@ -320,7 +320,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         """The response message, and how many records at or after ``from_offset`` it holds
         (counted from batch headers)."""
         count = _records_in(outcome.batches, from_offset)
-        self._metrics.messages_consumed.labels(outcome.topic).inc(count)
+        self._metrics.messages_fetched.labels(outcome.topic).inc(count)
         self._metrics.bytes_consumed.labels(outcome.topic).inc(len(outcome.batches))
         message = cls(
             topic=outcome.topic,
@@ -338,6 +338,9 @@ class SentinelServicer(pb_grpc.SentinelServicer):
     ) -> pb.FetchResponse:
         async def work() -> pb.FetchResponse:
             started = time.perf_counter()
+            self._metrics.observe_fetch_start(
+                context.peer(), request.topic, request.partition, request.offset
+            )
             outcome = await self._service.fetch(
                 request.topic,
                 request.partition,
@@ -357,39 +360,39 @@ class SentinelServicer(pb_grpc.SentinelServicer):
     async def Consume(
         self, request: pb.ConsumeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ConsumeResponse]:
-        self._metrics.active_connections.inc()
+        if isinstance(request, MalformedRequest):
+            await _abort(context, InvalidArgumentError(f"malformed Consume: {request.detail}"))
+            return
+        offset = request.offset
+        sent = 0
+        max_bytes = min(request.max_bytes_per_message or DEFAULT_STREAM_BYTES, MAX_STREAM_BYTES)
+        outcomes = self._service.consume(
+            request.topic,
+            request.partition,
+            offset,
+            max_bytes,
+            max_wait_ms=request.max_wait_ms,
+            follow=request.follow,
+        )
         try:
-            if isinstance(request, MalformedRequest):
-                await _abort(context, InvalidArgumentError(f"malformed Consume: {request.detail}"))
-                return
-            offset = request.offset
-            sent = 0
-            max_bytes = min(request.max_bytes_per_message or DEFAULT_STREAM_BYTES, MAX_STREAM_BYTES)
-            outcomes = self._service.consume(
-                request.topic,
-                request.partition,
-                offset,
-                max_bytes,
-                max_wait_ms=request.max_wait_ms,
-                follow=request.follow,
-            )
-            try:
-                async for outcome in outcomes:
-                    message, count = self._fetch_message(
-                        pb.ConsumeResponse, outcome, offset, request.decode_records
-                    )
-                    sent += count
-                    offset = outcome.next_offset
-                    yield message
-                    if request.max_messages and sent >= request.max_messages:
-                        return
-            except Exception as exc:
-                await _abort(context, exc)
-                return
-            finally:
-                await outcomes.aclose()
+            async for outcome in outcomes:
+                message, count = self._fetch_message(
+                    pb.ConsumeResponse, outcome, offset, request.decode_records
+                )
+                handed = count
+                if request.max_messages:  # a stream hands over at most max_messages
+                    handed = min(count, request.max_messages - sent)
+                self._metrics.messages_consumed.labels(outcome.topic).inc(handed)
+                sent += count
+                offset = outcome.next_offset
+                yield message
+                if request.max_messages and sent >= request.max_messages:
+                    return
+        except Exception as exc:
+            await _abort(context, exc)
+            return
         finally:
-            self._metrics.active_connections.dec()
+            await outcomes.aclose()
 
     # ---------------------------------------------------------- metadata
 
@@ -562,6 +565,15 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             results = await self._service.commit_offsets(
                 request.group_id, request.member_id, request.generation, offsets
             )
+            for result in results:
+                if result.error is None:
+                    self._metrics.observe_commit(
+                        context.peer(),
+                        request.group_id,
+                        result.topic,
+                        result.partition,
+                        offsets[(result.topic, result.partition)].offset,
+                    )
             for result in results:  # one status per call: the first refused partition's
                 if result.error is not None:
                     raise result.error

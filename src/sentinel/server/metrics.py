@@ -7,6 +7,13 @@ The names of the original Go system are kept (``sentinel_messages_produced_total
 storage figures. Counters and histograms are recorded at the front doors; per-partition
 and per-group gauges are read from the broker when Prometheus scrapes (a collector),
 so the hot path never updates them.
+
+``sentinel_messages_consumed_total`` counts records consumers proved they moved past
+(group commits, records handed over by ``Consume`` streams: see ``consumption``);
+``sentinel_messages_fetched_total`` counts records sent, read-ahead included.
+``sentinel_active_connections`` is read from the kernel at scrape time (see
+``connections``). ``sentinel_requests_total{code}`` is ``OK`` for a request answered
+without error, else the error's reason.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from sentinel.server.consumption import ConsumptionLedger
 
 LATENCY_BUCKETS_S = (
     0.0001,
@@ -160,7 +169,16 @@ class Metrics:
             "sentinel_messages_produced", "Records appended", ["topic"], registry=reg
         )
         self.messages_consumed = Counter(
-            "sentinel_messages_consumed", "Records sent to consumers", ["topic"], registry=reg
+            "sentinel_messages_consumed",
+            "Records consumers moved past (group commits, records handed over by streams)",
+            ["topic"],
+            registry=reg,
+        )
+        self.messages_fetched = Counter(
+            "sentinel_messages_fetched",
+            "Records sent to consumers, read-ahead included",
+            ["topic"],
+            registry=reg,
         )
         self.bytes_produced = Counter(
             "sentinel_bytes_produced", "Record batch bytes appended", ["topic"], registry=reg
@@ -172,8 +190,11 @@ class Metrics:
             registry=reg,
         )
         self.active_connections = Gauge(
-            "sentinel_active_connections", "Open client connections and streams", registry=reg
+            "sentinel_active_connections",
+            "Client TCP connections open to the gRPC port (-1: unknown on this platform)",
+            registry=reg,
         )
+        self._consumption = ConsumptionLedger()
         self._recent_produce_ms = RecentAverage()
         self.produce_latency_ms = Gauge(
             "sentinel_produce_latency_ms",
@@ -212,6 +233,20 @@ class Metrics:
 
     def observe_fsync(self, seconds: float, _entries: int) -> None:
         self.wal_fsync_latency.observe(seconds)
+
+    def count_connections(self, source: Callable[[], float]) -> None:
+        """``source`` gives the open client connections when Prometheus scrapes."""
+        self.active_connections.set_function(source)
+
+    def observe_fetch_start(self, peer: str, topic: str, partition: int, offset: int) -> None:
+        self._consumption.fetched(peer, topic, partition, offset)
+
+    def observe_commit(
+        self, peer: str, group: str, topic: str, partition: int, offset: int
+    ) -> None:
+        consumed = self._consumption.committed(peer, group, topic, partition, offset)
+        if consumed:
+            self.messages_consumed.labels(topic).inc(consumed)
 
     def attach(self, view: BrokerView) -> None:
         self.registry.register(view)
