@@ -237,7 +237,8 @@ class TopicRegistry:
         current = len(topic.partitions)
         if total <= current:
             raise InvalidPartitionsError(
-                f"topic {name!r} has {current} partitions; the new total must be larger"
+                f"topic {name!r} has {current} partition{'' if current == 1 else 's'}; "
+                "the new total must be larger"
             )
         self._check_limit(total - current, f"growing topic {name!r} to {total} partitions")
         for index in range(current, total):
