@@ -3,7 +3,8 @@
     sentinel-cli produce -topic events -message "Hello, World!" -count 10
     sentinel-cli consume -topic events -from-beginning -max-messages 100
     sentinel-cli topics -list | -describe T | -create T -partitions N | -delete T | -alter T
-    sentinel-cli groups [-describe G]
+                        | -delete-records T -partition P -before O
+    sentinel-cli groups [-describe G | -delete G | -reset-offsets G -topic T -to-... -execute]
 
 Options are spelled as the original CLI did, with one dash (``-topic``); two dashes
 work too. Every subcommand takes ``-broker host[:port]`` (env ``SENTINEL_BROKER``,
