@@ -30,7 +30,15 @@ from sentinel.cli.output import (
     record_dict,
     record_line,
 )
-from sentinel.cli.params import config_dict, parse_acks, parse_broker, parse_config, parse_offset
+from sentinel.cli.params import (
+    At,
+    Tail,
+    config_dict,
+    parse_acks,
+    parse_broker,
+    parse_config,
+    parse_offset,
+)
 from sentinel.cli.produce import ProduceTally, stdin_values
 from sentinel.cli.tables import group_dict, group_view, topic_dict, topic_view
 from sentinel.cli.topics import choose_action
@@ -126,11 +134,18 @@ def test_parse_offset_and_broker() -> None:
     assert parse_offset("42") == 42
     assert parse_offset("earliest") == "earliest"
     assert parse_offset("Latest") == "latest"
-    for bad in ("-1", "x"):
-        with pytest.raises(ValueError, match="offset"):
+    assert parse_offset("-1") == Tail(1)
+    assert parse_offset("end") == "latest"
+    assert parse_offset("@1700000000000") == At(1_700_000_000_000)
+    assert parse_offset("@2023-11-14T22:13:20Z") == At(1_700_000_000_000)
+    assert parse_offset("@2023-11-14T22:13:20") == At(1_700_000_000_000)  # UTC
+    for bad in ("x", "@yesterday"):
+        with pytest.raises(ValueError, match=r"offset|time"):
             parse_offset(bad)
     assert parse_broker(" h:1 , h2:2 ") == "h:1,h2:2"
-    for bad in ("", "host", "host:x", ":9092", "h:0", "h:70000"):
+    assert parse_broker("localhost") == "localhost:9092"
+    assert parse_broker("a,b:1") == "a:9092,b:1"
+    for bad in ("", "host:x", ":9092", "h:0", "h:70000"):
         with pytest.raises(ValueError, match="broker"):
             parse_broker(bad)
 
@@ -157,7 +172,9 @@ def test_record_dict() -> None:
         "offset": 7,
         "timestamp": 1_700_000_000_123,
         "key": "k",
-        "value": "\ufffd",
+        "value": "/w==",
+        "value_encoding": "base64",
+        "headers": [],
     }
     assert record_dict(_record(None, None))["key"] is None
 
@@ -241,8 +258,12 @@ def test_start_offset() -> None:
     assert start_offset(topic, 0, "earliest") == 5
     assert start_offset(topic, 0, "latest") == 10
     assert start_offset(topic, 0, 7) == 7
-    with pytest.raises(CliError, match="out of range"):
+    with pytest.raises(CliError, match="offset 11 is out of range, events/0 holds offsets 5 to 9"):
         start_offset(topic, 0, 11)
+    assert start_offset(topic, 0, Tail(3)) == 7
+    assert start_offset(topic, 0, Tail(30)) == 5
+    assert start_offset(topic, 0, At(1), lambda p, ms: 8) == 8
+    assert start_offset(topic, 0, At(1), lambda p, ms: -1) == 10  # none after: the end
     with pytest.raises(CliError, match="has 1 partition; there is no partition 1"):
         start_offset(topic, 1, "earliest")
 
@@ -258,7 +279,7 @@ def test_make_plan() -> None:
         "max_messages": 100,
     }
     plan = make_plan(**base)  # type: ignore[arg-type]
-    assert (plan.partition, plan.offset, plan.limit) == (0, "earliest", 100)
+    assert (plan.partition, plan.offset, plan.limit) == (None, "earliest", 100)
     assert make_plan(**{**base, "max_messages": 0}).limit is None  # type: ignore[arg-type]
     grouped = make_plan(**{**base, "group": "g", "offset": "latest"})  # type: ignore[arg-type]
     assert (grouped.partition, grouped.offset) == (None, "latest")
@@ -266,6 +287,7 @@ def test_make_plan() -> None:
         {"from_beginning": True, "offset": 5},
         {"group": "g", "partition": 1},
         {"group": "g", "offset": 3},
+        {"group": "g", "offset": Tail(3)},
     ):
         with pytest.raises(CliUsageError):
             make_plan(**{**base, **conflict})  # type: ignore[arg-type]
@@ -348,7 +370,7 @@ def test_group_tables() -> None:
         (["consume", "-topic", "t", "-group", "g", "-partition", "1"], "-group and -partition"),
         (["topics", "-create", "a", "-delete", "b"], "conflict"),
         (["topics", "-create", "a", "-config", "oops"], "key=value"),
-        (["produce", "-topic", "t", "-broker", "nohost"], "not host:port"),
+        (["produce", "-topic", "t", "-broker", "nohost:x"], "not host:port"),
         (["nosuch"], "No such command"),
     ],
 )

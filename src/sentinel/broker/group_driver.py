@@ -236,6 +236,26 @@ class GroupDriver:
     def partitions_changed(self, topic: str) -> None:
         self._deliver(self.coordinator.partitions_changed(topic, self._now()))
 
+    async def delete_group(self, group_id: str) -> None:
+        """DeleteGroups: an Empty group and its stored offsets; ``GroupError`` with
+        NON_EMPTY_GROUP while it has members, GROUP_ID_NOT_FOUND if unknown."""
+        outcome = self.coordinator.delete_group(group_id)
+        if outcome.error is ErrorCode.NON_EMPTY_GROUP:
+            members = len(self.coordinator.describe_group(group_id).members)
+            raise GroupError(
+                outcome.error,
+                f"group {group_id!r} has {members} active member{'' if members == 1 else 's'}: "
+                "only a group without members can be deleted (stop its consumers first)",
+            )
+        if outcome.error is ErrorCode.GROUP_ID_NOT_FOUND:
+            raise GroupError(outcome.error, f"unknown group {group_id!r}")
+        if outcome.error is not ErrorCode.NONE:
+            raise GroupError(outcome.error)
+        self._deliver(outcome.events)
+        await asyncio.get_running_loop().run_in_executor(
+            None, self._meta.delete_group_offsets, group_id
+        )
+
 
 def _log_rebalances(events: Sequence[Event]) -> None:
     """One line per group whose join completed: its generation, leader and members."""

@@ -130,6 +130,15 @@ class MetaStore:
             batch.put(_offset_key(group, topic, partition), value)
         self._engine.write(batch)
 
+    def delete_group_offsets(self, group: str) -> None:
+        """Forget every offset ``group`` committed (the group was deleted)."""
+        g = group.encode()
+        prefix = _OFFSET + _U16.pack(len(g)) + g
+        batch = WriteBatch()
+        for key, _value in self._engine.scan(prefix, _prefix_end(prefix)):
+            batch.delete(key)
+        self._engine.write(batch)
+
     def all_offsets(self) -> dict[str, dict[TopicPartition, OffsetAndMetadata]]:
         result: dict[str, dict[TopicPartition, OffsetAndMetadata]] = {}
         for key, value in self._engine.scan(_OFFSET, _prefix_end(_OFFSET)):

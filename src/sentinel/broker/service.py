@@ -668,3 +668,38 @@ class BrokerService:
                 (self._clock.monotonic() - started) * 1000,
             )
         return removed
+
+    # ------------------------------------------------- administration (issue 10)
+
+    async def delete_group(self, group_id: str) -> None:
+        """Delete a group without members and its committed offsets (Kafka's
+        DeleteGroups): NON_EMPTY_GROUP while it has members."""
+        await self.groups.delete_group(group_id)
+
+    def alter_topic_configs(
+        self, name: str, set_: Mapping[str, str], delete: Sequence[str] = ()
+    ) -> Topic:
+        """Kafka's IncrementalAlterConfigs on one topic (validated as CreateTopic's)."""
+        return self.registry.alter_configs(name, set_, delete)
+
+    def delete_records(self, topic_name: str, partition: int, before_offset: int) -> int:
+        """Kafka's DeleteRecords: the records below ``before_offset`` (-1: the high
+        watermark) go; returns the new log start offset."""
+        plog = self.partition_log(topic_name, partition)
+        plog.delete_records(before_offset)
+        return plog.log_start_offset
+
+    async def alter_group_offsets(
+        self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        """Set a group's committed offsets from outside (kafka-consumer-groups
+        --reset-offsets). As Kafka, only while the group has no active members: its
+        consumers would overwrite the reset with their next commit."""
+        members = len(self.groups.describe(group_id).members)
+        if members:
+            raise GroupError(
+                ErrorCode.NON_EMPTY_GROUP,
+                f"group {group_id!r} has {members} active member{'' if members == 1 else 's'}: "
+                "offsets can be reset only while it has none (stop its consumers first)",
+            )
+        await self.commit_offsets(group_id, "", -1, offsets)

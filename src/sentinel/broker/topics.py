@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from sentinel.broker.limits import TopicLimits
@@ -34,6 +34,7 @@ from sentinel.errors import (
 )
 from sentinel.fs import FS
 from sentinel.log.config import (
+    InvalidConfigError,
     InvalidPartitionsError,
     TopicConfig,
     validate_partition_count,
@@ -257,12 +258,37 @@ class TopicRegistry:
         current = len(topic.partitions)
         if total <= current:
             raise InvalidPartitionsError(
-                f"topic {name!r} has {current} partitions; the new total must be larger"
+                f"topic {name!r} has {current} partition{'' if current == 1 else 's'}; "
+                "the new total must be larger"
             )
         self._check_limit(total - current, f"growing topic {name!r} to {total} partitions")
         for index in range(current, total):
             topic.partitions.append(self._open_partition(name, index, topic.config, False))
         self._meta.put_topic(TopicRecord(name, total, topic.replication_factor, topic.configs))
+        return topic
+
+    def alter_configs(
+        self, name: str, set_: Mapping[str, str], delete: Collection[str] = ()
+    ) -> Topic:
+        """Kafka's IncrementalAlterConfigs: set ``set_``, remove ``delete`` (back to the
+        broker's default). Validated as ``create`` validates, durable in the meta store,
+        then applied to the live partitions (retention and size limits at once)."""
+        topic = self.get(name)
+        both = sorted(set(set_) & set(delete))
+        if both:
+            raise InvalidConfigError(f"topic config {both[0]!r} is both set and deleted")
+        configs = {k: v for k, v in topic.configs.items() if k not in delete}
+        configs.update(set_)
+        defaults = TopicConfig().to_map()
+        for key in delete:  # a key the broker does not know is refused, not ignored
+            self._default_config.with_overrides({key: defaults.get(key, "")})
+        config = self._default_config.with_overrides(configs)
+        record = TopicRecord(name, len(topic.partitions), topic.replication_factor, configs)
+        self._meta.put_topic(record)
+        topic.config, topic.configs = config, configs
+        for partition in topic.partitions:
+            if isinstance(partition, PartitionLog):
+                partition.update_config(config)
         return topic
 
     def delete(self, name: str) -> None:

@@ -12,6 +12,10 @@ passes through untouched::
     produce -x                         ->  produce -x    (unknown: click reports it)
     produce -- -topic                  ->  produce -- -topic   (after --: operands)
 
+``hoist_broker`` moves a ``-broker`` given before the subcommand to after it::
+
+    -broker h:1 topics -list           ->  topics --broker h:1 -list
+
 The walk tracks which (sub)command is being parsed, so ``-describe`` is known in
 ``topics`` and ``groups`` but not in ``produce``. ``CommandSpec`` is a plain value,
 built from the click tree by ``spec_from_click``; the rewriting itself is pure.
@@ -19,12 +23,14 @@ built from the click tree by ``spec_from_click``; the rewriting itself is pure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import click
 
-__all__ = ["CommandSpec", "normalize_argv", "spec_from_click"]
+__all__ = ["CommandSpec", "hoist_broker", "normalize_argv", "spec_from_click"]
+
+_BROKER_NAMES = ("-broker", "--broker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +89,27 @@ def normalize_argv(args: Sequence[str], spec: CommandSpec) -> list[str]:
             current = current.subcommands[token]
         out.append(token)
     return out
+
+
+def hoist_broker(args: Sequence[str], subcommands: Collection[str]) -> list[str]:
+    """``args`` with a ``-broker X`` (``--broker=X``) before the subcommand moved after it."""
+    moved: list[str] = []
+    head: list[str] = []
+    index = 0
+    while index < len(args):
+        token = args[index]
+        if token in subcommands:
+            return [*head, token, *moved, *args[index + 1 :]]
+        name, eq, _ = token.partition("=")
+        if name in _BROKER_NAMES:
+            if eq:
+                moved.append(token)
+            elif index + 1 < len(args):
+                moved += [token, args[index + 1]]
+                index += 1
+            else:
+                head.append(token)
+        else:
+            head.append(token)
+        index += 1
+    return [*head, *moved]

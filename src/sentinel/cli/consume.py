@@ -1,13 +1,18 @@
 """``sentinel-cli consume``: print records of a topic.
 
     sentinel-cli consume -topic events -from-beginning -max-messages 100
+    sentinel-cli consume -topic events -offset -10 -f '%p:%o %k=%s\\n'
+    sentinel-cli consume -topic events -since 5m -print-headers
     sentinel-cli consume -topic events -group audit -follow -print-key
 
 Two ways to read:
 
-- one partition (``-partition``, default 0) from a start offset: ``-offset N``,
-  ``-offset earliest`` (= ``-from-beginning``; the default, as the original's offset 0)
-  or ``-offset latest``. Nothing is committed.
+- every partition of the topic (``-partition P``: that one only), as kcat, the
+  console consumer and rpk do, from a start offset applied to each: ``-offset N``,
+  ``-offset earliest`` (= ``-from-beginning``; the default, as the original's offset 0),
+  ``-offset end`` (= ``latest``), ``-offset -N`` (the last N records),
+  ``-offset @TIME`` or ``-since 5m`` (the first record at or after that time).
+  Nothing is committed.
 - as a member of consumer group ``-group G``: the broker assigns the topic's
   partitions; each starts at the group's committed offset, else at the earliest
   offset (``-offset latest``: the end). Offsets are committed after every batch
@@ -22,7 +27,8 @@ whichever comes first. With ``-follow`` it waits for new records until Ctrl-C (e
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import click
@@ -37,7 +43,8 @@ from sentinel.cli.output import (
     record_dict,
     record_line,
 )
-from sentinel.cli.params import OFFSET, OffsetSpec
+from sentinel.cli.params import OFFSET, At, OffsetSpec, Tail, parse_since
+from sentinel.cli.record_format import RecordFormat, compile_format
 from sentinel.client import Admin, Consumer, ConsumerRecord, TopicPartition
 from sentinel.client.errors import (
     ClientStateError,
@@ -86,15 +93,21 @@ class ReadPlan:
     """What to read, checked: a partition from an offset, or a group's assignment."""
 
     topic: str
-    partition: int | None  # None: as a group member
+    partition: int | None  # None: every partition (or, with a group, its assignment)
     offset: OffsetSpec
     group: str | None
     follow: bool
     limit: int | None  # None: no limit
 
 
-def start_offset(topic: TopicDescription, partition: int, offset: OffsetSpec) -> int:
-    """The offset to read ``partition`` from; ``CliError`` if it is not in the log."""
+def start_offset(
+    topic: TopicDescription,
+    partition: int,
+    offset: OffsetSpec,
+    by_time: Callable[[int, int], int] | None = None,
+) -> int:
+    """The offset to read ``partition`` from; ``CliError`` if it is not in the log.
+    ``by_time(partition, ms)``: the first offset at or after ``ms`` (-1: none), for ``At``."""
     if not 0 <= partition < len(topic.partitions):
         count = len(topic.partitions)
         raise CliError(
@@ -106,11 +119,19 @@ def start_offset(topic: TopicDescription, partition: int, offset: OffsetSpec) ->
         return p.log_start_offset
     if offset == "latest":
         return p.high_watermark
+    if isinstance(offset, Tail):
+        return max(p.log_start_offset, p.high_watermark - offset.count)
+    if isinstance(offset, At):
+        assert by_time is not None, "a time needs a lookup"
+        found = by_time(partition, offset.timestamp_ms)
+        return p.high_watermark if found < 0 else max(found, p.log_start_offset)
     if not p.log_start_offset <= offset <= p.high_watermark:
-        raise CliError(
-            f"offset {offset} is out of range for {topic.name}/{partition}: "
-            f"the log holds offsets {p.log_start_offset} to {p.high_watermark}"
-        )
+        where = f"{topic.name}/{partition}"
+        if p.high_watermark <= p.log_start_offset:
+            holds = f"{where} holds no records (its next offset is {p.high_watermark})"
+        else:
+            holds = f"{where} holds offsets {p.log_start_offset} to {p.high_watermark - 1}"
+        raise CliError(f"offset {offset} is out of range, {holds}")
     return offset
 
 
@@ -129,13 +150,13 @@ def make_plan(
         raise CliUsageError("-from-beginning and -offset conflict: give one of them")
     if group is not None and partition is not None:
         raise CliUsageError("-group and -partition conflict: a group's partitions are assigned")
-    if group is not None and isinstance(offset, int):
+    if group is not None and offset not in (None, "earliest", "latest"):
         raise CliUsageError(
             "-group starts at the group's committed offsets: -offset takes earliest or latest"
         )
     return ReadPlan(
         topic=topic,
-        partition=None if group is not None else (partition or 0),
+        partition=None if group is not None else partition,
         offset="earliest" if offset is None else offset,
         group=group,
         follow=follow,
@@ -165,19 +186,29 @@ class _Reader:
         return self.end.reached(positions, highwaters)
 
 
-def _open_partition(plan: ReadPlan, broker: str, admin: Admin) -> _Reader:
-    assert plan.partition is not None
+def _open_partitions(plan: ReadPlan, broker: str, admin: Admin) -> _Reader:
+    """Every partition (or ``plan.partition``), each from its start offset."""
     topic = admin.describe_topic(plan.topic)
-    start = start_offset(topic, plan.partition, plan.offset)
-    tp = TopicPartition(plan.topic, plan.partition)
+
+    def by_time(partition: int, ms: int) -> int:
+        return admin.list_offsets(plan.topic, partition, ms).offset
+
+    indexes = range(len(topic.partitions)) if plan.partition is None else [plan.partition]
+    starts = {
+        TopicPartition(plan.topic, i): start_offset(topic, i, plan.offset, by_time)
+        for i in indexes
+    }
     consumer = Consumer(broker, auto_offset_reset="earliest", enable_auto_commit=False)
     try:
-        consumer.assign([tp])
-        consumer.seek(tp, start)
+        consumer.assign(list(starts))
+        for tp, start in starts.items():
+            consumer.seek(tp, start)
     except BaseException:
         consumer.close()
         raise
-    end = None if plan.follow else EndOfLog({tp: topic.partitions[plan.partition].high_watermark})
+    end = None
+    if not plan.follow:
+        end = EndOfLog({tp: topic.partitions[tp.partition].high_watermark for tp in starts})
     return _Reader(consumer, end)
 
 
@@ -221,7 +252,7 @@ def open_reader(plan: ReadPlan, broker: str) -> Iterator[_Reader]:
     """The consumer for ``plan``, closed (leaving the group) on the way out."""
     with admin_client(broker) as admin:
         if plan.group is None:
-            reader = _open_partition(plan, broker, admin)
+            reader = _open_partitions(plan, broker, admin)
         else:
             reader = _open_group(plan, broker, admin)
     try:
@@ -230,8 +261,16 @@ def open_reader(plan: ReadPlan, broker: str) -> Iterator[_Reader]:
         reader.consumer.close(timeout=10.0)
 
 
-def _emit(out: Output, records: list[ConsumerRecord], fields: RecordFields) -> None:
-    if out.json_mode:
+def _emit(
+    out: Output,
+    records: list[ConsumerRecord],
+    fields: RecordFields,
+    fmt: RecordFormat | None = None,
+) -> None:
+    if fmt is not None:
+        for record in records:
+            out.raw(fmt.render(record))
+    elif out.json_mode:
         for record in records:
             out.json(record_dict(record))
     else:
@@ -255,6 +294,7 @@ def read(
     fields: RecordFields,
     bar: bool,
     tally: Tally,
+    fmt: RecordFormat | None = None,
 ) -> None:
     """Print records until the end (or forever with follow) or the limit."""
     consumer = reader.consumer
@@ -273,7 +313,7 @@ def read(
             records = consumer.poll(POLL_TIMEOUT_S, max_records=want)
             if not records:
                 continue
-            _emit(out, records, fields)
+            _emit(out, records, fields, fmt)
             tally.printed += len(records)
             advance(len(records))
             if plan.group is not None:
@@ -287,14 +327,21 @@ def read(
     "--partition",
     type=click.IntRange(min=0),
     default=None,
-    help="Partition to read (not with -group). [default: 0]",
+    help="Read only this partition (not with -group). [default: every partition]",
 )
 @click.option(
     "--offset",
     callback=OFFSET,
-    metavar="N|earliest|latest",
+    metavar="N|-N|earliest|end|@TIME",
     default=None,
-    help="Where to start. [default: earliest]",
+    help="Where each partition starts: an offset, -N the last N records, earliest, "
+    "end, or @TIME (epoch ms or ISO 8601). [default: earliest]",
+)
+@click.option(
+    "--since",
+    metavar="DURATION|TIME",
+    default=None,
+    help="Start at the first record of the last DURATION (30s, 5m, 2h, 1d) or since TIME.",
 )
 @click.option("--from-beginning", is_flag=True, help="Start at the earliest offset.")
 @click.option(
@@ -310,6 +357,16 @@ def read(
 @click.option("--print-offset", is_flag=True, help="Show each record's offset.")
 @click.option("--print-timestamp", is_flag=True, help="Show each record's timestamp (UTC).")
 @click.option("--print-partition", is_flag=True, help="Show each record's partition.")
+@click.option("--print-headers", is_flag=True, help="Show each record's headers (k=v,k2=v2).")
+@click.option(
+    "-f",
+    "--format",
+    "format_",
+    metavar="FORMAT",
+    default=None,
+    help="kcat-style format per record: %t topic, %p partition, %o offset, %T timestamp, "
+    "%k key, %K key length, %s value, %S value length, %h headers, \\n newline.",
+)
 @click.option("--progress", "force_progress", is_flag=True, help="Always show a progress bar.")
 def consume(  # noqa: PLR0917 - click passes every option
     broker: str,
@@ -317,6 +374,7 @@ def consume(  # noqa: PLR0917 - click passes every option
     topic: str,
     partition: int | None,
     offset: OffsetSpec | None,
+    since: str | None,
     from_beginning: bool,
     max_messages: int,
     group: str | None,
@@ -325,9 +383,26 @@ def consume(  # noqa: PLR0917 - click passes every option
     print_offset: bool,
     print_timestamp: bool,
     print_partition: bool,
+    print_headers: bool,
+    format_: str | None,
     force_progress: bool,
 ) -> None:
     """Print a topic's records, one per line (-json: one JSON object per line)."""
+    if since is not None:
+        if offset is not None:
+            raise CliUsageError("-since and -offset conflict: give one of them")
+        try:
+            offset = parse_since(since, int(time.time() * 1000))
+        except ValueError as exc:
+            raise CliUsageError(str(exc)) from None
+    fmt = None
+    if format_ is not None:
+        if json_mode:
+            raise CliUsageError("-f and -json conflict: give one of them")
+        try:
+            fmt = compile_format(format_)
+        except ValueError as exc:
+            raise CliUsageError(str(exc)) from None
     plan = make_plan(
         topic=topic,
         partition=partition,
@@ -338,14 +413,18 @@ def consume(  # noqa: PLR0917 - click passes every option
         max_messages=max_messages,
     )
     fields = RecordFields(
-        timestamp=print_timestamp, partition=print_partition, offset=print_offset, key=print_key
+        timestamp=print_timestamp,
+        partition=print_partition,
+        offset=print_offset,
+        key=print_key,
+        headers=print_headers,
     )
     out = Output(json_mode=json_mode)
     tally = Tally()
     interrupted = False
     with reporting(broker), open_reader(plan, broker) as reader:
         try:
-            read(plan, reader, out, fields=fields, bar=force_progress, tally=tally)
+            read(plan, reader, out, fields=fields, bar=force_progress, tally=tally, fmt=fmt)
         except KeyboardInterrupt:
             interrupted = True
     if out.stderr_is_tty and not json_mode:

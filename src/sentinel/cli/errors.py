@@ -57,9 +57,12 @@ def explain(exc: Exception, broker: str) -> CliError | None:
     """The one-line report of an expected failure, or None for an unexpected one."""
     if isinstance(exc, CliError):
         return exc
+    if isinstance(exc, client_errors.UnresolvableBrokerError):
+        return CliError(f"cannot reach broker at {broker}: the host name does not resolve")
     if isinstance(exc, client_errors.BrokerUnavailableError):
         # gRPC's "failed to connect to all addresses; last error: ...: Connection refused"
-        detail = _first_line(exc.message).rsplit(": ", 1)[-1] or "unavailable"
+        # (some of gRPC's details close with a "]" of their own: not ours to print)
+        detail = _first_line(exc.message).rsplit(": ", 1)[-1].strip(" []") or "unavailable"
         return CliError(f"cannot reach broker at {broker}: {detail}")
     if isinstance(exc, _UNREACHABLE):
         return CliError(f"cannot reach broker at {broker}: no answer in time")

@@ -3,11 +3,14 @@
     sentinel-cli produce -topic events -message "Hello, World!" -count 10
     sentinel-cli consume -topic events -from-beginning -max-messages 100
     sentinel-cli topics -list | -describe T | -create T -partitions N | -delete T | -alter T
-    sentinel-cli groups [-describe G]
+                        | -delete-records T -partition P -before O
+    sentinel-cli groups [-describe G | -delete G | -reset-offsets G -topic T -to-... -execute]
 
 Options are spelled as the original CLI did, with one dash (``-topic``); two dashes
-work too. Every subcommand takes ``-broker host:port`` (env ``SENTINEL_BROKER``,
-default 127.0.0.1:9092) and ``-json``.
+work too. Every subcommand takes ``-broker host[:port]`` (env ``SENTINEL_BROKER``,
+default 127.0.0.1:9092; the port defaults to 9092), also given before the subcommand
+(``sentinel-cli -broker h:9092 topics``), and ``-json``. A bare ``sentinel-cli``
+prints its help; ``--version`` its version.
 
 The shell around the subcommands: normalise the argv (``argv.py``), let click parse
 and run, and turn what went wrong into one line on stderr and an exit status
@@ -26,7 +29,8 @@ from collections.abc import Sequence
 
 import click
 
-from sentinel.cli.argv import normalize_argv, spec_from_click
+import sentinel
+from sentinel.cli.argv import hoist_broker, normalize_argv, spec_from_click
 from sentinel.cli.consume import consume
 from sentinel.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 from sentinel.cli.groups import groups
@@ -42,10 +46,14 @@ PROG = "sentinel-cli"
     name=PROG,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
+@click.version_option(sentinel.__version__, "--version", prog_name=PROG)
 def cli() -> None:
     """Sentinel's command line: produce, consume, and manage topics and consumer groups.
 
-    Options take one dash or two: -topic and --topic are the same.
+    Options take one dash or two: -topic and --topic are the same. -broker HOST[:PORT]
+    may also come before the subcommand.
+
+    Shell completion (bash, zsh, fish): eval "$(_SENTINEL_CLI_COMPLETE=bash_source sentinel-cli)"
     """
 
 
@@ -97,7 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_streams()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _interrupt)
-    args = normalize_argv(list(sys.argv[1:] if argv is None else argv), spec_from_click(cli))
+    given = hoist_broker(list(sys.argv[1:] if argv is None else argv), set(cli.commands))
+    if not given:  # a bare sentinel-cli: its help
+        given = ["--help"]
+    args = normalize_argv(given, spec_from_click(cli))
     try:
         result = cli.main(args=args, prog_name=PROG, standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -8,15 +8,19 @@ pipes.
 Records print one per line. Human: the selected fields tab-separated, then the
 value, decoded as UTF-8 with U+FFFD for invalid bytes::
 
-    2026-01-02T03:04:05.678Z <TAB> 7 <TAB> user-1 <TAB> Hello, World!
-    (timestamp)                    (offset) (key)      (value)
+    2026-01-02T03:04:05.678Z <TAB> 7 <TAB> user-1 <TAB> trace=abc <TAB> Hello, World!
+    (timestamp)                    (offset) (key)      (headers)       (value)
 
 ``null`` stands for a missing key or value. JSON: ``{"topic", "partition", "offset",
-"timestamp", "key", "value"}`` with key and value as strings (or null).
+"timestamp", "key", "value", "headers": [{"key", "value"}...]}``; a key or value (or a
+header's value) is its UTF-8 text, or null; bytes that are not UTF-8 are base64 and the
+object says so with ``"key_encoding": "base64"`` (``value_encoding``, a header's
+``encoding``).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -36,6 +40,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from sentinel.cli.record_format import headers_text
 from sentinel.client import ConsumerRecord
 
 __all__ = [
@@ -43,6 +48,7 @@ __all__ = [
     "Output",
     "RecordFields",
     "decode_text",
+    "encode_bytes",
     "format_timestamp",
     "human_count",
     "human_size",
@@ -61,6 +67,16 @@ _WIDE = 160  # table width when stdout is not a terminal (rich would assume 80)
 def decode_text(data: bytes | None) -> str | None:
     """Bytes as text: UTF-8, invalid sequences replaced by U+FFFD."""
     return None if data is None else data.decode("utf-8", "replace")
+
+
+def encode_bytes(data: bytes | None) -> tuple[str | None, bool]:
+    """Bytes for JSON: their UTF-8 text, else base64 (the flag says which)."""
+    if data is None:
+        return None, False
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), True
 
 
 def format_timestamp(ms: int) -> str:
@@ -99,6 +115,7 @@ class RecordFields:
     partition: bool = False
     offset: bool = False
     key: bool = False
+    headers: bool = False
 
 
 def record_line(record: ConsumerRecord, fields: RecordFields) -> str:
@@ -113,6 +130,8 @@ def record_line(record: ConsumerRecord, fields: RecordFields) -> str:
     if fields.key:
         key = decode_text(record.key)
         parts.append(NULL if key is None else key)
+    if fields.headers:
+        parts.append(headers_text(record.headers))
     value = decode_text(record.value)
     parts.append(NULL if value is None else value)
     return "\t".join(parts)
@@ -120,14 +139,25 @@ def record_line(record: ConsumerRecord, fields: RecordFields) -> str:
 
 def record_dict(record: ConsumerRecord) -> dict[str, Any]:
     """One record as the JSON object ``-json`` prints."""
-    return {
+    doc: dict[str, Any] = {
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
         "timestamp": record.timestamp,
-        "key": decode_text(record.key),
-        "value": decode_text(record.value),
     }
+    for name, data in (("key", record.key), ("value", record.value)):
+        doc[name], binary = encode_bytes(data)
+        if binary:
+            doc[f"{name}_encoding"] = "base64"
+    headers = []
+    for key, data in record.headers:
+        text, binary = encode_bytes(data)
+        header: dict[str, Any] = {"key": key, "value": text}
+        if binary:
+            header["encoding"] = "base64"
+        headers.append(header)
+    doc["headers"] = headers
+    return doc
 
 
 class Output:
@@ -153,6 +183,10 @@ class Output:
     def json(self, document: Any) -> None:
         """One JSON document on one line."""
         self.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+
+    def raw(self, text: str) -> None:
+        """Text on stdout exactly as given (a ``-f`` format adds its own newlines)."""
+        self.stdout.write(text)
 
     def line(self, text: str) -> None:
         """A plain line on stdout (no markup, no wrapping)."""

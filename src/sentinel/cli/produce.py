@@ -2,12 +2,18 @@
 
     sentinel-cli produce -topic events -message "Hello, World!" -count 10
     tail -f app.log | sentinel-cli produce -topic logs -key web-1
+    printf 'user-1:hello\\n' | sentinel-cli produce -topic t -key-delimiter : -header src=cli
+    sentinel-cli produce -topic t -message x -compression zstd
 
 With ``-message`` it sends that value ``-count`` times; without, one record per line
 of standard input (the line's bytes as they are, without the line ending; every line
-``-count`` times). Then it prints where the records went: how many per partition and
-their offset range (``-json``: one document). The topic is created on first use if
-the broker auto-creates topics.
+``-count`` times). ``-key-delimiter D`` (kcat's ``-K``) splits each line at its first
+D into key and value (a line without D is all value, without a key). ``-header k=v``
+(repeatable) goes on every record; ``-compression`` compresses the batches.
+
+Then it prints where the records went: how many per partition and their offset range
+(``-json``: one document). The topic is created on first use if the broker
+auto-creates topics.
 
 A record the broker did not store makes the run fail (exit 1) after the others were
 sent; sending stops at the first failure seen.
@@ -26,12 +32,14 @@ from typing import IO, Any
 import click
 
 from sentinel.cli.common import CONNECT_TIMEOUT_S, broker_options, reporting
-from sentinel.cli.errors import CliError, explain
+from sentinel.cli.errors import CliError, CliUsageError, explain
 from sentinel.cli.output import Output, human_count, progress
-from sentinel.cli.params import ACKS, Acks
+from sentinel.cli.params import ACKS, HEADER, Acks
 from sentinel.client import Producer, RecordMetadata
 
-__all__ = ["ProduceTally", "produce", "stdin_values"]
+__all__ = ["ProduceTally", "produce", "split_key", "stdin_values"]
+
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 _HARVEST_EVERY = 8192  # check the oldest futures after this many sends
 _CLOSE_TIMEOUT_S = 30.0
@@ -116,6 +124,12 @@ def stdin_values(stream: IO[bytes], count: int) -> Iterator[bytes]:
             yield value
 
 
+def split_key(value: bytes, delimiter: bytes) -> tuple[bytes | None, bytes]:
+    """``key<D>value`` as (key, value), at the first ``delimiter``; no delimiter: no key."""
+    key, sep, rest = value.partition(delimiter)
+    return (key, rest) if sep else (None, value)
+
+
 def _harvest(pending: deque[Future[RecordMetadata]], tally: ProduceTally, wait: bool) -> None:
     """Move finished futures (all of them when ``wait``) from ``pending`` into ``tally``."""
     while pending and (wait or pending[0].done()):
@@ -130,17 +144,19 @@ def _harvest(pending: deque[Future[RecordMetadata]], tally: ProduceTally, wait: 
 def send_all(
     producer: Producer,
     topic: str,
-    values: Iterable[bytes],
+    records: Iterable[tuple[bytes | None, bytes]],
     *,
-    key: bytes | None,
+    headers: list[tuple[str, bytes]],
     partition: int | None,
     tally: ProduceTally,
     advance: Any,
 ) -> None:
-    """Send every value (stopping at the first failure seen), flush, and tally."""
+    """Send every (key, value) (stopping at the first failure seen), flush, and tally."""
     pending: deque[Future[RecordMetadata]] = deque()
-    for sent, value in enumerate(values, 1):
-        pending.append(producer.send(topic, value, key=key, partition=partition))
+    for sent, (key, value) in enumerate(records, 1):
+        pending.append(
+            producer.send(topic, value, key=key, headers=headers or None, partition=partition)
+        )
         advance(1)
         if sent % _HARVEST_EVERY == 0:
             _harvest(pending, tally, wait=False)
@@ -177,6 +193,27 @@ def send_all(
     show_default=True,
     help="0: do not wait; 1: the leader stored it; all: every in-sync replica did.",
 )
+@click.option(
+    "--header",
+    "headers",
+    callback=HEADER,
+    metavar="KEY=VALUE",
+    multiple=True,
+    help="A header on every record; repeat for more.",
+)
+@click.option(
+    "--key-delimiter",
+    metavar="D",
+    default=None,
+    help="Split each line of stdin at its first D into key and value (kcat's -K).",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(COMPRESSIONS, case_sensitive=False),
+    default="none",
+    show_default=True,
+    help="Compress the record batches.",
+)
 @click.option("--progress", "force_progress", is_flag=True, help="Always show a progress bar.")
 def produce(  # noqa: PLR0917 - click passes every option
     broker: str,
@@ -187,28 +224,46 @@ def produce(  # noqa: PLR0917 - click passes every option
     partition: int,
     count: int,
     acks: Acks,
+    headers: tuple[tuple[str, bytes], ...],
+    key_delimiter: str | None,
+    compression: str,
     force_progress: bool,
 ) -> None:
     """Send records to a topic: -message VALUE (-count times), or one per line of stdin."""
+    if key_delimiter is not None and (key is not None or message is not None):
+        raise CliUsageError("-key-delimiter splits lines of stdin: not with -key or -message")
+    if key_delimiter == "":
+        raise CliUsageError("-key-delimiter needs at least one character")
     out = Output(json_mode=json_mode)
+    key_bytes = None if key is None else key.encode("utf-8")
+    records: Iterable[tuple[bytes | None, bytes]]
     if message is not None:
-        values: Iterable[bytes] = repeat(message.encode("utf-8"), count)
+        records = repeat((key_bytes, message.encode("utf-8")), count)
         total: int | None = count
     else:
         values = stdin_values(sys.stdin.buffer, count)
+        if key_delimiter is not None:
+            delimiter = key_delimiter.encode("utf-8")
+            records = (split_key(value, delimiter) for value in values)
+        else:
+            records = ((key_bytes, value) for value in values)
         total = None
     tally = ProduceTally(topic, acks)
-    key_bytes = None if key is None else key.encode("utf-8")
     with reporting(broker):
-        producer = Producer(broker, acks=acks, max_block_ms=int(CONNECT_TIMEOUT_S * 1000))
+        producer = Producer(
+            broker,
+            acks=acks,
+            max_block_ms=int(CONNECT_TIMEOUT_S * 1000),
+            compression=None if compression.lower() == "none" else compression.lower(),
+        )
         try:
             show = out.wants_progress(total, force_progress)
             with progress(out, show, total, f"produce {topic}") as advance:
                 send_all(
                     producer,
                     topic,
-                    values,
-                    key=key_bytes,
+                    records,
+                    headers=list(headers),
                     partition=None if partition < 0 else partition,
                     tally=tally,
                     advance=advance,

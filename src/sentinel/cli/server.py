@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+import sentinel
 from sentinel.broker.limits import raise_open_files_limit
 from sentinel.config import BrokerConfig, load_config, setting_of_field
 from sentinel.errors import DamagedDataError, SentinelError
@@ -69,6 +70,7 @@ def _verify(data_dir: str) -> int:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(sentinel.__version__, "--version", prog_name="sentinel-server")
 @click.option(
     "--config", "config_file", type=click.Path(dir_okay=False), help="TOML file of settings."
 )

@@ -1,4 +1,4 @@
-"""``sentinel-cli topics``: list, describe, create, delete and grow topics.
+"""``sentinel-cli topics``: list, describe, create, delete, alter topics, delete records.
 
     sentinel-cli topics -list                      (the default)
     sentinel-cli topics -describe events
@@ -6,6 +6,8 @@
                         [-config retention.ms=86400000 -config cleanup.policy=compact]
     sentinel-cli topics -delete events
     sentinel-cli topics -alter events -partitions 6     (partitions only grow)
+    sentinel-cli topics -alter events -config retention.ms=3600000 [-delete-config K]
+    sentinel-cli topics -delete-records events -partition 0 -before 1000
 
 One action per run. ``-describe`` shows each partition's leader, replicas, log start
 and end offsets, high watermark and size, and the topic's configs.
@@ -22,6 +24,7 @@ from sentinel.cli.errors import CliUsageError
 from sentinel.cli.output import Output, human_count
 from sentinel.cli.params import CONFIG, config_dict
 from sentinel.cli.tables import topic_dict, topic_view, topics_dict, topics_view
+from sentinel.client import Admin
 
 __all__ = ["TopicAction", "choose_action", "topics"]
 
@@ -30,7 +33,7 @@ __all__ = ["TopicAction", "choose_action", "topics"]
 class TopicAction:
     """The one thing a ``topics`` run does: ``verb`` on ``name`` (None for list)."""
 
-    verb: str  # list | describe | create | delete | alter
+    verb: str  # list | describe | create | delete | alter | delete-records
     name: str | None = None
 
 
@@ -44,6 +47,10 @@ def choose_action(
     partitions: int | None,
     replication_factor: int | None,
     configs: tuple[tuple[str, str], ...],
+    delete_records: str | None = None,
+    delete_configs: tuple[str, ...] = (),
+    partition: int | None = None,
+    before: int | None = None,
 ) -> TopicAction:
     """The action the flags ask for; ``CliUsageError`` when they ask for several or misfit."""
     given = [
@@ -53,6 +60,7 @@ def choose_action(
             ("create", create),
             ("delete", delete),
             ("alter", alter),
+            ("delete-records", delete_records),
         )
         if name is not None
     ]
@@ -62,12 +70,23 @@ def choose_action(
         names = " and ".join(f"-{a.verb}" for a in given)
         raise CliUsageError(f"{names} conflict: give one action per run")
     action = given[0] if given else TopicAction("list")
-    if action.verb != "create" and (replication_factor is not None or configs):
-        raise CliUsageError("-replication-factor and -config go with -create")
+    if action.verb != "create" and replication_factor is not None:
+        raise CliUsageError("-replication-factor goes with -create")
+    if action.verb not in ("create", "alter") and configs:
+        raise CliUsageError("-config goes with -create or -alter")
+    if action.verb != "alter" and delete_configs:
+        raise CliUsageError("-delete-config goes with -alter")
     if action.verb not in ("create", "alter") and partitions is not None:
         raise CliUsageError("-partitions goes with -create or -alter")
-    if action.verb == "alter" and partitions is None:
-        raise CliUsageError("-alter needs -partitions N (the new total)")
+    if action.verb == "alter" and partitions is None and not configs and not delete_configs:
+        raise CliUsageError(
+            "-alter needs -partitions N (the new total), -config k=v or -delete-config k"
+        )
+    if action.verb == "delete-records":
+        if partition is None or before is None:
+            raise CliUsageError("-delete-records needs -partition P and -before OFFSET")
+    elif partition is not None or before is not None:
+        raise CliUsageError("-partition and -before go with -delete-records")
     if action.name is not None and not action.name.strip():
         raise CliUsageError(f"-{action.verb} needs a topic name")
     return action
@@ -81,7 +100,18 @@ def choose_action(
 )
 @click.option("--create", metavar="NAME", default=None, help="Create a topic.")
 @click.option("--delete", metavar="NAME", default=None, help="Delete a topic and its records.")
-@click.option("--alter", metavar="NAME", default=None, help="Grow a topic (with -partitions).")
+@click.option(
+    "--alter",
+    metavar="NAME",
+    default=None,
+    help="Grow a topic (-partitions) or change its configs (-config, -delete-config).",
+)
+@click.option(
+    "--delete-records",
+    metavar="NAME",
+    default=None,
+    help="Delete a partition's records below an offset (with -partition and -before).",
+)
 @click.option(
     "--partitions",
     type=click.IntRange(min=1),
@@ -100,7 +130,27 @@ def choose_action(
     callback=CONFIG,
     metavar="KEY=VALUE",
     multiple=True,
-    help="A topic config of -create, key=value; repeat for more.",
+    help="A topic config of -create or -alter, key=value; repeat for more.",
+)
+@click.option(
+    "--delete-config",
+    "delete_configs",
+    metavar="KEY",
+    multiple=True,
+    help="A topic config -alter removes (back to the broker's default); repeatable.",
+)
+@click.option(
+    "--partition",
+    type=click.IntRange(min=0),
+    default=None,
+    help="The partition of -delete-records.",
+)
+@click.option(
+    "--before",
+    type=click.IntRange(min=-1),
+    default=None,
+    metavar="OFFSET",
+    help="-delete-records deletes the records below OFFSET (-1: all of them).",
 )
 def topics(  # noqa: PLR0917 - click passes every option
     broker: str,
@@ -113,8 +163,12 @@ def topics(  # noqa: PLR0917 - click passes every option
     partitions: int | None,
     replication_factor: int | None,
     configs: tuple[tuple[str, str], ...],
+    delete_records: str | None,
+    delete_configs: tuple[str, ...],
+    partition: int | None,
+    before: int | None,
 ) -> None:
-    """List, describe, create, delete or grow topics."""
+    """List, describe, create, delete or alter topics, or delete a partition's records."""
     action = choose_action(
         list_=list_,
         describe=describe,
@@ -124,6 +178,10 @@ def topics(  # noqa: PLR0917 - click passes every option
         partitions=partitions,
         replication_factor=replication_factor,
         configs=configs,
+        delete_records=delete_records,
+        delete_configs=delete_configs,
+        partition=partition,
+        before=before,
     )
     try:
         config = config_dict(configs)
@@ -151,8 +209,39 @@ def topics(  # noqa: PLR0917 - click passes every option
         elif action.verb == "delete":
             admin.delete_topic(name)
             out.result({"deleted": name}, f"deleted topic {name}")
+        elif action.verb == "delete-records":
+            assert partition is not None and before is not None
+            start = admin.delete_records(name, partition, before)
+            out.result(
+                {"topic": name, "partition": partition, "log_start_offset": start},
+                f"deleted the records of {name}/{partition} below offset {start}",
+            )
         else:
-            assert partitions is not None
-            topic = admin.create_partitions(name, partitions)
-            count = human_count(len(topic.partitions), "partition")
-            out.result({"altered": topic_dict(topic)}, f"topic {topic.name} now has {count}")
+            _alter(
+                out,
+                admin,
+                name,
+                partitions=partitions,
+                config=config,
+                delete_configs=delete_configs,
+            )
+
+
+def _alter(
+    out: Output,
+    admin: Admin,
+    name: str,
+    *,
+    partitions: int | None,
+    config: dict[str, str],
+    delete_configs: tuple[str, ...],
+) -> None:
+    changes = []
+    if config or delete_configs:
+        topic = admin.alter_topic_configs(name, config, delete_configs)
+        changed = [f"{k}={v}" for k, v in config.items()] + [f"-{k}" for k in delete_configs]
+        changes.append(f"configs {', '.join(changed)}")
+    if partitions is not None:
+        topic = admin.create_partitions(name, partitions)
+        changes.append(f"now has {human_count(len(topic.partitions), 'partition')}")
+    out.result({"altered": topic_dict(topic)}, f"topic {topic.name}: {'; '.join(changes)}")

@@ -192,6 +192,48 @@ class AsyncAdmin(AsyncClosingContext):
         resp = await self._metadata.fetch(topics, timeout=self._timeout)
         return cluster_from_proto(resp)
 
+    async def delete_group(self, group_id: str) -> None:
+        """Delete a group without members and its committed offsets
+        (``NonEmptyGroupError`` while it has members)."""
+        request = pb.DeleteGroupRequest(group_id=group_id)
+        await unary(self._stub().DeleteGroup(request, timeout=self._timeout))
+
+    async def alter_topic_configs(
+        self, name: str, set_: Mapping[str, str], delete: Sequence[str] = ()
+    ) -> TopicDescription:
+        """Set some topic configs and remove others (back to the broker's default)."""
+        request = pb.AlterTopicConfigsRequest(name=name, set=dict(set_), delete=list(delete))
+        resp = await unary(self._stub().AlterTopicConfigs(request, timeout=self._timeout))
+        return topic_from_proto(resp.topic)
+
+    async def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
+        """Delete the records below ``before_offset`` (-1: all); the new log start."""
+        request = pb.DeleteRecordsRequest(
+            topic=topic, partition=partition, before_offset=before_offset
+        )
+        resp = await unary(self._stub().DeleteRecords(request, timeout=self._timeout))
+        return int(resp.log_start_offset)
+
+    async def list_group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
+        """The offsets ``group_id`` committed, per partition."""
+        request = pb.FetchOffsetsRequest(group_id=group_id)
+        resp = await unary(self._stub().FetchOffsets(request, timeout=self._timeout))
+        return {TopicPartition(o.topic, o.partition): o.offset for o in resp.offsets}
+
+    async def alter_group_offsets(
+        self, group_id: str, offsets: Mapping[TopicPartition, int]
+    ) -> None:
+        """Commit ``offsets`` for a group without members (``NonEmptyGroupError``
+        while it has some), as kafka-consumer-groups --reset-offsets does."""
+        request = pb.AlterGroupOffsetsRequest(
+            group_id=group_id,
+            offsets=[
+                pb.PartitionOffset(topic=tp.topic, partition=tp.partition, offset=offset)
+                for tp, offset in offsets.items()
+            ],
+        )
+        await unary(self._stub().AlterGroupOffsets(request, timeout=self._timeout))
+
     async def close(self) -> None:
         """Release the connections. Idempotent."""
         if not self._closed:
@@ -287,3 +329,25 @@ class Admin(ClosingContext):
             self._closed = True
             self._closed_now()
             self._io.stop()
+
+    def delete_group(self, group_id: str) -> None:
+        """See ``AsyncAdmin.delete_group``."""
+        self._run(self._async.delete_group(group_id))
+
+    def alter_topic_configs(
+        self, name: str, set_: Mapping[str, str], delete: Sequence[str] = ()
+    ) -> TopicDescription:
+        """See ``AsyncAdmin.alter_topic_configs``."""
+        return self._run(self._async.alter_topic_configs(name, set_, delete))
+
+    def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
+        """See ``AsyncAdmin.delete_records``."""
+        return self._run(self._async.delete_records(topic, partition, before_offset))
+
+    def list_group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
+        """See ``AsyncAdmin.list_group_offsets``."""
+        return self._run(self._async.list_group_offsets(group_id))
+
+    def alter_group_offsets(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
+        """See ``AsyncAdmin.alter_group_offsets``."""
+        self._run(self._async.alter_group_offsets(group_id, offsets))

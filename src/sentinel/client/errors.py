@@ -48,6 +48,7 @@ __all__ = [
     "InvalidSessionTimeoutError",
     "InvalidTopicError",
     "MessageTooLargeError",
+    "NonEmptyGroupError",
     "NotEnoughReplicasError",
     "NotLeaderError",
     "OffsetOutOfRangeError",
@@ -211,6 +212,10 @@ class GroupIdNotFoundError(SentinelClientError, core.CallerError):
     """The group does not exist."""
 
 
+class NonEmptyGroupError(SentinelClientError, core.CallerError):
+    """The group has active members: it cannot be deleted nor its offsets reset."""
+
+
 class InvalidRecordError(SentinelClientError, core.CallerError):
     """The broker refused a record (e.g. no key on a compacted topic)."""
 
@@ -314,6 +319,7 @@ _BY_REASON: dict[str, type[SentinelClientError]] = {
     "DUPLICATE_SEQUENCE": DuplicateSequenceError,
     "INVALID_PRODUCER_EPOCH": InvalidProducerEpochError,
     "GROUP_ID_NOT_FOUND": GroupIdNotFoundError,
+    "NON_EMPTY_GROUP": NonEmptyGroupError,
     "INVALID_RECORD": InvalidRecordError,
     "KAFKA_STORAGE_ERROR": KafkaStorageError,
     "INVALID_REQUIRED_ACKS": InvalidRequiredAcksError,

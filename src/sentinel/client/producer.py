@@ -62,7 +62,8 @@ def _now_ms() -> int:
 def _check_partition(topic: str, partition: int, count: int) -> None:
     if not 0 <= partition < count:
         raise UnknownTopicOrPartitionError(
-            f"topic {topic!r} has {count} partitions; there is no partition {partition}",
+            f"topic {topic!r} has {count} partition{'' if count == 1 else 's'}; "
+            f"there is no partition {partition}",
             reason="UNKNOWN_TOPIC_OR_PARTITION",
         )
 

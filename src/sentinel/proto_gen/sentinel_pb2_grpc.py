@@ -119,6 +119,26 @@ class SentinelStub:
                 request_serializer=sentinel__pb2.DescribeGroupRequest.SerializeToString,
                 response_deserializer=sentinel__pb2.DescribeGroupResponse.FromString,
                 _registered_method=True)
+        self.DeleteGroup = channel.unary_unary(
+                '/sentinel.v1.Sentinel/DeleteGroup',
+                request_serializer=sentinel__pb2.DeleteGroupRequest.SerializeToString,
+                response_deserializer=sentinel__pb2.DeleteGroupResponse.FromString,
+                _registered_method=True)
+        self.AlterTopicConfigs = channel.unary_unary(
+                '/sentinel.v1.Sentinel/AlterTopicConfigs',
+                request_serializer=sentinel__pb2.AlterTopicConfigsRequest.SerializeToString,
+                response_deserializer=sentinel__pb2.AlterTopicConfigsResponse.FromString,
+                _registered_method=True)
+        self.DeleteRecords = channel.unary_unary(
+                '/sentinel.v1.Sentinel/DeleteRecords',
+                request_serializer=sentinel__pb2.DeleteRecordsRequest.SerializeToString,
+                response_deserializer=sentinel__pb2.DeleteRecordsResponse.FromString,
+                _registered_method=True)
+        self.AlterGroupOffsets = channel.unary_unary(
+                '/sentinel.v1.Sentinel/AlterGroupOffsets',
+                request_serializer=sentinel__pb2.AlterGroupOffsetsRequest.SerializeToString,
+                response_deserializer=sentinel__pb2.AlterGroupOffsetsResponse.FromString,
+                _registered_method=True)
 
 
 class SentinelServicer:
@@ -230,6 +250,37 @@ class SentinelServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteGroup(self, request, context):
+        """Deletes a group and its committed offsets; only a group without members
+        (NON_EMPTY_GROUP otherwise; GROUP_ID_NOT_FOUND for an unknown one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AlterTopicConfigs(self, request, context):
+        """Kafka's IncrementalAlterConfigs for one topic: set some keys, remove others (back
+        to the broker's default). Validated as CreateTopic validates; applied at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRecords(self, request, context):
+        """Kafka's DeleteRecords: advance a partition's log start offset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AlterGroupOffsets(self, request, context):
+        """Sets a group's committed offsets from outside the group (kafka-consumer-groups
+        --reset-offsets); only while the group has no members (NON_EMPTY_GROUP otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SentinelServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -317,6 +368,26 @@ def add_SentinelServicer_to_server(servicer, server):
                     servicer.DescribeGroup,
                     request_deserializer=sentinel__pb2.DescribeGroupRequest.FromString,
                     response_serializer=sentinel__pb2.DescribeGroupResponse.SerializeToString,
+            ),
+            'DeleteGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGroup,
+                    request_deserializer=sentinel__pb2.DeleteGroupRequest.FromString,
+                    response_serializer=sentinel__pb2.DeleteGroupResponse.SerializeToString,
+            ),
+            'AlterTopicConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterTopicConfigs,
+                    request_deserializer=sentinel__pb2.AlterTopicConfigsRequest.FromString,
+                    response_serializer=sentinel__pb2.AlterTopicConfigsResponse.SerializeToString,
+            ),
+            'DeleteRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRecords,
+                    request_deserializer=sentinel__pb2.DeleteRecordsRequest.FromString,
+                    response_serializer=sentinel__pb2.DeleteRecordsResponse.SerializeToString,
+            ),
+            'AlterGroupOffsets': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterGroupOffsets,
+                    request_deserializer=sentinel__pb2.AlterGroupOffsetsRequest.FromString,
+                    response_serializer=sentinel__pb2.AlterGroupOffsetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -778,6 +849,114 @@ class Sentinel:
             '/sentinel.v1.Sentinel/DescribeGroup',
             sentinel__pb2.DescribeGroupRequest.SerializeToString,
             sentinel__pb2.DescribeGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sentinel.v1.Sentinel/DeleteGroup',
+            sentinel__pb2.DeleteGroupRequest.SerializeToString,
+            sentinel__pb2.DeleteGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterTopicConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sentinel.v1.Sentinel/AlterTopicConfigs',
+            sentinel__pb2.AlterTopicConfigsRequest.SerializeToString,
+            sentinel__pb2.AlterTopicConfigsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sentinel.v1.Sentinel/DeleteRecords',
+            sentinel__pb2.DeleteRecordsRequest.SerializeToString,
+            sentinel__pb2.DeleteRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterGroupOffsets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sentinel.v1.Sentinel/AlterGroupOffsets',
+            sentinel__pb2.AlterGroupOffsetsRequest.SerializeToString,
+            sentinel__pb2.AlterGroupOffsetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -648,3 +648,50 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             )
 
         return await self._call("DescribeGroup", request, context, work)
+
+    # ---------------------------------------------- administration (issue 10)
+
+    async def DeleteGroup(
+        self, request: pb.DeleteGroupRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeleteGroupResponse:
+        async def work() -> pb.DeleteGroupResponse:
+            await self._service.delete_group(request.group_id)
+            return pb.DeleteGroupResponse()
+
+        return await self._call("DeleteGroup", request, context, work)
+
+    async def AlterTopicConfigs(
+        self, request: pb.AlterTopicConfigsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AlterTopicConfigsResponse:
+        async def work() -> pb.AlterTopicConfigsResponse:
+            topic = self._service.alter_topic_configs(
+                request.name, dict(request.set), list(request.delete)
+            )
+            metadata = self._service.topic_metadata(topic)
+            return pb.AlterTopicConfigsResponse(topic=self._topic_info(metadata))
+
+        return await self._call("AlterTopicConfigs", request, context, work)
+
+    async def DeleteRecords(
+        self, request: pb.DeleteRecordsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeleteRecordsResponse:
+        async def work() -> pb.DeleteRecordsResponse:
+            start = self._service.delete_records(
+                request.topic, request.partition, request.before_offset
+            )
+            return pb.DeleteRecordsResponse(log_start_offset=start)
+
+        return await self._call("DeleteRecords", request, context, work)
+
+    async def AlterGroupOffsets(
+        self, request: pb.AlterGroupOffsetsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AlterGroupOffsetsResponse:
+        async def work() -> pb.AlterGroupOffsetsResponse:
+            offsets: dict[TopicPartition, OffsetAndMetadata] = {
+                (o.topic, o.partition): OffsetAndMetadata(o.offset, o.metadata)
+                for o in request.offsets
+            }
+            await self._service.alter_group_offsets(request.group_id, offsets)
+            return pb.AlterGroupOffsetsResponse()
+
+        return await self._call("AlterGroupOffsets", request, context, work)
