@@ -268,7 +268,8 @@ def main(config_file: str | None, verify: bool, **flags: Any) -> None:
 def _show_environment_names(command: click.Command) -> None:
     """Append each setting's environment variable to its help: ``[env: SENTINEL_DATA]``."""
     for param in command.params:
-        if isinstance(param, click.Option) and param.name not in ("config_file", "verify"):
+        not_settings = ("config_file", "verify", "version")  # actions, not settings
+        if isinstance(param, click.Option) and param.name not in not_settings:
             setting = setting_of_field(param.name or "")
             # One name everywhere: the flag is the setting's name.
             assert setting.flag in param.opts, f"{param.opts} is not named {setting.flag}"
