@@ -62,7 +62,7 @@ from sentinel.broker.group_events import (
     SyncFailed,
     TopicPartition,
 )
-from sentinel.broker.group_member import Member, MemberSpec, select_protocol, supports
+from sentinel.broker.group_member import Member, MemberSpec, incompatibility, select_protocol
 from sentinel.broker.group_state import GroupState, Trigger, next_state
 
 ServerAssign = Callable[[str, Mapping[str, tuple[str, ...]]], Mapping[str, MemberAssignment]]
@@ -113,8 +113,9 @@ class Group:
             return JoinResult(ErrorCode.COORDINATOR_NOT_AVAILABLE, member_id)
         out: list[Event] = []
         if not member_id or member_id in self.pending_ids:
-            if not supports(list(self.members.values()), spec):
-                return JoinResult(ErrorCode.INCONSISTENT_GROUP_PROTOCOL, member_id)
+            refused = incompatibility(list(self.members.values()), spec)
+            if refused is not None:
+                return self._inconsistent(member_id, refused)
             if not member_id:
                 if len(self.members) + len(self.pending_ids) >= self._max_size:
                     return JoinResult(ErrorCode.GROUP_MAX_SIZE_REACHED, "")
@@ -128,10 +129,18 @@ class Group:
         member = self.members.get(member_id)
         if member is None:
             return JoinResult(ErrorCode.UNKNOWN_MEMBER_ID, member_id)
-        if not supports(self._others(member_id), spec):
-            return JoinResult(ErrorCode.INCONSISTENT_GROUP_PROTOCOL, member_id)
+        refused = incompatibility(self._others(member_id), spec)
+        if refused is not None:
+            return self._inconsistent(member_id, refused)
         self._rejoin(member, spec, now, out)
         return JoinResult(ErrorCode.NONE, member_id, tuple(out))
+
+    def _inconsistent(self, member_id: str, why: str) -> JoinResult:
+        return JoinResult(
+            ErrorCode.INCONSISTENT_GROUP_PROTOCOL,
+            member_id,
+            reason=f"cannot join group {self.group_id!r}: {why}",
+        )
 
     def sync(
         self,

@@ -41,11 +41,13 @@ TICK_S = 0.1
 class GroupError(CallerError):
     """A group request was refused; ``code`` is Kafka's error code."""
 
-    def __init__(self, code: ErrorCode, message: str = "") -> None:
+    def __init__(self, code: ErrorCode, message: str = "", *, member_id: str = "") -> None:
         super().__init__(message or f"group request failed: {code.name}")
         self.code = code
         self.kafka_code = int(code)
         self.code_name = code.name
+        #: The id the client must join again with (MEMBER_ID_REQUIRED); "" otherwise.
+        self.member_id = member_id
 
 
 Answer = JoinCompleted | SyncCompleted
@@ -135,11 +137,14 @@ class GroupDriver:
         rebalance_timeout_s: float,
         protocols: Sequence[JoinProtocol] | None = None,
         protocol_type: str = "consumer",
+        client_host: str = "",
+        require_known_member_id: bool = False,
     ) -> JoinCompleted:
         """Join and return when the join phase completes. Without ``protocols`` the
         coordinator assigns (``assignor`` over ``topics``: the group is Stable and the
         answer carries this member's share); with them (the Kafka door) the leader
-        assigns and every member calls ``sync`` next."""
+        assigns and every member calls ``sync`` next. ``require_known_member_id``: a new
+        member gets ``GroupError`` MEMBER_ID_REQUIRED carrying its id (JoinGroup v4+)."""
         server_assign = protocols is None
         result = self.coordinator.join(
             group_id,
@@ -155,9 +160,17 @@ class GroupDriver:
             ),
             now=self._now(),
             server_assign=server_assign,
+            require_known_member_id=require_known_member_id,
+            client_host=client_host,
         )
+        if result.error is ErrorCode.MEMBER_ID_REQUIRED:
+            raise GroupError(
+                result.error,
+                f"join group {group_id!r} again with member id {result.member_id!r}",
+                member_id=result.member_id,
+            )
         if result.error is not ErrorCode.NONE:
-            raise GroupError(result.error)
+            raise GroupError(result.error, result.reason)
         key = (group_id, result.member_id)
         future = self._park(*key)
         self._deliver(result.events)

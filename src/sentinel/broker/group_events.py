@@ -48,6 +48,7 @@ class ErrorCode(IntEnum):
     UNKNOWN_MEMBER_ID = 25
     INVALID_SESSION_TIMEOUT = 26
     REBALANCE_IN_PROGRESS = 27
+    UNSUPPORTED_VERSION = 35  # static membership (group.instance.id) is not supported
     INVALID_REQUEST = 42
     NON_EMPTY_GROUP = 68
     GROUP_ID_NOT_FOUND = 69
@@ -260,6 +261,8 @@ class JoinResult:
     error: ErrorCode
     member_id: str
     events: tuple[Event, ...] = ()
+    #: Why the join was refused, for the client (INCONSISTENT_GROUP_PROTOCOL); may be "".
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,12 +62,30 @@ def common_protocols(members: Sequence[Member]) -> set[str]:
 
 def supports(others: Sequence[Member], spec: MemberSpec) -> bool:
     """Whether a member described by ``spec`` may be in a group with ``others``."""
+    return incompatibility(others, spec) is None
+
+
+def incompatibility(others: Sequence[Member], spec: MemberSpec) -> str | None:
+    """Why a member described by ``spec`` may not be in a group with ``others`` (its
+    INCONSISTENT_GROUP_PROTOCOL message), or None if it may. Members of the gRPC door
+    (the broker assigns) and of the Kafka door (the leader member assigns) never mix."""
     if not others:
-        return True
+        return None
     first = others[0].spec
-    if spec.protocol_type != first.protocol_type or spec.server_assign != first.server_assign:
-        return False
-    return bool({p.name for p in spec.protocols} & common_protocols(others))
+    if spec.server_assign != first.server_assign:
+        doors = ("the gRPC door, where the broker assigns partitions",
+                 "the Kafka door, where the leader member assigns them")
+        theirs, mine = doors if first.server_assign else doors[::-1]
+        return (f"the group's members joined through {theirs}; a member of {mine} "
+                "cannot join the same group (use another group id)")
+    if spec.protocol_type != first.protocol_type:
+        return (f"the group's protocol type is {first.protocol_type!r}, "
+                f"not {spec.protocol_type!r}")
+    common = common_protocols(others)
+    if not {p.name for p in spec.protocols} & common:
+        return (f"none of the assignors {[p.name for p in spec.protocols]} is supported "
+                f"by every member of the group (they share {sorted(common)})")
+    return None
 
 
 def select_protocol(members: Sequence[Member], leader: Member) -> str:

@@ -116,6 +116,7 @@ class GroupSummary:
     group_id: str
     state: str
     members: int
+    protocol_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -548,7 +548,12 @@ class BrokerService:
         for listing in self.groups.list_groups():
             described = self.groups.describe(listing.group_id)
             summaries.append(
-                GroupSummary(listing.group_id, listing.state.value, len(described.members))
+                GroupSummary(
+                listing.group_id,
+                listing.state.value,
+                len(described.members),
+                listing.protocol_type,
+            )
             )
         return tuple(summaries)
 
@@ -579,16 +584,7 @@ class BrokerService:
         ``allow.auto.create.topics``) and --auto-create-topics is on; otherwise an
         unknown topic is assigned once it is created. An empty ``client_id`` or
         ``assignor``: ``DEFAULT_CLIENT_ID``, ``DEFAULT_ASSIGNOR``."""
-        cfg = self._group_config
-        session_s = session_timeout_ms / 1000.0
-        if not cfg.min_session_timeout_s <= session_s <= cfg.max_session_timeout_s:
-            raise GroupError(
-                ErrorCode.INVALID_SESSION_TIMEOUT,
-                f"session timeout {session_timeout_ms} ms is outside "
-                f"{self.config.group_min_session_timeout_ms}.."
-                f"{self.config.group_max_session_timeout_ms} ms "
-                "(--group-min-session-timeout-ms, --group-max-session-timeout-ms)",
-            )
+        session_s = self._session_timeout_s(session_timeout_ms)
         if auto_create_topics:
             self.topics(topics, auto_create=True)
         return await self.groups.join(
@@ -703,3 +699,70 @@ class BrokerService:
                 "offsets can be reset only while it has none (stop its consumers first)",
             )
         await self.commit_offsets(group_id, "", -1, offsets)
+
+    # ------------------------------------------------- the Kafka door's groups (issue 9)
+
+    def _session_timeout_s(self, session_timeout_ms: int) -> float:
+        """The session timeout in seconds, or INVALID_SESSION_TIMEOUT outside the bounds."""
+        cfg = self._group_config
+        session_s = session_timeout_ms / 1000.0
+        if not cfg.min_session_timeout_s <= session_s <= cfg.max_session_timeout_s:
+            raise GroupError(
+                ErrorCode.INVALID_SESSION_TIMEOUT,
+                f"session timeout {session_timeout_ms} ms is outside "
+                f"{self.config.group_min_session_timeout_ms}.."
+                f"{self.config.group_max_session_timeout_ms} ms "
+                "(--group-min-session-timeout-ms, --group-max-session-timeout-ms)",
+            )
+        return session_s
+
+    def group_coordinator(self, group_id: str) -> BrokerMetadata:
+        """The broker that coordinates ``group_id`` (Kafka's FindCoordinator), as
+        ``metadata()`` lists it: a single broker coordinates every group."""
+        config = self.config
+        return BrokerMetadata(config.node_id, config.advertised, config.port)
+
+    async def kafka_join_group(
+        self,
+        group_id: str,
+        member_id: str,
+        *,
+        client_id: str,
+        client_host: str = "",
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int = -1,
+        protocol_type: str,
+        protocols: Sequence[JoinProtocol],
+        group_instance_id: str | None = None,
+        require_known_member_id: bool = False,
+    ) -> JoinCompleted:
+        """JoinGroup through the Kafka door: client-side assignment (the leader gets
+        every member's subscription, then everyone calls ``sync_group``).
+
+        ``rebalance_timeout_ms`` < 1 (JoinGroup v0) means the session timeout.
+        ``require_known_member_id`` (v4+): a new member first gets ``GroupError``
+        MEMBER_ID_REQUIRED carrying its id (``.member_id``) and joins again with it.
+        Static membership (``group_instance_id``, KIP-345) is not supported: refused
+        with UNSUPPORTED_VERSION, as Kafka brokers without it do. A group whose members
+        joined through the gRPC door refuses with INCONSISTENT_GROUP_PROTOCOL."""
+        if group_instance_id is not None:
+            raise GroupError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"static membership (group.instance.id {group_instance_id!r}) is not "
+                "supported by this broker: unset group.instance.id",
+            )
+        session_s = self._session_timeout_s(session_timeout_ms)
+        rebalance_s = rebalance_timeout_ms / 1000.0 if rebalance_timeout_ms > 0 else session_s
+        return await self.groups.join(
+            group_id,
+            member_id,
+            client_id=client_id,
+            topics=(),
+            assignor="",
+            session_timeout_s=session_s,
+            rebalance_timeout_s=rebalance_s,
+            protocols=protocols,
+            protocol_type=protocol_type,
+            client_host=client_host,
+            require_known_member_id=require_known_member_id,
+        )
