@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sentinel.storage.compaction import CompactionOptions
 from sentinel.storage.table_format import TableOptions
 from sentinel.storage.wal import WalOptions
+from sentinel.storage.workers import WorkerPool
 
 MiB = 1024 * 1024
 
@@ -36,6 +37,9 @@ class EngineOptions:
     #: Called after every WAL fsync with (seconds, entries it made durable): a metrics
     #: hook. It runs on the syncing thread and must be quick.
     on_wal_sync: Callable[[float, int], None] | None = field(default=None, compare=False)
+    #: The pool that runs flushes and compactions (a broker shares one among all its
+    #: engines); None: the engine makes a private pool of one thread.
+    workers: WorkerPool | None = field(default=None, compare=False)
     wal: WalOptions = field(default_factory=WalOptions)
     table: TableOptions = field(default_factory=TableOptions)
     compaction: CompactionOptions = field(default_factory=CompactionOptions)
