@@ -53,6 +53,7 @@ from sentinel.fs import FS, DirLock
 from sentinel.log.partition_log import PartitionLog
 from sentinel.record import iter_batches
 from sentinel.storage.options import EngineOptions
+from sentinel.storage.resources import ResourceSizes, SharedResources
 from sentinel.storage.wal import SyncMode, WalOptions
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class BrokerService:
         self._retention_pass: concurrent.futures.Future[int] | None = None
         self._meta: MetaStore | None = None
         self._registry: TopicRegistry | None = None
+        self._resources: SharedResources | None = None
         self._groups: GroupDriver | None = None
         self._group_config = GroupConfig()
         # Request bytes in flight, over every front door (Kafka's queued.max.request.bytes).
@@ -153,14 +155,25 @@ class BrokerService:
         self._lock = fs.lock(posixpath.join(data, "LOCK"))
         try:
             self._meta = _open_meta(fs, posixpath.join(data, "meta"))
-            engine_options = EngineOptions(
-                memtable_bytes=self.config.memtable_mb * 1024 * 1024,
-                block_cache_bytes=8 * 1024 * 1024,
-                on_wal_sync=self._on_wal_sync,
-                wal=WalOptions(
-                    sync_mode=self.config.wal_sync_mode,
-                    sync_interval_ms=self.config.sync_interval_ms,
-                ),
+            # Every partition's engine shares one worker pool, sync pipeline, block
+            # cache and memtable budget (storage/resources.py).
+            self._resources = SharedResources(
+                ResourceSizes(
+                    workers=self.config.storage_threads,
+                    sync_threads=self.config.sync_threads,
+                    block_cache_bytes=self.config.block_cache_mb * 1024 * 1024,
+                    memtable_budget_bytes=self.config.memtable_budget_mb * 1024 * 1024,
+                )
+            )
+            engine_options = self._resources.engine_options(
+                EngineOptions(
+                    memtable_bytes=self.config.memtable_mb * 1024 * 1024,
+                    on_wal_sync=self._on_wal_sync,
+                    wal=WalOptions(
+                        sync_mode=self.config.wal_sync_mode,
+                        sync_interval_ms=self.config.sync_interval_ms,
+                    ),
+                )
             )
             self._registry = TopicRegistry(
                 fs,
@@ -193,6 +206,9 @@ class BrokerService:
             if self._meta is not None:
                 self._meta.close()
                 self._meta = None
+            if self._resources is not None:
+                self._resources.close()
+                self._resources = None
             self._lock.release()
             raise
         loop = asyncio.get_running_loop()
@@ -218,6 +234,9 @@ class BrokerService:
             await self._groups.stop()
         if self._registry is not None:
             self._registry.close()
+        if self._resources is not None:
+            self._resources.close()
+            self._resources = None
         if self._meta is not None:
             self._meta.close()
         if self._lock is not None:
@@ -350,7 +369,8 @@ class BrokerService:
         if self.config.wal_sync_mode is SyncMode.ALWAYS:
             # Consumers see a batch once it is durable (the high watermark follows fsync).
             # acks=0 does not wait for that, but the fsync still has to happen.
-            synced = asyncio.get_running_loop().run_in_executor(None, plog.sync_to, last_lsn)
+            # One wave of the broker-wide sync pipeline serves every partition written.
+            synced = asyncio.wrap_future(plog.sync_future(last_lsn))
             synced.add_done_callback(lambda _f: signal.fire())
             if acks is not Acks.NONE:
                 try:

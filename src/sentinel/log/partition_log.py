@@ -43,6 +43,7 @@ offsets a concurrent truncation or retention is moving.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
@@ -291,6 +292,24 @@ class PartitionLog:
         high watermark over the batches that covers. Safe from a worker thread."""
         self._engine.sync_to(lsn)
         self._hw.synced(lsn)
+
+    def sync_future(self, lsn: int) -> concurrent.futures.Future[None]:
+        """``sync_to`` without a thread of the caller's: a future resolved by the
+        broker-wide sync pipeline (``Engine.sync_future``) once ``lsn`` is durable,
+        after the high watermark moved over it. An asyncio caller awaits
+        ``asyncio.wrap_future(log.sync_future(lsn))``."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def synced(wave: concurrent.futures.Future[None]) -> None:
+            error = wave.exception()
+            if error is not None:
+                done.set_exception(error)
+                return
+            self._hw.synced(lsn)
+            done.set_result(None)
+
+        self._engine.sync_future(lsn).add_done_callback(synced)
+        return done
 
     def set_high_watermark(self, offset: int) -> None:
         """Set the high watermark (replication's commit point); at most the log end."""

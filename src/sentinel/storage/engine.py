@@ -45,6 +45,7 @@ failed state is entered, one when it is left.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -60,7 +61,7 @@ from sentinel.errors import (
 from sentinel.fs import FS, DirLock, OsFS
 from sentinel.storage import clean_marker
 from sentinel.storage import manifest as manifest_mod
-from sentinel.storage.block_cache import BlockCache
+from sentinel.storage.block_cache import BlockCache, ScopedBlockCache
 from sentinel.storage.entry import ABSENT, Entry, EntrySource
 from sentinel.storage.files import (
     LOCK_NAME,
@@ -74,6 +75,7 @@ from sentinel.storage.memtable import Memtable
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.recovery import check_pointer_segments, inspect_directory, recover_files
 from sentinel.storage.storage_health import StorageHealth
+from sentinel.storage.sync_scheduler import default_scheduler
 from sentinel.storage.table_reader import TableReader
 from sentinel.storage.value_log import ValueLog, ValuePointer
 from sentinel.storage.version import Version, VersionEdit
@@ -130,7 +132,12 @@ class Engine:
         self._write_lock = threading.Lock()
         self._state = threading.Condition()
         self._closed = False
-        self._cache = BlockCache(options.block_cache_bytes)
+        shared = options.block_cache
+        self._cache = (
+            ScopedBlockCache(shared)
+            if shared is not None
+            else BlockCache(options.block_cache_bytes)
+        )
         self._readers: dict[int, TableReader] = {}
         self._memtable = Memtable()
         self._immutables: list[FrozenMemtable] = []
@@ -327,6 +334,14 @@ class Engine:
             self._wal_health.failed(exc.__cause__ or exc)
             raise
 
+    def sync_future(self, lsn: int) -> concurrent.futures.Future[None]:
+        """A future resolved once every write up to ``lsn`` is fsynced: the writer
+        registers with the broker-wide ``SyncScheduler`` (``EngineOptions
+        .sync_scheduler``), whose one wave syncs every engine with a waiter. It fails
+        with what ``sync_to`` would raise."""
+        scheduler = self._options.sync_scheduler or default_scheduler()
+        return scheduler.request(self._wal, lsn, self.sync_to)
+
     def sync(self) -> None:
         """Make every write so far durable, whatever the sync mode."""
         self.sync_to(self._wal.last_lsn)
@@ -433,6 +448,10 @@ class Engine:
             memtable = self._memtable
             for key, value in ops:
                 memtable.put(key, value)
+            if self._options.write_buffer is not None:
+                self._options.write_buffer.report(
+                    id(self), memtable.approximate_size, self._flush_soon
+                )
             self._user_bytes += nbytes
             self._wal_bytes += (
                 len(payload) if isinstance(payload, bytes) else sum(map(len, payload))
@@ -478,7 +497,24 @@ class Engine:
             self._immutables.append(FrozenMemtable(self._memtable, segment, self._pointers))
             self._memtable = Memtable()
             self._pointers = {}
+        if self._options.write_buffer is not None:
+            self._options.write_buffer.report(id(self), 0, self._flush_soon)
         self._maintenance.flush_requested()
+
+    def _flush_soon(self) -> None:
+        """The broker's memtable budget asks for a flush (on a pool thread): freeze the
+        active memtable and hand it to the flusher, without waiting for the flush, and
+        only if no frozen one is waiting (a pool job never waits for another)."""
+        with self._write_lock:
+            if self._closed or self._wal.failed is not None or not len(self._memtable):
+                return
+            with self._state:
+                if len(self._immutables) >= self._options.max_immutable_memtables:
+                    return
+            try:
+                self._rotate_memtable()
+            except (OSError, StorageUnavailableError) as exc:
+                log.warning("%s: a flush for the memtable budget failed: %r", self._dir, exc)
 
     def flush(self) -> None:
         """Flush the active memtable to a table and wait for every pending flush."""
@@ -593,6 +629,8 @@ class Engine:
                 log.warning("closing %s without a final flush: %r", self._dir, exc)
                 clean = False
             self._closed = True
+            if self._options.write_buffer is not None:
+                self._options.write_buffer.forget(id(self))
             try:
                 self._wal.close()
             except WalFailedError:  # said above; synced entries are durable
@@ -603,6 +641,7 @@ class Engine:
                 self._readers.clear()
             for reader in readers:
                 reader.close()
+            self._cache.clear()
             self._maintenance.close_retired()
             self._values.close()
             if clean and self._maintenance.failed is None and self._wal.failed is None:
