@@ -78,6 +78,23 @@ def partitions_for_open_files(open_files: int) -> int:
     return max(1, min(MAX_DERIVED_PARTITIONS, (open_files - reserve) // FDS_PER_PARTITION))
 
 
+FDS_PER_OPEN_PARTITION = 8
+"""Open files budgeted per partition whose files are open: LOCK, WAL segment, manifest,
+live tables (with room for a value segment read)."""
+
+MAX_DERIVED_OPEN_PARTITIONS = 128
+"""The derived ``--max-open-partitions`` never goes above this: the partitions in use
+keep their files open, the idle ones beyond are closed and reopened on demand."""
+
+
+def open_partitions_for_open_files(open_files: int) -> int:
+    """The default ``--max-open-partitions`` for a process allowed ``open_files`` files:
+    what the limit holds after the reserve, at most ``MAX_DERIVED_OPEN_PARTITIONS``."""
+    reserve = min(RESERVED_FDS, open_files // 2)
+    derived = (open_files - reserve) // FDS_PER_OPEN_PARTITION
+    return max(1, min(MAX_DERIVED_OPEN_PARTITIONS, derived))
+
+
 def current_open_files_limit() -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return _NR_OPEN if soft == resource.RLIM_INFINITY else soft

@@ -26,7 +26,12 @@ from sentinel.broker.group_events import (
     OffsetAndMetadata,
     TopicPartition,
 )
-from sentinel.broker.limits import TopicLimits, current_open_files_limit, partitions_for_open_files
+from sentinel.broker.limits import (
+    TopicLimits,
+    current_open_files_limit,
+    open_partitions_for_open_files,
+    partitions_for_open_files,
+)
 from sentinel.broker.meta_store import MetaStore
 from sentinel.broker.partitioner import default_partition
 from sentinel.broker.producer_order import wait_for_turn
@@ -50,6 +55,7 @@ from sentinel.errors import (
     StorageUnavailableError,
 )
 from sentinel.fs import FS, DirLock
+from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.record import iter_batches
 from sentinel.storage.options import EngineOptions
@@ -57,6 +63,8 @@ from sentinel.storage.resources import ResourceSizes, SharedResources
 from sentinel.storage.wal import SyncMode, WalOptions
 
 log = logging.getLogger(__name__)
+
+RECOVERY_THREADS = 8  # partitions opened at once at start (threads gone once started)
 
 EARLIEST = -2
 LATEST = -1
@@ -184,6 +192,12 @@ class BrokerService:
                 default_config=TopicConfig(),
                 skip_damaged=self.config.skip_damaged,
                 limits=self.limits,
+                open_limit=OpenLogLimit(
+                    self.config.max_open_partitions
+                    or open_partitions_for_open_files(current_open_files_limit()),
+                    self._resources.pool.submit,
+                ),
+                recovery_threads=RECOVERY_THREADS,
             )
             self._registry.open()
             if self._registry.partition_total > self.limits.max_partitions:

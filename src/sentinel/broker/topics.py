@@ -7,7 +7,8 @@ crash in between leaves either a whole topic or an orphan directory that ``open`
 
 Damage at start (``open``): a partition whose engine refuses to open (a damaged or
 missing file) or whose directory is gone although the meta store lists the topic is
-never re-created empty. ``open`` raises ``DamagedDataError`` naming the partition and the
+never re-created empty. Partitions recover in parallel (``recovery_threads``), each
+opened and checked as before; ``open`` raises ``DamagedDataError`` naming the partition and the
 file, unless the registry was built with ``skip_damaged``: the partition is then an
 ``OfflinePartition`` (produce, fetch and list-offsets on it raise
 ``StorageUnavailableError`` naming it, KAFKA_STORAGE_ERROR) and the others serve.
@@ -15,6 +16,7 @@ file, unless the registry was built with ``skip_damaged``: the partition is then
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import posixpath
 from collections.abc import Iterator, Mapping
@@ -37,6 +39,7 @@ from sentinel.errors import (
     StorageUnavailableError,
 )
 from sentinel.fs import FS
+from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.storage.engine import EngineStats
 from sentinel.storage.files import CURRENT_NAME
@@ -126,6 +129,8 @@ class TopicRegistry:
         broker_count: int = 1,
         skip_damaged: bool = False,
         limits: TopicLimits | None = None,
+        open_limit: OpenLogLimit | None = None,
+        recovery_threads: int = 1,
     ) -> None:
         self._fs = fs
         self._root = posixpath.join(data_dir, "topics")
@@ -137,6 +142,8 @@ class TopicRegistry:
         self._skip_damaged = skip_damaged
         self._topics: dict[str, Topic] = {}
         self.limits = limits
+        self.open_limit = open_limit
+        self._recovery_threads = recovery_threads
 
     @property
     def partition_total(self) -> int:
@@ -154,12 +161,34 @@ class TopicRegistry:
         ``skip_damaged``, is left offline and logged).
         The partition limit is not applied here: it bounds creation, never recovery."""
         self._fs.makedirs(self._root)
-        try:
-            for record in self._meta.topics():
-                self._topics[record.name] = self._open_topic(record, recovering=True)
-        except BaseException:
-            self.close()
-            raise
+        records = list(self._meta.topics())
+        configs = [self._default_config.with_overrides(r.configs) for r in records]
+        # Every partition recovers at once on ``recovery_threads`` threads (a clean
+        # shutdown's record makes each a replay-free open); past the open-files limit
+        # the idle ones close their files again at once (``OpenLogLimit``).
+        with concurrent.futures.ThreadPoolExecutor(
+            self._recovery_threads, "sentinel-recovery"
+        ) as pool:
+            opening = [
+                [
+                    pool.submit(self._open_partition, record.name, index, config, True)
+                    for index in range(record.partitions)
+                ]
+                for record, config in zip(records, configs, strict=True)
+            ]
+            concurrent.futures.wait([f for topic in opening for f in topic])
+        errors = [f.exception() for topic in opening for f in topic if f.exception()]
+        if errors:
+            for topic in opening:
+                for future in topic:
+                    if future.exception() is None:
+                        future.result().close()
+            raise errors[0]  # type: ignore[misc]
+        for record, config, futures in zip(records, configs, opening, strict=True):
+            logs = [f.result() for f in futures]
+            self._topics[record.name] = Topic(
+                record.name, config, record.replication_factor, logs, record.configs
+            )
         for name in self._fs.listdir(self._root):
             if name not in self._topics:
                 self._fs.remove_tree(posixpath.join(self._root, name))
@@ -191,7 +220,13 @@ class TopicRegistry:
                     f"partition {name} is listed in the meta store but its data is gone",
                 )
             return PartitionLog.open(
-                self._fs, directory, config, self._clock, self._engine_options, name=name
+                self._fs,
+                directory,
+                config,
+                self._clock,
+                self._engine_options,
+                name=name,
+                open_limit=self.open_limit,
             )
         except DiskError as exc:
             if not recovering:

@@ -45,9 +45,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import takewhile
+from typing import Concatenate, ParamSpec, TypeVar
 
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import Clock
@@ -69,6 +71,7 @@ from sentinel.log.layout import (
     time_index_key,
     time_index_start,
 )
+from sentinel.log.open_files import EngineSlot, OpenLogLimit
 from sentinel.log.producer_state import ProducerEntry
 from sentinel.log.recovery import recover
 from sentinel.log.retention import BatchInfo, plan_retention
@@ -80,6 +83,26 @@ from sentinel.storage.engine import Engine, EngineStats
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode
 from sentinel.storage.write_batch import WriteBatch
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _pinned(
+    method: Callable[Concatenate[PartitionLog, _P], _R],
+) -> Callable[Concatenate[PartitionLog, _P], _R]:
+    """The call needs the engine: reopen it if its files were released, and keep it
+    from being released until the call returns (``open_files``)."""
+
+    def pinned(self: PartitionLog, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        self._pin()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._unpin()
+
+    functools.update_wrapper(pinned, method)
+    return pinned
 
 
 class PartitionLog:
@@ -95,8 +118,11 @@ class PartitionLog:
         engine_options: EngineOptions,
         options: LogOptions,
         name: str | None = None,
+        reopen: Callable[[], Engine] | None = None,
+        open_limit: OpenLogLimit | None = None,
     ) -> None:
-        self._engine = engine
+        self._slot = EngineSlot(engine, reopen)
+        self._open_limit = open_limit
         self._dir = directory
         #: How errors name this partition (``topic-N``); the directory by default.
         self.name = name or directory
@@ -119,6 +145,44 @@ class PartitionLog:
         self._since_checkpoint = 0
         self._since_time_index = 0
         self._dirty = replayed > 0
+        if open_limit is not None:
+            open_limit.used(self)
+
+    @property
+    def _engine(self) -> Engine:
+        return self._slot.engine
+
+    def _pin(self) -> None:
+        try:
+            self._slot.pin()
+        except DiskError as exc:  # its files went bad while closed: offline, named
+            raise StorageUnavailableError(
+                f"partition {self.name} cannot reopen its files: {exc}", self.name
+            ) from exc
+
+    def _unpin(self) -> None:
+        self._slot.unpin()
+        if self._open_limit is not None:
+            self._open_limit.used(self)
+
+    def release_files(self) -> bool:
+        """Close the engine's files if no call uses them (``open_files``); the next call
+        reopens them. True if it closed them."""
+        return self._slot.release(self._before_release)
+
+    def _before_release(self, engine: Engine) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if self._dirty and engine.failed is None:
+                with contextlib.suppress(StorageUnavailableError):
+                    self._write_checkpoint(wait=True)
+            engine.sync()
+            self._hw.synced(self._slot.lsn_base + engine.wal.last_lsn)
+
+    @property
+    def files_open(self) -> bool:
+        return not self._slot.released
 
     @classmethod
     def open(
@@ -131,6 +195,7 @@ class PartitionLog:
         *,
         options: LogOptions | None = None,
         name: str | None = None,
+        open_limit: OpenLogLimit | None = None,
     ) -> PartitionLog:
         """Open (or create) the partition log in ``directory``; ``name`` (``topic-N``)
         is how read errors name it."""
@@ -145,6 +210,8 @@ class PartitionLog:
                 engine_options=engine_options,
                 options=options or LogOptions(),
                 name=name,
+                reopen=lambda: Engine.open(directory, engine_options, fs=fs, clock=clock),
+                open_limit=open_limit,
             )
         except BaseException:
             engine.close()
@@ -183,8 +250,10 @@ class PartitionLog:
         return self._engine
 
     def engine_stats(self) -> EngineStats:
-        """The partition engine's figures (flushes, compactions, tables, cache)."""
-        return self._engine.stats()
+        """The partition engine's figures (flushes, compactions, tables, cache); those
+        of its last incarnation while its files are released (not reopened for this)."""
+        stats = self._slot.stats_when_released
+        return stats if stats is not None else self._engine.stats()
 
     def update_config(self, config: TopicConfig) -> None:
         """Apply an altered topic config (retention and size limits take effect at once)."""
@@ -222,6 +291,7 @@ class PartitionLog:
         producer's batch out of turn; nothing is stored then."""
         return self.append_many((batch,), leader_epoch=leader_epoch, wait=wait)[0]
 
+    @_pinned
     def append_many(
         self, batches: Sequence[Buffer], *, leader_epoch: int = 0, wait: bool = True
     ) -> list[AppendResult]:
@@ -230,6 +300,7 @@ class PartitionLog:
         checked = [validate_produce(b, config, max_value) for b in batches]
         return self._append(checked, leader_epoch, wait, replicated=False)
 
+    @_pinned
     def append_replicated(self, batch: Buffer, *, wait: bool = True) -> AppendResult:
         """Store a batch already stamped by a leader, as is (a follower's append): its
         base offset must be the log end; producer state follows it without checks."""
@@ -266,7 +337,7 @@ class PartitionLog:
                 written += len(item.value)
                 max_ts = max(max_ts, item.max_timestamp)
                 leo, last_base = item.last_offset + 1, item.base_offset
-            lsn = self._engine.write_nowait(wb)
+            lsn = self._slot.lsn_base + self._engine.write_nowait(wb)
             if written:
                 for item in staged:
                     if item.entry is not None:
@@ -287,10 +358,13 @@ class PartitionLog:
             for s in staged
         ]
 
+    @_pinned
     def sync_to(self, lsn: int) -> None:
         """Wait until every write up to ``lsn`` is durable (group commit), then move the
         high watermark over the batches that covers. Safe from a worker thread."""
-        self._engine.sync_to(lsn)
+        local = lsn - self._slot.lsn_base
+        if local > 0:  # else an engine released since wrote it: synced at its close
+            self._engine.sync_to(local)
         self._hw.synced(lsn)
 
     def sync_future(self, lsn: int) -> concurrent.futures.Future[None]:
@@ -308,7 +382,19 @@ class PartitionLog:
             self._hw.synced(lsn)
             done.set_result(None)
 
-        self._engine.sync_future(lsn).add_done_callback(synced)
+        self._pin()  # until the wave is done: the engine stays open for it
+        try:
+            local = lsn - self._slot.lsn_base
+            if local <= 0:  # an engine released since wrote it: synced at its close
+                wave: concurrent.futures.Future[None] = concurrent.futures.Future()
+                wave.set_result(None)
+            else:
+                wave = self._engine.sync_future(local)
+        except BaseException:
+            self._unpin()
+            raise
+        done.add_done_callback(lambda _f: self._unpin())
+        wave.add_done_callback(synced)
         return done
 
     def set_high_watermark(self, offset: int) -> None:
@@ -320,6 +406,7 @@ class PartitionLog:
 
     # ------------------------------------------------------------------ reads
 
+    @_pinned
     def read(
         self, offset: int, max_bytes: int, *, include_uncommitted: bool = False
     ) -> ReadResult:
@@ -350,6 +437,7 @@ class PartitionLog:
                     after = next_offset(value)
         return ReadResult(tuple(batches), hw, log_start, leo, after)
 
+    @_pinned
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record at or after ``timestamp_ms`` below
         the high watermark, or None (Kafka's ListOffsets by time; the special
@@ -373,6 +461,7 @@ class PartitionLog:
 
     # ------------------------------------------------------- removing batches
 
+    @_pinned
     def truncate_suffix(self, offset: int) -> None:
         """Remove every batch with base offset >= ``offset``; the log end becomes
         ``offset``. It must be a batch boundary, the log end, or at most the log start
@@ -396,6 +485,7 @@ class PartitionLog:
             self._commit(wb, new)
             self._hw.truncated(offset)
 
+    @_pinned
     def apply_retention(self) -> int:
         """Delete head batches past ``retention.ms`` / ``retention.bytes`` (see
         ``retention``), never the newest one nor any at or above the high watermark;
@@ -421,6 +511,7 @@ class PartitionLog:
                 self._delete_head(doomed, max(state.log_start, doomed[-1].next_offset))
             return len(doomed)
 
+    @_pinned
     def delete_records(self, before_offset: int) -> None:
         """Advance the log start to ``before_offset`` (Kafka's DeleteRecords; -1 means
         the high watermark), deleting the batches wholly below it. Beyond the high
@@ -455,6 +546,7 @@ class PartitionLog:
 
     # ---------------------------------------------------------- key compaction
 
+    @_pinned
     def compact_keys(self) -> int:
         """One key-compaction pass (``key_compaction``) over every batch but the newest
         and below the high watermark, for ``cleanup.policy=compact`` topics (else a
@@ -532,6 +624,11 @@ class PartitionLog:
         to be removed (a deleted topic): no checkpoint, no final flush."""
         with self._lock:
             if self._closed:
+                return
+            if self._open_limit is not None:
+                self._open_limit.forget(self)
+            if not self._slot.close():  # files released: checkpointed and closed then
+                self._closed = True
                 return
             try:
                 if self._dirty and self._engine.failed is None and not discard:

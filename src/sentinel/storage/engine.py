@@ -622,6 +622,7 @@ class Engine:
                     self._resume_wal(now=True)
                 flush = durable and self._options.flush_on_close and not self._maintenance.failed
                 if flush and self._maintenance.retrying is None:
+                    self._maintenance.flush_all()  # a frozen one a stopped job left
                     if len(self._memtable):
                         self._rotate_memtable()
                     self._maintenance.flush_all()
