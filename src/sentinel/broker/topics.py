@@ -195,14 +195,19 @@ class TopicRegistry:
 
     def _open_topic(self, record: TopicRecord, *, recovering: bool = False) -> Topic:
         config = self._default_config.with_overrides(record.configs)
-        logs: list[PartitionLog | OfflinePartition] = []
-        try:
-            for index in range(record.partitions):
-                logs.append(self._open_partition(record.name, index, config, recovering))
-        except BaseException:
-            for opened in logs:
-                opened.close()
-            raise
+        with concurrent.futures.ThreadPoolExecutor(self._recovery_threads) as pool:
+            opening = [
+                pool.submit(self._open_partition, record.name, index, config, recovering)
+                for index in range(record.partitions)
+            ]
+            concurrent.futures.wait(opening)
+        errors = [f.exception() for f in opening if f.exception() is not None]
+        if errors:
+            for future in opening:
+                if future.exception() is None:
+                    future.result().close()
+            raise errors[0]  # type: ignore[misc]
+        logs = [f.result() for f in opening]
         return Topic(record.name, config, record.replication_factor, logs, record.configs)
 
     def _open_partition(
@@ -318,7 +323,10 @@ class TopicRegistry:
         return iter(sorted(self._topics.values(), key=lambda t: t.name))
 
     def close(self) -> None:
-        for topic in self._topics.values():
-            for log in topic.partitions:
-                log.close()
+        """Close every partition, ``recovery_threads`` at a time."""
+        logs = [log for topic in self._topics.values() for log in topic.partitions]
+        with concurrent.futures.ThreadPoolExecutor(self._recovery_threads) as pool:
+            closing = [pool.submit(log.close) for log in logs]
         self._topics.clear()
+        for future in closing:
+            future.result()

@@ -4,14 +4,14 @@ A partition's engine holds a few open files (LOCK, WAL segment, manifest, one pe
 table). A broker of thousands of partitions keeps at most ``max_open`` engines open
 (``OpenLogLimit``, an LRU over the logs, with a limit derived from RLIMIT_NOFILE or set
 by ``--max-open-partitions``); the least recently used idle one beyond it is *released*
-on the worker pool: its log checkpoints, its engine syncs and closes (writing the
-clean-shutdown record), and nothing else changes: the ``PartitionLog`` object stays,
-with its offsets, high watermark and producer state in memory. The next call that needs
-the engine reopens it (``EngineSlot.pin``: a clean open, no replay) and the call goes
-on. A log in use (a call in progress, a sync wave awaited) is pinned and never released.
-
-LSNs stay monotonic across incarnations: each reopened engine numbers from 1 again, so
-the slot adds ``lsn_base`` (everything the released engines wrote, all of it durable).
+on the worker pool: its engine syncs and closes every file it holds
+(``Engine.suspend_files``: LOCK, WAL segment, manifest, tables), and nothing else changes:
+the engine and the ``PartitionLog`` stay in memory (offsets, high watermark, producer
+state, version, memtable). The next call that needs the engine reopens the same files
+(``EngineSlot.pin`` -> ``Engine.resume_files``: a few ``open`` calls, no replay, no new file,
+no fsync) and the call goes on. A log in use (a call in progress, a sync wave awaited)
+is pinned and never released; an engine that is busy (a flush or compaction running or
+wanted, a failed WAL) refuses, and the limit tries again later.
 """
 
 from __future__ import annotations
@@ -22,18 +22,26 @@ from collections.abc import Callable
 from typing import Protocol
 
 from sentinel.errors import ClosedError
-from sentinel.storage.engine import Engine, EngineStats
+from sentinel.storage.engine import Engine
+
+RETRY_S = 0.2  # a busy log's release is tried again after this long
 
 
 class Releasable(Protocol):
     def release_files(self) -> bool: ...
+
+    @property
+    def files_open(self) -> bool: ...
+
+    @property
+    def closed(self) -> bool: ...
 
 
 class OpenLogLimit:
     """An LRU of the logs whose engines are open; past ``max_open``, the least recently
     used are released by ``run`` (the broker's worker pool)."""
 
-    def __init__(self, max_open: int, run: Callable[[Callable[[], None]], None]) -> None:
+    def __init__(self, max_open: int, run: Callable[[Callable[[], None], float], None]) -> None:
         if max_open < 1:
             raise ValueError(f"max_open must be at least 1, not {max_open}")
         self.max_open = max_open
@@ -57,12 +65,30 @@ class OpenLogLimit:
             while len(self._lru) > self.max_open:
                 victims.append(self._lru.popitem(last=False)[1])
         for victim in victims:
-            self._run(lambda v=victim: self._release(v))  # type: ignore[misc]
+            self._run(lambda v=victim: self._release(v), 0.0)  # type: ignore[misc]
 
     def _release(self, log: Releasable) -> None:
-        # A pinned log is in use: its unpin marks it used again (back in the LRU).
         if log.release_files():
             self.releases += 1
+            return
+        # In use (its unpin marks it used again) or busy: try again later, if it is
+        # still among the least recently used then.
+        if not log.files_open or log.closed:
+            return
+        with self._lock:
+            if id(log) in self._lru:
+                return
+            self._lru[id(log)] = log
+            self._lru.move_to_end(id(log), last=False)
+        self._run(self._recheck, RETRY_S)
+
+    def _recheck(self) -> None:
+        victims: list[Releasable] = []
+        with self._lock:
+            while len(self._lru) > self.max_open:
+                victims.append(self._lru.popitem(last=False)[1])
+        for victim in victims:
+            self._release(victim)
 
     def forget(self, log: Releasable) -> None:
         with self._lock:
@@ -70,27 +96,25 @@ class OpenLogLimit:
 
 
 class EngineSlot:
-    """The engine under one partition log: pinned while used, released when idle."""
+    """The engine under one partition log: pinned while used, suspended when idle."""
 
-    def __init__(self, engine: Engine, reopen: Callable[[], Engine] | None) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._reopen = reopen
         self._lock = threading.Lock()
         self._pins = 0
-        self.released = False
         self.closed = False
-        self.lsn_base = 0
-        self.stats_when_released: EngineStats | None = None
+
+    @property
+    def released(self) -> bool:
+        return self.engine.files_suspended
 
     def pin(self) -> Engine:
-        """The live engine (reopened if released), pinned until ``unpin``."""
+        """The engine, its files reopened if they were released, pinned until ``unpin``."""
         with self._lock:
-            if self.released:
-                if self.closed or self._reopen is None:
-                    raise ClosedError("the partition log is closed")
-                self.engine = self._reopen()
-                self.released = False
-                self.stats_when_released = None
+            if self.closed:
+                raise ClosedError("the partition log is closed")
+            if self.engine.files_suspended:
+                self.engine.resume_files()
             self._pins += 1
             return self.engine
 
@@ -98,23 +122,15 @@ class EngineSlot:
         with self._lock:
             self._pins -= 1
 
-    def release(self, before_close: Callable[[Engine], None]) -> bool:
-        """Close the engine unless pinned, released or closed: ``before_close`` (the
-        log's checkpoint and sync) first. True if it did."""
+    def release(self, before: Callable[[Engine], None]) -> bool:
+        """Suspend the engine's files unless the log is in use or closed: ``before``
+        (the log's own step) first. True if the files are closed now."""
         with self._lock:
-            if self._pins or self.released or self.closed or self._reopen is None:
+            if self._pins or self.closed or self.engine.files_suspended:
                 return False
-            engine = self.engine
-            before_close(engine)
-            self.stats_when_released = engine.stats()
-            last = engine.wal.last_lsn
-            engine.close()
-            self.lsn_base += last
-            self.released = True
-            return True
+            before(self.engine)
+            return self.engine.suspend_files()
 
-    def close(self) -> bool:
-        """Mark closed; True if the engine is still open (the caller closes it)."""
+    def close(self) -> None:
         with self._lock:
             self.closed = True
-            return not self.released

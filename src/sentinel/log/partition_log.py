@@ -118,10 +118,9 @@ class PartitionLog:
         engine_options: EngineOptions,
         options: LogOptions,
         name: str | None = None,
-        reopen: Callable[[], Engine] | None = None,
         open_limit: OpenLogLimit | None = None,
     ) -> None:
-        self._slot = EngineSlot(engine, reopen)
+        self._slot = EngineSlot(engine)
         self._open_limit = open_limit
         self._dir = directory
         #: How errors name this partition (``topic-N``); the directory by default.
@@ -155,7 +154,7 @@ class PartitionLog:
     def _pin(self) -> None:
         try:
             self._slot.pin()
-        except DiskError as exc:  # its files went bad while closed: offline, named
+        except (DiskError, OSError) as exc:  # its files went bad while closed: named
             raise StorageUnavailableError(
                 f"partition {self.name} cannot reopen its files: {exc}", self.name
             ) from exc
@@ -171,18 +170,21 @@ class PartitionLog:
         return self._slot.release(self._before_release)
 
     def _before_release(self, engine: Engine) -> None:
+        # The state stays in memory; what a sync wave has not covered yet is made
+        # durable by the suspend, so the high watermark moves over it now.
         with self._lock:
             if self._closed:
                 return
-            if self._dirty and engine.failed is None:
-                with contextlib.suppress(StorageUnavailableError):
-                    self._write_checkpoint(wait=True)
             engine.sync()
-            self._hw.synced(self._slot.lsn_base + engine.wal.last_lsn)
+            self._hw.synced(engine.wal.last_lsn)
 
     @property
     def files_open(self) -> bool:
         return not self._slot.released
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @classmethod
     def open(
@@ -210,7 +212,6 @@ class PartitionLog:
                 engine_options=engine_options,
                 options=options or LogOptions(),
                 name=name,
-                reopen=lambda: Engine.open(directory, engine_options, fs=fs, clock=clock),
                 open_limit=open_limit,
             )
         except BaseException:
@@ -250,10 +251,8 @@ class PartitionLog:
         return self._engine
 
     def engine_stats(self) -> EngineStats:
-        """The partition engine's figures (flushes, compactions, tables, cache); those
-        of its last incarnation while its files are released (not reopened for this)."""
-        stats = self._slot.stats_when_released
-        return stats if stats is not None else self._engine.stats()
+        """The partition engine's figures (flushes, compactions, tables, cache)."""
+        return self._engine.stats()
 
     def update_config(self, config: TopicConfig) -> None:
         """Apply an altered topic config (retention and size limits take effect at once)."""
@@ -337,7 +336,7 @@ class PartitionLog:
                 written += len(item.value)
                 max_ts = max(max_ts, item.max_timestamp)
                 leo, last_base = item.last_offset + 1, item.base_offset
-            lsn = self._slot.lsn_base + self._engine.write_nowait(wb)
+            lsn = self._engine.write_nowait(wb)
             if written:
                 for item in staged:
                     if item.entry is not None:
@@ -362,9 +361,7 @@ class PartitionLog:
     def sync_to(self, lsn: int) -> None:
         """Wait until every write up to ``lsn`` is durable (group commit), then move the
         high watermark over the batches that covers. Safe from a worker thread."""
-        local = lsn - self._slot.lsn_base
-        if local > 0:  # else an engine released since wrote it: synced at its close
-            self._engine.sync_to(local)
+        self._engine.sync_to(lsn)
         self._hw.synced(lsn)
 
     def sync_future(self, lsn: int) -> concurrent.futures.Future[None]:
@@ -384,12 +381,7 @@ class PartitionLog:
 
         self._pin()  # until the wave is done: the engine stays open for it
         try:
-            local = lsn - self._slot.lsn_base
-            if local <= 0:  # an engine released since wrote it: synced at its close
-                wave: concurrent.futures.Future[None] = concurrent.futures.Future()
-                wave.set_result(None)
-            else:
-                wave = self._engine.sync_future(local)
+            wave = self._engine.sync_future(lsn)
         except BaseException:
             self._unpin()
             raise
@@ -622,15 +614,15 @@ class PartitionLog:
         storage that cannot take writes (a full disk) the checkpoint is skipped: open
         replays the batch headers since the last one. ``discard``: the files are about
         to be removed (a deleted topic): no checkpoint, no final flush."""
+        self._slot.close()  # no release from here on (before the lock: lock order)
         with self._lock:
             if self._closed:
                 return
             if self._open_limit is not None:
                 self._open_limit.forget(self)
-            if not self._slot.close():  # files released: checkpointed and closed then
-                self._closed = True
-                return
             try:
+                if self._engine.files_suspended:
+                    self._engine.resume_files()
                 if self._dirty and self._engine.failed is None and not discard:
                     with contextlib.suppress(StorageUnavailableError):
                         self._write_checkpoint(wait=True)

@@ -132,6 +132,7 @@ class Engine:
         self._write_lock = threading.Lock()
         self._state = threading.Condition()
         self._closed = False
+        self._suspended = False  # files closed while idle (``suspend_files``)
         shared = options.block_cache
         self._cache = (
             ScopedBlockCache(shared)
@@ -506,7 +507,9 @@ class Engine:
         active memtable and hand it to the flusher, without waiting for the flush, and
         only if no frozen one is waiting (a pool job never waits for another)."""
         with self._write_lock:
-            if self._closed or self._wal.failed is not None or not len(self._memtable):
+            if self._closed or self._suspended or self._wal.failed is not None:
+                return
+            if not len(self._memtable):
                 return
             with self._state:
                 if len(self._immutables) >= self._options.max_immutable_memtables:
@@ -609,6 +612,8 @@ class Engine:
         storage (a full disk) it does what it can, says so in one log line, releases
         everything and does not raise: what the WAL made durable is replayed at open.
         ``durable=False`` (the files are about to be removed) skips the final flush."""
+        if self._suspended:
+            self.resume_files()
         with self._write_lock:
             if self._closed:
                 return
@@ -652,6 +657,61 @@ class Engine:
                 except OSError as exc:  # the next open replays as after a crash: safe
                     log.warning("%s: no clean-shutdown record written: %r", self._dir, exc)
             self._lock.release()
+
+    # ----------------------------------------------------------- idle files
+
+    @property
+    def files_suspended(self) -> bool:
+        return self._suspended
+
+    def suspend_files(self) -> bool:
+        """Close every file the engine holds open (LOCK, WAL segment, manifest, tables,
+        value segments) while it is idle, keeping everything else in memory; ``resume_files``
+        reopens them, with no replay and no new file. False (nothing done) unless the
+        engine is healthy and idle: no frozen memtable, no job running or wanted. The
+        caller guarantees that no read or write comes before ``resume_files`` (the
+        partition log's pins, ``log/open_files``)."""
+        with self._write_lock:
+            if self._closed or self._suspended or self.unavailable is not None:
+                return False
+            with self._state:
+                if self._immutables:
+                    return False
+            if not self._maintenance.idle:
+                return False
+            try:
+                self._wal.suspend()
+            except (OSError, StorageUnavailableError):
+                self._wal.reopen()
+                return False
+            self._manifest.suspend()
+            with self._state:
+                readers = list(self._readers.values())
+            for reader in readers:
+                reader.detach()
+            self._values.close()
+            self._lock.release()
+            self._suspended = True
+            return True
+
+    def resume_files(self) -> None:
+        """Reopen what ``suspend_files`` closed."""
+        with self._write_lock:
+            if not self._suspended:
+                return
+            lock = self._fs.lock(join(self._dir, LOCK_NAME))
+            try:
+                self._wal.reopen()
+                self._manifest.resume()
+                with self._state:
+                    readers = list(self._readers.values())
+                for reader in readers:
+                    reader.reattach(self._fs)
+            except BaseException:
+                lock.release()
+                raise
+            self._lock = lock
+            self._suspended = False
 
     def __enter__(self) -> Engine:
         return self

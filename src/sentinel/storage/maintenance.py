@@ -213,6 +213,14 @@ class Maintenance:
             self._private_pool = None
 
     @property
+    def idle(self) -> bool:
+        """No job runs, is queued or is wanted (an engine may suspend its files)."""
+        with self._cond:
+            if self._flush_wanted or self._compaction_wanted or self._failed is not None:
+                return False
+        return self._strand is None or not self._strand.busy
+
+    @property
     def failed(self) -> BaseException | None:
         return self._failed
 

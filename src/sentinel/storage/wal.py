@@ -559,6 +559,23 @@ class WriteAheadLog:
             self._cond.notify_all()
             return Resumed(old_number, synced_size, number, HEADER_SIZE)
 
+    # -- an idle engine's files
+
+    def suspend(self) -> None:
+        """Make everything durable, then close the segment's file (the WAL keeps its
+        place: segment, size, LSNs); ``reopen`` reopens it for appending. Only while
+        nobody appends or syncs (``Engine.suspend_files`` holds the write lock)."""
+        self.sync()
+        with self._io_lock, self._lock:
+            file, self._file = self._file, None
+            if file is not None:
+                file.close()
+
+    def reopen(self) -> None:
+        with self._io_lock, self._lock:
+            if self._file is None and not self._closed:
+                self._file = self._fs.open_append(join(self._dir, wal_name(self._number)))
+
     # -- closing and failure
 
     def close(self) -> None:

@@ -147,6 +147,12 @@ class Strand:
             if again:
                 self.schedule()
 
+    @property
+    def busy(self) -> bool:
+        """A run is in progress or queued."""
+        with self._lock:
+            return self._running or self._queued
+
     def close(self) -> None:
         """No more runs; wait for the running one to end (a queued run does nothing)."""
         with self._lock:
