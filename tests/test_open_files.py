@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable
+from pathlib import Path
 
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import ManualClock
-from sentinel.fs import MemFS
+from sentinel.fs import MemFS, OsFS
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.record import build_batch, iter_batches
@@ -84,3 +85,24 @@ def test_an_lsn_from_before_a_release_still_syncs_and_moves_the_watermark() -> N
     log.close()
     other.close()
     shared.close()
+
+
+def test_on_a_real_filesystem_released_files_reopen_for_appending(tmp_path: Path) -> None:
+    fs = OsFS()
+    limit = OpenLogLimit(1, run_now)
+    logs = [
+        PartitionLog.open(fs, str(tmp_path / f"p{i}"), TopicConfig(), ManualClock(), SMALL,
+                          open_limit=limit)
+        for i in range(2)
+    ]
+    for round_ in range(30):  # a memtable flush or two on the way
+        for i, log in enumerate(logs):
+            log.append(record(b"p%d-r%02d" % (i, round_) * 20))
+    assert limit.releases > 10
+    for log in logs:
+        log.close()
+    for i in range(2):
+        reopened = PartitionLog.open(fs, str(tmp_path / f"p{i}"), TopicConfig(), ManualClock())
+        got = values(reopened)
+        assert len(got) == 30 and b"p%d-r29" % i * 20 in got[-1]
+        reopened.close()

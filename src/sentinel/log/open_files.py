@@ -118,6 +118,13 @@ class EngineSlot:
             self._pins += 1
             return self.engine
 
+    def wake(self) -> Engine:
+        """The engine with its files open, not pinned."""
+        with self._lock:
+            if self.engine.files_suspended and not self.closed:
+                self.engine.resume_files()
+            return self.engine
+
     def unpin(self) -> None:
         with self._lock:
             self._pins -= 1

@@ -248,7 +248,10 @@ class PartitionLog:
 
     @property
     def engine(self) -> Engine:
-        return self._engine
+        """The engine, its files reopened if they were released. Not pinned: a direct
+        user (a test, a tool) keeps the log busy or its open-files limit high; the
+        log's own calls pin it."""
+        return self._slot.wake()
 
     def engine_stats(self) -> EngineStats:
         """The partition engine's figures (flushes, compactions, tables, cache)."""
