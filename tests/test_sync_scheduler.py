@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
+import time
 
 import pytest
 
@@ -11,6 +13,7 @@ from sentinel.fs import MemFS
 from sentinel.storage.engine import Engine
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.sync_scheduler import SyncScheduler
+from sentinel.storage.wal import SyncMode, WalOptions
 from sentinel.storage.write_batch import WriteBatch
 
 
@@ -51,4 +54,32 @@ def test_a_failed_wal_fails_only_its_own_waiters() -> None:
         failed.result(timeout=30)
     good.close()
     bad.close()
+    scheduler.shutdown()
+
+
+def test_sync_interval_is_ticked_by_the_scheduler_not_a_thread_per_wal() -> None:
+    fs = MemFS()
+    scheduler = SyncScheduler(2)
+    options = EngineOptions(
+        sync_scheduler=scheduler,
+        background=False,
+        wal=WalOptions(sync_mode=SyncMode.INTERVAL, sync_interval_ms=5),
+    )
+    before = threading.active_count()
+    engines = [Engine.open(f"/e{i}", options, fs=fs) for i in range(30)]
+    for i, engine in enumerate(engines):
+        engine.put(b"k", b"v%d" % i)
+    assert threading.active_count() - before <= 3  # the scheduler and its sync threads
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(
+        e.wal.synced_lsn < e.wal.last_lsn for e in engines
+    ):
+        time.sleep(0.005)
+    fs.crash()  # nothing unsynced is left to lose
+    for i in range(30):
+        reopened = Engine.open(f"/e{i}", EngineOptions(background=False), fs=fs)
+        assert reopened.get(b"k") == b"v%d" % i
+        reopened.close()
+    for engine in engines:
+        engine.close()
     scheduler.shutdown()

@@ -133,6 +133,7 @@ class Engine:
         self._state = threading.Condition()
         self._closed = False
         self._suspended = False  # files closed while idle (``suspend_files``)
+        self._interval_tick: int | None = None  # sync ``interval`` on the shared scheduler
         shared = options.block_cache
         self._cache = (
             ScopedBlockCache(shared)
@@ -211,6 +212,8 @@ class Engine:
         self._manifest = manifest_mod.Manifest.create(
             fs, directory, manifest_number, version, log_number, self._next_file_number
         )
+        scheduler = self._options.sync_scheduler
+        interval = self._options.wal.sync_mode is SyncMode.INTERVAL and scheduler is not None
         self._wal = WriteAheadLog(
             fs,
             directory,
@@ -218,7 +221,12 @@ class Engine:
             self._options.wal,
             self._clock,
             on_sync=self._options.on_wal_sync,
+            interval_thread=not interval,  # the broker's scheduler ticks it instead
         )
+        if interval and scheduler is not None:
+            self._interval_tick = scheduler.every(
+                self._options.wal.sync_interval_ms / 1000, self._wal.sync_unsynced
+            )
         if len(replayed):
             replayed.freeze()
             self._immutables.append(FrozenMemtable(replayed, first_segment, {}))
@@ -635,6 +643,8 @@ class Engine:
                 log.warning("closing %s without a final flush: %r", self._dir, exc)
                 clean = False
             self._closed = True
+            if self._interval_tick is not None and self._options.sync_scheduler is not None:
+                self._options.sync_scheduler.cancel(self._interval_tick)
             if self._options.write_buffer is not None:
                 self._options.write_buffer.forget(id(self))
             try:

@@ -22,7 +22,9 @@ Sync modes keep their meaning: ``always`` acknowledges after the wave; ``interva
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -49,6 +51,9 @@ class SyncScheduler:
         self._executor = concurrent.futures.ThreadPoolExecutor(threads, f"{name}-io")
         self._thread: threading.Thread | None = None
         self._stopped = False
+        # Periodic ticks (sync ``interval``): id -> [period, next due, tick].
+        self._ticks: dict[int, tuple[float, float, Callable[[], None]]] = {}
+        self._tick_ids = itertools.count()
         self.waves = 0  # for tests and metrics
         self.wal_syncs = 0
 
@@ -72,21 +77,56 @@ class SyncScheduler:
                 found[3].append(future)
                 if lsn > found[2]:
                     self._pending[key] = (found[0], found[1], lsn, found[3])
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+            self._start_locked()
             self._cond.notify()
         return future
+
+    def every(self, period_s: float, tick: Callable[[], None]) -> int:
+        """Run ``tick`` every ``period_s`` seconds on the sync threads (sync
+        ``interval``: ``WriteAheadLog.sync_unsynced``), the due ticks of a moment in
+        parallel; a handle for ``cancel``. No thread per WAL."""
+        with self._cond:
+            handle = next(self._tick_ids)
+            self._ticks[handle] = (period_s, time.monotonic() + period_s, tick)
+            self._start_locked()
+            self._cond.notify()
+            return handle
+
+    def cancel(self, handle: int) -> None:
+        with self._cond:
+            self._ticks.pop(handle, None)
+
+    def _start_locked(self) -> None:
+        if self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def _due_locked(self, now: float) -> list[Callable[[], None]]:
+        due = []
+        for handle, (period, at, tick) in list(self._ticks.items()):
+            if at <= now:
+                due.append(tick)
+                self._ticks[handle] = (period, max(at + period, now), tick)
+        return due
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._stopped:
-                    self._cond.wait()
-                if not self._pending:
+                while True:
+                    now = time.monotonic()
+                    due = [] if self._stopped else self._due_locked(now)
+                    if self._pending or due or self._stopped:
+                        break
+                    soonest = min((at for _p, at, _t in self._ticks.values()), default=None)
+                    self._cond.wait(None if soonest is None else max(0.0, soonest - now))
+                if not self._pending and not due:
                     return
                 wave, self._pending = list(self._pending.values()), {}
-            self._wave(wave)
+            if wave:
+                self._wave(wave)
+            if due:
+                for done in [self._executor.submit(tick) for tick in due]:
+                    done.exception()  # a tick records its own failure (the WAL's)
 
     def _wave(self, wave: list[tuple[Syncable, Callable[[int], None], int, list[Done]]]) -> None:
         self.waves += 1
