@@ -176,10 +176,10 @@ async def _spread(address: str, partitions: int, total_bytes: int) -> float:
     return count * len(batch) / seconds / 2**20
 
 
-def spread(partitions: int, mb: int) -> None:
+def spread(partitions: int, mb: int, flags: list[str]) -> None:
     figures = {}
     for count in (1, partitions):
-        with server("--max-partitions", str(max(partitions, 1))) as broker:
+        with server("--max-partitions", str(max(partitions, 1)), *flags) as broker:
             with Admin(broker.address, request_timeout_ms=600_000) as admin:
                 admin.create_topic("s", count)
             figures[count] = asyncio.run(_spread(broker.address, count, mb * 2**20))
@@ -195,9 +195,13 @@ def main() -> None:
     parser.add_argument("--per-topic", type=int, default=100)
     parser.add_argument("--spread", type=int, default=1000)
     parser.add_argument("--mb", type=int, default=100)
+    parser.add_argument("--only", choices=["scale", "spread"], default=None)
+    parser.add_argument("--server-flags", default="", help="more sentinel-server flags")
     args = parser.parse_args()
-    scale(args.topics, args.per_topic)
-    spread(args.spread, args.mb)
+    if args.only != "spread":
+        scale(args.topics, args.per_topic)
+    if args.only != "scale":
+        spread(args.spread, args.mb, args.server_flags.split())
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ MiB = 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class ResourceSizes:
     workers: int = 2
-    sync_threads: int = 4
+    sync_threads: int = 16
     block_cache_bytes: int = 64 * MiB
     memtable_budget_bytes: int = 128 * MiB
 
