@@ -97,12 +97,15 @@ def test_on_a_real_filesystem_released_files_reopen_for_appending(tmp_path: Path
     ]
     for round_ in range(30):  # a memtable flush or two on the way
         for i, log in enumerate(logs):
-            log.append(record(b"p%d-r%02d" % (i, round_) * 20))
+            log.append(record(b"p%d-r%02d" % (i, round_) * 700))  # value separation too
     assert limit.releases > 10
+    for i, log in enumerate(logs):  # each read reopens one and releases the other
+        got = values(log)
+        assert len(got) == 30 and b"p%d-r00" % i * 700 in got[0]
     for log in logs:
         log.close()
     for i in range(2):
         reopened = PartitionLog.open(fs, str(tmp_path / f"p{i}"), TopicConfig(), ManualClock())
         got = values(reopened)
-        assert len(got) == 30 and b"p%d-r29" % i * 20 in got[-1]
+        assert len(got) == 30 and b"p%d-r29" % i * 700 in got[-1]
         reopened.close()
