@@ -109,3 +109,23 @@ def test_on_a_real_filesystem_released_files_reopen_for_appending(tmp_path: Path
         got = values(reopened)
         assert len(got) == 30 and b"p%d-r29" % i * 700 in got[-1]
         reopened.close()
+
+
+def test_a_release_flushes_a_large_memtable_first() -> None:
+    fs = MemFS()
+    shared = SharedResources(ResourceSizes())
+    options = shared.engine_options(EngineOptions(memtable_bytes=64 * 1024))
+    limit = OpenLogLimit(1, run_now)
+    big = PartitionLog.open(fs, "/big", TopicConfig(), ManualClock(), options, open_limit=limit)
+    for n in range(20):
+        big.append(record(b"%02d" % n * 500))  # ~20 KiB: past a quarter of the memtable
+    small = PartitionLog.open(fs, "/s", TopicConfig(), ManualClock(), options, open_limit=limit)
+    small.append(record(b"x"))
+    assert not big.files_open
+    stats = big.engine_stats()
+    assert stats.flushes >= 1 and stats.memtable_bytes == 0
+    assert shared.write_buffer.total_bytes < 10 * 1024  # only the small one's
+    assert len(values(big)) == 20
+    big.close()
+    small.close()
+    shared.close()

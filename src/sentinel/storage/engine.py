@@ -379,7 +379,7 @@ class Engine:
             raise StorageUnavailableError(
                 f"the WAL of {self._dir} failed ({error!r}); writes are refused until it "
                 "recovers"
-            )
+            ) from error
         try:
             resumed = self._wal.resume()
         except WalFailedError as exc:
@@ -491,8 +491,9 @@ class Engine:
         if self._options.wal.sync_mode is SyncMode.ALWAYS:
             self.sync_to(lsn)
 
-    def _rotate_memtable(self) -> None:
-        """Freeze the active memtable and hand it to the flusher (write lock held)."""
+    def _rotate_memtable(self, *, request_flush: bool = True) -> None:
+        """Freeze the active memtable and hand it to the flusher (write lock held);
+        ``request_flush=False``: the caller flushes it."""
         with self._state:
             while (
                 len(self._immutables) >= self._options.max_immutable_memtables
@@ -508,7 +509,8 @@ class Engine:
             self._pointers = {}
         if self._options.write_buffer is not None:
             self._options.write_buffer.report(id(self), 0, self._flush_soon)
-        self._maintenance.flush_requested()
+        if request_flush:
+            self._maintenance.flush_requested()
 
     def _flush_soon(self) -> None:
         """The broker's memtable budget asks for a flush (on a pool thread): freeze the
@@ -689,6 +691,15 @@ class Engine:
                     return False
             if not self._maintenance.idle:
                 return False
+            if self._memtable.approximate_size >= self._options.memtable_bytes // 4:
+                # A large memtable is flushed first, here (the caller is a worker, and a
+                # job never waits for another), so that idle partitions do not hold
+                # the broker's memtable budget.
+                try:
+                    self._rotate_memtable(request_flush=False)
+                    self._maintenance.flush_all()
+                except (OSError, StorageUnavailableError):
+                    return False
             try:
                 self._wal.suspend()
             except (OSError, StorageUnavailableError):
