@@ -46,6 +46,11 @@ class BrokerConfig:
     sync_mode: str = "always"  # always | interval | none
     sync_interval_ms: int = 100
     memtable_mb: int = 16  # per partition
+    memtable_budget_mb: int = 256  # all partitions' memtables together (write buffer manager)
+    block_cache_mb: int = 64  # one block cache shared by all partitions
+    storage_threads: int = 2  # the worker pool: flushes, compactions (all partitions)
+    sync_threads: int = 16  # fsyncs of one sync wave issued in parallel
+    max_open_partitions: int = 0  # partitions with open files at once; 0: from RLIMIT_NOFILE
     max_request_bytes: int = 64 * 1024 * 1024  # one request (a produce) at most
     max_request_bytes_in_flight: int = 128 * 1024 * 1024  # queued.max.request.bytes
     max_partitions: int = 0  # all topics together; 0: derived from RLIMIT_NOFILE
@@ -70,6 +75,12 @@ class BrokerConfig:
             raise ConfigError("default_partitions must be at least 1")
         if self.memtable_mb < 1:
             raise ConfigError("memtable_mb must be at least 1")
+        if self.memtable_budget_mb < 1 or self.block_cache_mb < 0:
+            raise ConfigError("memtable_budget_mb must be >= 1 and block_cache_mb >= 0")
+        if self.storage_threads < 1 or self.sync_threads < 1:
+            raise ConfigError("storage_threads and sync_threads must be at least 1")
+        if self.max_open_partitions < 0:
+            raise ConfigError("max_open_partitions must be >= 0")
         if self.sync_interval_ms < 1:
             raise ConfigError("sync_interval_ms must be at least 1")
         if self.max_request_bytes < 1024:

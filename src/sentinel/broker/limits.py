@@ -1,9 +1,12 @@
 """Broker-wide limits on what requests may make the broker hold: partitions (each is a
-log with its own files and a thread), topics created on the side of a request, and the
-process's open-files limit they are derived from.
+log with its own files), topics created on the side of a request, and the process's
+open-files limit they are derived from.
 
-Today a partition costs about one thread and three open files, plus one per table on
-disk; ``FDS_PER_PARTITION`` allows for the tables. The default partition limit is what
+A partition costs no thread (the engines share a worker pool and a sync pipeline) and
+holds its files open (about four, plus one per table) only while it is among the
+``--max-open-partitions`` most recently used (``open_partitions_for_open_files``);
+``FDS_PER_PARTITION`` keeps the older, conservative derivation of ``--max-partitions``
+(every partition opens at start). The default partition limit is what
 the open-files limit holds with a reserve for sockets and the runtime, so that a broker
 filled up to its limit can always start again on its data directory.
 
@@ -79,6 +82,23 @@ def partitions_for_open_files(open_files: int) -> int:
     """The default partition limit for a process allowed ``open_files`` files."""
     reserve = min(RESERVED_FDS, open_files // 2)
     return max(1, min(MAX_DERIVED_PARTITIONS, (open_files - reserve) // FDS_PER_PARTITION))
+
+
+FDS_PER_OPEN_PARTITION = 8
+"""Open files budgeted per partition whose files are open: LOCK, WAL segment, manifest,
+live tables (with room for a value segment read)."""
+
+MAX_DERIVED_OPEN_PARTITIONS = 128
+"""The derived ``--max-open-partitions`` never goes above this: the partitions in use
+keep their files open, the idle ones beyond are closed and reopened on demand."""
+
+
+def open_partitions_for_open_files(open_files: int) -> int:
+    """The default ``--max-open-partitions`` for a process allowed ``open_files`` files:
+    what the limit holds after the reserve, at most ``MAX_DERIVED_OPEN_PARTITIONS``."""
+    reserve = min(RESERVED_FDS, open_files // 2)
+    derived = (open_files - reserve) // FDS_PER_OPEN_PARTITION
+    return max(1, min(MAX_DERIVED_OPEN_PARTITIONS, derived))
 
 
 def current_open_files_limit() -> int:

@@ -24,16 +24,15 @@ the high watermark moves, never for an append that consumers cannot read yet.
 ``appended_signal`` fires after every append: the in-order wait of idempotent producers
 (``producer_order``) waits for the predecessor's append, not its fsync.
 
-Everything runs on the broker's event loop except ``_sync_to``, the one call that
-waits for the WAL in a worker thread (``PartitionLog.sync_to``, group-committed: the
-appends of many requests share one fsync). A broker-wide durability pipeline plugs in
-there.
+Everything runs on the broker's event loop; ``_sync_to`` is the one call that waits for
+the WAL: it awaits the broker-wide sync pipeline (``PartitionLog.sync_future``), whose
+waves fsync every partition written since the last one, so the appends of many requests
+and many partitions share one wave. Replication will replace this wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 from dataclasses import dataclass
 
@@ -73,14 +72,12 @@ class Partition:
         plog: PartitionLog,
         *,
         sync_always: bool,
-        executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self.topic = topic
         self.index = index
         self.log = plog
         self.name = f"{topic}-{index}"
         self._sync_always = sync_always
-        self._executor = executor
         #: Fires when the high watermark moves: consumers wait on it.
         self.hw_signal = Signal()
         #: Fires after every append: producers waiting for their turn wait on it.
@@ -158,10 +155,9 @@ class Partition:
             self._announce()
 
     async def _sync_to(self, lsn: int) -> None:
-        """The one call that waits for the WAL: ``PartitionLog.sync_to`` in a worker
-        thread (group commit: concurrent callers share one fsync)."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.log.sync_to, lsn)
+        """The one call that waits for the WAL: a wave of the broker-wide sync pipeline
+        (no thread of ours waits)."""
+        await asyncio.wrap_future(self.log.sync_future(lsn))
 
     def _announce(self) -> None:
         """Fire ``hw_signal`` if the high watermark moved since it last fired."""

@@ -31,7 +31,12 @@ from sentinel.broker.group_events import (
     SyncCompleted,
     TopicPartition,
 )
-from sentinel.broker.limits import TopicLimits, current_open_files_limit, partitions_for_open_files
+from sentinel.broker.limits import (
+    TopicLimits,
+    current_open_files_limit,
+    open_partitions_for_open_files,
+    partitions_for_open_files,
+)
 from sentinel.broker.meta_store import MetaStore
 from sentinel.broker.outcomes import (
     BrokerMetadata,
@@ -66,12 +71,16 @@ from sentinel.errors import (
 )
 from sentinel.fs import FS, DirLock
 from sentinel.log.config import TopicConfig, validate_topic_name
+from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.partitioning import default_partition
 from sentinel.storage.options import EngineOptions
+from sentinel.storage.resources import ResourceSizes, SharedResources
 from sentinel.storage.wal import SyncMode, WalOptions
 
 log = logging.getLogger(__name__)
+
+RECOVERY_THREADS = 8  # partitions opened at once at start (threads gone once started)
 
 EARLIEST = -2
 LATEST = -1
@@ -123,6 +132,7 @@ class BrokerService:
         self._retention_pass: concurrent.futures.Future[int] | None = None
         self._meta: MetaStore | None = None
         self._registry: TopicRegistry | None = None
+        self._resources: SharedResources | None = None
         self._groups: GroupDriver | None = None
         self._group_config = GroupConfig()
         # Request bytes in flight, over every front door (Kafka's queued.max.request.bytes).
@@ -142,14 +152,25 @@ class BrokerService:
         self._lock = fs.lock(posixpath.join(data, "LOCK"))
         try:
             self._meta = _open_meta(fs, posixpath.join(data, "meta"))
-            engine_options = EngineOptions(
-                memtable_bytes=self.config.memtable_mb * 1024 * 1024,
-                block_cache_bytes=8 * 1024 * 1024,
-                on_wal_sync=self._on_wal_sync,
-                wal=WalOptions(
-                    sync_mode=self.config.wal_sync_mode,
-                    sync_interval_ms=self.config.sync_interval_ms,
-                ),
+            # Every partition's engine shares one worker pool, sync pipeline, block
+            # cache and memtable budget (storage/resources.py).
+            self._resources = SharedResources(
+                ResourceSizes(
+                    workers=self.config.storage_threads,
+                    sync_threads=self.config.sync_threads,
+                    block_cache_bytes=self.config.block_cache_mb * 1024 * 1024,
+                    memtable_budget_bytes=self.config.memtable_budget_mb * 1024 * 1024,
+                )
+            )
+            engine_options = self._resources.engine_options(
+                EngineOptions(
+                    memtable_bytes=self.config.memtable_mb * 1024 * 1024,
+                    on_wal_sync=self._on_wal_sync,
+                    wal=WalOptions(
+                        sync_mode=self.config.wal_sync_mode,
+                        sync_interval_ms=self.config.sync_interval_ms,
+                    ),
+                )
             )
             self._registry = TopicRegistry(
                 fs,
@@ -160,6 +181,12 @@ class BrokerService:
                 default_config=TopicConfig(),
                 skip_damaged=self.config.skip_damaged,
                 limits=self.limits,
+                open_limit=OpenLogLimit(
+                    self.config.max_open_partitions
+                    or open_partitions_for_open_files(current_open_files_limit()),
+                    self._resources.pool.submit,
+                ),
+                recovery_threads=RECOVERY_THREADS,
             )
             self._registry.open()
             if self._registry.partition_total > self.limits.max_partitions:
@@ -182,6 +209,9 @@ class BrokerService:
             if self._meta is not None:
                 self._meta.close()
                 self._meta = None
+            if self._resources is not None:
+                self._resources.close()
+                self._resources = None
             self._lock.release()
             raise
         loop = asyncio.get_running_loop()
@@ -206,6 +236,9 @@ class BrokerService:
             await self._groups.stop()
         if self._registry is not None:
             self._registry.close()
+        if self._resources is not None:
+            self._resources.close()
+            self._resources = None
         if self._meta is not None:
             self._meta.close()
         if self._lock is not None:

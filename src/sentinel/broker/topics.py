@@ -7,7 +7,8 @@ crash in between leaves either a whole topic or an orphan directory that ``open`
 
 Damage at start (``open``): a partition whose engine refuses to open (a damaged or
 missing file) or whose directory is gone although the meta store lists the topic is
-never re-created empty. ``open`` raises ``DamagedDataError`` naming the partition and the
+never re-created empty. Partitions recover in parallel (``recovery_threads``), each
+opened and checked as before; ``open`` raises ``DamagedDataError`` naming the partition and the
 file, unless the registry was built with ``skip_damaged``: the partition is then an
 ``OfflinePartition`` (produce, fetch and list-offsets on it raise
 ``StorageUnavailableError`` naming it, KAFKA_STORAGE_ERROR) and the others serve.
@@ -15,6 +16,7 @@ file, unless the registry was built with ``skip_damaged``: the partition is then
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import posixpath
 import time
@@ -40,6 +42,7 @@ from sentinel.log.config import (
     validate_partition_count,
     validate_topic_name,
 )
+from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.storage.engine import EngineStats
 from sentinel.storage.files import CURRENT_NAME
@@ -138,6 +141,8 @@ class TopicRegistry:
         broker_count: int = 1,
         skip_damaged: bool = False,
         limits: TopicLimits | None = None,
+        open_limit: OpenLogLimit | None = None,
+        recovery_threads: int = 1,
     ) -> None:
         self._fs = fs
         self._root = posixpath.join(data_dir, "topics")
@@ -149,6 +154,8 @@ class TopicRegistry:
         self._skip_damaged = skip_damaged
         self._topics: dict[str, Topic] = {}
         self.limits = limits
+        self.open_limit = open_limit
+        self._recovery_threads = recovery_threads
 
     @property
     def partition_total(self) -> int:
@@ -166,31 +173,58 @@ class TopicRegistry:
         ``skip_damaged``, is left offline and logged).
         The partition limit is not applied here: it bounds creation, never recovery."""
         self._fs.makedirs(self._root)
+        records = list(self._meta.topics())
         log.info(
             "recovering %d partitions under %s",
-            sum(record.partitions for record in self._meta.topics()),
+            sum(record.partitions for record in records),
             self._root,
         )
-        try:
-            for record in self._meta.topics():
-                self._topics[record.name] = self._open_topic(record, recovering=True)
-        except BaseException:
-            self.close()
-            raise
+        configs = [self._default_config.with_overrides(r.configs) for r in records]
+        # Every partition recovers at once on ``recovery_threads`` threads (a clean
+        # shutdown's record makes each a replay-free open); past the open-files limit
+        # the idle ones close their files again at once (``OpenLogLimit``).
+        with concurrent.futures.ThreadPoolExecutor(
+            self._recovery_threads, "sentinel-recovery"
+        ) as pool:
+            opening = [
+                [
+                    pool.submit(self._open_partition, record.name, index, config, True)
+                    for index in range(record.partitions)
+                ]
+                for record, config in zip(records, configs, strict=True)
+            ]
+            concurrent.futures.wait([f for topic in opening for f in topic])
+        errors = [f.exception() for topic in opening for f in topic if f.exception()]
+        if errors:
+            for topic in opening:
+                for future in topic:
+                    if future.exception() is None:
+                        future.result().close()
+            raise errors[0]  # type: ignore[misc]
+        for record, config, futures in zip(records, configs, opening, strict=True):
+            logs = [f.result() for f in futures]
+            self._topics[record.name] = Topic(
+                record.name, config, record.replication_factor, logs, record.configs
+            )
         for name in self._fs.listdir(self._root):
             if name not in self._topics:
                 self._fs.remove_tree(posixpath.join(self._root, name))
 
     def _open_topic(self, record: TopicRecord, *, recovering: bool = False) -> Topic:
         config = self._default_config.with_overrides(record.configs)
-        logs: list[PartitionLog | OfflinePartition] = []
-        try:
-            for index in range(record.partitions):
-                logs.append(self._open_partition(record.name, index, config, recovering))
-        except BaseException:
-            for opened in logs:
-                opened.close()
-            raise
+        with concurrent.futures.ThreadPoolExecutor(self._recovery_threads) as pool:
+            opening = [
+                pool.submit(self._open_partition, record.name, index, config, recovering)
+                for index in range(record.partitions)
+            ]
+            concurrent.futures.wait(opening)
+        errors = [f.exception() for f in opening if f.exception() is not None]
+        if errors:
+            for future in opening:
+                if future.exception() is None:
+                    future.result().close()
+            raise errors[0]  # type: ignore[misc]
+        logs = [f.result() for f in opening]
         return Topic(record.name, config, record.replication_factor, logs, record.configs)
 
     def _open_partition(
@@ -209,7 +243,13 @@ class TopicRegistry:
                 )
             started = time.monotonic()
             plog = PartitionLog.open(
-                self._fs, directory, config, self._clock, self._engine_options, name=name
+                self._fs,
+                directory,
+                config,
+                self._clock,
+                self._engine_options,
+                name=name,
+                open_limit=self.open_limit,
             )
             if recovering:
                 log.info("%s", recovery_line(name, plog, time.monotonic() - started))
@@ -332,7 +372,10 @@ class TopicRegistry:
         return iter(sorted(self._topics.values(), key=lambda t: t.name))
 
     def close(self) -> None:
-        for topic in self._topics.values():
-            for log in topic.partitions:
-                log.close()
+        """Close every partition, ``recovery_threads`` at a time."""
+        logs = [log for topic in self._topics.values() for log in topic.partitions]
+        with concurrent.futures.ThreadPoolExecutor(self._recovery_threads) as pool:
+            closing = [pool.submit(log.close) for log in logs]
         self._topics.clear()
+        for future in closing:
+            future.result()

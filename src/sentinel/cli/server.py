@@ -160,6 +160,40 @@ def _verify(data_dir: str) -> int:
     help=f"Memtable size per partition, MiB. [default: {_DEFAULTS.memtable_mb}]",
 )
 @click.option(
+    "--memtable-budget-mb",
+    type=int,
+    default=None,
+    help="Memtables of all partitions together, MiB; past it the largest are flushed."
+    f" [default: {_DEFAULTS.memtable_budget_mb}]",
+)
+@click.option(
+    "--block-cache-mb",
+    type=int,
+    default=None,
+    help=f"One block cache for all partitions, MiB. [default: {_DEFAULTS.block_cache_mb}]",
+)
+@click.option(
+    "--storage-threads",
+    type=int,
+    default=None,
+    help="Worker threads for flushes and compactions of all partitions."
+    f" [default: {_DEFAULTS.storage_threads}]",
+)
+@click.option(
+    "--sync-threads",
+    type=int,
+    default=None,
+    help="Threads issuing the fsyncs of one sync wave (all partitions) in parallel."
+    f" [default: {_DEFAULTS.sync_threads}]",
+)
+@click.option(
+    "--max-open-partitions",
+    type=int,
+    default=None,
+    help="Partitions whose files are open at once; idle ones beyond are closed and"
+    " reopened on demand. 0: derived from the open-files limit (RLIMIT_NOFILE). [default: 0]",
+)
+@click.option(
     "--max-request-bytes",
     type=int,
     default=None,

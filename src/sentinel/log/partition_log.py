@@ -43,10 +43,13 @@ offsets a concurrent truncation or retention is moving.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import takewhile
+from typing import Concatenate, ParamSpec, TypeVar
 
 from sentinel.clock import Clock
 from sentinel.errors import ClosedError, DiskError, InvalidArgumentError, StorageUnavailableError
@@ -68,6 +71,7 @@ from sentinel.log.layout import (
     time_index_key,
     time_index_start,
 )
+from sentinel.log.open_files import EngineSlot, OpenLogLimit
 from sentinel.log.producer_state import ProducerEntry
 from sentinel.log.recovery import recover
 from sentinel.log.retention import BatchInfo, plan_retention
@@ -79,6 +83,26 @@ from sentinel.storage.engine import Engine, EngineStats
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode
 from sentinel.storage.write_batch import WriteBatch
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _pinned(
+    method: Callable[Concatenate[PartitionLog, _P], _R],
+) -> Callable[Concatenate[PartitionLog, _P], _R]:
+    """The call needs the engine: reopen it if its files were released, and keep it
+    from being released until the call returns (``open_files``)."""
+
+    def pinned(self: PartitionLog, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        self._pin()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._unpin()
+
+    functools.update_wrapper(pinned, method)
+    return pinned
 
 
 class PartitionLog:
@@ -94,8 +118,10 @@ class PartitionLog:
         engine_options: EngineOptions,
         options: LogOptions,
         name: str | None = None,
+        open_limit: OpenLogLimit | None = None,
     ) -> None:
-        self._engine = engine
+        self._slot = EngineSlot(engine)
+        self._open_limit = open_limit
         self._dir = directory
         #: How errors name this partition (``topic-N``); the directory by default.
         self.name = name or directory
@@ -118,6 +144,47 @@ class PartitionLog:
         self._since_checkpoint = 0
         self._since_time_index = 0
         self._dirty = replayed > 0
+        if open_limit is not None:
+            open_limit.used(self)
+
+    @property
+    def _engine(self) -> Engine:
+        return self._slot.engine
+
+    def _pin(self) -> None:
+        try:
+            self._slot.pin()
+        except (DiskError, OSError) as exc:  # its files went bad while closed: named
+            raise StorageUnavailableError(
+                f"partition {self.name} cannot reopen its files: {exc}", self.name
+            ) from exc
+
+    def _unpin(self) -> None:
+        self._slot.unpin()
+        if self._open_limit is not None:
+            self._open_limit.used(self)
+
+    def release_files(self) -> bool:
+        """Close the engine's files if no call uses them (``open_files``); the next call
+        reopens them. True if it closed them."""
+        return self._slot.release(self._before_release)
+
+    def _before_release(self, engine: Engine) -> None:
+        # The state stays in memory; what a sync wave has not covered yet is made
+        # durable by the suspend, so the high watermark moves over it now.
+        with self._lock:
+            if self._closed:
+                return
+            engine.sync()
+            self._hw.synced(engine.wal.last_lsn)
+
+    @property
+    def files_open(self) -> bool:
+        return not self._slot.released
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @classmethod
     def open(
@@ -130,6 +197,7 @@ class PartitionLog:
         *,
         options: LogOptions | None = None,
         name: str | None = None,
+        open_limit: OpenLogLimit | None = None,
     ) -> PartitionLog:
         """Open (or create) the partition log in ``directory``; ``name`` (``topic-N``)
         is how read errors name it."""
@@ -144,6 +212,7 @@ class PartitionLog:
                 engine_options=engine_options,
                 options=options or LogOptions(),
                 name=name,
+                open_limit=open_limit,
             )
         except BaseException:
             engine.close()
@@ -179,7 +248,10 @@ class PartitionLog:
 
     @property
     def engine(self) -> Engine:
-        return self._engine
+        """The engine, its files reopened if they were released. Not pinned: a direct
+        user (a test, a tool) keeps the log busy or its open-files limit high; the
+        log's own calls pin it."""
+        return self._slot.wake()
 
     def engine_stats(self) -> EngineStats:
         """The partition engine's figures (flushes, compactions, tables, cache)."""
@@ -221,6 +293,7 @@ class PartitionLog:
         producer's batch out of turn; nothing is stored then."""
         return self.append_many((batch,), leader_epoch=leader_epoch, wait=wait)[0]
 
+    @_pinned
     def append_many(
         self, batches: Sequence[Buffer], *, leader_epoch: int = 0, wait: bool = True
     ) -> list[AppendResult]:
@@ -229,6 +302,7 @@ class PartitionLog:
         checked = [validate_produce(b, config, max_value) for b in batches]
         return self._append(checked, leader_epoch, wait, replicated=False)
 
+    @_pinned
     def append_replicated(self, batch: Buffer, *, wait: bool = True) -> AppendResult:
         """Store a batch already stamped by a leader, as is (a follower's append): its
         base offset must be the log end; producer state follows it without checks."""
@@ -286,11 +360,37 @@ class PartitionLog:
             for s in staged
         ]
 
+    @_pinned
     def sync_to(self, lsn: int) -> None:
         """Wait until every write up to ``lsn`` is durable (group commit), then move the
         high watermark over the batches that covers. Safe from a worker thread."""
         self._engine.sync_to(lsn)
         self._hw.synced(lsn)
+
+    def sync_future(self, lsn: int) -> concurrent.futures.Future[None]:
+        """``sync_to`` without a thread of the caller's: a future resolved by the
+        broker-wide sync pipeline (``Engine.sync_future``) once ``lsn`` is durable,
+        after the high watermark moved over it. An asyncio caller awaits
+        ``asyncio.wrap_future(log.sync_future(lsn))``."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def synced(wave: concurrent.futures.Future[None]) -> None:
+            error = wave.exception()
+            if error is not None:
+                done.set_exception(error)
+                return
+            self._hw.synced(lsn)
+            done.set_result(None)
+
+        self._pin()  # until the wave is done: the engine stays open for it
+        try:
+            wave = self._engine.sync_future(lsn)
+        except BaseException:
+            self._unpin()
+            raise
+        done.add_done_callback(lambda _f: self._unpin())
+        wave.add_done_callback(synced)
+        return done
 
     def set_high_watermark(self, offset: int) -> None:
         """Set the high watermark (replication's commit point); at most the log end."""
@@ -301,6 +401,7 @@ class PartitionLog:
 
     # ------------------------------------------------------------------ reads
 
+    @_pinned
     def read(
         self, offset: int, max_bytes: int, *, include_uncommitted: bool = False
     ) -> ReadResult:
@@ -331,6 +432,7 @@ class PartitionLog:
                     after = next_offset(value)
         return ReadResult(tuple(batches), hw, log_start, leo, after)
 
+    @_pinned
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record at or after ``timestamp_ms`` below
         the high watermark, or None (Kafka's ListOffsets by time; the special
@@ -354,6 +456,7 @@ class PartitionLog:
 
     # ------------------------------------------------------- removing batches
 
+    @_pinned
     def truncate_suffix(self, offset: int) -> None:
         """Remove every batch with base offset >= ``offset``; the log end becomes
         ``offset``. It must be a batch boundary, the log end, or at most the log start
@@ -377,6 +480,7 @@ class PartitionLog:
             self._commit(wb, new)
             self._hw.truncated(offset)
 
+    @_pinned
     def apply_retention(self) -> int:
         """Delete head batches past ``retention.ms`` / ``retention.bytes`` (see
         ``retention``), never the newest one nor any at or above the high watermark;
@@ -402,6 +506,7 @@ class PartitionLog:
                 self._delete_head(doomed, max(state.log_start, doomed[-1].next_offset))
             return len(doomed)
 
+    @_pinned
     def delete_records(self, before_offset: int) -> None:
         """Advance the log start to ``before_offset`` (Kafka's DeleteRecords; -1 means
         the high watermark), deleting the batches wholly below it. Beyond the high
@@ -436,6 +541,7 @@ class PartitionLog:
 
     # ---------------------------------------------------------- key compaction
 
+    @_pinned
     def compact_keys(self) -> int:
         """One key-compaction pass (``key_compaction``) over every batch but the newest
         and below the high watermark, for ``cleanup.policy=compact`` topics (else a
@@ -511,10 +617,15 @@ class PartitionLog:
         storage that cannot take writes (a full disk) the checkpoint is skipped: open
         replays the batch headers since the last one. ``discard``: the files are about
         to be removed (a deleted topic): no checkpoint, no final flush."""
+        self._slot.close()  # no release from here on (before the lock: lock order)
         with self._lock:
             if self._closed:
                 return
+            if self._open_limit is not None:
+                self._open_limit.forget(self)
             try:
+                if self._engine.files_suspended:
+                    self._engine.resume_files()
                 if self._dirty and self._engine.failed is None and not discard:
                     with contextlib.suppress(StorageUnavailableError):
                         self._write_checkpoint(wait=True)

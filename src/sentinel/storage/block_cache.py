@@ -1,8 +1,10 @@
 """The block cache: decoded, verified data blocks, LRU, bounded in bytes.
 
-One cache is shared by every table of an engine. Keys are ``(file_number, offset)``:
-file numbers are never reused, so a block can't be confused with another table's, and
-``evict_file`` drops a deleted table's blocks at once instead of waiting for LRU.
+One cache is shared by every table of an engine, and a broker shares one among all its
+engines (``ScopedBlockCache``: each engine's view, keys prefixed by the engine). Keys
+are ``(file_number, offset)``: file numbers are never reused, so a block can't be
+confused with another table's, and ``evict_file`` drops a deleted table's blocks at
+once instead of waiting for LRU.
 
 Thread safety: every method takes one lock; the critical sections are a few dict
 operations. Blocks are immutable, so a block handed out stays valid after eviction.
@@ -12,6 +14,7 @@ the first (same bytes).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -114,3 +117,56 @@ class BlockCache:
         offsets.discard(offset)
         if not offsets:
             del self._by_file[file_number]
+
+
+_owners = itertools.count(1)
+
+
+class ScopedBlockCache(BlockCache):
+    """One engine's view of a cache shared by every engine of a broker: keys are
+    ``(owner, file number, offset)`` (file numbers are only unique within an engine),
+    the capacity in bytes is the shared cache's, and ``clear`` drops this engine's
+    blocks only. Hits and misses are counted per view."""
+
+    def __init__(self, shared: BlockCache) -> None:
+        super().__init__(shared.capacity_bytes)
+        self._shared = shared
+        self._base = next(_owners) << 40
+        self._files: set[int] = set()
+
+    @property
+    def size_bytes(self) -> int:
+        return self._shared.size_bytes
+
+    def __len__(self) -> int:
+        return len(self._shared)
+
+    def stats(self) -> CacheStats:
+        shared = self._shared.stats()
+        return CacheStats(self._hits, self._misses, shared.size_bytes, shared.entries,
+                          shared.capacity_bytes)
+
+    def get(self, key: CacheKey) -> Block | None:
+        found = self._shared.get((self._base | key[0], key[1]))
+        with self._lock:
+            if found is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+        return found
+
+    def put(self, key: CacheKey, block: Block, charge: int) -> None:
+        with self._lock:
+            self._files.add(key[0])
+        self._shared.put((self._base | key[0], key[1]), block, charge)
+
+    def evict_file(self, file_number: int) -> None:
+        with self._lock:
+            self._files.discard(file_number)
+        self._shared.evict_file(self._base | file_number)
+
+    def clear(self) -> None:
+        with self._lock:
+            files, self._files = self._files, set()
+        for number in files:
+            self._shared.evict_file(self._base | number)

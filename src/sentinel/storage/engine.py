@@ -45,6 +45,7 @@ failed state is entered, one when it is left.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -60,7 +61,7 @@ from sentinel.errors import (
 from sentinel.fs import FS, DirLock, OsFS
 from sentinel.storage import clean_marker
 from sentinel.storage import manifest as manifest_mod
-from sentinel.storage.block_cache import BlockCache
+from sentinel.storage.block_cache import BlockCache, ScopedBlockCache
 from sentinel.storage.entry import ABSENT, Entry, EntrySource
 from sentinel.storage.files import (
     LOCK_NAME,
@@ -74,6 +75,7 @@ from sentinel.storage.memtable import Memtable
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.recovery import check_pointer_segments, inspect_directory, recover_files
 from sentinel.storage.storage_health import StorageHealth
+from sentinel.storage.sync_scheduler import default_scheduler
 from sentinel.storage.table_reader import TableReader
 from sentinel.storage.value_log import ValueLog, ValuePointer
 from sentinel.storage.version import Version, VersionEdit
@@ -130,7 +132,14 @@ class Engine:
         self._write_lock = threading.Lock()
         self._state = threading.Condition()
         self._closed = False
-        self._cache = BlockCache(options.block_cache_bytes)
+        self._suspended = False  # files closed while idle (``suspend_files``)
+        self._interval_tick: int | None = None  # sync ``interval`` on the shared scheduler
+        shared = options.block_cache
+        self._cache = (
+            ScopedBlockCache(shared)
+            if shared is not None
+            else BlockCache(options.block_cache_bytes)
+        )
         self._readers: dict[int, TableReader] = {}
         self._memtable = Memtable()
         self._immutables: list[FrozenMemtable] = []
@@ -203,6 +212,8 @@ class Engine:
         self._manifest = manifest_mod.Manifest.create(
             fs, directory, manifest_number, version, log_number, self._next_file_number
         )
+        scheduler = self._options.sync_scheduler
+        interval = self._options.wal.sync_mode is SyncMode.INTERVAL and scheduler is not None
         self._wal = WriteAheadLog(
             fs,
             directory,
@@ -210,7 +221,12 @@ class Engine:
             self._options.wal,
             self._clock,
             on_sync=self._options.on_wal_sync,
+            interval_thread=not interval,  # the broker's scheduler ticks it instead
         )
+        if interval and scheduler is not None:
+            self._interval_tick = scheduler.every(
+                self._options.wal.sync_interval_ms / 1000, self._wal.sync_unsynced
+            )
         if len(replayed):
             replayed.freeze()
             self._immutables.append(FrozenMemtable(replayed, first_segment, {}))
@@ -327,6 +343,14 @@ class Engine:
             self._wal_health.failed(exc.__cause__ or exc)
             raise
 
+    def sync_future(self, lsn: int) -> concurrent.futures.Future[None]:
+        """A future resolved once every write up to ``lsn`` is fsynced: the writer
+        registers with the broker-wide ``SyncScheduler`` (``EngineOptions
+        .sync_scheduler``), whose one wave syncs every engine with a waiter. It fails
+        with what ``sync_to`` would raise."""
+        scheduler = self._options.sync_scheduler or default_scheduler()
+        return scheduler.request(self._wal, lsn, self.sync_to)
+
     def sync(self) -> None:
         """Make every write so far durable, whatever the sync mode."""
         self.sync_to(self._wal.last_lsn)
@@ -355,7 +379,7 @@ class Engine:
             raise StorageUnavailableError(
                 f"the WAL of {self._dir} failed ({error!r}); writes are refused until it "
                 "recovers"
-            )
+            ) from error
         try:
             resumed = self._wal.resume()
         except WalFailedError as exc:
@@ -433,6 +457,10 @@ class Engine:
             memtable = self._memtable
             for key, value in ops:
                 memtable.put(key, value)
+            if self._options.write_buffer is not None:
+                self._options.write_buffer.report(
+                    id(self), memtable.approximate_size, self._flush_soon
+                )
             self._user_bytes += nbytes
             self._wal_bytes += (
                 len(payload) if isinstance(payload, bytes) else sum(map(len, payload))
@@ -463,8 +491,9 @@ class Engine:
         if self._options.wal.sync_mode is SyncMode.ALWAYS:
             self.sync_to(lsn)
 
-    def _rotate_memtable(self) -> None:
-        """Freeze the active memtable and hand it to the flusher (write lock held)."""
+    def _rotate_memtable(self, *, request_flush: bool = True) -> None:
+        """Freeze the active memtable and hand it to the flusher (write lock held);
+        ``request_flush=False``: the caller flushes it."""
         with self._state:
             while (
                 len(self._immutables) >= self._options.max_immutable_memtables
@@ -478,7 +507,27 @@ class Engine:
             self._immutables.append(FrozenMemtable(self._memtable, segment, self._pointers))
             self._memtable = Memtable()
             self._pointers = {}
-        self._maintenance.flush_requested()
+        if self._options.write_buffer is not None:
+            self._options.write_buffer.report(id(self), 0, self._flush_soon)
+        if request_flush:
+            self._maintenance.flush_requested()
+
+    def _flush_soon(self) -> None:
+        """The broker's memtable budget asks for a flush (on a pool thread): freeze the
+        active memtable and hand it to the flusher, without waiting for the flush, and
+        only if no frozen one is waiting (a pool job never waits for another)."""
+        with self._write_lock:
+            if self._closed or self._suspended or self._wal.failed is not None:
+                return
+            if not len(self._memtable):
+                return
+            with self._state:
+                if len(self._immutables) >= self._options.max_immutable_memtables:
+                    return
+            try:
+                self._rotate_memtable()
+            except (OSError, StorageUnavailableError) as exc:
+                log.warning("%s: a flush for the memtable budget failed: %r", self._dir, exc)
 
     def flush(self) -> None:
         """Flush the active memtable to a table and wait for every pending flush."""
@@ -573,6 +622,8 @@ class Engine:
         storage (a full disk) it does what it can, says so in one log line, releases
         everything and does not raise: what the WAL made durable is replayed at open.
         ``durable=False`` (the files are about to be removed) skips the final flush."""
+        if self._suspended:
+            self.resume_files()
         with self._write_lock:
             if self._closed:
                 return
@@ -586,6 +637,7 @@ class Engine:
                     self._resume_wal(now=True)
                 flush = durable and self._options.flush_on_close and not self._maintenance.failed
                 if flush and self._maintenance.retrying is None:
+                    self._maintenance.flush_all()  # a frozen one a stopped job left
                     if len(self._memtable):
                         self._rotate_memtable()
                     self._maintenance.flush_all()
@@ -593,6 +645,10 @@ class Engine:
                 log.warning("closing %s without a final flush: %r", self._dir, exc)
                 clean = False
             self._closed = True
+            if self._interval_tick is not None and self._options.sync_scheduler is not None:
+                self._options.sync_scheduler.cancel(self._interval_tick)
+            if self._options.write_buffer is not None:
+                self._options.write_buffer.forget(id(self))
             try:
                 self._wal.close()
             except WalFailedError:  # said above; synced entries are durable
@@ -603,6 +659,7 @@ class Engine:
                 self._readers.clear()
             for reader in readers:
                 reader.close()
+            self._cache.clear()
             self._maintenance.close_retired()
             self._values.close()
             if clean and self._maintenance.failed is None and self._wal.failed is None:
@@ -612,6 +669,70 @@ class Engine:
                 except OSError as exc:  # the next open replays as after a crash: safe
                     log.warning("%s: no clean-shutdown record written: %r", self._dir, exc)
             self._lock.release()
+
+    # ----------------------------------------------------------- idle files
+
+    @property
+    def files_suspended(self) -> bool:
+        return self._suspended
+
+    def suspend_files(self) -> bool:
+        """Close every file the engine holds open (LOCK, WAL segment, manifest, tables,
+        value segments) while it is idle, keeping everything else in memory; ``resume_files``
+        reopens them, with no replay and no new file. False (nothing done) unless the
+        engine is healthy and idle: no frozen memtable, no job running or wanted. The
+        caller guarantees that no read or write comes before ``resume_files`` (the
+        partition log's pins, ``log/open_files``)."""
+        with self._write_lock:
+            if self._closed or self._suspended or self.unavailable is not None:
+                return False
+            with self._state:
+                if self._immutables:
+                    return False
+            if not self._maintenance.idle:
+                return False
+            if self._memtable.approximate_size >= self._options.memtable_bytes // 4:
+                # A large memtable is flushed first, here (the caller is a worker, and a
+                # job never waits for another), so that idle partitions do not hold
+                # the broker's memtable budget.
+                try:
+                    self._rotate_memtable(request_flush=False)
+                    self._maintenance.flush_all()
+                except (OSError, StorageUnavailableError):
+                    return False
+            try:
+                self._wal.suspend()
+            except (OSError, StorageUnavailableError):
+                self._wal.reopen()
+                return False
+            self._manifest.suspend()
+            with self._state:
+                readers = list(self._readers.values())
+            for reader in readers:
+                reader.detach()
+            self._values.close()
+            self._lock.release()
+            self._suspended = True
+            return True
+
+    def resume_files(self) -> None:
+        """Reopen what ``suspend_files`` closed."""
+        with self._write_lock:
+            if not self._suspended:
+                return
+            lock = self._fs.lock(join(self._dir, LOCK_NAME))
+            try:
+                self._wal.reopen()
+                self._manifest.resume()
+                with self._state:
+                    readers = list(self._readers.values())
+                for reader in readers:
+                    reader.reattach(self._fs)
+            except BaseException:
+                lock.release()
+                raise
+            self._lock = lock
+            self._suspended = False
 
     def __enter__(self) -> Engine:
         return self

@@ -1,5 +1,10 @@
 """Flushes and compactions: the engine's background work, executed one job at a time.
 
+Jobs run on a ``WorkerPool`` (``EngineOptions.workers``: the broker's shared pool; by
+default a private pool of one thread), through this engine's ``Strand``: never two jobs
+of one engine at once, and a job does one flush or one compaction, then reschedules
+itself, so that the engines sharing a pool take turns.
+
 The *policy* (what to compact) is ``compaction.pick_compaction``, a pure function of the
 version. This module only executes: it writes tables, makes the manifest edit durable,
 swaps in the new version, and only then deletes the files the edit dropped. A crash at
@@ -45,6 +50,7 @@ from sentinel.storage.value_log import ValueLog, ValuePointer
 from sentinel.storage.version import Version, VersionEdit
 from sentinel.storage.wal import WriteAheadLog
 from sentinel.storage.wal_format import list_segments
+from sentinel.storage.workers import Strand, WorkerPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +121,8 @@ class Maintenance:
         self._options = options
         self._cache = cache
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._strand: Strand | None = None
+        self._private_pool: WorkerPool | None = None
         self._stopping = False
         self._flush_wanted = False
         self._compaction_wanted = False
@@ -136,10 +143,14 @@ class Maintenance:
 
     def start(self) -> None:
         if self._options.background:
-            self._thread = threading.Thread(
-                target=self._run, name="sentinel-maintenance", daemon=True
-            )
-            self._thread.start()
+            pool = self._options.workers
+            if pool is None:  # an engine alone: a private pool of one thread
+                pool = self._private_pool = WorkerPool(1, "sentinel-maintenance")
+            self._strand = Strand(pool, self._step)
+            with self._cond:
+                wanted = self._flush_wanted or self._compaction_wanted
+            if wanted:
+                self._strand.schedule()
 
     def flush_requested(self) -> None:
         if not self._options.background:
@@ -148,48 +159,66 @@ class Maintenance:
             return
         with self._cond:
             self._flush_wanted = True
-            self._cond.notify_all()
+        if self._strand is not None:
+            self._strand.schedule()
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not (self._stopping or self._flush_wanted or self._compaction_wanted):
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                flush, self._flush_wanted = self._flush_wanted, False
-            try:
-                if flush:
-                    self.flush_all()
-                    self._compaction_wanted = True
-                elif not self.compact_once():
-                    self._compaction_wanted = False
-                self._health.recovered()
-            except (OSError, StorageUnavailableError) as exc:  # a full disk: retry later
-                self._health.failed(exc)
-                with self._cond:
-                    if flush:
-                        self._flush_wanted = True
-                    else:
-                        self._compaction_wanted = True
-                    self._cond.wait(self._health.seconds_until_due())
-                with self._engine.state_lock:
-                    self._engine.state_lock.notify_all()
-            except BaseException as exc:  # the engine stops taking writes, and says why
-                with self._cond:
-                    self._failed = exc
-                    self._cond.notify_all()
-                with self._engine.state_lock:
-                    self._engine.state_lock.notify_all()
+    def _step(self) -> None:
+        """One job on the pool: one flush of every frozen memtable, or one compaction;
+        then it reschedules itself while work is wanted (so that engines take turns)."""
+        with self._cond:
+            if self._stopping or self._failed is not None:
                 return
+            if not (self._flush_wanted or self._compaction_wanted):
+                return
+            flush, self._flush_wanted = self._flush_wanted, False
+        try:
+            if flush:
+                self.flush_all()
+                self._compaction_wanted = True
+            elif not self.compact_once():
+                self._compaction_wanted = False
+            self._health.recovered()
+        except (OSError, StorageUnavailableError) as exc:  # a full disk: retry later
+            self._health.failed(exc)
+            with self._cond:
+                if flush:
+                    self._flush_wanted = True
+                else:
+                    self._compaction_wanted = True
+            with self._engine.state_lock:
+                self._engine.state_lock.notify_all()
+            if self._strand is not None:
+                self._strand.schedule(max(0.01, self._health.seconds_until_due()))
+            return
+        except BaseException as exc:  # the engine stops taking writes, and says why
+            with self._cond:
+                self._failed = exc
+                self._cond.notify_all()
+            with self._engine.state_lock:
+                self._engine.state_lock.notify_all()
+            return
+        with self._cond:
+            more = not self._stopping and (self._flush_wanted or self._compaction_wanted)
+        if more and self._strand is not None:
+            self._strand.schedule()
 
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        if self._strand is not None:
+            self._strand.close()
+        if self._private_pool is not None:
+            self._private_pool.shutdown()
+            self._private_pool = None
+
+    @property
+    def idle(self) -> bool:
+        """No job runs, is queued or is wanted (an engine may suspend its files)."""
+        with self._cond:
+            if self._flush_wanted or self._compaction_wanted or self._failed is not None:
+                return False
+        return self._strand is None or not self._strand.busy
 
     @property
     def failed(self) -> BaseException | None:

@@ -295,6 +295,16 @@ class Manifest:
             self._file.close()
             self._file = None
 
+    def suspend(self) -> None:
+        """Close the file until ``resume`` (an idle engine's files, ``Engine.suspend_files``)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def resume(self) -> None:
+        if self._file is None and not self._closed:
+            self._file = self._fs.open_append(self.path)
+
 
 ManifestWriter = Manifest
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sentinel.storage.block_cache import BlockCache
 from sentinel.storage.compaction import CompactionOptions
+from sentinel.storage.sync_scheduler import SyncScheduler
 from sentinel.storage.table_format import TableOptions
 from sentinel.storage.wal import WalOptions
+from sentinel.storage.workers import WorkerPool
+from sentinel.storage.write_buffer import WriteBufferManager
 
 MiB = 1024 * 1024
 
@@ -36,6 +40,18 @@ class EngineOptions:
     #: Called after every WAL fsync with (seconds, entries it made durable): a metrics
     #: hook. It runs on the syncing thread and must be quick.
     on_wal_sync: Callable[[float, int], None] | None = field(default=None, compare=False)
+    #: The pool that runs flushes and compactions (a broker shares one among all its
+    #: engines); None: the engine makes a private pool of one thread.
+    workers: WorkerPool | None = field(default=None, compare=False)
+    #: The broker-wide durability pipeline that ``Engine.sync_future`` registers with
+    #: (one fsync wave for every partition); None: the process's default scheduler.
+    sync_scheduler: SyncScheduler | None = field(default=None, compare=False)
+    #: A block cache shared with other engines (a broker's one cache, bounded in
+    #: bytes); None: a cache of ``block_cache_bytes`` of the engine's own.
+    block_cache: BlockCache | None = field(default=None, compare=False)
+    #: A memtable budget shared with other engines: past it, the largest memtables
+    #: are flushed (``write_buffer``); None: only ``memtable_bytes`` bounds this one.
+    write_buffer: WriteBufferManager | None = field(default=None, compare=False)
     wal: WalOptions = field(default_factory=WalOptions)
     table: TableOptions = field(default_factory=TableOptions)
     compaction: CompactionOptions = field(default_factory=CompactionOptions)

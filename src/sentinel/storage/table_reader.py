@@ -142,6 +142,13 @@ class TableReader:
     def file_number(self) -> int:
         return self._number
 
+    def detach(self) -> None:
+        """Close the file until ``reattach`` (an idle engine's files); no read meanwhile."""
+        self._file.close()
+
+    def reattach(self, fs: FS) -> None:
+        self._file = fs.open_read(self._path)
+
     def close(self) -> None:
         """Close the file; later reads that need a block raise ``ClosedError``. Cached
         blocks stay valid (tables are immutable); the engine calls

@@ -171,6 +171,7 @@ class WriteAheadLog:
         *,
         on_sync: SyncCallback | None = None,
         next_number: Callable[[], int] | None = None,
+        interval_thread: bool = True,
     ) -> None:
         if first_segment_number < 0:
             raise InvalidArgumentError(f"segment number {first_segment_number} is negative")
@@ -207,7 +208,7 @@ class WriteAheadLog:
         self._segment_entries = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if options.sync_mode is SyncMode.INTERVAL:
+        if options.sync_mode is SyncMode.INTERVAL and interval_thread:
             self._thread = threading.Thread(
                 target=self._interval_loop, name=f"wal-sync:{directory}", daemon=True
             )
@@ -412,16 +413,21 @@ class WriteAheadLog:
     def _interval_loop(self) -> None:
         period = self._options.sync_interval_ms / 1000
         while not self._stop.wait(period):
-            with self._lock:
-                if self._error is not None:
-                    continue  # until ``resume``
-                if self._syncing or self._synced_lsn >= self._last_lsn:
-                    continue
-                self._syncing = True
-            try:
-                self._lead_sync()
-            except WalFailedError:
-                continue  # recorded in self._error: every call raises it until ``resume``
+            self.sync_unsynced()
+
+    def sync_unsynced(self) -> None:
+        """One tick of ``INTERVAL`` mode: fsync what is unsynced, unless the WAL failed,
+        is closed or suspended, or a sync is in progress. Run by the WAL's own thread,
+        or (``interval_thread=False``) by a broker-wide ``SyncScheduler``."""
+        with self._lock:
+            if self._error is not None or self._file is None:
+                return  # failed: until ``resume``
+            if self._syncing or self._synced_lsn >= self._last_lsn:
+                return
+            self._syncing = True
+        # A failure is recorded in self._error: every call raises it until ``resume``.
+        with contextlib.suppress(WalFailedError):
+            self._lead_sync()
 
     # -- segments
 
@@ -560,6 +566,23 @@ class WriteAheadLog:
             self._error = None
             self._cond.notify_all()
             return Resumed(old_number, synced_size, number, HEADER_SIZE)
+
+    # -- an idle engine's files
+
+    def suspend(self) -> None:
+        """Make everything durable, then close the segment's file (the WAL keeps its
+        place: segment, size, LSNs); ``reopen`` reopens it for appending. Only while
+        nobody appends or syncs (``Engine.suspend_files`` holds the write lock)."""
+        self.sync()
+        with self._io_lock, self._lock:
+            file, self._file = self._file, None
+            if file is not None:
+                file.close()
+
+    def reopen(self) -> None:
+        with self._io_lock, self._lock:
+            if self._file is None and not self._closed:
+                self._file = self._fs.open_append(join(self._dir, wal_name(self._number)))
 
     # -- closing and failure
 

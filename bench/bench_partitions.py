@@ -1,0 +1,208 @@
+"""One broker, many partitions (issue 7, "Speed").
+
+    .venv/bin/python bench/bench_partitions.py [--topics 100] [--per-topic 100]
+        [--spread 1000] [--mb 100]
+
+1. scale: a fresh ``sentinel-server --sync always`` creates ``topics x per-topic``
+   partitions (through ``sentinel.client.Admin``), serves one produce and one fetch on
+   each, restarts; figures: creation time, time to serve them all, threads, open files
+   and RSS of the broker (psutil), restart to ready.
+2. spread: 1 KiB records with acks=all, pre-encoded produce requests of one 64 KiB
+   batch each (the same batches in both cases), 32 requests in flight, round-robin over
+   ``spread`` partitions, against the same producers writing to 1 partition, in the
+   same run on a fresh broker each; MB/s of both and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import grpc
+import psutil
+
+from _common import emit
+from sentinel.client import Admin
+from sentinel.proto_gen import sentinel_pb2 as pb
+from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
+from sentinel.record import build_batch
+
+BENCH = "partitions"
+RECORD = 1024
+BATCH_RECORDS = 64
+IN_FLIGHT = 32
+
+
+class Server:
+    def __init__(self, data: str, *flags: str) -> None:
+        self.data = data
+        self.flags = flags
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> float:
+        """Start; seconds to ready."""
+        cmd = [
+            sys.executable, "-m", "sentinel.cli.server", "--host", "127.0.0.1",
+            "--port", str(self.port), "--data", self.data, "--metrics-port", "0",
+            "--log-level", "warning", "--sync", "always", *self.flags,
+        ]  # fmt: skip
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if selector.select(1):
+                line = self.proc.stdout.readline()
+                if "sentinel-server ready" in line:
+                    self.port = int(line.split("grpc=")[1].split()[0].rsplit(":", 1)[1])
+                    return time.perf_counter() - started
+                if not line:
+                    break
+        raise RuntimeError("the server did not become ready")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def figures(self) -> tuple[int, int, int]:
+        assert self.proc is not None
+        process = psutil.Process(self.proc.pid)
+        return process.num_threads(), process.num_fds(), process.memory_info().rss
+
+    def stop(self) -> float:
+        assert self.proc is not None
+        started = time.perf_counter()
+        self.proc.terminate()
+        self.proc.wait(300)
+        return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def server(*flags: str) -> Iterator[Server]:
+    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as data:
+        running = Server(data, *flags)
+        running.start()
+        try:
+            yield running
+        finally:
+            if running.proc is not None and running.proc.poll() is None:
+                running.proc.kill()
+                running.proc.wait()
+
+
+async def _produce_fetch_all(address: str, topics: int, per_topic: int) -> None:
+    now = int(time.time() * 1000)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
+        for t in range(topics):
+            batch = build_batch([(None, b"x" * 100, (), now)])
+            await asyncio.gather(*(
+                stub.Produce(pb.ProduceRequest(topic=f"t{t}", partition=p, record_batches=batch))
+                for p in range(per_topic)
+            ))  # fmt: skip
+            fetched = await asyncio.gather(*(
+                stub.Fetch(pb.FetchRequest(topic=f"t{t}", partition=p, offset=0))
+                for p in range(per_topic)
+            ))  # fmt: skip
+            assert all(f.record_batches for f in fetched)
+
+
+def scale(topics: int, per_topic: int) -> None:
+    total = topics * per_topic
+    extra = {"partitions": total}
+    with server("--max-partitions", str(max(total, 1))) as broker:
+        started = time.perf_counter()
+        with Admin(broker.address, request_timeout_ms=600_000) as admin:
+            for t in range(topics):
+                admin.create_topic(f"t{t}", per_topic)
+        emit(BENCH, "create", time.perf_counter() - started, "s", **extra)
+        started = time.perf_counter()
+        asyncio.run(_produce_fetch_all(broker.address, topics, per_topic))
+        emit(BENCH, "produce_and_fetch_each", time.perf_counter() - started, "s", **extra)
+        threads, fds, rss = broker.figures()
+        emit(BENCH, "threads", threads, "threads", **extra)
+        emit(BENCH, "open_files", fds, "files", **extra)
+        emit(BENCH, "rss", rss / 2**20, "MiB", **extra)
+        emit(BENCH, "stop", broker.stop(), "s", **extra)
+        emit(BENCH, "restart_to_ready", broker.start(), "s", **extra)
+        asyncio.run(_produce_fetch_all(broker.address, topics, per_topic))
+        threads, fds, rss = broker.figures()
+        emit(BENCH, "threads_after_restart", threads, "threads", **extra)
+        emit(BENCH, "open_files_after_restart", fds, "files", **extra)
+
+
+async def _spread(address: str, partitions: int, total_bytes: int) -> float:
+    batch = build_batch(
+        [(None, os.urandom(RECORD), (), int(time.time() * 1000)) for _ in range(BATCH_RECORDS)]
+    )
+    requests = [
+        pb.ProduceRequest(topic="s", partition=p, record_batches=batch, acks=pb.ACKS_ALL)
+        for p in range(partitions)
+    ]
+    count = max(IN_FLIGHT, total_bytes // len(batch))
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
+        for request in requests[: min(partitions, 64)]:  # warm up
+            await stub.Produce(request)
+        next_index = 0
+        started = time.perf_counter()
+
+        async def sender() -> None:
+            nonlocal next_index
+            while next_index < count:
+                index = next_index
+                next_index += 1
+                await stub.Produce(requests[index % partitions])
+
+        await asyncio.gather(*(sender() for _ in range(IN_FLIGHT)))
+        seconds = time.perf_counter() - started
+    return count * len(batch) / seconds / 2**20
+
+
+def spread(partitions: int, mb: int, flags: list[str]) -> None:
+    figures = {}
+    for count in (1, partitions):
+        with server("--max-partitions", str(max(partitions, 1)), *flags) as broker:
+            with Admin(broker.address, request_timeout_ms=600_000) as admin:
+                admin.create_topic("s", count)
+            figures[count] = asyncio.run(_spread(broker.address, count, mb * 2**20))
+    emit(BENCH, "acks_all_1_partition", figures[1], "MB/s", record_bytes=RECORD)
+    emit(BENCH, f"acks_all_{partitions}_partitions", figures[partitions], "MB/s",
+         record_bytes=RECORD)  # fmt: skip
+    emit(BENCH, "spread_ratio", figures[partitions] / figures[1], "x", partitions=partitions)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--topics", type=int, default=100)
+    parser.add_argument("--per-topic", type=int, default=100)
+    parser.add_argument("--spread", type=int, default=1000)
+    parser.add_argument("--mb", type=int, default=100)
+    parser.add_argument("--only", choices=["scale", "spread"], default=None)
+    parser.add_argument("--server-flags", default="", help="more sentinel-server flags")
+    args = parser.parse_args()
+    if args.only != "spread":
+        scale(args.topics, args.per_topic)
+    if args.only != "scale":
+        spread(args.spread, args.mb, args.server_flags.split())
+
+
+if __name__ == "__main__":
+    main()

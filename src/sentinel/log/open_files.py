@@ -1,0 +1,143 @@
+"""Bounded open files: idle partition logs close their engine's files, reopen on demand.
+
+A partition's engine holds a few open files (LOCK, WAL segment, manifest, one per live
+table). A broker of thousands of partitions keeps at most ``max_open`` engines open
+(``OpenLogLimit``, an LRU over the logs, with a limit derived from RLIMIT_NOFILE or set
+by ``--max-open-partitions``); the least recently used idle one beyond it is *released*
+on the worker pool: its engine syncs and closes every file it holds
+(``Engine.suspend_files``: LOCK, WAL segment, manifest, tables), and nothing else changes:
+the engine and the ``PartitionLog`` stay in memory (offsets, high watermark, producer
+state, version, memtable). The next call that needs the engine reopens the same files
+(``EngineSlot.pin`` -> ``Engine.resume_files``: a few ``open`` calls, no replay, no new file,
+no fsync) and the call goes on. A log in use (a call in progress, a sync wave awaited)
+is pinned and never released; an engine that is busy (a flush or compaction running or
+wanted, a failed WAL) refuses, and the limit tries again later.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+from sentinel.errors import ClosedError
+from sentinel.storage.engine import Engine
+
+RETRY_S = 0.2  # a busy log's release is tried again after this long
+
+
+class Releasable(Protocol):
+    def release_files(self) -> bool: ...
+
+    @property
+    def files_open(self) -> bool: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+class OpenLogLimit:
+    """An LRU of the logs whose engines are open; past ``max_open``, the least recently
+    used are released by ``run`` (the broker's worker pool)."""
+
+    def __init__(self, max_open: int, run: Callable[[Callable[[], None], float], None]) -> None:
+        if max_open < 1:
+            raise ValueError(f"max_open must be at least 1, not {max_open}")
+        self.max_open = max_open
+        self._run = run
+        self._lock = threading.Lock()
+        self._lru: OrderedDict[int, Releasable] = OrderedDict()
+        self.releases = 0
+
+    @property
+    def open_count(self) -> int:
+        return len(self._lru)
+
+    def used(self, log: Releasable) -> None:
+        victims: list[Releasable] = []
+        with self._lock:
+            key = id(log)
+            if key in self._lru:
+                self._lru.move_to_end(key)
+            else:
+                self._lru[key] = log
+            while len(self._lru) > self.max_open:
+                victims.append(self._lru.popitem(last=False)[1])
+        for victim in victims:
+            self._run(lambda v=victim: self._release(v), 0.0)  # type: ignore[misc]
+
+    def _release(self, log: Releasable) -> None:
+        if log.release_files():
+            self.releases += 1
+            return
+        # In use (its unpin marks it used again) or busy: try again later, if it is
+        # still among the least recently used then.
+        if not log.files_open or log.closed:
+            return
+        with self._lock:
+            if id(log) in self._lru:
+                return
+            self._lru[id(log)] = log
+            self._lru.move_to_end(id(log), last=False)
+        self._run(self._recheck, RETRY_S)
+
+    def _recheck(self) -> None:
+        victims: list[Releasable] = []
+        with self._lock:
+            while len(self._lru) > self.max_open:
+                victims.append(self._lru.popitem(last=False)[1])
+        for victim in victims:
+            self._release(victim)
+
+    def forget(self, log: Releasable) -> None:
+        with self._lock:
+            self._lru.pop(id(log), None)
+
+
+class EngineSlot:
+    """The engine under one partition log: pinned while used, suspended when idle."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._pins = 0
+        self.closed = False
+
+    @property
+    def released(self) -> bool:
+        return self.engine.files_suspended
+
+    def pin(self) -> Engine:
+        """The engine, its files reopened if they were released, pinned until ``unpin``."""
+        with self._lock:
+            if self.closed:
+                raise ClosedError("the partition log is closed")
+            if self.engine.files_suspended:
+                self.engine.resume_files()
+            self._pins += 1
+            return self.engine
+
+    def wake(self) -> Engine:
+        """The engine with its files open, not pinned."""
+        with self._lock:
+            if self.engine.files_suspended and not self.closed:
+                self.engine.resume_files()
+            return self.engine
+
+    def unpin(self) -> None:
+        with self._lock:
+            self._pins -= 1
+
+    def release(self, before: Callable[[Engine], None]) -> bool:
+        """Suspend the engine's files unless the log is in use or closed: ``before``
+        (the log's own step) first. True if the files are closed now."""
+        with self._lock:
+            if self._pins or self.closed or self.engine.files_suspended:
+                return False
+            before(self.engine)
+            return self.engine.suspend_files()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True

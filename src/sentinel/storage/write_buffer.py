@@ -1,0 +1,79 @@
+"""A broker-wide memtable budget (RocksDB's write buffer manager).
+
+Every engine of a broker reports the size of its active memtable after each write.
+When the total passes ``budget_bytes``, the manager asks the engines with the largest
+memtables to flush (freeze the memtable and hand it to the worker pool), largest first,
+until the total that remains is under half the budget. The request runs on the worker
+pool, never on the writer's thread (which holds its own engine's write lock), and one
+engine is asked at most once until it reports again. ``memtable_bytes`` per engine
+stays the upper bound of one memtable; the budget bounds them all together, so a broker
+of thousands of mostly idle partitions holds a few memtables' worth of memory, not one
+per partition.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from sentinel.storage.workers import WorkerPool
+
+FlushRequest = Callable[[], None]
+
+
+class WriteBufferManager:
+    def __init__(self, budget_bytes: int, pool: WorkerPool) -> None:
+        if budget_bytes < 1024:
+            raise ValueError("the memtable budget must be at least 1 KiB")
+        self._budget = budget_bytes
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._sizes: dict[int, tuple[int, FlushRequest]] = {}
+        self._asked: set[int] = set()
+        self._total = 0
+        self.flushes_requested = 0
+
+    @property
+    def budget_bytes(self) -> int:
+        return self._budget
+
+    @property
+    def total_bytes(self) -> int:
+        return self._total
+
+    def report(self, owner: int, size: int, flush: FlushRequest) -> None:
+        """``owner``'s active memtable now holds ``size`` bytes; ``flush`` freezes it."""
+        doomed: list[FlushRequest] = []
+        with self._lock:
+            old = self._sizes.get(owner)
+            self._total += size - (old[0] if old is not None else 0)
+            if size:
+                self._sizes[owner] = (size, flush)
+            else:
+                self._sizes.pop(owner, None)
+            if size == 0 or (old is not None and size < old[0]):
+                self._asked.discard(owner)
+            if self._total > self._budget:
+                remaining = self._total - sum(
+                    self._sizes[o][0] for o in self._asked if o in self._sizes
+                )
+                for other, (bytes_, request) in sorted(
+                    self._sizes.items(), key=lambda item: -item[1][0]
+                ):
+                    if remaining <= self._budget // 2:
+                        break
+                    if other in self._asked:
+                        continue
+                    self._asked.add(other)
+                    remaining -= bytes_
+                    doomed.append(request)
+        for request in doomed:
+            self.flushes_requested += 1
+            self._pool.submit(request)
+
+    def forget(self, owner: int) -> None:
+        with self._lock:
+            old = self._sizes.pop(owner, None)
+            if old is not None:
+                self._total -= old[0]
+            self._asked.discard(owner)

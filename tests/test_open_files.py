@@ -1,0 +1,131 @@
+"""Bounded open files: idle partition logs release their engine's files and reopen on
+demand, with offsets, high watermark, producer state and LSNs intact."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from pathlib import Path
+
+from sentinel.broker.topic_config import TopicConfig
+from sentinel.clock import ManualClock
+from sentinel.fs import MemFS, OsFS
+from sentinel.log.open_files import OpenLogLimit
+from sentinel.log.partition_log import PartitionLog
+from sentinel.record import build_batch, iter_batches
+from sentinel.storage.options import EngineOptions
+from sentinel.storage.resources import ResourceSizes, SharedResources
+
+SMALL = EngineOptions(memtable_bytes=8 * 1024, background=False)
+
+
+def record(value: bytes, *, pid: int = -1, seq: int = -1) -> bytes:
+    return build_batch([(None, value, (), 1)], producer_id=pid, producer_epoch=0 if pid >= 0
+                       else -1, base_sequence=seq)  # fmt: skip
+
+
+def values(log: PartitionLog) -> list[bytes]:
+    found = log.read(0, 1 << 20)
+    return [bytes(b) for b in iter_batches(b"".join(found.batches))]
+
+
+def run_now(job: Callable[[], None], delay: float) -> None:
+    """Releases inline, so that the test sees them at once (retries dropped)."""
+    if delay <= 0:
+        job()
+
+
+def test_a_released_log_reopens_on_demand_with_everything_intact() -> None:
+    fs = MemFS()
+    limit = OpenLogLimit(2, run_now)
+    logs = [
+        PartitionLog.open(fs, f"/p{i}", TopicConfig(), ManualClock(), SMALL, open_limit=limit)
+        for i in range(5)
+    ]
+    assert sum(log.files_open for log in logs) <= 2
+    written: list[list[bytes]] = [[] for _ in logs]
+    for round_ in range(4):
+        for i, log in enumerate(logs):
+            batch = record(b"p%d-r%d" % (i, round_), pid=100 + i, seq=round_)
+            log.append(batch)
+            written[i].append(batch)
+            assert sum(x.files_open for x in logs) <= 2
+    assert limit.releases > 0
+    for i, log in enumerate(logs):
+        assert log.log_end_offset == 4 and log.high_watermark == 4
+        stored = values(log)
+        assert [b[-8:] for b in stored] == [b[-8:] for b in written[i]]
+        # A retried batch is still a duplicate after reopening: producer state kept.
+        again = log.append(written[i][-1])
+        assert again.duplicate
+    for log in logs:
+        log.close()
+    reopened = PartitionLog.open(fs, "/p3", TopicConfig(), ManualClock(), SMALL)
+    assert reopened.log_end_offset == 4
+    reopened.close()
+
+
+def test_an_lsn_from_before_a_release_still_syncs_and_moves_the_watermark() -> None:
+    fs = MemFS()
+    shared = SharedResources(ResourceSizes())
+    options = shared.engine_options(EngineOptions(memtable_bytes=8 * 1024))
+    limit = OpenLogLimit(1, run_now)
+    log = PartitionLog.open(fs, "/a", TopicConfig(), ManualClock(), options, open_limit=limit)
+    other = PartitionLog.open(fs, "/b", TopicConfig(), ManualClock(), options, open_limit=limit)
+    result = log.append_many([record(b"x")], wait=False)[0]
+    other.append(record(b"y"))  # releases ``log``: synced at its close
+    assert not log.files_open
+    log.sync_future(result.lsn).result(timeout=30)
+    assert log.high_watermark == 1
+    later = log.append_many([record(b"z")], wait=False)[0]  # reopened: LSNs go on
+    assert later.lsn > result.lsn
+    futures = [log.sync_future(later.lsn), other.sync_future(1)]
+    concurrent.futures.wait(futures, timeout=30)
+    assert log.high_watermark == 2
+    log.close()
+    other.close()
+    shared.close()
+
+
+def test_on_a_real_filesystem_released_files_reopen_for_appending(tmp_path: Path) -> None:
+    fs = OsFS()
+    limit = OpenLogLimit(1, run_now)
+    logs = [
+        PartitionLog.open(fs, str(tmp_path / f"p{i}"), TopicConfig(), ManualClock(), SMALL,
+                          open_limit=limit)
+        for i in range(2)
+    ]
+    for round_ in range(30):  # a memtable flush or two on the way
+        for i, log in enumerate(logs):
+            log.append(record(b"p%d-r%02d" % (i, round_) * 700))  # value separation too
+    assert limit.releases > 10
+    for i, log in enumerate(logs):  # each read reopens one and releases the other
+        got = values(log)
+        assert len(got) == 30 and b"p%d-r00" % i * 700 in got[0]
+    for log in logs:
+        log.close()
+    for i in range(2):
+        reopened = PartitionLog.open(fs, str(tmp_path / f"p{i}"), TopicConfig(), ManualClock())
+        got = values(reopened)
+        assert len(got) == 30 and b"p%d-r29" % i * 700 in got[-1]
+        reopened.close()
+
+
+def test_a_release_flushes_a_large_memtable_first() -> None:
+    fs = MemFS()
+    shared = SharedResources(ResourceSizes())
+    options = shared.engine_options(EngineOptions(memtable_bytes=64 * 1024))
+    limit = OpenLogLimit(1, run_now)
+    big = PartitionLog.open(fs, "/big", TopicConfig(), ManualClock(), options, open_limit=limit)
+    for n in range(20):
+        big.append(record(b"%02d" % n * 500))  # ~20 KiB: past a quarter of the memtable
+    small = PartitionLog.open(fs, "/s", TopicConfig(), ManualClock(), options, open_limit=limit)
+    small.append(record(b"x"))
+    assert not big.files_open
+    stats = big.engine_stats()
+    assert stats.flushes >= 1 and stats.memtable_bytes == 0
+    assert shared.write_buffer.total_bytes < 10 * 1024  # only the small one's
+    assert len(values(big)) == 20
+    big.close()
+    small.close()
+    shared.close()
