@@ -31,6 +31,7 @@ requests per connection, beyond which reading the socket pauses (``reading_pause
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -55,6 +56,8 @@ __all__ = ["KafkaListener", "first_error_code"]
 
 log = logging.getLogger(__name__)
 
+CLOSE_WAIT_S = 2.0
+"""How long ``stop`` waits for the closed sockets to report themselves closed."""
 RECEIVE_BUFFER_BYTES = 256 * 1024
 """What one socket read may fill; the buffer is allocated once per connection."""
 
@@ -101,6 +104,7 @@ class KafkaListener:
         self.handlers: dict[int, Handler] = load_handlers()
         self._server: asyncio.Server | None = None
         self._open: set[_KafkaProtocol] = set()
+        self._none_open = asyncio.Event()
         self._ids = itertools.count(1)
 
     @property
@@ -126,17 +130,23 @@ class KafkaListener:
             await asyncio.wait(pending, timeout=grace_s)
         for proto in list(self._open):
             proto.close()
+        if self._open:  # their connection_lost runs on the next loop iterations
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._none_open.wait(), CLOSE_WAIT_S)
         await self._server.wait_closed()
         self._server = None
 
     def opened(self, proto: _KafkaProtocol) -> None:
         self._open.add(proto)
+        self._none_open.clear()
         self.metrics.kafka_connections.inc()
 
     def closed(self, proto: _KafkaProtocol) -> None:
         if proto in self._open:
             self._open.discard(proto)
             self.metrics.kafka_connections.dec()
+            if not self._open:
+                self._none_open.set()
 
 
 class _KafkaProtocol(asyncio.BufferedProtocol):
