@@ -21,6 +21,7 @@ from kafka_raw import RawKafka
 from broker_process import BrokerProcess
 from sentinel.protocol.kafka.connection import DEFAULT_MAX_IN_FLIGHT
 from sentinel.protocol.kafka.messages import api_versions as av
+from sentinel.protocol.kafka.messages import fetch as fe
 from sentinel.protocol.kafka.messages import init_producer_id as ipi
 from sentinel.protocol.kafka.messages import list_offsets as lo
 from sentinel.protocol.kafka.messages import metadata as md
@@ -172,15 +173,26 @@ def test_acks_zero_is_not_answered_and_the_next_request_is(broker: BrokerProcess
             time.sleep(0.02)
 
 
-def test_metrics_count_connections_and_requests(broker: BrokerProcess) -> None:
+def test_metrics_count_connections_requests_and_traffic(broker: BrokerProcess) -> None:
     with RawKafka(broker.kafka_address) as a, RawKafka(broker.kafka_address) as b:
-        a.call(3, 12, metadata_request())
-        b.call(3, 12, metadata_request())
+        a.call(3, 12, metadata_request("metered"))
+        batch = build_batch([(None, b"r%d" % i, (), 1_700_000_000_000) for i in range(3)])
+        assert a.call(0, 9, produce_request("metered", batch)).responses[0] \
+            .partition_responses[0].error_code == 0
+        answer = b.call(1, 11, fe.FetchRequest(max_wait_ms=0, min_bytes=0, topics=(
+            fe.FetchTopic(topic="metered", partitions=(
+                fe.FetchPartition(partition=0, fetch_offset=1,
+                                  partition_max_bytes=1 << 20),)),)))  # fmt: skip
+        assert answer.responses[0].partitions[0].records
         text = scrape(broker)
         (line,) = [x for x in text.splitlines() if x.startswith("sentinel_kafka_connections ")]
         assert float(line.split()[1]) >= 2
     assert 'sentinel_kafka_requests_total{api="metadata",code="0"}' in text
     assert 'sentinel_kafka_request_seconds_bucket{api="metadata"' in text
+    # The broker-wide traffic counters count what the Kafka door moved too.
+    assert 'sentinel_messages_produced_total{topic="metered"} 3.0' in text
+    assert f'sentinel_bytes_produced_total{{topic="metered"}} {float(len(batch))}' in text
+    assert 'sentinel_messages_fetched_total{topic="metered"} 2.0' in text  # from offset 1
     deadline = time.monotonic() + 10
     while True:  # closed connections leave the count
         (line,) = [x for x in scrape(broker).splitlines()

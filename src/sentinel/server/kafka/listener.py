@@ -50,6 +50,7 @@ from sentinel.protocol.kafka.events import (
 from sentinel.protocol.kafka.messages import API_NAMES, RESPONSES
 from sentinel.protocol.kafka.versions import UNSUPPORTED_VERSION
 from sentinel.server.kafka.handlers import Handler, KafkaRequestContext, load_handlers
+from sentinel.server.kafka.traffic import record_traffic
 from sentinel.server.metrics import Metrics
 
 __all__ = ["KafkaListener", "first_error_code"]
@@ -271,9 +272,10 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
                           self.peer, api, event.api_version)
             self._drop("internal", None)
             return
-        self._listener.metrics.observe_kafka_request(
-            api, first_error_code(response), time.perf_counter() - started
-        )
+        metrics = self._listener.metrics
+        elapsed = time.perf_counter() - started
+        metrics.observe_kafka_request(api, first_error_code(response), elapsed)
+        record_traffic(metrics, event.api_key, event.request, response)
         self._write(data)
         # Frames held back while max_in_flight were unanswered are handed out now.
         self._handle(self._conn.receive_data(b""))
