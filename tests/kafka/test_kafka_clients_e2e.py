@@ -37,7 +37,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTP
 from sentinel import client as sentinel_client
 
-TS = 1_700_000_000_000
+# Record timestamps of a minute ago: older ones would be removed by time retention
+# (7 days), which the broker checks every second here.
+TS = int(time.time() * 1000) - 60_000
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,9 @@ from sentinel.record import build_batch
 
 UNSUPPORTED_VERSION = 35
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+# Record timestamps of now: older ones would be removed by time retention (7 days),
+# which the broker checks every second here.
+NOW_MS = int(time.time() * 1000)
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +132,23 @@ def test_pipelined_requests_beyond_the_in_flight_bound_are_answered_in_order(
             assert client.read_response(3, 9, cid).brokers[0].node_id == 0
 
 
+def test_pipelined_produces_to_one_partition_append_in_request_order(
+    broker: BrokerProcess,
+) -> None:
+    with RawKafka(broker.kafka_address) as client:
+        client.call(3, 12, metadata_request("piped"))
+        ids, payload = [], bytearray()
+        for i in range(12):  # not idempotent: only the order on the wire orders them
+            batch = build_batch([(None, b"%d" % i, (), NOW_MS)])
+            cid, body = client.request_bytes(0, 9, produce_request("piped", batch, acks=1))
+            ids.append(cid)
+            payload += struct.pack(">i", len(body)) + body
+        client.sock.sendall(payload)
+        offsets = [client.read_response(0, 9, cid).responses[0].partition_responses[0]
+                   .base_offset for cid in ids]  # fmt: skip
+        assert offsets == list(range(12))
+
+
 def test_idempotent_producer_duplicates_and_gaps(broker: BrokerProcess) -> None:
     with RawKafka(broker.kafka_address) as client:
         client.call(3, 12, metadata_request("idem"))  # auto-created
@@ -137,7 +157,7 @@ def test_idempotent_producer_duplicates_and_gaps(broker: BrokerProcess) -> None:
         assert ident.error_code == 0 and ident.producer_id >= 0 and ident.producer_epoch == 0
 
         def batch(seq: int, n: int = 5) -> bytes:
-            return build_batch([(b"k", b"v%d" % (seq + i), (), 1_700_000_000_000)
+            return build_batch([(b"k", b"v%d" % (seq + i), (), NOW_MS)
                                 for i in range(n)], producer_id=ident.producer_id,
                                producer_epoch=0, base_sequence=seq)
 
@@ -163,7 +183,7 @@ def test_idempotent_producer_duplicates_and_gaps(broker: BrokerProcess) -> None:
 def test_acks_zero_is_not_answered_and_the_next_request_is(broker: BrokerProcess) -> None:
     with RawKafka(broker.kafka_address) as client:
         client.call(3, 12, metadata_request("acks0"))
-        batch = build_batch([(None, b"fire and forget", (), 1_700_000_000_000)])
+        batch = build_batch([(None, b"fire and forget", (), NOW_MS)])
         _cid, body = client.request_bytes(0, 9, produce_request("acks0", batch, acks=0))
         client.send_frame(body)
         # The next frame on the wire answers the Metadata request, not the produce.
@@ -176,7 +196,7 @@ def test_acks_zero_is_not_answered_and_the_next_request_is(broker: BrokerProcess
 def test_metrics_count_connections_requests_and_traffic(broker: BrokerProcess) -> None:
     with RawKafka(broker.kafka_address) as a, RawKafka(broker.kafka_address) as b:
         a.call(3, 12, metadata_request("metered"))
-        batch = build_batch([(None, b"r%d" % i, (), 1_700_000_000_000) for i in range(3)])
+        batch = build_batch([(None, b"r%d" % i, (), NOW_MS) for i in range(3)])
         assert a.call(0, 9, produce_request("metered", batch)).responses[0] \
             .partition_responses[0].error_code == 0
         answer = b.call(1, 11, fe.FetchRequest(max_wait_ms=0, min_bytes=0, topics=(
