@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 from typing import IO
 
-READY = re.compile(r"sentinel-server ready grpc=([\d.]+):(\d+) metrics=(\d+)")
+READY = re.compile(
+    r"sentinel-server ready grpc=([\d.]+):(\d+) metrics=(\d+)(?: kafka=([\d.]+):(\d+))?"
+)
 START_TIMEOUT_S = 30.0
 _WITH_OPEN_FILES = (
     "import resource, runpy, sys; "
@@ -37,12 +39,18 @@ class BrokerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.metrics_port = 0
+        self.kafka_port = 0
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self._log: IO[str] | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def kafka_address(self) -> str:
+        """``127.0.0.1:PORT`` of the Kafka protocol listener (bootstrap.servers)."""
+        return f"127.0.0.1:{self.kafka_port}"
 
     @property
     def metrics_url(self) -> str:
@@ -63,6 +71,8 @@ class BrokerProcess:
             str(self.data_dir),
             "--metrics-port",
             "0",
+            "--kafka-port",
+            str(self.kafka_port),
         ]
         for key, value in self.flags.items():
             if value is True:
@@ -98,6 +108,7 @@ class BrokerProcess:
             if match:
                 self.port = int(match.group(2))
                 self.metrics_port = int(match.group(3))
+                self.kafka_port = int(match.group(5) or 0)
                 selector.close()
                 return self
         selector.close()

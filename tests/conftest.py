@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from broker_process import BrokerProcess
+
+# Every broker a test starts listens for Kafka clients on a free port, never on 9093
+# (the default), which another broker or another test run may hold. BrokerProcess
+# passes --kafka-port itself; this covers servers tests start by hand.
+os.environ.setdefault("SENTINEL_KAFKA_PORT", "0")
 
 
 @pytest.fixture

@@ -16,11 +16,13 @@ from broker_process import BrokerProcess
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 DEFAULT_ADDRESS = "127.0.0.1:9092"
+KAFKA_ADDRESS = "127.0.0.1:9093"  # the Kafka protocol listener's default
 # what each block prints when it worked: its first words, then its own check
 EXPECTED = {
     "orders": re.compile(r"^consumed 1000 records$", re.M),
     "payments": re.compile(r"^9\.5$", re.M),
     "clicks": re.compile(r"^10 clicks, from b'click \d'$", re.M),
+    "shipments": re.compile(r"^b'parcel-1' b'shipped'$", re.M),
 }
 
 
@@ -38,7 +40,7 @@ def _expectation(block: str) -> re.Pattern[str]:
 def test_the_readme_has_the_python_examples_this_test_checks() -> None:
     blocks = python_blocks()
     assert len(blocks) == len(EXPECTED)
-    assert all(DEFAULT_ADDRESS in block for block in blocks)
+    assert all(DEFAULT_ADDRESS in block or KAFKA_ADDRESS in block for block in blocks)
 
 
 def test_readme_python_examples_run_twice_against_a_broker(
@@ -49,7 +51,8 @@ def test_readme_python_examples_run_twice_against_a_broker(
     for run in (1, 2):
         for index, block in enumerate(blocks):
             script = tmp_path / f"readme_{index}.py"
-            script.write_text(block.replace(DEFAULT_ADDRESS, broker.address))
+            script.write_text(block.replace(DEFAULT_ADDRESS, broker.address)
+                              .replace(KAFKA_ADDRESS, broker.kafka_address))
             done = subprocess.run(
                 [sys.executable, str(script)],
                 capture_output=True,

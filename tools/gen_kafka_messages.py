@@ -46,6 +46,10 @@ APIS: dict[str, tuple[int, int, int]] = {
     "init_producer_id": (22, 0, 4),
     "describe_configs": (32, 1, 1),
     "create_partitions": (37, 0, 1),
+    "delete_records": (21, 0, 2),
+    "alter_configs": (33, 0, 2),
+    "incremental_alter_configs": (44, 0, 1),
+    "describe_cluster": (60, 0, 1),
 }
 
 OUT = Path(__file__).resolve().parent.parent / "src/sentinel/protocol/kafka/messages"

@@ -34,6 +34,8 @@ class ConfigError(InvalidArgumentError):
 class BrokerConfig:
     host: str = "127.0.0.1"
     port: int = 9092
+    kafka_host: str = ""  # empty: --host
+    kafka_port: int = 9093  # the Kafka protocol listener; 0: any free port
     data_dir: str = "./data"
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9100  # 0: any free port
@@ -67,7 +69,8 @@ class BrokerConfig:
     skip_damaged: bool = False
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535 or not 0 <= self.metrics_port <= 65535:
+        ports = (self.port, self.metrics_port, self.kafka_port)
+        if not all(0 <= port <= 65535 for port in ports):
             raise ConfigError("ports must be in 0..65535")
         if self.sync_mode not in {m.value for m in SyncMode}:
             raise ConfigError(f"sync_mode={self.sync_mode!r}: expected always, interval or none")
@@ -108,6 +111,15 @@ class BrokerConfig:
     @property
     def advertised(self) -> str:
         return self.advertised_host or self.host
+
+    @property
+    def kafka_listen_host(self) -> str:
+        return self.kafka_host or self.host
+
+    @property
+    def kafka_advertised(self) -> str:
+        """The host Kafka clients are told to connect to (Metadata, DescribeCluster)."""
+        return self.advertised_host or self.kafka_listen_host
 
 
 ENV_PREFIX = "SENTINEL_"

@@ -79,7 +79,7 @@ def to_positional(value: Any, s: Struct, schema: Any, version: int, flexible: bo
 def _fill(value: Any, ours: Any, schema: Schema, version: int, flexible: bool) -> tuple:
     out: list[Any] = []
     for kind in schema.fields:
-        if isinstance(kind, TaggedFields):
+        if isinstance(kind, TaggedFields) or kind is TaggedFields:  # DeleteRecords v2: the class
             out.append({})
             continue
         if isinstance(kind, Schema):  # aiokafka groups some of our fields in a sub-tuple
@@ -110,7 +110,7 @@ def from_positional(data: Any, s: Struct, schema: Any, version: int, flexible: b
 def _collect(data: tuple, ours: Any, schema: Schema, version: int, flexible: bool,
              values: dict[str, Any]) -> None:
     for kind, v in zip(schema.fields, data, strict=True):
-        if isinstance(kind, TaggedFields):
+        if isinstance(kind, TaggedFields) or kind is TaggedFields:  # DeleteRecords v2: the class
             continue
         if isinstance(kind, Schema):
             _collect(v, ours, kind, version, flexible, values)

@@ -88,9 +88,11 @@ def test_malformed_body_closes_after_earlier_requests() -> None:
     assert len(events) == 2
 
 
-def test_trailing_bytes_after_a_body_are_malformed() -> None:
-    events = KafkaServerConnection().receive_data(frame(heartbeat(1)[4:] + b"\x00"))
-    assert isinstance(events[0], ConnectionClosed)
+def test_trailing_bytes_after_a_body_are_ignored_as_kafka_does() -> None:
+    # librdkafka 2.16's Metadata v12 request for every topic carries 3 such bytes.
+    events = KafkaServerConnection().receive_data(frame(heartbeat(1)[4:] + b"\x01\x00\x00"))
+    assert isinstance(events[0], RequestReceived)
+    assert events[0].correlation_id == 1
 
 
 def test_reused_correlation_id_in_flight_closes() -> None:

@@ -72,6 +72,7 @@ async def service() -> AsyncIterator[BrokerService]:
         data_dir="/data",
         node_id=NODE,
         port=9555,
+        kafka_port=9556,
         advertised_host="broker.test",
         group_min_session_timeout_ms=500,
         sync_mode="always",
@@ -194,7 +195,7 @@ def test_every_group_api_has_its_handler() -> None:
 async def test_find_coordinator_names_this_broker(service: BrokerService, version: int) -> None:
     found = await call(h.find_coordinator, version, FindCoordinatorRequest(key="g"), service)
     assert (found.error_code, found.node_id, found.host, found.port) == (
-        0, NODE, "broker.test", 9555)
+        0, NODE, "broker.test", 9556)
     if version >= 1:
         refused = await call(h.find_coordinator, version,
                              FindCoordinatorRequest(key="tx", key_type=1), service)

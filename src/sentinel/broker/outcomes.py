@@ -124,6 +124,9 @@ class BrokerMetadata:
     node_id: int
     host: str
     port: int
+    #: Where Kafka clients reach this broker (its Kafka protocol listener).
+    kafka_host: str = ""
+    kafka_port: int = -1
 
 
 @dataclass(frozen=True, slots=True)

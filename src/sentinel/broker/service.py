@@ -16,7 +16,9 @@ import contextlib
 import itertools
 import logging
 import posixpath
+import secrets
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 
 from sentinel.broker.fetch import DEFAULT_RESPONSE_BYTES, fetch_many
 from sentinel.broker.group_config import GroupConfig
@@ -89,6 +91,8 @@ FOLLOW_WAIT_MS = 500
 """How long one round of a following consume waits before it looks again."""
 DEFAULT_CLIENT_ID = "sentinel-client"
 DEFAULT_ASSIGNOR = "roundrobin"
+MAX_PRODUCER_EPOCH = 32767
+"""Kafka's producer epochs are int16; past it, InitProducerId hands out a new id."""
 
 __all__ = [
     "EARLIEST",
@@ -358,12 +362,7 @@ class BrokerService:
                     described.append(TopicMetadata(name, (), {}, 0, exc))
         else:
             described = [self.topic_metadata(t) for t in self.registry]
-        config = self.config
-        return ClusterMetadata(
-            (BrokerMetadata(config.node_id, config.advertised, config.port),),
-            config.node_id,
-            tuple(described),
-        )
+        return replace(self.cluster(), topics=tuple(described))
 
     def topic_metadata(self, topic: Topic) -> TopicMetadata:
         """A topic's partitions: leader and replicas (this broker), offsets and size."""
@@ -752,8 +751,7 @@ class BrokerService:
     def group_coordinator(self, group_id: str) -> BrokerMetadata:
         """The broker that coordinates ``group_id`` (Kafka's FindCoordinator), as
         ``metadata()`` lists it: a single broker coordinates every group."""
-        config = self.config
-        return BrokerMetadata(config.node_id, config.advertised, config.port)
+        return self.cluster().brokers[0]
 
     async def kafka_join_group(
         self,
@@ -799,3 +797,31 @@ class BrokerService:
             client_host=client_host,
             require_known_member_id=require_known_member_id,
         )
+    # ------------------------------------------------ idempotent producers (issue 9)
+
+    def init_producer_id(self, producer_id: int = -1, epoch: int = -1) -> tuple[int, int]:
+        """Kafka's InitProducerId for an idempotent (not transactional) producer: a new
+        producer id with epoch 0; or, for a producer that names its id and epoch
+        (KIP-360: it bumps its epoch to reset its sequences), the same id with the next
+        epoch (a new id once the epoch would overflow). The partitions' producer state
+        then applies Kafka's rules (duplicates dropped, gaps refused) as for the gRPC door.
+
+        Ids are random positive 63-bit numbers, as the gRPC client picks its own: unique
+        across restarts without a stored counter, and unknown to every partition, so a
+        new producer's first sequence is accepted."""
+        if producer_id >= 0 and 0 <= epoch < MAX_PRODUCER_EPOCH:
+            return producer_id, epoch + 1
+        return 1 + secrets.randbelow(2**63 - 1), 0
+
+    def cluster(self) -> ClusterMetadata:
+        """The brokers (with their gRPC and Kafka addresses) and the controller; no
+        topics (Kafka's DescribeCluster, a Metadata request for no topic)."""
+        config = self.config
+        broker = BrokerMetadata(
+            config.node_id,
+            config.advertised,
+            config.port,
+            config.kafka_advertised,
+            config.kafka_port,
+        )
+        return ClusterMetadata((broker,), config.node_id, ())

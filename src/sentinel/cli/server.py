@@ -82,6 +82,18 @@ def _verify(data_dir: str) -> int:
     help=f"gRPC port (0: any free port). [default: {_DEFAULTS.port}]",
 )
 @click.option(
+    "--kafka-host",
+    default=None,
+    help="Address of the Kafka protocol listener. [default: --host]",
+)
+@click.option(
+    "--kafka-port",
+    type=int,
+    default=None,
+    help="Kafka protocol port, for Kafka clients (0: any free port)."
+    f" [default: {_DEFAULTS.kafka_port}]",
+)
+@click.option(
     "--data", "data_dir", default=None, help=f"Data directory. [default: {_DEFAULTS.data_dir}]"
 )
 @click.option(
@@ -275,7 +287,8 @@ def _verify(data_dir: str) -> int:
     f" [default: {_DEFAULTS.slow_fsync_ms:g}]",
 )
 def main(config_file: str | None, verify: bool, **flags: Any) -> None:
-    """Run a Sentinel broker: a commit log with a gRPC API and Prometheus metrics."""
+    """Run a Sentinel broker: a commit log with a gRPC API, the Kafka protocol and
+    Prometheus metrics."""
     # First of all: a broker must be able to reopen every partition it ever created.
     raise_open_files_limit()
     try:

@@ -1,9 +1,10 @@
 """The composition root: build the broker, its front doors and metrics; start and stop
 them in order.
 
-Start: check that both ports can be listened on (one line naming the port and its
-setting if not), recover the broker from its data directory (saying what it recovers),
-then open the metrics endpoint, then the gRPC listener. Stop (SIGTERM / SIGINT): stop
+Start: check that every port can be listened on (one line naming the port and its
+setting if not), recover the broker from its data directory (saying what it
+recovers), then open the metrics endpoint, then the gRPC listener, then the Kafka
+listener. Stop (SIGTERM / SIGINT): stop
 accepting, let in-flight requests finish (up to ``shutdown_grace_s``), cancel streams,
 then make the logs durable and release the data directory.
 """
@@ -28,6 +29,7 @@ from sentinel.config import BrokerConfig
 from sentinel.fs import FS, OsFS
 from sentinel.server.connections import ConnectionCount
 from sentinel.server.grpc_api import SentinelServicer, add_to_server
+from sentinel.server.kafka.listener import KafkaListener
 from sentinel.server.metrics import (
     BrokerView,
     LagFigure,
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 class _Endpoints:
     grpc_port: int
     metrics_port: int
+    kafka_port: int = 0
 
 
 class SentinelApp:
@@ -58,6 +61,7 @@ class SentinelApp:
         )
         self._server: grpc.aio.Server | None = None
         self._metrics_server: Any = None
+        self._kafka: KafkaListener | None = None
         self.endpoints = _Endpoints(0, 0)
 
     def _observe_fsync(self, seconds: float, entries: int) -> None:
@@ -72,6 +76,7 @@ class SentinelApp:
 
     def _check_ports(self) -> None:
         check_listen(self.config.host, self.config.port, "port")
+        check_listen(self.config.kafka_listen_host, self.config.kafka_port, "kafka_port")
         if self.config.metrics_enabled:
             check_listen(self.config.metrics_host, self.config.metrics_port, "metrics_port")
 
@@ -117,8 +122,9 @@ class SentinelApp:
             raise in_use(self.config.host, self.config.port, "port") from None
         await self._server.start()
         self.endpoints.grpc_port = port
+        kafka_port = await self._start_kafka()
         # With --port 0 the metadata must advertise the port the kernel picked.
-        self.config = replace(self.config, port=port)
+        self.config = replace(self.config, port=port, kafka_port=kafka_port)
         self.service.config = self.config
         log.info(
             "sentinel listening on %s:%d; at most %d partitions; open files limit %d",
@@ -128,7 +134,25 @@ class SentinelApp:
             current_open_files_limit(),
         )
 
+    async def _start_kafka(self) -> int:
+        host, port = self.config.kafka_listen_host, self.config.kafka_port
+        self._kafka = KafkaListener(
+            self.service, self.metrics, max_frame_bytes=self.config.max_request_bytes
+        )
+        try:
+            bound = await self._kafka.start(host, port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:  # lost a race for the port since _check_ports
+                raise in_use(host, port, "kafka_port") from None
+            raise unavailable(host, port, "kafka_port", exc.strerror or str(exc)) from None
+        self.endpoints.kafka_port = bound
+        log.info("kafka protocol listening on %s:%d", host, bound)
+        return bound
+
     async def stop(self) -> None:
+        if self._kafka is not None:
+            await self._kafka.stop(self.config.shutdown_grace_s)
+            self._kafka = None
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s)
             self._server = None
@@ -146,7 +170,8 @@ class SentinelApp:
         # One line a supervisor (and the tests) can wait for.
         print(
             f"sentinel-server ready grpc={self.config.host}:{self.endpoints.grpc_port} "
-            f"metrics={self.endpoints.metrics_port}",
+            f"metrics={self.endpoints.metrics_port} "
+            f"kafka={self.config.kafka_listen_host}:{self.endpoints.kafka_port}",
             flush=True,
         )
         await stop.wait()

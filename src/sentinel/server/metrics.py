@@ -14,6 +14,11 @@ so the hot path never updates them.
 ``sentinel_active_connections`` is read from the kernel at scrape time (see
 ``connections``). ``sentinel_requests_total{code}`` is ``OK`` for a request answered
 without error, else the error's reason.
+
+The Kafka door: ``sentinel_kafka_requests_total{api,code}`` (Kafka's numeric error code,
+``0`` for none), ``sentinel_kafka_request_seconds{api}``, ``sentinel_kafka_connections``
+(counted by the listener, which sees every connection) and
+``sentinel_kafka_closed_connections_total{reason}``.
 """
 
 from __future__ import annotations
@@ -226,10 +231,42 @@ class Metrics:
             ["method", "code"],
             registry=reg,
         )
+        # The Kafka protocol door (server/kafka/listener.py).
+        self.kafka_requests = Counter(
+            "sentinel_kafka_requests",
+            "Kafka protocol requests by API and Kafka error code (0: none; the first"
+            " non-zero code of the response, e.g. a partition's refusal)",
+            ["api", "code"],
+            registry=reg,
+        )
+        self.kafka_request_latency = Histogram(
+            "sentinel_kafka_request_seconds",
+            "Kafka protocol request latency, from decoded to answered (Fetch long-polls"
+            " and acks=all fsync waits included)",
+            ["api"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=reg,
+        )
+        self.kafka_connections = Gauge(
+            "sentinel_kafka_connections",
+            "Client TCP connections open to the Kafka port",
+            registry=reg,
+        )
+        self.kafka_closed_connections = Counter(
+            "sentinel_kafka_closed_connections",
+            "Kafka connections the broker closed, by reason (bad_frame: oversized or"
+            " malformed; internal: a handler failed)",
+            ["reason"],
+            registry=reg,
+        )
 
     def observe_produce(self, seconds: float) -> None:
         self.produce_latency.observe(seconds)
         self._recent_produce_ms.add(seconds * 1000.0)
+
+    def observe_kafka_request(self, api: str, code: int, seconds: float) -> None:
+        self.kafka_requests.labels(api, str(code)).inc()
+        self.kafka_request_latency.labels(api).observe(seconds)
 
     def observe_fsync(self, seconds: float, _entries: int) -> None:
         self.wal_fsync_latency.observe(seconds)

@@ -175,7 +175,9 @@ class KafkaServerConnection:
         r = wire.Reader(frame)
         try:
             header = decode_request_header(r, request_header_version(api_key, api_version))
-            request = serde.decode_body(r, REQUESTS[api_key], api_version)
+            # Bytes after the body are ignored, as Kafka's brokers ignore them:
+            # librdkafka 2.16 sends 3 after a Metadata v12 body asking for every topic.
+            request = serde.decode_body(r, REQUESTS[api_key], api_version, trailing_ok=True)
         except DecodeError as exc:
             return self._fail(f"api {api_key} v{api_version} correlation id "
                               f"{correlation_id}: {exc}")

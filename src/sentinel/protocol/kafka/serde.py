@@ -208,11 +208,13 @@ def _check(message: Message, version: int) -> None:
             f"api {message.api_key} has no version {version} (only {message.versions})")
 
 
-def decode_body(r: wire.Reader, message: Message, version: int) -> Any:
-    """Decode one body at ``r`` (which must end where the body ends)."""
+def decode_body(r: wire.Reader, message: Message, version: int, *,
+                trailing_ok: bool = False) -> Any:
+    """Decode one body at ``r`` (which must end where the body ends, unless
+    ``trailing_ok``: bytes after the body are then ignored, as Kafka's brokers do)."""
     _check(message, version)
     value = _read_struct(r, _plan(message.body, version, message.flexible(version)))
-    if r.pos != r.end:
+    if r.pos != r.end and not trailing_ok:
         raise DecodeError(f"{r.end - r.pos} bytes left after api {message.api_key} "
                           f"v{version} body")
     return value

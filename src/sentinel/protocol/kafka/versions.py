@@ -17,7 +17,9 @@ OffsetFetch          9  1-8         CreateTopics        19  2-4
 FindCoordinator     10  0-2         DeleteTopics        20  1-4
 JoinGroup           11  0-5         InitProducerId      22  0-4
 Heartbeat           12  0-3         DescribeConfigs     32  1
-CreatePartitions    37  0-1
+DeleteRecords       21  0-2         CreatePartitions    37  0-1
+AlterConfigs        33  0-2         IncrementalAlter... 44  0-1
+DescribeCluster     60  0-1
 =================  ===  ========    =================  ===  ========
 """
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 from types import ModuleType
 
 from sentinel.protocol.kafka.messages import (
+    alter_configs,
     api_versions,
     create_partitions,
     create_topics,
+    delete_records,
     delete_topics,
+    describe_cluster,
     describe_configs,
     describe_groups,
     fetch,
     find_coordinator,
     heartbeat,
+    incremental_alter_configs,
     init_producer_id,
     join_group,
     leave_group,
@@ -38,7 +42,8 @@ MODULES: tuple[ModuleType, ...] = (
     produce, fetch, list_offsets, metadata, offset_commit, offset_fetch, find_coordinator,
     join_group, heartbeat, leave_group, sync_group, describe_groups, list_groups,
     api_versions, create_topics, delete_topics, init_producer_id, describe_configs,
-    create_partitions,
+    create_partitions, delete_records, alter_configs, incremental_alter_configs,
+    describe_cluster,
 )
 
 REQUESTS: dict[int, Message] = {m.REQUEST.api_key: m.REQUEST for m in MODULES}

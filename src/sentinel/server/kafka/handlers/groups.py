@@ -112,7 +112,10 @@ async def find_coordinator(
         )
     broker = service.group_coordinator(request.key)
     return FindCoordinatorResponse(
-        error_message=None, node_id=broker.node_id, host=broker.host, port=broker.port
+        error_message=None,
+        node_id=broker.node_id,
+        host=broker.kafka_host,
+        port=broker.kafka_port,
     )
 
 

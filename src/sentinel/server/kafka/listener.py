@@ -1,0 +1,294 @@
+"""The Kafka protocol listener: sockets to ``KafkaServerConnection``, requests to handlers.
+
+Raw asyncio: one ``BufferedProtocol`` per client socket receives into a buffer of its
+own that is reused for every read (no fresh ``bytes`` per read: DESIGN's measurements)
+and feeds the sans-IO ``KafkaServerConnection``, which frames, decodes and keeps the
+answers in request order. Each decoded request runs as its own task calling the
+handler registered for its API key (``handlers``); the bytes ``send_response`` returns
+are written as they become writable. So a long-polling Fetch does not hold up the
+Metadata request behind it, and the client still reads its answers in order.
+
+Per connection, nothing else is affected:
+
+=========================================  ==========================================
+what                                       answer
+=========================================  ==========================================
+API key or version we do not speak         UNSUPPORTED_VERSION (the codec's answer)
+an advertised API no handler serves yet    UNSUPPORTED_VERSION
+oversized or malformed frame               that socket closed, one warning line
+handler raises ``SentinelError``           its ``kafka_code`` in the response's
+                                           ``error_code`` (handlers answer per
+                                           partition; this is the last resort); a
+                                           response without one: closed, one line
+any other handler exception (a bug)        logged once with its trace, that socket
+                                           closed
+=========================================  ==========================================
+
+Bounds: frames up to ``--max-request-bytes``; at most ``max_in_flight`` unanswered
+requests per connection, beyond which reading the socket pauses (``reading_paused``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import fields, is_dataclass
+from typing import Any, cast
+
+from sentinel.broker.service import BrokerService
+from sentinel.errors import SentinelError
+from sentinel.protocol.kafka.connection import DEFAULT_MAX_IN_FLIGHT, KafkaServerConnection
+from sentinel.protocol.kafka.events import (
+    ConnectionClosed,
+    Event,
+    RequestReceived,
+    UnsupportedRequest,
+)
+from sentinel.protocol.kafka.messages import API_NAMES, RESPONSES
+from sentinel.protocol.kafka.versions import UNSUPPORTED_VERSION
+from sentinel.server.kafka.handlers import Handler, KafkaRequestContext, load_handlers
+from sentinel.server.kafka.traffic import record_traffic
+from sentinel.server.metrics import Metrics
+
+__all__ = ["KafkaListener", "first_error_code"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_WAIT_S = 2.0
+"""How long ``stop`` waits for the closed sockets to report themselves closed."""
+RECEIVE_BUFFER_BYTES = 256 * 1024
+"""What one socket read may fill; the buffer is allocated once per connection."""
+
+
+def first_error_code(value: Any) -> int:
+    """The first non-zero ``error_code`` of a response, depth first (0: none)."""
+    code = getattr(value, "error_code", 0)
+    if code:
+        return int(code)
+    for f in fields(value):
+        items = getattr(value, f.name)
+        if isinstance(items, tuple) and items and is_dataclass(items[0]):
+            for item in items:
+                code = first_error_code(item)
+                if code:
+                    return code
+    return 0
+
+
+def error_response(api_key: int, code: int) -> Any | None:
+    """The API's response carrying ``code`` at its top level, or None if it has no
+    top-level ``error_code`` (its errors are per topic or partition)."""
+    cls = RESPONSES[api_key].body.cls
+    if "error_code" not in {f.name for f in fields(cls)}:
+        return None
+    return cls(error_code=code)
+
+
+class KafkaListener:
+    """The Kafka port: accepts connections, serves them, counts them."""
+
+    def __init__(
+        self,
+        service: BrokerService,
+        metrics: Metrics,
+        *,
+        max_frame_bytes: int,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.max_frame_bytes = max_frame_bytes
+        self.max_in_flight = max_in_flight
+        self.handlers: dict[int, Handler] = load_handlers()
+        self._server: asyncio.Server | None = None
+        self._open: set[_KafkaProtocol] = set()
+        self._none_open = asyncio.Event()
+        self._ids = itertools.count(1)
+
+    @property
+    def connections(self) -> int:
+        return len(self._open)
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (0: any free port); returns the port."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _KafkaProtocol(self, next(self._ids)), host, port, reuse_address=True
+        )
+        bound: int = self._server.sockets[0].getsockname()[1]
+        return bound
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop accepting; give requests in flight up to ``grace_s``; close the rest."""
+        if self._server is None:
+            return
+        self._server.close()
+        pending = {task for proto in self._open for task in proto.tasks}
+        if pending:
+            await asyncio.wait(pending, timeout=grace_s)
+        for proto in list(self._open):
+            proto.close()
+        if self._open:  # their connection_lost runs on the next loop iterations
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._none_open.wait(), CLOSE_WAIT_S)
+        await self._server.wait_closed()
+        self._server = None
+
+    def opened(self, proto: _KafkaProtocol) -> None:
+        self._open.add(proto)
+        self._none_open.clear()
+        self.metrics.kafka_connections.inc()
+
+    def closed(self, proto: _KafkaProtocol) -> None:
+        if proto in self._open:
+            self._open.discard(proto)
+            self.metrics.kafka_connections.dec()
+            if not self._open:
+                self._none_open.set()
+
+
+class _KafkaProtocol(asyncio.BufferedProtocol):
+    """One client connection: the driver of one ``KafkaServerConnection``."""
+
+    def __init__(self, listener: KafkaListener, connection_id: int) -> None:
+        self._listener = listener
+        self._id = connection_id
+        self._conn = KafkaServerConnection(
+            max_frame_bytes=listener.max_frame_bytes, max_in_flight=listener.max_in_flight
+        )
+        self._view = memoryview(bytearray(RECEIVE_BUFFER_BYTES))
+        self._transport: asyncio.Transport | None = None
+        self._paused = False
+        self.peer = "?"
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------ asyncio calls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not subclasses of asyncio.Transport, but behave as one.
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self._listener.opened(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._handle(self._conn.receive_data(self._view[:nbytes]))
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too (unanswered requests are dropped)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._conn.close()
+        for task in self.tasks:
+            task.cancel()
+        self._listener.closed(self)
+        log.debug("kafka connection %s closed (%s)", self.peer, exc or "by the client")
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # ---------------------------------------------------------------- events
+
+    def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, RequestReceived):
+                self._dispatch(event)
+            elif isinstance(event, UnsupportedRequest):
+                self._unsupported(event)
+            elif isinstance(event, ConnectionClosed):
+                self._drop("bad_frame", event.reason)
+                return
+        self._flow()
+
+    def _flow(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        if self._conn.reading_paused and not self._paused:
+            transport.pause_reading()
+            self._paused = True
+        elif self._paused and not self._conn.reading_paused:
+            transport.resume_reading()
+            self._paused = False
+
+    def _unsupported(self, event: UnsupportedRequest) -> None:
+        log.debug(
+            "kafka %s: api %d v%d unsupported", self.peer, event.api_key, event.api_version
+        )
+        self._listener.metrics.observe_kafka_request(
+            API_NAMES.get(event.api_key, str(event.api_key)), UNSUPPORTED_VERSION, 0.0
+        )
+        self._write(self._conn.send_unsupported(event))
+
+    def _dispatch(self, event: RequestReceived) -> None:
+        handler = self._listener.handlers.get(event.api_key)
+        if handler is None:  # in the codec's table, served by no handler module (yet)
+            self._unsupported(
+                UnsupportedRequest(event.api_key, event.api_version, event.correlation_id)
+            )
+            return
+        ctx = KafkaRequestContext(
+            event.api_key,
+            event.api_version,
+            event.correlation_id,
+            event.client_id,
+            self.peer,
+            self._id,
+        )
+        task = asyncio.get_running_loop().create_task(self._serve(handler, ctx, event))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(
+        self, handler: Handler, ctx: KafkaRequestContext, event: RequestReceived
+    ) -> None:
+        started = time.perf_counter()
+        api = API_NAMES.get(event.api_key, str(event.api_key))
+        try:
+            response = await handler(self._listener.service, ctx, event.request)
+        except SentinelError as exc:
+            response = error_response(event.api_key, exc.kafka_code)
+            if response is None:
+                self._drop("internal", f"{api} v{event.api_version} failed: {exc}")
+                return
+        except Exception:
+            log.exception("kafka %s: %s v%d handler failed; closing the connection",
+                          self.peer, api, event.api_version)
+            self._drop("internal", None)
+            return
+        try:
+            data = self._conn.send_response(event, response)
+        except SentinelError:
+            log.exception("kafka %s: %s v%d response does not encode; closing the connection",
+                          self.peer, api, event.api_version)
+            self._drop("internal", None)
+            return
+        metrics = self._listener.metrics
+        elapsed = time.perf_counter() - started
+        metrics.observe_kafka_request(api, first_error_code(response), elapsed)
+        record_traffic(metrics, event.api_key, event.request, response)
+        self._write(data)
+        # Frames held back while max_in_flight were unanswered are handed out now.
+        self._handle(self._conn.receive_data(b""))
+
+    def _write(self, data: bytes) -> None:
+        if data and self._transport is not None:
+            self._transport.write(data)
+
+    def _drop(self, reason: str, detail: str | None) -> None:
+        """Close this connection (and only it); one log line unless already logged."""
+        if detail is not None:
+            log.warning("kafka connection %s closed: %s", self.peer, detail)
+        self._listener.metrics.kafka_closed_connections.labels(reason).inc()
+        self._conn.close()
+        self.close()
+

@@ -1,0 +1,80 @@
+"""What the Kafka door moved, for the broker-wide traffic counters that the gRPC door
+also feeds (``sentinel_messages_produced_total``, ``sentinel_bytes_produced_total``,
+``sentinel_messages_fetched_total``, ``sentinel_bytes_consumed_total``).
+
+Counted from a request and its answer after the fact, from batch headers (never per
+record): a produce counts the partitions the answer accepted (an idempotent producer's
+retried duplicate counts again: the answer does not tell it apart); a fetch counts the
+records at or after each partition's fetch offset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sentinel.errors import SentinelError
+from sentinel.protocol.kafka.messages.fetch import FetchRequest, FetchResponse
+from sentinel.protocol.kafka.messages.produce import ProduceRequest, ProduceResponse
+from sentinel.record.batch import iter_batches, parse_header
+from sentinel.server.metrics import Metrics
+
+__all__ = ["fetched", "produced", "record_traffic"]
+
+PRODUCE = 0
+FETCH = 1
+
+
+def _records(batches: bytes, from_offset: int = 0) -> int:
+    count = 0
+    for view in iter_batches(batches, allow_partial_tail=True):
+        header = parse_header(view)
+        first = max(header.base_offset, from_offset)
+        if header.last_offset >= first:
+            count += header.last_offset - first + 1
+    return count
+
+
+def produced(request: ProduceRequest, response: ProduceResponse) -> dict[str, tuple[int, int]]:
+    """Records and bytes appended, by topic."""
+    accepted = {
+        (t.name, p.index)
+        for t in response.responses
+        for p in t.partition_responses
+        if p.error_code == 0
+    }
+    out: dict[str, tuple[int, int]] = {}
+    for topic in request.topic_data:
+        for part in topic.partition_data:
+            if part.records and (topic.name, part.index) in accepted:
+                records, size = out.get(topic.name, (0, 0))
+                # Batch offsets in a produce request start at 0: the count is exact.
+                out[topic.name] = (records + _records(part.records), size + len(part.records))
+    return out
+
+
+def fetched(request: FetchRequest, response: FetchResponse) -> dict[str, tuple[int, int]]:
+    """Records (at or after the offsets asked for) and bytes sent, by topic."""
+    asked = {(t.topic, p.partition): p.fetch_offset for t in request.topics for p in t.partitions}
+    out: dict[str, tuple[int, int]] = {}
+    for topic in response.responses:
+        for part in topic.partitions:
+            if part.records:
+                records, size = out.get(topic.topic, (0, 0))
+                count = _records(part.records, asked.get((topic.topic, part.partition_index), 0))
+                out[topic.topic] = (records + count, size + len(part.records))
+    return out
+
+
+def record_traffic(metrics: Metrics, api_key: int, request: Any, response: Any) -> None:
+    """Add a Produce's or Fetch's traffic to the counters; other APIs move no records."""
+    try:
+        if api_key == PRODUCE:
+            for topic, (records, size) in produced(request, response).items():
+                metrics.messages_produced.labels(topic).inc(records)
+                metrics.bytes_produced.labels(topic).inc(size)
+        elif api_key == FETCH:
+            for topic, (records, size) in fetched(request, response).items():
+                metrics.messages_fetched.labels(topic).inc(records)
+                metrics.bytes_consumed.labels(topic).inc(size)
+    except SentinelError:  # batches the broker accepted or stored: never expected
+        return

@@ -1,0 +1,73 @@
+"""The listener in-process, with handlers that fail: a bug closes only its connection
+(one log line with the trace), a ``SentinelError`` becomes the response's error code
+where the API has a top-level one, and the other connections go on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, cast
+
+import pytest
+from kafka_raw import RawKafka
+
+from sentinel.broker.service import BrokerService
+from sentinel.errors import NotLeaderError
+from sentinel.protocol.kafka.messages import api_versions as av
+from sentinel.protocol.kafka.messages import describe_cluster as dc
+from sentinel.protocol.kafka.messages import metadata as md
+from sentinel.server.kafka.handlers import KafkaRequestContext
+from sentinel.server.kafka.handlers.api_versions import api_versions
+from sentinel.server.kafka.listener import KafkaListener, first_error_code
+from sentinel.server.metrics import Metrics
+
+
+async def bug(service: BrokerService, ctx: KafkaRequestContext, request: Any) -> Any:
+    raise RuntimeError("a bug in a handler")
+
+
+async def refusal(service: BrokerService, ctx: KafkaRequestContext, request: Any) -> Any:
+    raise NotLeaderError("not the leader")
+
+
+async def test_failing_handlers_affect_only_their_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = Metrics()
+    listener = KafkaListener(cast(BrokerService, None), metrics, max_frame_bytes=1 << 20)
+    listener.handlers = {18: api_versions, 3: bug, 60: refusal}
+    port = await listener.start("127.0.0.1", 0)
+    address = f"127.0.0.1:{port}"
+    loop = asyncio.get_running_loop()
+
+    def scenario() -> None:
+        with RawKafka(address) as good, RawKafka(address) as victim:
+            # DescribeCluster has a top-level error code: the refusal is answered.
+            answer = good.call(60, 0, dc.DescribeClusterRequest())
+            assert answer.error_code == NotLeaderError.kafka_code
+            # Metadata's errors are per topic: a handler that raises closes the socket.
+            _cid, body = victim.request_bytes(3, 12, md.MetadataRequest(topics=None))
+            victim.send_frame(body)
+            assert victim.read_frame() == b""
+            versions = good.call(18, 3, av.ApiVersionsRequest())  # the other one goes on
+            assert versions.error_code == 0
+            assert {3, 18, 60} <= {k.api_key for k in versions.api_keys}
+
+    with caplog.at_level(logging.WARNING, logger="sentinel.server.kafka.listener"):
+        await loop.run_in_executor(None, scenario)
+        await listener.stop(1.0)
+    failures = [r for r in caplog.records if "handler failed" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+    assert metrics.kafka_closed_connections.labels("internal")._value.get() == 1
+    assert metrics.kafka_connections._value.get() == 0
+
+
+def test_first_error_code_finds_a_partition_error() -> None:
+    ok = md.MetadataResponse(topics=(md.MetadataResponseTopic(name="a"),))
+    assert first_error_code(ok) == 0
+    bad = md.MetadataResponse(topics=(
+        md.MetadataResponseTopic(name="a"),
+        md.MetadataResponseTopic(name="b", partitions=(
+            md.MetadataResponsePartition(partition_index=0),
+            md.MetadataResponsePartition(partition_index=1, error_code=56),)),))  # fmt: skip
+    assert first_error_code(bad) == 56
