@@ -32,6 +32,7 @@ import contextlib
 import io
 import os
 import random
+import re
 import shutil
 import socket
 import string
@@ -207,27 +208,55 @@ def create_topic(grpc: str, partitions: int, tag: str) -> str:
     return topic
 
 
-def kafka_produce(kafka: str, topic: str, path: str) -> float:
-    elapsed, _ = timed_run(["kcat", "-P", "-b", kafka, "-t", topic, *KCAT_PRODUCE, "-l", path])
+def c_producer(directory: str) -> str | None:
+    """``kafka_producer.c`` built against librdkafka, or None (no compiler or headers)."""
+    binary = os.path.join(directory, "kafka_producer")
+    source = str(Path(__file__).with_name("kafka_producer.c"))
+    cc = shutil.which("cc")
+    if cc is None or not os.path.exists("/usr/include/librdkafka/rdkafka.h"):
+        return None
+    built = subprocess.run([cc, "-O2", "-o", binary, source, "-lrdkafka"], check=False)
+    return binary if built.returncode == 0 else None
+
+
+def kafka_produce(
+    kafka: str, topic: str, path: str, size: int, count: int, producer: str | None
+) -> float:
+    """Seconds the C producer (or kcat from the records file) takes to deliver them all."""
+    if producer is None:
+        cmd = ["kcat", "-P", "-b", kafka, "-t", topic, *KCAT_PRODUCE, "-l", path]
+    else:
+        configs = [c for c in KCAT_PRODUCE if c != "-X"]
+        cmd = [producer, kafka, topic, str(count), str(size), *configs]
+    elapsed, _ = timed_run(cmd)
     return elapsed
 
 
+def client_ceiling(size: int, count: int, producer: str) -> float:
+    """Seconds the C producer takes against librdkafka's in-process mock broker."""
+    configs = [c for c in KCAT_PRODUCE if c != "-X"] + ["test.mock.num.brokers=1"]
+    elapsed, _ = timed_run([producer, "127.0.0.1:1", "ceiling", str(count), str(size), *configs])
+    return elapsed
+
+
+END = re.compile(rb"Reached end of topic .* \[\d+\] at offset (\d+)")
+
+
 def kafka_consume(kafka: str, topic: str, count: int) -> float:
+    """Seconds ``kcat -C -e`` takes to read the topic to its end (output to /dev/null).
+
+    ``fetch.wait.max.ms=10``: librdkafka reports a partition's end only on the answer to
+    a fetch at the high watermark, which a broker holds for that long (500 ms by default,
+    a constant that would swamp the figure)."""
+    cmd = ["kcat", "-C", "-b", kafka, "-t", topic, "-e", "-o", "beginning",
+           "-X", "fetch.wait.max.ms=10"]  # fmt: skip
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        ["kcat", "-C", "-b", kafka, "-t", topic, "-e", "-o", "beginning", "-q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    lines = 0
-    while chunk := proc.stdout.read(1 << 20):
-        lines += chunk.count(b"\n")
-    proc.wait()
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     elapsed = time.perf_counter() - start
-    if proc.returncode != 0 or lines != count:
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise SystemExit(f"kcat -C read {lines} of {count} records ({proc.returncode}): {err}")
+    read = sum(int(m) for m in END.findall(done.stderr))
+    if done.returncode != 0 or read != count:
+        err = done.stderr.decode()[-2000:]
+        raise SystemExit(f"kcat -C reached offsets summing to {read}, not {count}: {err}")
     return elapsed
 
 
@@ -261,14 +290,20 @@ class Round:
     counts: dict[int, int]
     files: dict[int, str]
     directory: str
+    producer: str | None
 
     def ours(self, figures: Figures, size: int, partitions: int) -> None:
         n = self.counts[size]
         extra = {"round": self.index, "partitions": partitions, "size": size, "messages": n}
         topic = create_topic(self.grpc, partitions, f"kafka-{size}")
-        s = kafka_produce(self.kafka, topic, self.files[size])
-        figures.put(f"produce_{size}B", n / s, "msgs/s", **extra)
-        figures.put(f"produce_{size}B_throughput", n * size / s / 1e6, "MB/s", **extra)
+        s = kafka_produce(self.kafka, topic, self.files[size], size, n, self.producer)
+        client = {"client": "kcat" if self.producer is None else "kafka_producer.c"}
+        figures.put(f"produce_{size}B", n / s, "msgs/s", **extra, **client)
+        figures.put(f"produce_{size}B_throughput", n * size / s / 1e6, "MB/s", **extra, **client)
+        if self.producer is not None and partitions == 1:  # what the client alone can do
+            s = client_ceiling(size, n, self.producer)
+            figures.put(f"client_ceiling_produce_{size}B", n / s, "msgs/s", **extra,
+                        client="kafka_producer.c to librdkafka's mock broker")  # fmt: skip
         if size == 100:
             s = kafka_consume(self.kafka, topic, n)
             figures.put("consume_100B", n / s, "msgs/s", **extra)
@@ -288,9 +323,15 @@ class Round:
             figures.put("grpc_produce_1024B_throughput", rate * size / 1e6, "MB/s", **extra)
 
 
-def one_round(index: int, counts: dict[int, int], files: dict[int, str], directory: str) -> None:
+def one_round(
+    index: int,
+    counts: dict[int, int],
+    files: dict[int, str],
+    directory: str,
+    producer: str | None,
+) -> None:
     with server_doors(None) as (grpc, kafka, _broker), redis_server() as port:
-        run = Round(index, grpc, kafka, port, counts, files, directory)
+        run = Round(index, grpc, kafka, port, counts, files, directory, producer)
         # every other round the peers go first
         steps = [run.peers, run.ours] if index % 2 else [run.ours, run.peers]
         for partitions in PARTITIONS:
@@ -324,6 +365,7 @@ def main() -> None:
     parser.add_argument("--messages-100", type=int, default=1_000_000)
     parser.add_argument("--messages-1024", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="5x fewer records")
+    parser.add_argument("--kcat", action="store_true", help="produce with kcat, not the C producer")
     args = parser.parse_args()
     need("kcat", "redis-server", "redis-benchmark", "redis-cli")
     scale = 5 if args.quick else 1
@@ -331,8 +373,9 @@ def main() -> None:
     counts = {size: n - n % 4000 for size, n in counts.items()}  # whole XRANGE chunks
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-kafka-") as directory:
         files = {size: records_file(directory, size, counts[size]) for size in SIZES}
+        producer = None if args.kcat else c_producer(directory)
         for index in range(args.rounds):
-            one_round(index, counts, files, directory)
+            one_round(index, counts, files, directory, producer)
 
 
 if __name__ == "__main__":
