@@ -47,7 +47,7 @@ from _common import emit
 from sentinel.client import Admin, Consumer, Producer, TopicPartition
 
 BENCH = "client"
-READY = re.compile(r"sentinel-server ready grpc=([\d.]+):(\d+)")
+READY = re.compile(r"sentinel-server ready grpc=([\d.]+):(\d+).* kafka=([\d.]+):(\d+)")
 PRODUCE_TARGETS = {100: ("msgs/s", 300_000), 1024: ("MB/s", 250)}
 CONSUME_TARGET = 500_000
 
@@ -74,10 +74,17 @@ DEFAULT_CASES = (
 @contextlib.contextmanager
 def server(sync: str | None) -> Iterator[tuple[str, psutil.Process | None]]:
     """A sentinel-server on a free loopback port, stopped afterwards."""
+    with server_doors(sync) as (grpc, _kafka, proc):
+        yield grpc, proc
+
+
+@contextlib.contextmanager
+def server_doors(sync: str | None) -> Iterator[tuple[str, str, psutil.Process]]:
+    """A sentinel-server on free loopback ports: (gRPC address, Kafka address, process)."""
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as data:
         cmd = [
             sys.executable, "-m", "sentinel.cli.server", "--host", "127.0.0.1", "--port", "0",
-            "--data", data, "--metrics-port", "0", "--log-level", "warning",
+            "--kafka-port", "0", "--data", data, "--metrics-port", "0", "--log-level", "warning",
         ]  # fmt: skip
         if sync:
             cmd += ["--sync", sync]
@@ -89,7 +96,8 @@ def server(sync: str | None) -> Iterator[tuple[str, psutil.Process | None]]:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:
-            yield _wait_ready(proc), psutil.Process(proc.pid)
+            grpc, kafka = _wait_ready(proc)
+            yield grpc, kafka, psutil.Process(proc.pid)
         finally:
             proc.terminate()
             try:
@@ -99,7 +107,7 @@ def server(sync: str | None) -> Iterator[tuple[str, psutil.Process | None]]:
                 proc.wait()
 
 
-def _wait_ready(proc: subprocess.Popen[str]) -> str:
+def _wait_ready(proc: subprocess.Popen[str]) -> tuple[str, str]:
     assert proc.stdout is not None
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ)
@@ -115,7 +123,7 @@ def _wait_ready(proc: subprocess.Popen[str]) -> str:
                 break
             match = READY.search(line)
             if match:
-                return f"{match.group(1)}:{match.group(2)}"
+                return f"{match.group(1)}:{match.group(2)}", f"{match.group(3)}:{match.group(4)}"
     finally:
         selector.close()
     raise SystemExit("sentinel-server did not start")
@@ -153,7 +161,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 def produce(
     address: str, broker: psutil.Process | None, case: Case, topic: str, every: int
-) -> None:
+) -> float:
+    """Emits the case's produce figures; returns its msgs/s."""
     acks: Any = "all" if case.acks == "all" else int(case.acks)
     value = os.urandom(case.size // 2) + b"x" * (case.size - case.size // 2)
     latencies: list[float] = []
@@ -216,9 +225,11 @@ def produce(
             sample_every=every,
             **extra,
         )
+    return rate
 
 
-def consume(address: str, broker: psutil.Process | None, case: Case, topic: str) -> None:
+def consume(address: str, broker: psutil.Process | None, case: Case, topic: str) -> float:
+    """Emits the case's consume figures; returns its msgs/s."""
     want = case.messages + 1  # and the warm-up record
     with Consumer(address, auto_offset_reset="earliest", max_poll_records=10_000) as consumer:
         consumer.assign([TopicPartition(topic, p) for p in range(case.partitions)])
@@ -239,6 +250,7 @@ def consume(address: str, broker: psutil.Process | None, case: Case, topic: str)
     extra = {"size": case.size, "messages": got, "partitions": case.partitions, **cpu}
     emit(BENCH, f"consume_{case.size}B", got / elapsed, "msgs/s", target=CONSUME_TARGET, **extra)
     emit(BENCH, f"consume_{case.size}B_throughput", total / elapsed / 1e6, "MB/s", **extra)
+    return got / elapsed
 
 
 def run_case(address: str, broker: psutil.Process | None, case: Case, every: int) -> None:
