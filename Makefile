@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck unit run bench clean proto
+.PHONY: setup test lint typecheck unit run bench bench-tools clean proto
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,7 +28,14 @@ test: lint typecheck unit
 run: $(STAMP)
 	$(BIN)/sentinel-server --port 9092 --data ./data --metrics-port 9100
 
-bench: $(STAMP)
+# The Kafka benchmark drives the broker with C clients (kcat, librdkafka) beside Redis
+# Streams: Debian's packages, installed here when missing.
+bench-tools:
+	@command -v kcat >/dev/null && command -v redis-server >/dev/null \
+		&& test -f /usr/include/librdkafka/rdkafka.h \
+		|| (apt-get update -qq && apt-get install -y -qq kcat redis-server redis-tools librdkafka-dev)
+
+bench: $(STAMP) bench-tools
 	@for b in bench/bench_*.py; do echo "# $$b" >&2; $(BIN)/python $$b || exit 1; done
 
 # Regenerate the gRPC/protobuf modules from proto/sentinel.proto (committed, so that a
