@@ -68,9 +68,16 @@ class KafkaPythonMember(Member):
         from kafka import KafkaConsumer
 
         self.consumer = KafkaConsumer(
-            topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
+            bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
             enable_auto_commit=False, session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_MS)
+        self.consumer.subscribe([topic])
+        # The topic's metadata before the first JoinGroup. Otherwise the leader may assign
+        # before it arrives, and the rejoin its arrival triggers can be lost by
+        # kafka-python 3.0.12: when poll()'s timeout ends mid-join, the next poll sees
+        # nothing left to rejoin for, never completes the join, never re-enables its
+        # heartbeat, and the member's session expires (seen under load).
+        self.consumer.topics()
 
     def poll(self) -> list[Record]:
         batches = self.consumer.poll(timeout_ms=100)
