@@ -3,7 +3,7 @@ kafka-python and aiokafka produce, consume, list offsets and administer topics t
 the Kafka door, and what one door writes the other reads.
 
 Consumers are given their partitions (``assign``): consumer groups through the Kafka
-door are tested with the group handlers.
+door are tested in test_kafka_groups_e2e.py.
 """
 
 from __future__ import annotations
