@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 from kafka_raw import RawKafka
 
+from sentinel.broker.request_budget import RequestBudget
 from sentinel.broker.service import BrokerService
 from sentinel.errors import NotLeaderError
 from sentinel.protocol.kafka.messages import api_versions as av
@@ -34,7 +36,9 @@ async def test_failing_handlers_affect_only_their_connection(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     metrics = Metrics()
-    listener = KafkaListener(cast(BrokerService, None), metrics, max_frame_bytes=1 << 20)
+    # The handlers here never reach the service; the listener draws from its budget.
+    service = cast(BrokerService, SimpleNamespace(request_budget=RequestBudget(1 << 30)))
+    listener = KafkaListener(service, metrics, max_frame_bytes=1 << 20)
     listener.handlers = {18: api_versions, 3: bug, 60: refusal}
     port = await listener.start("127.0.0.1", 0)
     address = f"127.0.0.1:{port}"

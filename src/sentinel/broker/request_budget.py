@@ -131,6 +131,22 @@ class RequestBudget:
             raise
         return Reservation(self, size)
 
+    def try_reserve(self, size: int) -> Reservation | None:
+        """``reserve`` without waiting: None when the budget has no room now (or
+        earlier requests wait for room)."""
+        size = max(0, min(size, self.capacity))
+        if self._waiters or size > self.available:
+            return None
+        self.available -= size
+        return Reservation(self, size)
+
+    def force(self, size: int) -> Reservation:
+        """Account for ``size`` bytes already in memory (a request read before it could be
+        reserved): held like any reservation, and the budget may go below zero."""
+        size = max(0, size)
+        self.available -= size
+        return Reservation(self, size)
+
     def _abandon(self, entry: tuple[int, asyncio.Future[None]]) -> None:
         size, future = entry
         if future.done() and not future.cancelled():

@@ -92,6 +92,8 @@ class SentinelApp:
         )
         self.metrics.attach(BrokerView(self._partition_figures, self._lags, self._storage))
         self.metrics.count_connections(ConnectionCount(lambda: self.endpoints.grpc_port))
+        budget = self.service.request_budget
+        self.metrics.count_request_bytes(lambda: float(budget.in_flight))
         if self.config.metrics_enabled:
             host, port = self.config.metrics_host, self.config.metrics_port
             try:

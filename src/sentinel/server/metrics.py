@@ -199,6 +199,12 @@ class Metrics:
             "Client TCP connections open to the gRPC port (-1: unknown on this platform)",
             registry=reg,
         )
+        self.request_bytes_in_flight = Gauge(
+            "sentinel_request_bytes_in_flight",
+            "Request bytes the broker holds (read or being read, not yet answered), "
+            "both doors; bounded by --max-request-bytes-in-flight",
+            registry=reg,
+        )
         self._consumption = ConsumptionLedger()
         self._recent_produce_ms = RecentAverage()
         self.produce_latency_ms = Gauge(
@@ -274,6 +280,10 @@ class Metrics:
     def count_connections(self, source: Callable[[], float]) -> None:
         """``source`` gives the open client connections when Prometheus scrapes."""
         self.active_connections.set_function(source)
+
+    def count_request_bytes(self, source: Callable[[], float]) -> None:
+        """``source`` gives the request bytes in flight when Prometheus scrapes."""
+        self.request_bytes_in_flight.set_function(source)
 
     def observe_fetch_start(self, peer: str, topic: str, partition: int, offset: int) -> None:
         self._consumption.fetched(peer, topic, partition, offset)

@@ -113,6 +113,15 @@ class KafkaServerConnection:
     def buffered_bytes(self) -> int:
         return len(self._buf) - self._start
 
+    def head_frame_bytes(self) -> int:
+        """The size (length prefix included) of the next frame not handed out yet, once
+        its prefix has arrived; 0 before that. A driver can hold memory for it before
+        reading its body."""
+        if self._closed or self.buffered_bytes < 4:
+            return 0
+        (size,) = _I32.unpack_from(self._buf, self._start)
+        return 4 + size if _MIN_FRAME <= size <= self.max_frame_bytes else 0
+
     def close(self) -> None:
         self._closed = True
         self._buf = bytearray()
@@ -184,7 +193,7 @@ class KafkaServerConnection:
         self._track(correlation_id)
         expects = not (api_key == _PRODUCE_KEY and request.acks == 0)
         return RequestReceived(api_key, api_version, correlation_id, header.client_id,
-                               request, expects)
+                               request, expects, len(frame) + 4)
 
     def _track(self, correlation_id: int) -> None:
         slot = _Slot(correlation_id)

@@ -23,6 +23,8 @@ class RequestReceived:
     client_id: str | None
     request: Any
     expects_response: bool = True
+    #: The frame's size on the wire (length prefix included): what the request weighs.
+    frame_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ import time
 from dataclasses import fields, is_dataclass
 from typing import Any, cast
 
+from sentinel.broker.request_budget import Reservation
 from sentinel.broker.service import BrokerService
 from sentinel.errors import SentinelError
 from sentinel.protocol.kafka.connection import DEFAULT_MAX_IN_FLIGHT, KafkaServerConnection
@@ -61,6 +62,8 @@ CLOSE_WAIT_S = 2.0
 """How long ``stop`` waits for the closed sockets to report themselves closed."""
 RECEIVE_BUFFER_BYTES = 256 * 1024
 """What one socket read may fill; the buffer is allocated once per connection."""
+SMALL_FRAME_BYTES = 64 * 1024
+"""Frames up to this size are admitted without waiting for the request budget."""
 
 
 def first_error_code(value: Any) -> int:
@@ -162,6 +165,10 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         self._view = memoryview(bytearray(RECEIVE_BUFFER_BYTES))
         self._transport: asyncio.Transport | None = None
         self._paused = False
+        #: Bytes held in the broker's request budget for the frame being received.
+        self._head: Reservation | None = None
+        #: Waiting for room in the budget: reading stays paused meanwhile.
+        self._admission: asyncio.Task[None] | None = None
         self.peer = "?"
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -187,6 +194,11 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._conn.close()
+        if self._admission is not None:
+            self._admission.cancel()
+        if self._head is not None:
+            self._head.release()
+            self._head = None
         for task in self.tasks:
             task.cancel()
         self._listener.closed(self)
@@ -199,24 +211,57 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
     # ---------------------------------------------------------------- events
 
     def _handle(self, events: list[Event]) -> None:
+        budget = self._listener.service.request_budget
         for event in events:
+            # The first frame completed is the one whose room was reserved, if any;
+            # frames read whole in one go are accounted as they are (already in memory).
+            held, self._head = self._head, None
             if isinstance(event, RequestReceived):
-                self._dispatch(event)
+                self._dispatch(event, held or budget.force(event.frame_bytes))
             elif isinstance(event, UnsupportedRequest):
+                if held is not None:
+                    held.release()
                 self._unsupported(event)
             elif isinstance(event, ConnectionClosed):
+                if held is not None:
+                    held.release()
                 self._drop("bad_frame", event.reason)
                 return
+        self._admit_head()
+        self._flow()
+
+    def _admit_head(self) -> None:
+        """Hold room in the broker's request budget (``--max-request-bytes-in-flight``)
+        for the frame whose length prefix has arrived, before its body is read: without
+        room, reading this connection pauses until earlier requests are answered. Small
+        frames pass at once (16 in flight per connection bound them)."""
+        need = self._conn.head_frame_bytes()
+        if need == 0 or self._head is not None or self._admission is not None:
+            return
+        budget = self._listener.service.request_budget
+        if need <= SMALL_FRAME_BYTES:
+            self._head = budget.force(need)
+            return
+        self._head = budget.try_reserve(need)
+        if self._head is None:
+            self._admission = asyncio.get_running_loop().create_task(self._wait_for_room(need))
+
+    async def _wait_for_room(self, need: int) -> None:
+        try:
+            self._head = await self._listener.service.request_budget.reserve(need, None)
+        finally:
+            self._admission = None
         self._flow()
 
     def _flow(self) -> None:
         transport = self._transport
         if transport is None:
             return
-        if self._conn.reading_paused and not self._paused:
+        pause = self._conn.reading_paused or self._admission is not None
+        if pause and not self._paused:
             transport.pause_reading()
             self._paused = True
-        elif self._paused and not self._conn.reading_paused:
+        elif self._paused and not pause:
             transport.resume_reading()
             self._paused = False
 
@@ -229,9 +274,10 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         )
         self._write(self._conn.send_unsupported(event))
 
-    def _dispatch(self, event: RequestReceived) -> None:
+    def _dispatch(self, event: RequestReceived, held: Reservation) -> None:
         handler = self._listener.handlers.get(event.api_key)
         if handler is None:  # in the codec's table, served by no handler module (yet)
+            held.release()
             self._unsupported(
                 UnsupportedRequest(event.api_key, event.api_version, event.correlation_id)
             )
@@ -244,11 +290,20 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
             self.peer,
             self._id,
         )
-        task = asyncio.get_running_loop().create_task(self._serve(handler, ctx, event))
+        task = asyncio.get_running_loop().create_task(self._serve(handler, ctx, event, held))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _serve(
+        self, handler: Handler, ctx: KafkaRequestContext, event: RequestReceived,
+        held: Reservation,
+    ) -> None:
+        try:
+            await self._answer(handler, ctx, event)
+        finally:
+            held.release()
+
+    async def _answer(
         self, handler: Handler, ctx: KafkaRequestContext, event: RequestReceived
     ) -> None:
         started = time.perf_counter()

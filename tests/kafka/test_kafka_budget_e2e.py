@@ -1,0 +1,86 @@
+"""The Kafka door draws from the broker's request budget (``--max-request-bytes-in-flight``,
+Kafka's ``queued.max.request.bytes``): a large frame is admitted before its body is read,
+a connection without room stops being read, and small requests are never held up.
+
+Raw frames on real sockets against a real ``sentinel-server``; the budget is read from
+``sentinel_request_bytes_in_flight``."""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from broker_process import BrokerProcess
+
+MIB = 1024 * 1024
+BUDGET = 8 * MIB
+LARGE = 6 * MIB  # two do not fit in the budget together
+
+
+@pytest.fixture
+def broker(start_broker: Callable[..., BrokerProcess]) -> Iterator[BrokerProcess]:
+    yield start_broker(max_request_bytes_in_flight=BUDGET, max_request_bytes=LARGE + MIB)
+
+
+def in_flight(broker: BrokerProcess) -> float:
+    text = urllib.request.urlopen(broker.metrics_url, timeout=5).read().decode()
+    found = re.search(r"^sentinel_request_bytes_in_flight (\S+)$", text, re.M)
+    assert found, "the broker exports sentinel_request_bytes_in_flight"
+    return float(found.group(1))
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def connect(broker: BrokerProcess) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", broker.kafka_port), timeout=10)
+
+
+def start_large_produce(broker: BrokerProcess, correlation_id: int) -> socket.socket:
+    """A Produce v3 frame that announces LARGE bytes and sends 1 MiB of them, then stalls."""
+    header = struct.pack(">hhih", 0, 3, correlation_id, 4) + b"test"
+    sock = connect(broker)
+    sock.sendall(struct.pack(">i", LARGE) + header + bytes(MIB))
+    return sock
+
+
+def api_versions_answered(broker: BrokerProcess) -> bool:
+    with connect(broker) as sock:
+        request = struct.pack(">hhih", 18, 0, 7, 4) + b"test"
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))
+        body = sock.recv(size, socket.MSG_WAITALL)
+        correlation_id, error_code = struct.unpack_from(">ih", body)
+        return correlation_id == 7 and error_code == 0
+
+
+def test_large_frames_wait_for_room_and_small_requests_pass(broker: BrokerProcess) -> None:
+    assert in_flight(broker) == 0
+    first = start_large_produce(broker, 1)
+    wait_for(lambda: in_flight(broker) >= LARGE, "the first large frame to be admitted")
+    waiting = [start_large_produce(broker, 2 + i) for i in range(3)]
+    try:
+        # The others find no room: they are not admitted, so the budget holds one frame.
+        time.sleep(0.3)  # give the broker the chance to overdraw, which it must not take
+        assert LARGE <= in_flight(broker) < BUDGET
+        # Small requests are admitted at once, even with large ones waiting.
+        assert api_versions_answered(broker)
+        # The first frame's sender goes away: its room goes to the next in line.
+        first.close()
+        wait_for(lambda: in_flight(broker) >= LARGE, "the next large frame to be admitted")
+        assert in_flight(broker) < BUDGET
+    finally:
+        for sock in waiting:
+            sock.close()
+    wait_for(lambda: in_flight(broker) == 0, "the budget to be free again")
+    assert api_versions_answered(broker)
