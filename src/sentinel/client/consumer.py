@@ -28,31 +28,33 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 import threading
 import time
 from collections.abc import (
-    AsyncIterator,
-    Callable,
-    Collection,
     Coroutine,
     Iterable,
     Iterator,
     Mapping,
-    Sequence,
 )
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from sentinel.client._channel import LoopThread
-from sentinel.client._common import AT_EXIT_TIMEOUT_S, AsyncClosingContext, ClosingContext
-from sentinel.client._consumer_core import ConsumerConfig, ConsumerCore, TopicPartitionArg, as_tp
-from sentinel.client._fetcher import EARLIEST, LATEST, Fetcher
+from sentinel.client._common import AT_EXIT_TIMEOUT_S, ClosingContext
+from sentinel.client._consumer_base import (
+    RECHECK_S,
+    CommitCallback,
+    ConsumerBase,
+    Deserializer,
+    commit_done,
+    log,
+    set_paused,
+)
+from sentinel.client._consumer_core import TopicPartitionArg, as_tp
+from sentinel.client._fetcher import EARLIEST, LATEST
 from sentinel.client._group import RebalanceCallback
-from sentinel.client._kafka_config import resolve
+from sentinel.client.async_consumer import AsyncConsumer
 from sentinel.client.errors import (
     ClientClosedError,
-    ClientStateError,
-    ClientTimeoutError,
     SentinelClientError,
 )
 from sentinel.client.types import ConsumerRecord, TopicPartition
@@ -60,106 +62,10 @@ from sentinel.errors import InvalidArgumentError
 
 __all__ = ["AsyncConsumer", "Consumer", "Deserializer"]
 
-log = logging.getLogger(__name__)
-
 T = TypeVar("T")
-Deserializer = Callable[[bytes], Any]
-_RECHECK_S = 1.0  # a blocking wait for records looks at the group's state this often
-CommitCallback = Callable[[Mapping[TopicPartition, int], BaseException | None], object]
 
 
-def _options(**options: Any) -> dict[str, Any]:
-    return options
-
-
-class _ConsumerBase:
-    """The options and the core that ``Consumer`` and ``AsyncConsumer`` share; each
-    flavour sets ``_callbacks_on_thread`` and finishes its construction in ``_open``."""
-
-    _callbacks_on_thread: ClassVar[bool]
-
-    def __init__(
-        self,
-        bootstrap: str | Sequence[str] | Mapping[str, object] | None = None,
-        *,
-        bootstrap_servers: str | Sequence[str] | None = None,
-        group_id: str | None = None,
-        topics: Sequence[str] = (),
-        key_deserializer: Deserializer | None = None,
-        value_deserializer: Deserializer | None = None,
-        consumer_timeout_ms: float | None = None,
-        auto_offset_reset: str = "latest",
-        enable_auto_commit: bool = True,
-        auto_commit_interval_ms: int = 5000,
-        session_timeout_ms: int = 10_000,
-        heartbeat_interval_ms: int = 3000,
-        rebalance_timeout_ms: int | None = None,
-        max_poll_records: int = 500,
-        fetch_max_bytes: int = 1024 * 1024,
-        fetch_max_wait_ms: int = 500,
-        assignor: str = "roundrobin",
-        on_assign: RebalanceCallback | None = None,
-        on_revoke: RebalanceCallback | None = None,
-        client_id: str = "sentinel-python",
-        request_timeout_ms: int = 30_000,
-        retry_backoff_ms: float = 100,
-        allow_auto_create_topics: bool = False,
-    ) -> None:
-        given = _options(
-            group_id=group_id,
-            key_deserializer=key_deserializer,
-            value_deserializer=value_deserializer,
-            auto_offset_reset=auto_offset_reset,
-            enable_auto_commit=enable_auto_commit,
-            auto_commit_interval_ms=auto_commit_interval_ms,
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=heartbeat_interval_ms,
-            rebalance_timeout_ms=rebalance_timeout_ms,
-            max_poll_records=max_poll_records,
-            fetch_max_bytes=fetch_max_bytes,
-            fetch_max_wait_ms=fetch_max_wait_ms,
-            assignor=assignor,
-            client_id=client_id,
-            request_timeout_ms=request_timeout_ms,
-            retry_backoff_ms=retry_backoff_ms,
-            allow_auto_create_topics=allow_auto_create_topics,
-        )
-        address, options = resolve("consumer", bootstrap, bootstrap_servers, given, _DEFAULTS)
-        self._key_deserializer: Deserializer | None = options.pop("key_deserializer")
-        self._value_deserializer: Deserializer | None = options.pop("value_deserializer")
-        if consumer_timeout_ms is not None and consumer_timeout_ms < 0:
-            raise InvalidArgumentError(
-                f"consumer_timeout_ms must be >= 0 or None, got {consumer_timeout_ms}"
-            )
-        self._iter_timeout_s = None if consumer_timeout_ms is None else consumer_timeout_ms / 1000
-        self.config = ConsumerConfig.build(address, options)
-        self._core = ConsumerCore(self.config, callbacks_on_thread=self._callbacks_on_thread)
-        self._core.callbacks.update(on_assign=on_assign, on_revoke=on_revoke)
-        self._fetcher = self._core.fetcher
-        self._closed = False
-        self._open(list(topics))
-
-    def _deserialize(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
-        """Apply the deserializers (None stays None) to ``records``."""
-        kd, vd = self._key_deserializer, self._value_deserializer
-        if kd is None and vd is None:
-            return records
-        return [
-            r._replace(
-                key=r.key if kd is None or r.key is None else kd(r.key),
-                value=r.value if vd is None or r.value is None else vd(r.value),
-            )
-            for r in records
-        ]
-
-    def _open(self, topics: list[str]) -> None:
-        raise NotImplementedError
-
-
-_DEFAULTS: dict[str, Any] = _ConsumerBase.__init__.__kwdefaults__ or {}
-
-
-class Consumer(_ConsumerBase, ClosingContext):
+class Consumer(ConsumerBase, ClosingContext):
     """Reads records from assigned or subscribed partitions; blocking.
 
     Not meant for concurrent use from several threads (as Kafka's consumer), except
@@ -282,7 +188,7 @@ class Consumer(_ConsumerBase, ClosingContext):
                 if self._closed:
                     raise ClientClosedError("the consumer is closed")
                 if deadline is None:  # wake now and then for a group error
-                    self._data.wait(_RECHECK_S)
+                    self._data.wait(RECHECK_S)
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -334,11 +240,11 @@ class Consumer(_ConsumerBase, ClosingContext):
 
     def pause(self, tps: Iterable[TopicPartitionArg]) -> None:
         """Stop returning (and fetching) records of ``tps`` until ``resume``."""
-        _set_paused(self._fetcher, [as_tp(tp) for tp in tps], True, None)
+        set_paused(self._fetcher, [as_tp(tp) for tp in tps], True, None)
 
     def resume(self, tps: Iterable[TopicPartitionArg]) -> None:
         """Undo ``pause``."""
-        _set_paused(self._fetcher, [as_tp(tp) for tp in tps], False, self._io.call_soon)
+        set_paused(self._fetcher, [as_tp(tp) for tp in tps], False, self._io.call_soon)
 
     def highwater(self, tp: TopicPartitionArg) -> int | None:
         """The partition's high watermark as of its latest fetch (None: not fetched)."""
@@ -367,7 +273,7 @@ class Consumer(_ConsumerBase, ClosingContext):
         )
         future = asyncio.run_coroutine_threadsafe(self._core.commit(chosen), self._io.loop)
         if callback is not None:
-            future.add_done_callback(lambda f: _commit_done(f, chosen, callback))
+            future.add_done_callback(lambda f: commit_done(f, chosen, callback))
         return future
 
     def committed(self, tp: TopicPartitionArg) -> int | None:
@@ -394,252 +300,3 @@ class Consumer(_ConsumerBase, ClosingContext):
             with self._fetcher.lock:
                 self._data.notify_all()
             self._io.stop()
-
-
-def _set_paused(
-    fetcher: Fetcher,
-    tps: list[TopicPartition],
-    paused: bool,
-    call_soon: Callable[..., None] | None,
-) -> None:
-    with fetcher.lock:
-        for tp in tps:
-            part = fetcher.partitions.get(tp)
-            if part is None:
-                raise ClientStateError(f"{tp} is not assigned to this consumer")
-            part.paused = paused
-    if call_soon is not None:
-        for tp in tps:
-            call_soon(fetcher.wake, tp)
-
-
-def _commit_done(
-    future: concurrent.futures.Future[dict[TopicPartition, int]],
-    offsets: Mapping[TopicPartition, int],
-    callback: CommitCallback,
-) -> None:
-    try:
-        callback(offsets, future.exception())
-    except Exception:
-        log.exception("commit callback failed")
-
-
-class AsyncConsumer(_ConsumerBase, AsyncClosingContext):
-    """The asyncio consumer: same options and behaviour as ``Consumer``; beside
-    ``poll``, aiokafka's ``getone()``, ``getmany(timeout_ms=...)`` and
-    ``async for record in consumer:``.
-
-    Create it inside a running loop and ``await start()`` (or use ``async with``);
-    every call must come from that loop.
-    """
-
-    _callbacks_on_thread = False
-
-    def _open(self, topics: list[str]) -> None:
-        self._topics = topics
-        self._data = asyncio.Event()
-        self._fetcher.on_data = self._data.set
-        self._started = False
-
-    async def start(self) -> None:
-        """Start on the running loop (and subscribe/assign the ``topics`` given)."""
-        if self._closed:
-            raise ClientClosedError("the consumer is closed")
-        if self._started:
-            return
-        self._started = True
-        await self._core.start()
-        if self._topics:
-            if self.config.group_id is not None:
-                await self.subscribe(self._topics)
-            else:
-                await self._core.assign_topics(self._topics)
-
-    def _check(self) -> None:
-        if self._closed:
-            raise ClientClosedError("the consumer is closed")
-        if not self._started:
-            raise ClientStateError("call await consumer.start() first (or use async with)")
-
-    async def subscribe(
-        self,
-        topics: Iterable[str],
-        on_assign: RebalanceCallback | None = None,
-        on_revoke: RebalanceCallback | None = None,
-    ) -> None:
-        """Join the consumer group for ``topics`` (replacing an earlier subscription)."""
-        self._check()
-        topic_list = [topics] if isinstance(topics, str) else list(topics)
-        await self._core.subscribe(topic_list, on_assign, on_revoke)
-
-    async def unsubscribe(self) -> None:
-        """Leave the group and drop the partitions."""
-        self._check()
-        await self._core.unsubscribe()
-
-    async def assign(self, partitions: Iterable[TopicPartitionArg]) -> None:
-        """Read exactly these partitions, outside any group membership."""
-        self._check()
-        await self._core.assign([as_tp(p) for p in partitions])
-
-    def assignment(self) -> set[TopicPartition]:
-        """The partitions this consumer reads now."""
-        with self._fetcher.lock:
-            return set(self._fetcher.partitions)
-
-    async def wait_for_assignment(self, timeout: float = 30.0) -> set[TopicPartition]:
-        """Wait until the group has assigned this member its partitions."""
-        group = self._core.group
-        if group is not None:
-            try:
-                await asyncio.wait_for(group.joined.wait(), timeout)
-            except TimeoutError:
-                raise ClientTimeoutError(f"no assignment within {timeout} s") from None
-        return self.assignment()
-
-    async def poll(
-        self, timeout: float = 1.0, max_records: int | None = None
-    ) -> list[ConsumerRecord]:
-        """Records from the assigned partitions, waiting up to ``timeout`` s for some."""
-        limit = max_records or self.config.max_poll_records
-        return self._deserialize(await self._collect(limit, max(0.0, timeout), ()))
-
-    async def _collect(
-        self, limit: int, timeout: float | None, only: Collection[TopicPartition]
-    ) -> list[ConsumerRecord]:
-        """Up to ``limit`` records (from ``only`` these partitions, if given), waiting
-        up to ``timeout`` s (None: until some come)."""
-        self._check()
-        core, fetcher = self._core, self._fetcher
-        core.note_poll()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            core.raise_group_error()
-            records = fetcher.collect(limit, only)
-            if records:
-                return records
-            if fetcher.has_buffered(only):
-                continue
-            if self._closed:
-                raise ClientClosedError("the consumer is closed")
-            remaining = _RECHECK_S if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            self._data.clear()
-            try:
-                await asyncio.wait_for(self._data.wait(), min(remaining, _RECHECK_S))
-            except TimeoutError:
-                continue  # look at the group's state, then at the deadline
-
-    async def getone(self, *partitions: TopicPartitionArg) -> ConsumerRecord:
-        """The next record (from ``partitions``, if given), waiting until one comes
-        (as aiokafka's ``getone``)."""
-        only = frozenset(as_tp(tp) for tp in partitions)
-        return self._deserialize(await self._collect(1, None, only))[0]
-
-    async def getmany(
-        self,
-        *partitions: TopicPartitionArg,
-        timeout_ms: float = 0,
-        max_records: int | None = None,
-    ) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """Records by partition (from ``partitions``, if given), waiting up to
-        ``timeout_ms`` for some (0: only what is here), as aiokafka's ``getmany``."""
-        only = frozenset(as_tp(tp) for tp in partitions)
-        limit = max_records or self.config.max_poll_records
-        records = await self._collect(limit, max(0.0, timeout_ms / 1000), only)
-        out: dict[TopicPartition, list[ConsumerRecord]] = {}
-        for record in self._deserialize(records):
-            out.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
-        return out
-
-    def __aiter__(self) -> AsyncIterator[ConsumerRecord]:
-        return self
-
-    async def __anext__(self) -> ConsumerRecord:
-        """The next record (``async for record in consumer:``); stops when the consumer
-        is closed, or after ``consumer_timeout_ms`` without a record if that was given."""
-        if self._closed:
-            raise StopAsyncIteration
-        try:
-            records = await self._collect(1, self._iter_timeout_s, ())
-        except ClientClosedError:
-            raise StopAsyncIteration from None
-        if not records:
-            raise StopAsyncIteration
-        return self._deserialize(records)[0]
-
-    async def position(self, tp: TopicPartitionArg) -> int:
-        """The offset of the next record ``poll`` returns from ``tp``."""
-        self._check()
-        return await self._core.resolve_position(as_tp(tp))
-
-    def seek(self, tp: TopicPartitionArg, offset: int) -> None:
-        """Read ``tp`` from ``offset`` on."""
-        self._check()
-        if offset < 0:
-            raise InvalidArgumentError(f"offset must be >= 0, got {offset}")
-        self._core.seek_on_loop(as_tp(tp), offset)
-
-    async def seek_to_beginning(self, tps: Iterable[TopicPartitionArg] | None = None) -> None:
-        """Read ``tps`` (default: all assigned) from their first offset."""
-        self._check()
-        targets = list(self._fetcher.partitions) if tps is None else [as_tp(tp) for tp in tps]
-        await self._core.seek_to(targets, EARLIEST)
-
-    async def seek_to_end(self, tps: Iterable[TopicPartitionArg] | None = None) -> None:
-        """Read only records written to ``tps`` (default: all assigned) from now on."""
-        self._check()
-        targets = list(self._fetcher.partitions) if tps is None else [as_tp(tp) for tp in tps]
-        await self._core.seek_to(targets, LATEST)
-
-    def pause(self, tps: Iterable[TopicPartitionArg]) -> None:
-        """Stop returning (and fetching) records of ``tps`` until ``resume``."""
-        _set_paused(self._fetcher, [as_tp(tp) for tp in tps], True, None)
-
-    def resume(self, tps: Iterable[TopicPartitionArg]) -> None:
-        """Undo ``pause``."""
-        _set_paused(self._fetcher, [as_tp(tp) for tp in tps], False, _direct_call)
-
-    async def commit(self, offsets: Mapping[TopicPartitionArg, int] | None = None) -> None:
-        """Commit ``offsets`` (the next offset to read, per partition), or the positions."""
-        self._check()
-        chosen = None if offsets is None else {as_tp(tp): o for tp, o in offsets.items()}
-        await self._core.commit(chosen)
-
-    def commit_async(
-        self, offsets: Mapping[TopicPartitionArg, int] | None = None
-    ) -> asyncio.Task[dict[TopicPartition, int]]:
-        """Commit in the background (the positions as of now, by default)."""
-        self._check()
-        chosen = (
-            self._fetcher.positions()
-            if offsets is None
-            else {as_tp(tp): o for tp, o in offsets.items()}
-        )
-        return asyncio.get_running_loop().create_task(self._core.commit(chosen))
-
-    async def committed(self, tp: TopicPartitionArg) -> int | None:
-        """The group's committed offset of ``tp`` (None: nothing committed)."""
-        self._check()
-        target = as_tp(tp)
-        return (await self._core.committed([target])).get(target)
-
-    async def close(self) -> None:
-        """Commit (with auto-commit), leave the group, release everything. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._data.set()
-        if self._started:
-            await self._core.close(commit=True)
-        else:
-            await self._core.connections.close()
-
-    async def __aenter__(self) -> AsyncConsumer:
-        await self.start()
-        return self
-
-
-def _direct_call(fn: Callable[..., object], *args: object) -> None:
-    fn(*args)
