@@ -190,9 +190,9 @@ class TopicRegistry:
         )
         configs = [self._default_config.with_overrides(r.configs) for r in records]
         started = time.monotonic()
-        # Every partition recovers at once on ``recovery_threads`` threads (a clean
-        # shutdown's record makes each a replay-free open); past the open-files limit
-        # the idle ones close their files again at once (``OpenLogLimit``).
+        # Every partition is checked at once on ``recovery_threads`` threads: a clean
+        # one is deferred (nothing opened), the others recover; past the open-files
+        # limit the idle ones close their files again at once (``OpenLogLimit``).
         with concurrent.futures.ThreadPoolExecutor(
             self._recovery_threads, "sentinel-recovery"
         ) as pool:
