@@ -1,7 +1,7 @@
 """One broker, many partitions (issue 7, "Speed").
 
     .venv/bin/python bench/bench_partitions.py [--topics 100] [--per-topic 100]
-        [--spread 1000] [--mb 100]
+        [--spread 1000] [--mb 100] [--server-flags "..."  (both parts)]
 
 1. scale: a fresh ``sentinel-server --sync always`` creates ``topics x per-topic``
    partitions (through ``sentinel.client.Admin``), serves one produce and one fetch on
