@@ -1,7 +1,7 @@
 """One broker, many partitions (issue 7, "Speed").
 
     .venv/bin/python bench/bench_partitions.py [--topics 100] [--per-topic 100]
-        [--spread 1000] [--mb 100]
+        [--spread 1000] [--mb 100] [--server-flags "..."  (both parts)]
 
 1. scale: a fresh ``sentinel-server --sync always`` creates ``topics x per-topic``
    partitions (through ``sentinel.client.Admin``), serves one produce and one fetch on
@@ -124,10 +124,10 @@ async def _produce_fetch_all(address: str, topics: int, per_topic: int) -> None:
             assert all(f.record_batches for f in fetched)
 
 
-def scale(topics: int, per_topic: int) -> None:
+def scale(topics: int, per_topic: int, flags: list[str]) -> None:
     total = topics * per_topic
     extra = {"partitions": total}
-    with server("--max-partitions", str(max(total, 1))) as broker:
+    with server("--max-partitions", str(max(total, 1)), *flags) as broker:
         started = time.perf_counter()
         with Admin(broker.address, request_timeout_ms=600_000) as admin:
             for t in range(topics):
@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--server-flags", default="", help="more sentinel-server flags")
     args = parser.parse_args()
     if args.only != "spread":
-        scale(args.topics, args.per_topic)
+        scale(args.topics, args.per_topic, args.server_flags.split())
     if args.only != "scale":
         spread(args.spread, args.mb, args.server_flags.split())
 

@@ -346,6 +346,39 @@ def test_skip_damaged_leaves_the_partition_offline_and_the_others_serving() -> N
     meta.close()
 
 
+def test_a_clean_partition_is_checked_at_start_without_being_opened() -> None:
+    fs = two_partitions()
+    meta = MetaStore.open(fs, posixpath.join(DATA, "meta"))
+    topics = registry(fs, meta)
+    topics.open()
+    log = topics.get("t").partition(1)
+    assert not log.opened and log.log_end_offset == 1 and log.high_watermark == 1
+    assert clean_marker.CLEAN_NAME in fs.listdir(posixpath.dirname(partition_wal(fs, 1)))
+    assert len(log.read(0, 1 << 20).batches) == 1  # the first use opens it
+    assert log.opened
+    topics.close()
+    meta.close()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "extend", "delete"])
+def test_a_clean_partition_with_a_changed_segment_refuses_the_start(damage: str) -> None:
+    fs = two_partitions()
+    path = partition_wal(fs, 1)
+    data = fs.read_all(path)
+    if damage == "delete":
+        fs.remove(path)
+    else:
+        handle = fs.create(path)
+        handle.write(data[:-3] if damage == "truncate" else data + b"\0")
+        handle.sync()
+        handle.close()
+    meta = MetaStore.open(fs, posixpath.join(DATA, "meta"))
+    with pytest.raises(DamagedDataError) as caught:
+        registry(fs, meta).open()
+    assert "partition t-1" in str(caught.value) and path in str(caught.value)
+    meta.close()
+
+
 @pytest.mark.parametrize("what", ["directory", "contents"])
 def test_a_partition_whose_data_is_gone_is_refused_never_recreated(what: str) -> None:
     fs = two_partitions()

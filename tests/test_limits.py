@@ -14,6 +14,7 @@ from sentinel.broker.group_events import ErrorCode
 from sentinel.broker.limits import (
     PolicyViolationError,
     TopicLimits,
+    open_partitions_for_open_files,
     partitions_for_open_files,
 )
 from sentinel.broker.request_budget import RequestBudget, RequestThrottledError
@@ -136,10 +137,13 @@ def test_the_refusals_have_their_reasons() -> None:
 
 
 def test_partition_limit_follows_the_open_files_limit() -> None:
-    assert partitions_for_open_files(512) == 32
-    assert partitions_for_open_files(20_000) == (20_000 - 1024) // 8
-    assert partitions_for_open_files(1 << 20) == 4096
+    assert partitions_for_open_files(512) == 128
+    assert partitions_for_open_files(20_000) == (20_000 - 1024) // 2
+    assert partitions_for_open_files(1 << 20) == 10_000
     assert partitions_for_open_files(4) == 1
+    assert open_partitions_for_open_files(1024) == (1024 - 512) // 6
+    assert open_partitions_for_open_files(20_000) == 2048
+    assert open_partitions_for_open_files(4) == 1
 
 
 def test_config_refuses_a_budget_smaller_than_one_request() -> None:

@@ -3,12 +3,13 @@ log with its own files), topics created on the side of a request, and the proces
 open-files limit they are derived from.
 
 A partition costs no thread (the engines share a worker pool and a sync pipeline) and
-holds its files open (about four, plus one per table) only while it is among the
-``--max-open-partitions`` most recently used (``open_partitions_for_open_files``);
-``FDS_PER_PARTITION`` keeps the older, conservative derivation of ``--max-partitions``
-(every partition opens at start). The default partition limit is what
-the open-files limit holds with a reserve for sockets and the runtime, so that a broker
-filled up to its limit can always start again on its data directory.
+holds its files open (measured: 4, LOCK, WAL segment, manifest and its table; 3 when
+new) only while it is among the ``--max-open-partitions`` most recently used
+(``open_partitions_for_open_files``); after a clean stop an idle partition is not even
+opened at start. ``--max-partitions`` is derived with ``FDS_PER_PARTITION`` = 2: idle
+partitions hold none, and the budget covers the moments when many hold files at once
+(a topic's partitions are created together; after a crash each recovers with its files
+open until the open-files limit releases it).
 
 The limits bound *creation*, never recovery: a broker that finds more partitions on disk
 than its limit (the limit was lowered) still opens them all.
@@ -22,16 +23,17 @@ from dataclasses import dataclass
 
 from sentinel.errors import CallerError
 
-FDS_PER_PARTITION = 8
-"""Open files budgeted per partition: its WAL, manifest, lock and live tables."""
+FDS_PER_PARTITION = 2
+"""Open files budgeted per partition towards ``--max-partitions`` (see the module doc)."""
 
 RESERVED_FDS = 1024
 """Open files kept for client sockets, the gRPC runtime, metrics and the meta store
 (at most half the limit on a small one)."""
 
-MAX_DERIVED_PARTITIONS = 4096
-"""The derived default never goes above this (a thread per partition, and a restart
-opens every partition): set ``--max-partitions`` to go beyond."""
+MAX_DERIVED_PARTITIONS = 10_000
+"""The derived default never goes above this (what ``bench_partitions`` measures: memory
+and the time of a restart after a crash grow with it): set ``--max-partitions`` to go
+beyond."""
 
 
 _NR_OPEN = 1 << 20  # Linux's default ceiling on open files per process
@@ -84,13 +86,16 @@ def partitions_for_open_files(open_files: int) -> int:
     return max(1, min(MAX_DERIVED_PARTITIONS, (open_files - reserve) // FDS_PER_PARTITION))
 
 
-FDS_PER_OPEN_PARTITION = 8
-"""Open files budgeted per partition whose files are open: LOCK, WAL segment, manifest,
-live tables (with room for a value segment read)."""
+FDS_PER_OPEN_PARTITION = 6
+"""Open files budgeted per partition whose files are open: 4 measured (LOCK, WAL
+segment, manifest, one table), with room for a second table or a value segment read."""
 
-MAX_DERIVED_OPEN_PARTITIONS = 128
+MAX_DERIVED_OPEN_PARTITIONS = 2048
 """The derived ``--max-open-partitions`` never goes above this: the partitions in use
-keep their files open, the idle ones beyond are closed and reopened on demand."""
+keep their files open, the idle ones beyond are closed and reopened on demand. A
+round-robin over more partitions than this reopens files on every request (a few
+``open`` calls each): 2,048 keeps a producer spread over 1,000-2,000 partitions free of
+that churn wherever RLIMIT_NOFILE allows (~13,000 files; 20,000 here: 2,048)."""
 
 
 def open_partitions_for_open_files(open_files: int) -> int:

@@ -7,9 +7,15 @@ crash in between leaves either a whole topic or an orphan directory that ``open`
 
 Damage at start (``open``): a partition whose engine refuses to open (a damaged or
 missing file) or whose directory is gone although the meta store lists the topic is
-never re-created empty. Partitions recover in parallel (``recovery_threads``), each
-opened and checked as before; ``open`` raises ``DamagedDataError`` naming the partition and the
-file, unless the registry was built with ``skip_damaged``: the partition is then an
+never re-created empty. A partition that closed cleanly is *not opened* at start: a
+cheap check (``clean_marker.check``: ``CURRENT`` and the clean-shutdown record are
+there, every table and WAL segment it lists is there with its recorded size, the WAL
+segments replay would read pass their checksums; reads only, no fsync, no new file, no
+file kept open) and the offsets its record carries make it a deferred ``PartitionLog``
+that its first produce, fetch, list-offsets or retention that may delete opens. The
+others (a crash: no clean record) recover in parallel (``recovery_threads``), each
+opened and checked as before. ``open`` raises ``DamagedDataError`` naming the partition
+and the file, unless the registry was built with ``skip_damaged``: the partition is then an
 ``OfflinePartition`` (produce, fetch and list-offsets on it raise
 ``StorageUnavailableError`` naming it, KAFKA_STORAGE_ERROR) and the others serve.
 """
@@ -44,6 +50,9 @@ from sentinel.log.config import (
 )
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
+from sentinel.log.summary import LogSummary
+from sentinel.log.summary import decode as decode_summary
+from sentinel.storage import clean_marker
 from sentinel.storage.engine import EngineStats
 from sentinel.storage.files import CURRENT_NAME
 from sentinel.storage.options import EngineOptions
@@ -180,9 +189,10 @@ class TopicRegistry:
             self._root,
         )
         configs = [self._default_config.with_overrides(r.configs) for r in records]
-        # Every partition recovers at once on ``recovery_threads`` threads (a clean
-        # shutdown's record makes each a replay-free open); past the open-files limit
-        # the idle ones close their files again at once (``OpenLogLimit``).
+        started = time.monotonic()
+        # Every partition is checked at once on ``recovery_threads`` threads: a clean
+        # one is deferred (nothing opened), the others recover; past the open-files
+        # limit the idle ones close their files again at once (``OpenLogLimit``).
         with concurrent.futures.ThreadPoolExecutor(
             self._recovery_threads, "sentinel-recovery"
         ) as pool:
@@ -206,6 +216,17 @@ class TopicRegistry:
             self._topics[record.name] = Topic(
                 record.name, config, record.replication_factor, logs, record.configs
             )
+        every = [p for t in self._topics.values() for p in t.partitions]
+        deferred = sum(1 for p in every if isinstance(p, PartitionLog) and not p.opened)
+        log.info(
+            "%d partitions ready in %.2f s: %d closed cleanly (checked, opened on first "
+            "use), %d recovered, %d offline",
+            len(every),
+            time.monotonic() - started,
+            deferred,
+            sum(1 for p in every if isinstance(p, PartitionLog) and p.opened),
+            sum(1 for p in every if isinstance(p, OfflinePartition)),
+        )
         for name in self._fs.listdir(self._root):
             if name not in self._topics:
                 self._fs.remove_tree(posixpath.join(self._root, name))
@@ -241,6 +262,19 @@ class TopicRegistry:
                     posixpath.join(directory, CURRENT_NAME),
                     f"partition {name} is listed in the meta store but its data is gone",
                 )
+            if recovering:
+                summary = self._clean_summary(directory)
+                if summary is not None:
+                    return PartitionLog.deferred(
+                        self._fs,
+                        directory,
+                        config,
+                        self._clock,
+                        summary=summary,
+                        engine_options=self._engine_options,
+                        name=name,
+                        open_limit=self.open_limit,
+                    )
             started = time.monotonic()
             plog = PartitionLog.open(
                 self._fs,
@@ -261,6 +295,14 @@ class TopicRegistry:
                 raise DamagedDataError(f"partition {name}: {exc}", quarantinable=True) from exc
             log.error("partition %s is OFFLINE (quarantined by --skip-damaged): %s", name, exc)
             return OfflinePartition(name, str(exc))
+
+    def _clean_summary(self, directory: str) -> LogSummary | None:
+        """The summary a clean close left, once the cheap check passed; None if the
+        partition must be opened (it crashed, or closed before summaries existed)."""
+        record = clean_marker.check(self._fs, directory)
+        if record is None:
+            return None
+        return decode_summary(record.payload, posixpath.join(directory, clean_marker.CLEAN_NAME))
 
     def create(
         self,

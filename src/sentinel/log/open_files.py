@@ -12,6 +12,10 @@ state, version, memtable). The next call that needs the engine reopens the same 
 no fsync) and the call goes on. A log in use (a call in progress, a sync wave awaited)
 is pinned and never released; an engine that is busy (a flush or compaction running or
 wanted, a failed WAL) refuses, and the limit tries again later.
+
+A slot may also start *unopened* (a partition that closed cleanly, restarted by a
+broker: ``PartitionLog.deferred``): its engine is opened by the first ``pin`` or
+``wake``, with the opener the log gave, and only then enters the LRU.
 """
 
 from __future__ import annotations
@@ -98,32 +102,54 @@ class OpenLogLimit:
 class EngineSlot:
     """The engine under one partition log: pinned while used, suspended when idle."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | None, opener: Callable[[], Engine] | None = None) -> None:
+        if engine is None and opener is None:
+            raise ValueError("an unopened slot needs an opener")
+        self._engine = engine
+        self._opener = opener
         self._lock = threading.Lock()
         self._pins = 0
         self.closed = False
 
     @property
+    def opened(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def engine(self) -> Engine:
+        """The engine; only once opened (``pin`` or ``wake`` first)."""
+        if self._engine is None:
+            raise ClosedError("the partition log's engine is not opened yet")
+        return self._engine
+
+    @property
     def released(self) -> bool:
-        return self.engine.files_suspended
+        return self._engine is None or self._engine.files_suspended
+
+    def _ready(self) -> Engine:
+        """The engine opened, its files reopened (lock held)."""
+        if self._engine is None:
+            assert self._opener is not None
+            self._engine = self._opener()
+        elif self._engine.files_suspended:
+            self._engine.resume_files()
+        return self._engine
 
     def pin(self) -> Engine:
-        """The engine, its files reopened if they were released, pinned until ``unpin``."""
+        """The engine, opened or its files reopened if needed, pinned until ``unpin``."""
         with self._lock:
             if self.closed:
                 raise ClosedError("the partition log is closed")
-            if self.engine.files_suspended:
-                self.engine.resume_files()
+            engine = self._ready()
             self._pins += 1
-            return self.engine
+            return engine
 
     def wake(self) -> Engine:
         """The engine with its files open, not pinned."""
         with self._lock:
-            if self.engine.files_suspended and not self.closed:
-                self.engine.resume_files()
-            return self.engine
+            if self.closed:
+                return self.engine
+            return self._ready()
 
     def unpin(self) -> None:
         with self._lock:
@@ -133,10 +159,11 @@ class EngineSlot:
         """Suspend the engine's files unless the log is in use or closed: ``before``
         (the log's own step) first. True if the files are closed now."""
         with self._lock:
-            if self._pins or self.closed or self.engine.files_suspended:
+            engine = self._engine
+            if self._pins or self.closed or engine is None or engine.files_suspended:
                 return False
-            before(self.engine)
-            return self.engine.suspend_files()
+            before(engine)
+            return engine.suspend_files()
 
     def close(self) -> None:
         with self._lock:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from itertools import takewhile
@@ -72,11 +73,12 @@ from sentinel.log.layout import (
     time_index_start,
 )
 from sentinel.log.open_files import EngineSlot, OpenLogLimit
-from sentinel.log.producer_state import ProducerEntry
+from sentinel.log.producer_state import ProducerEntry, ProducerStateTable
 from sentinel.log.recovery import recover
 from sentinel.log.retention import BatchInfo, plan_retention
 from sentinel.log.scanning import batch_infos, batches_from, find_timestamp, next_offset, scanning
 from sentinel.log.state import LogState, add_checkpoint
+from sentinel.log.summary import LogSummary
 from sentinel.log.types import AppendResult, LogOptions, ReadResult
 from sentinel.record import validate_batch
 from sentinel.storage.engine import Engine, EngineStats
@@ -84,6 +86,7 @@ from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode
 from sentinel.storage.write_batch import WriteBatch
 
+_log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -105,12 +108,27 @@ def _pinned(
     return pinned
 
 
+def _summary_state(summary: LogSummary) -> LogState:
+    """A deferred log's state until its engine opens: only the offsets and sizes are
+    read from it (every other use opens the engine first)."""
+    return LogState(
+        log_start=summary.log_start,
+        log_end=summary.log_end,
+        last_base=-1,
+        size=summary.size,
+        clean_offset=summary.clean_offset,
+        max_timestamp=-1,
+        producers=ProducerStateTable(),
+        checkpoints=[],
+    )
+
+
 class PartitionLog:
-    """The log of one partition. Use ``PartitionLog.open``."""
+    """The log of one partition. Use ``PartitionLog.open`` (or ``deferred``)."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | None,
         directory: str,
         config: TopicConfig,
         clock: Clock,
@@ -119,8 +137,12 @@ class PartitionLog:
         options: LogOptions,
         name: str | None = None,
         open_limit: OpenLogLimit | None = None,
+        opener: Callable[[], Engine] | None = None,
+        summary: LogSummary | None = None,
     ) -> None:
-        self._slot = EngineSlot(engine)
+        self._opener = opener
+        self._summary = summary
+        self._slot = EngineSlot(engine, self._open_deferred if engine is None else None)
         self._open_limit = open_limit
         self._dir = directory
         #: How errors name this partition (``topic-N``); the directory by default.
@@ -135,7 +157,12 @@ class PartitionLog:
         self._closed = False
         self._generation = 0  # bumped by every change to stored batches but appends
         self._tombstones_pending = True
-        self._state, replayed = recover(engine, directory)
+        if engine is not None:
+            self._state, replayed = recover(engine, directory)
+        elif summary is not None:  # until opened: the figures the clean close recorded
+            self._state, replayed = _summary_state(summary), 0
+        else:
+            raise ValueError("a deferred partition log needs the summary of its clean close")
         self._hw = HighWatermark(
             self._state.log_end if options.auto_high_watermark else self._state.log_start,
             auto=options.auto_high_watermark,
@@ -144,8 +171,32 @@ class PartitionLog:
         self._since_checkpoint = 0
         self._since_time_index = 0
         self._dirty = replayed > 0
-        if open_limit is not None:
+        if open_limit is not None and engine is not None:
             open_limit.used(self)
+
+    def _open_deferred(self) -> Engine:
+        """Open a deferred log's engine (the first call that needs it, slot lock held)
+        and load its state; the summary's figures are checked against it."""
+        assert self._opener is not None
+        engine = self._opener()
+        try:
+            state, replayed = recover(engine, self._dir)
+        except BaseException:
+            engine.close()
+            raise
+        shown = self._state
+        if (shown.log_start, shown.log_end, shown.size) != (
+            state.log_start, state.log_end, state.size
+        ):  # the stored data wins: it is what a full open would serve
+            _log.warning(
+                "partition %s: its clean-shutdown summary (start %d, end %d, %d bytes) "
+                "differs from its data (start %d, end %d, %d bytes); serving the data",
+                self.name, shown.log_start, shown.log_end, shown.size,
+                state.log_start, state.log_end, state.size,
+            )  # fmt: skip
+            self._hw.set(state.log_end if self._options.auto_high_watermark else state.log_start)
+        self._state, self._dirty = state, replayed > 0
+        return engine
 
     @property
     def _engine(self) -> Engine:
@@ -185,6 +236,43 @@ class PartitionLog:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @classmethod
+    def deferred(
+        cls,
+        fs: FS,
+        directory: str,
+        config: TopicConfig,
+        clock: Clock,
+        *,
+        summary: LogSummary,
+        engine_options: EngineOptions | None = None,
+        options: LogOptions | None = None,
+        name: str | None = None,
+        open_limit: OpenLogLimit | None = None,
+    ) -> PartitionLog:
+        """The log of a partition that closed cleanly (``clean_marker.check`` passed and
+        gave ``summary``), not opened: it holds no file and serves its offsets from the
+        summary; the first call that needs the engine opens it (inline, in that call)."""
+        engine_options = engine_options if engine_options is not None else EngineOptions()
+        opts = engine_options
+        return cls(
+            None,
+            directory,
+            config,
+            clock,
+            engine_options=engine_options,
+            options=options or LogOptions(),
+            name=name,
+            open_limit=open_limit,
+            opener=lambda: Engine.open(directory, opts, fs=fs, clock=clock),
+            summary=summary,
+        )
+
+    @property
+    def opened(self) -> bool:
+        """False for a deferred log that no call has needed yet."""
+        return self._slot.opened
 
     @classmethod
     def open(
@@ -254,7 +342,10 @@ class PartitionLog:
         return self._slot.wake()
 
     def engine_stats(self) -> EngineStats:
-        """The partition engine's figures (flushes, compactions, tables, cache)."""
+        """The partition engine's figures (flushes, compactions, tables, cache); zeros
+        for a deferred log not opened yet."""
+        if not self._slot.opened:
+            return EngineStats((), (), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         return self._engine.stats()
 
     def update_config(self, config: TopicConfig) -> None:
@@ -262,6 +353,9 @@ class PartitionLog:
         self._config = config
 
     def producer_state(self, producer_id: int) -> ProducerEntry | None:
+        if not self._slot.opened:
+            self._pin()  # a deferred log: its producers are in its engine
+            self._unpin()
         return self._state.producers.get(producer_id)
 
     def _now_ms(self) -> int:
@@ -480,11 +574,28 @@ class PartitionLog:
             self._commit(wb, new)
             self._hw.truncated(offset)
 
-    @_pinned
     def apply_retention(self) -> int:
         """Delete head batches past ``retention.ms`` / ``retention.bytes`` (see
         ``retention``), never the newest one nor any at or above the high watermark;
-        also forget expired producers. Returns the number of batches deleted."""
+        also forget expired producers. Returns the number of batches deleted. A deferred
+        log not opened yet is opened only if its summary says the rules may delete."""
+        summary, config = self._summary, self._config
+        if (
+            summary is not None
+            and not self._slot.opened
+            and not self._closed
+            and not (
+                config.cleanup_delete
+                and summary.retention_may_delete(
+                    self._now_ms(), config.retention_ms, config.retention_bytes
+                )
+            )
+        ):
+            return 0
+        return self._apply_retention()
+
+    @_pinned
+    def _apply_retention(self) -> int:
         with self._lock:
             self._check_open()
             state, config, now = self._state, self._config, self._now_ms()
@@ -623,6 +734,9 @@ class PartitionLog:
                 return
             if self._open_limit is not None:
                 self._open_limit.forget(self)
+            if not self._slot.opened:  # deferred, never needed: its files are as they were
+                self._closed = True
+                return
             try:
                 if self._engine.files_suspended:
                     self._engine.resume_files()
@@ -631,7 +745,24 @@ class PartitionLog:
                         self._write_checkpoint(wait=True)
             finally:
                 self._closed = True
-                self._engine.close(durable=not discard)
+                payload = b"" if discard else self._summary_bytes()
+                self._engine.close(durable=not discard, clean_payload=payload)
+
+    def _summary_bytes(self) -> bytes:
+        """The figures a restart serves before it opens the engine (``summary``)."""
+        state, head = self._state, -1
+        try:
+            if state.last_base >= 0:
+                scan = self._engine.scan(DATA_TAG, data_key(state.last_base))
+                with scanning(scan) as found:
+                    first = next(batch_infos(found), None)
+                if first is not None:
+                    head = first.max_timestamp
+        except (DiskError, OSError, StorageUnavailableError):
+            return b""  # no summary: the next start opens this partition
+        return LogSummary(
+            state.log_start, state.log_end, state.size, state.clean_offset, head
+        ).encode()
 
     def __enter__(self) -> PartitionLog:
         return self

@@ -8,43 +8,84 @@ emptied or deleted segment is damage, never a crash to recover from (as Kafka's
 ``.kafka_cleanshutdown``). Without one the engine crashed, and only the newest segment
 may have a torn tail.
 
-File ``CLEAN_SHUTDOWN`` (little-endian, format version 1)::
+File ``CLEAN_SHUTDOWN`` (little-endian, format version 2; version 1 ends after the
+segment pairs and is still read)::
 
-    +--------+---------+----------+-----------+-----------------------------+-----------+
-    | magic  | version | reserved | count u32 | count x (segment u64,       | crc32c    |
-    | "SCLN" | u16 = 1 | u16 = 0  |           |          size u64)          | u32       |
-    +--------+---------+----------+-----------+-----------------------------+-----------+
+    +--------+---------+----------+-----------+-----------------------------+
+    | magic  | version | reserved | count u32 | count x (segment u64,       |
+    | "SCLN" | u16 = 2 | u16 = 0  |           |          size u64)          |
+    +--------+---------+----------+-----------+-----------------------------+
+    | log_number u64 | tables u32 | tables x (table u64, size u64) |
+    +----------------+------------+--------------------------------+
+    | payload length u32 | payload (the owner's, opaque) | crc32c u32 |
+    +--------------------+-------------------------------+------------+
 
-The CRC covers every byte before it.
+The CRC covers every byte before it. Version 2 also lets an engine be *checked without
+being opened* (``check``): its tables and segments, the WAL number replay starts from,
+and a payload its owner gave to ``Engine.close`` (the partition log's offsets), so that
+a broker can serve an idle partition's figures without opening it.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from sentinel.codec.crc import crc32c
-from sentinel.errors import CorruptionError, UnsupportedFormatError
+from sentinel.errors import CorruptionError, MissingFileError, UnsupportedFormatError
 from sentinel.fs import FS
-from sentinel.storage.files import TEMP_SUFFIX, WAL_SUFFIX, join, parse_number
+from sentinel.storage.files import (
+    CURRENT_NAME,
+    TABLE_SUFFIX,
+    TEMP_SUFFIX,
+    WAL_SUFFIX,
+    join,
+    parse_number,
+    table_name,
+    wal_name,
+)
+from sentinel.storage.wal_format import replay
 
 CLEAN_NAME = "CLEAN_SHUTDOWN"
 MAGIC = b"SCLN"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _HEAD = struct.Struct("<4sHHI")
 _PAIR = struct.Struct("<QQ")
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 
 
-def encode(segments: dict[int, int]) -> bytes:
-    body = bytearray(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(segments)))
-    for number in sorted(segments):
-        body += _PAIR.pack(number, segments[number])
+@dataclass(frozen=True, slots=True)
+class CleanRecord:
+    #: WAL segment number -> size in bytes.
+    segments: dict[int, int]
+    #: Table number -> size in bytes; None in a version-1 record.
+    tables: dict[int, int] | None = None
+    #: The first WAL segment replay reads (the manifest's log number); None in version 1.
+    log_number: int | None = None
+    #: The owner's bytes given to ``Engine.close`` (empty if none).
+    payload: bytes = b""
+
+
+def _pairs(body: bytearray, pairs: dict[int, int]) -> None:
+    body += _U32.pack(len(pairs))
+    for number in sorted(pairs):
+        body += _PAIR.pack(number, pairs[number])
+
+
+def encode(record: CleanRecord) -> bytes:
+    body = bytearray(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(record.segments)))
+    for number in sorted(record.segments):
+        body += _PAIR.pack(number, record.segments[number])
+    body += _U64.pack(record.log_number or 0)
+    _pairs(body, record.tables or {})
+    body += _U32.pack(len(record.payload)) + record.payload
     return bytes(body) + _U32.pack(crc32c(bytes(body)))
 
 
-def decode(data: bytes, path: str) -> dict[int, int]:
-    """Segment number -> size in bytes; ``CorruptionError`` if the marker is damaged."""
+def decode_record(data: bytes, path: str) -> CleanRecord:
+    """The record; ``CorruptionError`` if the marker is damaged."""
     if len(data) < _HEAD.size + _U32.size:
         raise CorruptionError(path, "marker", f"only {len(data)} bytes")
     magic, version, _reserved, count = _HEAD.unpack_from(data)
@@ -52,36 +93,106 @@ def decode(data: bytes, path: str) -> dict[int, int]:
         raise CorruptionError(path, "marker", f"bad magic {magic!r}")
     if crc32c(data[:-4]) != _U32.unpack_from(data, len(data) - 4)[0]:
         raise CorruptionError(path, "marker", "checksum mismatch")
-    if version != FORMAT_VERSION:
+    if version not in {1, FORMAT_VERSION}:
         raise UnsupportedFormatError(
             f"{path}: clean-shutdown format version {version}, this build reads "
-            f"{FORMAT_VERSION}"
+            f"1 to {FORMAT_VERSION}"
         )
-    if len(data) != _HEAD.size + count * _PAIR.size + _U32.size:
+    end = _HEAD.size + count * _PAIR.size
+    if len(data) < end + _U32.size or (version == 1 and len(data) != end + _U32.size):
         raise CorruptionError(path, "marker", f"{len(data)} bytes for {count} segments")
-    pairs = (_PAIR.unpack_from(data, _HEAD.size + i * _PAIR.size) for i in range(count))
-    return dict(pairs)
+    segments = dict(_PAIR.unpack_from(data, _HEAD.size + i * _PAIR.size) for i in range(count))
+    if version == 1:
+        return CleanRecord(segments)
+    try:
+        (log_number,) = _U64.unpack_from(data, end)
+        (tables,) = _U32.unpack_from(data, end + 8)
+        at = end + 12
+        table_pairs = dict(_PAIR.unpack_from(data, at + i * _PAIR.size) for i in range(tables))
+        at += tables * _PAIR.size
+        (length,) = _U32.unpack_from(data, at)
+        payload = data[at + 4 : at + 4 + length]
+    except struct.error as exc:
+        raise CorruptionError(path, "marker", f"truncated: {exc}") from exc
+    if at + 4 + length + _U32.size != len(data):
+        raise CorruptionError(path, "marker", f"{len(data)} bytes do not match its counts")
+    return CleanRecord(segments, table_pairs, log_number, bytes(payload))
+
+
+def decode(data: bytes, path: str) -> dict[int, int]:
+    """Segment number -> size in bytes; ``CorruptionError`` if the marker is damaged."""
+    return decode_record(data, path).segments
+
+
+def read_record(fs: FS, directory: str) -> CleanRecord | None:
+    """The record, or None if the engine did not close cleanly."""
+    path = join(directory, CLEAN_NAME)
+    if not fs.exists(path):
+        return None
+    return decode_record(fs.read_all(path), path)
 
 
 def read(fs: FS, directory: str) -> dict[int, int] | None:
     """The recorded segments, or None if the engine did not close cleanly."""
-    path = join(directory, CLEAN_NAME)
-    if not fs.exists(path):
+    record = read_record(fs, directory)
+    return None if record is None else record.segments
+
+
+def check(fs: FS, directory: str) -> CleanRecord | None:
+    """Check a cleanly closed engine without opening it: reads only, no file is written,
+    created or kept open. None if it did not close cleanly (or closed before version 2):
+    it must be opened to be recovered. Otherwise the record, once ``CURRENT`` is there,
+    every table and WAL segment the record lists is there with its recorded size, and
+    the segments replay would read (from the log number) pass their checksums, frame by
+    frame (after a flushing close that is one segment of a header). A missing or damaged
+    file raises ``MissingFileError`` / ``CorruptionError`` naming it, as ``Engine.open``
+    would; what only an open reads (a table's blocks, a value segment's contents) is
+    checked when the engine is opened."""
+    if not fs.exists(join(directory, CURRENT_NAME)):
+        raise MissingFileError(join(directory, CURRENT_NAME), "the directory holds no engine")
+    record = read_record(fs, directory)
+    if record is None or record.tables is None or record.log_number is None:
         return None
-    return decode(fs.read_all(path), path)
+    for number, size in sorted(record.tables.items()):
+        path = join(directory, table_name(number))
+        if not fs.exists(path):
+            raise MissingFileError(path, "a table the clean-shutdown record lists")
+        if fs.file_size(path) != size:
+            raise CorruptionError(
+                path, "table", f"{fs.file_size(path)} bytes, but {size} at the clean shutdown"
+            )
+    for number, size in sorted(record.segments.items()):
+        if number < record.log_number:  # value segments: present, whole
+            path = join(directory, wal_name(number))
+            if not fs.exists(path):
+                raise MissingFileError(path, "a WAL segment the clean-shutdown record lists")
+            if fs.file_size(path) != size:
+                raise CorruptionError(
+                    path, "end of segment", f"{fs.file_size(path)} bytes, but {size} at "
+                    "the clean shutdown"
+                )
+    replay(fs, directory, record.log_number, record.segments)  # reads only, when clean
+    return record
 
 
-def write(fs: FS, directory: str) -> None:
-    """Record every WAL segment and its size: temp file, fsync, rename, fsync the dir."""
-    segments = {}
+def write(
+    fs: FS, directory: str, *, log_number: int | None = None, payload: bytes = b""
+) -> None:
+    """Record every WAL segment and table and its size (and ``log_number``, ``payload``):
+    temp file, fsync, rename, fsync the dir."""
+    segments, tables = {}, {}
     for name in fs.listdir(directory):
         number = parse_number(name, WAL_SUFFIX)
         if number is not None:
             segments[number] = fs.file_size(join(directory, name))
+        number = parse_number(name, TABLE_SUFFIX)
+        if number is not None:
+            tables[number] = fs.file_size(join(directory, name))
+    record = CleanRecord(segments, tables, log_number, payload)
     temp = join(directory, CLEAN_NAME + TEMP_SUFFIX)
     handle = fs.create(temp)
     try:
-        handle.write(encode(segments))
+        handle.write(encode(record))
         handle.sync()
     finally:
         handle.close()

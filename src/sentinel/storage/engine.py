@@ -617,11 +617,13 @@ class Engine:
         if self._closed:
             raise ClosedError("the engine is closed")
 
-    def close(self, *, durable: bool = True) -> None:
+    def close(self, *, durable: bool = True, clean_payload: bytes = b"") -> None:
         """Stop background work and make everything written durable. With failed
         storage (a full disk) it does what it can, says so in one log line, releases
         everything and does not raise: what the WAL made durable is replayed at open.
-        ``durable=False`` (the files are about to be removed) skips the final flush."""
+        ``durable=False`` (the files are about to be removed) skips the final flush.
+        ``clean_payload``: the owner's bytes kept in the clean-shutdown record, read back
+        without opening the engine (``clean_marker.check``)."""
         if self._suspended:
             self.resume_files()
         with self._write_lock:
@@ -653,6 +655,7 @@ class Engine:
                 self._wal.close()
             except WalFailedError:  # said above; synced entries are durable
                 clean = False
+            log_number = self._manifest.log_number
             self._manifest.close()
             with self._state:
                 readers = list(self._readers.values())
@@ -665,7 +668,9 @@ class Engine:
             if clean and self._maintenance.failed is None and self._wal.failed is None:
                 # Last: everything written is synced and no segment is deleted after it.
                 try:
-                    clean_marker.write(self._fs, self._dir)
+                    clean_marker.write(
+                        self._fs, self._dir, log_number=log_number, payload=clean_payload
+                    )
                 except OSError as exc:  # the next open replays as after a crash: safe
                     log.warning("%s: no clean-shutdown record written: %r", self._dir, exc)
             self._lock.release()
