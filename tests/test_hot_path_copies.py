@@ -129,3 +129,26 @@ def test_append_copies_once_and_checksums_as_the_format_needs(
         passes = 3 if log_append_time else 2
         assert passes * (len(view) - 21) <= recorder.crc_bytes < passes * len(view) + 200
         assert [r.value for r in decode_records(stored)] == [b"x" * BIG]
+
+
+def test_fetch_returns_stored_batches_and_views_not_copies() -> None:
+    """A read from the memtable hands out the stored bytes themselves; a large value
+    (value separation) comes as a view of its WAL entry; ``records`` joins them once."""
+    options = EngineOptions(
+        background=False,
+        wal=WalOptions(sync_mode=SyncMode.ALWAYS),
+        value_separation_bytes=BIG // 2,
+    )
+    with PartitionLog.open(MemFS(), "/p", TopicConfig(), ManualClock(), options) as log:
+        small, big = _batch(10), _batch()
+        log.append_many([small])
+        log.append_many([big])
+        first, second = log.read(0, 1 << 20), log.read(0, 1 << 20)
+        assert first.batches[0] is second.batches[0]  # the memtable's own bytes
+        assert first.batches[1] is second.batches[1]
+        log.engine.flush()  # now the large value is a pointer into its WAL entry
+        first = log.read(0, 1 << 20)
+        assert isinstance(first.batches[1], memoryview)  # the large value: a view
+        assert bytes(first.batches[1][61:]) == big[61:]
+        assert first.records == b"".join(bytes(b) for b in first.batches)
+        assert [len(list(decode_records(b))) for b in first.batches] == [1, 1]

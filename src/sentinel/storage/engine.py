@@ -586,6 +586,19 @@ class Engine:
             for key, value in live_entries(merge_entries(iterators)):
                 yield key, resolve(value) if type(value) is ValuePointer else value
 
+    def scan_views(
+        self, start: bytes | None = None, end: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes | memoryview]]:
+        """``scan``, but a value-separated (large) value comes as a view of its WAL
+        entry rather than a copy; a memtable or table value is the stored ``bytes``
+        itself. A fetch joins what it reads once, for its response."""
+        self._check_open()
+        with self._maintenance.reading():
+            iterators = [source.entries(start, end) for source in self._sources()]
+            resolve = self._values.read_view
+            for key, value in live_entries(merge_entries(iterators)):
+                yield key, resolve(value) if type(value) is ValuePointer else value
+
     def seek_floor(self, key: bytes) -> tuple[bytes, bytes] | None:
         """The live entry with the greatest key ``<= key``, or None."""
         self._check_open()
