@@ -284,6 +284,7 @@ def main() -> None:
     parser.add_argument("--sync", default="always", help="the server's --sync for latency")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-half-max", action="store_true")
     parser.add_argument("--role", choices=("consumer", "producer"), help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=int, default=0, help=argparse.SUPPRESS)
@@ -332,7 +333,7 @@ def main() -> None:
     )  # fmt: skip
     emit(BENCH, "e2e_latency_p99_at_5000_msgs", _pct(latencies, 0.99), "ms", target=10, **labels)
     emit(BENCH, "e2e_latency_p999_at_5000_msgs", _pct(latencies, 0.999), "ms", **labels)
-    if mode != "process":
+    if mode != "process" or args.skip_half_max:
         return
     with server(args.sync) as (address, _proc):
         with Producer(address, acks=1, linger_ms=0) as warm:
