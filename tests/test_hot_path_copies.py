@@ -152,3 +152,15 @@ def test_fetch_returns_stored_batches_and_views_not_copies() -> None:
         assert bytes(first.batches[1][61:]) == big[61:]
         assert first.records == b"".join(bytes(b) for b in first.batches)
         assert [len(list(decode_records(b))) for b in first.batches] == [1, 1]
+
+
+def test_wal_copies_a_mutable_part_so_its_reuse_cannot_change_the_entry() -> None:
+    fs = MemFS()
+    wal = WriteAheadLog(fs, "/w", 1, WalOptions(sync_mode=SyncMode.ALWAYS))
+    reused = bytearray(b"a" * 100)
+    lsn = wal.append((b"head", reused, memoryview(reused)[:10]))
+    reused[:] = b"b" * 100  # the caller reuses its buffer before the fsync wave
+    wal.sync_to(lsn)
+    wal.close()
+    entries, _report = wal_module.replay(fs, "/w", 1)
+    assert entries == [b"head" + b"a" * 110]

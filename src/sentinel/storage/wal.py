@@ -252,11 +252,15 @@ class WriteAheadLog:
     def append_located(self, payload: bytes | tuple[Buffer, ...]) -> tuple[int, int, int]:
         """``append``, also saying where the entry's frame landed: (LSN, segment, offset
         of the frame in the segment). Value separation points into it. The payload may
-        come in parts (one entry all the same), so a large value is not copied to join it."""
+        come in parts (one entry all the same), so a large value is not copied to join it.
+        The parts are kept by reference until written and synced: an immutable part
+        (``bytes``, a read-only view of ``bytes``) as it is, any other copied once here,
+        so that a caller reusing its buffer cannot change an entry after its CRC."""
         if isinstance(payload, bytes):
             size = len(payload)
             frame: tuple[Buffer, ...] = frame_parts((payload,))
         else:
+            payload = tuple(map(_immutable, payload))
             size = sum(len(part) for part in payload)
             frame = frame_parts(payload)
         if size > self._options.max_entry_bytes:
@@ -650,6 +654,15 @@ class WriteAheadLog:
             f"WAL {self._dir} failed ({self._error!r}); entries after LSN "
             f"{self._synced_lsn} are not durable"
         )
+
+
+def _immutable(part: Buffer) -> Buffer:
+    """``part`` if its bytes can never change, else a ``bytes`` copy of it."""
+    if type(part) is bytes:
+        return part
+    if isinstance(part, memoryview) and part.readonly and isinstance(part.obj, bytes):
+        return part
+    return bytes(part)
 
 
 # The most parts one ``writev`` takes (Linux's IOV_MAX is 1024).
