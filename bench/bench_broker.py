@@ -1,6 +1,7 @@
 """The broker alone, against its ceiling, and end-to-end latency.
 
-    .venv/bin/python bench/bench_broker.py [--mb 512] [--quick]
+    .venv/bin/python bench/bench_broker.py [--mb 512] [--quick] [--rounds 3]
+        [--latency-mode process|thread] [--sync always]
 
 1. ceiling: a bare asyncio server (BufferedProtocol into a reused buffer) receives
    length-prefixed 16 KiB frames over loopback and appends them to a file: the MB/s a
@@ -9,20 +10,31 @@
    serialized once) with many calls in flight, so the client is not what is measured;
    the broker validates, stamps, appends to the WAL and fsyncs (``--sync always``).
 3. end-to-end latency: a producer at 5,000 msgs/s (linger 1 ms) and a consumer following
-   the log; latency is from send to the consumer seeing the record.
+   the log; latency is from send to the consumer seeing the record. By default producer
+   and consumer run in their own processes (``--latency-mode process``; the send time
+   travels in the record, read on the system-wide monotonic clock), as real clients do;
+   ``thread`` runs both in this process. Then the broker's maximum rate for the same
+   records from one producer process (acks 1, no rate limit), and the latency at half
+   of it.
+
+``--rounds N`` interleaves N ceiling and broker runs (one server for each broker run)
+and reports each ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -173,6 +185,88 @@ def _latency(address: str, rate: int, seconds: float) -> list[float]:
     return sorted(latencies)
 
 
+# ------------------------------------------- latency, one process per client
+
+
+def _consumer_role(address: str, total: int, seconds: float) -> None:
+    """Follow partition 0 of ``latency`` from its end; print "ready", then the sorted
+    latencies (seconds) of the first ``total`` records as JSON."""
+    from sentinel.client import TopicPartition
+
+    latencies: list[float] = []
+    with Consumer(address, auto_offset_reset="latest") as consumer:
+        tp = TopicPartition("latency", 0)
+        consumer.assign([tp])
+        consumer.seek_to_end([tp])
+        consumer.position(tp)
+        print("ready", flush=True)
+        deadline = time.monotonic() + seconds + 30
+        while len(latencies) < total and time.monotonic() < deadline:
+            for record in consumer.poll(0.5):
+                now = time.monotonic()
+                sent = float(record.value or b"0")
+                if sent > 0:
+                    latencies.append(now - sent)
+    print(json.dumps(sorted(latencies)), flush=True)
+
+
+def _producer_role(address: str, rate: int, seconds: float) -> None:
+    """Send ``rate * seconds`` records at ``rate`` msgs/s (0: as fast as acks allow), each
+    holding its send time; print the msgs/s reached, once every record is acknowledged."""
+    with Producer(address, acks=1, linger_ms=1) as producer:
+        start = time.monotonic()
+        if rate > 0:
+            for seq in range(int(rate * seconds)):
+                delay = start + seq / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                producer.send("latency", b"%.6f" % time.monotonic(), partition=0)
+            count = int(rate * seconds)
+        else:
+            count = 0
+            while time.monotonic() - start < seconds:
+                for _ in range(100):
+                    producer.send("latency", b"%.6f" % time.monotonic(), partition=0)
+                count += 100
+        producer.flush(60)
+        print(json.dumps(count / (time.monotonic() - start)), flush=True)
+
+
+def _spawn(role: str, address: str, rate: int, seconds: float) -> subprocess.Popen[str]:
+    cmd = [sys.executable, __file__, "--role", role, "--address", address]
+    cmd += ["--rate", str(rate), "--seconds", str(seconds)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+
+def _latency_processes(address: str, rate: int, seconds: float) -> list[float]:
+    """Producer and consumer each in its own process; the sorted latencies (seconds)."""
+    with Producer(address, acks=1, linger_ms=0) as warm:
+        warm.send("latency", b"0", partition=0).result(10)
+    total = int(rate * seconds)
+    consumer = _spawn("consumer", address, total, seconds)
+    assert consumer.stdout is not None
+    if consumer.stdout.readline().strip() != "ready":
+        consumer.kill()
+        raise RuntimeError("the consumer process did not start")
+    producer = _spawn("producer", address, rate, seconds)
+    producer.communicate(timeout=seconds + 120)
+    out, _ = consumer.communicate(timeout=seconds + 120)
+    return list(json.loads(out))
+
+
+def _max_rate(address: str, seconds: float) -> float:
+    """msgs/s one producer process reaches with acks 1 and no rate limit."""
+    producer = _spawn("producer", address, 0, seconds)
+    out, _ = producer.communicate(timeout=seconds + 120)
+    return float(json.loads(out))
+
+
+def _cpu(proc: Any) -> float:
+    """CPU seconds (user + system) the broker process used so far."""
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -185,28 +279,74 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=8)
     parser.add_argument("--batches-per-request", type=int, default=32)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved ceiling/broker")
+    parser.add_argument("--latency-mode", choices=("process", "thread"), default="process")
+    parser.add_argument("--sync", default="always", help="the server's --sync for latency")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-half-max", action="store_true")
+    parser.add_argument("--role", choices=("consumer", "producer"), help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=10, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role == "consumer":
+        _consumer_role(args.address, args.rate, args.seconds)
+        return
+    if args.role == "producer":
+        _producer_role(args.address, args.rate, args.seconds)
+        return
     total = (64 if args.quick else args.mb) * 1024 * 1024
-    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as directory:
-        ceiling = asyncio.run(_ceiling(total, directory))
-    emit(BENCH, "ceiling_asyncio_recv_append_16KiB", ceiling, "MB/s")
-    with server("always") as (address, _proc):
-        ours = asyncio.run(_replay(address, total, args.in_flight, args.batches_per_request))
+    for round_ in range(0 if args.skip_throughput else args.rounds):
+        with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as directory:
+            ceiling = asyncio.run(_ceiling(total, directory))
+        emit(BENCH, "ceiling_asyncio_recv_append_16KiB", ceiling, "MB/s", round=round_)
+        with server("always") as (address, _proc):
+            ours = asyncio.run(_replay(address, total, args.in_flight, args.batches_per_request))
+        emit(
+            BENCH,
+            "broker_produce_16KiB_batches_sync_always",
+            ours,
+            "MB/s",
+            batches_per_request=args.batches_per_request,
+            ceiling=round(ceiling, 1),
+            ratio=round(ours / ceiling, 3),
+            target_ratio=0.7,
+            round=round_,
+        )
+    if args.skip_latency:
+        return
+    seconds = 2 if args.quick else 10
+    mode = args.latency_mode
+    with server(args.sync) as (address, proc):
+        cpu = _cpu(proc)
+        if mode == "process":
+            latencies = _latency_processes(address, 5000, seconds)
+        else:
+            latencies = _latency(address, 5000, seconds)
+        cpu = _cpu(proc) - cpu
+    labels = {"mode": mode, "sync": args.sync}
+    emit(BENCH, "broker_cpu_seconds_at_5000_msgs", cpu, "s", run_seconds=seconds, **labels)
     emit(
-        BENCH,
-        "broker_produce_16KiB_batches_sync_always",
-        ours,
-        "MB/s",
-        batches_per_request=args.batches_per_request,
-        ceiling=round(ceiling, 1),
-        ratio=round(ours / ceiling, 3),
-        target_ratio=0.5,
-    )
-    with server("always") as (address, _proc):
-        latencies = _latency(address, 5000, 2 if args.quick else 10)
-    emit(BENCH, "e2e_latency_p50_at_5000_msgs", _pct(latencies, 0.5), "ms", samples=len(latencies))
-    emit(BENCH, "e2e_latency_p99_at_5000_msgs", _pct(latencies, 0.99), "ms", target=10)
-    emit(BENCH, "e2e_latency_p999_at_5000_msgs", _pct(latencies, 0.999), "ms")
+        BENCH, "e2e_latency_p50_at_5000_msgs", _pct(latencies, 0.5), "ms",
+        samples=len(latencies), **labels,
+    )  # fmt: skip
+    emit(BENCH, "e2e_latency_p99_at_5000_msgs", _pct(latencies, 0.99), "ms", target=10, **labels)
+    emit(BENCH, "e2e_latency_p999_at_5000_msgs", _pct(latencies, 0.999), "ms", **labels)
+    if mode != "process" or args.skip_half_max:
+        return
+    with server(args.sync) as (address, _proc):
+        with Producer(address, acks=1, linger_ms=0) as warm:
+            warm.send("latency", b"0", partition=0).result(10)
+        top = _max_rate(address, seconds)
+        half = max(1, int(top / 2))
+        emit(BENCH, "max_msgs_per_s_one_producer_acks_1", top, "msgs/s", **labels)
+        latencies = _latency_processes(address, half, seconds)
+    emit(
+        BENCH, "e2e_latency_p50_at_half_max", _pct(latencies, 0.5), "ms", rate=half,
+        samples=len(latencies), **labels,
+    )  # fmt: skip
+    emit(BENCH, "e2e_latency_p99_at_half_max", _pct(latencies, 0.99), "ms", target=50, **labels)
 
 
 if __name__ == "__main__":

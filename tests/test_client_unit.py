@@ -204,6 +204,24 @@ def test_linger_holds_a_batch_until_it_expires() -> None:
     assert wake is None
 
 
+def test_a_lingered_batch_stays_open_while_its_partition_is_at_its_in_flight_limit() -> None:
+    """The client pipeline's stall: with every in-flight slot taken, batches closed at
+    each linger would queue as many small requests, one round trip each; instead the
+    open batch keeps taking records and goes out as one when a slot frees."""
+    acc = make_acc(linger_s=0.001, max_in_flight=1, batch_size=100_000)
+    append(acc, 2, now=0.0)
+    (first,), _ = acc.drain(0.001)
+    for step in range(1, 50):  # a record a millisecond while the first is in flight
+        now = step * 0.001
+        acc.append(*TP, None, b"r%d" % step, (), TS + step, now)
+        batches, wake = acc.drain(now + 0.001)
+        assert batches == []
+        assert wake is None  # the response wakes the sender, not a timer
+    acc.succeeded(first)
+    (second,), _ = acc.drain(0.051)
+    assert second.count == 49  # one request for all that waited, not 49
+
+
 def test_close_open_makes_everything_ready_at_once() -> None:
     acc = make_acc(linger_s=60.0)
     append(acc, 2)

@@ -2,11 +2,15 @@
 
 ``Accumulator`` owns every batch from its first record to its acknowledgement::
 
-    append ──> open batch ──(full / linger expired / flush)──> queue of its partition
+    append ──> open batch ──(full / linger expired* / flush)──> queue of its partition
                                                                     │ drain
            acknowledged <── in flight <─────────────────────────────┘
                                 │ retriable failure: back into the queue, in order
                                 └ otherwise: failed
+
+(*) A batch whose linger is over is closed only when it can be sent at once (an
+in-flight slot left after the batches queued ahead of it); until then it keeps taking
+records, so under a full pipeline batches grow instead of queueing small ones.
 
 It never reads a clock or touches a socket: callers pass ``now`` (monotonic seconds)
 and act on what it returns. Not thread-safe: the producer guards it with one lock,
@@ -272,7 +276,9 @@ class Accumulator:
         for batch in list(self._open.values()):
             due = batch.created + linger
             if due <= now:
-                self._close(batch)
+                if self._sendable(batch.tp):
+                    self._close(batch)
+                # else it stays open, taking records, until a response frees a slot
             elif wake is None or due < wake:
                 wake = due
         out: list[ProducerBatch] = []
@@ -300,6 +306,19 @@ class Accumulator:
             if not queue:
                 self._ready.discard(tp)
         return out, wake
+
+    def _sendable(self, tp: TopicPartition) -> bool:
+        """Whether a batch of ``tp`` closed now would be sent now: an in-flight slot is
+        left for it after the batches queued ahead of it. If not, a batch whose linger is over stays
+        open and keeps taking records (as Kafka's tail batch does) instead of queueing
+        as one more small request: while the partition is at its in-flight limit the
+        round trip sets the batch size, and a backlog of linger-sized batches (each a
+        round trip, at a rate the slots cannot carry) never builds."""
+        state = self._partitions.get(tp)
+        if state is None:
+            return True
+        limit = 1 if state.retrying else self.max_in_flight
+        return state.in_flight + len(state.queue) < limit
 
     @staticmethod
     def encode(batch: ProducerBatch) -> bytes:

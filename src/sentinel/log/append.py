@@ -2,15 +2,14 @@
 sequence, and stamp it, without touching the log (``stage``). The partition log
 writes what ``stage`` returns and installs the producer entries after the write.
 
-Stamping copies the batch once: the base offset, batchLength and leader epoch are
-written in front of bytes 16.. of the client's batch (all outside the CRC); for a
-LogAppendTime topic ``stamp_batch`` also sets attributes bit 3 and maxTimestamp and
-recomputes the CRC.
+Stamping copies the batch once (``record.stamped``): the base offset and leader epoch
+are written into a copy of the 61-byte header, joined once with the records (both
+fields lie outside the CRC, which is kept); for a LogAppendTime topic it also sets
+attributes bit 3 and maxTimestamp and recomputes the CRC in the same single copy.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,12 +21,10 @@ from sentinel.log.producer_state import (
     apply_batch,
     check_append,
 )
-from sentinel.record import BatchHeader, decode_records, stamp_batch, validate_batch
+from sentinel.record import BatchHeader, decode_records, stamped, validate_batch
 
 Buffer = bytes | bytearray | memoryview
 Checked = tuple[Buffer, BatchHeader]
-
-_STAMP_PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +93,9 @@ def stage(
                 )
             value = bytes(data)
             max_ts = header.max_timestamp
-        elif append_time_ms is None:
-            prefix = _STAMP_PREFIX.pack(base, header.batch_length, leader_epoch)
-            value = b"".join((prefix, memoryview(data)[16:]))
-            max_ts = header.max_timestamp
         else:
-            buf = bytearray(data)
-            stamp_batch(buf, base, leader_epoch, append_time_ms)
-            value = bytes(buf)
-            max_ts = append_time_ms
+            value = stamped(data, base, leader_epoch, append_time_ms)
+            max_ts = header.max_timestamp if append_time_ms is None else append_time_ms
         new_entry = None
         if pid >= 0:
             new_entry = overlay[pid] = apply_batch(entry, header, base, max_ts)

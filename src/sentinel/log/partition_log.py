@@ -510,7 +510,7 @@ class PartitionLog:
         if offset < log_start or offset > leo:
             raise OffsetOutOfRangeError(offset, log_start, leo)
         limit = leo if include_uncommitted else hw
-        batches: list[bytes] = []
+        batches: list[bytes | memoryview] = []
         total = 0
         after = offset
         if offset < limit:

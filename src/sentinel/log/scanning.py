@@ -18,7 +18,7 @@ _LAST_DELTA = struct.Struct(">i")
 _LAST_DELTA_AT = 23
 
 
-def next_offset(batch: bytes) -> int:
+def next_offset(batch: bytes | memoryview) -> int:
     """The offset after a stored batch (base offset + lastOffsetDelta + 1)."""
     base = _BASE.unpack_from(batch, 0)[0]
     return int(base + _LAST_DELTA.unpack_from(batch, _LAST_DELTA_AT)[0] + 1)
@@ -35,12 +35,15 @@ def scanning(entries: Iterator[T]) -> Iterator[Iterator[T]]:
             close()
 
 
-def batches_from(engine: Engine, offset: int, limit: int) -> Iterator[tuple[bytes, bytes]]:
+def batches_from(
+    engine: Engine, offset: int, limit: int
+) -> Iterator[tuple[bytes, bytes | memoryview]]:
     """Stored batches from the one holding ``offset`` (or the next, in a gap) up to
     the base offset ``limit``. One scan when ``offset`` is a base offset (a consumer
-    reading on), plus one floor seek otherwise."""
+    reading on), plus one floor seek otherwise. No batch is copied: a batch is the
+    stored ``bytes`` or a view of a large value's WAL entry."""
     start = data_key(offset)
-    with scanning(engine.scan(start, data_key(limit))) as scan:
+    with scanning(engine.scan_views(start, data_key(limit))) as scan:
         first = next(scan, None)
         if first is None or first[0] != start:
             floor = engine.seek_floor(start)

@@ -57,8 +57,9 @@ class AppendResult:
 
 @dataclass(frozen=True, slots=True)
 class ReadResult:
-    #: Whole stamped batches, in offset order, as a fetch response carries them.
-    batches: tuple[bytes, ...]
+    #: Whole stamped batches, in offset order, as a fetch response carries them: the
+    #: stored bytes or views of them (not copies); a response joins them once.
+    batches: tuple[bytes | memoryview, ...]
     high_watermark: int
     log_start_offset: int
     log_end_offset: int

@@ -9,6 +9,7 @@ from sentinel.record.batch import (
     iter_batches,
     parse_header,
     stamp_batch,
+    stamped,
     validate_batch,
 )
 from sentinel.record.builder import BatchBuilder, Header, RecordInput, build_batch
@@ -39,5 +40,6 @@ __all__ = [
     "iter_batches",
     "parse_header",
     "stamp_batch",
+    "stamped",
     "validate_batch",
 ]

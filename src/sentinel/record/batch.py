@@ -300,6 +300,33 @@ def iter_batches(buffer: Buffer, *, allow_partial_tail: bool = False) -> Iterato
         pos = stop
 
 
+def stamped(
+    batch: Buffer,
+    base_offset: int,
+    leader_epoch: int,
+    log_append_time_ms: int | None = None,
+) -> bytes:
+    """A stamped copy of ``batch`` (what ``stamp_batch`` does in place), made with one
+    copy of its bytes: only the 61-byte header is edited before the one join. Without
+    ``log_append_time_ms`` the CRC is kept (the stamped fields lie before the CRC'd
+    region); with it the CRC is recomputed in one pass over the header's edited part and
+    the records (over bytes that were validated first: call this after
+    ``validate_batch``)."""
+    if len(batch) < HEADER_SIZE:
+        raise InvalidArgumentError(f"a record batch has at least {HEADER_SIZE} bytes")
+    view = memoryview(batch).cast("B") if isinstance(batch, memoryview) else memoryview(batch)
+    head = bytearray(view[:HEADER_SIZE])
+    body = view[HEADER_SIZE:]
+    stamp_batch(head, base_offset, leader_epoch)
+    if log_append_time_ms is not None:
+        (attributes,) = _INT16.unpack_from(head, ATTRIBUTES_OFFSET)
+        _INT16.pack_into(head, ATTRIBUTES_OFFSET, attributes | TIMESTAMP_TYPE_BIT)
+        _INT64.pack_into(head, MAX_TIMESTAMP_OFFSET, log_append_time_ms)
+        crc = crc32c(body, crc32c(memoryview(head)[ATTRIBUTES_OFFSET:]))
+        _UINT32.pack_into(head, CRC_OFFSET, crc)
+    return b"".join((head, body))
+
+
 def stamp_batch(
     batch: bytearray | memoryview,
     base_offset: int,

@@ -81,7 +81,12 @@ from sentinel.storage.value_log import ValueLog, ValuePointer
 from sentinel.storage.version import Version, VersionEdit
 from sentinel.storage.wal import Resumed, SyncMode, WalFailedError, WriteAheadLog
 from sentinel.storage.wal_format import ReplayReport
-from sentinel.storage.write_batch import WriteBatch, encode_ops, encode_put, value_positions
+from sentinel.storage.write_batch import (
+    WriteBatch,
+    encode_ops_parts,
+    encode_put,
+    value_positions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +338,8 @@ class Engine:
         for key, value in batch.ops:
             self._check_sizes(key, value)
             large = large or (value is not None and 0 < threshold <= len(value))
-        return self._append(encode_ops(batch.ops), batch.ops, batch.byte_size, large)
+        # In parts: a large value (a produced batch) goes to the WAL's writev uncopied.
+        return self._append(encode_ops_parts(batch.ops), batch.ops, batch.byte_size, large)
 
     def sync_to(self, lsn: int) -> None:
         """Block until every write up to ``lsn`` is fsynced (group commit)."""
@@ -577,6 +583,19 @@ class Engine:
         with self._maintenance.reading():
             iterators = [source.entries(start, end) for source in self._sources()]
             resolve = self._values.read
+            for key, value in live_entries(merge_entries(iterators)):
+                yield key, resolve(value) if type(value) is ValuePointer else value
+
+    def scan_views(
+        self, start: bytes | None = None, end: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes | memoryview]]:
+        """``scan``, but a value-separated (large) value comes as a view of its WAL
+        entry rather than a copy; a memtable or table value is the stored ``bytes``
+        itself. A fetch joins what it reads once, for its response."""
+        self._check_open()
+        with self._maintenance.reading():
+            iterators = [source.entries(start, end) for source in self._sources()]
+            resolve = self._values.read_view
             for key, value in live_entries(merge_entries(iterators)):
                 yield key, resolve(value) if type(value) is ValuePointer else value
 

@@ -73,6 +73,10 @@ class ValueLog:
         self._frame_cache_bytes = frame_cache_bytes
 
     def read(self, pointer: ValuePointer) -> bytes:
+        return bytes(self.read_view(pointer))
+
+    def read_view(self, pointer: ValuePointer) -> memoryview:
+        """``read`` without copying: a view of the value in its (cached) WAL entry."""
         segment, offset, start, length = pointer.fields
         payload = self._frame(segment, offset)
         if start + length > len(payload):
@@ -81,7 +85,7 @@ class ValueLog:
                 f"entry at {offset}",
                 "value pointer runs past the entry",
             )
-        return payload[start : start + length]
+        return memoryview(payload)[start : start + length]
 
     def _frame(self, segment: int, offset: int) -> bytes:
         key = (segment, offset)

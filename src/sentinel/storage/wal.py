@@ -39,7 +39,10 @@ length (if that fails, replay's torn-tail rule handles the damage), starts a FRE
 segment and writes into it again every entry appended since the last successful fsync,
 then fsyncs. To make that possible the writer keeps, in every mode, the frames appended
 to the current segment since its last fsync (``_unsynced``); NONE mode fsyncs once that
-passes ``_RETAIN_AT`` bytes, which bounds the memory. So an entry that was appended (and
+passes ``_RETAIN_AT`` bytes, which bounds the memory. They are kept as references to
+the frames' parts (frame header, payload parts), never copied: an ALWAYS-mode sync
+hands them to the OS with one ``writev``, so a payload's bytes are not copied in user
+space between the caller and the kernel. So an entry that was appended (and
 maybe put in the engine's memtable, and given an offset by the log) is either durable
 after ``resume`` or was refused at ``append``: no LSN is lost or reused, and a caller
 whose ``sync_to`` failed was not acknowledged but may find its entry durable later
@@ -55,7 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -66,7 +69,7 @@ from sentinel.errors import (
     StorageUnavailableError,
     ValueTooLargeError,
 )
-from sentinel.fs import FS, File
+from sentinel.fs import FS, Buffer, File
 from sentinel.storage.files import join, wal_name
 from sentinel.storage.wal_format import (
     FRAME_HEADER_SIZE,
@@ -186,10 +189,13 @@ class WriteAheadLog:
         self._cond = threading.Condition(self._lock)
         self._io_lock = threading.Lock()
         self._delete_lock = threading.Lock()
-        # Frames appended to the current segment since its last fsync; the first
-        # ``_handed`` bytes of it were given to the OS (``write``), the rest not yet.
-        self._unsynced = bytearray()
+        # The parts of the frames appended to the current segment since its last fsync
+        # (references, not copies); the first ``_handed`` parts (``_handed_bytes``) were
+        # given to the OS (``write``), the rest not yet.
+        self._unsynced: list[Buffer] = []
+        self._unsynced_bytes = 0
         self._handed = 0
+        self._handed_bytes = 0
         self._last_lsn = 0
         self._synced_lsn = 0
         self._syncing = False
@@ -239,18 +245,22 @@ class WriteAheadLog:
 
     # -- appending
 
-    def append(self, payload: bytes | tuple[bytes, ...]) -> int:
+    def append(self, payload: bytes | tuple[Buffer, ...]) -> int:
         """Add one entry; return its LSN. See the module doc for what each mode promises."""
         return self.append_located(payload)[0]
 
-    def append_located(self, payload: bytes | tuple[bytes, ...]) -> tuple[int, int, int]:
+    def append_located(self, payload: bytes | tuple[Buffer, ...]) -> tuple[int, int, int]:
         """``append``, also saying where the entry's frame landed: (LSN, segment, offset
         of the frame in the segment). Value separation points into it. The payload may
-        come in parts (one entry all the same), so a large value is not copied to join it."""
+        come in parts (one entry all the same), so a large value is not copied to join it.
+        The parts are kept by reference until written and synced: an immutable part
+        (``bytes``, a read-only view of ``bytes``) as it is, any other copied once here,
+        so that a caller reusing its buffer cannot change an entry after its CRC."""
         if isinstance(payload, bytes):
             size = len(payload)
-            frame: tuple[bytes, ...] = (encode_frame(payload),)
+            frame: tuple[Buffer, ...] = frame_parts((payload,))
         else:
+            payload = tuple(map(_immutable, payload))
             size = sum(len(part) for part in payload)
             frame = frame_parts(payload)
         if size > self._options.max_entry_bytes:
@@ -267,7 +277,7 @@ class WriteAheadLog:
             if not roll:
                 segment, offset = self._number, self._segment_size
                 lsn = self._add_locked(frame, frame_size)
-                backlog = len(self._unsynced) - self._handed
+                backlog = self._unsynced_bytes - self._handed_bytes
         if roll:
             with self._io_lock, self._lock:
                 self._check_usable()
@@ -281,7 +291,7 @@ class WriteAheadLog:
         with contextlib.suppress(WalFailedError):
             if backlog >= _FLUSH_AT:
                 self._try_flush()
-            elif not self._always and len(self._unsynced) >= _RETAIN_AT:
+            elif not self._always and self._unsynced_bytes >= _RETAIN_AT:
                 self.sync_to(lsn)
         return lsn, segment, offset
 
@@ -296,25 +306,21 @@ class WriteAheadLog:
         over = self._segment_size + frame_size > self._options.segment_bytes
         return over and self._segment_entries > 0
 
-    def _add_locked(self, frame: tuple[bytes, ...], frame_size: int) -> int:
-        if self._always:
-            for part in frame:
-                self._unsynced += part
-        else:
+    def _add_locked(self, frame: tuple[Buffer, ...], frame_size: int) -> int:
+        if not self._always:
             file = self._file
             if file is None:
                 raise ClosedError(f"WAL {self._dir} has no open segment")
             try:
-                if len(frame) == 1:
-                    file.write(frame[0])
-                else:
-                    file.writev(frame)
+                _write_parts(file, frame)
             except Exception as exc:
                 self._fail(exc)
                 raise self._failed_error() from exc
-            for part in frame:
-                self._unsynced += part
+        self._unsynced.extend(frame)
+        self._unsynced_bytes += frame_size
+        if not self._always:
             self._handed = len(self._unsynced)
+            self._handed_bytes = self._unsynced_bytes
         self._segment_size += frame_size
         self._segment_entries += 1
         self._last_lsn += 1
@@ -332,7 +338,7 @@ class WriteAheadLog:
                     return
                 data, _mark = self._take_buffer()
             try:
-                file.write(data)
+                _write_parts(file, data)
             except Exception as exc:
                 self._fail(exc)
                 raise self._failed_error() from exc
@@ -389,24 +395,26 @@ class WriteAheadLog:
             self._on_sync(*report)
 
     def _write_and_sync(
-        self, file: File, data: bytes | bytearray, base: int, target: int, mark: int
+        self, file: File, data: list[Buffer], base: int, target: int, mark: tuple[int, int]
     ) -> tuple[float, int]:
-        """Write ``data``, fsync, mark ``target`` durable and forget the first ``mark``
-        unsynced bytes; (seconds, entries). The caller holds ``_io_lock``."""
+        """Write the parts ``data``, fsync, mark ``target`` durable and forget the first
+        ``mark`` = (parts, bytes) unsynced; (seconds, entries). The caller holds
+        ``_io_lock``."""
         start = self._clock.monotonic()
         try:
             if data:
-                file.write(data)
+                _write_parts(file, data)
             file.sync()
         except Exception as exc:
             self._fail(exc)
             raise self._failed_error() from exc
+        parts, nbytes = mark
         with self._lock:
             self._synced_lsn = max(self._synced_lsn, target)
-            # A new buffer rather than ``del``: a bytearray keeps its capacity, so one
-            # large entry would otherwise pin its size in memory for good.
-            self._unsynced = self._unsynced[mark:] if mark < len(self._unsynced) else bytearray()
-            self._handed -= mark
+            del self._unsynced[:parts]
+            self._unsynced_bytes -= nbytes
+            self._handed -= parts
+            self._handed_bytes -= nbytes
             self._cond.notify_all()
         return self._clock.monotonic() - start, target - base
 
@@ -526,7 +534,7 @@ class WriteAheadLog:
             if self._error is None:
                 return None
             old_number = self._number
-            synced_size = self._segment_size - len(self._unsynced)
+            synced_size = self._segment_size - self._unsynced_bytes
             old, self._file = self._file, None
             if old is not None:
                 try:  # best effort: else replay's torn-tail rule cuts the damage
@@ -538,14 +546,14 @@ class WriteAheadLog:
                     old.close()
             number = self._allocate()
             path = join(self._dir, wal_name(number))
-            data = bytes(self._unsynced)
+            data, size = list(self._unsynced), self._unsynced_bytes
             file: File | None = None
             try:
                 if self._fs.exists(path):  # left by an earlier attempt
                     self._fs.remove(path)
                 file = self._create_segment(number)
                 if data:
-                    file.write(data)
+                    _write_parts(file, data)
                     file.sync()
             except Exception as exc:
                 if file is not None:
@@ -559,9 +567,10 @@ class WriteAheadLog:
                     f"after LSN {self._synced_lsn} are not durable"
                 ) from exc
             self._file, self._number = file, number
-            self._segment_size = HEADER_SIZE + len(data)
+            self._segment_size = HEADER_SIZE + size
             self._segment_entries = self._last_lsn - self._synced_lsn
-            self._unsynced, self._handed = bytearray(), 0
+            self._unsynced, self._unsynced_bytes = [], 0
+            self._handed = self._handed_bytes = 0
             self._synced_lsn = self._last_lsn
             self._error = None
             self._cond.notify_all()
@@ -626,12 +635,13 @@ class WriteAheadLog:
             raise ClosedError(f"WAL {self._dir} has no open segment")
         return self._file
 
-    def _take_buffer(self) -> tuple[bytearray, int]:
-        """The unsynced bytes not yet given to the OS, and the length of the unsynced
-        region they complete (what an fsync after writing them makes durable)."""
+    def _take_buffer(self) -> tuple[list[Buffer], tuple[int, int]]:
+        """The unsynced parts not yet given to the OS (a list of references), and the
+        (parts, bytes) of the unsynced region they complete (what an fsync after writing
+        them makes durable)."""
         data = self._unsynced[self._handed :]
-        self._handed = len(self._unsynced)
-        return data, self._handed
+        self._handed, self._handed_bytes = len(self._unsynced), self._unsynced_bytes
+        return data, (self._handed, self._handed_bytes)
 
     def _fail(self, exc: Exception) -> None:
         with self._lock:
@@ -644,3 +654,26 @@ class WriteAheadLog:
             f"WAL {self._dir} failed ({self._error!r}); entries after LSN "
             f"{self._synced_lsn} are not durable"
         )
+
+
+def _immutable(part: Buffer) -> Buffer:
+    """``part`` if its bytes can never change, else a ``bytes`` copy of it."""
+    if type(part) is bytes:
+        return part
+    if isinstance(part, memoryview) and part.readonly and isinstance(part.obj, bytes):
+        return part
+    return bytes(part)
+
+
+# The most parts one ``writev`` takes (Linux's IOV_MAX is 1024).
+_IOV_MAX = 1024
+
+
+def _write_parts(file: File, parts: Sequence[Buffer]) -> None:
+    """Hand ``parts`` to the OS in order, without joining them: one ``write`` for one
+    part, else ``writev`` calls of at most ``_IOV_MAX`` parts."""
+    if len(parts) == 1:
+        file.write(parts[0])
+        return
+    for start in range(0, len(parts), _IOV_MAX):
+        file.writev(parts[start : start + _IOV_MAX])

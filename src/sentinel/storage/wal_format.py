@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 from sentinel.codec.crc import crc32c
 from sentinel.errors import CorruptionError, MissingFileError, UnsupportedFormatError
-from sentinel.fs import FS
+from sentinel.fs import FS, Buffer
 from sentinel.storage.files import WAL_SUFFIX, join, parse_number, wal_name
 
 MAGIC = b"SWAL"
@@ -92,7 +92,7 @@ def encode_frame(payload: bytes) -> bytes:
     return FRAME_HEAD.pack(length, ENTRY_FULL, crc) + payload
 
 
-def frame_parts(payload: Sequence[bytes]) -> tuple[bytes, ...]:
+def frame_parts(payload: Sequence[Buffer]) -> tuple[Buffer, ...]:
     """The frame of a payload given in parts: (frame header, *parts). Written with one
     ``writev``, a large value is never copied into a joined buffer."""
     length = sum(len(part) for part in payload)

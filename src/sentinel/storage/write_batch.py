@@ -73,6 +73,29 @@ def encode_ops(ops: list[tuple[bytes, bytes | None]]) -> bytes:
     return b"".join(parts)
 
 
+def encode_ops_parts(ops: list[tuple[bytes, bytes | None]]) -> bytes | tuple[bytes, ...]:
+    """``encode_ops`` as parts for one ``writev``: every value of ``PARTS_FROM`` bytes or
+    more is its own part (not copied), the small pieces between are joined. The bytes
+    are those of ``encode_ops``, so value positions do not change."""
+    pack = _OP.pack
+    parts: list[bytes] = []
+    small: list[bytes] = [_COUNT.pack(len(ops))]
+    for key, value in ops:
+        if value is None:
+            small += (pack(_DELETE, len(key), 0), key)
+        elif len(value) >= PARTS_FROM:
+            small += (pack(_PUT, len(key), len(value)), key)
+            parts += (b"".join(small), value)
+            small = []
+        else:
+            small += (pack(_PUT, len(key), len(value)), key, value)
+    if not parts:
+        return b"".join(small)
+    if small:
+        parts.append(b"".join(small))
+    return tuple(parts)
+
+
 #: From this size on a put's payload is handed to the WAL in parts (one ``writev``, no
 #: joining copy of the value); below it one joined ``bytes`` is cheaper.
 PARTS_FROM = 4096
