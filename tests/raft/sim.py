@@ -8,11 +8,13 @@ before the persist or between the persist and the send, and loses exactly what w
 not persisted: the node comes back with its durable log (the entries as of its last
 sync) and its durable hard state.
 
-Storage: an in-memory durable log with explicit persist points (``SimStorage``), not
-``PartitionLog`` on ``MemFS`` (one LSM engine per node per seed would cost ~100x the
-time, and 1,000 seeds must fit in ``make test``). The contract it models is the one
-``PartitionLog`` gives (append visible at once, durable after sync, truncate durable
-after sync).
+Storage: by default an in-memory durable log with explicit persist points
+(``SimStorage``), which models the contract ``PartitionLog`` gives (append visible at
+once, durable after sync, truncate durable after sync) and is fast enough for 1,000
+seeds in ``make test``. With ``SimParams.real_log`` each node runs on the real thing
+(``sim_partition.PartitionStorage``: ``PartitionLog`` + ``PartitionRaftLog`` + the
+hard-state file on its own ``MemFS``; a crash is ``MemFS.crash()``); after every
+crash the checker requires that the reopened log is exactly what was synced.
 
 After every event the checker asserts: at most one leader per term, and one granted
 vote per node and term (across crashes); log matching
@@ -32,10 +34,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from raft.sim_partition import PartitionStorage
+from raft.sim_partition import payload as real_payload
 from sentinel.errors import SentinelError
 from sentinel.raft.core import RaftCore
 from sentinel.raft.errors import NotLeaderError, ProposalRefusedError
-from sentinel.raft.log import Entry, MemoryLog
+from sentinel.raft.log import Entry, MemoryLog, RaftLog
 from sentinel.raft.messages import Message, RequestVoteResponse
 from sentinel.raft.quorum import majority
 from sentinel.raft.state import HardState, RaftConfig, Ready, Role
@@ -64,6 +68,7 @@ class SimParams:
     check_quorum: bool = True
     slow: float = 0.0  # the share of messages held up to 10x max_delay
     retention_every: int = 0  # a node drops a prefix of what it applied (0: never)
+    real_log: bool = False  # nodes on PartitionLog + MemFS (sim_partition)
 
 
 PROFILES = {
@@ -102,6 +107,9 @@ class SimStorage:
         log = self.log
         self.durable = (log.log_start, log.start_term, self.start_hash, log.all_entries())
 
+    def store_hard(self, hard: HardState) -> None:
+        self.hard = hard
+
     def crash(self) -> None:
         start, start_term, self.start_hash, entries = self.durable
         self.log = MemoryLog(start, start_term)
@@ -119,12 +127,19 @@ class SimStorage:
         self.start_hash = start_hash
 
 
-def chain(log: MemoryLog, seed: int) -> dict[int, int]:
+def chain(
+    log: RaftLog, seed: int, prior: dict[int, int] | None = None, since: int | None = None
+) -> dict[int, int]:
     """Prefix end -> hash of the whole prefix (log matching in O(1) per entry); a log
-    that starts past 0 starts from the hash of the prefix that was removed."""
-    out: dict[int, int] = {log.log_start: seed}
-    h = seed
-    for e in log.all_entries():
+    that starts past 0 starts from the hash of the prefix that was removed. With
+    ``prior`` (the chain before) and ``since`` (where the log changed), only the
+    entries from ``since`` on are read."""
+    if prior is not None and since is not None and since in prior:
+        out = {end: h for end, h in prior.items() if end <= since}
+        h, at = prior[since], since
+    else:
+        out, h, at = {log.log_start: seed}, seed, log.log_start
+    for e in log.entries(at, 1 << 30):
         h = hash((h, e.base, e.term, e.count, e.data, e.voters))
         out[e.end] = h
     return out
@@ -134,7 +149,7 @@ def chain(log: MemoryLog, seed: int) -> dict[int, int]:
 class NodeView:
     chain: dict[int, int] = field(default_factory=dict)
     durable_chain: dict[int, int] = field(default_factory=dict)
-    changed: bool = True  # the log changed since the last log-matching check
+    changed: int | None = 0  # where the log changed since the last log-matching check
     next_apply: int = 0
 
 
@@ -149,7 +164,10 @@ class Simulation:
             election_ticks=10, heartbeat_ticks=2, max_entries_per_message=2,
             pre_vote=self.p.pre_vote, check_quorum=self.p.check_quorum,
         )
-        self.storage = {i: SimStorage() for i in self.ids}
+        self.storage: dict[int, Any] = {
+            i: PartitionStorage() if self.p.real_log else SimStorage() for i in self.ids
+        }
+        self.payload = real_payload if self.p.real_log else (lambda n, count: b"p%d" % n)
         self.nodes: dict[int, RaftCore] = {}
         self.view = {i: NodeView() for i in self.ids}
         self.down: set[int] = set()
@@ -189,18 +207,29 @@ class Simulation:
         v = self.view[i]
         v.chain = chain(s.log, s.start_hash)
         v.next_apply = s.log.log_start
-        v.changed = True
+        v.changed = s.log.log_start
         self.down.discard(i)
 
     def _crash(self, i: int, where: str) -> None:
         self.trace.append(f"{self.now} crash {i} {where}")
         self.stats["crash " + where] += 1
         self.down.add(i)
-        self.storage[i].crash()
-        self.view[i].chain = dict(self.view[i].durable_chain)
+        self._lose_unsynced(i)
         quick = self.rng.random() < 0.5  # a quick restart can rejoin the same election
         delay = self.rng.randrange(2, 40) if quick else self.rng.randrange(50, 600)
         self._at(self.now + delay, "restart", i)
+
+    def _lose_unsynced(self, i: int) -> None:
+        """The node's disk after a crash must hold exactly what it synced."""
+        s, v = self.storage[i], self.view[i]
+        s.crash()
+        recovered = chain(s.log, s.start_hash)
+        if recovered != (v.durable_chain or {0: 0}):
+            lost = sorted(set(v.durable_chain.items()) - set(recovered.items()))[:3]
+            kept = sorted(set(recovered.items()) - set(v.durable_chain.items()))[:3]
+            self.fail(f"node {i} reopened a log other than it synced: lost {lost}, "
+                      f"kept unsynced {kept}")
+        v.chain = recovered
 
     def send(self, m: Message) -> None:
         if (m.src, m.dst) in self.cut or (self.faults and self.rng.random() < self.p.drop):
@@ -234,8 +263,10 @@ class Simulation:
             s.start_hash = self.committed[rd.log_reset]
             self.stats["log reset"] += 1
         if rd.must_sync:
-            v.chain = chain(s.log, s.start_hash)
-            v.changed = True
+            since = rd.entries[0].base if rd.entries and rd.log_reset is None else None
+            v.chain = chain(s.log, s.start_hash, v.chain, since)
+            at = s.log.log_start if since is None else since
+            v.changed = at if v.changed is None else min(v.changed, at)
         if self.faults and self.rng.random() < self.p.crash_rate:
             self._crash(i, "before persist")
             return
@@ -243,7 +274,7 @@ class Simulation:
             s.sync()
             v.durable_chain = v.chain
         if rd.hard_state is not None:
-            s.hard = rd.hard_state
+            s.store_hard(rd.hard_state)
         if self.faults and self.rng.random() < self.p.crash_rate:
             self._crash(i, "after persist, before send")
             return
@@ -276,7 +307,8 @@ class Simulation:
         trace = "\n".join(self.trace)
         raise InvariantViolationError(
             f"seed {self.seed} ({self.profile}) at t={self.now}: {what}\nlast events:\n{trace}\n"
-            f"replay: RAFT_SEED={self.seed} pytest tests/raft/test_sim.py::test_replay"
+            f"replay: {'RAFT_REAL_LOG=1 ' if self.p.real_log else ''}RAFT_SEED={self.seed} "
+            f"pytest tests/raft/test_sim.py::test_replay"
         )
 
     def check(self, i: int) -> None:
@@ -284,9 +316,9 @@ class Simulation:
         if core.role is Role.LEADER and self.leaders.setdefault(core.term, i) != i:
             self.fail(f"two leaders in term {core.term}: {self.leaders[core.term]} and {i}")
         log = core.log
-        if v.changed:
-            v.changed = False
-            self._check_log_matching(i)
+        if v.changed is not None:
+            self._check_log_matching(i, max(v.changed, log.log_start))
+            v.changed = None
         c = core.commit
         if c > log.log_start or c == self.commit_end:
             self._check_commit(i, c)
@@ -304,11 +336,14 @@ class Simulation:
             if held < majority(len(self.ids)):
                 self.fail(f"committed prefix {self.commit_end} is durable on {held} nodes only")
 
-    def _check_log_matching(self, i: int) -> None:
-        """Same (base, term) => same batch and same prefix (the hash chain says so)."""
+    def _check_log_matching(self, i: int, since: int) -> None:
+        """Same (base, term) => same batch and same prefix (the hash chain says so),
+        for the entries from ``since`` (where the log changed) on."""
         log, ch, seen = self.nodes[i].log, self.view[i].chain, self.seen
-        prev = log.start_term
-        for e in log.entries(log.log_start, 1 << 30):
+        if since not in ch:
+            since = log.log_start
+        prev = log.term_at(since - 1) or 0
+        for e in log.entries(since, 1 << 30):
             h = ch[e.end]
             if seen.setdefault((e.base, e.term), h) != h:
                 self.fail(f"log matching: node {i} batch ({e.base}, {e.term}) differs")
@@ -361,7 +396,7 @@ class Simulation:
         def act(core: RaftCore) -> None:
             try:
                 if kind == "data":
-                    core.propose(b"p%d" % n, count=1 + n % 3)
+                    core.propose(self.payload(n, 1 + n % 3), count=1 + n % 3)
                 elif kind == "transfer":
                     core.transfer_leadership(self.rng.choice(sorted(core.voters - {i}) or [0]))
                 else:
@@ -404,6 +439,7 @@ class Simulation:
             s.trim(at, self.view[i].chain[at])
             v = self.view[i]
             v.durable_chain = {k: h for k, h in v.durable_chain.items() if k >= at}
+            v.chain = {k: h for k, h in v.chain.items() if k >= at}
 
     def run(self) -> None:
         p = self.p
@@ -434,7 +470,7 @@ class Simulation:
             core = self.nodes[i]
             if target is None:
                 try:
-                    target = core.propose(b"final").end
+                    target = core.propose(self.payload(0, 1)).end
                 except (NotLeaderError, ProposalRefusedError):
                     continue
                 self._input(i, "propose final", lambda c: None)
@@ -452,8 +488,7 @@ class Simulation:
         self.faults = False
         self.cut.clear()
         for i in self.ids:
-            self.storage[i].crash()
-            self.view[i].chain = dict(self.view[i].durable_chain)
+            self._lose_unsynced(i)
             self._start(i)
         self.events = [e for e in self.events if e[2] not in ("restart", "partition")]
         heapq.heapify(self.events)

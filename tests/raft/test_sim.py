@@ -1,21 +1,33 @@
-"""The deterministic simulator in ``make test``: 1,000 seeds by default.
+"""The deterministic simulator in ``make test``: 1,000 seeds by default, and 100 more
+with every node on the real partition log (``PartitionLog`` on ``MemFS``).
 
-    RAFT_SEEDS=100000 pytest -q -p no:cacheprovider tests/raft/test_sim.py::test_seeds
+    RAFT_SEEDS=100000 RAFT_LOG_SEEDS=10000 pytest -q -p no:cacheprovider \
+        tests/raft/test_sim.py -k seeds            (the long run: both storages)
     RAFT_SEED_START=50000 RAFT_SEEDS=50000 ...   (one shard of a long run per core)
     RAFT_SEED=1234 pytest -q -s tests/raft/test_sim.py::test_replay   (one seed, traced)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
 
 import pytest
 
-from raft.sim import PROFILES, InvariantViolationError, SimParams, Simulation, run_seed
+from raft.sim import (
+    PROFILES,
+    InvariantViolationError,
+    SimParams,
+    Simulation,
+    params_for,
+    run_seed,
+)
+from raft.sim_partition import PartitionStorage
 from sentinel.raft.core import RaftCore
 from sentinel.raft.messages import PreVote, RequestVote
+from sentinel.raft.partition_log_adapter import entry_of
 from sentinel.raft.state import HardState
 
 
@@ -31,10 +43,41 @@ def test_seeds() -> None:
     print(f"\n{count} seeds: {wall:.1f} s wall, {cpu:.1f} s CPU, {count / cpu:.1f} seeds/CPU-s")
 
 
+def real_log_params(seed: int) -> SimParams:
+    """The seed's fault profile on the real log (without retention: a laggard behind a
+    leader's log start needs the snapshot install the partition log lacks)."""
+    return dataclasses.replace(params_for(seed)[1], real_log=True, retention_every=0)
+
+
+def test_seeds_on_the_partition_log() -> None:
+    """The same checks with every node on ``PartitionLog`` + the hard-state file on its
+    own ``MemFS`` (a crash is ``MemFS.crash()``; the reopened log must be exactly what
+    was synced). Afterwards each node's partition log, read as a consumer reads it (up
+    to the high watermark), holds the committed entries byte for byte."""
+    start = int(os.environ.get("RAFT_SEED_START", "0"))
+    count = int(os.environ.get("RAFT_LOG_SEEDS", "100"))
+    t0, c0 = time.perf_counter(), time.process_time()
+    for seed in range(start, start + count):
+        sim = run_seed(seed, real_log_params(seed))
+        for i in sim.ids:
+            storage = sim.storage[i]
+            assert isinstance(storage, PartitionStorage)
+            plog = storage.log.plog
+            at = plog.log_start_offset
+            while at < plog.high_watermark:
+                result = plog.read(at, 1 << 20)
+                for b in result.batches:
+                    e = entry_of(bytes(b))
+                    assert sim.applied[e.base] == (e.term, e.count, e.data)
+                at = result.next_offset
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"\n{count} seeds on PartitionLog: {wall:.1f} s wall, {cpu:.1f} s CPU")
+
+
 def test_replay() -> None:
     """Replays one seed (``RAFT_SEED``, default 0) and prints its last events."""
     seed = int(os.environ.get("RAFT_SEED", "0"))
-    sim = Simulation(seed)
+    sim = Simulation(seed, real_log_params(seed) if os.environ.get("RAFT_REAL_LOG") else None)
     try:
         sim.run()
     finally:

@@ -1,0 +1,257 @@
+"""The Raft log on the real partition log (KIP-595: the log is the partition log).
+
+``PartitionRaftLog`` implements ``RaftLog`` over a ``PartitionLog`` opened with
+``auto_high_watermark=False``:
+
+    Raft                      here
+    -------------------------------------------------------------------------
+    entry                     one whole record batch, as stored (stamped bytes)
+    index [base, last]        the batch's offsets
+    term                      the batch's partition leader epoch
+    prev entry                (offset, epoch) of the batch before
+    commit                    the high watermark (``set_high_watermark``)
+    hard state                ``hard_state_file`` beside the log (its own fsync)
+
+Appending an ``Entry``:
+  * a configuration entry (``voters``) or an empty one (the leader's no-op of its
+    term) is written as a control batch of one record, built here and stamped at
+    ``(base, term)`` (KRaft writes KRaftVoters / LeaderChange control records);
+  * a batch whose header already carries ``(base, term)`` came from a leader: it is
+    stored byte for byte (``append_replicated``), so every replica holds the leader's
+    bytes;
+  * anything else is a producer batch at the leader: ``PartitionLog.append`` validates
+    and stamps it with the term as its leader epoch. (The broker passes producer
+    batches with the leader epoch they came with, -1 from every Kafka client.)
+
+Durability follows the Ready contract: appends and truncations are written at once
+(visible) and made durable by ``persist`` (one WAL sync), then the hard state file.
+
+An index of every batch's base and term is kept in memory (built by one scan at
+open), so ``term_at`` and ``batch_base`` never read the engine.
+Not supported yet: starting the log over past its end (``reset`` beyond
+``log_end``, a laggard behind a leader's retention: that needs the snapshot install
+the partition log has no call for), and key-compacted topics (gaps between batches).
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from collections.abc import Sequence
+
+from sentinel.clock import Clock
+from sentinel.errors import DamagedDataError
+from sentinel.log.partition_log import PartitionLog
+from sentinel.raft.errors import SafetyViolationError
+from sentinel.raft.hard_state_file import DurableState, HardStateFile
+from sentinel.raft.log import Entry
+from sentinel.raft.state import HardState, Ready
+from sentinel.record import build_batch, decode_records, parse_header
+
+#: Control record keys (version 0, type): KRaft's LeaderChange and KRaftVoters.
+_CONTROL_KEY = struct.Struct(">hh")
+LEADER_CHANGE = 2
+VOTERS = 6
+_SCAN_BYTES = 1 << 20
+
+
+def control_batch(e: Entry, timestamp_ms: int) -> bytes:
+    """The control batch for a no-op or configuration entry, stamped at (base, term)."""
+    if e.count != 1:
+        raise SafetyViolationError(f"a control entry at {e.base} spans {e.count} offsets")
+    if e.voters is None:
+        key, value = _CONTROL_KEY.pack(0, LEADER_CHANGE), b""
+    else:
+        key = _CONTROL_KEY.pack(0, VOTERS)
+        value = ",".join(str(v) for v in sorted(e.voters)).encode()
+    return build_batch(
+        [(key, value, (), timestamp_ms)], base_offset=e.base, leader_epoch=e.term,
+        is_control=True,
+    )
+
+
+def entry_of(batch: bytes) -> Entry:
+    """The Raft entry a stored batch is (a control batch's voters decoded)."""
+    h = parse_header(batch)
+    voters: frozenset[int] | None = None
+    if h.is_control:
+        for r in decode_records(batch):
+            key = r.key or b""
+            if len(key) == 4 and _CONTROL_KEY.unpack(key)[1] == VOTERS and r.value:
+                voters = frozenset(int(v) for v in r.value.split(b","))
+    return Entry(h.base_offset, h.leader_epoch, h.last_offset_delta + 1, batch, voters)
+
+
+class PartitionRaftLog:
+    """A ``RaftLog`` over a ``PartitionLog``, with the group's hard state beside it."""
+
+    def __init__(self, plog: PartitionLog, state_file: HardStateFile, clock: Clock) -> None:
+        self.plog = plog
+        self._file = state_file
+        self._clock = clock
+        stored = state_file.load()
+        self._durable = stored if stored is not None else DurableState(HardState())
+        log_start = plog.log_start_offset
+        start_term = self._durable.term_before(log_start)
+        if start_term is None:
+            raise DamagedDataError(
+                f"{state_file.path} does not know the term before log start {log_start}",
+                quarantinable=True,
+            )
+        self._start_term = start_term
+        self._bases: list[int] = []
+        self._terms: list[int] = []
+        self._end = log_start
+        at = log_start
+        while at < plog.log_end_offset:
+            result = plog.read(at, _SCAN_BYTES, include_uncommitted=True)
+            for b in result.batches:
+                h = parse_header(b)
+                self._index(h.base_offset, h.leader_epoch, h.next_offset)
+            if result.next_offset <= at:
+                raise DamagedDataError(f"{plog.name}: a gap at offset {at}", quarantinable=True)
+            at = result.next_offset
+        commit = min(self._durable.hard.commit, self._end)
+        plog.set_high_watermark(max(commit, log_start))
+
+    @property
+    def hard_state(self) -> HardState:
+        """The hard state as of the last ``store_hard_state`` (what survives a crash)."""
+        return self._durable.hard
+
+    def _index(self, base: int, term: int, end: int) -> None:
+        if base != self._end:
+            raise SafetyViolationError(f"{self.plog.name}: batch at {base}, log end {self._end}")
+        if self._terms and term < self._terms[-1]:
+            raise SafetyViolationError(f"{self.plog.name}: term {term} after {self._terms[-1]}")
+        self._bases.append(base)
+        self._terms.append(term)
+        self._end = end
+
+    # ------------------------------------------------------------ RaftLog
+
+    @property
+    def log_start(self) -> int:
+        return self.plog.log_start_offset
+
+    @property
+    def start_term(self) -> int:
+        return self._start_term
+
+    @property
+    def log_end(self) -> int:
+        return self._end
+
+    @property
+    def last_term(self) -> int:
+        return self._terms[-1] if self._terms else self._start_term
+
+    def term_at(self, offset: int) -> int | None:
+        start = self.log_start
+        if offset == start - 1:
+            return self._start_term
+        if offset < start or offset >= self._end:
+            return None
+        return self._terms[bisect.bisect_right(self._bases, offset) - 1]
+
+    def batch_base(self, offset: int) -> int:
+        if offset < self.log_start or offset >= self._end:
+            raise SafetyViolationError(f"offset {offset} outside [{self.log_start}, {self._end})")
+        return self._bases[bisect.bisect_right(self._bases, offset) - 1]
+
+    def entries(self, start: int, max_count: int) -> list[Entry]:
+        if start == self._end:
+            return []
+        i = bisect.bisect_left(self._bases, start)
+        if i == len(self._bases) or self._bases[i] != start:
+            raise SafetyViolationError(f"{start} is not a batch boundary")
+        out: list[Entry] = []
+        at = start
+        while len(out) < max_count and at < self._end:
+            result = self.plog.read(at, _SCAN_BYTES, include_uncommitted=True)
+            for b in result.batches[: max_count - len(out)]:
+                out.append(entry_of(bytes(b)))
+            at = result.next_offset
+        return out
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        for e in entries:
+            if e.base != self._end:
+                raise SafetyViolationError(f"append at {e.base}, log end is {self._end}")
+            if e.voters is not None or not e.data:
+                self.plog.append_replicated(
+                    control_batch(e, int(self._clock.wall() * 1000)), wait=False
+                )
+            else:
+                h = parse_header(e.data)
+                if h.last_offset_delta + 1 != e.count:
+                    raise SafetyViolationError(
+                        f"entry at {e.base} spans {e.count} offsets, its batch "
+                        f"{h.last_offset_delta + 1}"
+                    )
+                if h.base_offset == e.base and h.leader_epoch == e.term:
+                    self.plog.append_replicated(e.data, wait=False)
+                else:
+                    r = self.plog.append(e.data, leader_epoch=e.term, wait=False)
+                    if r.duplicate or r.base_offset != e.base:
+                        raise SafetyViolationError(
+                            f"{self.plog.name}: batch for {e.base} stored at {r.base_offset}"
+                            f"{' (a duplicate)' if r.duplicate else ''}"
+                        )
+            self._index(e.base, e.term, e.end)
+
+    def truncate_suffix(self, offset: int) -> None:
+        if offset >= self._end:
+            return
+        i = bisect.bisect_left(self._bases, offset)
+        if offset < self.log_start or i == len(self._bases) or self._bases[i] != offset:
+            raise SafetyViolationError(f"truncate at {offset}: not a batch boundary")
+        self.plog.truncate_suffix(offset)
+        del self._bases[i:]
+        del self._terms[i:]
+        self._end = offset
+
+    def reset(self, start: int, start_term: int) -> None:
+        """Start over, empty, at ``start`` (the leader's log start, committed). The new
+        (start, term) pair is stored before the log moves, the old one kept beside it."""
+        i = bisect.bisect_left(self._bases, start)
+        on_boundary = start == self._end or (i < len(self._bases) and self._bases[i] == start)
+        if start < self.log_start or not on_boundary:
+            raise SafetyViolationError(
+                f"{self.plog.name}: starting the log over at {start} (log "
+                f"[{self.log_start}, {self._end})) needs a snapshot install (not supported yet)"
+            )
+        d = self._durable
+        self._store(DurableState(d.hard, start, start_term, self.log_start, self._start_term))
+        self.plog.truncate_suffix(start)
+        if start > self.log_start:
+            self.plog.set_high_watermark(start)
+            self.plog.delete_records(start)
+        self._bases.clear()
+        self._terms.clear()
+        self._end = start
+        self._start_term = start_term
+
+    # ------------------------------------------------------------ durability
+
+    def sync(self) -> None:
+        """Make every append and truncation so far durable (one WAL sync)."""
+        self.plog.engine.sync()
+
+    def store_hard_state(self, hard: HardState) -> None:
+        """Store the hard state durably; then the high watermark follows the durable
+        commit (what consumers may read)."""
+        d = self._durable
+        self._store(DurableState(hard, d.start, d.start_term, d.prev_start, d.prev_term))
+        self.plog.set_high_watermark(max(self.log_start, min(hard.commit, self._end)))
+
+    def _store(self, state: DurableState) -> None:
+        self._file.store(state)
+        self._durable = state
+
+    def persist(self, rd: Ready) -> None:
+        """Step 1 of the Ready contract: the log, then the hard state."""
+        if rd.must_sync:
+            self.sync()
+        if rd.hard_state is not None:
+            self.store_hard_state(rd.hard_state)
