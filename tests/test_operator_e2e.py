@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import grpc
 import pytest
 
 from broker_process import READY, BrokerProcess
+from metrics_polling import scrape, wait_for
 from sentinel.config import SETTINGS
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
@@ -68,25 +68,6 @@ def served(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     for proc in procs:
         proc.kill()
         proc.wait(timeout=10)
-
-
-def scrape(broker: BrokerProcess) -> dict[str, float]:
-    text = urllib.request.urlopen(broker.metrics_url, timeout=5).read().decode()
-    figures: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            figures[name] = float(value)
-    return figures
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met before the deadline")
 
 
 def produce(address: str, topic: str, count: int, timestamp_ms: int = 1_700_000_000_000) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import grpc
 import pytest
 
 from broker_process import BrokerProcess
+from metrics_polling import scrape, wait_for
 from sentinel.broker.partitioner import default_partition
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
@@ -45,25 +45,6 @@ def consume_all(stub: pb_grpc.SentinelStub, topic: str, partition: int = 0) -> l
         for view in iter_batches(message.record_batches):
             values.extend(r.value or b"" for r in decode_records(view))
     return values
-
-
-def scrape(broker: BrokerProcess) -> dict[str, float]:
-    text = urllib.request.urlopen(broker.metrics_url, timeout=5).read().decode()
-    figures: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            figures[name] = float(value)
-    return figures
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met before the deadline")
 
 
 def test_produce_then_consume_in_order(stub: pb_grpc.SentinelStub) -> None:
