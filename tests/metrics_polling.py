@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 import urllib.request
 from collections.abc import Callable
+from typing import TypeVar
 
 from broker_process import BrokerProcess
+
+T = TypeVar("T")
 
 
 def scrape(broker: BrokerProcess) -> dict[str, float]:
@@ -20,11 +23,14 @@ def scrape(broker: BrokerProcess) -> dict[str, float]:
     return figures
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+def wait_for(check: Callable[[], T], what: str = "the condition", timeout: float = 15.0) -> T:
+    """Call ``check`` until it returns something truthy and return that; fail after
+    ``timeout`` seconds, naming ``what`` was awaited."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met before the deadline")
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from broker_process import BrokerProcess
+from metrics_polling import wait_for
 from sentinel.cli.argv import hoist_broker
 from sentinel.cli.params import At, parse_since
 from sentinel.cli.produce import split_key
@@ -64,13 +65,6 @@ def one_line_error(proc: subprocess.CompletedProcess[str], code: int, needle: st
     assert proc.returncode == code, (proc.stdout, proc.stderr)
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("sentinel-cli: "), proc.stderr
     assert needle in proc.stderr, proc.stderr
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def jsons(text: str) -> list[dict[str, object]]:
@@ -163,7 +157,7 @@ def test_offsets_as_people_give_them(server: BrokerProcess) -> None:
     assert cli(b, "consume", "-topic", "offs", "-from-beginning").stdout.count("\n") == 24
     # a time: the first record at or after it
     cut = int(time.time() * 1000) + 1
-    wait_for(lambda: time.time() * 1000 >= cut, "the clock to pass the cut")
+    wait_for(lambda: time.time() * 1000 >= cut, "the clock to pass the cut", timeout=DEADLINE_S)
     cli(b, "produce", "-topic", "offs", "-message", "new", "-count", "3", "-partition", "1")
     after = cli(b, "consume", "-topic", "offs", "-offset", f"@{cut}", "-print-offset").stdout
     assert after.splitlines() == ["12\tnew", "13\tnew", "14\tnew"]
@@ -294,7 +288,7 @@ def test_active_group_is_neither_reset_nor_deleted(server: BrokerProcess) -> Non
             proc = cli(b, "groups", "-describe", "ag", "-json", check=False)
             return proc.returncode == 0 and bool(json.loads(proc.stdout)["members"])
 
-        wait_for(joined, "the follower to join group ag")
+        wait_for(joined, "the follower to join group ag", timeout=DEADLINE_S)
         reset = cli(
             b, "groups", "-reset-offsets", "ag", "-topic", "busy", "-to-earliest", check=False
         )
@@ -307,7 +301,8 @@ def test_active_group_is_neither_reset_nor_deleted(server: BrokerProcess) -> Non
         follower.send_signal(signal.SIGINT)
         follower.communicate(timeout=CLI_TIMEOUT_S)
     assert follower.returncode == 0
-    wait_for(lambda: "ag" in cli(b, "groups", "-list").stdout, "the group to be listed")
+    listed = lambda: "ag" in cli(b, "groups", "-list").stdout  # noqa: E731
+    wait_for(listed, "the group to be listed", timeout=DEADLINE_S)
     assert cli(b, "groups", "-delete", "ag").stdout == "deleted group ag\n"
     assert "ag" not in [
         g["group_id"] for g in json.loads(cli(b, "groups", "-json").stdout)["groups"]

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import grpc
 import pytest
 
 from broker_process import BrokerProcess
+from metrics_polling import wait_for
 from sentinel.broker.partitioner import default_partition
 from sentinel.client import (
     Admin,
@@ -28,20 +27,7 @@ from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 from sentinel.record import BatchBuilder
 
-T = TypeVar("T")
 DEADLINE_S = 15.0
-
-
-def wait_for(check: Callable[[], T], what: str, timeout: float = DEADLINE_S) -> T:
-    """Call ``check`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def poll_n(consumer: Consumer, n: int, timeout: float = DEADLINE_S) -> list[ConsumerRecord]:

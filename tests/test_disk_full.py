@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import errno
 import logging
-import time
 from collections.abc import Callable, Sequence
 
 import pytest
 
+from metrics_polling import wait_for
 from sentinel.broker.meta_store import MetaStore
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import ManualClock
@@ -237,14 +237,6 @@ def test_discarding_close_of_a_failed_log_frees_its_files() -> None:
     assert not fs.exists(D)
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def test_failing_flushes_retry_with_backoff_and_one_line_each_way(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -264,12 +256,12 @@ def test_failing_flushes_retry_with_backoff_and_one_line_each_way(
             refused += 1
     assert refused > 0, "writers must be refused, not blocked, while flushes fail"
     assert engine.unavailable is not None and engine.failed is None
-    wait_for(lambda: fs.refused >= 3, "flush retries")
+    wait_for(lambda: fs.refused >= 3, "flush retries", timeout=20.0)
     assert not [n for n in fs.listdir(D) if n.endswith(TABLE_SUFFIX)]  # partial ones removed
     for key, value in written.items():
         assert engine.get(key) == value
     fs.space_back()
-    wait_for(lambda: engine.unavailable is None, "flushes to succeed again")
+    wait_for(lambda: engine.unavailable is None, "flushes to succeed again", timeout=20.0)
     engine.put(b"after", b"x")
     engine.flush()
     lines = [m for m in health_lines(caplog) if "flushes" in m[1]]

@@ -11,13 +11,13 @@ import asyncio
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from broker_process import BrokerProcess
+from metrics_polling import wait_for
 from sentinel.broker.service import BrokerService
 from sentinel.client import Admin, Consumer, Producer, TopicPartition, errors
 from sentinel.clock import ManualClock
@@ -26,20 +26,9 @@ from sentinel.errors import StorageUnavailableError
 from sentinel.record import build_batch
 from test_disk_full import FullFS
 
-T = TypeVar("T")
 VALUE = 64 * 1024
+WAIT_S = 40.0  # a full tmpfs and the broker's retry backoff make the waits long
 Acked = dict[int, bytes]  # offset -> value
-
-
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 40.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -146,7 +135,9 @@ def test_full_tmpfs_broker_refuses_typed_frees_on_delete_resumes_and_stops_clean
             # The operator frees space some other way: writes resume by themselves.
             spare_a.unlink()
             offset = wait_for(
-                lambda: send(producer, "t", b"after-spare".ljust(VALUE, b"s")), "resume"
+                lambda: send(producer, "t", b"after-spare".ljust(VALUE, b"s")),
+                "resume",
+                timeout=WAIT_S,
             )
             acked[offset] = b"after-spare".ljust(VALUE, b"s")
             assert fill(producer, "t", acked, "second") >= 0
@@ -158,7 +149,9 @@ def test_full_tmpfs_broker_refuses_typed_frees_on_delete_resumes_and_stops_clean
                 assert "big" not in admin.list_topics()
             assert free_bytes(small_disk) > before + (8 << 20)
             value = b"after-delete".ljust(VALUE, b"d")
-            offset = wait_for(lambda: send(producer, "t", value), "resume after delete")
+            offset = wait_for(
+                lambda: send(producer, "t", value), "resume after delete", timeout=WAIT_S
+            )
             acked[offset] = value
             fill(producer, "t", acked, "third")
             assert_kept(acked, read_all(broker.address, "t", max(acked) + 1))

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from broker_process import BrokerProcess
+from metrics_polling import wait_for
 from sentinel.client import Admin, Producer, errors
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
@@ -194,13 +195,6 @@ def test_a_fault_free_run_sees_no_out_of_order_sequence(
     acknowledged = set().union(*(w.acknowledged for w in writers))
     assert len(acknowledged) == sum(w.sent for w in writers)
     assert_exactly_once(read_back(broker, "steady", 3), acknowledged)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(0.01)
 
 
 def kill_9_rounds(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from broker_process import BrokerProcess
+from metrics_polling import wait_for
 
 MIB = 1024 * 1024
 BUDGET = 8 * MIB
@@ -33,13 +34,6 @@ def in_flight(broker: BrokerProcess) -> float:
     found = re.search(r"^sentinel_request_bytes_in_flight (\S+)$", text, re.M)
     assert found, "the broker exports sentinel_request_bytes_in_flight"
     return float(found.group(1))
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def connect(broker: BrokerProcess) -> socket.socket:

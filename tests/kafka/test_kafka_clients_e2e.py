@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from kafka.admin import NewTopic as KpNewTopic
 from broker_process import BrokerProcess
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTP
+from metrics_polling import wait_for
 from sentinel import client as sentinel_client
 
 # Record timestamps of a minute ago: older ones would be removed by time retention
@@ -195,13 +196,6 @@ def test_kafka_to_grpc_and_grpc_to_kafka(broker: BrokerProcess) -> None:
     assert [r.value for r in via_kafka] == [r.value for r in via_grpc]
     assert [r.offset for r in via_kafka] == list(range(40))
     assert via_kafka[20].key == b"g0" and via_kafka[20].headers == [("door", b"grpc")]
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_confluent_admin_client(broker: BrokerProcess) -> None:
