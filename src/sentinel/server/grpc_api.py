@@ -114,26 +114,6 @@ async def _one_message(requests: AsyncIterable[bytes]) -> bytes | None:
     return first
 
 
-_closing: set[asyncio.Task[None]] = set()
-
-
-def _close_soon(requests: AsyncIterable[bytes]) -> None:
-    """Close a receiver left suspended by a cancelled call (deadline, client gone), so
-    that what it read is freed now rather than at the next full garbage collection."""
-    aclose = getattr(requests, "aclose", None)
-    if aclose is None:
-        return
-    task: asyncio.Task[None] = asyncio.ensure_future(aclose())
-    _closing.add(task)
-    task.add_done_callback(_closed)
-
-
-def _closed(task: asyncio.Task[None]) -> None:
-    _closing.discard(task)
-    if not task.cancelled():
-        task.exception()  # a receiver that fails to close has nothing left to free
-
-
 def _records_in(batches: bytes, from_offset: int) -> int:
     """Records at or after ``from_offset`` in the batches (from their headers)."""
     count = 0
@@ -167,6 +147,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
     def __init__(self, service: BrokerService, metrics: Metrics) -> None:
         self._service = service
         self._metrics = metrics
+        self._closing: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------- admission
 
@@ -195,12 +176,27 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             raw = await _one_message(requests)
         except BaseException:
             reservation.release()
-            _close_soon(requests)
+            self._close_soon(requests)
             raise
         reservation.shrink(len(raw) if raw is not None else 0)
         if raw is None:
             return reservation, MalformedRequest("no request message")
         return reservation, parse(raw)
+
+    def _close_soon(self, requests: AsyncIterable[bytes]) -> None:
+        """Close a receiver left suspended by a cancelled call (deadline, client gone), so
+        that what it read is freed now rather than at the next full garbage collection."""
+        aclose = getattr(requests, "aclose", None)
+        if aclose is None:
+            return
+        task: asyncio.Task[None] = asyncio.ensure_future(aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closed)
+
+    def _closed(self, task: asyncio.Task[None]) -> None:
+        self._closing.discard(task)
+        if not task.cancelled():
+            task.exception()  # a receiver that fails to close has nothing left to free
 
     def admitted(
         self,
