@@ -181,8 +181,8 @@ def in_process_scenario() -> None:
         config = BrokerConfig(data_dir="/data")
         service = BrokerService(config, fs, ManualClock())
         await service.start()
-        service.create_topic("t", 1)
-        service.create_topic("big", 1)
+        await service.create_topic("t", 1)
+        await service.create_topic("big", 1)
         batch = build_batch([(b"k", b"v" * 100, (), 1_700_000_000_000)])
         first = await service.produce("t", 0, batch)
         fs.full()
@@ -196,7 +196,7 @@ def in_process_scenario() -> None:
             return fs.exists("/data/topics/big") and not path.startswith("/data/topics/t/")
 
         fs.refuse = full_until_big_is_gone
-        service.delete_topic("big")  # the meta store is full too: files freed, retried
+        await service.delete_topic("big")  # the meta store is full too: files freed, retried
         assert service.registry.find("big") is None
         fs.space_back()
         service.partition_log("t", 0).engine.resume()

@@ -176,23 +176,23 @@ def test_auto_create_is_bounded_per_request_and_broker_wide() -> None:
     async def test(service: BrokerService) -> None:
         assert service.limits == TopicLimits(8, 3)
         with pytest.raises(PolicyViolationError, match="--max-auto-create-per-request"):
-            service.topics([f"t{i}" for i in range(1000)], auto_create=True)
+            await service.topics([f"t{i}" for i in range(1000)], auto_create=True)
         assert list(service.registry) == []
         # Repeated names count once.
-        service.topics(["a", "b", "a", "b", "c"], auto_create=True)
+        await service.topics(["a", "b", "a", "b", "c"], auto_create=True)
         with pytest.raises(PolicyViolationError, match="--max-partitions"):
-            service.topics(["d", "e"], auto_create=True)  # 6 + 4 > 8: none created
+            await service.topics(["d", "e"], auto_create=True)  # 6 + 4 > 8: none created
         assert [t.name for t in service.registry] == ["a", "b", "c"]
         await service.produce("d", -1, BATCH)  # 8 partitions now
         with pytest.raises(PolicyViolationError):
             await service.produce("e", -1, BATCH)
         with pytest.raises(PolicyViolationError):
-            service.create_topic("f", 1)
+            await service.create_topic("f", 1)
         with pytest.raises(PolicyViolationError):
-            service.add_partitions("a", 3)
+            await service.add_partitions("a", 3)
         # Without auto-create (a subscription that does not ask): unknown, nothing made.
         with pytest.raises(UnknownTopicOrPartitionError):
-            service.topics(["x"])
+            await service.topics(["x"])
 
     with_service(test, max_partitions=8, max_auto_create_per_request=3, default_partitions=2)
 
@@ -204,13 +204,13 @@ def test_recovery_opens_more_partitions_than_the_limit() -> None:
         config = BrokerConfig(data_dir="/data", max_partitions=4)
         service = BrokerService(config, fs, SystemClock())
         await service.start()
-        service.create_topic("t", 4)
+        await service.create_topic("t", 4)
         await service.stop()
         lowered = BrokerService(BrokerConfig(data_dir="/data", max_partitions=2), fs, SystemClock())
         await lowered.start()
-        assert len(lowered.topic("t").partitions) == 4
+        assert len((await lowered.topic("t")).partitions) == 4
         with pytest.raises(PolicyViolationError):
-            lowered.create_topic("u", 1)
+            await lowered.create_topic("u", 1)
         await lowered.stop()
 
     asyncio.run(main())
@@ -228,8 +228,8 @@ def test_lax_fields_are_refused_by_the_service() -> None:
         assert Acks.parse(0) is Acks.NONE
         for partitions in (0, -2):
             with pytest.raises(InvalidPartitionsError):
-                service.create_topic("z", partitions)
-        assert len(service.create_topic("dflt", -1).partitions) == 1
+                await service.create_topic("z", partitions)
+        assert len((await service.create_topic("dflt", -1)).partitions) == 1
         for session_ms in (0, 499, 1_800_001):
             with pytest.raises(GroupError) as err:
                 await service.join_group(

@@ -42,6 +42,12 @@ class BrokerConfig:
     metrics_enabled: bool = True
     node_id: int = 0
     advertised_host: str = ""  # empty: the host the server listens on
+    # The cluster: every broker's id@host:port for broker-to-broker traffic; empty: one
+    # broker alone, no replication.
+    peers: str = ""
+    cluster_id: str = ""  # empty: derived from --peers
+    peer_listen: str = ""  # host:port this broker listens on for peers; empty: its --peers entry
+    raft_tick_ms: int = 100  # the one Raft timer of a broker (election after 10-20 ticks)
     auto_create_topics: bool = True
     default_partitions: int = 1
     default_replication_factor: int = 1
@@ -95,6 +101,8 @@ class BrokerConfig:
             )
         if self.max_partitions < 0 or self.max_auto_create_per_request < 0:
             raise ConfigError("max_partitions and max_auto_create_per_request must be >= 0")
+        if not 10 <= self.raft_tick_ms <= 10_000:
+            raise ConfigError("raft_tick_ms must be in 10..10000")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format={self.log_format!r}: expected text or json")
         if self.slow_fsync_ms < 0:

@@ -48,7 +48,7 @@ async def service() -> AsyncIterator[BrokerService]:
 
 
 async def test_produce_then_fetch_over_many_partitions(service: BrokerService) -> None:
-    service.create_topic("a", 3)
+    await service.create_topic("a", 3)
     b0, b2 = batch(2, tag="x"), batch(3, tag="y")
     assert (await service.produce("a", 0, b0, Acks.ALL)).base_offset == 0
     assert (await service.produce("a", 2, b2, Acks.LEADER)).records == 3
@@ -63,7 +63,7 @@ async def test_produce_then_fetch_over_many_partitions(service: BrokerService) -
 
 
 async def test_byte_limits_per_partition_and_per_response(service: BrokerService) -> None:
-    service.create_topic("a", 2)
+    await service.create_topic("a", 2)
     for _ in range(3):
         await service.produce("a", 0, batch(1, 300))
     await service.produce("a", 1, batch(1, 300))
@@ -87,7 +87,7 @@ async def test_byte_limits_per_partition_and_per_response(service: BrokerService
 
 
 async def test_fetch_waits_for_min_bytes_over_all_partitions(service: BrokerService) -> None:
-    service.create_topic("a", 2)
+    await service.create_topic("a", 2)
     one = len(batch(1, 50))
     positions = [FetchPosition("a", 0, 0), FetchPosition("a", 1, 0)]
     fetch = asyncio.ensure_future(
@@ -102,7 +102,7 @@ async def test_fetch_waits_for_min_bytes_over_all_partitions(service: BrokerServ
 
 
 async def test_fetch_answers_after_max_wait_with_what_there_is(service: BrokerService) -> None:
-    service.create_topic("a", 2)
+    await service.create_topic("a", 2)
     await service.produce("a", 1, batch(1, 50))
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -114,7 +114,7 @@ async def test_fetch_answers_after_max_wait_with_what_there_is(service: BrokerSe
 
 
 async def test_a_waiting_fetch_wakes_on_any_partition(service: BrokerService) -> None:
-    service.create_topic("a", 3)
+    await service.create_topic("a", 3)
     fetch = asyncio.ensure_future(
         service.fetch_many([FetchPosition("a", p, 0) for p in range(3)], max_wait_ms=30_000)
     )
@@ -126,7 +126,7 @@ async def test_a_waiting_fetch_wakes_on_any_partition(service: BrokerService) ->
 
 
 async def test_an_error_is_per_partition_and_answers_at_once(service: BrokerService) -> None:
-    service.create_topic("a", 1)
+    await service.create_topic("a", 1)
     await service.produce("a", 0, batch(2))
     out = await service.fetch_many(
         [
@@ -145,16 +145,16 @@ async def test_an_error_is_per_partition_and_answers_at_once(service: BrokerServ
 
 
 async def test_deleting_a_topic_wakes_its_waiting_fetch(service: BrokerService) -> None:
-    service.create_topic("gone", 1)
+    await service.create_topic("gone", 1)
     fetch = asyncio.ensure_future(service.fetch("gone", 0, 0, 1 << 20, max_wait_ms=30_000))
     await asyncio.sleep(0.01)
-    service.delete_topic("gone")
+    await service.delete_topic("gone")
     with pytest.raises(UnknownTopicOrPartitionError):
         await fetch
 
 
 async def test_consume_iterates_until_the_end_or_follows(service: BrokerService) -> None:
-    service.create_topic("a", 1)
+    await service.create_topic("a", 1)
     for i in range(3):
         await service.produce("a", 0, batch(1, 100, tag=str(i)))
     got = [o.next_offset async for o in service.consume("a", 0, 0, 1)]
@@ -168,7 +168,7 @@ async def test_consume_iterates_until_the_end_or_follows(service: BrokerService)
 
 
 async def test_commit_answers_per_partition(service: BrokerService) -> None:
-    service.create_topic("a", 2)
+    await service.create_topic("a", 2)
     results = await service.commit_offsets(
         "g",
         "",
@@ -192,7 +192,7 @@ async def test_commit_answers_per_partition(service: BrokerService) -> None:
 async def test_a_commit_the_group_refuses_is_refused_for_every_partition(
     service: BrokerService,
 ) -> None:
-    service.create_topic("a", 2)
+    await service.create_topic("a", 2)
     joined = await service.join_group("g", "", topics=["a"], session_timeout_ms=10_000)
     offsets = {("a", 0): OffsetAndMetadata(1, ""), ("a", 1): OffsetAndMetadata(1, "")}
     results = await service.commit_offsets("g", joined.member_id, joined.generation + 5, offsets)
@@ -203,7 +203,7 @@ async def test_a_commit_the_group_refuses_is_refused_for_every_partition(
 
 
 async def test_groups_with_defaults_heartbeat_list_and_leave(service: BrokerService) -> None:
-    service.create_topic("a", 2)
+    await service.create_topic("a", 2)
     joined = await service.join_group("g", "", topics=["a"], session_timeout_ms=10_000)
     assert joined.assignment is not None
     assert joined.assignment.partitions == {"a": (0, 1)}
@@ -219,8 +219,8 @@ async def test_groups_with_defaults_heartbeat_list_and_leave(service: BrokerServ
 
 
 async def test_metadata_names_this_broker_and_every_partition(service: BrokerService) -> None:
-    service.create_topic("a", 2)
-    meta = service.metadata()
+    await service.create_topic("a", 2)
+    meta = await service.metadata()
     assert [(b.node_id, b.host, b.port) for b in meta.brokers] == [(NODE, "broker.test", 9555)]
     assert meta.controller_id == NODE
     (topic,) = meta.topics
@@ -229,14 +229,14 @@ async def test_metadata_names_this_broker_and_every_partition(service: BrokerSer
         (1, NODE, (NODE,), (NODE,)),
     ]
     assert topic.configs["cleanup.policy"] == "delete" and topic.error_code == 0
-    named = service.metadata(["a", "nope"])
+    named = await service.metadata(["a", "nope"])
     assert [(t.name, t.error_code) for t in named.topics] == [("a", 0), ("nope", 3)]
-    created = service.metadata(["fresh"], auto_create=True)
+    created = await service.metadata(["fresh"], auto_create=True)
     assert created.topics[0].error is None and len(created.topics[0].partitions) == 1
 
 
 async def test_produce_many_answers_per_partition(service: BrokerService) -> None:
-    service.create_topic("a", 2)
+    await service.create_topic("a", 2)
     out = await service.produce_many(
         [
             ProduceEntry("a", 0, batch(2)),
@@ -254,7 +254,7 @@ async def test_produce_many_answers_per_partition(service: BrokerService) -> Non
 async def test_kafka_mode_join_and_sync_hand_the_leaders_assignment(
     service: BrokerService,
 ) -> None:
-    service.create_topic("a", 2)
+    await service.create_topic("a", 2)
     protocols = [JoinProtocol("range", ("a",), b"meta")]
     joined = await service.join_group(
         "k", "", topics=["a"], session_timeout_ms=10_000, protocols=protocols

@@ -38,17 +38,22 @@ class TopicRecord:
     partitions: int
     replication_factor: int = 1
     configs: Mapping[str, str] = field(default_factory=dict)
+    #: In a cluster: the partitions this broker holds a replica of (None: all of them).
+    hosted: tuple[int, ...] | None = None
+
+    def is_hosted(self, index: int) -> bool:
+        return self.hosted is None or index in self.hosted
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "name": self.name,
-                "partitions": self.partitions,
-                "replication_factor": self.replication_factor,
-                "configs": dict(self.configs),
-            },
-            sort_keys=True,
-        ).encode()
+        raw: dict[str, object] = {
+            "name": self.name,
+            "partitions": self.partitions,
+            "replication_factor": self.replication_factor,
+            "configs": dict(self.configs),
+        }
+        if self.hosted is not None:
+            raw["hosted"] = list(self.hosted)
+        return json.dumps(raw, sort_keys=True).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> TopicRecord:
@@ -59,6 +64,8 @@ class TopicRecord:
                 partitions=int(raw["partitions"]),
                 replication_factor=int(raw.get("replication_factor", 1)),
                 configs={str(k): str(v) for k, v in raw.get("configs", {}).items()},
+                hosted=None if raw.get("hosted") is None
+                else tuple(int(i) for i in raw["hosted"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptionError("meta store", "topic record", str(exc)) from None

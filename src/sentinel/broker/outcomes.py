@@ -141,6 +141,8 @@ class PartitionMetadata:
     size_bytes: int
     #: The partition cannot serve (offline after damage: KAFKA_STORAGE_ERROR).
     error: SentinelError | None = None
+    #: The partition leader epoch (the Raft term in a cluster; 0 for a broker alone).
+    leader_epoch: int = 0
 
     @property
     def error_code(self) -> int:

@@ -19,6 +19,7 @@ import posixpath
 import secrets
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from sentinel.broker.fetch import DEFAULT_RESPONSE_BYTES, fetch_many
 from sentinel.broker.group_config import GroupConfig
@@ -55,7 +56,12 @@ from sentinel.broker.outcomes import (
 )
 from sentinel.broker.partition import Partition
 from sentinel.broker.request_budget import RequestBudget
-from sentinel.broker.topics import OfflinePartition, Topic, TopicRegistry
+from sentinel.broker.topics import (
+    OfflinePartition,
+    Topic,
+    TopicAlreadyExistsError,
+    TopicRegistry,
+)
 from sentinel.broker.validation import (
     BROKER_DEFAULT,
     Acks,
@@ -75,10 +81,14 @@ from sentinel.fs import FS, DirLock
 from sentinel.log.config import TopicConfig, validate_topic_name
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
+from sentinel.log.types import LogOptions
 from sentinel.partitioning import default_partition
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.resources import ResourceSizes, SharedResources
 from sentinel.storage.wal import SyncMode, WalOptions
+
+if TYPE_CHECKING:
+    from sentinel.cluster.node import ClusterNode
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +149,7 @@ class BrokerService:
         self._resources: SharedResources | None = None
         self._groups: GroupDriver | None = None
         self._group_config = GroupConfig()
+        self._cluster: ClusterNode | None = None
         # Request bytes in flight, over every front door (Kafka's queued.max.request.bytes).
         self.request_budget = RequestBudget(config.max_request_bytes_in_flight)
         self.limits = TopicLimits(
@@ -152,6 +163,13 @@ class BrokerService:
     async def start(self) -> None:
         """Recover from the data directory and start background work."""
         fs, data = self._fs, self.config.data_dir
+        clustered = bool(self.config.peers)
+        broker_count = 1
+        if clustered:
+            from sentinel.cluster.node import ClusterNode  # only a cluster needs it
+
+            self._cluster = ClusterNode(self, self.config, fs, self._clock)
+            broker_count = self._cluster.broker_count
         fs.makedirs(data)
         self._lock = fs.lock(posixpath.join(data, "LOCK"))
         try:
@@ -191,6 +209,9 @@ class BrokerService:
                     self._resources.pool.submit,
                 ),
                 recovery_threads=RECOVERY_THREADS,
+                # In a cluster the high watermark is Raft's commit, set by the driver.
+                log_options=LogOptions(auto_high_watermark=False) if clustered else None,
+                broker_count=broker_count,
             )
             self._registry.open()
             if self._registry.partition_total > self.limits.max_partitions:
@@ -209,7 +230,15 @@ class BrokerService:
                 self._meta, self._registry.partition_count, self._clock, self._group_config
             )
             self._groups.start()
+            if self._cluster is not None:
+                await self._cluster.start(engine_options)
         except BaseException:
+            if self._cluster is not None:
+                await self._cluster.stop()
+            if self._groups is not None:
+                await self._groups.stop()
+            if self._registry is not None:
+                self._registry.close()
             if self._meta is not None:
                 self._meta.close()
                 self._meta = None
@@ -219,7 +248,8 @@ class BrokerService:
             self._lock.release()
             raise
         loop = asyncio.get_running_loop()
-        self._background.append(loop.create_task(self._retention_forever()))
+        if self._cluster is None:  # a cluster's replicated logs keep everything for now
+            self._background.append(loop.create_task(self._retention_forever()))
         self.started = True
 
     async def stop(self) -> None:
@@ -233,6 +263,8 @@ class BrokerService:
             await asyncio.wrap_future(self._retention_pass)
             self._retention_pass = None
         self._worker.shutdown(wait=True)
+        if self._cluster is not None:
+            await self._cluster.stop()
         for part in self._partitions.values():
             await part.settle()
             part.wake_all()
@@ -267,26 +299,47 @@ class BrokerService:
 
     # ------------------------------------------------------------- topics
 
-    def create_topic(
+    @property
+    def cluster_node(self) -> ClusterNode | None:
+        """This broker's part of the cluster (None: a broker alone, without --peers)."""
+        return self._cluster
+
+    async def create_topic(
         self,
         name: str,
         partitions: int = BROKER_DEFAULT,
         replication_factor: int = BROKER_DEFAULT,
         configs: Mapping[str, str] | None = None,
     ) -> Topic:
-        """Create a topic; -1 partitions or replication factor: the broker's default."""
+        """Create a topic; -1 partitions or replication factor: the broker's default (in
+        a cluster: min(3, brokers) replicas, placed by the controller)."""
+        count = topic_shape(partitions, self.config.default_partitions)
+        if self._cluster is not None:
+            return await self._cluster.create_topic(name, count, replication_factor, configs)
         if replication_factor == BROKER_DEFAULT:
             replication_factor = self.config.default_replication_factor
-        topic = self.registry.create(
-            name,
-            topic_shape(partitions, self.config.default_partitions),
-            replication_factor,
-            configs,
-        )
+        return self.create_topic_here(name, count, replication_factor, configs)
+
+    def create_topic_here(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        configs: Mapping[str, str] | None = None,
+        hosted: Sequence[int] | None = None,
+    ) -> Topic:
+        """Create the topic on this broker (alone, or as the controller's record says)."""
+        topic = self.registry.create(name, partitions, replication_factor, configs, hosted)
         self.groups.partitions_changed(name)  # groups subscribed before it existed
         return topic
 
-    def delete_topic(self, name: str) -> None:
+    async def delete_topic(self, name: str) -> None:
+        if self._cluster is not None:
+            await self._cluster.delete_topic(name)
+            return
+        self.delete_topic_here(name)
+
+    def delete_topic_here(self, name: str) -> None:
         topic = self.registry.get(name)
         self.registry.delete(name)
         for index in range(len(topic.partitions)):
@@ -295,25 +348,34 @@ class BrokerService:
                 part.wake_all()
         self.groups.partitions_changed(name)
 
-    def add_partitions(self, name: str, total: int) -> Topic:
-        topic = self.registry.add_partitions(name, total)
+    async def add_partitions(self, name: str, total: int) -> Topic:
+        if self._cluster is not None:
+            return await self._cluster.add_partitions(name, total)
+        return self.add_partitions_here(name, total)
+
+    def add_partitions_here(
+        self, name: str, total: int, hosted: Sequence[int] | None = None
+    ) -> Topic:
+        topic = self.registry.add_partitions(name, total, hosted)
         self.groups.partitions_changed(name)
         return topic
 
-    def topic(self, name: str, *, auto_create: bool = False) -> Topic:
-        return self.topics([name], auto_create=auto_create)[0]
+    async def topic(self, name: str, *, auto_create: bool = False) -> Topic:
+        return (await self.topics([name], auto_create=auto_create))[0]
 
-    def topics(self, names: Sequence[str] = (), *, auto_create: bool = False) -> list[Topic]:
+    async def topics(
+        self, names: Sequence[str] = (), *, auto_create: bool = False
+    ) -> list[Topic]:
         """The named topics (none named: all). ``auto_create`` (and --auto-create-topics):
         create the unknown ones with the broker's defaults, at most
         --max-auto-create-per-request of them, all or none."""
         if not names:
             return list(self.registry)
         if auto_create and self.config.auto_create_topics:
-            self._create_missing(names)
+            await self._create_missing(names)
         return [self.registry.get(name) for name in names]
 
-    def _create_missing(self, names: Sequence[str]) -> None:
+    async def _create_missing(self, names: Sequence[str]) -> None:
         unknown = [name for name in dict.fromkeys(names) if self.registry.find(name) is None]
         if not unknown:
             return
@@ -326,15 +388,21 @@ class BrokerService:
             f"auto-creating {len(unknown)} topics",
         )
         for name in unknown:
-            self.create_topic(name)
+            try:
+                await self.create_topic(name)
+            except TopicAlreadyExistsError:  # another request created it meanwhile
+                pass
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog:
         return self.registry.get(topic).partition(partition)
 
     def partition(self, topic: str, index: int) -> Partition:
         """The ``Partition`` of ``topic``-``index``; UNKNOWN_TOPIC_OR_PARTITION, or
-        KAFKA_STORAGE_ERROR for an offline one."""
+        KAFKA_STORAGE_ERROR for an offline one (in a cluster: NOT_LEADER_OR_FOLLOWER
+        for one this broker holds no replica of)."""
         plog = self.partition_log(topic, index)
+        if self._cluster is not None:
+            return self._cluster.partition(topic, index, plog)
         key = (topic, index)
         part = self._partitions.get(key)
         if part is None or part.log is not plog:
@@ -347,12 +415,14 @@ class BrokerService:
 
     # ------------------------------------------------------------ metadata
 
-    def metadata(self, topics: Sequence[str] = (), *, auto_create: bool = False) -> ClusterMetadata:
-        """This broker (with its advertised address) and the named topics (none named:
-        all). An unknown topic is a ``TopicMetadata`` with its error; ``auto_create``
-        refusals (a limit, an invalid name) raise for the whole request."""
+    async def metadata(
+        self, topics: Sequence[str] = (), *, auto_create: bool = False
+    ) -> ClusterMetadata:
+        """The brokers (with their advertised addresses) and the named topics (none
+        named: all). An unknown topic is a ``TopicMetadata`` with its error;
+        ``auto_create`` refusals (a limit, an invalid name) raise for the whole request."""
         if topics and auto_create and self.config.auto_create_topics:
-            self._create_missing(topics)
+            await self._create_missing(topics)
         if topics:
             described = []
             for name in topics:
@@ -365,7 +435,11 @@ class BrokerService:
         return replace(self.cluster(), topics=tuple(described))
 
     def topic_metadata(self, topic: Topic) -> TopicMetadata:
-        """A topic's partitions: leader and replicas (this broker), offsets and size."""
+        """A topic's partitions: leader and replicas (this broker alone; in a cluster,
+        as the controller placed them and the partitions' Raft groups elected),
+        offsets and size."""
+        if self._cluster is not None:
+            return self._cluster.topic_metadata(topic)
         node = self.config.node_id
         partitions = tuple(
             PartitionMetadata(
@@ -402,7 +476,7 @@ class BrokerService:
         check_produce_partition(partition)
         if not isinstance(acks, Acks):
             acks = Acks.parse(acks)
-        topic = self.topic(topic_name, auto_create=True)
+        topic = await self.topic(topic_name, auto_create=True)
         if partition < 0:
             count = len(topic.partitions)
             if key_hint is not None:
@@ -618,7 +692,7 @@ class BrokerService:
         ``assignor``: ``DEFAULT_CLIENT_ID``, ``DEFAULT_ASSIGNOR``."""
         session_s = self._session_timeout_s(session_timeout_ms)
         if auto_create_topics:
-            self.topics(topics, auto_create=True)
+            await self.topics(topics, auto_create=True)
         return await self.groups.join(
             group_id,
             member_id,
@@ -704,15 +778,19 @@ class BrokerService:
         DeleteGroups): NON_EMPTY_GROUP while it has members."""
         await self.groups.delete_group(group_id)
 
-    def alter_topic_configs(
+    async def alter_topic_configs(
         self, name: str, set_: Mapping[str, str], delete: Sequence[str] = ()
     ) -> Topic:
         """Kafka's IncrementalAlterConfigs on one topic (validated as CreateTopic's)."""
+        if self._cluster is not None:
+            return await self._cluster.alter_configs(name, set_, delete)
         return self.registry.alter_configs(name, set_, delete)
 
     def delete_records(self, topic_name: str, partition: int, before_offset: int) -> int:
         """Kafka's DeleteRecords: the records below ``before_offset`` (-1: the high
         watermark) go; returns the new log start offset."""
+        if self._cluster is not None:
+            self._cluster.refuse("DeleteRecords")
         plog = self.partition_log(topic_name, partition)
         plog.delete_records(before_offset)
         return plog.log_start_offset
@@ -750,7 +828,10 @@ class BrokerService:
 
     def group_coordinator(self, group_id: str) -> BrokerMetadata:
         """The broker that coordinates ``group_id`` (Kafka's FindCoordinator), as
-        ``metadata()`` lists it: a single broker coordinates every group."""
+        ``metadata()`` lists it: a single broker coordinates every group; in a cluster
+        the controller's leader does (the offsets live in the controller's log)."""
+        if self._cluster is not None:
+            return self._cluster.coordinator()
         return self.cluster().brokers[0]
 
     async def kafka_join_group(
@@ -816,6 +897,8 @@ class BrokerService:
     def cluster(self) -> ClusterMetadata:
         """The brokers (with their gRPC and Kafka addresses) and the controller; no
         topics (Kafka's DescribeCluster, a Metadata request for no topic)."""
+        if self._cluster is not None:
+            return self._cluster.cluster()
         config = self.config
         broker = BrokerMetadata(
             config.node_id,

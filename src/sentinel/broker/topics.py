@@ -38,6 +38,8 @@ from sentinel.errors import (
     DamagedDataError,
     DiskError,
     MissingFileError,
+    NotLeaderError,
+    SentinelError,
     StorageUnavailableError,
 )
 from sentinel.fs import FS
@@ -51,6 +53,7 @@ from sentinel.log.config import (
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.summary import LogSummary
+from sentinel.log.types import LogOptions
 from sentinel.log.summary import decode as decode_summary
 from sentinel.storage import clean_marker
 from sentinel.storage.engine import EngineStats
@@ -93,7 +96,7 @@ class OfflinePartition:
     high_watermark: int = 0
     size_bytes: int = 0
 
-    def error(self) -> StorageUnavailableError:
+    def error(self) -> SentinelError:
         return StorageUnavailableError(
             f"partition {self.name} is offline: its stored data is damaged ({self.reason}); "
             "restore the file or recreate the topic",
@@ -111,6 +114,16 @@ class OfflinePartition:
 
     def close(self, *, discard: bool = False) -> None:
         pass
+
+
+@dataclass
+class RemotePartition(OfflinePartition):
+    """In a cluster, a partition this broker holds no replica of: it keeps its place in
+    the topic and every request on it is NOT_LEADER_OR_FOLLOWER (the client asks the
+    metadata for its leader)."""
+
+    def error(self) -> SentinelError:
+        return NotLeaderError(f"this broker holds no replica of partition {self.name}")
 
 
 @dataclass(eq=False)
@@ -137,6 +150,17 @@ class Topic:
         return found
 
 
+def _done(
+    value: PartitionLog | OfflinePartition,
+) -> concurrent.futures.Future[PartitionLog | OfflinePartition]:
+    """A future already holding ``value`` (a placeholder among partitions opening)."""
+    future: concurrent.futures.Future[PartitionLog | OfflinePartition] = (
+        concurrent.futures.Future()
+    )
+    future.set_result(value)
+    return future
+
+
 class TopicRegistry:
     def __init__(
         self,
@@ -152,8 +176,10 @@ class TopicRegistry:
         limits: TopicLimits | None = None,
         open_limit: OpenLogLimit | None = None,
         recovery_threads: int = 1,
+        log_options: LogOptions | None = None,
     ) -> None:
         self._fs = fs
+        self._log_options = log_options
         self._root = posixpath.join(data_dir, "topics")
         self._meta = meta
         self._clock = clock
@@ -199,6 +225,8 @@ class TopicRegistry:
             opening = [
                 [
                     pool.submit(self._open_partition, record.name, index, config, True)
+                    if record.is_hosted(index)
+                    else _done(RemotePartition(f"{record.name}-{index}", "not a replica"))
                     for index in range(record.partitions)
                 ]
                 for record, config in zip(records, configs, strict=True)
@@ -236,6 +264,8 @@ class TopicRegistry:
         with concurrent.futures.ThreadPoolExecutor(self._recovery_threads) as pool:
             opening = [
                 pool.submit(self._open_partition, record.name, index, config, recovering)
+                if record.is_hosted(index)
+                else _done(RemotePartition(f"{record.name}-{index}", "not a replica"))
                 for index in range(record.partitions)
             ]
             concurrent.futures.wait(opening)
@@ -272,6 +302,7 @@ class TopicRegistry:
                         self._clock,
                         summary=summary,
                         engine_options=self._engine_options,
+                        options=self._log_options,
                         name=name,
                         open_limit=self.open_limit,
                     )
@@ -282,6 +313,7 @@ class TopicRegistry:
                 config,
                 self._clock,
                 self._engine_options,
+                options=self._log_options,
                 name=name,
                 open_limit=self.open_limit,
             )
@@ -310,7 +342,10 @@ class TopicRegistry:
         partitions: int,
         replication_factor: int = 1,
         configs: Mapping[str, str] | None = None,
+        hosted: Collection[int] | None = None,
     ) -> Topic:
+        """Create a topic. ``hosted`` (a cluster): the partitions this broker replicates;
+        the others are ``RemotePartition`` placeholders."""
         validate_topic_name(name)
         validate_partition_count(partitions)
         if not 1 <= replication_factor <= self._broker_count:
@@ -323,7 +358,10 @@ class TopicRegistry:
         if name in self._topics:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
         self._check_limit(partitions, f"creating topic {name!r} with {partitions} partitions")
-        record = TopicRecord(name, partitions, replication_factor, configs)
+        record = TopicRecord(
+            name, partitions, replication_factor, configs,
+            None if hosted is None else tuple(sorted(hosted)),
+        )
         topic_dir = posixpath.join(self._root, name)
         if self._fs.exists(topic_dir):
             self._fs.remove_tree(topic_dir)
@@ -333,8 +371,11 @@ class TopicRegistry:
         log.info("topic %s created: %d partitions, configs %s", name, partitions, configs or {})
         return topic
 
-    def add_partitions(self, name: str, total: int) -> Topic:
-        """Grow ``name`` to ``total`` partitions (Kafka's CreatePartitions)."""
+    def add_partitions(
+        self, name: str, total: int, hosted: Collection[int] | None = None
+    ) -> Topic:
+        """Grow ``name`` to ``total`` partitions (Kafka's CreatePartitions); ``hosted``
+        (a cluster): which of the new ones this broker replicates."""
         topic = self.get(name)
         validate_partition_count(total)
         current = len(topic.partitions)
@@ -345,8 +386,11 @@ class TopicRegistry:
             )
         self._check_limit(total - current, f"growing topic {name!r} to {total} partitions")
         for index in range(current, total):
-            topic.partitions.append(self._open_partition(name, index, topic.config, False))
-        self._meta.put_topic(TopicRecord(name, total, topic.replication_factor, topic.configs))
+            if hosted is None or index in hosted:
+                topic.partitions.append(self._open_partition(name, index, topic.config, False))
+            else:
+                topic.partitions.append(RemotePartition(f"{name}-{index}", "not a replica"))
+        self._meta.put_topic(self._record_of(topic, topic.configs))
         return topic
 
     def alter_configs(
@@ -365,13 +409,23 @@ class TopicRegistry:
         for key in delete:  # a key the broker does not know is refused, not ignored
             self._default_config.with_overrides({key: defaults.get(key, "")})
         config = self._default_config.with_overrides(configs)
-        record = TopicRecord(name, len(topic.partitions), topic.replication_factor, configs)
-        self._meta.put_topic(record)
+        self._meta.put_topic(self._record_of(topic, configs))
         topic.config, topic.configs = config, configs
         for partition in topic.partitions:
             if isinstance(partition, PartitionLog):
                 partition.update_config(config)
         return topic
+
+    @staticmethod
+    def _record_of(topic: Topic, configs: Mapping[str, str]) -> TopicRecord:
+        hosted = None
+        if any(isinstance(p, RemotePartition) for p in topic.partitions):
+            hosted = tuple(
+                i for i, p in enumerate(topic.partitions) if not isinstance(p, RemotePartition)
+            )
+        return TopicRecord(
+            topic.name, len(topic.partitions), topic.replication_factor, configs, hosted
+        )
 
     def delete(self, name: str) -> None:
         """Forget the topic, then free its partition directories. On a full disk the

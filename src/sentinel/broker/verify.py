@@ -35,7 +35,9 @@ def _listed_partitions(fs: FS, meta_dir: str) -> list[tuple[str, int]] | None:
     except SentinelError:
         return None
     try:
-        return [(r.name, i) for r in meta.topics() for i in range(r.partitions)]
+        return [
+            (r.name, i) for r in meta.topics() for i in range(r.partitions) if r.is_hosted(i)
+        ]
     finally:
         meta.close()
 

@@ -118,6 +118,29 @@ def _verify(data_dir: str) -> int:
     "--advertised-host", default=None, help="Host clients are told to connect to. [default: --host]"
 )
 @click.option(
+    "--peers",
+    default=None,
+    help="Every broker of the cluster as id@host:port (broker-to-broker addresses),"
+    " comma-separated, this one included. [default: none: a single broker]",
+)
+@click.option(
+    "--cluster-id",
+    default=None,
+    help="The cluster's id, kept in the data directory. [default: derived from --peers]",
+)
+@click.option(
+    "--peer-listen",
+    default=None,
+    help="host:port to listen on for other brokers. [default: this broker's --peers entry]",
+)
+@click.option(
+    "--raft-tick-ms",
+    type=int,
+    default=None,
+    help="Period of the broker's Raft timer; elections start after 10-20 ticks of"
+    f" silence. [default: {_DEFAULTS.raft_tick_ms}]",
+)
+@click.option(
     "--sync",
     "sync_mode",
     type=click.Choice(["always", "interval", "none"]),

@@ -420,7 +420,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.MetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.MetadataResponse:
         async def work() -> pb.MetadataResponse:
-            found = self._service.metadata(
+            found = await self._service.metadata(
                 list(request.topics), auto_create=request.allow_auto_topic_creation
             )
             return pb.MetadataResponse(
@@ -437,7 +437,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.CreateTopicRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateTopicResponse:
         async def work() -> pb.CreateTopicResponse:
-            topic = self._service.create_topic(
+            topic = await self._service.create_topic(
                 request.name,
                 request.partitions,  # 0 is refused; -1: the broker's default
                 request.replication_factor or BROKER_DEFAULT,
@@ -453,7 +453,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.DeleteTopicRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteTopicResponse:
         async def work() -> pb.DeleteTopicResponse:
-            self._service.delete_topic(request.name)
+            await self._service.delete_topic(request.name)
             return pb.DeleteTopicResponse()
 
         return await self._call("DeleteTopic", request, context, work)
@@ -463,7 +463,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
     ) -> pb.ListTopicsResponse:
         async def work() -> pb.ListTopicsResponse:
             return pb.ListTopicsResponse(
-                topics=[self._topic_info(t) for t in self._service.metadata().topics]
+                topics=[self._topic_info(t) for t in (await self._service.metadata()).topics]
             )
 
         return await self._call("ListTopics", request, context, work)
@@ -474,7 +474,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         async def work() -> pb.DescribeTopicResponse:
             return pb.DescribeTopicResponse(
                 topic=self._topic_info(
-                    self._service.topic_metadata(self._service.topic(request.name))
+                    self._service.topic_metadata(await self._service.topic(request.name))
                 )
             )
 
@@ -484,7 +484,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.CreatePartitionsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreatePartitionsResponse:
         async def work() -> pb.CreatePartitionsResponse:
-            topic = self._service.add_partitions(request.name, request.total)
+            topic = await self._service.add_partitions(request.name, request.total)
             return pb.CreatePartitionsResponse(
                 topic=self._topic_info(self._service.topic_metadata(topic))
             )
@@ -660,7 +660,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.AlterTopicConfigsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AlterTopicConfigsResponse:
         async def work() -> pb.AlterTopicConfigsResponse:
-            topic = self._service.alter_topic_configs(
+            topic = await self._service.alter_topic_configs(
                 request.name, dict(request.set), list(request.delete)
             )
             metadata = self._service.topic_metadata(topic)

@@ -46,11 +46,11 @@ def _broker_configs(service: BrokerService) -> dict[str, str]:
     }
 
 
-def _describe_one(service: BrokerService, resource_type: int, name: str,
+async def _describe_one(service: BrokerService, resource_type: int, name: str,
                   keys: tuple[str, ...] | None) -> DescribeConfigsResult:
     try:
         if resource_type == TOPIC:
-            topic = service.topic(name)
+            topic = await service.topic(name)
             values: Mapping[str, str] = topic.config.to_map()
             sources = {k: TOPIC_CONFIG if k in topic.configs else DEFAULT_CONFIG for k in values}
         elif resource_type == BROKER:
@@ -83,13 +83,17 @@ async def describe_configs(
 ) -> DescribeConfigsResponse:
     return DescribeConfigsResponse(
         results=tuple(
-            _describe_one(service, r.resource_type, r.resource_name, r.configuration_keys)
-            for r in request.resources
+            [
+                await _describe_one(
+                    service, r.resource_type, r.resource_name, r.configuration_keys
+                )
+                for r in request.resources
+            ]
         )
     )
 
 
-def _alter_topic(service: BrokerService, resource_type: int, name: str,
+async def _alter_topic(service: BrokerService, resource_type: int, name: str,
                  set_: dict[str, str], delete: list[str] | None,
                  *, validate_only: bool) -> tuple[int, str | None]:
     """``delete`` None: replace the whole set (AlterConfigs). (code, message)."""
@@ -98,11 +102,11 @@ def _alter_topic(service: BrokerService, resource_type: int, name: str,
             raise InvalidArgumentError(
                 f"resource type {resource_type}: only topic configs can be altered (the "
                 "broker's settings are its flags, read at start)")
-        topic = service.topic(name)
+        topic = await service.topic(name)
         if delete is None:
             delete = [k for k in topic.configs if k not in set_]
         if not validate_only:
-            service.alter_topic_configs(name, set_, delete)
+            await service.alter_topic_configs(name, set_, delete)
     except SentinelError as exc:
         return exc.kafka_code, str(exc)
     return 0, None
@@ -115,7 +119,7 @@ async def alter_configs(
     results = []
     for r in request.resources:
         set_ = {c.name: c.value for c in r.configs if c.value is not None}
-        code, message = _alter_topic(service, r.resource_type, r.resource_name, set_, None,
+        code, message = await _alter_topic(service, r.resource_type, r.resource_name, set_, None,
                                      validate_only=request.validate_only)
         results.append(ac.AlterConfigsResourceResponse(
             error_code=code, error_message=message, resource_type=r.resource_type,
@@ -138,7 +142,7 @@ async def incremental_alter_configs(
             code, message = (InvalidArgumentError.kafka_code,
                              f"config {other[0].name!r}: APPEND and SUBTRACT are not supported")
         else:
-            code, message = _alter_topic(service, r.resource_type, r.resource_name, set_,
+            code, message = await _alter_topic(service, r.resource_type, r.resource_name, set_,
                                          delete, validate_only=request.validate_only)
         results.append(iac.AlterConfigsResourceResponse(
             error_code=code, error_message=message, resource_type=r.resource_type,

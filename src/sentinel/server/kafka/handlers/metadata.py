@@ -26,8 +26,6 @@ from sentinel.server.kafka.handlers import KafkaRequestContext, handles
 METADATA = 3
 DESCRIBE_CLUSTER = 60
 CLUSTER_ID = "sentinel"
-LEADER_EPOCH = 0
-"""The partition leader epoch (the log stamps batches with 0 until replication)."""
 
 
 def _topic(topic: TopicMetadata) -> MetadataResponseTopic:
@@ -39,7 +37,7 @@ def _topic(topic: TopicMetadata) -> MetadataResponseTopic:
                 error_code=p.error_code,
                 partition_index=p.partition,
                 leader_id=p.leader,
-                leader_epoch=LEADER_EPOCH,
+                leader_epoch=p.leader_epoch,
                 replica_nodes=p.replicas,
                 isr_nodes=p.isr,
             )
@@ -48,13 +46,13 @@ def _topic(topic: TopicMetadata) -> MetadataResponseTopic:
     )
 
 
-def _describe(service: BrokerService, names: list[str], auto_create: bool) -> ClusterMetadata:
+async def _describe(service: BrokerService, names: list[str], auto_create: bool) -> ClusterMetadata:
     """``service.metadata``; a refused auto-creation (a limit, an invalid name) is
     that refusal on each topic it would have created, the others described."""
     try:
-        return service.metadata(names, auto_create=auto_create)
+        return await service.metadata(names, auto_create=auto_create)
     except SentinelError as exc:
-        found = service.metadata(names)
+        found = await service.metadata(names)
         return ClusterMetadata(
             found.brokers,
             found.controller_id,
@@ -74,7 +72,7 @@ async def metadata(
     if names == []:
         cluster = service.cluster()
     else:
-        cluster = _describe(service, names or [], request.allow_auto_topic_creation)
+        cluster = await _describe(service, names or [], request.allow_auto_topic_creation)
     return MetadataResponse(
         brokers=tuple(
             MetadataResponseBroker(node_id=b.node_id, host=b.kafka_host, port=b.kafka_port)

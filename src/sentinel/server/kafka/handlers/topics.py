@@ -33,7 +33,7 @@ CREATE_PARTITIONS = 37
 TOPIC_ALREADY_EXISTS = 36
 
 
-def _create_one(service: BrokerService, topic: CreatableTopic,
+async def _create_one(service: BrokerService, topic: CreatableTopic,
                 validate_only: bool) -> CreatableTopicResult:
     configs = {c.name: c.value for c in topic.configs if c.value is not None}
     partitions = topic.num_partitions
@@ -41,12 +41,12 @@ def _create_one(service: BrokerService, topic: CreatableTopic,
         partitions = len(topic.assignments)
     try:
         if validate_only:
-            if topic.name in {t.name for t in service.topics()}:
+            if topic.name in {t.name for t in await service.topics()}:
                 return CreatableTopicResult(
                     name=topic.name, error_code=TOPIC_ALREADY_EXISTS,
                     error_message=f"topic {topic.name!r} already exists")
         else:
-            service.create_topic(topic.name, partitions, topic.replication_factor, configs)
+            await service.create_topic(topic.name, partitions, topic.replication_factor, configs)
     except SentinelError as exc:
         return CreatableTopicResult(
             name=topic.name, error_code=exc.kafka_code, error_message=str(exc)
@@ -59,13 +59,13 @@ async def create_topics(
     service: BrokerService, ctx: KafkaRequestContext, request: CreateTopicsRequest
 ) -> CreateTopicsResponse:
     return CreateTopicsResponse(
-        topics=tuple(_create_one(service, t, request.validate_only) for t in request.topics)
+        topics=tuple([await _create_one(service, t, request.validate_only) for t in request.topics])
     )
 
 
-def _delete_one(service: BrokerService, name: str) -> DeletableTopicResult:
+async def _delete_one(service: BrokerService, name: str) -> DeletableTopicResult:
     try:
-        service.delete_topic(name)
+        await service.delete_topic(name)
     except SentinelError as exc:
         return DeletableTopicResult(name=name, error_code=exc.kafka_code)
     return DeletableTopicResult(name=name)
@@ -76,17 +76,17 @@ async def delete_topics(
     service: BrokerService, ctx: KafkaRequestContext, request: DeleteTopicsRequest
 ) -> DeleteTopicsResponse:
     return DeleteTopicsResponse(
-        responses=tuple(_delete_one(service, name) for name in request.topic_names)
+        responses=tuple([await _delete_one(service, name) for name in request.topic_names])
     )
 
 
-def _grow_one(service: BrokerService, name: str, count: int,
+async def _grow_one(service: BrokerService, name: str, count: int,
               validate_only: bool) -> CreatePartitionsTopicResult:
     try:
         if validate_only:
-            service.topic(name)
+            await service.topic(name)
         else:
-            service.add_partitions(name, count)
+            await service.add_partitions(name, count)
     except SentinelError as exc:
         return CreatePartitionsTopicResult(
             name=name, error_code=exc.kafka_code, error_message=str(exc)
@@ -100,6 +100,7 @@ async def create_partitions(
 ) -> CreatePartitionsResponse:
     return CreatePartitionsResponse(
         results=tuple(
-            _grow_one(service, t.name, t.count, request.validate_only) for t in request.topics
+            [await _grow_one(service, t.name, t.count, request.validate_only)
+             for t in request.topics]
         )
     )

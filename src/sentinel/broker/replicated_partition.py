@@ -1,0 +1,148 @@
+"""A partition of a cluster: the same seam as ``Partition``, with Raft inside.
+
+The Raft group of the partition (``raft/multi_driver``) owns its log: the leader
+proposes each produced batch as one entry (KIP-595: the entry's offsets are the
+batch's, its term the batch's partition leader epoch) and the followers store the
+leader's bytes unchanged. What ``append`` waits for, by acks level:
+
+    acks 0     nothing: the entry is in the leader's log (not yet durable)
+    acks 1     the leader's own log holds it durably (its WAL fsync)
+    acks all   a majority holds it durably: Raft committed it
+
+Consumers read up to the high watermark, which is the group's commit (the driver
+sets it after each Ready and the partition wakes its waiters when it moves). Only the
+leader serves produce and fetch; a follower answers ``NOT_LEADER_OR_FOLLOWER`` with the
+leader it knows, so clients refresh their metadata and go there.
+
+Idempotent producers: a batch whose (producer, epoch, sequence) the log already holds
+is answered with the original offsets and never proposed again; one out of turn is
+refused before it reaches the group (the log's producer state is the leader's, and a
+follower's follows every batch it stores, so a new leader keeps deduplicating).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sentinel.broker.partition import AppendOutcome, Partition
+from sentinel.broker.producer_order import wait_for_turn
+from sentinel.broker.validation import Acks
+from sentinel.errors import InvalidArgumentError, NotLeaderError
+from sentinel.log.partition_log import PartitionLog
+from sentinel.log.producer_state import check_append
+from sentinel.log.types import ReadResult
+from sentinel.raft.errors import ProposalRefusedError
+from sentinel.raft.log import Entry
+from sentinel.record import iter_batches, parse_header
+
+if TYPE_CHECKING:
+    from sentinel.raft.multi_driver import MultiRaftDriver
+
+__all__ = ["ReplicatedPartition"]
+
+
+class ReplicatedPartition(Partition):
+    """Partition ``index`` of ``topic``, replicated by Raft group ``group``."""
+
+    def __init__(
+        self,
+        topic: str,
+        index: int,
+        plog: PartitionLog,
+        *,
+        driver: MultiRaftDriver,
+        group: int,
+        address_of: Callable[[int | None], str | None],
+    ) -> None:
+        super().__init__(topic, index, plog, sync_always=True)
+        self.group = group
+        self._driver = driver
+        self._address_of = address_of
+
+    # ------------------------------------------------------------ leadership
+
+    @property
+    def leader(self) -> int | None:
+        return self._driver.core(self.group).leader
+
+    @property
+    def term(self) -> int:
+        """The group's term: the partition leader epoch Kafka clients see."""
+        return self._driver.core(self.group).term
+
+    def check_leader(self) -> None:
+        """Raise NOT_LEADER_OR_FOLLOWER (with the leader's client address, if known)
+        unless this broker leads the partition now."""
+        core = self._driver.core(self.group)
+        if core.lead is None:
+            raise NotLeaderError(
+                f"broker {core.id} does not lead partition {self.name}"
+                + (f" (broker {core.leader} does)" if core.leader is not None else ""),
+                self._address_of(core.leader),
+            )
+
+    # ----------------------------------------------------------------- reads
+
+    def read(self, offset: int, max_bytes: int) -> ReadResult:
+        self.check_leader()
+        return super().read(offset, max_bytes)
+
+    # ---------------------------------------------------------------- append
+
+    async def append(self, batches: bytes | memoryview, acks: Acks) -> AppendOutcome:
+        views = list(iter_batches(batches))
+        if not views:
+            raise InvalidArgumentError("the produce request carries no record batch")
+        self.check_leader()
+        await wait_for_turn(views[0], self.log.producer_state, self.appended_signal)
+        self.check_leader()  # leadership may have moved while we waited
+        first = parse_header(views[0])
+        if first.producer_id >= 0:
+            original = check_append(self.log.producer_state(first.producer_id), first)
+            if original is not None:  # a retry of a batch the log holds: its offsets
+                return AppendOutcome(
+                    original.base_offset,
+                    original.log_append_time_ms,
+                    self.log.log_start_offset,
+                    True,
+                    original.last_offset - original.base_offset + 1,
+                    self.log.high_watermark,
+                )
+        entries: list[Entry] = []
+        try:
+            for view in views:
+                header = parse_header(view)
+                entries.append(
+                    self._driver.propose(self.group, bytes(view), header.last_offset_delta + 1)
+                )
+        except ProposalRefusedError as exc:  # a leadership transfer is under way
+            raise NotLeaderError(
+                f"partition {self.name} is moving to another leader: {exc}", None
+            ) from exc
+        finally:
+            if entries:
+                self.appended_signal.fire()
+        last = entries[-1]
+        if acks is Acks.LEADER:
+            await self._driver.wait_persisted(self.group, last)
+        elif acks is Acks.ALL:
+            await self._driver.wait_committed(self.group, last)
+        return AppendOutcome(
+            entries[0].base,
+            -1,
+            self.log.log_start_offset,
+            False,
+            sum(e.count for e in entries),
+            self.log.high_watermark,
+        )
+
+    # ------------------------------------------------------------ the driver
+
+    def committed(self) -> None:
+        """The driver moved the high watermark: wake the consumers waiting on it."""
+        self._announce()
+
+    def role_changed(self) -> None:
+        """Leadership moved: every waiter looks again (and hears NOT_LEADER here)."""
+        self.wake_all()
