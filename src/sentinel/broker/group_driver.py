@@ -12,6 +12,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from sentinel.broker.group_config import GroupConfig
 from sentinel.broker.group_events import (
@@ -53,6 +54,16 @@ class GroupError(CallerError):
 Answer = JoinCompleted | SyncCompleted
 
 
+class OffsetPersister(Protocol):
+    """Makes a group's committed offsets durable somewhere other than the meta store."""
+
+    async def commit_offsets(
+        self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> None: ...
+
+    async def delete_group_offsets(self, group_id: str) -> None: ...
+
+
 class GroupDriver:
     def __init__(
         self,
@@ -68,6 +79,15 @@ class GroupDriver:
         )
         self._parked: dict[tuple[str, str], asyncio.Future[Answer]] = {}
         self._ticker: asyncio.Task[None] | None = None
+        #: Where committed offsets become durable: the meta store of this broker, or
+        #: (a cluster) the controller's replicated log (``use_offset_log``).
+        self._persist: OffsetPersister | None = None
+
+    def use_offset_log(self, persister: OffsetPersister) -> None:
+        """Persist commits and group deletions through ``persister`` (a cluster: the
+        controller's log, replayed into every broker's meta store) instead of the
+        meta store directly."""
+        self._persist = persister
 
     def start(self) -> None:
         for group, offsets in self._meta.all_offsets().items():
@@ -229,9 +249,12 @@ class GroupDriver:
         codes = {tp: result.error_for(tp) for tp in offsets}
         if result.to_persist is not None:
             persisted = result.to_persist
-            await asyncio.get_running_loop().run_in_executor(
-                None, self._meta.commit_offsets, persisted.group_id, persisted.offsets
-            )
+            if self._persist is not None:
+                await self._persist.commit_offsets(persisted.group_id, persisted.offsets)
+            else:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self._meta.commit_offsets, persisted.group_id, persisted.offsets
+                )
             self.coordinator.offsets_persisted(persisted)
         return codes
 
@@ -265,6 +288,9 @@ class GroupDriver:
         if outcome.error is not ErrorCode.NONE:
             raise GroupError(outcome.error)
         self._deliver(outcome.events)
+        if self._persist is not None:
+            await self._persist.delete_group_offsets(group_id)
+            return
         await asyncio.get_running_loop().run_in_executor(
             None, self._meta.delete_group_offsets, group_id
         )

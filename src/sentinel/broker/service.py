@@ -617,6 +617,7 @@ class BrokerService:
         (durable in the meta store) or refused with its own error (an unknown topic or
         partition, an invalid offset, or the group's refusal: unknown member, illegal
         generation, ...). An offline partition may still commit."""
+        self._check_coordinator()
         refused: dict[TopicPartition, SentinelError] = {}
         valid: dict[TopicPartition, OffsetAndMetadata] = {}
         for (topic, partition), om in offsets.items():
@@ -640,13 +641,16 @@ class BrokerService:
         self, group_id: str, partitions: Sequence[TopicPartition] | None = None
     ) -> dict[TopicPartition, OffsetAndMetadata]:
         """The group's committed offsets (of ``partitions``, or all)."""
+        self._check_coordinator()
         return self.groups.fetch_offsets(group_id, partitions or None)
 
     def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
         """Keep a member's session; raises ``GroupError`` (REBALANCE_IN_PROGRESS: rejoin)."""
+        self._check_coordinator()
         self.groups.heartbeat(group_id, member_id, generation)
 
     def leave_group(self, group_id: str, member_id: str) -> None:
+        self._check_coordinator()
         self.groups.leave(group_id, member_id)
 
     def list_groups(self) -> tuple[GroupSummary, ...]:
@@ -690,6 +694,7 @@ class BrokerService:
         ``allow.auto.create.topics``) and --auto-create-topics is on; otherwise an
         unknown topic is assigned once it is created. An empty ``client_id`` or
         ``assignor``: ``DEFAULT_CLIENT_ID``, ``DEFAULT_ASSIGNOR``."""
+        self._check_coordinator()
         session_s = self._session_timeout_s(session_timeout_ms)
         if auto_create_topics:
             await self.topics(topics, auto_create=True)
@@ -715,6 +720,7 @@ class BrokerService:
     ) -> SyncCompleted:
         """SyncGroup after a Kafka-mode join: the leader passes every member's
         assignment, the others None; returns this member's share."""
+        self._check_coordinator()
         return await self.groups.sync(
             group_id, member_id, generation, assignments, timeout_ms / 1000.0
         )
@@ -812,6 +818,11 @@ class BrokerService:
 
     # ------------------------------------------------- the Kafka door's groups (issue 9)
 
+    def _check_coordinator(self) -> None:
+        """In a cluster, NOT_COORDINATOR unless this broker coordinates the groups."""
+        if self._cluster is not None:
+            self._cluster.check_coordinator()
+
     def _session_timeout_s(self, session_timeout_ms: int) -> float:
         """The session timeout in seconds, or INVALID_SESSION_TIMEOUT outside the bounds."""
         cfg = self._group_config
@@ -857,6 +868,7 @@ class BrokerService:
         Static membership (``group_instance_id``, KIP-345) is not supported: refused
         with UNSUPPORTED_VERSION, as Kafka brokers without it do. A group whose members
         joined through the gRPC door refuses with INCONSISTENT_GROUP_PROTOCOL."""
+        self._check_coordinator()
         if group_instance_id is not None:
             raise GroupError(
                 ErrorCode.UNSUPPORTED_VERSION,

@@ -1,0 +1,492 @@
+"""This broker's part of a cluster: the composition behind ``BrokerService``.
+
+It owns the peer transport, one ``MultiRaftDriver`` for every Raft group of this
+broker (the controller, group 0, and a group per partition replica), the controller
+(``cluster/controller``) and the ``ReplicatedPartition`` of every replica. The service
+calls it where a broker alone would act on its own: topic changes go through the
+controller; ``partition()`` returns the replicated partition; metadata lists every
+broker and each partition's leader, replicas and in-sync replicas; the group
+coordinator is the controller's leader, whose log holds the committed offsets.
+
+Data layout added under ``--data``: ``cluster.json`` (which cluster and node this
+directory belongs to), ``cluster-metadata/`` (the controller's log: a partition log),
+``raft-state/`` (every group's term, vote and commit in one small engine). A
+partition's own log stays where a broker alone keeps it (``topics/<t>/<i>/``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import posixpath
+import random
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sentinel.broker.group_driver import GroupError
+from sentinel.broker.group_events import ErrorCode, OffsetAndMetadata, TopicPartition
+from sentinel.broker.outcomes import (
+    BrokerMetadata,
+    ClusterMetadata,
+    PartitionMetadata,
+    TopicMetadata,
+)
+from sentinel.broker.replicated_partition import ReplicatedPartition
+from sentinel.broker.topics import OfflinePartition, Topic
+from sentinel.clock import Clock
+from sentinel.cluster.controller import CONTROLLER_GROUP, Controller
+from sentinel.cluster.identity import check_identity
+from sentinel.cluster.peers import Peer, parse_peers
+from sentinel.cluster.records import (
+    AlterConfigs,
+    CommitOffsets,
+    CreatePartitions,
+    CreateTopic,
+    DeleteGroupOffsets,
+    DeleteTopic,
+    PartitionAssignment,
+    Record,
+)
+from sentinel.cluster.transport import PeerTransport
+from sentinel.config import BrokerConfig, ConfigError
+from sentinel.errors import NotLeaderError, SentinelError
+from sentinel.fs import FS
+from sentinel.log.config import TopicConfig
+from sentinel.log.partition_log import PartitionLog
+from sentinel.log.types import LogOptions
+from sentinel.raft.core import RaftCore
+from sentinel.raft.hard_state_store import HardStateStore
+from sentinel.raft.multi import GroupSet
+from sentinel.raft.multi_driver import MultiRaftDriver
+from sentinel.raft.partition_log_adapter import PartitionRaftLog
+from sentinel.raft.state import RaftConfig
+from sentinel.storage.options import EngineOptions
+
+if TYPE_CHECKING:
+    from sentinel.broker.service import BrokerService
+
+log = logging.getLogger(__name__)
+
+#: Elections after 10-20 ticks of silence; heartbeats every tick (coalesced per broker).
+RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=1)
+BALANCE_EVERY_S = 2.0  # how often leaders hand partitions back to preferred replicas
+REGISTER_RETRY_S = 0.2
+
+
+class LeaderNotAvailableError(SentinelError):
+    """The partition has no leader right now (an election is under way)."""
+
+    kafka_code = 5
+    code_name = "LEADER_NOT_AVAILABLE"
+
+
+class FeatureNotInClusterError(SentinelError):
+    """An operation this broker does not support in a cluster yet."""
+
+    kafka_code = 35
+    code_name = "UNSUPPORTED_VERSION"
+
+
+class ClusterNode:
+    def __init__(
+        self, service: BrokerService, config: BrokerConfig, fs: FS, clock: Clock
+    ) -> None:
+        self._service = service
+        self._config = config
+        self._fs = fs
+        self._clock = clock
+        self.node_id = config.node_id
+        self.peers: dict[int, Peer] = parse_peers(config.peers)
+        if self.node_id not in self.peers:
+            ids = ",".join(str(i) for i in sorted(self.peers))
+            raise ConfigError(f"--node-id {self.node_id} is not in --peers (node ids {ids})")
+        fs.makedirs(config.data_dir)
+        self.cluster_id = check_identity(
+            fs, config.data_dir, self.node_id, self.peers, config.cluster_id or None
+        )
+        self._rng = random.Random()
+        self._store: HardStateStore | None = None
+        self._metadata_log: PartitionLog | None = None
+        self._driver: MultiRaftDriver | None = None
+        self._transport: PeerTransport | None = None
+        self._controller: Controller | None = None
+        self._by_group: dict[int, ReplicatedPartition] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def broker_count(self) -> int:
+        return len(self.peers)
+
+    @property
+    def driver(self) -> MultiRaftDriver:
+        assert self._driver is not None, "the cluster node is not started"
+        return self._driver
+
+    @property
+    def controller(self) -> Controller:
+        assert self._controller is not None, "the cluster node is not started"
+        return self._controller
+
+    @property
+    def transport(self) -> PeerTransport:
+        assert self._transport is not None, "the cluster node is not started"
+        return self._transport
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, engine_options: EngineOptions) -> None:
+        """Open the controller's log and the hard states, listen for peers, start the
+        Raft driver; the partition groups appear as the controller's records replay."""
+        config, fs, data = self._config, self._fs, self._config.data_dir
+        self._store = HardStateStore.open(fs, posixpath.join(data, "raft-state"))
+        self._metadata_log = PartitionLog.open(
+            fs,
+            posixpath.join(data, "cluster-metadata"),
+            TopicConfig(),
+            self._clock,
+            engine_options,
+            options=LogOptions(auto_high_watermark=False),
+            name="__cluster_metadata-0",
+        )
+        raft_log = PartitionRaftLog(self._metadata_log, self._store.view(CONTROLLER_GROUP),
+                                    self._clock)
+        core = RaftCore(
+            self.node_id, frozenset(self.peers), raft_log, self._rng,
+            hard_state=raft_log.hard_state, applied=raft_log.log_start, config=RAFT,
+        )
+        listen = dict(self.peers)
+        if config.peer_listen:
+            host, _, port = config.peer_listen.rpartition(":")
+            listen[self.node_id] = Peer(self.node_id, host, int(port))
+        self._transport = PeerTransport(
+            self.node_id, self.cluster_id, listen,
+            on_envelope=self._deliver, on_call=self._on_call,
+        )
+        self._driver = MultiRaftDriver(
+            GroupSet(self.node_id), self._transport.send, self._store,
+            tick_seconds=config.raft_tick_ms / 1000.0,
+        )
+        self._controller = Controller(
+            self.node_id, list(self.peers), self._driver, self._transport, self._clock,
+            on_record=self._apply_record, limits=self._service.limits,
+        )
+        self._driver.add_group(
+            CONTROLLER_GROUP, core, raft_log, on_apply=self._controller.on_apply
+        )
+        await self._transport.start()
+        self._driver.start()
+        self._service.groups.use_offset_log(self)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._register_forever(), name="cluster-register"),
+            loop.create_task(self._balance_forever(), name="cluster-balance"),
+        ]
+        log.info(
+            "node %d of cluster %s: %d brokers, peers listening on %s",
+            self.node_id, self.cluster_id, len(self.peers), listen[self.node_id].address,
+        )
+
+    async def stop(self) -> None:
+        """Stop the Raft groups and the transport (nothing more is sent), then close
+        the controller's log and the hard states; the partitions close with the
+        registry."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._driver is not None:
+            await self._driver.stop()
+        if self._transport is not None:
+            await self._transport.stop()
+        for part in self._by_group.values():
+            part.wake_all()
+        if self._metadata_log is not None:
+            self._metadata_log.close()
+            self._metadata_log = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _deliver(self, envelope: Any) -> None:
+        if self._driver is not None:
+            self._driver.deliver(envelope)
+
+    async def _on_call(self, src: int, kind: str, body: bytes) -> bytes:
+        return await self.controller.on_call(src, kind, body)
+
+    async def _register_forever(self) -> None:
+        """Make this broker's client addresses known through the controller (again
+        whenever the image lacks or differs from them)."""
+        config = self._service.config
+        while True:
+            mine = self.controller.image.brokers.get(self.node_id)
+            want = (config.advertised, config.port, config.kafka_port)
+            if mine is None or (mine.host, mine.grpc_port, mine.kafka_port) != want:
+                try:
+                    await self.controller.execute("register_broker", {
+                        "node_id": self.node_id, "host": want[0],
+                        "grpc_port": want[1], "kafka_port": want[2],
+                    })
+                except SentinelError as exc:
+                    log.debug("registering broker %d: %s", self.node_id, exc)
+                    await asyncio.sleep(REGISTER_RETRY_S)
+                    continue
+            await asyncio.sleep(1.0)
+
+    async def _balance_forever(self) -> None:
+        """Hand each partition back to its preferred replica (the first of its
+        replicas) once that one is caught up: leaders spread as placement intended."""
+        while True:
+            await asyncio.sleep(BALANCE_EVERY_S)
+            self.balance()
+
+    def balance(self) -> int:
+        moved = 0
+        driver = self.driver
+        for group, part in list(self._by_group.items()):
+            assignment = self._assignment(part.topic, part.index)
+            if assignment is None:
+                continue
+            preferred = assignment.replicas[0]
+            core = driver.core(group)
+            lead = core.lead
+            if lead is None or preferred == self.node_id or lead.transfer_target is not None:
+                continue
+            progress = lead.progress.get(preferred)
+            if progress is None or not progress.recent_active:
+                continue
+            if progress.match == core.log.log_end:
+                core.transfer_leadership(preferred)
+                driver.kick()
+                moved += 1
+        return moved
+
+    # ------------------------------------------------------------ records
+
+    def _apply_record(self, offset: int, record: Record) -> None:
+        """A committed metadata record, applied to this broker's storage and groups."""
+        service = self._service
+        registry = service.registry
+        if isinstance(record, CreateTopic):
+            hosted = [i for i, a in enumerate(record.partitions) if self.node_id in a.replicas]
+            if registry.find(record.name) is None:
+                service.create_topic_here(
+                    record.name, len(record.partitions), record.replication_factor,
+                    record.configs, hosted,
+                )
+            for index, assignment in enumerate(record.partitions):
+                self._host(record.name, index, assignment)
+        elif isinstance(record, DeleteTopic):
+            topic = registry.find(record.name)
+            if topic is not None:
+                for part in [p for p in self._by_group.values() if p.topic == record.name]:
+                    self._unhost(part)
+                service.delete_topic_here(record.name)
+        elif isinstance(record, CreatePartitions):
+            topic = registry.find(record.name)
+            image_topic = self.controller.image.topics.get(record.name)
+            if topic is not None and image_topic is not None:
+                total = len(image_topic.partitions)
+                first_new = total - len(record.added)
+                if len(topic.partitions) < total:
+                    hosted = [
+                        first_new + i for i, a in enumerate(record.added)
+                        if self.node_id in a.replicas
+                    ]
+                    service.add_partitions_here(record.name, total, hosted)
+                for i, assignment in enumerate(record.added):
+                    self._host(record.name, first_new + i, assignment)
+        elif isinstance(record, AlterConfigs):
+            topic = registry.find(record.name)
+            if topic is not None:
+                gone = [k for k in topic.configs if k not in record.configs]
+                registry.alter_configs(record.name, record.configs, gone)
+        elif isinstance(record, CommitOffsets):
+            offsets = {
+                (o.topic, o.partition): OffsetAndMetadata(o.offset, o.metadata)
+                for o in record.offsets
+            }
+            service.meta.commit_offsets(record.group_id, offsets)
+            service.groups.coordinator.load_offsets(record.group_id, offsets)
+        elif isinstance(record, DeleteGroupOffsets):
+            service.meta.delete_group_offsets(record.group_id)
+
+    def _host(self, topic_name: str, index: int, assignment: PartitionAssignment) -> None:
+        """Start the Raft group of a partition this broker replicates (once)."""
+        if self.node_id not in assignment.replicas or assignment.group in self._by_group:
+            return
+        topic = self._service.registry.find(topic_name)
+        if topic is None or index >= len(topic.partitions):
+            return
+        plog = topic.partitions[index]
+        if isinstance(plog, OfflinePartition):
+            log.error("partition %s-%d is offline: its Raft group is not started",
+                      topic_name, index)
+            return
+        assert self._store is not None
+        raft_log = PartitionRaftLog(plog, self._store.view(assignment.group), self._clock)
+        core = RaftCore(
+            self.node_id, frozenset(assignment.replicas), raft_log, self._rng,
+            hard_state=raft_log.hard_state, applied=raft_log.hard_state.commit, config=RAFT,
+        )
+        part = ReplicatedPartition(
+            topic_name, index, plog, driver=self.driver, group=assignment.group,
+            address_of=self.client_address,
+        )
+        self.driver.add_group(
+            assignment.group, core, raft_log, on_commit=self._committed, on_role=self._role
+        )
+        self._by_group[assignment.group] = part
+
+    def _unhost(self, part: ReplicatedPartition) -> None:
+        self.driver.remove_group(part.group)
+        self._by_group.pop(part.group, None)
+        if self._store is not None:
+            self._store.delete(part.group)
+        part.wake_all()
+
+    def _committed(self, group: int) -> None:
+        part = self._by_group.get(group)
+        if part is not None:
+            part.committed()
+
+    def _role(self, group: int) -> None:
+        part = self._by_group.get(group)
+        if part is not None:
+            part.role_changed()
+
+    # ------------------------------------------------------------ the service's calls
+
+    def partition(self, topic: str, index: int, plog: PartitionLog) -> ReplicatedPartition:
+        assignment = self._assignment(topic, index)
+        part = None if assignment is None else self._by_group.get(assignment.group)
+        if part is None or part.log is not plog:
+            raise NotLeaderError(
+                f"partition {topic}-{index} has no replica on broker {self.node_id} yet",
+                None,
+            )
+        return part
+
+    def _assignment(self, topic: str, index: int) -> PartitionAssignment | None:
+        found = self.controller.image.topics.get(topic)
+        if found is None or index >= len(found.partitions):
+            return None
+        return found.partitions[index]
+
+    def client_address(self, node: int | None) -> str | None:
+        """The gRPC address of broker ``node`` (what NOT_LEADER_OR_FOLLOWER names)."""
+        if node is None:
+            return None
+        found = self.controller.image.brokers.get(node)
+        return None if found is None else f"{found.host}:{found.grpc_port}"
+
+    async def create_topic(
+        self, name: str, partitions: int, replication_factor: int,
+        configs: Mapping[str, str] | None,
+    ) -> Topic:
+        await self.controller.execute("create_topic", {
+            "name": name, "partitions": partitions,
+            "replication_factor": replication_factor, "configs": dict(configs or {}),
+        })
+        return self._service.registry.get(name)
+
+    async def delete_topic(self, name: str) -> None:
+        await self.controller.execute("delete_topic", {"name": name})
+
+    async def add_partitions(self, name: str, total: int) -> Topic:
+        await self.controller.execute("create_partitions", {"name": name, "total": total})
+        return self._service.registry.get(name)
+
+    async def alter_configs(
+        self, name: str, set_: Mapping[str, str], delete: Sequence[str]
+    ) -> Topic:
+        await self.controller.execute(
+            "alter_configs", {"name": name, "set": dict(set_), "delete": list(delete)}
+        )
+        return self._service.registry.get(name)
+
+    async def commit_offsets(
+        self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        await self.controller.execute("commit_offsets", {
+            "group_id": group_id,
+            "offsets": [[t, p, om.offset, om.metadata] for (t, p), om in offsets.items()],
+        })
+
+    async def delete_group_offsets(self, group_id: str) -> None:
+        await self.controller.execute("delete_group_offsets", {"group_id": group_id})
+
+    def refuse(self, what: str) -> None:
+        raise FeatureNotInClusterError(f"{what} is not supported in a cluster yet")
+
+    def check_coordinator(self) -> None:
+        """Group requests go to the controller's leader (it holds the offsets)."""
+        leader = self.controller.leader
+        if leader is None:
+            raise GroupError(ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                             "no controller leader: the group coordinator is not known")
+        if leader != self.node_id:
+            raise GroupError(ErrorCode.NOT_COORDINATOR,
+                             f"broker {leader} coordinates the groups, not {self.node_id}")
+
+    def coordinator(self) -> BrokerMetadata:
+        leader = self.controller.leader
+        found = None if leader is None else self._broker(leader)
+        if found is None:
+            raise GroupError(ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                             "no controller leader: the group coordinator is not known")
+        return found
+
+    def _broker(self, node: int) -> BrokerMetadata | None:
+        found = self.controller.image.brokers.get(node)
+        if found is not None:
+            return BrokerMetadata(node, found.host, found.grpc_port, found.host,
+                                  found.kafka_port)
+        if node == self.node_id:
+            config = self._service.config
+            return BrokerMetadata(node, config.advertised, config.port,
+                                  config.kafka_advertised, config.kafka_port)
+        return None
+
+    def cluster(self) -> ClusterMetadata:
+        brokers = [b for b in (self._broker(n) for n in sorted(self.peers)) if b is not None]
+        leader = self.controller.leader
+        return ClusterMetadata(tuple(brokers), -1 if leader is None else leader, ())
+
+    def topic_metadata(self, topic: Topic) -> TopicMetadata:
+        partitions = []
+        for index, plog in enumerate(topic.partitions):
+            assignment = self._assignment(topic.name, index)
+            replicas = () if assignment is None else assignment.replicas
+            part = None if assignment is None else self._by_group.get(assignment.group)
+            leader, epoch, isr = -1, 0, replicas
+            error: SentinelError | None = None
+            if part is not None:
+                core = self.driver.core(part.group)
+                leader = -1 if core.leader is None else core.leader
+                epoch = core.term
+                if core.lead is not None:
+                    isr = tuple(
+                        r for r in replicas
+                        if r == self.node_id or (
+                            (pr := core.lead.progress.get(r)) is not None
+                            and pr.recent_active and pr.match >= core.commit
+                        )
+                    )
+            elif replicas:
+                leader = replicas[0]  # not a replica here: the preferred one, as a hint
+            if leader < 0:
+                error = LeaderNotAvailableError(f"partition {topic.name}-{index} has no leader")
+            if isinstance(plog, OfflinePartition) and not isinstance(plog.error(), NotLeaderError):
+                error = plog.error()
+            partitions.append(PartitionMetadata(
+                partition=index, leader=leader, replicas=replicas, isr=isr,
+                log_start_offset=plog.log_start_offset, log_end_offset=plog.log_end_offset,
+                high_watermark=plog.high_watermark, size_bytes=plog.size_bytes,
+                error=error, leader_epoch=epoch,
+            ))
+        return TopicMetadata(
+            topic.name, tuple(partitions), topic.config.to_map(), topic.replication_factor
+        )
