@@ -1,0 +1,1 @@
+"""The cluster: brokers replicating partitions with Raft."""
