@@ -31,7 +31,9 @@ _WITH_OPEN_FILES = (
 
 class BrokerProcess:
     """One broker process. ``address`` is ``127.0.0.1:PORT``. ``open_files``: start it
-    with that RLIMIT_NOFILE, soft and hard (so that it cannot raise it)."""
+    with that RLIMIT_NOFILE, soft and hard (so that it cannot raise it). The flags
+    ``port``, ``kafka_port`` and ``metrics_port`` fix those ports (default 0: any free
+    one, read from the ready line; gRPC and Kafka then keep theirs across restarts)."""
 
     def __init__(self, data_dir: Path, open_files: int | None = None, **flags: object) -> None:
         self.data_dir = data_dir
@@ -42,9 +44,10 @@ class BrokerProcess:
             **{k.replace("_", "-"): v for k, v in flags.items()},
         }
         self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
+        self.port = int(str(self.flags.pop("port", 0)))
+        self.kafka_port = int(str(self.flags.pop("kafka-port", 0)))
+        self._metrics_port_flag = int(str(self.flags.pop("metrics-port", 0)))
         self.metrics_port = 0
-        self.kafka_port = 0
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self._log: IO[str] | None = None
 
@@ -85,7 +88,7 @@ class BrokerProcess:
             "--data",
             str(self.data_dir),
             "--metrics-port",
-            "0",
+            str(self._metrics_port_flag),
             "--kafka-port",
             str(self.kafka_port),
         ]
@@ -99,6 +102,12 @@ class BrokerProcess:
         return cmd
 
     def start(self) -> BrokerProcess:
+        """Launch the process and wait for its ready line."""
+        return self.launch().wait_ready()
+
+    def launch(self) -> BrokerProcess:
+        """Start the process without waiting (several brokers that need each other to
+        come up are launched first, then each awaited with :meth:`wait_ready`)."""
         self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             self.command(),
@@ -107,7 +116,12 @@ class BrokerProcess:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        assert self.proc.stdout is not None
+        return self
+
+    def wait_ready(self) -> BrokerProcess:
+        """Wait for the launched process's ready line and take its ports from it; kill
+        it and raise (with its log) when it exits or stays silent too long."""
+        assert self.proc is not None and self.proc.stdout is not None, "not launched"
         selector = selectors.DefaultSelector()
         selector.register(self.proc.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + START_TIMEOUT_S
