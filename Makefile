@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck unit run bench bench-tools clean proto
+.PHONY: setup test lint typecheck unit run cluster bench bench-tools clean proto
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: lint typecheck unit
 
 run: $(STAMP)
 	$(BIN)/sentinel-server --port 9092 --data ./data --metrics-port 9100
+
+# Three brokers replicating with Raft on this machine (data in ./cluster-data).
+cluster: $(STAMP)
+	$(BIN)/python -m sentinel.cluster.local --data ./cluster-data
 
 # The Kafka benchmark drives the broker with C clients (kcat, librdkafka) beside Redis
 # Streams: Debian's packages, installed here when missing.

@@ -60,6 +60,13 @@ STATUS_BY_REASON: dict[str, grpc.StatusCode] = {
     "UNSUPPORTED_ASSIGNOR": StatusCode.INVALID_ARGUMENT,
     "GROUP_MAX_SIZE_REACHED": StatusCode.RESOURCE_EXHAUSTED,
     "COORDINATOR_NOT_AVAILABLE": StatusCode.UNAVAILABLE,
+    "NOT_COORDINATOR": StatusCode.UNAVAILABLE,
+    # A cluster: an election under way, no controller reachable, a peer down.
+    "LEADER_NOT_AVAILABLE": StatusCode.UNAVAILABLE,
+    "NOT_CONTROLLER": StatusCode.UNAVAILABLE,
+    "REQUEST_TIMED_OUT": StatusCode.UNAVAILABLE,
+    "BROKER_NOT_AVAILABLE": StatusCode.UNAVAILABLE,
+    "UNSUPPORTED_VERSION": StatusCode.UNIMPLEMENTED,
 }
 """The gRPC status each reason travels under."""
 

@@ -1,0 +1,191 @@
+"""Three ``BrokerService``s of one cluster in one process (each on its own in-memory
+filesystem, joined by the real peer transport on loopback): topics through the
+controller from any broker, acks=all through Raft, NOT_LEADER_OR_FOLLOWER at
+followers, a leader stopped and another elected, offsets in the controller's log."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+from sentinel.broker.group_driver import GroupError
+from sentinel.broker.group_events import OffsetAndMetadata
+from sentinel.broker.service import BrokerService
+from sentinel.broker.validation import Acks
+from sentinel.clock import SystemClock
+from sentinel.config import BrokerConfig
+from sentinel.errors import NotLeaderError, SentinelError
+from sentinel.fs import MemFS
+from sentinel.record import build_batch, decode_records
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def batch(value: bytes) -> bytes:
+    return build_batch([(None, value, (), 1_700_000_000_000)])
+
+
+class Trio:
+    def __init__(self) -> None:
+        raft = {i: free_port() for i in (1, 2, 3)}
+        self.peers = ",".join(f"{i}@127.0.0.1:{p}" for i, p in raft.items())
+        self.fs = {i: MemFS() for i in (1, 2, 3)}
+        self.services: dict[int, BrokerService] = {}
+
+    def config(self, i: int) -> BrokerConfig:
+        return BrokerConfig(
+            data_dir="/data", node_id=i, peers=self.peers, port=9000 + i,
+            kafka_port=9100 + i, raft_tick_ms=20, group_min_session_timeout_ms=500,
+        )
+
+    async def start(self, i: int) -> BrokerService:
+        service = BrokerService(self.config(i), self.fs[i], SystemClock())
+        await service.start()
+        self.services[i] = service
+        return service
+
+    async def stop(self, i: int) -> None:
+        await self.services.pop(i).stop()
+
+    def leader_of(self, topic: str, index: int) -> int | None:
+        for service in self.services.values():
+            meta = service.topic_metadata(service.registry.get(topic))
+            part = meta.partitions[index]
+            node = service.cluster_node
+            assert node is not None
+            if part.leader == node.node_id:
+                return node.node_id
+        return None
+
+
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15.0) -> T:
+    """``check()``'s value once it stops raising, polled until ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await check()
+        except (SentinelError, AssertionError, KeyError):
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def trio() -> AsyncIterator[Trio]:
+    t = Trio()
+    await asyncio.gather(*(t.start(i) for i in (1, 2, 3)))
+    try:
+        yield t
+    finally:
+        for i in list(t.services):
+            await t.stop(i)
+
+
+async def test_topic_created_anywhere_is_replicated_and_served_by_its_leader(trio: Trio) -> None:
+    async def create() -> None:
+        await trio.services[2].create_topic("t", 3)
+
+    await eventually(create)
+    for service in trio.services.values():  # every broker applied the record
+        async def present(s: BrokerService = service) -> None:
+            assert s.registry.find("t") is not None
+
+        await eventually(present)
+
+    async def leader() -> int:
+        found = trio.leader_of("t", 0)
+        assert found is not None
+        return found
+
+    lead = await eventually(leader)
+    outcome = await trio.services[lead].produce("t", 0, batch(b"one"), Acks.ALL)
+    assert outcome.base_offset >= 0
+    follower = next(i for i in trio.services if i != lead)
+    with pytest.raises(NotLeaderError):
+        await trio.services[follower].produce("t", 0, batch(b"two"), Acks.ALL)
+    fetched = await trio.services[lead].fetch("t", 0, 0, 1 << 20)
+    values = [r.value for b in fetched.batches for r in decode_records(bytes(b))]
+    assert values == [b"one"]
+    # Every replica holds the leader's bytes once the high watermark reaches them.
+    for service in trio.services.values():
+        async def replicated(s: BrokerService = service) -> None:
+            plog = s.partition_log("t", 0)
+            assert plog.high_watermark == outcome.base_offset + 1
+
+        await eventually(replicated)
+
+
+async def test_a_stopped_leader_is_replaced_and_acknowledged_records_stay(trio: Trio) -> None:
+    async def create() -> None:
+        await trio.services[1].create_topic("k", 1)
+
+    await eventually(create)
+
+    async def leader() -> int:
+        found = trio.leader_of("k", 0)
+        assert found is not None
+        return found
+
+    lead = await eventually(leader)
+    acked = []
+    for n in range(20):
+        out = await trio.services[lead].produce("k", 0, batch(b"%d" % n), Acks.ALL)
+        acked.append(out.base_offset)
+    await trio.stop(lead)
+
+    async def new_leader() -> int:
+        found = trio.leader_of("k", 0)
+        assert found is not None and found != lead
+        return found
+
+    second = await eventually(new_leader)
+    out = await trio.services[second].produce("k", 0, batch(b"after"), Acks.ALL)
+    assert out.base_offset > acked[-1]
+    fetched = await trio.services[second].fetch("k", 0, 0, 1 << 20)
+    values = [r.value for b in fetched.batches for r in decode_records(bytes(b))]
+    assert values[:20] == [b"%d" % n for n in range(20)]
+    assert values[-1] == b"after"
+    await trio.start(lead)  # it comes back and catches up
+
+    async def caught_up() -> None:
+        plog = trio.services[lead].partition_log("k", 0)
+        assert plog.high_watermark == out.base_offset + 1
+
+    await eventually(caught_up)
+
+
+async def test_offsets_commit_through_the_controller_and_every_broker_has_them(
+    trio: Trio,
+) -> None:
+    async def create() -> None:
+        await trio.services[3].create_topic("o", 1)
+
+    await eventually(create)
+
+    async def coordinator() -> BrokerService:
+        leader = trio.services[1].cluster_node
+        assert leader is not None and leader.controller.leader is not None
+        return trio.services[leader.controller.leader]
+
+    coord = await eventually(coordinator)
+    others = [s for s in trio.services.values() if s is not coord]
+    with pytest.raises(GroupError):  # NOT_COORDINATOR
+        others[0].fetch_offsets("g")
+    await coord.alter_group_offsets("g", {("o", 0): OffsetAndMetadata(7, "m")})
+    for service in trio.services.values():
+        async def stored(s: BrokerService = service) -> None:
+            assert s.meta.all_offsets()["g"][("o", 0)].offset == 7
+
+        await eventually(stored)
