@@ -43,7 +43,7 @@ def test_ipv6_in_brackets() -> None:
         ("1@a:1,1@b:2", "'1@b:2'"),
         ("1@a:1,2@a:1", "'2@a:1'"),
         ("1@a b:1", "'1@a b:1'"),
-        ("١@h:1", "'١@h:1'"),
+        ("\u0661@h:1", "'\u0661@h:1'"),
     ],
 )
 def test_bad_items_are_named(text: str, named: str) -> None:
