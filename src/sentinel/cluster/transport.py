@@ -53,6 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
+WRITE_BATCH = 1024 * 1024
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
 
@@ -161,12 +162,17 @@ class _Link:
                 continue
             try:
                 while self.queue:
-                    bufs, size = self.queue.popleft()
-                    self.queued_bytes -= size
-                    writer.writelines(bufs)
-                    if writer.transport.get_write_buffer_size() > READ_CHUNK:
-                        await writer.drain()
-                await writer.drain()
+                    # every frame queued, up to WRITE_BATCH bytes, in one writelines:
+                    # one system call for a burst of small envelopes
+                    batch: list[Buffer] = []
+                    batch_bytes = 0
+                    while self.queue and batch_bytes < WRITE_BATCH:
+                        bufs, size = self.queue.popleft()
+                        self.queued_bytes -= size
+                        batch += bufs
+                        batch_bytes += size
+                    writer.writelines(batch)
+                    await writer.drain()
             except (ConnectionError, OSError) as e:
                 self.disconnect(f"write failed: {e}")
             if self.queue:
