@@ -73,8 +73,15 @@ def _store(fs: FS, data_dir: str, path: str, cluster_id: str, node_id: int) -> N
     fs.sync_dir(data_dir)
 
 
-def check_identity(fs: FS, data_dir: str, node_id: int, peers: Mapping[int, Peer]) -> str:
-    """The cluster id of ``peers``, after checking ``data_dir`` is node ``node_id``'s of it.
+def check_identity(
+    fs: FS,
+    data_dir: str,
+    node_id: int,
+    peers: Mapping[int, Peer],
+    cluster_id: str | None = None,
+) -> str:
+    """The cluster id (``cluster_id`` if given, else derived from ``peers``), after
+    checking ``data_dir`` is node ``node_id``'s of it.
 
     The first start writes ``cluster.json`` (durable when this returns). A different
     node id or cluster id stored there, or a data directory holding topics of a former
@@ -83,7 +90,12 @@ def check_identity(fs: FS, data_dir: str, node_id: int, peers: Mapping[int, Peer
     if node_id not in peers:
         known = ",".join(str(i) for i in sorted(peers))
         raise ConfigError(f"--node-id {node_id} is not in --peers (node ids {known})")
-    given = cluster_id_of(peers)
+    if cluster_id is not None and not (
+        0 < len(cluster_id) <= 64 and cluster_id.isascii() and cluster_id.isprintable()
+        and " " not in cluster_id
+    ):
+        raise ConfigError(f"--cluster-id {cluster_id!r}: 1-64 printable ASCII characters")
+    given = cluster_id or cluster_id_of(peers)
     path = posixpath.join(data_dir, NAME)
     if fs.exists(path):
         stored, stored_node = _load(fs, path)
