@@ -486,6 +486,16 @@ class PartitionLog:
         wave.add_done_callback(synced)
         return done
 
+    def sync_all_future(self) -> concurrent.futures.Future[None]:
+        """``sync_future`` up to the last write so far (every append and truncation
+        made before this call): a driver persisting a Raft Ready awaits it."""
+        self._pin()
+        try:
+            lsn = self._engine.wal.last_lsn
+        finally:
+            self._unpin()
+        return self.sync_future(lsn)
+
     def set_high_watermark(self, offset: int) -> None:
         """Set the high watermark (replication's commit point); at most the log end."""
         log_end = self._state.log_end

@@ -10,4 +10,7 @@ Modules: ``messages`` (the wire values), ``log`` (what the core needs from stora
 an in-memory implementation), ``quorum`` (majority arithmetic), ``progress`` (the
 leader's view of each follower), ``state`` (roles, the transition table, hard state,
 ``Ready``), ``core`` (the node), ``leader`` (the leader's replication and commit).
+Drivers and storage: ``node`` (one group), ``multi`` + ``multi_driver`` (every group of
+a broker, one loop), ``partition_log_adapter``, ``hard_state_file`` (one group) and
+``hard_state_store`` (every group of a broker in one engine).
 """

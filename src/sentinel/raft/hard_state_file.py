@@ -33,6 +33,7 @@ import posixpath
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Protocol
 
 from sentinel.errors import CorruptionError, UnsupportedFormatError
 from sentinel.fs import FS
@@ -92,6 +93,22 @@ def decode(data: bytes, path: str) -> DurableState:
         raise CorruptionError(path, "the vote", f"vote {vote} is not a node id")
     hard = HardState(term, None if vote == -1 else vote, commit)
     return DurableState(hard, start, start_term, prev_start, prev_term)
+
+
+class StateFile(Protocol):
+    """Where one group's hard state lives: a ``HardStateFile`` or a view of the
+    broker's ``HardStateStore`` (``hard_state_store``)."""
+
+    @property
+    def path(self) -> str:
+        """How errors name the stored state."""
+        ...
+
+    def load(self) -> DurableState | None: ...
+
+    def store(self, state: DurableState) -> None:
+        """Replace the stored state; durable when this returns."""
+        ...
 
 
 class HardStateFile:

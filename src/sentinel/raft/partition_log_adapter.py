@@ -43,7 +43,7 @@ from sentinel.clock import Clock
 from sentinel.errors import DamagedDataError
 from sentinel.log.partition_log import PartitionLog
 from sentinel.raft.errors import SafetyViolationError
-from sentinel.raft.hard_state_file import DurableState, HardStateFile
+from sentinel.raft.hard_state_file import DurableState, StateFile
 from sentinel.raft.log import Entry
 from sentinel.raft.state import HardState, Ready
 from sentinel.record import build_batch, decode_records, parse_header
@@ -85,7 +85,7 @@ def entry_of(batch: bytes) -> Entry:
 class PartitionRaftLog:
     """A ``RaftLog`` over a ``PartitionLog``, with the group's hard state beside it."""
 
-    def __init__(self, plog: PartitionLog, state_file: HardStateFile, clock: Clock) -> None:
+    def __init__(self, plog: PartitionLog, state_file: StateFile, clock: Clock) -> None:
         self.plog = plog
         self._file = state_file
         self._clock = clock
@@ -241,9 +241,23 @@ class PartitionRaftLog:
     def store_hard_state(self, hard: HardState) -> None:
         """Store the hard state durably; then the high watermark follows the durable
         commit (what consumers may read)."""
+        self._store(self.durable_state(hard))
+        self.follow_commit(hard.commit)
+
+    def durable_state(self, hard: HardState) -> DurableState:
+        """What ``store_hard_state(hard)`` would store (with the log-start pairs): a
+        many-group driver stores these for all its groups in one write
+        (``HardStateStore.store_many``), then calls ``stored`` and ``follow_commit``."""
         d = self._durable
-        self._store(DurableState(hard, d.start, d.start_term, d.prev_start, d.prev_term))
-        self.plog.set_high_watermark(max(self.log_start, min(hard.commit, self._end)))
+        return DurableState(hard, d.start, d.start_term, d.prev_start, d.prev_term)
+
+    def stored(self, state: DurableState) -> None:
+        """``state`` (from ``durable_state``) was stored durably by the caller."""
+        self._durable = state
+
+    def follow_commit(self, commit: int) -> None:
+        """The high watermark follows a durable commit (what consumers may read)."""
+        self.plog.set_high_watermark(max(self.log_start, min(commit, self._end)))
 
     def _store(self, state: DurableState) -> None:
         self._file.store(state)

@@ -1,0 +1,361 @@
+"""The asyncio driver of a ``GroupSet``: every Raft group of one broker, one loop.
+
+The many-group sibling of ``node.RaftNode`` (a thin shell; the protocol is in the
+sans-IO cores). One task owns the groups: one timer ticks them all
+(``GroupSet.tick``), the inputs gathered meanwhile (envelopes from the transport,
+proposals' kicks) are stepped as a batch, then the ``MultiReady`` of all groups is
+handled together:
+
+    (a) every log with ``must_sync`` made durable in ONE wave of the broker-wide sync
+        pipeline (``PartitionLog.sync_all_future``, awaited together: the event loop
+        never blocks on an fsync)
+    (b) every changed hard state in ONE ``HardStateStore.store_many`` (one write, one
+        fsync) in a worker thread
+    (c) each such group's high watermark follows its now durable commit
+    (d) the envelopes are sent
+    (e) committed entries applied (``on_apply``), waiters resolved
+    (f) ``advance``
+
+Between a Ready and its advance only ``propose`` touches the cores (what it adds goes
+into the next Ready, so nothing is sent before it is persisted). A proposal kicks the
+loop, so its AppendEntries leave at once rather than at the next tick.
+
+Waiters: ``wait_persisted`` (acks=1: the leader's own log holding the entry is durable)
+and ``wait_committed`` (acks=all: the entry was committed with its term). Both fail with
+``NotLeaderError`` only when the entry at that offset was replaced (or the group
+removed), and with ``ClosedError`` when the driver stops. A storage failure in (a) or
+(b) stops the whole driver (fail-stop: nothing unpersisted is ever sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sentinel.errors import ClosedError, NotLeaderError
+from sentinel.raft.core import RaftCore
+from sentinel.raft.errors import MalformedMessageError
+from sentinel.raft.hard_state_file import DurableState
+from sentinel.raft.hard_state_store import HardStateStore
+from sentinel.raft.log import Entry
+from sentinel.raft.multi import Envelope, GroupSet, MultiReady
+from sentinel.raft.partition_log_adapter import PartitionRaftLog
+from sentinel.raft.state import Role
+
+log = logging.getLogger(__name__)
+
+_Waiter = tuple[Entry, "asyncio.Future[Entry]"]
+
+
+@dataclass(slots=True)
+class _Member:
+    core: RaftCore
+    log: PartitionRaftLog
+    on_apply: Callable[[int, Entry], None] | None
+    on_role: Callable[[int], None] | None
+    seen: tuple[Role, int | None, int]
+    durable_end: int  # the log is durable up to here (as of the last sync wave)
+    persisted: list[_Waiter] = field(default_factory=list)
+    committed: list[_Waiter] = field(default_factory=list)
+
+
+class MultiRaftDriver:
+    def __init__(
+        self,
+        groups: GroupSet,
+        send: Callable[[Envelope], None],
+        store: HardStateStore,
+        *,
+        tick_seconds: float = 0.1,
+    ) -> None:
+        self.groups = groups
+        self._send = send
+        self._store = store
+        self._tick = tick_seconds
+        self._members: dict[int, _Member] = {}
+        self._inbox: list[Envelope] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._last_warning = 0.0
+        self._quiet = 0  # warnings not logged since the last one
+        self.ticks = 0  # for tests and metrics
+        self.sent = 0  # envelopes handed to ``send``
+
+    @property
+    def id(self) -> int:
+        return self.groups.id
+
+    # ------------------------------------------------------------ groups
+
+    def add_group(
+        self,
+        group: int,
+        core: RaftCore,
+        log: PartitionRaftLog,
+        *,
+        on_apply: Callable[[int, Entry], None] | None = None,
+        on_role: Callable[[int], None] | None = None,
+    ) -> None:
+        """Drive ``core`` (whose log is ``log``) as ``group``; ids are never reused."""
+        if core.log is not log:
+            raise ValueError(f"group {group}: the core's log is not the one given")
+        self.groups.add(group, core)
+        self._members[group] = _Member(
+            core, log, on_apply, on_role, _seen(core), durable_end=log.log_end
+        )
+
+    def remove_group(self, group: int) -> None:
+        """Stop driving ``group`` (its waiters fail); its stored hard state stays
+        (``HardStateStore.delete`` is the caller's, with the partition's files)."""
+        self.groups.remove(group)
+        m = self._members.pop(group, None)
+        if m is not None:
+            _fail(m, NotLeaderError(f"raft group {group} removed from node {self.id}"))
+
+    def core(self, group: int) -> RaftCore:
+        return self._member(group).core
+
+    def _member(self, group: int) -> _Member:
+        m = self._members.get(group)
+        if m is None:
+            raise NotLeaderError(f"raft group {group} is not on node {self.id}")
+        return m
+
+    # ------------------------------------------------------------ inputs
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"multi-raft-{self.id}")
+        self._task.add_done_callback(self._ended)
+
+    async def stop(self) -> None:
+        """Stop at once (as a killed process: nothing more is sent); every waiter
+        fails with ``ClosedError``."""
+        self._stopped = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._fail_all(ClosedError(f"multi-raft driver of node {self.id} stopped"))
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("multi-raft driver of node %d stopped: %s", self.id, error, exc_info=error)
+        self._stopped = True
+        self._fail_all(ClosedError(f"multi-raft driver of node {self.id} failed: {error}"))
+
+    def deliver(self, envelope: Envelope) -> None:
+        """An envelope from the transport; never raises (refusals are logged)."""
+        if not self._stopped:
+            self._inbox.append(envelope)
+            self._wake.set()
+
+    def propose(self, group: int, data: bytes, count: int) -> Entry:
+        """Append a batch at ``group``'s leader (here); in the log, not yet durable.
+        Raises ``NotLeaderError`` (naming the leader if known) when not leading."""
+        if self._stopped:
+            raise ClosedError(f"multi-raft driver of node {self.id} stopped")
+        entry = self._member(group).core.propose(data, count)
+        self._wake.set()  # the fast path: the append goes out now, not at the next tick
+        return entry
+
+    async def wait_persisted(self, group: int, entry: Entry) -> Entry:
+        """Return once this node's log holds ``entry`` durably (acks=1)."""
+        m = self._member(group)
+        fut = self._future()
+        m.persisted.append((entry, fut))
+        self._check_persisted(group, m)
+        return await fut
+
+    async def wait_committed(self, group: int, entry: Entry) -> Entry:
+        """Return once ``entry`` is committed with its term (and applied here)."""
+        m = self._member(group)
+        fut = self._future()
+        m.committed.append((entry, fut))
+        if m.core.applied >= entry.end:  # committed before the call
+            self._settle_committed(group, m, m.core.applied)
+        return await fut
+
+    def _future(self) -> asyncio.Future[Entry]:
+        if self._stopped:
+            raise ClosedError(f"multi-raft driver of node {self.id} stopped")
+        return asyncio.get_running_loop().create_future()
+
+    # ------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self._tick
+        while not self._stopped:
+            wait = next_tick - loop.time()
+            if not self._wake.is_set() and wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+            if self._stopped:
+                return
+            if loop.time() >= next_tick:
+                self.groups.tick()
+                self.ticks += 1
+                next_tick = max(next_tick + self._tick, loop.time())
+            inbox, self._inbox = self._inbox, []
+            for env in inbox:
+                self._step(env)
+            await self._handle_ready()
+            self._notify_roles()
+
+    def _step(self, env: Envelope) -> None:
+        try:
+            self.groups.step(env)
+        except MalformedMessageError as e:
+            self._warn(e)
+
+    def _warn(self, e: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_warning < 1.0:
+            self._quiet += 1
+            return
+        more = f" (and {self._quiet} more since the last)" if self._quiet else ""
+        log.warning("raft node %d refused a message: %s%s", self.id, e, more)
+        self._last_warning, self._quiet = now, 0
+
+    async def _handle_ready(self) -> None:
+        gs = self.groups
+        while gs.has_ready() and not self._stopped:
+            mr = gs.ready()
+            await self._persist(mr)
+            if self._stopped:  # killed while persisting: nothing more goes out
+                return
+            for env in mr.envelopes:
+                self._send(env)
+                self.sent += 1
+            for group, rd in mr.groups:
+                m = self._members.get(group)
+                if m is None:
+                    continue
+                for e in rd.committed:
+                    if m.on_apply is not None:
+                        m.on_apply(group, e)
+                if rd.committed or rd.log_reset is not None:
+                    self._settle_committed(group, m, rd.applied)
+            gs.advance(mr)
+
+    async def _persist(self, mr: MultiReady) -> None:
+        """(a) the logs in one sync wave, (b) the hard states in one write, (c) the
+        high watermarks."""
+        syncing: list[tuple[int, _Member, int]] = []
+        waves = []
+        for group, rd in mr.groups:
+            m = self._members.get(group)
+            if m is not None and rd.must_sync:
+                # What this Ready appended (after any truncation: the core appends
+                # from the truncation point) is not durable until the wave is done.
+                low = min((e.base for e in rd.entries), default=m.log.log_end)
+                if rd.log_reset is not None:
+                    low = min(low, rd.log_reset)
+                m.durable_end = min(m.durable_end, low)
+                syncing.append((group, m, m.log.log_end))
+                # shielded: a stop() must not cancel the pipeline's own future
+                waves.append(asyncio.shield(asyncio.wrap_future(m.log.plog.sync_all_future())))
+        if waves:
+            await asyncio.gather(*waves)
+            for group, m, end in syncing:
+                m.durable_end = end
+                self._check_persisted(group, m)
+        states: dict[int, DurableState] = {}
+        for group, rd in mr.groups:
+            m = self._members.get(group)
+            if m is not None and rd.hard_state is not None:
+                states[group] = m.log.durable_state(rd.hard_state)
+        if states and not self._stopped:
+            await asyncio.to_thread(self._store.store_many, states)
+            for group, state in states.items():
+                m = self._members.get(group)
+                if m is not None:
+                    m.log.stored(state)
+                    m.log.follow_commit(state.hard.commit)
+
+    # ------------------------------------------------------------ waiters
+
+    def _check_persisted(self, group: int, m: _Member) -> None:
+        keep: list[_Waiter] = []
+        for entry, fut in m.persisted:
+            if fut.done():
+                continue
+            if _replaced(m.log, entry):
+                fut.set_exception(self._replaced(group, m, entry))
+            elif m.durable_end >= entry.end:
+                fut.set_result(entry)
+            else:
+                keep.append((entry, fut))
+        m.persisted = keep
+
+    def _settle_committed(self, group: int, m: _Member, applied: int) -> None:
+        """Resolve the waiters of entries below ``applied`` (committed and applied):
+        the one stored at its offset with its term succeeded, any other was replaced."""
+        keep: list[_Waiter] = []
+        for entry, fut in m.committed:
+            if fut.done():
+                continue
+            if entry.base >= applied:
+                keep.append((entry, fut))
+            elif m.log.term_at(entry.base) == entry.term and _starts_at(m.log, entry.base):
+                fut.set_result(entry)
+            else:
+                fut.set_exception(self._replaced(group, m, entry))
+        m.committed = keep
+
+    def _replaced(self, group: int, m: _Member, entry: Entry) -> NotLeaderError:
+        leader = None if m.core.leader is None else str(m.core.leader)
+        return NotLeaderError(
+            f"raft group {group} on node {self.id}: the entry at {entry.base} of term "
+            f"{entry.term} was replaced",
+            leader,
+        )
+
+    def _fail_all(self, error: Exception) -> None:
+        for m in self._members.values():
+            _fail(m, error)
+
+    def _notify_roles(self) -> None:
+        for group, m in list(self._members.items()):
+            seen = _seen(m.core)
+            if seen != m.seen:
+                m.seen = seen
+                if m.on_role is not None:
+                    m.on_role(group)
+
+
+def _seen(core: RaftCore) -> tuple[Role, int | None, int]:
+    return core.role, core.leader, core.term
+
+
+def _starts_at(log: PartitionRaftLog, base: int) -> bool:
+    return log.log_start <= base < log.log_end and log.batch_base(base) == base
+
+
+def _replaced(log: PartitionRaftLog, entry: Entry) -> bool:
+    """The log no longer holds ``entry`` (truncated away, or another batch there)."""
+    if entry.base < log.log_start:
+        return False  # retention: it was committed, whatever it was
+    if log.log_end < entry.end:
+        return True
+    return log.term_at(entry.base) != entry.term or not _starts_at(log, entry.base)
+
+
+def _fail(m: _Member, error: Exception) -> None:
+    for _, fut in m.persisted:
+        if not fut.done():
+            fut.set_exception(error)
+    for _, fut in m.committed:
+        if not fut.done():
+            fut.set_exception(error)
+    m.persisted.clear()
+    m.committed.clear()
