@@ -20,7 +20,7 @@ from sentinel.clock import SystemClock
 from sentinel.config import BrokerConfig
 from sentinel.errors import NotLeaderError, SentinelError
 from sentinel.fs import MemFS
-from sentinel.record import build_batch, decode_records
+from sentinel.record import build_batch, decode_records, iter_batches, parse_header
 
 T = TypeVar("T")
 
@@ -34,6 +34,16 @@ def free_port() -> int:
 
 def batch(value: bytes) -> bytes:
     return build_batch([(None, value, (), 1_700_000_000_000)])
+
+
+def user_values(batches: bytes) -> list[bytes | None]:
+    """The values of the records in ``batches``, control batches skipped."""
+    return [
+        r.value
+        for b in iter_batches(batches)
+        if not parse_header(b).is_control
+        for r in decode_records(bytes(b))
+    ]
 
 
 class Trio:
@@ -116,7 +126,7 @@ async def test_topic_created_anywhere_is_replicated_and_served_by_its_leader(tri
     with pytest.raises(NotLeaderError):
         await trio.services[follower].produce("t", 0, batch(b"two"), Acks.ALL)
     fetched = await trio.services[lead].fetch("t", 0, 0, 1 << 20)
-    values = [r.value for b in fetched.batches for r in decode_records(bytes(b))]
+    values = user_values(fetched.batches)
     assert values == [b"one"]
     # Every replica holds the leader's bytes once the high watermark reaches them.
     for service in trio.services.values():
@@ -154,7 +164,7 @@ async def test_a_stopped_leader_is_replaced_and_acknowledged_records_stay(trio: 
     out = await trio.services[second].produce("k", 0, batch(b"after"), Acks.ALL)
     assert out.base_offset > acked[-1]
     fetched = await trio.services[second].fetch("k", 0, 0, 1 << 20)
-    values = [r.value for b in fetched.batches for r in decode_records(bytes(b))]
+    values = user_values(fetched.batches)
     assert values[:20] == [b"%d" % n for n in range(20)]
     assert values[-1] == b"after"
     await trio.start(lead)  # it comes back and catches up

@@ -388,10 +388,9 @@ class BrokerService:
             f"auto-creating {len(unknown)} topics",
         )
         for name in unknown:
-            try:
+            # Another request may have created it meanwhile.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await self.create_topic(name)
-            except TopicAlreadyExistsError:  # another request created it meanwhile
-                pass
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog:
         return self.registry.get(topic).partition(partition)

@@ -53,8 +53,8 @@ from sentinel.log.config import (
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.summary import LogSummary
-from sentinel.log.types import LogOptions
 from sentinel.log.summary import decode as decode_summary
+from sentinel.log.types import LogOptions
 from sentinel.storage import clean_marker
 from sentinel.storage.engine import EngineStats
 from sentinel.storage.files import CURRENT_NAME

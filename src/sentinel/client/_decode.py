@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TypeAlias
 
 from sentinel.client.types import ConsumerRecord, Headers
+from sentinel.record.batch import parse_header
 from sentinel.record.reader import decode_batch
 
 __all__ = ["decode_consumer_records"]
@@ -30,7 +31,11 @@ _new = tuple.__new__
 def decode_consumer_records(
     batch: Buffer, topic: str, partition: int, min_offset: int
 ) -> list[ConsumerRecord]:
-    """The records of one batch at or after ``min_offset``, as ``ConsumerRecord``s."""
+    """The records of one batch at or after ``min_offset``, as ``ConsumerRecord``s; none
+    from a control batch (a replicated partition's leader-change marker), as Kafka's
+    consumers skip them."""
+    if parse_header(batch).is_control:
+        return []
 
     def make(
         offset: int,

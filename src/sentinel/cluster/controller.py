@@ -144,7 +144,7 @@ class Controller:
         apply each change here (once: the image knows what it applied)."""
         if entry.data and not parse_header(entry.data).is_control:
             for record in decode_records(entry.data):
-                offset = entry.base + record.offset_delta
+                offset = record.offset
                 try:
                     change = decode_record(record.value or b"")
                 except MetadataRecordError as exc:  # a newer broker's record: skip it

@@ -22,7 +22,7 @@ import logging
 import posixpath
 import random
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sentinel.broker.group_driver import GroupError
 from sentinel.broker.group_events import ErrorCode, OffsetAndMetadata, TopicPartition
@@ -57,7 +57,7 @@ from sentinel.log.partition_log import PartitionLog
 from sentinel.log.types import LogOptions
 from sentinel.raft.core import RaftCore
 from sentinel.raft.hard_state_store import HardStateStore
-from sentinel.raft.multi import GroupSet
+from sentinel.raft.multi import Envelope, GroupSet
 from sentinel.raft.multi_driver import MultiRaftDriver
 from sentinel.raft.partition_log_adapter import PartitionRaftLog
 from sentinel.raft.state import RaftConfig
@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 
 #: Elections after 10-20 ticks of silence; heartbeats every tick (coalesced per broker).
 RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=1)
+#: A partition's log is its state: nothing committed is read back to be applied.
+PARTITION_RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=1, deliver_committed=False)
 BALANCE_EVERY_S = 2.0  # how often leaders hand partitions back to preferred replicas
 REGISTER_RETRY_S = 0.2
 
@@ -164,7 +166,7 @@ class ClusterNode:
             on_envelope=self._deliver, on_call=self._on_call,
         )
         self._driver = MultiRaftDriver(
-            GroupSet(self.node_id), self._transport.send, self._store,
+            GroupSet(self.node_id), self._send, self._store,
             tick_seconds=config.raft_tick_ms / 1000.0,
         )
         self._controller = Controller(
@@ -209,7 +211,10 @@ class ClusterNode:
             self._store.close()
             self._store = None
 
-    def _deliver(self, envelope: Any) -> None:
+    def _send(self, envelope: Envelope) -> None:
+        self.transport.send(envelope)  # a drop is counted there; Raft sends again
+
+    def _deliver(self, envelope: Envelope) -> None:
         if self._driver is not None:
             self._driver.deliver(envelope)
 
@@ -329,7 +334,8 @@ class ClusterNode:
         raft_log = PartitionRaftLog(plog, self._store.view(assignment.group), self._clock)
         core = RaftCore(
             self.node_id, frozenset(assignment.replicas), raft_log, self._rng,
-            hard_state=raft_log.hard_state, applied=raft_log.hard_state.commit, config=RAFT,
+            hard_state=raft_log.hard_state, applied=raft_log.hard_state.commit,
+            config=PARTITION_RAFT,
         )
         part = ReplicatedPartition(
             topic_name, index, plog, driver=self.driver, group=assignment.group,

@@ -372,7 +372,10 @@ class RaftCore:
         if self._pending is not None:
             raise SafetyViolationError(f"node {self.id}: ready() again before advance()")
         hs = self.hard_state
-        committed = tuple(self._committed_entries())
+        committed = tuple(self._committed_entries()) if self.cfg.deliver_committed else ()
+        applied = committed[-1].end if committed else self.applied
+        if not self.cfg.deliver_committed:
+            applied = max(self.applied, self.commit)
         rd = Ready(
             hard_state=hs if hs != self._persisted else None,
             entries=tuple(self._new_entries),
@@ -380,7 +383,7 @@ class RaftCore:
             messages=tuple(self._msgs),
             committed=committed,
             log_reset=self._reset_at,
-            applied=committed[-1].end if committed else self.applied,
+            applied=applied,
         )
         self._msgs.clear()
         self._new_entries.clear()

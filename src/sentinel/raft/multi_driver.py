@@ -57,6 +57,7 @@ class _Member:
     log: PartitionRaftLog
     on_apply: Callable[[int, Entry], None] | None
     on_role: Callable[[int], None] | None
+    on_commit: Callable[[int], None] | None
     seen: tuple[Role, int | None, int]
     durable_end: int  # the log is durable up to here (as of the last sync wave)
     persisted: list[_Waiter] = field(default_factory=list)
@@ -100,13 +101,16 @@ class MultiRaftDriver:
         *,
         on_apply: Callable[[int, Entry], None] | None = None,
         on_role: Callable[[int], None] | None = None,
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
-        """Drive ``core`` (whose log is ``log``) as ``group``; ids are never reused."""
+        """Drive ``core`` (whose log is ``log``) as ``group``; ids are never reused.
+        ``on_commit(group)``: after a Ready that moved the group's commit (and with it
+        the high watermark)."""
         if core.log is not log:
             raise ValueError(f"group {group}: the core's log is not the one given")
         self.groups.add(group, core)
         self._members[group] = _Member(
-            core, log, on_apply, on_role, _seen(core), durable_end=log.log_end
+            core, log, on_apply, on_role, on_commit, _seen(core), durable_end=log.log_end
         )
 
     def remove_group(self, group: int) -> None:
@@ -156,6 +160,10 @@ class MultiRaftDriver:
         if not self._stopped:
             self._inbox.append(envelope)
             self._wake.set()
+
+    def kick(self) -> None:
+        """Handle the Ready now (a caller changed a core directly, e.g. a transfer)."""
+        self._wake.set()
 
     def propose(self, group: int, data: bytes, count: int) -> Entry:
         """Append a batch at ``group``'s leader (here); in the log, not yet durable.
@@ -243,8 +251,10 @@ class MultiRaftDriver:
                 for e in rd.committed:
                     if m.on_apply is not None:
                         m.on_apply(group, e)
-                if rd.committed or rd.log_reset is not None:
+                if rd.committed or rd.log_reset is not None or rd.applied > m.core.applied:
                     self._settle_committed(group, m, rd.applied)
+                if rd.hard_state is not None and m.on_commit is not None:
+                    m.on_commit(group)
             gs.advance(mr)
 
     async def _persist(self, mr: MultiReady) -> None:
@@ -275,7 +285,18 @@ class MultiRaftDriver:
             if m is not None and rd.hard_state is not None:
                 states[group] = m.log.durable_state(rd.hard_state)
         if states and not self._stopped:
-            await asyncio.to_thread(self._store.store_many, states)
+            # A new term or vote must be durable before any message promises it (§5.2);
+            # a commit alone need not (Raft's commit index is volatile: after a crash
+            # the leader tells it again), so it is written without an fsync.
+            promised = any(
+                (state.hard.term, state.hard.vote) != (m.log.hard_state.term, m.log.hard_state.vote)
+                for group, state in states.items()
+                if (m := self._members.get(group)) is not None
+            )
+            if promised:
+                await asyncio.to_thread(self._store.store_many, states)
+            else:
+                self._store.store_many(states, sync=False)
             for group, state in states.items():
                 m = self._members.get(group)
                 if m is not None:

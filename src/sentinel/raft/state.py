@@ -74,6 +74,10 @@ class RaftConfig:
     pre_vote: bool = True
     check_quorum: bool = True
     max_entries_per_message: int = 64
+    #: Hand committed entries to the driver in ``Ready.committed`` (a state machine
+    #: applies them). False for a partition, whose log *is* its state: ``applied``
+    #: then follows the commit without reading anything back.
+    deliver_committed: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_ticks < self.election_ticks:

@@ -119,6 +119,8 @@ def _records_in(batches: bytes, from_offset: int) -> int:
     count = 0
     for view in iter_batches(batches, allow_partial_tail=True):
         header = parse_header(view)
+        if header.is_control:  # a leader's marker in a replicated log: no user record
+            continue
         first = max(header.base_offset, from_offset)
         if header.last_offset >= first:
             count += header.last_offset - first + 1
@@ -128,6 +130,8 @@ def _records_in(batches: bytes, from_offset: int) -> int:
 def _decoded(batches: bytes, from_offset: int) -> list[pb.Record]:
     out: list[pb.Record] = []
     for view in iter_batches(batches, allow_partial_tail=True):
+        if parse_header(view).is_control:
+            continue
         for record in decode_records(view):
             if record.offset < from_offset:
                 continue
