@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
@@ -185,7 +186,15 @@ class Cluster:
         for i in live:
             broker = self.brokers[i]
             assert broker.proc is not None
-            code = broker.proc.wait(timeout)
+            try:
+                code = broker.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                broker.proc.send_signal(signal.SIGUSR1)  # its stacks into the log
+                time.sleep(1.0)
+                broker.kill()
+                failures.append(f"broker {i} did not stop in {timeout} s; log:\n"
+                                f"{broker.read_log()[-20000:]}")
+                continue
             broker.kill()  # reaps and closes its pipes (the process is gone)
             if code != 0:
                 failures.append(f"broker {i} exited with {code}; log:\n{broker.read_log()}")

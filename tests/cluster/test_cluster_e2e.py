@@ -11,7 +11,7 @@
 (c) bad input: a --peers list that disagrees with the data directory's cluster id, and
     garbage or an unknown node id on the raft port.
 
-Drafted before the cluster runs: skipped until the lead enables them.
+
 """
 
 from __future__ import annotations
@@ -27,12 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from broker_process import BrokerProcess
 from cluster.harness import Cluster, poll
-
-pytestmark = pytest.mark.skip(reason="cluster wiring lands in this branch's merge")
+from sentinel.clock import SystemClock
+from sentinel.fs import OsFS
+from sentinel.log.config import TopicConfig
+from sentinel.log.partition_log import PartitionLog
+from sentinel.record import decode_records, parse_header
 
 ROUNDS = int(os.environ.get("CLUSTER_ROUNDS", "1"))
 RECORDS = 20_000
@@ -77,27 +80,53 @@ def producer(bootstrap: str, **config: object) -> Producer:
     })
 
 
-def read_partition(bootstrap: str, topic: str, partition: int) -> list[bytes]:
-    """Every record of one partition up to its high watermark, read through the cluster.
-    TODO(lead): read each replica's own log (a per-broker read) once there is a way."""
+def read_partition(bootstrap: str, topic: str, partition: int) -> list[tuple[int, bytes]]:
+    """Every record of one partition below its high watermark, read through the cluster
+    from its leader (control batches, the leaders' markers, are no records)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
                          "enable.auto.commit": False})
     try:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
-        consumer.assign([TopicPartition(topic, partition, 0)])
-        values: list[bytes] = []
+        tp = TopicPartition(topic, partition, 0)
         deadline = time.monotonic() + 60
-        while len(values) < high:
-            assert time.monotonic() < deadline, f"read {len(values)} of {high}"
+        while True:  # leadership may be moving back to the preferred replica
+            try:
+                _, high = consumer.get_watermark_offsets(tp, 10)
+                break
+            except KafkaException:
+                assert time.monotonic() < deadline, "no leader answered ListOffsets"
+                time.sleep(0.1)
+        consumer.assign([tp])
+        values: list[tuple[int, bytes]] = []
+        while consumer.position([tp])[0].offset < high:
+            assert time.monotonic() < deadline, f"read {len(values)} records below {high}"
             message = consumer.poll(0.2)
             if message is not None:
                 assert message.error() is None, message.error()
                 value = message.value()
                 assert value is not None
-                values.append(value)
+                values.append((message.offset(), value))
         return values
     finally:
         consumer.close()
+
+
+def read_replica(data_dir: Path, topic: str, partition: int) -> list[tuple[int, bytes]]:
+    """Every record of one replica's own log (the broker stopped): what that broker
+    would serve if it led the partition."""
+    plog = PartitionLog.open(OsFS(), str(data_dir / "topics" / topic / str(partition)),
+                             TopicConfig(), SystemClock())
+    try:
+        values: list[tuple[int, bytes]] = []
+        at = plog.log_start_offset
+        while at < plog.log_end_offset:
+            result = plog.read(at, 1 << 20, include_uncommitted=True)
+            for batch in result.batches:
+                if not parse_header(batch).is_control:
+                    values += [(r.offset, r.value or b"") for r in decode_records(bytes(batch))]
+            at = result.next_offset
+        return values
+    finally:
+        plog.close()
 
 
 def replicas_converged(cluster: Cluster, topic: str, partitions: int) -> bool | None:
@@ -141,9 +170,9 @@ def test_acked_records_survive_kill_9_of_the_leader(cluster: Cluster, round_: in
     stored: dict[bytes, tuple[int, int]] = {}
     for partition in range(3):
         values = read_partition(cluster.kafka_bootstrap(), "numbers", partition)
-        numbers = [int(v) for v in values]
+        numbers = [int(v) for _, v in values]
         assert numbers == sorted(numbers), f"partition {partition} out of order"
-        for offset, value in enumerate(values):
+        for offset, value in values:
             assert value not in stored, f"{value!r} stored twice"
             stored[value] = (partition, offset)
     lost = [v for v in acks.acked if v not in stored]
@@ -151,9 +180,15 @@ def test_acked_records_survive_kill_9_of_the_leader(cluster: Cluster, round_: in
     moved = {v: (at, stored[v]) for v, at in acks.acked.items() if stored[v] != at}
     assert moved == {}, "acknowledged at one offset, stored at another"
 
-    # The killed broker caught up: every replica has the same log end and watermark.
+    # The killed broker caught up: every replica has the same log end and watermark,
+    # and every replica's own log holds exactly what the leader served.
     poll(lambda: replicas_converged(cluster, "numbers", 3), "replicas to converge", 60)
+    served = {p: read_partition(cluster.kafka_bootstrap(), "numbers", p) for p in range(3)}
     cluster.stop()
+    for i in cluster.node_ids:
+        for partition in range(3):
+            replica = read_replica(cluster.root / f"n{i}", "numbers", partition)
+            assert replica == served[partition], f"broker {i} partition {partition} differs"
 
 
 def test_isolated_leader_stops_acknowledging_and_converges_after_heal(
@@ -188,7 +223,7 @@ def test_isolated_leader_stops_acknowledging_and_converges_after_heal(
 
     proxied.heal()
     poll(lambda: replicas_converged(proxied, "split", 1), "the old leader to converge", 60)
-    values = read_partition(proxied.kafka_bootstrap(), "split", 0)
+    values = [v for _, v in read_partition(proxied.kafka_bootstrap(), "split", 0)]
     assert values == [b"before-%d" % n for n in range(100)] + [b"after-%d" % n for n in range(100)]
     proxied.stop()
 
@@ -199,12 +234,14 @@ def test_peers_disagreeing_with_the_cluster_id_are_refused(cluster: Cluster) -> 
     flags = cluster.broker_flags(1)
     other = ",".join(f"{i}@127.0.0.1:{cluster.raft_ports[i] + 1000}" for i in cluster.node_ids)
     flags["peers"] = other
-    broker = BrokerProcess(cluster.root / "n1", None, **flags).launch()
+    broker = BrokerProcess(cluster.root / "n1", None, **flags)
+    before = len(broker.read_log())  # the log file is appended to: only the new lines
+    broker.launch()
     assert broker.proc is not None
     code = broker.proc.wait(30)
     broker.kill()
     assert code != 0
-    lines = broker.read_log().strip().splitlines()
+    lines = broker.read_log()[before:].strip().splitlines()
     assert len(lines) == 1, lines
     assert re.search(r"cluster[ _-]?id", lines[0], re.IGNORECASE), lines[0]
 

@@ -17,6 +17,8 @@ let through).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import signal
 import sys
 from typing import Any
 
@@ -314,6 +316,8 @@ def main(config_file: str | None, verify: bool, **flags: Any) -> None:
     Prometheus metrics."""
     # First of all: a broker must be able to reopen every partition it ever created.
     raise_open_files_limit()
+    # ``kill -USR1 <pid>`` writes every thread's stack to stderr (a hung broker's story).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         config = load_config(flags, config_file)
     except SentinelError as exc:

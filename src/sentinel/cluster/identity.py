@@ -101,8 +101,9 @@ def check_identity(
         stored, stored_node = _load(fs, path)
         if (stored, stored_node) != (given, node_id):
             raise ClusterIdentityError(
-                f"{path}: this data directory is node {stored_node} of cluster {stored}, "
-                f"but --node-id/--peers make it node {node_id} of cluster {given}"
+                f"{path}: this data directory is node {stored_node} of cluster id {stored}, "
+                f"but --node-id/--peers/--cluster-id make it node {node_id} of cluster id "
+                f"{given}"
             )
         return given
     topics = posixpath.join(data_dir, "topics")
