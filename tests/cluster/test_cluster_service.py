@@ -199,3 +199,30 @@ async def test_offsets_commit_through_the_controller_and_every_broker_has_them(
             assert s.meta.all_offsets()["g"][("o", 0)].offset == 7
 
         await eventually(stored)
+
+
+async def test_a_clean_stop_hands_leadership_over_first(trio: Trio) -> None:
+    async def create() -> None:
+        await trio.services[2].create_topic("h", 2)
+
+    await eventually(create)
+
+    async def leaders() -> set[int]:
+        found = {trio.leader_of("h", p) for p in range(2)}
+        assert None not in found
+        return {n for n in found if n is not None}
+
+    lead = next(iter(await eventually(leaders)))
+    node = trio.services[lead].cluster_node
+    assert node is not None
+    assert await node.hand_off() >= 1  # Raft §3.10: TimeoutNow to a caught-up follower
+    assert lead not in {trio.leader_of("h", p) for p in range(2)}
+
+    async def served_elsewhere() -> int:
+        found = trio.leader_of("h", 0)
+        assert found is not None and found != lead
+        return found
+
+    other = await eventually(served_elsewhere)
+    out = await trio.services[other].produce("h", 0, batch(b"moved"), Acks.ALL)
+    assert out.base_offset >= 0

@@ -79,7 +79,7 @@ async def service() -> AsyncIterator[BrokerService]:
     )
     svc = BrokerService(config, MemFS(), SystemClock())
     await svc.start()
-    svc.create_topic("t", 4)
+    await svc.create_topic("t", 4)
     try:
         yield svc
     finally:

@@ -252,6 +252,12 @@ class BrokerService:
             self._background.append(loop.create_task(self._retention_forever()))
         self.started = True
 
+    async def hand_off(self) -> None:
+        """Before the doors close at a clean stop: in a cluster, hand the partitions this
+        broker leads to other replicas (nothing to do for a broker alone)."""
+        if self._cluster is not None and self.started:
+            await self._cluster.hand_off()
+
     async def stop(self) -> None:
         """Make everything durable and release the data directory."""
         for task in self._background:

@@ -22,6 +22,7 @@ import logging
 import posixpath
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sentinel.broker.group_driver import GroupError
@@ -56,7 +57,9 @@ from sentinel.log.config import TopicConfig
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.types import LogOptions
 from sentinel.raft.core import RaftCore
+from sentinel.raft.errors import ProposalRefusedError
 from sentinel.raft.hard_state_store import HardStateStore
+from sentinel.raft.messages import TimeoutNow
 from sentinel.raft.multi import Envelope, GroupSet
 from sentinel.raft.multi_driver import MultiRaftDriver
 from sentinel.raft.partition_log_adapter import PartitionRaftLog
@@ -68,12 +71,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Elections after 10-20 ticks of silence; heartbeats every tick (coalesced per broker).
-RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=1)
+#: Elections after 10-20 ticks of silence (1-2 s at the default 100 ms tick); a leader's
+#: heartbeats every 2 ticks (coalesced per broker pair), five per election timeout.
+RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=2)
 #: A partition's log is its state: nothing committed is read back to be applied.
-PARTITION_RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=1, deliver_committed=False)
+PARTITION_RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=2, deliver_committed=False)
 BALANCE_EVERY_S = 2.0  # how often leaders hand partitions back to preferred replicas
 REGISTER_RETRY_S = 0.2
+HAND_OFF_S = 2.0  # at most this long handing led groups over at a clean stop
 
 
 class LeaderNotAvailableError(SentinelError):
@@ -115,6 +120,7 @@ class ClusterNode:
         self._controller: Controller | None = None
         self._by_group: dict[int, ReplicatedPartition] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._leaving = False  # a clean stop has begun: take no leadership handed over
 
     @property
     def broker_count(self) -> int:
@@ -189,6 +195,37 @@ class ClusterNode:
             self.node_id, self.cluster_id, len(self.peers), listen[self.node_id].address,
         )
 
+    async def hand_off(self, timeout: float = HAND_OFF_S) -> int:
+        """A clean stop begins here: every group this broker leads (partitions and the
+        controller) is handed to its most caught-up follower (Raft §3.10), so clients
+        find a new leader at once instead of after an election timeout. Returns how
+        many groups moved within ``timeout``."""
+        self._leaving = True
+        driver = self.driver
+        moving = []
+        for group in [CONTROLLER_GROUP, *self._by_group]:
+            core = driver.core(group)
+            lead = core.lead
+            if lead is None or lead.transfer_target is not None or not lead.progress:
+                continue
+            target, _ = max(
+                lead.progress.items(), key=lambda item: (item[1].recent_active, item[1].match)
+            )
+            try:
+                core.transfer_leadership(target)
+            except ProposalRefusedError:
+                continue
+            driver.kick(group)
+            moving.append(group)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline and any(driver.core(g).lead is not None for g in moving):
+            await asyncio.sleep(0.02)
+        moved = sum(1 for g in moving if driver.core(g).lead is None)
+        if moving:
+            log.info("handed %d of %d led groups to other brokers", moved, len(moving))
+        return moved
+
     async def stop(self) -> None:
         """Stop the Raft groups and the transport (nothing more is sent), then close
         the controller's log and the hard states; the partitions close with the
@@ -215,8 +252,15 @@ class ClusterNode:
         self.transport.send(envelope)  # a drop is counted there; Raft sends again
 
     def _deliver(self, envelope: Envelope) -> None:
-        if self._driver is not None:
-            self._driver.deliver(envelope)
+        if self._driver is None:
+            return
+        if self._leaving and any(isinstance(m, TimeoutNow) for _, m in envelope.messages):
+            # Stopping: refuse leadership handed back (the balancer of another broker
+            # may see this one as the preferred replica until it is gone).
+            envelope = replace(envelope, messages=tuple(
+                (g, m) for g, m in envelope.messages if not isinstance(m, TimeoutNow)
+            ))
+        self._driver.deliver(envelope)
 
     async def _on_call(self, src: int, kind: str, body: bytes) -> bytes:
         return await self.controller.on_call(src, kind, body)
@@ -264,7 +308,7 @@ class ClusterNode:
                 continue
             if progress.match == core.log.log_end:
                 core.transfer_leadership(preferred)
-                driver.kick()
+                driver.kick(group)
                 moved += 1
         return moved
 

@@ -262,6 +262,9 @@ class _Link:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+STOP_WAIT_S = 2.0
+
+
 class PeerTransport:
     """The broker-to-broker transport of broker ``node_id`` in cluster ``cluster_id``."""
 
@@ -342,7 +345,10 @@ class PeerTransport:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
-            await self._server.wait_closed()
+            # Bounded: the server waits for every accepted connection to be gone, and a
+            # peer's socket that is still closing must not hold up a broker's exit.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), STOP_WAIT_S)
 
     # -- sending
 

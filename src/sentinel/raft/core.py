@@ -61,6 +61,7 @@ class RaftCore:
         self.applied = max(log.log_start, applied if applied is not None else 0)
         self.applied = min(self.applied, self.commit)
         self._configs: list[tuple[int, frozenset[int]]] = [(-1, frozenset(voters))]
+        self._known: frozenset[int] | None = None  # every voter of any configuration
         for e in log.entries(log.log_start, _SCAN):
             self._note_config(e)
         self.role = Role.FOLLOWER
@@ -93,7 +94,10 @@ class RaftCore:
         return HardState(self.term, self.vote, self.commit)
 
     def known(self, node: int) -> bool:
-        return any(node in v for _, v in self._configs)
+        known = self._known
+        if known is None:  # recomputed after a configuration change
+            known = self._known = frozenset().union(*(v for _, v in self._configs))
+        return node in known
 
     # ------------------------------------------------------------ inputs
 
@@ -312,6 +316,7 @@ class RaftCore:
         was committed, retention removed it). A snapshot replaces this later."""
         self.log.reset(start, start_term)
         self._configs = [c for c in self._configs if c[0] < min(self.commit, start)]
+        self._known = None
         self.commit = max(self.commit, start)
         self.applied = start
         self._reset_at = start
@@ -345,11 +350,13 @@ class RaftCore:
         self.log.truncate_suffix(offset)
         self._new_entries = [e for e in self._new_entries if e.base < offset]
         self._configs = [c for c in self._configs if c[0] < offset]
+        self._known = None
         self._dirty = True
 
     def _note_config(self, e: Entry) -> None:
         if e.voters is not None:
             self._configs.append((e.base, e.voters))
+            self._known = None
 
     def commit_to(self, commit: int) -> None:
         if commit > self.commit:
@@ -363,21 +370,25 @@ class RaftCore:
     # ------------------------------------------------------------ Ready
 
     def has_ready(self) -> bool:
+        # Field by field: called for every group of a broker at every tick (no
+        # HardState built to compare).
+        p = self._persisted
         return bool(
-            self._msgs or self._dirty or self.hard_state != self._persisted
-            or self.commit > self.applied
+            self._msgs or self._dirty or self.commit > self.applied
+            or self.term != p.term or self.vote != p.vote or self.commit != p.commit
         )
 
     def ready(self) -> Ready:
         if self._pending is not None:
             raise SafetyViolationError(f"node {self.id}: ready() again before advance()")
-        hs = self.hard_state
+        p = self._persisted
+        changed = self.term != p.term or self.vote != p.vote or self.commit != p.commit
         committed = tuple(self._committed_entries()) if self.cfg.deliver_committed else ()
         applied = committed[-1].end if committed else self.applied
         if not self.cfg.deliver_committed:
             applied = max(self.applied, self.commit)
         rd = Ready(
-            hard_state=hs if hs != self._persisted else None,
+            hard_state=HardState(self.term, self.vote, self.commit) if changed else None,
             entries=tuple(self._new_entries),
             must_sync=self._dirty,
             messages=tuple(self._msgs),

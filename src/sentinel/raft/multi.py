@@ -85,6 +85,10 @@ class GroupSet:
         self._pending: MultiReady | None = None
         self._held: dict[int, list[BeatAck]] = defaultdict(list)
         self._ticked = False
+        #: Groups that took an input since the last ``ready`` (None: all of them, after
+        #: a tick): only these can have a Ready, so an envelope for a few groups does
+        #: not make ``ready`` look at thousands.
+        self._touched: set[int] | None = None
 
     def add(self, group: int, core: RaftCore) -> None:
         if core.id != self.id:
@@ -96,11 +100,18 @@ class GroupSet:
     def remove(self, group: int) -> None:
         self.groups.pop(group, None)
 
+    def touch(self, group: int) -> None:
+        """``group``'s core was changed directly (a proposal, a transfer): look at it in
+        the next ``ready``. (A change not announced waits for the next tick.)"""
+        if self._touched is not None:
+            self._touched.add(group)
+
     def tick(self) -> None:
         """One tick of the broker's one timer, for every group."""
         for core in self.groups.values():
             core.tick()
         self._ticked = True
+        self._touched = None
 
     def _core(self, group: int, src: int) -> RaftCore:
         core = self.groups.get(group)
@@ -122,6 +133,7 @@ class GroupSet:
         inputs += [(a.group, HeartbeatResponse(a.term, env.src, self.id)) for a in env.acks]
         inputs += list(env.messages)
         for group, m in inputs:
+            self.touch(group)
             try:
                 self._core(group, env.src).step(m)
             except MalformedMessageError as e:
@@ -129,16 +141,23 @@ class GroupSet:
         if first is not None:
             raise first
 
+    def _candidates(self) -> list[tuple[int, RaftCore]]:
+        if self._touched is None:
+            return list(self.groups.items())
+        return [(g, c) for g in self._touched if (c := self.groups.get(g)) is not None]
+
     def has_ready(self) -> bool:
         held = self._ticked and any(self._held.values())
-        return held or any(core.has_ready() for core in self.groups.values())
+        return held or any(core.has_ready() for _, core in self._candidates())
 
     def ready(self) -> MultiReady:
         groups: list[tuple[int, Ready]] = []
         beats: dict[int, list[Beat]] = defaultdict(list)
         acks = self._held
         other: dict[int, list[tuple[int, Message]]] = defaultdict(list)
-        for group, core in self.groups.items():
+        candidates = self._candidates()
+        self._touched = set()
+        for group, core in candidates:
             if not core.has_ready():
                 continue
             rd = core.ready()

@@ -161,8 +161,10 @@ class MultiRaftDriver:
             self._inbox.append(envelope)
             self._wake.set()
 
-    def kick(self) -> None:
-        """Handle the Ready now (a caller changed a core directly, e.g. a transfer)."""
+    def kick(self, group: int) -> None:
+        """Handle ``group``'s Ready now (a caller changed its core directly, e.g. a
+        leadership transfer)."""
+        self.groups.touch(group)
         self._wake.set()
 
     def propose(self, group: int, data: bytes, count: int) -> Entry:
@@ -171,6 +173,7 @@ class MultiRaftDriver:
         if self._stopped:
             raise ClosedError(f"multi-raft driver of node {self.id} stopped")
         entry = self._member(group).core.propose(data, count)
+        self.groups.touch(group)
         self._wake.set()  # the fast path: the append goes out now, not at the next tick
         return entry
 

@@ -152,6 +152,7 @@ class SentinelApp:
         return bound
 
     async def stop(self) -> None:
+        await self.service.hand_off()
         if self._kafka is not None:
             await self._kafka.stop(self.config.shutdown_grace_s)
             self._kafka = None
