@@ -5,9 +5,10 @@
     sentinel-cli topics -list | -describe T | -create T -partitions N | -delete T | -alter T
                         | -delete-records T -partition P -before O
     sentinel-cli groups [-describe G | -delete G | -reset-offsets G -topic T -to-... -execute]
+    sentinel-cli cluster                 (brokers, addresses, the controller/coordinator)
 
 Options are spelled as the original CLI did, with one dash (``-topic``); two dashes
-work too. Every subcommand takes ``-broker host[:port]`` (env ``SENTINEL_BROKER``,
+work too. Every subcommand takes ``-broker host[:port][,host[:port]...]`` (env ``SENTINEL_BROKER``,
 default 127.0.0.1:9092; the port defaults to 9092), also given before the subcommand
 (``sentinel-cli -broker h:9092 topics``), and ``-json``. A bare ``sentinel-cli``
 prints its help; ``--version`` its version.
@@ -31,6 +32,7 @@ import click
 
 import sentinel
 from sentinel.cli.argv import hoist_broker, normalize_argv, spec_from_click
+from sentinel.cli.cluster import cluster
 from sentinel.cli.consume import consume
 from sentinel.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 from sentinel.cli.groups import groups
@@ -61,6 +63,7 @@ cli.add_command(produce)
 cli.add_command(consume)
 cli.add_command(topics)
 cli.add_command(groups)
+cli.add_command(cluster)
 
 
 def _fail(message: str, code: int) -> int:

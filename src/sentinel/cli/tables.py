@@ -6,8 +6,11 @@ The JSON shapes, one document per command::
     topics -describe    TOPIC
     TOPIC               {"name", "partitions": [PARTITION...], "replication_factor",
                          "configs": {k: v}, "records", "size_bytes"}
-    PARTITION           {"partition", "leader", "replicas", "isr", "log_start_offset",
-                         "log_end_offset", "high_watermark", "size_bytes"}
+    PARTITION           {"partition", "leader" (-1: none now), "replicas", "isr",
+                         "under_replicated", "log_start_offset", "log_end_offset",
+                         "high_watermark", "size_bytes"}
+    cluster             {"controller_id", "brokers": [{"node_id", "address",
+                         "kafka_address", "controller"}]}
     groups              {"groups": [{"group_id", "state", "members"}, ...]}
     groups -describe    {"group_id", "state", "protocol", "generation",
                          "members": [{"member_id", "client_id", "assignment":
@@ -30,6 +33,7 @@ from rich.text import Text
 
 from sentinel.cli.output import human_size
 from sentinel.client.types import (
+    ClusterMetadata,
     GroupDescription,
     GroupSummary,
     PartitionDescription,
@@ -38,6 +42,8 @@ from sentinel.client.types import (
 )
 
 __all__ = [
+    "cluster_dict",
+    "cluster_view",
     "group_dict",
     "group_view",
     "groups_dict",
@@ -67,6 +73,7 @@ def partition_dict(p: PartitionDescription) -> dict[str, Any]:
         "leader": p.leader,
         "replicas": list(p.replicas),
         "isr": list(p.isr),
+        "under_replicated": len(p.isr) < len(p.replicas),
         "log_start_offset": p.log_start_offset,
         "log_end_offset": p.log_end_offset,
         "high_watermark": p.high_watermark,
@@ -125,6 +132,7 @@ def topic_view(topic: TopicDescription) -> RenderableType:
         "LEADER",
         "REPLICAS",
         "ISR",
+        "IN SYNC",
         "LOG START",
         "LOG END",
         "HIGH WATERMARK",
@@ -134,9 +142,10 @@ def topic_view(topic: TopicDescription) -> RenderableType:
     for p in topic.partitions:
         parts.add_row(
             str(p.partition),
-            str(p.leader),
+            str(p.leader) if p.leader >= 0 else "none",
             _ints(p.replicas),
             _ints(p.isr),
+            f"{len(p.isr)}/{len(p.replicas)}",
             str(p.log_start_offset),
             str(p.log_end_offset),
             str(p.high_watermark),
@@ -265,3 +274,33 @@ def group_view(group: GroupDescription) -> RenderableType:
     if group.lag or any(m.assignment for m in group.members):
         blocks += [Text(""), parts]
     return Group(*blocks)
+
+
+def cluster_dict(cluster: ClusterMetadata) -> dict[str, Any]:
+    return {
+        "controller_id": cluster.controller_id,
+        "brokers": [
+            {
+                "node_id": b.node_id,
+                "address": b.address,
+                "kafka_address": b.kafka_address,
+                "controller": b.node_id == cluster.controller_id,
+            }
+            for b in sorted(cluster.brokers, key=lambda b: b.node_id)
+        ],
+    }
+
+
+def cluster_view(cluster: ClusterMetadata) -> RenderableType:
+    """The brokers; the controller's leader (also the group coordinator) is marked."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("BROKER", justify="right")
+    table.add_column("ADDRESS (gRPC)", no_wrap=True)
+    table.add_column("KAFKA ADDRESS", no_wrap=True)
+    table.add_column("ROLE")
+    for b in sorted(cluster.brokers, key=lambda b: b.node_id):
+        role = "controller, coordinator" if b.node_id == cluster.controller_id else ""
+        table.add_row(str(b.node_id), b.address, b.kafka_address or "-", role)
+    if cluster.controller_id < 0:
+        return Group(table, Text(""), Text("no controller now (an election is under way)"))
+    return table

@@ -124,7 +124,12 @@ def definitely_refused(error: BaseException) -> bool:
     if isinstance(error, OutOfOrderSequenceError) or never_sent(error):
         return True
     reason = getattr(error, "reason", None)
-    return reason is not None and reason != "KAFKA_STORAGE_ERROR"
+    return reason is not None and reason not in _MAYBE_APPENDED
+
+
+_MAYBE_APPENDED = frozenset({"KAFKA_STORAGE_ERROR", "REQUEST_TIMED_OUT"})
+"""Reasons a broker may give after it appended the batch (a failed write; acks=all
+that timed out waiting for the replicas)."""
 
 
 @dataclass(slots=True)

@@ -17,6 +17,13 @@ does not resolve (``UnresolvableBrokerError``), nor ``Produce`` (the producer re
 its batches by its ``retries`` and backoff, and knows such a send stored nothing); a
 malformed address is refused when the client is made (``InvalidBootstrapError``).
 
+That holds while the client knows of one broker only. Against a cluster (several
+bootstrap addresses, or metadata naming several brokers) a call that finds no
+connection fails at once instead: its caller moves to another broker (the metadata
+refresh tries each bootstrap broker and each known broker in turn, the partition's
+leader is looked up again, the group coordinator is found again), so a dead broker
+costs one refused connection, not a whole request timeout.
+
 The synchronous clients run their asyncio side on a ``LoopThread``: an event loop in a
 daemon thread. Their blocking methods submit a coroutine and wait for it; their hot
 paths (``Producer.send``, ``Consumer.poll``) do not go through the loop at all.
@@ -109,13 +116,16 @@ class ConnectRetry(_Interceptor):
     """Makes a unary call again, with backoff, while it fails without having been sent
     because no connection could be made, within the call's own timeout."""
 
-    def __init__(self, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, rng: random.Random | None = None, enabled: Callable[[], bool] = lambda: True
+    ) -> None:
         self._rng = rng or random.Random()
+        self._enabled = enabled
 
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
-        if client_call_details.method in _OWN_RETRIES:
+        if client_call_details.method in _OWN_RETRIES or not self._enabled():
             return await continuation(client_call_details, request)
         loop = asyncio.get_running_loop()
         timeout: float | None = client_call_details.timeout
@@ -155,12 +165,14 @@ class Connections:
 
     ``bootstrap()`` is the stub of the first bootstrap broker that is not known to be
     down; ``rotate()`` moves to the next after a transport failure. ``stub(address)``
-    is a given broker's (a partition's leader).
+    is a given broker's (a partition's leader). ``single``: whether the client knows of
+    one broker only (then connecting is retried within a call; see the module doc).
     """
 
     def __init__(self, bootstrap: Sequence[str]) -> None:
         self._bootstrap = list(bootstrap)
         self._index = 0
+        self.single = len(self._bootstrap) == 1
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, pb_grpc.SentinelStub] = {}
         self._closed = False
@@ -175,7 +187,7 @@ class Connections:
             channel = grpc.aio.insecure_channel(
                 address,
                 options=CHANNEL_OPTIONS,
-                interceptors=(ConnectRetry(),),  # type: ignore[arg-type]
+                interceptors=(ConnectRetry(enabled=lambda: self.single),),  # type: ignore[arg-type]
             )
             self._channels[address] = channel
             stub = self._stubs[address] = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
@@ -187,6 +199,16 @@ class Connections:
     def rotate(self) -> None:
         """The current bootstrap broker failed: use the next one."""
         self._index = (self._index + 1) % len(self._bootstrap)
+
+    def bootstrap_order(self) -> list[str]:
+        """The bootstrap addresses, the current one first."""
+        i = self._index
+        return self._bootstrap[i:] + self._bootstrap[:i]
+
+    def prefer(self, address: str) -> None:
+        """``address`` answered: make it the current bootstrap broker if it is one."""
+        if address in self._bootstrap:
+            self._index = self._bootstrap.index(address)
 
     async def close(self) -> None:
         self._closed = True

@@ -131,6 +131,7 @@ class ConsumerCore:
         self._last_committed: dict[TopicPartition, int] = {}
         self._auto_commit: asyncio.Task[None] | None = None
         self._timeout = config.fetch.request_timeout_ms / 1000.0
+        self._backoff = config.fetch.retry_backoff_ms / 1000.0
         self.loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -176,7 +177,7 @@ class ConsumerCore:
         if self.group is None:
             self.group = GroupMember(
                 group_config,
-                self.connections,
+                self.metadata,
                 self.fetcher,
                 before_revoke=self._before_revoke,
                 run_callback=self._run_callback,
@@ -274,7 +275,12 @@ class ConsumerCore:
                 for tp, offset in sorted(chosen.items())
             ],
         )
-        await unary(self.connections.bootstrap().CommitOffsets(request, timeout=self._timeout))
+        await self.metadata.coordinator_call(
+            lambda stub: unary(stub.CommitOffsets(request, timeout=self._timeout)),
+            timeout=self._timeout,
+            backoff_s=self._backoff,
+            what="CommitOffsets",
+        )
         self._last_committed.update(chosen)
         return chosen
 
@@ -306,8 +312,12 @@ class ConsumerCore:
             group_id=group_id,
             partitions=[pb.TopicPartitions(topic=t, partitions=ps) for t, ps in by_topic.items()],
         )
-        call = self.connections.bootstrap().FetchOffsets(request, timeout=self._timeout)
-        resp: pb.FetchOffsetsResponse = await unary(call)
+        resp: pb.FetchOffsetsResponse = await self.metadata.coordinator_call(
+            lambda stub: unary(stub.FetchOffsets(request, timeout=self._timeout)),
+            timeout=self._timeout,
+            backoff_s=self._backoff,
+            what="FetchOffsets",
+        )
         wanted = set(tps)
         return {
             tp: o.offset

@@ -35,14 +35,13 @@ from dataclasses import dataclass, field
 
 from sentinel.client._channel import unary
 from sentinel.client._decode import decode_consumer_records
-from sentinel.client._metadata import Metadata
+from sentinel.client._metadata import LEADER_MOVED, Metadata
 from sentinel.client.errors import (
     ClientClosedError,
     ClientStateError,
-    NotLeaderError,
     OffsetOutOfRangeError,
     SentinelClientError,
-    UnknownTopicOrPartitionError,
+    UnresolvableBrokerError,
 )
 from sentinel.client.types import ConsumerRecord, TopicPartition
 from sentinel.errors import SentinelError
@@ -188,14 +187,32 @@ class Fetcher:
     # --- positions -----------------------------------------------------------------
 
     async def list_offset(self, tp: TopicPartition, timestamp: int) -> int:
-        """ListOffsets: -2 earliest, -1 latest (the next offset to be written)."""
-        stub = self.metadata.stub_for(tp)
+        """ListOffsets: -2 earliest, -1 latest (the next offset to be written), at the
+        partition's leader: found again (hint, else fresh metadata) while it moves,
+        within the request timeout."""
         request = pb.ListOffsetsRequest(
             topic=tp.topic, partition=tp.partition, timestamp_ms=timestamp
         )
-        call = stub.ListOffsets(request, timeout=self._timeout)
-        resp: pb.ListOffsetsResponse = await unary(call)
-        return resp.offset
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        attempt = 0
+        while True:
+            stub = self.metadata.stub_for(tp)
+            remaining = max(0.05, deadline - loop.time())
+            try:
+                resp: pb.ListOffsetsResponse = await unary(
+                    stub.ListOffsets(request, timeout=remaining)
+                )
+                return resp.offset
+            except LEADER_MOVED as exc:
+                attempt += 1
+                pause = min(self.config.retry_backoff_ms / 1000.0 * attempt, 0.5)
+                if isinstance(exc, UnresolvableBrokerError) or loop.time() + pause >= deadline:
+                    raise
+                self.metadata.note_leader(tp, getattr(exc, "leader", None))
+                with contextlib.suppress(SentinelClientError):
+                    await self.metadata.fetch([tp.topic], timeout=remaining)
+                await asyncio.sleep(pause)
 
     async def _reset_offset(self, tp: TopicPartition) -> int:
         policy = self.config.auto_offset_reset
@@ -288,7 +305,7 @@ class Fetcher:
             if isinstance(exc, OffsetOutOfRangeError):
                 await self._out_of_range(part, generation, exc)
                 return
-            if isinstance(exc, NotLeaderError | UnknownTopicOrPartitionError):
+            if isinstance(exc, LEADER_MOVED):  # moved, being elected, or its broker gone
                 self.metadata.note_leader(part.tp, getattr(exc, "leader", None))
                 with contextlib.suppress(SentinelClientError):
                     await self.metadata.fetch([part.tp.topic])

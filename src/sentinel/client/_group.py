@@ -16,19 +16,27 @@ fetching its partitions, commits what the application has consumed (``before_rev
 when auto-commit is on) and calls ``on_revoke``; after joining it calls ``on_assign``
 with the new partitions. ``leave`` sends LeaveGroup, so the others get the partitions
 at once instead of after the session timeout.
+
+Every group request goes to the group coordinator (``Metadata.coordinator_call``): in
+a cluster the controller's leader. When it moves (NOT_COORDINATOR, or its broker
+died) the request is sent again to the one the metadata names next; the new
+coordinator does not know the member (UNKNOWN_MEMBER_ID), so it joins again, and
+its partitions start from the offsets committed through the controller's log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sentinel.client._channel import Connections, unary
+from sentinel.client._channel import unary
 from sentinel.client._fetcher import Fetcher
+from sentinel.client._metadata import Metadata
 from sentinel.client.errors import (
     ClientClosedError,
     IllegalGenerationError,
@@ -38,6 +46,7 @@ from sentinel.client.errors import (
 )
 from sentinel.client.types import TopicPartition
 from sentinel.proto_gen import sentinel_pb2 as pb
+from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 
 __all__ = ["GroupConfig", "GroupMember", "RebalanceCallback"]
 
@@ -46,6 +55,19 @@ log = logging.getLogger(__name__)
 RebalanceCallback = Callable[[list[TopicPartition]], object]
 """``on_assign`` / ``on_revoke``: called with the partitions (may return an awaitable
 in ``AsyncConsumer``)."""
+
+
+async def _join_call(
+    stub: pb_grpc.SentinelStub, *, request: pb.JoinGroupRequest, timeout: float
+) -> pb.JoinGroupResponse:
+    resp: pb.JoinGroupResponse = await unary(stub.JoinGroup(request, timeout=timeout))
+    return resp
+
+
+async def _heartbeat_call(
+    stub: pb_grpc.SentinelStub, *, request: pb.HeartbeatRequest, timeout: float
+) -> None:
+    await unary(stub.Heartbeat(request, timeout=timeout))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +91,14 @@ class GroupMember:
     def __init__(
         self,
         config: GroupConfig,
-        connections: Connections,
+        metadata: Metadata,
         fetcher: Fetcher,
         *,
         before_revoke: Callable[[list[TopicPartition]], Awaitable[None]],
         run_callback: Callable[[str, list[TopicPartition]], Awaitable[None]],
     ) -> None:
         self.config = config
-        self._connections = connections
+        self._metadata = metadata
         self._fetcher = fetcher
         self._before_revoke = before_revoke
         self._run_callback = run_callback
@@ -114,8 +136,12 @@ class GroupMember:
         if self.member_id:
             request = pb.LeaveGroupRequest(group_id=self.config.group_id, member_id=self.member_id)
             try:
-                stub = self._connections.bootstrap()
-                await unary(stub.LeaveGroup(request, timeout=self._timeout))
+                await self._metadata.coordinator_call(
+                    lambda stub: unary(stub.LeaveGroup(request, timeout=self._timeout)),
+                    timeout=self._timeout,
+                    backoff_s=self._backoff,
+                    what="LeaveGroup",
+                )
             except (SentinelClientError, ClientClosedError) as exc:
                 log.info("LeaveGroup for %s failed: %s", self.config.group_id, exc)
         self.member_id = ""
@@ -156,10 +182,12 @@ class GroupMember:
                 rebalance_timeout_ms=config.rebalance_timeout_ms,
                 allow_auto_topic_creation=config.allow_auto_create_topics,
             )
-            stub = self._connections.bootstrap()
             try:
-                resp: pb.JoinGroupResponse = await unary(
-                    stub.JoinGroup(request, timeout=join_timeout)
+                resp: pb.JoinGroupResponse = await self._metadata.coordinator_call(
+                    functools.partial(_join_call, request=request, timeout=join_timeout),
+                    timeout=join_timeout,
+                    backoff_s=self._backoff,
+                    what="JoinGroup",
                 )
                 break
             except UnknownMemberIdError:
@@ -202,7 +230,12 @@ class GroupMember:
                 group_id=config.group_id, member_id=self.member_id, generation=self.generation
             )
             try:
-                await unary(self._connections.bootstrap().Heartbeat(request, timeout=self._timeout))
+                await self._metadata.coordinator_call(
+                    functools.partial(_heartbeat_call, request=request, timeout=self._timeout),
+                    timeout=min(self._timeout, session),
+                    backoff_s=self._backoff,
+                    what="Heartbeat",
+                )
                 last_ok = time.monotonic()
             except (RebalanceInProgressError, IllegalGenerationError):
                 return

@@ -4,15 +4,36 @@ and brokers' addresses, from ``FetchMetadata``.
 Lives on the client's event loop; ``partitions`` is also read (never written) from the
 caller's thread by ``Producer.send``, which is safe under the GIL: a dict lookup.
 Refreshes are coalesced: callers that ask while one is running share its answer.
+
+Against a cluster a refresh asks the current bootstrap broker, then every other
+bootstrap broker and every broker the metadata named, in turn (each gets at most
+``ATTEMPT_TIMEOUT_S``), round after round until the refresh's timeout: any live broker
+answers. The group coordinator is the controller's leader: ``controller_id`` names
+it, the brokers' list gives its address; ``coordinator_call`` sends a group request
+there and, on NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE or a broker that cannot be
+reached, looks the coordinator up again and retries until its deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from sentinel.client._channel import Connections, unary
-from sentinel.client.errors import UnknownTopicOrPartitionError
+from sentinel.client.errors import (
+    BrokerUnavailableError,
+    CoordinatorNotAvailableError,
+    LeaderNotAvailableError,
+    NotControllerError,
+    NotCoordinatorError,
+    NotLeaderError,
+    RequestTimedOutError,
+    SentinelClientError,
+    UnknownTopicOrPartitionError,
+    UnresolvableBrokerError,
+)
 from sentinel.client.types import (
     BrokerInfo,
     ClusterMetadata,
@@ -23,7 +44,39 @@ from sentinel.client.types import (
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 
-__all__ = ["Metadata", "cluster_from_proto", "topic_from_proto"]
+__all__ = [
+    "COORDINATOR_MOVED",
+    "LEADER_MOVED",
+    "Metadata",
+    "cluster_from_proto",
+    "topic_from_proto",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ATTEMPT_TIMEOUT_S = 2.0
+"""The longest one broker may take to answer a metadata refresh while others could."""
+MAX_ROUND_BACKOFF_S = 0.5
+
+LEADER_MOVED: tuple[type[SentinelClientError], ...] = (
+    NotLeaderError,
+    LeaderNotAvailableError,
+    UnknownTopicOrPartitionError,
+    BrokerUnavailableError,
+    RequestTimedOutError,
+)
+"""Failures of a partition's request after which its leader is looked up again."""
+
+COORDINATOR_MOVED: tuple[type[SentinelClientError], ...] = (
+    NotCoordinatorError,
+    CoordinatorNotAvailableError,
+    NotControllerError,
+    LeaderNotAvailableError,
+    BrokerUnavailableError,
+    RequestTimedOutError,
+)
+"""Failures of a group request after which the coordinator is looked up again."""
 
 _UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
@@ -52,7 +105,10 @@ def topic_from_proto(info: pb.TopicInfo) -> TopicDescription:
 
 def cluster_from_proto(resp: pb.MetadataResponse) -> ClusterMetadata:
     return ClusterMetadata(
-        brokers=tuple(BrokerInfo(b.node_id, b.host, b.port) for b in resp.brokers),
+        brokers=tuple(
+            BrokerInfo(b.node_id, b.host, b.port, b.kafka_host, b.kafka_port or -1)
+            for b in resp.brokers
+        ),
         controller_id=resp.controller_id,
         topics={t.name: topic_from_proto(t) for t in resp.topics},
     )
@@ -67,7 +123,9 @@ class Metadata:
         self.partitions: dict[str, int] = {}
         self._leaders: dict[TopicPartition, int] = {}
         self._brokers: dict[int, str] = {}
-        self._single_broker = True
+        self._single_broker = len(bootstrap) == 1
+        self.controller_id = -1
+        self._coordinator_stale = True
         self._pending: dict[tuple[tuple[str, ...], bool], asyncio.Future[pb.MetadataResponse]] = {}
 
     def update(self, resp: pb.MetadataResponse) -> None:
@@ -81,6 +139,9 @@ class Metadata:
         if brokers:
             self._brokers = brokers
             self._single_broker = len(brokers) == 1
+            self._connections.single = self._single_broker
+        self.controller_id = resp.controller_id
+        self._coordinator_stale = resp.controller_id not in self._brokers
         for topic in resp.topics:
             self.partitions[topic.name] = len(topic.partitions)
             for p in topic.partitions:
@@ -100,13 +161,65 @@ class Metadata:
         return None if leader is None else self._brokers.get(leader)
 
     def note_leader(self, tp: TopicPartition, address: str | None) -> None:
-        """A broker said who leads ``tp`` (NOT_LEADER_OR_FOLLOWER's hint)."""
+        """A broker said who leads ``tp`` (NOT_LEADER_OR_FOLLOWER's hint: host:port,
+        or a bare node id); without a hint the leader is unknown until a refresh."""
         if not address:
+            self._leaders.pop(tp, None)
+            return
+        if address.isdigit() and int(address) in self._brokers:
+            self._leaders[tp] = int(address)
             return
         for node, known in self._brokers.items():
             if known == address:
                 self._leaders[tp] = node
                 return
+        self._leaders.pop(tp, None)
+
+    # --- the group coordinator ---------------------------------------------------------
+
+    def coordinator_address(self) -> str | None:
+        """The coordinator's host:port, or None for the bootstrap broker."""
+        if self._single_broker:
+            return None
+        return self._brokers.get(self.controller_id)
+
+    def coordinator_moved(self) -> None:
+        """The coordinator refused or did not answer: look it up before the next call."""
+        self._coordinator_stale = True
+
+    async def coordinator_call(
+        self,
+        call: Callable[[pb_grpc.SentinelStub], Awaitable[T]],
+        *,
+        timeout: float,
+        backoff_s: float,
+        what: str,
+    ) -> T:
+        """``call`` on the coordinator's stub, finding the coordinator again and
+        retrying on ``COORDINATOR_MOVED`` failures until ``timeout`` seconds pass."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        attempt = 0
+        while True:
+            if self._coordinator_stale and not self._single_broker:
+                try:
+                    await self.fetch(timeout=max(0.1, deadline - loop.time()))
+                except SentinelClientError as exc:
+                    log.debug("%s: no metadata for the coordinator: %s", what, exc)
+            try:
+                return await call(self._connections.stub(self.coordinator_address()))
+            except COORDINATOR_MOVED as exc:
+                if isinstance(exc, UnresolvableBrokerError):
+                    raise
+                self._coordinator_stale = True
+                attempt += 1
+                pause = min(backoff_s * attempt, MAX_ROUND_BACKOFF_S)
+                if loop.time() + pause >= deadline:
+                    raise
+                log.debug("%s: %s; finding the coordinator again", what, exc)
+                await asyncio.sleep(pause)
+
+    # --- routing ---------------------------------------------------------------------
 
     def stub_for(self, tp: TopicPartition) -> pb_grpc.SentinelStub:
         return self._connections.stub(self.leader_address(tp))
@@ -123,8 +236,7 @@ class Metadata:
         self._pending[key] = future
         try:
             request = pb.MetadataRequest(topics=list(key[0]), allow_auto_topic_creation=auto_create)
-            call = self._connections.bootstrap().FetchMetadata(request, timeout=timeout)
-            resp: pb.MetadataResponse = await unary(call)
+            resp = await self._ask(request, timeout)
             self.update(resp)
             future.set_result(resp)
             return resp
@@ -134,6 +246,53 @@ class Metadata:
             raise
         finally:
             del self._pending[key]
+
+    def _candidates(self) -> list[str]:
+        """Who may answer a metadata request: the bootstrap brokers (the current one
+        first), then the other brokers the cluster named."""
+        order = self._connections.bootstrap_order()
+        return order + [a for a in self._brokers.values() if a not in order]
+
+    async def _ask(self, request: pb.MetadataRequest, timeout: float) -> pb.MetadataResponse:
+        """FetchMetadata from the first broker that answers, within ``timeout``."""
+        candidates = self._candidates()
+        if len(candidates) == 1:  # one broker: connecting is retried within the call
+            resp: pb.MetadataResponse = await unary(
+                self._connections.stub(candidates[0]).FetchMetadata(request, timeout=timeout)
+            )
+            return resp
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last: SentinelClientError | None = None
+        rounds = 0
+        while True:
+            for address in candidates:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                stub = self._connections.stub(address)
+                try:
+                    resp = await unary(
+                        stub.FetchMetadata(request, timeout=min(remaining, ATTEMPT_TIMEOUT_S))
+                    )
+                except SentinelClientError as exc:
+                    if not (exc.retriable or isinstance(exc, UnresolvableBrokerError)):
+                        raise
+                    if isinstance(exc, UnknownTopicOrPartitionError):
+                        raise
+                    log.debug("metadata from %s failed: %s", address, exc)
+                    last = exc
+                    continue
+                self._connections.prefer(address)
+                return resp
+            rounds += 1
+            pause = min(0.05 * rounds, MAX_ROUND_BACKOFF_S)
+            if last is None or loop.time() + pause >= deadline:
+                raise last or RequestTimedOutError(
+                    f"no broker answered a metadata request within {timeout} s"
+                )
+            await asyncio.sleep(pause)
+            candidates = self._candidates()
 
     async def partition_count(
         self, topic: str, *, auto_create: bool, refresh: bool = False, timeout: float = 30.0

@@ -24,17 +24,15 @@ import grpc.aio
 from sentinel.client._accumulator import Accumulator, Outcome, ProducerBatch
 from sentinel.client._channel import Connections, with_retries
 from sentinel.client._future import BatchSink
-from sentinel.client._metadata import Metadata
+from sentinel.client._metadata import LEADER_MOVED, Metadata
 from sentinel.client._producer_config import ACKS_PB, ProducerConfig, new_producer_id
 from sentinel.client.errors import (
     BrokerUnavailableError,
     ClientClosedError,
     DuplicateSequenceError,
-    NotLeaderError,
     RequestTimedOutError,
     SentinelClientError,
     ServerError,
-    UnknownTopicOrPartitionError,
     error_from_rpc,
 )
 from sentinel.errors import SentinelError
@@ -218,9 +216,10 @@ class ProducerCore:
         elif outcome is Outcome.FAILED:
             assert error is not None
             batch.sink.fail(error)
-        elif isinstance(error, UnknownTopicOrPartitionError | NotLeaderError):
-            if isinstance(error, NotLeaderError):
-                self.metadata.note_leader(batch.tp, error.leader)
+        elif isinstance(error, LEADER_MOVED):
+            # The leader moved, is being elected, or its broker is gone: route the retry
+            # by the hint, else by fresh metadata (any live broker answers it).
+            self.metadata.note_leader(batch.tp, getattr(error, "leader", None))
             self._refresh_soon(batch.tp.topic)
         self.wake()
 

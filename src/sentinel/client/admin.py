@@ -1,21 +1,33 @@
 """Administration: topics, offsets, consumer groups, cluster metadata.
 
 ``AsyncAdmin`` does the work on the caller's loop; ``Admin`` runs it on an IO thread
-of its own and blocks. Every call is one RPC (to the bootstrap broker, or the
-partition's leader for ``list_offsets``); refusals raise the typed errors of
-``sentinel.client.errors``.
+of its own and blocks. Every call is one RPC (to a bootstrap broker, the partition's
+leader for ``list_offsets``, the group coordinator for group calls); refusals raise
+the typed errors of ``sentinel.client.errors``. In a cluster a call is retried within
+its timeout while the controller or coordinator is being elected, and moves to the
+next bootstrap broker when one cannot be reached.
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from sentinel.client._channel import Connections, LoopThread, parse_bootstrap, unary
 from sentinel.client._common import AsyncClosingContext, ClosingContext
 from sentinel.client._kafka_config import resolve
 from sentinel.client._metadata import Metadata, cluster_from_proto, topic_from_proto
-from sentinel.client.errors import ClientClosedError
+from sentinel.client.errors import (
+    BrokerUnavailableError,
+    ClientClosedError,
+    LeaderNotAvailableError,
+    NotControllerError,
+    RequestTimedOutError,
+    SentinelClientError,
+    UnresolvableBrokerError,
+    never_sent,
+)
 from sentinel.client.types import (
     ClusterMetadata,
     GroupDescription,
@@ -35,6 +47,14 @@ T = TypeVar("T")
 EARLIEST = -2
 LATEST = -1
 OffsetSpec = Literal["earliest", "latest"] | int
+
+_ADMIN_RETRY: tuple[type[SentinelClientError], ...] = (
+    NotControllerError,
+    RequestTimedOutError,
+    LeaderNotAvailableError,
+    BrokerUnavailableError,
+)
+"""Refusals of an admin call that a moment later (or another broker) may not give."""
 
 
 def offset_spec(spec: OffsetSpec) -> int:
@@ -113,12 +133,48 @@ class AsyncAdmin(AsyncClosingContext):
         self._connections = Connections(addresses)
         self._metadata = Metadata(self._connections, addresses)
         self._timeout = request_timeout_ms / 1000.0
+        self._backoff_s = 0.05
         self._closed = False
 
     def _stub(self) -> Any:
         if self._closed:
             raise ClientClosedError("the admin client is closed")
         return self._connections.bootstrap()
+
+    async def _call(self, rpc: Callable[[Any, float], Awaitable[T]], *, read_only: bool) -> T:
+        """``rpc`` on a bootstrap broker, within the request timeout, retried while the
+        cluster is electing (NOT_CONTROLLER, REQUEST_TIMED_OUT, LEADER_NOT_AVAILABLE,
+        BROKER_NOT_AVAILABLE) and on the next bootstrap broker when one cannot be
+        reached. A change whose broker went away mid-call is not repeated (it may have
+        been made); a read is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        attempt = 0
+        while True:
+            stub = self._stub()
+            try:
+                return await rpc(stub, max(0.05, deadline - loop.time()))
+            except _ADMIN_RETRY as exc:
+                unreached = isinstance(exc, BrokerUnavailableError) and exc.reason is None
+                if isinstance(exc, UnresolvableBrokerError) or (
+                    unreached and not read_only and not never_sent(exc)
+                ):
+                    raise
+                if unreached:
+                    self._connections.rotate()
+                attempt += 1
+                pause = min(self._backoff_s * attempt, 0.5)
+                if loop.time() + pause >= deadline:
+                    raise
+                await asyncio.sleep(pause)
+
+    async def _group_call(self, rpc: Callable[[Any], Awaitable[T]], what: str) -> T:
+        """``rpc`` on the group coordinator, found again when it moves."""
+        if self._closed:
+            raise ClientClosedError("the admin client is closed")
+        return await self._metadata.coordinator_call(
+            rpc, timeout=self._timeout, backoff_s=self._backoff_s, what=what
+        )
 
     async def create_topic(
         self,
@@ -134,30 +190,45 @@ class AsyncAdmin(AsyncClosingContext):
             replication_factor=replication_factor,
             configs=dict(configs or {}),
         )
-        resp = await unary(self._stub().CreateTopic(request, timeout=self._timeout))
+        resp = await self._call(
+            lambda stub, t: unary(stub.CreateTopic(request, timeout=t)),
+            read_only=False,
+        )
         return topic_from_proto(resp.topic)
 
     async def create_partitions(self, name: str, total: int) -> TopicDescription:
         """Grow ``name`` to ``total`` partitions."""
         request = pb.CreatePartitionsRequest(name=name, total=total)
-        resp = await unary(self._stub().CreatePartitions(request, timeout=self._timeout))
+        resp = await self._call(
+            lambda stub, t: unary(stub.CreatePartitions(request, timeout=t)),
+            read_only=False,
+        )
         return topic_from_proto(resp.topic)
 
     async def delete_topic(self, name: str) -> None:
         """Delete a topic and its data."""
         request = pb.DeleteTopicRequest(name=name)
-        await unary(self._stub().DeleteTopic(request, timeout=self._timeout))
+        await self._call(
+            lambda stub, t: unary(stub.DeleteTopic(request, timeout=t)),
+            read_only=False,
+        )
         self._metadata.forget(name)
 
     async def list_topics(self) -> dict[str, TopicDescription]:
         """Every topic, by name."""
-        resp = await unary(self._stub().ListTopics(pb.ListTopicsRequest(), timeout=self._timeout))
+        resp = await self._call(
+            lambda stub, t: unary(stub.ListTopics(pb.ListTopicsRequest(), timeout=t)),
+            read_only=True,
+        )
         return {t.name: topic_from_proto(t) for t in resp.topics}
 
     async def describe_topic(self, name: str) -> TopicDescription:
         """One topic; ``UnknownTopicOrPartitionError`` if it does not exist."""
         request = pb.DescribeTopicRequest(name=name)
-        resp = await unary(self._stub().DescribeTopic(request, timeout=self._timeout))
+        resp = await self._call(
+            lambda stub, t: unary(stub.DescribeTopic(request, timeout=t)),
+            read_only=True,
+        )
         return topic_from_proto(resp.topic)
 
     async def list_offsets(
@@ -176,13 +247,19 @@ class AsyncAdmin(AsyncClosingContext):
 
     async def list_groups(self) -> list[GroupSummary]:
         """Every consumer group the cluster knows."""
-        resp = await unary(self._stub().ListGroups(pb.ListGroupsRequest(), timeout=self._timeout))
+        resp = await self._group_call(
+            lambda stub: unary(stub.ListGroups(pb.ListGroupsRequest(), timeout=self._timeout)),
+            "ListGroups",
+        )
         return [GroupSummary(g.group_id, g.state, g.members) for g in resp.groups]
 
     async def describe_group(self, group_id: str) -> GroupDescription:
         """A group's state, members and assignment, and its lag per committed partition."""
         request = pb.DescribeGroupRequest(group_id=group_id)
-        resp = await unary(self._stub().DescribeGroup(request, timeout=self._timeout))
+        resp = await self._group_call(
+            lambda stub: unary(stub.DescribeGroup(request, timeout=self._timeout)),
+            "DescribeGroup",
+        )
         return _group_from_proto(resp)
 
     async def metadata(self, topics: Sequence[str] = ()) -> ClusterMetadata:
@@ -196,14 +273,20 @@ class AsyncAdmin(AsyncClosingContext):
         """Delete a group without members and its committed offsets
         (``NonEmptyGroupError`` while it has members)."""
         request = pb.DeleteGroupRequest(group_id=group_id)
-        await unary(self._stub().DeleteGroup(request, timeout=self._timeout))
+        await self._group_call(
+            lambda stub: unary(stub.DeleteGroup(request, timeout=self._timeout)),
+            "DeleteGroup",
+        )
 
     async def alter_topic_configs(
         self, name: str, set_: Mapping[str, str], delete: Sequence[str] = ()
     ) -> TopicDescription:
         """Set some topic configs and remove others (back to the broker's default)."""
         request = pb.AlterTopicConfigsRequest(name=name, set=dict(set_), delete=list(delete))
-        resp = await unary(self._stub().AlterTopicConfigs(request, timeout=self._timeout))
+        resp = await self._call(
+            lambda stub, t: unary(stub.AlterTopicConfigs(request, timeout=t)),
+            read_only=False,
+        )
         return topic_from_proto(resp.topic)
 
     async def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
@@ -211,13 +294,19 @@ class AsyncAdmin(AsyncClosingContext):
         request = pb.DeleteRecordsRequest(
             topic=topic, partition=partition, before_offset=before_offset
         )
-        resp = await unary(self._stub().DeleteRecords(request, timeout=self._timeout))
+        resp = await self._call(
+            lambda stub, t: unary(stub.DeleteRecords(request, timeout=t)),
+            read_only=False,
+        )
         return int(resp.log_start_offset)
 
     async def list_group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
         """The offsets ``group_id`` committed, per partition."""
         request = pb.FetchOffsetsRequest(group_id=group_id)
-        resp = await unary(self._stub().FetchOffsets(request, timeout=self._timeout))
+        resp = await self._group_call(
+            lambda stub: unary(stub.FetchOffsets(request, timeout=self._timeout)),
+            "FetchOffsets",
+        )
         return {TopicPartition(o.topic, o.partition): o.offset for o in resp.offsets}
 
     async def alter_group_offsets(
@@ -232,7 +321,10 @@ class AsyncAdmin(AsyncClosingContext):
                 for tp, offset in offsets.items()
             ],
         )
-        await unary(self._stub().AlterGroupOffsets(request, timeout=self._timeout))
+        await self._group_call(
+            lambda stub: unary(stub.AlterGroupOffsets(request, timeout=self._timeout)),
+            "AlterGroupOffsets",
+        )
 
     async def close(self) -> None:
         """Release the connections. Idempotent."""

@@ -33,6 +33,7 @@ __all__ = [
     "ClientConfigError",
     "ClientStateError",
     "ClientTimeoutError",
+    "CoordinatorNotAvailableError",
     "CorruptMessageError",
     "DuplicateSequenceError",
     "GroupIdNotFoundError",
@@ -47,8 +48,11 @@ __all__ = [
     "InvalidRequestError",
     "InvalidSessionTimeoutError",
     "InvalidTopicError",
+    "LeaderNotAvailableError",
     "MessageTooLargeError",
     "NonEmptyGroupError",
+    "NotControllerError",
+    "NotCoordinatorError",
     "NotEnoughReplicasError",
     "NotLeaderError",
     "OffsetOutOfRangeError",
@@ -241,6 +245,33 @@ class ThrottlingQuotaExceededError(SentinelClientError):
     retriable = True
 
 
+# --- a cluster in motion: an election, a coordinator or controller moving -------------
+
+
+class LeaderNotAvailableError(SentinelClientError):
+    """The partition (or the controller) has no leader now: an election is under way."""
+
+    retriable = True
+
+
+class NotCoordinatorError(SentinelClientError):
+    """This broker does not coordinate the group: find the coordinator again."""
+
+    retriable = True
+
+
+class CoordinatorNotAvailableError(SentinelClientError):
+    """No broker coordinates the groups now (no controller leader yet)."""
+
+    retriable = True
+
+
+class NotControllerError(SentinelClientError):
+    """The broker could not reach the controller's leader to carry out the request."""
+
+    retriable = True
+
+
 # --- transport and server-side failures without a reason ----------------------------
 
 
@@ -325,6 +356,12 @@ _BY_REASON: dict[str, type[SentinelClientError]] = {
     "INVALID_REQUIRED_ACKS": InvalidRequiredAcksError,
     "POLICY_VIOLATION": PolicyViolationError,
     "THROTTLING_QUOTA_EXCEEDED": ThrottlingQuotaExceededError,
+    "LEADER_NOT_AVAILABLE": LeaderNotAvailableError,
+    "NOT_COORDINATOR": NotCoordinatorError,
+    "COORDINATOR_NOT_AVAILABLE": CoordinatorNotAvailableError,
+    "NOT_CONTROLLER": NotControllerError,
+    "REQUEST_TIMED_OUT": RequestTimedOutError,
+    "BROKER_NOT_AVAILABLE": BrokerUnavailableError,
 }
 
 _BY_STATUS: dict[grpc.StatusCode, type[SentinelClientError]] = {

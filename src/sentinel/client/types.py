@@ -77,11 +77,20 @@ class BrokerInfo:
     node_id: int
     host: str
     port: int
+    kafka_host: str = ""
+    kafka_port: int = -1  # -1: no Kafka listener (or a broker that does not say)
 
     @property
     def address(self) -> str:
-        """``host:port``."""
+        """``host:port`` (gRPC)."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def kafka_address(self) -> str | None:
+        """The Kafka listener's ``host:port``, or None."""
+        if self.kafka_port <= 0:
+            return None
+        return f"{self.kafka_host or self.host}:{self.kafka_port}"
 
 
 @dataclass(frozen=True, slots=True)

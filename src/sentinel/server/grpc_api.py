@@ -429,7 +429,14 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             )
             return pb.MetadataResponse(
                 brokers=[
-                    pb.Broker(node_id=b.node_id, host=b.host, port=b.port) for b in found.brokers
+                    pb.Broker(
+                        node_id=b.node_id,
+                        host=b.host,
+                        port=b.port,
+                        kafka_host=b.kafka_host,
+                        kafka_port=b.kafka_port,
+                    )
+                    for b in found.brokers
                 ],
                 controller_id=found.controller_id,
                 topics=[self._topic_info(t) for t in found.topics],

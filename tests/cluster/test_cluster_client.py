@@ -1,0 +1,208 @@
+"""Our client and CLI against a three-broker cluster, real processes on loopback
+(issue 8: "our client and CLI refresh metadata and retry"; "sentinel-cli cluster (or
+topics -describe) shows replicas, leader and in-sync state").
+
+- The Producer (acks=all, idempotent) writes numbered records through a bootstrap list
+  while the leader of partition 0 is killed with kill -9: it keeps going (metadata
+  from a live broker, retries to the new leader) and every acknowledged record is read
+  back exactly once by our Consumer.
+- A group of two of our consumers finds the coordinator (the controller's leader),
+  reads and commits everything, leaves; the coordinator is killed; two new members of
+  the group, on the new coordinator, read exactly the records produced since (the
+  commits survived: no committed record is read again).
+- ``sentinel-cli cluster`` and ``topics -describe`` name the brokers and leaders.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.harness import Cluster, poll
+from sentinel.cli.main import main as cli_main
+from sentinel.client import Consumer, Producer, TopicPartition
+
+PARTITIONS = 3
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(3, tmp_path).start()
+    try:
+        cluster.wait_formed()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def bootstrap(cluster: Cluster) -> str:
+    return ",".join(cluster.grpc_address(i) for i in cluster.node_ids)
+
+
+def controller(cluster: Cluster, not_in: tuple[int, ...] = ()) -> int:
+    """The controller's leader (the group coordinator) a live broker names."""
+
+    def check() -> int | None:
+        for i in cluster.live_ids():
+            try:
+                found = int(cluster.metadata(i).controller_id)
+            except Exception:  # a broker between lives: ask another
+                continue
+            if found > 0 and found not in not_in and cluster.alive(found):
+                return found
+        return None
+
+    return poll(check, f"a controller leader outside {not_in}", 20.0)
+
+
+def read_all(address: str, topic: str, expected: int, timeout: float = 20.0) -> list[bytes]:
+    """Every record of ``topic`` (all partitions, from the start) by our Consumer."""
+    values: list[bytes] = []
+    with Consumer(address, request_timeout_ms=5000) as consumer:
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        consumer.seek_to_beginning()
+        deadline = time.monotonic() + timeout
+        while len(values) < expected and time.monotonic() < deadline:
+            values.extend(r.value for r in consumer.poll(0.5) if r.value is not None)
+    return values
+
+
+def test_producer_rides_out_a_killed_leader(cluster: Cluster) -> None:
+    topic = "numbers"
+    cluster.create_topic(topic, PARTITIONS, 3)
+    for p in range(PARTITIONS):
+        cluster.leader_of(topic, p)
+    acked: list[int] = []
+    failed: list[BaseException] = []
+    total = 3000
+    victim = -1
+    with Producer(
+        bootstrap(cluster),
+        acks="all",
+        enable_idempotence=True,
+        retries=60,
+        retry_backoff_ms=50,
+        linger_ms=2,
+        request_timeout_ms=5000,
+    ) as producer:
+        futures = []
+        for n in range(total):
+            if n == total // 2:
+                producer.flush(30)
+                victim = cluster.leader_of(topic, 0)
+                cluster.kill(victim)
+            futures.append((n, producer.send(topic, value=b"%d" % n, partition=n % PARTITIONS)))
+        producer.flush(60)
+        for n, future in futures:
+            try:
+                future.result(0)
+                acked.append(n)
+            except Exception as exc:  # counted, reported below
+                failed.append(exc)
+    assert not failed, f"{len(failed)} sends failed, first: {failed[0]!r}"
+    new_leader = cluster.leader_of(topic, 0, not_in=[victim])
+    assert new_leader != victim
+    # Our consumer through a bootstrap list whose first broker is the dead one.
+    live = [i for i in cluster.node_ids if i != victim]
+    address = ",".join([cluster.grpc_address(victim)] + [cluster.grpc_address(i) for i in live])
+    values = read_all(address, topic, len(acked))
+    numbers = [int(v) for v in values]
+    assert len(numbers) == len(set(numbers)), "a record was read twice"
+    assert set(numbers) == set(acked)
+
+
+def test_group_resumes_on_a_new_coordinator(cluster: Cluster) -> None:
+    topic = "work"
+    group = "workers"
+    cluster.create_topic(topic, PARTITIONS, 3)
+    for p in range(PARTITIONS):
+        cluster.leader_of(topic, p)
+    address = bootstrap(cluster)
+
+    def produce(numbers: range) -> None:
+        with Producer(address, acks="all", request_timeout_ms=5000, retries=30) as producer:
+            for n in numbers:
+                producer.send(topic, value=b"%d" % n, partition=n % PARTITIONS)
+            producer.flush(30)
+
+    def consumer() -> Consumer:
+        return Consumer(
+            address,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=300,
+            request_timeout_ms=5000,
+        )
+
+    def read(wanted: set[int]) -> list[int]:
+        """Two members of the group read until ``wanted`` is seen, committing as they go."""
+        seen: list[int] = []
+        first, second = consumer(), consumer()
+        try:
+            first.subscribe([topic])
+            second.subscribe([topic])
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not (
+                wanted <= set(seen) and first.assignment() and second.assignment()
+            ):
+                for c in (first, second):
+                    records = c.poll(0.2)
+                    seen.extend(int(r.value) for r in records if r.value is not None)
+                    if records:
+                        c.commit()
+            assert first.assignment() and second.assignment(), "both members own partitions"
+        finally:
+            first.close()
+            second.close()
+        return seen
+
+    produce(range(300))
+    before = read(set(range(300)))
+    assert set(before) == set(range(300))
+    coordinator = controller(cluster)
+    cluster.kill(coordinator)
+    assert controller(cluster, not_in=(coordinator,)) != coordinator
+    produce(range(300, 450))
+    after = read(set(range(300, 450)))
+    assert set(after) == set(range(300, 450)), "the group resumed where it committed"
+    assert min(after) >= 300, "a record committed before the kill was read again"
+
+
+def test_cli_cluster_and_describe(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topic = "shown"
+    cluster.create_topic(topic, PARTITIONS, 3)
+    leaders = {p: cluster.leader_of(topic, p) for p in range(PARTITIONS)}
+    brokers = bootstrap(cluster)
+
+    assert cli_main(["cluster", "-broker", brokers, "-json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {b["node_id"] for b in doc["brokers"]} == set(cluster.node_ids)
+    assert doc["controller_id"] in cluster.node_ids
+    by_id = {b["node_id"]: b for b in doc["brokers"]}
+    for i in cluster.node_ids:
+        assert by_id[i]["address"] == cluster.grpc_address(i)
+        assert by_id[i]["kafka_address"] == f"127.0.0.1:{cluster.kafka_ports[i]}"
+    assert [b["controller"] for b in doc["brokers"]].count(True) == 1
+
+    assert cli_main(["cluster", "-broker", brokers]) == 0
+    table = capsys.readouterr().out
+    assert "controller" in table and cluster.grpc_address(1) in table
+
+    assert cli_main(["topics", "-broker", brokers, "-describe", topic, "-json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["replication_factor"] == 3
+    for part in described["partitions"]:
+        assert sorted(part["replicas"]) == cluster.node_ids
+        assert part["leader"] in part["replicas"]
+        assert part["leader"] == leaders[part["partition"]] or part["leader"] > 0
+    assert cli_main(["topics", "-broker", brokers, "-describe", topic]) == 0
+    text = capsys.readouterr().out
+    assert "IN SYNC" in text and "LEADER" in text
