@@ -64,7 +64,10 @@ class ReplicatedPartition(Partition):
 
     @property
     def leader(self) -> int | None:
-        return self._driver.core(self.group).leader
+        try:
+            return self._driver.core(self.group).leader
+        except NotLeaderError:  # the group is gone (the topic was deleted)
+            return None
 
     @property
     def term(self) -> int:
@@ -124,10 +127,13 @@ class ReplicatedPartition(Partition):
             if entries:
                 self.appended_signal.fire()
         last = entries[-1]
-        if acks is Acks.LEADER:
-            await self._driver.wait_persisted(self.group, last)
-        elif acks is Acks.ALL:
-            await self._driver.wait_committed(self.group, last)
+        try:
+            if acks is Acks.LEADER:
+                await self._driver.wait_persisted(self.group, last)
+            elif acks is Acks.ALL:
+                await self._driver.wait_committed(self.group, last)
+        except NotLeaderError as exc:  # replaced by another leader's entry: name it
+            raise NotLeaderError(str(exc), self._address_of(self.leader)) from exc
         return AppendOutcome(
             entries[0].base,
             -1,
