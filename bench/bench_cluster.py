@@ -1,6 +1,6 @@
 """The cluster's speed (issue 8, Speed): three real brokers on loopback.
 
-    .venv/bin/python bench/bench_cluster.py            # ~3 minutes
+    .venv/bin/python bench/bench_cluster.py            # ~4 minutes
     .venv/bin/python bench/bench_cluster.py --quick    # fewer records and trials
 
 (a) produce MB/s with 1 KiB records: a three-broker cluster (topic of 4 partitions,
