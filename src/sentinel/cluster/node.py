@@ -21,7 +21,7 @@ import contextlib
 import logging
 import posixpath
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ from sentinel.broker.replicated_partition import ReplicatedPartition
 from sentinel.broker.topics import OfflinePartition, Topic
 from sentinel.clock import Clock
 from sentinel.cluster.controller import CONTROLLER_GROUP, Controller
+from sentinel.cluster.figures import METADATA_TOPIC, RaftFigures, raft_figures
 from sentinel.cluster.identity import check_identity
 from sentinel.cluster.peers import Peer, parse_peers
 from sentinel.cluster.records import (
@@ -140,6 +141,22 @@ class ClusterNode:
     def transport(self) -> PeerTransport:
         assert self._transport is not None, "the cluster node is not started"
         return self._transport
+
+    def raft_figures(self) -> Iterator[RaftFigures]:
+        """Role, term, commit and follower lags of every Raft group here (the
+        controller's as ``__cluster_metadata``-0); read-only, safe from another thread."""
+        driver = self._driver
+        if driver is None:
+            return iter(())
+        groups = [(CONTROLLER_GROUP, METADATA_TOPIC, 0)] + [
+            (group, part.topic, part.index) for group, part in list(self._by_group.items())
+        ]
+        return raft_figures(driver, groups)
+
+    @property
+    def elections(self) -> int:
+        """Elections this broker started (became a candidate), every group counted."""
+        return 0 if self._driver is None else self._driver.elections
 
     # ------------------------------------------------------------ lifecycle
 

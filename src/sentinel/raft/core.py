@@ -69,6 +69,7 @@ class RaftCore:
         self.lead: Leadership | None = None
         self.election_elapsed = 0
         self.timeout = 0
+        self.elections = 0  # times this node became a candidate (metrics)
         self._votes: dict[int, bool] = {}
         self._msgs: list[Message] = []
         self._persisted = HardState(self.term, self.vote, self.commit)
@@ -189,6 +190,7 @@ class RaftCore:
             term = self.term + 1
         else:
             self._set_role(Role.CANDIDATE)
+            self.elections += 1
             self.term += 1
             self.vote = self.id
             term = self.term

@@ -86,6 +86,7 @@ class MultiRaftDriver:
         self._quiet = 0  # warnings not logged since the last one
         self.ticks = 0  # for tests and metrics
         self.sent = 0  # envelopes handed to ``send``
+        self._elections_gone = 0  # elections started by groups since removed
 
     @property
     def id(self) -> int:
@@ -119,7 +120,15 @@ class MultiRaftDriver:
         self.groups.remove(group)
         m = self._members.pop(group, None)
         if m is not None:
+            self._elections_gone += m.core.elections
             _fail(m, NotLeaderError(f"raft group {group} removed from node {self.id}"))
+
+    @property
+    def elections(self) -> int:
+        """Elections this node started (became a candidate) in any group, ever since
+        the driver started: a counter (removed groups' elections stay counted)."""
+        members = list(self._members.values())  # may be read from the metrics thread
+        return self._elections_gone + sum(m.core.elections for m in members)
 
     def core(self, group: int) -> RaftCore:
         return self._member(group).core

@@ -25,6 +25,7 @@ from prometheus_client import start_http_server
 from sentinel.broker.limits import current_open_files_limit
 from sentinel.broker.service import BrokerService
 from sentinel.clock import Clock, SystemClock
+from sentinel.cluster.figures import RaftFigures
 from sentinel.config import BrokerConfig
 from sentinel.fs import FS, OsFS
 from sentinel.server.connections import ConnectionCount
@@ -35,6 +36,7 @@ from sentinel.server.metrics import (
     LagFigure,
     Metrics,
     PartitionFigures,
+    RaftView,
     StorageFigures,
 )
 from sentinel.server.ports import check_listen, in_use, unavailable
@@ -91,6 +93,7 @@ class SentinelApp:
             time.monotonic() - started,
         )
         self.metrics.attach(BrokerView(self._partition_figures, self._lags, self._storage))
+        self.metrics.attach(RaftView(self._raft_figures, self._elections))
         self.metrics.count_connections(ConnectionCount(lambda: self.endpoints.grpc_port))
         budget = self.service.request_budget
         self.metrics.count_request_bytes(lambda: float(budget.in_flight))
@@ -198,6 +201,14 @@ class SentinelApp:
             for topic in self.service.registry
             for index, plog in enumerate(topic.partitions)
         ]
+
+    def _raft_figures(self) -> list[RaftFigures]:
+        node = self.service.cluster_node
+        return [] if node is None or not self.service.started else list(node.raft_figures())
+
+    def _elections(self) -> int | None:
+        node = self.service.cluster_node
+        return None if node is None else node.elections
 
     def _lags(self) -> list[LagFigure]:
         if not self.service.started:

@@ -19,6 +19,16 @@ The Kafka door: ``sentinel_kafka_requests_total{api,code}`` (Kafka's numeric err
 ``0`` for none), ``sentinel_kafka_request_seconds{api}``, ``sentinel_kafka_connections``
 (counted by the listener, which sees every connection) and
 ``sentinel_kafka_closed_connections_total{reason}``.
+
+A cluster member (``--peers``) adds, per Raft group it is in (each replicated partition
+it hosts, and the controller's group as topic ``__cluster_metadata`` partition 0):
+``sentinel_raft_role{topic,partition}`` (0 follower, 1 pre-candidate, 2 candidate,
+3 leader), ``sentinel_raft_term``, ``sentinel_raft_commit_index`` (the offset up to which
+entries are committed, as this broker knows it) and, at the leader only,
+``sentinel_raft_follower_lag{topic,partition,follower}`` (the leader's log end minus the
+follower's matched end: records, counted in offsets, the follower is known to lack);
+and ``sentinel_raft_elections_total``: elections this broker started (times one of its
+groups became a candidate; pre-votes that failed are not counted).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sentinel.cluster.figures import RaftFigures
 from sentinel.server.consumption import ConsumptionLedger
 
 LATENCY_BUCKETS_S = (
@@ -146,6 +157,52 @@ class BrokerView(Collector):
             value=storage.compaction_bytes,
         )
         yield GaugeMetricFamily("sentinel_storage_tables", "Live tables", value=storage.tables)
+
+
+class RaftView(Collector):
+    """Reads the Raft groups' figures of a cluster member at scrape time (nothing on a
+    broker alone: ``figures`` gives nothing and ``elections`` None)."""
+
+    def __init__(
+        self, figures: Callable[[], Iterable[RaftFigures]], elections: Callable[[], int | None]
+    ) -> None:
+        self._figures = figures
+        self._elections = elections
+
+    def collect(self) -> Iterator[Metric]:
+        elections = self._elections()
+        if elections is None:
+            return
+        labels = ["topic", "partition"]
+        role = GaugeMetricFamily(
+            "sentinel_raft_role",
+            "Raft role of this broker in the partition's group: 0 follower, 1 pre-candidate,"
+            " 2 candidate, 3 leader",
+            labels=labels,
+        )
+        term = GaugeMetricFamily("sentinel_raft_term", "Current Raft term", labels=labels)
+        commit = GaugeMetricFamily(
+            "sentinel_raft_commit_index", "Offset up to which entries are committed",
+            labels=labels,
+        )
+        lag = GaugeMetricFamily(
+            "sentinel_raft_follower_lag",
+            "At the leader: its log end minus the follower's matched end (offsets)",
+            labels=[*labels, "follower"],
+        )
+        for fig in self._figures():
+            values = [fig.topic, str(fig.partition)]
+            role.add_metric(values, fig.role)
+            term.add_metric(values, fig.term)
+            commit.add_metric(values, fig.commit_index)
+            for follower, behind in fig.follower_lags:
+                lag.add_metric([*values, str(follower)], behind)
+        yield from (role, term, commit, lag)
+        yield CounterMetricFamily(
+            "sentinel_raft_elections",
+            "Elections this broker started (a group of it became a candidate)",
+            value=elections,
+        )
 
 
 class RecentAverage:
@@ -295,5 +352,5 @@ class Metrics:
         if consumed:
             self.messages_consumed.labels(topic).inc(consumed)
 
-    def attach(self, view: BrokerView) -> None:
+    def attach(self, view: BrokerView | RaftView) -> None:
         self.registry.register(view)
