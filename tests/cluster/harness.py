@@ -189,7 +189,9 @@ class Cluster:
             try:
                 code = broker.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                broker.proc.send_signal(signal.SIGUSR1)  # its stacks into the log
+                broker.proc.send_signal(signal.SIGUSR2)  # its asyncio tasks into the log
+                time.sleep(0.5)
+                broker.proc.send_signal(signal.SIGUSR1)  # its threads' stacks
                 time.sleep(1.0)
                 broker.kill()
                 failures.append(f"broker {i} did not stop in {timeout} s; log:\n"

@@ -102,6 +102,9 @@ OnEnvelope = Callable[[Envelope], None]
 OnCall = Callable[[int, str, bytes], Awaitable[bytes]]
 
 
+STOP_WAIT_S = 2.0
+
+
 class _Link:
     """The outbound connection to one peer: its queue, its writer task, its calls."""
 
@@ -119,8 +122,11 @@ class _Link:
         self.writer: asyncio.StreamWriter | None = None
         self.backoff = 0.0
         self.next_dial = 0.0
+        self.closed = False
 
     def kick(self) -> None:
+        if self.closed:
+            return
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"sentinel-peer-{self.peer.node_id}"
@@ -146,9 +152,13 @@ class _Link:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        # Ends on ``closed`` as well as on cancellation: 3.11's wait_for (in ``_dial``)
+        # can swallow a cancellation that arrives as the connection completes.
+        while not self.closed:
             await self.wake.wait()
             self.wake.clear()
+            if self.closed:
+                return
             if not self.queue and not self.down:
                 continue  # a down peer is dialled again on any send, queue or not
             if self.writer is None:
@@ -252,6 +262,8 @@ class _Link:
             )
 
     async def close(self) -> None:
+        self.closed = True
+        self.wake.set()
         tasks = [t for t in (self.task, self.reader_task) if t is not None]
         for t in tasks:
             t.cancel()
@@ -259,10 +271,8 @@ class _Link:
             self.writer.close()
             self.writer = None
         self.fail_calls(ClosedError(f"transport of broker {self.owner.node_id} stopped"))
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-STOP_WAIT_S = 2.0
+        if tasks:  # bounded, for the same reason as ``_run``'s loop
+            await asyncio.wait(tasks, timeout=STOP_WAIT_S)
 
 
 class PeerTransport:
@@ -338,12 +348,12 @@ class PeerTransport:
         self._closed = True
         if self._server is not None:
             self._server.close()
-        for link in self._links.values():
-            await link.close()
+        await asyncio.gather(*(link.close() for link in self._links.values()))
         tasks = [*self._inbound, *self._call_tasks]
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # bounded: see _Link._run
+            await asyncio.wait(tasks, timeout=STOP_WAIT_S)
         if self._server is not None:
             # Bounded: the server waits for every accepted connection to be gone, and a
             # peer's socket that is still closing must not hold up a broker's exit.

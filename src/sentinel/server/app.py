@@ -15,6 +15,7 @@ import asyncio
 import errno
 import logging
 import signal
+import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -42,6 +43,13 @@ from sentinel.server.metrics import (
 from sentinel.server.ports import check_listen, in_use, unavailable
 
 log = logging.getLogger(__name__)
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        print(f"--- {task!r}", file=sys.stderr)
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
 
 
 @dataclass
@@ -173,6 +181,9 @@ class SentinelApp:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        # ``kill -USR2 <pid>``: every asyncio task and where it waits, to stderr (what a
+        # broker that does not stop is waiting for; SIGUSR1 gives the threads).
+        loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
         # One line a supervisor (and the tests) can wait for.
         print(
             f"sentinel-server ready grpc={self.config.host}:{self.endpoints.grpc_port} "
