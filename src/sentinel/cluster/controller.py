@@ -41,6 +41,7 @@ from sentinel.cluster.records import (
     DeleteGroupOffsets,
     DeleteTopic,
     MetadataRecordError,
+    PartitionLeader,
     Record,
     RegisterBroker,
     decode_record,
@@ -261,6 +262,11 @@ class Controller:
             return CommitOffsets(str(args["group_id"]), offsets), None
         if op == "delete_group_offsets":
             return DeleteGroupOffsets(str(args["group_id"])), None
+        if op == "partition_leader":
+            group = int(args["group"])
+            if image.partition_of_group(group) is None:
+                raise UnknownTopicOrPartitionError(f"no partition has Raft group {group}")
+            return PartitionLeader(group, int(args["leader"]), int(args["term"])), None
         name = str(args["name"])
         validate_topic_name(name)
         topic = image.topics.get(name)

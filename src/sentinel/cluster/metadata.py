@@ -61,6 +61,7 @@ from sentinel.cluster.records import (
     Fields,
     MetadataRecordError,
     PartitionAssignment,
+    PartitionLeader,
     Record,
     RegisterBroker,
     assignments_from_json,
@@ -87,6 +88,7 @@ __all__ = [
     "MetadataRecordError",
     "OffsetAndMetadata",
     "PartitionAssignment",
+    "PartitionLeader",
     "Record",
     "RegisterBroker",
     "TopicImage",
@@ -133,6 +135,9 @@ class MetadataImage:
         self._offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         self._next_group = 1
         self._applied = -1
+        #: group -> (leader, term), as the partitions' leaders reported (hints: not in
+        #: snapshots, not compared by ``==``).
+        self._leaders: dict[int, tuple[int, int]] = {}
 
     @property
     def brokers(self) -> Mapping[int, BrokerAddresses]:
@@ -159,6 +164,10 @@ class MetadataImage:
     def applied(self) -> int:
         """The offset of the last applied record; -1 before the first."""
         return self._applied
+
+    def leader_of(self, group: int) -> tuple[int, int] | None:
+        """(leader, term) of a partition group as last reported, if it still exists."""
+        return self._leaders.get(group) if group in self._by_group else None
 
     def partition_of_group(self, group: int) -> tuple[str, int] | None:
         """The (topic, partition index) replicated by Raft group ``group``, if any."""
@@ -230,6 +239,12 @@ class MetadataImage:
                 return self._commit(group_id, offsets)
             case DeleteGroupOffsets(group_id):
                 return self._offsets.pop(group_id, None) is not None
+            case PartitionLeader(group, leader, term):
+                known = self._leaders.get(group)
+                if group not in self._by_group or (known is not None and known[1] >= term):
+                    return False
+                self._leaders[group] = (leader, term)
+                return True
 
     def _fresh(self, partitions: tuple[PartitionAssignment, ...]) -> bool:
         return all(p.group >= self._next_group for p in partitions)

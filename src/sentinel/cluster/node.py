@@ -122,6 +122,7 @@ class ClusterNode:
         self._by_group: dict[int, ReplicatedPartition] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
+        self._reports: set[asyncio.Task[None]] = set()
 
     @property
     def broker_count(self) -> int:
@@ -247,7 +248,7 @@ class ClusterNode:
         """Stop the Raft groups and the transport (nothing more is sent), then close
         the controller's log and the hard states; the partitions close with the
         registry."""
-        for task in self._tasks:
+        for task in [*self._tasks, *self._reports]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -421,8 +422,31 @@ class ClusterNode:
 
     def _role(self, group: int) -> None:
         part = self._by_group.get(group)
-        if part is not None:
-            part.role_changed()
+        if part is None:
+            return
+        part.role_changed()
+        core = self.driver.core(group)
+        if core.lead is not None and not self._leaving:
+            known = self.controller.image.leader_of(group)
+            if known is None or known[1] < core.term:
+                self._report_leader(group, core.term)
+
+    def _report_leader(self, group: int, term: int) -> None:
+        """Tell the controller this broker leads ``group`` in ``term`` (for the brokers
+        without a replica: their metadata names the leader). Best effort: a report
+        lost to a failure is followed by the next election's."""
+
+        async def report() -> None:
+            try:
+                await self.controller.execute(
+                    "partition_leader", {"group": group, "leader": self.node_id, "term": term}
+                )
+            except SentinelError as exc:
+                log.debug("reporting the leader of group %d: %s", group, exc)
+
+        task = asyncio.get_running_loop().create_task(report(), name=f"report-leader-{group}")
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
 
     # ------------------------------------------------------------ the service's calls
 
@@ -542,8 +566,11 @@ class ClusterNode:
                             and pr.recent_active and pr.match >= core.commit
                         )
                     )
-            elif replicas:
-                leader = replicas[0]  # not a replica here: the preferred one, as a hint
+            elif assignment is not None and replicas:
+                # Not a replica here: the leader as it reported itself to the controller,
+                # else the preferred replica (a client told otherwise asks again).
+                reported = self.controller.image.leader_of(assignment.group)
+                leader, epoch = reported if reported is not None else (replicas[0], 0)
             if leader < 0:
                 error = LeaderNotAvailableError(f"partition {topic.name}-{index} has no leader")
             if isinstance(plog, OfflinePartition) and not isinstance(plog.error(), NotLeaderError):

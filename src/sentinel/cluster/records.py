@@ -243,6 +243,24 @@ class DeleteGroupOffsets:
         return _encode(self)
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionLeader:
+    """A partition's Raft group elected ``leader`` in ``term`` (reported by the leader;
+    what brokers that hold no replica of it tell clients). A hint: a later term wins."""
+
+    group: int
+    leader: int
+    term: int
+
+    def __post_init__(self) -> None:
+        _check_int(self.group, 1, MAX_GROUP, "partition group")
+        _check_int(self.leader, 0, MAX_NODE_ID, "leader node id")
+        _check_int(self.term, 0, MAX_OFFSET, "term")
+
+    def encode(self) -> bytes:
+        return _encode(self)
+
+
 Record = (
     RegisterBroker
     | CreateTopic
@@ -251,6 +269,7 @@ Record = (
     | AlterConfigs
     | CommitOffsets
     | DeleteGroupOffsets
+    | PartitionLeader
 )
 
 
@@ -287,6 +306,8 @@ def _body(record: Record) -> dict[str, Any]:
             return {"group_id": group_id, "offsets": [list(o) for o in offsets]}
         case DeleteGroupOffsets(group_id):
             return {"group_id": group_id}
+        case PartitionLeader(group, leader, term):
+            return {"group": group, "leader": leader, "term": term}
 
 
 def dump_json(obj: dict[str, Any]) -> bytes:
@@ -424,6 +445,9 @@ _DECODERS: dict[str, Callable[[Fields], Record]] = {
         f.text("group_id"), tuple(offset_from_json(o) for o in f.items("offsets"))
     ),
     "DeleteGroupOffsets": lambda f: DeleteGroupOffsets(f.text("group_id")),
+    "PartitionLeader": lambda f: PartitionLeader(
+        f.integer("group"), f.integer("leader"), f.integer("term")
+    ),
 }
 
 
