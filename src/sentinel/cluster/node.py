@@ -122,6 +122,7 @@ class ClusterNode:
         self._by_group: dict[int, ReplicatedPartition] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
+        self._loop: asyncio.AbstractEventLoop | None = None  # the driver's (retention)
 
     @property
     def broker_count(self) -> int:
@@ -202,7 +203,7 @@ class ClusterNode:
         await self._transport.start()
         self._driver.start()
         self._service.groups.use_offset_log(self)
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._register_forever(), name="cluster-register"),
             loop.create_task(self._balance_forever(), name="cluster-balance"),
@@ -487,6 +488,21 @@ class ClusterNode:
 
     def refuse(self, what: str) -> None:
         raise FeatureNotInClusterError(f"{what} is not supported in a cluster yet")
+
+    def apply_retention(self, plog: PartitionLog | OfflinePartition) -> int:
+        """Retention of one replica (as Kafka's replicas each apply their own): where the
+        rules would move ``plog``'s start goes to its Raft group's loop, which moves it
+        at most to the commit, in the crash-safe order (``MultiRaftDriver``). Callable
+        from a worker thread; returns 0 (the records go later). A log of no group here
+        is left alone."""
+        group = next((g for g, p in list(self._by_group.items()) if p.log is plog), None)
+        loop = self._loop
+        if group is None or loop is None or not isinstance(plog, PartitionLog):
+            return 0
+        point = plog.retention_point()
+        if point is not None:
+            loop.call_soon_threadsafe(self.driver.request_start, group, point)
+        return 0
 
     def check_coordinator(self) -> None:
         """Group requests go to the controller's leader (it holds the offsets)."""
