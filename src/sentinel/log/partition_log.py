@@ -662,16 +662,15 @@ class PartitionLog:
 
     @_pinned
     def restart_at(self, offset: int) -> None:
-        """Start the log over, empty, at ``offset`` (at or past its end): every batch
-        goes, log start = log end = high watermark = ``offset``, producer state is
-        cleared (Kafka's truncateFullyAndStartAt, for a follower whose leader's log
-        starts past everything it holds). One atomic write: after a crash the log is
-        the old one or the new one (durable at the next sync)."""
+        """Start the log over, empty, at ``offset`` (any offset, typically past its
+        end): every batch goes, log start = log end = high watermark = ``offset``,
+        producer state is cleared (Kafka's truncateFullyAndStartAt, for a follower whose
+        leader's log starts past what it holds). One atomic write: after a crash the
+        log is the old one or the new one (durable at the next sync)."""
         with self._lock:
             self._check_open()
-            log_end = self._state.log_end
-            if offset < log_end:
-                raise InvalidArgumentError(f"cannot restart at {offset}: log end {log_end}")
+            if offset < 0:
+                raise InvalidArgumentError(f"cannot restart at {offset}")
             wb, new = plan_truncation(
                 self._engine, self._state, offset, self._options.checkpoints_kept, self._dir,
                 restart=True,

@@ -275,22 +275,16 @@ class PartitionRaftLog:
     def reset(self, start: int, start_term: int) -> None:
         """Start over, empty, at ``start`` (the leader's log start, committed). The new
         (start, term) pair is stored before the log moves, the old one kept beside it."""
-        i = bisect.bisect_left(self._bases, start)
-        on_boundary = start >= self._end or (i < len(self._bases) and self._bases[i] == start)
-        if start < self.log_start or not on_boundary:
+        if start < self.log_start:
             raise SafetyViolationError(
-                f"{self.plog.name}: starting the log over at {start} (log "
-                f"[{self.log_start}, {self._end})): not a batch boundary"
+                f"{self.plog.name}: starting the log over at {start}, below its start "
+                f"{self.log_start}"
             )
         d = self._durable
         self._store(DurableState(d.hard, start, start_term, self.log_start, self._start_term))
-        if start > self._end:  # the leader's log starts past all we hold
-            self.plog.restart_at(start)
-        else:
-            self.plog.truncate_suffix(start)
-            if start > self.log_start:
-                self.plog.set_high_watermark(start)
-                self.plog.delete_records(start)
+        # One atomic write drops every batch (ours past ``start`` may be another term's,
+        # or split by ``start``): after a crash, the old log or the new empty one.
+        self.plog.restart_at(start)
         self._bases.clear()
         self._terms.clear()
         self._starts.clear()
