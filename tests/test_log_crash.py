@@ -47,6 +47,9 @@ def workload() -> list[Callable[[PartitionLog], object]]:
     ops.append(lambda log: log.apply_retention())
     # The truncation to 30 rolled the producer back to sequence 29.
     ops.append(lambda log: log.append(keyed(99, 1, pid=1, seq=30)))
+    # A follower behind its leader's log start starts over, empty, past its end.
+    ops.append(lambda log: log.restart_at(log.log_end_offset + 5))
+    ops.append(lambda log: log.append(keyed(100, 2)))
     ops.append(lambda log: log.close())
     return ops
 

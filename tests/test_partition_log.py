@@ -445,6 +445,26 @@ def test_truncate_below_log_start_empties_the_log() -> None:
         assert log.append(batch(1)).base_offset == 3
 
 
+def test_restart_at_past_the_end_starts_over_empty_there() -> None:
+    """Kafka's truncateFullyAndStartAt: a follower whose leader's log starts past its
+    end drops everything and starts at the leader's log start (producers forgotten)."""
+    fs = MemFS()
+    with open_log(fs, options=LogOptions(auto_high_watermark=False)) as log:
+        log.append(build_batch([(None, b"x", (), T0)], producer_id=7, producer_epoch=0,
+                               base_sequence=0))
+        log.append(batch(2))
+        log.set_high_watermark(3)
+        log.restart_at(40)
+        assert (log.log_start_offset, log.log_end_offset, log.high_watermark) == (40, 40, 40)
+        assert (log.size_bytes, log.producer_state(7)) == (0, None)
+        assert log.append_replicated(build_batch([(None, b"y", (), T0)], base_offset=40))
+        log.engine.sync()
+    fs.crash()
+    with open_log(fs) as log:
+        assert (log.log_start_offset, log.log_end_offset) == (40, 41)
+        assert log.offset_for_timestamp(0) == (40, T0)
+
+
 # ------------------------------------------------------------------ retention
 
 

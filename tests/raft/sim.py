@@ -115,6 +115,9 @@ class SimStorage:
         self.log = MemoryLog(start, start_term)
         self.log.append(entries)
 
+    def trim_points(self, applied: int) -> list[int]:
+        return [e.end for e in self.durable[3] if self.log.log_start < e.end <= applied]
+
     def trim(self, offset: int, start_hash: int) -> None:
         """Retention to the boundary ``offset`` (below what is durable): durable at once."""
         self.log.trim_prefix(offset)
@@ -431,7 +434,7 @@ class Simulation:
         if i in self.down:
             return
         core, s = self.nodes[i], self.storage[i]
-        ends = [e.end for e in s.durable[3] if s.log.log_start < e.end <= core.applied]
+        ends = s.trim_points(core.applied)
         if ends:
             at = self.rng.choice(ends)
             self.trace.append(f"{self.now} retention n{i} to {at}")

@@ -39,8 +39,18 @@ class PartitionStorage:
     def __init__(self) -> None:
         self.fs = MemFS()
         self.clock = ManualClock()
-        self.start_hash = 0
+        self._hashes = {0: 0}  # the checker's hash of the prefix below each log start
         self.log = self._open()
+
+    @property
+    def start_hash(self) -> int:
+        """The hash for the log start the log has now (after a crash: the old or the
+        new start of a move in flight, whichever the disk kept)."""
+        return self._hashes[self.log.log_start]
+
+    @start_hash.setter
+    def start_hash(self, value: int) -> None:
+        self._hashes[self.log.log_start] = value
 
     def _open(self) -> PartitionRaftLog:
         plog = PartitionLog.open(
@@ -57,6 +67,18 @@ class PartitionStorage:
 
     def store_hard(self, hard: HardState) -> None:
         self.log.store_hard_state(hard)
+
+    def trim_points(self, applied: int) -> list[int]:
+        """The batch boundaries retention may move the start to (all synced: the
+        simulator moves starts between Readies)."""
+        log = self.log
+        return [e.end for e in log.entries(log.log_start, 1 << 30) if e.end <= applied]
+
+    def trim(self, offset: int, start_hash: int) -> None:
+        """Retention to the boundary ``offset``: durable at once (``advance_start``)."""
+        moved = self.log.advance_start(offset)
+        assert moved == offset, (moved, offset)
+        self.start_hash = start_hash
 
     def crash(self) -> None:
         self.fs.crash()

@@ -44,9 +44,10 @@ def test_seeds() -> None:
 
 
 def real_log_params(seed: int) -> SimParams:
-    """The seed's fault profile on the real log (without retention: a laggard behind a
-    leader's log start needs the snapshot install the partition log lacks)."""
-    return dataclasses.replace(params_for(seed)[1], real_log=True, retention_every=0)
+    """The seed's fault profile on the real log (the retention profile moves log starts
+    with ``PartitionRaftLog.advance_start``; laggards restart from a leader's log start
+    with ``PartitionLog.restart_at``)."""
+    return dataclasses.replace(params_for(seed)[1], real_log=True)
 
 
 def test_seeds_on_the_partition_log() -> None:

@@ -29,11 +29,13 @@ from sentinel.broker.partition import AppendOutcome, Partition
 from sentinel.broker.producer_order import wait_for_turn
 from sentinel.broker.validation import Acks
 from sentinel.errors import InvalidArgumentError, NotLeaderError
+from sentinel.log.errors import OffsetOutOfRangeError
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.producer_state import check_append
 from sentinel.log.types import ReadResult
 from sentinel.raft.errors import ProposalRefusedError
 from sentinel.raft.log import Entry
+from sentinel.raft.partition_log_adapter import log_start_batch
 from sentinel.record import iter_batches, parse_header
 
 if TYPE_CHECKING:
@@ -142,6 +144,33 @@ class ReplicatedPartition(Partition):
             sum(e.count for e in entries),
             self.log.high_watermark,
         )
+
+    # ------------------------------------------------------------ DeleteRecords
+
+    async def delete_records(self, before_offset: int) -> int:
+        """Kafka's DeleteRecords, decided here at the leader: an entry of the group's
+        log carrying the new log start; every replica moves its start there once it is
+        committed (down to the batch boundary at or below it: a batch is never split).
+        Returns this replica's log start after the move."""
+        self.check_leader()
+        hw, start = self.log.high_watermark, self.log.log_start_offset
+        if before_offset == -1:
+            before_offset = hw
+        if not 0 <= before_offset <= hw:
+            raise OffsetOutOfRangeError(before_offset, start, hw)
+        if before_offset <= start:
+            return start
+        try:
+            entry = self._driver.propose(self.group, log_start_batch(before_offset), 1)
+        except ProposalRefusedError as exc:  # a leadership transfer is under way
+            raise NotLeaderError(
+                f"partition {self.name} is moving to another leader: {exc}", None
+            ) from exc
+        try:
+            await self._driver.wait_committed(self.group, entry)
+        except NotLeaderError as exc:
+            raise NotLeaderError(str(exc), self._address_of(self.leader)) from exc
+        return await self._driver.advance_start(self.group, before_offset)
 
     # ------------------------------------------------------------ the driver
 

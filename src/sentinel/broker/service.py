@@ -248,8 +248,7 @@ class BrokerService:
             self._lock.release()
             raise
         loop = asyncio.get_running_loop()
-        if self._cluster is None:  # a cluster's replicated logs keep everything for now
-            self._background.append(loop.create_task(self._retention_forever()))
+        self._background.append(loop.create_task(self._retention_forever()))
         self.started = True
 
     async def hand_off(self) -> None:
@@ -757,11 +756,18 @@ class BrokerService:
             for plog in topic.partitions:
                 try:
                     if topic.config.cleanup_delete:
-                        gone = plog.apply_retention()
+                        # A replicated log moves its start through its Raft group (the
+                        # records go later, counted there): never behind its back.
+                        cluster = self._cluster
+                        gone = plog.apply_retention() if cluster is None else (
+                            cluster.apply_retention(plog)
+                        )
                         passes["retention"][0] += 1
                         passes["retention"][1] += gone
                         removed += gone
-                    if topic.config.cleanup_compact:
+                    # Not in a cluster yet: the Raft log does not take the gaps
+                    # compaction leaves between batches.
+                    if topic.config.cleanup_compact and self._cluster is None:
                         gone = plog.compact_keys()
                         passes["compaction"][0] += 1
                         passes["compaction"][1] += gone
@@ -797,12 +803,15 @@ class BrokerService:
             return await self._cluster.alter_configs(name, set_, delete)
         return self.registry.alter_configs(name, set_, delete)
 
-    def delete_records(self, topic_name: str, partition: int, before_offset: int) -> int:
+    async def delete_records(self, topic_name: str, partition: int, before_offset: int) -> int:
         """Kafka's DeleteRecords: the records below ``before_offset`` (-1: the high
-        watermark) go; returns the new log start offset."""
-        if self._cluster is not None:
-            self._cluster.refuse("DeleteRecords")
+        watermark) go; returns the new log start offset. In a cluster: at the leader,
+        through the partition's Raft log, so every replica's start moves."""
         plog = self.partition_log(topic_name, partition)
+        if self._cluster is not None:
+            return await self._cluster.partition(topic_name, partition, plog).delete_records(
+                before_offset
+            )
         plog.delete_records(before_offset)
         return plog.log_start_offset
 

@@ -89,13 +89,6 @@ class LeaderNotAvailableError(SentinelError):
     code_name = "LEADER_NOT_AVAILABLE"
 
 
-class FeatureNotInClusterError(SentinelError):
-    """An operation this broker does not support in a cluster yet."""
-
-    kafka_code = 35
-    code_name = "UNSUPPORTED_VERSION"
-
-
 class ClusterNode:
     def __init__(
         self, service: BrokerService, config: BrokerConfig, fs: FS, clock: Clock
@@ -123,6 +116,7 @@ class ClusterNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
         self._reports: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the driver's (retention)
 
     @property
     def broker_count(self) -> int:
@@ -203,7 +197,7 @@ class ClusterNode:
         await self._transport.start()
         self._driver.start()
         self._service.groups.use_offset_log(self)
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._register_forever(), name="cluster-register"),
             loop.create_task(self._balance_forever(), name="cluster-balance"),
@@ -509,8 +503,20 @@ class ClusterNode:
     async def delete_group_offsets(self, group_id: str) -> None:
         await self.controller.execute("delete_group_offsets", {"group_id": group_id})
 
-    def refuse(self, what: str) -> None:
-        raise FeatureNotInClusterError(f"{what} is not supported in a cluster yet")
+    def apply_retention(self, plog: PartitionLog | OfflinePartition) -> int:
+        """Retention of one replica (as Kafka's replicas each apply their own): where the
+        rules would move ``plog``'s start goes to its Raft group's loop, which moves it
+        at most to the commit, in the crash-safe order (``MultiRaftDriver``). Callable
+        from a worker thread; returns 0 (the records go later). A log of no group here
+        is left alone."""
+        group = next((g for g, p in list(self._by_group.items()) if p.log is plog), None)
+        loop = self._loop
+        if group is None or loop is None or not isinstance(plog, PartitionLog):
+            return 0
+        point = plog.retention_point()
+        if point is not None:
+            loop.call_soon_threadsafe(self.driver.request_start, group, point)
+        return 0
 
     def check_coordinator(self) -> None:
         """Group requests go to the controller's leader (it holds the offsets)."""

@@ -45,11 +45,13 @@ def check_boundary(engine: Engine, offset: int) -> None:
 
 
 def plan_truncation(
-    engine: Engine, state: LogState, offset: int, kept: int, where: str
+    engine: Engine, state: LogState, offset: int, kept: int, where: str,
+    *, restart: bool = False,
 ) -> tuple[WriteBatch, LogState]:
     """Remove the batches at or after ``offset`` (all of them when ``offset`` is at or
-    below the log start: the log then restarts empty at ``offset``)."""
-    full = offset <= state.log_start
+    below the log start, or with ``restart`` (``offset`` at or past the log end): the
+    log then restarts empty at ``offset``, its time index and checkpoints gone)."""
+    full = restart or offset <= state.log_start
     if not full:
         check_boundary(engine, offset)
     wb = WriteBatch()
@@ -57,9 +59,10 @@ def plan_truncation(
     for key, value in engine.scan(DATA_TAG if full else data_key(offset), DATA_END):
         wb.delete(key)
         removed += len(value)
-    for key, _ in engine.scan(time_index_key(offset + 1), TIME_INDEX_END):
+    index_from = TIME_INDEX_TAG if restart else time_index_key(offset + 1)
+    for key, _ in engine.scan(index_from, TIME_INDEX_END):
         wb.delete(key)
-    checkpoints = [o for o in state.checkpoints if o <= offset]
+    checkpoints = [] if restart else [o for o in state.checkpoints if o <= offset]
     for o in state.checkpoints[len(checkpoints) :]:
         wb.delete(checkpoint_key(o))
     if full:
@@ -72,7 +75,7 @@ def plan_truncation(
         log_end=offset,
         last_base=-1 if remaining is None else remaining[0],
         size=0 if full else state.size - removed,
-        clean_offset=min(state.clean_offset, offset),
+        clean_offset=offset if restart else min(state.clean_offset, offset),
         max_timestamp=max_ts,
         producers=producers,
         checkpoints=checkpoints,

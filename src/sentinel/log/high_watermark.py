@@ -55,3 +55,9 @@ class HighWatermark:
         with self._lock:
             self._value = min(self._value, log_end)
             self._pending = deque(p for p in self._pending if p[1] <= log_end)
+
+    def restart(self, offset: int) -> None:
+        """The log restarted, empty, at ``offset``: nothing below it is pending."""
+        with self._lock:
+            self._value = offset
+            self._pending.clear()

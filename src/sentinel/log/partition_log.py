@@ -589,8 +589,21 @@ class PartitionLog:
         ``retention``), never the newest one nor any at or above the high watermark;
         also forget expired producers. Returns the number of batches deleted. A deferred
         log not opened yet is opened only if its summary says the rules may delete."""
+        if not self._retention_may_delete():
+            return 0
+        return self._apply_retention(delete=True)[0]
+
+    def retention_point(self) -> int | None:
+        """Where ``apply_retention`` would move the log start (None: nowhere), without
+        deleting anything (expired producers are forgotten): a replicated log moves its
+        start through its Raft group (``PartitionRaftLog.advance_start``)."""
+        if not self._retention_may_delete():
+            return None
+        return self._apply_retention(delete=False)[1]
+
+    def _retention_may_delete(self) -> bool:
         summary, config = self._summary, self._config
-        if (
+        return not (
             summary is not None
             and not self._slot.opened
             and not self._closed
@@ -600,19 +613,17 @@ class PartitionLog:
                     self._now_ms(), config.retention_ms, config.retention_bytes
                 )
             )
-        ):
-            return 0
-        return self._apply_retention()
+        )
 
     @_pinned
-    def _apply_retention(self) -> int:
+    def _apply_retention(self, *, delete: bool) -> tuple[int, int | None]:
         with self._lock:
             self._check_open()
             state, config, now = self._state, self._config, self._now_ms()
             if state.producers.expire(now, self._options.producer_expiration_ms):
                 self._dirty = True
             if not config.cleanup_delete or state.last_base < 0:
-                return 0
+                return 0, None
             hw = self._hw.value
             with scanning(self._engine.scan(DATA_TAG, data_key(state.last_base))) as scan:
                 head = takewhile(lambda b: b.next_offset <= hw, batch_infos(scan))
@@ -623,9 +634,12 @@ class PartitionLog:
                     retention_bytes=config.retention_bytes,
                     total_bytes=state.size,
                 )
-            if doomed:
-                self._delete_head(doomed, max(state.log_start, doomed[-1].next_offset))
-            return len(doomed)
+            if not doomed:
+                return 0, None
+            start = max(state.log_start, doomed[-1].next_offset)
+            if delete:
+                self._delete_head(doomed, start)
+            return len(doomed), start
 
     @_pinned
     def delete_records(self, before_offset: int) -> None:
@@ -645,6 +659,24 @@ class PartitionLog:
                 infos = batch_infos(scan)
                 doomed = list(takewhile(lambda b: b.next_offset <= before_offset, infos))
             self._delete_head(doomed, before_offset)
+
+    @_pinned
+    def restart_at(self, offset: int) -> None:
+        """Start the log over, empty, at ``offset`` (any offset, typically past its
+        end): every batch goes, log start = log end = high watermark = ``offset``,
+        producer state is cleared (Kafka's truncateFullyAndStartAt, for a follower whose
+        leader's log starts past what it holds). One atomic write: after a crash the
+        log is the old one or the new one (durable at the next sync)."""
+        with self._lock:
+            self._check_open()
+            if offset < 0:
+                raise InvalidArgumentError(f"cannot restart at {offset}")
+            wb, new = plan_truncation(
+                self._engine, self._state, offset, self._options.checkpoints_kept, self._dir,
+                restart=True,
+            )
+            self._commit(wb, new)
+            self._hw.restart(offset)
 
     def _delete_head(self, doomed: list[BatchInfo], log_start: int) -> None:
         kept = self._options.checkpoints_kept

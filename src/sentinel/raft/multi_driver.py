@@ -20,6 +20,13 @@ Between a Ready and its advance only ``propose`` touches the cores (what it adds
 into the next Ready, so nothing is sent before it is persisted). A proposal kicks the
 loop, so its AppendEntries leave at once rather than at the next tick.
 
+Log start moves (retention, DeleteRecords): asked with ``request_start`` /
+``advance_start`` and done by the loop between two Readies (no hard-state write in
+flight): the group's new (start, term) pair stored durably first, then the batches
+dropped, then the log synced before anything else moves it (see
+``partition_log_adapter``). A committed DeleteRecords entry (noted by the log when
+stored) moves each replica's start the same way after the Ready that committed it.
+
 Waiters: ``wait_persisted`` (acks=1: the leader's own log holding the entry is durable)
 and ``wait_committed`` (acks=all: the entry was committed with its term). Both fail with
 ``NotLeaderError`` only when the entry at that offset was replaced (or the group
@@ -87,6 +94,9 @@ class MultiRaftDriver:
         self.ticks = 0  # for tests and metrics
         self.sent = 0  # envelopes handed to ``send``
         self._elections_gone = 0  # elections started by groups since removed
+        self._moves: dict[int, int] = {}  # group -> log start asked (retention, DeleteRecords)
+        self._move_waiters: list[tuple[int, asyncio.Future[int]]] = []
+        self._moving: set[int] = set()  # groups whose log noted a DeleteRecords entry
 
     @property
     def id(self) -> int:
@@ -203,6 +213,24 @@ class MultiRaftDriver:
             self._settle_committed(group, m, m.core.applied)
         return await fut
 
+    def request_start(self, group: int, offset: int) -> None:
+        """Ask the loop to move ``group``'s log start toward ``offset`` (retention of this
+        replica): at most to its commit and a batch boundary; unknown groups ignored."""
+        if self._stopped or group not in self._members:
+            return
+        self._moves[group] = max(self._moves.get(group, offset), offset)
+        self._wake.set()
+
+    async def advance_start(self, group: int, offset: int) -> int:
+        """``request_start`` and wait for the move: returns the group's log start."""
+        self._member(group)
+        if self._stopped:
+            raise ClosedError(f"multi-raft driver of node {self.id} stopped")
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._move_waiters.append((group, fut))
+        self.request_start(group, offset)
+        return await fut
+
     def _future(self) -> asyncio.Future[Entry]:
         if self._stopped:
             raise ClosedError(f"multi-raft driver of node {self.id} stopped")
@@ -229,6 +257,8 @@ class MultiRaftDriver:
             for env in inbox:
                 self._step(env)
             await self._handle_ready()
+            if self._moves or self._moving or self._move_waiters:
+                await self._move_starts()
             self._notify_roles()
 
     def _step(self, env: Envelope) -> None:
@@ -267,7 +297,43 @@ class MultiRaftDriver:
                     self._settle_committed(group, m, rd.applied)
                 if rd.hard_state is not None and m.on_commit is not None:
                     m.on_commit(group)
+                if m.log.has_due_starts:
+                    self._moving.add(group)
             gs.advance(mr)
+
+    async def _move_starts(self) -> None:
+        """Move the log starts asked for, one group at a time, each durable before the
+        next (the hard state keeps only one previous (start, term) pair)."""
+        moves, self._moves = self._moves, {}
+        moving, self._moving = self._moving, set()
+        waiters, self._move_waiters = self._move_waiters, []  # later ones: the next round
+        for group in sorted(moves.keys() | moving):
+            m = self._members.get(group)
+            if m is None or self._stopped:
+                continue
+            applied = m.core.applied
+            wanted = [t for t in (moves.get(group), m.log.due_start(applied)) if t is not None]
+            start = m.log.start_point(max(wanted), applied) if wanted else None
+            if start is None:
+                continue
+            state = m.log.start_state(start)
+            await asyncio.to_thread(self._store.store_many, {group: state})
+            if self._stopped:
+                return
+            if self._members.get(group) is not m:  # removed meanwhile
+                continue
+            m.log.stored(state)
+            m.log.drop_head(start)
+            await asyncio.shield(asyncio.wrap_future(m.log.plog.sync_all_future()))
+            log.info("raft group %d on node %d: log start moved to %d", group, self.id, start)
+        for group, fut in waiters:
+            if fut.done():
+                continue
+            m = self._members.get(group)
+            if m is None:
+                fut.set_exception(NotLeaderError(f"raft group {group} removed from node {self.id}"))
+            else:
+                fut.set_result(m.log.log_start)
 
     async def _persist(self, mr: MultiReady) -> None:
         """(a) the logs in one sync wave, (b) the hard states in one write, (c) the
@@ -356,6 +422,10 @@ class MultiRaftDriver:
     def _fail_all(self, error: Exception) -> None:
         for m in self._members.values():
             _fail(m, error)
+        waiters, self._move_waiters = self._move_waiters, []
+        for _, fut in waiters:
+            if not fut.done():
+                fut.set_exception(error)
 
     def _notify_roles(self) -> None:
         for group, m in list(self._members.items()):

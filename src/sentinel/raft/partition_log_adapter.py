@@ -28,9 +28,22 @@ Durability follows the Ready contract: appends and truncations are written at on
 
 An index of every batch's base and term is kept in memory (built by one scan at
 open), so ``term_at`` and ``batch_base`` never read the engine.
-Not supported yet: starting the log over past its end (``reset`` beyond
-``log_end``, a laggard behind a leader's retention: that needs the snapshot install
-the partition log has no call for), and key-compacted topics (gaps between batches).
+
+Moving the log start (retention, DeleteRecords, a reset from the leader's log start):
+the new (start, term of the batch ending at start - 1) pair is stored durably in the
+group's hard state first, the old pair kept beside it as ``prev``; only then does the
+partition log drop the batches (made durable before any later move). A crash in
+between leaves the old log start, which ``prev`` still knows. Retention moves only
+below the commit (the high watermark) and below what was applied
+(``start_point`` / ``advance_start``, one replica on its own, as Kafka's replicas
+do). DeleteRecords is an entry of the group's own log: a control batch carrying the
+new log start (``log_start_batch``); every replica that stores it notes it and moves
+its start there once the entry is committed (``due_start``; rebuilt by the scan at
+open, so a crash between the commit and the move loses nothing).
+A follower whose leader's log starts past everything it holds starts over, empty, at
+the leader's log start (``reset`` beyond ``log_end``: ``PartitionLog.restart_at``, as
+Kafka's truncateFullyAndStartAt). Not supported yet: key-compacted topics (gaps
+between batches).
 """
 
 from __future__ import annotations
@@ -52,6 +65,9 @@ from sentinel.record import build_batch, decode_records, parse_header
 _CONTROL_KEY = struct.Struct(">hh")
 LEADER_CHANGE = 2
 VOTERS = 6
+#: Sentinel's own control record: the log starts at the offset in its value (a
+#: DeleteRecords decided at the leader, applied by every replica once committed).
+LOG_START = 100
 _SCAN_BYTES = 1 << 20
 
 
@@ -66,6 +82,30 @@ def control_batch(e: Entry, timestamp_ms: int) -> bytes:
         value = ",".join(str(v) for v in sorted(e.voters)).encode()
     return build_batch(
         [(key, value, (), timestamp_ms)], base_offset=e.base, leader_epoch=e.term,
+        is_control=True,
+    )
+
+
+def log_start_batch(offset: int) -> bytes:
+    """The control batch of a DeleteRecords to ``offset``, unstamped (the leader's
+    ``append`` stamps it at its (base, term))."""
+    key = _CONTROL_KEY.pack(0, LOG_START)
+    return build_batch([(key, b"%d" % offset, (), 0)], is_control=True)
+
+
+def log_start_of(batch: bytes | memoryview) -> int | None:
+    """The log start a control batch of ``log_start_batch`` carries (None: another)."""
+    for r in decode_records(batch):
+        key = r.key or b""
+        if len(key) == 4 and _CONTROL_KEY.unpack(key)[1] == LOG_START and r.value:
+            return int(r.value)
+    return None
+
+
+def _stamped_log_start(target: int, e: Entry, timestamp_ms: int) -> bytes:
+    key = _CONTROL_KEY.pack(0, LOG_START)
+    return build_batch(
+        [(key, b"%d" % target, (), timestamp_ms)], base_offset=e.base, leader_epoch=e.term,
         is_control=True,
     )
 
@@ -101,6 +141,8 @@ class PartitionRaftLog:
         self._start_term = start_term
         self._bases: list[int] = []
         self._terms: list[int] = []
+        #: (end of the entry, log start) of each DeleteRecords entry stored, in order.
+        self._starts: list[tuple[int, int]] = []
         self._end = log_start
         at = log_start
         while at < plog.log_end_offset:
@@ -108,6 +150,8 @@ class PartitionRaftLog:
             for b in result.batches:
                 h = parse_header(b)
                 self._index(h.base_offset, h.leader_epoch, h.next_offset)
+                if h.is_control:
+                    self._note_start(b, h.next_offset)
             if result.next_offset <= at:
                 raise DamagedDataError(f"{plog.name}: a gap at offset {at}", quarantinable=True)
             at = result.next_offset
@@ -118,6 +162,11 @@ class PartitionRaftLog:
     def hard_state(self) -> HardState:
         """The hard state as of the last ``store_hard_state`` (what survives a crash)."""
         return self._durable.hard
+
+    def _note_start(self, batch: bytes | memoryview, end: int) -> None:
+        target = log_start_of(batch)
+        if target is not None and target > self.log_start:
+            self._starts.append((end, target))
 
     def _index(self, base: int, term: int, end: int) -> None:
         if base != self._end:
@@ -191,6 +240,17 @@ class PartitionRaftLog:
                     )
                 if h.base_offset == e.base and h.leader_epoch == e.term:
                     self.plog.append_replicated(e.data, wait=False)
+                    if h.is_control:
+                        self._note_start(e.data, e.end)
+                elif h.is_control:  # the leader's DeleteRecords: stamped here
+                    target = log_start_of(e.data)
+                    if target is None or e.count != 1:
+                        raise SafetyViolationError(
+                            f"{self.plog.name}: a control entry at {e.base} is not a log start"
+                        )
+                    wall = int(self._clock.wall() * 1000)
+                    self.plog.append_replicated(_stamped_log_start(target, e, wall), wait=False)
+                    self._starts.append((e.end, target))
                 else:
                     r = self.plog.append(e.data, leader_epoch=e.term, wait=False)
                     if r.duplicate or r.base_offset != e.base:
@@ -210,27 +270,91 @@ class PartitionRaftLog:
         del self._bases[i:]
         del self._terms[i:]
         self._end = offset
+        self._starts = [(end, t) for end, t in self._starts if end <= offset]
 
     def reset(self, start: int, start_term: int) -> None:
         """Start over, empty, at ``start`` (the leader's log start, committed). The new
         (start, term) pair is stored before the log moves, the old one kept beside it."""
-        i = bisect.bisect_left(self._bases, start)
-        on_boundary = start == self._end or (i < len(self._bases) and self._bases[i] == start)
-        if start < self.log_start or not on_boundary:
+        if start < self.log_start:
             raise SafetyViolationError(
-                f"{self.plog.name}: starting the log over at {start} (log "
-                f"[{self.log_start}, {self._end})) needs a snapshot install (not supported yet)"
+                f"{self.plog.name}: starting the log over at {start}, below its start "
+                f"{self.log_start}"
             )
         d = self._durable
         self._store(DurableState(d.hard, start, start_term, self.log_start, self._start_term))
-        self.plog.truncate_suffix(start)
-        if start > self.log_start:
-            self.plog.set_high_watermark(start)
-            self.plog.delete_records(start)
+        # One atomic write drops every batch (ours past ``start`` may be another term's,
+        # or split by ``start``): after a crash, the old log or the new empty one.
+        self.plog.restart_at(start)
         self._bases.clear()
         self._terms.clear()
+        self._starts.clear()
         self._end = start
         self._start_term = start_term
+
+    # ------------------------------------------------------------ log start moves
+
+    def start_point(self, offset: int, applied: int | None = None) -> int | None:
+        """Where the log start may move toward ``offset``: the greatest batch boundary
+        at or below it, the high watermark (the commit: no uncommitted entry is ever
+        removed) and ``applied``; None when that is not past the log start."""
+        limit = min(offset, self.plog.high_watermark, self._end)
+        if applied is not None:
+            limit = min(limit, applied)
+        if limit <= self.log_start:
+            return None
+        if limit < self._end:
+            limit = self._bases[bisect.bisect_right(self._bases, limit) - 1]
+        return limit if limit > self.log_start else None
+
+    def due_start(self, applied: int) -> int | None:
+        """The log start the committed DeleteRecords entries (below ``applied`` and the
+        high watermark) ask for, forgetting them; None for none."""
+        limit = min(applied, self.plog.high_watermark)
+        due = [t for end, t in self._starts if end <= limit]
+        if not due:
+            return None
+        self._starts = [(end, t) for end, t in self._starts if end > limit]
+        return max(due)
+
+    @property
+    def has_due_starts(self) -> bool:
+        return bool(self._starts)
+
+    def start_state(self, start: int) -> DurableState:
+        """The durable state that moves the log start to the boundary ``start`` (the
+        current pair kept as prev): store it before ``drop_head(start)``."""
+        term = self.term_at(start - 1)
+        if term is None or start <= self.log_start:
+            raise SafetyViolationError(f"{self.plog.name}: no log start move to {start}")
+        d = self._durable
+        return DurableState(d.hard, start, term, self.log_start, self._start_term)
+
+    def drop_head(self, start: int) -> None:
+        """Drop the batches below ``start``, whose pair the stored hard state holds
+        (``start_state`` then ``stored``). Durable at the next ``sync``, which must come
+        before the next move (the hard state keeps only one previous pair)."""
+        if self._durable.start != start:
+            raise SafetyViolationError(
+                f"{self.plog.name}: log start {start} is not the stored one "
+                f"({self._durable.start})"
+            )
+        self.plog.delete_records(start)
+        i = bisect.bisect_left(self._bases, start)
+        del self._bases[:i]
+        del self._terms[:i]
+        self._start_term = self._durable.start_term
+        self._starts = [(end, t) for end, t in self._starts if t > start]
+
+    def advance_start(self, offset: int, applied: int | None = None) -> int:
+        """Move the log start toward ``offset`` (see ``start_point``), durably and in the
+        crash-safe order: the (start, term) pair in the hard state, then the batches
+        dropped, then synced. Returns the log start."""
+        start = self.start_point(offset, applied)
+        if start is not None:
+            self._store(self.start_state(start))
+            self.drop_head(start)
+            self.sync()
+        return self.log_start
 
     # ------------------------------------------------------------ durability
 

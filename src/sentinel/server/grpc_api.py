@@ -683,7 +683,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.DeleteRecordsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteRecordsResponse:
         async def work() -> pb.DeleteRecordsResponse:
-            start = self._service.delete_records(
+            start = await self._service.delete_records(
                 request.topic, request.partition, request.before_offset
             )
             return pb.DeleteRecordsResponse(log_start_offset=start)

@@ -61,10 +61,10 @@ async def list_offsets(
     )
 
 
-def _delete_one(service: BrokerService, topic: str, partition: int,
-                offset: int) -> DeleteRecordsPartitionResult:
+async def _delete_one(service: BrokerService, topic: str, partition: int,
+                      offset: int) -> DeleteRecordsPartitionResult:
     try:
-        low = service.delete_records(topic, partition, offset)
+        low = await service.delete_records(topic, partition, offset)
     except SentinelError as exc:
         return DeleteRecordsPartitionResult(
             partition_index=partition, low_watermark=-1, error_code=exc.kafka_code
@@ -76,15 +76,11 @@ def _delete_one(service: BrokerService, topic: str, partition: int,
 async def delete_records(
     service: BrokerService, ctx: KafkaRequestContext, request: DeleteRecordsRequest
 ) -> DeleteRecordsResponse:
-    return DeleteRecordsResponse(
-        topics=tuple(
-            DeleteRecordsTopicResult(
-                name=topic.name,
-                partitions=tuple(
-                    _delete_one(service, topic.name, p.partition_index, p.offset)
-                    for p in topic.partitions
-                ),
-            )
-            for topic in request.topics
-        )
-    )
+    results = []
+    for topic in request.topics:
+        partitions = [
+            await _delete_one(service, topic.name, p.partition_index, p.offset)
+            for p in topic.partitions
+        ]
+        results.append(DeleteRecordsTopicResult(name=topic.name, partitions=tuple(partitions)))
+    return DeleteRecordsResponse(topics=tuple(results))
