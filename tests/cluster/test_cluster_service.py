@@ -226,3 +226,26 @@ async def test_a_clean_stop_hands_leadership_over_first(trio: Trio) -> None:
     other = await eventually(served_elsewhere)
     out = await trio.services[other].produce("h", 0, batch(b"moved"), Acks.ALL)
     assert out.base_offset >= 0
+
+
+async def test_a_broker_without_a_replica_names_the_reported_leader(trio: Trio) -> None:
+    async def create() -> None:
+        await trio.services[1].create_topic("pair", 3, replication_factor=2)
+
+    await eventually(create)
+
+    async def outsiders_agree() -> None:
+        for service in trio.services.values():
+            node = service.cluster_node
+            assert node is not None
+            meta = service.topic_metadata(service.registry.get("pair"))
+            for part in meta.partitions:
+                assert len(part.replicas) == 2
+                leader = trio.services[part.leader].topic_metadata(
+                    trio.services[part.leader].registry.get("pair")
+                ).partitions[part.partition]
+                # Whoever answers, the leader named is the one that leads (it says so).
+                assert leader.leader == part.leader and part.leader in part.replicas
+                assert part.leader_epoch == leader.leader_epoch > 0
+
+    await eventually(outsiders_agree)
