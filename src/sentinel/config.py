@@ -61,6 +61,9 @@ class BrokerConfig:
     max_open_partitions: int = 0  # partitions with open files at once; 0: from RLIMIT_NOFILE
     max_request_bytes: int = 64 * 1024 * 1024  # one request (a produce) at most
     max_request_bytes_in_flight: int = 128 * 1024 * 1024  # queued.max.request.bytes
+    # A Kafka frame's body must arrive within this once its length did (and its room in
+    # the request budget is held); a client that stalls mid-frame is disconnected.
+    kafka_frame_timeout_ms: int = 30_000
     max_partitions: int = 0  # all topics together; 0: derived from RLIMIT_NOFILE
     max_auto_create_per_request: int = 10  # topics one produce / metadata / join may create
     retention_check_interval_s: float = 30.0
@@ -99,6 +102,8 @@ class BrokerConfig:
                 f"max_request_bytes_in_flight ({self.max_request_bytes_in_flight}) must be at "
                 f"least max_request_bytes ({self.max_request_bytes})"
             )
+        if self.kafka_frame_timeout_ms < 1:
+            raise ConfigError("kafka_frame_timeout_ms must be at least 1")
         if self.max_partitions < 0 or self.max_auto_create_per_request < 0:
             raise ConfigError("max_partitions and max_auto_create_per_request must be >= 0")
         if not 10 <= self.raft_tick_ms <= 10_000:

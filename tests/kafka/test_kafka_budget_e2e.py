@@ -78,3 +78,27 @@ def test_large_frames_wait_for_room_and_small_requests_pass(broker: BrokerProces
             sock.close()
     wait_for(lambda: in_flight(broker) == 0, "the budget to be free again")
     assert api_versions_answered(broker)
+
+
+def test_a_client_that_stalls_mid_frame_is_cut_off_and_its_room_returned(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    """--kafka-frame-timeout-ms: a frame announced and left unfinished does not hold its
+    room in the budget until the client goes (the budget is back; the socket is closed)."""
+    broker = start_broker(
+        max_request_bytes_in_flight=BUDGET, max_request_bytes=LARGE + MIB,
+        kafka_frame_timeout_ms=500,
+    )
+    stalled = start_large_produce(broker, 1)
+    with stalled:
+        stalled.settimeout(30)
+        # The broker closes it: recv returns b"" (or the reset surfaces as an error).
+        try:
+            closed = stalled.recv(1) == b""
+        except ConnectionError:
+            closed = True
+        assert closed
+    wait_for(lambda: in_flight(broker) == 0 or None, "the stalled frame's room returned", 10)
+    assert api_versions_answered(broker)
+    log = broker.read_log()
+    assert "did not arrive within 0.5 s" in log

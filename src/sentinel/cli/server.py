@@ -120,6 +120,13 @@ def _verify(data_dir: str) -> int:
     "--advertised-host", default=None, help="Host clients are told to connect to. [default: --host]"
 )
 @click.option(
+    "--kafka-frame-timeout-ms",
+    type=int,
+    default=None,
+    help="A Kafka request's body must arrive within this once its length did; a client"
+    f" that stalls mid-request is disconnected. [default: {_DEFAULTS.kafka_frame_timeout_ms}]",
+)
+@click.option(
     "--peers",
     default=None,
     help="Every broker of the cluster as id@host:port (broker-to-broker addresses),"

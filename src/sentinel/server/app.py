@@ -150,7 +150,10 @@ class SentinelApp:
     async def _start_kafka(self) -> int:
         host, port = self.config.kafka_listen_host, self.config.kafka_port
         self._kafka = KafkaListener(
-            self.service, self.metrics, max_frame_bytes=self.config.max_request_bytes
+            self.service,
+            self.metrics,
+            max_frame_bytes=self.config.max_request_bytes,
+            frame_timeout_s=self.config.kafka_frame_timeout_ms / 1000.0,
         )
         try:
             bound = await self._kafka.start(host, port)

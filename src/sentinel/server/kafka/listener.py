@@ -64,6 +64,8 @@ RECEIVE_BUFFER_BYTES = 256 * 1024
 """What one socket read may fill; the buffer is allocated once per connection."""
 SMALL_FRAME_BYTES = 64 * 1024
 """Frames up to this size are admitted without waiting for the request budget."""
+DEFAULT_FRAME_TIMEOUT_S = 30.0
+"""A frame's body must arrive within this once its length did (and its room is held)."""
 
 
 def first_error_code(value: Any) -> int:
@@ -100,11 +102,15 @@ class KafkaListener:
         *,
         max_frame_bytes: int,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S,
     ) -> None:
         self.service = service
         self.metrics = metrics
         self.max_frame_bytes = max_frame_bytes
         self.max_in_flight = max_in_flight
+        #: A frame's body must arrive within this once its room is held (a client that
+        #: announces a frame and stalls would otherwise hold budget room until it leaves).
+        self.frame_timeout_s = frame_timeout_s
         self.handlers: dict[int, Handler] = load_handlers()
         self._server: asyncio.Server | None = None
         self._open: set[_KafkaProtocol] = set()
@@ -172,6 +178,8 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         self._head: Reservation | None = None
         #: Waiting for room in the budget: reading stays paused meanwhile.
         self._admission: asyncio.Task[None] | None = None
+        #: Drops the connection if the held frame's body does not arrive in time.
+        self._body_timer: asyncio.TimerHandle | None = None
         self.peer = "?"
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -196,6 +204,7 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._disarm()
         self._conn.close()
         if self._admission is not None:
             self._admission.cancel()
@@ -219,6 +228,7 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
             # The first frame completed is the one whose room was reserved, if any;
             # frames read whole in one go are accounted as they are (already in memory).
             held, self._head = self._head, None
+            self._disarm()
             if isinstance(event, RequestReceived):
                 self._dispatch(event, held or budget.force(event.frame_bytes))
             elif isinstance(event, UnsupportedRequest):
@@ -244,17 +254,36 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         budget = self._listener.service.request_budget
         if need <= SMALL_FRAME_BYTES:
             self._head = budget.force(need)
+            self._arm(need)
             return
         self._head = budget.try_reserve(need)
         if self._head is None:
             self._admission = asyncio.get_running_loop().create_task(self._wait_for_room(need))
+        else:
+            self._arm(need)
 
     async def _wait_for_room(self, need: int) -> None:
         try:
             self._head = await self._listener.service.request_budget.reserve(need, None)
         finally:
             self._admission = None
+        self._arm(need)  # the clock starts once reading resumes
         self._flow()
+
+    def _arm(self, need: int) -> None:
+        """Start the clock for the body of the frame whose room is held (Kafka's
+        request.timeout.ms idea, on the broker's side)."""
+        self._disarm()
+        timeout = self._listener.frame_timeout_s
+        self._body_timer = asyncio.get_running_loop().call_later(
+            timeout, self._drop, "frame_timeout",
+            f"the body of a {need}-byte frame did not arrive within {timeout:g} s",
+        )
+
+    def _disarm(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     def _flow(self) -> None:
         transport = self._transport
