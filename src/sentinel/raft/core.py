@@ -433,7 +433,7 @@ class RaftCore:
         if not self.cfg.deliver_committed:
             applied = max(self.applied, self.commit)
         rd = Ready(
-            hard_state=HardState(self.term, self.vote, self.commit) if changed else None,
+            hard_state=self.hard_state if changed else None,  # the one seam of it
             entries=tuple(self._new_entries),
             must_sync=self._dirty,
             messages=tuple(self._msgs),
