@@ -1,8 +1,12 @@
 """Idle CPU of the multi-Raft driver: three brokers of N groups on one event loop
-(MemFS, in-process envelopes), tick 0.1 s; once every group has a leader, CPU
-(process_time) over a window, per broker.
+(MemFS, in-process envelopes), tick 0.1 s, the cluster's partition Raft config
+(``cluster.node.PARTITION_RAFT``); once every group has a leader, CPU (process_time)
+over a window, per broker.
 
     PYTHONPATH=src python bench/bench_multiraft_idle.py [groups] [seconds]
+
+``WIRE=1``: every envelope is encoded and decoded (``cluster.wire``) on its way, as
+between real brokers. ``PROFILE=1``: a cProfile of the window.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import time
 from collections.abc import Callable
 
 from sentinel.clock import ManualClock
+from sentinel.cluster.node import PARTITION_RAFT
+from sentinel.cluster.wire import FrameDecoder, encode
 from sentinel.fs import MemFS
 from sentinel.log.config import TopicConfig
 from sentinel.log.partition_log import PartitionLog
@@ -26,7 +32,7 @@ from sentinel.raft.hard_state_store import HardStateStore
 from sentinel.raft.multi import Envelope, GroupSet
 from sentinel.raft.multi_driver import MultiRaftDriver
 from sentinel.raft.partition_log_adapter import PartitionRaftLog
-from sentinel.raft.state import RaftConfig, Role
+from sentinel.raft.state import Role
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.sync_scheduler import SyncScheduler
 from sentinel.storage.wal import SyncMode, WalOptions
@@ -41,10 +47,19 @@ async def main(groups: int, seconds: float) -> None:
         background=False, memtable_bytes=64 * 1024, block_cache_bytes=64 * 1024,
         wal=WalOptions(sync_mode=SyncMode.NONE), sync_scheduler=scheduler,
     )
-    cfg = RaftConfig(election_ticks=10, heartbeat_ticks=1)
+    cfg = PARTITION_RAFT
+    wire = bool(os.environ.get("WIRE"))
+    decoder = FrameDecoder(1 << 30)
+
+    def send(env: Envelope) -> None:
+        if wire:
+            (frame,) = decoder.feed(b"".join(encode(env)))
+            assert isinstance(frame, Envelope)
+            env = frame
+        drivers[env.dst].deliver(env)
 
     def sender(src: int) -> Callable[[Envelope], None]:
-        return lambda env: drivers[env.dst].deliver(env)
+        return send
 
     for n in NODES:
         fs, clock = MemFS(), ManualClock()

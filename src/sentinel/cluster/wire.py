@@ -44,7 +44,9 @@ broken (the stream has lost its framing) and raises again on every call.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 import crc32c
 
@@ -194,10 +196,12 @@ def _encode_body(frame: Frame) -> tuple[int, list[Buffer]]:
         parts: list[Buffer] = [
             _ENV.pack(frame.src, frame.dst, len(frame.beats), len(frame.acks), len(frame.messages))
         ]
-        if frame.beats:
-            parts.append(b"".join(_BEAT.pack(b.group, b.term, b.commit) for b in frame.beats))
+        if frame.beats:  # (group, term, commit) named tuples: packed in one call
+            beats = frame.beats
+            parts.append(struct.pack(f"<{3 * len(beats)}q", *chain.from_iterable(beats)))
         if frame.acks:
-            parts.append(b"".join(_ACK.pack(a.group, a.term) for a in frame.acks))
+            acks = frame.acks
+            parts.append(struct.pack(f"<{2 * len(acks)}q", *chain.from_iterable(acks)))
         for group, m in frame.messages:
             _encode_message(group, m, parts)
         return _T_ENVELOPE, parts
@@ -270,6 +274,13 @@ class _Reader:
         except UnicodeDecodeError:
             raise WireError(f"{what} is not UTF-8") from None
 
+    def many(self, st: struct.Struct, n: int, what: str) -> Iterator[tuple[int, ...]]:
+        """``n`` records of ``st`` in a row (in one call, not ``n``)."""
+        size = self.count(n, st.size, what) * st.size
+        start = self.pos
+        self.pos += size
+        return st.iter_unpack(self.view[start : start + size])
+
     def count(self, n: int, item_size: int, what: str) -> int:
         if n < 0 or n * item_size > self.end - self.pos:
             raise WireError(f"{n} {what} cannot fit in the {self.end - self.pos} bytes left")
@@ -341,10 +352,8 @@ def _decode_message(r: _Reader, src: int, dst: int) -> tuple[int, Message]:
 
 def _decode_envelope(r: _Reader) -> Envelope:
     src, dst, nb, na, nm = r.take(_ENV, "an envelope header")
-    r.count(nb, _BEAT.size, "beats")
-    beats = tuple(Beat(*r.take(_BEAT, "a beat")) for _ in range(nb))
-    r.count(na, _ACK.size, "acks")
-    acks = tuple(BeatAck(*r.take(_ACK, "an ack")) for _ in range(na))
+    beats = tuple(map(Beat._make, r.many(_BEAT, nb, "beats")))
+    acks = tuple(map(BeatAck._make, r.many(_ACK, na, "acks")))
     r.count(nm, _MSG.size + 8, "messages")
     messages = tuple(_decode_message(r, src, dst) for _ in range(nm))
     return Envelope(src, dst, beats, acks, messages)

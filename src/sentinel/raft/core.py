@@ -102,15 +102,58 @@ class RaftCore:
 
     # ------------------------------------------------------------ inputs
 
-    def tick(self) -> None:
-        """One unit of the outside clock."""
-        if self.lead is not None:
-            self.lead.tick()
-            return
+    def tick(self, beats: list[tuple[int, int, int]] | None = None) -> bool:
+        """One unit of the outside clock. ``beats``: a leader whose term is persisted
+        puts the heartbeats due as ``(dst, term, commit)`` there instead of queueing
+        ``Heartbeat`` messages (a ``GroupSet`` coalesces them). True when the tick did
+        more than count (a message queued, a role changed): the node may have a Ready."""
+        lead = self.lead
+        if lead is not None:
+            if self._persisted.term != self.term:
+                beats = None  # a heartbeat must not promise an unpersisted term
+            queued = len(self._msgs)
+            lead.tick(beats)
+            return self.lead is not lead or len(self._msgs) != queued
         self.election_elapsed += 1
         if self.election_elapsed >= self.timeout and self.id in self.voters:
             self.election_elapsed = 0
             self.campaign(pre=self.cfg.pre_vote)
+            return True
+        return False
+
+    def quiet_heartbeat(self, src: int, term: int, commit: int) -> bool:
+        """The common idle input, without building messages: a heartbeat from the
+        known leader of our current (persisted) term whose commit does not move ours.
+        Then it does what ``step(Heartbeat(term, src, self.id, commit))`` does (the
+        election timer starts over) except queueing the ``HeartbeatResponse``, which the
+        caller sends instead (coalesced), and returns True. Otherwise nothing is done
+        and it returns False: take ``step``."""
+        if (
+            term != self.term
+            or src != self.leader
+            or self.role is not Role.FOLLOWER
+            or commit > self.commit
+            or self._persisted.term != term
+            or not self.known(src)
+        ):
+            return False
+        self.election_elapsed = 0
+        return True
+
+    def quiet_heartbeat_ack(self, src: int, term: int) -> bool:
+        """The leader's half: a heartbeat response of our term from a follower that
+        holds our whole log. Does what ``step(HeartbeatResponse(term, src, self.id))``
+        does (no message follows it) and returns True; otherwise does nothing and
+        returns False."""
+        lead = self.lead
+        if lead is None or term != self.term:
+            return False
+        pr = lead.progress.get(src)
+        if pr is None or pr.match < self.log.log_end:
+            return False
+        pr.recent_active = True
+        pr.paused = False
+        return True
 
     def propose(self, data: bytes, count: int = 1) -> Entry:
         """Append a batch of ``count`` offsets at the leader; returns it (offsets, term)."""
@@ -390,7 +433,7 @@ class RaftCore:
         if not self.cfg.deliver_committed:
             applied = max(self.applied, self.commit)
         rd = Ready(
-            hard_state=self.hard_state if changed else None,
+            hard_state=self.hard_state if changed else None,  # the one seam of it
             entries=tuple(self._new_entries),
             must_sync=self._dirty,
             messages=tuple(self._msgs),

@@ -96,7 +96,9 @@ class Leadership:
 
     # ------------------------------------------------------------ ticks
 
-    def tick(self) -> None:
+    def tick(self, beats: list[tuple[int, int, int]] | None = None) -> None:
+        """``beats``: heartbeats due go there as ``(dst, term, commit)`` rather than
+        out as messages (see ``RaftCore.tick``)."""
         c = self.core
         c.election_elapsed += 1
         self.heartbeat_elapsed += 1
@@ -109,7 +111,10 @@ class Leadership:
         if self.heartbeat_elapsed >= c.cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             for v, pr in sorted(self.progress.items()):
-                c.send(Heartbeat(c.term, c.id, v, min(pr.match, c.commit)))
+                if beats is None:
+                    c.send(Heartbeat(c.term, c.id, v, min(pr.match, c.commit)))
+                else:
+                    beats.append((v, c.term, min(pr.match, c.commit)))
 
     def _quorum_active(self) -> bool:
         """§6.2 (dissertation) check-quorum: "a leader steps down if an election

@@ -11,6 +11,17 @@ alive at most one tick later; check-quorum counts over a whole election timeout)
 idle cluster of thousands of partitions then exchanges one envelope per broker pair and
 direction per tick, not one message per partition.
 
+The idle path builds no message at all (``fast``, the default): a tick hands a
+leader's due heartbeats straight to the set as ``Beat``s (``RaftCore.tick(beats)``); a
+heartbeat from a follower's known leader that does not move its commit only restarts
+its election timer (``RaftCore.quiet_heartbeat``) and the set queues the ``BeatAck``;
+an ack from a follower holding the leader's whole log only marks it active
+(``RaftCore.quiet_heartbeat_ack``). Anything else takes ``RaftCore.step`` with the
+message built. Only the groups that did more than that are looked at by ``ready``
+(and reported by ``take_changed``); every ``_RESCAN_TICKS`` ticks all of them are.
+``fast=False`` keeps the message path for every input (the reference the equivalence
+test compares with).
+
 The Ready contract, for all groups at once (``MultiReady``): the driver persists every
 group's Ready (log, then hard state), then sends ``envelopes`` (never the per-group
 ``Ready.messages``: they are all inside the envelopes), then applies each group's
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sentinel.raft.core import RaftCore
 from sentinel.raft.errors import MalformedMessageError, SafetyViolationError
@@ -28,17 +40,16 @@ from sentinel.raft.messages import Heartbeat, HeartbeatResponse, Message
 from sentinel.raft.state import Ready
 
 
-@dataclass(frozen=True, slots=True)
-class Beat:
-    """A leader's heartbeat of one group: its term and the commit it lets through."""
+class Beat(NamedTuple):
+    """A leader's heartbeat of one group: its term and the commit it lets through.
+    (A named tuple, not a dataclass: thousands are built and decoded per second.)"""
 
     group: int
     term: int
     commit: int
 
 
-@dataclass(frozen=True, slots=True)
-class BeatAck:
+class BeatAck(NamedTuple):
     """A follower's heartbeat response of one group."""
 
     group: int
@@ -76,19 +87,29 @@ class MultiReady:
     envelopes: tuple[Envelope, ...]
 
 
+#: A tick looks at every group (a change made to a core and not announced with
+#: ``touch`` is seen) at least this often.
+_RESCAN_TICKS = 10
+
+
 class GroupSet:
     """The Raft groups of broker ``node_id`` (every core has ``id == node_id``)."""
 
-    def __init__(self, node_id: int) -> None:
+    def __init__(self, node_id: int, *, fast: bool = True) -> None:
         self.id = node_id
+        self.fast = fast
         self.groups: dict[int, RaftCore] = {}
         self._pending: MultiReady | None = None
         self._held: dict[int, list[BeatAck]] = defaultdict(list)
+        self._beats: dict[int, list[Beat]] = defaultdict(list)  # from ticks, not yet sent
         self._ticked = False
+        self._ticks = 0
         #: Groups that took an input since the last ``ready`` (None: all of them, after
         #: a tick): only these can have a Ready, so an envelope for a few groups does
         #: not make ``ready`` look at thousands.
         self._touched: set[int] | None = None
+        #: The same since the last ``take_changed`` (for the driver's role watch).
+        self._changed: set[int] | None = None
 
     def add(self, group: int, core: RaftCore) -> None:
         if core.id != self.id:
@@ -96,22 +117,49 @@ class GroupSet:
         if group in self.groups:
             raise ValueError(f"group {group} already on broker {self.id}")
         self.groups[group] = core
+        self.touch(group)
 
     def remove(self, group: int) -> None:
         self.groups.pop(group, None)
 
     def touch(self, group: int) -> None:
         """``group``'s core was changed directly (a proposal, a transfer): look at it in
-        the next ``ready``. (A change not announced waits for the next tick.)"""
+        the next ``ready``. (A change not announced waits for the next full look.)"""
         if self._touched is not None:
             self._touched.add(group)
+        if self._changed is not None:
+            self._changed.add(group)
+
+    def _touch_all(self) -> None:
+        self._touched = None
+        self._changed = None
+
+    def take_changed(self) -> list[int] | None:
+        """The groups that took an input, ticked into action or were touched since the
+        last call (None: maybe any): only these can have changed role, leader or term."""
+        changed = self._changed
+        self._changed = set()
+        return None if changed is None else list(changed)
 
     def tick(self) -> None:
         """One tick of the broker's one timer, for every group."""
-        for core in self.groups.values():
-            core.tick()
         self._ticked = True
-        self._touched = None
+        self._ticks += 1
+        if not self.fast or self._ticks % _RESCAN_TICKS == 0:
+            self._touch_all()
+        if not self.fast:
+            for core in self.groups.values():
+                core.tick()
+            return
+        due: list[tuple[int, int, int]] = []
+        beats = self._beats
+        for group, core in self.groups.items():
+            if core.tick(due):
+                self.touch(group)
+            if due:
+                for dst, term, commit in due:
+                    beats[dst].append(Beat(group, term, commit))
+                due.clear()
 
     def _core(self, group: int, src: int) -> RaftCore:
         core = self.groups.get(group)
@@ -126,16 +174,35 @@ class GroupSet:
         stale message) does not stop the others; the first one is raised at the end."""
         if env.dst != self.id:
             raise MalformedMessageError(f"envelope for broker {env.dst} delivered to {self.id}")
+        src = env.src
         first: MalformedMessageError | None = None
+        beats, acks = env.beats, env.acks
+        if self.fast:
+            _check_terms(env)
+            groups = self.groups
+            held = self._held[src]
+            slow_beats = []
+            for b in beats:
+                core = groups.get(b.group)
+                if core is not None and core.quiet_heartbeat(src, b.term, b.commit):
+                    held.append(BeatAck(b.group, b.term))
+                else:
+                    slow_beats.append(b)
+            slow_acks = []
+            for a in acks:
+                core = groups.get(a.group)
+                if core is None or not core.quiet_heartbeat_ack(src, a.term):
+                    slow_acks.append(a)
+            beats, acks = tuple(slow_beats), tuple(slow_acks)
         inputs: list[tuple[int, Message]] = [
-            (b.group, Heartbeat(b.term, env.src, self.id, b.commit)) for b in env.beats
+            (b.group, Heartbeat(b.term, src, self.id, b.commit)) for b in beats
         ]
-        inputs += [(a.group, HeartbeatResponse(a.term, env.src, self.id)) for a in env.acks]
+        inputs += [(a.group, HeartbeatResponse(a.term, src, self.id)) for a in acks]
         inputs += list(env.messages)
         for group, m in inputs:
             self.touch(group)
             try:
-                self._core(group, env.src).step(m)
+                self._core(group, src).step(m)
             except MalformedMessageError as e:
                 first = first or e
         if first is not None:
@@ -148,11 +215,14 @@ class GroupSet:
 
     def has_ready(self) -> bool:
         held = self._ticked and any(self._held.values())
-        return held or any(core.has_ready() for _, core in self._candidates())
+        if held or any(self._beats.values()):
+            return True
+        return any(core.has_ready() for _, core in self._candidates())
 
     def ready(self) -> MultiReady:
         groups: list[tuple[int, Ready]] = []
-        beats: dict[int, list[Beat]] = defaultdict(list)
+        beats = self._beats
+        self._beats = defaultdict(list)
         acks = self._held
         other: dict[int, list[tuple[int, Message]]] = defaultdict(list)
         candidates = self._candidates()
@@ -191,3 +261,14 @@ class GroupSet:
             core = self.groups.get(group)
             if core is not None:
                 core.advance(rd)
+
+
+def _check_terms(env: Envelope) -> None:
+    """Refuse the whole envelope for a negative term, before any group steps, as
+    building its messages does on the message path."""
+    for b in env.beats:
+        if b.term < 0:
+            Heartbeat(b.term, env.src, env.dst, b.commit)
+    for a in env.acks:
+        if a.term < 0:
+            HeartbeatResponse(a.term, env.src, env.dst)

@@ -428,7 +428,13 @@ class MultiRaftDriver:
                 fut.set_exception(error)
 
     def _notify_roles(self) -> None:
-        for group, m in list(self._members.items()):
+        changed = self.groups.take_changed()  # only these can have changed role
+        members = self._members
+        if changed is None:
+            pairs = list(members.items())
+        else:
+            pairs = [(g, m) for g in changed if (m := members.get(g)) is not None]
+        for group, m in pairs:
             seen = _seen(m.core)
             if seen != m.seen:
                 m.seen = seen
