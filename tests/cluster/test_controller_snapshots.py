@@ -1,0 +1,246 @@
+"""Snapshots of the controller's state in a running cluster (three ``BrokerService``s in
+one process, MemFS, the real peer transport, a snapshot every 20 offsets): issue 8,
+"the controller's state machine has snapshots". Offset commits make the metadata log
+grow; every broker snapshots its image and moves group 0's log start; a restarted
+broker starts from its snapshot; a follower that was down while the leader's log start
+passed its log end installs the leader's snapshot before applying anything more."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cluster.test_cluster_service import Trio, batch, eventually, user_values
+from sentinel.broker.group_events import OffsetAndMetadata
+from sentinel.broker.validation import Acks
+from sentinel.cluster import controller_snapshots
+from sentinel.cluster.controller import CONTROLLER_GROUP
+from sentinel.cluster.node import ClusterNode
+
+EVERY = 20
+
+
+@pytest.fixture
+async def trio(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Trio]:
+    monkeypatch.setattr(controller_snapshots, "SNAPSHOT_EVERY", EVERY)
+    t = Trio()
+    await asyncio.gather(*(t.start(i) for i in (1, 2, 3)))
+    try:
+        yield t
+    finally:
+        for i in list(t.services):
+            await t.stop(i)
+
+
+def node_of(trio: Trio, i: int) -> ClusterNode:
+    node = trio.services[i].cluster_node
+    assert node is not None
+    return node
+
+
+def metadata_start(trio: Trio, i: int) -> int:
+    return node_of(trio, i).driver.core(CONTROLLER_GROUP).log.log_start
+
+
+async def create(trio: Trio, name: str, partitions: int = 1) -> None:
+    async def go() -> None:
+        await trio.services[1].create_topic(name, partitions)
+
+    await eventually(go)
+
+
+async def commit(trio: Trio, via: int, group: str, offset: int) -> None:
+    await node_of(trio, via).commit_offsets(group, {("o", 0): OffsetAndMetadata(offset, "m")})
+
+
+async def controller_leader(trio: Trio) -> int:
+    async def found() -> int:
+        leader = node_of(trio, next(iter(trio.services))).controller.leader
+        assert leader is not None and leader in trio.services
+        return leader
+
+    return await eventually(found)
+
+
+async def same_image(trio: Trio, i: int, j: int) -> None:
+    async def equal() -> None:
+        a, b = node_of(trio, i).controller, node_of(trio, j).controller
+        assert a.holding is None and b.holding is None
+        assert a.image == b.image, (a.image, b.image)
+
+    await eventually(equal)
+
+
+async def test_commits_make_snapshots_and_a_restarted_broker_starts_from_one(
+    trio: Trio,
+) -> None:
+    await create(trio, "o")
+    lead = await eventually(lambda: _leader_of(trio, "o"))
+    await trio.services[lead].produce("o", 0, batch(b"kept"), Acks.ALL)
+    for n in range(6 * EVERY):
+        await commit(trio, 1 + n % 3, "g", n)
+    for i in (1, 2, 3):  # every broker snapshotted and dropped the log's head
+        async def moved(i: int = i) -> None:
+            node = node_of(trio, i)
+            assert node.snapshots.taken >= 2
+            assert len(node.snapshots.store.offsets()) == 2
+            assert metadata_start(trio, i) == node.snapshots.store.offsets()[0] > 0
+
+        await eventually(moved)
+    restarted = 2
+    start_before = metadata_start(trio, restarted)
+    await trio.stop(restarted)
+    service = await trio.start(restarted)
+    node = node_of(trio, restarted)
+    # The topic's record lies below the log start: only the snapshot can hold it.
+    assert metadata_start(trio, restarted) >= start_before > 0
+    assert node.controller.image.topics.keys() == {"o"}
+    assert node.snapshots.last > 0
+    for other in (1, 3):
+        await same_image(trio, restarted, other)
+    assert service.meta.all_offsets()["g"][("o", 0)].offset == 6 * EVERY - 1
+    await commit(trio, restarted, "g", 1000)  # and it goes on applying
+
+    async def applied_later() -> None:
+        assert service.meta.all_offsets()["g"][("o", 0)].offset == 1000
+
+    await eventually(applied_later)
+
+    async def replica_kept() -> None:
+        assert user_values((await trio.services[restarted].fetch("o", 0, 0, 1 << 20)).batches)[
+            0
+        ] == b"kept" or trio.leader_of("o", 0) != restarted
+        assert trio.services[restarted].partition_log("o", 0).log_end_offset >= 1
+
+    await eventually(replica_kept)
+
+
+async def _leader_of(trio: Trio, topic: str) -> int:
+    found = trio.leader_of(topic, 0)
+    assert found is not None
+    return found
+
+
+async def test_a_follower_behind_the_log_start_installs_the_leaders_snapshot(
+    trio: Trio,
+) -> None:
+    await create(trio, "o")
+    await create(trio, "gone")
+    leader = await controller_leader(trio)
+    follower = next(i for i in (1, 2, 3) if i != leader)
+    others = [i for i in (1, 2, 3) if i != follower]
+    for i in (1, 2, 3):
+        async def has_both(i: int = i) -> None:
+            assert {"o", "gone"} <= {t.name for t in trio.services[i].registry}
+
+        await eventually(has_both)
+    end = node_of(trio, follower).driver.core(CONTROLLER_GROUP).log.log_end
+    await trio.stop(follower)
+    # Meanwhile: a topic created, one deleted, offsets committed; the leader's log
+    # start moves past the follower's log end.
+    async def create_fresh() -> None:
+        await trio.services[others[0]].create_topic("fresh", 2)
+
+    await eventually(create_fresh)
+    await trio.services[others[0]].delete_topic("gone")
+    n = 0
+    while min(metadata_start(trio, i) for i in others) <= end:
+        await commit(trio, others[n % 2], "g", n)
+        n += 1
+        assert n < 50 * EVERY, "the log start never moved"
+        if n % EVERY == 0:
+            await asyncio.sleep(0.05)  # let the snapshots be written
+    service = await trio.start(follower)
+    node = node_of(trio, follower)
+
+    async def installed() -> None:
+        assert node.snapshots.installed >= 1
+
+    await eventually(installed)
+    current = await controller_leader(trio)
+    await same_image(trio, follower, current)
+    names = {t.name for t in service.registry}
+    assert "fresh" in names and "gone" not in names
+    assert len(service.registry.get("fresh").partitions) == 2
+    assert service.meta.all_offsets()["g"][("o", 0)].offset == n - 1
+    assert metadata_start(trio, follower) > end
+    # It applies what comes later, and replicates the topic it learned of.
+    async def create_later() -> None:
+        await trio.services[current].create_topic("later", 1)
+
+    await eventually(create_later)
+
+    async def has_later() -> None:
+        assert service.registry.find("later") is not None
+
+    await eventually(has_later)
+    lead = await eventually(lambda: _leader_of(trio, "fresh"))
+    out = await trio.services[lead].produce("fresh", 0, batch(b"x"), Acks.ALL)
+
+    async def replicated() -> None:
+        assert service.partition_log("fresh", 0).high_watermark >= out.base_offset + 1
+
+    await eventually(replicated)
+    await same_image(trio, follower, current)
+
+
+async def test_a_follower_stopped_before_its_install_holds_everything_and_installs_at_start(
+    trio: Trio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await create(trio, "o")
+    leader = await controller_leader(trio)
+    follower = next(i for i in (1, 2, 3) if i != leader)
+    others = [i for i in (1, 2, 3) if i != follower]
+    end = node_of(trio, follower).driver.core(CONTROLLER_GROUP).log.log_end
+    await trio.stop(follower)
+    n = 0
+    while min(metadata_start(trio, i) for i in others) <= end:
+        await commit(trio, others[n % 2], "g", n)
+        n += 1
+        assert n < 50 * EVERY, "the log start never moved"
+        if n % EVERY == 0:
+            await asyncio.sleep(0.05)
+
+    def no_install(self: controller_snapshots.ControllerSnapshots, need: int) -> None:
+        pass
+
+    monkeypatch.setattr(controller_snapshots.ControllerSnapshots, "stale", no_install)
+    service = await trio.start(follower)
+    node = node_of(trio, follower)
+
+    async def reset() -> None:
+        assert node.controller.holding is not None
+        assert metadata_start(trio, follower) > end
+
+    await eventually(reset)
+    stale = node.controller.applied_end
+
+    async def create_fresh() -> None:
+        await trio.services[others[0]].create_topic("fresh", 1)
+
+    await eventually(create_fresh)
+    # Entries reach it and commit, but none is applied on the stale image.
+    async def received() -> None:
+        core = node.driver.core(CONTROLLER_GROUP)
+        assert core.commit >= node_of(trio, others[0]).controller.applied_end
+
+    await eventually(received)
+    assert node.controller.applied_end == stale
+    assert service.registry.find("fresh") is None
+    assert "g" not in service.meta.all_offsets()
+    await trio.stop(follower)  # as a crash before the install: the log starts past it
+    monkeypatch.undo()
+    monkeypatch.setattr(controller_snapshots, "SNAPSHOT_EVERY", EVERY)
+    service = await trio.start(follower)
+    node = node_of(trio, follower)
+
+    async def installed() -> None:
+        assert node.snapshots.installed == 1
+
+    await eventually(installed)
+    await same_image(trio, follower, await controller_leader(trio))
+    assert service.registry.find("fresh") is not None
+    assert service.meta.all_offsets()["g"][("o", 0)].offset == n - 1
+    assert node.snapshots.store.offsets()[-1] == node.snapshots.last
