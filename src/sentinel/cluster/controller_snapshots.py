@@ -14,7 +14,9 @@ snapshots, KIP-630):
 - Loading (``load``, at start): the newest snapshot that checks out, if the log covers
   what lies between it and the newest one (its offset at or past the log start). A
   damaged newest snapshot that nothing covers refuses the start with one line naming
-  the file (``CorruptionError``). The broker then replays only the log past it.
+  the file (``CorruptionError``; removing the file is the remedy: the broker then
+  starts as one whose log starts past its snapshot, and installs another broker's).
+  The broker then replays only the log past the snapshot it loaded.
 - Serving (the transport call ``controller_snapshot``): the framed bytes of the newest
   snapshot here. The log start here only ever moves to a snapshot held here, so the
   newest covers it.
@@ -84,11 +86,15 @@ class ControllerSnapshots:
         controller.on_stale = self.stale
 
     async def stop(self) -> None:
-        for task in (self._writing, self._installing):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Stop installing; a snapshot being written is finished (its worker thread
+        would go on anyway), so nothing writes the directory once this returns."""
+        if self._installing is not None:
+            self._installing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._installing
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writing)
         self._writing = self._installing = None
 
     # ------------------------------------------------------------ loading
@@ -110,12 +116,12 @@ class ControllerSnapshots:
                 continue
             if damaged is not None:
                 if offset < log_start:
-                    raise damaged
+                    raise _uncovered(damaged)
                 log.warning("%s: starting from the older %s and the log", damaged, snap.path)
             self.last = offset
             return image, offset
         if damaged is not None and log_start > 0:
-            raise damaged
+            raise _uncovered(damaged)
         if damaged is not None:
             log.warning("%s: replaying the whole metadata log instead", damaged)
         return None
@@ -189,12 +195,19 @@ class ControllerSnapshots:
                     offset, body = decode_file(data, f"the snapshot from broker {peer}")
                     image = MetadataImage.decode_snapshot(body)
                 except SentinelError as exc:
-                    log.info("controller snapshot from broker %d: %s", peer, exc)
+                    log.debug("controller snapshot from broker %d: %s", peer, exc)
                     continue
                 if offset < need:
-                    log.info("the snapshot of broker %d covers %d, not %d", peer, offset, need)
+                    log.debug("the snapshot of broker %d covers %d, not %d", peer, offset, need)
                     continue
-                await asyncio.to_thread(self.store.write_file, offset, data)
+                self._writing = asyncio.get_running_loop().create_task(
+                    asyncio.to_thread(self.store.write_file, offset, data)
+                )
+                try:
+                    await asyncio.shield(self._writing)  # a stop lets the write finish
+                except (OSError, SentinelError) as exc:
+                    log.error("controller snapshot at %d not stored: %s", offset, exc)
+                    break  # retried after a pause
                 need = c.holding if c.holding is not None else need
                 if offset < need:
                     continue
@@ -204,3 +217,11 @@ class ControllerSnapshots:
                 log.info("controller snapshot at %d installed from broker %d", offset, peer)
                 return
             await asyncio.sleep(FETCH_RETRY_S)
+
+
+def _uncovered(damaged: CorruptionError) -> CorruptionError:
+    return CorruptionError(
+        damaged.path, damaged.where,
+        f"{damaged.detail}; no older snapshot plus the metadata log covers it (remove the "
+        "file and the broker installs a snapshot from another broker at its next start)",
+    )
