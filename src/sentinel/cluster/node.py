@@ -23,7 +23,7 @@ import contextlib
 import logging
 import posixpath
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -52,8 +52,10 @@ from sentinel.cluster.records import (
     CreateTopic,
     DeleteGroupOffsets,
     DeleteTopic,
+    MetadataRecordError,
     PartitionAssignment,
     Record,
+    decode_record,
 )
 from sentinel.cluster.transport import PeerTransport
 from sentinel.config import BrokerConfig, ConfigError
@@ -70,6 +72,7 @@ from sentinel.raft.multi import Envelope, GroupSet
 from sentinel.raft.multi_driver import MultiRaftDriver
 from sentinel.raft.partition_log_adapter import PartitionRaftLog
 from sentinel.raft.state import RaftConfig
+from sentinel.record import decode_records, parse_header
 from sentinel.storage.options import EngineOptions
 
 if TYPE_CHECKING:
@@ -214,7 +217,9 @@ class ClusterNode:
         controller.on_image = self.reconcile
         if loaded is not None:
             controller.restore(*loaded)
-            self.reconcile(controller.image)
+            # This broker's storage may be ahead of its own snapshot: a topic created
+            # after it is not deleted here (the replay that follows keeps it).
+            self.reconcile(controller.image, keep=_created_from(raft_log, covered))
         self._driver.add_group(
             CONTROLLER_GROUP, core, raft_log, on_apply=controller.on_apply,
             on_reset=controller.on_reset,
@@ -379,20 +384,25 @@ class ClusterNode:
         elif isinstance(record, DeleteGroupOffsets):
             service.meta.delete_group_offsets(record.group_id)
 
-    def reconcile(self, image: MetadataImage) -> None:
+    def reconcile(self, image: MetadataImage, keep: Set[str] = frozenset()) -> None:
         """Make this broker's topics, Raft groups and stored offsets what ``image``
         says (a snapshot loaded at start or installed): what each record would have
         done, for records this broker never applied. A local topic absent from the
-        image, or hosting a group the image gives another partition (deleted and
-        re-created meanwhile), is deleted; missing ones are created."""
+        image (unless named in ``keep``), or hosting a group the image gives another
+        partition (deleted and re-created meanwhile), is deleted; missing ones are
+        created."""
         service = self._service
         for topic in list(service.registry):
             want = image.topics.get(topic.name)
-            if want is None or any(
-                part.topic == topic.name and part.index < len(want.partitions)
-                and want.partitions[part.index].group != group
-                for group, part in self._by_group.items()
-            ):
+            if want is None:
+                stale = topic.name not in keep
+            else:
+                stale = any(
+                    part.topic == topic.name and part.index < len(want.partitions)
+                    and want.partitions[part.index].group != group
+                    for group, part in self._by_group.items()
+                )
+            if stale:
                 self._drop_topic(topic.name)
         for found in image.topics.values():
             self._ensure_topic(found)
@@ -653,3 +663,25 @@ class ClusterNode:
         return TopicMetadata(
             topic.name, tuple(partitions), topic.config.to_map(), topic.replication_factor
         )
+
+
+def _created_from(raft_log: PartitionRaftLog, start: int) -> frozenset[str]:
+    """The names of the topics the CreateTopic records at or past ``start`` in the
+    controller's log (as stored here) create."""
+    names: set[str] = set()
+    at = max(start, raft_log.log_start)
+    while at < raft_log.log_end:
+        chunk = raft_log.entries(at, 64)
+        if not chunk:
+            break
+        for entry in chunk:
+            if entry.data and not parse_header(entry.data).is_control:
+                for record in decode_records(entry.data):
+                    try:
+                        change = decode_record(record.value or b"")
+                    except MetadataRecordError:
+                        continue
+                    if isinstance(change, CreateTopic):
+                        names.add(change.name)
+        at = chunk[-1].end
+    return frozenset(names)
