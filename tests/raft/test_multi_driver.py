@@ -43,6 +43,7 @@ class Broker:
         self.fs = MemFS()
         self.net = net
         self.applied: dict[int, list[Entry]] = {}
+        self.events: list[tuple[str, int, int]] = []  # ("apply"|"reset", group, offset)
         self.roles: Counter[int] = Counter()
         self.up()
 
@@ -70,12 +71,17 @@ class Broker:
                             hard_state=log.hard_state, config=CFG)
             self.logs[g] = log
             self.applied[g] = []
-            self.driver.add_group(g, core, log, on_apply=self._apply, on_role=self._role)
+            self.driver.add_group(g, core, log, on_apply=self._apply, on_role=self._role,
+                                  on_reset=self._reset)
         self.net.drivers[self.id] = self.driver
         self.driver.start()
 
     def _apply(self, group: int, e: Entry) -> None:
         self.applied[group].append(e)
+        self.events.append(("apply", group, e.base))
+
+    def _reset(self, group: int, offset: int) -> None:
+        self.events.append(("reset", group, offset))
 
     def _role(self, group: int) -> None:
         self.roles[group] += 1
@@ -282,3 +288,47 @@ def test_malformed_envelopes_are_logged_not_raised(caplog: pytest.LogCaptureFixt
     asyncio.run(malformed())
     refused = [r for r in caplog.records if "refused a message" in r.getMessage()]
     assert len(refused) == 1  # at most one line per second
+
+
+async def reset_before_apply() -> None:
+    net = Net()
+    brokers = {n: Broker(n, net) for n in NODES}
+    alive = set(NODES)
+    try:
+        await poll("leaders", lambda: leaders(brokers, alive) is not None)
+        lead = leaders(brokers, alive)
+        assert lead is not None
+        leader = brokers[lead[0]]
+        laggard = next(b for b in NODES if b != lead[0])
+        await brokers[laggard].kill()
+        alive.discard(laggard)
+        lag_end = brokers[laggard].logs[0].log_end
+        for n in range(5):
+            entry = leader.driver.propose(0, payload(n, 2), 2)
+            await leader.driver.wait_committed(0, entry)
+        start = await leader.driver.advance_start(0, leader.logs[0].log_end)
+        assert start > lag_end
+        brokers[laggard].events.clear()
+        brokers[laggard].up()
+        alive.add(laggard)
+        entry = leader.driver.propose(0, payload(9, 1), 1)
+        await leader.driver.wait_committed(0, entry)
+
+        def applied_after_reset() -> bool:
+            return any(ev == ("apply", 0, entry.base) for ev in brokers[laggard].events)
+
+        await poll("the laggard applies past the reset", applied_after_reset)
+        events = [ev for ev in brokers[laggard].events if ev[1] == 0]
+        resets = [i for i, ev in enumerate(events) if ev[0] == "reset"]
+        assert resets and events[resets[0]] == ("reset", 0, start)
+        # Told of the reset before it is handed any entry at or past the new start.
+        assert all(ev[2] < start for ev in events[: resets[0]] if ev[0] == "apply")
+        assert all(ev[2] >= start for ev in events[resets[0]:] if ev[0] == "apply")
+    finally:
+        for b in alive:
+            await brokers[b].driver.stop()
+            brokers[b].scheduler.shutdown()
+
+
+def test_a_log_reset_is_told_before_the_entries_after_it_are_applied() -> None:
+    asyncio.run(reset_before_apply())

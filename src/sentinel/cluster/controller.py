@@ -14,6 +14,13 @@ ids are decided there (ids come from ``MetadataImage.next_group`` plus what this
 has proposed and not yet applied, so two creations in flight never share an id). It
 serves operations only once an entry of its own term is committed and applied here
 (Raft §8: until then it may not know everything committed), so its image is complete.
+
+Snapshots (``cluster/controller_snapshots``): the image can be ``restore``d from one at
+start. When this broker's log was started over past what it applied (``on_reset``: the
+leader's log start had moved past its log end), its image is stale: it ``hold``s every
+committed entry from then on, applies none, and asks for a snapshot (``on_stale``);
+``install`` replaces the image, lets the broker reconcile its storage with it
+(``on_image``), and only then applies the held entries past the snapshot.
 """
 
 from __future__ import annotations
@@ -124,6 +131,15 @@ class Controller:
         self._applied = asyncio.Event()
         self._reserved_group = 0
         self._pending_names: set[str] = set()
+        #: Set while the image is stale: the entries committed meanwhile, not applied.
+        self._held: list[Entry] | None = None
+        self._need = 0  # a snapshot must cover at least this offset to be installed
+        #: Called with the offset a snapshot must cover when the image becomes stale.
+        self.on_stale: Callable[[int], None] | None = None
+        #: Called with a newly installed image, before any held entry is applied.
+        self.on_image: Callable[[MetadataImage], None] | None = None
+        #: Called after every applied entry (the snapshot keeper counts them).
+        self.after_apply: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ state
 
@@ -140,9 +156,68 @@ class Controller:
             and self.applied_end >= core.commit
         )
 
+    @property
+    def holding(self) -> int | None:
+        """While the image is stale: the offset a snapshot must cover; else None."""
+        return None if self._held is None else self._need
+
+    def restore(self, image: MetadataImage, end: int) -> None:
+        """Start from a snapshot's image covering the log below ``end``."""
+        self.image = image
+        self.applied_end = end
+
+    def on_reset(self, group: int, offset: int) -> None:
+        """The driver's: this broker's log was started over at ``offset``. Below it are
+        entries never applied here unless the image already covers them."""
+        if offset > self.applied_end:
+            self.hold(offset)
+
+    def hold(self, need: int) -> None:
+        """The image is stale below ``need``: apply nothing until ``install``."""
+        self._need = max(self._need, need)
+        if self._held is None:
+            self._held = []
+            log.warning(
+                "broker %d: the metadata log starts at %d, past what this broker applied "
+                "(%d): waiting for a controller snapshot", self.node_id, need, self.applied_end,
+            )
+        if self.on_stale is not None:
+            self.on_stale(self._need)
+
+    def install(self, image: MetadataImage, end: int) -> None:
+        """Replace the stale image with a snapshot's covering the log below ``end`` (at
+        least ``holding``), reconcile this broker with it, then apply the held entries
+        that follow it."""
+        if self._held is None or end < self._need:
+            raise ValueError(f"a snapshot to {end} does not cover {self._need}")
+        held, self._held = self._held, None
+        self._need = 0
+        self.image = image
+        self.applied_end = end
+        if self.on_image is not None:
+            self.on_image(image)
+        for entry in held:
+            if entry.end > end:
+                self._apply(entry)
+        self._applied.set()
+        self._applied = asyncio.Event()
+        if self.after_apply is not None:
+            self.after_apply()
+
     def on_apply(self, group: int, entry: Entry) -> None:
         """The driver's apply step: decode the committed records, update the image and
-        apply each change here (once: the image knows what it applied)."""
+        apply each change here (once: the image knows what it applied). Held while the
+        image is stale."""
+        if self._held is not None:
+            self._held.append(entry)
+            return
+        self._apply(entry)
+        self._applied.set()
+        self._applied = asyncio.Event()
+        if self.after_apply is not None:
+            self.after_apply()
+
+    def _apply(self, entry: Entry) -> None:
         if entry.data and not parse_header(entry.data).is_control:
             for record in decode_records(entry.data):
                 offset = record.offset
@@ -154,8 +229,6 @@ class Controller:
                 if self.image.apply(offset, change):
                     self._on_record(offset, change)
         self.applied_end = max(self.applied_end, entry.end)
-        self._applied.set()
-        self._applied = asyncio.Event()
 
     async def wait_applied(self, end: int, timeout: float = OPERATION_TIMEOUT_S) -> None:
         """Until this broker has applied the metadata log up to ``end``."""

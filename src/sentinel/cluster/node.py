@@ -10,7 +10,9 @@ coordinator is the controller's leader, whose log holds the committed offsets.
 
 Data layout added under ``--data``: ``cluster.json`` (which cluster and node this
 directory belongs to), ``cluster-metadata/`` (the controller's log: a partition log),
-``raft-state/`` (every group's term, vote and commit in one small engine). A
+``cluster-metadata-snapshot/`` (snapshots of the controller's image; the log before
+the older one kept is removed: ``cluster/controller_snapshots``), ``raft-state/``
+(every group's term, vote and commit in one small engine). A
 partition's own log stays where a broker alone keeps it (``topics/<t>/<i>/``).
 """
 
@@ -21,7 +23,7 @@ import contextlib
 import logging
 import posixpath
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -36,9 +38,12 @@ from sentinel.broker.outcomes import (
 from sentinel.broker.replicated_partition import ReplicatedPartition
 from sentinel.broker.topics import OfflinePartition, Topic
 from sentinel.clock import Clock
+from sentinel.cluster import controller_snapshots
 from sentinel.cluster.controller import CONTROLLER_GROUP, Controller
+from sentinel.cluster.controller_snapshots import ControllerSnapshots
 from sentinel.cluster.figures import METADATA_TOPIC, RaftFigures, raft_figures
 from sentinel.cluster.identity import check_identity
+from sentinel.cluster.metadata import MetadataImage, TopicImage
 from sentinel.cluster.peers import Peer, parse_peers
 from sentinel.cluster.records import (
     AlterConfigs,
@@ -47,8 +52,10 @@ from sentinel.cluster.records import (
     CreateTopic,
     DeleteGroupOffsets,
     DeleteTopic,
+    MetadataRecordError,
     PartitionAssignment,
     Record,
+    decode_record,
 )
 from sentinel.cluster.transport import PeerTransport
 from sentinel.config import BrokerConfig, ConfigError
@@ -65,6 +72,7 @@ from sentinel.raft.multi import Envelope, GroupSet
 from sentinel.raft.multi_driver import MultiRaftDriver
 from sentinel.raft.partition_log_adapter import PartitionRaftLog
 from sentinel.raft.state import RaftConfig
+from sentinel.record import decode_records, parse_header
 from sentinel.storage.options import EngineOptions
 
 if TYPE_CHECKING:
@@ -112,6 +120,7 @@ class ClusterNode:
         self._driver: MultiRaftDriver | None = None
         self._transport: PeerTransport | None = None
         self._controller: Controller | None = None
+        self._snapshots: ControllerSnapshots | None = None
         self._by_group: dict[int, ReplicatedPartition] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
@@ -131,6 +140,11 @@ class ClusterNode:
     def controller(self) -> Controller:
         assert self._controller is not None, "the cluster node is not started"
         return self._controller
+
+    @property
+    def snapshots(self) -> ControllerSnapshots:
+        assert self._snapshots is not None, "the cluster node is not started"
+        return self._snapshots
 
     @property
     def transport(self) -> PeerTransport:
@@ -171,9 +185,16 @@ class ClusterNode:
         )
         raft_log = PartitionRaftLog(self._metadata_log, self._store.view(CONTROLLER_GROUP),
                                     self._clock)
+        snapshots = self._snapshots = ControllerSnapshots(
+            fs, posixpath.join(data, "cluster-metadata-snapshot"), self.node_id,
+            list(self.peers), controller_snapshots.SNAPSHOT_EVERY,
+        )
+        loaded = snapshots.load(raft_log.log_start)
+        covered = 0 if loaded is None else loaded[1]
         core = RaftCore(
             self.node_id, frozenset(self.peers), raft_log, self._rng,
-            hard_state=raft_log.hard_state, applied=raft_log.log_start, config=RAFT,
+            hard_state=raft_log.hard_state, applied=max(raft_log.log_start, covered),
+            config=RAFT,
         )
         listen = dict(self.peers)
         if config.peer_listen:
@@ -191,9 +212,20 @@ class ClusterNode:
             self.node_id, list(self.peers), self._driver, self._transport, self._clock,
             on_record=self._apply_record, limits=self._service.limits,
         )
+        controller = self._controller
+        snapshots.bind(controller, self._driver, self._transport)
+        controller.on_image = self.reconcile
+        if loaded is not None:
+            controller.restore(*loaded)
+            # This broker's storage may be ahead of its own snapshot: a topic created
+            # after it is not deleted here (the replay that follows keeps it).
+            self.reconcile(controller.image, keep=_created_from(raft_log, covered))
         self._driver.add_group(
-            CONTROLLER_GROUP, core, raft_log, on_apply=self._controller.on_apply
+            CONTROLLER_GROUP, core, raft_log, on_apply=controller.on_apply,
+            on_reset=controller.on_reset,
         )
+        if covered < raft_log.log_start:  # an install a crash interrupted: again
+            controller.hold(raft_log.log_start)
         await self._transport.start()
         self._driver.start()
         self._service.groups.use_offset_log(self)
@@ -247,6 +279,8 @@ class ClusterNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._snapshots is not None:
+            await self._snapshots.stop()
         if self._driver is not None:
             await self._driver.stop()
         if self._transport is not None:
@@ -275,6 +309,8 @@ class ClusterNode:
         self._driver.deliver(envelope)
 
     async def _on_call(self, src: int, kind: str, body: bytes) -> bytes:
+        if kind == controller_snapshots.CALL_KIND:
+            return await self.snapshots.serve(src)
         return await self.controller.on_call(src, kind, body)
 
     async def _register_forever(self) -> None:
@@ -327,43 +363,17 @@ class ClusterNode:
     # ------------------------------------------------------------ records
 
     def _apply_record(self, offset: int, record: Record) -> None:
-        """A committed metadata record, applied to this broker's storage and groups."""
+        """A committed metadata record, applied to this broker's storage and groups
+        (the image has applied it already)."""
         service = self._service
-        registry = service.registry
-        if isinstance(record, CreateTopic):
-            hosted = [i for i, a in enumerate(record.partitions) if self.node_id in a.replicas]
-            if registry.find(record.name) is None:
-                service.create_topic_here(
-                    record.name, len(record.partitions), record.replication_factor,
-                    record.configs, hosted,
-                )
-            for index, assignment in enumerate(record.partitions):
-                self._host(record.name, index, assignment)
+        if isinstance(record, CreateTopic | CreatePartitions):
+            found = self.controller.image.topics.get(record.name)
+            if found is not None:
+                self._ensure_topic(found)
         elif isinstance(record, DeleteTopic):
-            topic = registry.find(record.name)
-            if topic is not None:
-                for part in [p for p in self._by_group.values() if p.topic == record.name]:
-                    self._unhost(part)
-                service.delete_topic_here(record.name)
-        elif isinstance(record, CreatePartitions):
-            topic = registry.find(record.name)
-            image_topic = self.controller.image.topics.get(record.name)
-            if topic is not None and image_topic is not None:
-                total = len(image_topic.partitions)
-                first_new = total - len(record.added)
-                if len(topic.partitions) < total:
-                    hosted = [
-                        first_new + i for i, a in enumerate(record.added)
-                        if self.node_id in a.replicas
-                    ]
-                    service.add_partitions_here(record.name, total, hosted)
-                for i, assignment in enumerate(record.added):
-                    self._host(record.name, first_new + i, assignment)
+            self._drop_topic(record.name)
         elif isinstance(record, AlterConfigs):
-            topic = registry.find(record.name)
-            if topic is not None:
-                gone = [k for k in topic.configs if k not in record.configs]
-                registry.alter_configs(record.name, record.configs, gone)
+            self._set_configs(record.name, record.configs)
         elif isinstance(record, CommitOffsets):
             offsets = {
                 (o.topic, o.partition): OffsetAndMetadata(o.offset, o.metadata)
@@ -373,6 +383,69 @@ class ClusterNode:
             service.groups.coordinator.load_offsets(record.group_id, offsets)
         elif isinstance(record, DeleteGroupOffsets):
             service.meta.delete_group_offsets(record.group_id)
+
+    def reconcile(self, image: MetadataImage, keep: Set[str] = frozenset()) -> None:
+        """Make this broker's topics, Raft groups and stored offsets what ``image``
+        says (a snapshot loaded at start or installed): what each record would have
+        done, for records this broker never applied. A local topic absent from the
+        image (unless named in ``keep``), or hosting a group the image gives another
+        partition (deleted and re-created meanwhile), is deleted; missing ones are
+        created."""
+        service = self._service
+        for topic in list(service.registry):
+            want = image.topics.get(topic.name)
+            if want is None:
+                stale = topic.name not in keep
+            else:
+                stale = any(
+                    part.topic == topic.name and part.index < len(want.partitions)
+                    and want.partitions[part.index].group != group
+                    for group, part in self._by_group.items()
+                )
+            if stale:
+                self._drop_topic(topic.name)
+        for found in image.topics.values():
+            self._ensure_topic(found)
+            self._set_configs(found.name, found.configs)
+        meta = service.meta
+        stored = meta.all_offsets()
+        for group_id in stored.keys() - image.offsets.keys():
+            meta.delete_group_offsets(group_id)
+        for group_id, committed in image.offsets.items():
+            offsets = {k: OffsetAndMetadata(v.offset, v.metadata) for k, v in committed.items()}
+            if stored.get(group_id) != offsets:
+                if group_id in stored:
+                    meta.delete_group_offsets(group_id)
+                meta.commit_offsets(group_id, offsets)
+                service.groups.coordinator.load_offsets(group_id, offsets)
+
+    def _ensure_topic(self, found: TopicImage) -> None:
+        """The topic here with every partition of ``found``, hosted ones in their groups."""
+        service = self._service
+        hosted = [i for i, a in enumerate(found.partitions) if self.node_id in a.replicas]
+        total = len(found.partitions)
+        topic = service.registry.find(found.name)
+        if topic is None:
+            service.create_topic_here(
+                found.name, total, found.replication_factor, found.configs, hosted
+            )
+        elif len(topic.partitions) < total:
+            first_new = len(topic.partitions)
+            service.add_partitions_here(found.name, total, [i for i in hosted if i >= first_new])
+        for index, assignment in enumerate(found.partitions):
+            self._host(found.name, index, assignment)
+
+    def _drop_topic(self, name: str) -> None:
+        if self._service.registry.find(name) is not None:
+            for part in [p for p in self._by_group.values() if p.topic == name]:
+                self._unhost(part)
+            self._service.delete_topic_here(name)
+
+    def _set_configs(self, name: str, configs: Mapping[str, str]) -> None:
+        topic = self._service.registry.find(name)
+        if topic is not None and dict(topic.configs) != dict(configs):
+            gone = [k for k in topic.configs if k not in configs]
+            self._service.registry.alter_configs(name, configs, gone)
 
     def _host(self, topic_name: str, index: int, assignment: PartitionAssignment) -> None:
         """Start the Raft group of a partition this broker replicates (once)."""
@@ -590,3 +663,25 @@ class ClusterNode:
         return TopicMetadata(
             topic.name, tuple(partitions), topic.config.to_map(), topic.replication_factor
         )
+
+
+def _created_from(raft_log: PartitionRaftLog, start: int) -> frozenset[str]:
+    """The names of the topics the CreateTopic records at or past ``start`` in the
+    controller's log (as stored here) create."""
+    names: set[str] = set()
+    at = max(start, raft_log.log_start)
+    while at < raft_log.log_end:
+        chunk = raft_log.entries(at, 64)
+        if not chunk:
+            break
+        for entry in chunk:
+            if entry.data and not parse_header(entry.data).is_control:
+                for record in decode_records(entry.data):
+                    try:
+                        change = decode_record(record.value or b"")
+                    except MetadataRecordError:
+                        continue
+                    if isinstance(change, CreateTopic):
+                        names.add(change.name)
+        at = chunk[-1].end
+    return frozenset(names)

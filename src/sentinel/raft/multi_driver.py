@@ -65,6 +65,7 @@ class _Member:
     on_apply: Callable[[int, Entry], None] | None
     on_role: Callable[[int], None] | None
     on_commit: Callable[[int], None] | None
+    on_reset: Callable[[int, int], None] | None
     seen: tuple[Role, int | None, int]
     durable_end: int  # the log is durable up to here (as of the last sync wave)
     persisted: list[_Waiter] = field(default_factory=list)
@@ -113,15 +114,19 @@ class MultiRaftDriver:
         on_apply: Callable[[int, Entry], None] | None = None,
         on_role: Callable[[int], None] | None = None,
         on_commit: Callable[[int], None] | None = None,
+        on_reset: Callable[[int, int], None] | None = None,
     ) -> None:
         """Drive ``core`` (whose log is ``log``) as ``group``; ids are never reused.
         ``on_commit(group)``: after a Ready that moved the group's commit (and with it
-        the high watermark)."""
+        the high watermark). ``on_reset(group, offset)``: the log was started over at
+        the leader's log start ``offset`` (called before the entries committed in the
+        same Ready are applied: a state machine learns its state is stale first)."""
         if core.log is not log:
             raise ValueError(f"group {group}: the core's log is not the one given")
         self.groups.add(group, core)
         self._members[group] = _Member(
-            core, log, on_apply, on_role, on_commit, _seen(core), durable_end=log.log_end
+            core, log, on_apply, on_role, on_commit, on_reset, _seen(core),
+            durable_end=log.log_end,
         )
 
     def remove_group(self, group: int) -> None:
@@ -290,6 +295,8 @@ class MultiRaftDriver:
                 m = self._members.get(group)
                 if m is None:
                     continue
+                if rd.log_reset is not None and m.on_reset is not None:
+                    m.on_reset(group, rd.log_reset)
                 for e in rd.committed:
                     if m.on_apply is not None:
                         m.on_apply(group, e)
