@@ -386,22 +386,28 @@ class Engine:
                 f"the WAL of {self._dir} failed ({error!r}); writes are refused until it "
                 "recovers"
             ) from error
-        try:
-            resumed = self._wal.resume()
-        except WalFailedError as exc:
-            self._wal_health.failed(exc.__cause__ or exc)
-            raise
+        # Under the state lock: a flush reads a frozen memtable's pointers under it, after
+        # its roll is done, so it never sees one that the resume is about to move.
+        with self._state:
+            try:
+                resumed = self._wal.resume()
+            except WalFailedError as exc:
+                self._wal_health.failed(exc.__cause__ or exc)
+                raise
+            if resumed is not None:
+                self._move_pointers(resumed)
         if resumed is not None:
-            self._move_pointers(resumed)
             self._wal_health.recovered(f"writing to WAL segment {resumed.new_segment}")
 
     def _move_pointers(self, resumed: Resumed) -> None:
-        """The active memtable's large values moved with their frames (``resume``)."""
-        for key, pointer in list(self._pointers.items()):
-            segment, offset, start, length = pointer.fields
-            moved = resumed.moved(segment, offset)
-            if moved != (segment, offset):
-                self._pointers[key] = ValuePointer.to(*moved, start, length)
+        """Large values moved with their frames (``resume``): the active memtable's, and
+        a frozen one's whose roll was still pending (its frames were unsynced)."""
+        for pointers in [self._pointers, *(f.pointers for f in self._immutables)]:
+            for key, pointer in list(pointers.items()):
+                segment, offset, start, length = pointer.fields
+                moved = resumed.moved(segment, offset)
+                if moved != (segment, offset):
+                    pointers[key] = ValuePointer.to(*moved, start, length)
 
     def delete_range(self, start: bytes, end: bytes | None) -> int:
         """Delete every key in ``[start, end)`` atomically; return how many were live.
@@ -507,7 +513,9 @@ class Engine:
             ):
                 self._maintenance.raise_if_unavailable()
                 self._state.wait(0.5)
-        segment = self._wal.rotate()
+        # No IO here (the appending thread may be an event loop): the roll's fsyncs are
+        # done by the next group commit or by the flush of this memtable (``wal``).
+        segment = self._wal.rotate_deferred()
         with self._state:
             self._memtable.freeze()
             self._immutables.append(FrozenMemtable(self._memtable, segment, self._pointers))
