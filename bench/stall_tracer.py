@@ -39,7 +39,9 @@ _PARKED = {"wait", "get", "select", "poll", "_wait_for_tstate_lock", "sleep", "_
 
 
 def _parked(frame: FrameType) -> bool:
-    return frame.f_code.co_name in _PARKED
+    """Waiting, or in a C function run as a thread's target (not seen holding the GIL)."""
+    code = frame.f_code
+    return code.co_name in _PARKED or (code.co_name == "run" and "threading" in code.co_filename)
 
 
 def _top(frame: FrameType) -> str:
