@@ -1,11 +1,12 @@
 """No fsync and no file open on the appending thread (a broker's event loop):
 
-- a memtable rotation defers its WAL roll (``WriteAheadLog.rotate_deferred``); the roll's
-  IO (old segment fsync, new segment + directory fsync) is done by the next group
-  commit or the memtable's flush, in the same order as before: crash at every step of
-  a workload whose appends run ahead of their syncs across rotations, in every sync
-  mode, and the recovered state is the state after some prefix of the writes that
-  holds every acknowledged one;
+- with sync ``always`` a memtable rotation defers its WAL roll
+  (``WriteAheadLog.rotate_deferred``); the roll's IO (old segment fsync, new segment +
+  directory fsync) is done by the next group commit or the memtable's flush, in the
+  same order as before: crash at every step of a workload whose appends run ahead of
+  their syncs across rotations, and the recovered state is the state after some prefix
+  of the writes that holds every acknowledged one (the WAL alone: in every sync mode);
+  ``none``/``interval`` still roll at once (their entries are in the OS at ``append``);
 - a partition's first produce or fetch after a start opens its deferred engine in a
   worker thread, not on the loop.
 """
@@ -30,6 +31,7 @@ from sentinel.log.summary import decode as decode_summary
 from sentinel.record import build_batch
 from sentinel.storage import clean_marker
 from sentinel.storage.engine import Engine
+from sentinel.storage.files import wal_name
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import (
     FRAME_HEADER_SIZE,
@@ -303,3 +305,24 @@ def test_the_first_fetch_from_a_deferred_partition_opens_it_off_the_loop() -> No
     assert b"first" in asyncio.run(fetch())
     assert len(threads) == 1 and log.opened
     log.close()
+
+
+@pytest.mark.parametrize("mode", [SyncMode.NONE, SyncMode.INTERVAL])
+def test_without_sync_always_an_entry_after_a_rotation_is_in_the_os_at_once(
+    mode: SyncMode,
+) -> None:
+    """``none``/``interval`` acknowledge once the OS has the entry (it survives a
+    process kill): a rotation there must not hold entries back in memory."""
+    fs = MemFS()
+    engine = Engine.open(
+        "/db", EngineOptions(memtable_bytes=1024, wal=WalOptions(sync_mode=mode)), fs=fs
+    )
+    first = engine.wal.current_segment
+    i = 0
+    while engine.wal.current_segment == first:
+        engine.write_nowait(WriteBatch().put(b"k%04d" % i, b"v" * 40))
+        i += 1
+    engine.write_nowait(WriteBatch().put(b"after-the-rotation", b"w" * 40))
+    segment = "/db/" + wal_name(engine.wal.current_segment)
+    assert b"after-the-rotation" in fs.read_all(segment)
+    engine.close()

@@ -513,9 +513,15 @@ class Engine:
             ):
                 self._maintenance.raise_if_unavailable()
                 self._state.wait(0.5)
-        # No IO here (the appending thread may be an event loop): the roll's fsyncs are
-        # done by the next group commit or by the flush of this memtable (``wal``).
-        segment = self._wal.rotate_deferred()
+        # Sync ``always``: no IO here (the appending thread may be an event loop): the
+        # roll's fsyncs are done by the next group commit or by the flush of this
+        # memtable (``wal``, "Deferred rolls"). ``none``/``interval`` promise that an
+        # appended entry is in the OS at once, which a pending roll would delay: they
+        # roll here, as their appends write here.
+        if self._options.wal.sync_mode is SyncMode.ALWAYS:
+            segment = self._wal.rotate_deferred()
+        else:
+            segment = self._wal.rotate()
         with self._state:
             self._memtable.freeze()
             self._immutables.append(FrozenMemtable(self._memtable, segment, self._pointers))

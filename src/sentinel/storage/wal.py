@@ -36,7 +36,10 @@ before it flushes the memtable that the roll closed) or ``close``/``suspend``. S
 is on disk, and in which order, is exactly what an immediate roll leaves; only the
 moment moves, and no entry after the roll is acknowledged before it (an ack needs a
 ``sync_to``, which finishes the roll first). At most one roll is pending: a second one
-finishes the first on the caller's thread.
+finishes the first on the caller's thread. In NONE/INTERVAL mode the entries appended
+while a roll is pending reach the OS only when it is done (not at ``append``), so the
+engine defers rolls in ALWAYS mode only; there an automatic roll (past
+``segment_bytes``) is deferred too.
 
 LSNs number the entries of one ``WriteAheadLog`` instance from 1; they are handles for
 ``sync_to`` and are not stored on disk.
