@@ -2,10 +2,12 @@
 
 Write path (durability order): encode the batch -> append it to the WAL -> apply it to
 the active memtable -> (sync ``always``) wait for the WAL's group commit. When the active
-memtable passes ``memtable_bytes`` it is frozen, the WAL rotates to a new segment, and a
-worker flushes the frozen memtable to an L0 table; the manifest edit that adds the table
-also advances ``log_number`` (the first WAL segment still needed), and only then are the
-older segments deleted.
+memtable passes ``memtable_bytes`` it is frozen, the WAL rotates to a new segment (with
+sync ``always`` the roll's fsyncs are deferred to the next group commit or the flush, off
+the appending thread: ``wal``, "Deferred rolls"), and a worker flushes the frozen
+memtable to an L0 table (first finishing that roll); the manifest edit that adds the
+table also advances ``log_number`` (the first WAL segment still needed), and only then
+are the older segments deleted.
 
 Read path: active memtable, frozen memtables (newest first), L0 tables (newest first),
 then one table per level L1..Ln. The newest entry for a key wins; a tombstone hides
