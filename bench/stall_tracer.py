@@ -4,8 +4,8 @@ Put ``bench/stalltrace`` on the server's PYTHONPATH and set ``STALLTRACE_FILE`` 
 file: its ``sitecustomize`` calls ``install`` in a ``sentinel.cli.server`` process only
 (it works under uvloop, whose handles cannot be patched). A heartbeat task ticks every
 millisecond on the loop; a thread samples the loop thread's stack every millisecond
-while a tick is late by half of ``STALLTRACE_MS`` (default 5). A gap of that much
-between ticks is a stall (one long callback or a burst of them): one line per stall goes
+while a tick is late by half of ``STALLTRACE_MS`` (default 5). A gap of ``STALLTRACE_MS``
+or more between ticks is a stall (one long callback or a burst of them): one line per stall goes
 to the file: its duration, and the sampled stacks (innermost sentinel frames) with
 how often each was seen. ``python bench/stall_tracer.py FILE`` summarizes a file.
 """
