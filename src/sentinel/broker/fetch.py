@@ -12,6 +12,7 @@ makes a batch visible wakes it, and nothing earlier does.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 from sentinel.broker.outcomes import FetchOutcome, FetchPosition
@@ -78,6 +79,21 @@ def _untouched(pos: FetchPosition, part: Partition) -> FetchOutcome:
     )
 
 
+async def open_files(lookup: Lookup, positions: Sequence[FetchPosition]) -> None:
+    """Open, in worker threads, the logs of ``positions`` that are not open yet, so that
+    the reads do no file IO on the event loop; a failure is left for the read to report."""
+    waits = []
+    for pos in positions:
+        try:
+            part = lookup(pos.topic, pos.partition)
+        except SentinelError:
+            continue
+        if not part.log.files_open:
+            waits.append(part.open_files())
+    if waits:
+        await asyncio.gather(*waits, return_exceptions=True)
+
+
 async def fetch_many(
     lookup: Lookup,
     positions: Sequence[FetchPosition],
@@ -92,6 +108,7 @@ async def fetch_many(
     if max_bytes <= 0:
         max_bytes = DEFAULT_RESPONSE_BYTES
     deadline = clock.monotonic() + max(0, max_wait_ms) / 1000.0
+    await open_files(lookup, positions)
     while True:
         outcomes, seen, total, failed = read_once(lookup, positions, max_bytes)
         remaining = deadline - clock.monotonic()

@@ -24,8 +24,10 @@ the high watermark moves, never for an append that consumers cannot read yet.
 ``appended_signal`` fires after every append: the in-order wait of idempotent producers
 (``producer_order``) waits for the predecessor's append, not its fsync.
 
-Everything runs on the broker's event loop; ``_sync_to`` is the one call that waits for
-the WAL: it awaits the broker-wide sync pipeline (``PartitionLog.sync_future``), whose
+Everything runs on the broker's event loop, and no file is opened or fsynced on it:
+a log not opened yet (or whose files were released) is opened in a worker thread first
+(``open_files``); ``_sync_to`` is the one call that waits for the WAL: it awaits the
+broker-wide sync pipeline (``PartitionLog.sync_future``), whose
 waves fsync every partition written since the last one, so the appends of many requests
 and many partitions share one wave. Replication will replace this wait.
 """
@@ -84,6 +86,7 @@ class Partition:
         self.appended_signal = Signal()
         self._announced_hw = plog.high_watermark
         self._unawaited: set[asyncio.Future[None]] = set()
+        self._opening: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ reads
 
@@ -116,6 +119,7 @@ class Partition:
         views = list(iter_batches(batches))
         if not views:
             raise InvalidArgumentError("the produce request carries no record batch")
+        await self.open_files()
         # An idempotent producer's request that overtook its predecessor waits for it
         # (bounded): its batches reach the log in sequence order (producer_order).
         await wait_for_turn(views[0], self.log.producer_state, self.appended_signal)
@@ -143,6 +147,28 @@ class Partition:
             sum(r.last_offset - r.base_offset + 1 for r in results),
             self.log.high_watermark,
         )
+
+    async def open_files(self) -> None:
+        """Before a call that needs the log's engine: if it is not opened yet (a
+        partition that closed cleanly, its first use since the start) or its files were
+        released, open them in a worker thread, so that the event loop never waits for
+        that IO (a replay, the new WAL segment's and manifest's fsyncs). Concurrent
+        callers share one opening. A failure names the partition."""
+        if self.log.files_open:
+            return
+        if self._opening is None:
+            opening = asyncio.ensure_future(asyncio.to_thread(self.log.open_files))
+            self._opening = opening
+            opening.add_done_callback(self._opened)
+        try:
+            await asyncio.shield(self._opening)
+        except StorageUnavailableError as exc:
+            raise self._offline(exc) from exc
+
+    def _opened(self, future: asyncio.Future[None]) -> None:
+        self._opening = None
+        if not future.cancelled():
+            future.exception()  # retrieved: each waiter raises it
 
     async def _durable(self, lsn: int) -> None:
         """Wait until WAL entry ``lsn`` is durable, then wake consumers if the high

@@ -231,7 +231,16 @@ class PartitionLog:
 
     @property
     def files_open(self) -> bool:
+        """The engine is opened and its files are open: a call needs no file IO first."""
         return not self._slot.released
+
+    def open_files(self) -> None:
+        """Open the engine of a deferred log (its first use: replay, fsyncs) or reopen
+        the files of a released one, now, and mark the log used. Blocking IO: an
+        asyncio caller runs it in a worker thread before a call that needs the engine,
+        so that the call does not do it on the event loop."""
+        self._pin()
+        self._unpin()
 
     @property
     def closed(self) -> bool:

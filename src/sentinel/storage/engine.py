@@ -2,10 +2,12 @@
 
 Write path (durability order): encode the batch -> append it to the WAL -> apply it to
 the active memtable -> (sync ``always``) wait for the WAL's group commit. When the active
-memtable passes ``memtable_bytes`` it is frozen, the WAL rotates to a new segment, and a
-worker flushes the frozen memtable to an L0 table; the manifest edit that adds the table
-also advances ``log_number`` (the first WAL segment still needed), and only then are the
-older segments deleted.
+memtable passes ``memtable_bytes`` it is frozen, the WAL rotates to a new segment (with
+sync ``always`` the roll's fsyncs are deferred to the next group commit or the flush, off
+the appending thread: ``wal``, "Deferred rolls"), and a worker flushes the frozen
+memtable to an L0 table (first finishing that roll); the manifest edit that adds the
+table also advances ``log_number`` (the first WAL segment still needed), and only then
+are the older segments deleted.
 
 Read path: active memtable, frozen memtables (newest first), L0 tables (newest first),
 then one table per level L1..Ln. The newest entry for a key wins; a tombstone hides
@@ -386,22 +388,28 @@ class Engine:
                 f"the WAL of {self._dir} failed ({error!r}); writes are refused until it "
                 "recovers"
             ) from error
-        try:
-            resumed = self._wal.resume()
-        except WalFailedError as exc:
-            self._wal_health.failed(exc.__cause__ or exc)
-            raise
+        # Under the state lock: a flush reads a frozen memtable's pointers under it, after
+        # its roll is done, so it never sees one that the resume is about to move.
+        with self._state:
+            try:
+                resumed = self._wal.resume()
+            except WalFailedError as exc:
+                self._wal_health.failed(exc.__cause__ or exc)
+                raise
+            if resumed is not None:
+                self._move_pointers(resumed)
         if resumed is not None:
-            self._move_pointers(resumed)
             self._wal_health.recovered(f"writing to WAL segment {resumed.new_segment}")
 
     def _move_pointers(self, resumed: Resumed) -> None:
-        """The active memtable's large values moved with their frames (``resume``)."""
-        for key, pointer in list(self._pointers.items()):
-            segment, offset, start, length = pointer.fields
-            moved = resumed.moved(segment, offset)
-            if moved != (segment, offset):
-                self._pointers[key] = ValuePointer.to(*moved, start, length)
+        """Large values moved with their frames (``resume``): the active memtable's, and
+        a frozen one's whose roll was still pending (its frames were unsynced)."""
+        for pointers in [self._pointers, *(f.pointers for f in self._immutables)]:
+            for key, pointer in list(pointers.items()):
+                segment, offset, start, length = pointer.fields
+                moved = resumed.moved(segment, offset)
+                if moved != (segment, offset):
+                    pointers[key] = ValuePointer.to(*moved, start, length)
 
     def delete_range(self, start: bytes, end: bytes | None) -> int:
         """Delete every key in ``[start, end)`` atomically; return how many were live.
@@ -507,7 +515,15 @@ class Engine:
             ):
                 self._maintenance.raise_if_unavailable()
                 self._state.wait(0.5)
-        segment = self._wal.rotate()
+        # Sync ``always``: no IO here (the appending thread may be an event loop): the
+        # roll's fsyncs are done by the next group commit or by the flush of this
+        # memtable (``wal``, "Deferred rolls"). ``none``/``interval`` promise that an
+        # appended entry is in the OS at once, which a pending roll would delay: they
+        # roll here, as their appends write here.
+        if self._options.wal.sync_mode is SyncMode.ALWAYS:
+            segment = self._wal.rotate_deferred()
+        else:
+            segment = self._wal.rotate()
         with self._state:
             self._memtable.freeze()
             self._immutables.append(FrozenMemtable(self._memtable, segment, self._pointers))

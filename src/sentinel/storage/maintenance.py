@@ -266,13 +266,19 @@ class Maintenance:
         with self._job_lock:
             engine = self._engine
             memtable, log_number = frozen.memtable, frozen.log_number
+            # The rotation that froze it deferred its WAL roll (``rotate_deferred``): do
+            # it first, so that its segments are durable before the edit that lets them
+            # go, and its large values' frames have stopped moving (``resume``).
+            engine.wal.finish_rolls(upto=log_number)
+            with engine.state_lock:
+                pointers = dict(frozen.pointers)
             added: tuple[tuple[int, TableMeta], ...] = ()
             opened: dict[int, TableReader] = {}
             if len(memtable):
                 number = engine._allocate_file_number()
                 entries: Iterator[Entry] = memtable.entries()
-                if frozen.pointers:
-                    entries = _with_pointers(entries, frozen.pointers)
+                if pointers:
+                    entries = _with_pointers(entries, pointers)
                 meta = self._write_tables(entries, number)[0]
                 added = ((0, meta),)
                 opened[meta.file_number] = self._open(meta.file_number)

@@ -26,6 +26,21 @@ A roll always fsyncs the old segment before the new one is created, so only the 
 segment can ever have a torn tail. A new segment is created, its header written and
 fsynced, then the directory fsynced.
 
+Deferred rolls (``rotate_deferred``): the appending thread (a broker's event loop) must
+not wait for those three fsyncs. ``rotate_deferred`` only marks a *pending roll*: the
+entries appended from then on belong to the next segment (their LSNs, segment number
+and offsets are final at once) but stay in memory, and the IO of the roll, in the
+order above, is done later by whoever holds ``_io_lock`` next: the next group commit
+(``sync_to``, on the sync pipeline's thread), ``finish_rolls`` (the engine's flush job,
+before it flushes the memtable that the roll closed) or ``close``/``suspend``. So what
+is on disk, and in which order, is exactly what an immediate roll leaves; only the
+moment moves, and no entry after the roll is acknowledged before it (an ack needs a
+``sync_to``, which finishes the roll first). At most one roll is pending: a second one
+finishes the first on the caller's thread. In NONE/INTERVAL mode the entries appended
+while a roll is pending reach the OS only when it is done (not at ``append``), so the
+engine defers rolls in ALWAYS mode only; there an automatic roll (past
+``segment_bytes``) is deferred too.
+
 LSNs number the entries of one ``WriteAheadLog`` instance from 1; they are handles for
 ``sync_to`` and are not stored on disk.
 
@@ -139,12 +154,29 @@ class Resumed:
     old_from: int
     new_segment: int
     new_from: int
+    #: A roll to ``new_segment`` was pending: its own frames moved up by this much.
+    new_shift: int = 0
 
     def moved(self, segment: int, offset: int) -> tuple[int, int]:
         """The new place of the frame that was at ``(segment, offset)``."""
         if segment == self.old_segment and offset >= self.old_from:
             return self.new_segment, offset - self.old_from + self.new_from
+        if segment == self.new_segment:
+            return segment, offset + self.new_shift
         return segment, offset
+
+
+@dataclass(slots=True)
+class _Roll:
+    """A pending roll: the unsynced parts from index ``parts`` on (``nbytes`` unsynced
+    bytes before them; LSNs above ``lsn``) belong to segment ``number``; the segment
+    on disk ends, once written, at ``old_size`` bytes."""
+
+    number: int
+    parts: int
+    nbytes: int
+    lsn: int
+    old_size: int
 
 
 class WalFailedError(StorageUnavailableError):
@@ -208,7 +240,9 @@ class WriteAheadLog:
             raise InvalidArgumentError(
                 f"{directory} already holds WAL segment {clash[-1]} >= {first_segment_number}"
             )
-        self._number = first_segment_number
+        self._number = first_segment_number  # where appends go (maybe a pending roll's)
+        self._disk_number = first_segment_number  # the segment ``_file`` is
+        self._roll: _Roll | None = None
         self._file: File | None = self._create_segment(first_segment_number)
         self._segment_size = HEADER_SIZE
         self._segment_entries = 0
@@ -278,11 +312,23 @@ class WriteAheadLog:
                 segment, offset = self._number, self._segment_size
                 lsn = self._add_locked(frame, frame_size)
                 backlog = self._unsynced_bytes - self._handed_bytes
+        if roll and self._always:  # no IO here: the next sync does the roll (module doc)
+            while True:
+                with self._lock:
+                    self._check_usable()
+                    if self._roll is None or not self._must_roll(frame_size):
+                        if self._must_roll(frame_size):
+                            self._defer_roll_locked(self._allocate())
+                        segment, offset = self._number, self._segment_size
+                        return self._add_locked(frame, frame_size), segment, offset
+                self._finish_rolls()  # at most one pending
         if roll:
             with self._io_lock, self._lock:
                 self._check_usable()
                 if self._must_roll(frame_size):
-                    self._roll_locked(self._allocate())
+                    reports = self._finish_rolls_locked()
+                    self._defer_roll_locked(self._allocate())
+                    self._report(reports + self._finish_rolls_locked())
                 segment, offset = self._number, self._segment_size
                 return self._add_locked(frame, frame_size), segment, offset
         # The entry is appended (and kept for ``resume``) whatever these do: a failure
@@ -307,7 +353,8 @@ class WriteAheadLog:
         return over and self._segment_entries > 0
 
     def _add_locked(self, frame: tuple[Buffer, ...], frame_size: int) -> int:
-        if not self._always:
+        # NONE/INTERVAL: written at once, unless a roll is pending (then its IO writes it).
+        if not self._always and self._roll is None:
             file = self._file
             if file is None:
                 raise ClosedError(f"WAL {self._dir} has no open segment")
@@ -318,7 +365,7 @@ class WriteAheadLog:
                 raise self._failed_error() from exc
         self._unsynced.extend(frame)
         self._unsynced_bytes += frame_size
-        if not self._always:
+        if not self._always and self._roll is None:
             self._handed = len(self._unsynced)
             self._handed_bytes = self._unsynced_bytes
         self._segment_size += frame_size
@@ -376,23 +423,28 @@ class WriteAheadLog:
 
     def _lead_sync(self) -> None:
         """One group-commit round; the caller has set ``_syncing``."""
-        report: tuple[float, int] | None = None
+        reports: list[tuple[float, int]] = []
         try:
             with self._io_lock:
+                with self._lock:
+                    if self._file is None or self._error is not None:
+                        return
+                reports = self._finish_rolls_locked()
                 with self._lock:
                     file = self._file
                     if file is None or self._error is not None:
                         return
                     data, mark = self._take_buffer()
-                    base, target = self._synced_lsn, self._last_lsn
+                    # (a roll deferred since: up to it; the waiter leads again)
+                    base = self._synced_lsn
+                    target = self._roll.lsn if self._roll is not None else self._last_lsn
                 if target > base:
-                    report = self._write_and_sync(file, data, base, target, mark)
+                    reports.append(self._write_and_sync(file, data, base, target, mark))
         finally:
             with self._lock:
                 self._syncing = False
                 self._cond.notify_all()
-        if report is not None and self._on_sync is not None:
-            self._on_sync(*report)
+        self._report(reports)
 
     def _write_and_sync(
         self, file: File, data: list[Buffer], base: int, target: int, mark: tuple[int, int]
@@ -415,6 +467,9 @@ class WriteAheadLog:
             self._unsynced_bytes -= nbytes
             self._handed -= parts
             self._handed_bytes -= nbytes
+            if self._roll is not None:
+                self._roll.parts -= parts
+                self._roll.nbytes -= nbytes
             self._cond.notify_all()
         return self._clock.monotonic() - start, target - base
 
@@ -430,7 +485,7 @@ class WriteAheadLog:
         with self._lock:
             if self._error is not None or self._file is None:
                 return  # failed: until ``resume``
-            if self._syncing or self._synced_lsn >= self._last_lsn:
+            if self._syncing or (self._synced_lsn >= self._last_lsn and self._roll is None):
                 return
             self._syncing = True
         # A failure is recorded in self._error: every call raises it until ``resume``.
@@ -441,11 +496,98 @@ class WriteAheadLog:
 
     def rotate(self) -> int:
         """Fsync and finish the current segment, start the next; return its number."""
-        with self._io_lock, self._lock:
-            self._check_usable()
-            number = self._allocate()
-            self._roll_locked(number)
-            return number
+        with self._io_lock:
+            reports = self._finish_rolls_locked()
+            with self._lock:
+                self._check_usable()
+                self._defer_roll_locked(self._allocate())
+                number = self._number
+            reports += self._finish_rolls_locked()
+        self._report(reports)
+        return number
+
+    def rotate_deferred(self) -> int:
+        """``rotate`` without its IO (module doc, "Deferred rolls"): the entries
+        appended from now on go to the returned segment number; the old segment is
+        fsynced and the new one created by the next ``sync_to``, ``finish_rolls`` or
+        ``close``. If a roll is pending already, it is finished here first."""
+        while True:
+            with self._lock:
+                self._check_usable()
+                if self._roll is None:
+                    self._defer_roll_locked(self._allocate())
+                    return self._number
+            self._finish_rolls()
+
+    def finish_rolls(self, upto: int | None = None) -> None:
+        """Do the IO of a pending roll to a segment numbered ``<= upto`` (any, if None):
+        the old segment is then durable and the new one exists. Raises
+        ``WalFailedError`` if the WAL failed (now or before) with a roll pending."""
+        with self._lock:
+            roll = self._roll
+            if roll is None or (upto is not None and roll.number > upto):
+                return
+        self._finish_rolls()
+
+    @property
+    def roll_pending(self) -> bool:
+        return self._roll is not None
+
+    def _finish_rolls(self) -> None:
+        with self._io_lock:
+            reports = self._finish_rolls_locked()
+        self._report(reports)
+
+    def _report(self, reports: list[tuple[float, int]]) -> None:
+        if self._on_sync is not None:
+            for report in reports:
+                self._on_sync(*report)
+
+    def _defer_roll_locked(self, number: int) -> None:
+        """``_lock`` held, no roll pending: appends go to segment ``number`` from now."""
+        assert self._roll is None
+        self._roll = _Roll(
+            number, len(self._unsynced), self._unsynced_bytes, self._last_lsn, self._segment_size
+        )
+        self._number = number
+        self._segment_size = HEADER_SIZE
+        self._segment_entries = 0
+
+    def _finish_rolls_locked(self) -> list[tuple[float, int]]:
+        """``_io_lock`` held: the pending roll's IO, if any: write and fsync the old
+        segment's rest, close it, create the new segment (header, fsync, directory
+        fsync); NONE/INTERVAL: then write the entries appended to it meanwhile. The
+        fsync reports, for ``on_sync`` (called by the caller without the locks)."""
+        with self._lock:
+            roll = self._roll
+            if roll is None:
+                return []
+            if self._error is not None:
+                raise self._failed_error() from self._error
+            old = self._live_file()
+            data, mark = self._take_buffer()
+            base = self._synced_lsn
+        report = self._write_and_sync(old, data, base, roll.lsn, mark)
+        # ``_file`` stays the old one meanwhile: waiters read it as "not closed", and
+        # nobody writes it (``_io_lock`` held; NONE/INTERVAL appends hold back).
+        try:
+            old.close()
+            new = self._create_segment(roll.number)
+        except Exception as exc:
+            with self._lock:
+                self._file = None
+            self._fail(exc)
+            raise self._failed_error() from exc
+        with self._lock:
+            self._file, self._disk_number, self._roll = new, roll.number, None
+            if not self._always and self._handed < len(self._unsynced):
+                try:
+                    _write_parts(new, self._unsynced[self._handed :])
+                except Exception as exc:
+                    self._fail(exc)
+                    raise self._failed_error() from exc
+                self._handed, self._handed_bytes = len(self._unsynced), self._unsynced_bytes
+        return [report]
 
     def delete_segments_before(self, number: int) -> None:
         """Remove every segment numbered below ``number``, then sync the directory."""
@@ -491,24 +633,6 @@ class WriteAheadLog:
             )
         return number
 
-    def _roll_locked(self, number: int) -> None:
-        """Both locks held: make the current segment durable, then start ``number``."""
-        old = self._live_file()
-        data, mark = self._take_buffer()
-        report = self._write_and_sync(old, data, self._synced_lsn, self._last_lsn, mark)
-        if self._on_sync is not None:
-            self._on_sync(*report)
-        self._file = None
-        try:
-            old.close()
-            self._file = self._create_segment(number)
-        except Exception as exc:
-            self._fail(exc)
-            raise self._failed_error() from exc
-        self._number = number
-        self._segment_size = HEADER_SIZE
-        self._segment_entries = 0
-
     def _create_segment(self, number: int) -> File:
         path = join(self._dir, wal_name(number))
         file = self._fs.create(path)
@@ -533,8 +657,15 @@ class WriteAheadLog:
                 raise ClosedError(f"WAL {self._dir} is closed")
             if self._error is None:
                 return None
-            old_number = self._number
-            synced_size = self._segment_size - self._unsynced_bytes
+            old_number, roll = self._disk_number, self._roll
+            if roll is not None:  # the disk segment ends where the pending roll began
+                synced_size = roll.old_size - roll.nbytes
+                # Its unsynced frames go first into the segment the roll names (so no
+                # number is skipped), then the frames appended to that segment.
+                number, shift = roll.number, roll.nbytes
+            else:
+                synced_size = self._segment_size - self._unsynced_bytes
+                number, shift = self._allocate(), 0
             old, self._file = self._file, None
             if old is not None:
                 try:  # best effort: else replay's torn-tail rule cuts the damage
@@ -544,7 +675,6 @@ class WriteAheadLog:
                     pass
                 with contextlib.suppress(OSError):
                     old.close()
-            number = self._allocate()
             path = join(self._dir, wal_name(number))
             data, size = list(self._unsynced), self._unsynced_bytes
             file: File | None = None
@@ -566,7 +696,8 @@ class WriteAheadLog:
                     f"WAL {self._dir} cannot resume in segment {number} ({exc!r}); entries "
                     f"after LSN {self._synced_lsn} are not durable"
                 ) from exc
-            self._file, self._number = file, number
+            self._file, self._number, self._disk_number = file, number, number
+            self._roll = None
             self._segment_size = HEADER_SIZE + size
             self._segment_entries = self._last_lsn - self._synced_lsn
             self._unsynced, self._unsynced_bytes = [], 0
@@ -574,7 +705,7 @@ class WriteAheadLog:
             self._synced_lsn = self._last_lsn
             self._error = None
             self._cond.notify_all()
-            return Resumed(old_number, synced_size, number, HEADER_SIZE)
+            return Resumed(old_number, synced_size, number, HEADER_SIZE, shift)
 
     # -- an idle engine's files
 
@@ -583,6 +714,7 @@ class WriteAheadLog:
         place: segment, size, LSNs); ``reopen`` reopens it for appending. Only while
         nobody appends or syncs (``Engine.suspend_files`` holds the write lock)."""
         self.sync()
+        self._finish_rolls()
         with self._io_lock, self._lock:
             file, self._file = self._file, None
             if file is not None:
@@ -591,7 +723,7 @@ class WriteAheadLog:
     def reopen(self) -> None:
         with self._io_lock, self._lock:
             if self._file is None and not self._closed:
-                self._file = self._fs.open_append(join(self._dir, wal_name(self._number)))
+                self._file = self._fs.open_append(join(self._dir, wal_name(self._disk_number)))
 
     # -- closing and failure
 
@@ -605,22 +737,27 @@ class WriteAheadLog:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        report: tuple[float, int] | None = None
-        with self._io_lock, self._lock:
-            file, self._file = self._file, None
-            try:
-                pending = self._unsynced or self._synced_lsn < self._last_lsn
-                if file is not None and self._error is None and pending:
-                    data, mark = self._take_buffer()
-                    report = self._write_and_sync(
-                        file, data, self._synced_lsn, self._last_lsn, mark
-                    )
-            finally:
-                if file is not None:
-                    file.close()
-                self._cond.notify_all()
-        if report is not None and self._on_sync is not None:
-            self._on_sync(*report)
+        reports: list[tuple[float, int]] = []
+        with self._io_lock:
+            if self._error is None and self._file is not None:
+                with contextlib.suppress(WalFailedError):  # recorded: raised below
+                    reports = self._finish_rolls_locked()
+            with self._lock:
+                file, self._file = self._file, None
+                try:
+                    pending = self._unsynced or self._synced_lsn < self._last_lsn
+                    if file is not None and self._error is None and pending:
+                        data, mark = self._take_buffer()
+                        reports.append(
+                            self._write_and_sync(
+                                file, data, self._synced_lsn, self._last_lsn, mark
+                            )
+                        )
+                finally:
+                    if file is not None:
+                        file.close()
+                    self._cond.notify_all()
+        self._report(reports)
         if self._error is not None:
             raise self._failed_error() from self._error
 
@@ -639,9 +776,14 @@ class WriteAheadLog:
         """The unsynced parts not yet given to the OS (a list of references), and the
         (parts, bytes) of the unsynced region they complete (what an fsync after writing
         them makes durable)."""
-        data = self._unsynced[self._handed :]
-        self._handed, self._handed_bytes = len(self._unsynced), self._unsynced_bytes
-        return data, (self._handed, self._handed_bytes)
+        roll = self._roll
+        end, nbytes = (
+            (roll.parts, roll.nbytes) if roll is not None
+            else (len(self._unsynced), self._unsynced_bytes)
+        )  # fmt: skip
+        data = self._unsynced[self._handed : end]
+        self._handed, self._handed_bytes = end, nbytes
+        return data, (end, nbytes)
 
     def _fail(self, exc: Exception) -> None:
         with self._lock:
