@@ -81,8 +81,6 @@ from sentinel.storage.wal_format import (
     frame_parts,
     list_segments,
     replay,
-    seal_frame,
-    unsealed_frame_parts,
 )
 
 # The format names are re-exported: ``from sentinel.storage.wal import replay`` still works.
@@ -103,9 +101,7 @@ __all__ = [
 
 # ALWAYS mode: once this much is buffered, an appender hands it to the OS (if no sync
 # is already doing so) so that a caller who never syncs cannot grow memory without bound.
-# Large enough that under a steady stream of synced appends the syncing thread, not the
-# appender (the broker's event loop), checksums and writes the frames.
-_FLUSH_AT = 8 << 20
+_FLUSH_AT = 1 << 20
 # NONE/INTERVAL mode: fsync once this much is unsynced (kept in memory for ``resume``).
 _RETAIN_AT = 8 << 20
 
@@ -200,11 +196,6 @@ class WriteAheadLog:
         self._unsynced_bytes = 0
         self._handed = 0
         self._handed_bytes = 0
-        # ALWAYS mode: frames appended whose header's CRC is not computed yet (header,
-        # payload parts), and those taken by the thread about to write them (it holds
-        # ``_io_lock``): the thread that writes a frame checksums it (``_seal_taken``).
-        self._unsealed: list[tuple[bytearray, tuple[Buffer, ...]]] = []
-        self._sealing: list[tuple[bytearray, tuple[Buffer, ...]]] = []
         self._last_lsn = 0
         self._synced_lsn = 0
         self._syncing = False
@@ -265,16 +256,13 @@ class WriteAheadLog:
         The parts are kept by reference until written and synced: an immutable part
         (``bytes``, a read-only view of ``bytes``) as it is, any other copied once here,
         so that a caller reusing its buffer cannot change an entry after its CRC."""
-        parts: tuple[Buffer, ...] = (
-            (payload,) if isinstance(payload, bytes) else tuple(map(_immutable, payload))
-        )
-        size = sum(len(part) for part in parts)
-        unsealed: tuple[bytearray, tuple[Buffer, ...]] | None = None
-        if self._always:  # checksummed by the thread that writes it (``_seal_taken``)
-            header, frame = unsealed_frame_parts(parts)
-            unsealed = (header, parts)
+        if isinstance(payload, bytes):
+            size = len(payload)
+            frame: tuple[Buffer, ...] = frame_parts((payload,))
         else:
-            frame = frame_parts(parts)
+            payload = tuple(map(_immutable, payload))
+            size = sum(len(part) for part in payload)
+            frame = frame_parts(payload)
         if size > self._options.max_entry_bytes:
             raise ValueTooLargeError(
                 f"WAL entry of {size} bytes exceeds max_entry_bytes="
@@ -288,7 +276,7 @@ class WriteAheadLog:
             roll = self._must_roll(frame_size)
             if not roll:
                 segment, offset = self._number, self._segment_size
-                lsn = self._add_locked(frame, frame_size, unsealed)
+                lsn = self._add_locked(frame, frame_size)
                 backlog = self._unsynced_bytes - self._handed_bytes
         if roll:
             with self._io_lock, self._lock:
@@ -296,7 +284,7 @@ class WriteAheadLog:
                 if self._must_roll(frame_size):
                     self._roll_locked(self._allocate())
                 segment, offset = self._number, self._segment_size
-                return self._add_locked(frame, frame_size, unsealed), segment, offset
+                return self._add_locked(frame, frame_size), segment, offset
         # The entry is appended (and kept for ``resume``) whatever these do: a failure
         # here is recorded and fails the next call, so that the caller's memtable and
         # the WAL never disagree about an entry.
@@ -318,14 +306,7 @@ class WriteAheadLog:
         over = self._segment_size + frame_size > self._options.segment_bytes
         return over and self._segment_entries > 0
 
-    def _add_locked(
-        self,
-        frame: tuple[Buffer, ...],
-        frame_size: int,
-        unsealed: tuple[bytearray, tuple[Buffer, ...]] | None,
-    ) -> int:
-        if unsealed is not None:
-            self._unsealed.append(unsealed)
+    def _add_locked(self, frame: tuple[Buffer, ...], frame_size: int) -> int:
         if not self._always:
             file = self._file
             if file is None:
@@ -357,7 +338,6 @@ class WriteAheadLog:
                     return
                 data, _mark = self._take_buffer()
             try:
-                self._seal_taken()
                 _write_parts(file, data)
             except Exception as exc:
                 self._fail(exc)
@@ -422,7 +402,6 @@ class WriteAheadLog:
         ``_io_lock``."""
         start = self._clock.monotonic()
         try:
-            self._seal_taken()
             if data:
                 _write_parts(file, data)
             file.sync()
@@ -568,9 +547,6 @@ class WriteAheadLog:
             number = self._allocate()
             path = join(self._dir, wal_name(number))
             data, size = list(self._unsynced), self._unsynced_bytes
-            self._sealing += self._unsealed
-            self._unsealed = []
-            self._seal_taken()
             file: File | None = None
             try:
                 if self._fs.exists(path):  # left by an earlier attempt
@@ -665,16 +641,7 @@ class WriteAheadLog:
         them makes durable)."""
         data = self._unsynced[self._handed :]
         self._handed, self._handed_bytes = len(self._unsynced), self._unsynced_bytes
-        self._sealing += self._unsealed
-        self._unsealed = []
         return data, (self._handed, self._handed_bytes)
-
-    def _seal_taken(self) -> None:
-        """Compute the CRC of every frame taken to be written and not checksummed yet.
-        The caller holds ``_io_lock`` (not ``_lock``: appenders go on meanwhile)."""
-        sealing, self._sealing = self._sealing, []
-        for header, parts in sealing:
-            seal_frame(header, parts)
 
     def _fail(self, exc: Exception) -> None:
         with self._lock:

@@ -102,25 +102,6 @@ def frame_parts(payload: Sequence[Buffer]) -> tuple[Buffer, ...]:
     return (FRAME_HEAD.pack(length, ENTRY_FULL, crc), *payload)
 
 
-def unsealed_frame_parts(payload: Sequence[Buffer]) -> tuple[bytearray, tuple[Buffer, ...]]:
-    """``frame_parts`` with the CRC left for later: (frame header with a zero CRC, the
-    frame's parts); ``seal_frame(header, payload)`` fills the CRC in before the frame is
-    written. So the checksum can be computed by the thread that writes, not the one that
-    appends."""
-    length = sum(len(part) for part in payload)
-    header = bytearray(FRAME_HEAD.pack(length, ENTRY_FULL, 0))
-    return header, (header, *payload)
-
-
-def seal_frame(header: bytearray, payload: Sequence[Buffer]) -> None:
-    """Fill in the CRC of a frame from ``unsealed_frame_parts`` (the same CRC
-    ``frame_parts`` computes)."""
-    crc = crc32c(memoryview(header)[:5])
-    for part in payload:
-        crc = crc32c(part, crc)
-    _U32.pack_into(header, 5, crc)
-
-
 def check_header(path: str, data: bytes, number: int) -> None:
     """Raise unless ``data`` starts with a valid header for segment ``number``."""
     if len(data) < HEADER_SIZE:
