@@ -206,6 +206,9 @@ def test_a_large_frame_received_in_place_gives_the_same_requests(chunk: int) -> 
             if isinstance(e, RequestReceived) and e.correlation_id in (2, 4, 5):
                 (part,) = e.request.topic_data[0].partition_data
                 assert bytes(part.records) == records[(2, 4, 5).index(e.correlation_id)]
+                # a view of the frame's own buffer, not a copy of the bytes
+                assert isinstance(part.records, memoryview)
+                assert len(part.records.obj) == e.frame_bytes - 4
     assert direct > 0 and conn.buffered_bytes == 0 and not conn.closed
     assert [(e.correlation_id, e.frame_bytes) for e in events] == [  # type: ignore[attr-defined]
         (e.correlation_id, e.frame_bytes) for e in plain]  # type: ignore[attr-defined]
