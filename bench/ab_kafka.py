@@ -31,15 +31,24 @@ from bench_kafka import c_producer, create_topic, kafka_consume, kafka_produce, 
 BENCH = "kafka_ab"
 
 
+def minor_faults(pid: int) -> int:
+    """The process's minor page faults so far (``/proc/PID/stat``, field 10)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[7])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tree", action="append", required=True, help="NAME=SRC_DIR")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--messages-100", type=int, default=1_000_000)
     parser.add_argument("--messages-1024", type=int, default=200_000)
+    parser.add_argument("--sizes", default="100,1024", help="record sizes, of 100 and 1024")
     args = parser.parse_args()
     trees = [(name, os.path.abspath(src)) for name, src in (t.split("=", 1) for t in args.tree)]
-    counts = {100: args.messages_100, 1024: args.messages_1024}
+    sizes = {int(size) for size in args.sizes.split(",")}
+    counts = {s: n for s, n in ((100, args.messages_100), (1024, args.messages_1024)) if s in sizes}
     figures: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-ab-") as directory:
         files = {size: records_file(directory, size, n) for size, n in counts.items()}
@@ -53,16 +62,18 @@ def main() -> None:
                 with server_doors(None) as (grpc, kafka, broker):
                     for size, n in counts.items():
                         topic = create_topic(grpc, 1, f"ab-{size}")
-                        before = broker.cpu_times()
+                        before, faults = broker.cpu_times(), minor_faults(broker.pid)
                         s = kafka_produce(kafka, topic, files[size], size, n, producer)
-                        after = broker.cpu_times()
+                        after, faults = broker.cpu_times(), minor_faults(broker.pid) - faults
                         cpu = (after.user + after.system) - (before.user + before.system)
                         rate = n * size / s / 1e6
                         figures.setdefault((name, f"produce_{size}B"), []).append(rate)
                         per_gb = cpu / (n * size / 1e9)
                         figures.setdefault((name, f"cpu_s_per_GB_{size}B"), []).append(per_gb)
+                        per_mb = faults / (n * size / 1e6)
                         emit(BENCH, f"produce_{size}B_throughput", rate, "MB/s", tree=name,
-                             round=index, server_cpu_s_per_GB=round(per_gb, 3))  # fmt: skip
+                             round=index, server_cpu_s_per_GB=round(per_gb, 3),
+                             server_minor_faults_per_MB=round(per_mb, 1))  # fmt: skip
                         if size == 100:
                             s = kafka_consume(kafka, topic, n)
                             figures.setdefault((name, "consume_100B"), []).append(n / s)

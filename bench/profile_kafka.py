@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -57,12 +58,12 @@ main()
 TOGGLE = signal.SIGRTMIN + 3
 
 
-def profiled(proc: subprocess.Popen[str], out: str, action: object) -> float:
+def profiled(proc: subprocess.Popen[str], out: str, action: Callable[[], object]) -> float:
     """Profile the server while ``action`` runs; ``out`` is where the child dumps."""
     proc.send_signal(TOGGLE)
     time.sleep(0.2)
     start = time.perf_counter()
-    action()  # type: ignore[operator]
+    action()
     elapsed = time.perf_counter() - start
     proc.send_signal(TOGGLE)
     deadline = time.monotonic() + 30
