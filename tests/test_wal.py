@@ -27,6 +27,7 @@ from sentinel.errors import (
 from sentinel.fs import FS, DirLock, File, MemFS, OsFS, SimulatedCrash
 from sentinel.storage.files import join, wal_name
 from sentinel.storage.wal import (
+    _FLUSH_AT,
     FRAME_HEADER_SIZE,
     HEADER_SIZE,
     SyncMode,
@@ -185,6 +186,61 @@ def test_bytes_on_disk_match_the_documented_layout() -> None:
         expected += prefix + struct.pack("<I", crc32c(prefix + payload)) + payload
     assert fs.read_all(seg(7)) == expected
     assert len(expected) == HEADER_SIZE + frame_size(b"hello") + frame_size(b"")
+
+
+@pytest.mark.parametrize("mode", list(SyncMode))
+def test_frames_in_parts_are_checksummed_by_whichever_thread_writes_them(
+    mode: SyncMode,
+) -> None:
+    """Whichever path writes a frame (a sync, an appender's flush past the buffer bound,
+    a roll, the close) writes the frame ``encode_frame`` gives: a payload in parts
+    (a mutable one copied at append) checksums as joined."""
+    fs = new_fs()
+    wal = WriteAheadLog(fs, DIR, 1, WalOptions(sync_mode=mode, segment_bytes=1 << 30))
+    rng = random.Random(7)
+    payloads = [rng.randbytes(rng.randint(0, 3000)) for _ in range(40)]
+    big = b"b" * (_FLUSH_AT + 1)  # the appender flushes: it checksums what it writes
+    written: list[bytes] = []
+
+    def add(payload: bytes) -> None:
+        cut = len(payload) // 3
+        wal.append((payload[:cut], memoryview(bytearray(payload[cut:]))))
+        written.append(payload)
+
+    for payload in payloads[:10]:
+        add(payload)
+    wal.sync()
+    for payload in payloads[10:20]:
+        add(payload)
+    add(big)
+    for payload in payloads[20:30]:
+        add(payload)
+    wal.rotate()  # the roll writes the rest of segment 1
+    for payload in payloads[30:]:
+        add(payload)
+    wal.close()
+    frames = b"".join(encode_frame(p) for p in written)
+    first = HEADER_SIZE + sum(len(encode_frame(p)) for p in written[:31])
+    assert fs.read_all(seg(1))[HEADER_SIZE:] == frames[: first - HEADER_SIZE]
+    assert fs.read_all(seg(2))[HEADER_SIZE:] == frames[first - HEADER_SIZE :]
+    assert replay(fs, DIR, 1)[0] == written
+
+
+def test_resume_checksums_the_frames_it_writes_again() -> None:
+    """The frames after the last fsync, written again by ``resume`` into the fresh
+    segment, verify there."""
+    fs = new_fs()
+    wal = WriteAheadLog(fs, DIR, 1, WalOptions())
+    wal.append_sync(b"durable")
+    wal.append((b"un", b"synced"))
+    fs.fail_after(0)
+    with pytest.raises(WalFailedError):
+        wal.sync()
+    fs.fail_after(None)
+    assert wal.resume() is not None
+    wal.append((b"after", b"resume"))
+    wal.close()
+    assert replay(fs, DIR, 1, contiguous=False)[0] == [b"durable", b"unsynced", b"afterresume"]
 
 
 def test_round_trip_across_rolls_and_rotate() -> None:

@@ -9,7 +9,7 @@ from test_kafka_golden import API_VERSIONS_V0_REQ, frame, header_v1, header_v2, 
 
 from sentinel.errors import InvalidArgumentError
 from sentinel.protocol.kafka import serde
-from sentinel.protocol.kafka.connection import KafkaServerConnection
+from sentinel.protocol.kafka.connection import DIRECT_FRAME_BYTES, KafkaServerConnection
 from sentinel.protocol.kafka.events import ConnectionClosed, RequestReceived, UnsupportedRequest
 from sentinel.protocol.kafka.messages import api_versions as av
 from sentinel.protocol.kafka.messages import delete_topics as dt
@@ -170,3 +170,66 @@ def test_compact_lengths_reach_flexible_headers() -> None:
     assert isinstance(event, RequestReceived)
     assert event.client_id == "cli"
     assert event.request == dt.DeleteTopicsRequest(topic_names=("a", "b"), timeout_ms=500)
+
+
+def big_produce(corr: int, records: bytes) -> bytes:
+    """A Produce v3 frame for topic "t" partition 0 carrying ``records`` as they are."""
+    body = (i16(-1) + i16(1) + i32(100) + i32(1) + i16(1) + b"t" + i32(1) + i32(0)
+            + i32(len(records)) + records)
+    return frame(header_v1(0, 3, corr, "p") + body)
+
+
+@pytest.mark.parametrize("chunk", [1000, 4096, 65536 + 3, 100_000])
+def test_a_large_frame_received_in_place_gives_the_same_requests(chunk: int) -> None:
+    """Large frames are read into their own buffer (``receive_buffer``) however the
+    socket slices them, interleaved with small ones read the ordinary way; the requests
+    are those ``receive_data`` alone gives, and the records are the bytes sent."""
+    records = [bytes([n]) * (DIRECT_FRAME_BYTES + 1000 * n) for n in range(1, 4)]
+    wire = (heartbeat(1) + big_produce(2, records[0]) + heartbeat(3) + big_produce(4, records[1])
+            + big_produce(5, records[2]) + heartbeat(6))
+    plain = KafkaServerConnection().receive_data(wire)
+    conn = KafkaServerConnection()
+    events: list[object] = []
+    pos, direct = 0, 0
+    while pos < len(wire):
+        into = conn.receive_buffer()
+        if into is None:
+            events += conn.receive_data(wire[pos : pos + chunk])
+            pos += chunk
+        else:
+            n = min(len(into), chunk, len(wire) - pos)
+            into[:n] = wire[pos : pos + n]
+            pos += n
+            direct += n
+            events += conn.body_received(n)
+        for e in events:
+            if isinstance(e, RequestReceived) and e.correlation_id in (2, 4, 5):
+                (part,) = e.request.topic_data[0].partition_data
+                assert bytes(part.records) == records[(2, 4, 5).index(e.correlation_id)]
+                # a view of the frame's own buffer, not a copy of the bytes
+                assert isinstance(part.records, memoryview)
+                assert len(part.records.obj) == e.frame_bytes - 4
+    assert direct > 0 and conn.buffered_bytes == 0 and not conn.closed
+    assert [(e.correlation_id, e.frame_bytes) for e in events] == [  # type: ignore[attr-defined]
+        (e.correlation_id, e.frame_bytes) for e in plain]  # type: ignore[attr-defined]
+    assert [e.request for e in events] == [e.request for e in plain]  # type: ignore[attr-defined]
+
+
+def test_receive_data_completes_a_frame_being_received_in_place() -> None:
+    """A driver that asked for ``receive_buffer`` once may still feed ``receive_data``:
+    the bytes fill the frame first, then the ordinary buffer."""
+    wire = big_produce(1, b"x" * DIRECT_FRAME_BYTES) + heartbeat(2)
+    conn = KafkaServerConnection()
+    assert conn.receive_data(wire[:100]) == []
+    assert conn.head_frame_bytes() == len(wire) - len(heartbeat(2))
+    into = conn.receive_buffer()
+    assert into is not None and len(into) == len(wire) - len(heartbeat(2)) - 100
+    events = conn.receive_data(wire[100:])
+    assert [e.correlation_id for e in events] == [1, 2]  # type: ignore[attr-defined]
+    assert conn.buffered_bytes == 0
+
+
+def test_no_frame_is_received_in_place_while_in_flight_is_full() -> None:
+    conn = KafkaServerConnection(max_in_flight=1)
+    conn.receive_data(heartbeat(1) + big_produce(2, b"x" * DIRECT_FRAME_BYTES)[:100])
+    assert conn.reading_paused and conn.receive_buffer() is None

@@ -55,7 +55,7 @@ class ProduceEntry:
 
     topic: str
     partition: int
-    batches: bytes
+    batches: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)

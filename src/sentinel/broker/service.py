@@ -469,7 +469,7 @@ class BrokerService:
         self,
         topic_name: str,
         partition: int,
-        batches: bytes,
+        batches: bytes | memoryview,
         acks: Acks | int = Acks.LEADER,
         key_hint: bytes | None = None,
     ) -> ProduceOutcome:

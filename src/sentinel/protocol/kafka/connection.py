@@ -21,7 +21,12 @@ held back. A peer that keeps sending regardless is closed once the buffer passes
 
 The receive buffer is one reused ``bytearray`` consumed from a moving start offset
 and compacted only when the consumed part is at least half of it, so the work is
-linear in bytes received however the peer slices its writes.
+linear in bytes received however the peer slices its writes. A large frame (at least
+``DIRECT_FRAME_BYTES``, a produce request's record batches) is instead received in
+place: once its size prefix has arrived, ``receive_buffer`` gives the driver a view of
+the frame's own buffer to read the rest into, and ``body_received`` reports what came;
+its bytes are then never copied between buffers, and the request's record batches are
+views of that buffer.
 
 States: OPEN -> CLOSED (on a bad frame or ``close()``); in CLOSED, input is ignored
 and answers produce no bytes.
@@ -61,6 +66,8 @@ DEFAULT_MAX_FRAME_BYTES = 100 * 1024 * 1024
 """Kafka's ``socket.request.max.bytes`` default."""
 DEFAULT_MAX_IN_FLIGHT = 16
 _PRODUCE_KEY = 0
+DIRECT_FRAME_BYTES = 64 * 1024
+"""Frames at least this large are received in place (``receive_buffer``)."""
 _MIN_FRAME = 8  # api key, api version, correlation id
 _I32 = struct.Struct(">i")
 _FIXED = struct.Struct(">hhi")
@@ -91,6 +98,9 @@ class KafkaServerConnection:
                                    else 2 * (max_frame_bytes + 4))
         self._buf = bytearray()
         self._start = 0
+        #: The frame being received in place (``receive_buffer``) and its bytes so far.
+        self._body: bytearray | None = None
+        self._filled = 0
         self._pending: deque[_Slot] = deque()
         self._slots: dict[int, _Slot] = {}
         self._closed = False
@@ -111,12 +121,16 @@ class KafkaServerConnection:
 
     @property
     def buffered_bytes(self) -> int:
+        if self._body is not None:
+            return 4 + self._filled
         return len(self._buf) - self._start
 
     def head_frame_bytes(self) -> int:
         """The size (length prefix included) of the next frame not handed out yet, once
         its prefix has arrived; 0 before that. A driver can hold memory for it before
         reading its body."""
+        if self._body is not None:
+            return 4 + len(self._body)
         if self._closed or self.buffered_bytes < 4:
             return 0
         (size,) = _I32.unpack_from(self._buf, self._start)
@@ -126,13 +140,57 @@ class KafkaServerConnection:
         self._closed = True
         self._buf = bytearray()
         self._start = 0
+        self._body = None
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where to read the next bytes into when they belong to a large frame whose
+        size prefix has arrived (the rest of that frame's own buffer; then report them
+        with ``body_received``), else None (read into your own buffer and pass it to
+        ``receive_data``)."""
+        if self._body is None:
+            if self._closed or len(self._pending) >= self.max_in_flight:
+                return None
+            avail = len(self._buf) - self._start
+            if avail < 4:
+                return None
+            (size,) = _I32.unpack_from(self._buf, self._start)
+            if not DIRECT_FRAME_BYTES <= size <= self.max_frame_bytes or avail >= 4 + size:
+                return None
+            # What is buffered is this frame's beginning (it is not complete): move it.
+            body = bytearray(size)
+            begin = self._start + 4
+            body[: avail - 4] = memoryview(self._buf)[begin:]
+            self._body, self._filled = body, avail - 4
+            self._buf.clear()
+            self._start = 0
+        return memoryview(self._body)[self._filled :]
+
+    def body_received(self, nbytes: int) -> list[Event]:
+        """``nbytes`` were read into the view ``receive_buffer`` gave; the events they
+        complete (the frame's request, once it is whole)."""
+        body = self._body
+        if body is None or self._closed:
+            return []
+        self._filled += nbytes
+        if self._filled < len(body):
+            return []
+        self._body = None
+        return [self._decode_frame(body)]
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes from the socket; return the events they complete."""
         if self._closed:
             return []
-        self._buf += data
         events: list[Event] = []
+        body = self._body
+        if body is not None and data:  # a driver not using receive_buffer: copy them in
+            take = min(len(data), len(body) - self._filled)
+            body[self._filled : self._filled + take] = data[:take]
+            events += self.body_received(take)
+            data = data[take:]
+            if self._body is not None:
+                return events
+        self._buf += data
         while len(self._pending) < self.max_in_flight:
             event = self._next_frame()
             if event is None:
@@ -170,11 +228,14 @@ class KafkaServerConnection:
         if avail < 4 + size:
             return None
         begin = self._start + 4
-        frame = self._buf[begin : begin + size]
+        # One copy, into immutable bytes: a produce request's record batches are then
+        # read-only views of it (``Reader.view``), never copied again by the decoder.
+        with memoryview(self._buf) as buf:
+            frame = bytes(buf[begin : begin + size])
         self._start = begin + size
         return self._decode_frame(frame)
 
-    def _decode_frame(self, frame: bytearray) -> Event:
+    def _decode_frame(self, frame: bytes | bytearray) -> Event:
         api_key, api_version, correlation_id = _FIXED.unpack_from(frame, 0)
         if correlation_id in self._slots:
             return self._fail(f"correlation id {correlation_id} reused while in flight")

@@ -77,8 +77,11 @@ def _scalar(kind: str, flexible: bool, plan_of: Callable[[], _Plan] | None
     if kind == "string":
         return (lambda r: r.string(flexible),
                 lambda out, v: wire.write_string(out, v, flexible))
-    if kind in ("bytes", "records"):
+    if kind == "bytes":
         return (lambda r: r.blob(flexible),
+                lambda out, v: wire.write_bytes(out, v, flexible))
+    if kind == "records":  # record batches, often megabytes: a view, not a copy
+        return (lambda r: r.blob_view(flexible),
                 lambda out, v: wire.write_bytes(out, v, flexible))
     assert plan_of is not None
     return (lambda r: _read_struct(r, plan_of()),

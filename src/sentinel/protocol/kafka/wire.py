@@ -136,6 +136,16 @@ class Reader:
             return None
         return self.take(n, "bytes")
 
+    def blob_view(self, compact: bool) -> memoryview | None:
+        """``blob`` without the copy: a view of the buffer read (read-only when that is
+        ``bytes``), which keeps the whole buffer alive as long as it is held."""
+        n = self.length(compact, _I32, "bytes")
+        if n < 0:
+            return None
+        start = self.pos
+        self.pos += n
+        return self.buf[start : self.pos]
+
     def array_length(self, compact: bool) -> int:
         return self.length(compact, _I32, "array")
 
@@ -157,7 +167,7 @@ def write_string(out: bytearray, value: str | None, compact: bool) -> None:
     out += data
 
 
-def write_bytes(out: bytearray, value: bytes | None, compact: bool) -> None:
+def write_bytes(out: bytearray, value: bytes | memoryview | None, compact: bool) -> None:
     if value is None:
         write_length(out, -1, compact, _I32)
         return

@@ -172,6 +172,8 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
             max_frame_bytes=listener.max_frame_bytes, max_in_flight=listener.max_in_flight
         )
         self._view = memoryview(bytearray(RECEIVE_BUFFER_BYTES))
+        #: The last ``get_buffer`` gave the connection's own frame buffer.
+        self._direct = False
         self._transport: asyncio.Transport | None = None
         self._paused = False
         #: Bytes held in the broker's request budget for the frame being received.
@@ -194,10 +196,16 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         self._listener.opened(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._view
+        # A large frame's body is read straight into its own buffer (no copy out of ours).
+        direct = self._conn.receive_buffer()
+        self._direct = direct is not None
+        return self._view if direct is None else direct
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._handle(self._conn.receive_data(self._view[:nbytes]))
+        if self._direct:
+            self._handle(self._conn.body_received(nbytes))
+        else:
+            self._handle(self._conn.receive_data(self._view[:nbytes]))
 
     def eof_received(self) -> bool | None:
         return None  # close our side too (unanswered requests are dropped)

@@ -24,7 +24,7 @@ PRODUCE = 0
 FETCH = 1
 
 
-def _records(batches: bytes, from_offset: int = 0) -> int:
+def _records(batches: bytes | memoryview, from_offset: int = 0) -> int:
     count = 0
     for view in iter_batches(batches, allow_partial_tail=True):
         header = parse_header(view)

@@ -110,7 +110,7 @@ class PartitionData:
     log_start_offset: int = -1
     aborted_transactions: tuple[AbortedTransaction, ...] | None = ()
     preferred_read_replica: int = -1
-    records: bytes | None = b""
+    records: bytes | memoryview | None = b""
 
 
 _PARTITION_DATA = Struct(PartitionData, (

@@ -15,7 +15,7 @@ from sentinel.protocol.kafka.schema import F, Message, Struct
 class PartitionProduceData:
     """The request struct PartitionProduceData of API 0."""
     index: int = 0
-    records: bytes | None = b""
+    records: bytes | memoryview | None = b""
 
 
 _PARTITION_PRODUCE_DATA = Struct(PartitionProduceData, (
