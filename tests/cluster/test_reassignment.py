@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from cluster.test_cluster_service import Trio, batch, eventually, user_values
 from sentinel.broker.service import BrokerService
 from sentinel.broker.topics import RemotePartition, UnknownTopicOrPartitionError
 from sentinel.broker.validation import Acks
 from sentinel.cluster.controller import InvalidReplicaAssignmentError
 from sentinel.errors import CallerError, SentinelError
 from sentinel.record import parse_header
-from cluster.test_cluster_service import Trio, batch, eventually, user_values
 
 
 @pytest.fixture
