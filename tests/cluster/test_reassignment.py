@@ -7,7 +7,7 @@ configuration the next leader continues from; bad targets are refused, typed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -134,7 +134,7 @@ async def check_replicas(trio: Trio, name: str, target: tuple[int, ...],
                 await service.produce(name, 0, batch(b"no"), Acks.ALL)
 
 
-def _leader(trio: Trio, name: str):  # type: ignore[no-untyped-def]
+def _leader(trio: Trio, name: str) -> Callable[[], Awaitable[int]]:
     async def leader() -> int:
         found = trio.leader_of(name, 0)
         assert found is not None
@@ -208,7 +208,7 @@ async def test_bad_targets_are_refused_with_typed_errors(trio: Trio) -> None:
     assert issubclass(InvalidReplicaAssignmentError, CallerError)
 
 
-def _until(predicate):  # type: ignore[no-untyped-def]
+def _until(predicate: Callable[[], bool]) -> Callable[[], Awaitable[None]]:
     async def check() -> None:
         assert predicate()
 

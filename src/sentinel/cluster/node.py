@@ -409,8 +409,8 @@ class ClusterNode:
         driver = self.driver
         for group, part in list(self._by_group.items()):
             assignment = self._assignment(part.topic, part.index)
-            if assignment is None:
-                continue
+            if assignment is None or self.controller.image.target_of(group) is not None:
+                continue  # a move under way places the leader itself
             preferred = assignment.replicas[0]
             core = driver.core(group)
             lead = core.lead
