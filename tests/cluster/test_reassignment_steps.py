@@ -34,7 +34,7 @@ def act(core: RaftCore, step: Step) -> None:
 
 def move(c: Cluster, target: tuple[int, ...], rounds: int = 300) -> list[frozenset[int]]:
     """Drive the move to the end; returns the successive configurations proposed."""
-    configs = []
+    configs: list[frozenset[int]] = []
     for _ in range(rounds):
         lead = c.leader()
         if lead is not None:
