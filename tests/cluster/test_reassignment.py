@@ -213,3 +213,30 @@ def _until(predicate: Callable[[], bool]) -> Callable[[], Awaitable[None]]:
         assert predicate()
 
     return check
+
+
+async def test_a_replica_removed_while_its_broker_is_down_is_dropped_when_it_returns(
+    trio: Trio,
+) -> None:
+    async def create() -> None:
+        await trio.services[1].create_topic("s", 1, 3)
+
+    await eventually(create)
+    lead = await eventually(_leader(trio, "s"))
+    acked = []
+    for n in range(5):
+        await trio.services[lead].produce("s", 0, batch(b"%d" % n), Acks.ALL)
+        acked.append(b"%d" % n)
+    gone = next(i for i in (1, 2, 3) if i != lead)
+    target = tuple(i for i in (1, 2, 3) if i != gone)  # three replicas down to two
+    await trio.stop(gone)
+    await trio.services[lead].reassign_partition("s", 0, list(target))
+    await moved(trio, "s", target)
+    await trio.start(gone)  # it replays the move and drops its copy
+    await moved(trio, "s", target)
+
+    async def dropped() -> None:
+        assert isinstance(trio.services[gone].registry.get("s").partitions[0], RemotePartition)
+
+    await eventually(dropped)
+    await check_replicas(trio, "s", target, acked)

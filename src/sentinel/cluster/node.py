@@ -6,7 +6,11 @@ broker (the controller, group 0, and a group per partition replica), the control
 calls it where a broker alone would act on its own: topic changes go through the
 controller; ``partition()`` returns the replicated partition; metadata lists every
 broker and each partition's leader, replicas and in-sync replicas; the group
-coordinator is the controller's leader, whose log holds the committed offsets.
+coordinator is the controller's leader, whose log holds the committed offsets. A
+partition's replicas move (``reassign_partition``) by Raft membership change, one broker
+at a time, driven by the partition's leader (``cluster/reassignment``): a broker of the
+target gets an empty log and joins; one no longer a replica drops its copy once the move
+is committed (``PartitionReplicas``).
 
 Data layout added under ``--data``: ``cluster.json`` (which cluster and node this
 directory belongs to), ``cluster-metadata/`` (the controller's log: a partition log),
