@@ -206,3 +206,32 @@ def test_cli_cluster_and_describe(
     assert cli_main(["topics", "-broker", brokers, "-describe", topic]) == 0
     text = capsys.readouterr().out
     assert "IN SYNC" in text and "LEADER" in text
+
+
+def test_cli_moves_a_partition_and_refuses_a_bad_target(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topic = "moved"
+    info = cluster.create_topic(topic, 1, 2)
+    before = list(info.partitions[0].replicas)
+    new = next(i for i in cluster.node_ids if i not in before)
+    target = [new, before[0]]
+    brokers = bootstrap(cluster)
+    argv = ["topics", "-broker", brokers, "-reassign", topic, "-partition", "0"]
+
+    assert cli_main([*argv, "-replicas", "1,9"]) == 1
+    err = capsys.readouterr().err
+    assert "INVALID_REPLICA_ASSIGNMENT" in err or "broker 9 is not in the cluster" in err, err
+
+    assert cli_main([*argv, "-replicas", ",".join(map(str, target)), "-json"]) == 0
+    assert json.loads(capsys.readouterr().out)["target"] == target
+
+    def done() -> bool | None:
+        assert cli_main(["topics", "-broker", brokers, "-reassignments", "-json"]) == 0
+        if json.loads(capsys.readouterr().out)["reassignments"]:
+            return None
+        assert cli_main(["topics", "-broker", brokers, "-describe", topic, "-json"]) == 0
+        replicas = json.loads(capsys.readouterr().out)["partitions"][0]["replicas"]
+        return True if replicas == target else None
+
+    poll(done, f"{topic}-0 moved to {target}", 20.0)

@@ -25,6 +25,8 @@ from sentinel.cluster.metadata import (
     MetadataRecordError,
     OffsetAndMetadata,
     PartitionAssignment,
+    PartitionReplicas,
+    ReassignPartition,
     Record,
     RegisterBroker,
     decode_record,
@@ -83,6 +85,8 @@ RECORDS: st.SearchStrategy[Record] = st.one_of(
     st.builds(AlterConfigs, NAMES, CONFIGS),
     st.builds(CommitOffsets, GROUP_IDS, OFFSETS),
     st.builds(DeleteGroupOffsets, GROUP_IDS),
+    st.builds(ReassignPartition, st.integers(1, 30), st.sampled_from([(1, 2), (2, 3), (4,)])),
+    st.builds(PartitionReplicas, st.integers(1, 30), st.sampled_from([(1, 2), (2, 3), (4,)])),
 )
 
 
@@ -109,6 +113,8 @@ EXAMPLES: list[Record] = [
     AlterConfigs("orders", {}),
     CommitOffsets("g", (CommittedOffset("orders", 0, 42, "meta"), ("orders", 1, 7, ""))),
     DeleteGroupOffsets("g"),
+    ReassignPartition(7, (2, 4)),
+    PartitionReplicas(7, (2, 4)),
 ]
 
 
@@ -467,3 +473,50 @@ def test_placement_refuses_an_impossible_replication_factor() -> None:
 
 def test_default_replication_factor() -> None:
     assert [default_replication_factor(n) for n in (1, 2, 3, 4, 9)] == [1, 2, 3, 3, 3]
+
+
+# -- replica moves --------------------------------------------------------------------
+
+
+def test_a_move_keeps_its_target_until_done_then_the_replicas_are_the_target() -> None:
+    image = replay([
+        CreateTopic("t", (PartitionAssignment(1, (1, 2)), PartitionAssignment(2, (2, 3))), {}, 2),
+    ])
+    assert image.apply(1, ReassignPartition(1, (2, 3, 4)))
+    assert image.target_of(1) == (2, 3, 4) and image.target_of(2) is None
+    assert image.topics["t"].partitions[0].replicas == (1, 2)  # unchanged while moving
+    assert not image.apply(2, ReassignPartition(1, (2, 3, 4)))  # same target: a no-op
+    assert not image.apply(3, PartitionReplicas(1, (2, 3)))  # not the move under way
+    assert not image.apply(4, ReassignPartition(99, (1,)))  # no such group
+    # Snapshots carry the move, and a moved partition whose count differs from the rf.
+    assert MetadataImage.decode_snapshot(image.encode_snapshot()) == image
+    assert image.apply(5, PartitionReplicas(1, (2, 3, 4)))
+    assert image.target_of(1) is None and dict(image.reassignments) == {}
+    assert image.topics["t"].partitions[0] == PartitionAssignment(1, (2, 3, 4))
+    assert image.groups_of(4) == {1: ("t", 0)}
+    copy = MetadataImage.decode_snapshot(image.encode_snapshot())
+    assert copy == image and copy.topics["t"].partitions[0].replicas == (2, 3, 4)
+    assert not copy.apply(6, PartitionReplicas(1, (2, 3, 4)))  # done once
+    # A deleted topic's moves go with it.
+    image.apply(7, ReassignPartition(2, (1,)))
+    image.apply(8, DeleteTopic("t"))
+    assert dict(image.reassignments) == {}
+
+
+def test_a_snapshot_from_before_moves_existed_has_none() -> None:
+    image = replay([CreateTopic("t", (PartitionAssignment(1, (1,)),), {}, 1)])
+    old = json.loads(image.encode_snapshot())
+    del old["reassignments"]
+    assert MetadataImage.decode_snapshot(json.dumps(old).encode()) == image
+
+
+@pytest.mark.parametrize("target", [(), (1, 1), (-1,)])
+def test_an_invalid_move_is_the_callers_fault(target: tuple[int, ...]) -> None:
+    with pytest.raises(CallerError):
+        ReassignPartition(1, target)
+    with pytest.raises(CallerError):
+        PartitionReplicas(1, target)
+    with pytest.raises(MetadataRecordError):
+        decode_record(json.dumps(
+            {"v": 1, "type": "ReassignPartition", "group": 1, "target": list(target)}
+        ).encode())

@@ -72,6 +72,7 @@ from sentinel.broker.validation import (
 from sentinel.clock import Clock
 from sentinel.config import BrokerConfig
 from sentinel.errors import (
+    CallerError,
     DamagedDataError,
     DiskError,
     SentinelError,
@@ -357,6 +358,22 @@ class BrokerService:
         if self._cluster is not None:
             return await self._cluster.add_partitions(name, total)
         return self.add_partitions_here(name, total)
+
+    async def reassign_partition(self, topic: str, partition: int, replicas: Sequence[int]) -> None:
+        """Move ``topic``-``partition`` to the brokers ``replicas`` (Kafka's
+        AlterPartitionReassignments; ``replicas[0]`` becomes the preferred leader).
+        Returns once the controller recorded the move; the partition's leader carries
+        it out, one broker at a time (``list_partition_reassignments`` shows it under
+        way). A broker alone refuses (INVALID_REQUEST)."""
+        if self._cluster is None:
+            raise CallerError("moving replicas needs a cluster (--peers); this broker is alone")
+        await self._cluster.reassign_partition(topic, partition, replicas)
+
+    def list_partition_reassignments(
+        self,
+    ) -> dict[tuple[str, int], tuple[tuple[int, ...], tuple[int, ...]]]:
+        """Every move under way: (topic, partition) -> (replicas now, target)."""
+        return {} if self._cluster is None else self._cluster.reassignments()
 
     def add_partitions_here(
         self, name: str, total: int, hosted: Sequence[int] | None = None

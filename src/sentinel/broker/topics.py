@@ -416,6 +416,42 @@ class TopicRegistry:
                 partition.update_config(config)
         return topic
 
+    def host_partition(self, name: str, index: int) -> PartitionLog | OfflinePartition:
+        """A cluster's reassignment gave this broker a replica of ``name``-``index``: its
+        ``RemotePartition`` placeholder becomes an empty log (any stale directory a
+        crash left is removed first), then the meta store records it as hosted. A
+        partition already hosted is returned as it is."""
+        topic = self.get(name)
+        topic.check_partition(index)
+        found = topic.partitions[index]
+        if not isinstance(found, RemotePartition):
+            return found
+        directory = posixpath.join(self._root, name, str(index))
+        if self._fs.exists(directory):
+            self._fs.remove_tree(directory)
+        plog = self._open_partition(name, index, topic.config, False)
+        topic.partitions[index] = plog
+        self._meta.put_topic(self._record_of(topic, topic.configs))
+        log.info("partition %s-%d: a replica is created on this broker", name, index)
+        return plog
+
+    def unhost_partition(self, name: str, index: int) -> None:
+        """The replica of ``name``-``index`` moved away from this broker: the meta store
+        records it as not hosted, then its log is closed and its files removed (a crash
+        in between leaves a directory ``host_partition`` removes)."""
+        topic = self.get(name)
+        topic.check_partition(index)
+        found = topic.partitions[index]
+        if isinstance(found, RemotePartition):
+            return
+        topic.partitions[index] = RemotePartition(f"{name}-{index}", "not a replica")
+        self._meta.put_topic(self._record_of(topic, topic.configs))
+        found.close(discard=True)
+        directory = posixpath.join(self._root, name, str(index))
+        if self._fs.exists(directory):
+            self._fs.remove_tree(directory)
+        log.info("partition %s-%d: this broker's replica is removed", name, index)
+
     @staticmethod
     def _record_of(topic: Topic, configs: Mapping[str, str]) -> TopicRecord:
         hosted = None

@@ -8,6 +8,8 @@
     sentinel-cli topics -alter events -partitions 6     (partitions only grow)
     sentinel-cli topics -alter events -config retention.ms=3600000 [-delete-config K]
     sentinel-cli topics -delete-records events -partition 0 -before 1000
+    sentinel-cli topics -reassign events -partition 0 -replicas 2,3   (a cluster)
+    sentinel-cli topics -reassignments                  (the moves under way)
 
 One action per run. ``-describe`` shows each partition's leader, replicas, log start
 and end offsets, high watermark and size, and the topic's configs.
@@ -33,7 +35,8 @@ __all__ = ["TopicAction", "choose_action", "topics"]
 class TopicAction:
     """The one thing a ``topics`` run does: ``verb`` on ``name`` (None for list)."""
 
-    verb: str  # list | describe | create | delete | alter | delete-records
+    verb: str  # list | describe | create | delete | alter | delete-records | reassign
+    #          | reassignments
     name: str | None = None
 
 
@@ -51,6 +54,9 @@ def choose_action(
     delete_configs: tuple[str, ...] = (),
     partition: int | None = None,
     before: int | None = None,
+    reassign: str | None = None,
+    replicas: tuple[int, ...] | None = None,
+    reassignments: bool = False,
 ) -> TopicAction:
     """The action the flags ask for; ``CliUsageError`` when they ask for several or misfit."""
     given = [
@@ -61,11 +67,14 @@ def choose_action(
             ("delete", delete),
             ("alter", alter),
             ("delete-records", delete_records),
+            ("reassign", reassign),
         )
         if name is not None
     ]
     if list_:
         given.insert(0, TopicAction("list"))
+    if reassignments:
+        given.append(TopicAction("reassignments"))
     if len(given) > 1:
         names = " and ".join(f"-{a.verb}" for a in given)
         raise CliUsageError(f"{names} conflict: give one action per run")
@@ -85,8 +94,15 @@ def choose_action(
     if action.verb == "delete-records":
         if partition is None or before is None:
             raise CliUsageError("-delete-records needs -partition P and -before OFFSET")
-    elif partition is not None or before is not None:
-        raise CliUsageError("-partition and -before go with -delete-records")
+    elif before is not None:
+        raise CliUsageError("-before goes with -delete-records")
+    if action.verb == "reassign":
+        if partition is None or not replicas:
+            raise CliUsageError("-reassign needs -partition P and -replicas B1,B2,...")
+    elif replicas is not None:
+        raise CliUsageError("-replicas goes with -reassign")
+    elif partition is not None and action.verb != "delete-records":
+        raise CliUsageError("-partition goes with -delete-records or -reassign")
     if action.name is not None and not action.name.strip():
         raise CliUsageError(f"-{action.verb} needs a topic name")
     return action
@@ -143,7 +159,23 @@ def choose_action(
     "--partition",
     type=click.IntRange(min=0),
     default=None,
-    help="The partition of -delete-records.",
+    help="The partition of -delete-records or -reassign.",
+)
+@click.option(
+    "--reassign",
+    metavar="NAME",
+    default=None,
+    help="Move a partition's replicas to the brokers of -replicas (a cluster; with -partition).",
+)
+@click.option(
+    "--replicas",
+    callback=lambda _ctx, _param, value: None if value is None else _node_ids(value),
+    metavar="B1,B2,...",
+    default=None,
+    help="The broker ids -reassign moves the partition to; the first is the preferred leader.",
+)
+@click.option(
+    "--reassignments", is_flag=True, help="List the replica moves under way (a cluster)."
 )
 @click.option(
     "--before",
@@ -167,6 +199,9 @@ def topics(  # noqa: PLR0917 - click passes every option
     delete_configs: tuple[str, ...],
     partition: int | None,
     before: int | None,
+    reassign: str | None,
+    replicas: tuple[int, ...] | None,
+    reassignments: bool,
 ) -> None:
     """List, describe, create, delete or alter topics, or delete a partition's records."""
     action = choose_action(
@@ -182,6 +217,9 @@ def topics(  # noqa: PLR0917 - click passes every option
         delete_configs=delete_configs,
         partition=partition,
         before=before,
+        reassign=reassign,
+        replicas=replicas,
+        reassignments=reassignments,
     )
     try:
         config = config_dict(configs)
@@ -216,6 +254,26 @@ def topics(  # noqa: PLR0917 - click passes every option
                 {"topic": name, "partition": partition, "log_start_offset": start},
                 f"deleted the records of {name}/{partition} below offset {start}",
             )
+        elif action.verb == "reassign":
+            assert partition is not None and replicas
+            admin.reassign_partition(name, partition, replicas)
+            target = ",".join(map(str, replicas))
+            out.result(
+                {"topic": name, "partition": partition, "target": list(replicas)},
+                f"moving {name}/{partition} to brokers {target} "
+                "(done when -reassignments no longer lists it)",
+            )
+        elif action.verb == "reassignments":
+            moves = admin.list_partition_reassignments()
+            rows = [
+                {"topic": t, "partition": p, "replicas": list(now), "target": list(target)}
+                for (t, p), (now, target) in sorted(moves.items())
+            ]
+            lines = [
+                f"{r['topic']}/{r['partition']}: replicas {r['replicas']} -> {r['target']}"
+                for r in rows
+            ]
+            out.result({"reassignments": rows}, "\n".join(lines) or "no moves under way")
         else:
             _alter(
                 out,
@@ -225,6 +283,14 @@ def topics(  # noqa: PLR0917 - click passes every option
                 config=config,
                 delete_configs=delete_configs,
             )
+
+
+def _node_ids(text: str) -> tuple[int, ...]:
+    try:
+        ids = tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a list of broker ids like 1,2,3") from None
+    return ids
 
 
 def _alter(

@@ -205,6 +205,35 @@ class AsyncAdmin(AsyncClosingContext):
         )
         return topic_from_proto(resp.topic)
 
+    async def reassign_partition(
+        self, topic: str, partition: int, replicas: Sequence[int]
+    ) -> None:
+        """Move ``topic``-``partition`` to the brokers ``replicas`` (a cluster; the first
+        is the preferred leader). Returns once the move is recorded; it is done when
+        ``list_partition_reassignments`` no longer lists it."""
+        request = pb.ReassignPartitionRequest(
+            topic=topic, partition=partition, replicas=list(replicas)
+        )
+        await self._call(
+            lambda stub, t: unary(stub.ReassignPartition(request, timeout=t)),
+            read_only=False,
+        )
+        self._metadata.forget(topic)
+
+    async def list_partition_reassignments(
+        self,
+    ) -> dict[tuple[str, int], tuple[tuple[int, ...], tuple[int, ...]]]:
+        """Every move under way: (topic, partition) -> (its replicas now, the target)."""
+        request = pb.ListPartitionReassignmentsRequest()
+        resp = await self._call(
+            lambda stub, t: unary(stub.ListPartitionReassignments(request, timeout=t)),
+            read_only=True,
+        )
+        return {
+            (m.topic, m.partition): (tuple(m.replicas), tuple(m.target))
+            for m in resp.reassignments
+        }
+
     async def delete_topic(self, name: str) -> None:
         """Delete a topic and its data."""
         request = pb.DeleteTopicRequest(name=name)
@@ -380,6 +409,16 @@ class Admin(ClosingContext):
     def create_partitions(self, name: str, total: int) -> TopicDescription:
         """Grow ``name`` to ``total`` partitions."""
         return self._run(self._async.create_partitions(name, total))
+
+    def reassign_partition(self, topic: str, partition: int, replicas: Sequence[int]) -> None:
+        """Move ``topic``-``partition`` to the brokers ``replicas`` (see the async one)."""
+        self._run(self._async.reassign_partition(topic, partition, replicas))
+
+    def list_partition_reassignments(
+        self,
+    ) -> dict[tuple[str, int], tuple[tuple[int, ...], tuple[int, ...]]]:
+        """Every move under way: (topic, partition) -> (its replicas now, the target)."""
+        return self._run(self._async.list_partition_reassignments())
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic and its data."""

@@ -44,6 +44,7 @@ __all__ = [
     "InvalidPartitionsError",
     "InvalidProducerEpochError",
     "InvalidRecordError",
+    "InvalidReplicaAssignmentError",
     "InvalidReplicationFactorError",
     "InvalidRequestError",
     "InvalidSessionTimeoutError",
@@ -190,6 +191,10 @@ class InvalidPartitionsError(SentinelClientError, core.CallerError):
 
 class InvalidReplicationFactorError(SentinelClientError, core.CallerError):
     """The replication factor is not acceptable (more than the brokers?)."""
+
+
+class InvalidReplicaAssignmentError(SentinelClientError, core.CallerError):
+    """A replica move's target is not a list of distinct brokers of the cluster."""
 
 
 class InvalidRequestError(SentinelClientError, core.CallerError):
@@ -344,6 +349,7 @@ _BY_REASON: dict[str, type[SentinelClientError]] = {
     "TOPIC_ALREADY_EXISTS": TopicAlreadyExistsError,
     "INVALID_PARTITIONS": InvalidPartitionsError,
     "INVALID_REPLICATION_FACTOR": InvalidReplicationFactorError,
+    "INVALID_REPLICA_ASSIGNMENT": InvalidReplicaAssignmentError,
     "INVALID_REQUEST": InvalidRequestError,
     "INVALID_CONFIG": InvalidConfigError,
     "OUT_OF_ORDER_SEQUENCE": OutOfOrderSequenceError,

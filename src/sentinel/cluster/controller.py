@@ -49,6 +49,8 @@ from sentinel.cluster.records import (
     DeleteTopic,
     MetadataRecordError,
     PartitionLeader,
+    PartitionReplicas,
+    ReassignPartition,
     Record,
     RegisterBroker,
     decode_record,
@@ -89,6 +91,20 @@ class ControllerUnavailableError(SentinelError):
     code_name = "REQUEST_TIMED_OUT"
 
 
+class InvalidReplicaAssignmentError(CallerError):
+    """A reassignment's target replicas are not a list of distinct known brokers."""
+
+    kafka_code = 39
+    code_name = "INVALID_REPLICA_ASSIGNMENT"
+
+
+class NoReassignmentInProgressError(CallerError):
+    """A move reported done is not the partition's move under way (it changed)."""
+
+    kafka_code = 85
+    code_name = "NO_REASSIGNMENT_IN_PROGRESS"
+
+
 #: Errors a forwarded operation may come back with, re-raised as themselves.
 _TYPED: dict[int, type[SentinelError]] = {
     cls.kafka_code: cls
@@ -101,6 +117,8 @@ _TYPED: dict[int, type[SentinelError]] = {
         InvalidTopicError,
         PolicyViolationError,
         NotControllerError,
+        InvalidReplicaAssignmentError,
+        NoReassignmentInProgressError,
     )
 }
 
@@ -340,6 +358,13 @@ class Controller:
             if image.partition_of_group(group) is None:
                 raise UnknownTopicOrPartitionError(f"no partition has Raft group {group}")
             return PartitionLeader(group, int(args["leader"]), int(args["term"])), None
+        if op == "partition_replicas":
+            group, replicas = int(args["group"]), _node_ids(args["replicas"])
+            if image.target_of(group) != replicas:
+                raise NoReassignmentInProgressError(
+                    f"group {group} has no move to {list(replicas)} under way"
+                )
+            return PartitionReplicas(group, replicas), None
         name = str(args["name"])
         validate_topic_name(name)
         topic = image.topics.get(name)
@@ -384,6 +409,8 @@ class Controller:
                 (first + current) % len(self.brokers),
             )
             return CreatePartitions(name, added), None
+        if op == "reassign_partition":
+            return self._reassign(name, int(args["partition"]), args["replicas"]), None
         if op == "alter_configs":
             set_ = {str(k): str(v) for k, v in dict(args["set"]).items()}
             delete = [str(k) for k in args["delete"]]
@@ -399,6 +426,28 @@ class Controller:
             return AlterConfigs(name, configs), None
         raise CallerError(f"unknown controller operation {op!r}")
 
+    def _reassign(self, name: str, index: int, replicas: object) -> ReassignPartition:
+        topic = self.image.topics[name]
+        if not 0 <= index < len(topic.partitions):
+            raise UnknownTopicOrPartitionError(
+                f"topic {name!r} has no partition {index} (it has {len(topic.partitions)})"
+            )
+        target = _node_ids(replicas)
+        where = f"partition {name}-{index}"
+        if not target:
+            raise InvalidReplicaAssignmentError(f"{where}: the replica list is empty")
+        if len(set(target)) != len(target):
+            raise InvalidReplicaAssignmentError(
+                f"{where}: the replica list {list(target)} names a broker twice"
+            )
+        unknown = sorted(set(target) - set(self.brokers))
+        if unknown:
+            raise InvalidReplicaAssignmentError(
+                f"{where}: broker {unknown[0]} is not in the cluster (brokers "
+                f"{','.join(map(str, self.brokers))})"
+            )
+        return ReassignPartition(topic.partitions[index].group, target)
+
     def _check_rf(self, rf: int) -> None:
         if not 1 <= rf <= len(self.brokers):
             raise InvalidReplicationFactorError(
@@ -410,3 +459,13 @@ class Controller:
         first = max(self.image.next_group, self._reserved_group)
         self._reserved_group = first + count
         return first
+
+
+def _node_ids(value: object) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in value
+    ):
+        raise InvalidReplicaAssignmentError(
+            f"replicas must be a list of node ids, got {value!r:.80}"
+        )
+    return tuple(value)

@@ -24,6 +24,10 @@ largest id any applied record carried, and a record carrying a smaller id is sta
     AlterConfigs        configs replaced                          name missing, same map
     CommitOffsets       offsets merged into the group's           same values
     DeleteGroupOffsets  the group's offsets removed               group has none
+    PartitionLeader     the group's reported leader               group missing, older term
+    ReassignPartition   the group's target replicas set           group missing, same target
+    PartitionReplicas   the group's replicas := target, target    group missing, no such
+                        dropped                                   target
 
 Snapshot (``encode_snapshot``): one JSON object, keys sorted, at most
 ``MAX_SNAPSHOT_BYTES``::
@@ -32,7 +36,10 @@ Snapshot (``encode_snapshot``): one JSON object, keys sorted, at most
      "brokers":[{"node_id":1,"host":"h","grpc_port":9092,"kafka_port":9093}],
      "topics":[{"name":"t","partitions":[{"group":7,"replicas":[1,2]}],
                 "configs":{},"replication_factor":2}],
-     "offsets":[{"group_id":"g","offsets":[["t",0,42,""]]}]}
+     "offsets":[{"group_id":"g","offsets":[["t",0,42,""]]}],
+     "reassignments":[{"group":7,"target":[2,3]}]}
+
+(``reassignments`` is absent from snapshots written before moves existed: none.)
 
 Placement (``place``, ``default_replication_factor``) is in ``cluster/placement.py``;
 this module re-exports it and the records, so ``cluster.metadata`` is the one import.
@@ -62,10 +69,13 @@ from sentinel.cluster.records import (
     MetadataRecordError,
     PartitionAssignment,
     PartitionLeader,
+    PartitionReplicas,
+    ReassignPartition,
     Record,
     RegisterBroker,
     assignments_from_json,
     assignments_to_json,
+    check_topic,
     decode_record,
     dump_json,
     load_json,
@@ -89,6 +99,8 @@ __all__ = [
     "OffsetAndMetadata",
     "PartitionAssignment",
     "PartitionLeader",
+    "PartitionReplicas",
+    "ReassignPartition",
     "Record",
     "RegisterBroker",
     "TopicImage",
@@ -138,6 +150,8 @@ class MetadataImage:
         #: group -> (leader, term), as the partitions' leaders reported (hints: not in
         #: snapshots, not compared by ``==``).
         self._leaders: dict[int, tuple[int, int]] = {}
+        #: group -> the replicas a move under way wants (``ReassignPartition``).
+        self._targets: dict[int, tuple[int, ...]] = {}
 
     @property
     def brokers(self) -> Mapping[int, BrokerAddresses]:
@@ -169,6 +183,19 @@ class MetadataImage:
         """(leader, term) of a partition group as last reported, if it still exists."""
         return self._leaders.get(group) if group in self._by_group else None
 
+    def target_of(self, group: int) -> tuple[int, ...] | None:
+        """The replicas a move under way wants for ``group``; None: no move."""
+        return self._targets.get(group)
+
+    @property
+    def reassignments(self) -> Mapping[int, tuple[int, ...]]:
+        """Every move under way: group -> its target replicas."""
+        return MappingProxyType(self._targets)
+
+    def assignment_of(self, group: int) -> PartitionAssignment | None:
+        found = self._by_group.get(group)
+        return None if found is None else self._topics[found[0]].partitions[found[1]]
+
     def partition_of_group(self, group: int) -> tuple[str, int] | None:
         """The (topic, partition index) replicated by Raft group ``group``, if any."""
         return self._by_group.get(group)
@@ -185,12 +212,16 @@ class MetadataImage:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MetadataImage):
             return NotImplemented
-        return (self._applied, self._next_group, self._brokers, self._topics, self._offsets) == (
+        return (
+            self._applied, self._next_group, self._brokers, self._topics, self._offsets,
+            self._targets,
+        ) == (
             other._applied,
             other._next_group,
             other._brokers,
             other._topics,
             other._offsets,
+            other._targets,
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -245,6 +276,27 @@ class MetadataImage:
                     return False
                 self._leaders[group] = (leader, term)
                 return True
+            case ReassignPartition(group, target):
+                if group not in self._by_group or self._targets.get(group) == target:
+                    return False
+                self._targets[group] = target
+                return True
+            case PartitionReplicas(group, replicas):
+                return self._move_done(group, replicas)
+
+    def _move_done(self, group: int, replicas: tuple[int, ...]) -> bool:
+        where = self._by_group.get(group)
+        if where is None or self._targets.get(group) != replicas:
+            return False
+        del self._targets[group]
+        name, index = where
+        topic = self._topics[name]
+        parts = list(topic.partitions)
+        parts[index] = PartitionAssignment(group, replicas)
+        self._topics[name] = TopicImage(
+            name, tuple(parts), topic.configs, topic.replication_factor
+        )
+        return True
 
     def _fresh(self, partitions: tuple[PartitionAssignment, ...]) -> bool:
         return all(p.group >= self._next_group for p in partitions)
@@ -260,6 +312,7 @@ class MetadataImage:
             return False
         for p in topic.partitions:
             del self._by_group[p.group]
+            self._targets.pop(p.group, None)
         for group_id in list(self._offsets):
             kept = {k: v for k, v in self._offsets[group_id].items() if k[0] != name}
             if kept:
@@ -332,6 +385,9 @@ class MetadataImage:
                     }
                     for group_id, o in sorted(self._offsets.items())
                 ],
+                "reassignments": [
+                    {"group": g, "target": list(t)} for g, t in sorted(self._targets.items())
+                ],
             }
         )
 
@@ -369,21 +425,19 @@ class MetadataImage:
             )
         for item in f.items("topics"):
             t = Fields(item, "snapshot topic")
-            c = CreateTopic(
-                t.text("name"),
-                assignments_from_json(t.items("partitions"), "snapshot topic"),
-                t.configs("configs"),
-                t.integer("replication_factor"),
+            name, rf = t.text("name"), t.integer("replication_factor")
+            parts, configs = check_topic(  # a moved partition's count may differ from rf
+                name, assignments_from_json(t.items("partitions"), "snapshot topic"),
+                t.configs("configs"), rf,
             )
             t.done()
+            c = TopicImage(name, parts, configs, rf)
             if c.name in image._topics:
                 raise MetadataRecordError(f"snapshot: topic {c.name!r} repeats")
             groups = [p.group for p in c.partitions]
             if any(g in image._by_group or g >= image._next_group for g in groups):
                 raise MetadataRecordError(f"snapshot: topic {c.name!r} reuses a group id")
-            image._topics[c.name] = TopicImage(
-                c.name, c.partitions, c.configs, c.replication_factor
-            )
+            image._topics[c.name] = c
             image._by_group.update((p.group, (c.name, i)) for i, p in enumerate(c.partitions))
         for item in f.items("offsets"):
             o = Fields(item, "snapshot offsets")
@@ -397,4 +451,13 @@ class MetadataImage:
                 (c.topic, c.partition): OffsetAndMetadata(c.offset, c.metadata)
                 for c in commit.offsets
             }
+        for item in f.items("reassignments") if f.has("reassignments") else ():
+            m = Fields(item, "snapshot reassignment")
+            move = ReassignPartition(m.integer("group"), m.node_ids("target"))
+            m.done()
+            if move.group not in image._by_group or move.group in image._targets:
+                raise MetadataRecordError(
+                    f"snapshot: reassignment of group {move.group} names no partition or repeats"
+                )
+            image._targets[move.group] = move.target
         return image

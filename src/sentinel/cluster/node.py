@@ -6,7 +6,11 @@ broker (the controller, group 0, and a group per partition replica), the control
 calls it where a broker alone would act on its own: topic changes go through the
 controller; ``partition()`` returns the replicated partition; metadata lists every
 broker and each partition's leader, replicas and in-sync replicas; the group
-coordinator is the controller's leader, whose log holds the committed offsets.
+coordinator is the controller's leader, whose log holds the committed offsets. A
+partition's replicas move (``reassign_partition``) by Raft membership change, one broker
+at a time, driven by the partition's leader (``cluster/reassignment``): a broker of the
+target gets an empty log and joins; one no longer a replica drops its copy once the move
+is committed (``PartitionReplicas``).
 
 Data layout added under ``--data``: ``cluster.json`` (which cluster and node this
 directory belongs to), ``cluster-metadata/`` (the controller's log: a partition log),
@@ -36,7 +40,7 @@ from sentinel.broker.outcomes import (
     TopicMetadata,
 )
 from sentinel.broker.replicated_partition import ReplicatedPartition
-from sentinel.broker.topics import OfflinePartition, Topic
+from sentinel.broker.topics import OfflinePartition, RemotePartition, Topic
 from sentinel.clock import Clock
 from sentinel.cluster import controller_snapshots
 from sentinel.cluster.controller import CONTROLLER_GROUP, Controller
@@ -45,6 +49,7 @@ from sentinel.cluster.figures import METADATA_TOPIC, RaftFigures, raft_figures
 from sentinel.cluster.identity import check_identity
 from sentinel.cluster.metadata import MetadataImage, TopicImage
 from sentinel.cluster.peers import Peer, parse_peers
+from sentinel.cluster.reassignment import Action, next_step
 from sentinel.cluster.records import (
     AlterConfigs,
     CommitOffsets,
@@ -54,6 +59,8 @@ from sentinel.cluster.records import (
     DeleteTopic,
     MetadataRecordError,
     PartitionAssignment,
+    PartitionReplicas,
+    ReassignPartition,
     Record,
     decode_record,
 )
@@ -85,6 +92,7 @@ log = logging.getLogger(__name__)
 RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=2)
 #: A partition's log is its state: nothing committed is read back to be applied.
 PARTITION_RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=2, deliver_committed=False)
+REASSIGN_EVERY_S = 0.1  # how often a leader takes the next step of a replica move
 BALANCE_EVERY_S = 2.0  # how often leaders hand partitions back to preferred replicas
 REGISTER_RETRY_S = 0.2
 HAND_OFF_S = 2.0  # at most this long handing led groups over at a clean stop
@@ -125,6 +133,7 @@ class ClusterNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
         self._reports: set[asyncio.Task[None]] = set()
+        self._moves_reported: set[int] = set()  # groups whose move is being reported
         self._loop: asyncio.AbstractEventLoop | None = None  # the driver's (retention)
 
     @property
@@ -233,6 +242,7 @@ class ClusterNode:
         self._tasks = [
             loop.create_task(self._register_forever(), name="cluster-register"),
             loop.create_task(self._balance_forever(), name="cluster-balance"),
+            loop.create_task(self._reassign_forever(), name="cluster-reassign"),
         ]
         log.info(
             "node %d of cluster %s: %d brokers, peers listening on %s",
@@ -339,13 +349,72 @@ class ClusterNode:
             await asyncio.sleep(BALANCE_EVERY_S)
             self.balance()
 
+    async def _reassign_forever(self) -> None:
+        """Take the next step of every replica move whose group this broker leads."""
+        while True:
+            await asyncio.sleep(REASSIGN_EVERY_S)
+            try:
+                self.reassign_step()
+            except SentinelError as exc:  # a refusal this round: the next one retries
+                log.debug("replica move: %s", exc)
+
+    def reassign_step(self) -> None:
+        """One step of each move led here (``cluster/reassignment``): add a target
+        broker, remove one no longer wanted, hand leadership over, or report the move
+        done through the controller."""
+        driver = self.driver
+        for group, target in list(self.controller.image.reassignments.items()):
+            if group not in self._by_group:
+                continue
+            core = driver.core(group)
+            step = next_step(core, target)
+            if step.action is Action.WAIT:
+                continue
+            if step.action is Action.DONE:
+                if group not in self._moves_reported:
+                    self._report_move(group, target)
+                continue
+            assert step.node is not None
+            if step.action is Action.TRANSFER:
+                log.info("group %d: leadership to broker %d before this one leaves it",
+                         group, step.node)
+                core.transfer_leadership(step.node)
+            else:
+                voters = core.voters | {step.node} if step.action is Action.ADD else (
+                    core.voters - {step.node}
+                )
+                log.info("group %d: voters %s -> %s (target %s)", group,
+                         sorted(core.voters), sorted(voters), list(target))
+                core.propose_config(frozenset(voters))
+            driver.kick(group)
+
+    def _report_move(self, group: int, target: tuple[int, ...]) -> None:
+        """Tell the controller the move of ``group`` to ``target`` is done (once at a
+        time; a failed report is retried by the next step)."""
+        self._moves_reported.add(group)
+
+        async def report() -> None:
+            try:
+                await self.controller.execute(
+                    "partition_replicas", {"group": group, "replicas": list(target)}
+                )
+                log.info("group %d: replicas are now %s", group, list(target))
+            except SentinelError as exc:
+                log.debug("reporting the move of group %d: %s", group, exc)
+            finally:
+                self._moves_reported.discard(group)
+
+        task = asyncio.get_running_loop().create_task(report(), name=f"report-move-{group}")
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
     def balance(self) -> int:
         moved = 0
         driver = self.driver
         for group, part in list(self._by_group.items()):
             assignment = self._assignment(part.topic, part.index)
-            if assignment is None:
-                continue
+            if assignment is None or self.controller.image.target_of(group) is not None:
+                continue  # a move under way places the leader itself
             preferred = assignment.replicas[0]
             core = driver.core(group)
             lead = core.lead
@@ -383,6 +452,11 @@ class ClusterNode:
             service.groups.coordinator.load_offsets(record.group_id, offsets)
         elif isinstance(record, DeleteGroupOffsets):
             service.meta.delete_group_offsets(record.group_id)
+        elif isinstance(record, ReassignPartition | PartitionReplicas):
+            where = self.controller.image.partition_of_group(record.group)
+            assignment = self.controller.image.assignment_of(record.group)
+            if where is not None and assignment is not None:
+                self._place(where[0], where[1], assignment)
 
     def reconcile(self, image: MetadataImage, keep: Set[str] = frozenset()) -> None:
         """Make this broker's topics, Raft groups and stored offsets what ``image``
@@ -433,7 +507,7 @@ class ClusterNode:
             first_new = len(topic.partitions)
             service.add_partitions_here(found.name, total, [i for i in hosted if i >= first_new])
         for index, assignment in enumerate(found.partitions):
-            self._host(found.name, index, assignment)
+            self._place(found.name, index, assignment)
 
     def _drop_topic(self, name: str) -> None:
         if self._service.registry.find(name) is not None:
@@ -447,13 +521,36 @@ class ClusterNode:
             gone = [k for k in topic.configs if k not in configs]
             self._service.registry.alter_configs(name, configs, gone)
 
+    def _place(self, topic_name: str, index: int, assignment: PartitionAssignment) -> None:
+        """Host or drop this broker's replica of a partition as the image says: hosted
+        while this broker is one of its replicas or of a move's target; dropped (group
+        stopped, data deleted) only once no move is under way and it is not a replica,
+        i.e. after ``PartitionReplicas`` is committed: a voter never loses its log while
+        the group may still count on it."""
+        target = self.controller.image.target_of(assignment.group)
+        if self.node_id in assignment.replicas or (
+            target is not None and self.node_id in target
+        ):
+            self._host(topic_name, index, assignment)
+        elif target is None:
+            part = self._by_group.get(assignment.group)
+            if part is not None:
+                self._unhost(part)
+            if self._service.registry.find(topic_name) is not None:
+                self._service.registry.unhost_partition(topic_name, index)
+
     def _host(self, topic_name: str, index: int, assignment: PartitionAssignment) -> None:
-        """Start the Raft group of a partition this broker replicates (once)."""
-        if self.node_id not in assignment.replicas or assignment.group in self._by_group:
+        """Start the Raft group of a partition this broker replicates (once). A broker
+        joining by a move (in ``target``, not in the replicas) gets an empty log and
+        starts as a non-voter that knows every broker: it votes and campaigns only once
+        a configuration naming it reaches its log."""
+        if assignment.group in self._by_group:
             return
         topic = self._service.registry.find(topic_name)
         if topic is None or index >= len(topic.partitions):
             return
+        if isinstance(topic.partitions[index], RemotePartition):
+            self._service.registry.host_partition(topic_name, index)
         plog = topic.partitions[index]
         if isinstance(plog, OfflinePartition):
             log.error("partition %s-%d is offline: its Raft group is not started",
@@ -461,8 +558,11 @@ class ClusterNode:
             return
         assert self._store is not None
         raft_log = PartitionRaftLog(plog, self._store.view(assignment.group), self._clock)
+        voters = frozenset(assignment.replicas)
+        if self.node_id not in voters:
+            voters = frozenset(self.peers) - {self.node_id}
         core = RaftCore(
-            self.node_id, frozenset(assignment.replicas), raft_log, self._rng,
+            self.node_id, voters, raft_log, self._rng,
             hard_state=raft_log.hard_state, applied=raft_log.hard_state.commit,
             config=PARTITION_RAFT,
         )
@@ -556,6 +656,22 @@ class ClusterNode:
     async def add_partitions(self, name: str, total: int) -> Topic:
         await self.controller.execute("create_partitions", {"name": name, "total": total})
         return self._service.registry.get(name)
+
+    async def reassign_partition(
+        self, topic: str, partition: int, replicas: Sequence[int]
+    ) -> None:
+        await self.controller.execute("reassign_partition", {
+            "name": topic, "partition": partition, "replicas": list(replicas),
+        })
+
+    def reassignments(self) -> dict[tuple[str, int], tuple[tuple[int, ...], tuple[int, ...]]]:
+        image = self.controller.image
+        moves = {}
+        for group, target in image.reassignments.items():
+            where, assignment = image.partition_of_group(group), image.assignment_of(group)
+            if where is not None and assignment is not None:
+                moves[where] = (assignment.replicas, target)
+        return moves
 
     async def alter_configs(
         self, name: str, set_: Mapping[str, str], delete: Sequence[str]

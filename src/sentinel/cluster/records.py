@@ -18,6 +18,9 @@ Layout: one UTF-8 JSON object of at most ``MAX_RECORD_BYTES``, keys sorted, no s
     AlterConfigs        name, configs {str: str}  (the whole new map)
     CommitOffsets       group_id, offsets [[topic, partition, offset, metadata]]
     DeleteGroupOffsets  group_id
+    PartitionLeader     group, leader, term
+    ReassignPartition   group, target [node ids]  (a move begins: the wanted replicas)
+    PartitionReplicas   group, replicas [node ids]  (the move is done: the new replicas)
 
 ``v`` is the format version (1). Decoding is strict: bytes that are not such an object,
 a newer ``v``, an unknown type, a missing, extra or duplicated key, a value of the wrong
@@ -99,6 +102,14 @@ class PartitionAssignment:
         )
 
 
+def _check_replica_list(group: int, nodes: tuple[int, ...], what: str) -> None:
+    _check_int(group, 1, MAX_GROUP, "partition group")
+    _check(len(nodes) >= 1, f"{what} of group {group} is empty")
+    for node in nodes:
+        _check_int(node, 0, MAX_NODE_ID, "replica node id")
+    _check(len(set(nodes)) == len(nodes), f"{what} of group {group} names a broker twice")
+
+
 def _check_assignments(partitions: tuple[PartitionAssignment, ...], what: str) -> None:
     _check(
         1 <= len(partitions) <= MAX_PARTITIONS,
@@ -140,11 +151,11 @@ class CreateTopic:
     replication_factor: int
 
     def __post_init__(self) -> None:
-        validate_topic_name(self.name)
-        object.__setattr__(self, "partitions", tuple(self.partitions))
-        _check_assignments(self.partitions, f"topic {self.name!r}")
-        object.__setattr__(self, "configs", _frozen_configs(self.configs))
-        _check_int(self.replication_factor, 1, MAX_NODE_ID, "replication factor")
+        partitions, configs = check_topic(
+            self.name, self.partitions, self.configs, self.replication_factor
+        )
+        object.__setattr__(self, "partitions", partitions)
+        object.__setattr__(self, "configs", configs)
         for p in self.partitions:
             _check(
                 len(p.replicas) == self.replication_factor,
@@ -154,6 +165,20 @@ class CreateTopic:
 
     def encode(self) -> bytes:
         return _encode(self)
+
+
+def check_topic(
+    name: str, partitions: Iterable[PartitionAssignment], configs: Mapping[str, str],
+    replication_factor: int,
+) -> tuple[tuple[PartitionAssignment, ...], Mapping[str, str]]:
+    """A topic's name, partitions, configs and replication factor are valid (each
+    partition's replica count aside: a reassignment may change it); returns the
+    partitions as a tuple and the configs frozen."""
+    validate_topic_name(name)
+    parts = tuple(partitions)
+    _check_assignments(parts, f"topic {name!r}")
+    _check_int(replication_factor, 1, MAX_NODE_ID, "replication factor")
+    return parts, _frozen_configs(configs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +286,39 @@ class PartitionLeader:
         return _encode(self)
 
 
+@dataclass(frozen=True, slots=True)
+class ReassignPartition:
+    """A move of a partition's replicas begins (Kafka's AlterPartitionReassignments):
+    its Raft group's leader changes the voters one broker at a time until they are
+    ``target``, then proposes ``PartitionReplicas``. A later one replaces the target."""
+
+    group: int
+    target: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", tuple(self.target))
+        _check_replica_list(self.group, self.target, "the target replicas")
+
+    def encode(self) -> bytes:
+        return _encode(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionReplicas:
+    """A move is done: the group's committed voters are ``replicas`` (the target), which
+    become the partition's replicas; brokers no longer in them drop their copy."""
+
+    group: int
+    replicas: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "replicas", tuple(self.replicas))
+        _check_replica_list(self.group, self.replicas, "the replicas")
+
+    def encode(self) -> bytes:
+        return _encode(self)
+
+
 Record = (
     RegisterBroker
     | CreateTopic
@@ -270,6 +328,8 @@ Record = (
     | CommitOffsets
     | DeleteGroupOffsets
     | PartitionLeader
+    | ReassignPartition
+    | PartitionReplicas
 )
 
 
@@ -308,6 +368,10 @@ def _body(record: Record) -> dict[str, Any]:
             return {"group_id": group_id}
         case PartitionLeader(group, leader, term):
             return {"group": group, "leader": leader, "term": term}
+        case ReassignPartition(group, target):
+            return {"group": group, "target": list(target)}
+        case PartitionReplicas(group, replicas):
+            return {"group": group, "replicas": list(replicas)}
 
 
 def dump_json(obj: dict[str, Any]) -> bytes:
@@ -388,6 +452,15 @@ class Fields:
             raise MetadataRecordError(f"{self._what} {key!r} is not a list")
         return value
 
+    def node_ids(self, key: str) -> tuple[int, ...]:
+        value = self.items(key)
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
+            raise MetadataRecordError(f"{self._what} {key!r} are not node ids")
+        return tuple(value)
+
+    def has(self, key: str) -> bool:
+        return key in self._obj
+
     def configs(self, key: str) -> dict[str, str]:
         value = self._get(key)
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
@@ -448,6 +521,8 @@ _DECODERS: dict[str, Callable[[Fields], Record]] = {
     "PartitionLeader": lambda f: PartitionLeader(
         f.integer("group"), f.integer("leader"), f.integer("term")
     ),
+    "ReassignPartition": lambda f: ReassignPartition(f.integer("group"), f.node_ids("target")),
+    "PartitionReplicas": lambda f: PartitionReplicas(f.integer("group"), f.node_ids("replicas")),
 }
 
 

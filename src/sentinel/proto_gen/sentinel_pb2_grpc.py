@@ -79,6 +79,16 @@ class SentinelStub:
                 request_serializer=sentinel__pb2.CreatePartitionsRequest.SerializeToString,
                 response_deserializer=sentinel__pb2.CreatePartitionsResponse.FromString,
                 _registered_method=True)
+        self.ReassignPartition = channel.unary_unary(
+                '/sentinel.v1.Sentinel/ReassignPartition',
+                request_serializer=sentinel__pb2.ReassignPartitionRequest.SerializeToString,
+                response_deserializer=sentinel__pb2.ReassignPartitionResponse.FromString,
+                _registered_method=True)
+        self.ListPartitionReassignments = channel.unary_unary(
+                '/sentinel.v1.Sentinel/ListPartitionReassignments',
+                request_serializer=sentinel__pb2.ListPartitionReassignmentsRequest.SerializeToString,
+                response_deserializer=sentinel__pb2.ListPartitionReassignmentsResponse.FromString,
+                _registered_method=True)
         self.ListOffsets = channel.unary_unary(
                 '/sentinel.v1.Sentinel/ListOffsets',
                 request_serializer=sentinel__pb2.ListOffsetsRequest.SerializeToString,
@@ -198,6 +208,20 @@ class SentinelServicer:
     def CreatePartitions(self, request, context):
         """Grows a topic to `total` partitions (never shrinks); subscribed groups rebalance.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReassignPartition(self, request, context):
+        """A cluster: move a partition's replicas (Kafka's AlterPartitionReassignments);
+        returns once the move is recorded, its leader carries it out one broker at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPartitionReassignments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -328,6 +352,16 @@ def add_SentinelServicer_to_server(servicer, server):
                     servicer.CreatePartitions,
                     request_deserializer=sentinel__pb2.CreatePartitionsRequest.FromString,
                     response_serializer=sentinel__pb2.CreatePartitionsResponse.SerializeToString,
+            ),
+            'ReassignPartition': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReassignPartition,
+                    request_deserializer=sentinel__pb2.ReassignPartitionRequest.FromString,
+                    response_serializer=sentinel__pb2.ReassignPartitionResponse.SerializeToString,
+            ),
+            'ListPartitionReassignments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPartitionReassignments,
+                    request_deserializer=sentinel__pb2.ListPartitionReassignmentsRequest.FromString,
+                    response_serializer=sentinel__pb2.ListPartitionReassignmentsResponse.SerializeToString,
             ),
             'ListOffsets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOffsets,
@@ -633,6 +667,60 @@ class Sentinel:
             '/sentinel.v1.Sentinel/CreatePartitions',
             sentinel__pb2.CreatePartitionsRequest.SerializeToString,
             sentinel__pb2.CreatePartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReassignPartition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sentinel.v1.Sentinel/ReassignPartition',
+            sentinel__pb2.ReassignPartitionRequest.SerializeToString,
+            sentinel__pb2.ReassignPartitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPartitionReassignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sentinel.v1.Sentinel/ListPartitionReassignments',
+            sentinel__pb2.ListPartitionReassignmentsRequest.SerializeToString,
+            sentinel__pb2.ListPartitionReassignmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,9 @@ STATUS_BY_REASON: dict[str, grpc.StatusCode] = {
     "INVALID_CONFIG": StatusCode.INVALID_ARGUMENT,
     "INVALID_PARTITIONS": StatusCode.INVALID_ARGUMENT,
     "INVALID_REPLICATION_FACTOR": StatusCode.INVALID_ARGUMENT,
+    "INVALID_REPLICA_ASSIGNMENT": StatusCode.INVALID_ARGUMENT,
+    # A move reported done that is not the one under way (internal to a cluster).
+    "NO_REASSIGNMENT_IN_PROGRESS": StatusCode.FAILED_PRECONDITION,
     "TOPIC_ALREADY_EXISTS": StatusCode.ALREADY_EXISTS,
     "INVALID_REQUIRED_ACKS": StatusCode.INVALID_ARGUMENT,
     # A broker limit (partitions, topics one request may create): not retriable as is.

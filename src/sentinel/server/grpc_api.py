@@ -502,6 +502,33 @@ class SentinelServicer(pb_grpc.SentinelServicer):
 
         return await self._call("CreatePartitions", request, context, work)
 
+    async def ReassignPartition(
+        self, request: pb.ReassignPartitionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ReassignPartitionResponse:
+        async def work() -> pb.ReassignPartitionResponse:
+            await self._service.reassign_partition(
+                request.topic, request.partition, list(request.replicas)
+            )
+            return pb.ReassignPartitionResponse()
+
+        return await self._call("ReassignPartition", request, context, work)
+
+    async def ListPartitionReassignments(
+        self,
+        request: pb.ListPartitionReassignmentsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.ListPartitionReassignmentsResponse:
+        async def work() -> pb.ListPartitionReassignmentsResponse:
+            moves = self._service.list_partition_reassignments()
+            return pb.ListPartitionReassignmentsResponse(reassignments=[
+                pb.PartitionReassignment(
+                    topic=topic, partition=index, replicas=list(now), target=list(target)
+                )
+                for (topic, index), (now, target) in sorted(moves.items())
+            ])
+
+        return await self._call("ListPartitionReassignments", request, context, work)
+
     async def ListOffsets(
         self, request: pb.ListOffsetsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListOffsetsResponse:
