@@ -83,18 +83,23 @@ def producer(bootstrap: str, **config: object) -> Producer:
 def read_partition(bootstrap: str, topic: str, partition: int) -> list[tuple[int, bytes]]:
     """Every record of one partition below its high watermark, read through the cluster
     from its leader (control batches, the leaders' markers, are no records)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
-                         "enable.auto.commit": False})
+    config = {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False}
+    tp = TopicPartition(topic, partition, 0)
+    deadline = time.monotonic() + 60
+    consumer = Consumer(config)
     try:
-        tp = TopicPartition(topic, partition, 0)
-        deadline = time.monotonic() + 60
-        while True:  # leadership may be moving back to the preferred replica
+        while True:
             try:
                 _, high = consumer.get_watermark_offsets(tp, 10)
                 break
-            except KafkaException:
-                assert time.monotonic() < deadline, "no leader answered ListOffsets"
-                time.sleep(0.1)
+            except KafkaException as exc:
+                # librdkafka does not refresh its metadata for a watermark query: a
+                # client whose first answer came while leadership moved (after a kill,
+                # back to the preferred replica) starts over with fresh metadata.
+                assert time.monotonic() < deadline, f"no leader answered ListOffsets: {exc}"
+                consumer.close()
+                time.sleep(0.2)
+                consumer = Consumer(config)
         consumer.assign([tp])
         values: list[tuple[int, bytes]] = []
         while consumer.position([tp])[0].offset < high:
