@@ -168,12 +168,15 @@ class AsyncAdmin(AsyncClosingContext):
                     raise
                 await asyncio.sleep(pause)
 
-    async def _group_call(self, rpc: Callable[[Any], Awaitable[T]], what: str) -> T:
-        """``rpc`` on the group coordinator, found again when it moves."""
+    async def _group_call(
+        self, rpc: Callable[[Any], Awaitable[T]], what: str, group_id: str = ""
+    ) -> T:
+        """``rpc`` on ``group_id``'s coordinator, found again when it moves."""
         if self._closed:
             raise ClientClosedError("the admin client is closed")
         return await self._metadata.coordinator_call(
-            rpc, timeout=self._timeout, backoff_s=self._backoff_s, what=what
+            rpc, timeout=self._timeout, backoff_s=self._backoff_s, what=what,
+            group_id=group_id,
         )
 
     async def create_topic(
@@ -259,6 +262,7 @@ class AsyncAdmin(AsyncClosingContext):
         resp = await self._group_call(
             lambda stub: unary(stub.DescribeGroup(request, timeout=self._timeout)),
             "DescribeGroup",
+            group_id,
         )
         return _group_from_proto(resp)
 
@@ -276,6 +280,7 @@ class AsyncAdmin(AsyncClosingContext):
         await self._group_call(
             lambda stub: unary(stub.DeleteGroup(request, timeout=self._timeout)),
             "DeleteGroup",
+            group_id,
         )
 
     async def alter_topic_configs(
@@ -306,6 +311,7 @@ class AsyncAdmin(AsyncClosingContext):
         resp = await self._group_call(
             lambda stub: unary(stub.FetchOffsets(request, timeout=self._timeout)),
             "FetchOffsets",
+            group_id,
         )
         return {TopicPartition(o.topic, o.partition): o.offset for o in resp.offsets}
 
@@ -324,6 +330,7 @@ class AsyncAdmin(AsyncClosingContext):
         await self._group_call(
             lambda stub: unary(stub.AlterGroupOffsets(request, timeout=self._timeout)),
             "AlterGroupOffsets",
+            group_id,
         )
 
     async def close(self) -> None:
