@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.harness import Cluster, poll
+from cluster.harness import Cluster
 from sentinel.cli.main import main as cli_main
 from sentinel.client import Consumer, Producer, TopicPartition
 
