@@ -25,7 +25,7 @@ import pytest
 
 from cluster.harness import Cluster
 from sentinel.cli.main import main as cli_main
-from sentinel.client import Consumer, Producer, TopicPartition
+from sentinel.client import Admin, Consumer, Producer, TopicPartition
 
 PARTITIONS = 3
 
@@ -150,6 +150,10 @@ def test_group_resumes_on_a_new_coordinator(cluster: Cluster) -> None:
     produce(range(300))
     before = read(set(range(300)))
     assert set(before) == set(range(300))
+    with Admin(address) as admin:  # every broker asked; the offsets at the coordinator
+        assert group in {g.group_id for g in admin.list_groups()}
+        committed = admin.list_group_offsets(group)
+        assert len(committed) == PARTITIONS and sum(committed.values()) >= 300
     coordinator = cluster.coordinator_of(group)
     cluster.kill(coordinator)
     assert cluster.coordinator_of(group, not_in=(coordinator,)) != coordinator

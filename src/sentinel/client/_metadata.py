@@ -197,6 +197,10 @@ class Metadata:
                 return self._brokers[leader]
         return self._brokers.get(self.controller_id)
 
+    def broker_addresses(self) -> list[str]:
+        """Every broker's host:port the last metadata named (in node id order)."""
+        return [self._brokers[n] for n in sorted(self._brokers)]
+
     def coordinator_moved(self) -> None:
         """The coordinator refused or did not answer: look it up before the next call."""
         self._coordinator_stale = True
