@@ -225,8 +225,8 @@ class GroupCoordination:
                 self._keys[group_id] = set(committed)
             self._loading.pop(index, None)
             self._loaded[index] = term
-            log.info("coordinating %d groups of %s-%d (term %d, %d bytes read)",
-                     len(offsets), OFFSETS_TOPIC, index, term, at - plog.log_start_offset)
+            log.info("coordinating %d groups of %s-%d (term %d, offsets %d..%d read)",
+                     len(offsets), OFFSETS_TOPIC, index, term, plog.log_start_offset, at)
         except asyncio.CancelledError:
             raise
         except Exception:  # a storage failure: the partition stays unloaded here
