@@ -10,13 +10,18 @@ leader reads the partition back and serves the same offsets."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 
 from cluster.test_cluster_service import Trio, eventually
 from sentinel.broker.group_driver import GroupError
-from sentinel.broker.group_events import ErrorCode, OffsetAndMetadata
+from sentinel.broker.group_events import (
+    ErrorCode,
+    JoinCompleted,
+    JoinProtocol,
+    OffsetAndMetadata,
+)
 from sentinel.broker.service import BrokerService
 from sentinel.broker.validation import Acks
 from sentinel.cluster.offsets_topic import (
@@ -199,3 +204,58 @@ async def test_clients_cannot_produce_to_the_offsets_topic(trio: Trio) -> None:
     meta = await service.metadata([OFFSETS_TOPIC])
     assert len(meta.topics[0].partitions) == PARTITIONS
     assert all(len(p.replicas) == 3 for p in meta.topics[0].partitions)
+
+
+async def test_a_coordinator_that_stops_leading_drops_its_groups(trio: Trio) -> None:
+    async def create() -> None:
+        await trio.services[1].create_topic("o", 1)
+
+    await eventually(create)
+    await leaders(trio)
+    group = group_on(1)
+
+    async def coordinator() -> BrokerService:
+        service = trio.services[trio.services[1].group_coordinator(group).node_id]
+        service.fetch_offsets(group)  # loaded
+        return service
+
+    coord = await eventually(coordinator)
+    node = coord.cluster_node
+    assert node is not None
+    index = node.coordination.check(group)
+    # While the partition is read back: COORDINATOR_LOAD_IN_PROGRESS (Kafka's 14).
+    term = node.coordination._loaded.pop(index)
+    with pytest.raises(GroupError) as loading:
+        coord.fetch_offsets(group)
+    assert loading.value.code is ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+    assert loading.value.kafka_code == 14
+    node.coordination._loaded[index] = term
+
+    def join() -> Awaitable[JoinCompleted]:
+        return coord.kafka_join_group(
+            group, "", client_id="c", session_timeout_ms=10_000, rebalance_timeout_ms=10_000,
+            protocol_type="consumer", protocols=[JoinProtocol("range", ("o",))],
+        )
+
+    first = await join()
+    assert first.generation == 1
+    waiting = asyncio.ensure_future(join())  # parks until the first member rejoins
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    raft_group = node.coordination.locate(group)
+    assert raft_group is not None
+    core = node.driver.core(raft_group[1])
+    assert core.lead is not None
+    target = next(r for r in core.lead.progress if r != node.node_id)
+    core.transfer_leadership(target)
+    node.driver.kick(raft_group[1])
+    with pytest.raises(GroupError) as moved:
+        await asyncio.wait_for(waiting, 10)
+    assert moved.value.code is ErrorCode.NOT_COORDINATOR
+    with pytest.raises(GroupError):
+        coord.describe_group(group)
+    # The next coordinator (the balancer may hand the partition back soon after) read
+    # the partition back and knows no member: they rejoin there.
+    new = await eventually(coordinator)
+    described, _ = new.describe_group(group)
+    assert not described.members
