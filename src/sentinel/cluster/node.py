@@ -127,7 +127,6 @@ class ClusterNode:
         self._snapshots: ControllerSnapshots | None = None
         self._coordination: GroupCoordination | None = None
         self._by_group: dict[int, ReplicatedPartition] = {}
-        self._heard: set[int] = set()  # partition groups whose leader was known here
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
         self._reports: set[asyncio.Task[None]] = set()
@@ -534,8 +533,6 @@ class ClusterNode:
         if part is None:
             return
         part.role_changed()
-        if self.driver.core(group).leader is not None:
-            self._heard.add(group)
         if part.topic == OFFSETS_TOPIC:
             self.coordination.role_changed(part)
         core = self.driver.core(group)
@@ -672,10 +669,12 @@ class ClusterNode:
                 leader = -1 if core.leader is None else core.leader
                 epoch = core.term
                 reported = self.controller.image.leader_of(part.group)
-                if leader < 0 and part.group not in self._heard and reported is not None:
-                    # Just started, no leader heard of yet: the one the controller
-                    # recorded (as Kafka's metadata cache names it), not "none"
-                    # (librdkafka's watermark query keeps failing on a leader of -1).
+                if leader < 0 and reported is not None:
+                    # No leader known here (just started, or an election or a hand-over
+                    # to the preferred replica under way): the one the controller last
+                    # recorded, as Kafka's metadata cache names it until it learns the
+                    # next; that broker redirects. Not -1: librdkafka keeps a leader of
+                    # -1 and its watermark query fails until the metadata expires.
                     leader, epoch = reported
                 if core.lead is not None:
                     isr = tuple(
