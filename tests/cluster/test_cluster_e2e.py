@@ -83,8 +83,11 @@ def producer(bootstrap: str, **config: object) -> Producer:
 def read_partition(bootstrap: str, topic: str, partition: int) -> list[tuple[int, bytes]]:
     """Every record of one partition below its high watermark, read through the cluster
     from its leader (control batches, the leaders' markers, are no records)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
+    def fresh() -> Consumer:
+        return Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
                          "enable.auto.commit": False})
+
+    consumer = fresh()
     try:
         tp = TopicPartition(topic, partition, 0)
         deadline = time.monotonic() + 60
@@ -94,6 +97,11 @@ def read_partition(bootstrap: str, topic: str, partition: int) -> list[tuple[int
                 break
             except KafkaException:
                 assert time.monotonic() < deadline, "no leader answered ListOffsets"
+                # librdkafka keeps the partition's leader it was told while the
+                # leadership moved, and its watermark query then fails at once without
+                # asking again (Local: Unknown partition): ask with fresh metadata.
+                consumer.close()
+                consumer = fresh()
                 time.sleep(0.1)
         consumer.assign([tp])
         values: list[tuple[int, bytes]] = []
