@@ -48,6 +48,7 @@ class BrokerConfig:
     cluster_id: str = ""  # empty: derived from --peers
     peer_listen: str = ""  # host:port this broker listens on for peers; empty: its --peers entry
     raft_tick_ms: int = 100  # the one Raft timer of a broker (election after 10-20 ticks)
+    offsets_topic_partitions: int = 10  # of __consumer_offsets (Kafka: 50), at its creation
     auto_create_topics: bool = True
     default_partitions: int = 1
     default_replication_factor: int = 1
@@ -108,6 +109,8 @@ class BrokerConfig:
             raise ConfigError("max_partitions and max_auto_create_per_request must be >= 0")
         if not 10 <= self.raft_tick_ms <= 10_000:
             raise ConfigError("raft_tick_ms must be in 10..10000")
+        if not 1 <= self.offsets_topic_partitions <= 1000:
+            raise ConfigError("offsets_topic_partitions must be in 1..1000")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format={self.log_format!r}: expected text or json")
         if self.slow_fsync_ms < 0:

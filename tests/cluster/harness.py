@@ -32,6 +32,7 @@ import grpc
 from broker_process import BrokerProcess
 from cluster.tcp_proxy import TcpProxy
 from metrics_polling import scrape
+from sentinel.cluster.offsets_topic import OFFSETS_TOPIC, partition_for
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 
@@ -304,6 +305,28 @@ class Cluster:
             return None
 
         return poll(check, f"a leader of {topic}/{partition} outside {sorted(excluded)}", timeout)
+
+    def coordinator_of(
+        self, group_id: str, *, not_in: Iterable[int] = (), timeout: float = 30.0
+    ) -> int:
+        """The node id a live broker names as the leader of ``group_id``'s partition
+        of ``__consumer_offsets`` (the group's coordinator), outside ``not_in``."""
+
+        def count() -> int | None:
+            for i in self.live_ids():
+                try:
+                    response = self.metadata(i, [OFFSETS_TOPIC])
+                except grpc.RpcError:
+                    continue
+                for info in response.topics:
+                    if info.name == OFFSETS_TOPIC and info.partitions:
+                        return len(info.partitions)
+            return None
+
+        partitions = poll(count, f"topic {OFFSETS_TOPIC}", timeout)
+        return self.leader_of(
+            OFFSETS_TOPIC, partition_for(group_id, partitions), not_in=not_in, timeout=timeout
+        )
 
     def wait_formed(self, timeout: float = 30.0) -> None:
         """Wait until every live broker's metadata lists every broker."""

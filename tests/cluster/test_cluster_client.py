@@ -6,7 +6,8 @@ topics -describe) shows replicas, leader and in-sync state").
   while the leader of partition 0 is killed with kill -9: it keeps going (metadata
   from a live broker, retries to the new leader) and every acknowledged record is read
   back exactly once by our Consumer.
-- A group of two of our consumers finds the coordinator (the controller's leader),
+- A group of two of our consumers finds the coordinator (the leader of the group's
+  partition of ``__consumer_offsets``),
   reads and commits everything, leaves; the coordinator is killed; two new members of
   the group, on the new coordinator, read exactly the records produced since (the
   commits survived: no committed record is read again).
@@ -24,7 +25,7 @@ import pytest
 
 from cluster.harness import Cluster, poll
 from sentinel.cli.main import main as cli_main
-from sentinel.client import Consumer, Producer, TopicPartition
+from sentinel.client import Admin, Consumer, Producer, TopicPartition
 
 PARTITIONS = 3
 
@@ -41,22 +42,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 def bootstrap(cluster: Cluster) -> str:
     return ",".join(cluster.grpc_address(i) for i in cluster.node_ids)
-
-
-def controller(cluster: Cluster, not_in: tuple[int, ...] = ()) -> int:
-    """The controller's leader (the group coordinator) a live broker names."""
-
-    def check() -> int | None:
-        for i in cluster.live_ids():
-            try:
-                found = int(cluster.metadata(i).controller_id)
-            except Exception:  # a broker between lives: ask another
-                continue
-            if found > 0 and found not in not_in and cluster.alive(found):
-                return found
-        return None
-
-    return poll(check, f"a controller leader outside {not_in}", 20.0)
 
 
 def read_all(address: str, topic: str, expected: int, timeout: float = 20.0) -> list[bytes]:
@@ -165,9 +150,13 @@ def test_group_resumes_on_a_new_coordinator(cluster: Cluster) -> None:
     produce(range(300))
     before = read(set(range(300)))
     assert set(before) == set(range(300))
-    coordinator = controller(cluster)
+    with Admin(address) as admin:  # every broker asked; the offsets at the coordinator
+        assert group in {g.group_id for g in admin.list_groups()}
+        committed = admin.list_group_offsets(group)
+        assert len(committed) == PARTITIONS and sum(committed.values()) >= 300
+    coordinator = cluster.coordinator_of(group)
     cluster.kill(coordinator)
-    assert controller(cluster, not_in=(coordinator,)) != coordinator
+    assert cluster.coordinator_of(group, not_in=(coordinator,)) != coordinator
     produce(range(300, 450))
     after = read(set(range(300, 450)))
     assert set(after) == set(range(300, 450)), "the group resumed where it committed"

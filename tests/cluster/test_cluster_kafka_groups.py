@@ -1,7 +1,8 @@
 """Consumer groups of a real Kafka client (confluent-kafka) in a three-broker cluster:
 the coordinator is found through FindCoordinator, offsets are committed through it into
-the controller's replicated log, and after kill -9 of the coordinator's broker a new
-consumer of the group resumes exactly where the commits left off."""
+the group's partition of ``__consumer_offsets`` (its leader is the coordinator), and
+after kill -9 of the coordinator's broker a new consumer of the group resumes exactly
+where the commits left off, at the partition's new leader."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from cluster.harness import Cluster, poll
-from sentinel.proto_gen import sentinel_pb2 as pb
-from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
+from cluster.harness import Cluster
 
 
 @pytest.fixture
@@ -23,20 +21,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     cluster = Cluster(3, tmp_path).start()
     yield cluster
     cluster.close()
-
-
-def controller_of(cluster: Cluster, live: list[int]) -> int | None:
-    """The controller's leader (the group coordinator) as a live broker reports it."""
-    for i in live:
-        with grpc.insecure_channel(cluster.grpc_address(i)) as channel:
-            stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
-            try:
-                found = stub.FetchMetadata(pb.MetadataRequest(), timeout=5)
-            except grpc.RpcError:
-                continue
-            if found.controller_id in live:
-                return int(found.controller_id)
-    return None
 
 
 def consume(bootstrap: str, group: str, want: int) -> list[bytes]:
@@ -72,10 +56,10 @@ def test_group_offsets_survive_the_death_of_the_coordinator(cluster: Cluster) ->
     first = consume(cluster.kafka_bootstrap(), "billing", 10)
     assert first == [b"%d" % n for n in range(10)]
 
-    coordinator = poll(lambda: controller_of(cluster, cluster.live_ids()), "a coordinator", 20)
+    coordinator = cluster.coordinator_of("billing")
     cluster.kill(coordinator)
     live = cluster.live_ids()
-    poll(lambda: controller_of(cluster, live), "a new coordinator", 30)
+    assert cluster.coordinator_of("billing", not_in=[coordinator]) in live
     bootstrap = ",".join(f"127.0.0.1:{cluster.kafka_ports[i]}" for i in live)
     rest = consume(bootstrap, "billing", 10)
     assert rest == [b"%d" % n for n in range(10, 20)]

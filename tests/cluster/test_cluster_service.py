@@ -1,7 +1,7 @@
 """Three ``BrokerService``s of one cluster in one process (each on its own in-memory
 filesystem, joined by the real peer transport on loopback): topics through the
 controller from any broker, acks=all through Raft, NOT_LEADER_OR_FOLLOWER at
-followers, a leader stopped and another elected, offsets in the controller's log."""
+followers, a leader stopped and another elected, offsets at their coordinator."""
 
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ async def test_a_stopped_leader_is_replaced_and_acknowledged_records_stay(trio: 
     await eventually(caught_up)
 
 
-async def test_offsets_commit_through_the_controller_and_every_broker_has_them(
+async def test_offsets_commit_through_their_coordinator_not_the_controller(
     trio: Trio,
 ) -> None:
     async def create() -> None:
@@ -185,20 +185,25 @@ async def test_offsets_commit_through_the_controller_and_every_broker_has_them(
     await eventually(create)
 
     async def coordinator() -> BrokerService:
-        leader = trio.services[1].cluster_node
-        assert leader is not None and leader.controller.leader is not None
-        return trio.services[leader.controller.leader]
+        return trio.services[trio.services[1].group_coordinator("g").node_id]
 
-    coord = await eventually(coordinator)
+    async def commit() -> BrokerService:
+        coord = await coordinator()
+        await coord.alter_group_offsets("g", {("o", 0): OffsetAndMetadata(7, "m")})
+        return coord
+
+    coord = await eventually(commit)
     others = [s for s in trio.services.values() if s is not coord]
     with pytest.raises(GroupError):  # NOT_COORDINATOR
         others[0].fetch_offsets("g")
-    await coord.alter_group_offsets("g", {("o", 0): OffsetAndMetadata(7, "m")})
+    assert coord.fetch_offsets("g")[("o", 0)].offset == 7
+    # Offsets live in __consumer_offsets (test_cluster_offsets_topic), not in the
+    # controller's log nor the meta stores.
     for service in trio.services.values():
-        async def stored(s: BrokerService = service) -> None:
-            assert s.meta.all_offsets()["g"][("o", 0)].offset == 7
-
-        await eventually(stored)
+        node = service.cluster_node
+        assert node is not None
+        assert "g" not in node.controller.image.offsets
+        assert "g" not in service.meta.all_offsets()
 
 
 async def test_a_clean_stop_hands_leadership_over_first(trio: Trio) -> None:

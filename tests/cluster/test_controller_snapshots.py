@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cluster.test_cluster_service import Trio, batch, eventually, user_values
-from sentinel.broker.group_events import OffsetAndMetadata
 from sentinel.broker.service import BrokerService
 from sentinel.broker.validation import Acks
 from sentinel.cluster import controller_snapshots
 from sentinel.cluster.controller import CONTROLLER_GROUP
 from sentinel.cluster.node import ClusterNode
+from sentinel.cluster.offsets_topic import OFFSETS_TOPIC
 from sentinel.errors import CorruptionError
 
 EVERY = 20
@@ -54,7 +54,12 @@ async def create(trio: Trio, name: str, partitions: int = 1) -> None:
 
 
 async def commit(trio: Trio, via: int, group: str, offset: int) -> None:
-    await node_of(trio, via).commit_offsets(group, {("o", 0): OffsetAndMetadata(offset, "m")})
+    """A CommitOffsets record in the controller's log (group offsets live in
+    __consumer_offsets now; the record kind stays, for the logs of a former release,
+    and makes a cheap record here)."""
+    await node_of(trio, via).controller.execute(
+        "commit_offsets", {"group_id": group, "offsets": [["o", 0, offset, "m"]]}
+    )
 
 
 async def controller_leader(trio: Trio) -> int:
@@ -119,7 +124,7 @@ async def test_commits_make_snapshots_and_a_restarted_broker_starts_from_one(
     node = node_of(trio, restarted)
     # The topic's record lies below the log start: only the snapshot can hold it.
     assert metadata_start(trio, restarted) >= start_before > 0
-    assert node.controller.image.topics.keys() == {"o"}
+    assert node.controller.image.topics.keys() - {OFFSETS_TOPIC} == {"o"}
     assert node.snapshots.last > 0
     await same_image(trio, restarted)
     assert service.meta.all_offsets()["g"][("o", 0)].offset == 6 * EVERY - 1

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from sentinel.broker.group_config import GroupConfig
@@ -88,6 +88,11 @@ class GroupDriver:
         controller's log, replayed into every broker's meta store) instead of the
         meta store directly."""
         self._persist = persister
+
+    def unload(self, group_ids: Iterable[str] | None = None) -> None:
+        """Give groups up (all if None): another broker coordinates them now. Their
+        waiting joins and syncs fail with NOT_COORDINATOR; their members rejoin there."""
+        self._deliver(self.coordinator.unload(group_ids))
 
     def start(self) -> None:
         for group, offsets in self._meta.all_offsets().items():

@@ -70,6 +70,7 @@ from sentinel.broker.validation import (
     topic_shape,
 )
 from sentinel.clock import Clock
+from sentinel.cluster.offsets_topic import OFFSETS_TOPIC
 from sentinel.config import BrokerConfig
 from sentinel.errors import (
     CallerError,
@@ -79,7 +80,7 @@ from sentinel.errors import (
     StorageUnavailableError,
 )
 from sentinel.fs import FS, DirLock
-from sentinel.log.config import TopicConfig, validate_topic_name
+from sentinel.log.config import InvalidTopicError, TopicConfig, validate_topic_name
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.types import LogOptions
@@ -495,6 +496,9 @@ class BrokerService:
 
         ``partition`` -1: the broker picks. ``acks``: an ``Acks`` or Kafka's 0, 1, -1."""
         check_produce_partition(partition)
+        if topic_name == OFFSETS_TOPIC and self._cluster is not None:
+            # As Kafka: only the group coordinators write the internal topic.
+            raise InvalidTopicError(f"cannot produce to internal topic {topic_name!r}")
         if not isinstance(acks, Acks):
             acks = Acks.parse(acks)
         topic = await self.topic(topic_name, auto_create=True)
@@ -625,6 +629,7 @@ class BrokerService:
         return lags
 
     def describe_group(self, group_id: str) -> tuple[GroupDescription, list[PartitionLagInfo]]:
+        self._check_coordinator(group_id)
         return self.groups.describe(group_id), self.group_lag(group_id)
 
     async def commit_offsets(
@@ -638,7 +643,7 @@ class BrokerService:
         (durable in the meta store) or refused with its own error (an unknown topic or
         partition, an invalid offset, or the group's refusal: unknown member, illegal
         generation, ...). An offline partition may still commit."""
-        self._check_coordinator()
+        self._check_coordinator(group_id)
         refused: dict[TopicPartition, SentinelError] = {}
         valid: dict[TopicPartition, OffsetAndMetadata] = {}
         for (topic, partition), om in offsets.items():
@@ -662,16 +667,16 @@ class BrokerService:
         self, group_id: str, partitions: Sequence[TopicPartition] | None = None
     ) -> dict[TopicPartition, OffsetAndMetadata]:
         """The group's committed offsets (of ``partitions``, or all)."""
-        self._check_coordinator()
+        self._check_coordinator(group_id)
         return self.groups.fetch_offsets(group_id, partitions or None)
 
     def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
         """Keep a member's session; raises ``GroupError`` (REBALANCE_IN_PROGRESS: rejoin)."""
-        self._check_coordinator()
+        self._check_coordinator(group_id)
         self.groups.heartbeat(group_id, member_id, generation)
 
     def leave_group(self, group_id: str, member_id: str) -> None:
-        self._check_coordinator()
+        self._check_coordinator(group_id)
         self.groups.leave(group_id, member_id)
 
     def list_groups(self) -> tuple[GroupSummary, ...]:
@@ -715,7 +720,7 @@ class BrokerService:
         ``allow.auto.create.topics``) and --auto-create-topics is on; otherwise an
         unknown topic is assigned once it is created. An empty ``client_id`` or
         ``assignor``: ``DEFAULT_CLIENT_ID``, ``DEFAULT_ASSIGNOR``."""
-        self._check_coordinator()
+        self._check_coordinator(group_id)
         session_s = self._session_timeout_s(session_timeout_ms)
         if auto_create_topics:
             await self.topics(topics, auto_create=True)
@@ -741,7 +746,7 @@ class BrokerService:
     ) -> SyncCompleted:
         """SyncGroup after a Kafka-mode join: the leader passes every member's
         assignment, the others None; returns this member's share."""
-        self._check_coordinator()
+        self._check_coordinator(group_id)
         return await self.groups.sync(
             group_id, member_id, generation, assignments, timeout_ms / 1000.0
         )
@@ -810,6 +815,7 @@ class BrokerService:
     async def delete_group(self, group_id: str) -> None:
         """Delete a group without members and its committed offsets (Kafka's
         DeleteGroups): NON_EMPTY_GROUP while it has members."""
+        self._check_coordinator(group_id)
         await self.groups.delete_group(group_id)
 
     async def alter_topic_configs(
@@ -849,10 +855,12 @@ class BrokerService:
 
     # ------------------------------------------------- the Kafka door's groups (issue 9)
 
-    def _check_coordinator(self) -> None:
-        """In a cluster, NOT_COORDINATOR unless this broker coordinates the groups."""
+    def _check_coordinator(self, group_id: str) -> None:
+        """In a cluster, NOT_COORDINATOR unless this broker coordinates ``group_id``
+        (leads its partition of ``__consumer_offsets``), COORDINATOR_LOAD_IN_PROGRESS
+        while it reads that partition back."""
         if self._cluster is not None:
-            self._cluster.check_coordinator()
+            self._cluster.check_coordinator(group_id)
 
     def _session_timeout_s(self, session_timeout_ms: int) -> float:
         """The session timeout in seconds, or INVALID_SESSION_TIMEOUT outside the bounds."""
@@ -871,9 +879,10 @@ class BrokerService:
     def group_coordinator(self, group_id: str) -> BrokerMetadata:
         """The broker that coordinates ``group_id`` (Kafka's FindCoordinator), as
         ``metadata()`` lists it: a single broker coordinates every group; in a cluster
-        the controller's leader does (the offsets live in the controller's log)."""
+        the leader of the group's partition of ``__consumer_offsets`` does (Kafka's
+        ``abs(groupId.hashCode) % partitions``; the offsets live in that partition)."""
         if self._cluster is not None:
-            return self._cluster.coordinator()
+            return self._cluster.coordinator(group_id)
         return self.cluster().brokers[0]
 
     async def kafka_join_group(
@@ -899,7 +908,7 @@ class BrokerService:
         Static membership (``group_instance_id``, KIP-345) is not supported: refused
         with UNSUPPORTED_VERSION, as Kafka brokers without it do. A group whose members
         joined through the gRPC door refuses with INCONSISTENT_GROUP_PROTOCOL."""
-        self._check_coordinator()
+        self._check_coordinator(group_id)
         if group_instance_id is not None:
             raise GroupError(
                 ErrorCode.UNSUPPORTED_VERSION,

@@ -3,7 +3,7 @@
     sentinel-cli cluster [-broker h1:9092,h2:9092,h3:9092] [-json]
 
 One row per broker: its node id, gRPC address (what ``-broker`` takes), Kafka address,
-and whether it is the controller's leader (which is also the group coordinator). Any
+and whether it is the controller's leader. Any
 live broker of ``-broker`` answers; a single broker shows itself as controller.
 """
 

@@ -150,6 +150,14 @@ def _verify(data_dir: str) -> int:
     f" silence. [default: {_DEFAULTS.raft_tick_ms}]",
 )
 @click.option(
+    "--offsets-topic-partitions",
+    type=int,
+    default=None,
+    help="Partitions of the internal topic __consumer_offsets (a cluster's committed"
+    " offsets; a group's coordinator leads its partition), fixed when the cluster first"
+    f" forms. [default: {_DEFAULTS.offsets_topic_partitions}]",
+)
+@click.option(
     "--sync",
     "sync_mode",
     type=click.Choice(["always", "interval", "none"]),

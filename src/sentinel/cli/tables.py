@@ -292,7 +292,7 @@ def cluster_dict(cluster: ClusterMetadata) -> dict[str, Any]:
 
 
 def cluster_view(cluster: ClusterMetadata) -> RenderableType:
-    """The brokers; the controller's leader (also the group coordinator) is marked."""
+    """The brokers; the controller's leader is marked."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("BROKER", justify="right")
     table.add_column("ADDRESS (gRPC)", no_wrap=True)

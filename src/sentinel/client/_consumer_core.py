@@ -280,6 +280,7 @@ class ConsumerCore:
             timeout=self._timeout,
             backoff_s=self._backoff,
             what="CommitOffsets",
+            group_id=group_id,
         )
         self._last_committed.update(chosen)
         return chosen
@@ -317,6 +318,7 @@ class ConsumerCore:
             timeout=self._timeout,
             backoff_s=self._backoff,
             what="FetchOffsets",
+            group_id=group_id,
         )
         wanted = set(tps)
         return {

@@ -18,10 +18,11 @@ with the new partitions. ``leave`` sends LeaveGroup, so the others get the parti
 at once instead of after the session timeout.
 
 Every group request goes to the group coordinator (``Metadata.coordinator_call``): in
-a cluster the controller's leader. When it moves (NOT_COORDINATOR, or its broker
-died) the request is sent again to the one the metadata names next; the new
-coordinator does not know the member (UNKNOWN_MEMBER_ID), so it joins again, and
-its partitions start from the offsets committed through the controller's log.
+a cluster the leader of the group's partition of ``__consumer_offsets``. When it moves
+(NOT_COORDINATOR, or its broker died) the request is sent again to the one the
+metadata names next; the new coordinator does not know the member
+(UNKNOWN_MEMBER_ID), so it joins again, and its partitions start from the offsets
+committed to that partition.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ class GroupMember:
                     timeout=self._timeout,
                     backoff_s=self._backoff,
                     what="LeaveGroup",
+                    group_id=self.config.group_id,
                 )
             except (SentinelClientError, ClientClosedError) as exc:
                 log.info("LeaveGroup for %s failed: %s", self.config.group_id, exc)
@@ -188,6 +190,7 @@ class GroupMember:
                     timeout=join_timeout,
                     backoff_s=self._backoff,
                     what="JoinGroup",
+                    group_id=self.config.group_id,
                 )
                 break
             except UnknownMemberIdError:
@@ -235,6 +238,7 @@ class GroupMember:
                     timeout=min(self._timeout, session),
                     backoff_s=self._backoff,
                     what="Heartbeat",
+                    group_id=self.config.group_id,
                 )
                 last_ok = time.monotonic()
             except (RebalanceInProgressError, IllegalGenerationError):

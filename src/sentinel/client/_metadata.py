@@ -8,9 +8,11 @@ Refreshes are coalesced: callers that ask while one is running share its answer.
 Against a cluster a refresh asks the current bootstrap broker, then every other
 bootstrap broker and every broker the metadata named, in turn (each gets at most
 ``ATTEMPT_TIMEOUT_S``), round after round until the refresh's timeout: any live broker
-answers. The group coordinator is the controller's leader: ``controller_id`` names
-it, the brokers' list gives its address; ``coordinator_call`` sends a group request
-there and, on NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE or a broker that cannot be
+answers. A group's coordinator is the leader of its partition of ``__consumer_offsets``
+(``abs(java_string_hashcode(group_id)) % partitions``, as Kafka; a broker alone, or a
+cluster without that topic: the controller), the brokers' list gives its address;
+``coordinator_call`` sends a group request there and, on NOT_COORDINATOR,
+COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS or a broker that cannot be
 reached, looks the coordinator up again and retries until its deadline.
 """
 
@@ -24,6 +26,7 @@ from typing import TypeVar
 from sentinel.client._channel import Connections, unary
 from sentinel.client.errors import (
     BrokerUnavailableError,
+    CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
     LeaderNotAvailableError,
     NotControllerError,
@@ -41,6 +44,7 @@ from sentinel.client.types import (
     TopicDescription,
     TopicPartition,
 )
+from sentinel.cluster.offsets_topic import OFFSETS_TOPIC, partition_for
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 
@@ -71,6 +75,7 @@ LEADER_MOVED: tuple[type[SentinelClientError], ...] = (
 COORDINATOR_MOVED: tuple[type[SentinelClientError], ...] = (
     NotCoordinatorError,
     CoordinatorNotAvailableError,
+    CoordinatorLoadInProgressError,
     NotControllerError,
     LeaderNotAvailableError,
     BrokerUnavailableError,
@@ -177,11 +182,24 @@ class Metadata:
 
     # --- the group coordinator ---------------------------------------------------------
 
-    def coordinator_address(self) -> str | None:
-        """The coordinator's host:port, or None for the bootstrap broker."""
+    def coordinator_address(self, group_id: str = "") -> str | None:
+        """The host:port of ``group_id``'s coordinator (the leader of its partition of
+        ``__consumer_offsets``; no group, or no such topic known: the controller), or
+        None for the bootstrap broker."""
         if self._single_broker:
             return None
+        count = self.partitions.get(OFFSETS_TOPIC, 0)
+        if group_id and count > 0:
+            leader = self._leaders.get(
+                TopicPartition(OFFSETS_TOPIC, partition_for(group_id, count))
+            )
+            if leader is not None and leader in self._brokers:
+                return self._brokers[leader]
         return self._brokers.get(self.controller_id)
+
+    def broker_addresses(self) -> list[str]:
+        """Every broker's host:port the last metadata named (in node id order)."""
+        return [self._brokers[n] for n in sorted(self._brokers)]
 
     def coordinator_moved(self) -> None:
         """The coordinator refused or did not answer: look it up before the next call."""
@@ -194,8 +212,9 @@ class Metadata:
         timeout: float,
         backoff_s: float,
         what: str,
+        group_id: str = "",
     ) -> T:
-        """``call`` on the coordinator's stub, finding the coordinator again and
+        """``call`` on ``group_id``'s coordinator's stub, finding the coordinator again and
         retrying on ``COORDINATOR_MOVED`` failures until ``timeout`` seconds pass."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -207,7 +226,7 @@ class Metadata:
                 except SentinelClientError as exc:
                     log.debug("%s: no metadata for the coordinator: %s", what, exc)
             try:
-                return await call(self._connections.stub(self.coordinator_address()))
+                return await call(self._connections.stub(self.coordinator_address(group_id)))
             except COORDINATOR_MOVED as exc:
                 if isinstance(exc, UnresolvableBrokerError):
                     raise

@@ -168,12 +168,15 @@ class AsyncAdmin(AsyncClosingContext):
                     raise
                 await asyncio.sleep(pause)
 
-    async def _group_call(self, rpc: Callable[[Any], Awaitable[T]], what: str) -> T:
-        """``rpc`` on the group coordinator, found again when it moves."""
+    async def _group_call(
+        self, rpc: Callable[[Any], Awaitable[T]], what: str, group_id: str = ""
+    ) -> T:
+        """``rpc`` on ``group_id``'s coordinator, found again when it moves."""
         if self._closed:
             raise ClientClosedError("the admin client is closed")
         return await self._metadata.coordinator_call(
-            rpc, timeout=self._timeout, backoff_s=self._backoff_s, what=what
+            rpc, timeout=self._timeout, backoff_s=self._backoff_s, what=what,
+            group_id=group_id,
         )
 
     async def create_topic(
@@ -275,12 +278,43 @@ class AsyncAdmin(AsyncClosingContext):
         return OffsetAndTimestamp(resp.offset, resp.timestamp_ms)
 
     async def list_groups(self) -> list[GroupSummary]:
-        """Every consumer group the cluster knows."""
-        resp = await self._group_call(
-            lambda stub: unary(stub.ListGroups(pb.ListGroupsRequest(), timeout=self._timeout)),
-            "ListGroups",
-        )
-        return [GroupSummary(g.group_id, g.state, g.members) for g in resp.groups]
+        """Every consumer group the cluster knows. Each broker of a cluster lists the
+        groups it coordinates (Kafka's ListGroups), so every broker is asked; one that
+        cannot answer is left out unless none can."""
+        if self._closed:
+            raise ClientClosedError("the admin client is closed")
+        await self._metadata.fetch(timeout=self._timeout)
+        addresses = self._metadata.broker_addresses()
+        if len(addresses) <= 1:
+            resp = await self._group_call(
+                lambda stub: unary(
+                    stub.ListGroups(pb.ListGroupsRequest(), timeout=self._timeout)
+                ),
+                "ListGroups",
+            )
+            return [GroupSummary(g.group_id, g.state, g.members) for g in resp.groups]
+
+        async def ask(address: str) -> pb.ListGroupsResponse:
+            stub = self._connections.stub(address)
+            resp: pb.ListGroupsResponse = await unary(
+                stub.ListGroups(pb.ListGroupsRequest(), timeout=self._timeout)
+            )
+            return resp
+
+        answers = await asyncio.gather(*(ask(a) for a in addresses), return_exceptions=True)
+        found: dict[str, GroupSummary] = {}
+        failures: list[SentinelClientError] = []
+        for answer in answers:
+            if isinstance(answer, SentinelClientError):
+                failures.append(answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                for g in answer.groups:
+                    found[g.group_id] = GroupSummary(g.group_id, g.state, g.members)
+        if failures and len(failures) == len(answers):
+            raise failures[0]
+        return [found[g] for g in sorted(found)]
 
     async def describe_group(self, group_id: str) -> GroupDescription:
         """A group's state, members and assignment, and its lag per committed partition."""
@@ -288,6 +322,7 @@ class AsyncAdmin(AsyncClosingContext):
         resp = await self._group_call(
             lambda stub: unary(stub.DescribeGroup(request, timeout=self._timeout)),
             "DescribeGroup",
+            group_id,
         )
         return _group_from_proto(resp)
 
@@ -305,6 +340,7 @@ class AsyncAdmin(AsyncClosingContext):
         await self._group_call(
             lambda stub: unary(stub.DeleteGroup(request, timeout=self._timeout)),
             "DeleteGroup",
+            group_id,
         )
 
     async def alter_topic_configs(
@@ -335,6 +371,7 @@ class AsyncAdmin(AsyncClosingContext):
         resp = await self._group_call(
             lambda stub: unary(stub.FetchOffsets(request, timeout=self._timeout)),
             "FetchOffsets",
+            group_id,
         )
         return {TopicPartition(o.topic, o.partition): o.offset for o in resp.offsets}
 
@@ -353,6 +390,7 @@ class AsyncAdmin(AsyncClosingContext):
         await self._group_call(
             lambda stub: unary(stub.AlterGroupOffsets(request, timeout=self._timeout)),
             "AlterGroupOffsets",
+            group_id,
         )
 
     async def close(self) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "ClientConfigError",
     "ClientStateError",
     "ClientTimeoutError",
+    "CoordinatorLoadInProgressError",
     "CoordinatorNotAvailableError",
     "CorruptMessageError",
     "DuplicateSequenceError",
@@ -265,6 +266,13 @@ class NotCoordinatorError(SentinelClientError):
     retriable = True
 
 
+class CoordinatorLoadInProgressError(SentinelClientError):
+    """The coordinator is reading the group's offsets back (it just took the group
+    over): ask again shortly."""
+
+    retriable = True
+
+
 class CoordinatorNotAvailableError(SentinelClientError):
     """No broker coordinates the groups now (no controller leader yet)."""
 
@@ -365,6 +373,7 @@ _BY_REASON: dict[str, type[SentinelClientError]] = {
     "LEADER_NOT_AVAILABLE": LeaderNotAvailableError,
     "NOT_COORDINATOR": NotCoordinatorError,
     "COORDINATOR_NOT_AVAILABLE": CoordinatorNotAvailableError,
+    "COORDINATOR_LOAD_IN_PROGRESS": CoordinatorLoadInProgressError,
     "NOT_CONTROLLER": NotControllerError,
     "REQUEST_TIMED_OUT": RequestTimedOutError,
     "BROKER_NOT_AVAILABLE": BrokerUnavailableError,

@@ -1,13 +1,15 @@
 """The controller: Raft group 0 over every broker, whose log is the cluster's metadata.
 
 As KRaft's metadata log (KIP-500, KIP-631): topics, their partitions' replicas,
-configs, the brokers' client addresses and the consumer groups' committed offsets are
-records in one replicated log; every broker replays the committed records into its
-``MetadataImage`` and applies them to its own storage (``on_record``). A change is
-decided by the controller's leader only: a broker that is not the leader forwards the
-operation to it (a ``Call`` over the peer transport), and answers its own caller once it
-has applied the resulting record itself, so that what the caller reads next (metadata,
-a produce to the new topic) already sees the change.
+configs and the brokers' client addresses are records in one replicated log (the
+consumer groups' offsets are in ``__consumer_offsets`` now: ``cluster/group_coordination``;
+CommitOffsets records of an older log still apply to the meta store, unused); every
+broker replays the committed records into its ``MetadataImage`` and applies them to
+its own storage (``on_record``). A change is decided by the controller's leader only:
+a broker that is not the leader forwards the operation to it (a ``Call`` over the peer
+transport), and answers its own caller once it has applied the resulting record
+itself, so that what the caller reads next (metadata, a produce to the new topic)
+already sees the change.
 
 The leader builds each record from its image: replica placement and partition group
 ids are decided there (ids come from ``MetadataImage.next_group`` plus what this leader

@@ -5,12 +5,14 @@ broker (the controller, group 0, and a group per partition replica), the control
 (``cluster/controller``) and the ``ReplicatedPartition`` of every replica. The service
 calls it where a broker alone would act on its own: topic changes go through the
 controller; ``partition()`` returns the replicated partition; metadata lists every
-broker and each partition's leader, replicas and in-sync replicas; the group
-coordinator is the controller's leader, whose log holds the committed offsets. A
-partition's replicas move (``reassign_partition``) by Raft membership change, one broker
-at a time, driven by the partition's leader (``cluster/reassignment``): a broker of the
-target gets an empty log and joins; one no longer a replica drops its copy once the move
-is committed (``PartitionReplicas``).
+broker and each partition's leader, replicas and in-sync replicas; a group's
+coordinator is the leader of its partition of the internal topic
+``__consumer_offsets``, which holds its committed offsets (``cluster/group_coordination``;
+the controller's leader creates that topic once the cluster forms). A partition's
+replicas move (``reassign_partition``) by Raft membership change, one broker at a time,
+driven by the partition's leader (``cluster/reassignment``): a broker of the target gets
+an empty log and joins; one no longer a replica drops its copy once the move is
+committed (``PartitionReplicas``).
 
 Data layout added under ``--data``: ``cluster.json`` (which cluster and node this
 directory belongs to), ``cluster-metadata/`` (the controller's log: a partition log),
@@ -32,7 +34,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sentinel.broker.group_driver import GroupError
-from sentinel.broker.group_events import ErrorCode, OffsetAndMetadata, TopicPartition
+from sentinel.broker.group_events import ErrorCode, OffsetAndMetadata
 from sentinel.broker.outcomes import (
     BrokerMetadata,
     ClusterMetadata,
@@ -40,14 +42,21 @@ from sentinel.broker.outcomes import (
     TopicMetadata,
 )
 from sentinel.broker.replicated_partition import ReplicatedPartition
-from sentinel.broker.topics import OfflinePartition, RemotePartition, Topic
+from sentinel.broker.topics import (
+    OfflinePartition,
+    RemotePartition,
+    Topic,
+    TopicAlreadyExistsError,
+)
 from sentinel.clock import Clock
 from sentinel.cluster import controller_snapshots
 from sentinel.cluster.controller import CONTROLLER_GROUP, Controller
 from sentinel.cluster.controller_snapshots import ControllerSnapshots
 from sentinel.cluster.figures import METADATA_TOPIC, RaftFigures, raft_figures
+from sentinel.cluster.group_coordination import GroupCoordination
 from sentinel.cluster.identity import check_identity
 from sentinel.cluster.metadata import MetadataImage, TopicImage
+from sentinel.cluster.offsets_topic import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS
 from sentinel.cluster.peers import Peer, parse_peers
 from sentinel.cluster.reassignment import Action, next_step
 from sentinel.cluster.records import (
@@ -129,6 +138,7 @@ class ClusterNode:
         self._transport: PeerTransport | None = None
         self._controller: Controller | None = None
         self._snapshots: ControllerSnapshots | None = None
+        self._coordination: GroupCoordination | None = None
         self._by_group: dict[int, ReplicatedPartition] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
@@ -154,6 +164,11 @@ class ClusterNode:
     def snapshots(self) -> ControllerSnapshots:
         assert self._snapshots is not None, "the cluster node is not started"
         return self._snapshots
+
+    @property
+    def coordination(self) -> GroupCoordination:
+        assert self._coordination is not None, "the cluster node is not started"
+        return self._coordination
 
     @property
     def transport(self) -> PeerTransport:
@@ -222,6 +237,13 @@ class ClusterNode:
             on_record=self._apply_record, limits=self._service.limits,
         )
         controller = self._controller
+        groups = self._service.groups
+        groups.unload()  # a broker alone's meta store offsets: not this cluster's
+        self._coordination = GroupCoordination(
+            self.node_id, groups, driver=self._driver, image=lambda: controller.image,
+            replica=self._by_group.get, clock=self._clock,
+        )
+        groups.use_offset_log(self._coordination)
         snapshots.bind(controller, self._driver, self._transport)
         controller.on_image = self.reconcile
         if loaded is not None:
@@ -237,12 +259,12 @@ class ClusterNode:
             controller.hold(raft_log.log_start)
         await self._transport.start()
         self._driver.start()
-        self._service.groups.use_offset_log(self)
         loop = self._loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._register_forever(), name="cluster-register"),
             loop.create_task(self._balance_forever(), name="cluster-balance"),
             loop.create_task(self._reassign_forever(), name="cluster-reassign"),
+            loop.create_task(self._offsets_topic_forever(), name="cluster-offsets-topic"),
         ]
         log.info(
             "node %d of cluster %s: %d brokers, peers listening on %s",
@@ -289,6 +311,8 @@ class ClusterNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._coordination is not None:
+            await self._coordination.stop()
         if self._snapshots is not None:
             await self._snapshots.stop()
         if self._driver is not None:
@@ -341,6 +365,26 @@ class ClusterNode:
                     await asyncio.sleep(REGISTER_RETRY_S)
                     continue
             await asyncio.sleep(1.0)
+
+    async def _offsets_topic_forever(self) -> None:
+        """The controller's leader creates ``__consumer_offsets`` once (Kafka's
+        offsets.topic.num.partitions and replication factor min(3, brokers)); every
+        broker's task ends once the image holds it."""
+        controller = self.controller
+        while OFFSETS_TOPIC not in controller.image.topics:
+            if controller.leader == self.node_id:
+                try:
+                    await controller.execute("create_topic", {
+                        "name": OFFSETS_TOPIC,
+                        "partitions": self._config.offsets_topic_partitions,
+                        "replication_factor": min(3, len(self.peers)),
+                        "configs": dict(OFFSETS_TOPIC_CONFIGS),
+                    })
+                except TopicAlreadyExistsError:
+                    pass
+                except SentinelError as exc:
+                    log.warning("creating %s: %s", OFFSETS_TOPIC, exc)
+            await asyncio.sleep(REGISTER_RETRY_S)
 
     async def _balance_forever(self) -> None:
         """Hand each partition back to its preferred replica (the first of its
@@ -448,8 +492,9 @@ class ClusterNode:
                 (o.topic, o.partition): OffsetAndMetadata(o.offset, o.metadata)
                 for o in record.offsets
             }
+            # A log of a former release (offsets are in __consumer_offsets now):
+            # kept in the meta store, never served.
             service.meta.commit_offsets(record.group_id, offsets)
-            service.groups.coordinator.load_offsets(record.group_id, offsets)
         elif isinstance(record, DeleteGroupOffsets):
             service.meta.delete_group_offsets(record.group_id)
         elif isinstance(record, ReassignPartition | PartitionReplicas):
@@ -491,7 +536,6 @@ class ClusterNode:
                 if group_id in stored:
                     meta.delete_group_offsets(group_id)
                 meta.commit_offsets(group_id, offsets)
-                service.groups.coordinator.load_offsets(group_id, offsets)
 
     def _ensure_topic(self, found: TopicImage) -> None:
         """The topic here with every partition of ``found``, hosted ones in their groups."""
@@ -578,6 +622,8 @@ class ClusterNode:
     def _unhost(self, part: ReplicatedPartition) -> None:
         self.driver.remove_group(part.group)
         self._by_group.pop(part.group, None)
+        if part.topic == OFFSETS_TOPIC:
+            self.coordination.role_changed(part)
         if self._store is not None:
             self._store.delete(part.group)
         part.wake_all()
@@ -592,6 +638,8 @@ class ClusterNode:
         if part is None:
             return
         part.role_changed()
+        if part.topic == OFFSETS_TOPIC:
+            self.coordination.role_changed(part)
         core = self.driver.core(group)
         if core.lead is not None and not self._leaving:
             known = self.controller.image.leader_of(group)
@@ -681,17 +729,6 @@ class ClusterNode:
         )
         return self._service.registry.get(name)
 
-    async def commit_offsets(
-        self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
-    ) -> None:
-        await self.controller.execute("commit_offsets", {
-            "group_id": group_id,
-            "offsets": [[t, p, om.offset, om.metadata] for (t, p), om in offsets.items()],
-        })
-
-    async def delete_group_offsets(self, group_id: str) -> None:
-        await self.controller.execute("delete_group_offsets", {"group_id": group_id})
-
     def apply_retention(self, plog: PartitionLog | OfflinePartition) -> int:
         """Retention of one replica (as Kafka's replicas each apply their own): where the
         rules would move ``plog``'s start goes to its Raft group's loop, which moves it
@@ -707,22 +744,21 @@ class ClusterNode:
             loop.call_soon_threadsafe(self.driver.request_start, group, point)
         return 0
 
-    def check_coordinator(self) -> None:
-        """Group requests go to the controller's leader (it holds the offsets)."""
-        leader = self.controller.leader
-        if leader is None:
-            raise GroupError(ErrorCode.COORDINATOR_NOT_AVAILABLE,
-                             "no controller leader: the group coordinator is not known")
-        if leader != self.node_id:
-            raise GroupError(ErrorCode.NOT_COORDINATOR,
-                             f"broker {leader} coordinates the groups, not {self.node_id}")
+    def check_coordinator(self, group_id: str) -> None:
+        """NOT_COORDINATOR unless this broker leads ``group_id``'s partition of
+        ``__consumer_offsets``; COORDINATOR_LOAD_IN_PROGRESS while it reads it back."""
+        self.coordination.check(group_id)
 
-    def coordinator(self) -> BrokerMetadata:
-        leader = self.controller.leader
+    def coordinator(self, group_id: str) -> BrokerMetadata:
+        """The broker leading ``group_id``'s offsets partition (FindCoordinator)."""
+        leader = self.coordination.leader_of(group_id)
         found = None if leader is None else self._broker(leader)
         if found is None:
-            raise GroupError(ErrorCode.COORDINATOR_NOT_AVAILABLE,
-                             "no controller leader: the group coordinator is not known")
+            raise GroupError(
+                ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                f"the coordinator of group {group_id!r} is not known yet "
+                f"({OFFSETS_TOPIC} has no leader for it)",
+            )
         return found
 
     def _broker(self, node: int) -> BrokerMetadata | None:
@@ -753,6 +789,14 @@ class ClusterNode:
                 core = self.driver.core(part.group)
                 leader = -1 if core.leader is None else core.leader
                 epoch = core.term
+                reported = self.controller.image.leader_of(part.group)
+                if leader < 0 and reported is not None:
+                    # No leader known here (just started, or an election or a hand-over
+                    # to the preferred replica under way): the one the controller last
+                    # recorded, as Kafka's metadata cache names it until it learns the
+                    # next; that broker redirects. Not -1: librdkafka keeps a leader of
+                    # -1 and its watermark query fails until the metadata expires.
+                    leader, epoch = reported
                 if core.lead is not None:
                     isr = tuple(
                         r for r in replicas

@@ -64,6 +64,7 @@ STATUS_BY_REASON: dict[str, grpc.StatusCode] = {
     "GROUP_MAX_SIZE_REACHED": StatusCode.RESOURCE_EXHAUSTED,
     "COORDINATOR_NOT_AVAILABLE": StatusCode.UNAVAILABLE,
     "NOT_COORDINATOR": StatusCode.UNAVAILABLE,
+    "COORDINATOR_LOAD_IN_PROGRESS": StatusCode.UNAVAILABLE,
     # A cluster: an election under way, no controller reachable, a peer down.
     "LEADER_NOT_AVAILABLE": StatusCode.UNAVAILABLE,
     "NOT_CONTROLLER": StatusCode.UNAVAILABLE,

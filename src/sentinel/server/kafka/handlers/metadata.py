@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sentinel.broker.outcomes import ClusterMetadata, TopicMetadata
 from sentinel.broker.service import BrokerService
+from sentinel.cluster.offsets_topic import OFFSETS_TOPIC
 from sentinel.errors import SentinelError
 from sentinel.protocol.kafka.messages.describe_cluster import (
     DescribeClusterBroker,
@@ -32,6 +33,7 @@ def _topic(topic: TopicMetadata) -> MetadataResponseTopic:
     return MetadataResponseTopic(
         error_code=topic.error_code,
         name=topic.name,
+        is_internal=topic.name == OFFSETS_TOPIC,
         partitions=tuple(
             MetadataResponsePartition(
                 error_code=p.error_code,
