@@ -6,12 +6,12 @@ followers, a leader stopped and another elected, offsets at their coordinator.""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import pytest
 
+from cluster.harness import free_ports
 from sentinel.broker.group_driver import GroupError
 from sentinel.broker.group_events import OffsetAndMetadata
 from sentinel.broker.service import BrokerService
@@ -23,13 +23,6 @@ from sentinel.fs import MemFS
 from sentinel.record import build_batch, decode_records, iter_batches, parse_header
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def batch(value: bytes) -> bytes:
@@ -48,7 +41,7 @@ def user_values(batches: bytes) -> list[bytes | None]:
 
 class Trio:
     def __init__(self) -> None:
-        raft = {i: free_port() for i in (1, 2, 3)}
+        raft = dict(zip((1, 2, 3), free_ports(3), strict=True))  # distinct: held together
         self.peers = ",".join(f"{i}@127.0.0.1:{p}" for i, p in raft.items())
         self.fs = {i: MemFS() for i in (1, 2, 3)}
         self.services: dict[int, BrokerService] = {}
