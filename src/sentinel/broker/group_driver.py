@@ -80,13 +80,13 @@ class GroupDriver:
         self._parked: dict[tuple[str, str], asyncio.Future[Answer]] = {}
         self._ticker: asyncio.Task[None] | None = None
         #: Where committed offsets become durable: the meta store of this broker, or
-        #: (a cluster) the controller's replicated log (``use_offset_log``).
+        #: (a cluster) the group's partition of ``__consumer_offsets`` (``use_offset_log``).
         self._persist: OffsetPersister | None = None
 
     def use_offset_log(self, persister: OffsetPersister) -> None:
-        """Persist commits and group deletions through ``persister`` (a cluster: the
-        controller's log, replayed into every broker's meta store) instead of the
-        meta store directly."""
+        """Persist commits and group deletions through ``persister`` (a cluster: a batch
+        appended to the group's partition of ``__consumer_offsets``, answered once Raft
+        committed it) instead of the meta store directly."""
         self._persist = persister
 
     def unload(self, group_ids: Iterable[str] | None = None) -> None:
