@@ -502,6 +502,48 @@ def test_retention_by_size() -> None:
         assert (log.log_start_offset, log.log_end_offset) == (18, 20)
 
 
+def test_a_retention_pass_that_deletes_nothing_is_not_repeated_until_it_could() -> None:
+    """An idle partition's head is scanned once, not every interval; every change that
+    could let the rules delete (time, size, a new head, the log edited) scans again."""
+    clock = ManualClock()
+    config = TopicConfig(retention_ms=60_000)
+    with open_log(MemFS(), config=config, clock=clock) as log:
+        engine = log.engine
+        scans = 0
+        real_scan = engine.scan
+
+        def counting_scan(*args, **kwargs):  # type: ignore[no-untyped-def]
+            nonlocal scans
+            scans += 1
+            return real_scan(*args, **kwargs)
+
+        engine.scan = counting_scan  # type: ignore[method-assign]
+        log.append(batch(2, ts=T0))
+        assert log.apply_retention() == 0 and scans == 1
+        assert log.apply_retention() == 0 and scans == 1  # one batch: nothing to do
+        log.append(batch(2, ts=T0 + 20_000))  # now the first batch is a head
+        assert log.apply_retention() == 0 and scans == 2
+        for i in range(3):
+            log.append(batch(2, ts=T0 + 30_000 + i))
+            assert log.apply_retention() == 0
+        assert scans == 2  # appends land behind the head, which stays
+        clock.advance(61)  # the head (max ts T0 + 1 ms) is past retention now
+        assert log.apply_retention() == 1 and scans >= 3
+        assert log.log_start_offset == 2
+        before = scans
+        assert log.apply_retention() == 0 and scans == before + 1  # a new head: looked at
+        assert log.apply_retention() == 0 and scans == before + 1  # once
+        log.update_config(TopicConfig(retention_ms=60_000, retention_bytes=0))
+        assert log.apply_retention() == 3  # the size rule is checked every pass
+        log.update_config(config)
+        log.append(batch(2, ts=T0))
+        assert log.apply_retention() == 0
+        assert log.apply_retention() == 0
+        log.truncate_suffix(log.log_end_offset - 2)  # an edit voids what was seen
+        before = scans
+        assert log.apply_retention() == 0 and scans == before + 1
+
+
 def test_retention_needs_delete_policy() -> None:
     config = TopicConfig(retention_bytes=0, cleanup_delete=False, cleanup_compact=True)
     with open_log(MemFS(), config=config) as log:

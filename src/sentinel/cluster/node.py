@@ -140,6 +140,8 @@ class ClusterNode:
         self._snapshots: ControllerSnapshots | None = None
         self._coordination: GroupCoordination | None = None
         self._by_group: dict[int, ReplicatedPartition] = {}
+        #: id() of each hosted partition's log -> its group (retention's lookup).
+        self._group_of_log: dict[int, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
         self._reports: set[asyncio.Task[None]] = set()
@@ -618,10 +620,12 @@ class ClusterNode:
             assignment.group, core, raft_log, on_commit=self._committed, on_role=self._role
         )
         self._by_group[assignment.group] = part
+        self._group_of_log[id(plog)] = assignment.group
 
     def _unhost(self, part: ReplicatedPartition) -> None:
         self.driver.remove_group(part.group)
         self._by_group.pop(part.group, None)
+        self._group_of_log.pop(id(part.log), None)
         if part.topic == OFFSETS_TOPIC:
             self.coordination.role_changed(part)
         if self._store is not None:
@@ -735,9 +739,12 @@ class ClusterNode:
         at most to the commit, in the crash-safe order (``MultiRaftDriver``). Callable
         from a worker thread; returns 0 (the records go later). A log of no group here
         is left alone."""
-        group = next((g for g, p in list(self._by_group.items()) if p.log is plog), None)
+        group = self._group_of_log.get(id(plog))
+        part = None if group is None else self._by_group.get(group)
         loop = self._loop
-        if group is None or loop is None or not isinstance(plog, PartitionLog):
+        if group is None or part is None or part.log is not plog or loop is None:
+            return 0
+        if not isinstance(plog, PartitionLog):
             return 0
         point = plog.retention_point()
         if point is not None:

@@ -49,6 +49,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from itertools import takewhile
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -75,7 +76,7 @@ from sentinel.log.layout import (
 from sentinel.log.open_files import EngineSlot, OpenLogLimit
 from sentinel.log.producer_state import ProducerEntry, ProducerStateTable
 from sentinel.log.recovery import recover
-from sentinel.log.retention import BatchInfo, plan_retention
+from sentinel.log.retention import BatchInfo, FirstSeen, RetentionMemo, plan_retention
 from sentinel.log.scanning import batch_infos, batches_from, find_timestamp, next_offset, scanning
 from sentinel.log.state import LogState, add_checkpoint
 from sentinel.log.summary import LogSummary
@@ -157,6 +158,8 @@ class PartitionLog:
         self._closed = False
         self._generation = 0  # bumped by every change to stored batches but appends
         self._tombstones_pending = True
+        #: What the last retention pass that deleted nothing saw (skips the next scans).
+        self._retention_memo: RetentionMemo | None = None
         if engine is not None:
             self._state, replayed = recover(engine, directory)
         elif summary is not None:  # until opened: the figures the clean close recorded
@@ -634,8 +637,15 @@ class PartitionLog:
             if not config.cleanup_delete or state.last_base < 0:
                 return 0, None
             hw = self._hw.value
+            memo = RetentionMemo(
+                self._generation, state.log_start, config.retention_ms, hw, state.last_base
+            )
+            if self._retention_memo is not None and self._retention_memo.holds(
+                memo, now, config.retention_bytes, state.size
+            ):
+                return 0, None  # the head batch seen last time still stays
             with scanning(self._engine.scan(DATA_TAG, data_key(state.last_base))) as scan:
-                head = takewhile(lambda b: b.next_offset <= hw, batch_infos(scan))
+                head = FirstSeen(takewhile(lambda b: b.next_offset <= hw, batch_infos(scan)))
                 doomed = plan_retention(
                     head,
                     now_ms=now,
@@ -644,6 +654,10 @@ class PartitionLog:
                     total_bytes=state.size,
                 )
             if not doomed:
+                first = head.first
+                self._retention_memo = replace(
+                    memo, head_timestamp=None if first is None else first.max_timestamp
+                )
                 return 0, None
             start = max(state.log_start, doomed[-1].next_offset)
             if delete:
@@ -696,6 +710,7 @@ class PartitionLog:
         Any change but a compaction's own invalidates a compaction pass in progress."""
         self._engine.write(wb)
         self._state = new
+        self._retention_memo = None
         self._dirty = False
         self._since_checkpoint = 0
         if not compaction:
