@@ -247,3 +247,89 @@ async def test_a_broker_without_a_replica_names_the_reported_leader(trio: Trio) 
                 assert part.leader_epoch == leader.leader_epoch > 0
 
     await eventually(outsiders_agree)
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    buf = bytearray(data)
+    buf[at] ^= 0x40
+    return bytes(buf)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda b: _flip(b, len(b) - 2),  # a record byte: the CRC fails
+        lambda b: _flip(b, 22),  # attributes: the CRC fails
+        lambda b: b[:16] + b"\x01" + b[17:],  # magic 1
+        lambda b: b[:-3],  # truncated
+    ],
+    ids=["record-byte", "attributes", "magic", "truncated"],
+)
+async def test_a_bad_batch_after_good_ones_stores_nothing_on_any_replica(
+    trio: Trio, mangle: Callable[[bytes], bytes]
+) -> None:
+    """A produce request whose last batch is bad is refused whole (CORRUPT_MESSAGE or
+    INVALID_RECORD), as at a single broker: the good batches before it are not
+    proposed, so no replica holds them and a retry does not duplicate them."""
+
+    async def create() -> None:
+        await trio.services[1].create_topic("bad", 1)
+
+    await eventually(create)
+
+    async def leader() -> int:
+        found = trio.leader_of("bad", 0)
+        assert found is not None
+        return found
+
+    lead = await eventually(leader)
+    service = trio.services[lead]
+    await service.produce("bad", 0, batch(b"first"), Acks.ALL)
+    with pytest.raises(SentinelError) as refused:
+        await service.produce(
+            "bad", 0, batch(b"good") + batch(b"good2") + mangle(batch(b"bad")), Acks.ALL
+        )
+    assert refused.value.kafka_code in (2, 87)  # CORRUPT_MESSAGE, INVALID_RECORD
+    after = await service.produce("bad", 0, batch(b"next"), Acks.ALL)
+    for s in trio.services.values():
+        async def replicated(s: BrokerService = s) -> None:
+            part = s.partition("bad", 0)
+            assert part.log.high_watermark >= after.base_offset + 1
+            stored = part.log.read(0, 1 << 20, include_uncommitted=True).batches
+            assert user_values(b"".join(bytes(b) for b in stored)) == [b"first", b"next"]
+
+        await eventually(replicated)
+
+
+async def test_a_produced_batch_is_validated_once_at_the_leader(
+    trio: Trio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader checks a producer's batch (CRC and format) before proposing it, and
+    its Raft log's append does not check it again."""
+    import sentinel.log.append as append_module
+
+    async def create() -> None:
+        await trio.services[1].create_topic("once", 1)
+
+    await eventually(create)
+
+    async def leader() -> int:
+        found = trio.leader_of("once", 0)
+        assert found is not None
+        return found
+
+    lead = await eventually(leader)
+    await trio.services[lead].produce("once", 0, batch(b"warm"), Acks.ALL)
+    calls = 0
+    real = append_module.validate_batch
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(append_module, "validate_batch", counting)
+    await trio.services[lead].produce(
+        "once", 0, batch(b"a") + batch(b"b") + batch(b"c"), Acks.ALL
+    )
+    assert calls == 3

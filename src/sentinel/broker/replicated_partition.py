@@ -35,7 +35,7 @@ from sentinel.log.producer_state import check_append
 from sentinel.log.types import ReadResult
 from sentinel.raft.errors import ProposalRefusedError
 from sentinel.raft.log import Entry
-from sentinel.raft.partition_log_adapter import log_start_batch
+from sentinel.raft.partition_log_adapter import PartitionRaftLog, log_start_batch
 from sentinel.record import iter_batches, parse_header
 
 if TYPE_CHECKING:
@@ -55,11 +55,13 @@ class ReplicatedPartition(Partition):
         *,
         driver: MultiRaftDriver,
         group: int,
+        raft_log: PartitionRaftLog,
         address_of: Callable[[int | None], str | None],
     ) -> None:
         super().__init__(topic, index, plog, sync_always=True)
         self.group = group
         self._driver = driver
+        self._raft_log = raft_log
         self._address_of = address_of
 
     # ------------------------------------------------------------ leadership
@@ -114,13 +116,22 @@ class ReplicatedPartition(Partition):
                     original.last_offset - original.base_offset + 1,
                     self.log.high_watermark,
                 )
+        # Every batch is checked before any is proposed: a bad one refuses the whole
+        # request and none of it reaches the group (as at a single broker).
+        checked = []
+        for view in views:
+            data = bytes(view)  # the entry's own bytes (the request's buffer is reused)
+            checked.append((data, self.log.check_produce(data)[1]))
         entries: list[Entry] = []
         try:
-            for view in views:
-                header = parse_header(view)
-                entries.append(
-                    self._driver.propose(self.group, bytes(view), header.last_offset_delta + 1)
-                )
+            for data, header in checked:
+                self._raft_log.expect((data, header))
+                try:
+                    entries.append(
+                        self._driver.propose(self.group, data, header.last_offset_delta + 1)
+                    )
+                finally:
+                    self._raft_log.expect(None)
         except ProposalRefusedError as exc:  # a leadership transfer is under way
             raise NotLeaderError(
                 f"partition {self.name} is moving to another leader: {exc}", None

@@ -614,7 +614,7 @@ class ClusterNode:
         )
         part = ReplicatedPartition(
             topic_name, index, plog, driver=self.driver, group=assignment.group,
-            address_of=self.client_address,
+            raft_log=raft_log, address_of=self.client_address,
         )
         self.driver.add_group(
             assignment.group, core, raft_log, on_commit=self._committed, on_role=self._role

@@ -408,6 +408,20 @@ class PartitionLog:
         checked = [validate_produce(b, config, max_value) for b in batches]
         return self._append(checked, leader_epoch, wait, replicated=False)
 
+    def check_produce(self, batch: Buffer) -> Checked:
+        """Validate a producer's batch as ``append`` does (CRC, format, size, keys of a
+        compacted topic), storing nothing: a caller that must refuse a whole request
+        before any of it is stored checks every batch first (``append_checked``)."""
+        return validate_produce(batch, self._config, self._max_value)
+
+    @_pinned
+    def append_checked(
+        self, checked: Sequence[Checked], *, leader_epoch: int = 0, wait: bool = True
+    ) -> list[AppendResult]:
+        """``append_many`` of batches ``check_produce`` already validated (each
+        checked once, not twice)."""
+        return self._append(list(checked), leader_epoch, wait, replicated=False)
+
     @_pinned
     def append_replicated(self, batch: Buffer, *, wait: bool = True) -> AppendResult:
         """Store a batch already stamped by a leader, as is (a follower's append): its

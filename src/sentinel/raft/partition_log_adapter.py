@@ -20,8 +20,10 @@ Appending an ``Entry``:
     stored byte for byte (``append_replicated``), so every replica holds the leader's
     bytes;
   * anything else is a producer batch at the leader: ``PartitionLog.append`` validates
-    and stamps it with the term as its leader epoch. (The broker passes producer
-    batches with the leader epoch they came with, -1 from every Kafka client.)
+    and stamps it with the term as its leader epoch (``append_checked`` when the
+    leader's produce path validated it already, announced by ``expect``: one check
+    per batch). (The broker passes producer batches with the leader epoch they came
+    with, -1 from every Kafka client.)
 
 Durability follows the Ready contract: appends and truncations are written at once
 (visible) and made durable by ``persist`` (one WAL sync), then the hard state file.
@@ -54,6 +56,7 @@ from collections.abc import Sequence
 
 from sentinel.clock import Clock
 from sentinel.errors import DamagedDataError
+from sentinel.log.append import Checked
 from sentinel.log.partition_log import PartitionLog
 from sentinel.raft.errors import SafetyViolationError
 from sentinel.raft.hard_state_file import DurableState, StateFile
@@ -144,6 +147,8 @@ class PartitionRaftLog:
         #: (end of the entry, log start) of each DeleteRecords entry stored, in order.
         self._starts: list[tuple[int, int]] = []
         self._end = log_start
+        #: The batch the leader's produce path is proposing, already validated there.
+        self._expected: Checked | None = None
         at = log_start
         while at < plog.log_end_offset:
             result = plog.read(at, _SCAN_BYTES, include_uncommitted=True)
@@ -223,6 +228,12 @@ class PartitionRaftLog:
             at = result.next_offset
         return out
 
+    def expect(self, checked: Checked | None) -> None:
+        """The leader's produce path is about to propose ``checked`` (a batch it has
+        validated with ``PartitionLog.check_produce``): its append, which the proposal
+        makes at once, skips the second validation. None when the proposal is done."""
+        self._expected = checked
+
     def append(self, entries: Sequence[Entry]) -> None:
         for e in entries:
             if e.base != self._end:
@@ -252,7 +263,11 @@ class PartitionRaftLog:
                     self.plog.append_replicated(_stamped_log_start(target, e, wall), wait=False)
                     self._starts.append((e.end, target))
                 else:
-                    r = self.plog.append(e.data, leader_epoch=e.term, wait=False)
+                    known = self._expected
+                    if known is not None and known[0] is e.data:
+                        r = self.plog.append_checked([known], leader_epoch=e.term, wait=False)[0]
+                    else:
+                        r = self.plog.append(e.data, leader_epoch=e.term, wait=False)
                     if r.duplicate or r.base_offset != e.base:
                         raise SafetyViolationError(
                             f"{self.plog.name}: batch for {e.base} stored at {r.base_offset}"
