@@ -259,3 +259,56 @@ async def test_a_coordinator_that_stops_leading_drops_its_groups(trio: Trio) -> 
     new = await eventually(coordinator)
     described, _ = new.describe_group(group)
     assert not described.members
+
+
+async def test_an_offsets_partition_is_rewritten_and_stays_small(trio: Trio) -> None:
+    """Commits go on forever; the offsets partition does not grow with them: its leader
+    appends the live offsets again and moves the log start past the old commits, and a
+    new coordinator reads the same offsets back from the shorter log."""
+    async def create() -> None:
+        await trio.services[1].create_topic("r", 3)
+
+    await eventually(create)
+    await leaders(trio)
+    for service in trio.services.values():
+        node = service.cluster_node
+        assert node is not None
+        node.coordination.rewrite_after_bytes = 4000
+    group = group_on(1)
+    gone = group_on(1, {group})
+
+    async def coordinator() -> BrokerService:
+        found = trio.services[trio.services[1].group_coordinator(group).node_id]
+        await found.alter_group_offsets(gone, {("r", 0): OffsetAndMetadata(1, "")})
+        return found
+
+    first = await eventually(coordinator)
+    await first.delete_group(gone)
+    for n in range(300):
+        await first.alter_group_offsets(group, {("r", n % 3): OffsetAndMetadata(n, f"m{n}")})
+    node = first.cluster_node
+    assert node is not None
+    plog = first.partition_log(OFFSETS_TOPIC, 1)
+
+    async def rewritten() -> None:
+        assert node.coordination.rewrites >= 3
+        assert plog.log_start_offset > 0
+
+    await eventually(rewritten)
+    # 300 commits of ~110 bytes each: the log holds a few rewrites' worth, not all.
+    assert plog.size_bytes < 3 * 4000
+    expected = {("r", 0): 297, ("r", 1): 298, ("r", 2): 299}
+    assert await serving(first, group) == expected
+    stopped = node.node_id
+    await trio.stop(stopped)
+
+    async def moved() -> BrokerService:
+        survivor = next(iter(trio.services.values()))
+        found = survivor.group_coordinator(group).node_id
+        assert found != stopped and found in trio.services
+        return trio.services[found]
+
+    second = await eventually(moved)
+    assert await serving(second, group) == expected
+    assert second.groups.fetch_offsets(group, None)[("r", 2)].metadata == "m299"
+    assert second.fetch_offsets(gone) == {}

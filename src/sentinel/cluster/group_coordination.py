@@ -17,6 +17,15 @@ committed offsets become durable: the partitions of ``__consumer_offsets``
 - A commit (the ``OffsetPersister`` of ``GroupDriver``) is one batch appended through
   the partition's ``ReplicatedPartition.append`` with acks=all; the commit is answered
   after Raft committed it. A deleted group leaves tombstones for its offsets.
+- Rewrite instead of a log cleaner: the partition is compacted (the topic's
+  ``cleanup.policy``), but a replicated log takes no gaps between batches, so once a
+  partition's leader has appended ``rewrite_after_bytes`` (and twice the live offsets'
+  size) since its last rewrite, it appends every live offset of the partition again,
+  as one request (contiguous: it is taken and proposed without yielding, so every
+  commit proposed before it is in it and every later one follows it), and once that is
+  committed moves the log start to it (DeleteRecords, a Raft entry every replica
+  applies). Replay from the new start restores the same offsets; the log stays within
+  a few times the live offsets, however long the groups commit.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from sentinel.broker.group_driver import GroupDriver, GroupError
 from sentinel.broker.group_events import ErrorCode, OffsetAndMetadata, TopicPartition
@@ -46,6 +56,17 @@ log = logging.getLogger(__name__)
 
 LOAD_POLL_S = 0.02  # how often a loading leader looks at its high watermark
 LOAD_CHUNK_BYTES = 1 << 20
+#: Appended to an offsets partition since its last rewrite before the next one.
+REWRITE_AFTER_BYTES = 4 << 20
+
+REWRITE_BATCH_OFFSETS = 1000  # offsets per batch of a rewrite (~100 KB)
+
+Offsets = dict[str, dict[TopicPartition, OffsetAndMetadata]]
+T = TypeVar("T")
+
+
+def _chunks(items: list[T], size: int) -> list[list[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class GroupCoordination:
@@ -72,6 +93,14 @@ class GroupCoordination:
         self._loading: dict[int, tuple[int, asyncio.Task[None]]] = {}
         #: The partitions each group committed (for its tombstones when it is deleted).
         self._keys: dict[str, set[TopicPartition]] = {}
+        #: Offsets partition index -> the live offsets of its groups, as proposed.
+        self._live: dict[int, Offsets] = {}
+        #: Offsets partition index -> (bytes appended since the last rewrite or load,
+        #: bytes of that rewrite).
+        self._written: dict[int, tuple[int, int]] = {}
+        self._rewrites: dict[int, asyncio.Task[None]] = {}
+        self.rewrite_after_bytes = REWRITE_AFTER_BYTES
+        self.rewrites = 0
 
     # ------------------------------------------------------------ where a group lives
 
@@ -169,6 +198,11 @@ class GroupCoordination:
         if loading is not None:
             loading[1].cancel()
         was_loaded = self._loaded.pop(index, None) is not None
+        self._live.pop(index, None)
+        self._written.pop(index, None)
+        rewrite = self._rewrites.pop(index, None)
+        if rewrite is not None:
+            rewrite.cancel()
         if was_loaded or loading is not None:
             dropped = self._unload(index)
             if dropped:
@@ -198,13 +232,15 @@ class GroupCoordination:
                 if not self._leads(part, term):
                     return
                 await asyncio.sleep(LOAD_POLL_S)
-            offsets: dict[str, dict[TopicPartition, OffsetAndMetadata]] = {}
+            offsets: Offsets = {}
             at, end = plog.log_start_offset, plog.high_watermark
+            read = 0
             while at < end:
                 result = plog.read(at, LOAD_CHUNK_BYTES)
                 if not result.batches:
                     break
                 replay(result.batches, offsets)
+                read += sum(len(b) for b in result.batches)
                 at = result.next_offset
                 await asyncio.sleep(0)  # a long partition does not stall the loop
             current = self._loading.get(index)
@@ -213,6 +249,7 @@ class GroupCoordination:
             self._unload(index)  # what a former term left in memory
             topic = self._topic()
             count = len(topic.partitions) if topic is not None else 0
+            live: Offsets = {}
             for group_id, committed in offsets.items():
                 if count and partition_for(group_id, count) != index:
                     continue
@@ -223,8 +260,11 @@ class GroupCoordination:
                                 OFFSETS_TOPIC, index, exc)
                     continue
                 self._keys[group_id] = set(committed)
+                live[group_id] = dict(committed)
             self._loading.pop(index, None)
             self._loaded[index] = term
+            self._live[index] = live
+            self._written[index] = (read, 0)
             log.info("coordinating %d groups of %s-%d (term %d, offsets %d..%d read)",
                      len(offsets), OFFSETS_TOPIC, index, term, plog.log_start_offset, at)
         except asyncio.CancelledError:
@@ -233,11 +273,13 @@ class GroupCoordination:
             log.exception("loading %s-%d failed", OFFSETS_TOPIC, index)
 
     async def stop(self) -> None:
-        for _, task in list(self._loading.values()):
+        tasks = [task for _, task in self._loading.values()] + list(self._rewrites.values())
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._loading.clear()
+        self._rewrites.clear()
         self._loaded.clear()
 
     # ------------------------------------------------------------ OffsetPersister
@@ -250,8 +292,16 @@ class GroupCoordination:
         assert part is not None
         return index, part, self._driver.core(part.group).term
 
-    async def _append(self, group_id: str, batch: bytes) -> None:
+    async def _append(
+        self, group_id: str, batch: bytes, change: Callable[[Offsets], None]
+    ) -> None:
         index, part, term = self._leading_replica(group_id)
+        live = self._live.get(index)
+        if live is not None:  # before the proposal: a rewrite taken after it holds it
+            change(live)
+        written, rewritten = self._written.get(index, (0, 0))
+        self._written[index] = (written + len(batch), rewritten)
+        self._maybe_rewrite(index, part, term)
         try:
             await part.append(batch, Acks.ALL)
         except NotLeaderError as exc:
@@ -268,7 +318,10 @@ class GroupCoordination:
     ) -> None:
         if not offsets:
             return
-        await self._append(group_id, commit_batch(group_id, offsets, self._now_ms()))
+        def change(live: Offsets) -> None:
+            live.setdefault(group_id, {}).update(offsets)
+
+        await self._append(group_id, commit_batch(group_id, offsets, self._now_ms()), change)
         self._keys.setdefault(group_id, set()).update(offsets)
 
     async def delete_group_offsets(self, group_id: str) -> None:
@@ -276,8 +329,62 @@ class GroupCoordination:
         if not keys:
             self.check(group_id)
             return
-        await self._append(group_id, tombstone_batch(group_id, sorted(keys), self._now_ms()))
+        def change(live: Offsets) -> None:
+            live.pop(group_id, None)
+
+        await self._append(
+            group_id, tombstone_batch(group_id, sorted(keys), self._now_ms()), change
+        )
         self._keys.pop(group_id, None)
+
+    # ------------------------------------------------------------ rewrites
+
+    def _maybe_rewrite(self, index: int, part: ReplicatedPartition, term: int) -> None:
+        written, rewritten = self._written.get(index, (0, 0))
+        if written < max(self.rewrite_after_bytes, 2 * rewritten) or index in self._rewrites:
+            return
+        self._rewrites[index] = asyncio.get_running_loop().create_task(
+            self._rewrite(index, part, term), name=f"rewrite-{OFFSETS_TOPIC}-{index}"
+        )
+
+    async def _rewrite(self, index: int, part: ReplicatedPartition, term: int) -> None:
+        """Append every live offset of partition ``index`` again, then move the log
+        start to that copy (see the module's docstring)."""
+        try:
+            live = self._live.get(index)
+            if live is None or self._loaded.get(index) != term or not self._leads(part, term):
+                return
+            now = self._now_ms()
+            # Taken and proposed with no await in between (``append`` proposes before
+            # it first yields): no commit lands between the copy and what it copies.
+            batches = [
+                commit_batch(g, dict(chunk), now)
+                for g, offsets in live.items()
+                for chunk in _chunks(list(offsets.items()), REWRITE_BATCH_OFFSETS)
+            ]
+            if batches:
+                data = b"".join(batches)
+                self._written[index] = (0, len(data))
+                appended = await part.append(data, Acks.ALL)
+                start = appended.base_offset
+            else:  # nothing live: everything before the log end can go
+                self._written[index] = (0, 0)
+                start = part.log.high_watermark
+            if not self._leads(part, term):
+                return
+            await part.delete_records(start)
+            self.rewrites += 1
+            log.info("rewrote the live offsets of %s-%d (%d groups); its log starts at %d",
+                     OFFSETS_TOPIC, index, len(batches), start)
+        except asyncio.CancelledError:
+            raise
+        except SentinelError as exc:  # leadership moved, a full disk: the next one tries
+            log.info("rewriting %s-%d did not finish: %s", OFFSETS_TOPIC, index, exc)
+        except Exception:
+            log.exception("rewriting %s-%d failed", OFFSETS_TOPIC, index)
+        finally:
+            if self._rewrites.get(index) is asyncio.current_task():
+                del self._rewrites[index]
 
     def _now_ms(self) -> int:
         return int(self._clock.wall() * 1000)
