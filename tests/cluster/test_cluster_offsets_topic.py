@@ -312,3 +312,46 @@ async def test_an_offsets_partition_is_rewritten_and_stays_small(trio: Trio) -> 
     assert await serving(second, group) == expected
     assert second.groups.fetch_offsets(group, None)[("r", 2)].metadata == "m299"
     assert second.fetch_offsets(gone) == {}
+
+
+async def test_a_partition_with_no_live_offsets_is_emptied_by_a_rewrite(trio: Trio) -> None:
+    async def create() -> None:
+        await trio.services[1].create_topic("e", 1)
+
+    await eventually(create)
+    await leaders(trio)
+    for service in trio.services.values():
+        node = service.cluster_node
+        assert node is not None
+        node.coordination.rewrite_after_bytes = 2000
+    group = group_on(2)
+
+    async def coordinator() -> BrokerService:
+        found = trio.services[trio.services[1].group_coordinator(group).node_id]
+        found.fetch_offsets(group)  # loaded
+        return found
+
+    first = await eventually(coordinator)
+    for n in range(40):
+        await first.alter_group_offsets(group, {("e", 0): OffsetAndMetadata(n, "")})
+        await first.delete_group(group)
+    node = first.cluster_node
+    assert node is not None
+    plog = first.partition_log(OFFSETS_TOPIC, 2)
+
+    async def emptied() -> None:
+        assert node.coordination.rewrites >= 1
+        assert plog.log_start_offset > 0
+
+    await eventually(emptied)
+    assert first.fetch_offsets(group) == {}
+    await trio.stop(node.node_id)
+
+    async def moved() -> BrokerService:
+        survivor = next(iter(trio.services.values()))
+        found = survivor.group_coordinator(group).node_id
+        assert found in trio.services
+        return trio.services[found]
+
+    second = await eventually(moved)
+    assert await serving(second, group) == {}
