@@ -6,12 +6,14 @@ where the commits left off, at the partition's new leader."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from cluster.harness import Cluster
 
@@ -45,8 +47,17 @@ def consume(bootstrap: str, group: str, want: int) -> list[bytes]:
     return values
 
 
-def test_group_offsets_survive_the_death_of_the_coordinator(cluster: Cluster) -> None:
+def test_group_offsets_survive_the_death_of_the_coordinator(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     cluster.wait_formed()
+    # DescribeCluster and Metadata name this cluster (cluster.json) and its controller.
+    stored = json.loads((tmp_path / "n1" / "cluster.json").read_text())["cluster_id"]
+    admin = AdminClient({"bootstrap.servers": cluster.kafka_bootstrap()})
+    described = admin.describe_cluster(request_timeout=10).result(timeout=30)
+    assert described.cluster_id == stored
+    assert described.controller is not None and described.controller.id in (1, 2, 3)
+    assert sorted(n.id for n in described.nodes) == [1, 2, 3]
     cluster.create_topic("orders", partitions=1, replication_factor=3)
     producer = Producer({"bootstrap.servers": cluster.kafka_bootstrap(), "acks": "all"})
     for n in range(20):

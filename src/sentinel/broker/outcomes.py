@@ -168,3 +168,5 @@ class ClusterMetadata:
     brokers: tuple[BrokerMetadata, ...]
     controller_id: int
     topics: tuple[TopicMetadata, ...]
+    #: The cluster's id (``cluster.json``); "sentinel" for a broker alone.
+    cluster_id: str = "sentinel"

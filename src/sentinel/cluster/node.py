@@ -782,7 +782,9 @@ class ClusterNode:
     def cluster(self) -> ClusterMetadata:
         brokers = [b for b in (self._broker(n) for n in sorted(self.peers)) if b is not None]
         leader = self.controller.leader
-        return ClusterMetadata(tuple(brokers), -1 if leader is None else leader, ())
+        return ClusterMetadata(
+            tuple(brokers), -1 if leader is None else leader, (), self.cluster_id
+        )
 
     def topic_metadata(self, topic: Topic) -> TopicMetadata:
         partitions = []

@@ -26,8 +26,6 @@ from sentinel.server.kafka.handlers import KafkaRequestContext, handles
 
 METADATA = 3
 DESCRIBE_CLUSTER = 60
-CLUSTER_ID = "sentinel"
-
 
 def _topic(topic: TopicMetadata) -> MetadataResponseTopic:
     return MetadataResponseTopic(
@@ -62,6 +60,7 @@ async def _describe(service: BrokerService, names: list[str], auto_create: bool)
                 TopicMetadata(t.name, (), {}, 0, exc) if t.error is not None else t
                 for t in found.topics
             ),
+            found.cluster_id,
         )
 
 
@@ -80,7 +79,7 @@ async def metadata(
             MetadataResponseBroker(node_id=b.node_id, host=b.kafka_host, port=b.kafka_port)
             for b in cluster.brokers
         ),
-        cluster_id=CLUSTER_ID,
+        cluster_id=cluster.cluster_id,
         controller_id=cluster.controller_id,
         topics=tuple(_topic(t) for t in cluster.topics),
     )
@@ -92,7 +91,7 @@ async def describe_cluster(
 ) -> DescribeClusterResponse:
     cluster = service.cluster()
     return DescribeClusterResponse(
-        cluster_id=CLUSTER_ID,
+        cluster_id=cluster.cluster_id,
         controller_id=cluster.controller_id,
         brokers=tuple(
             DescribeClusterBroker(broker_id=b.node_id, host=b.kafka_host, port=b.kafka_port)
