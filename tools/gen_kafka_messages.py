@@ -49,6 +49,8 @@ APIS: dict[str, tuple[int, int, int]] = {
     "delete_records": (21, 0, 2),
     "alter_configs": (33, 0, 2),
     "incremental_alter_configs": (44, 0, 1),
+    "alter_partition_reassignments": (45, 0, 0),
+    "list_partition_reassignments": (46, 0, 0),
     "describe_cluster": (60, 0, 1),
 }
 

@@ -1,4 +1,4 @@
-"""Consumer groups of a real Kafka client (confluent-kafka) in a three-broker cluster:
+"""Kafka clients in a three-broker cluster. Consumer groups (confluent-kafka):
 the coordinator is found through FindCoordinator, offsets are committed through it into
 the group's partition of ``__consumer_offsets`` (its leader is the coordinator), and
 after kill -9 of the coordinator's broker a new consumer of the group resumes exactly
@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
+from kafka.admin import KafkaAdminClient
 
-from cluster.harness import Cluster
+from cluster.harness import Cluster, poll
+from kafka import TopicPartition as KpTP
 
 
 @pytest.fixture
@@ -76,3 +78,36 @@ def test_group_offsets_survive_the_death_of_the_coordinator(
     assert rest == [b"%d" % n for n in range(10, 20)]
     cluster.restart(coordinator)
     cluster.stop()
+
+
+def test_kafka_python_admin_moves_a_partition(cluster: Cluster) -> None:
+    """AlterPartitionReassignments / ListPartitionReassignments (KIP-455) from
+    kafka-python's admin client: the move is accepted, carried out, and listed until
+    done; a broker that is not in the cluster and a cancel are refused by name."""
+    cluster.wait_formed()
+    info = cluster.create_topic("kmoved", 1, 2)
+    before = list(info.partitions[0].replicas)
+    target = [next(i for i in cluster.node_ids if i not in before), before[0]]
+    tp = KpTP("kmoved", 0)
+    admin = KafkaAdminClient(bootstrap_servers=cluster.kafka_bootstrap(),
+                             request_timeout_ms=10000)
+    try:
+        bad = admin.alter_partition_reassignments({tp: [target[0], 9]})
+        assert bad[tp] is not None
+        assert admin.alter_partition_reassignments({tp: target}) == {tp: None}
+
+        def moved() -> bool | None:
+            under_way = admin.list_partition_reassignments()
+            if under_way:
+                ongoing = under_way[tp]
+                assert set(ongoing["replicas"]) >= set(target)
+                return None
+            (topic,) = admin.describe_topics(["kmoved"])
+            replicas = topic["partitions"][0]["replica_nodes"]
+            return True if replicas == target else None
+
+        poll(moved, f"kmoved-0 moved to {target}", 30.0)
+        cancel = admin.alter_partition_reassignments({tp: None})
+        assert cancel[tp] is not None and "NoReassignment" in cancel[tp].__name__
+    finally:
+        admin.close()

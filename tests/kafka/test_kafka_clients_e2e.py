@@ -245,6 +245,11 @@ def test_kafka_python_admin_client(broker: BrokerProcess) -> None:
     result = client.delete_records({KpTP("kp-admin", 1): 2})
     assert result[KpTP("kp-admin", 1)]["low_watermark"] == 2
     assert client.describe_cluster()["brokers"][0]["port"] == broker.kafka_port
+    # Replica moves need a cluster: a broker alone refuses each partition by name.
+    refused = client.alter_partition_reassignments({KpTP("kp-admin", 0): [1]})
+    assert refused[KpTP("kp-admin", 0)] is not None
+    assert "InvalidRequest" in refused[KpTP("kp-admin", 0)].__name__
+    assert client.list_partition_reassignments() == {}
     client.delete_topics(["kp-admin"])
     client.close()
     consumer = KafkaConsumer(bootstrap_servers=broker.kafka_address)

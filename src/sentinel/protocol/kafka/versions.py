@@ -19,6 +19,7 @@ JoinGroup           11  0-5         InitProducerId      22  0-4
 Heartbeat           12  0-3         DescribeConfigs     32  1
 DeleteRecords       21  0-2         CreatePartitions    37  0-1
 AlterConfigs        33  0-2         IncrementalAlter... 44  0-1
+AlterPartitionR...  45  0           ListPartitionRe...  46  0
 DescribeCluster     60  0-1
 =================  ===  ========    =================  ===  ========
 """

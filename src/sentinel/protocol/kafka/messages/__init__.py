@@ -11,6 +11,7 @@ from types import ModuleType
 
 from sentinel.protocol.kafka.messages import (
     alter_configs,
+    alter_partition_reassignments,
     api_versions,
     create_partitions,
     create_topics,
@@ -28,6 +29,7 @@ from sentinel.protocol.kafka.messages import (
     leave_group,
     list_groups,
     list_offsets,
+    list_partition_reassignments,
     metadata,
     offset_commit,
     offset_fetch,
@@ -43,7 +45,7 @@ MODULES: tuple[ModuleType, ...] = (
     join_group, heartbeat, leave_group, sync_group, describe_groups, list_groups,
     api_versions, create_topics, delete_topics, init_producer_id, describe_configs,
     create_partitions, delete_records, alter_configs, incremental_alter_configs,
-    describe_cluster,
+    describe_cluster, alter_partition_reassignments, list_partition_reassignments,
 )
 
 REQUESTS: dict[int, Message] = {m.REQUEST.api_key: m.REQUEST for m in MODULES}
