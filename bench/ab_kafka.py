@@ -10,8 +10,8 @@ and 200 k x 1 KiB into fresh one-partition topics and ``kcat -C`` reading the 10
 topic back (as ``bench_kafka.py`` does); with ``--raw``, ``bench/kafka_raw.c`` produces
 and consumes instead (near-zero cost per record: the broker is what is measured).
 Besides the rates, the server's CPU time (user + system, all threads) per produced (or
-consumed) GB: less at the mercy of the machine's other load than a rate. Prints one JSON line per figure and, at the end, each tree's median
-and its ratio to the first tree's.
+consumed) GB: less at the mercy of the machine's other load than a rate. Prints one JSON
+line per figure and, at the end, each tree's median and its ratio to the first tree's.
 """
 
 from __future__ import annotations
