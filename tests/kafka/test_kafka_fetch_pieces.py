@@ -130,6 +130,14 @@ def test_send_response_pieces_is_send_response_by_reference_and_in_order() -> No
     assert conn.in_flight == 0
 
 
+def test_an_answer_with_nothing_large_is_one_bytes() -> None:
+    conn = KafkaServerConnection()
+    (request,) = conn.receive_data(fetch_frame(5))
+    assert isinstance(request, RequestReceived)
+    (piece,) = conn.send_response_pieces(request, fetch_response(Pieces(parts_of(10, 20))))
+    assert type(piece) is bytes and struct.unpack_from(">ii", piece) == (len(piece) - 4, 5)
+
+
 # ---------------------------------------------------------------------- a real broker
 
 

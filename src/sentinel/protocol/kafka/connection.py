@@ -282,7 +282,10 @@ class KafkaServerConnection:
                 out, request.correlation_id,
                 response_header_version(request.api_key, request.api_version))
             serde.encode_into(out, RESPONSES[request.api_key], request.api_version, response)
-            data = [_I32.pack(out.size), *out.pieces()]
+            pieces = out.pieces()
+            size = _I32.pack(out.size)
+            # An answer with nothing large in it stays one ``bytes`` (one plain write).
+            data = [size + pieces[0]] if len(pieces) == 1 else [size, *pieces]
         return self._complete(request.correlation_id, data)
 
     def send_unsupported(self, event: UnsupportedRequest) -> bytes:
