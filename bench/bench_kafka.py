@@ -52,6 +52,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import psutil
+
 from _common import emit
 from bench_client import Case, server_doors
 from bench_client import produce as grpc_produce
@@ -353,6 +355,12 @@ class Round:
     directory: str
     producer: str | None
     raw: str | None
+    broker: psutil.Process
+
+    def server_cpu(self) -> float:
+        """CPU seconds (user + system, all threads) the server has used so far."""
+        times = self.broker.cpu_times()
+        return float(times.user + times.system)
 
     def ours(self, figures: Figures, size: int, partitions: int) -> None:
         self.ours_librdkafka(figures, size, partitions)
@@ -364,16 +372,22 @@ class Round:
         extra = {"round": self.index, "partitions": partitions, "size": size, "messages": n,
                  "client": "kafka_raw.c"}  # fmt: skip
         topic = create_topic(self.grpc, partitions, f"raw-{size}")
+        cpu = self.server_cpu()
         s = raw_produce(raw, self.kafka, topic, partitions, size, n)
-        figures.put(f"raw_produce_{size}B", n / s, "msgs/s", **extra)
-        figures.put(f"raw_produce_{size}B_throughput", n * size / s / 1e6, "MB/s", **extra)
+        cpu = self.server_cpu() - cpu  # the server's CPU / the wall time: how busy it was
+        load = {"server_cpu_s": round(cpu, 3), "server_cpu_per_wall": round(cpu / s, 2)}
+        figures.put(f"raw_produce_{size}B", n / s, "msgs/s", **extra, **load)
+        figures.put(f"raw_produce_{size}B_throughput", n * size / s / 1e6, "MB/s", **extra, **load)
         with raw_sink(raw, self.directory) as sink:  # what the client alone can do
             s = raw_produce(raw, sink, "sink", partitions, size, n)
         figures.put(f"raw_client_ceiling_produce_{size}B", n / s, "msgs/s", **extra,
                     peer="kafka_raw sink (answers without storing)")  # fmt: skip
         if size == 100:
+            cpu = self.server_cpu()
             s = raw_consume(raw, self.kafka, topic, partitions, n)
-            figures.put("raw_consume_100B", n / s, "msgs/s", **extra)
+            cpu = self.server_cpu() - cpu
+            figures.put("raw_consume_100B", n / s, "msgs/s", **extra, server_cpu_s=round(cpu, 3),
+                        server_cpu_per_wall=round(cpu / s, 2))  # fmt: skip
 
     def ours_librdkafka(self, figures: Figures, size: int, partitions: int) -> None:
         n = self.counts[size]
@@ -414,8 +428,8 @@ def one_round(
     producer: str | None,
     raw: str | None,
 ) -> None:
-    with server_doors(None) as (grpc, kafka, _broker), redis_server() as port:
-        run = Round(index, grpc, kafka, port, counts, files, directory, producer, raw)
+    with server_doors(None) as (grpc, kafka, broker), redis_server() as port:
+        run = Round(index, grpc, kafka, port, counts, files, directory, producer, raw, broker)
         # every other round the peers go first
         steps = [run.peers, run.ours] if index % 2 else [run.ours, run.peers]
         for partitions in PARTITIONS:
