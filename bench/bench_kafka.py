@@ -16,6 +16,11 @@ each record size (100 B, 1 KiB) and partition count (1, 4), interleaved:
   partition: ``-r`` spreads the keys);
 - gRPC door produce (1 KiB only): bench_client's producer, same records and settings;
 - consume (100 B only): ``kcat -C -e -o beginning`` against the topic just written;
+- the same with ``kafka_raw.c``, a Kafka client in plain C whose per-record cost is near
+  zero (one pre-built batch sent again and again, 5 produce requests in flight; fetches
+  whose batches are walked by their headers and CRC-checked), so the broker and not the
+  client is what is measured; its own ceiling against ``kafka_raw sink`` (a C fake
+  broker that answers every produce without storing it);
   Redis: ``redis-cli --pipe`` sending XRANGE ... COUNT 1000 commands that walk streams
   of the same records (loaded beforehand with explicit ids, so the chunks are known).
 
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import random
 import re
@@ -46,6 +52,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import psutil
+
 from _common import emit
 from bench_client import Case, server_doors
 from bench_client import produce as grpc_produce
@@ -60,6 +68,9 @@ TARGETS = {  # ratio name: (what it compares, target)
     "produce_1024B_mbs_vs_redis": ("Kafka door / Redis XADD, MB/s at 1 KiB", 1.5),
     "consume_100B_msgs_vs_redis": ("Kafka door / Redis XRANGE, msgs/s at 100 B", 5.0),
     "produce_1024B_mbs_vs_grpc": ("Kafka door / gRPC door, MB/s at 1 KiB", 2.0),
+}
+RAW_TARGETS = {  # the same, with kafka_raw.c as the Kafka client: ratio name: (figure, target)
+    f"raw_{name}": (f"{what} (kafka_raw.c)", target) for name, (what, target) in TARGETS.items()
 }
 
 
@@ -219,6 +230,58 @@ def c_producer(directory: str) -> str | None:
     return binary if built.returncode == 0 else None
 
 
+def c_raw(directory: str) -> str | None:
+    """``kafka_raw.c`` built (no library needed), or None without a C compiler."""
+    binary = os.path.join(directory, "kafka_raw")
+    cc = shutil.which("cc")
+    if cc is None:
+        return None
+    source = str(Path(__file__).with_name("kafka_raw.c"))
+    subprocess.run([cc, "-O2", "-o", binary, source], check=True)
+    return binary
+
+
+def raw_run(cmd: list[str], count: int) -> float:
+    """Seconds ``kafka_raw`` takes (timed from outside), checking it moved ``count`` records."""
+    elapsed, out = timed_run(cmd)
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    if report["records"] != count:
+        raise SystemExit(f"kafka_raw {cmd[1]} moved {report['records']} records, not {count}")
+    return elapsed
+
+
+def raw_produce(raw: str, kafka: str, topic: str, partitions: int, size: int, count: int) -> float:
+    """Seconds kafka_raw takes to produce ``count`` records (1 MB batches, acks=1, 5 in
+    flight, one batch per partition per request)."""
+    cmd = [raw, "produce", kafka, topic, str(partitions), str(count), str(size), "1000000", "5"]
+    return raw_run(cmd, count)
+
+
+def raw_consume(raw: str, kafka: str, topic: str, partitions: int, count: int) -> float:
+    """Seconds kafka_raw takes to fetch ``count`` records from offset 0 (16 MiB fetches)."""
+    return raw_run([raw, "consume", kafka, topic, str(partitions), str(count)], count)
+
+
+@contextlib.contextmanager
+def raw_sink(raw: str, directory: str) -> Iterator[str]:
+    """``kafka_raw sink``: a fake broker that answers produces without storing them."""
+    port_file = os.path.join(directory, f"sink-{time.monotonic_ns()}.port")
+    proc = subprocess.Popen([raw, "sink", port_file])
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(port_file):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("kafka_raw sink did not start")
+            time.sleep(0.01)
+        with open(port_file) as f:
+            yield f"127.0.0.1:{f.read().strip()}"
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def kafka_produce(
     kafka: str, topic: str, path: str, size: int, count: int, producer: str | None
 ) -> float:
@@ -291,8 +354,42 @@ class Round:
     files: dict[int, str]
     directory: str
     producer: str | None
+    raw: str | None
+    broker: psutil.Process
+
+    def server_cpu(self) -> float:
+        """CPU seconds (user + system, all threads) the server has used so far."""
+        times = self.broker.cpu_times()
+        return float(times.user + times.system)
 
     def ours(self, figures: Figures, size: int, partitions: int) -> None:
+        self.ours_librdkafka(figures, size, partitions)
+        if self.raw is not None:
+            self.ours_raw(figures, size, partitions, self.raw)
+
+    def ours_raw(self, figures: Figures, size: int, partitions: int, raw: str) -> None:
+        n = self.counts[size]
+        extra = {"round": self.index, "partitions": partitions, "size": size, "messages": n,
+                 "client": "kafka_raw.c"}  # fmt: skip
+        topic = create_topic(self.grpc, partitions, f"raw-{size}")
+        cpu = self.server_cpu()
+        s = raw_produce(raw, self.kafka, topic, partitions, size, n)
+        cpu = self.server_cpu() - cpu  # the server's CPU / the wall time: how busy it was
+        load = {"server_cpu_s": round(cpu, 3), "server_cpu_per_wall": round(cpu / s, 2)}
+        figures.put(f"raw_produce_{size}B", n / s, "msgs/s", **extra, **load)
+        figures.put(f"raw_produce_{size}B_throughput", n * size / s / 1e6, "MB/s", **extra, **load)
+        with raw_sink(raw, self.directory) as sink:  # what the client alone can do
+            s = raw_produce(raw, sink, "sink", partitions, size, n)
+        figures.put(f"raw_client_ceiling_produce_{size}B", n / s, "msgs/s", **extra,
+                    peer="kafka_raw sink (answers without storing)")  # fmt: skip
+        if size == 100:
+            cpu = self.server_cpu()
+            s = raw_consume(raw, self.kafka, topic, partitions, n)
+            cpu = self.server_cpu() - cpu
+            figures.put("raw_consume_100B", n / s, "msgs/s", **extra, server_cpu_s=round(cpu, 3),
+                        server_cpu_per_wall=round(cpu / s, 2))  # fmt: skip
+
+    def ours_librdkafka(self, figures: Figures, size: int, partitions: int) -> None:
         n = self.counts[size]
         extra = {"round": self.index, "partitions": partitions, "size": size, "messages": n}
         topic = create_topic(self.grpc, partitions, f"kafka-{size}")
@@ -329,9 +426,10 @@ def one_round(
     files: dict[int, str],
     directory: str,
     producer: str | None,
+    raw: str | None,
 ) -> None:
-    with server_doors(None) as (grpc, kafka, _broker), redis_server() as port:
-        run = Round(index, grpc, kafka, port, counts, files, directory, producer)
+    with server_doors(None) as (grpc, kafka, broker), redis_server() as port:
+        run = Round(index, grpc, kafka, port, counts, files, directory, producer, raw, broker)
         # every other round the peers go first
         steps = [run.peers, run.ours] if index % 2 else [run.ours, run.peers]
         for partitions in PARTITIONS:
@@ -351,8 +449,17 @@ def ratios(r: dict[str, float], extra: dict[str, object]) -> None:
         "produce_1024B_mbs_vs_grpc": r["produce_1024B_throughput"]
         / r["grpc_produce_1024B_throughput"],
     }
+    if "raw_produce_100B" in r:
+        values |= {
+            "raw_produce_100B_msgs_vs_redis": r["raw_produce_100B"] / r["redis_xadd_100B"],
+            "raw_produce_1024B_mbs_vs_redis": r["raw_produce_1024B_throughput"]
+            / r["redis_xadd_1024B_throughput"],
+            "raw_consume_100B_msgs_vs_redis": r["raw_consume_100B"] / r["redis_xrange_100B"],
+            "raw_produce_1024B_mbs_vs_grpc": r["raw_produce_1024B_throughput"]
+            / r["grpc_produce_1024B_throughput"],
+        }
     for name, value in values.items():
-        what, target = TARGETS[name]
+        what, target = (TARGETS | RAW_TARGETS)[name]
         emit(BENCH, f"ratio_{name}", value, "x", what=what, target=target,
              met=value >= target, **extra)  # fmt: skip
 
@@ -366,6 +473,7 @@ def main() -> None:
     parser.add_argument("--messages-1024", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="5x fewer records")
     parser.add_argument("--kcat", action="store_true", help="produce with kcat, not the C producer")
+    parser.add_argument("--no-raw", action="store_true", help="leave out kafka_raw.c's figures")
     args = parser.parse_args()
     need("kcat", "redis-server", "redis-benchmark", "redis-cli")
     scale = 5 if args.quick else 1
@@ -374,8 +482,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-kafka-") as directory:
         files = {size: records_file(directory, size, counts[size]) for size in SIZES}
         producer = None if args.kcat else c_producer(directory)
+        raw = None if args.no_raw else c_raw(directory)
         for index in range(args.rounds):
-            one_round(index, counts, files, directory, producer)
+            one_round(index, counts, files, directory, producer, raw)
 
 
 if __name__ == "__main__":

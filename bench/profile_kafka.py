@@ -8,7 +8,9 @@ runs under cProfile only between two ``SIGRTMIN+3`` (the first starts it, the se
 and writes the stats): the server's start-up and topic creation are not counted. Then
 ``bench/kafka_producer.c`` (as bench_kafka.py builds it) produces ``--count`` records of
 ``--size`` bytes into a fresh topic; with ``--fetch``, ``kcat -C`` reads them back under
-a second profile. Prints the top functions by own time and by cumulative time.
+a second profile. With ``--raw``, ``bench/kafka_raw.c`` (no librdkafka, near-zero cost
+per record) produces and consumes instead. Prints the top functions by own time and by
+cumulative time.
 
 Nothing here changes the server: the profiler is installed by the wrapper below, which
 then calls the CLI's ``main``.
@@ -31,7 +33,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_client import _wait_ready
-from bench_kafka import KCAT_PRODUCE, c_producer, create_topic, kafka_consume
+from bench_kafka import (
+    KCAT_PRODUCE,
+    c_producer,
+    c_raw,
+    create_topic,
+    kafka_consume,
+    raw_consume,
+)
 
 # Run as the server process: SIGRTMIN+3 toggles a cProfile of the main thread.
 WRAPPER = """
@@ -87,13 +96,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--fetch", action="store_true", help="also profile kcat -C reading")
+    parser.add_argument("--raw", action="store_true", help="produce and consume with kafka_raw.c")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--save", help="copy the stats files to PATH.produce / PATH.fetch")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sentinel-profile-") as directory:
-        producer = c_producer(directory)
+        producer = c_raw(directory) if args.raw else c_producer(directory)
         if producer is None:
-            raise SystemExit("needs cc and librdkafka-dev")
+            raise SystemExit("needs cc (and librdkafka-dev without --raw)")
         data = os.path.join(directory, "data")
         out = os.path.join(directory, "server.prof")
         cmd = [sys.executable, "-c", WRAPPER, "--host", "127.0.0.1", "--port", "0",
@@ -106,6 +116,9 @@ def main() -> None:
             topic = create_topic(grpc, args.partitions, "profile")
             configs = [c for c in KCAT_PRODUCE if c != "-X"]
             produce = [producer, kafka, topic, str(args.count), str(args.size), *configs]
+            if args.raw:
+                produce = [producer, "produce", kafka, topic, str(args.partitions),
+                           str(args.count), str(args.size)]  # fmt: skip
             seconds = profiled(proc, out + ".1", lambda: subprocess.run(produce, check=True))
             rate = args.count * args.size / seconds / 1e6
             print(f"produce: {args.count} x {args.size} B in {seconds:.3f} s ({rate:.0f} MB/s)")
@@ -114,9 +127,12 @@ def main() -> None:
                 shutil.copy(out + ".1", args.save + ".produce")
             if args.fetch:
                 fetch_out = out + ".2"
-                seconds = profiled(
-                    proc, fetch_out, lambda: kafka_consume(kafka, topic, args.count)
-                )
+                if args.raw:
+                    raw = producer
+                    consume = lambda: raw_consume(raw, kafka, topic, args.partitions, args.count)  # noqa: E731
+                else:
+                    consume = lambda: kafka_consume(kafka, topic, args.count)  # noqa: E731
+                seconds = profiled(proc, fetch_out, consume)
                 print(f"fetch: {args.count} records in {seconds:.3f} s")
                 show(fetch_out, f"fetch {args.size} B", args.top)
                 if args.save:

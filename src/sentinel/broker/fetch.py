@@ -52,18 +52,18 @@ def read_once(
             result = part.read(pos.offset, min(limit, remaining))
         except SentinelError as exc:
             failed = True
-            outcomes.append(FetchOutcome(pos.topic, pos.partition, b"", -1, -1, pos.offset, exc))
+            outcomes.append(FetchOutcome(pos.topic, pos.partition, (), -1, -1, pos.offset, exc))
             continue
-        data = b"".join(result.batches)
-        if total and len(data) > remaining:
+        size = sum(len(b) for b in result.batches)
+        if total and size > remaining:
             outcomes.append(_untouched(pos, part))
             continue
-        total += len(data)
+        total += size
         outcomes.append(
             FetchOutcome(
                 pos.topic,
                 pos.partition,
-                data,
+                result.batches,  # not joined: the Kafka door writes them as they are
                 result.high_watermark,
                 result.log_start_offset,
                 result.next_offset,
@@ -75,7 +75,7 @@ def read_once(
 def _untouched(pos: FetchPosition, part: Partition) -> FetchOutcome:
     """A partition left out because the response is full."""
     return FetchOutcome(
-        pos.topic, pos.partition, b"", part.high_watermark, part.log_start_offset, pos.offset
+        pos.topic, pos.partition, (), part.high_watermark, part.log_start_offset, pos.offset
     )
 
 

@@ -73,11 +73,23 @@ class FetchPosition:
 class FetchOutcome:
     topic: str
     partition: int
-    batches: bytes
+    #: Whole stamped batches, in offset order: the stored bytes or views of them, not
+    #: copies (the Kafka door writes them to the socket as they are).
+    chunks: tuple[bytes | memoryview, ...]
     high_watermark: int
     log_start_offset: int
     next_offset: int
     error: SentinelError | None = None
+
+    @property
+    def batches(self) -> bytes:
+        """The batches joined (a copy): a gRPC fetch message's ``record_batches``."""
+        return b"".join(self.chunks)
+
+    @property
+    def size(self) -> int:
+        """Bytes in all the batches."""
+        return sum(len(c) for c in self.chunks)
 
     @property
     def error_code(self) -> int:

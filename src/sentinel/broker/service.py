@@ -600,7 +600,7 @@ class BrokerService:
         while True:
             wait_ms = FOLLOW_WAIT_MS if follow else max(0, max_wait_ms)
             outcome = await self.fetch(topic_name, partition, offset, max_bytes, wait_ms)
-            if outcome.batches:
+            if outcome.chunks:
                 offset = outcome.next_offset
                 yield outcome
             elif not follow:

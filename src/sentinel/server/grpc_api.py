@@ -319,14 +319,15 @@ class SentinelServicer(pb_grpc.SentinelServicer):
     ) -> tuple[Any, int]:
         """The response message, and how many records at or after ``from_offset`` it holds
         (counted from batch headers)."""
-        count = _records_in(outcome.batches, from_offset)
+        batches = outcome.batches  # joined once
+        count = _records_in(batches, from_offset)
         self._metrics.messages_fetched.labels(outcome.topic).inc(count)
-        self._metrics.bytes_consumed.labels(outcome.topic).inc(len(outcome.batches))
+        self._metrics.bytes_consumed.labels(outcome.topic).inc(len(batches))
         message = cls(
             topic=outcome.topic,
             partition=outcome.partition,
-            record_batches=outcome.batches,
-            records=_decoded(outcome.batches, from_offset) if decode else (),
+            record_batches=batches,
+            records=_decoded(batches, from_offset) if decode else (),
             high_watermark=outcome.high_watermark,
             log_start_offset=outcome.log_start_offset,
             next_offset=outcome.next_offset,

@@ -11,7 +11,9 @@ for an API key or version outside ``versions.SUPPORTED``, or one terminal
 the size prefix, before the body is waited for) or does not decode. It answers
 every request, in any order, with ``send_response`` / ``send_unsupported``; those
 return the bytes to write now, always in request order, because Kafka clients match
-responses to requests by position.
+responses to requests by position. ``send_response_pieces`` returns them as a list of
+buffers instead, for a vectored write: a large ``records`` field (a fetch's stored
+batches, ``wire.Pieces``) is then in it by reference, never copied into the answer.
 
 Back-pressure: at most ``max_in_flight`` requests are handed out unanswered. Beyond
 that, complete frames stay buffered and ``reading_paused`` turns True (the driver
@@ -80,7 +82,7 @@ class _Slot:
 
     def __init__(self, correlation_id: int) -> None:
         self.correlation_id = correlation_id
-        self.data = b""
+        self.data: list[wire.Buffer] = []
         self.done = False
 
 
@@ -267,17 +269,23 @@ class KafkaServerConnection:
         ``response`` is the API's response value class. Raises ``InvalidArgumentError``
         for a request not in flight here or a response that does not encode.
         """
+        return b"".join(self.send_response_pieces(request, response))
+
+    def send_response_pieces(self, request: RequestReceived, response: Any) -> list[wire.Buffer]:
+        """``send_response``, as buffers to write in order: large fields by reference."""
         if self._closed:
-            return b""
-        data = b""
+            return []
+        data: list[wire.Buffer] = []
         if request.expects_response:
-            out = bytearray(4)
+            out = wire.ScatterOutput()
             encode_response_header(
                 out, request.correlation_id,
                 response_header_version(request.api_key, request.api_version))
             serde.encode_into(out, RESPONSES[request.api_key], request.api_version, response)
-            _I32.pack_into(out, 0, len(out) - 4)
-            data = bytes(out)
+            pieces = out.pieces()
+            size = _I32.pack(out.size)
+            # An answer with nothing large in it stays one ``bytes`` (one plain write).
+            data = [size + pieces[0]] if len(pieces) == 1 else [size, *pieces]
         return self._complete(request.correlation_id, data)
 
     def send_unsupported(self, event: UnsupportedRequest) -> bytes:
@@ -297,15 +305,15 @@ class KafkaServerConnection:
         else:
             out += struct.pack(">h", UNSUPPORTED_VERSION)
         _I32.pack_into(out, 0, len(out) - 4)
-        return self._complete(event.correlation_id, bytes(out))
+        return b"".join(self._complete(event.correlation_id, [bytes(out)]))
 
-    def _complete(self, correlation_id: int, data: bytes) -> bytes:
+    def _complete(self, correlation_id: int, data: list[wire.Buffer]) -> list[wire.Buffer]:
         slot = self._slots.pop(correlation_id, None)
         if slot is None:
             raise InvalidArgumentError(f"correlation id {correlation_id} is not in flight")
         slot.data = data
         slot.done = True
-        ready: list[bytes] = []
+        ready: list[wire.Buffer] = []
         while self._pending and self._pending[0].done:
-            ready.append(self._pending.popleft().data)
-        return b"".join(ready)
+            ready += self._pending.popleft().data
+        return ready

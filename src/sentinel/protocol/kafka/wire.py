@@ -10,6 +10,12 @@ or int32 (bytes, arrays) with -1 for null::
     legacy array    [int32 n][n elements]           compact array [uvarint n+1][...]
     tagged fields   [uvarint count]([uvarint tag][uvarint size][size bytes])*
 
+Writing a large bytes field need not copy it: ``Pieces`` gives a field as several
+buffers (a fetch's stored batches, never joined), and a ``ScatterOutput`` takes buffers of
+at least ``SCATTER_MIN_BYTES`` by reference, so that an answer is written to the socket
+as a list of buffers (``ScatterOutput.pieces``); into a plain ``bytearray`` both are
+copied, and the bytes are the same either way.
+
 Every read checks the bytes it needs against what remains *before* it slices or
 allocates, so a length of 2**31 in a 10-byte frame costs nothing. Anything malformed
 raises ``DecodeError`` and nothing else: no ``struct.error``, ``IndexError`` or
@@ -27,7 +33,11 @@ from sentinel.errors import DecodeError
 
 __all__ = [
     "PACKERS",
+    "SCATTER_MIN_BYTES",
+    "Buffer",
+    "Pieces",
     "Reader",
+    "ScatterOutput",
     "write_array_length",
     "write_bytes",
     "write_length",
@@ -167,12 +177,79 @@ def write_string(out: bytearray, value: str | None, compact: bool) -> None:
     out += data
 
 
-def write_bytes(out: bytearray, value: bytes | memoryview | None, compact: bool) -> None:
+Buffer = bytes | memoryview
+
+SCATTER_MIN_BYTES = 64 * 1024
+"""A buffer at least this large goes into a ``ScatterOutput`` by reference."""
+
+
+class Pieces:
+    """A bytes field given as consecutive buffers, written as their concatenation
+    without joining them (``len`` is the bytes in all; each buffer must stay unchanged
+    until written: stored batches, or views of them)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: tuple[Buffer, ...]) -> None:
+        self.parts = parts
+        self.size = sum(len(p) for p in parts)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Pieces):
+            other = bytes(other)
+        return isinstance(other, bytes | memoryview) and bytes(self) == other
+
+    def __hash__(self) -> int:
+        return hash(bytes(self))
+
+    def __repr__(self) -> str:
+        return f"Pieces({len(self.parts)} buffers, {self.size} bytes)"
+
+
+class ScatterOutput(bytearray):
+    """An output that takes large buffers by reference: ``attach`` ends the current run
+    of written bytes and queues the buffer itself; ``pieces`` is everything, in order."""
+
+    __slots__ = ("_pieces",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pieces: list[Buffer] = []
+
+    def attach(self, data: Buffer) -> None:
+        if self:
+            self._pieces.append(bytes(self))
+            del self[:]
+        self._pieces.append(data)
+
+    @property
+    def size(self) -> int:
+        """Bytes written and attached so far."""
+        return sum(len(p) for p in self._pieces) + len(self)
+
+    def pieces(self) -> list[Buffer]:
+        """Every piece in order (what was written since the last attach as one)."""
+        return [*self._pieces, bytes(self)] if self else list(self._pieces)
+
+
+def write_bytes(out: bytearray, value: Buffer | Pieces | None, compact: bool) -> None:
     if value is None:
         write_length(out, -1, compact, _I32)
         return
     write_length(out, len(value), compact, _I32)
-    out += value
+    parts = value.parts if isinstance(value, Pieces) else (value,)
+    scatter = out if isinstance(out, ScatterOutput) else None
+    for part in parts:
+        if scatter is not None and len(part) >= SCATTER_MIN_BYTES:
+            scatter.attach(part)
+        else:
+            out += part
 
 
 def write_array_length(out: bytearray, n: int, compact: bool) -> None:

@@ -4,8 +4,9 @@ Raw asyncio: one ``BufferedProtocol`` per client socket receives into a buffer o
 own that is reused for every read (no fresh ``bytes`` per read: DESIGN's measurements)
 and feeds the sans-IO ``KafkaServerConnection``, which frames, decodes and keeps the
 answers in request order. Each decoded request runs as its own task calling the
-handler registered for its API key (``handlers``); the bytes ``send_response`` returns
-are written as they become writable. So a long-polling Fetch does not hold up the
+handler registered for its API key (``handlers``); the buffers ``send_response_pieces``
+returns are written as they become writable, in one vectored write (a fetch's stored
+batches by reference, not copied into the answer). So a long-polling Fetch does not hold up the
 Metadata request behind it, and the client still reads its answers in order.
 
 Per connection, nothing else is affected:
@@ -50,6 +51,7 @@ from sentinel.protocol.kafka.events import (
 )
 from sentinel.protocol.kafka.messages import API_NAMES, RESPONSES
 from sentinel.protocol.kafka.versions import UNSUPPORTED_VERSION
+from sentinel.protocol.kafka.wire import Buffer
 from sentinel.server.kafka.handlers import Handler, KafkaRequestContext, load_handlers
 from sentinel.server.kafka.traffic import record_traffic
 from sentinel.server.metrics import Metrics
@@ -312,7 +314,7 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         self._listener.metrics.observe_kafka_request(
             API_NAMES.get(event.api_key, str(event.api_key)), UNSUPPORTED_VERSION, 0.0
         )
-        self._write(self._conn.send_unsupported(event))
+        self._write([self._conn.send_unsupported(event)])
 
     def _dispatch(self, event: RequestReceived, held: Reservation) -> None:
         handler = self._listener.handlers.get(event.api_key)
@@ -361,7 +363,7 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
             self._drop("internal", None)
             return
         try:
-            data = self._conn.send_response(event, response)
+            data = self._conn.send_response_pieces(event, response)
         except SentinelError:
             log.exception("kafka %s: %s v%d response does not encode; closing the connection",
                           self.peer, api, event.api_version)
@@ -375,9 +377,15 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         # Frames held back while max_in_flight were unanswered are handed out now.
         self._handle(self._conn.receive_data(b""))
 
-    def _write(self, data: bytes) -> None:
-        if data and self._transport is not None:
-            self._transport.write(data)
+    def _write(self, data: list[Buffer]) -> None:
+        """One vectored write: a fetch's stored batches go out without being copied into
+        the answer (uvloop's ``writelines`` keeps references, it does not join)."""
+        if self._transport is None:
+            return
+        if len(data) > 1:
+            self._transport.writelines(data)
+        elif data and data[0]:
+            self._transport.write(data[0])
 
     def _drop(self, reason: str, detail: str | None) -> None:
         """Close this connection (and only it); one log line unless already logged."""

@@ -15,6 +15,7 @@ from typing import Any
 from sentinel.errors import SentinelError
 from sentinel.protocol.kafka.messages.fetch import FetchRequest, FetchResponse
 from sentinel.protocol.kafka.messages.produce import ProduceRequest, ProduceResponse
+from sentinel.protocol.kafka.wire import Pieces
 from sentinel.record.batch import iter_batches, parse_header
 from sentinel.server.metrics import Metrics
 
@@ -24,13 +25,14 @@ PRODUCE = 0
 FETCH = 1
 
 
-def _records(batches: bytes | memoryview, from_offset: int = 0) -> int:
+def _records(batches: bytes | memoryview | Pieces, from_offset: int = 0) -> int:
     count = 0
-    for view in iter_batches(batches, allow_partial_tail=True):
-        header = parse_header(view)
-        first = max(header.base_offset, from_offset)
-        if header.last_offset >= first:
-            count += header.last_offset - first + 1
+    for part in batches.parts if isinstance(batches, Pieces) else (batches,):
+        for view in iter_batches(part, allow_partial_tail=True):
+            header = parse_header(view)
+            first = max(header.base_offset, from_offset)
+            if header.last_offset >= first:
+                count += header.last_offset - first + 1
     return count
 
 

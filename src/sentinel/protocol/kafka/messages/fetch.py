@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sentinel.protocol.kafka.schema import F, Message, Struct
+from sentinel.protocol.kafka.wire import Pieces
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,7 +111,7 @@ class PartitionData:
     log_start_offset: int = -1
     aborted_transactions: tuple[AbortedTransaction, ...] | None = ()
     preferred_read_replica: int = -1
-    records: bytes | memoryview | None = b""
+    records: bytes | memoryview | Pieces | None = b""
 
 
 _PARTITION_DATA = Struct(PartitionData, (

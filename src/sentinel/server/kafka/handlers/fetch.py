@@ -4,7 +4,9 @@
 or ``max_wait_ms`` passes, with each partition up to its ``partition_max_bytes`` and the
 response up to ``max_bytes``. No transactions: the last stable offset is the high
 watermark. Fetch sessions (v7+) are not kept: the answer's session id is 0, which tells
-the client to send full requests.
+the client to send full requests. The stored batches go into the answer as
+``wire.Pieces``, by reference: the listener writes them to the socket without joining
+or copying them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sentinel.protocol.kafka.messages.fetch import (
     FetchResponse,
     PartitionData,
 )
+from sentinel.protocol.kafka.wire import Pieces
 from sentinel.server.kafka.handlers import KafkaRequestContext, handles
 
 FETCH = 1
@@ -46,7 +49,7 @@ async def fetch(
                 high_watermark=o.high_watermark,
                 last_stable_offset=o.high_watermark,
                 log_start_offset=o.log_start_offset,
-                records=o.batches,
+                records=Pieces(o.chunks),
             )
         )
     return FetchResponse(
