@@ -44,6 +44,7 @@ APIS: dict[str, tuple[int, int, int]] = {
     "create_topics": (19, 2, 4),
     "delete_topics": (20, 1, 4),
     "init_producer_id": (22, 0, 4),
+    "offset_for_leader_epoch": (23, 2, 4),
     "describe_configs": (32, 1, 1),
     "create_partitions": (37, 0, 1),
     "delete_records": (21, 0, 2),

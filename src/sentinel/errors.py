@@ -136,6 +136,19 @@ class NotLeaderError(SentinelError):
         self.leader = leader
 
 
+class FencedLeaderEpochError(NotLeaderError):
+    """The request names a leader epoch older than the partition's: the caller's
+    metadata is stale (KIP-320)."""
+
+    kafka_code = 74
+
+
+class UnknownLeaderEpochError(NotLeaderError):
+    """The request names a leader epoch newer than this replica knows (KIP-320)."""
+
+    kafka_code = 75
+
+
 class DecodeError(PeerError):
     """Bytes from a peer do not decode: a varint too long or truncated, a length past the end."""
 

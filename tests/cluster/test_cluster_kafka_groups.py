@@ -17,6 +17,8 @@ from confluent_kafka.admin import AdminClient
 from kafka.admin import KafkaAdminClient
 
 from cluster.harness import Cluster, poll
+from kafka import KafkaConsumer as KpConsumer
+from kafka import KafkaProducer as KpProducer
 from kafka import TopicPartition as KpTP
 
 
@@ -111,3 +113,49 @@ def test_kafka_python_admin_moves_a_partition(cluster: Cluster) -> None:
         assert cancel[tp] is not None and "NoReassignment" in cancel[tp].__name__
     finally:
         admin.close()
+
+
+def test_kafka_python_consumer_validates_its_position_at_a_new_leader(cluster: Cluster) -> None:
+    """KIP-320: kafka-python 3.0 checks its position with OffsetForLeaderEpoch when a
+    partition's leader epoch moves. After kill -9 of the leader it asks the new one,
+    is told its epoch ends past its position, and reads on: every record once, in
+    order, none read again."""
+    cluster.wait_formed()
+    cluster.create_topic("epochs", 1, 3)
+    first = [b"a%d" % n for n in range(100)]
+    then = [b"b%d" % n for n in range(100)]
+    producer = KpProducer(bootstrap_servers=cluster.kafka_bootstrap(), acks="all", retries=20)
+    for value in first:
+        producer.send("epochs", value, partition=0)
+    producer.flush(30)
+    producer.close()
+    consumer = KpConsumer(bootstrap_servers=cluster.kafka_bootstrap(),
+                          enable_auto_commit=False, auto_offset_reset="earliest",
+                          metadata_max_age_ms=500)
+    tp = KpTP("epochs", 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    seen: list[bytes] = []
+
+    def read(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(seen) < count:
+            assert time.monotonic() < deadline, f"read {len(seen)} of {count}"
+            for records in consumer.poll(timeout_ms=200).values():
+                seen.extend(r.value for r in records)
+
+    try:
+        read(len(first))
+        leader = cluster.leader_of("epochs", 0)
+        cluster.kill(leader)
+        cluster.leader_of("epochs", 0, not_in=[leader])
+        live = ",".join(cluster.brokers[i].kafka_address for i in cluster.live_ids())
+        producer = KpProducer(bootstrap_servers=live, acks="all", retries=20)
+        for value in then:
+            producer.send("epochs", value, partition=0)
+        producer.flush(30)
+        producer.close()
+        read(len(first) + len(then))
+        assert seen == first + then
+    finally:
+        consumer.close()

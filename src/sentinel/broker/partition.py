@@ -42,6 +42,7 @@ from sentinel.broker.producer_order import wait_for_turn
 from sentinel.broker.signal import Signal
 from sentinel.broker.validation import Acks
 from sentinel.errors import InvalidArgumentError, StorageUnavailableError
+from sentinel.log.leader_epochs import check_current_epoch, epoch_end_offset
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.types import ReadResult
 from sentinel.record import iter_batches
@@ -105,6 +106,13 @@ class Partition:
     def read(self, offset: int, max_bytes: int) -> ReadResult:
         """Whole batches below the high watermark from the one holding ``offset``."""
         return self.log.read(offset, max_bytes)
+
+    def end_offset_for_epoch(self, requested: int, current: int = -1) -> tuple[int, int]:
+        """Kafka's OffsetForLeaderEpoch (``log/leader_epochs``): a broker alone
+        stamps every batch with leader epoch 0, so its one epoch spans the whole log."""
+        check_current_epoch(self.name, current, 0)
+        log = self.log
+        return epoch_end_offset((log.log_start_offset,), (0,), log.log_end_offset, requested)
 
     # ----------------------------------------------------------------- append
 

@@ -30,6 +30,7 @@ from sentinel.broker.producer_order import wait_for_turn
 from sentinel.broker.validation import Acks
 from sentinel.errors import InvalidArgumentError, NotLeaderError
 from sentinel.log.errors import OffsetOutOfRangeError
+from sentinel.log.leader_epochs import check_current_epoch
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.producer_state import check_append
 from sentinel.log.types import ReadResult
@@ -94,6 +95,13 @@ class ReplicatedPartition(Partition):
     def read(self, offset: int, max_bytes: int) -> ReadResult:
         self.check_leader()
         return super().read(offset, max_bytes)
+
+    def end_offset_for_epoch(self, requested: int, current: int = -1) -> tuple[int, int]:
+        """Kafka's OffsetForLeaderEpoch at the leader: epochs are the Raft terms the
+        batches carry (``PartitionRaftLog.epoch_end_offset``)."""
+        self.check_leader()
+        check_current_epoch(self.name, current, self.term)
+        return self._raft_log.epoch_end_offset(requested)
 
     # ---------------------------------------------------------------- append
 

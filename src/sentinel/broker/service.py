@@ -606,6 +606,15 @@ class BrokerService:
             elif not follow:
                 return
 
+    def offset_for_leader_epoch(
+        self, topic_name: str, partition: int, epoch: int, current_epoch: int = -1
+    ) -> tuple[int, int]:
+        """(epoch, end offset): where leader epoch ``epoch`` ends in the partition, at
+        its leader (Kafka's OffsetForLeaderEpoch, KIP-320: a consumer checks its position
+        after the leader changed). ``current_epoch`` (-1: unchecked) must be the
+        partition's: FENCED_LEADER_EPOCH if older, UNKNOWN_LEADER_EPOCH if newer."""
+        return self.partition(topic_name, partition).end_offset_for_epoch(epoch, current_epoch)
+
     def list_offset(self, topic_name: str, partition: int, timestamp_ms: int) -> tuple[int, int]:
         plog = self.partition_log(topic_name, partition)
         if timestamp_ms == EARLIEST:

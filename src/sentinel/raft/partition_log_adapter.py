@@ -57,6 +57,7 @@ from collections.abc import Sequence
 from sentinel.clock import Clock
 from sentinel.errors import DamagedDataError
 from sentinel.log.append import Checked
+from sentinel.log.leader_epochs import epoch_end_offset
 from sentinel.log.partition_log import PartitionLog
 from sentinel.raft.errors import SafetyViolationError
 from sentinel.raft.hard_state_file import DurableState, StateFile
@@ -227,6 +228,11 @@ class PartitionRaftLog:
                 out.append(entry_of(bytes(b)))
             at = result.next_offset
         return out
+
+    def epoch_end_offset(self, requested: int) -> tuple[int, int]:
+        """Where leader epoch (term) ``requested`` ends in this log (Kafka's
+        OffsetForLeaderEpoch, ``log/leader_epochs``), from the in-memory index."""
+        return epoch_end_offset(self._bases, self._terms, self._end, requested)
 
     def expect(self, checked: Checked | None) -> None:
         """The leader's produce path is about to propose ``checked`` (a batch it has

@@ -33,6 +33,7 @@ from sentinel.protocol.kafka.messages import (
     metadata,
     offset_commit,
     offset_fetch,
+    offset_for_leader_epoch,
     produce,
     sync_group,
 )
@@ -46,6 +47,7 @@ MODULES: tuple[ModuleType, ...] = (
     api_versions, create_topics, delete_topics, init_producer_id, describe_configs,
     create_partitions, delete_records, alter_configs, incremental_alter_configs,
     describe_cluster, alter_partition_reassignments, list_partition_reassignments,
+    offset_for_leader_epoch,
 )
 
 REQUESTS: dict[int, Message] = {m.REQUEST.api_key: m.REQUEST for m in MODULES}
