@@ -135,14 +135,21 @@ def test_kafka_python_consumer_validates_its_position_at_a_new_leader(cluster: C
     tp = KpTP("epochs", 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)
+    # Another one placed at the end by ListOffsets, which names the epoch it checks.
+    tail = KpConsumer(bootstrap_servers=cluster.kafka_bootstrap(), enable_auto_commit=False,
+                      auto_offset_reset="earliest", metadata_max_age_ms=500)
+    tail.assign([tp])
+    tail.seek_to_end(tp)
+    assert tail.position(tp) >= len(first)
     seen: list[bytes] = []
+    tailed: list[bytes] = []
 
-    def read(count: int) -> None:
+    def read(count: int, into: list[bytes] = seen, who: KpConsumer = consumer) -> None:
         deadline = time.monotonic() + 60
-        while len(seen) < count:
-            assert time.monotonic() < deadline, f"read {len(seen)} of {count}"
-            for records in consumer.poll(timeout_ms=200).values():
-                seen.extend(r.value for r in records)
+        while len(into) < count:
+            assert time.monotonic() < deadline, f"read {len(into)} of {count}"
+            for records in who.poll(timeout_ms=200).values():
+                into.extend(r.value for r in records)
 
     try:
         read(len(first))
@@ -157,5 +164,8 @@ def test_kafka_python_consumer_validates_its_position_at_a_new_leader(cluster: C
         producer.close()
         read(len(first) + len(then))
         assert seen == first + then
+        read(len(then), tailed, tail)
+        assert tailed == then
     finally:
         consumer.close()
+        tail.close()

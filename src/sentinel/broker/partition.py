@@ -107,6 +107,12 @@ class Partition:
         """Whole batches below the high watermark from the one holding ``offset``."""
         return self.log.read(offset, max_bytes)
 
+    @property
+    def leader_epoch(self) -> int:
+        """The epoch this broker stamps on the batches it appends now: a broker alone
+        is always the leader of epoch 0."""
+        return 0
+
     def end_offset_for_epoch(self, requested: int, current: int = -1) -> tuple[int, int]:
         """Kafka's OffsetForLeaderEpoch (``log/leader_epochs``): a broker alone
         stamps every batch with leader epoch 0, so its one epoch spans the whole log."""

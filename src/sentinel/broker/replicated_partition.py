@@ -79,6 +79,10 @@ class ReplicatedPartition(Partition):
         """The group's term: the partition leader epoch Kafka clients see."""
         return self._driver.core(self.group).term
 
+    @property
+    def leader_epoch(self) -> int:
+        return self.term
+
     def check_leader(self) -> None:
         """Raise NOT_LEADER_OR_FOLLOWER (with the leader's client address, if known)
         unless this broker leads the partition now."""

@@ -615,6 +615,12 @@ class BrokerService:
         partition's: FENCED_LEADER_EPOCH if older, UNKNOWN_LEADER_EPOCH if newer."""
         return self.partition(topic_name, partition).end_offset_for_epoch(epoch, current_epoch)
 
+    def leader_epoch(self, topic_name: str, partition: int) -> int:
+        """The partition's leader epoch now (a Raft term in a cluster, 0 alone): what
+        ListOffsets answers beside an offset. Never older than the epoch of the batch
+        at that offset, so a consumer's KIP-320 check never takes it for truncation."""
+        return self.partition(topic_name, partition).leader_epoch
+
     def list_offset(self, topic_name: str, partition: int, timestamp_ms: int) -> tuple[int, int]:
         plog = self.partition_log(topic_name, partition)
         if timestamp_ms == EARLIEST:

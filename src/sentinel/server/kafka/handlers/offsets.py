@@ -2,7 +2,8 @@
 
 ListOffsets: -2 the log start offset, -1 the high watermark (the last stable offset
 too: no transactions), any other timestamp the first offset whose record is at or
-after it (-1 if none). DeleteRecords: the records below an offset (-1: the high
+after it (-1 if none), each with the partition's leader epoch now (``leader_epoch``).
+DeleteRecords: the records below an offset (-1: the high
 watermark) go; the answer is the new log start offset. Errors per partition.
 """
 
@@ -26,20 +27,20 @@ from sentinel.server.kafka.handlers import KafkaRequestContext, handles
 
 LIST_OFFSETS = 2
 DELETE_RECORDS = 21
-LEADER_EPOCH = 0
 
 
 def _list_one(service: BrokerService, topic: str, partition: int,
               timestamp: int) -> ListOffsetsPartitionResponse:
     try:
         offset, found_ts = service.list_offset(topic, partition, timestamp)
+        epoch = service.leader_epoch(topic, partition)
     except SentinelError as exc:
         return ListOffsetsPartitionResponse(partition_index=partition, error_code=exc.kafka_code)
     return ListOffsetsPartitionResponse(
         partition_index=partition,
         timestamp=found_ts,
         offset=offset,
-        leader_epoch=LEADER_EPOCH if offset >= 0 else -1,
+        leader_epoch=epoch if offset >= 0 else -1,
     )
 
 
