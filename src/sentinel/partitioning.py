@@ -6,6 +6,10 @@
 - Keyless records: ``StickyPartitioner`` (KIP-480, Kafka's default since 2.4) keeps
   one partition per topic until the producer starts a new batch for it, then moves to
   another at random; ``RoundRobinPartitioner`` cycles through the partitions.
+- Consumer groups: a group's offsets (and its coordinator, in a cluster) live in
+  partition ``abs(javaHashCode(group.id)) % partitions`` of ``__consumer_offsets``
+  (``offsets_partition``, Kafka's ``GroupMetadataManager.partitionFor``), which both the
+  broker and the client compute.
 
 Partitioners hold per-topic state and are not thread-safe: one per producer, used
 from its event loop. Randomness is injected (a seeded ``random.Random`` in tests).
@@ -20,13 +24,19 @@ from typing import Protocol
 from sentinel.errors import InvalidArgumentError
 
 __all__ = [
+    "OFFSETS_TOPIC",
     "Partitioner",
     "RoundRobinPartitioner",
     "StickyPartitioner",
     "default_partition",
+    "java_string_hashcode",
     "murmur2",
+    "offsets_partition",
     "to_positive",
 ]
+
+OFFSETS_TOPIC = "__consumer_offsets"
+_INT_MIN = -(1 << 31)
 
 _M32 = 0xFFFFFFFF
 _SEED = 0x9747B28C
@@ -155,3 +165,20 @@ class StickyPartitioner:
             return
         choice = self._rng.randrange(num_partitions - 1)
         self._sticky[topic] = choice if choice < previous_partition else choice + 1
+
+
+def java_string_hashcode(text: str) -> int:
+    """Java's ``String.hashCode``: ``s[0]*31^(n-1) + ... + s[n-1]`` over the UTF-16
+    code units, in signed 32-bit arithmetic."""
+    data = text.encode("utf-16-be", "surrogatepass")
+    h = 0
+    for i in range(0, len(data), 2):
+        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def offsets_partition(group_id: str, partitions: int) -> int:
+    """The ``__consumer_offsets`` partition of ``group_id`` (Kafka's ``Utils.abs``:
+    MIN_VALUE is 0)."""
+    h = java_string_hashcode(group_id)
+    return (0 if h == _INT_MIN else abs(h)) % partitions

@@ -44,7 +44,8 @@ from sentinel.client.types import (
     TopicDescription,
     TopicPartition,
 )
-from sentinel.cluster.offsets_topic import OFFSETS_TOPIC, partition_for
+from sentinel.partitioning import OFFSETS_TOPIC
+from sentinel.partitioning import offsets_partition as partition_for
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sentinel.broker.group_events import OffsetAndMetadata, TopicPartition
+from sentinel.partitioning import OFFSETS_TOPIC, java_string_hashcode, offsets_partition
 from sentinel.record import build_batch, decode_records, iter_batches, parse_header
 
 __all__ = [
@@ -45,29 +46,13 @@ __all__ = [
     "tombstone_batch",
 ]
 
-OFFSETS_TOPIC = "__consumer_offsets"
 DEFAULT_PARTITIONS = 10  # Kafka's offsets.topic.num.partitions is 50; 2 cores here
 FORMAT = 1
 #: As Kafka's: a compacted topic (never emptied by time or size retention).
 OFFSETS_TOPIC_CONFIGS = {"cleanup.policy": "compact"}
 
-_INT_MIN = -(1 << 31)
-
-
-def java_string_hashcode(text: str) -> int:
-    """Java's ``String.hashCode``: ``s[0]*31^(n-1) + ... + s[n-1]`` over the UTF-16
-    code units, in signed 32-bit arithmetic."""
-    data = text.encode("utf-16-be", "surrogatepass")
-    h = 0
-    for i in range(0, len(data), 2):
-        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
-    return h - (1 << 32) if h & 0x80000000 else h
-
-
-def partition_for(group_id: str, partitions: int) -> int:
-    """The offsets partition of ``group_id`` (Kafka's ``Utils.abs``: MIN_VALUE is 0)."""
-    h = java_string_hashcode(group_id)
-    return (0 if h == _INT_MIN else abs(h)) % partitions
+#: The group -> partition hash lives with the partitioners (the client computes it too).
+partition_for = offsets_partition
 
 
 @dataclass(frozen=True, slots=True)
