@@ -101,21 +101,53 @@ def test_a_cancelled_waiter_leaves_no_trace() -> None:
     run(main)
 
 
-def test_budget_gives_memory_back_after_large_requests() -> None:
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
+def test_budget_gives_memory_back_after_large_requests_once_idle() -> None:
     trims: list[int] = []
 
     async def main() -> None:
-        budget = RequestBudget(128 << 20, trim=lambda: trims.append(1))
+        budget = RequestBudget(128 << 20, trim=lambda: trims.append(1), trim_idle_s=0.0)
         for _ in range(3):
             async with await budget.reserve(20 << 20, timeout=1):
                 pass
-        assert len(trims) == 1  # after 32 MiB answered, with nothing in flight
+        assert budget.trim_pending
+        await _until(lambda: len(trims) == 1)  # after 32 MiB answered, then idle
         small = await budget.reserve(1, timeout=1)
         async with await budget.reserve(40 << 20, timeout=1):
             pass
-        assert len(trims) == 1  # not while a request is in flight
+        assert not budget.trim_pending  # not while a request is in flight
         small.release()
-        assert len(trims) == 2
+        await _until(lambda: len(trims) == 2)
+
+    run(main)
+
+
+def test_budget_does_not_trim_between_the_requests_of_a_stream() -> None:
+    """Nothing in flight for a moment between two requests is not idle: a trim there
+    would hand back pages the next request faults in again. The trim waits until no
+    request came and went for the idle delay (here 0: the next loop iteration)."""
+    trims: list[int] = []
+
+    async def main() -> None:
+        budget = RequestBudget(128 << 20, trim=lambda: trims.append(1), trim_idle_s=0.0)
+        for _ in range(40):  # 160 MiB; each next request arrives before the loop turns
+            async with await budget.reserve(4 << 20, timeout=1):
+                await asyncio.sleep(0)  # the pending wait finds a request in flight
+        assert trims == []
+        for _ in range(3):  # requests that come and go while a wait is pending
+            reservation = budget.try_reserve(1 << 20)
+            assert reservation is not None
+            reservation.release()
+        assert trims == []
+        await _until(lambda: len(trims) == 1)  # idle at last: one trim
+        await asyncio.sleep(0.01)
+        assert len(trims) == 1 and not budget.trim_pending
 
     run(main)
 

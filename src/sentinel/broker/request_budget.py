@@ -11,7 +11,9 @@ request allowed, reads, then ``shrink``s the reservation to the size read.
 
 After large requests are answered the allocator is asked to give freed memory back to
 the system (glibc's ``malloc_trim``): gRPC's receive buffers are small pieces from
-per-thread arenas that otherwise keep the peak resident.
+per-thread arenas that otherwise keep the peak resident. Only once the broker is idle
+(nothing in flight for ``TRIM_IDLE_S``): a trim returns every free page, and while
+requests keep coming each page given back is faulted in again by the next ones.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ log = logging.getLogger(__name__)
 TRIM_AFTER_BYTES = 32 * 1024 * 1024
 """Give memory back once this many bytes of requests were answered since the last trim
 and none are left in flight."""
+TRIM_IDLE_S = 1.0
+"""... and none came and went for this long. Trimming at every moment nothing was in
+flight, a stream of produce requests (8 in flight, 512 KiB each) was trimmed every
+~40 MB: the event loop then took ~220 minor page faults per MB produced instead of
+~45, and ~15 % more CPU (docs/benchmarks.md, "Broker alone, 2026-12-02")."""
 
 
 class RequestThrottledError(SentinelError):
@@ -93,7 +100,13 @@ class Reservation:
 class RequestBudget:
     """``capacity`` bytes shared by every request; one per broker, on its event loop."""
 
-    def __init__(self, capacity: int, trim: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        trim: Callable[[], None] | None = None,
+        *,
+        trim_idle_s: float = TRIM_IDLE_S,
+    ) -> None:
         if capacity < 1:
             raise InvalidArgumentError("the request budget must be at least one byte")
         self.capacity = capacity
@@ -101,6 +114,9 @@ class RequestBudget:
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._trim = trim if trim is not None else _glibc_trim()
         self._answered_since_trim = 0
+        self._trim_idle_s = trim_idle_s
+        self._trim_timer: asyncio.TimerHandle | None = None
+        self._releases = 0  # requests answered (or given up) so far: activity
         self.trims = 0
 
     @property
@@ -159,14 +175,40 @@ class RequestBudget:
     def _give_back(self, size: int, *, answered: int) -> None:
         self.available += size
         self._answered_since_trim += answered
+        self._releases += 1
         self._wake()
-        if (
+        if self._trim_timer is None and self._trim_due():
+            self._schedule_trim()
+
+    @property
+    def trim_pending(self) -> bool:
+        """A trim waits for the broker to stay idle (for tests and metrics)."""
+        return self._trim_timer is not None
+
+    def _trim_due(self) -> bool:
+        return (
             self.available == self.capacity
             and self._answered_since_trim >= TRIM_AFTER_BYTES
             and self._trim is not None
-        ):
-            self._answered_since_trim = 0
-            self.trims += 1
+        )
+
+    def _schedule_trim(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._trim_timer = loop.call_later(self._trim_idle_s, self._trim_if_idle, self._releases)
+
+    def _trim_if_idle(self, releases: int) -> None:
+        """The idle delay passed: trim if no request came and went meanwhile; if some
+        did and the broker is idle again, wait once more (a request in flight now
+        schedules the next wait when it is answered)."""
+        self._trim_timer = None
+        if not self._trim_due():
+            return
+        if self._releases != releases:
+            self._schedule_trim()
+            return
+        self._answered_since_trim = 0
+        self.trims += 1
+        if self._trim is not None:  # (``_trim_due`` checked it)
             self._trim()
 
     def _wake(self) -> None:
