@@ -108,46 +108,65 @@ async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.001)
 
 
-def test_budget_gives_memory_back_after_large_requests_once_idle() -> None:
+def test_budget_gives_memory_back_after_large_requests() -> None:
     trims: list[int] = []
 
     async def main() -> None:
-        budget = RequestBudget(128 << 20, trim=lambda: trims.append(1), trim_idle_s=0.0)
+        budget = RequestBudget(128 << 20, trim=lambda: trims.append(1), trim_min_interval_s=0)
         for _ in range(3):
             async with await budget.reserve(20 << 20, timeout=1):
                 pass
-        assert budget.trim_pending
-        await _until(lambda: len(trims) == 1)  # after 32 MiB answered, then idle
+        assert len(trims) == 1  # after 32 MiB answered, with nothing in flight
         small = await budget.reserve(1, timeout=1)
         async with await budget.reserve(40 << 20, timeout=1):
             pass
-        assert not budget.trim_pending  # not while a request is in flight
+        assert len(trims) == 1  # not while a request is in flight
         small.release()
-        await _until(lambda: len(trims) == 2)
+        assert len(trims) == 2
 
     run(main)
 
 
-def test_budget_does_not_trim_between_the_requests_of_a_stream() -> None:
-    """Nothing in flight for a moment between two requests is not idle: a trim there
-    would hand back pages the next request faults in again. The trim waits until no
-    request came and went for the idle delay (here 0: the next loop iteration)."""
+def test_budget_trims_at_most_once_per_interval_in_a_stream() -> None:
+    """Nothing in flight for a moment between the requests of a stream: a trim at each
+    such moment would hand back pages the next requests fault in again."""
     trims: list[int] = []
 
     async def main() -> None:
-        budget = RequestBudget(128 << 20, trim=lambda: trims.append(1), trim_idle_s=0.0)
-        for _ in range(40):  # 160 MiB; each next request arrives before the loop turns
+        budget = RequestBudget(128 << 20, trim=lambda: trims.append(1), trim_min_interval_s=3600)
+        for _ in range(40):  # 160 MiB, in flight one at a time
             async with await budget.reserve(4 << 20, timeout=1):
-                await asyncio.sleep(0)  # the pending wait finds a request in flight
-        assert trims == []
-        for _ in range(3):  # requests that come and go while a wait is pending
-            reservation = budget.try_reserve(1 << 20)
-            assert reservation is not None
-            reservation.release()
-        assert trims == []
-        await _until(lambda: len(trims) == 1)  # idle at last: one trim
-        await asyncio.sleep(0.01)
-        assert len(trims) == 1 and not budget.trim_pending
+                await asyncio.sleep(0)
+        assert trims == [1]  # the first 32 MiB; the rest waits for the interval
+        assert budget.trim_pending
+
+    run(main)
+
+
+def test_a_trim_held_back_by_the_interval_comes_once_it_passed() -> None:
+    trims: list[int] = []
+    now = [0.0]  # the budget's clock; the loop's timer only wakes it to look again
+
+    async def main() -> None:
+        budget = RequestBudget(
+            128 << 20, trim=lambda: trims.append(1), trim_min_interval_s=0.01,
+            clock=lambda: now[0],
+        )  # fmt: skip
+        async with await budget.reserve(40 << 20, timeout=1):
+            pass
+        assert trims == [1]
+        async with await budget.reserve(40 << 20, timeout=1):
+            pass
+        assert trims == [1] and budget.trim_pending  # due, but the interval has not passed
+        now[0] = 1.0
+        await _until(lambda: trims == [1, 1])  # the timer found it due and the time come
+        small = await budget.reserve(1, timeout=1)
+        async with await budget.reserve(40 << 20, timeout=1):
+            pass
+        now[0] = 2.0
+        assert not budget.trim_pending and trims == [1, 1]  # not while a request is in flight
+        small.release()  # idle, the interval passed: at once
+        assert trims == [1, 1, 1]
 
     run(main)
 
