@@ -1,14 +1,15 @@
 """The broker alone, against its ceiling, and end-to-end latency.
 
     .venv/bin/python bench/bench_broker.py [--mb 512] [--quick] [--rounds 3]
+        [--door grpc|kafka|both] [--ceiling-fsync-kib 512]
         [--latency-mode process|thread] [--sync always]
 
 1. ceiling: a bare asyncio server (BufferedProtocol into a reused buffer) receives
    length-prefixed 16 KiB frames over loopback and appends them to a file: the MB/s a
    Python process on this machine can take in and write.
-2. broker: a sender replays pre-encoded Produce requests (one 16 KiB RecordBatch each,
-   serialized once) with many calls in flight, so the client is not what is measured;
-   the broker validates, stamps, appends to the WAL and fsyncs (``--sync always``).
+2. broker: a sender replays pre-encoded Produce requests (32 RecordBatches of 16 KiB
+   each, serialized once) with 8 in flight, so the client is not what is measured; the
+   broker validates, stamps, appends to the WAL and fsyncs (``--sync always``).
 3. end-to-end latency: a producer at 5,000 msgs/s (linger 1 ms) and a consumer following
    the log; latency is from send to the consumer seeing the record. By default producer
    and consumer run in their own processes (``--latency-mode process``; the send time
