@@ -1,14 +1,15 @@
 """The broker alone, against its ceiling, and end-to-end latency.
 
     .venv/bin/python bench/bench_broker.py [--mb 512] [--quick] [--rounds 3]
+        [--door grpc|kafka|both] [--ceiling-fsync-kib 512]
         [--latency-mode process|thread] [--sync always]
 
 1. ceiling: a bare asyncio server (BufferedProtocol into a reused buffer) receives
    length-prefixed 16 KiB frames over loopback and appends them to a file: the MB/s a
    Python process on this machine can take in and write.
-2. broker: a sender replays pre-encoded Produce requests (one 16 KiB RecordBatch each,
-   serialized once) with many calls in flight, so the client is not what is measured;
-   the broker validates, stamps, appends to the WAL and fsyncs (``--sync always``).
+2. broker: a sender replays pre-encoded Produce requests (32 RecordBatches of 16 KiB
+   each, serialized once) with 8 in flight, so the client is not what is measured; the
+   broker validates, stamps, appends to the WAL and fsyncs (``--sync always``).
 3. end-to-end latency: a producer at 5,000 msgs/s (linger 1 ms) and a consumer following
    the log; latency is from send to the consumer seeing the record. By default producer
    and consumer run in their own processes (``--latency-mode process``; the send time
@@ -17,8 +18,16 @@
    records from one producer process (acks 1, no rate limit), and the latency at half
    of it.
 
-``--rounds N`` interleaves N ceiling and broker runs (one server for each broker run)
-and reports each ratio.
+``--rounds N`` interleaves N rounds of: the ceiling, the ceiling with an fsync every
+``--ceiling-fsync-kib`` (512) KiB (a second reference: the ceiling fsyncs once at the
+end, the broker once per group commit), then the broker through each ``--door``
+(``grpc``, ``kafka`` or ``both``, the default), one fresh server per run; each figure
+names its door and its ratio to the round's ceiling. Both doors send the same
+pre-encoded requests (32 x 16 KiB batches for one of 4 partitions each, 8 in flight)
+with acks 1 (the gRPC ProduceRequest's default, ACKS_LEADER), which under
+``--sync always`` is answered once the batches are fsynced. The Kafka door's sender
+pipelines Produce v7 requests on one raw socket, matches each response by correlation
+id and checks its error code is 0.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import grpc
 
 from _common import emit
-from bench_client import server
+from bench_client import server, server_doors
 from sentinel.client import Consumer, Producer
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.record import build_batch
@@ -55,12 +64,16 @@ _LEN = struct.Struct(">I")
 
 
 class _Sink(asyncio.BufferedProtocol):
-    def __init__(self, path: str, done: asyncio.Future[int], expected: int) -> None:
+    def __init__(
+        self, path: str, done: asyncio.Future[int], expected: int, fsync_every: int = 0
+    ) -> None:
         self._buffer = bytearray(1024 * 1024)
         self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed on eof
         self._done = done
         self._expected = expected
         self._received = 0
+        self._fsync_every = fsync_every
+        self._unsynced = 0
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return memoryview(self._buffer)
@@ -68,6 +81,11 @@ class _Sink(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self._file.write(memoryview(self._buffer)[:nbytes])
         self._received += nbytes
+        if self._fsync_every:
+            self._unsynced += nbytes
+            if self._unsynced >= self._fsync_every:
+                os.fsync(self._file.fileno())
+                self._unsynced = 0
         if self._received >= self._expected and not self._done.done():
             os.fsync(self._file.fileno())
             self._done.set_result(self._received)
@@ -77,14 +95,19 @@ class _Sink(asyncio.BufferedProtocol):
         return False
 
 
-async def _ceiling(total: int, directory: str) -> float:
+async def _ceiling(total: int, directory: str, fsync_every: int = 0) -> float:
+    """MB/s of the bare server; ``fsync_every`` > 0: also an fsync each time that many
+    bytes arrived (on the event loop, as a second reference: the broker fsyncs once per
+    group commit), else one fsync at the end (THE ceiling)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[int] = loop.create_future()
     frame = _LEN.pack(FRAME) + os.urandom(FRAME)
     count = total // FRAME
     expected = count * len(frame)
     srv = await loop.create_server(
-        lambda: _Sink(os.path.join(directory, "ceiling.bin"), done, expected), "127.0.0.1", 0
+        lambda: _Sink(os.path.join(directory, "ceiling.bin"), done, expected, fsync_every),
+        "127.0.0.1",
+        0,
     )
     port = srv.sockets[0].getsockname()[1]
 
@@ -141,6 +164,101 @@ async def _replay(address: str, total: int, in_flight: int, batches_per_request:
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(in_flight)))
         elapsed = time.perf_counter() - started
+    return count * len(payload) / elapsed / 1e6
+
+
+KAFKA_PRODUCE_VERSION = 7  # not flexible: the request header is v1, the response's v0
+KAFKA_ACKS = 1  # as the gRPC run's ProduceRequest default (ACKS_LEADER)
+
+
+def _kafka_produce_bodies(payload: bytes, topic: str, partitions: int) -> list[bytes]:
+    """Pre-encoded Produce v7 bodies (what follows the request header), one per partition:
+    acks 1, one partition's ``payload`` of concatenated batches each."""
+    from sentinel.protocol.kafka import serde
+    from sentinel.protocol.kafka.messages import REQUESTS
+    from sentinel.protocol.kafka.messages.produce import (
+        PartitionProduceData,
+        ProduceRequest,
+        TopicProduceData,
+    )
+
+    bodies = []
+    for p in range(partitions):
+        request = ProduceRequest(
+            acks=KAFKA_ACKS,
+            timeout_ms=30_000,
+            topic_data=(
+                TopicProduceData(
+                    name=topic, partition_data=(PartitionProduceData(index=p, records=payload),)
+                ),
+            ),
+        )
+        bodies.append(serde.encode(REQUESTS[0], KAFKA_PRODUCE_VERSION, request))
+    return bodies
+
+
+def _kafka_error_codes(frame: bytes) -> list[int]:
+    """The partition error codes of a Produce v7 response body (after the correlation id)."""
+    from sentinel.protocol.kafka import serde, wire
+    from sentinel.protocol.kafka.messages import RESPONSES
+
+    response = serde.decode_body(wire.Reader(frame), RESPONSES[0], KAFKA_PRODUCE_VERSION)
+    return [p.error_code for t in response.responses for p in t.partition_responses]
+
+
+async def _replay_kafka(
+    grpc_address: str, kafka_address: str, total: int, in_flight: int, batches_per_request: int
+) -> float:
+    """The Kafka door: pre-encoded Produce requests (the same batches as ``_replay``) on
+    one raw socket, ``in_flight`` pipelined, each response matched by correlation id and
+    checked for error code 0."""
+    value = os.urandom(FRAME - 100)
+    batch = build_batch([(None, value, (), 1_700_000_000_000)])
+    payload = batch * batches_per_request
+    bodies = _kafka_produce_bodies(payload, "replay", 4)
+    count = total // len(payload)
+    async with grpc.aio.insecure_channel(grpc_address) as channel:
+        create = channel.unary_unary(
+            "/sentinel.v1.Sentinel/CreateTopic",
+            request_serializer=pb.CreateTopicRequest.SerializeToString,
+            response_deserializer=pb.CreateTopicResponse.FromString,
+        )
+        await create(pb.CreateTopicRequest(name="replay", partitions=len(bodies)))
+    host, _, port = kafka_address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    client_id = b"bench-broker"
+    head = struct.Struct(f">ihhih{len(client_id)}s")
+    slots = asyncio.Semaphore(in_flight)
+    errors: list[str] = []
+
+    async def read_responses() -> None:
+        for cid in range(count):
+            (size,) = _LEN.unpack(await reader.readexactly(4))
+            frame = await reader.readexactly(size)
+            (got,) = struct.unpack_from(">i", frame)
+            if got != cid:
+                errors.append(f"response for correlation id {got}, expected {cid}")
+            codes = _kafka_error_codes(frame[4:])
+            if codes != [0]:
+                errors.append(f"request {cid}: error codes {codes}")
+            slots.release()
+
+    started = time.perf_counter()
+    responses = asyncio.ensure_future(read_responses())
+    for cid in range(count):
+        await slots.acquire()
+        body = bodies[cid % len(bodies)]
+        size = head.size - 4 + len(body)
+        writer.writelines(
+            (head.pack(size, 0, KAFKA_PRODUCE_VERSION, cid, len(client_id), client_id), body)
+        )
+        await writer.drain()
+    await responses
+    elapsed = time.perf_counter() - started
+    writer.close()
+    await writer.wait_closed()
+    if errors:
+        raise RuntimeError(f"the Kafka door refused: {errors[:3]}")
     return count * len(payload) / elapsed / 1e6
 
 
@@ -280,6 +398,11 @@ def main() -> None:
     parser.add_argument("--batches-per-request", type=int, default=32)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved ceiling/broker")
+    parser.add_argument("--door", choices=("grpc", "kafka", "both"), default="both")
+    parser.add_argument(
+        "--ceiling-fsync-kib", type=int, default=512,
+        help="the second reference: the ceiling with an fsync per this many KiB (0: none)",
+    )  # fmt: skip
     parser.add_argument("--latency-mode", choices=("process", "thread"), default="process")
     parser.add_argument("--sync", default="always", help="the server's --sync for latency")
     parser.add_argument("--skip-throughput", action="store_true")
@@ -297,23 +420,46 @@ def main() -> None:
         _producer_role(args.address, args.rate, args.seconds)
         return
     total = (64 if args.quick else args.mb) * 1024 * 1024
+    doors = ("grpc", "kafka") if args.door == "both" else (args.door,)
+    fsync_every = args.ceiling_fsync_kib * 1024
     for round_ in range(0 if args.skip_throughput else args.rounds):
         with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as directory:
             ceiling = asyncio.run(_ceiling(total, directory))
         emit(BENCH, "ceiling_asyncio_recv_append_16KiB", ceiling, "MB/s", round=round_)
-        with server("always") as (address, _proc):
-            ours = asyncio.run(_replay(address, total, args.in_flight, args.batches_per_request))
-        emit(
-            BENCH,
-            "broker_produce_16KiB_batches_sync_always",
-            ours,
-            "MB/s",
-            batches_per_request=args.batches_per_request,
-            ceiling=round(ceiling, 1),
-            ratio=round(ours / ceiling, 3),
-            target_ratio=0.7,
-            round=round_,
-        )
+        if fsync_every:
+            with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as directory:
+                synced = asyncio.run(_ceiling(total, directory, fsync_every))
+            emit(
+                BENCH, "ceiling_with_fsync_per_chunk", synced, "MB/s",
+                fsync_every_kib=args.ceiling_fsync_kib, ceiling=round(ceiling, 1),
+                ratio=round(synced / ceiling, 3), round=round_,
+            )  # fmt: skip
+        for door in doors:
+            with server_doors("always") as (address, kafka, _proc):
+                if door == "grpc":
+                    ours = asyncio.run(
+                        _replay(address, total, args.in_flight, args.batches_per_request)
+                    )
+                else:
+                    ours = asyncio.run(
+                        _replay_kafka(
+                            address, kafka, total, args.in_flight, args.batches_per_request
+                        )
+                    )
+            emit(
+                BENCH,
+                "broker_produce_16KiB_batches_sync_always",
+                ours,
+                "MB/s",
+                door=door,
+                acks=1,
+                batches_per_request=args.batches_per_request,
+                in_flight=args.in_flight,
+                ceiling=round(ceiling, 1),
+                ratio=round(ours / ceiling, 3),
+                target_ratio=0.7,
+                round=round_,
+            )
     if args.skip_latency:
         return
     seconds = 2 if args.quick else 10

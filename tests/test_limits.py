@@ -101,11 +101,18 @@ def test_a_cancelled_waiter_leaves_no_trace() -> None:
     run(main)
 
 
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
 def test_budget_gives_memory_back_after_large_requests() -> None:
     trims: list[int] = []
 
     async def main() -> None:
-        budget = RequestBudget(128 << 20, trim=lambda: trims.append(1))
+        budget = RequestBudget(128 << 20, trim=lambda: trims.append(1), trim_min_interval_s=0)
         for _ in range(3):
             async with await budget.reserve(20 << 20, timeout=1):
                 pass
@@ -116,6 +123,50 @@ def test_budget_gives_memory_back_after_large_requests() -> None:
         assert len(trims) == 1  # not while a request is in flight
         small.release()
         assert len(trims) == 2
+
+    run(main)
+
+
+def test_budget_trims_at_most_once_per_interval_in_a_stream() -> None:
+    """Nothing in flight for a moment between the requests of a stream: a trim at each
+    such moment would hand back pages the next requests fault in again."""
+    trims: list[int] = []
+
+    async def main() -> None:
+        budget = RequestBudget(128 << 20, trim=lambda: trims.append(1), trim_min_interval_s=3600)
+        for _ in range(40):  # 160 MiB, in flight one at a time
+            async with await budget.reserve(4 << 20, timeout=1):
+                await asyncio.sleep(0)
+        assert trims == [1]  # the first 32 MiB; the rest waits for the interval
+        assert budget.trim_pending
+
+    run(main)
+
+
+def test_a_trim_held_back_by_the_interval_comes_once_it_passed() -> None:
+    trims: list[int] = []
+    now = [0.0]  # the budget's clock; the loop's timer only wakes it to look again
+
+    async def main() -> None:
+        budget = RequestBudget(
+            128 << 20, trim=lambda: trims.append(1), trim_min_interval_s=0.01,
+            clock=lambda: now[0],
+        )  # fmt: skip
+        async with await budget.reserve(40 << 20, timeout=1):
+            pass
+        assert trims == [1]
+        async with await budget.reserve(40 << 20, timeout=1):
+            pass
+        assert trims == [1] and budget.trim_pending  # due, but the interval has not passed
+        now[0] = 1.0
+        await _until(lambda: trims == [1, 1])  # the timer found it due and the time come
+        small = await budget.reserve(1, timeout=1)
+        async with await budget.reserve(40 << 20, timeout=1):
+            pass
+        now[0] = 2.0
+        assert not budget.trim_pending and trims == [1, 1]  # not while a request is in flight
+        small.release()  # idle, the interval passed: at once
+        assert trims == [1, 1, 1]
 
     run(main)
 

@@ -105,6 +105,9 @@ _INT64 = struct.Struct(">q")
 _INT32 = struct.Struct(">i")
 _UINT32 = struct.Struct(">I")
 _INT16 = struct.Struct(">h")
+BATCH_LENGTH_OFFSET = 8
+#: baseOffset, batchLength, partitionLeaderEpoch: the first 16 bytes, stamped together.
+_STAMP = struct.Struct(">qii")
 assert HEADER.size == HEADER_SIZE
 
 
@@ -315,15 +318,17 @@ def stamped(
     if len(batch) < HEADER_SIZE:
         raise InvalidArgumentError(f"a record batch has at least {HEADER_SIZE} bytes")
     view = memoryview(batch).cast("B") if isinstance(batch, memoryview) else memoryview(batch)
+    if log_append_time_ms is None:  # the hot path: 16 stamped bytes, then the rest
+        (length,) = _INT32.unpack_from(view, BATCH_LENGTH_OFFSET)
+        return b"".join((_STAMP.pack(base_offset, length, leader_epoch), view[_STAMP.size :]))
     head = bytearray(view[:HEADER_SIZE])
     body = view[HEADER_SIZE:]
     stamp_batch(head, base_offset, leader_epoch)
-    if log_append_time_ms is not None:
-        (attributes,) = _INT16.unpack_from(head, ATTRIBUTES_OFFSET)
-        _INT16.pack_into(head, ATTRIBUTES_OFFSET, attributes | TIMESTAMP_TYPE_BIT)
-        _INT64.pack_into(head, MAX_TIMESTAMP_OFFSET, log_append_time_ms)
-        crc = crc32c(body, crc32c(memoryview(head)[ATTRIBUTES_OFFSET:]))
-        _UINT32.pack_into(head, CRC_OFFSET, crc)
+    (attributes,) = _INT16.unpack_from(head, ATTRIBUTES_OFFSET)
+    _INT16.pack_into(head, ATTRIBUTES_OFFSET, attributes | TIMESTAMP_TYPE_BIT)
+    _INT64.pack_into(head, MAX_TIMESTAMP_OFFSET, log_append_time_ms)
+    crc = crc32c(body, crc32c(memoryview(head)[ATTRIBUTES_OFFSET:]))
+    _UINT32.pack_into(head, CRC_OFFSET, crc)
     return b"".join((head, body))
 
 
