@@ -46,13 +46,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.close()
 
 
-def produce(cluster: Cluster, acked: dict[bytes, int], prefix: str, count: int) -> None:
-    """``count`` records with acks=all through the live brokers; all must be acknowledged."""
+def produce(
+    cluster: Cluster, acked: dict[bytes, int], prefix: str, count: int, pad: int = 0
+) -> None:
+    """``count`` records (``pad`` bytes more each) with acks=all through the live
+    brokers; all must be acknowledged."""
     live = ",".join(f"127.0.0.1:{cluster.kafka_ports[i]}" for i in cluster.live_ids())
     acks = Acks()
     out = producer(live, **{"message.timeout.ms": 30_000})
     for n in range(count):
-        out.produce(TOPIC, value=f"{prefix}-{n}".encode(), partition=0, on_delivery=acks)
+        value = f"{prefix}-{n}".encode() + b"." * pad
+        out.produce(TOPIC, value=value, partition=0, on_delivery=acks)
     assert out.flush(40) == 0 and not acks.failed, acks.failed
     acked.update({value: at[1] for value, at in acks.acked.items()})
 

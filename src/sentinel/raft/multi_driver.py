@@ -43,7 +43,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sentinel.errors import ClosedError, DamagedDataError, NotLeaderError
+from sentinel.errors import (
+    ClosedError,
+    DamagedDataError,
+    NotLeaderError,
+    StorageUnavailableError,
+)
 from sentinel.raft.core import RaftCore
 from sentinel.raft.errors import CommitPastLogEndError, MalformedMessageError
 from sentinel.raft.hard_state_file import DurableState
@@ -180,7 +185,8 @@ class MultiRaftDriver:
             return
         error = task.exception()
         assert error is not None
-        if not isinstance(error, DamagedDataError):  # damage: the broker's one line says it
+        # Damage, or storage that failed (a full disk): the broker's one line says it.
+        if not isinstance(error, DamagedDataError | StorageUnavailableError):
             log.error("multi-raft driver of node %d stopped: %s", self.id, error, exc_info=error)
         self.failure = error
         self.failed.set()
