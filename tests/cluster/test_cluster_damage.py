@@ -1,7 +1,8 @@
 """A cluster broker's data damaged while it is down (stopped cleanly, or kill -9): every
-file kind of its data directory (``cluster.json``; the engines of ``raft-state/``,
-``cluster-metadata/``, a partition's Raft log ``topics/t/0/`` and ``__consumer_offsets``:
-their WAL, CURRENT, MANIFEST, table and clean-shutdown marker) flipped at its start,
+file kind of its data directory (``cluster.json``, the meta store's WAL; the engines of
+``raft-state/``, ``cluster-metadata/``, a partition's Raft log ``topics/t/0/`` and
+``__consumer_offsets``: their WAL, CURRENT, MANIFEST, table and clean-shutdown marker;
+the broker alone's files are attacked by ``tests/test_damage*.py``) flipped at its start,
 middle or end, truncated, or deleted. Required: the broker refuses to start (exit 1,
 one line naming the file or its directory, no traceback), or it recovers by itself (a
 torn WAL tail after kill -9: the records are fetched again from the leader) and
@@ -33,11 +34,12 @@ OFFSETS_DIR = "topics/__consumer_offsets/0"
 ENGINE_DIRS = ("raft-state", "cluster-metadata", "topics/t/0", OFFSETS_DIR)
 ENGINE_FILES = ("*.wal", "CURRENT", "MANIFEST-*", "*.sst", "CLEAN_SHUTDOWN")
 TOPIC = "t"
+ISOLATED_S = 3.0  # a damaged replica is found as the local log replays: within a second
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(3, tmp_path_factory.mktemp("damage")).start()
+    cluster = Cluster(3, tmp_path_factory.mktemp("damage"), proxied=True).start()
     try:
         cluster.wait_formed()
         cluster.create_topic(TOPIC, 1, 3)
@@ -77,7 +79,8 @@ def damage(path: Path, how: str) -> None:
 def kinds() -> list[str]:
     """Every file kind of a cluster broker's data directory, as a glob under it (of
     ``__consumer_offsets``, a partition like ``t``, only what differs in content)."""
-    found = ["cluster.json"] + [f"{d}/{f}" for d in ENGINE_DIRS for f in ENGINE_FILES]
+    found = ["cluster.json", "meta/*.wal"]
+    found += [f"{d}/{f}" for d in ENGINE_DIRS for f in ENGINE_FILES]
     if not FULL:
         found = [k for k in found if not k.startswith(OFFSETS_DIR) or k.endswith(".wal")]
     return found
@@ -110,6 +113,7 @@ def try_start(cluster: Cluster, victim: int, killed: bool) -> str | None:
     kill -9 if ``killed``, else cleanly)."""
     broker = cluster.brokers[victim]
     broker.log_path.write_text("")
+    cluster.isolate(victim)
     broker.launch()
     proc = broker.proc
     assert proc is not None and proc.stdout is not None
@@ -122,6 +126,13 @@ def try_start(cluster: Cluster, victim: int, killed: bool) -> str | None:
             line = proc.stdout.readline()
             ready = "sentinel-server ready" in line
     selector.close()
+    # Isolated until it has had its chance to refuse: a broker that refuses must not
+    # have acknowledged anything first (the leaders would count on it, and the next
+    # case, restoring the older copy, would be a replica that lost acknowledged entries).
+    deadline = time.monotonic() + ISOLATED_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cluster.heal()
 
     def outcome() -> str | None:
         if proc.poll() is not None:

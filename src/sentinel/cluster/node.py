@@ -571,6 +571,10 @@ class ClusterNode:
         hosted = [i for i, a in enumerate(found.partitions) if self.node_id in a.replicas]
         total = len(found.partitions)
         topic = service.registry.find(found.name)
+        known = 0 if topic is None else len(topic.partitions)
+        for index in hosted:
+            if index >= known:  # created empty below: it must be new to this broker
+                self._check_not_forgotten(found.name, index, found.partitions[index].group)
         if topic is None:
             service.create_topic_here(
                 found.name, total, found.replication_factor, found.configs, hosted
@@ -580,6 +584,23 @@ class ClusterNode:
             service.add_partitions_here(found.name, total, [i for i in hosted if i >= first_new])
         for index, assignment in enumerate(found.partitions):
             self._place(found.name, index, assignment)
+
+    def _check_not_forgotten(self, topic: str, index: int, group: int) -> None:
+        """Refuse to create ``topic``-``index`` empty here when this broker holds its
+        group's Raft state: it held the replica (a dropped replica's state is deleted
+        first), so the meta store lost its record, and creating it would replace the
+        replica's log, which acknowledged records, by an empty one."""
+        assert self._store is not None
+        if self._store.load(group) is None:
+            return
+        raise DamagedDataError(
+            f"partition {topic}-{index}: the meta store does not list this replica but "
+            f"{self._store.view(group).path} holds its Raft state: the meta store "
+            f"({posixpath.join(self._config.data_dir, 'meta')}) lost a record",
+            quarantinable=False,
+            advice="restore the data directory from a backup; the other brokers serve "
+            "meanwhile",
+        )
 
     def _drop_topic(self, name: str) -> None:
         if self._service.registry.find(name) is not None:
@@ -622,6 +643,7 @@ class ClusterNode:
         if topic is None or index >= len(topic.partitions):
             return
         if isinstance(topic.partitions[index], RemotePartition):
+            self._check_not_forgotten(topic_name, index, assignment.group)
             self._service.registry.host_partition(topic_name, index)
         plog = topic.partitions[index]
         if isinstance(plog, OfflinePartition):
