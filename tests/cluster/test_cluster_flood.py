@@ -100,9 +100,9 @@ def test_peer_port_floods_leave_the_broker_serving(cluster: Cluster) -> None:
         # A Hello of a real peer, then garbage; then a Hello and a huge length prefix;
         # a first frame announcing 1 GiB. Each is closed at once.
         attacks = [
-            hello_bytes(cluster, other, leader) + bytes(range(256)) * 64,
-            hello_bytes(cluster, other, leader) + struct.pack(">I", 0xFFFFFFF0),
-            struct.pack(">I", 1 << 30) + b"\x01",
+            hello_bytes(cluster, other, leader) + struct.pack("<I", 32) + bytes(range(256)) * 64,
+            hello_bytes(cluster, other, leader) + struct.pack("<I", 0xFFFFFFF0),
+            struct.pack("<I", 1 << 30) + b"\x01",
         ]
         for payload in attacks:
             with socket.create_connection((HOST, port)) as sock:
