@@ -92,13 +92,16 @@ class MissingFileError(DiskError):
 class DamagedDataError(DiskError):
     """Start refused: stored data is damaged or missing (``cause`` says which file).
 
-    ``quarantinable`` is False for data the broker cannot run without (the meta store);
-    otherwise the operator may start with the damaged partition offline.
+    ``quarantinable`` is False for data the broker cannot run without (the meta store,
+    a cluster broker's Raft state); otherwise the operator may start with the damaged
+    partition offline. ``advice``: what the operator should do, when the default
+    advice of the refusal line (``cli/server.refusal_line``) does not fit.
     """
 
-    def __init__(self, message: str, *, quarantinable: bool) -> None:
+    def __init__(self, message: str, *, quarantinable: bool, advice: str = "") -> None:
         super().__init__(message)
         self.quarantinable = quarantinable
+        self.advice = advice
 
 
 class StorageUnavailableError(DiskError):

@@ -267,3 +267,16 @@ def test_mutated_frames_only_wire_error(
 
 def test_wire_error_is_a_peer_error() -> None:
     assert issubclass(WireError, PeerError)
+
+
+def test_the_first_frame_bound_applies_to_the_first_frame_only() -> None:
+    """An acceptor bounds the Hello tightly (a huge first length is refused from its 4
+    bytes); the frames after it, sent in the same chunk, get the normal bound."""
+    hello = b"".join(bytes(b) for b in encode(Hello("c", 1, 2)))
+    call = b"".join(bytes(b) for b in encode(Call(1, "k", b"x" * 1000)))
+    frames = FrameDecoder(first_frame_bytes=64).feed(hello + call)
+    assert [type(f) for f in frames] == [Hello, Call]
+    with pytest.raises(WireError, match="first frame length"):
+        FrameDecoder(first_frame_bytes=64).feed(call)
+    with pytest.raises(WireError, match="first frame length"):
+        FrameDecoder(first_frame_bytes=64).feed(struct.pack("<I", 1 << 30))

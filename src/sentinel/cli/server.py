@@ -48,7 +48,9 @@ def _run(config: BrokerConfig) -> None:
 def refusal_line(exc: DamagedDataError) -> str:
     """The one line an operator reads when the start is refused for damaged data."""
     detail = " ".join(str(exc).split())  # one line, whatever the cause said
-    if exc.quarantinable:
+    if exc.advice:
+        advice = exc.advice
+    elif exc.quarantinable:
         advice = (
             "start with --skip-damaged to run with that partition offline, "
             "or restore the file (sentinel-server --verify lists every damaged file)"

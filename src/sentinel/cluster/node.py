@@ -75,7 +75,13 @@ from sentinel.cluster.records import (
 )
 from sentinel.cluster.transport import PeerTransport
 from sentinel.config import BrokerConfig, ConfigError
-from sentinel.errors import NotLeaderError, SentinelError
+from sentinel.errors import (
+    CorruptionError,
+    DamagedDataError,
+    DiskError,
+    NotLeaderError,
+    SentinelError,
+)
 from sentinel.fs import FS
 from sentinel.log.config import TopicConfig
 from sentinel.log.partition_log import PartitionLog
@@ -90,6 +96,7 @@ from sentinel.raft.partition_log_adapter import PartitionRaftLog
 from sentinel.raft.state import RaftConfig
 from sentinel.record import decode_records, parse_header
 from sentinel.storage.options import EngineOptions
+from sentinel.storage.wal import SyncMode
 
 if TYPE_CHECKING:
     from sentinel.broker.service import BrokerService
@@ -128,10 +135,15 @@ class ClusterNode:
             ids = ",".join(str(i) for i in sorted(self.peers))
             raise ConfigError(f"--node-id {self.node_id} is not in --peers (node ids {ids})")
         fs.makedirs(config.data_dir)
-        self.cluster_id = check_identity(
-            fs, config.data_dir, self.node_id, self.peers, config.cluster_id or None
-        )
+        try:
+            self.cluster_id = check_identity(
+                fs, config.data_dir, self.node_id, self.peers, config.cluster_id or None
+            )
+        except CorruptionError as exc:
+            raise _damaged_cluster_state(exc) from exc
         self._rng = random.Random()
+        #: every log append synced before it is acknowledged (``--sync always``)
+        self._durable = config.wal_sync_mode is SyncMode.ALWAYS
         self._store: HardStateStore | None = None
         self._metadata_log: PartitionLog | None = None
         self._driver: MultiRaftDriver | None = None
@@ -198,24 +210,15 @@ class ClusterNode:
     async def start(self, engine_options: EngineOptions) -> None:
         """Open the controller's log and the hard states, listen for peers, start the
         Raft driver; the partition groups appear as the controller's records replay."""
-        config, fs, data = self._config, self._fs, self._config.data_dir
-        self._store = HardStateStore.open(fs, posixpath.join(data, "raft-state"))
-        self._metadata_log = PartitionLog.open(
-            fs,
-            posixpath.join(data, "cluster-metadata"),
-            TopicConfig(),
-            self._clock,
-            engine_options,
-            options=LogOptions(auto_high_watermark=False),
-            name="__cluster_metadata-0",
-        )
-        raft_log = PartitionRaftLog(self._metadata_log, self._store.view(CONTROLLER_GROUP),
-                                    self._clock)
-        snapshots = self._snapshots = ControllerSnapshots(
-            fs, posixpath.join(data, "cluster-metadata-snapshot"), self.node_id,
-            list(self.peers), controller_snapshots.SNAPSHOT_EVERY,
-        )
+        config = self._config
+        try:  # this broker's Raft state: damage here is refused, whatever the position
+            raft_log, snapshots = self._open_state(engine_options)
+        except DiskError as exc:
+            raise _damaged_cluster_state(exc) from exc
+        # A damaged snapshot's refusal says its own remedy (remove it: one is installed
+        # from another broker), so it is not wrapped.
         loaded = snapshots.load(raft_log.log_start)
+        assert self._store is not None
         covered = 0 if loaded is None else loaded[1]
         core = RaftCore(
             self.node_id, frozenset(self.peers), raft_log, self._rng,
@@ -272,6 +275,31 @@ class ClusterNode:
             "node %d of cluster %s: %d brokers, peers listening on %s",
             self.node_id, self.cluster_id, len(self.peers), listen[self.node_id].address,
         )
+
+    def _open_state(
+        self, engine_options: EngineOptions
+    ) -> tuple[PartitionRaftLog, ControllerSnapshots]:
+        """Open the hard states and the controller's log (read whole: damage is found
+        before serving), and the snapshots' directory."""
+        fs, data = self._fs, self._config.data_dir
+        self._store = HardStateStore.open(fs, posixpath.join(data, "raft-state"))
+        self._store.load_all()  # every stored state decoded (its CRC checked) now
+        self._metadata_log = PartitionLog.open(
+            fs,
+            posixpath.join(data, "cluster-metadata"),
+            TopicConfig(),
+            self._clock,
+            engine_options,
+            options=LogOptions(auto_high_watermark=False),
+            name="__cluster_metadata-0",
+        )
+        raft_log = PartitionRaftLog(self._metadata_log, self._store.view(CONTROLLER_GROUP),
+                                    self._clock, durable=self._durable)
+        snapshots = self._snapshots = ControllerSnapshots(
+            fs, posixpath.join(data, "cluster-metadata-snapshot"), self.node_id,
+            list(self.peers), controller_snapshots.SNAPSHOT_EVERY,
+        )
+        return raft_log, snapshots
 
     async def hand_off(self, timeout: float = HAND_OFF_S) -> int:
         """A clean stop begins here: every group this broker leads (partitions and the
@@ -545,6 +573,10 @@ class ClusterNode:
         hosted = [i for i, a in enumerate(found.partitions) if self.node_id in a.replicas]
         total = len(found.partitions)
         topic = service.registry.find(found.name)
+        known = 0 if topic is None else len(topic.partitions)
+        for index in hosted:
+            if index >= known:  # created empty below: it must be new to this broker
+                self._check_not_forgotten(found.name, index, found.partitions[index].group)
         if topic is None:
             service.create_topic_here(
                 found.name, total, found.replication_factor, found.configs, hosted
@@ -554,6 +586,23 @@ class ClusterNode:
             service.add_partitions_here(found.name, total, [i for i in hosted if i >= first_new])
         for index, assignment in enumerate(found.partitions):
             self._place(found.name, index, assignment)
+
+    def _check_not_forgotten(self, topic: str, index: int, group: int) -> None:
+        """Refuse to create ``topic``-``index`` empty here when this broker holds its
+        group's Raft state: it held the replica (a dropped replica's state is deleted
+        first), so the meta store lost its record, and creating it would replace the
+        replica's log, which acknowledged records, by an empty one."""
+        assert self._store is not None
+        if self._store.load(group) is None:
+            return
+        raise DamagedDataError(
+            f"partition {topic}-{index}: the meta store does not list this replica but "
+            f"{self._store.view(group).path} holds its Raft state: the meta store "
+            f"({posixpath.join(self._config.data_dir, 'meta')}) lost a record",
+            quarantinable=False,
+            advice="restore the data directory from a backup; the other brokers serve "
+            "meanwhile",
+        )
 
     def _drop_topic(self, name: str) -> None:
         if self._service.registry.find(name) is not None:
@@ -596,6 +645,7 @@ class ClusterNode:
         if topic is None or index >= len(topic.partitions):
             return
         if isinstance(topic.partitions[index], RemotePartition):
+            self._check_not_forgotten(topic_name, index, assignment.group)
             self._service.registry.host_partition(topic_name, index)
         plog = topic.partitions[index]
         if isinstance(plog, OfflinePartition):
@@ -603,7 +653,13 @@ class ClusterNode:
                       topic_name, index)
             return
         assert self._store is not None
-        raft_log = PartitionRaftLog(plog, self._store.view(assignment.group), self._clock)
+        try:  # reads the whole log: a damaged file of this replica is found here
+            raft_log = PartitionRaftLog(
+                plog, self._store.view(assignment.group), self._clock, durable=self._durable
+            )
+        except DiskError as exc:
+            self._quarantine(topic, index, exc)
+            return
         voters = frozenset(assignment.replicas)
         if self.node_id not in voters:
             voters = frozenset(self.peers) - {self.node_id}
@@ -621,6 +677,21 @@ class ClusterNode:
         )
         self._by_group[assignment.group] = part
         self._group_of_log[id(plog)] = assignment.group
+
+    def _quarantine(self, topic: Topic, index: int, exc: DiskError) -> None:
+        """This broker's replica of ``topic``-``index`` is damaged: refuse to run
+        (``DamagedDataError``: the driver stops, the broker exits with one line), or with
+        ``--skip-damaged`` keep the replica offline (no Raft group: it neither votes nor
+        acknowledges; the other replicas serve the partition) and log one line."""
+        name = f"{topic.name}-{index}"
+        if not self._config.skip_damaged:
+            raise DamagedDataError(f"partition {name}: {exc}", quarantinable=True) from exc
+        log.error("replica of partition %s is OFFLINE (quarantined by --skip-damaged): %s",
+                  name, exc)
+        plog = topic.partitions[index]
+        with contextlib.suppress(SentinelError, OSError):
+            plog.close()
+        topic.partitions[index] = OfflinePartition(name, str(exc))
 
     def _unhost(self, part: ReplicatedPartition) -> None:
         self.driver.remove_group(part.group)
@@ -854,3 +925,21 @@ def _created_from(raft_log: PartitionRaftLog, start: int) -> frozenset[str]:
                         names.add(change.name)
         at = chunk[-1].end
     return frozenset(names)
+
+
+def _damaged_cluster_state(exc: DiskError) -> DamagedDataError:
+    """The refusal of a start whose cluster state (``cluster.json``, ``raft-state/``,
+    ``cluster-metadata/``) is damaged: a voter that forgot its vote or
+    part of its log could elect a leader that lacks acknowledged records, so it is
+    never rebuilt silently."""
+    detail = str(exc)
+    if isinstance(exc, DamagedDataError):
+        detail = detail.removeprefix("data damaged: ")
+    return DamagedDataError(
+        f"cluster state: {detail}",
+        quarantinable=False,
+        advice=(
+            "a broker's Raft state cannot be skipped: restore this data directory from a "
+            "backup; the other brokers serve meanwhile"
+        ),
+    )

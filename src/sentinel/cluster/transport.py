@@ -15,6 +15,18 @@ An accepted connection is refused (closed, one WARNING line, ``refused`` counted
 first frame that is not a ``Hello`` of our cluster from a known peer to us, an envelope
 whose source is not the Hello's or whose destination is not us, any other frame
 a dialler must not send, or bytes that do not decode. The other connections go on.
+
+Bounds against a flood on the peer port (nothing here authenticates a peer: the port
+must not be reachable from outside the cluster, but a stray client must not take a
+broker down either): a first frame longer than ``MAX_HELLO_BYTES`` is refused from its
+length prefix; a connection has ``hello_timeout`` seconds to complete its Hello
+(slowloris); at most ``max_handshakes`` connections wait for their Hello at once, a
+new one closes the oldest waiting (a real peer sends its Hello at once, so it gets
+through a flood); after the Hello, one connection per peer: a newer one from the same
+peer replaces the older (a peer that re-dials is the one to keep). So at most
+``max_handshakes + len(peers) - 1`` connections are held, each buffering at most one
+frame (``max_frame_bytes``). Refusal lines are at most ``REFUSAL_LINES_PER_S`` a
+second, the rest counted in the next one (``refused`` counts them all).
 """
 
 from __future__ import annotations
@@ -103,6 +115,12 @@ OnCall = Callable[[int, str, bytes], Awaitable[bytes]]
 
 
 STOP_WAIT_S = 2.0
+#: A Hello's bound (cluster id, two node ids): a first frame longer is refused at once.
+MAX_HELLO_BYTES = 4096
+#: Connections accepted and still waiting for their Hello, at most (the oldest goes).
+MAX_HANDSHAKES = 64
+#: At most this many refusal lines a second (the others are counted in the next one).
+REFUSAL_LINES_PER_S = 10
 
 
 class _Link:
@@ -289,7 +307,8 @@ class PeerTransport:
         max_queue_bytes: int = 64 * 1024 * 1024,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         connect_timeout: float = 2.0,
-        hello_timeout: float = 10.0,
+        hello_timeout: float = 5.0,
+        max_handshakes: int = MAX_HANDSHAKES,
     ) -> None:
         if node_id not in peers:
             raise InvalidArgumentError(f"node {node_id} is not one of the peers")
@@ -302,7 +321,14 @@ class PeerTransport:
         self.max_frame_bytes = max_frame_bytes
         self.connect_timeout = connect_timeout
         self.hello_timeout = hello_timeout
+        self.max_handshakes = max_handshakes
         self.refused = 0
+        self._unlogged = 0  # refusals not logged since the last line
+        self._refusal_second = float("-inf")  # when the current second of lines began
+        self._refusal_lines = 0  # lines logged in it
+        # accepted connections waiting for their Hello, oldest first
+        self._handshaking: dict[asyncio.StreamWriter, None] = {}
+        self._from_peer: dict[int, asyncio.StreamWriter] = {}  # the one kept per peer
         self._links: dict[int, _Link] = {}
         self._server: asyncio.Server | None = None
         self._inbound: set[asyncio.Task[None]] = set()
@@ -409,14 +435,38 @@ class PeerTransport:
 
     # -- receiving
 
+    @property
+    def inbound(self) -> int:
+        """Accepted connections held now (waiting for a Hello, or a peer's)."""
+        return len(self._handshaking) + len(self._from_peer)
+
     def refuse(self, who: str, reason: str) -> None:
+        """Count a refusal; log it unless ``REFUSAL_LINES_PER_S`` lines were logged in
+        the last second (then the next line says how many more there were)."""
         self.refused += 1
-        log.warning("broker %d refused a connection from %s: %s", self.node_id, who, reason)
+        now = asyncio.get_running_loop().time()
+        if now - self._refusal_second >= 1.0:
+            self._refusal_second, self._refusal_lines = now, 0
+        if self._refusal_lines >= REFUSAL_LINES_PER_S:
+            self._unlogged += 1
+            return
+        more = f" ({self._unlogged} more refused since the last line)" if self._unlogged else ""
+        self._unlogged = 0
+        self._refusal_lines += 1
+        log.warning("broker %d refused a connection from %s: %s%s", self.node_id, who, reason,
+                    more)
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._closed:
             writer.close()
             return
+        if len(self._handshaking) >= self.max_handshakes:
+            oldest = next(iter(self._handshaking))
+            del self._handshaking[oldest]
+            oldest.close()
+            self.refuse(_address(oldest), f"{self.max_handshakes} connections waited for a "
+                        "Hello: the oldest is closed")
+        self._handshaking[writer] = None
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._inbound.add(task)
         task.add_done_callback(self._inbound.discard)
@@ -424,15 +474,16 @@ class PeerTransport:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         who = f"{peername[0]}:{peername[1]}" if peername else "an unknown address"
-        decoder = FrameDecoder(self.max_frame_bytes)
+        decoder = FrameDecoder(self.max_frame_bytes, first_frame_bytes=MAX_HELLO_BYTES)
         mine: set[asyncio.Task[None]] = set()
+        src: int | None = None
         try:
             frames: list[Frame] = []
             async with asyncio.timeout(self.hello_timeout):
                 while not frames:
                     data = await reader.read(READ_CHUNK)
-                    if not data:
-                        return
+                    if not data or writer not in self._handshaking:
+                        return  # closed by the peer, or as the oldest of a flood
                     frames = decoder.feed(data)
             hello = frames.pop(0)
             if not isinstance(hello, Hello):
@@ -445,12 +496,19 @@ class PeerTransport:
                 raise WireError(f"Hello for broker {hello.dst}, this is broker {self.node_id}")
             src = hello.src
             who = f"broker {src} ({who})"
+            self._handshaking.pop(writer, None)
+            older = self._from_peer.get(src)
+            self._from_peer[src] = writer
+            if older is not None:  # the peer re-dialled: its newest connection is kept
+                log.info("broker %d: a new connection from %s replaces the older", self.node_id,
+                         who)
+                older.close()
             while True:
                 for frame in frames:
                     self._dispatch(src, frame, writer, mine)
                 data = await reader.read(READ_CHUNK)
-                if not data:
-                    return
+                if not data or self._from_peer.get(src) is not writer:
+                    return  # closed by the peer, or replaced by its newer connection
                 frames = decoder.feed(data)
         except WireError as e:
             self.refuse(who, str(e))
@@ -459,6 +517,9 @@ class PeerTransport:
         except (ConnectionError, OSError):
             pass
         finally:
+            self._handshaking.pop(writer, None)
+            if src is not None and self._from_peer.get(src) is writer:
+                del self._from_peer[src]
             writer.close()
             for t in mine:
                 t.cancel()
@@ -498,3 +559,8 @@ class PeerTransport:
         with contextlib.suppress(ConnectionError, OSError):
             writer.writelines(encode(reply))
             await writer.drain()
+
+
+def _address(writer: asyncio.StreamWriter) -> str:
+    peername = writer.get_extra_info("peername")
+    return f"{peername[0]}:{peername[1]}" if peername else "an unknown address"

@@ -388,8 +388,13 @@ class FrameDecoder:
     being received (a length above ``max_frame_bytes`` is refused from its 4 bytes)
     plus the rest of the last chunk fed."""
 
-    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+    def __init__(
+        self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, *, first_frame_bytes: int = 0
+    ) -> None:
+        """``first_frame_bytes`` (> 0): a tighter bound for the first frame only (an
+        acceptor's: the Hello, before anything of the peer is known)."""
         self.max_frame_bytes = max_frame_bytes
+        self._first_limit = first_frame_bytes
         self._buf = bytearray()
         self._broken: WireError | None = None
 
@@ -419,13 +424,16 @@ class FrameDecoder:
             (length,) = _LEN.unpack_from(buf, pos)
             if length < _TYPE_CRC.size:
                 raise WireError(f"frame length {length} is below the 5-byte minimum")
-            if length > self.max_frame_bytes:
-                raise WireError(f"frame length {length} exceeds {self.max_frame_bytes} bytes")
+            limit = self._first_limit or self.max_frame_bytes
+            if length > limit:
+                first = "first " if self._first_limit else ""
+                raise WireError(f"{first}frame length {length} exceeds {limit} bytes")
             if n - pos - _LEN.size < length:
                 break
             start = pos + _LEN.size
             frame_bytes = bytes(buf[start : start + length])
             pos = start + length
+            self._first_limit = 0
             kind, crc = _TYPE_CRC.unpack_from(frame_bytes, 0)
             actual = crc32c.crc32c(memoryview(frame_bytes)[_TYPE_CRC.size :],
                                    crc32c.crc32c(frame_bytes[:1]))

@@ -202,6 +202,11 @@ class PartitionLog:
         return engine
 
     @property
+    def directory(self) -> str:
+        """Where this log's files are (errors name it)."""
+        return self._dir
+
+    @property
     def _engine(self) -> Engine:
         return self._slot.engine
 

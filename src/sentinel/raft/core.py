@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import random
 
-from sentinel.raft.errors import MalformedMessageError, NotLeaderError, SafetyViolationError
+from sentinel.raft.errors import (
+    CommitPastLogEndError,
+    MalformedMessageError,
+    NotLeaderError,
+    SafetyViolationError,
+)
 from sentinel.raft.leader import Leadership
 from sentinel.raft.log import Entry, RaftLog
 from sentinel.raft.messages import (
@@ -406,7 +411,9 @@ class RaftCore:
     def commit_to(self, commit: int) -> None:
         if commit > self.commit:
             if commit > self.log.log_end:
-                raise SafetyViolationError(f"node {self.id}: commit {commit} past log end")
+                raise CommitPastLogEndError(
+                    f"node {self.id}: commit {commit} past log end {self.log.log_end}"
+                )
             self.commit = commit
 
     def send(self, m: Message) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sentinel.errors import CallerError, NotLeaderError, PeerError, StateError
 
 __all__ = [
+    "CommitPastLogEndError",
     "IllegalTransitionError",
     "MalformedMessageError",
     "NotLeaderError",
@@ -30,3 +31,11 @@ class SafetyViolationError(StateError):
     """The core was asked to do something that would break a Raft invariant
     (truncate a committed entry, append out of place): a bug in the caller or
     the storage, never a peer's fault."""
+
+
+class CommitPastLogEndError(SafetyViolationError):
+    """The leader says an entry is committed that this replica's log no longer holds
+    although it acknowledged it: its storage lost acknowledged entries (a damaged or
+    cut log). ``group`` is set by ``GroupSet.step`` when known."""
+
+    group: int | None = None

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from sentinel.raft.core import RaftCore
-from sentinel.raft.errors import MalformedMessageError, SafetyViolationError
+from sentinel.raft.errors import CommitPastLogEndError, MalformedMessageError, SafetyViolationError
 from sentinel.raft.messages import Heartbeat, HeartbeatResponse, Message
 from sentinel.raft.state import Ready
 
@@ -205,6 +205,9 @@ class GroupSet:
                 self._core(group, src).step(m)
             except MalformedMessageError as e:
                 first = first or e
+            except CommitPastLogEndError as e:
+                e.group = group
+                raise
         if first is not None:
             raise first
 

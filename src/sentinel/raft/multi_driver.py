@@ -43,9 +43,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sentinel.errors import ClosedError, NotLeaderError
+from sentinel.errors import (
+    ClosedError,
+    DamagedDataError,
+    NotLeaderError,
+    StorageUnavailableError,
+)
 from sentinel.raft.core import RaftCore
-from sentinel.raft.errors import MalformedMessageError
+from sentinel.raft.errors import CommitPastLogEndError, MalformedMessageError
 from sentinel.raft.hard_state_file import DurableState
 from sentinel.raft.hard_state_store import HardStateStore
 from sentinel.raft.log import Entry
@@ -90,6 +95,9 @@ class MultiRaftDriver:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        #: Set when the loop ended on an error (``failure``): the broker must stop.
+        self.failed = asyncio.Event()
+        self.failure: BaseException | None = None
         self._last_warning = 0.0
         self._quiet = 0  # warnings not logged since the last one
         self.ticks = 0  # for tests and metrics
@@ -167,7 +175,8 @@ class MultiRaftDriver:
         self._wake.set()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # a failure was reported when it happened (``failed``): not raised again here
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._fail_all(ClosedError(f"multi-raft driver of node {self.id} stopped"))
 
@@ -175,7 +184,12 @@ class MultiRaftDriver:
         if task.cancelled() or task.exception() is None:
             return
         error = task.exception()
-        log.error("multi-raft driver of node %d stopped: %s", self.id, error, exc_info=error)
+        assert error is not None
+        # Damage, or storage that failed (a full disk): the broker's one line says it.
+        if not isinstance(error, DamagedDataError | StorageUnavailableError):
+            log.error("multi-raft driver of node %d stopped: %s", self.id, error, exc_info=error)
+        self.failure = error
+        self.failed.set()
         self._stopped = True
         self._fail_all(ClosedError(f"multi-raft driver of node {self.id} failed: {error}"))
 
@@ -271,6 +285,18 @@ class MultiRaftDriver:
             self.groups.step(env)
         except MalformedMessageError as e:
             self._warn(e)
+        except CommitPastLogEndError as e:
+            member = self._members.get(e.group) if e.group is not None else None
+            if member is None:
+                raise
+            # This replica acknowledged entries its log no longer holds (a WAL tail cut
+            # or damaged after a crash): it must not vote or serve on that log.
+            plog = member.log.plog
+            raise DamagedDataError(
+                f"partition {plog.name}: the log in {plog.directory} lost entries this "
+                f"broker acknowledged ({e})",
+                quarantinable=True,
+            ) from e
 
     def _warn(self, e: Exception) -> None:
         now = time.monotonic()

@@ -129,7 +129,13 @@ def entry_of(batch: bytes) -> Entry:
 class PartitionRaftLog:
     """A ``RaftLog`` over a ``PartitionLog``, with the group's hard state beside it."""
 
-    def __init__(self, plog: PartitionLog, state_file: StateFile, clock: Clock) -> None:
+    def __init__(
+        self, plog: PartitionLog, state_file: StateFile, clock: Clock, *, durable: bool = False
+    ) -> None:
+        """``durable``: the log's every append is synced before it is acknowledged
+        (``--sync always``), so a log that ends before the stored commit lost records
+        this replica acknowledged: ``DamagedDataError`` (it must not vote on a log it
+        lost). Otherwise such a tail is an expected loss of a crash: commit is cut."""
         self.plog = plog
         self._file = state_file
         self._clock = clock
@@ -161,6 +167,13 @@ class PartitionRaftLog:
             if result.next_offset <= at:
                 raise DamagedDataError(f"{plog.name}: a gap at offset {at}", quarantinable=True)
             at = result.next_offset
+        if durable and self._durable.hard.commit > self._end:
+            raise DamagedDataError(
+                f"the log in {plog.directory} ends at offset {self._end} but {state_file.path} "
+                f"says offset {self._durable.hard.commit} was committed: committed records "
+                "are missing",
+                quarantinable=True,
+            )
         commit = min(self._durable.hard.commit, self._end)
         plog.set_high_watermark(max(commit, log_start))
 

@@ -200,9 +200,25 @@ class SentinelApp:
             f"kafka={self.config.kafka_listen_host}:{self.endpoints.kafka_port}",
             flush=True,
         )
-        await stop.wait()
+        failure = await self._wait_stop(stop)
         log.info("stopping")
         await self.stop()
+        if failure is not None:  # e.g. a replica's damaged data found as the cluster replays
+            raise failure
+
+    async def _wait_stop(self, stop: asyncio.Event) -> BaseException | None:
+        """Wait for a signal, or for the cluster's Raft driver to fail (its error is
+        returned: the broker must not run on without it)."""
+        node = self.service.cluster_node
+        if node is None:
+            await stop.wait()
+            return None
+        failed = node.driver.failed
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(failed.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
+        return node.driver.failure if failed.is_set() else None
 
     # ---------------------------------------------------- scrape-time views
 
