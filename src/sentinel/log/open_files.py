@@ -1,17 +1,21 @@
 """Bounded open files: idle partition logs close their engine's files, reopen on demand.
 
-A partition's engine holds a few open files (LOCK, WAL segment, manifest, one per live
-table). A broker of thousands of partitions keeps at most ``max_open`` engines open
-(``OpenLogLimit``, an LRU over the logs, with a limit derived from RLIMIT_NOFILE or set
-by ``--max-open-partitions``); the least recently used idle one beyond it is *released*
-on the worker pool: its engine syncs and closes every file it holds
-(``Engine.suspend_files``: LOCK, WAL segment, manifest, tables), and nothing else changes:
-the engine and the ``PartitionLog`` stay in memory (offsets, high watermark, producer
-state, version, memtable). The next call that needs the engine reopens the same files
-(``EngineSlot.pin`` -> ``Engine.resume_files``: a few ``open`` calls, no replay, no new file,
-no fsync) and the call goes on. A log in use (a call in progress, a sync wave awaited)
-is pinned and never released; an engine that is busy (a flush or compaction running or
-wanted, a failed WAL) refuses, and the limit tries again later.
+A partition's engine holds few open files: its WAL segment, and the tables read since it
+was last reopened (a broker's engines hold no LOCK of their own, the broker holds the
+data directory's; the manifest is open only while an edit is appended). A broker of
+thousands of partitions keeps at most ``max_open`` engines open (``OpenLogLimit``, an
+LRU over the logs, with a limit derived from RLIMIT_NOFILE, at most 256, or set by
+``--max-open-partitions``); the least recently used idle one beyond it is *released*
+on the worker pool: its engine closes every file it holds (``Engine.suspend_files``: no
+fsync when nothing is unsynced, no flush unless its memtable is large), and nothing
+else changes: the engine and the ``PartitionLog`` stay in memory (offsets, high
+watermark, producer state, version, memtable). The next call that needs the engine
+reopens its WAL segment (``EngineSlot.pin`` or ``reopen_now`` -> ``Engine.resume_files``:
+one ``open``, no replay, no new file, no fsync; a table reopens on its first read) and
+the call goes on: a broker reopens a released partition on the event loop, without a
+thread hop. A log in use (a call in progress, a sync wave awaited) is pinned and never
+released; an engine that is busy (a flush or compaction running or wanted, a failed
+WAL) refuses, and the limit tries again later.
 
 A slot may also start *unopened* (a partition that closed cleanly, restarted by a
 broker: ``PartitionLog.deferred``): its engine is opened by the first ``pin`` or
@@ -143,6 +147,23 @@ class EngineSlot:
             engine = self._ready()
             self._pins += 1
             return engine
+
+    def reopen_now(self) -> bool:
+        """Reopen a released engine's files in this call if that is cheap (the engine
+        is opened, and no release or opening holds the slot): its WAL segment's
+        ``open`` (``Engine.resume_files``). True if its files are open now; False: the
+        caller opens them in a worker (``pin``), as for a deferred log."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            engine = self._engine
+            if self.closed or engine is None:
+                return False
+            if engine.files_suspended:
+                engine.resume_files()
+            return True
+        finally:
+            self._lock.release()
 
     def wake(self) -> Engine:
         """The engine with its files open, not pinned."""
