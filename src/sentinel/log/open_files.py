@@ -24,13 +24,16 @@ broker: ``PartitionLog.deferred``): its engine is opened by the first ``pin`` or
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
 
 from sentinel.errors import ClosedError
 from sentinel.storage.engine import Engine
+
+_log = logging.getLogger(__name__)
 
 RETRY_S = 0.2  # a busy log's release is tried again after this long
 
@@ -47,7 +50,9 @@ class Releasable(Protocol):
 
 class OpenLogLimit:
     """An LRU of the logs whose engines are open; past ``max_open``, the least recently
-    used are released by ``run`` (the broker's worker pool)."""
+    used are released by ``run`` (the broker's worker pool), in batches (``max_open //
+    16``): one job drains the victims that pile up meanwhile, rather than one job (a
+    thread wake-up) per victim."""
 
     def __init__(self, max_open: int, run: Callable[[Callable[[], None], float], None]) -> None:
         if max_open < 1:
@@ -56,6 +61,8 @@ class OpenLogLimit:
         self._run = run
         self._lock = threading.Lock()
         self._lru: OrderedDict[int, Releasable] = OrderedDict()
+        self._victims: deque[Releasable] = deque()  # to release, oldest first
+        self._draining = False  # a job runs ``_drain`` (or is about to)
         self.releases = 0
 
     @property
@@ -63,17 +70,44 @@ class OpenLogLimit:
         return len(self._lru)
 
     def used(self, log: Releasable) -> None:
-        victims: list[Releasable] = []
         with self._lock:
             key = id(log)
             if key in self._lru:
                 self._lru.move_to_end(key)
             else:
                 self._lru[key] = log
-            while len(self._lru) > self.max_open:
-                victims.append(self._lru.popitem(last=False)[1])
-        for victim in victims:
-            self._run(lambda v=victim: self._release(v), 0.0)  # type: ignore[misc]
+            if not self._evict_locked():
+                return
+        self._run(self._drain, 0.0)
+
+    def _evict_locked(self) -> bool:
+        """Past ``max_open``, move the least recently used logs to the victims, down to
+        ``max_open - max_open // 16``: a job releases a batch, not one log per request
+        (a round-robin over more logs than the limit); True if a drain job must be
+        started (lock held)."""
+        if len(self._lru) > self.max_open:
+            keep = self.max_open - self.max_open // 16
+            while len(self._lru) > keep:
+                self._victims.append(self._lru.popitem(last=False)[1])
+        if not self._victims or self._draining:
+            return False
+        self._draining = True
+        return True
+
+    def _drain(self) -> None:
+        """Release the victims until none is left (new ones may come meanwhile)."""
+        while True:
+            with self._lock:
+                if not self._victims:
+                    self._draining = False
+                    return
+                victim = self._victims.popleft()
+                if id(victim) in self._lru:
+                    continue  # used again since it was picked: not a victim any more
+            try:
+                self._release(victim)
+            except Exception:  # its next use meets the error; the others go on
+                _log.exception("releasing the files of an idle partition log failed")
 
     def _release(self, log: Releasable) -> None:
         if log.release_files():
@@ -91,12 +125,10 @@ class OpenLogLimit:
         self._run(self._recheck, RETRY_S)
 
     def _recheck(self) -> None:
-        victims: list[Releasable] = []
         with self._lock:
-            while len(self._lru) > self.max_open:
-                victims.append(self._lru.popitem(last=False)[1])
-        for victim in victims:
-            self._release(victim)
+            if not self._evict_locked():
+                return
+        self._drain()
 
     def forget(self, log: Releasable) -> None:
         with self._lock:
