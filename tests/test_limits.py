@@ -192,8 +192,9 @@ def test_partition_limit_follows_the_open_files_limit() -> None:
     assert partitions_for_open_files(20_000) == (20_000 - 1024) // 2
     assert partitions_for_open_files(1 << 20) == 10_000
     assert partitions_for_open_files(4) == 1
-    assert open_partitions_for_open_files(1024) == (1024 - 512) // 6
-    assert open_partitions_for_open_files(20_000) == 2048
+    assert open_partitions_for_open_files(1024) == (1024 - 512) // 2 == 256
+    assert open_partitions_for_open_files(20_000) == 256
+    assert open_partitions_for_open_files(600) == (600 - 300) // 2
     assert open_partitions_for_open_files(4) == 1
 
 

@@ -164,13 +164,21 @@ class Partition:
 
     async def open_files(self) -> None:
         """Before a call that needs the log's engine: if it is not opened yet (a
-        partition that closed cleanly, its first use since the start) or its files were
-        released, open them in a worker thread, so that the event loop never waits for
-        that IO (a replay, the new WAL segment's and manifest's fsyncs). Concurrent
-        callers share one opening. A failure names the partition."""
+        partition that closed cleanly, its first use since the start), open it in a
+        worker thread, so that the event loop never waits for that IO (a replay, the
+        new WAL segment's and manifest's fsyncs); concurrent callers share one opening.
+        A log whose files were released reopens them here (one ``open``, the WAL
+        segment), unless a release of it is running (then in the worker too). A
+        failure names the partition."""
         if self.log.files_open:
             return
         if self._opening is None:
+            # A released log reopens its WAL segment inline (one ``open``), no hop.
+            try:
+                if self.log.reopen_files_now():
+                    return
+            except StorageUnavailableError as exc:
+                raise self._offline(exc) from exc
             opening = asyncio.ensure_future(asyncio.to_thread(self.log.open_files))
             self._opening = opening
             opening.add_done_callback(self._opened)

@@ -190,6 +190,9 @@ class BrokerService:
                 EngineOptions(
                     memtable_bytes=self.config.memtable_mb * 1024 * 1024,
                     on_wal_sync=self._on_wal_sync,
+                    # The broker holds its data directory's LOCK for its life: a
+                    # partition's engine keeps no lock file of its own open.
+                    hold_lock=False,
                     wal=WalOptions(
                         sync_mode=self.config.wal_sync_mode,
                         sync_interval_ms=self.config.sync_interval_ms,

@@ -245,7 +245,8 @@ def _verify(data_dir: str) -> int:
     type=int,
     default=None,
     help="Partitions whose files are open at once; idle ones beyond are closed and"
-    " reopened on demand. 0: derived from the open-files limit (RLIMIT_NOFILE). [default: 0]",
+    " reopened on demand. 0: derived from the open-files limit (RLIMIT_NOFILE), at most"
+    " 256. [default: 0]",
 )
 @click.option(
     "--max-request-bytes",

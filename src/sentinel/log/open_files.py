@@ -1,17 +1,21 @@
 """Bounded open files: idle partition logs close their engine's files, reopen on demand.
 
-A partition's engine holds a few open files (LOCK, WAL segment, manifest, one per live
-table). A broker of thousands of partitions keeps at most ``max_open`` engines open
-(``OpenLogLimit``, an LRU over the logs, with a limit derived from RLIMIT_NOFILE or set
-by ``--max-open-partitions``); the least recently used idle one beyond it is *released*
-on the worker pool: its engine syncs and closes every file it holds
-(``Engine.suspend_files``: LOCK, WAL segment, manifest, tables), and nothing else changes:
-the engine and the ``PartitionLog`` stay in memory (offsets, high watermark, producer
-state, version, memtable). The next call that needs the engine reopens the same files
-(``EngineSlot.pin`` -> ``Engine.resume_files``: a few ``open`` calls, no replay, no new file,
-no fsync) and the call goes on. A log in use (a call in progress, a sync wave awaited)
-is pinned and never released; an engine that is busy (a flush or compaction running or
-wanted, a failed WAL) refuses, and the limit tries again later.
+A partition's engine holds few open files: its WAL segment, and the tables read since it
+was last reopened (a broker's engines hold no LOCK of their own, the broker holds the
+data directory's; the manifest is open only while an edit is appended). A broker of
+thousands of partitions keeps at most ``max_open`` engines open (``OpenLogLimit``, an
+LRU over the logs, with a limit derived from RLIMIT_NOFILE, at most 256, or set by
+``--max-open-partitions``); the least recently used idle one beyond it is *released*
+on the worker pool: its engine closes every file it holds (``Engine.suspend_files``: no
+fsync when nothing is unsynced, no flush unless its memtable is large), and nothing
+else changes: the engine and the ``PartitionLog`` stay in memory (offsets, high
+watermark, producer state, version, memtable). The next call that needs the engine
+reopens its WAL segment (``EngineSlot.pin`` or ``reopen_now`` -> ``Engine.resume_files``:
+one ``open``, no replay, no new file, no fsync; a table reopens on its first read) and
+the call goes on: a broker reopens a released partition on the event loop, without a
+thread hop. A log in use (a call in progress, a sync wave awaited) is pinned and never
+released; an engine that is busy (a flush or compaction running or wanted, a failed
+WAL) refuses, and the limit tries again later.
 
 A slot may also start *unopened* (a partition that closed cleanly, restarted by a
 broker: ``PartitionLog.deferred``): its engine is opened by the first ``pin`` or
@@ -20,13 +24,16 @@ broker: ``PartitionLog.deferred``): its engine is opened by the first ``pin`` or
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
 
 from sentinel.errors import ClosedError
 from sentinel.storage.engine import Engine
+
+_log = logging.getLogger(__name__)
 
 RETRY_S = 0.2  # a busy log's release is tried again after this long
 
@@ -43,7 +50,9 @@ class Releasable(Protocol):
 
 class OpenLogLimit:
     """An LRU of the logs whose engines are open; past ``max_open``, the least recently
-    used are released by ``run`` (the broker's worker pool)."""
+    used are released by ``run`` (the broker's worker pool), in batches (``max_open //
+    16``): one job drains the victims that pile up meanwhile, rather than one job (a
+    thread wake-up) per victim."""
 
     def __init__(self, max_open: int, run: Callable[[Callable[[], None], float], None]) -> None:
         if max_open < 1:
@@ -52,6 +61,8 @@ class OpenLogLimit:
         self._run = run
         self._lock = threading.Lock()
         self._lru: OrderedDict[int, Releasable] = OrderedDict()
+        self._victims: deque[Releasable] = deque()  # to release, oldest first
+        self._draining = False  # a job runs ``_drain`` (or is about to)
         self.releases = 0
 
     @property
@@ -59,17 +70,44 @@ class OpenLogLimit:
         return len(self._lru)
 
     def used(self, log: Releasable) -> None:
-        victims: list[Releasable] = []
         with self._lock:
             key = id(log)
             if key in self._lru:
                 self._lru.move_to_end(key)
             else:
                 self._lru[key] = log
-            while len(self._lru) > self.max_open:
-                victims.append(self._lru.popitem(last=False)[1])
-        for victim in victims:
-            self._run(lambda v=victim: self._release(v), 0.0)  # type: ignore[misc]
+            if not self._evict_locked():
+                return
+        self._run(self._drain, 0.0)
+
+    def _evict_locked(self) -> bool:
+        """Past ``max_open``, move the least recently used logs to the victims, down to
+        ``max_open - max_open // 16``: a job releases a batch, not one log per request
+        (a round-robin over more logs than the limit); True if a drain job must be
+        started (lock held)."""
+        if len(self._lru) > self.max_open:
+            keep = self.max_open - self.max_open // 16
+            while len(self._lru) > keep:
+                self._victims.append(self._lru.popitem(last=False)[1])
+        if not self._victims or self._draining:
+            return False
+        self._draining = True
+        return True
+
+    def _drain(self) -> None:
+        """Release the victims until none is left (new ones may come meanwhile)."""
+        while True:
+            with self._lock:
+                if not self._victims:
+                    self._draining = False
+                    return
+                victim = self._victims.popleft()
+                if id(victim) in self._lru:
+                    continue  # used again since it was picked: not a victim any more
+            try:
+                self._release(victim)
+            except Exception:  # its next use meets the error; the others go on
+                _log.exception("releasing the files of an idle partition log failed")
 
     def _release(self, log: Releasable) -> None:
         if log.release_files():
@@ -87,12 +125,10 @@ class OpenLogLimit:
         self._run(self._recheck, RETRY_S)
 
     def _recheck(self) -> None:
-        victims: list[Releasable] = []
         with self._lock:
-            while len(self._lru) > self.max_open:
-                victims.append(self._lru.popitem(last=False)[1])
-        for victim in victims:
-            self._release(victim)
+            if not self._evict_locked():
+                return
+        self._drain()
 
     def forget(self, log: Releasable) -> None:
         with self._lock:
@@ -143,6 +179,23 @@ class EngineSlot:
             engine = self._ready()
             self._pins += 1
             return engine
+
+    def reopen_now(self) -> bool:
+        """Reopen a released engine's files in this call if that is cheap (the engine
+        is opened, and no release or opening holds the slot): its WAL segment's
+        ``open`` (``Engine.resume_files``). True if its files are open now; False: the
+        caller opens them in a worker (``pin``), as for a deferred log."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            engine = self._engine
+            if self.closed or engine is None:
+                return False
+            if engine.files_suspended:
+                engine.resume_files()
+            return True
+        finally:
+            self._lock.release()
 
     def wake(self) -> Engine:
         """The engine with its files open, not pinned."""

@@ -250,6 +250,21 @@ class PartitionLog:
         self._pin()
         self._unpin()
 
+    def reopen_files_now(self) -> bool:
+        """Reopen a released log's files in this call if that is cheap (one ``open``:
+        ``EngineSlot.reopen_now``) and mark the log used; True if its files are open
+        now. False: a deferred log's first opening (a replay, fsyncs) or a release in
+        progress: the caller uses ``open_files`` in a worker thread."""
+        try:
+            reopened = self._slot.reopen_now()
+        except (DiskError, OSError) as exc:  # its files went bad while closed: named
+            raise StorageUnavailableError(
+                f"partition {self.name} cannot reopen its files: {exc}", self.name
+            ) from exc
+        if reopened and self._open_limit is not None:
+            self._open_limit.used(self)
+        return reopened
+
     @property
     def closed(self) -> bool:
         return self._closed

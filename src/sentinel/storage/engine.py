@@ -93,6 +93,16 @@ from sentinel.storage.write_batch import (
 log = logging.getLogger(__name__)
 
 
+class _NoLock:
+    """The lock of an engine whose owner holds its directory (``hold_lock=False``)."""
+
+    def release(self) -> None:
+        pass
+
+
+_NO_LOCK = _NoLock()
+
+
 @dataclass(frozen=True, slots=True)
 class EngineStats:
     tables_per_level: tuple[int, ...]
@@ -178,7 +188,7 @@ class Engine:
         # Reads only: a foreign directory or a newer format leaves the disk untouched.
         recovered = inspect_directory(fs, directory)
         fs.makedirs(directory)
-        lock = fs.lock(join(directory, LOCK_NAME))
+        lock: DirLock = fs.lock(join(directory, LOCK_NAME)) if options.hold_lock else _NO_LOCK
         try:
             return cls(
                 fs, directory, options, lock=lock, recovered=recovered, clock=clock or SystemClock()
@@ -717,12 +727,15 @@ class Engine:
         return self._suspended
 
     def suspend_files(self) -> bool:
-        """Close every file the engine holds open (LOCK, WAL segment, manifest, tables,
-        value segments) while it is idle, keeping everything else in memory; ``resume_files``
-        reopens them, with no replay and no new file. False (nothing done) unless the
-        engine is healthy and idle: no frozen memtable, no job running or wanted. The
-        caller guarantees that no read or write comes before ``resume_files`` (the
-        partition log's pins, ``log/open_files``)."""
+        """Close every file the engine holds open (WAL segment, tables, value segments,
+        and the LOCK with ``hold_lock``; the manifest is open only while an edit is
+        appended) while it is idle, keeping everything else in memory; ``resume_files``
+        reopens the WAL segment (and the LOCK), with no replay, no new file and no
+        fsync; a table is reopened by its first read. False (nothing done) unless the
+        engine is healthy and idle: no frozen memtable, no job running or wanted. A
+        synced idle engine's suspend is its files' ``close`` calls, no fsync. The caller
+        guarantees that no read or write comes before ``resume_files`` (the partition
+        log's pins, ``log/open_files``)."""
         with self._write_lock:
             if self._closed or self._suspended or self.unavailable is not None:
                 return False
@@ -749,25 +762,23 @@ class Engine:
             with self._state:
                 readers = list(self._readers.values())
             for reader in readers:
-                reader.detach()
+                reader.detach(self._fs)
             self._values.close()
             self._lock.release()
             self._suspended = True
             return True
 
     def resume_files(self) -> None:
-        """Reopen what ``suspend_files`` closed."""
+        """Reopen what ``suspend_files`` closed and the next write needs: the LOCK (with
+        ``hold_lock``) and the WAL segment, for appending. Tables reopen on their first
+        read (``TableReader.detach``)."""
         with self._write_lock:
             if not self._suspended:
                 return
-            lock = self._fs.lock(join(self._dir, LOCK_NAME))
+            hold = self._options.hold_lock
+            lock: DirLock = self._fs.lock(join(self._dir, LOCK_NAME)) if hold else _NO_LOCK
             try:
                 self._wal.reopen()
-                self._manifest.resume()
-                with self._state:
-                    readers = list(self._readers.values())
-                for reader in readers:
-                    reader.reattach(self._fs)
             except BaseException:
                 lock.release()
                 raise

@@ -9,10 +9,13 @@ module writes manifests, points ``CURRENT`` at them and recovers the live one.
 Durability order. ``Manifest.create`` writes the header and the snapshot, fsyncs the file
 and the directory, writes ``CURRENT.tmp``, fsyncs it, renames it over ``CURRENT`` and
 fsyncs the directory; only then does it remove older manifests. So ``CURRENT`` only ever
-names a manifest whose snapshot is durable. ``append`` writes one record and fsyncs:
-the edit is durable when it returns. When the file has grown past ``rotate_bytes`` (and
-past twice its snapshot, so that a large version does not rotate at every edit),
-``append`` first starts a new manifest with a snapshot of the version so far.
+names a manifest whose snapshot is durable. ``append`` opens the file, writes one
+record, fsyncs and closes it: the edit is durable when it returns. Edits are rare
+(flushes, compactions, retention), so the writer holds no file open between them: an
+engine's open files are its WAL segment and tables (many idle partitions of a broker).
+When the file has grown past ``rotate_bytes`` (and past twice its snapshot, so that a
+large version does not rotate at every edit), ``append`` first starts a new manifest
+with a snapshot of the version so far.
 
 Recovery (``recover``) reads only; it never repairs. A torn last record (see
 ``manifest_format.record_at``) is an edit whose ``append`` never returned: it is skipped
@@ -39,7 +42,7 @@ from sentinel.errors import (
     NotAnEngineDirectoryError,
     StateError,
 )
-from sentinel.fs import FS, File
+from sentinel.fs import FS
 from sentinel.storage.files import (
     CURRENT_NAME,
     MANIFEST_PREFIX,
@@ -129,6 +132,16 @@ def _write_current(fs: FS, directory: str, number: int) -> None:
     fs.sync_dir(directory)
 
 
+def _append_synced(fs: FS, path: str, record: bytes) -> None:
+    """Append ``record`` to the file ``path`` and fsync it; the file is closed after."""
+    handle = fs.open_append(path)
+    try:
+        handle.write(record)
+        handle.sync()
+    finally:
+        handle.close()
+
+
 def read_current(fs: FS, directory: str) -> int | None:
     """The manifest number CURRENT names; None if there is no CURRENT."""
     path = join(directory, CURRENT_NAME)
@@ -156,7 +169,6 @@ class Manifest:
         self._rotate_bytes = rotate_bytes
         self._number = number
         self._state = state
-        self._file: File | None = None
         self._size = 0
         self._snapshot_size = 0
         self._broken: BaseException | None = None
@@ -212,14 +224,9 @@ class Manifest:
             with contextlib.suppress(OSError):  # CURRENT never named it: free the space
                 fs.remove(path)
             raise
-        try:
-            _write_current(fs, directory, number)
-        except BaseException:
-            handle.close()
-            raise
-        if self._file is not None:
-            self._file.close()
-        self._file, self._number = handle, number
+        handle.close()
+        _write_current(fs, directory, number)
+        self._number = number
         self._size = self._snapshot_size = len(data)
         for name in fs.listdir(directory):
             if name.startswith(MANIFEST_PREFIX) and name != manifest_name(number):
@@ -245,9 +252,7 @@ class Manifest:
                 self._broken = None
                 state = self._state.advance(edit)  # over the rotated state
             record = encode_record(encode_edit(edit))
-            assert self._file is not None
-            self._file.write(record)
-            self._file.sync()
+            _append_synced(self._fs, self.path, record)
         except BaseException as exc:
             self._broken = exc
             raise
@@ -291,19 +296,12 @@ class Manifest:
 
     def close(self) -> None:
         self._closed = True
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
     def suspend(self) -> None:
-        """Close the file until ``resume`` (an idle engine's files, ``Engine.suspend_files``)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Nothing to close: the file is open only inside ``append``."""
 
     def resume(self) -> None:
-        if self._file is None and not self._closed:
-            self._file = self._fs.open_append(self.path)
+        """Nothing to reopen (see ``suspend``)."""
 
 
 ManifestWriter = Manifest

@@ -52,6 +52,11 @@ class EngineOptions:
     #: A memtable budget shared with other engines: past it, the largest memtables
     #: are flushed (``write_buffer``); None: only ``memtable_bytes`` bounds this one.
     write_buffer: WriteBufferManager | None = field(default=None, compare=False)
+    #: Hold the directory's ``LOCK`` file (an exclusive ``flock``) while open, so that a
+    #: second engine on the same directory is refused. False only when the owner
+    #: already holds the directory exclusively (a broker holds its data directory's
+    #: ``LOCK`` for its life): the engine then keeps no lock file open.
+    hold_lock: bool = True
     wal: WalOptions = field(default_factory=WalOptions)
     table: TableOptions = field(default_factory=TableOptions)
     compaction: CompactionOptions = field(default_factory=CompactionOptions)

@@ -8,11 +8,13 @@ reported as ``CorruptionError(path, "block@<offset>")`` and never returned as da
 
 Thread safety: after ``open`` a reader is immutable; reads use ``pread`` (no shared
 file position), so any number of threads may call ``get`` / ``entries`` / ``floor`` at
-once. ``close`` must wait until no read is in flight.
+once. ``close`` must wait until no read is in flight. ``detach`` (an idle engine's
+files) closes the file while no read runs; the first read after it reopens it.
 """
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from itertools import pairwise
@@ -26,6 +28,10 @@ from sentinel.storage.bloom import BloomFilter
 from sentinel.storage.entry import ABSENT, Absent, Entry
 from sentinel.storage.files import TableMeta
 from sentinel.storage.table_format import FOOTER_SIZE, Footer, MetaBlock, TableProperties
+
+#: Serializes the reopening of detached tables' files (rare: the first read after an
+#: idle engine's files were closed), so that two readers do not both open one.
+_REOPEN_LOCK = threading.Lock()
 
 FIRST_READAHEAD = 64 * 1024
 MAX_READAHEAD = 256 * 1024
@@ -41,7 +47,7 @@ class TableReader:
     """
 
     __slots__ = (
-        "_cache", "_closed", "_ends", "_file", "_filter", "_first_keys", "_last_keys",
+        "_cache", "_closed", "_ends", "_file", "_filter", "_first_keys", "_fs", "_last_keys",
         "_max_key", "_min_key", "_number", "_offsets", "_path", "_sizes", "meta",
         "pointer_segments", "properties",
     )  # fmt: skip
@@ -61,7 +67,8 @@ class TableReader:
         cache: BlockCache | None,
     ) -> None:
         min_key, max_key = meta.min_key, meta.max_key
-        self._file = file
+        self._file: File | None = file
+        self._fs: FS | None = None  # set by ``detach``: where a read reopens the file
         self._path = path
         self._number = file_number
         self._cache = cache
@@ -142,19 +149,41 @@ class TableReader:
     def file_number(self) -> int:
         return self._number
 
-    def detach(self) -> None:
-        """Close the file until ``reattach`` (an idle engine's files); no read meanwhile."""
-        self._file.close()
+    def detach(self, fs: FS) -> None:
+        """Close the file (an idle engine's files); the next read that needs a block
+        reopens it from ``fs`` (a table that is not read again costs no ``open``).
+        No read meanwhile."""
+        file, self._file, self._fs = self._file, None, fs
+        if file is not None:
+            file.close()
 
     def reattach(self, fs: FS) -> None:
-        self._file = fs.open_read(self._path)
+        """Reopen the file now rather than at the next read."""
+        self._fs = fs
+        self._open_file()
+
+    def _open_file(self) -> File:
+        """The open file: reopened after ``detach`` (one opener at a time)."""
+        file = self._file
+        if file is not None:
+            return file
+        with _REOPEN_LOCK:
+            if self._file is None:
+                if self._closed:
+                    raise ClosedError(f"table {self._path} is closed")
+                assert self._fs is not None, "a table's file is closed only by detach"
+                self._file = self._fs.open_read(self._path)
+            return self._file
 
     def close(self) -> None:
         """Close the file; later reads that need a block raise ``ClosedError``. Cached
         blocks stay valid (tables are immutable); the engine calls
         ``BlockCache.evict_file`` when it deletes the table."""
         self._closed = True
-        self._file.close()
+        with _REOPEN_LOCK:
+            file, self._file = self._file, None
+        if file is not None:
+            file.close()
 
     def may_contain(self, key: bytes) -> bool:
         """False if the table certainly holds no entry for ``key`` (no IO)."""
@@ -231,7 +260,7 @@ class TableReader:
             if block is not None:
                 return block
         size = self._sizes[i]
-        block = decode_block(self._file.pread(offset, size), 0, size, self._path,
+        block = decode_block(self._open_file().pread(offset, size), 0, size, self._path,
                              f"block@{offset}")  # fmt: skip
         if cache is not None:
             cache.put((self._number, offset), block, block.charge)
@@ -253,7 +282,7 @@ class TableReader:
                 raise ClosedError(f"table {self._path} is closed")
             base = offsets[i]
             j = max(i + 1, bisect_right(ends, base + readahead, i, hi))
-            chunk = self._file.pread(base, ends[j - 1] - base)
+            chunk = self._open_file().pread(base, ends[j - 1] - base)
             for k in range(i, j):
                 where = f"block@{offsets[k]}"
                 yield k, decode_block(chunk, offsets[k] - base, sizes[k], self._path, where)
