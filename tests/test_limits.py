@@ -188,10 +188,11 @@ def test_the_refusals_have_their_reasons() -> None:
 
 
 def test_partition_limit_follows_the_open_files_limit() -> None:
-    assert partitions_for_open_files(512) == 128
-    assert partitions_for_open_files(20_000) == (20_000 - 1024) // 2
+    assert partitions_for_open_files(512) == 256
+    assert partitions_for_open_files(1024) == 512
+    assert partitions_for_open_files(20_000) == 10_000  # the 10,000 by default
     assert partitions_for_open_files(1 << 20) == 10_000
-    assert partitions_for_open_files(4) == 1
+    assert partitions_for_open_files(4) == 2
     assert open_partitions_for_open_files(1024) == (1024 - 512) // 2 == 256
     assert open_partitions_for_open_files(20_000) == 256
     assert open_partitions_for_open_files(600) == (600 - 300) // 2

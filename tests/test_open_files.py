@@ -7,6 +7,7 @@ import concurrent.futures
 import dataclasses
 import os
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -255,3 +256,63 @@ def test_logs_released_and_reopened_many_times_keep_every_acknowledged_record(
                     assert got == [*acked[name], in_flight[1]], name
                     acked[name].append(in_flight[1])
     assert sum(map(len, acked.values())) > 0
+
+
+class _Held:
+    """A log whose files are open until released."""
+
+    def __init__(self) -> None:
+        self.files_open = True
+        self.closed = False
+
+    def release_files(self) -> bool:
+        self.files_open = False
+        return True
+
+
+def test_reopens_wait_for_room_when_releases_lag_behind() -> None:
+    """The drain releases in a worker; while it lags, the logs holding files stop at the
+    hard cap: ``crowded`` sends an opener to ``wait_for_room``, which returns once the
+    drain made room (or after its timeout, saying so)."""
+    jobs: list[Callable[[], None]] = []
+    limit = OpenLogLimit(8, lambda job, _delay: jobs.append(job))
+    logs = [_Held() for _ in range(limit.hard_cap)]
+    for log in logs:
+        limit.used(log)
+    assert limit.crowded()
+    assert not limit.wait_for_room(0.01)  # nobody drains: it gives up, bounded
+    waiter_saw: list[bool] = []
+    waiter = threading.Thread(target=lambda: waiter_saw.append(limit.wait_for_room(10)))
+    waiter.start()
+    while jobs:
+        jobs.pop(0)()
+    waiter.join(10)
+    assert waiter_saw == [True]
+    assert not limit.crowded()
+    assert sum(not log.files_open for log in logs) >= limit.hard_cap - limit.max_open
+
+
+def test_a_retention_pass_does_not_reopen_an_idle_log_it_remembers() -> None:
+    """A pass over thousands of partitions must not reopen every released one: a log
+    whose last pass deleted nothing, and nothing changed since, is skipped in memory."""
+    fs = MemFS()
+    limit = OpenLogLimit(1, run_now)
+    config = TopicConfig(retention_ms=3_600_000)
+    idle, busy = (
+        PartitionLog.open(fs, f"/r{i}", config, ManualClock(), SMALL, open_limit=limit)
+        for i in range(2)
+    )
+    def fresh(value: bytes) -> bytes:  # stamped at the manual clock's start: kept
+        return build_batch([(None, value, (), 1_700_000_000_000)])
+
+    for n in range(3):
+        idle.append(fresh(b"i%d" % n))
+    assert idle.apply_retention() == 0  # looked at once: the memo
+    busy.append(fresh(b"b"))  # the limit of one releases the idle log's files
+    assert not idle.files_open
+    assert idle.apply_retention() == 0 and idle.retention_point() is None
+    assert not idle.files_open  # not reopened
+    idle.append(fresh(b"i3"))  # used again: open, and still nothing to delete
+    assert idle.files_open and idle.apply_retention() == 0
+    for log in (idle, busy):
+        log.close()

@@ -6,10 +6,10 @@ A partition costs no thread (the engines share a worker pool and a sync pipeline
 holds its files open (measured: 1, its WAL segment, and one per table read since it was
 reopened) only while it is among the ``--max-open-partitions`` most recently used
 (``open_partitions_for_open_files``); after a clean stop an idle partition is not even
-opened at start. ``--max-partitions`` is derived with ``FDS_PER_PARTITION`` = 2: idle
-partitions hold none, and the budget covers the moments when many hold files at once
-(a topic's partitions are created together; after a crash each recovers with its files
-open until the open-files limit releases it).
+opened at start. ``--max-partitions`` is derived with ``FDS_PER_PARTITION`` = 1: idle
+partitions hold none, and the budget covers the worst moment, when every partition
+holds its WAL segment at once (a topic's partitions are created together; after a
+crash each recovers with its files open until the open-files limit releases it).
 
 The limits bound *creation*, never recovery: a broker that finds more partitions on disk
 than its limit (the limit was lowered) still opens them all.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from sentinel.errors import CallerError
 
-FDS_PER_PARTITION = 2
+FDS_PER_PARTITION = 1
 """Open files budgeted per partition towards ``--max-partitions`` (see the module doc)."""
 
 RESERVED_FDS = 1024

@@ -63,7 +63,31 @@ class OpenLogLimit:
         self._lru: OrderedDict[int, Releasable] = OrderedDict()
         self._victims: deque[Releasable] = deque()  # to release, oldest first
         self._draining = False  # a job runs ``_drain`` (or is about to)
+        self._releasing = 0  # victims taken by ``_drain``, their files not closed yet
+        self._room = threading.Condition(self._lock)
         self.releases = 0
+
+    @property
+    def hard_cap(self) -> int:
+        """The logs that may hold files at once, counting those picked for release and
+        not released yet: ``max_open`` and a quarter more (the drain's lag)."""
+        return self.max_open + max(1, self.max_open // 4)
+
+    def _holding_locked(self) -> int:
+        return len(self._lru) + len(self._victims) + self._releasing
+
+    def crowded(self) -> bool:
+        """Whether the logs holding files are at the hard cap: reopens outpace the
+        releases (a round-robin over many more logs than the limit), so an opener waits
+        for room (``wait_for_room``) instead of opening more files at once."""
+        with self._lock:
+            return self._holding_locked() >= self.hard_cap
+
+    def wait_for_room(self, timeout: float) -> bool:
+        """Block (a worker thread) until the logs holding files are under the hard
+        cap, at most ``timeout`` seconds; True if they are."""
+        with self._room:
+            return self._room.wait_for(lambda: self._holding_locked() < self.hard_cap, timeout)
 
     @property
     def open_count(self) -> int:
@@ -104,10 +128,15 @@ class OpenLogLimit:
                 victim = self._victims.popleft()
                 if id(victim) in self._lru:
                     continue  # used again since it was picked: not a victim any more
+                self._releasing += 1
             try:
                 self._release(victim)
             except Exception:  # its next use meets the error; the others go on
                 _log.exception("releasing the files of an idle partition log failed")
+            finally:
+                with self._lock:
+                    self._releasing -= 1
+                    self._room.notify_all()
 
     def _release(self, log: Releasable) -> None:
         if log.release_files():

@@ -88,6 +88,8 @@ from sentinel.storage.wal import SyncMode
 from sentinel.storage.write_batch import WriteBatch
 
 _log = logging.getLogger(__name__)
+#: How long a reopen waits for the open-files limit to release others (then opens).
+ROOM_WAIT_S = 5.0
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -246,7 +248,11 @@ class PartitionLog:
         """Open the engine of a deferred log (its first use: replay, fsyncs) or reopen
         the files of a released one, now, and mark the log used. Blocking IO: an
         asyncio caller runs it in a worker thread before a call that needs the engine,
-        so that the call does not do it on the event loop."""
+        so that the call does not do it on the event loop. While the logs holding
+        files are past the limit's hard cap (releases lag behind reopens), it first
+        waits, bounded, for room (``OpenLogLimit.wait_for_room``)."""
+        if self._open_limit is not None:
+            self._open_limit.wait_for_room(ROOM_WAIT_S)
         self._pin()
         self._unpin()
 
@@ -254,7 +260,10 @@ class PartitionLog:
         """Reopen a released log's files in this call if that is cheap (one ``open``:
         ``EngineSlot.reopen_now``) and mark the log used; True if its files are open
         now. False: a deferred log's first opening (a replay, fsyncs) or a release in
-        progress: the caller uses ``open_files`` in a worker thread."""
+        progress, or the logs holding files past the limit's hard cap: the caller uses
+        ``open_files`` in a worker thread."""
+        if self._open_limit is not None and self._open_limit.crowded():
+            return False
         try:
             reopened = self._slot.reopen_now()
         except (DiskError, OSError) as exc:  # its files went bad while closed: named
@@ -635,7 +644,7 @@ class PartitionLog:
         ``retention``), never the newest one nor any at or above the high watermark;
         also forget expired producers. Returns the number of batches deleted. A deferred
         log not opened yet is opened only if its summary says the rules may delete."""
-        if not self._retention_may_delete():
+        if not self._retention_may_delete() or self._retention_remembered():
             return 0
         return self._apply_retention(delete=True)[0]
 
@@ -643,9 +652,27 @@ class PartitionLog:
         """Where ``apply_retention`` would move the log start (None: nowhere), without
         deleting anything (expired producers are forgotten): a replicated log moves its
         start through its Raft group (``PartitionRaftLog.advance_start``)."""
-        if not self._retention_may_delete():
+        if not self._retention_may_delete() or self._retention_remembered():
             return None
         return self._apply_retention(delete=False)[1]
+
+    def _retention_remembered(self) -> bool:
+        """Whether the last pass's memo says this one deletes nothing: checked in
+        memory before the log is pinned, so that an idle log whose files were released
+        is not reopened by every retention pass (expired producers are forgotten here
+        too: they are state in memory)."""
+        with self._lock:
+            memo = self._retention_memo
+            if memo is None or self._closed:
+                return False
+            state, config, now = self._state, self._config, self._now_ms()
+            if state.producers.expire(now, self._options.producer_expiration_ms):
+                self._dirty = True
+            return memo.holds(
+                RetentionMemo(self._generation, state.log_start, config.retention_ms,
+                              self._hw.value, state.last_base),
+                now, config.retention_bytes, state.size,
+            )
 
     def _retention_may_delete(self) -> bool:
         summary, config = self._summary, self._config
