@@ -274,3 +274,29 @@ async def test_silent_connection_refused_after_hello_timeout(peers: dict[int, Pe
         assert one.transport.refused == 1
     finally:
         await one.transport.stop()
+
+
+async def test_a_frame_left_unfinished_after_the_hello_is_refused(
+    peers: dict[int, Peer], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that passed the Hello cannot hold its link (and the buffer) with a frame
+    it never finishes: once begun, a frame must be whole in time."""
+    import sentinel.cluster.transport as transport
+
+    monkeypatch.setattr(transport, "PARTIAL_FRAME_TIMEOUT_S", 0.3)
+    one = Node(1, peers)
+    await one.transport.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", peers[1].port)
+        whole = _b(beat(2, 1, 1))
+        with caplog.at_level(logging.WARNING, logger="sentinel.cluster.transport"):
+            writer.write(HELLO_2_TO_1 + whole + whole[:-3])  # one beat, then most of one
+            await writer.drain()
+            async with asyncio.timeout(10):
+                assert await reader.read() == b""  # closed
+            writer.close()
+            await wait_for("the refusal counted", lambda: one.transport.refused == 1)
+        assert len(one.got) == 1  # the whole frame before it was delivered
+        assert any("is not complete" in r.getMessage() for r in caplog.records)
+    finally:
+        await one.transport.stop()

@@ -117,6 +117,9 @@ OnCall = Callable[[int, str, bytes], Awaitable[bytes]]
 STOP_WAIT_S = 2.0
 #: A Hello's bound (cluster id, two node ids): a first frame longer is refused at once.
 MAX_HELLO_BYTES = 4096
+#: A frame begun after the Hello must be whole within this (a 64 MiB AppendEntries
+#: takes well under a second on a LAN); else the connection is closed as stalled.
+PARTIAL_FRAME_TIMEOUT_S = 30.0
 #: Connections accepted and still waiting for their Hello, at most (the oldest goes).
 MAX_HANDSHAKES = 64
 #: At most this many refusal lines a second (the others are counted in the next one).
@@ -503,10 +506,25 @@ class PeerTransport:
                 log.info("broker %d: a new connection from %s replaces the older", self.node_id,
                          who)
                 older.close()
+            loop = asyncio.get_running_loop()
+            partial_since: float | None = None
             while True:
                 for frame in frames:
                     self._dispatch(src, frame, writer, mine)
-                data = await reader.read(READ_CHUNK)
+                if not decoder.buffered:
+                    partial_since = None
+                    data = await reader.read(READ_CHUNK)
+                else:  # a frame under way must complete in time (a peer cannot stall it)
+                    if partial_since is None:
+                        partial_since = loop.time()
+                    try:
+                        async with asyncio.timeout_at(partial_since + PARTIAL_FRAME_TIMEOUT_S):
+                            data = await reader.read(READ_CHUNK)
+                    except TimeoutError:
+                        raise WireError(
+                            f"a frame begun {PARTIAL_FRAME_TIMEOUT_S:g} s ago is not complete "
+                            f"({decoder.buffered} bytes)"
+                        ) from None
                 if not data or self._from_peer.get(src) is not writer:
                     return  # closed by the peer, or replaced by its newer connection
                 frames = decoder.feed(data)
