@@ -300,3 +300,36 @@ async def test_a_frame_left_unfinished_after_the_hello_is_refused(
         assert any("is not complete" in r.getMessage() for r in caplog.records)
     finally:
         await one.transport.stop()
+
+
+async def test_calls_in_flight_on_a_link_are_bounded(
+    peers: dict[int, Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer cannot make a broker hold unbounded handler tasks: past the bound a call
+    is answered at once with THROTTLING_QUOTA_EXCEEDED (retriable), and the calls in
+    flight still complete."""
+    import sentinel.cluster.transport as transport
+
+    monkeypatch.setattr(transport, "MAX_CALLS_PER_LINK", 4)
+    release = asyncio.Event()
+    one, two = Node(1, peers), Node(2, peers)
+
+    async def slow(src: int, kind: str, body: bytes) -> bytes:
+        await release.wait()
+        return body
+
+    one.transport.on_call = slow
+    await one.transport.start()
+    await two.transport.start()
+    try:
+        held = [asyncio.ensure_future(two.transport.call(1, "slow", b"%d" % i, timeout=10))
+                for i in range(4)]
+        await asyncio.sleep(0.2)  # the four are in flight at broker 1
+        with pytest.raises(transport.RemoteCallError) as refused:
+            await two.transport.call(1, "slow", b"x", timeout=10)
+        assert refused.value.kafka_code == 89
+        release.set()
+        assert await asyncio.gather(*held) == [b"%d" % i for i in range(4)]
+    finally:
+        await one.transport.stop()
+        await two.transport.stop()

@@ -120,6 +120,10 @@ MAX_HELLO_BYTES = 4096
 #: A frame begun after the Hello must be whole within this (a 64 MiB AppendEntries
 #: takes well under a second on a LAN); else the connection is closed as stalled.
 PARTIAL_FRAME_TIMEOUT_S = 30.0
+#: Calls from one peer being answered at once, at most; one more is answered at once
+#: with THROTTLING_QUOTA_EXCEEDED (Kafka's 89: retriable) instead of being queued.
+MAX_CALLS_PER_LINK = 256
+THROTTLED = 89
 #: Connections accepted and still waiting for their Hello, at most (the oldest goes).
 MAX_HANDSHAKES = 64
 #: At most this many refusal lines a second (the others are counted in the next one).
@@ -555,6 +559,12 @@ class PeerTransport:
             except Exception:
                 log.exception("envelope from broker %d: handler failed", src)
         elif isinstance(frame, Call):
+            if len(mine) >= MAX_CALLS_PER_LINK:  # answered at once, not queued: bounded
+                reply = Reply(frame.call_id, THROTTLED, f"{len(mine)} calls in flight on "
+                              f"this link already (at most {MAX_CALLS_PER_LINK}): retry", b"")
+                if not writer.is_closing():
+                    writer.writelines(encode(reply))
+                return
             task = asyncio.get_running_loop().create_task(self._answer(src, frame, writer))
             for owned in (mine, self._call_tasks):
                 owned.add(task)
