@@ -173,6 +173,41 @@ def test_aiokafka_round_trip(broker: BrokerProcess) -> None:
     asyncio.run(run())
 
 
+def test_aiokafka_admin_client(broker: BrokerProcess) -> None:
+    """aiokafka's own admin client: create, configs, add partitions, delete records,
+    describe the cluster, delete."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from aiokafka.admin.records_to_delete import RecordsToDelete
+
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.kafka_address)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic("aio-admin", 1, 1)])
+            await admin.alter_configs([ConfigResource(
+                ConfigResourceType.TOPIC, "aio-admin", configs={"retention.ms": "7200000"})])
+            described = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, "aio-admin")])
+            assert "7200000" in repr(described)
+            await admin.create_partitions({"aio-admin": NewPartitions(2)})
+            producer = AIOKafkaProducer(bootstrap_servers=broker.kafka_address)
+            await producer.start()
+            for i in range(5):
+                await producer.send_and_wait("aio-admin", b"%d" % i, partition=1)
+            await producer.stop()
+            low = await admin.delete_records({AioTP("aio-admin", 1): RecordsToDelete(3)})
+            assert low == {AioTP("aio-admin", 1): 3}
+            cluster = await admin.describe_cluster()
+            assert [b["port"] for b in cluster["brokers"]] == [broker.kafka_port]
+            await admin.delete_topics(["aio-admin"])
+            assert "aio-admin" not in await admin.list_topics()
+        finally:
+            await admin.close()
+
+    asyncio.run(run())
+
+
 def test_kafka_to_grpc_and_grpc_to_kafka(broker: BrokerProcess) -> None:
     create(broker, "doors")
     producer = Producer({"bootstrap.servers": broker.kafka_address, "acks": "all",
