@@ -99,12 +99,20 @@ def one_of(data: Path, kind: str) -> Path | None:
 
 
 def converged(cluster: Cluster) -> bool | None:
-    """Every broker's replica of the topic has the same log end."""
+    """Every broker's replica of the topic has the same log end, and every broker's
+    controller log the same commit. (The topic alone is not enough: a damaged case the
+    victim "recovered" from by cutting its controller log's tail must show here, where
+    the leader's commit meets the shorter log, not one case later.)"""
     try:
         ends = {cluster.partition_metric(i, LOG_END, TOPIC, 0) for i in cluster.node_ids}
+        commits = {
+            cluster.partition_metric(i, "sentinel_raft_commit_index", "__cluster_metadata", 0)
+            for i in cluster.node_ids
+        }
     except OSError:  # a broker starting or stopping
         return None
-    return True if len(ends) == 1 and None not in ends else None
+    settled = len(ends) == 1 and None not in ends and len(commits) == 1 and None not in commits
+    return True if settled else None
 
 
 def try_start(cluster: Cluster, victim: int, killed: bool) -> str | None:

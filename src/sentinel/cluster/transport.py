@@ -289,15 +289,20 @@ class _Link:
     async def close(self) -> None:
         self.closed = True
         self.wake.set()
-        tasks = [t for t in (self.task, self.reader_task) if t is not None]
-        for t in tasks:
-            t.cancel()
+        if self.task is not None:
+            self.task.cancel()
+        # The reader is not cancelled: closing the connection ends its read (EOF). A
+        # cancellation racing the connection's loss left the stream's waiter holding an
+        # exception nobody retrieved ("Future exception was never retrieved" at exit).
         if self.writer is not None:
             self.writer.close()
             self.writer = None
         self.fail_calls(ClosedError(f"transport of broker {self.owner.node_id} stopped"))
+        tasks = [t for t in (self.task, self.reader_task) if t is not None]
         if tasks:  # bounded, for the same reason as ``_run``'s loop
-            await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+            _done, late = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+            for t in late:
+                t.cancel()
 
 
 class PeerTransport:
