@@ -117,8 +117,8 @@ def converged(cluster: Cluster) -> bool | None:
 
 def try_start(cluster: Cluster, victim: int, killed: bool) -> str | None:
     """Start the victim on its damaged data: its refusal (the one line), or None once it
-    runs and its replica has caught up with the others (then it is stopped as before:
-    kill -9 if ``killed``, else cleanly)."""
+    runs and its replica has caught up with the others (then it is stopped cleanly: see
+    below why not with kill -9)."""
     broker = cluster.brokers[victim]
     broker.log_path.write_text("")
     cluster.isolate(victim)
@@ -149,10 +149,13 @@ def try_start(cluster: Cluster, victim: int, killed: bool) -> str | None:
 
     what = poll(outcome, f"broker {victim} to refuse or to catch up", 30)
     if what == "converged":
-        if killed:
-            broker.kill()
-        else:
-            assert broker.stop() == 0, broker.read_log()
+        # Stopped cleanly even in the kill -9 variant: a recovered case may have cut
+        # entries this replica had acknowledged (a torn-looking tail), and the leader
+        # still counts them (its match for this follower is from before). The refetched
+        # copies are in its log at "converged" but not yet all fsynced, so a kill -9 here
+        # would leave the next case a replica that lost acknowledged entries: a refusal
+        # naming that log, not the file the next case damages.
+        assert broker.stop() == 0, broker.read_log()
         return None
     code = proc.wait()
     broker.kill()  # reaps, closes its pipes
