@@ -118,6 +118,9 @@ async def test_topic_created_anywhere_is_replicated_and_served_by_its_leader(tri
     follower = next(i for i in trio.services if i != lead)
     with pytest.raises(NotLeaderError):
         await trio.services[follower].produce("t", 0, batch(b"two"), Acks.ALL)
+    with pytest.raises(NotLeaderError):  # its watermark may lag: only the leader answers
+        trio.services[follower].list_offset("t", 0, -1)
+    assert trio.services[lead].list_offset("t", 0, -1)[0] >= outcome.base_offset + 1
     fetched = await trio.services[lead].fetch("t", 0, 0, 1 << 20)
     values = user_values(fetched.batches)
     assert values == [b"one"]

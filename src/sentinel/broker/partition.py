@@ -107,6 +107,10 @@ class Partition:
         """Whole batches below the high watermark from the one holding ``offset``."""
         return self.log.read(offset, max_bytes)
 
+    def check_leader(self) -> None:
+        """A broker alone leads every partition: nothing to check (a replicated
+        partition raises NOT_LEADER_OR_FOLLOWER at a follower)."""
+
     @property
     def leader_epoch(self) -> int:
         """The epoch this broker stamps on the batches it appends now: a broker alone

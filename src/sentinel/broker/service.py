@@ -625,7 +625,13 @@ class BrokerService:
         return self.partition(topic_name, partition).leader_epoch
 
     def list_offset(self, topic_name: str, partition: int, timestamp_ms: int) -> tuple[int, int]:
-        plog = self.partition_log(topic_name, partition)
+        """Kafka's ListOffsets: the log start (-2), the high watermark (-1) or the first
+        offset at or after a time. In a cluster only the partition's leader answers (a
+        follower's watermark may lag far behind: a client told it would stop reading
+        early); a follower raises NOT_LEADER_OR_FOLLOWER, as Kafka's does."""
+        part = self.partition(topic_name, partition)
+        part.check_leader()
+        plog = part.log
         if timestamp_ms == EARLIEST:
             return plog.log_start_offset, -1
         if timestamp_ms == LATEST:
