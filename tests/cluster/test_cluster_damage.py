@@ -115,7 +115,7 @@ def converged(cluster: Cluster) -> bool | None:
     return True if settled else None
 
 
-def try_start(cluster: Cluster, victim: int, killed: bool) -> str | None:
+def try_start(cluster: Cluster, victim: int) -> str | None:
     """Start the victim on its damaged data: its refusal (the one line), or None once it
     runs and its replica has caught up with the others (then it is stopped cleanly: see
     below why not with kill -9)."""
@@ -188,7 +188,7 @@ def attack(cluster: Cluster, killed: bool, first: int) -> None:
                 assert killed, f"a clean stop left no {kind}"
                 continue
             damage(damaged, how)
-            line = try_start(cluster, victim, killed)
+            line = try_start(cluster, victim)
             if line is None:
                 recovered.append(f"{damaged.relative_to(data)} {how}")
                 # Only what a crash may leave is recovered from: a torn WAL tail (the
