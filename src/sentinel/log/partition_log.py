@@ -662,17 +662,24 @@ class PartitionLog:
         is not reopened by every retention pass (expired producers are forgotten here
         too: they are state in memory)."""
         with self._lock:
-            memo = self._retention_memo
-            if memo is None or self._closed:
+            if self._retention_memo is None or self._closed:
                 return False
-            state, config, now = self._state, self._config, self._now_ms()
-            if state.producers.expire(now, self._options.producer_expiration_ms):
-                self._dirty = True
-            return memo.holds(
-                RetentionMemo(self._generation, state.log_start, config.retention_ms,
-                              self._hw.value, state.last_base),
-                now, config.retention_bytes, state.size,
-            )
+            return self._retention_now(self._now_ms())[1]
+
+    def _retention_now(self, now: int) -> tuple[RetentionMemo, bool]:
+        """(lock held) Forget expired producers; what a pass sees now, and whether the
+        last pass's memo says it deletes nothing."""
+        state, config = self._state, self._config
+        if state.producers.expire(now, self._options.producer_expiration_ms):
+            self._dirty = True
+        memo = RetentionMemo(
+            self._generation, state.log_start, config.retention_ms, self._hw.value,
+            state.last_base,
+        )
+        seen = self._retention_memo
+        return memo, seen is not None and seen.holds(
+            memo, now, config.retention_bytes, state.size
+        )
 
     def _retention_may_delete(self) -> bool:
         summary, config = self._summary, self._config
@@ -693,18 +700,12 @@ class PartitionLog:
         with self._lock:
             self._check_open()
             state, config, now = self._state, self._config, self._now_ms()
-            if state.producers.expire(now, self._options.producer_expiration_ms):
-                self._dirty = True
+            memo, remembered = self._retention_now(now)
             if not config.cleanup_delete or state.last_base < 0:
                 return 0, None
-            hw = self._hw.value
-            memo = RetentionMemo(
-                self._generation, state.log_start, config.retention_ms, hw, state.last_base
-            )
-            if self._retention_memo is not None and self._retention_memo.holds(
-                memo, now, config.retention_bytes, state.size
-            ):
+            if remembered:
                 return 0, None  # the head batch seen last time still stays
+            hw = memo.high_watermark
             with scanning(self._engine.scan(DATA_TAG, data_key(state.last_base))) as scan:
                 head = FirstSeen(takewhile(lambda b: b.next_offset <= hw, batch_infos(scan)))
                 doomed = plan_retention(
