@@ -91,9 +91,8 @@ class GroupCoordination:
         #: offsets partition index -> the term this broker loaded it in (and leads in).
         self._loaded: dict[int, int] = {}
         self._loading: dict[int, tuple[int, asyncio.Task[None]]] = {}
-        #: The partitions each group committed (for its tombstones when it is deleted).
-        self._keys: dict[str, set[TopicPartition]] = {}
-        #: Offsets partition index -> the live offsets of its groups, as proposed.
+        #: Offsets partition index -> the live offsets of its groups, as proposed (what
+        #: a rewrite copies, and the keys a deleted group's tombstones name).
         self._live: dict[int, Offsets] = {}
         #: Offsets partition index -> (bytes appended since the last rewrite or load,
         #: bytes of that rewrite).
@@ -198,7 +197,6 @@ class GroupCoordination:
         if loading is not None:
             loading[1].cancel()
         was_loaded = self._loaded.pop(index, None) is not None
-        self._live.pop(index, None)
         self._written.pop(index, None)
         rewrite = self._rewrites.pop(index, None)
         if rewrite is not None:
@@ -218,9 +216,7 @@ class GroupCoordination:
             listing.group_id for listing in self._groups.coordinator.list_groups()
             if partition_for(listing.group_id, count) == index
         ]
-        mine += [g for g in self._keys if g not in mine and partition_for(g, count) == index]
-        for group_id in mine:
-            self._keys.pop(group_id, None)
+        mine += [g for g in self._live.pop(index, {}) if g not in mine]
         self._groups.unload(mine)
         return len(mine)
 
@@ -259,7 +255,6 @@ class GroupCoordination:
                     log.warning("skipping group %r of %s-%d: %s", group_id,
                                 OFFSETS_TOPIC, index, exc)
                     continue
-                self._keys[group_id] = set(committed)
                 live[group_id] = dict(committed)
             self._loading.pop(index, None)
             self._loaded[index] = term
@@ -322,12 +317,11 @@ class GroupCoordination:
             live.setdefault(group_id, {}).update(offsets)
 
         await self._append(group_id, commit_batch(group_id, offsets, self._now_ms()), change)
-        self._keys.setdefault(group_id, set()).update(offsets)
 
     async def delete_group_offsets(self, group_id: str) -> None:
-        keys = self._keys.get(group_id)
+        index = self.check(group_id)
+        keys = self._live.get(index, {}).get(group_id)
         if not keys:
-            self.check(group_id)
             return
         def change(live: Offsets) -> None:
             live.pop(group_id, None)
@@ -335,7 +329,6 @@ class GroupCoordination:
         await self._append(
             group_id, tombstone_batch(group_id, sorted(keys), self._now_ms()), change
         )
-        self._keys.pop(group_id, None)
 
     # ------------------------------------------------------------ rewrites
 
