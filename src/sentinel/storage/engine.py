@@ -758,7 +758,6 @@ class Engine:
             except (OSError, StorageUnavailableError):
                 self._wal.reopen()
                 return False
-            self._manifest.suspend()
             with self._state:
                 readers = list(self._readers.values())
             for reader in readers:

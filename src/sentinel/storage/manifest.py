@@ -297,12 +297,6 @@ class Manifest:
     def close(self) -> None:
         self._closed = True
 
-    def suspend(self) -> None:
-        """Nothing to close: the file is open only inside ``append``."""
-
-    def resume(self) -> None:
-        """Nothing to reopen (see ``suspend``)."""
-
 
 ManifestWriter = Manifest
 
