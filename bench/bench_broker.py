@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import os
 import struct
@@ -43,7 +44,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -126,6 +127,128 @@ async def _ceiling(total: int, directory: str, fsync_every: int = 0) -> float:
     sender.join()
     srv.close()
     return expected / elapsed / 1e6
+
+
+class _AckedSink(asyncio.BufferedProtocol):
+    """The least a server must do for acks after fsync: append each length-prefixed
+    request to its partition's file as it arrives (request i to file i % files), and
+    answer it once an fsync wave covering it is done (group commit: one wave at a
+    time, every file written since the last wave fsynced in parallel, in threads)."""
+
+    def __init__(
+        self, directory: str, files: int, done: asyncio.Future[int], expected: int
+    ) -> None:
+        self._buffer = bytearray(1024 * 1024)
+        self._files = [
+            open(os.path.join(directory, f"acked-{i}.bin"), "wb", buffering=0)  # noqa: SIM115
+            for i in range(files)
+        ]
+        self._done, self._expected = done, expected
+        self._head = bytearray()  # a length prefix split between reads
+        self._left = 0  # bytes of the current request still to come
+        self._request = 0
+        self._dirty: set[int] = set()
+        self._covered = 0  # requests whose last byte was written
+        self._acked = 0
+        self._wave: asyncio.Future[None] | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(files)
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self._buffer)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        view = memoryview(self._buffer)[:nbytes]
+        while view:
+            if self._left == 0:
+                take = 4 - len(self._head)
+                self._head += view[:take]
+                view = view[take:]
+                if len(self._head) == 4:
+                    (self._left,) = _LEN.unpack(self._head)
+                    self._head.clear()
+                continue
+            piece = view[: self._left]
+            index = self._request % len(self._files)
+            self._files[index].write(piece)
+            self._dirty.add(index)
+            self._left -= len(piece)
+            view = view[len(piece) :]
+            if self._left == 0:
+                self._request += 1
+                self._covered = self._request
+        if self._covered > self._acked and self._wave is None:
+            self._wave = asyncio.ensure_future(self._sync_wave())
+
+    async def _sync_wave(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._covered > self._acked:
+            covered, dirty = self._covered, self._dirty
+            self._dirty = set()
+            fds = [self._files[i].fileno() for i in dirty]
+            syncs = [loop.run_in_executor(self._pool, os.fdatasync, fd) for fd in fds]
+            await asyncio.gather(*syncs)
+            assert self._transport is not None
+            self._transport.write(b"\x00\x00\x00\x00" * (covered - self._acked))
+            self._acked = covered
+        self._wave = None
+        if self._acked >= self._expected and not self._done.done():
+            self._done.set_result(self._acked)
+
+    def eof_received(self) -> bool:
+        for file in self._files:
+            file.close()
+        self._pool.shutdown()
+        return False
+
+
+async def _ceiling_acked(total: int, directory: str, in_flight: int, request_bytes: int) -> float:
+    """MB/s of the bare acks-after-fsync server (``_AckedSink``, 4 files as the broker's
+    4 partitions) for requests of ``request_bytes`` with ``in_flight`` pipelined: what
+    the disk's fsync latency leaves of the ceiling when every request waits for one."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[int] = loop.create_future()
+    count = total // request_bytes
+    request = _LEN.pack(request_bytes) + os.urandom(request_bytes)
+    srv = await loop.create_server(
+        lambda: _AckedSink(directory, 4, done, count), "127.0.0.1", 0
+    )
+    port = srv.sockets[0].getsockname()[1]
+
+    def send() -> None:
+        import socket
+
+        slots = threading.Semaphore(in_flight)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+
+            def read_acks() -> None:
+                left = count * 4
+                while left:
+                    got = sock.recv(min(left, 65536))
+                    if not got:
+                        return
+                    left -= len(got)
+                    for _ in range(len(got) // 4):
+                        slots.release()
+
+            reader = threading.Thread(target=read_acks)
+            reader.start()
+            for _ in range(count):
+                slots.acquire()
+                sock.sendall(request)
+            reader.join()
+
+    started = time.perf_counter()
+    sender = threading.Thread(target=send)
+    sender.start()
+    await done
+    elapsed = time.perf_counter() - started
+    sender.join()
+    srv.close()
+    return count * request_bytes / elapsed / 1e6
 
 
 # ------------------------------------------------------------------- broker
@@ -434,6 +557,17 @@ def main() -> None:
                 fsync_every_kib=args.ceiling_fsync_kib, ceiling=round(ceiling, 1),
                 ratio=round(synced / ceiling, 3), round=round_,
             )  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as directory:
+            acked = asyncio.run(
+                _ceiling_acked(
+                    total, directory, args.in_flight, FRAME * args.batches_per_request
+                )
+            )
+        emit(
+            BENCH, "ceiling_acks_after_fsync", acked, "MB/s", files=4,
+            in_flight=args.in_flight, request_kib=FRAME * args.batches_per_request // 1024,
+            ceiling=round(ceiling, 1), ratio=round(acked / ceiling, 3), round=round_,
+        )  # fmt: skip
         for door in doors:
             with server_doors("always") as (address, kafka, _proc):
                 if door == "grpc":
@@ -458,6 +592,8 @@ def main() -> None:
                 ceiling=round(ceiling, 1),
                 ratio=round(ours / ceiling, 3),
                 target_ratio=0.7,
+                acked_ceiling=round(acked, 1),
+                ratio_to_acked=round(ours / acked, 3),
                 round=round_,
             )
     if args.skip_latency:

@@ -11,7 +11,7 @@ attributes bit 3 and maxTimestamp and recomputes the CRC in the same single copy
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sentinel.errors import InvalidArgumentError, InvalidRecordError
 from sentinel.log.config import TopicConfig
@@ -27,9 +27,10 @@ Buffer = bytes | bytearray | memoryview
 Checked = tuple[Buffer, BatchHeader]
 
 
-@dataclass(frozen=True, slots=True)
-class Staged:
-    """One batch of an append, ready to write (or a duplicate: ``value`` is None)."""
+class Staged(NamedTuple):
+    """One batch of an append, ready to write (or a duplicate: ``value`` is None). A
+    named tuple: one is made per produced batch, and a tuple is built in a fifth of a
+    frozen dataclass's time."""
 
     base_offset: int
     last_offset: int

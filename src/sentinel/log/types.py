@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sentinel.errors import InvalidArgumentError
 
@@ -43,8 +44,9 @@ class LogOptions:
             raise InvalidArgumentError("compaction_write_bytes must be positive")
 
 
-@dataclass(frozen=True, slots=True)
-class AppendResult:
+class AppendResult(NamedTuple):
+    """Where one appended batch went (a named tuple: one per produced batch)."""
+
     base_offset: int
     last_offset: int
     #: The LogAppendTime stamped on the batch, or -1 for CreateTime topics.
