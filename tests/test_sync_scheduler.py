@@ -83,3 +83,87 @@ def test_sync_interval_is_ticked_by_the_scheduler_not_a_thread_per_wal() -> None
     for engine in engines:
         engine.close()
     scheduler.shutdown()
+
+
+class _Target:
+    """A WAL stand-in whose sync can be held (``gate``) and that records overlaps."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.gate = gate
+        self.synced_lsn = 0
+        self.running = 0
+        self.most_running = 0
+        self.syncs = 0
+        self._lock = threading.Lock()
+
+    def sync_to(self, lsn: int) -> None:
+        with self._lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            if self.gate is not None:
+                assert self.gate.wait(30), "the test never opened the gate"
+            else:
+                time.sleep(0.001)
+            self.synced_lsn = max(self.synced_lsn, lsn)
+            self.syncs += 1
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def test_a_slow_wal_does_not_hold_back_the_waiters_of_another() -> None:
+    # The first pipeline resolved a wave's waiters only when its slowest WAL was done:
+    # one partition's slow fsync delayed every partition's acks.
+    scheduler = SyncScheduler(2)
+    gate = threading.Event()
+    slow, fast = _Target(gate), _Target()
+    held = scheduler.request(slow, 1)
+    deadline = time.monotonic() + 30
+    while slow.running == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert slow.running == 1
+    served = scheduler.request(fast, 1)
+    served.result(timeout=30)  # while the slow sync is still held
+    assert not held.done()
+    again = scheduler.request(fast, 2)  # and the fast WAL's next sync too
+    again.result(timeout=30)
+    assert not held.done()
+    gate.set()
+    held.result(timeout=30)
+    scheduler.shutdown()
+
+
+def test_one_wal_is_never_synced_by_two_threads_at_once_and_waiters_share_syncs() -> None:
+    scheduler = SyncScheduler(4)
+    targets = [_Target() for _ in range(3)]
+    futures: list[concurrent.futures.Future[None]] = []
+    lock = threading.Lock()
+
+    def writer(target: _Target) -> None:
+        for lsn in range(1, 201):
+            future = scheduler.request(target, lsn)
+            with lock:
+                futures.append(future)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in targets for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for future in futures:
+        future.result(timeout=30)
+    for target in targets:
+        assert target.most_running == 1
+        assert target.synced_lsn == 200
+        assert target.syncs < 400  # the waiters that came during a sync shared the next
+    scheduler.shutdown()
+
+
+def test_shutdown_finishes_every_sync_asked_for() -> None:
+    scheduler = SyncScheduler(2)
+    targets = [_Target() for _ in range(8)]
+    futures = [scheduler.request(t, n) for n in (1, 2) for t in targets]
+    scheduler.shutdown()
+    assert all(f.done() and f.exception() is None for f in futures)
+    assert all(t.synced_lsn == 2 for t in targets)

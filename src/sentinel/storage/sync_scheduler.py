@@ -4,19 +4,25 @@ Each partition keeps its own WAL files (retention and deletion stay file deletio
 value-separated large values live in the partition's own segments). An append only
 buffers or writes (sync ``always``: it buffers; the sync writes and fsyncs). A writer
 that needs durability registers ``(wal, lsn)`` with the ``SyncScheduler`` and gets a
-``concurrent.futures.Future``. One scheduler thread runs *waves*: it takes every
-registration so far, syncs each registered WAL once up to the highest LSN asked of it
-(the WAL's own group commit: write what is buffered, one fsync), the WALs of one wave
-in parallel on ``threads`` sync threads (concurrent fsyncs on one filesystem share its
-journal commits), and then resolves every future the wave covered, with the WAL's error
-for a WAL that failed (``WalFailedError``: the disk-full path of ``wal.py`` and the
-engine's ``resume`` are unchanged). Registrations that arrive during a wave go to the
-next one, so under load one wave serves every partition that wrote meanwhile: DESIGN's
-"one fsync serves many writers", across partitions. Threads: 1 + ``threads``, whatever
-the number of partitions.
+``concurrent.futures.Future``. One scheduler thread dispatches: every WAL with a
+registration and no sync running gets one sync (the WAL's own group commit: write what
+is buffered, one fsync, up to the highest LSN asked of it) on one of ``threads`` sync
+threads, so the WALs that wrote meanwhile are synced in parallel (concurrent fsyncs on
+one filesystem share its journal commits), and each WAL's waiters are resolved as soon
+as *its* sync ends, with its error for a WAL that failed (``WalFailedError``: the
+disk-full path of ``wal.py`` and the engine's ``resume`` are unchanged). A WAL has at
+most one sync running; registrations that arrive meanwhile wait for it to end and are
+served by the next, so under load one fsync serves every writer of a partition that
+wrote meanwhile, and across partitions the fsyncs overlap: DESIGN's "one fsync serves
+many writers". No barrier across WALs: a partition whose fsync is slow (a large
+buffer, a slow file) holds back its own waiters only, not every partition's acks (the
+first pipeline ran waves that resolved nobody until the slowest WAL of the wave was
+done; with 1,000 partitions under acks=all that is head-of-line blocking). Threads:
+1 + ``threads``, whatever the number of partitions.
 
-Sync modes keep their meaning: ``always`` acknowledges after the wave; ``interval`` and
-``none`` never wait for one (a caller may still ask, as ``Engine.sync`` does).
+Sync modes keep their meaning: ``always`` acknowledges after its WAL's sync;
+``interval`` and ``none`` never wait for one (a caller may still ask, as
+``Engine.sync`` does).
 """
 
 from __future__ import annotations
@@ -38,8 +44,12 @@ class Syncable(Protocol):
     def synced_lsn(self) -> int: ...
 
 
+_Pending = tuple[Syncable, Callable[[int], None], int, list[Done]]
+
+
 class SyncScheduler:
-    """Waves of fsyncs over every WAL with a waiter (see the module doc)."""
+    """Overlapping fsyncs, one at a time per WAL, for every WAL with a waiter (see the
+    module doc)."""
 
     def __init__(self, threads: int = 4, name: str = "sentinel-sync") -> None:
         if threads < 1:
@@ -47,14 +57,15 @@ class SyncScheduler:
         self._name = name
         self._cond = threading.Condition()
         # id(target) -> (target, how to sync it, highest LSN, futures with their LSNs)
-        self._pending: dict[int, tuple[Syncable, Callable[[int], None], int, list[Done]]] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._running: set[int] = set()  # ids of the targets with a sync under way
         self._executor = concurrent.futures.ThreadPoolExecutor(threads, f"{name}-io")
         self._thread: threading.Thread | None = None
         self._stopped = False
         # Periodic ticks (sync ``interval``): id -> [period, next due, tick].
         self._ticks: dict[int, tuple[float, float, Callable[[], None]]] = {}
         self._tick_ids = itertools.count()
-        self.waves = 0  # for tests and metrics
+        self.waves = 0  # dispatch rounds (each syncs every WAL then ready), for tests
         self.wal_syncs = 0
 
     def request(
@@ -115,36 +126,43 @@ class SyncScheduler:
                 while True:
                     now = time.monotonic()
                     due = [] if self._stopped else self._due_locked(now)
-                    if self._pending or due or self._stopped:
+                    ready = [key for key in self._pending if key not in self._running]
+                    if ready or due:
                         break
+                    if self._stopped and not self._pending and not self._running:
+                        return
                     soonest = min((at for _p, at, _t in self._ticks.values()), default=None)
-                    self._cond.wait(None if soonest is None else max(0.0, soonest - now))
-                if not self._pending and not due:
-                    return
-                wave, self._pending = list(self._pending.values()), {}
-            if wave:
-                self._wave(wave)
+                    if self._stopped or soonest is None:
+                        self._cond.wait()  # a registration, a sync's end or the stop
+                    else:
+                        self._cond.wait(max(0.0, soonest - now))
+                if ready:
+                    self.waves += 1
+                    self.wal_syncs += len(ready)
+                for key in ready:
+                    self._running.add(key)
+                    self._executor.submit(self._sync_one, key, self._pending.pop(key))
             if due:
                 for done in [self._executor.submit(tick) for tick in due]:
                     done.exception()  # a tick records its own failure (the WAL's)
 
-    def _wave(self, wave: list[tuple[Syncable, Callable[[int], None], int, list[Done]]]) -> None:
-        self.waves += 1
-        self.wal_syncs += len(wave)
-        if len(wave) == 1:
-            results: list[BaseException | None] = [_sync(wave[0][1], wave[0][2])]
-        else:
-            running = [self._executor.submit(_sync, sync, lsn) for _t, sync, lsn, _f in wave]
-            results = [f.result() for f in running]
-        for (_target, _sync_fn, _lsn, futures), error in zip(wave, results, strict=True):
+    def _sync_one(self, key: int, pending: _Pending) -> None:
+        """On a sync thread: sync one WAL, resolve its waiters, let its next sync go."""
+        _target, sync, lsn, futures = pending
+        error = _sync(sync, lsn)
+        try:
             for future in futures:
                 if error is None:
                     future.set_result(None)
                 else:
                     future.set_exception(error)
+        finally:
+            with self._cond:
+                self._running.discard(key)
+                self._cond.notify()
 
     def shutdown(self) -> None:
-        """Finish the waves asked for so far, then stop the threads."""
+        """Finish the syncs asked for so far, then stop the threads."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
