@@ -49,15 +49,18 @@ from sentinel.broker.outcomes import (
     FetchPosition,
     GroupSummary,
     PartitionLagInfo,
-    PartitionMetadata,
     ProduceEntry,
     ProduceOutcome,
     TopicMetadata,
 )
 from sentinel.broker.partition import Partition
 from sentinel.broker.request_budget import RequestBudget
+from sentinel.broker.standalone_metadata import (
+    cluster_alone,
+    describe_topics,
+    topic_metadata_alone,
+)
 from sentinel.broker.topics import (
-    OfflinePartition,
     Topic,
     TopicAlreadyExistsError,
     TopicRegistry,
@@ -448,15 +451,7 @@ class BrokerService:
         ``auto_create`` refusals (a limit, an invalid name) raise for the whole request."""
         if topics and auto_create and self.config.auto_create_topics:
             await self._create_missing(topics)
-        if topics:
-            described = []
-            for name in topics:
-                try:
-                    described.append(self.topic_metadata(self.registry.get(name)))
-                except SentinelError as exc:
-                    described.append(TopicMetadata(name, (), {}, 0, exc))
-        else:
-            described = [self.topic_metadata(t) for t in self.registry]
+        described = describe_topics(self.registry, topics, self.topic_metadata)
         return replace(self.cluster(), topics=tuple(described))
 
     def topic_metadata(self, topic: Topic) -> TopicMetadata:
@@ -465,24 +460,7 @@ class BrokerService:
         offsets and size."""
         if self._cluster is not None:
             return self._cluster.topic_metadata(topic)
-        node = self.config.node_id
-        partitions = tuple(
-            PartitionMetadata(
-                partition=index,
-                leader=node,
-                replicas=(node,),
-                isr=(node,),
-                log_start_offset=plog.log_start_offset,
-                log_end_offset=plog.log_end_offset,
-                high_watermark=plog.high_watermark,
-                size_bytes=plog.size_bytes,
-                error=plog.error() if isinstance(plog, OfflinePartition) else None,
-            )
-            for index, plog in enumerate(topic.partitions)
-        )
-        return TopicMetadata(
-            topic.name, partitions, topic.config.to_map(), topic.replication_factor
-        )
+        return topic_metadata_alone(self.config.node_id, topic)
 
     # ------------------------------------------------------------- produce
 
@@ -975,12 +953,4 @@ class BrokerService:
         topics (Kafka's DescribeCluster, a Metadata request for no topic)."""
         if self._cluster is not None:
             return self._cluster.cluster()
-        config = self.config
-        broker = BrokerMetadata(
-            config.node_id,
-            config.advertised,
-            config.port,
-            config.kafka_advertised,
-            config.kafka_port,
-        )
-        return ClusterMetadata((broker,), config.node_id, ())
+        return cluster_alone(self.config)
