@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING
 
 from sentinel.broker.fetch import DEFAULT_RESPONSE_BYTES, fetch_many
 from sentinel.broker.group_config import GroupConfig
-from sentinel.broker.group_driver import GroupDriver, GroupError
+from sentinel.broker.group_driver import GroupDriver
 from sentinel.broker.group_events import (
-    ErrorCode,
     GroupDescription,
     JoinCompleted,
     JoinProtocol,
@@ -34,6 +33,7 @@ from sentinel.broker.group_events import (
     SyncCompleted,
     TopicPartition,
 )
+from sentinel.broker.group_requests import GroupRequests
 from sentinel.broker.limits import (
     TopicLimits,
     current_open_files_limit,
@@ -68,7 +68,6 @@ from sentinel.broker.topics import (
 from sentinel.broker.validation import (
     BROKER_DEFAULT,
     Acks,
-    check_commit_offsets,
     check_produce_partition,
     topic_shape,
 )
@@ -104,8 +103,6 @@ LATEST = -1
 
 FOLLOW_WAIT_MS = 500
 """How long one round of a following consume waits before it looks again."""
-DEFAULT_CLIENT_ID = "sentinel-client"
-DEFAULT_ASSIGNOR = "roundrobin"
 MAX_PRODUCER_EPOCH = 32767
 """Kafka's producer epochs are int16; past it, InitProducerId hands out a new id."""
 
@@ -153,6 +150,7 @@ class BrokerService:
         self._registry: TopicRegistry | None = None
         self._resources: SharedResources | None = None
         self._groups: GroupDriver | None = None
+        self._group_requests: GroupRequests | None = None
         self._group_config = GroupConfig()
         self._cluster: ClusterNode | None = None
         # Request bytes in flight, over every front door (Kafka's queued.max.request.bytes).
@@ -238,6 +236,14 @@ class BrokerService:
                 self._meta, self._registry.partition_count, self._clock, self._group_config
             )
             self._groups.start()
+            self._group_requests = GroupRequests(
+                self._groups,
+                self._registry,
+                self.config,
+                self._group_config,
+                coordinators=self._cluster,
+                auto_create=lambda names: self.topics(names, auto_create=True),
+            )
             if self._cluster is not None:
                 await self._cluster.start(engine_options)
         except BaseException:
@@ -304,6 +310,11 @@ class BrokerService:
     def groups(self) -> GroupDriver:
         assert self._groups is not None, "the broker is not started"
         return self._groups
+
+    @property
+    def group_requests(self) -> GroupRequests:
+        assert self._group_requests is not None, "the broker is not started"
+        return self._group_requests
 
     @property
     def meta(self) -> MetaStore:
@@ -618,21 +629,23 @@ class BrokerService:
         return found if found is not None else (-1, -1)
 
     # -------------------------------------------------------------- groups
+    # Checked and answered by ``GroupRequests`` (``broker/group_requests``).
 
     def group_lag(self, group_id: str) -> list[PartitionLagInfo]:
-        committed = self.groups.fetch_offsets(group_id, None)
-        lags = []
-        for (topic, partition), om in sorted(committed.items()):
-            found = self.registry.find(topic)
-            if found is None or partition >= len(found.partitions):
-                continue
-            leo = found.partitions[partition].high_watermark
-            lags.append(PartitionLagInfo(topic, partition, om.offset, leo))
-        return lags
+        return self.group_requests.group_lag(group_id)
+
+    def all_lags(self) -> Iterator[tuple[str, PartitionLagInfo]]:
+        return self.group_requests.all_lags()
 
     def describe_group(self, group_id: str) -> tuple[GroupDescription, list[PartitionLagInfo]]:
-        self._check_coordinator(group_id)
-        return self.groups.describe(group_id), self.group_lag(group_id)
+        return self.group_requests.describe_group(group_id)
+
+    def list_groups(self) -> tuple[GroupSummary, ...]:
+        return self.group_requests.list_groups()
+
+    def group_coordinator(self, group_id: str) -> BrokerMetadata:
+        """The broker that coordinates ``group_id`` (Kafka's FindCoordinator)."""
+        return self.group_requests.group_coordinator(group_id)
 
     async def commit_offsets(
         self,
@@ -641,59 +654,19 @@ class BrokerService:
         generation: int,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
     ) -> tuple[CommitOutcome, ...]:
-        """Commit ``offsets``; a result per partition, in the order given: committed
-        (durable in the meta store) or refused with its own error (an unknown topic or
-        partition, an invalid offset, or the group's refusal: unknown member, illegal
-        generation, ...). An offline partition may still commit."""
-        self._check_coordinator(group_id)
-        refused: dict[TopicPartition, SentinelError] = {}
-        valid: dict[TopicPartition, OffsetAndMetadata] = {}
-        for (topic, partition), om in offsets.items():
-            try:
-                check_commit_offsets(((topic, partition, om.offset),))
-                self.registry.get(topic).check_partition(partition)
-            except SentinelError as exc:
-                refused[(topic, partition)] = exc
-            else:
-                valid[(topic, partition)] = om
-        if valid or not offsets:
-            codes = await self.groups.commit(group_id, member_id, generation, valid)
-            for (topic, partition), code in codes.items():
-                if code is not ErrorCode.NONE:
-                    refused[(topic, partition)] = GroupError(
-                        code, f"commit of {topic}[{partition}] refused: {code.name}"
-                    )
-        return tuple(CommitOutcome(t, p, refused.get((t, p))) for t, p in offsets)
+        """Commit ``offsets``; a result per partition, in the order given."""
+        return await self.group_requests.commit_offsets(group_id, member_id, generation, offsets)
 
     def fetch_offsets(
         self, group_id: str, partitions: Sequence[TopicPartition] | None = None
     ) -> dict[TopicPartition, OffsetAndMetadata]:
-        """The group's committed offsets (of ``partitions``, or all)."""
-        self._check_coordinator(group_id)
-        return self.groups.fetch_offsets(group_id, partitions or None)
+        return self.group_requests.fetch_offsets(group_id, partitions)
 
     def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
-        """Keep a member's session; raises ``GroupError`` (REBALANCE_IN_PROGRESS: rejoin)."""
-        self._check_coordinator(group_id)
-        self.groups.heartbeat(group_id, member_id, generation)
+        self.group_requests.heartbeat(group_id, member_id, generation)
 
     def leave_group(self, group_id: str, member_id: str) -> None:
-        self._check_coordinator(group_id)
-        self.groups.leave(group_id, member_id)
-
-    def list_groups(self) -> tuple[GroupSummary, ...]:
-        summaries = []
-        for listing in self.groups.list_groups():
-            described = self.groups.describe(listing.group_id)
-            summaries.append(
-                GroupSummary(
-                listing.group_id,
-                listing.state.value,
-                len(described.members),
-                listing.protocol_type,
-            )
-            )
-        return tuple(summaries)
+        self.group_requests.leave_group(group_id, member_id)
 
     async def join_group(
         self,
@@ -709,33 +682,47 @@ class BrokerService:
         protocols: Sequence[JoinProtocol] | None = None,
         protocol_type: str = "consumer",
     ) -> JoinCompleted:
-        """Join with a subscription; returns when the join phase completes.
-
-        Without ``protocols`` (the gRPC door) the broker assigns with ``assignor`` over
-        ``topics`` and the answer carries this member's share. With ``protocols`` (the
-        Kafka door: each with its decoded topics and the client's opaque metadata) the
-        leader gets every member's subscription and each member calls ``sync_group``.
-
-        The session timeout must lie within the group.min/max.session.timeout.ms bounds;
-        a rebalance timeout of 0 means the session timeout. The subscribed topics are
-        created only when the consumer asks (``auto_create_topics``, Kafka's consumer
-        ``allow.auto.create.topics``) and --auto-create-topics is on; otherwise an
-        unknown topic is assigned once it is created. An empty ``client_id`` or
-        ``assignor``: ``DEFAULT_CLIENT_ID``, ``DEFAULT_ASSIGNOR``."""
-        self._check_coordinator(group_id)
-        session_s = self._session_timeout_s(session_timeout_ms)
-        if auto_create_topics:
-            await self.topics(topics, auto_create=True)
-        return await self.groups.join(
+        """Join with a subscription; returns when the join phase completes (the gRPC
+        door's server-side assignment, or the Kafka door's ``protocols``)."""
+        return await self.group_requests.join_group(
             group_id,
             member_id,
-            client_id=client_id or DEFAULT_CLIENT_ID,
+            client_id=client_id,
             topics=topics,
-            assignor=assignor or DEFAULT_ASSIGNOR,
-            session_timeout_s=session_s,
-            rebalance_timeout_s=(rebalance_timeout_ms or session_timeout_ms) / 1000.0,
+            assignor=assignor,
+            session_timeout_ms=session_timeout_ms,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            auto_create_topics=auto_create_topics,
             protocols=protocols,
             protocol_type=protocol_type,
+        )
+
+    async def kafka_join_group(
+        self,
+        group_id: str,
+        member_id: str,
+        *,
+        client_id: str,
+        client_host: str = "",
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int = -1,
+        protocol_type: str,
+        protocols: Sequence[JoinProtocol],
+        group_instance_id: str | None = None,
+        require_known_member_id: bool = False,
+    ) -> JoinCompleted:
+        """JoinGroup through the Kafka door: client-side assignment."""
+        return await self.group_requests.kafka_join_group(
+            group_id,
+            member_id,
+            client_id=client_id,
+            client_host=client_host,
+            session_timeout_ms=session_timeout_ms,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            protocol_type=protocol_type,
+            protocols=protocols,
+            group_instance_id=group_instance_id,
+            require_known_member_id=require_known_member_id,
         )
 
     async def sync_group(
@@ -746,17 +733,20 @@ class BrokerService:
         assignments: Mapping[str, MemberAssignment] | None = None,
         timeout_ms: int = 300_000,
     ) -> SyncCompleted:
-        """SyncGroup after a Kafka-mode join: the leader passes every member's
-        assignment, the others None; returns this member's share."""
-        self._check_coordinator(group_id)
-        return await self.groups.sync(
-            group_id, member_id, generation, assignments, timeout_ms / 1000.0
+        """SyncGroup after a Kafka-mode join; returns this member's share."""
+        return await self.group_requests.sync_group(
+            group_id, member_id, generation, assignments, timeout_ms
         )
 
-    def all_lags(self) -> Iterator[tuple[str, PartitionLagInfo]]:
-        for listing in self.groups.list_groups():
-            for lag in self.group_lag(listing.group_id):
-                yield listing.group_id, lag
+    async def delete_group(self, group_id: str) -> None:
+        """Kafka's DeleteGroups: NON_EMPTY_GROUP while the group has members."""
+        await self.group_requests.delete_group(group_id)
+
+    async def alter_group_offsets(
+        self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        """Reset a group's committed offsets from outside, only while it has no members."""
+        await self.group_requests.alter_group_offsets(group_id, offsets)
 
     # ----------------------------------------------------------- retention
 
@@ -814,12 +804,6 @@ class BrokerService:
 
     # ------------------------------------------------- administration (issue 10)
 
-    async def delete_group(self, group_id: str) -> None:
-        """Delete a group without members and its committed offsets (Kafka's
-        DeleteGroups): NON_EMPTY_GROUP while it has members."""
-        self._check_coordinator(group_id)
-        await self.groups.delete_group(group_id)
-
     async def alter_topic_configs(
         self, name: str, set_: Mapping[str, str], delete: Sequence[str] = ()
     ) -> Topic:
@@ -840,98 +824,6 @@ class BrokerService:
         plog.delete_records(before_offset)
         return plog.log_start_offset
 
-    async def alter_group_offsets(
-        self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
-    ) -> None:
-        """Set a group's committed offsets from outside (kafka-consumer-groups
-        --reset-offsets). As Kafka, only while the group has no active members: its
-        consumers would overwrite the reset with their next commit."""
-        members = len(self.groups.describe(group_id).members)
-        if members:
-            raise GroupError(
-                ErrorCode.NON_EMPTY_GROUP,
-                f"group {group_id!r} has {members} active member{'' if members == 1 else 's'}: "
-                "offsets can be reset only while it has none (stop its consumers first)",
-            )
-        await self.commit_offsets(group_id, "", -1, offsets)
-
-    # ------------------------------------------------- the Kafka door's groups (issue 9)
-
-    def _check_coordinator(self, group_id: str) -> None:
-        """In a cluster, NOT_COORDINATOR unless this broker coordinates ``group_id``
-        (leads its partition of ``__consumer_offsets``), COORDINATOR_LOAD_IN_PROGRESS
-        while it reads that partition back."""
-        if self._cluster is not None:
-            self._cluster.check_coordinator(group_id)
-
-    def _session_timeout_s(self, session_timeout_ms: int) -> float:
-        """The session timeout in seconds, or INVALID_SESSION_TIMEOUT outside the bounds."""
-        cfg = self._group_config
-        session_s = session_timeout_ms / 1000.0
-        if not cfg.min_session_timeout_s <= session_s <= cfg.max_session_timeout_s:
-            raise GroupError(
-                ErrorCode.INVALID_SESSION_TIMEOUT,
-                f"session timeout {session_timeout_ms} ms is outside "
-                f"{self.config.group_min_session_timeout_ms}.."
-                f"{self.config.group_max_session_timeout_ms} ms "
-                "(--group-min-session-timeout-ms, --group-max-session-timeout-ms)",
-            )
-        return session_s
-
-    def group_coordinator(self, group_id: str) -> BrokerMetadata:
-        """The broker that coordinates ``group_id`` (Kafka's FindCoordinator), as
-        ``metadata()`` lists it: a single broker coordinates every group; in a cluster
-        the leader of the group's partition of ``__consumer_offsets`` does (Kafka's
-        ``abs(groupId.hashCode) % partitions``; the offsets live in that partition)."""
-        if self._cluster is not None:
-            return self._cluster.coordinator(group_id)
-        return self.cluster().brokers[0]
-
-    async def kafka_join_group(
-        self,
-        group_id: str,
-        member_id: str,
-        *,
-        client_id: str,
-        client_host: str = "",
-        session_timeout_ms: int,
-        rebalance_timeout_ms: int = -1,
-        protocol_type: str,
-        protocols: Sequence[JoinProtocol],
-        group_instance_id: str | None = None,
-        require_known_member_id: bool = False,
-    ) -> JoinCompleted:
-        """JoinGroup through the Kafka door: client-side assignment (the leader gets
-        every member's subscription, then everyone calls ``sync_group``).
-
-        ``rebalance_timeout_ms`` < 1 (JoinGroup v0) means the session timeout.
-        ``require_known_member_id`` (v4+): a new member first gets ``GroupError``
-        MEMBER_ID_REQUIRED carrying its id (``.member_id``) and joins again with it.
-        Static membership (``group_instance_id``, KIP-345) is not supported: refused
-        with UNSUPPORTED_VERSION, as Kafka brokers without it do. A group whose members
-        joined through the gRPC door refuses with INCONSISTENT_GROUP_PROTOCOL."""
-        self._check_coordinator(group_id)
-        if group_instance_id is not None:
-            raise GroupError(
-                ErrorCode.UNSUPPORTED_VERSION,
-                f"static membership (group.instance.id {group_instance_id!r}) is not "
-                "supported by this broker: unset group.instance.id",
-            )
-        session_s = self._session_timeout_s(session_timeout_ms)
-        rebalance_s = rebalance_timeout_ms / 1000.0 if rebalance_timeout_ms > 0 else session_s
-        return await self.groups.join(
-            group_id,
-            member_id,
-            client_id=client_id,
-            topics=(),
-            assignor="",
-            session_timeout_s=session_s,
-            rebalance_timeout_s=rebalance_s,
-            protocols=protocols,
-            protocol_type=protocol_type,
-            client_host=client_host,
-            require_known_member_id=require_known_member_id,
-        )
     # ------------------------------------------------ idempotent producers (issue 9)
 
     def init_producer_id(self, producer_id: int = -1, epoch: int = -1) -> tuple[int, int]:
