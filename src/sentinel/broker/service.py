@@ -11,7 +11,6 @@ results over many partitions carry an error per partition instead of raising.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -55,6 +54,7 @@ from sentinel.broker.outcomes import (
 )
 from sentinel.broker.partition import Partition
 from sentinel.broker.request_budget import RequestBudget
+from sentinel.broker.retention import Retention
 from sentinel.broker.standalone_metadata import (
     cluster_alone,
     describe_topics,
@@ -79,7 +79,6 @@ from sentinel.errors import (
     DamagedDataError,
     DiskError,
     SentinelError,
-    StorageUnavailableError,
 )
 from sentinel.fs import FS, DirLock
 from sentinel.log.config import InvalidTopicError, TopicConfig, validate_topic_name
@@ -144,8 +143,7 @@ class BrokerService:
         self._partitions: dict[tuple[str, int], Partition] = {}
         self._round_robin = itertools.count()
         self._background: list[asyncio.Task[None]] = []
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, "sentinel-retention")
-        self._retention_pass: concurrent.futures.Future[int] | None = None
+        self._retention: Retention | None = None
         self._meta: MetaStore | None = None
         self._registry: TopicRegistry | None = None
         self._resources: SharedResources | None = None
@@ -262,7 +260,12 @@ class BrokerService:
             self._lock.release()
             raise
         loop = asyncio.get_running_loop()
-        self._background.append(loop.create_task(self._retention_forever()))
+        self._retention = Retention(self.registry, self._clock, replicated=self._cluster)
+        self._background.append(
+            loop.create_task(
+                self._retention.run_forever(self.config.retention_check_interval_s)
+            )
+        )
         self.started = True
 
     async def hand_off(self) -> None:
@@ -278,10 +281,8 @@ class BrokerService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._background.clear()
-        if self._retention_pass is not None:  # let a pass in a worker thread finish
-            await asyncio.wrap_future(self._retention_pass)
-            self._retention_pass = None
-        self._worker.shutdown(wait=True)
+        if self._retention is not None:  # let a pass in its worker thread finish
+            await self._retention.stop()
         if self._cluster is not None:
             await self._cluster.stop()
         for part in self._partitions.values():
@@ -750,57 +751,10 @@ class BrokerService:
 
     # ----------------------------------------------------------- retention
 
-    async def _retention_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.config.retention_check_interval_s)
-            # The pass reads and rewrites batches: a worker thread, so that consumers and
-            # producers on the event loop do not wait for it (the log serializes writers).
-            self._retention_pass = self._worker.submit(
-                self.enforce_retention, list(self.registry)
-            )
-            await asyncio.wrap_future(self._retention_pass, loop=loop)
-
     def enforce_retention(self, topics: list[Topic] | None = None) -> int:
-        """One pass of retention and key compaction over every partition."""
-        removed = 0
-        started = self._clock.monotonic()
-        passes = {"retention": [0, 0], "compaction": [0, 0]}  # partitions, records removed
-        for topic in topics if topics is not None else list(self.registry):
-            for plog in topic.partitions:
-                try:
-                    if topic.config.cleanup_delete:
-                        # A replicated log moves its start through its Raft group (the
-                        # records go later, counted there): never behind its back.
-                        cluster = self._cluster
-                        gone = plog.apply_retention() if cluster is None else (
-                            cluster.apply_retention(plog)
-                        )
-                        passes["retention"][0] += 1
-                        passes["retention"][1] += gone
-                        removed += gone
-                    # Not in a cluster yet: the Raft log does not take the gaps
-                    # compaction leaves between batches.
-                    if topic.config.cleanup_compact and self._cluster is None:
-                        gone = plog.compact_keys()
-                        passes["compaction"][0] += 1
-                        passes["compaction"][1] += gone
-                        removed += gone
-                except StorageUnavailableError:
-                    pass  # a full disk: the engine logged it once; the next pass retries
-                except Exception:  # a failing partition must not stop the others
-                    log.exception("retention failed for %s", topic.name)
-        for kind, (partitions, gone) in passes.items():
-            # INFO when the pass removed something; DEBUG otherwise (every 30 s by default).
-            log.log(
-                logging.INFO if gone else logging.DEBUG,
-                "%s pass: %d records removed from %d partitions in %.0f ms",
-                kind,
-                gone,
-                partitions,
-                (self._clock.monotonic() - started) * 1000,
-            )
-        return removed
+        """One pass of retention and key compaction over every partition (``Retention``)."""
+        assert self._retention is not None, "the broker is not started"
+        return self._retention.enforce(topics)
 
     # ------------------------------------------------- administration (issue 10)
 
