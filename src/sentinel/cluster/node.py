@@ -38,7 +38,6 @@ from sentinel.broker.group_events import ErrorCode, OffsetAndMetadata
 from sentinel.broker.outcomes import (
     BrokerMetadata,
     ClusterMetadata,
-    PartitionMetadata,
     TopicMetadata,
 )
 from sentinel.broker.replicated_partition import ReplicatedPartition
@@ -52,6 +51,7 @@ from sentinel.clock import Clock
 from sentinel.cluster import controller_snapshots
 from sentinel.cluster.controller import CONTROLLER_GROUP, Controller
 from sentinel.cluster.controller_snapshots import ControllerSnapshots
+from sentinel.cluster.describe import broker_metadata, cluster_metadata, topic_metadata
 from sentinel.cluster.figures import METADATA_TOPIC, RaftFigures, raft_figures
 from sentinel.cluster.group_coordination import GroupCoordination
 from sentinel.cluster.identity import check_identity
@@ -112,13 +112,6 @@ REASSIGN_EVERY_S = 0.1  # how often a leader takes the next step of a replica mo
 BALANCE_EVERY_S = 2.0  # how often leaders hand partitions back to preferred replicas
 REGISTER_RETRY_S = 0.2
 HAND_OFF_S = 2.0  # at most this long handing led groups over at a clean stop
-
-
-class LeaderNotAvailableError(SentinelError):
-    """The partition has no leader right now (an election is under way)."""
-
-    kafka_code = 5
-    code_name = "LEADER_NOT_AVAILABLE"
 
 
 class ClusterNode:
@@ -751,10 +744,7 @@ class ClusterNode:
         return part
 
     def _assignment(self, topic: str, index: int) -> PartitionAssignment | None:
-        found = self.controller.image.topics.get(topic)
-        if found is None or index >= len(found.partitions):
-            return None
-        return found.partitions[index]
+        return self.controller.image.assignment_at(topic, index)
 
     def client_address(self, node: int | None) -> str | None:
         """The gRPC address of broker ``node`` (what NOT_LEADER_OR_FOLLOWER names)."""
@@ -840,68 +830,18 @@ class ClusterNode:
         return found
 
     def _broker(self, node: int) -> BrokerMetadata | None:
-        found = self.controller.image.brokers.get(node)
-        if found is not None:
-            return BrokerMetadata(node, found.host, found.grpc_port, found.host,
-                                  found.kafka_port)
-        if node == self.node_id:
-            config = self._service.config
-            return BrokerMetadata(node, config.advertised, config.port,
-                                  config.kafka_advertised, config.kafka_port)
-        return None
+        return broker_metadata(self.controller.image, node, self._service.config)
 
     def cluster(self) -> ClusterMetadata:
-        brokers = [b for b in (self._broker(n) for n in sorted(self.peers)) if b is not None]
-        leader = self.controller.leader
-        return ClusterMetadata(
-            tuple(brokers), -1 if leader is None else leader, (), self.cluster_id
+        return cluster_metadata(
+            self.controller.image, self.peers, self.controller.leader, self.cluster_id,
+            self._service.config,
         )
 
     def topic_metadata(self, topic: Topic) -> TopicMetadata:
-        partitions = []
-        for index, plog in enumerate(topic.partitions):
-            assignment = self._assignment(topic.name, index)
-            replicas = () if assignment is None else assignment.replicas
-            part = None if assignment is None else self._by_group.get(assignment.group)
-            leader, epoch, isr = -1, 0, replicas
-            error: SentinelError | None = None
-            if part is not None:
-                core = self.driver.core(part.group)
-                leader = -1 if core.leader is None else core.leader
-                epoch = core.term
-                reported = self.controller.image.leader_of(part.group)
-                if leader < 0 and reported is not None:
-                    # No leader known here (just started, or an election or a hand-over
-                    # to the preferred replica under way): the one the controller last
-                    # recorded, as Kafka's metadata cache names it until it learns the
-                    # next; that broker redirects. Not -1: librdkafka keeps a leader of
-                    # -1 and its watermark query fails until the metadata expires.
-                    leader, epoch = reported
-                if core.lead is not None:
-                    isr = tuple(
-                        r for r in replicas
-                        if r == self.node_id or (
-                            (pr := core.lead.progress.get(r)) is not None
-                            and pr.recent_active and pr.match >= core.commit
-                        )
-                    )
-            elif assignment is not None and replicas:
-                # Not a replica here: the leader as it reported itself to the controller,
-                # else the preferred replica (a client told otherwise asks again).
-                reported = self.controller.image.leader_of(assignment.group)
-                leader, epoch = reported if reported is not None else (replicas[0], 0)
-            if leader < 0:
-                error = LeaderNotAvailableError(f"partition {topic.name}-{index} has no leader")
-            if isinstance(plog, OfflinePartition) and not isinstance(plog.error(), NotLeaderError):
-                error = plog.error()
-            partitions.append(PartitionMetadata(
-                partition=index, leader=leader, replicas=replicas, isr=isr,
-                log_start_offset=plog.log_start_offset, log_end_offset=plog.log_end_offset,
-                high_watermark=plog.high_watermark, size_bytes=plog.size_bytes,
-                error=error, leader_epoch=epoch,
-            ))
-        return TopicMetadata(
-            topic.name, tuple(partitions), topic.config.to_map(), topic.replication_factor
+        return topic_metadata(
+            topic, image=self.controller.image, driver=self.driver, hosted=self._by_group,
+            node_id=self.node_id,
         )
 
 
