@@ -50,6 +50,7 @@ from sentinel.broker.topics import (
 from sentinel.clock import Clock
 from sentinel.cluster import controller_snapshots
 from sentinel.cluster.controller import CONTROLLER_GROUP, Controller
+from sentinel.cluster.controller_reports import ControllerReports
 from sentinel.cluster.controller_snapshots import ControllerSnapshots
 from sentinel.cluster.describe import broker_metadata, cluster_metadata, topic_metadata
 from sentinel.cluster.figures import METADATA_TOPIC, RaftFigures, raft_figures
@@ -149,8 +150,10 @@ class ClusterNode:
         self._group_of_log: dict[int, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
-        self._reports: set[asyncio.Task[None]] = set()
-        self._moves_reported: set[int] = set()  # groups whose move is being reported
+        # Not ``self.controller.execute``: the controller exists once ``start`` made it.
+        self._reports = ControllerReports(
+            self.node_id, lambda op, args: self.controller.execute(op, args)  # noqa: PLW0108
+        )
         self._loop: asyncio.AbstractEventLoop | None = None  # the driver's (retention)
 
     @property
@@ -329,10 +332,11 @@ class ClusterNode:
         """Stop the Raft groups and the transport (nothing more is sent), then close
         the controller's log and the hard states; the partitions close with the
         registry."""
-        for task in [*self._tasks, *self._reports]:
+        for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._reports.stop()
         self._tasks.clear()
         if self._coordination is not None:
             await self._coordination.stop()
@@ -438,8 +442,8 @@ class ClusterNode:
             if step.action is Action.WAIT:
                 continue
             if step.action is Action.DONE:
-                if group not in self._moves_reported:
-                    self._report_move(group, target)
+                if not self._reports.reporting_move(group):
+                    self._reports.move_done(group, target)
                 continue
             assert step.node is not None
             if step.action is Action.TRANSFER:
@@ -454,26 +458,6 @@ class ClusterNode:
                          sorted(core.voters), sorted(voters), list(target))
                 core.propose_config(frozenset(voters))
             driver.kick(group)
-
-    def _report_move(self, group: int, target: tuple[int, ...]) -> None:
-        """Tell the controller the move of ``group`` to ``target`` is done (once at a
-        time; a failed report is retried by the next step)."""
-        self._moves_reported.add(group)
-
-        async def report() -> None:
-            try:
-                await self.controller.execute(
-                    "partition_replicas", {"group": group, "replicas": list(target)}
-                )
-                log.info("group %d: replicas are now %s", group, list(target))
-            except SentinelError as exc:
-                log.debug("reporting the move of group %d: %s", group, exc)
-            finally:
-                self._moves_reported.discard(group)
-
-        task = asyncio.get_running_loop().create_task(report(), name=f"report-move-{group}")
-        self._reports.add(task)
-        task.add_done_callback(self._reports.discard)
 
     def balance(self) -> int:
         moved = 0
@@ -712,24 +696,7 @@ class ClusterNode:
         if core.lead is not None and not self._leaving:
             known = self.controller.image.leader_of(group)
             if known is None or known[1] < core.term:
-                self._report_leader(group, core.term)
-
-    def _report_leader(self, group: int, term: int) -> None:
-        """Tell the controller this broker leads ``group`` in ``term`` (for the brokers
-        without a replica: their metadata names the leader). Best effort: a report
-        lost to a failure is followed by the next election's."""
-
-        async def report() -> None:
-            try:
-                await self.controller.execute(
-                    "partition_leader", {"group": group, "leader": self.node_id, "term": term}
-                )
-            except SentinelError as exc:
-                log.debug("reporting the leader of group %d: %s", group, exc)
-
-        task = asyncio.get_running_loop().create_task(report(), name=f"report-leader-{group}")
-        self._reports.add(task)
-        task.add_done_callback(self._reports.discard)
+                self._reports.leader(group, core.term)
 
     # ------------------------------------------------------------ the service's calls
 
