@@ -43,7 +43,6 @@ from sentinel.broker.outcomes import (
 from sentinel.broker.replicated_partition import ReplicatedPartition
 from sentinel.broker.topics import (
     OfflinePartition,
-    RemotePartition,
     Topic,
     TopicAlreadyExistsError,
 )
@@ -74,6 +73,7 @@ from sentinel.cluster.records import (
     Record,
     decode_record,
 )
+from sentinel.cluster.replica_hosting import HostedReplicas
 from sentinel.cluster.transport import PeerTransport
 from sentinel.config import BrokerConfig, ConfigError
 from sentinel.errors import (
@@ -107,8 +107,6 @@ log = logging.getLogger(__name__)
 #: Elections after 10-20 ticks of silence (1-2 s at the default 100 ms tick); a leader's
 #: heartbeats every 2 ticks (coalesced per broker pair), five per election timeout.
 RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=2)
-#: A partition's log is its state: nothing committed is read back to be applied.
-PARTITION_RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=2, deliver_committed=False)
 REASSIGN_EVERY_S = 0.1  # how often a leader takes the next step of a replica move
 BALANCE_EVERY_S = 2.0  # how often leaders hand partitions back to preferred replicas
 REGISTER_RETRY_S = 0.2
@@ -145,16 +143,13 @@ class ClusterNode:
         self._controller: Controller | None = None
         self._snapshots: ControllerSnapshots | None = None
         self._coordination: GroupCoordination | None = None
-        self._by_group: dict[int, ReplicatedPartition] = {}
-        #: id() of each hosted partition's log -> its group (retention's lookup).
-        self._group_of_log: dict[int, int] = {}
+        self._replicas: HostedReplicas | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
         # Not ``self.controller.execute``: the controller exists once ``start`` made it.
         self._reports = ControllerReports(
             self.node_id, lambda op, args: self.controller.execute(op, args)  # noqa: PLW0108
         )
-        self._loop: asyncio.AbstractEventLoop | None = None  # the driver's (retention)
 
     @property
     def broker_count(self) -> int:
@@ -164,6 +159,16 @@ class ClusterNode:
     def driver(self) -> MultiRaftDriver:
         assert self._driver is not None, "the cluster node is not started"
         return self._driver
+
+    @property
+    def replicas(self) -> HostedReplicas:
+        assert self._replicas is not None, "the cluster node is not started"
+        return self._replicas
+
+    @property
+    def _by_group(self) -> Mapping[int, ReplicatedPartition]:
+        """The replicas hosted here, by Raft group (none before ``start``)."""
+        return {} if self._replicas is None else self._replicas.by_group
 
     @property
     def controller(self) -> Controller:
@@ -233,6 +238,15 @@ class ClusterNode:
             GroupSet(self.node_id), self._send, self._store,
             tick_seconds=config.raft_tick_ms / 1000.0,
         )
+        self._replicas = HostedReplicas(
+            node_id=self.node_id, nodes=frozenset(self.peers), config=config,
+            registry=self._service.registry, store=self._store, driver=self._driver,
+            clock=self._clock, rng=self._rng, durable=self._durable,
+            address_of=self.client_address,
+            # A lambda: the coordination is made below, and needs these replicas.
+            on_offsets_role=lambda part: self.coordination.role_changed(part),  # noqa: PLW0108
+            on_lead=self._leads, loop=asyncio.get_running_loop(),
+        )
         self._controller = Controller(
             self.node_id, list(self.peers), self._driver, self._transport, self._clock,
             on_record=self._apply_record, limits=self._service.limits,
@@ -242,7 +256,7 @@ class ClusterNode:
         groups.unload()  # a broker alone's meta store offsets: not this cluster's
         self._coordination = GroupCoordination(
             self.node_id, groups, driver=self._driver, image=lambda: controller.image,
-            replica=self._by_group.get, clock=self._clock,
+            replica=self._replicas.get, clock=self._clock,
         )
         groups.use_offset_log(self._coordination)
         snapshots.bind(controller, self._driver, self._transport)
@@ -260,7 +274,7 @@ class ClusterNode:
             controller.hold(raft_log.log_start)
         await self._transport.start()
         self._driver.start()
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._register_forever(), name="cluster-register"),
             loop.create_task(self._balance_forever(), name="cluster-balance"),
@@ -354,6 +368,8 @@ class ClusterNode:
         if self._store is not None:
             self._store.close()
             self._store = None
+            if self._replicas is not None:
+                self._replicas.store_closed()
 
     def _send(self, envelope: Envelope) -> None:
         self.transport.send(envelope)  # a drop is counted there; Raft sends again
@@ -553,7 +569,9 @@ class ClusterNode:
         known = 0 if topic is None else len(topic.partitions)
         for index in hosted:
             if index >= known:  # created empty below: it must be new to this broker
-                self._check_not_forgotten(found.name, index, found.partitions[index].group)
+                self.replicas.check_not_forgotten(
+                    found.name, index, found.partitions[index].group
+                )
         if topic is None:
             service.create_topic_here(
                 found.name, total, found.replication_factor, found.configs, hosted
@@ -564,27 +582,10 @@ class ClusterNode:
         for index, assignment in enumerate(found.partitions):
             self._place(found.name, index, assignment)
 
-    def _check_not_forgotten(self, topic: str, index: int, group: int) -> None:
-        """Refuse to create ``topic``-``index`` empty here when this broker holds its
-        group's Raft state: it held the replica (a dropped replica's state is deleted
-        first), so the meta store lost its record, and creating it would replace the
-        replica's log, which acknowledged records, by an empty one."""
-        assert self._store is not None
-        if self._store.load(group) is None:
-            return
-        raise DamagedDataError(
-            f"partition {topic}-{index}: the meta store does not list this replica but "
-            f"{self._store.view(group).path} holds its Raft state: the meta store "
-            f"({posixpath.join(self._config.data_dir, 'meta')}) lost a record",
-            quarantinable=False,
-            advice="restore the data directory from a backup; the other brokers serve "
-            "meanwhile",
-        )
-
     def _drop_topic(self, name: str) -> None:
         if self._service.registry.find(name) is not None:
             for part in [p for p in self._by_group.values() if p.topic == name]:
-                self._unhost(part)
+                self.replicas.unhost(part)
             self._service.delete_topic_here(name)
 
     def _set_configs(self, name: str, configs: Mapping[str, str]) -> None:
@@ -603,100 +604,21 @@ class ClusterNode:
         if self.node_id in assignment.replicas or (
             target is not None and self.node_id in target
         ):
-            self._host(topic_name, index, assignment)
+            self.replicas.host(topic_name, index, assignment)
         elif target is None:
             part = self._by_group.get(assignment.group)
             if part is not None:
-                self._unhost(part)
+                self.replicas.unhost(part)
             if self._service.registry.find(topic_name) is not None:
                 self._service.registry.unhost_partition(topic_name, index)
 
-    def _host(self, topic_name: str, index: int, assignment: PartitionAssignment) -> None:
-        """Start the Raft group of a partition this broker replicates (once). A broker
-        joining by a move (in ``target``, not in the replicas) gets an empty log and
-        starts as a non-voter that knows every broker: it votes and campaigns only once
-        a configuration naming it reaches its log."""
-        if assignment.group in self._by_group:
-            return
-        topic = self._service.registry.find(topic_name)
-        if topic is None or index >= len(topic.partitions):
-            return
-        if isinstance(topic.partitions[index], RemotePartition):
-            self._check_not_forgotten(topic_name, index, assignment.group)
-            self._service.registry.host_partition(topic_name, index)
-        plog = topic.partitions[index]
-        if isinstance(plog, OfflinePartition):
-            log.error("partition %s-%d is offline: its Raft group is not started",
-                      topic_name, index)
-            return
-        assert self._store is not None
-        try:  # reads the whole log: a damaged file of this replica is found here
-            raft_log = PartitionRaftLog(
-                plog, self._store.view(assignment.group), self._clock, durable=self._durable
-            )
-        except DiskError as exc:
-            self._quarantine(topic, index, exc)
-            return
-        voters = frozenset(assignment.replicas)
-        if self.node_id not in voters:
-            voters = frozenset(self.peers) - {self.node_id}
-        core = RaftCore(
-            self.node_id, voters, raft_log, self._rng,
-            hard_state=raft_log.hard_state, applied=raft_log.hard_state.commit,
-            config=PARTITION_RAFT,
-        )
-        part = ReplicatedPartition(
-            topic_name, index, plog, driver=self.driver, group=assignment.group,
-            raft_log=raft_log, address_of=self.client_address,
-        )
-        self.driver.add_group(
-            assignment.group, core, raft_log, on_commit=self._committed, on_role=self._role
-        )
-        self._by_group[assignment.group] = part
-        self._group_of_log[id(plog)] = assignment.group
-
-    def _quarantine(self, topic: Topic, index: int, exc: DiskError) -> None:
-        """This broker's replica of ``topic``-``index`` is damaged: refuse to run
-        (``DamagedDataError``: the driver stops, the broker exits with one line), or with
-        ``--skip-damaged`` keep the replica offline (no Raft group: it neither votes nor
-        acknowledges; the other replicas serve the partition) and log one line."""
-        name = f"{topic.name}-{index}"
-        if not self._config.skip_damaged:
-            raise DamagedDataError(f"partition {name}: {exc}", quarantinable=True) from exc
-        log.error("replica of partition %s is OFFLINE (quarantined by --skip-damaged): %s",
-                  name, exc)
-        plog = topic.partitions[index]
-        with contextlib.suppress(SentinelError, OSError):
-            plog.close()
-        topic.partitions[index] = OfflinePartition(name, str(exc))
-
-    def _unhost(self, part: ReplicatedPartition) -> None:
-        self.driver.remove_group(part.group)
-        self._by_group.pop(part.group, None)
-        self._group_of_log.pop(id(part.log), None)
-        if part.topic == OFFSETS_TOPIC:
-            self.coordination.role_changed(part)
-        if self._store is not None:
-            self._store.delete(part.group)
-        part.wake_all()
-
-    def _committed(self, group: int) -> None:
-        part = self._by_group.get(group)
-        if part is not None:
-            part.committed()
-
-    def _role(self, group: int) -> None:
-        part = self._by_group.get(group)
-        if part is None:
-            return
-        part.role_changed()
-        if part.topic == OFFSETS_TOPIC:
-            self.coordination.role_changed(part)
-        core = self.driver.core(group)
-        if core.lead is not None and not self._leaving:
+    def _leads(self, group: int, term: int) -> None:
+        """This broker leads ``group`` in ``term``: tell the controller unless it knows
+        (or a clean stop has begun: leadership is being handed away)."""
+        if not self._leaving:
             known = self.controller.image.leader_of(group)
-            if known is None or known[1] < core.term:
-                self._reports.leader(group, core.term)
+            if known is None or known[1] < term:
+                self._reports.leader(group, term)
 
     # ------------------------------------------------------------ the service's calls
 
@@ -762,22 +684,9 @@ class ClusterNode:
         return self._service.registry.get(name)
 
     def apply_retention(self, plog: PartitionLog | OfflinePartition) -> int:
-        """Retention of one replica (as Kafka's replicas each apply their own): where the
-        rules would move ``plog``'s start goes to its Raft group's loop, which moves it
-        at most to the commit, in the crash-safe order (``MultiRaftDriver``). Callable
-        from a worker thread; returns 0 (the records go later). A log of no group here
-        is left alone."""
-        group = self._group_of_log.get(id(plog))
-        part = None if group is None else self._by_group.get(group)
-        loop = self._loop
-        if group is None or part is None or part.log is not plog or loop is None:
-            return 0
-        if not isinstance(plog, PartitionLog):
-            return 0
-        point = plog.retention_point()
-        if point is not None:
-            loop.call_soon_threadsafe(self.driver.request_start, group, point)
-        return 0
+        """Retention of one replica, through its Raft group (``HostedReplicas``);
+        callable from a worker thread; returns 0 (the records go later)."""
+        return 0 if self._replicas is None else self._replicas.apply_retention(plog)
 
     def check_coordinator(self, group_id: str) -> None:
         """NOT_COORDINATOR unless this broker leads ``group_id``'s partition of
