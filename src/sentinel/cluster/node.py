@@ -34,7 +34,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sentinel.broker.group_driver import GroupError
-from sentinel.broker.group_events import ErrorCode, OffsetAndMetadata
+from sentinel.broker.group_events import ErrorCode
 from sentinel.broker.outcomes import (
     BrokerMetadata,
     ClusterMetadata,
@@ -55,23 +55,13 @@ from sentinel.cluster.describe import broker_metadata, cluster_metadata, topic_m
 from sentinel.cluster.figures import METADATA_TOPIC, RaftFigures, raft_figures
 from sentinel.cluster.group_coordination import GroupCoordination
 from sentinel.cluster.identity import check_identity
-from sentinel.cluster.metadata import MetadataImage, TopicImage
+from sentinel.cluster.metadata import MetadataImage
+from sentinel.cluster.metadata_applier import MetadataApplier, created_from
 from sentinel.cluster.offsets_topic import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS
 from sentinel.cluster.peers import Peer, parse_peers
 from sentinel.cluster.reassignment import Action, next_step
 from sentinel.cluster.records import (
-    AlterConfigs,
-    CommitOffsets,
-    CreatePartitions,
-    CreateTopic,
-    DeleteGroupOffsets,
-    DeleteTopic,
-    MetadataRecordError,
     PartitionAssignment,
-    PartitionReplicas,
-    ReassignPartition,
-    Record,
-    decode_record,
 )
 from sentinel.cluster.replica_hosting import HostedReplicas
 from sentinel.cluster.transport import PeerTransport
@@ -95,7 +85,6 @@ from sentinel.raft.multi import Envelope, GroupSet
 from sentinel.raft.multi_driver import MultiRaftDriver
 from sentinel.raft.partition_log_adapter import PartitionRaftLog
 from sentinel.raft.state import RaftConfig
-from sentinel.record import decode_records, parse_header
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode
 
@@ -144,6 +133,7 @@ class ClusterNode:
         self._snapshots: ControllerSnapshots | None = None
         self._coordination: GroupCoordination | None = None
         self._replicas: HostedReplicas | None = None
+        self._applier: MetadataApplier | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
         # Not ``self.controller.execute``: the controller exists once ``start`` made it.
@@ -164,6 +154,11 @@ class ClusterNode:
     def replicas(self) -> HostedReplicas:
         assert self._replicas is not None, "the cluster node is not started"
         return self._replicas
+
+    @property
+    def applier(self) -> MetadataApplier:
+        assert self._applier is not None, "the cluster node is not started"
+        return self._applier
 
     @property
     def _by_group(self) -> Mapping[int, ReplicatedPartition]:
@@ -247,9 +242,12 @@ class ClusterNode:
             on_offsets_role=lambda part: self.coordination.role_changed(part),  # noqa: PLW0108
             on_lead=self._leads, loop=asyncio.get_running_loop(),
         )
+        applier = self._applier = MetadataApplier(
+            self.node_id, self._service, self._replicas, lambda: self.controller.image
+        )
         self._controller = Controller(
             self.node_id, list(self.peers), self._driver, self._transport, self._clock,
-            on_record=self._apply_record, limits=self._service.limits,
+            on_record=applier.apply, limits=self._service.limits,
         )
         controller = self._controller
         groups = self._service.groups
@@ -265,7 +263,7 @@ class ClusterNode:
             controller.restore(*loaded)
             # This broker's storage may be ahead of its own snapshot: a topic created
             # after it is not deleted here (the replay that follows keeps it).
-            self.reconcile(controller.image, keep=_created_from(raft_log, covered))
+            self.reconcile(controller.image, keep=created_from(raft_log, covered))
         self._driver.add_group(
             CONTROLLER_GROUP, core, raft_log, on_apply=controller.on_apply,
             on_reset=controller.on_reset,
@@ -496,121 +494,10 @@ class ClusterNode:
                 moved += 1
         return moved
 
-    # ------------------------------------------------------------ records
-
-    def _apply_record(self, offset: int, record: Record) -> None:
-        """A committed metadata record, applied to this broker's storage and groups
-        (the image has applied it already)."""
-        service = self._service
-        if isinstance(record, CreateTopic | CreatePartitions):
-            found = self.controller.image.topics.get(record.name)
-            if found is not None:
-                self._ensure_topic(found)
-        elif isinstance(record, DeleteTopic):
-            self._drop_topic(record.name)
-        elif isinstance(record, AlterConfigs):
-            self._set_configs(record.name, record.configs)
-        elif isinstance(record, CommitOffsets):
-            offsets = {
-                (o.topic, o.partition): OffsetAndMetadata(o.offset, o.metadata)
-                for o in record.offsets
-            }
-            # A log of a former release (offsets are in __consumer_offsets now):
-            # kept in the meta store, never served.
-            service.meta.commit_offsets(record.group_id, offsets)
-        elif isinstance(record, DeleteGroupOffsets):
-            service.meta.delete_group_offsets(record.group_id)
-        elif isinstance(record, ReassignPartition | PartitionReplicas):
-            where = self.controller.image.partition_of_group(record.group)
-            assignment = self.controller.image.assignment_of(record.group)
-            if where is not None and assignment is not None:
-                self._place(where[0], where[1], assignment)
-
     def reconcile(self, image: MetadataImage, keep: Set[str] = frozenset()) -> None:
         """Make this broker's topics, Raft groups and stored offsets what ``image``
-        says (a snapshot loaded at start or installed): what each record would have
-        done, for records this broker never applied. A local topic absent from the
-        image (unless named in ``keep``), or hosting a group the image gives another
-        partition (deleted and re-created meanwhile), is deleted; missing ones are
-        created."""
-        service = self._service
-        for topic in list(service.registry):
-            want = image.topics.get(topic.name)
-            if want is None:
-                stale = topic.name not in keep
-            else:
-                stale = any(
-                    part.topic == topic.name and part.index < len(want.partitions)
-                    and want.partitions[part.index].group != group
-                    for group, part in self._by_group.items()
-                )
-            if stale:
-                self._drop_topic(topic.name)
-        for found in image.topics.values():
-            self._ensure_topic(found)
-            self._set_configs(found.name, found.configs)
-        meta = service.meta
-        stored = meta.all_offsets()
-        for group_id in stored.keys() - image.offsets.keys():
-            meta.delete_group_offsets(group_id)
-        for group_id, committed in image.offsets.items():
-            offsets = {k: OffsetAndMetadata(v.offset, v.metadata) for k, v in committed.items()}
-            if stored.get(group_id) != offsets:
-                if group_id in stored:
-                    meta.delete_group_offsets(group_id)
-                meta.commit_offsets(group_id, offsets)
-
-    def _ensure_topic(self, found: TopicImage) -> None:
-        """The topic here with every partition of ``found``, hosted ones in their groups."""
-        service = self._service
-        hosted = [i for i, a in enumerate(found.partitions) if self.node_id in a.replicas]
-        total = len(found.partitions)
-        topic = service.registry.find(found.name)
-        known = 0 if topic is None else len(topic.partitions)
-        for index in hosted:
-            if index >= known:  # created empty below: it must be new to this broker
-                self.replicas.check_not_forgotten(
-                    found.name, index, found.partitions[index].group
-                )
-        if topic is None:
-            service.create_topic_here(
-                found.name, total, found.replication_factor, found.configs, hosted
-            )
-        elif len(topic.partitions) < total:
-            first_new = len(topic.partitions)
-            service.add_partitions_here(found.name, total, [i for i in hosted if i >= first_new])
-        for index, assignment in enumerate(found.partitions):
-            self._place(found.name, index, assignment)
-
-    def _drop_topic(self, name: str) -> None:
-        if self._service.registry.find(name) is not None:
-            for part in [p for p in self._by_group.values() if p.topic == name]:
-                self.replicas.unhost(part)
-            self._service.delete_topic_here(name)
-
-    def _set_configs(self, name: str, configs: Mapping[str, str]) -> None:
-        topic = self._service.registry.find(name)
-        if topic is not None and dict(topic.configs) != dict(configs):
-            gone = [k for k in topic.configs if k not in configs]
-            self._service.registry.alter_configs(name, configs, gone)
-
-    def _place(self, topic_name: str, index: int, assignment: PartitionAssignment) -> None:
-        """Host or drop this broker's replica of a partition as the image says: hosted
-        while this broker is one of its replicas or of a move's target; dropped (group
-        stopped, data deleted) only once no move is under way and it is not a replica,
-        i.e. after ``PartitionReplicas`` is committed: a voter never loses its log while
-        the group may still count on it."""
-        target = self.controller.image.target_of(assignment.group)
-        if self.node_id in assignment.replicas or (
-            target is not None and self.node_id in target
-        ):
-            self.replicas.host(topic_name, index, assignment)
-        elif target is None:
-            part = self._by_group.get(assignment.group)
-            if part is not None:
-                self.replicas.unhost(part)
-            if self._service.registry.find(topic_name) is not None:
-                self._service.registry.unhost_partition(topic_name, index)
+        says (``MetadataApplier.reconcile``)."""
+        self.applier.reconcile(image, keep)
 
     def _leads(self, group: int, term: int) -> None:
         """This broker leads ``group`` in ``term``: tell the controller unless it knows
@@ -719,28 +606,6 @@ class ClusterNode:
             topic, image=self.controller.image, driver=self.driver, hosted=self._by_group,
             node_id=self.node_id,
         )
-
-
-def _created_from(raft_log: PartitionRaftLog, start: int) -> frozenset[str]:
-    """The names of the topics the CreateTopic records at or past ``start`` in the
-    controller's log (as stored here) create."""
-    names: set[str] = set()
-    at = max(start, raft_log.log_start)
-    while at < raft_log.log_end:
-        chunk = raft_log.entries(at, 64)
-        if not chunk:
-            break
-        for entry in chunk:
-            if entry.data and not parse_header(entry.data).is_control:
-                for record in decode_records(entry.data):
-                    try:
-                        change = decode_record(record.value or b"")
-                    except MetadataRecordError:
-                        continue
-                    if isinstance(change, CreateTopic):
-                        names.add(change.name)
-        at = chunk[-1].end
-    return frozenset(names)
 
 
 def _damaged_cluster_state(exc: DiskError) -> DamagedDataError:
