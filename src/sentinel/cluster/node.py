@@ -55,11 +55,11 @@ from sentinel.cluster.describe import broker_metadata, cluster_metadata, topic_m
 from sentinel.cluster.figures import METADATA_TOPIC, RaftFigures, raft_figures
 from sentinel.cluster.group_coordination import GroupCoordination
 from sentinel.cluster.identity import check_identity
+from sentinel.cluster.leadership import balance, hand_off, reassign_step
 from sentinel.cluster.metadata import MetadataImage
 from sentinel.cluster.metadata_applier import MetadataApplier, created_from
 from sentinel.cluster.offsets_topic import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS
 from sentinel.cluster.peers import Peer, parse_peers
-from sentinel.cluster.reassignment import Action, next_step
 from sentinel.cluster.records import (
     PartitionAssignment,
 )
@@ -78,7 +78,6 @@ from sentinel.log.config import TopicConfig
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.types import LogOptions
 from sentinel.raft.core import RaftCore
-from sentinel.raft.errors import ProposalRefusedError
 from sentinel.raft.hard_state_store import HardStateStore
 from sentinel.raft.messages import TimeoutNow
 from sentinel.raft.multi import Envelope, GroupSet
@@ -311,34 +310,11 @@ class ClusterNode:
 
     async def hand_off(self, timeout: float = HAND_OFF_S) -> int:
         """A clean stop begins here: every group this broker leads (partitions and the
-        controller) is handed to its most caught-up follower (Raft §3.10), so clients
-        find a new leader at once instead of after an election timeout. Returns how
-        many groups moved within ``timeout``."""
+        controller) is handed to its most caught-up follower (``leadership.hand_off``);
+        from now on it takes no leadership handed over. Returns how many groups moved
+        within ``timeout``."""
         self._leaving = True
-        driver = self.driver
-        moving = []
-        for group in [CONTROLLER_GROUP, *self._by_group]:
-            core = driver.core(group)
-            lead = core.lead
-            if lead is None or lead.transfer_target is not None or not lead.progress:
-                continue
-            target, _ = max(
-                lead.progress.items(), key=lambda item: (item[1].recent_active, item[1].match)
-            )
-            try:
-                core.transfer_leadership(target)
-            except ProposalRefusedError:
-                continue
-            driver.kick(group)
-            moving.append(group)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline and any(driver.core(g).lead is not None for g in moving):
-            await asyncio.sleep(0.02)
-        moved = sum(1 for g in moving if driver.core(g).lead is None)
-        if moving:
-            log.info("handed %d of %d led groups to other brokers", moved, len(moving))
-        return moved
+        return await hand_off(self.driver, [CONTROLLER_GROUP, *self._by_group], timeout)
 
     async def stop(self) -> None:
         """Stop the Raft groups and the transport (nothing more is sent), then close
@@ -444,55 +420,13 @@ class ClusterNode:
                 log.debug("replica move: %s", exc)
 
     def reassign_step(self) -> None:
-        """One step of each move led here (``cluster/reassignment``): add a target
-        broker, remove one no longer wanted, hand leadership over, or report the move
-        done through the controller."""
-        driver = self.driver
-        for group, target in list(self.controller.image.reassignments.items()):
-            if group not in self._by_group:
-                continue
-            core = driver.core(group)
-            step = next_step(core, target)
-            if step.action is Action.WAIT:
-                continue
-            if step.action is Action.DONE:
-                if not self._reports.reporting_move(group):
-                    self._reports.move_done(group, target)
-                continue
-            assert step.node is not None
-            if step.action is Action.TRANSFER:
-                log.info("group %d: leadership to broker %d before this one leaves it",
-                         group, step.node)
-                core.transfer_leadership(step.node)
-            else:
-                voters = core.voters | {step.node} if step.action is Action.ADD else (
-                    core.voters - {step.node}
-                )
-                log.info("group %d: voters %s -> %s (target %s)", group,
-                         sorted(core.voters), sorted(voters), list(target))
-                core.propose_config(frozenset(voters))
-            driver.kick(group)
+        """One step of each move led here (``leadership.reassign_step``)."""
+        reassign_step(self.driver, self.controller.image, self._by_group, self._reports)
 
     def balance(self) -> int:
-        moved = 0
-        driver = self.driver
-        for group, part in list(self._by_group.items()):
-            assignment = self._assignment(part.topic, part.index)
-            if assignment is None or self.controller.image.target_of(group) is not None:
-                continue  # a move under way places the leader itself
-            preferred = assignment.replicas[0]
-            core = driver.core(group)
-            lead = core.lead
-            if lead is None or preferred == self.node_id or lead.transfer_target is not None:
-                continue
-            progress = lead.progress.get(preferred)
-            if progress is None or not progress.recent_active:
-                continue
-            if progress.match == core.log.log_end:
-                core.transfer_leadership(preferred)
-                driver.kick(group)
-                moved += 1
-        return moved
+        """Hand led partitions back to their caught-up preferred replicas
+        (``leadership.balance``); returns how many."""
+        return balance(self.driver, self.controller.image, self._by_group, self.node_id)
 
     def reconcile(self, image: MetadataImage, keep: Set[str] = frozenset()) -> None:
         """Make this broker's topics, Raft groups and stored offsets what ``image``
