@@ -36,7 +36,6 @@ from sentinel.broker.group_requests import GroupRequests
 from sentinel.broker.limits import (
     TopicLimits,
     current_open_files_limit,
-    open_partitions_for_open_files,
     partitions_for_open_files,
 )
 from sentinel.broker.meta_store import MetaStore
@@ -60,6 +59,13 @@ from sentinel.broker.standalone_metadata import (
     describe_topics,
     topic_metadata_alone,
 )
+from sentinel.broker.storage_setup import (
+    engine_options,
+    group_config,
+    open_meta,
+    shared_resources,
+    topic_registry,
+)
 from sentinel.broker.topics import (
     Topic,
     TopicAlreadyExistsError,
@@ -76,26 +82,19 @@ from sentinel.cluster.offsets_topic import OFFSETS_TOPIC
 from sentinel.config import BrokerConfig
 from sentinel.errors import (
     CallerError,
-    DamagedDataError,
-    DiskError,
     SentinelError,
 )
 from sentinel.fs import FS, DirLock
-from sentinel.log.config import InvalidTopicError, TopicConfig, validate_topic_name
-from sentinel.log.open_files import OpenLogLimit
+from sentinel.log.config import InvalidTopicError, validate_topic_name
 from sentinel.log.partition_log import PartitionLog
-from sentinel.log.types import LogOptions
 from sentinel.partitioning import default_partition
-from sentinel.storage.options import EngineOptions
-from sentinel.storage.resources import ResourceSizes, SharedResources
-from sentinel.storage.wal import SyncMode, WalOptions
+from sentinel.storage.resources import SharedResources
+from sentinel.storage.wal import SyncMode
 
 if TYPE_CHECKING:
     from sentinel.cluster.node import ClusterNode
 
 log = logging.getLogger(__name__)
-
-RECOVERY_THREADS = 8  # partitions opened at once at start (threads gone once started)
 
 EARLIEST = -2
 LATEST = -1
@@ -117,14 +116,6 @@ __all__ = [
     "ProduceEntry",
     "ProduceOutcome",
 ]
-
-
-def _open_meta(fs: FS, directory: str) -> MetaStore:
-    """The meta store, or ``DamagedDataError``: the broker cannot run without it."""
-    try:
-        return MetaStore.open(fs, directory)
-    except DiskError as exc:
-        raise DamagedDataError(f"meta store: {exc}", quarantinable=False) from exc
 
 
 class BrokerService:
@@ -174,47 +165,17 @@ class BrokerService:
         fs.makedirs(data)
         self._lock = fs.lock(posixpath.join(data, "LOCK"))
         try:
-            self._meta = _open_meta(fs, posixpath.join(data, "meta"))
-            # Every partition's engine shares one worker pool, sync pipeline, block
-            # cache and memtable budget (storage/resources.py).
-            self._resources = SharedResources(
-                ResourceSizes(
-                    workers=self.config.storage_threads,
-                    sync_threads=self.config.sync_threads,
-                    block_cache_bytes=self.config.block_cache_mb * 1024 * 1024,
-                    memtable_budget_bytes=self.config.memtable_budget_mb * 1024 * 1024,
-                )
-            )
-            engine_options = self._resources.engine_options(
-                EngineOptions(
-                    memtable_bytes=self.config.memtable_mb * 1024 * 1024,
-                    on_wal_sync=self._on_wal_sync,
-                    # The broker holds its data directory's LOCK for its life: a
-                    # partition's engine keeps no lock file of its own open.
-                    hold_lock=False,
-                    wal=WalOptions(
-                        sync_mode=self.config.wal_sync_mode,
-                        sync_interval_ms=self.config.sync_interval_ms,
-                    ),
-                )
-            )
-            self._registry = TopicRegistry(
+            self._meta = open_meta(fs, posixpath.join(data, "meta"))
+            self._resources = shared_resources(self.config)
+            options = engine_options(self.config, self._resources, self._on_wal_sync)
+            self._registry = topic_registry(
+                self.config,
                 fs,
-                data,
                 self._meta,
-                clock=self._clock,
-                engine_options=engine_options,
-                default_config=TopicConfig(),
-                skip_damaged=self.config.skip_damaged,
+                self._clock,
+                options=options,
+                resources=self._resources,
                 limits=self.limits,
-                open_limit=OpenLogLimit(
-                    self.config.max_open_partitions
-                    or open_partitions_for_open_files(current_open_files_limit()),
-                    self._resources.pool.submit,
-                ),
-                recovery_threads=RECOVERY_THREADS,
-                # In a cluster the high watermark is Raft's commit, set by the driver.
-                log_options=LogOptions(auto_high_watermark=False) if clustered else None,
                 broker_count=broker_count,
             )
             self._registry.open()
@@ -225,11 +186,7 @@ class BrokerService:
                     self._registry.partition_total,
                     self.limits.max_partitions,
                 )
-            self._group_config = GroupConfig(
-                min_session_timeout_s=self.config.group_min_session_timeout_ms / 1000.0,
-                max_session_timeout_s=self.config.group_max_session_timeout_ms / 1000.0,
-                initial_rebalance_delay_s=self.config.group_initial_rebalance_delay_ms / 1000.0,
-            )
+            self._group_config = group_config(self.config)
             self._groups = GroupDriver(
                 self._meta, self._registry.partition_count, self._clock, self._group_config
             )
@@ -243,7 +200,7 @@ class BrokerService:
                 auto_create=lambda names: self.topics(names, auto_create=True),
             )
             if self._cluster is not None:
-                await self._cluster.start(engine_options)
+                await self._cluster.start(options)
         except BaseException:
             if self._cluster is not None:
                 await self._cluster.stop()
