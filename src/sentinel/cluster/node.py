@@ -44,11 +44,11 @@ from sentinel.broker.replicated_partition import ReplicatedPartition
 from sentinel.broker.topics import (
     OfflinePartition,
     Topic,
-    TopicAlreadyExistsError,
 )
 from sentinel.clock import Clock
-from sentinel.cluster import controller_snapshots
+from sentinel.cluster import controller_ops, controller_snapshots
 from sentinel.cluster.controller import CONTROLLER_GROUP, Controller
+from sentinel.cluster.controller_ops import offsets_topic_forever, register_forever
 from sentinel.cluster.controller_reports import ControllerReports
 from sentinel.cluster.controller_snapshots import ControllerSnapshots
 from sentinel.cluster.describe import broker_metadata, cluster_metadata, topic_metadata
@@ -58,7 +58,7 @@ from sentinel.cluster.identity import check_identity
 from sentinel.cluster.leadership import balance, hand_off, reassign_step
 from sentinel.cluster.metadata import MetadataImage
 from sentinel.cluster.metadata_applier import MetadataApplier, created_from
-from sentinel.cluster.offsets_topic import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS
+from sentinel.cluster.offsets_topic import OFFSETS_TOPIC
 from sentinel.cluster.peers import Peer, parse_peers
 from sentinel.cluster.records import (
     PartitionAssignment,
@@ -97,7 +97,6 @@ log = logging.getLogger(__name__)
 RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=2)
 REASSIGN_EVERY_S = 0.1  # how often a leader takes the next step of a replica move
 BALANCE_EVERY_S = 2.0  # how often leaders hand partitions back to preferred replicas
-REGISTER_RETRY_S = 0.2
 HAND_OFF_S = 2.0  # at most this long handing led groups over at a clean stop
 
 
@@ -273,10 +272,18 @@ class ClusterNode:
         self._driver.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._register_forever(), name="cluster-register"),
+            loop.create_task(
+                register_forever(controller, self.node_id, self._service.config),
+                name="cluster-register",
+            ),
             loop.create_task(self._balance_forever(), name="cluster-balance"),
             loop.create_task(self._reassign_forever(), name="cluster-reassign"),
-            loop.create_task(self._offsets_topic_forever(), name="cluster-offsets-topic"),
+            loop.create_task(
+                offsets_topic_forever(
+                    controller, self.node_id, config.offsets_topic_partitions, len(self.peers)
+                ),
+                name="cluster-offsets-topic",
+            ),
         ]
         log.info(
             "node %d of cluster %s: %d brokers, peers listening on %s",
@@ -364,45 +371,6 @@ class ClusterNode:
             return await self.snapshots.serve(src)
         return await self.controller.on_call(src, kind, body)
 
-    async def _register_forever(self) -> None:
-        """Make this broker's client addresses known through the controller (again
-        whenever the image lacks or differs from them)."""
-        config = self._service.config
-        while True:
-            mine = self.controller.image.brokers.get(self.node_id)
-            want = (config.advertised, config.port, config.kafka_port)
-            if mine is None or (mine.host, mine.grpc_port, mine.kafka_port) != want:
-                try:
-                    await self.controller.execute("register_broker", {
-                        "node_id": self.node_id, "host": want[0],
-                        "grpc_port": want[1], "kafka_port": want[2],
-                    })
-                except SentinelError as exc:
-                    log.debug("registering broker %d: %s", self.node_id, exc)
-                    await asyncio.sleep(REGISTER_RETRY_S)
-                    continue
-            await asyncio.sleep(1.0)
-
-    async def _offsets_topic_forever(self) -> None:
-        """The controller's leader creates ``__consumer_offsets`` once (Kafka's
-        offsets.topic.num.partitions and replication factor min(3, brokers)); every
-        broker's task ends once the image holds it."""
-        controller = self.controller
-        while OFFSETS_TOPIC not in controller.image.topics:
-            if controller.leader == self.node_id:
-                try:
-                    await controller.execute("create_topic", {
-                        "name": OFFSETS_TOPIC,
-                        "partitions": self._config.offsets_topic_partitions,
-                        "replication_factor": min(3, len(self.peers)),
-                        "configs": dict(OFFSETS_TOPIC_CONFIGS),
-                    })
-                except TopicAlreadyExistsError:
-                    pass
-                except SentinelError as exc:
-                    log.warning("creating %s: %s", OFFSETS_TOPIC, exc)
-            await asyncio.sleep(REGISTER_RETRY_S)
-
     async def _balance_forever(self) -> None:
         """Hand each partition back to its preferred replica (the first of its
         replicas) once that one is caught up: leaders spread as placement intended."""
@@ -467,41 +435,30 @@ class ClusterNode:
         self, name: str, partitions: int, replication_factor: int,
         configs: Mapping[str, str] | None,
     ) -> Topic:
-        await self.controller.execute("create_topic", {
-            "name": name, "partitions": partitions,
-            "replication_factor": replication_factor, "configs": dict(configs or {}),
-        })
+        await controller_ops.create_topic(
+            self.controller, name, partitions, replication_factor, configs
+        )
         return self._service.registry.get(name)
 
     async def delete_topic(self, name: str) -> None:
-        await self.controller.execute("delete_topic", {"name": name})
+        await controller_ops.delete_topic(self.controller, name)
 
     async def add_partitions(self, name: str, total: int) -> Topic:
-        await self.controller.execute("create_partitions", {"name": name, "total": total})
+        await controller_ops.create_partitions(self.controller, name, total)
         return self._service.registry.get(name)
 
     async def reassign_partition(
         self, topic: str, partition: int, replicas: Sequence[int]
     ) -> None:
-        await self.controller.execute("reassign_partition", {
-            "name": topic, "partition": partition, "replicas": list(replicas),
-        })
+        await controller_ops.reassign_partition(self.controller, topic, partition, replicas)
 
     def reassignments(self) -> dict[tuple[str, int], tuple[tuple[int, ...], tuple[int, ...]]]:
-        image = self.controller.image
-        moves = {}
-        for group, target in image.reassignments.items():
-            where, assignment = image.partition_of_group(group), image.assignment_of(group)
-            if where is not None and assignment is not None:
-                moves[where] = (assignment.replicas, target)
-        return moves
+        return controller_ops.reassignments(self.controller.image)
 
     async def alter_configs(
         self, name: str, set_: Mapping[str, str], delete: Sequence[str]
     ) -> Topic:
-        await self.controller.execute(
-            "alter_configs", {"name": name, "set": dict(set_), "delete": list(delete)}
-        )
+        await controller_ops.alter_configs(self.controller, name, set_, delete)
         return self._service.registry.get(name)
 
     def apply_retention(self, plog: PartitionLog | OfflinePartition) -> int:
