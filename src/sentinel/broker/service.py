@@ -6,6 +6,11 @@ high watermark; consumers long-poll on the high watermark signals of the partiti
 they fetch (``broker/fetch``). Every method returns frozen values (``broker/outcomes``)
 or raises a ``SentinelError`` whose ``kafka_code`` / ``code_name`` each door translates;
 results over many partitions carry an error per partition instead of raising.
+
+The service owns the lifecycle, the topics and the produce/fetch path; the rest it
+delegates, one line a method: consumer groups to ``broker/group_requests``, retention
+passes to ``broker/retention``, a broker alone's metadata to
+``broker/standalone_metadata``, and building its storage to ``broker/storage_setup``.
 """
 
 from __future__ import annotations

@@ -14,6 +14,13 @@ driven by the partition's leader (``cluster/reassignment``): a broker of the tar
 an empty log and joins; one no longer a replica drops its copy once the move is
 committed (``PartitionReplicas``).
 
+The node wires these together and runs their loops; each concept is its own module:
+``cluster/replica_hosting`` (the replicas' Raft groups), ``cluster/metadata_applier``
+(committed records and images applied here), ``cluster/controller_ops`` (what it asks
+of the controller), ``cluster/controller_reports`` (what a leader reports to it),
+``cluster/leadership`` (hand-off, balance, move steps) and ``cluster/describe``
+(Metadata, DescribeCluster, FindCoordinator answers).
+
 Data layout added under ``--data``: ``cluster.json`` (which cluster and node this
 directory belongs to), ``cluster-metadata/`` (the controller's log: a partition log),
 ``cluster-metadata-snapshot/`` (snapshots of the controller's image; the log before
