@@ -53,6 +53,8 @@ class Coordinators(Protocol):
 class GroupRequests:
     """The group calls of every door, checked, then handed to the ``GroupDriver``.
 
+    ``broker_config`` is read at each use: the server replaces the service's config
+    once it knows the ports it bound (``--port 0``), which FindCoordinator must name.
     ``coordinators`` None: a broker alone, which coordinates every group.
     ``auto_create`` creates the named topics a consumer subscribes to when it asks
     (``BrokerService.topics`` with ``auto_create``)."""
@@ -61,7 +63,7 @@ class GroupRequests:
         self,
         groups: GroupDriver,
         registry: TopicRegistry,
-        broker_config: BrokerConfig,
+        broker_config: Callable[[], BrokerConfig],
         group_config: GroupConfig,
         *,
         coordinators: Coordinators | None,
@@ -89,8 +91,8 @@ class GroupRequests:
             raise GroupError(
                 ErrorCode.INVALID_SESSION_TIMEOUT,
                 f"session timeout {session_timeout_ms} ms is outside "
-                f"{self._broker_config.group_min_session_timeout_ms}.."
-                f"{self._broker_config.group_max_session_timeout_ms} ms "
+                f"{self._broker_config().group_min_session_timeout_ms}.."
+                f"{self._broker_config().group_max_session_timeout_ms} ms "
                 "(--group-min-session-timeout-ms, --group-max-session-timeout-ms)",
             )
         return session_s
@@ -262,7 +264,7 @@ class GroupRequests:
         ``abs(groupId.hashCode) % partitions``; the offsets live in that partition)."""
         if self._coordinators is not None:
             return self._coordinators.coordinator(group_id)
-        return broker_alone(self._broker_config)
+        return broker_alone(self._broker_config())
 
     async def kafka_join_group(
         self,

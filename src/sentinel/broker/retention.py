@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from sentinel.broker.topics import OfflinePartition, Topic
@@ -51,11 +51,13 @@ class Retention:
         self._worker = concurrent.futures.ThreadPoolExecutor(1, "sentinel-retention")
         self._pass: concurrent.futures.Future[int] | None = None
 
-    async def run_forever(self, interval_s: float) -> None:
-        """A pass every ``interval_s`` seconds, in the worker thread."""
+    async def run_forever(self, interval_s: Callable[[], float]) -> None:
+        """A pass every ``interval_s()`` seconds (read each round, from the service's
+        config, which the server replaces once it bound its ports), in the worker
+        thread."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(interval_s())
             self._pass = self._worker.submit(self.enforce, list(self._topics))
             await asyncio.wrap_future(self._pass, loop=loop)
 

@@ -199,7 +199,7 @@ class BrokerService:
             self._group_requests = GroupRequests(
                 self._groups,
                 self._registry,
-                self.config,
+                lambda: self.config,
                 self._group_config,
                 coordinators=self._cluster,
                 auto_create=lambda names: self.topics(names, auto_create=True),
@@ -225,7 +225,7 @@ class BrokerService:
         self._retention = Retention(self.registry, self._clock, replicated=self._cluster)
         self._background.append(
             loop.create_task(
-                self._retention.run_forever(self.config.retention_check_interval_s)
+                self._retention.run_forever(lambda: self.config.retention_check_interval_s)
             )
         )
         self.started = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sentinel.broker.topics import TopicAlreadyExistsError
 from sentinel.cluster.controller import Controller
@@ -75,9 +75,14 @@ def reassignments(
     return moves
 
 
-async def register_forever(controller: Controller, node_id: int, config: BrokerConfig) -> None:
+async def register_forever(
+    controller: Controller, node_id: int, current: Callable[[], BrokerConfig]
+) -> None:
     """Make this broker's client addresses known through the controller (again
-    whenever the image lacks or differs from them)."""
+    whenever the image lacks or differs from them). ``current()``: the service's
+    config, read as the task first runs (the server replaces it once it bound its
+    ports)."""
+    config = current()
     while True:
         mine = controller.image.brokers.get(node_id)
         want = (config.advertised, config.port, config.kafka_port)

@@ -280,7 +280,7 @@ class ClusterNode:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(
-                register_forever(controller, self.node_id, self._service.config),
+                register_forever(controller, self.node_id, lambda: self._service.config),
                 name="cluster-register",
             ),
             loop.create_task(self._balance_forever(), name="cluster-balance"),
