@@ -1,7 +1,7 @@
 """Idle CPU of the multi-Raft driver: three brokers of N groups on one event loop
 (MemFS, in-process envelopes), tick 0.1 s, the cluster's partition Raft config
-(``cluster.node.PARTITION_RAFT``); once every group has a leader, CPU (process_time)
-over a window, per broker.
+(``cluster.replica_hosting.PARTITION_RAFT``); once every group has a leader, CPU
+(process_time) over a window, per broker.
 
     PYTHONPATH=src python bench/bench_multiraft_idle.py [groups] [seconds]
 
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from sentinel.clock import ManualClock
-from sentinel.cluster.node import PARTITION_RAFT
+from sentinel.cluster.replica_hosting import PARTITION_RAFT
 from sentinel.cluster.wire import FrameDecoder, encode
 from sentinel.fs import MemFS
 from sentinel.log.config import TopicConfig

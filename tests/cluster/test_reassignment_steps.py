@@ -14,7 +14,7 @@ from sentinel.raft.core import RaftCore
 
 def cluster_of(voters: set[int], n: int) -> Cluster:
     """``n`` nodes of which ``voters`` form the group; the others start as a joining
-    broker does (``ClusterNode._host``): every other node a voter, itself not."""
+    broker does (``HostedReplicas.host``): every other node a voter, itself not."""
     c = Cluster(n)
     for i in c.ids:
         c.voters = frozenset(voters) if i in voters else frozenset(c.ids) - {i}

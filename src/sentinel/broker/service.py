@@ -6,12 +6,16 @@ high watermark; consumers long-poll on the high watermark signals of the partiti
 they fetch (``broker/fetch``). Every method returns frozen values (``broker/outcomes``)
 or raises a ``SentinelError`` whose ``kafka_code`` / ``code_name`` each door translates;
 results over many partitions carry an error per partition instead of raising.
+
+The service owns the lifecycle, the topics and the produce/fetch path; the rest it
+delegates, one line a method: consumer groups to ``broker/group_requests``, retention
+passes to ``broker/retention``, a broker alone's metadata to
+``broker/standalone_metadata``, and building its storage to ``broker/storage_setup``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -23,9 +27,8 @@ from typing import TYPE_CHECKING
 
 from sentinel.broker.fetch import DEFAULT_RESPONSE_BYTES, fetch_many
 from sentinel.broker.group_config import GroupConfig
-from sentinel.broker.group_driver import GroupDriver, GroupError
+from sentinel.broker.group_driver import GroupDriver
 from sentinel.broker.group_events import (
-    ErrorCode,
     GroupDescription,
     JoinCompleted,
     JoinProtocol,
@@ -34,10 +37,10 @@ from sentinel.broker.group_events import (
     SyncCompleted,
     TopicPartition,
 )
+from sentinel.broker.group_requests import GroupRequests
 from sentinel.broker.limits import (
     TopicLimits,
     current_open_files_limit,
-    open_partitions_for_open_files,
     partitions_for_open_files,
 )
 from sentinel.broker.meta_store import MetaStore
@@ -49,15 +52,26 @@ from sentinel.broker.outcomes import (
     FetchPosition,
     GroupSummary,
     PartitionLagInfo,
-    PartitionMetadata,
     ProduceEntry,
     ProduceOutcome,
     TopicMetadata,
 )
 from sentinel.broker.partition import Partition
 from sentinel.broker.request_budget import RequestBudget
+from sentinel.broker.retention import Retention
+from sentinel.broker.standalone_metadata import (
+    cluster_alone,
+    describe_topics,
+    topic_metadata_alone,
+)
+from sentinel.broker.storage_setup import (
+    engine_options,
+    group_config,
+    open_meta,
+    shared_resources,
+    topic_registry,
+)
 from sentinel.broker.topics import (
-    OfflinePartition,
     Topic,
     TopicAlreadyExistsError,
     TopicRegistry,
@@ -65,7 +79,6 @@ from sentinel.broker.topics import (
 from sentinel.broker.validation import (
     BROKER_DEFAULT,
     Acks,
-    check_commit_offsets,
     check_produce_partition,
     topic_shape,
 )
@@ -74,35 +87,25 @@ from sentinel.cluster.offsets_topic import OFFSETS_TOPIC
 from sentinel.config import BrokerConfig
 from sentinel.errors import (
     CallerError,
-    DamagedDataError,
-    DiskError,
     SentinelError,
-    StorageUnavailableError,
 )
 from sentinel.fs import FS, DirLock
-from sentinel.log.config import InvalidTopicError, TopicConfig, validate_topic_name
-from sentinel.log.open_files import OpenLogLimit
+from sentinel.log.config import InvalidTopicError, validate_topic_name
 from sentinel.log.partition_log import PartitionLog
-from sentinel.log.types import LogOptions
 from sentinel.partitioning import default_partition
-from sentinel.storage.options import EngineOptions
-from sentinel.storage.resources import ResourceSizes, SharedResources
-from sentinel.storage.wal import SyncMode, WalOptions
+from sentinel.storage.resources import SharedResources
+from sentinel.storage.wal import SyncMode
 
 if TYPE_CHECKING:
     from sentinel.cluster.node import ClusterNode
 
 log = logging.getLogger(__name__)
 
-RECOVERY_THREADS = 8  # partitions opened at once at start (threads gone once started)
-
 EARLIEST = -2
 LATEST = -1
 
 FOLLOW_WAIT_MS = 500
 """How long one round of a following consume waits before it looks again."""
-DEFAULT_CLIENT_ID = "sentinel-client"
-DEFAULT_ASSIGNOR = "roundrobin"
 MAX_PRODUCER_EPOCH = 32767
 """Kafka's producer epochs are int16; past it, InitProducerId hands out a new id."""
 
@@ -118,14 +121,6 @@ __all__ = [
     "ProduceEntry",
     "ProduceOutcome",
 ]
-
-
-def _open_meta(fs: FS, directory: str) -> MetaStore:
-    """The meta store, or ``DamagedDataError``: the broker cannot run without it."""
-    try:
-        return MetaStore.open(fs, directory)
-    except DiskError as exc:
-        raise DamagedDataError(f"meta store: {exc}", quarantinable=False) from exc
 
 
 class BrokerService:
@@ -144,12 +139,12 @@ class BrokerService:
         self._partitions: dict[tuple[str, int], Partition] = {}
         self._round_robin = itertools.count()
         self._background: list[asyncio.Task[None]] = []
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, "sentinel-retention")
-        self._retention_pass: concurrent.futures.Future[int] | None = None
+        self._retention: Retention | None = None
         self._meta: MetaStore | None = None
         self._registry: TopicRegistry | None = None
         self._resources: SharedResources | None = None
         self._groups: GroupDriver | None = None
+        self._group_requests: GroupRequests | None = None
         self._group_config = GroupConfig()
         self._cluster: ClusterNode | None = None
         # Request bytes in flight, over every front door (Kafka's queued.max.request.bytes).
@@ -175,47 +170,17 @@ class BrokerService:
         fs.makedirs(data)
         self._lock = fs.lock(posixpath.join(data, "LOCK"))
         try:
-            self._meta = _open_meta(fs, posixpath.join(data, "meta"))
-            # Every partition's engine shares one worker pool, sync pipeline, block
-            # cache and memtable budget (storage/resources.py).
-            self._resources = SharedResources(
-                ResourceSizes(
-                    workers=self.config.storage_threads,
-                    sync_threads=self.config.sync_threads,
-                    block_cache_bytes=self.config.block_cache_mb * 1024 * 1024,
-                    memtable_budget_bytes=self.config.memtable_budget_mb * 1024 * 1024,
-                )
-            )
-            engine_options = self._resources.engine_options(
-                EngineOptions(
-                    memtable_bytes=self.config.memtable_mb * 1024 * 1024,
-                    on_wal_sync=self._on_wal_sync,
-                    # The broker holds its data directory's LOCK for its life: a
-                    # partition's engine keeps no lock file of its own open.
-                    hold_lock=False,
-                    wal=WalOptions(
-                        sync_mode=self.config.wal_sync_mode,
-                        sync_interval_ms=self.config.sync_interval_ms,
-                    ),
-                )
-            )
-            self._registry = TopicRegistry(
+            self._meta = open_meta(fs, posixpath.join(data, "meta"))
+            self._resources = shared_resources(self.config)
+            options = engine_options(self.config, self._resources, self._on_wal_sync)
+            self._registry = topic_registry(
+                self.config,
                 fs,
-                data,
                 self._meta,
-                clock=self._clock,
-                engine_options=engine_options,
-                default_config=TopicConfig(),
-                skip_damaged=self.config.skip_damaged,
+                self._clock,
+                options=options,
+                resources=self._resources,
                 limits=self.limits,
-                open_limit=OpenLogLimit(
-                    self.config.max_open_partitions
-                    or open_partitions_for_open_files(current_open_files_limit()),
-                    self._resources.pool.submit,
-                ),
-                recovery_threads=RECOVERY_THREADS,
-                # In a cluster the high watermark is Raft's commit, set by the driver.
-                log_options=LogOptions(auto_high_watermark=False) if clustered else None,
                 broker_count=broker_count,
             )
             self._registry.open()
@@ -226,17 +191,21 @@ class BrokerService:
                     self._registry.partition_total,
                     self.limits.max_partitions,
                 )
-            self._group_config = GroupConfig(
-                min_session_timeout_s=self.config.group_min_session_timeout_ms / 1000.0,
-                max_session_timeout_s=self.config.group_max_session_timeout_ms / 1000.0,
-                initial_rebalance_delay_s=self.config.group_initial_rebalance_delay_ms / 1000.0,
-            )
+            self._group_config = group_config(self.config)
             self._groups = GroupDriver(
                 self._meta, self._registry.partition_count, self._clock, self._group_config
             )
             self._groups.start()
+            self._group_requests = GroupRequests(
+                self._groups,
+                self._registry,
+                lambda: self.config,
+                self._group_config,
+                coordinators=self._cluster,
+                auto_create=lambda names: self.topics(names, auto_create=True),
+            )
             if self._cluster is not None:
-                await self._cluster.start(engine_options)
+                await self._cluster.start(options)
         except BaseException:
             if self._cluster is not None:
                 await self._cluster.stop()
@@ -253,7 +222,12 @@ class BrokerService:
             self._lock.release()
             raise
         loop = asyncio.get_running_loop()
-        self._background.append(loop.create_task(self._retention_forever()))
+        self._retention = Retention(self.registry, self._clock, replicated=self._cluster)
+        self._background.append(
+            loop.create_task(
+                self._retention.run_forever(lambda: self.config.retention_check_interval_s)
+            )
+        )
         self.started = True
 
     async def hand_off(self) -> None:
@@ -269,10 +243,8 @@ class BrokerService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._background.clear()
-        if self._retention_pass is not None:  # let a pass in a worker thread finish
-            await asyncio.wrap_future(self._retention_pass)
-            self._retention_pass = None
-        self._worker.shutdown(wait=True)
+        if self._retention is not None:  # let a pass in its worker thread finish
+            await self._retention.stop()
         if self._cluster is not None:
             await self._cluster.stop()
         for part in self._partitions.values():
@@ -301,6 +273,11 @@ class BrokerService:
     def groups(self) -> GroupDriver:
         assert self._groups is not None, "the broker is not started"
         return self._groups
+
+    @property
+    def group_requests(self) -> GroupRequests:
+        assert self._group_requests is not None, "the broker is not started"
+        return self._group_requests
 
     @property
     def meta(self) -> MetaStore:
@@ -448,15 +425,7 @@ class BrokerService:
         ``auto_create`` refusals (a limit, an invalid name) raise for the whole request."""
         if topics and auto_create and self.config.auto_create_topics:
             await self._create_missing(topics)
-        if topics:
-            described = []
-            for name in topics:
-                try:
-                    described.append(self.topic_metadata(self.registry.get(name)))
-                except SentinelError as exc:
-                    described.append(TopicMetadata(name, (), {}, 0, exc))
-        else:
-            described = [self.topic_metadata(t) for t in self.registry]
+        described = describe_topics(self.registry, topics, self.topic_metadata)
         return replace(self.cluster(), topics=tuple(described))
 
     def topic_metadata(self, topic: Topic) -> TopicMetadata:
@@ -465,24 +434,7 @@ class BrokerService:
         offsets and size."""
         if self._cluster is not None:
             return self._cluster.topic_metadata(topic)
-        node = self.config.node_id
-        partitions = tuple(
-            PartitionMetadata(
-                partition=index,
-                leader=node,
-                replicas=(node,),
-                isr=(node,),
-                log_start_offset=plog.log_start_offset,
-                log_end_offset=plog.log_end_offset,
-                high_watermark=plog.high_watermark,
-                size_bytes=plog.size_bytes,
-                error=plog.error() if isinstance(plog, OfflinePartition) else None,
-            )
-            for index, plog in enumerate(topic.partitions)
-        )
-        return TopicMetadata(
-            topic.name, partitions, topic.config.to_map(), topic.replication_factor
-        )
+        return topic_metadata_alone(self.config.node_id, topic)
 
     # ------------------------------------------------------------- produce
 
@@ -640,21 +592,23 @@ class BrokerService:
         return found if found is not None else (-1, -1)
 
     # -------------------------------------------------------------- groups
+    # Checked and answered by ``GroupRequests`` (``broker/group_requests``).
 
     def group_lag(self, group_id: str) -> list[PartitionLagInfo]:
-        committed = self.groups.fetch_offsets(group_id, None)
-        lags = []
-        for (topic, partition), om in sorted(committed.items()):
-            found = self.registry.find(topic)
-            if found is None or partition >= len(found.partitions):
-                continue
-            leo = found.partitions[partition].high_watermark
-            lags.append(PartitionLagInfo(topic, partition, om.offset, leo))
-        return lags
+        return self.group_requests.group_lag(group_id)
+
+    def all_lags(self) -> Iterator[tuple[str, PartitionLagInfo]]:
+        return self.group_requests.all_lags()
 
     def describe_group(self, group_id: str) -> tuple[GroupDescription, list[PartitionLagInfo]]:
-        self._check_coordinator(group_id)
-        return self.groups.describe(group_id), self.group_lag(group_id)
+        return self.group_requests.describe_group(group_id)
+
+    def list_groups(self) -> tuple[GroupSummary, ...]:
+        return self.group_requests.list_groups()
+
+    def group_coordinator(self, group_id: str) -> BrokerMetadata:
+        """The broker that coordinates ``group_id`` (Kafka's FindCoordinator)."""
+        return self.group_requests.group_coordinator(group_id)
 
     async def commit_offsets(
         self,
@@ -663,59 +617,19 @@ class BrokerService:
         generation: int,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
     ) -> tuple[CommitOutcome, ...]:
-        """Commit ``offsets``; a result per partition, in the order given: committed
-        (durable in the meta store) or refused with its own error (an unknown topic or
-        partition, an invalid offset, or the group's refusal: unknown member, illegal
-        generation, ...). An offline partition may still commit."""
-        self._check_coordinator(group_id)
-        refused: dict[TopicPartition, SentinelError] = {}
-        valid: dict[TopicPartition, OffsetAndMetadata] = {}
-        for (topic, partition), om in offsets.items():
-            try:
-                check_commit_offsets(((topic, partition, om.offset),))
-                self.registry.get(topic).check_partition(partition)
-            except SentinelError as exc:
-                refused[(topic, partition)] = exc
-            else:
-                valid[(topic, partition)] = om
-        if valid or not offsets:
-            codes = await self.groups.commit(group_id, member_id, generation, valid)
-            for (topic, partition), code in codes.items():
-                if code is not ErrorCode.NONE:
-                    refused[(topic, partition)] = GroupError(
-                        code, f"commit of {topic}[{partition}] refused: {code.name}"
-                    )
-        return tuple(CommitOutcome(t, p, refused.get((t, p))) for t, p in offsets)
+        """Commit ``offsets``; a result per partition, in the order given."""
+        return await self.group_requests.commit_offsets(group_id, member_id, generation, offsets)
 
     def fetch_offsets(
         self, group_id: str, partitions: Sequence[TopicPartition] | None = None
     ) -> dict[TopicPartition, OffsetAndMetadata]:
-        """The group's committed offsets (of ``partitions``, or all)."""
-        self._check_coordinator(group_id)
-        return self.groups.fetch_offsets(group_id, partitions or None)
+        return self.group_requests.fetch_offsets(group_id, partitions)
 
     def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
-        """Keep a member's session; raises ``GroupError`` (REBALANCE_IN_PROGRESS: rejoin)."""
-        self._check_coordinator(group_id)
-        self.groups.heartbeat(group_id, member_id, generation)
+        self.group_requests.heartbeat(group_id, member_id, generation)
 
     def leave_group(self, group_id: str, member_id: str) -> None:
-        self._check_coordinator(group_id)
-        self.groups.leave(group_id, member_id)
-
-    def list_groups(self) -> tuple[GroupSummary, ...]:
-        summaries = []
-        for listing in self.groups.list_groups():
-            described = self.groups.describe(listing.group_id)
-            summaries.append(
-                GroupSummary(
-                listing.group_id,
-                listing.state.value,
-                len(described.members),
-                listing.protocol_type,
-            )
-            )
-        return tuple(summaries)
+        self.group_requests.leave_group(group_id, member_id)
 
     async def join_group(
         self,
@@ -731,33 +645,47 @@ class BrokerService:
         protocols: Sequence[JoinProtocol] | None = None,
         protocol_type: str = "consumer",
     ) -> JoinCompleted:
-        """Join with a subscription; returns when the join phase completes.
-
-        Without ``protocols`` (the gRPC door) the broker assigns with ``assignor`` over
-        ``topics`` and the answer carries this member's share. With ``protocols`` (the
-        Kafka door: each with its decoded topics and the client's opaque metadata) the
-        leader gets every member's subscription and each member calls ``sync_group``.
-
-        The session timeout must lie within the group.min/max.session.timeout.ms bounds;
-        a rebalance timeout of 0 means the session timeout. The subscribed topics are
-        created only when the consumer asks (``auto_create_topics``, Kafka's consumer
-        ``allow.auto.create.topics``) and --auto-create-topics is on; otherwise an
-        unknown topic is assigned once it is created. An empty ``client_id`` or
-        ``assignor``: ``DEFAULT_CLIENT_ID``, ``DEFAULT_ASSIGNOR``."""
-        self._check_coordinator(group_id)
-        session_s = self._session_timeout_s(session_timeout_ms)
-        if auto_create_topics:
-            await self.topics(topics, auto_create=True)
-        return await self.groups.join(
+        """Join with a subscription; returns when the join phase completes (the gRPC
+        door's server-side assignment, or the Kafka door's ``protocols``)."""
+        return await self.group_requests.join_group(
             group_id,
             member_id,
-            client_id=client_id or DEFAULT_CLIENT_ID,
+            client_id=client_id,
             topics=topics,
-            assignor=assignor or DEFAULT_ASSIGNOR,
-            session_timeout_s=session_s,
-            rebalance_timeout_s=(rebalance_timeout_ms or session_timeout_ms) / 1000.0,
+            assignor=assignor,
+            session_timeout_ms=session_timeout_ms,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            auto_create_topics=auto_create_topics,
             protocols=protocols,
             protocol_type=protocol_type,
+        )
+
+    async def kafka_join_group(
+        self,
+        group_id: str,
+        member_id: str,
+        *,
+        client_id: str,
+        client_host: str = "",
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int = -1,
+        protocol_type: str,
+        protocols: Sequence[JoinProtocol],
+        group_instance_id: str | None = None,
+        require_known_member_id: bool = False,
+    ) -> JoinCompleted:
+        """JoinGroup through the Kafka door: client-side assignment."""
+        return await self.group_requests.kafka_join_group(
+            group_id,
+            member_id,
+            client_id=client_id,
+            client_host=client_host,
+            session_timeout_ms=session_timeout_ms,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            protocol_type=protocol_type,
+            protocols=protocols,
+            group_instance_id=group_instance_id,
+            require_known_member_id=require_known_member_id,
         )
 
     async def sync_group(
@@ -768,79 +696,29 @@ class BrokerService:
         assignments: Mapping[str, MemberAssignment] | None = None,
         timeout_ms: int = 300_000,
     ) -> SyncCompleted:
-        """SyncGroup after a Kafka-mode join: the leader passes every member's
-        assignment, the others None; returns this member's share."""
-        self._check_coordinator(group_id)
-        return await self.groups.sync(
-            group_id, member_id, generation, assignments, timeout_ms / 1000.0
+        """SyncGroup after a Kafka-mode join; returns this member's share."""
+        return await self.group_requests.sync_group(
+            group_id, member_id, generation, assignments, timeout_ms
         )
 
-    def all_lags(self) -> Iterator[tuple[str, PartitionLagInfo]]:
-        for listing in self.groups.list_groups():
-            for lag in self.group_lag(listing.group_id):
-                yield listing.group_id, lag
+    async def delete_group(self, group_id: str) -> None:
+        """Kafka's DeleteGroups: NON_EMPTY_GROUP while the group has members."""
+        await self.group_requests.delete_group(group_id)
+
+    async def alter_group_offsets(
+        self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        """Reset a group's committed offsets from outside, only while it has no members."""
+        await self.group_requests.alter_group_offsets(group_id, offsets)
 
     # ----------------------------------------------------------- retention
 
-    async def _retention_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.config.retention_check_interval_s)
-            # The pass reads and rewrites batches: a worker thread, so that consumers and
-            # producers on the event loop do not wait for it (the log serializes writers).
-            self._retention_pass = self._worker.submit(
-                self.enforce_retention, list(self.registry)
-            )
-            await asyncio.wrap_future(self._retention_pass, loop=loop)
-
     def enforce_retention(self, topics: list[Topic] | None = None) -> int:
-        """One pass of retention and key compaction over every partition."""
-        removed = 0
-        started = self._clock.monotonic()
-        passes = {"retention": [0, 0], "compaction": [0, 0]}  # partitions, records removed
-        for topic in topics if topics is not None else list(self.registry):
-            for plog in topic.partitions:
-                try:
-                    if topic.config.cleanup_delete:
-                        # A replicated log moves its start through its Raft group (the
-                        # records go later, counted there): never behind its back.
-                        cluster = self._cluster
-                        gone = plog.apply_retention() if cluster is None else (
-                            cluster.apply_retention(plog)
-                        )
-                        passes["retention"][0] += 1
-                        passes["retention"][1] += gone
-                        removed += gone
-                    # Not in a cluster yet: the Raft log does not take the gaps
-                    # compaction leaves between batches.
-                    if topic.config.cleanup_compact and self._cluster is None:
-                        gone = plog.compact_keys()
-                        passes["compaction"][0] += 1
-                        passes["compaction"][1] += gone
-                        removed += gone
-                except StorageUnavailableError:
-                    pass  # a full disk: the engine logged it once; the next pass retries
-                except Exception:  # a failing partition must not stop the others
-                    log.exception("retention failed for %s", topic.name)
-        for kind, (partitions, gone) in passes.items():
-            # INFO when the pass removed something; DEBUG otherwise (every 30 s by default).
-            log.log(
-                logging.INFO if gone else logging.DEBUG,
-                "%s pass: %d records removed from %d partitions in %.0f ms",
-                kind,
-                gone,
-                partitions,
-                (self._clock.monotonic() - started) * 1000,
-            )
-        return removed
+        """One pass of retention and key compaction over every partition (``Retention``)."""
+        assert self._retention is not None, "the broker is not started"
+        return self._retention.enforce(topics)
 
     # ------------------------------------------------- administration (issue 10)
-
-    async def delete_group(self, group_id: str) -> None:
-        """Delete a group without members and its committed offsets (Kafka's
-        DeleteGroups): NON_EMPTY_GROUP while it has members."""
-        self._check_coordinator(group_id)
-        await self.groups.delete_group(group_id)
 
     async def alter_topic_configs(
         self, name: str, set_: Mapping[str, str], delete: Sequence[str] = ()
@@ -862,98 +740,6 @@ class BrokerService:
         plog.delete_records(before_offset)
         return plog.log_start_offset
 
-    async def alter_group_offsets(
-        self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
-    ) -> None:
-        """Set a group's committed offsets from outside (kafka-consumer-groups
-        --reset-offsets). As Kafka, only while the group has no active members: its
-        consumers would overwrite the reset with their next commit."""
-        members = len(self.groups.describe(group_id).members)
-        if members:
-            raise GroupError(
-                ErrorCode.NON_EMPTY_GROUP,
-                f"group {group_id!r} has {members} active member{'' if members == 1 else 's'}: "
-                "offsets can be reset only while it has none (stop its consumers first)",
-            )
-        await self.commit_offsets(group_id, "", -1, offsets)
-
-    # ------------------------------------------------- the Kafka door's groups (issue 9)
-
-    def _check_coordinator(self, group_id: str) -> None:
-        """In a cluster, NOT_COORDINATOR unless this broker coordinates ``group_id``
-        (leads its partition of ``__consumer_offsets``), COORDINATOR_LOAD_IN_PROGRESS
-        while it reads that partition back."""
-        if self._cluster is not None:
-            self._cluster.check_coordinator(group_id)
-
-    def _session_timeout_s(self, session_timeout_ms: int) -> float:
-        """The session timeout in seconds, or INVALID_SESSION_TIMEOUT outside the bounds."""
-        cfg = self._group_config
-        session_s = session_timeout_ms / 1000.0
-        if not cfg.min_session_timeout_s <= session_s <= cfg.max_session_timeout_s:
-            raise GroupError(
-                ErrorCode.INVALID_SESSION_TIMEOUT,
-                f"session timeout {session_timeout_ms} ms is outside "
-                f"{self.config.group_min_session_timeout_ms}.."
-                f"{self.config.group_max_session_timeout_ms} ms "
-                "(--group-min-session-timeout-ms, --group-max-session-timeout-ms)",
-            )
-        return session_s
-
-    def group_coordinator(self, group_id: str) -> BrokerMetadata:
-        """The broker that coordinates ``group_id`` (Kafka's FindCoordinator), as
-        ``metadata()`` lists it: a single broker coordinates every group; in a cluster
-        the leader of the group's partition of ``__consumer_offsets`` does (Kafka's
-        ``abs(groupId.hashCode) % partitions``; the offsets live in that partition)."""
-        if self._cluster is not None:
-            return self._cluster.coordinator(group_id)
-        return self.cluster().brokers[0]
-
-    async def kafka_join_group(
-        self,
-        group_id: str,
-        member_id: str,
-        *,
-        client_id: str,
-        client_host: str = "",
-        session_timeout_ms: int,
-        rebalance_timeout_ms: int = -1,
-        protocol_type: str,
-        protocols: Sequence[JoinProtocol],
-        group_instance_id: str | None = None,
-        require_known_member_id: bool = False,
-    ) -> JoinCompleted:
-        """JoinGroup through the Kafka door: client-side assignment (the leader gets
-        every member's subscription, then everyone calls ``sync_group``).
-
-        ``rebalance_timeout_ms`` < 1 (JoinGroup v0) means the session timeout.
-        ``require_known_member_id`` (v4+): a new member first gets ``GroupError``
-        MEMBER_ID_REQUIRED carrying its id (``.member_id``) and joins again with it.
-        Static membership (``group_instance_id``, KIP-345) is not supported: refused
-        with UNSUPPORTED_VERSION, as Kafka brokers without it do. A group whose members
-        joined through the gRPC door refuses with INCONSISTENT_GROUP_PROTOCOL."""
-        self._check_coordinator(group_id)
-        if group_instance_id is not None:
-            raise GroupError(
-                ErrorCode.UNSUPPORTED_VERSION,
-                f"static membership (group.instance.id {group_instance_id!r}) is not "
-                "supported by this broker: unset group.instance.id",
-            )
-        session_s = self._session_timeout_s(session_timeout_ms)
-        rebalance_s = rebalance_timeout_ms / 1000.0 if rebalance_timeout_ms > 0 else session_s
-        return await self.groups.join(
-            group_id,
-            member_id,
-            client_id=client_id,
-            topics=(),
-            assignor="",
-            session_timeout_s=session_s,
-            rebalance_timeout_s=rebalance_s,
-            protocols=protocols,
-            protocol_type=protocol_type,
-            client_host=client_host,
-            require_known_member_id=require_known_member_id,
-        )
     # ------------------------------------------------ idempotent producers (issue 9)
 
     def init_producer_id(self, producer_id: int = -1, epoch: int = -1) -> tuple[int, int]:
@@ -975,12 +761,4 @@ class BrokerService:
         topics (Kafka's DescribeCluster, a Metadata request for no topic)."""
         if self._cluster is not None:
             return self._cluster.cluster()
-        config = self.config
-        broker = BrokerMetadata(
-            config.node_id,
-            config.advertised,
-            config.port,
-            config.kafka_advertised,
-            config.kafka_port,
-        )
-        return ClusterMetadata((broker,), config.node_id, ())
+        return cluster_alone(self.config)

@@ -196,6 +196,13 @@ class MetadataImage:
         found = self._by_group.get(group)
         return None if found is None else self._topics[found[0]].partitions[found[1]]
 
+    def assignment_at(self, topic: str, index: int) -> PartitionAssignment | None:
+        """The assignment of ``topic``-``index``, if the image holds that partition."""
+        found = self._topics.get(topic)
+        if found is None or index >= len(found.partitions):
+            return None
+        return found.partitions[index]
+
     def partition_of_group(self, group: int) -> tuple[str, int] | None:
         """The (topic, partition index) replicated by Raft group ``group``, if any."""
         return self._by_group.get(group)

@@ -14,6 +14,13 @@ driven by the partition's leader (``cluster/reassignment``): a broker of the tar
 an empty log and joins; one no longer a replica drops its copy once the move is
 committed (``PartitionReplicas``).
 
+The node wires these together and runs their loops; each concept is its own module:
+``cluster/replica_hosting`` (the replicas' Raft groups), ``cluster/metadata_applier``
+(committed records and images applied here), ``cluster/controller_ops`` (what it asks
+of the controller), ``cluster/controller_reports`` (what a leader reports to it),
+``cluster/leadership`` (hand-off, balance, move steps) and ``cluster/describe``
+(Metadata, DescribeCluster, FindCoordinator answers).
+
 Data layout added under ``--data``: ``cluster.json`` (which cluster and node this
 directory belongs to), ``cluster-metadata/`` (the controller's log: a partition log),
 ``cluster-metadata-snapshot/`` (snapshots of the controller's image; the log before
@@ -34,45 +41,36 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sentinel.broker.group_driver import GroupError
-from sentinel.broker.group_events import ErrorCode, OffsetAndMetadata
+from sentinel.broker.group_events import ErrorCode
 from sentinel.broker.outcomes import (
     BrokerMetadata,
     ClusterMetadata,
-    PartitionMetadata,
     TopicMetadata,
 )
 from sentinel.broker.replicated_partition import ReplicatedPartition
 from sentinel.broker.topics import (
     OfflinePartition,
-    RemotePartition,
     Topic,
-    TopicAlreadyExistsError,
 )
 from sentinel.clock import Clock
-from sentinel.cluster import controller_snapshots
+from sentinel.cluster import controller_ops, controller_snapshots
 from sentinel.cluster.controller import CONTROLLER_GROUP, Controller
+from sentinel.cluster.controller_ops import offsets_topic_forever, register_forever
+from sentinel.cluster.controller_reports import ControllerReports
 from sentinel.cluster.controller_snapshots import ControllerSnapshots
+from sentinel.cluster.describe import broker_metadata, cluster_metadata, topic_metadata
 from sentinel.cluster.figures import METADATA_TOPIC, RaftFigures, raft_figures
 from sentinel.cluster.group_coordination import GroupCoordination
 from sentinel.cluster.identity import check_identity
-from sentinel.cluster.metadata import MetadataImage, TopicImage
-from sentinel.cluster.offsets_topic import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS
+from sentinel.cluster.leadership import balance, hand_off, reassign_step
+from sentinel.cluster.metadata import MetadataImage
+from sentinel.cluster.metadata_applier import MetadataApplier, created_from
+from sentinel.cluster.offsets_topic import OFFSETS_TOPIC
 from sentinel.cluster.peers import Peer, parse_peers
-from sentinel.cluster.reassignment import Action, next_step
 from sentinel.cluster.records import (
-    AlterConfigs,
-    CommitOffsets,
-    CreatePartitions,
-    CreateTopic,
-    DeleteGroupOffsets,
-    DeleteTopic,
-    MetadataRecordError,
     PartitionAssignment,
-    PartitionReplicas,
-    ReassignPartition,
-    Record,
-    decode_record,
 )
+from sentinel.cluster.replica_hosting import HostedReplicas
 from sentinel.cluster.transport import PeerTransport
 from sentinel.config import BrokerConfig, ConfigError
 from sentinel.errors import (
@@ -87,14 +85,12 @@ from sentinel.log.config import TopicConfig
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.types import LogOptions
 from sentinel.raft.core import RaftCore
-from sentinel.raft.errors import ProposalRefusedError
 from sentinel.raft.hard_state_store import HardStateStore
 from sentinel.raft.messages import TimeoutNow
 from sentinel.raft.multi import Envelope, GroupSet
 from sentinel.raft.multi_driver import MultiRaftDriver
 from sentinel.raft.partition_log_adapter import PartitionRaftLog
 from sentinel.raft.state import RaftConfig
-from sentinel.record import decode_records, parse_header
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode
 
@@ -106,19 +102,9 @@ log = logging.getLogger(__name__)
 #: Elections after 10-20 ticks of silence (1-2 s at the default 100 ms tick); a leader's
 #: heartbeats every 2 ticks (coalesced per broker pair), five per election timeout.
 RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=2)
-#: A partition's log is its state: nothing committed is read back to be applied.
-PARTITION_RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=2, deliver_committed=False)
 REASSIGN_EVERY_S = 0.1  # how often a leader takes the next step of a replica move
 BALANCE_EVERY_S = 2.0  # how often leaders hand partitions back to preferred replicas
-REGISTER_RETRY_S = 0.2
 HAND_OFF_S = 2.0  # at most this long handing led groups over at a clean stop
-
-
-class LeaderNotAvailableError(SentinelError):
-    """The partition has no leader right now (an election is under way)."""
-
-    kafka_code = 5
-    code_name = "LEADER_NOT_AVAILABLE"
 
 
 class ClusterNode:
@@ -151,14 +137,14 @@ class ClusterNode:
         self._controller: Controller | None = None
         self._snapshots: ControllerSnapshots | None = None
         self._coordination: GroupCoordination | None = None
-        self._by_group: dict[int, ReplicatedPartition] = {}
-        #: id() of each hosted partition's log -> its group (retention's lookup).
-        self._group_of_log: dict[int, int] = {}
+        self._replicas: HostedReplicas | None = None
+        self._applier: MetadataApplier | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
-        self._reports: set[asyncio.Task[None]] = set()
-        self._moves_reported: set[int] = set()  # groups whose move is being reported
-        self._loop: asyncio.AbstractEventLoop | None = None  # the driver's (retention)
+        # Not ``self.controller.execute``: the controller exists once ``start`` made it.
+        self._reports = ControllerReports(
+            self.node_id, lambda op, args: self.controller.execute(op, args)  # noqa: PLW0108
+        )
 
     @property
     def broker_count(self) -> int:
@@ -168,6 +154,21 @@ class ClusterNode:
     def driver(self) -> MultiRaftDriver:
         assert self._driver is not None, "the cluster node is not started"
         return self._driver
+
+    @property
+    def replicas(self) -> HostedReplicas:
+        assert self._replicas is not None, "the cluster node is not started"
+        return self._replicas
+
+    @property
+    def applier(self) -> MetadataApplier:
+        assert self._applier is not None, "the cluster node is not started"
+        return self._applier
+
+    @property
+    def _by_group(self) -> Mapping[int, ReplicatedPartition]:
+        """The replicas hosted here, by Raft group (none before ``start``)."""
+        return {} if self._replicas is None else self._replicas.by_group
 
     @property
     def controller(self) -> Controller:
@@ -237,16 +238,28 @@ class ClusterNode:
             GroupSet(self.node_id), self._send, self._store,
             tick_seconds=config.raft_tick_ms / 1000.0,
         )
+        self._replicas = HostedReplicas(
+            node_id=self.node_id, nodes=frozenset(self.peers), config=config,
+            registry=self._service.registry, store=self._store, driver=self._driver,
+            clock=self._clock, rng=self._rng, durable=self._durable,
+            address_of=self.client_address,
+            # A lambda: the coordination is made below, and needs these replicas.
+            on_offsets_role=lambda part: self.coordination.role_changed(part),  # noqa: PLW0108
+            on_lead=self._leads, loop=asyncio.get_running_loop(),
+        )
+        applier = self._applier = MetadataApplier(
+            self.node_id, self._service, self._replicas, lambda: self.controller.image
+        )
         self._controller = Controller(
             self.node_id, list(self.peers), self._driver, self._transport, self._clock,
-            on_record=self._apply_record, limits=self._service.limits,
+            on_record=applier.apply, limits=self._service.limits,
         )
         controller = self._controller
         groups = self._service.groups
         groups.unload()  # a broker alone's meta store offsets: not this cluster's
         self._coordination = GroupCoordination(
             self.node_id, groups, driver=self._driver, image=lambda: controller.image,
-            replica=self._by_group.get, clock=self._clock,
+            replica=self._replicas.get, clock=self._clock,
         )
         groups.use_offset_log(self._coordination)
         snapshots.bind(controller, self._driver, self._transport)
@@ -255,7 +268,7 @@ class ClusterNode:
             controller.restore(*loaded)
             # This broker's storage may be ahead of its own snapshot: a topic created
             # after it is not deleted here (the replay that follows keeps it).
-            self.reconcile(controller.image, keep=_created_from(raft_log, covered))
+            self.reconcile(controller.image, keep=created_from(raft_log, covered))
         self._driver.add_group(
             CONTROLLER_GROUP, core, raft_log, on_apply=controller.on_apply,
             on_reset=controller.on_reset,
@@ -264,12 +277,20 @@ class ClusterNode:
             controller.hold(raft_log.log_start)
         await self._transport.start()
         self._driver.start()
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._register_forever(), name="cluster-register"),
+            loop.create_task(
+                register_forever(controller, self.node_id, lambda: self._service.config),
+                name="cluster-register",
+            ),
             loop.create_task(self._balance_forever(), name="cluster-balance"),
             loop.create_task(self._reassign_forever(), name="cluster-reassign"),
-            loop.create_task(self._offsets_topic_forever(), name="cluster-offsets-topic"),
+            loop.create_task(
+                offsets_topic_forever(
+                    controller, self.node_id, config.offsets_topic_partitions, len(self.peers)
+                ),
+                name="cluster-offsets-topic",
+            ),
         ]
         log.info(
             "node %d of cluster %s: %d brokers, peers listening on %s",
@@ -303,43 +324,21 @@ class ClusterNode:
 
     async def hand_off(self, timeout: float = HAND_OFF_S) -> int:
         """A clean stop begins here: every group this broker leads (partitions and the
-        controller) is handed to its most caught-up follower (Raft §3.10), so clients
-        find a new leader at once instead of after an election timeout. Returns how
-        many groups moved within ``timeout``."""
+        controller) is handed to its most caught-up follower (``leadership.hand_off``);
+        from now on it takes no leadership handed over. Returns how many groups moved
+        within ``timeout``."""
         self._leaving = True
-        driver = self.driver
-        moving = []
-        for group in [CONTROLLER_GROUP, *self._by_group]:
-            core = driver.core(group)
-            lead = core.lead
-            if lead is None or lead.transfer_target is not None or not lead.progress:
-                continue
-            target, _ = max(
-                lead.progress.items(), key=lambda item: (item[1].recent_active, item[1].match)
-            )
-            try:
-                core.transfer_leadership(target)
-            except ProposalRefusedError:
-                continue
-            driver.kick(group)
-            moving.append(group)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline and any(driver.core(g).lead is not None for g in moving):
-            await asyncio.sleep(0.02)
-        moved = sum(1 for g in moving if driver.core(g).lead is None)
-        if moving:
-            log.info("handed %d of %d led groups to other brokers", moved, len(moving))
-        return moved
+        return await hand_off(self.driver, [CONTROLLER_GROUP, *self._by_group], timeout)
 
     async def stop(self) -> None:
         """Stop the Raft groups and the transport (nothing more is sent), then close
         the controller's log and the hard states; the partitions close with the
         registry."""
-        for task in [*self._tasks, *self._reports]:
+        for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._reports.stop()
         self._tasks.clear()
         if self._coordination is not None:
             await self._coordination.stop()
@@ -357,6 +356,8 @@ class ClusterNode:
         if self._store is not None:
             self._store.close()
             self._store = None
+            if self._replicas is not None:
+                self._replicas.store_closed()
 
     def _send(self, envelope: Envelope) -> None:
         self.transport.send(envelope)  # a drop is counted there; Raft sends again
@@ -377,45 +378,6 @@ class ClusterNode:
             return await self.snapshots.serve(src)
         return await self.controller.on_call(src, kind, body)
 
-    async def _register_forever(self) -> None:
-        """Make this broker's client addresses known through the controller (again
-        whenever the image lacks or differs from them)."""
-        config = self._service.config
-        while True:
-            mine = self.controller.image.brokers.get(self.node_id)
-            want = (config.advertised, config.port, config.kafka_port)
-            if mine is None or (mine.host, mine.grpc_port, mine.kafka_port) != want:
-                try:
-                    await self.controller.execute("register_broker", {
-                        "node_id": self.node_id, "host": want[0],
-                        "grpc_port": want[1], "kafka_port": want[2],
-                    })
-                except SentinelError as exc:
-                    log.debug("registering broker %d: %s", self.node_id, exc)
-                    await asyncio.sleep(REGISTER_RETRY_S)
-                    continue
-            await asyncio.sleep(1.0)
-
-    async def _offsets_topic_forever(self) -> None:
-        """The controller's leader creates ``__consumer_offsets`` once (Kafka's
-        offsets.topic.num.partitions and replication factor min(3, brokers)); every
-        broker's task ends once the image holds it."""
-        controller = self.controller
-        while OFFSETS_TOPIC not in controller.image.topics:
-            if controller.leader == self.node_id:
-                try:
-                    await controller.execute("create_topic", {
-                        "name": OFFSETS_TOPIC,
-                        "partitions": self._config.offsets_topic_partitions,
-                        "replication_factor": min(3, len(self.peers)),
-                        "configs": dict(OFFSETS_TOPIC_CONFIGS),
-                    })
-                except TopicAlreadyExistsError:
-                    pass
-                except SentinelError as exc:
-                    log.warning("creating %s: %s", OFFSETS_TOPIC, exc)
-            await asyncio.sleep(REGISTER_RETRY_S)
-
     async def _balance_forever(self) -> None:
         """Hand each partition back to its preferred replica (the first of its
         replicas) once that one is caught up: leaders spread as placement intended."""
@@ -433,310 +395,26 @@ class ClusterNode:
                 log.debug("replica move: %s", exc)
 
     def reassign_step(self) -> None:
-        """One step of each move led here (``cluster/reassignment``): add a target
-        broker, remove one no longer wanted, hand leadership over, or report the move
-        done through the controller."""
-        driver = self.driver
-        for group, target in list(self.controller.image.reassignments.items()):
-            if group not in self._by_group:
-                continue
-            core = driver.core(group)
-            step = next_step(core, target)
-            if step.action is Action.WAIT:
-                continue
-            if step.action is Action.DONE:
-                if group not in self._moves_reported:
-                    self._report_move(group, target)
-                continue
-            assert step.node is not None
-            if step.action is Action.TRANSFER:
-                log.info("group %d: leadership to broker %d before this one leaves it",
-                         group, step.node)
-                core.transfer_leadership(step.node)
-            else:
-                voters = core.voters | {step.node} if step.action is Action.ADD else (
-                    core.voters - {step.node}
-                )
-                log.info("group %d: voters %s -> %s (target %s)", group,
-                         sorted(core.voters), sorted(voters), list(target))
-                core.propose_config(frozenset(voters))
-            driver.kick(group)
-
-    def _report_move(self, group: int, target: tuple[int, ...]) -> None:
-        """Tell the controller the move of ``group`` to ``target`` is done (once at a
-        time; a failed report is retried by the next step)."""
-        self._moves_reported.add(group)
-
-        async def report() -> None:
-            try:
-                await self.controller.execute(
-                    "partition_replicas", {"group": group, "replicas": list(target)}
-                )
-                log.info("group %d: replicas are now %s", group, list(target))
-            except SentinelError as exc:
-                log.debug("reporting the move of group %d: %s", group, exc)
-            finally:
-                self._moves_reported.discard(group)
-
-        task = asyncio.get_running_loop().create_task(report(), name=f"report-move-{group}")
-        self._reports.add(task)
-        task.add_done_callback(self._reports.discard)
+        """One step of each move led here (``leadership.reassign_step``)."""
+        reassign_step(self.driver, self.controller.image, self._by_group, self._reports)
 
     def balance(self) -> int:
-        moved = 0
-        driver = self.driver
-        for group, part in list(self._by_group.items()):
-            assignment = self._assignment(part.topic, part.index)
-            if assignment is None or self.controller.image.target_of(group) is not None:
-                continue  # a move under way places the leader itself
-            preferred = assignment.replicas[0]
-            core = driver.core(group)
-            lead = core.lead
-            if lead is None or preferred == self.node_id or lead.transfer_target is not None:
-                continue
-            progress = lead.progress.get(preferred)
-            if progress is None or not progress.recent_active:
-                continue
-            if progress.match == core.log.log_end:
-                core.transfer_leadership(preferred)
-                driver.kick(group)
-                moved += 1
-        return moved
-
-    # ------------------------------------------------------------ records
-
-    def _apply_record(self, offset: int, record: Record) -> None:
-        """A committed metadata record, applied to this broker's storage and groups
-        (the image has applied it already)."""
-        service = self._service
-        if isinstance(record, CreateTopic | CreatePartitions):
-            found = self.controller.image.topics.get(record.name)
-            if found is not None:
-                self._ensure_topic(found)
-        elif isinstance(record, DeleteTopic):
-            self._drop_topic(record.name)
-        elif isinstance(record, AlterConfigs):
-            self._set_configs(record.name, record.configs)
-        elif isinstance(record, CommitOffsets):
-            offsets = {
-                (o.topic, o.partition): OffsetAndMetadata(o.offset, o.metadata)
-                for o in record.offsets
-            }
-            # A log of a former release (offsets are in __consumer_offsets now):
-            # kept in the meta store, never served.
-            service.meta.commit_offsets(record.group_id, offsets)
-        elif isinstance(record, DeleteGroupOffsets):
-            service.meta.delete_group_offsets(record.group_id)
-        elif isinstance(record, ReassignPartition | PartitionReplicas):
-            where = self.controller.image.partition_of_group(record.group)
-            assignment = self.controller.image.assignment_of(record.group)
-            if where is not None and assignment is not None:
-                self._place(where[0], where[1], assignment)
+        """Hand led partitions back to their caught-up preferred replicas
+        (``leadership.balance``); returns how many."""
+        return balance(self.driver, self.controller.image, self._by_group, self.node_id)
 
     def reconcile(self, image: MetadataImage, keep: Set[str] = frozenset()) -> None:
         """Make this broker's topics, Raft groups and stored offsets what ``image``
-        says (a snapshot loaded at start or installed): what each record would have
-        done, for records this broker never applied. A local topic absent from the
-        image (unless named in ``keep``), or hosting a group the image gives another
-        partition (deleted and re-created meanwhile), is deleted; missing ones are
-        created."""
-        service = self._service
-        for topic in list(service.registry):
-            want = image.topics.get(topic.name)
-            if want is None:
-                stale = topic.name not in keep
-            else:
-                stale = any(
-                    part.topic == topic.name and part.index < len(want.partitions)
-                    and want.partitions[part.index].group != group
-                    for group, part in self._by_group.items()
-                )
-            if stale:
-                self._drop_topic(topic.name)
-        for found in image.topics.values():
-            self._ensure_topic(found)
-            self._set_configs(found.name, found.configs)
-        meta = service.meta
-        stored = meta.all_offsets()
-        for group_id in stored.keys() - image.offsets.keys():
-            meta.delete_group_offsets(group_id)
-        for group_id, committed in image.offsets.items():
-            offsets = {k: OffsetAndMetadata(v.offset, v.metadata) for k, v in committed.items()}
-            if stored.get(group_id) != offsets:
-                if group_id in stored:
-                    meta.delete_group_offsets(group_id)
-                meta.commit_offsets(group_id, offsets)
+        says (``MetadataApplier.reconcile``)."""
+        self.applier.reconcile(image, keep)
 
-    def _ensure_topic(self, found: TopicImage) -> None:
-        """The topic here with every partition of ``found``, hosted ones in their groups."""
-        service = self._service
-        hosted = [i for i, a in enumerate(found.partitions) if self.node_id in a.replicas]
-        total = len(found.partitions)
-        topic = service.registry.find(found.name)
-        known = 0 if topic is None else len(topic.partitions)
-        for index in hosted:
-            if index >= known:  # created empty below: it must be new to this broker
-                self._check_not_forgotten(found.name, index, found.partitions[index].group)
-        if topic is None:
-            service.create_topic_here(
-                found.name, total, found.replication_factor, found.configs, hosted
-            )
-        elif len(topic.partitions) < total:
-            first_new = len(topic.partitions)
-            service.add_partitions_here(found.name, total, [i for i in hosted if i >= first_new])
-        for index, assignment in enumerate(found.partitions):
-            self._place(found.name, index, assignment)
-
-    def _check_not_forgotten(self, topic: str, index: int, group: int) -> None:
-        """Refuse to create ``topic``-``index`` empty here when this broker holds its
-        group's Raft state: it held the replica (a dropped replica's state is deleted
-        first), so the meta store lost its record, and creating it would replace the
-        replica's log, which acknowledged records, by an empty one."""
-        assert self._store is not None
-        if self._store.load(group) is None:
-            return
-        raise DamagedDataError(
-            f"partition {topic}-{index}: the meta store does not list this replica but "
-            f"{self._store.view(group).path} holds its Raft state: the meta store "
-            f"({posixpath.join(self._config.data_dir, 'meta')}) lost a record",
-            quarantinable=False,
-            advice="restore the data directory from a backup; the other brokers serve "
-            "meanwhile",
-        )
-
-    def _drop_topic(self, name: str) -> None:
-        if self._service.registry.find(name) is not None:
-            for part in [p for p in self._by_group.values() if p.topic == name]:
-                self._unhost(part)
-            self._service.delete_topic_here(name)
-
-    def _set_configs(self, name: str, configs: Mapping[str, str]) -> None:
-        topic = self._service.registry.find(name)
-        if topic is not None and dict(topic.configs) != dict(configs):
-            gone = [k for k in topic.configs if k not in configs]
-            self._service.registry.alter_configs(name, configs, gone)
-
-    def _place(self, topic_name: str, index: int, assignment: PartitionAssignment) -> None:
-        """Host or drop this broker's replica of a partition as the image says: hosted
-        while this broker is one of its replicas or of a move's target; dropped (group
-        stopped, data deleted) only once no move is under way and it is not a replica,
-        i.e. after ``PartitionReplicas`` is committed: a voter never loses its log while
-        the group may still count on it."""
-        target = self.controller.image.target_of(assignment.group)
-        if self.node_id in assignment.replicas or (
-            target is not None and self.node_id in target
-        ):
-            self._host(topic_name, index, assignment)
-        elif target is None:
-            part = self._by_group.get(assignment.group)
-            if part is not None:
-                self._unhost(part)
-            if self._service.registry.find(topic_name) is not None:
-                self._service.registry.unhost_partition(topic_name, index)
-
-    def _host(self, topic_name: str, index: int, assignment: PartitionAssignment) -> None:
-        """Start the Raft group of a partition this broker replicates (once). A broker
-        joining by a move (in ``target``, not in the replicas) gets an empty log and
-        starts as a non-voter that knows every broker: it votes and campaigns only once
-        a configuration naming it reaches its log."""
-        if assignment.group in self._by_group:
-            return
-        topic = self._service.registry.find(topic_name)
-        if topic is None or index >= len(topic.partitions):
-            return
-        if isinstance(topic.partitions[index], RemotePartition):
-            self._check_not_forgotten(topic_name, index, assignment.group)
-            self._service.registry.host_partition(topic_name, index)
-        plog = topic.partitions[index]
-        if isinstance(plog, OfflinePartition):
-            log.error("partition %s-%d is offline: its Raft group is not started",
-                      topic_name, index)
-            return
-        assert self._store is not None
-        try:  # reads the whole log: a damaged file of this replica is found here
-            raft_log = PartitionRaftLog(
-                plog, self._store.view(assignment.group), self._clock, durable=self._durable
-            )
-        except DiskError as exc:
-            self._quarantine(topic, index, exc)
-            return
-        voters = frozenset(assignment.replicas)
-        if self.node_id not in voters:
-            voters = frozenset(self.peers) - {self.node_id}
-        core = RaftCore(
-            self.node_id, voters, raft_log, self._rng,
-            hard_state=raft_log.hard_state, applied=raft_log.hard_state.commit,
-            config=PARTITION_RAFT,
-        )
-        part = ReplicatedPartition(
-            topic_name, index, plog, driver=self.driver, group=assignment.group,
-            raft_log=raft_log, address_of=self.client_address,
-        )
-        self.driver.add_group(
-            assignment.group, core, raft_log, on_commit=self._committed, on_role=self._role
-        )
-        self._by_group[assignment.group] = part
-        self._group_of_log[id(plog)] = assignment.group
-
-    def _quarantine(self, topic: Topic, index: int, exc: DiskError) -> None:
-        """This broker's replica of ``topic``-``index`` is damaged: refuse to run
-        (``DamagedDataError``: the driver stops, the broker exits with one line), or with
-        ``--skip-damaged`` keep the replica offline (no Raft group: it neither votes nor
-        acknowledges; the other replicas serve the partition) and log one line."""
-        name = f"{topic.name}-{index}"
-        if not self._config.skip_damaged:
-            raise DamagedDataError(f"partition {name}: {exc}", quarantinable=True) from exc
-        log.error("replica of partition %s is OFFLINE (quarantined by --skip-damaged): %s",
-                  name, exc)
-        plog = topic.partitions[index]
-        with contextlib.suppress(SentinelError, OSError):
-            plog.close()
-        topic.partitions[index] = OfflinePartition(name, str(exc))
-
-    def _unhost(self, part: ReplicatedPartition) -> None:
-        self.driver.remove_group(part.group)
-        self._by_group.pop(part.group, None)
-        self._group_of_log.pop(id(part.log), None)
-        if part.topic == OFFSETS_TOPIC:
-            self.coordination.role_changed(part)
-        if self._store is not None:
-            self._store.delete(part.group)
-        part.wake_all()
-
-    def _committed(self, group: int) -> None:
-        part = self._by_group.get(group)
-        if part is not None:
-            part.committed()
-
-    def _role(self, group: int) -> None:
-        part = self._by_group.get(group)
-        if part is None:
-            return
-        part.role_changed()
-        if part.topic == OFFSETS_TOPIC:
-            self.coordination.role_changed(part)
-        core = self.driver.core(group)
-        if core.lead is not None and not self._leaving:
+    def _leads(self, group: int, term: int) -> None:
+        """This broker leads ``group`` in ``term``: tell the controller unless it knows
+        (or a clean stop has begun: leadership is being handed away)."""
+        if not self._leaving:
             known = self.controller.image.leader_of(group)
-            if known is None or known[1] < core.term:
-                self._report_leader(group, core.term)
-
-    def _report_leader(self, group: int, term: int) -> None:
-        """Tell the controller this broker leads ``group`` in ``term`` (for the brokers
-        without a replica: their metadata names the leader). Best effort: a report
-        lost to a failure is followed by the next election's."""
-
-        async def report() -> None:
-            try:
-                await self.controller.execute(
-                    "partition_leader", {"group": group, "leader": self.node_id, "term": term}
-                )
-            except SentinelError as exc:
-                log.debug("reporting the leader of group %d: %s", group, exc)
-
-        task = asyncio.get_running_loop().create_task(report(), name=f"report-leader-{group}")
-        self._reports.add(task)
-        task.add_done_callback(self._reports.discard)
+            if known is None or known[1] < term:
+                self._reports.leader(group, term)
 
     # ------------------------------------------------------------ the service's calls
 
@@ -751,10 +429,7 @@ class ClusterNode:
         return part
 
     def _assignment(self, topic: str, index: int) -> PartitionAssignment | None:
-        found = self.controller.image.topics.get(topic)
-        if found is None or index >= len(found.partitions):
-            return None
-        return found.partitions[index]
+        return self.controller.image.assignment_at(topic, index)
 
     def client_address(self, node: int | None) -> str | None:
         """The gRPC address of broker ``node`` (what NOT_LEADER_OR_FOLLOWER names)."""
@@ -767,60 +442,36 @@ class ClusterNode:
         self, name: str, partitions: int, replication_factor: int,
         configs: Mapping[str, str] | None,
     ) -> Topic:
-        await self.controller.execute("create_topic", {
-            "name": name, "partitions": partitions,
-            "replication_factor": replication_factor, "configs": dict(configs or {}),
-        })
+        await controller_ops.create_topic(
+            self.controller, name, partitions, replication_factor, configs
+        )
         return self._service.registry.get(name)
 
     async def delete_topic(self, name: str) -> None:
-        await self.controller.execute("delete_topic", {"name": name})
+        await controller_ops.delete_topic(self.controller, name)
 
     async def add_partitions(self, name: str, total: int) -> Topic:
-        await self.controller.execute("create_partitions", {"name": name, "total": total})
+        await controller_ops.create_partitions(self.controller, name, total)
         return self._service.registry.get(name)
 
     async def reassign_partition(
         self, topic: str, partition: int, replicas: Sequence[int]
     ) -> None:
-        await self.controller.execute("reassign_partition", {
-            "name": topic, "partition": partition, "replicas": list(replicas),
-        })
+        await controller_ops.reassign_partition(self.controller, topic, partition, replicas)
 
     def reassignments(self) -> dict[tuple[str, int], tuple[tuple[int, ...], tuple[int, ...]]]:
-        image = self.controller.image
-        moves = {}
-        for group, target in image.reassignments.items():
-            where, assignment = image.partition_of_group(group), image.assignment_of(group)
-            if where is not None and assignment is not None:
-                moves[where] = (assignment.replicas, target)
-        return moves
+        return controller_ops.reassignments(self.controller.image)
 
     async def alter_configs(
         self, name: str, set_: Mapping[str, str], delete: Sequence[str]
     ) -> Topic:
-        await self.controller.execute(
-            "alter_configs", {"name": name, "set": dict(set_), "delete": list(delete)}
-        )
+        await controller_ops.alter_configs(self.controller, name, set_, delete)
         return self._service.registry.get(name)
 
     def apply_retention(self, plog: PartitionLog | OfflinePartition) -> int:
-        """Retention of one replica (as Kafka's replicas each apply their own): where the
-        rules would move ``plog``'s start goes to its Raft group's loop, which moves it
-        at most to the commit, in the crash-safe order (``MultiRaftDriver``). Callable
-        from a worker thread; returns 0 (the records go later). A log of no group here
-        is left alone."""
-        group = self._group_of_log.get(id(plog))
-        part = None if group is None else self._by_group.get(group)
-        loop = self._loop
-        if group is None or part is None or part.log is not plog or loop is None:
-            return 0
-        if not isinstance(plog, PartitionLog):
-            return 0
-        point = plog.retention_point()
-        if point is not None:
-            loop.call_soon_threadsafe(self.driver.request_start, group, point)
-        return 0
+        """Retention of one replica, through its Raft group (``HostedReplicas``);
+        callable from a worker thread; returns 0 (the records go later)."""
+        return 0 if self._replicas is None else self._replicas.apply_retention(plog)
 
     def check_coordinator(self, group_id: str) -> None:
         """NOT_COORDINATOR unless this broker leads ``group_id``'s partition of
@@ -840,91 +491,19 @@ class ClusterNode:
         return found
 
     def _broker(self, node: int) -> BrokerMetadata | None:
-        found = self.controller.image.brokers.get(node)
-        if found is not None:
-            return BrokerMetadata(node, found.host, found.grpc_port, found.host,
-                                  found.kafka_port)
-        if node == self.node_id:
-            config = self._service.config
-            return BrokerMetadata(node, config.advertised, config.port,
-                                  config.kafka_advertised, config.kafka_port)
-        return None
+        return broker_metadata(self.controller.image, node, self._service.config)
 
     def cluster(self) -> ClusterMetadata:
-        brokers = [b for b in (self._broker(n) for n in sorted(self.peers)) if b is not None]
-        leader = self.controller.leader
-        return ClusterMetadata(
-            tuple(brokers), -1 if leader is None else leader, (), self.cluster_id
+        return cluster_metadata(
+            self.controller.image, self.peers, self.controller.leader, self.cluster_id,
+            self._service.config,
         )
 
     def topic_metadata(self, topic: Topic) -> TopicMetadata:
-        partitions = []
-        for index, plog in enumerate(topic.partitions):
-            assignment = self._assignment(topic.name, index)
-            replicas = () if assignment is None else assignment.replicas
-            part = None if assignment is None else self._by_group.get(assignment.group)
-            leader, epoch, isr = -1, 0, replicas
-            error: SentinelError | None = None
-            if part is not None:
-                core = self.driver.core(part.group)
-                leader = -1 if core.leader is None else core.leader
-                epoch = core.term
-                reported = self.controller.image.leader_of(part.group)
-                if leader < 0 and reported is not None:
-                    # No leader known here (just started, or an election or a hand-over
-                    # to the preferred replica under way): the one the controller last
-                    # recorded, as Kafka's metadata cache names it until it learns the
-                    # next; that broker redirects. Not -1: librdkafka keeps a leader of
-                    # -1 and its watermark query fails until the metadata expires.
-                    leader, epoch = reported
-                if core.lead is not None:
-                    isr = tuple(
-                        r for r in replicas
-                        if r == self.node_id or (
-                            (pr := core.lead.progress.get(r)) is not None
-                            and pr.recent_active and pr.match >= core.commit
-                        )
-                    )
-            elif assignment is not None and replicas:
-                # Not a replica here: the leader as it reported itself to the controller,
-                # else the preferred replica (a client told otherwise asks again).
-                reported = self.controller.image.leader_of(assignment.group)
-                leader, epoch = reported if reported is not None else (replicas[0], 0)
-            if leader < 0:
-                error = LeaderNotAvailableError(f"partition {topic.name}-{index} has no leader")
-            if isinstance(plog, OfflinePartition) and not isinstance(plog.error(), NotLeaderError):
-                error = plog.error()
-            partitions.append(PartitionMetadata(
-                partition=index, leader=leader, replicas=replicas, isr=isr,
-                log_start_offset=plog.log_start_offset, log_end_offset=plog.log_end_offset,
-                high_watermark=plog.high_watermark, size_bytes=plog.size_bytes,
-                error=error, leader_epoch=epoch,
-            ))
-        return TopicMetadata(
-            topic.name, tuple(partitions), topic.config.to_map(), topic.replication_factor
+        return topic_metadata(
+            topic, image=self.controller.image, driver=self.driver, hosted=self._by_group,
+            node_id=self.node_id,
         )
-
-
-def _created_from(raft_log: PartitionRaftLog, start: int) -> frozenset[str]:
-    """The names of the topics the CreateTopic records at or past ``start`` in the
-    controller's log (as stored here) create."""
-    names: set[str] = set()
-    at = max(start, raft_log.log_start)
-    while at < raft_log.log_end:
-        chunk = raft_log.entries(at, 64)
-        if not chunk:
-            break
-        for entry in chunk:
-            if entry.data and not parse_header(entry.data).is_control:
-                for record in decode_records(entry.data):
-                    try:
-                        change = decode_record(record.value or b"")
-                    except MetadataRecordError:
-                        continue
-                    if isinstance(change, CreateTopic):
-                        names.add(change.name)
-        at = chunk[-1].end
-    return frozenset(names)
 
 
 def _damaged_cluster_state(exc: DiskError) -> DamagedDataError:

@@ -1,0 +1,313 @@
+"""The broker's consumer-group requests: what a door's group call passes before the
+``GroupDriver`` (``broker/group_driver``) acts on it.
+
+``GroupRequests`` owns the checks every door shares: in a cluster, that this broker
+coordinates the group (leads its partition of ``__consumer_offsets``); a session
+timeout within the group.min/max.session.timeout.ms bounds; committed offsets that name
+an existing partition; Kafka's refusals for what this broker does not support (static
+membership). It also answers the read-only questions about groups (describe, list, lag,
+FindCoordinator). ``BrokerService`` delegates its group methods here, one line each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Protocol
+
+from sentinel.broker.group_config import GroupConfig
+from sentinel.broker.group_driver import GroupDriver, GroupError
+from sentinel.broker.group_events import (
+    ErrorCode,
+    GroupDescription,
+    JoinCompleted,
+    JoinProtocol,
+    MemberAssignment,
+    OffsetAndMetadata,
+    SyncCompleted,
+    TopicPartition,
+)
+from sentinel.broker.outcomes import (
+    BrokerMetadata,
+    CommitOutcome,
+    GroupSummary,
+    PartitionLagInfo,
+)
+from sentinel.broker.standalone_metadata import broker_alone
+from sentinel.broker.topics import TopicRegistry
+from sentinel.broker.validation import check_commit_offsets
+from sentinel.config import BrokerConfig
+from sentinel.errors import SentinelError
+
+DEFAULT_CLIENT_ID = "sentinel-client"
+DEFAULT_ASSIGNOR = "roundrobin"
+
+
+class Coordinators(Protocol):
+    """Who coordinates which group in a cluster (``cluster/node``'s ``ClusterNode``)."""
+
+    def check_coordinator(self, group_id: str) -> None: ...
+
+    def coordinator(self, group_id: str) -> BrokerMetadata: ...
+
+
+class GroupRequests:
+    """The group calls of every door, checked, then handed to the ``GroupDriver``.
+
+    ``broker_config`` is read at each use: the server replaces the service's config
+    once it knows the ports it bound (``--port 0``), which FindCoordinator must name.
+    ``coordinators`` None: a broker alone, which coordinates every group.
+    ``auto_create`` creates the named topics a consumer subscribes to when it asks
+    (``BrokerService.topics`` with ``auto_create``)."""
+
+    def __init__(
+        self,
+        groups: GroupDriver,
+        registry: TopicRegistry,
+        broker_config: Callable[[], BrokerConfig],
+        group_config: GroupConfig,
+        *,
+        coordinators: Coordinators | None,
+        auto_create: Callable[[Sequence[str]], Awaitable[object]],
+    ) -> None:
+        self._groups = groups
+        self._registry = registry
+        self._broker_config = broker_config
+        self._group_config = group_config
+        self._coordinators = coordinators
+        self._auto_create = auto_create
+
+    def _check_coordinator(self, group_id: str) -> None:
+        """In a cluster, NOT_COORDINATOR unless this broker coordinates ``group_id``
+        (leads its partition of ``__consumer_offsets``), COORDINATOR_LOAD_IN_PROGRESS
+        while it reads that partition back."""
+        if self._coordinators is not None:
+            self._coordinators.check_coordinator(group_id)
+
+    def _session_timeout_s(self, session_timeout_ms: int) -> float:
+        """The session timeout in seconds, or INVALID_SESSION_TIMEOUT outside the bounds."""
+        cfg = self._group_config
+        session_s = session_timeout_ms / 1000.0
+        if not cfg.min_session_timeout_s <= session_s <= cfg.max_session_timeout_s:
+            raise GroupError(
+                ErrorCode.INVALID_SESSION_TIMEOUT,
+                f"session timeout {session_timeout_ms} ms is outside "
+                f"{self._broker_config().group_min_session_timeout_ms}.."
+                f"{self._broker_config().group_max_session_timeout_ms} ms "
+                "(--group-min-session-timeout-ms, --group-max-session-timeout-ms)",
+            )
+        return session_s
+
+    def group_lag(self, group_id: str) -> list[PartitionLagInfo]:
+        committed = self._groups.fetch_offsets(group_id, None)
+        lags = []
+        for (topic, partition), om in sorted(committed.items()):
+            found = self._registry.find(topic)
+            if found is None or partition >= len(found.partitions):
+                continue
+            leo = found.partitions[partition].high_watermark
+            lags.append(PartitionLagInfo(topic, partition, om.offset, leo))
+        return lags
+
+    def describe_group(self, group_id: str) -> tuple[GroupDescription, list[PartitionLagInfo]]:
+        self._check_coordinator(group_id)
+        return self._groups.describe(group_id), self.group_lag(group_id)
+
+    async def commit_offsets(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+    ) -> tuple[CommitOutcome, ...]:
+        """Commit ``offsets``; a result per partition, in the order given: committed
+        (durable in the meta store) or refused with its own error (an unknown topic or
+        partition, an invalid offset, or the group's refusal: unknown member, illegal
+        generation, ...). An offline partition may still commit."""
+        self._check_coordinator(group_id)
+        refused: dict[TopicPartition, SentinelError] = {}
+        valid: dict[TopicPartition, OffsetAndMetadata] = {}
+        for (topic, partition), om in offsets.items():
+            try:
+                check_commit_offsets(((topic, partition, om.offset),))
+                self._registry.get(topic).check_partition(partition)
+            except SentinelError as exc:
+                refused[(topic, partition)] = exc
+            else:
+                valid[(topic, partition)] = om
+        if valid or not offsets:
+            codes = await self._groups.commit(group_id, member_id, generation, valid)
+            for (topic, partition), code in codes.items():
+                if code is not ErrorCode.NONE:
+                    refused[(topic, partition)] = GroupError(
+                        code, f"commit of {topic}[{partition}] refused: {code.name}"
+                    )
+        return tuple(CommitOutcome(t, p, refused.get((t, p))) for t, p in offsets)
+
+    def fetch_offsets(
+        self, group_id: str, partitions: Sequence[TopicPartition] | None = None
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """The group's committed offsets (of ``partitions``, or all)."""
+        self._check_coordinator(group_id)
+        return self._groups.fetch_offsets(group_id, partitions or None)
+
+    def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
+        """Keep a member's session; raises ``GroupError`` (REBALANCE_IN_PROGRESS: rejoin)."""
+        self._check_coordinator(group_id)
+        self._groups.heartbeat(group_id, member_id, generation)
+
+    def leave_group(self, group_id: str, member_id: str) -> None:
+        self._check_coordinator(group_id)
+        self._groups.leave(group_id, member_id)
+
+    def list_groups(self) -> tuple[GroupSummary, ...]:
+        summaries = []
+        for listing in self._groups.list_groups():
+            described = self._groups.describe(listing.group_id)
+            summaries.append(
+                GroupSummary(
+                listing.group_id,
+                listing.state.value,
+                len(described.members),
+                listing.protocol_type,
+            )
+            )
+        return tuple(summaries)
+
+    async def join_group(
+        self,
+        group_id: str,
+        member_id: str,
+        *,
+        client_id: str = "",
+        topics: Sequence[str],
+        assignor: str = "",
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int = 0,
+        auto_create_topics: bool = False,
+        protocols: Sequence[JoinProtocol] | None = None,
+        protocol_type: str = "consumer",
+    ) -> JoinCompleted:
+        """Join with a subscription; returns when the join phase completes.
+
+        Without ``protocols`` (the gRPC door) the broker assigns with ``assignor`` over
+        ``topics`` and the answer carries this member's share. With ``protocols`` (the
+        Kafka door: each with its decoded topics and the client's opaque metadata) the
+        leader gets every member's subscription and each member calls ``sync_group``.
+
+        The session timeout must lie within the group.min/max.session.timeout.ms bounds;
+        a rebalance timeout of 0 means the session timeout. The subscribed topics are
+        created only when the consumer asks (``auto_create_topics``, Kafka's consumer
+        ``allow.auto.create.topics``) and --auto-create-topics is on; otherwise an
+        unknown topic is assigned once it is created. An empty ``client_id`` or
+        ``assignor``: ``DEFAULT_CLIENT_ID``, ``DEFAULT_ASSIGNOR``."""
+        self._check_coordinator(group_id)
+        session_s = self._session_timeout_s(session_timeout_ms)
+        if auto_create_topics:
+            await self._auto_create(topics)
+        return await self._groups.join(
+            group_id,
+            member_id,
+            client_id=client_id or DEFAULT_CLIENT_ID,
+            topics=topics,
+            assignor=assignor or DEFAULT_ASSIGNOR,
+            session_timeout_s=session_s,
+            rebalance_timeout_s=(rebalance_timeout_ms or session_timeout_ms) / 1000.0,
+            protocols=protocols,
+            protocol_type=protocol_type,
+        )
+
+    async def sync_group(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        assignments: Mapping[str, MemberAssignment] | None = None,
+        timeout_ms: int = 300_000,
+    ) -> SyncCompleted:
+        """SyncGroup after a Kafka-mode join: the leader passes every member's
+        assignment, the others None; returns this member's share."""
+        self._check_coordinator(group_id)
+        return await self._groups.sync(
+            group_id, member_id, generation, assignments, timeout_ms / 1000.0
+        )
+
+    def all_lags(self) -> Iterator[tuple[str, PartitionLagInfo]]:
+        for listing in self._groups.list_groups():
+            for lag in self.group_lag(listing.group_id):
+                yield listing.group_id, lag
+
+    async def delete_group(self, group_id: str) -> None:
+        """Delete a group without members and its committed offsets (Kafka's
+        DeleteGroups): NON_EMPTY_GROUP while it has members."""
+        self._check_coordinator(group_id)
+        await self._groups.delete_group(group_id)
+
+    async def alter_group_offsets(
+        self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        """Set a group's committed offsets from outside (kafka-consumer-groups
+        --reset-offsets). As Kafka, only while the group has no active members: its
+        consumers would overwrite the reset with their next commit."""
+        members = len(self._groups.describe(group_id).members)
+        if members:
+            raise GroupError(
+                ErrorCode.NON_EMPTY_GROUP,
+                f"group {group_id!r} has {members} active member{'' if members == 1 else 's'}: "
+                "offsets can be reset only while it has none (stop its consumers first)",
+            )
+        await self.commit_offsets(group_id, "", -1, offsets)
+
+    def group_coordinator(self, group_id: str) -> BrokerMetadata:
+        """The broker that coordinates ``group_id`` (Kafka's FindCoordinator), as
+        ``metadata()`` lists it: a single broker coordinates every group; in a cluster
+        the leader of the group's partition of ``__consumer_offsets`` does (Kafka's
+        ``abs(groupId.hashCode) % partitions``; the offsets live in that partition)."""
+        if self._coordinators is not None:
+            return self._coordinators.coordinator(group_id)
+        return broker_alone(self._broker_config())
+
+    async def kafka_join_group(
+        self,
+        group_id: str,
+        member_id: str,
+        *,
+        client_id: str,
+        client_host: str = "",
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int = -1,
+        protocol_type: str,
+        protocols: Sequence[JoinProtocol],
+        group_instance_id: str | None = None,
+        require_known_member_id: bool = False,
+    ) -> JoinCompleted:
+        """JoinGroup through the Kafka door: client-side assignment (the leader gets
+        every member's subscription, then everyone calls ``sync_group``).
+
+        ``rebalance_timeout_ms`` < 1 (JoinGroup v0) means the session timeout.
+        ``require_known_member_id`` (v4+): a new member first gets ``GroupError``
+        MEMBER_ID_REQUIRED carrying its id (``.member_id``) and joins again with it.
+        Static membership (``group_instance_id``, KIP-345) is not supported: refused
+        with UNSUPPORTED_VERSION, as Kafka brokers without it do. A group whose members
+        joined through the gRPC door refuses with INCONSISTENT_GROUP_PROTOCOL."""
+        self._check_coordinator(group_id)
+        if group_instance_id is not None:
+            raise GroupError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"static membership (group.instance.id {group_instance_id!r}) is not "
+                "supported by this broker: unset group.instance.id",
+            )
+        session_s = self._session_timeout_s(session_timeout_ms)
+        rebalance_s = rebalance_timeout_ms / 1000.0 if rebalance_timeout_ms > 0 else session_s
+        return await self._groups.join(
+            group_id,
+            member_id,
+            client_id=client_id,
+            topics=(),
+            assignor="",
+            session_timeout_s=session_s,
+            rebalance_timeout_s=rebalance_s,
+            protocols=protocols,
+            protocol_type=protocol_type,
+            client_host=client_host,
+            require_known_member_id=require_known_member_id,
+        )

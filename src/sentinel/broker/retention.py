@@ -1,0 +1,110 @@
+"""Retention and key compaction: the periodic pass over every partition of a broker.
+
+``Retention`` owns the pass's one worker thread and the pass in flight. A pass reads
+and rewrites batches, so it runs off the event loop, where consumers and producers
+would otherwise wait for it (the log serializes writers). A failing partition is
+logged and the pass goes on; a full disk is retried by the next pass.
+
+In a cluster a replicated log never moves its start behind its Raft group's back:
+the pass hands each log to the cluster node (``ReplicaRetention``), which moves the
+start through the group; key compaction is off there (the Raft log does not take the
+gaps compaction leaves between batches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from sentinel.broker.topics import OfflinePartition, Topic
+from sentinel.clock import Clock
+from sentinel.errors import StorageUnavailableError
+from sentinel.log.partition_log import PartitionLog
+
+log = logging.getLogger("sentinel.broker.service")  # the name these lines always had
+
+
+class ReplicaRetention(Protocol):
+    """Retention of a replicated log (``cluster/node``'s ``ClusterNode``)."""
+
+    def apply_retention(self, plog: PartitionLog | OfflinePartition) -> int: ...
+
+
+class Retention:
+    """Passes of retention and compaction over ``topics``' partitions.
+
+    ``replicated`` None: a broker alone, which applies each log's rules itself."""
+
+    def __init__(
+        self,
+        topics: Iterable[Topic],
+        clock: Clock,
+        *,
+        replicated: ReplicaRetention | None,
+    ) -> None:
+        self._topics = topics
+        self._clock = clock
+        self._replicated = replicated
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, "sentinel-retention")
+        self._pass: concurrent.futures.Future[int] | None = None
+
+    async def run_forever(self, interval_s: Callable[[], float]) -> None:
+        """A pass every ``interval_s()`` seconds (read each round, from the service's
+        config, which the server replaces once it bound its ports), in the worker
+        thread."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval_s())
+            self._pass = self._worker.submit(self.enforce, list(self._topics))
+            await asyncio.wrap_future(self._pass, loop=loop)
+
+    async def stop(self) -> None:
+        """Once ``run_forever`` is cancelled: let a pass in the worker thread finish."""
+        if self._pass is not None:
+            await asyncio.wrap_future(self._pass)
+            self._pass = None
+        self._worker.shutdown(wait=True)
+
+    def enforce(self, topics: list[Topic] | None = None) -> int:
+        """One pass of retention and key compaction over every partition."""
+        removed = 0
+        started = self._clock.monotonic()
+        passes = {"retention": [0, 0], "compaction": [0, 0]}  # partitions, records removed
+        for topic in topics if topics is not None else list(self._topics):
+            for plog in topic.partitions:
+                try:
+                    if topic.config.cleanup_delete:
+                        # A replicated log moves its start through its Raft group (the
+                        # records go later, counted there): never behind its back.
+                        cluster = self._replicated
+                        gone = plog.apply_retention() if cluster is None else (
+                            cluster.apply_retention(plog)
+                        )
+                        passes["retention"][0] += 1
+                        passes["retention"][1] += gone
+                        removed += gone
+                    # Not in a cluster yet: the Raft log does not take the gaps
+                    # compaction leaves between batches.
+                    if topic.config.cleanup_compact and self._replicated is None:
+                        gone = plog.compact_keys()
+                        passes["compaction"][0] += 1
+                        passes["compaction"][1] += gone
+                        removed += gone
+                except StorageUnavailableError:
+                    pass  # a full disk: the engine logged it once; the next pass retries
+                except Exception:  # a failing partition must not stop the others
+                    log.exception("retention failed for %s", topic.name)
+        for kind, (partitions, gone) in passes.items():
+            # INFO when the pass removed something; DEBUG otherwise (every 30 s by default).
+            log.log(
+                logging.INFO if gone else logging.DEBUG,
+                "%s pass: %d records removed from %d partitions in %.0f ms",
+                kind,
+                gone,
+                partitions,
+                (self._clock.monotonic() - started) * 1000,
+            )
+        return removed

@@ -1,0 +1,120 @@
+"""How a broker's configuration becomes its storage: the meta store, the resources
+every partition's engine shares, the engines' options, the topic registry and the
+groups' settings.
+
+Builders only: each returns a new object and opens nothing beyond it; the service
+calls them in order at start, and owns what they return (and closes it on a failed
+start or at stop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sentinel.broker.group_config import GroupConfig
+from sentinel.broker.limits import (
+    TopicLimits,
+    current_open_files_limit,
+    open_partitions_for_open_files,
+)
+from sentinel.broker.meta_store import MetaStore
+from sentinel.broker.topics import TopicRegistry
+from sentinel.clock import Clock
+from sentinel.config import BrokerConfig
+from sentinel.errors import DamagedDataError, DiskError
+from sentinel.fs import FS
+from sentinel.log.config import TopicConfig
+from sentinel.log.open_files import OpenLogLimit
+from sentinel.log.types import LogOptions
+from sentinel.storage.options import EngineOptions
+from sentinel.storage.resources import ResourceSizes, SharedResources
+from sentinel.storage.wal import WalOptions
+
+RECOVERY_THREADS = 8  # partitions opened at once at start (threads gone once started)
+MIB = 1024 * 1024
+
+
+def open_meta(fs: FS, directory: str) -> MetaStore:
+    """The meta store, or ``DamagedDataError``: the broker cannot run without it."""
+    try:
+        return MetaStore.open(fs, directory)
+    except DiskError as exc:
+        raise DamagedDataError(f"meta store: {exc}", quarantinable=False) from exc
+
+
+def shared_resources(config: BrokerConfig) -> SharedResources:
+    """The one worker pool, sync pipeline, block cache and memtable budget every
+    partition's engine shares (``storage/resources``)."""
+    return SharedResources(
+        ResourceSizes(
+            workers=config.storage_threads,
+            sync_threads=config.sync_threads,
+            block_cache_bytes=config.block_cache_mb * MIB,
+            memtable_budget_bytes=config.memtable_budget_mb * MIB,
+        )
+    )
+
+
+def engine_options(
+    config: BrokerConfig,
+    resources: SharedResources,
+    on_wal_sync: Callable[[float, int], None] | None,
+) -> EngineOptions:
+    """Every partition engine's options, over the shared ``resources``."""
+    return resources.engine_options(
+        EngineOptions(
+            memtable_bytes=config.memtable_mb * MIB,
+            on_wal_sync=on_wal_sync,
+            # The broker holds its data directory's LOCK for its life: a
+            # partition's engine keeps no lock file of its own open.
+            hold_lock=False,
+            wal=WalOptions(
+                sync_mode=config.wal_sync_mode,
+                sync_interval_ms=config.sync_interval_ms,
+            ),
+        )
+    )
+
+
+def topic_registry(
+    config: BrokerConfig,
+    fs: FS,
+    meta: MetaStore,
+    clock: Clock,
+    *,
+    options: EngineOptions,
+    resources: SharedResources,
+    limits: TopicLimits,
+    broker_count: int,
+) -> TopicRegistry:
+    """The registry of the topics under ``config.data_dir`` (not opened yet). In a
+    cluster (``--peers``) the high watermark is Raft's commit, set by the driver, not
+    the log's own."""
+    clustered = bool(config.peers)
+    return TopicRegistry(
+        fs,
+        config.data_dir,
+        meta,
+        clock=clock,
+        engine_options=options,
+        default_config=TopicConfig(),
+        skip_damaged=config.skip_damaged,
+        limits=limits,
+        open_limit=OpenLogLimit(
+            config.max_open_partitions
+            or open_partitions_for_open_files(current_open_files_limit()),
+            resources.pool.submit,
+        ),
+        recovery_threads=RECOVERY_THREADS,
+        log_options=LogOptions(auto_high_watermark=False) if clustered else None,
+        broker_count=broker_count,
+    )
+
+
+def group_config(config: BrokerConfig) -> GroupConfig:
+    """The groups' session bounds and first-rebalance delay, in seconds."""
+    return GroupConfig(
+        min_session_timeout_s=config.group_min_session_timeout_ms / 1000.0,
+        max_session_timeout_s=config.group_max_session_timeout_ms / 1000.0,
+        initial_rebalance_delay_s=config.group_initial_rebalance_delay_ms / 1000.0,
+    )
