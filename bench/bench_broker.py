@@ -20,7 +20,11 @@
 
 ``--rounds N`` interleaves N rounds of: the ceiling, the ceiling with an fsync every
 ``--ceiling-fsync-kib`` (512) KiB (a second reference: the ceiling fsyncs once at the
-end, the broker once per group commit), then the broker through each ``--door``
+end, the broker once per group commit), a bare acks-after-fsync server (a third: the
+same requests, ``--in-flight`` pipelined, appended to 4 files as they arrive and each
+answered once a group-commit fsync of the files written covers it: what the disk's
+fsync latency leaves of the ceiling for any server that acknowledges after fsync,
+with no validation, stamping or index), then the broker through each ``--door``
 (``grpc``, ``kafka`` or ``both``, the default), one fresh server per run; each figure
 names its door and its ratio to the round's ceiling. Both doors send the same
 pre-encoded requests (32 x 16 KiB batches for one of 4 partitions each, 8 in flight)
