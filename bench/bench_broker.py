@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import grpc
 
 from _common import emit
-from bench_client import server, server_doors
+from bench_client import server_doors
 from sentinel.client import Consumer, Producer
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.record import build_batch
@@ -477,31 +477,123 @@ def _producer_role(address: str, rate: int, seconds: float) -> None:
         print(json.dumps(count / (time.monotonic() - start)), flush=True)
 
 
+def _kafka_consumer_role(address: str, total: int, seconds: float) -> None:
+    """``_consumer_role`` through the Kafka door with librdkafka (confluent-kafka): read
+    partition 0 of ``latency`` from its high watermark, as a following consumer does."""
+    from confluent_kafka import Consumer as KafkaConsumer
+    from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+    consumer = KafkaConsumer(
+        {
+            "bootstrap.servers": address,
+            "group.id": "bench-latency",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 100,
+            "fetch.min.bytes": 1,
+        }
+    )
+    try:
+        part = KafkaTopicPartition("latency", 0)
+        _low, high = consumer.get_watermark_offsets(part, timeout=10)
+        consumer.assign([KafkaTopicPartition("latency", 0, high)])
+        print("ready", flush=True)
+        latencies: list[float] = []
+        deadline = time.monotonic() + seconds + 30
+        while len(latencies) < total and time.monotonic() < deadline:
+            # What has arrived, without waiting (``consume`` waits for all it asks for
+            # or its timeout: a 0.5 s wait there measured librdkafka's queue, not us);
+            # when nothing has, wait for one record.
+            messages = consumer.consume(num_messages=1000, timeout=0)
+            if not messages:
+                one = consumer.poll(0.5)
+                messages = [] if one is None else [one]
+            for message in messages:
+                now = time.monotonic()
+                if message.error() is not None:
+                    raise SystemExit(f"the Kafka consumer failed: {message.error()}")
+                sent = float(message.value() or b"0")
+                if sent > 0:
+                    latencies.append(now - sent)
+    finally:
+        consumer.close()
+    print(json.dumps(sorted(latencies)), flush=True)
+
+
+def _kafka_producer_role(address: str, rate: int, seconds: float) -> None:
+    """``_producer_role`` through the Kafka door with librdkafka: acks 1, linger 1 ms."""
+    from confluent_kafka import Producer as KafkaProducer
+
+    failed: list[str] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failed.append(str(error))
+
+    producer = KafkaProducer(
+        {"bootstrap.servers": address, "acks": 1, "linger.ms": 1, "enable.idempotence": False}
+    )
+
+    def send() -> None:
+        while True:
+            try:
+                value = b"%.6f" % time.monotonic()
+                producer.produce("latency", value, partition=0, on_delivery=delivered)
+                return
+            except BufferError:  # librdkafka's queue is full: let it drain
+                producer.poll(0.005)
+
+    start = time.monotonic()
+    count = 0
+    if rate > 0:
+        for seq in range(int(rate * seconds)):
+            delay = start + seq / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            send()
+            producer.poll(0)
+        count = int(rate * seconds)
+    else:
+        while time.monotonic() - start < seconds:
+            for _ in range(100):
+                send()
+            producer.poll(0)
+            count += 100
+    if producer.flush(60) or failed:
+        raise SystemExit(f"the Kafka producer failed: {failed[:3]}")
+    print(json.dumps(count / (time.monotonic() - start)), flush=True)
+
+
 def _spawn(role: str, address: str, rate: int, seconds: float) -> subprocess.Popen[str]:
     cmd = [sys.executable, __file__, "--role", role, "--address", address]
     cmd += ["--rate", str(rate), "--seconds", str(seconds)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
 
-def _latency_processes(address: str, rate: int, seconds: float) -> list[float]:
-    """Producer and consumer each in its own process; the sorted latencies (seconds)."""
+def _latency_processes(
+    address: str, rate: int, seconds: float, door: str = "grpc", kafka: str = ""
+) -> list[float]:
+    """Producer and consumer each in its own process; the sorted latencies (seconds).
+    ``door`` "kafka": librdkafka's producer and consumer through the Kafka door at
+    ``kafka`` (the topic is made through gRPC at ``address`` first)."""
     with Producer(address, acks=1, linger_ms=0) as warm:
         warm.send("latency", b"0", partition=0).result(10)
     total = int(rate * seconds)
-    consumer = _spawn("consumer", address, total, seconds)
+    prefix, target = ("kafka-", kafka) if door == "kafka" else ("", address)
+    consumer = _spawn(prefix + "consumer", target, total, seconds)
     assert consumer.stdout is not None
     if consumer.stdout.readline().strip() != "ready":
         consumer.kill()
         raise RuntimeError("the consumer process did not start")
-    producer = _spawn("producer", address, rate, seconds)
+    producer = _spawn(prefix + "producer", target, rate, seconds)
     producer.communicate(timeout=seconds + 120)
     out, _ = consumer.communicate(timeout=seconds + 120)
     return list(json.loads(out))
 
 
-def _max_rate(address: str, seconds: float) -> float:
+def _max_rate(address: str, seconds: float, door: str = "grpc", kafka: str = "") -> float:
     """msgs/s one producer process reaches with acks 1 and no rate limit."""
-    producer = _spawn("producer", address, 0, seconds)
+    prefix, target = ("kafka-", kafka) if door == "kafka" else ("", address)
+    producer = _spawn(prefix + "producer", target, 0, seconds)
     out, _ = producer.communicate(timeout=seconds + 120)
     return float(json.loads(out))
 
@@ -535,7 +627,14 @@ def main() -> None:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-half-max", action="store_true")
-    parser.add_argument("--role", choices=("consumer", "producer"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--latency-door", choices=("grpc", "kafka", "both"), default="both",
+        help="the clients of the latency runs: ours (gRPC) or librdkafka (Kafka door)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--role", choices=("consumer", "producer", "kafka-consumer", "kafka-producer"),
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=10, help=argparse.SUPPRESS)
@@ -545,6 +644,12 @@ def main() -> None:
         return
     if args.role == "producer":
         _producer_role(args.address, args.rate, args.seconds)
+        return
+    if args.role == "kafka-consumer":
+        _kafka_consumer_role(args.address, args.rate, args.seconds)
+        return
+    if args.role == "kafka-producer":
+        _kafka_producer_role(args.address, args.rate, args.seconds)
         return
     total = (64 if args.quick else args.mb) * 1024 * 1024
     doors = ("grpc", "kafka") if args.door == "both" else (args.door,)
@@ -604,14 +709,24 @@ def main() -> None:
         return
     seconds = 2 if args.quick else 10
     mode = args.latency_mode
-    with server(args.sync) as (address, proc):
+    latency_doors = ("grpc", "kafka") if args.latency_door == "both" else (args.latency_door,)
+    for door in latency_doors:
+        if door == "kafka" and mode != "process":
+            continue  # librdkafka's clients run in their own processes only
+        _latency_runs(args, door, mode, seconds)
+
+
+def _latency_runs(args: argparse.Namespace, door: str, mode: str, seconds: float) -> None:
+    """The latency figures through one door: at 5,000 msgs/s, then at half of one
+    producer's maximum rate (each on a fresh server)."""
+    labels = {"mode": mode, "sync": args.sync, "door": door}
+    with server_doors(args.sync) as (address, kafka, proc):
         cpu = _cpu(proc)
         if mode == "process":
-            latencies = _latency_processes(address, 5000, seconds)
+            latencies = _latency_processes(address, 5000, seconds, door, kafka)
         else:
             latencies = _latency(address, 5000, seconds)
         cpu = _cpu(proc) - cpu
-    labels = {"mode": mode, "sync": args.sync}
     emit(BENCH, "broker_cpu_seconds_at_5000_msgs", cpu, "s", run_seconds=seconds, **labels)
     emit(
         BENCH, "e2e_latency_p50_at_5000_msgs", _pct(latencies, 0.5), "ms",
@@ -621,13 +736,13 @@ def main() -> None:
     emit(BENCH, "e2e_latency_p999_at_5000_msgs", _pct(latencies, 0.999), "ms", **labels)
     if mode != "process" or args.skip_half_max:
         return
-    with server(args.sync) as (address, _proc):
+    with server_doors(args.sync) as (address, kafka, _proc):
         with Producer(address, acks=1, linger_ms=0) as warm:
             warm.send("latency", b"0", partition=0).result(10)
-        top = _max_rate(address, seconds)
+        top = _max_rate(address, seconds, door, kafka)
         half = max(1, int(top / 2))
         emit(BENCH, "max_msgs_per_s_one_producer_acks_1", top, "msgs/s", **labels)
-        latencies = _latency_processes(address, half, seconds)
+        latencies = _latency_processes(address, half, seconds, door, kafka)
     emit(
         BENCH, "e2e_latency_p50_at_half_max", _pct(latencies, 0.5), "ms", rate=half,
         samples=len(latencies), **labels,
