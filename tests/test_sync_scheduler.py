@@ -167,3 +167,22 @@ def test_shutdown_finishes_every_sync_asked_for() -> None:
     scheduler.shutdown()
     assert all(f.done() and f.exception() is None for f in futures)
     assert all(t.synced_lsn == 2 for t in targets)
+
+
+def test_a_cancelled_waiter_does_not_cost_the_others_their_sync() -> None:
+    scheduler = SyncScheduler(1)
+    gate = threading.Event()
+    target = _Target(gate)
+    first = scheduler.request(target, 1)
+    deadline = time.monotonic() + 30
+    while target.running == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    # Two waiters of the next sync; one gives up (its request was cancelled).
+    quitter, stayer = scheduler.request(target, 2), scheduler.request(target, 2)
+    assert quitter.cancel()
+    gate.set()
+    first.result(timeout=30)
+    stayer.result(timeout=30)
+    assert quitter.cancelled()
+    scheduler.request(target, 3).result(timeout=30)  # and the pipeline goes on
+    scheduler.shutdown()

@@ -364,8 +364,9 @@ class Engine:
     def sync_future(self, lsn: int) -> concurrent.futures.Future[None]:
         """A future resolved once every write up to ``lsn`` is fsynced: the writer
         registers with the broker-wide ``SyncScheduler`` (``EngineOptions
-        .sync_scheduler``), whose one wave syncs every engine with a waiter. It fails
-        with what ``sync_to`` would raise."""
+        .sync_scheduler``), which syncs this engine's WAL once for every waiter that
+        came meanwhile, beside the other engines'. It fails with what ``sync_to``
+        would raise."""
         scheduler = self._options.sync_scheduler or default_scheduler()
         return scheduler.request(self._wal, lsn, self.sync_to)
 

@@ -152,10 +152,7 @@ class SyncScheduler:
         error = _sync(sync, lsn)
         try:
             for future in futures:
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
+                _resolve(future, error)
         finally:
             with self._cond:
                 self._running.discard(key)
@@ -175,6 +172,20 @@ class SyncScheduler:
     def thread_count(self) -> int:
         alive = 1 if self._thread is not None and self._thread.is_alive() else 0
         return alive + len(getattr(self._executor, "_threads", ()))
+
+
+def _resolve(future: Done, error: BaseException | None) -> None:
+    """Resolve a waiter's future, unless its waiter cancelled it (a cancelled future
+    refuses a result: that must not cost the other waiters theirs)."""
+    if future.done():
+        return
+    try:
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled between the check and the set
 
 
 def _sync(sync: Callable[[int], None], lsn: int) -> BaseException | None:
