@@ -30,7 +30,11 @@ from an older checkpoint. A retried duplicate is answered with the original offs
 
 Changes: an append updates the ``LogState`` in place; every other change (truncation,
 retention, DeleteRecords, a compaction chunk) is planned as a write batch plus a new
-state (``edits``), written atomically with its checkpoint, then installed.
+state (``edits``), written atomically with its checkpoint, then installed. What a
+retention pass or DeleteRecords removes is read by ``retention_pass``, a compaction pass
+is driven by ``compaction_pass``, and what a clean close leaves for the next start (the
+summary a deferred log serves) is ``clean_shutdown``'s; this class holds the locks and
+the state, and commits.
 
 Threads: mutating calls (append*, truncate_suffix, apply_retention, delete_records,
 compact_keys, close) are serialized by an internal lock; the broker should still keep
