@@ -30,7 +30,11 @@ from an older checkpoint. A retried duplicate is answered with the original offs
 
 Changes: an append updates the ``LogState`` in place; every other change (truncation,
 retention, DeleteRecords, a compaction chunk) is planned as a write batch plus a new
-state (``edits``), written atomically with its checkpoint, then installed.
+state (``edits``), written atomically with its checkpoint, then installed. What a
+retention pass or DeleteRecords removes is read by ``retention_pass``, a compaction pass
+is driven by ``compaction_pass``, and what a clean close leaves for the next start (the
+summary a deferred log serves) is ``clean_shutdown``'s; this class holds the locks and
+the state, and commits.
 
 Threads: mutating calls (append*, truncate_suffix, apply_retention, delete_records,
 compact_keys, close) are serialized by an internal lock; the broker should still keep
@@ -46,24 +50,27 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
-import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
-from itertools import takewhile
 from typing import Concatenate, ParamSpec, TypeVar
 
 from sentinel.clock import Clock
 from sentinel.errors import ClosedError, DiskError, InvalidArgumentError, StorageUnavailableError
 from sentinel.fs import FS
 from sentinel.log.append import Buffer, Checked, stage, validate_produce
+from sentinel.log.clean_shutdown import (
+    open_recovered,
+    summary_agrees,
+    summary_payload,
+    summary_state,
+)
+from sentinel.log.compaction_pass import cleanable_end, run_pass
 from sentinel.log.config import TopicConfig
 from sentinel.log.edits import plan_head_deletion, plan_rewrites, plan_truncation
 from sentinel.log.errors import OffsetOutOfRangeError, naming_partition
 from sentinel.log.high_watermark import HighWatermark
-from sentinel.log.key_compaction import Rewrite, RewritePass, build_offset_map
+from sentinel.log.key_compaction import Rewrite
 from sentinel.log.layout import (
-    DATA_TAG,
     TIME_INDEX_END,
     TIME_INDEX_TAG,
     data_key,
@@ -74,10 +81,11 @@ from sentinel.log.layout import (
     time_index_start,
 )
 from sentinel.log.open_files import EngineSlot, OpenLogLimit
-from sentinel.log.producer_state import ProducerEntry, ProducerStateTable
+from sentinel.log.producer_state import ProducerEntry
 from sentinel.log.recovery import recover
-from sentinel.log.retention import BatchInfo, FirstSeen, RetentionMemo, plan_retention
-from sentinel.log.scanning import batch_infos, batches_from, find_timestamp, next_offset, scanning
+from sentinel.log.retention import BatchInfo, RetentionMemo
+from sentinel.log.retention_pass import batches_below, idle_memo, memo_now, retention_head
+from sentinel.log.scanning import batches_from, find_timestamp, next_offset, scanning
 from sentinel.log.state import LogState, add_checkpoint
 from sentinel.log.summary import LogSummary
 from sentinel.log.types import AppendResult, LogOptions, ReadResult
@@ -87,7 +95,6 @@ from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode
 from sentinel.storage.write_batch import WriteBatch
 
-_log = logging.getLogger(__name__)
 #: How long a reopen waits for the open-files limit to release others (then opens).
 ROOM_WAIT_S = 5.0
 _P = ParamSpec("_P")
@@ -109,21 +116,6 @@ def _pinned(
 
     functools.update_wrapper(pinned, method)
     return pinned
-
-
-def _summary_state(summary: LogSummary) -> LogState:
-    """A deferred log's state until its engine opens: only the offsets and sizes are
-    read from it (every other use opens the engine first)."""
-    return LogState(
-        log_start=summary.log_start,
-        log_end=summary.log_end,
-        last_base=-1,
-        size=summary.size,
-        clean_offset=summary.clean_offset,
-        max_timestamp=-1,
-        producers=ProducerStateTable(),
-        checkpoints=[],
-    )
 
 
 class PartitionLog:
@@ -165,7 +157,7 @@ class PartitionLog:
         if engine is not None:
             self._state, replayed = recover(engine, directory)
         elif summary is not None:  # until opened: the figures the clean close recorded
-            self._state, replayed = _summary_state(summary), 0
+            self._state, replayed = summary_state(summary), 0
         else:
             raise ValueError("a deferred partition log needs the summary of its clean close")
         self._hw = HighWatermark(
@@ -183,22 +175,8 @@ class PartitionLog:
         """Open a deferred log's engine (the first call that needs it, slot lock held)
         and load its state; the summary's figures are checked against it."""
         assert self._opener is not None
-        engine = self._opener()
-        try:
-            state, replayed = recover(engine, self._dir)
-        except BaseException:
-            engine.close()
-            raise
-        shown = self._state
-        if (shown.log_start, shown.log_end, shown.size) != (
-            state.log_start, state.log_end, state.size
-        ):  # the stored data wins: it is what a full open would serve
-            _log.warning(
-                "partition %s: its clean-shutdown summary (start %d, end %d, %d bytes) "
-                "differs from its data (start %d, end %d, %d bytes); serving the data",
-                self.name, shown.log_start, shown.log_end, shown.size,
-                state.log_start, state.log_end, state.size,
-            )  # fmt: skip
+        engine, state, replayed = open_recovered(self._opener, self._dir)
+        if not summary_agrees(self.name, self._state, state):  # the stored data wins
             self._hw.set(state.log_end if self._options.auto_high_watermark else state.log_start)
         self._state, self._dirty = state, replayed > 0
         return engine
@@ -669,17 +647,12 @@ class PartitionLog:
     def _retention_now(self, now: int) -> tuple[RetentionMemo, bool]:
         """(lock held) Forget expired producers; what a pass sees now, and whether the
         last pass's memo says it deletes nothing."""
-        state, config = self._state, self._config
-        if state.producers.expire(now, self._options.producer_expiration_ms):
+        if self._state.producers.expire(now, self._options.producer_expiration_ms):
             self._dirty = True
-        memo = RetentionMemo(
-            self._generation, state.log_start, config.retention_ms, self._hw.value,
-            state.last_base,
-        )
-        seen = self._retention_memo
-        return memo, seen is not None and seen.holds(
-            memo, now, config.retention_bytes, state.size
-        )
+        return memo_now(
+            self._state, self._config, generation=self._generation,
+            high_watermark=self._hw.value, seen=self._retention_memo, now_ms=now,
+        )  # fmt: skip
 
     def _retention_may_delete(self) -> bool:
         summary, config = self._summary, self._config
@@ -706,20 +679,9 @@ class PartitionLog:
             if remembered:
                 return 0, None  # the head batch seen last time still stays
             hw = memo.high_watermark
-            with scanning(self._engine.scan(DATA_TAG, data_key(state.last_base))) as scan:
-                head = FirstSeen(takewhile(lambda b: b.next_offset <= hw, batch_infos(scan)))
-                doomed = plan_retention(
-                    head,
-                    now_ms=now,
-                    retention_ms=config.retention_ms,
-                    retention_bytes=config.retention_bytes,
-                    total_bytes=state.size,
-                )
+            doomed, first = retention_head(self._engine, state, config, hw, now)
             if not doomed:
-                first = head.first
-                self._retention_memo = replace(
-                    memo, head_timestamp=None if first is None else first.max_timestamp
-                )
+                self._retention_memo = idle_memo(memo, first)
                 return 0, None
             start = max(state.log_start, doomed[-1].next_offset)
             if delete:
@@ -740,10 +702,7 @@ class PartitionLog:
                 raise OffsetOutOfRangeError(before_offset, log_start, hw)
             if before_offset <= log_start:
                 return
-            with scanning(self._engine.scan(DATA_TAG, data_key(before_offset))) as scan:
-                infos = batch_infos(scan)
-                doomed = list(takewhile(lambda b: b.next_offset <= before_offset, infos))
-            self._delete_head(doomed, before_offset)
+            self._delete_head(batches_below(self._engine, before_offset), before_offset)
 
     @_pinned
     def restart_at(self, offset: int) -> None:
@@ -795,43 +754,22 @@ class PartitionLog:
             with self._lock:
                 self._check_open()
                 generation = self._generation
-                end, clean = self._cleanable_end(), self._state.clean_offset
+                end = cleanable_end(self._engine, self._state.last_base, self._hw.value)
+                clean = self._state.clean_offset
             if end <= 0:
                 return 0
-            offset_map: dict[bytes, int] = {}
-            if clean < end:
-                offset_map, end = build_offset_map(
-                    self._engine, clean, end, self._options.compaction_max_keys
-                )
-            elif not self._tombstones_pending:
-                return 0
-            horizon = self._now_ms() - self._options.delete_retention_ms
-            rewrites = RewritePass(
-                self._engine, offset_map, end, horizon, self._options.compaction_write_bytes
-            )
-            removed = 0
-            with scanning(rewrites.chunks()) as chunks:
-                for chunk in chunks:
-                    if not self._install(chunk, generation, None):
-                        return removed
-                    removed += sum(r.removed_records for r in chunk)
-            if self._install([], generation, end):
-                self._tombstones_pending = rewrites.tombstones_kept > 0
-            return removed
-
-    def _cleanable_end(self) -> int:
-        """Compaction cleans the batches below the newest one and wholly below the high
-        watermark: a record it lets supersede older ones must never be truncated (Kafka
-        bounds its cleaner by the high watermark for the same reason)."""
-        hw = self._hw.value
-        end = min(self._state.last_base, hw)
-        if end == hw and hw > 0:
-            floor = self._engine.seek_floor(data_key(hw - 1))
-            if floor is not None and floor[0].startswith(DATA_TAG) and next_offset(floor[1]) > hw:
-                end = key_offset(floor[0])
-        return end
+            outcome = run_pass(
+                self._engine, clean, end,
+                options=self._options, tombstones_pending=self._tombstones_pending,
+                now_ms=self._now_ms,
+                install=lambda chunk, cleaned: self._install(chunk, generation, cleaned),
+            )  # fmt: skip
+            self._tombstones_pending = outcome.tombstones_pending
+            return outcome.removed
 
     def _install(self, chunk: list[Rewrite], generation: int, clean: int | None) -> bool:
+        """(``compaction_pass.Install``) Commit one chunk under the write lock, unless
+        the stored batches changed since the pass read them (``generation``)."""
         with self._lock:
             if self._closed or self._generation != generation:
                 return False
@@ -873,24 +811,8 @@ class PartitionLog:
                         self._write_checkpoint(wait=True)
             finally:
                 self._closed = True
-                payload = b"" if discard else self._summary_bytes()
+                payload = b"" if discard else summary_payload(self._engine, self._state)
                 self._engine.close(durable=not discard, clean_payload=payload)
-
-    def _summary_bytes(self) -> bytes:
-        """The figures a restart serves before it opens the engine (``summary``)."""
-        state, head = self._state, -1
-        try:
-            if state.last_base >= 0:
-                scan = self._engine.scan(DATA_TAG, data_key(state.last_base))
-                with scanning(scan) as found:
-                    first = next(batch_infos(found), None)
-                if first is not None:
-                    head = first.max_timestamp
-        except (DiskError, OSError, StorageUnavailableError):
-            return b""  # no summary: the next start opens this partition
-        return LogSummary(
-            state.log_start, state.log_end, state.size, state.clean_offset, head
-        ).encode()
 
     def __enter__(self) -> PartitionLog:
         return self
