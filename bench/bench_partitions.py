@@ -1,7 +1,7 @@
 """One broker, many partitions (issue 7, "Speed").
 
     .venv/bin/python bench/bench_partitions.py [--topics 100] [--per-topic 100]
-        [--spread 1000] [--mb 100] [--server-flags "..."  (both parts)]
+        [--spread 1000] [--mb 100] [--rounds 3] [--server-flags "..."  (both parts)]
 
 1. scale: a fresh ``sentinel-server --sync always`` creates ``topics x per-topic``
    partitions (through ``sentinel.client.Admin``), serves one produce and one fetch on
@@ -10,7 +10,9 @@
 2. spread: 1 KiB records with acks=all, pre-encoded produce requests of one 64 KiB
    batch each (the same batches in both cases), 32 requests in flight, round-robin over
    ``spread`` partitions, against the same producers writing to 1 partition, in the
-   same run on a fresh broker each; MB/s of both and their ratio.
+   same run on a fresh broker each; MB/s of both and their ratio, for ``--rounds``
+   rounds whose order alternates (1 first, then ``spread`` first), then the median
+   ratio: this VM's speed drifts by tens of percent within minutes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import selectors
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,17 +179,29 @@ async def _spread(address: str, partitions: int, total_bytes: int) -> float:
     return count * len(batch) / seconds / 2**20
 
 
-def spread(partitions: int, mb: int, flags: list[str]) -> None:
-    figures = {}
-    for count in (1, partitions):
-        with server("--max-partitions", str(max(partitions, 1)), *flags) as broker:
-            with Admin(broker.address, request_timeout_ms=600_000) as admin:
-                admin.create_topic("s", count)
-            figures[count] = asyncio.run(_spread(broker.address, count, mb * 2**20))
-    emit(BENCH, "acks_all_1_partition", figures[1], "MB/s", record_bytes=RECORD)
-    emit(BENCH, f"acks_all_{partitions}_partitions", figures[partitions], "MB/s",
-         record_bytes=RECORD)  # fmt: skip
-    emit(BENCH, "spread_ratio", figures[partitions] / figures[1], "x", partitions=partitions)
+def spread(partitions: int, mb: int, flags: list[str], rounds: int = 3) -> None:
+    """``rounds`` rounds of 1 partition and ``partitions`` partitions, each on a fresh
+    broker, the order alternating between rounds (this VM's speed drifts within
+    minutes): each round's figures and ratio, then the median ratio."""
+    ratios = []
+    for round_ in range(rounds):
+        figures = {}
+        order = (1, partitions) if round_ % 2 == 0 else (partitions, 1)
+        for count in order:
+            with server("--max-partitions", str(max(partitions, 1)), *flags) as broker:
+                with Admin(broker.address, request_timeout_ms=600_000) as admin:
+                    admin.create_topic("s", count)
+                figures[count] = asyncio.run(_spread(broker.address, count, mb * 2**20))
+        ratio = figures[partitions] / figures[1]
+        ratios.append(ratio)
+        emit(BENCH, "acks_all_1_partition", figures[1], "MB/s", record_bytes=RECORD,
+             round=round_)  # fmt: skip
+        emit(BENCH, f"acks_all_{partitions}_partitions", figures[partitions], "MB/s",
+             record_bytes=RECORD, round=round_)  # fmt: skip
+        emit(BENCH, "spread_ratio", ratio, "x", partitions=partitions, target=0.8,
+             round=round_)  # fmt: skip
+    emit(BENCH, "spread_ratio_median", statistics.median(ratios), "x",
+         partitions=partitions, rounds=rounds, target=0.8)  # fmt: skip
 
 
 def main() -> None:
@@ -195,13 +210,14 @@ def main() -> None:
     parser.add_argument("--per-topic", type=int, default=100)
     parser.add_argument("--spread", type=int, default=1000)
     parser.add_argument("--mb", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3, help="spread: alternated rounds")
     parser.add_argument("--only", choices=["scale", "spread"], default=None)
     parser.add_argument("--server-flags", default="", help="more sentinel-server flags")
     args = parser.parse_args()
     if args.only != "spread":
         scale(args.topics, args.per_topic, args.server_flags.split())
     if args.only != "scale":
-        spread(args.spread, args.mb, args.server_flags.split())
+        spread(args.spread, args.mb, args.server_flags.split(), args.rounds)
 
 
 if __name__ == "__main__":
