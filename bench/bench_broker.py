@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -100,6 +101,21 @@ class _Sink(asyncio.BufferedProtocol):
         return False
 
 
+async def _timed_send(
+    send: Callable[[], None], done: asyncio.Future[int], srv: asyncio.AbstractServer
+) -> float:
+    """Seconds from starting ``send`` in a thread until the server says ``done``; the
+    server is closed after."""
+    started = time.perf_counter()
+    sender = threading.Thread(target=send)
+    sender.start()
+    await done
+    elapsed = time.perf_counter() - started
+    sender.join()
+    srv.close()
+    return elapsed
+
+
 async def _ceiling(total: int, directory: str, fsync_every: int = 0) -> float:
     """MB/s of the bare server; ``fsync_every`` > 0: also an fsync each time that many
     bytes arrived (on the event loop, as a second reference: the broker fsyncs once per
@@ -123,14 +139,7 @@ async def _ceiling(total: int, directory: str, fsync_every: int = 0) -> float:
             for _ in range(count):
                 sock.sendall(frame)
 
-    started = time.perf_counter()
-    sender = threading.Thread(target=send)
-    sender.start()
-    await done
-    elapsed = time.perf_counter() - started
-    sender.join()
-    srv.close()
-    return expected / elapsed / 1e6
+    return expected / await _timed_send(send, done, srv) / 1e6
 
 
 class _AckedSink(asyncio.BufferedProtocol):
@@ -245,14 +254,7 @@ async def _ceiling_acked(total: int, directory: str, in_flight: int, request_byt
                 sock.sendall(request)
             reader.join()
 
-    started = time.perf_counter()
-    sender = threading.Thread(target=send)
-    sender.start()
-    await done
-    elapsed = time.perf_counter() - started
-    sender.join()
-    srv.close()
-    return count * request_bytes / elapsed / 1e6
+    return count * request_bytes / await _timed_send(send, done, srv) / 1e6
 
 
 # ------------------------------------------------------------------- broker
