@@ -457,24 +457,35 @@ def _consumer_role(address: str, total: int, seconds: float) -> None:
     print(json.dumps(sorted(latencies)), flush=True)
 
 
+def _send_paced(send: Callable[[], None], rate: int, seconds: float) -> int:
+    """Call ``send`` ``rate * seconds`` times at ``rate`` a second (0: as fast as it
+    goes, for ``seconds``); how many times it was called."""
+    start = time.monotonic()
+    if rate > 0:
+        for seq in range(int(rate * seconds)):
+            delay = start + seq / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            send()
+        return int(rate * seconds)
+    count = 0
+    while time.monotonic() - start < seconds:
+        for _ in range(100):
+            send()
+        count += 100
+    return count
+
+
 def _producer_role(address: str, rate: int, seconds: float) -> None:
     """Send ``rate * seconds`` records at ``rate`` msgs/s (0: as fast as acks allow), each
     holding its send time; print the msgs/s reached, once every record is acknowledged."""
     with Producer(address, acks=1, linger_ms=1) as producer:
         start = time.monotonic()
-        if rate > 0:
-            for seq in range(int(rate * seconds)):
-                delay = start + seq / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                producer.send("latency", b"%.6f" % time.monotonic(), partition=0)
-            count = int(rate * seconds)
-        else:
-            count = 0
-            while time.monotonic() - start < seconds:
-                for _ in range(100):
-                    producer.send("latency", b"%.6f" % time.monotonic(), partition=0)
-                count += 100
+        count = _send_paced(
+            lambda: producer.send("latency", b"%.6f" % time.monotonic(), partition=0),
+            rate,
+            seconds,
+        )
         producer.flush(60)
         print(json.dumps(count / (time.monotonic() - start)), flush=True)
 
@@ -540,29 +551,25 @@ def _kafka_producer_role(address: str, rate: int, seconds: float) -> None:
             try:
                 value = b"%.6f" % time.monotonic()
                 producer.produce("latency", value, partition=0, on_delivery=delivered)
-                return
+                break
             except BufferError:  # librdkafka's queue is full: let it drain
                 producer.poll(0.005)
+        producer.poll(0)  # serve delivery callbacks
 
     start = time.monotonic()
-    count = 0
-    if rate > 0:
-        for seq in range(int(rate * seconds)):
-            delay = start + seq / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            send()
-            producer.poll(0)
-        count = int(rate * seconds)
-    else:
-        while time.monotonic() - start < seconds:
-            for _ in range(100):
-                send()
-            producer.poll(0)
-            count += 100
+    count = _send_paced(send, rate, seconds)
     if producer.flush(60) or failed:
         raise SystemExit(f"the Kafka producer failed: {failed[:3]}")
     print(json.dumps(count / (time.monotonic() - start)), flush=True)
+
+
+#: The client processes the latency runs spawn (``--role``): (address, rate, seconds).
+_ROLES: dict[str, Callable[[str, int, float], None]] = {
+    "consumer": _consumer_role,
+    "producer": _producer_role,
+    "kafka-consumer": _kafka_consumer_role,
+    "kafka-producer": _kafka_producer_role,
+}
 
 
 def _spawn(role: str, address: str, rate: int, seconds: float) -> subprocess.Popen[str]:
@@ -634,24 +641,14 @@ def main() -> None:
         help="the clients of the latency runs: ours (gRPC) or librdkafka (Kafka door)",
     )  # fmt: skip
     parser.add_argument(
-        "--role", choices=("consumer", "producer", "kafka-consumer", "kafka-producer"),
-        help=argparse.SUPPRESS,
+        "--role", choices=sorted(_ROLES), help=argparse.SUPPRESS,
     )  # fmt: skip
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=10, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.role == "consumer":
-        _consumer_role(args.address, args.rate, args.seconds)
-        return
-    if args.role == "producer":
-        _producer_role(args.address, args.rate, args.seconds)
-        return
-    if args.role == "kafka-consumer":
-        _kafka_consumer_role(args.address, args.rate, args.seconds)
-        return
-    if args.role == "kafka-producer":
-        _kafka_producer_role(args.address, args.rate, args.seconds)
+    if args.role is not None:
+        _ROLES[args.role](args.address, args.rate, args.seconds)
         return
     total = (64 if args.quick else args.mb) * 1024 * 1024
     doors = ("grpc", "kafka") if args.door == "both" else (args.door,)
