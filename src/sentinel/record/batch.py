@@ -232,7 +232,7 @@ def validate_batch(
     # The fields as locals: this runs once per produced batch (attribute reads of the
     # named tuple and its properties are the bulk of its cost besides the CRC).
     (base_offset, batch_length, _epoch, _magic, crc, attributes, last_offset_delta,
-     _base_ts, _max_ts, producer_id, _producer_epoch, base_sequence, count) = header  # fmt: skip
+     _base_ts, _max_ts, _producer_id, _producer_epoch, _base_sequence, count) = header  # fmt: skip
     if batch_length < HEADER_SIZE - LOG_OVERHEAD or batch_length + LOG_OVERHEAD != size:
         raise CorruptRecordError(
             f"record batch length field says {batch_length + LOG_OVERHEAD} bytes but the "
@@ -258,18 +258,12 @@ def validate_batch(
         raise CorruptRecordError(
             f"{count} records cannot fit in {size - HEADER_SIZE} uncompressed bytes"
         )
-    if from_producer and (
-        count == 0
-        or last_offset_delta != count - 1
-        or attributes & CONTROL_BIT
-        or (producer_id >= 0 and base_sequence < 0)
-    ):
+    if from_producer:
         _check_producer_batch(header)
     return header
 
 
 def _check_producer_batch(header: BatchHeader) -> None:
-    """Raise the error for a produced batch Kafka's broker refuses (see the caller)."""
     if header.record_count == 0:
         raise InvalidRecordError("a produced record batch must hold at least one record")
     if header.last_offset_delta != header.record_count - 1:

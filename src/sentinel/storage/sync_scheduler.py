@@ -56,7 +56,7 @@ class SyncScheduler:
             raise ValueError(f"a sync scheduler needs at least one thread, not {threads}")
         self._name = name
         self._cond = threading.Condition()
-        # id(target) -> (target, how to sync it, highest LSN, futures with their LSNs)
+        # id(target) -> (target, how to sync it, highest LSN asked, its waiters' futures)
         self._pending: dict[int, _Pending] = {}
         self._running: set[int] = set()  # ids of the targets with a sync under way
         self._executor = concurrent.futures.ThreadPoolExecutor(threads, f"{name}-io")

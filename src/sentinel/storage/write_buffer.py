@@ -57,23 +57,21 @@ class WriteBufferManager:
                 remaining = self._total - sum(
                     self._sizes[o][0] for o in self._asked if o in self._sizes
                 )
-                # Sorted only when more must be asked: past the budget, with the flushes
-                # already asked enough, every write would otherwise sort every engine's
-                # size (a broker of 1,000 partitions spent more on this than on the
-                # write's memtable insert).
-                candidates = (
-                    sorted(self._sizes.items(), key=lambda item: -item[1][0])
-                    if remaining > self._budget // 2
-                    else ()
-                )
-                for other, (bytes_, request) in candidates:
-                    if remaining <= self._budget // 2:
-                        break
-                    if other in self._asked:
-                        continue
-                    self._asked.add(other)
-                    remaining -= bytes_
-                    doomed.append(request)
+                # The sizes are sorted only when more must be asked: past the budget,
+                # with enough flushes already asked, every write would otherwise sort
+                # every engine's size (a broker of 1,000 partitions spent more on that
+                # than on the write's memtable insert).
+                if remaining > self._budget // 2:
+                    for other, (bytes_, request) in sorted(
+                        self._sizes.items(), key=lambda item: -item[1][0]
+                    ):
+                        if remaining <= self._budget // 2:
+                            break
+                        if other in self._asked:
+                            continue
+                        self._asked.add(other)
+                        remaining -= bytes_
+                        doomed.append(request)
         for request in doomed:
             self.flushes_requested += 1
             self._pool.submit(request)
