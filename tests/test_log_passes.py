@@ -5,6 +5,7 @@ read (``retention_pass``), how far compaction may clean and how its pass stops
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from dataclasses import replace
 
@@ -139,4 +140,25 @@ def test_a_summary_that_differs_from_the_data_is_reported_and_the_data_wins(
     with caplog.at_level(logging.WARNING):
         assert not summary_agrees("t-0", wrong, stored)
     assert "t-0" in caplog.text and "serving the data" in caplog.text
+    log.close()
+
+
+def test_a_cancelled_sync_wait_keeps_the_files_until_the_fsync_ends(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A produce request cancelled while it waits for its fsync (a client gone, the
+    # broker stopping) cancels the future it awaits: the engine must stay open for the
+    # fsync under way, and its end must not raise into the sync thread's callbacks.
+    log = log_of(1)
+    lsn = log.append(three_record_batch(b"late"), wait=False).lsn
+    wave: concurrent.futures.Future[None] = concurrent.futures.Future()
+    monkeypatch.setattr(log.engine, "sync_future", lambda _lsn: wave)
+    waiting = log.sync_future(lsn)
+    assert waiting.cancel()
+    assert not log.release_files()  # still pinned: the fsync is under way
+    with caplog.at_level(logging.ERROR):
+        wave.set_result(None)
+    assert "exception calling callback" not in caplog.text
+    assert log.high_watermark == 6  # the fsync covered the batch: the watermark moves
+    assert log.release_files()  # and the files may go now
     log.close()

@@ -92,6 +92,7 @@ from sentinel.log.types import AppendResult, LogOptions, ReadResult
 from sentinel.record import validate_batch
 from sentinel.storage.engine import Engine, EngineStats
 from sentinel.storage.options import EngineOptions
+from sentinel.storage.sync_scheduler import resolve_waiter
 from sentinel.storage.wal import SyncMode
 from sentinel.storage.write_batch import WriteBatch
 
@@ -502,12 +503,17 @@ class PartitionLog:
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         def synced(wave: concurrent.futures.Future[None]) -> None:
-            error = wave.exception()
-            if error is not None:
-                done.set_exception(error)
-                return
-            self._hw.synced(lsn)
-            done.set_result(None)
+            # Pinned until the fsync ends, not until the caller stops waiting: a
+            # caller that cancels ``done`` (a request cancelled) must not let the
+            # files be released under the fsync, nor its end raise on a cancelled
+            # future.
+            try:
+                error = wave.exception()
+                if error is None:
+                    self._hw.synced(lsn)
+                resolve_waiter(done, error)
+            finally:
+                self._unpin()
 
         self._pin()  # until the wave is done: the engine stays open for it
         try:
@@ -515,7 +521,6 @@ class PartitionLog:
         except BaseException:
             self._unpin()
             raise
-        done.add_done_callback(lambda _f: self._unpin())
         wave.add_done_callback(synced)
         return done
 

@@ -152,7 +152,7 @@ class SyncScheduler:
         error = _sync(sync, lsn)
         try:
             for future in futures:
-                _resolve(future, error)
+                resolve_waiter(future, error)
         finally:
             with self._cond:
                 self._running.discard(key)
@@ -174,7 +174,7 @@ class SyncScheduler:
         return alive + len(getattr(self._executor, "_threads", ()))
 
 
-def _resolve(future: Done, error: BaseException | None) -> None:
+def resolve_waiter(future: Done, error: BaseException | None) -> None:
     """Resolve a waiter's future, unless its waiter cancelled it (a cancelled future
     refuses a result: that must not cost the other waiters theirs)."""
     if future.done():
