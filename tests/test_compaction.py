@@ -17,6 +17,7 @@ from sentinel.storage.compaction import (
     OutputSplitter,
     TrivialMove,
     apply_task,
+    family_of,
     level_scores,
     level_target_bytes,
     pick_compaction,
@@ -403,3 +404,13 @@ def test_ascending_flushes_are_only_ever_moved(sizes: list[int], trigger: int, l
     assert len(lsm.tasks) >= len(sizes) - trigger + 1
     assert all(isinstance(task, TrivialMove) for task in lsm.tasks)
     assert sum(len(t) for t in lsm.version.levels[1:]) + len(lsm.version.levels[0]) == len(sizes)
+
+
+def test_a_key_belongs_to_the_first_family_it_starts_with() -> None:
+    families = (b"D", b"MC", b"MT")
+    assert family_of(b"D\x00\x01", families) == b"D"
+    assert family_of(b"MC\x00", families) == b"MC"
+    assert family_of(b"MX\x00", families) == b""  # under none: a family of its own
+    assert family_of(b"", families) == b""
+    with pytest.raises(InvalidArgumentError):
+        CompactionOptions(table_families=(b"D", b""))

@@ -15,6 +15,7 @@ from sentinel.errors import (
     ValueTooLargeError,
 )
 from sentinel.fs import MemFS, OsFS
+from sentinel.storage.compaction import CompactionOptions
 from sentinel.storage.engine import Engine
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode, WalOptions
@@ -234,3 +235,47 @@ def test_a_manifest_from_a_newer_format_is_refused_and_nothing_changes(tmp_path:
     with pytest.raises(UnsupportedFormatError, match="format 99"):
         Engine.open(str(path))
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+
+
+def _log_like_writes(engine: Engine, count: int) -> None:
+    """A partition log's pattern: ascending data keys, and beside them keys of another
+    family (a checkpoint every few writes) whose range spans every flushed table's."""
+    for i in range(count):
+        wb = WriteBatch().put(b"D" + key(i), b"v" * 200)
+        if i % 10 == 0:
+            wb.put(b"MC" + key(i), b"c")
+        engine.write(wb)
+
+
+def test_table_families_let_ascending_data_move_down_instead_of_being_rewritten() -> None:
+    compaction = CompactionOptions(l0_compaction_trigger=2, table_families=(b"D", b"MC"))
+    opts = EngineOptions(memtable_bytes=8 * 1024, background=False, compaction=compaction)
+    fs = MemFS()
+    with Engine.open("/db", opts, fs=fs) as engine:
+        _log_like_writes(engine, 3000)
+        engine.compact()
+        stats = engine.stats()
+        assert stats.flushes > 50
+        # Each data entry is rewritten at most once (the merge of its L0 table); the
+        # tables merged out of L0 are never merged again.
+        assert stats.compaction_bytes_written < 1.5 * stats.flush_bytes_written
+        assert [k for k, _ in engine.scan(b"D", b"E")] == [b"D" + key(i) for i in range(3000)]
+        assert len(list(engine.scan(b"MC", b"MD"))) == 300
+    with Engine.open("/db", opts, fs=fs) as engine:
+        assert engine.get(b"D" + key(2999)) == b"v" * 200
+        assert engine.get(b"MC" + key(2990)) == b"c"
+
+
+def test_a_merge_never_writes_two_families_into_one_table() -> None:
+    compaction = CompactionOptions(l0_compaction_trigger=2, table_families=(b"D", b"MC"))
+    opts = EngineOptions(memtable_bytes=8 * 1024, background=False, compaction=compaction)
+    with Engine.open("/db", opts, fs=MemFS()) as engine:
+        _log_like_writes(engine, 1000)
+        engine.compact()
+        # (A flushed table holds both families; the first ones move down whole while
+        # L1 is empty. Once a merge has filled L1, every L0 table overlaps its
+        # checkpoint table and is merged: L1 holds only merge outputs.)
+        l1 = engine.version.levels[1]
+        assert len(l1) >= 2
+        for table in l1:
+            assert table.min_key[:1] == table.max_key[:1], table

@@ -21,6 +21,7 @@ from sentinel.log.retention_pass import batches_below, idle_memo, memo_now, rete
 from sentinel.log.summary import LogSummary
 from sentinel.log.types import LogOptions
 from sentinel.record import build_batch
+from sentinel.storage.compaction import CompactionOptions
 from sentinel.storage.options import EngineOptions
 
 T0 = 1_700_000_000_000
@@ -161,4 +162,27 @@ def test_a_cancelled_sync_wait_keeps_the_files_until_the_fsync_ends(
     assert "exception calling callback" not in caplog.text
     assert log.high_watermark == 6  # the fsync covered the batch: the watermark moves
     assert log.release_files()  # and the files may go now
+    log.close()
+
+
+def test_the_log_data_moves_down_the_levels_instead_of_being_rewritten() -> None:
+    # Checkpoints and time-index entries every few batches: without the log's table
+    # families every flushed table would span the checkpoint keys and each merge out of
+    # L0 would rewrite all of L1 (27 times the flushed bytes in the engine's own test).
+    engine = EngineOptions(
+        background=False,
+        memtable_bytes=16 * 1024,
+        compaction=CompactionOptions(l0_compaction_trigger=2),
+    )
+    options = LogOptions(checkpoint_interval_bytes=2048, time_index_interval_bytes=1024)
+    log = PartitionLog.open(
+        MemFS(), "/p", TopicConfig(), ManualClock(), engine, options=options, name="t-0"
+    )
+    for n in range(1500):
+        log.append(three_record_batch(b"v%d" % n, T0 + n))
+    log.engine.compact()
+    stats = log.engine_stats()
+    assert stats.flushes > 20
+    assert stats.compaction_bytes_written < 1.5 * stats.flush_bytes_written
+    assert [b.base_offset for b in batches_below(log.engine, 4500)] == list(range(0, 4500, 3))
     log.close()

@@ -47,6 +47,13 @@ DATA_END = b"E"  # every data key sorts below it
 CHECKPOINT_END = b"MD"
 TIME_INDEX_END = b"MU"
 
+#: The engine's table families (``CompactionOptions.table_families``): a merge writes
+#: data, checkpoints and the time index into tables of their own. Data keys only grow,
+#: so a data table overlaps no older one and moves down the levels unrewritten; mixed
+#: with the checkpoint keys, every table would span all the others and every merge out
+#: of L0 would rewrite the whole of L1.
+TABLE_FAMILIES = (DATA_TAG, CHECKPOINT_TAG, TIME_INDEX_TAG)
+
 CHECKPOINT_MAGIC = b"SPLC"
 CHECKPOINT_VERSION = 1
 

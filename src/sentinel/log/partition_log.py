@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -71,6 +72,7 @@ from sentinel.log.errors import OffsetOutOfRangeError, naming_partition
 from sentinel.log.high_watermark import HighWatermark
 from sentinel.log.key_compaction import Rewrite
 from sentinel.log.layout import (
+    TABLE_FAMILIES,
     TIME_INDEX_END,
     TIME_INDEX_TAG,
     data_key,
@@ -100,6 +102,15 @@ from sentinel.storage.write_batch import WriteBatch
 ROOM_WAIT_S = 5.0
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+
+def with_log_layout(options: EngineOptions | None) -> EngineOptions:
+    """``options`` (default: ``EngineOptions()``) with the log's table families."""
+    options = options if options is not None else EngineOptions()
+    if options.compaction.table_families == TABLE_FAMILIES:
+        return options
+    compaction = dataclasses.replace(options.compaction, table_families=TABLE_FAMILIES)
+    return dataclasses.replace(options, compaction=compaction)
 
 
 def _pinned(
@@ -274,7 +285,7 @@ class PartitionLog:
         """The log of a partition that closed cleanly (``clean_marker.check`` passed and
         gave ``summary``), not opened: it holds no file and serves its offsets from the
         summary; the first call that needs the engine opens it (inline, in that call)."""
-        engine_options = engine_options if engine_options is not None else EngineOptions()
+        engine_options = with_log_layout(engine_options)
         opts = engine_options
         return cls(
             None,
@@ -309,7 +320,7 @@ class PartitionLog:
     ) -> PartitionLog:
         """Open (or create) the partition log in ``directory``; ``name`` (``topic-N``)
         is how read errors name it."""
-        engine_options = engine_options if engine_options is not None else EngineOptions()
+        engine_options = with_log_layout(engine_options)
         engine = Engine.open(directory, engine_options, fs=fs, clock=clock)
         try:
             return cls(

@@ -52,6 +52,12 @@ class CompactionOptions:
     #: An output is also cut before it overlaps more than this many bytes of the level
     #: below its target, so that compacting it later stays bounded.
     max_grandparent_overlap_bytes: int = 10 * 64 * MiB
+    #: Key prefixes of families that a merge never writes into one table (RocksDB's SST
+    #: partitioner): a table of one family that only grows at its end (a log's data
+    #: keys) then overlaps nothing older and is moved down, where a table spanning two
+    #: families (data, and the checkpoints beside it) would overlap every other and be
+    #: rewritten by every merge below it. Keys under none of them form one more family.
+    table_families: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         if self.l0_compaction_trigger < 1:
@@ -62,6 +68,17 @@ class CompactionOptions:
             raise InvalidArgumentError("level_size_ratio must be at least 2")
         if self.max_grandparent_overlap_bytes < 1:
             raise InvalidArgumentError("max_grandparent_overlap_bytes must be positive")
+        if not all(isinstance(p, bytes) and p for p in self.table_families):
+            raise InvalidArgumentError("table_families are non-empty byte prefixes")
+
+
+def family_of(key: bytes, families: tuple[bytes, ...]) -> bytes:
+    """The prefix of ``families`` that ``key`` starts with (the first that does), or
+    ``b""`` for a key under none."""
+    for prefix in families:
+        if key.startswith(prefix):
+            return prefix
+    return b""
 
 
 @dataclass(frozen=True, slots=True)

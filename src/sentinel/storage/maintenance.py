@@ -36,7 +36,13 @@ from sentinel.clock import SystemClock
 from sentinel.errors import ClosedError, StateError, StorageUnavailableError
 from sentinel.fs import FS
 from sentinel.storage.block_cache import BlockCache
-from sentinel.storage.compaction import MergeTask, TrivialMove, apply_task, pick_compaction
+from sentinel.storage.compaction import (
+    MergeTask,
+    TrivialMove,
+    apply_task,
+    family_of,
+    pick_compaction,
+)
 from sentinel.storage.entry import Entry
 from sentinel.storage.files import TableMeta, join, table_name
 from sentinel.storage.iterators import concat_entries, merge_entries
@@ -371,7 +377,7 @@ class Maintenance:
             merged = merge_entries(sources)
             if task.drop_tombstones:
                 merged = (entry for entry in merged if entry[1] is not None)
-            return self._write_tables(merged, None)
+            return self._write_tables(merged, None, self._options.compaction.table_families)
 
     def _readers_for(self, task: MergeTask) -> tuple[list[TableReader], list[TableReader]]:
         upper = self._engine.readers_for([t.file_number for t in task.inputs])
@@ -380,15 +386,31 @@ class Maintenance:
 
     # ------------------------------------------------------------------ io
 
-    def _write_tables(self, entries: Iterator[Entry], first_number: int | None) -> list[TableMeta]:
-        """Write ``entries`` into tables cut at the compaction policy's ``target_file_bytes``;
+    def _write_tables(
+        self,
+        entries: Iterator[Entry],
+        first_number: int | None,
+        families: tuple[bytes, ...] = (),
+    ) -> list[TableMeta]:
+        """Write ``entries`` into tables cut at the compaction policy's ``target_file_bytes``
+        and, with ``families``, where a key's family differs from the one before it
+        (merges only: a flush writes one table, so that its files stay one per flush);
         sync the directory."""
         target_bytes = self._options.compaction.target_file_bytes
         outputs: list[TableMeta] = []
         writer: TableWriter | None = None
         number = first_number
+        family: bytes | None = None
         try:
             for key, value in entries:
+                if families and (not family or not key.startswith(family)):
+                    # (b"", keys under no family, starts every key: look each one up.)
+                    found = family_of(key, families)
+                    if found != family:
+                        if writer is not None:
+                            outputs.append(writer.finish())
+                            writer = None
+                        family = found
                 if writer is None:
                     if number is None:
                         number = self._engine._allocate_file_number()
