@@ -22,15 +22,16 @@ def test_waiters_of_many_engines_are_resolved_and_durable() -> None:
     scheduler = SyncScheduler(4)
     options = EngineOptions(sync_scheduler=scheduler, background=False)
     engines = [Engine.open(f"/e{i}", options, fs=fs) for i in range(20)]
-    futures: list[concurrent.futures.Future[None]] = []
+    written: list[tuple[Engine, int]] = []
     for round_ in range(5):
         for i, engine in enumerate(engines):
             lsn = engine.write_nowait(WriteBatch().put(b"k%d" % round_, b"v%d" % i))
-            futures.append(engine.sync_future(lsn))
+            written.append((engine, lsn))
+    futures = [engine.sync_future(lsn) for engine, lsn in written]
     for future in futures:
         future.result(timeout=30)
-    # Fewer waves than waiters: waiters share waves.
-    assert scheduler.waves < len(futures)
+    # Fewer syncs than waiters: a WAL's sync covers every entry written before it.
+    assert scheduler.wal_syncs < len(futures)
     fs.crash()
     for i in range(20):
         reopened = Engine.open(f"/e{i}", EngineOptions(background=False), fs=fs)
@@ -69,7 +70,7 @@ def test_sync_interval_is_ticked_by_the_scheduler_not_a_thread_per_wal() -> None
     engines = [Engine.open(f"/e{i}", options, fs=fs) for i in range(30)]
     for i, engine in enumerate(engines):
         engine.put(b"k", b"v%d" % i)
-    assert threading.active_count() - before <= 3  # the scheduler and its sync threads
+    assert threading.active_count() - before <= 3  # the ticks' thread and the sync threads
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(
         e.wal.synced_lsn < e.wal.last_lsn for e in engines
@@ -185,4 +186,36 @@ def test_a_cancelled_waiter_does_not_cost_the_others_their_sync() -> None:
     stayer.result(timeout=30)
     assert quitter.cancelled()
     scheduler.request(target, 3).result(timeout=30)  # and the pipeline goes on
+    scheduler.shutdown()
+
+
+def test_a_sync_starts_without_waiting_for_another_thread_to_dispatch_it() -> None:
+    # The registering thread hands the sync to a sync thread itself: with the GIL held
+    # by the registering thread (a busy event loop), the sync still starts. (The
+    # pipeline used to wake a dispatcher thread, which needed the GIL first.)
+    scheduler = SyncScheduler(1)
+    gate = threading.Event()
+    target = _Target(gate)
+    scheduler.request(target, 1)
+    assert scheduler.wal_syncs == 1  # started by request() itself
+    assert scheduler.thread_count == 1  # the sync thread; no dispatcher (no ticks)
+    gate.set()
+    scheduler.shutdown()
+    assert target.synced_lsn == 1
+
+
+def test_waiters_that_come_during_a_sync_are_served_by_one_next_sync() -> None:
+    scheduler = SyncScheduler(2)
+    gate = threading.Event()
+    target = _Target(gate)
+    first = scheduler.request(target, 1)
+    deadline = time.monotonic() + 30
+    while target.running == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    later = [scheduler.request(target, lsn) for lsn in range(2, 12)]
+    assert scheduler.wal_syncs == 1
+    gate.set()
+    for future in (first, *later):
+        future.result(timeout=30)
+    assert target.syncs == 2 and target.synced_lsn == 11
     scheduler.shutdown()

@@ -4,25 +4,30 @@ Each partition keeps its own WAL files (retention and deletion stay file deletio
 value-separated large values live in the partition's own segments). An append only
 buffers or writes (sync ``always``: it buffers; the sync writes and fsyncs). A writer
 that needs durability registers ``(wal, lsn)`` with the ``SyncScheduler`` and gets a
-``concurrent.futures.Future``. One scheduler thread dispatches: every WAL with a
-registration and no sync running gets one sync (the WAL's own group commit: write what
-is buffered, one fsync, up to the highest LSN asked of it) on one of ``threads`` sync
-threads, so the WALs that wrote meanwhile are synced in parallel (concurrent fsyncs on
-one filesystem share its journal commits), and each WAL's waiters are resolved as soon
-as *its* sync ends, with its error for a WAL that failed (``WalFailedError``: the
-disk-full path of ``wal.py`` and the engine's ``resume`` are unchanged). A WAL has at
-most one sync running; registrations that arrive meanwhile wait for it to end and are
-served by the next, so under load one fsync serves every writer of a partition that
+``concurrent.futures.Future``. A WAL with a registration and no sync running gets one
+sync at once (the WAL's own group commit: write what is buffered, one fsync, up to the
+highest LSN asked of it), handed by the registering thread straight to one of
+``threads`` sync threads, so the WALs that wrote meanwhile are synced in parallel
+(concurrent fsyncs on one filesystem share its journal commits), and each WAL's waiters
+are resolved as soon as *its* sync ends, with its error for a WAL that failed
+(``WalFailedError``: the disk-full path of ``wal.py`` and the engine's ``resume`` are
+unchanged). A WAL has at most one sync running; registrations that arrive meanwhile wait
+for it to end and are served by the next (queued by the sync thread that ends it, behind
+the other WALs' syncs), so under load one fsync serves every writer of a partition that
 wrote meanwhile, and across partitions the fsyncs overlap: DESIGN's "one fsync serves
-many writers". No barrier across WALs: a partition whose fsync is slow (a large
-buffer, a slow file) holds back its own waiters only, not every partition's acks (the
-first pipeline ran waves that resolved nobody until the slowest WAL of the wave was
-done; with 1,000 partitions under acks=all that is head-of-line blocking). Threads:
-1 + ``threads``, whatever the number of partitions.
+many writers". No barrier across WALs: a partition whose fsync is slow (a large buffer,
+a slow file) holds back its own waiters only, not every partition's acks (the first
+pipeline ran waves that resolved nobody until the slowest WAL of the wave was done; with
+1,000 partitions under acks=all that is head-of-line blocking). No thread of its own
+between the writer and the sync thread: an ack used to wait for a dispatcher thread to
+wake and take the GIL from a busy event loop (one more hand-off of up to the
+interpreter's switch interval, 5 ms) before its fsync even began. Threads: ``threads``,
+plus one for the periodic ticks of sync ``interval`` when there are any, whatever the
+number of partitions.
 
 Sync modes keep their meaning: ``always`` acknowledges after its WAL's sync;
-``interval`` and ``none`` never wait for one (a caller may still ask, as
-``Engine.sync`` does).
+``interval`` and ``none`` never wait for one (a caller may still ask, as ``Engine.sync``
+does).
 """
 
 from __future__ import annotations
@@ -65,8 +70,7 @@ class SyncScheduler:
         # Periodic ticks (sync ``interval``): id -> [period, next due, tick].
         self._ticks: dict[int, tuple[float, float, Callable[[], None]]] = {}
         self._tick_ids = itertools.count()
-        self.waves = 0  # dispatch rounds (each syncs every WAL then ready), for tests
-        self.wal_syncs = 0
+        self.wal_syncs = 0  # syncs started (each serves every waiter registered before)
 
     def request(
         self, target: Syncable, lsn: int, sync: Callable[[int], None] | None = None
@@ -88,9 +92,21 @@ class SyncScheduler:
                 found[3].append(future)
                 if lsn > found[2]:
                     self._pending[key] = (found[0], found[1], lsn, found[3])
-            self._start_locked()
-            self._cond.notify()
+            if key not in self._running:
+                self._dispatch_locked(key)
         return future
+
+    def _dispatch_locked(self, key: int) -> None:
+        """Start the pending sync of ``key`` (none running) on a sync thread."""
+        pending = self._pending.pop(key)
+        try:
+            self._executor.submit(self._sync_one, key, pending)
+        except BaseException as exc:  # the executor refuses (the interpreter is exiting)
+            for future in pending[3]:
+                resolve_waiter(future, exc)
+            return
+        self._running.add(key)
+        self.wal_syncs += 1
 
     def every(self, period_s: float, tick: Callable[[], None]) -> int:
         """Run ``tick`` every ``period_s`` seconds on the sync threads (sync
@@ -121,33 +137,23 @@ class SyncScheduler:
         return due
 
     def _run(self) -> None:
+        """The ticks' thread (sync ``interval`` only)."""
         while True:
             with self._cond:
                 while True:
-                    now = time.monotonic()
-                    due = [] if self._stopped else self._due_locked(now)
-                    ready = [key for key in self._pending if key not in self._running]
-                    if ready or due:
-                        break
-                    if self._stopped and not self._pending and not self._running:
+                    if self._stopped:
                         return
+                    now = time.monotonic()
+                    due = self._due_locked(now)
+                    if due:
+                        break
                     soonest = min((at for _p, at, _t in self._ticks.values()), default=None)
-                    if self._stopped or soonest is None:
-                        self._cond.wait()  # a registration, a sync's end or the stop
-                    else:
-                        self._cond.wait(max(0.0, soonest - now))
-                if ready:
-                    self.waves += 1
-                    self.wal_syncs += len(ready)
-                for key in ready:
-                    self._running.add(key)
-                    self._executor.submit(self._sync_one, key, self._pending.pop(key))
-            if due:
-                for done in [self._executor.submit(tick) for tick in due]:
-                    done.exception()  # a tick records its own failure (the WAL's)
+                    self._cond.wait(None if soonest is None else max(0.0, soonest - now))
+            for done in [self._executor.submit(tick) for tick in due]:
+                done.exception()  # a tick records its own failure (the WAL's)
 
     def _sync_one(self, key: int, pending: _Pending) -> None:
-        """On a sync thread: sync one WAL, resolve its waiters, let its next sync go."""
+        """On a sync thread: sync one WAL, resolve its waiters, start its next sync."""
         _target, sync, lsn, futures = pending
         error = _sync(sync, lsn)
         try:
@@ -156,13 +162,18 @@ class SyncScheduler:
         finally:
             with self._cond:
                 self._running.discard(key)
-                self._cond.notify()
+                if key in self._pending:
+                    # Behind the syncs already queued (other WALs'), not ahead of them.
+                    self._dispatch_locked(key)
+                self._cond.notify_all()
 
     def shutdown(self) -> None:
         """Finish the syncs asked for so far, then stop the threads."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
+            while self._running:
+                self._cond.wait()
             thread = self._thread
         if thread is not None:
             thread.join()
