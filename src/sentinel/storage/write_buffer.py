@@ -31,6 +31,9 @@ class WriteBufferManager:
         self._sizes: dict[int, tuple[int, FlushRequest]] = {}
         self._asked: set[int] = set()
         self._total = 0
+        # The sizes of the engines in ``_asked`` together, kept as they report: a write
+        # past the budget reads it instead of summing hundreds of asked engines.
+        self._asked_total = 0
         self.flushes_requested = 0
 
     @property
@@ -46,17 +49,20 @@ class WriteBufferManager:
         doomed: list[FlushRequest] = []
         with self._lock:
             old = self._sizes.get(owner)
-            self._total += size - (old[0] if old is not None else 0)
+            old_size = old[0] if old is not None else 0
+            asked = owner in self._asked
+            self._total += size - old_size
+            if asked:
+                self._asked_total += size - old_size
             if size:
                 self._sizes[owner] = (size, flush)
             else:
                 self._sizes.pop(owner, None)
-            if size == 0 or (old is not None and size < old[0]):
+            if asked and (size == 0 or size < old_size):  # its flush froze the memtable
                 self._asked.discard(owner)
+                self._asked_total -= size
             if self._total > self._budget:
-                remaining = self._total - sum(
-                    self._sizes[o][0] for o in self._asked if o in self._sizes
-                )
+                remaining = self._total - self._asked_total
                 # The sizes are sorted only when more must be asked: past the budget,
                 # with enough flushes already asked, every write would otherwise sort
                 # every engine's size (a broker of 1,000 partitions spent more on that
@@ -70,6 +76,7 @@ class WriteBufferManager:
                         if other in self._asked:
                             continue
                         self._asked.add(other)
+                        self._asked_total += bytes_
                         remaining -= bytes_
                         doomed.append(request)
         for request in doomed:
@@ -81,4 +88,6 @@ class WriteBufferManager:
             old = self._sizes.pop(owner, None)
             if old is not None:
                 self._total -= old[0]
+                if owner in self._asked:
+                    self._asked_total -= old[0]
             self._asked.discard(owner)
