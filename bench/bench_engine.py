@@ -1,6 +1,13 @@
 """Engine benchmarks (issue: the storage engine). One JSON object per figure.
 
 .venv/bin/python bench/bench_engine.py [--quick]
+
+``log_layout_compaction_bytes_per_flushed_byte``: a partition log's key pattern (ascending
+data keys with a value-separated 16 KiB value, a checkpoint key every 16 entries, the
+oldest of three deleted)
+through 4 MiB memtables, then a full compaction; the bytes merges wrote per byte
+flushes wrote, with the log's table families (``log.layout.TABLE_FAMILIES``) and, as
+the peer in the same run, without them.
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import emit
+from sentinel.log.layout import TABLE_FAMILIES
+from sentinel.storage.compaction import CompactionOptions
 from sentinel.storage.engine import Engine
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode, WalOptions
+from sentinel.storage.write_batch import WriteBatch
 
 BENCH = "engine"
 
@@ -129,6 +139,37 @@ def log_pattern(root: str, total_bytes: int, rounds: int = 3) -> None:
     emit(BENCH, "log_full_scan_16KiB", rate, "MB/s", target=300)
 
 
+def _log_layout_run(directory: str, entries: int, families: tuple[bytes, ...]) -> float:
+    compaction = CompactionOptions(table_families=families)
+    options = EngineOptions(memtable_bytes=4 * 1024 * 1024, compaction=compaction)
+    value = os.urandom(16 * 1024)
+    with Engine.open(directory, options) as engine:
+        for i in range(entries):
+            batch = WriteBatch().put(b"D" + i.to_bytes(8, "big"), value)
+            if i % 16 == 0:  # a checkpoint; as the log does, the oldest of 3 goes
+                batch.put(b"MC" + i.to_bytes(8, "big"), b"c" * 64)
+                if i >= 48:
+                    batch.delete(b"MC" + (i - 48).to_bytes(8, "big"))
+            engine.write(batch)
+        engine.flush()
+        engine.compact()
+        stats = engine.stats()
+    return stats.compaction_bytes_written / max(1, stats.flush_bytes_written)
+
+
+def log_layout(root: str, total_bytes: int) -> None:
+    entries = total_bytes // (16 * 1024)
+    figures = {}
+    for name, families in (("with", TABLE_FAMILIES), ("without", ())):
+        directory = os.path.join(root, f"layout-{name}")
+        figures[name] = _log_layout_run(directory, entries, families)
+        shutil.rmtree(directory)
+    emit(
+        BENCH, "log_layout_compaction_bytes_per_flushed_byte", round(figures["with"], 3), "x",
+        without_families=round(figures["without"], 3), bytes=total_bytes,
+    )  # fmt: skip
+
+
 def point_gets(root: str, count: int) -> None:
     directory = os.path.join(root, "gets")
     rng = random.Random(7)
@@ -168,6 +209,7 @@ def main() -> None:
         put_none(root, 300_000 // scale)
         put_always_concurrent(root, 64, 1_000 // scale)
         log_pattern(root, (512 * 1024 * 1024) // scale)
+        log_layout(root, (1024 * 1024 * 1024) // scale)
         point_gets(root, 200_000 // scale)
 
 
