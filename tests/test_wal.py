@@ -38,6 +38,7 @@ from sentinel.storage.wal import (
     list_segments,
     replay,
 )
+from sentinel.storage.wal_format import SECTOR_BYTES
 
 DIR = "/db"
 
@@ -601,20 +602,46 @@ def test_zeroed_header_of_the_last_segment_is_a_torn_create() -> None:
     assert report.truncated_segment == 3 and not fs.exists(seg(3))
 
 
-def test_flipped_byte_in_the_last_entry_is_dropped() -> None:
-    files, groups = three_segments()
+def test_flipped_byte_in_the_last_entry_is_refused_not_cut() -> None:
+    # A crash leaves a prefix of a write, or unwritten sectors (zeros); a whole last
+    # frame with a changed byte is neither, and under sync always it may have been
+    # acknowledged: refused, never cut (nothing is truncated).
+    files, _groups = three_segments()
     last = files[seg(3)]
-    start = len(last) - frame_size(groups[2][-1])
+    start = len(last) - frame_size(b"x" * 30)
     for position in range(start, len(last)):
         for mask in (0x01, 0x80, 0xFF):
             damaged = bytearray(last)
             damaged[position] ^= mask
             fs = memfs_with({**files, seg(3): bytes(damaged)})
-            got, report = replay(fs, DIR, 1)
-            assert got == groups[0] + groups[1] + groups[2][:-1], (position, mask)
-            assert report.dropped_bytes == len(last) - start
-            assert report.truncated_segment == 3
-            assert fs.file_size(seg(3)) == start
+            with pytest.raises(CorruptionError) as info:
+                replay(fs, DIR, 1)
+            assert info.value.path == seg(3), (position, mask)
+            assert "not a torn tail" in str(info.value)
+            assert fs.read_all(seg(3)) == bytes(damaged)
+
+
+def test_unwritten_sectors_at_the_end_of_the_last_entry_are_a_torn_write() -> None:
+    fs = new_fs()
+    wal = WriteAheadLog(fs, DIR, 1, WalOptions())
+    wal.append(b"first")
+    wal.append(bytes(range(256)) * 12)  # 3,072 bytes, no zero run of its own
+    wal.close()
+    data = fs.read_all(seg(1))
+    frame = len(data) - frame_size(bytes(3072))
+    sectors = [b for b in range(0, len(data), SECTOR_BYTES) if frame < b < len(data)]
+    assert len(sectors) >= 5
+    for boundary in sectors:
+        torn = data[:boundary] + bytes(len(data) - boundary)
+        damaged = memfs_with({seg(1): torn})
+        got, report = replay(damaged, DIR, 1)
+        assert got == [b"first"], boundary
+        assert report.dropped_bytes == len(data) - frame
+    # Zeros that stop short of a sector boundary are a change, not a torn write.
+    off_boundary = sectors[0] + 7
+    changed = data[:off_boundary] + bytes(len(data) - off_boundary - 1) + data[-1:]
+    with pytest.raises(CorruptionError):
+        replay(memfs_with({seg(1): changed}), DIR, 1)
 
 
 def test_flipped_byte_in_a_middle_segment_raises() -> None:

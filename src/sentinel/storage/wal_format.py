@@ -32,8 +32,13 @@ The writer numbers its segments contiguously, so they must run N, N+1, ... witho
 a missing one is damage (``MissingFileError``), never skipped. The writer fsyncs a segment
 before it creates the next, so only the newest segment can have a torn tail: bytes
 written after the last fsync when the process or the machine died. Replay cuts such a
-tail only if no valid frame follows the first bad one (a later frame whose CRC verifies
-means the damage is not a torn write but corruption, and it is refused). After a clean
+tail only if it looks like one (``changed_frame``): the first bad frame is cut short (its
+header incomplete, or its length running past the end of the file), or reads as zeros
+from a sector boundary on (blocks a crash left unwritten), and no valid frame follows
+it. A frame that is all there but fails its checksum, or whose checksum verifies once
+its length is taken as the bytes that remain, had its bytes changed after they were
+written: that is corruption, and it is refused, as is a later frame whose CRC verifies
+(an acknowledged entry under sync ``always`` is never cut for looking torn). After a clean
 shutdown (``clean_marker``: the engine's close records every segment and its size) there
 is no torn tail at all: every listed segment must be there with its recorded size and
 every frame must verify. A bad entry or header anywhere else raises ``CorruptionError``.
@@ -247,6 +252,39 @@ def later_frame(data: bytes, start: int) -> int | None:
     return None
 
 
+#: Torn writes lose whole sectors: a frame that reads as zeros from a multiple of this on
+#: (to its end) was cut by a crash, not changed.
+SECTOR_BYTES = 512
+
+
+def changed_frame(data: bytes, start: int) -> str | None:
+    """Why the bad frame at ``start`` (the first of the newest segment's tail, with no
+    valid frame after it) cannot be a torn write, or None if it can be one.
+
+    A crash leaves a prefix of what was written (the file ends inside the frame), or
+    whole sectors unwritten, which read as zeros. Damage of any other shape means the
+    bytes changed after they were written: a flipped bit in the payload, the checksum or
+    the type, or in the length (then the checksum verifies over the bytes that do remain,
+    whether the changed length runs past the end or stops short of it)."""
+    end = len(data)
+    if end - start < FRAME_HEADER_SIZE or not any(memoryview(data)[start:]):
+        return None
+    length, _kind, _crc = FRAME_HEAD.unpack_from(data, start)
+    body = start + FRAME_HEADER_SIZE
+    fitted = end - body
+    if fitted != length:
+        head = FRAME_LEN_TYPE.pack(fitted, ENTRY_FULL)
+        if FRAME_HEAD.unpack_from(data, start)[2] == crc32c(data[body:end], crc32c(head)):
+            return f"its length field reads {length}, yet the {fitted} bytes that remain verify"
+    if body + length > end:
+        return None  # the file ends inside the frame: a prefix of a write
+    frame_end = body + length
+    zeros_from = start + len(bytes(data[start:frame_end]).rstrip(b"\0"))
+    if -(-zeros_from // SECTOR_BYTES) * SECTOR_BYTES < frame_end:
+        return None  # zeros from a sector boundary to its end: sectors never written
+    return "the whole frame is there but its bytes changed after they were written"
+
+
 def _replay_segment(
     fs: FS, directory: str, number: int, torn_ok: bool, recorded: int | None
 ) -> tuple[list[bytes], int | None]:
@@ -272,6 +310,9 @@ def _replay_segment(
         raise CorruptionError(
             path, where, f"{problem}, and a valid entry follows at offset {valid}: not a torn tail"
         )
+    changed = changed_frame(data, good_end)
+    if changed is not None:
+        raise CorruptionError(path, where, f"{problem}: {changed}, not a torn tail")
     file = fs.open_append(path)
     try:
         file.truncate(good_end)
