@@ -266,6 +266,24 @@ def test_the_scrub_of_a_clean_engine_finds_nothing_and_changes_nothing() -> None
     assert {n: fs.read_all(join(DB, n)) for n in fs.listdir(DB) if n != "LOCK"} == before
 
 
+def test_the_scrub_tells_a_torn_tail_from_a_changed_last_frame() -> None:
+    """``--verify`` agrees with the start: a prefix of a frame is a torn tail (noted),
+    a flipped byte in the whole last frame is damage."""
+    fs = build(clean=False)
+    name = segments(fs)[-1]
+    data = fs.read_all(join(DB, name))
+    rewrite(fs, name, data + b"\x40\x00\x00\x00\x01")  # a frame header promising 64 bytes
+    torn = ScrubReport()
+    scrub_engine(fs, DB, torn)
+    assert torn.damaged == [] and [n.path for n in torn.notes] == [join(DB, name)]
+    fs = build(clean=False)
+    flip(fs, name, len(data) - 1)
+    changed = ScrubReport()
+    scrub_engine(fs, DB, changed)
+    assert [d.path for d in changed.damaged] == [join(DB, name)]
+    assert "changed after they were written" in changed.damaged[0].detail
+
+
 # ------------------------------------------------------ partitions, meta store
 
 

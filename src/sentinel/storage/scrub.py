@@ -20,6 +20,7 @@ from sentinel.storage.files import CURRENT_NAME, join, table_name, wal_name
 from sentinel.storage.table_reader import TableReader
 from sentinel.storage.wal_format import (
     HEADER_SIZE,
+    changed_frame,
     check_header,
     check_segment_size,
     later_frame,
@@ -122,7 +123,8 @@ def _scrub_wal(  # noqa: PLR0917 - one private call site
         if problem is None:
             continue
         where = f"entry {len(payloads)} at offset {good_end}: {problem}"
-        if torn_ok and later_frame(data, good_end + 1) is None:
+        changed = changed_frame(data, good_end) if torn_ok else None
+        if torn_ok and later_frame(data, good_end + 1) is None and changed is None:
             report.note(path, f"torn tail of {len(data) - good_end} bytes (cut at start)")
         else:
-            report.damage(path, where)
+            report.damage(path, where if changed is None else f"{where}: {changed}")
