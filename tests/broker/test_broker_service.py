@@ -249,6 +249,11 @@ async def test_produce_many_answers_per_partition(service: BrokerService) -> Non
     assert [(o.partition, o.error_code) for o in out] == [(0, 0), (1, 0), (9, 3), (0, 2)]
     assert (out[0].base_offset, out[1].base_offset) == (0, 0)
     assert service.partition("a", 0).high_watermark == 2
+    # One partition (the usual request, served without gathering): the same answers.
+    (alone,) = await service.produce_many([ProduceEntry("a", 1, batch(3))], acks=-1)
+    assert (alone.partition, alone.error_code, alone.base_offset) == (1, 0, 1)
+    (refused,) = await service.produce_many([ProduceEntry("a", 9, batch(1))], acks=-1)
+    assert (refused.partition, refused.error_code, refused.base_offset) == (9, 3, -1)
 
 
 async def test_kafka_mode_join_and_sync_hand_the_leaders_assignment(

@@ -149,13 +149,14 @@ class Partition:
         self.appended_signal.fire()
         self._announce()  # interval / none: the watermark moved with the append
         if self._sync_always:
-            synced = asyncio.ensure_future(self._durable(max(r.lsn for r in results)))
+            lsn = max(r.lsn for r in results)
             if acks is Acks.NONE:
                 # Not waited for; stop() waits for it, and its failure is logged once.
+                synced = asyncio.ensure_future(self._durable(lsn))
                 self._unawaited.add(synced)
                 synced.add_done_callback(self._forget)
             else:
-                await synced
+                await self._durable(lsn)
         first = results[0]
         return AppendOutcome(
             first.base_offset,

@@ -483,6 +483,14 @@ class BrokerService:
         per entry, in order, with its own error (nothing raises for one partition)."""
         if not isinstance(acks, Acks):
             acks = Acks.parse(acks)
+        if len(entries) == 1:  # most requests: no task and gathering future for one
+            only = entries[0]
+            try:
+                return (await self.produce(only.topic, only.partition, only.batches, acks),)
+            except SentinelError as exc:
+                return (
+                    ProduceOutcome(only.topic, only.partition, -1, -1, -1, False, 0, 0, exc),
+                )
         settled = await asyncio.gather(
             *(self.produce(e.topic, e.partition, e.batches, acks) for e in entries),
             return_exceptions=True,
