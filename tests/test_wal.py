@@ -637,6 +637,9 @@ def test_unwritten_sectors_at_the_end_of_the_last_entry_are_a_torn_write() -> No
         got, report = replay(damaged, DIR, 1)
         assert got == [b"first"], boundary
         assert report.dropped_bytes == len(data) - frame
+    # Zeros after the last whole entry (space a crash left allocated, never written).
+    got, report = replay(memfs_with({seg(1): data + bytes(700)}), DIR, 1)
+    assert len(got) == 2 and report.dropped_bytes == 700
     # Zeros that stop short of a sector boundary are a change, not a torn write.
     off_boundary = sectors[0] + 7
     changed = data[:off_boundary] + bytes(len(data) - off_boundary - 1) + data[-1:]

@@ -267,7 +267,7 @@ def changed_frame(data: bytes, start: int) -> str | None:
     the type, or in the length (then the checksum verifies over the bytes that do remain,
     whether the changed length runs past the end or stops short of it)."""
     end = len(data)
-    if end - start < FRAME_HEADER_SIZE or not any(memoryview(data)[start:]):
+    if end - start < FRAME_HEADER_SIZE or not bytes(data[start:]).rstrip(b"\0"):
         return None
     length, _kind, _crc = FRAME_HEAD.unpack_from(data, start)
     body = start + FRAME_HEADER_SIZE
