@@ -285,8 +285,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             )
             self._metrics.observe_produce(time.perf_counter() - started)
             if not outcome.duplicate:
-                self._metrics.messages_produced.labels(outcome.topic).inc(outcome.records)
-                self._metrics.bytes_produced.labels(outcome.topic).inc(outcome.bytes)
+                self._metrics.count_produced(outcome.topic, outcome.records, outcome.bytes)
             return pb.ProduceResponse(
                 topic=outcome.topic,
                 partition=outcome.partition,
@@ -321,8 +320,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         (counted from batch headers)."""
         batches = outcome.batches  # joined once
         count = _records_in(batches, from_offset)
-        self._metrics.messages_fetched.labels(outcome.topic).inc(count)
-        self._metrics.bytes_consumed.labels(outcome.topic).inc(len(batches))
+        self._metrics.count_fetched(outcome.topic, count, len(batches))
         message = cls(
             topic=outcome.topic,
             partition=outcome.partition,

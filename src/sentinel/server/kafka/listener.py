@@ -70,13 +70,24 @@ DEFAULT_FRAME_TIMEOUT_S = 30.0
 """A frame's body must arrive within this once its length did (and its room is held)."""
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A response class's field names, once per class (``fields()`` builds them anew)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def first_error_code(value: Any) -> int:
     """The first non-zero ``error_code`` of a response, depth first (0: none)."""
     code = getattr(value, "error_code", 0)
     if code:
         return int(code)
-    for f in fields(value):
-        items = getattr(value, f.name)
+    for name in _field_names(type(value)):
+        items = getattr(value, name)
         if isinstance(items, tuple) and items and is_dataclass(items[0]):
             for item in items:
                 code = first_error_code(item)

@@ -101,11 +101,9 @@ def record_traffic(metrics: Metrics, api_key: int, request: Any, response: Any) 
     try:
         if api_key == PRODUCE:
             for topic, (records, size) in produced(request, response).items():
-                metrics.messages_produced.labels(topic).inc(records)
-                metrics.bytes_produced.labels(topic).inc(size)
+                metrics.count_produced(topic, records, size)
         elif api_key == FETCH:
             for topic, (records, size) in fetched(request, response).items():
-                metrics.messages_fetched.labels(topic).inc(records)
-                metrics.bytes_consumed.labels(topic).inc(size)
+                metrics.count_fetched(topic, records, size)
     except SentinelError:  # batches the broker accepted or stored: never expected
         return
