@@ -186,3 +186,31 @@ def test_the_log_data_moves_down_the_levels_instead_of_being_rewritten() -> None
     assert stats.compaction_bytes_written < 1.5 * stats.flush_bytes_written
     assert [b.base_offset for b in batches_below(log.engine, 4500)] == list(range(0, 4500, 3))
     log.close()
+
+
+def test_a_close_after_few_bytes_writes_no_checkpoint_and_reopens_the_same() -> None:
+    fs = MemFS()
+    options = LogOptions(close_checkpoint_min_bytes=2_000)
+
+    def reopen() -> PartitionLog:
+        return PartitionLog.open(
+            fs, "/p", TopicConfig(), ManualClock(), EngineOptions(background=False),
+            options=options, name="t-0",
+        )  # fmt: skip
+
+    log = reopen()
+    for n in range(3):
+        log.append(three_record_batch(b"v%d" % n, T0 + n))
+    assert log._state.checkpoints == []
+    log.close()  # ~300 bytes since the (absent) last checkpoint: none written
+    log = reopen()
+    assert log._state.checkpoints == []
+    assert (log.log_end_offset, log.high_watermark) == (9, 9)
+    assert [b.base_offset for b in batches_below(log.engine, 9)] == [0, 3, 6]
+    for n in range(3, 60):
+        log.append(three_record_batch(b"v%d" % n, T0 + n))
+    log.close()  # past the threshold: the close checkpoints
+    log = reopen()
+    assert log._state.checkpoints == [180]
+    assert log.log_end_offset == 180
+    log.close()

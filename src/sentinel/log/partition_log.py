@@ -822,7 +822,12 @@ class PartitionLog:
             try:
                 if self._engine.files_suspended:
                     self._engine.resume_files()
-                if self._dirty and self._engine.failed is None and not discard:
+                if (
+                    self._dirty
+                    and self._engine.failed is None
+                    and not discard
+                    and self._since_checkpoint >= self._options.close_checkpoint_min_bytes
+                ):
                     with contextlib.suppress(StorageUnavailableError):
                         self._write_checkpoint(wait=True)
             finally:

@@ -29,6 +29,11 @@ class LogOptions:
     compaction_max_keys: int = 1_000_000
     #: Compaction installs its rewrites in engine writes of about this many bytes.
     compaction_write_bytes: int = 16 * MiB
+    #: At close, skip the checkpoint when fewer bytes than this were appended since the
+    #: last one: the next open replays their batch headers (cheap), and a broker of
+    #: thousands of partitions written a little each stops without a checkpoint write
+    #: and its fsync for each.
+    close_checkpoint_min_bytes: int = 1 * MiB
     #: Single broker: the high watermark follows durable appends. False: only
     #: ``set_high_watermark`` moves it (replication).
     auto_high_watermark: bool = True
