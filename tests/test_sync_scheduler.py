@@ -12,7 +12,7 @@ from sentinel.errors import StorageUnavailableError
 from sentinel.fs import MemFS
 from sentinel.storage.engine import Engine
 from sentinel.storage.options import EngineOptions
-from sentinel.storage.sync_scheduler import SyncScheduler
+from sentinel.storage.sync_scheduler import Done, SyncScheduler
 from sentinel.storage.wal import SyncMode, WalOptions
 from sentinel.storage.write_batch import WriteBatch
 
@@ -113,17 +113,24 @@ class _Target:
                 self.running -= 1
 
 
+def held_sync(scheduler: SyncScheduler, target: _Target, lsn: int = 1) -> Done:
+    """Register ``lsn`` and return its future once its sync is running (held at the
+    target's gate)."""
+    future = scheduler.request(target, lsn)
+    deadline = time.monotonic() + 30
+    while target.running == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert target.running == 1
+    return future
+
+
 def test_a_slow_wal_does_not_hold_back_the_waiters_of_another() -> None:
     # The first pipeline resolved a wave's waiters only when its slowest WAL was done:
     # one partition's slow fsync delayed every partition's acks.
     scheduler = SyncScheduler(2)
     gate = threading.Event()
     slow, fast = _Target(gate), _Target()
-    held = scheduler.request(slow, 1)
-    deadline = time.monotonic() + 30
-    while slow.running == 0 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert slow.running == 1
+    held = held_sync(scheduler, slow)
     served = scheduler.request(fast, 1)
     served.result(timeout=30)  # while the slow sync is still held
     assert not held.done()
@@ -174,10 +181,7 @@ def test_a_cancelled_waiter_does_not_cost_the_others_their_sync() -> None:
     scheduler = SyncScheduler(1)
     gate = threading.Event()
     target = _Target(gate)
-    first = scheduler.request(target, 1)
-    deadline = time.monotonic() + 30
-    while target.running == 0 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    first = held_sync(scheduler, target)
     # Two waiters of the next sync; one gives up (its request was cancelled).
     quitter, stayer = scheduler.request(target, 2), scheduler.request(target, 2)
     assert quitter.cancel()
@@ -208,10 +212,7 @@ def test_waiters_that_come_during_a_sync_are_served_by_one_next_sync() -> None:
     scheduler = SyncScheduler(2)
     gate = threading.Event()
     target = _Target(gate)
-    first = scheduler.request(target, 1)
-    deadline = time.monotonic() + 30
-    while target.running == 0 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    first = held_sync(scheduler, target)
     later = [scheduler.request(target, lsn) for lsn in range(2, 12)]
     assert scheduler.wal_syncs == 1
     gate.set()

@@ -221,6 +221,22 @@ class RecentAverage:
             return sum(self._samples) / len(self._samples) if self._samples else 0.0
 
 
+def _count(
+    children: dict[str, tuple[Counter, Counter]],
+    counters: tuple[Counter, Counter],
+    topic: str,
+    records: int,
+    size: int,
+) -> None:
+    """Add to a topic's record and byte counters, their labelled children looked up once
+    per topic (``labels()`` checks and locks on every call)."""
+    pair = children.get(topic)
+    if pair is None:
+        pair = children[topic] = (counters[0].labels(topic), counters[1].labels(topic))
+    pair[0].inc(records)
+    pair[1].inc(size)
+
+
 class Metrics:
     """The broker's instruments, on a registry of their own."""
 
@@ -334,25 +350,13 @@ class Metrics:
 
     def count_produced(self, topic: str, records: int, size: int) -> None:
         """``sentinel_messages_produced_total`` and ``sentinel_bytes_produced_total``."""
-        children = self._produced.get(topic)
-        if children is None:
-            children = self._produced[topic] = (
-                self.messages_produced.labels(topic),
-                self.bytes_produced.labels(topic),
-            )
-        children[0].inc(records)
-        children[1].inc(size)
+        counters = (self.messages_produced, self.bytes_produced)
+        _count(self._produced, counters, topic, records, size)
 
     def count_fetched(self, topic: str, records: int, size: int) -> None:
         """``sentinel_messages_fetched_total`` and ``sentinel_bytes_consumed_total``."""
-        children = self._fetched.get(topic)
-        if children is None:
-            children = self._fetched[topic] = (
-                self.messages_fetched.labels(topic),
-                self.bytes_consumed.labels(topic),
-            )
-        children[0].inc(records)
-        children[1].inc(size)
+        counters = (self.messages_fetched, self.bytes_consumed)
+        _count(self._fetched, counters, topic, records, size)
 
     def observe_kafka_request(self, api: str, code: int, seconds: float) -> None:
         # The labelled children are looked up once per (api, code): ``labels()`` checks
