@@ -280,27 +280,3 @@ def test_a_merge_never_writes_two_families_into_one_table() -> None:
         for table in l1:
             assert table.min_key[:1] == table.max_key[:1], table
 
-
-def test_a_small_memtable_is_left_in_the_wal_at_close_and_replayed() -> None:
-    from sentinel.storage import clean_marker
-    from sentinel.storage.files import TABLE_SUFFIX
-
-    fs = MemFS()
-    opts = EngineOptions(background=False, close_flush_min_bytes=4096)
-
-    def tables() -> list[str]:
-        return [n for n in fs.listdir("/db") if n.endswith(TABLE_SUFFIX)]
-
-    with Engine.open("/db", opts, fs=fs) as engine:
-        engine.put(b"small", b"v" * 100)
-    assert tables() == []  # not flushed: no table, manifest edit or fsyncs for it
-    assert clean_marker.CLEAN_NAME in fs.listdir("/db")  # still a clean stop
-    with Engine.open("/db", opts, fs=fs) as engine:
-        assert engine.replay_report is not None and engine.replay_report.entries == 1
-        assert engine.get(b"small") == b"v" * 100
-        assert len(tables()) == 1  # the open flushes what it replayed, as after a crash
-        engine.put(b"large", b"w" * 8192)  # past the threshold: flushed at close
-    assert len(tables()) == 2
-    fs.crash()
-    with Engine.open("/db", opts, fs=fs) as engine:
-        assert engine.get(b"small") == b"v" * 100 and engine.get(b"large") == b"w" * 8192

@@ -64,10 +64,6 @@ def engine_options(
     return resources.engine_options(
         EngineOptions(
             memtable_bytes=config.memtable_mb * MIB,
-            # A stop leaves small memtables in their WAL (no table, manifest edit and
-            # fsyncs for each of thousands of partitions); a partition replays it on
-            # its first use after the restart.
-            close_flush_min_bytes=config.memtable_mb * MIB // 4,
             on_wal_sync=on_wal_sync,
             # The broker holds its data directory's LOCK for its life: a
             # partition's engine keeps no lock file of its own open.

@@ -684,10 +684,6 @@ class Engine:
                     # One last try, backoff or not: it makes the unsynced entries durable.
                     self._resume_wal(now=True)
                 flush = durable and self._options.flush_on_close and not self._maintenance.failed
-                if flush and not self._immutables and (
-                    self._memtable.approximate_size < self._options.close_flush_min_bytes
-                ):
-                    flush = False  # small: the WAL keeps it (its segments stay whole)
                 if flush and self._maintenance.retrying is None:
                     self._maintenance.flush_all()  # a frozen one a stopped job left
                     if len(self._memtable):

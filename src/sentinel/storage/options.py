@@ -37,12 +37,6 @@ class EngineOptions:
     value_separation_bytes: int = 4096
     #: Flush the memtable on close, so the next open replays no WAL.
     flush_on_close: bool = True
-    #: With ``flush_on_close``: a memtable smaller than this (and no frozen one) is left
-    #: in the WAL at close, replayed by the next open. A broker of thousands of
-    #: partitions written a little each then stops without writing a table, a manifest
-    #: edit and their fsyncs for each; its lazily opened partitions replay a small WAL
-    #: on first use instead of reading a small table.
-    close_flush_min_bytes: int = 0
     #: Called after every WAL fsync with (seconds, entries it made durable): a metrics
     #: hook. It runs on the syncing thread and must be quick.
     on_wal_sync: Callable[[float, int], None] | None = field(default=None, compare=False)
