@@ -26,6 +26,7 @@ from sentinel.errors import (
 )
 from sentinel.fs import FS, DirLock, File, MemFS, OsFS, SimulatedCrash
 from sentinel.storage.files import join, wal_name
+from sentinel.storage.torn import SECTOR_BYTES
 from sentinel.storage.wal import (
     _FLUSH_AT,
     FRAME_HEADER_SIZE,
@@ -38,7 +39,6 @@ from sentinel.storage.wal import (
     list_segments,
     replay,
 )
-from sentinel.storage.wal_format import SECTOR_BYTES
 
 DIR = "/db"
 

@@ -27,10 +27,12 @@ Layout of ``MANIFEST-<20 digits>`` (integers little-endian)::
 - ``check_header``: a bad magic, an unknown older version or a bad CRC raise
   ``CorruptionError``; a newer version raises ``UnsupportedFormatError``.
 - ``record_at``: the length has its own CRC so a record's extent is trusted before its
-  payload is. A torn last record (the file ends inside it, its payload CRC fails and it
-  ends exactly at the end of the file, or its header and everything after it are
-  zeros) is reported as ``None``: an edit whose ``append`` never returned. Any other
-  bad record raises ``CorruptionError``; so does a length above ``MAX_RECORD_BYTES``.
+  payload is. A torn last record (the file ends inside it, or it ends exactly at the end
+  of the file and reads as zeros from a sector boundary on (``storage.torn``), or its
+  header and everything after it are zeros) is reported as ``None``: an edit whose
+  ``append`` never returned. A whole last record whose payload checksum fails otherwise
+  was changed after it was written and raises ``CorruptionError``, as any other bad
+  record does, and so does a length above ``MAX_RECORD_BYTES``.
 - ``decode_edit``: a malformed payload raises ``ValueError`` (or ``InvariantError``).
 """
 
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from sentinel.codec.crc import crc32c
 from sentinel.errors import CorruptionError, UnsupportedFormatError
 from sentinel.storage.files import TableMeta
+from sentinel.storage.torn import reads_unwritten
 from sentinel.storage.version import InvariantError, VersionEdit
 
 MAGIC = b"SNTLMANI"
@@ -209,7 +212,12 @@ def record_at(path: str, data: bytes, pos: int) -> tuple[bytes, int] | None:
         return None  # the file ends inside the payload
     payload = data[pos + RECORD_HEADER.size : end]
     if crc32c(payload) != payload_crc:
-        if end == size:
-            return None  # the last record, partly written
-        raise CorruptionError(path, where, "payload checksum mismatch, and records follow")
+        if end != size:
+            raise CorruptionError(path, where, "payload checksum mismatch, and records follow")
+        if reads_unwritten(data, pos, end):
+            return None  # the last record, its end never written
+        raise CorruptionError(
+            path, where, "payload checksum mismatch in the whole last record: its bytes "
+            "changed after they were written, not a torn write",
+        )  # fmt: skip
     return payload, end

@@ -57,6 +57,7 @@ from sentinel.codec.crc import crc32c
 from sentinel.errors import CorruptionError, MissingFileError, UnsupportedFormatError
 from sentinel.fs import FS, Buffer
 from sentinel.storage.files import WAL_SUFFIX, join, parse_number, wal_name
+from sentinel.storage.torn import reads_unwritten
 
 MAGIC = b"SWAL"
 FORMAT_VERSION = 1
@@ -252,11 +253,6 @@ def later_frame(data: bytes, start: int) -> int | None:
     return None
 
 
-#: Torn writes lose whole sectors: a frame that reads as zeros from a multiple of this on
-#: (to its end) was cut by a crash, not changed.
-SECTOR_BYTES = 512
-
-
 def changed_frame(data: bytes, start: int) -> str | None:
     """Why the bad frame at ``start`` (the first of the newest segment's tail, with no
     valid frame after it) cannot be a torn write, or None if it can be one.
@@ -278,9 +274,7 @@ def changed_frame(data: bytes, start: int) -> str | None:
             return f"its length field reads {length}, yet the {fitted} bytes that remain verify"
     if body + length > end:
         return None  # the file ends inside the frame: a prefix of a write
-    frame_end = body + length
-    zeros_from = start + len(bytes(data[start:frame_end]).rstrip(b"\0"))
-    if -(-zeros_from // SECTOR_BYTES) * SECTOR_BYTES < frame_end:
+    if reads_unwritten(data, start, body + length):
         return None  # zeros from a sector boundary to its end: sectors never written
     return "the whole frame is there but its bytes changed after they were written"
 
