@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from sentinel.codec.crc import crc32c
 from sentinel.errors import CorruptionError, UnsupportedFormatError
 from sentinel.storage.files import TableMeta
-from sentinel.storage.torn import reads_unwritten
+from sentinel.storage.torn import reads_unwritten, zeros_to_end
 from sentinel.storage.version import InvariantError, VersionEdit
 
 MAGIC = b"SNTLMANI"
@@ -202,7 +202,7 @@ def record_at(path: str, data: bytes, pos: int) -> tuple[bytes, int] | None:
     length, length_crc, payload_crc = RECORD_HEADER.unpack_from(data, pos)
     where = f"record at offset {pos}"
     if crc32c(data[pos : pos + 4]) != length_crc:
-        if not any(data[pos:]):
+        if zeros_to_end(data, pos):
             return None  # zeros to the end: space allocated, never written
         raise CorruptionError(path, where, "length checksum mismatch")
     if length > MAX_RECORD_BYTES:

@@ -14,6 +14,12 @@ from __future__ import annotations
 SECTOR_BYTES = 512
 
 
+def zeros_to_end(data: bytes, start: int) -> bool:
+    """True if every byte of ``data`` from ``start`` on is zero (space allocated, never
+    written)."""
+    return not bytes(data[start:]).rstrip(b"\0")
+
+
 def reads_unwritten(data: bytes, start: int, end: int) -> bool:
     """True if ``data[start:end]`` reads as zeros from a sector boundary (a multiple of
     ``SECTOR_BYTES`` in the file) to ``end``: sectors a crash left unwritten."""

@@ -57,7 +57,7 @@ from sentinel.codec.crc import crc32c
 from sentinel.errors import CorruptionError, MissingFileError, UnsupportedFormatError
 from sentinel.fs import FS, Buffer
 from sentinel.storage.files import WAL_SUFFIX, join, parse_number, wal_name
-from sentinel.storage.torn import reads_unwritten
+from sentinel.storage.torn import reads_unwritten, zeros_to_end
 
 MAGIC = b"SWAL"
 FORMAT_VERSION = 1
@@ -263,14 +263,14 @@ def changed_frame(data: bytes, start: int) -> str | None:
     the type, or in the length (then the checksum verifies over the bytes that do remain,
     whether the changed length runs past the end or stops short of it)."""
     end = len(data)
-    if end - start < FRAME_HEADER_SIZE or not bytes(data[start:]).rstrip(b"\0"):
+    if end - start < FRAME_HEADER_SIZE or zeros_to_end(data, start):
         return None
-    length, _kind, _crc = FRAME_HEAD.unpack_from(data, start)
+    length, _kind, crc = FRAME_HEAD.unpack_from(data, start)
     body = start + FRAME_HEADER_SIZE
     fitted = end - body
     if fitted != length:
         head = FRAME_LEN_TYPE.pack(fitted, ENTRY_FULL)
-        if FRAME_HEAD.unpack_from(data, start)[2] == crc32c(data[body:end], crc32c(head)):
+        if crc == crc32c(data[body:end], crc32c(head)):
             return f"its length field reads {length}, yet the {fitted} bytes that remain verify"
     if body + length > end:
         return None  # the file ends inside the frame: a prefix of a write
