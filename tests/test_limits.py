@@ -5,7 +5,10 @@ shares, on the in-memory filesystem."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -17,7 +20,7 @@ from sentinel.broker.limits import (
     open_partitions_for_open_files,
     partitions_for_open_files,
 )
-from sentinel.broker.request_budget import RequestBudget, RequestThrottledError
+from sentinel.broker.request_budget import RequestBudget, RequestThrottledError, _glibc_trim
 from sentinel.broker.service import BrokerService
 from sentinel.broker.topic_config import InvalidPartitionsError
 from sentinel.broker.topics import UnknownTopicOrPartitionError
@@ -125,6 +128,36 @@ def test_budget_gives_memory_back_after_large_requests() -> None:
         assert len(trims) == 2
 
     run(main)
+
+
+def test_the_trim_frees_a_fresh_cycle_without_walking_every_object() -> None:
+    # What the trim's collection is for: a cycle a cancelled call left behind is freed
+    # before the pages go back. A full collection walks every object the broker holds
+    # (90 ms on the event loop with 1,000 partitions): the trim collects the young
+    # generations only.
+    trim = _glibc_trim()
+    assert trim is not None  # glibc: the broker's platform
+
+    class Node:
+        peer: Any = None
+
+    first, second = Node(), Node()
+    first.peer, second.peer = second, first
+    gone = weakref.ref(first)
+    del first, second
+    collected: list[int] = []
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collected.append(info["generation"])
+
+    gc.callbacks.append(watch)
+    try:
+        trim()
+    finally:
+        gc.callbacks.remove(watch)
+    assert gone() is None
+    assert collected and max(collected) < 2
 
 
 def test_budget_trims_at_most_once_per_interval_in_a_stream() -> None:

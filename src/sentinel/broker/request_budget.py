@@ -66,7 +66,11 @@ def _glibc_trim() -> Callable[[], None] | None:
     def run() -> None:
         # A cancelled call can leave its request in a reference cycle inside gRPC: free
         # it now (this runs only when no request is in flight), then return the pages.
-        gc.collect()
+        # The young generations only: such a cycle is recent, and a full collection walks
+        # every object the broker holds (each partition's memtable index, its state): on
+        # the event loop, 90 ms with 1,000 partitions. The interpreter's own full
+        # collections free whatever cycle outlived two younger ones.
+        gc.collect(1)
         trim(0)  # returns whether memory was released: either is fine
 
     return run
