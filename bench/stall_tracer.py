@@ -35,7 +35,7 @@ def _stack(frame: FrameType | None) -> str:
     )
 
 
-_PARKED = {"wait", "get", "select", "poll", "_wait_for_tstate_lock", "sleep", "_worker"}
+_PARKED = {"wait", "get", "select", "poll", "_wait_for_tstate_lock", "sleep", "_worker", "_work"}
 
 
 def _parked(frame: FrameType) -> bool:

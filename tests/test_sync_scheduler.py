@@ -208,6 +208,18 @@ def test_a_sync_starts_without_waiting_for_another_thread_to_dispatch_it() -> No
     assert target.synced_lsn == 1
 
 
+def test_syncs_that_never_overlap_use_one_thread() -> None:
+    # A thread starts only when a sync finds none idle: a broker whose acks come one at
+    # a time holds one sync thread, not ``threads``.
+    scheduler = SyncScheduler(4)
+    target = _Target()
+    for lsn in range(1, 21):
+        scheduler.request(target, lsn).result(timeout=30)
+    assert scheduler.wal_syncs == 20
+    assert scheduler.thread_count == 1
+    scheduler.shutdown()
+
+
 def test_waiters_that_come_during_a_sync_are_served_by_one_next_sync() -> None:
     scheduler = SyncScheduler(2)
     gate = threading.Event()

@@ -72,11 +72,12 @@ class SyncScheduler:
         # The sync threads take jobs from one queue (None: stop). Not an executor: its
         # submit (a future, a work item, a semaphore, a lock) cost the event loop ~20 us
         # per request when each request's partition needed a sync of its own (1,000
-        # partitions); a put here is a few hundred nanoseconds. Threads start on the
-        # first dispatches, up to ``threads``.
+        # partitions); a put here is a few hundred nanoseconds. A thread starts when a
+        # job finds none idle, up to ``threads``, as the executor's did.
         self._size = threads
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._io_threads: list[threading.Thread] = []
+        self._idle = 0  # threads waiting for a job (under ``_cond``)
         self._thread: threading.Thread | None = None
         self._stopped = False
         # Periodic ticks (sync ``interval``): id -> [period, next due, tick].
@@ -121,7 +122,9 @@ class SyncScheduler:
         self.wal_syncs += 1
 
     def _submit_locked(self, job: Callable[[], None]) -> None:
-        if len(self._io_threads) < self._size:
+        if self._idle:
+            self._idle -= 1
+        elif len(self._io_threads) < self._size:
             thread = threading.Thread(
                 target=self._work, name=f"{self._name}-io_{len(self._io_threads)}", daemon=True
             )
@@ -182,7 +185,7 @@ class SyncScheduler:
             with self._cond:
                 for tick in due:
                     done: Done = concurrent.futures.Future()
-                    self._submit_locked(functools.partial(_run_tick, tick, done))
+                    self._submit_locked(functools.partial(self._run_tick, tick, done))
                     dones.append(done)
             for done in dones:
                 done.result()  # the due ticks of a moment run in parallel, then the next
@@ -191,16 +194,25 @@ class SyncScheduler:
         """On a sync thread: sync one WAL, resolve its waiters, start its next sync."""
         _target, sync, lsn, futures = pending
         error = _sync(sync, lsn)
+        with self._cond:
+            self._running.discard(key)
+            # This thread is free once the waiters below are resolved: a sync one of
+            # them asks next is queued for it, not given a thread of its own.
+            self._idle += 1
+            if key in self._pending:
+                # Behind the syncs already queued (other WALs'), not ahead of them.
+                self._dispatch_locked(key)
+            self._cond.notify_all()
+        for future in futures:
+            resolve_waiter(future, error)
+
+    def _run_tick(self, tick: Callable[[], None], done: Done) -> None:
         try:
-            for future in futures:
-                resolve_waiter(future, error)
+            tick()  # a tick records its own failure (the WAL's)
         finally:
             with self._cond:
-                self._running.discard(key)
-                if key in self._pending:
-                    # Behind the syncs already queued (other WALs'), not ahead of them.
-                    self._dispatch_locked(key)
-                self._cond.notify_all()
+                self._idle += 1
+            done.set_result(None)
 
     def shutdown(self) -> None:
         """Finish the syncs asked for so far, then stop the threads."""
@@ -237,13 +249,6 @@ def resolve_waiter(future: Done, error: BaseException | None) -> None:
             future.set_exception(error)
     except concurrent.futures.InvalidStateError:
         pass  # cancelled between the check and the set
-
-
-def _run_tick(tick: Callable[[], None], done: Done) -> None:
-    try:
-        tick()  # a tick records its own failure (the WAL's)
-    finally:
-        done.set_result(None)
 
 
 def _sync(sync: Callable[[int], None], lsn: int) -> BaseException | None:
