@@ -189,3 +189,56 @@ def test_an_open_partition_holds_one_file_and_the_data_dir_stays_locked(
         got = [r.value for v in iter_batches(fetched.record_batches) for r in decode_records(v)]
         assert got == [b"5"]
     assert broker.stop() == 0
+
+
+def test_after_kill_9_idle_partitions_are_checked_not_recovered(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    """Partitions whose files the open-files limit released, idle for a retention
+    interval, are marked clean while the broker runs (Kafka's recovery point): after
+    kill -9 the start checks them and opens them on first use, as after a clean stop,
+    and recovers only the partitions used since; every record is served. A marked
+    partition written again loses its mark first: after a second kill -9 it is
+    recovered, with its new record."""
+    partitions = 24
+    broker = start_broker(max_open_partitions=2, retention_check_interval_s=0.5)
+    with Admin(broker.address) as admin:
+        admin.create_topic("idle", partitions)
+    now = int(time.time() * 1000)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
+        for p in range(partitions):
+            batch = build_batch([(None, b"%d" % p, (), now)])
+            stub.Produce(pb.ProduceRequest(topic="idle", partition=p, record_batches=batch))
+    marks = list(broker.data_dir.glob("topics/idle/*/CLEAN_SHUTDOWN"))
+    deadline = time.monotonic() + 60
+    while len(marks) < partitions - 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        marks = list(broker.data_dir.glob("topics/idle/*/CLEAN_SHUTDOWN"))
+    assert len(marks) >= partitions - 4, marks  # all but the few kept open (the limit)
+    broker.kill()
+
+    broker.start()
+    line = ready_line(broker, 2)
+    assert f"{len(marks)} closed cleanly" in line, line
+    assert f" {partitions - len(marks)} recovered" in line, line
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
+        for p in range(partitions):
+            response = stub.Fetch(pb.FetchRequest(topic="idle", partition=p, offset=0))
+            got = [
+                r.value for v in iter_batches(response.record_batches) for r in decode_records(v)
+            ]
+            assert got == [b"%d" % p], p
+        marked = int(marks[0].parent.name)
+        batch = build_batch([(None, b"again", (), now)])
+        stub.Produce(pb.ProduceRequest(topic="idle", partition=marked, record_batches=batch))
+    broker.kill()
+
+    broker.start()
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
+        response = stub.Fetch(pb.FetchRequest(topic="idle", partition=marked, offset=0))
+        got = [r.value for v in iter_batches(response.record_batches) for r in decode_records(v)]
+        assert got == [b"%d" % marked, b"again"]
+    assert broker.stop() == 0

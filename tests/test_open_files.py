@@ -316,3 +316,35 @@ def test_a_retention_pass_does_not_reopen_an_idle_log_it_remembers() -> None:
     assert idle.files_open and idle.apply_retention() == 0
     for log in (idle, busy):
         log.close()
+
+
+def test_a_compaction_pass_does_not_reopen_an_idle_log_it_compacted() -> None:
+    """Key compaction, the same: a compacted log whose last pass found nothing to do,
+    with nothing stored since, is skipped without reopening its files; a new batch
+    makes the next pass look again."""
+    fs = MemFS()
+    limit = OpenLogLimit(1, run_now)
+    config = TopicConfig().with_overrides({"cleanup.policy": "compact"})
+    idle, busy = (
+        PartitionLog.open(fs, f"/c{i}", config, ManualClock(), SMALL, open_limit=limit)
+        for i in range(2)
+    )
+
+    def keyed(key: bytes, value: bytes) -> bytes:
+        return build_batch([(key, value, (), 1_700_000_000_000)])
+
+    for n in range(4):
+        idle.append(keyed(b"k", b"v%d" % n))
+    idle.compact_keys()
+    assert idle.compact_keys() == 0  # nothing left: remembered
+    busy.append(keyed(b"b", b"x"))  # the limit of one releases the idle log's files
+    assert not idle.files_open
+    assert idle.compact_keys() == 0
+    assert not idle.files_open  # not reopened
+    idle.append(keyed(b"k", b"v4"))  # stored since: the next pass looks again
+    busy.append(keyed(b"b", b"y"))
+    assert not idle.files_open
+    idle.compact_keys()
+    assert idle.files_open
+    for log in (idle, busy):
+        log.close()

@@ -57,8 +57,9 @@ class Retention:
         thread."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval_s())
-            self._pass = self._worker.submit(self.enforce, list(self._topics))
+            interval = interval_s()
+            await asyncio.sleep(interval)
+            self._pass = self._worker.submit(self.enforce, list(self._topics), interval)
             await asyncio.wrap_future(self._pass, loop=loop)
 
     async def stop(self) -> None:
@@ -68,9 +69,14 @@ class Retention:
             self._pass = None
         self._worker.shutdown(wait=True)
 
-    def enforce(self, topics: list[Topic] | None = None) -> int:
-        """One pass of retention and key compaction over every partition."""
-        removed = 0
+    def enforce(self, topics: list[Topic] | None = None, idle_s: float | None = None) -> int:
+        """One pass of retention and key compaction over every partition. With
+        ``idle_s`` (the periodic passes give their interval), a partition whose files
+        were released that long ago or more is also given a clean-shutdown record
+        (``PartitionLog.mark_idle_clean``): after a crash, the next start checks it and
+        opens it on first use instead of recovering it, so that the start after a kill
+        grows with the partitions used lately, not with every partition."""
+        removed = marked = 0
         started = self._clock.monotonic()
         passes = {"retention": [0, 0], "compaction": [0, 0]}  # partitions, records removed
         for topic in topics if topics is not None else list(self._topics):
@@ -93,10 +99,15 @@ class Retention:
                         passes["compaction"][0] += 1
                         passes["compaction"][1] += gone
                         removed += gone
+                    if idle_s is not None and isinstance(plog, PartitionLog):
+                        marked += plog.mark_idle_clean(idle_s)
                 except StorageUnavailableError:
                     pass  # a full disk: the engine logged it once; the next pass retries
                 except Exception:  # a failing partition must not stop the others
                     log.exception("retention failed for %s", topic.name)
+        if marked:
+            log.info("marked %d idle partitions clean (released %.0f s ago or more)", marked,
+                     idle_s)  # fmt: skip
         for kind, (partitions, gone) in passes.items():
             # INFO when the pass removed something; DEBUG otherwise (every 30 s by default).
             log.log(

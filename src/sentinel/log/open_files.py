@@ -218,8 +218,8 @@ class EngineSlot:
             return False
         try:
             engine = self._engine
-            if self.closed or engine is None:
-                return False
+            if self.closed or engine is None or engine.marked_clean:
+                return False  # marked: its record's removal is an fsync, for a worker
             if engine.files_suspended:
                 engine.resume_files()
             return True
@@ -236,6 +236,15 @@ class EngineSlot:
     def unpin(self) -> None:
         with self._lock:
             self._pins -= 1
+
+    def while_released(self, action: Callable[[Engine], bool]) -> bool:
+        """``action(engine)`` if the engine's files are released and the log is not in
+        use (no pin, no reopen can come meanwhile); False otherwise."""
+        with self._lock:
+            engine = self._engine
+            if self._pins or self.closed or engine is None or not engine.files_suspended:
+                return False
+            return action(engine)
 
     def release(self, before: Callable[[Engine], None]) -> bool:
         """Suspend the engine's files unless the log is in use or closed: ``before``

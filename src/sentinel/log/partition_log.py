@@ -164,6 +164,9 @@ class PartitionLog:
         self._closed = False
         self._generation = 0  # bumped by every change to stored batches but appends
         self._tombstones_pending = True
+        #: (generation, log end, high watermark) when a compaction pass last found
+        #: nothing to do: the next is skipped in memory while they stay (``compact_keys``).
+        self._compacted: tuple[int, int, int] | None = None
         #: What the last retention pass that deleted nothing saw (skips the next scans).
         self._retention_memo: RetentionMemo | None = None
         if engine is not None:
@@ -180,6 +183,8 @@ class PartitionLog:
         self._since_checkpoint = 0
         self._since_time_index = 0
         self._dirty = replayed > 0
+        # When the last release closed the files (state fixed until the next pin).
+        self._released_at: float | None = None
         if open_limit is not None and engine is not None:
             open_limit.used(self)
 
@@ -228,6 +233,34 @@ class PartitionLog:
                 return
             engine.sync()
             self._hw.synced(engine.wal.last_lsn)
+            self._released_at = self._clock.monotonic()
+
+    def mark_idle_clean(self, idle_s: float) -> bool:
+        """Give a log whose files were released ``idle_s`` seconds ago or more a
+        clean-shutdown record (``Engine.mark_clean``, with its summary), so that a
+        crash now costs it nothing at the next start: it is checked and opened on first
+        use, as after a clean stop, instead of recovered (Kafka's recovery-point
+        checkpoint). Its next use removes the record before it writes. A worker's call:
+        the files reopened for the summary's read of the head batch and closed again,
+        the record written (two fsyncs); True if it marked the log."""
+
+        def mark(engine: Engine) -> bool:
+            # Under the slot's lock (no pin, reopen or close meanwhile), then the log's,
+            # as a release takes them.
+            released = self._released_at
+            if released is None or engine.marked_clean:
+                return False
+            if self._clock.monotonic() - released < idle_s:
+                return False
+            engine.resume_files()
+            try:
+                with self._lock:
+                    payload = summary_payload(engine, self._state)
+            finally:
+                suspended = engine.suspend_files()
+            return suspended and bool(payload) and engine.mark_clean(payload)
+
+        return not self._closed and self._slot.while_released(mark)
 
     @property
     def files_open(self) -> bool:
@@ -755,7 +788,6 @@ class PartitionLog:
 
     # ---------------------------------------------------------- key compaction
 
-    @_pinned
     def compact_keys(self) -> int:
         """One key-compaction pass (``key_compaction``) over every batch but the newest
         and below the high watermark, for ``cleanup.policy=compact`` topics (else a
@@ -763,16 +795,29 @@ class PartitionLog:
 
         Reads and rewrites outside the write lock; each chunk is installed under it,
         unless a truncation, retention or DeleteRecords came in between (the pass then
-        stops; the next one starts over)."""
+        stops; the next one starts over). A log whose last pass found nothing to do,
+        with no tombstone waiting and nothing stored or changed since, is skipped in
+        memory: the passes over thousands of idle compacted partitions do not reopen
+        their files (nor remove their clean marks, ``mark_idle_clean``)."""
         if not self._config.cleanup_compact:
             return 0
+        with self._lock:
+            now = (self._generation, self._state.log_end, self._hw.value)
+            if now == self._compacted and not self._tombstones_pending:
+                return 0
+        return self._compact_pass()
+
+    @_pinned
+    def _compact_pass(self) -> int:
         with self._compaction_lock:
             with self._lock:
                 self._check_open()
                 generation = self._generation
+                seen = (generation, self._state.log_end, self._hw.value)
                 end = cleanable_end(self._engine, self._state.last_base, self._hw.value)
                 clean = self._state.clean_offset
             if end <= 0:
+                self._compacted = seen
                 return 0
             outcome = run_pass(
                 self._engine, clean, end,
@@ -781,6 +826,10 @@ class PartitionLog:
                 install=lambda chunk, cleaned: self._install(chunk, generation, cleaned),
             )  # fmt: skip
             self._tombstones_pending = outcome.tombstones_pending
+            with self._lock:
+                done = self._state.clean_offset >= end  # not stopped by the key budget
+                if done and not outcome.removed and self._generation == generation:
+                    self._compacted = seen  # all clean, nothing changed meanwhile
             return outcome.removed
 
     def _install(self, chunk: list[Rewrite], generation: int, clean: int | None) -> bool:
@@ -818,6 +867,12 @@ class PartitionLog:
                 self._open_limit.forget(self)
             if not self._slot.opened:  # deferred, never needed: its files are as they were
                 self._closed = True
+                return
+            if self._engine.marked_clean and not discard:
+                # Released and marked since its last use: its files and its record are
+                # those of a clean close already (``Engine.close`` writes nothing).
+                self._closed = True
+                self._engine.close()
                 return
             try:
                 if self._engine.files_suspended:

@@ -150,6 +150,7 @@ class Engine:
         self._state = threading.Condition()
         self._closed = False
         self._suspended = False  # files closed while idle (``suspend_files``)
+        self._marked_clean = False  # suspended, with a clean-shutdown record (``mark_clean``)
         self._interval_tick: int | None = None  # sync ``interval`` on the shared scheduler
         shared = options.block_cache
         self._cache = (
@@ -669,7 +670,12 @@ class Engine:
         everything and does not raise: what the WAL made durable is replayed at open.
         ``durable=False`` (the files are about to be removed) skips the final flush.
         ``clean_payload``: the owner's bytes kept in the clean-shutdown record, read back
-        without opening the engine (``clean_marker.check``)."""
+        without opening the engine (``clean_marker.check``). An engine suspended and
+        marked clean (``mark_clean``) closes with no IO: its files and its record stay as
+        they are, the record's payload included."""
+        if self._suspended and self._marked_clean and durable:
+            self._close_marked()
+            return
         if self._suspended:
             self.resume_files()
         with self._write_lock:
@@ -721,7 +727,59 @@ class Engine:
                     log.warning("%s: no clean-shutdown record written: %r", self._dir, exc)
             self._lock.release()
 
+    def _close_marked(self) -> None:
+        """``close`` of an engine suspended and marked clean: what ``suspend_files``
+        closed stays closed and nothing is written or deleted (a retired file the
+        record lists stays until the next open collects it), so the record stays true."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._maintenance.stop()
+            self._closed = True
+            if self._interval_tick is not None and self._options.sync_scheduler is not None:
+                self._options.sync_scheduler.cancel(self._interval_tick)
+            if self._options.write_buffer is not None:
+                self._options.write_buffer.forget(id(self))
+            self._wal.close()  # suspended: synced, its file closed: no IO
+            self._manifest.close()
+            with self._state:
+                readers = list(self._readers.values())
+                self._readers.clear()
+            for reader in readers:
+                reader.close()
+            self._cache.clear()
+
     # ----------------------------------------------------------- idle files
+
+    @property
+    def marked_clean(self) -> bool:
+        return self._marked_clean
+
+    def mark_clean(self, payload: bytes) -> bool:
+        """Write the clean-shutdown record of a suspended engine, as its ``close``
+        would, with ``payload`` (the owner's summary): were the process killed now, the
+        next start would check the engine and defer its opening instead of recovering
+        it (Kafka's recovery point, for an idle partition). ``suspend_files`` synced
+        the WAL and closed every file; nothing changes a suspended engine's files
+        until ``resume_files``, which removes the record first. False (nothing
+        written) unless suspended, healthy and not marked yet."""
+        with self._write_lock:
+            if not self._suspended or self._marked_clean or self._closed:
+                return False
+            if self.unavailable is not None or self._wal.failed is not None:
+                return False
+            with self._state:
+                if self._immutables:
+                    return False
+            if not self._maintenance.idle:
+                return False
+            # Marked before the record is written: a write that fails half-way may
+            # leave a record behind, and ``resume_files`` must then remove it too.
+            self._marked_clean = True
+            clean_marker.write(
+                self._fs, self._dir, log_number=self._manifest.log_number, payload=payload
+            )
+            return True
 
     @property
     def files_suspended(self) -> bool:
@@ -775,6 +833,10 @@ class Engine:
         with self._write_lock:
             if not self._suspended:
                 return
+            if self._marked_clean:
+                # Before the first write: from here on a crash must be recovered as one.
+                clean_marker.remove(self._fs, self._dir)
+                self._marked_clean = False
             hold = self._options.hold_lock
             lock: DirLock = self._fs.lock(join(self._dir, LOCK_NAME)) if hold else _NO_LOCK
             try:
