@@ -190,3 +190,30 @@ def test_logs_marked_idle_keep_every_acknowledged_record_across_crashes() -> Non
                         assert got == [*acked[name], in_flight[1]], name
                         acked[name].append(in_flight[1])
     assert deferred_starts > 0, deferred_starts  # the case under test happened
+
+
+def test_a_stop_marks_a_released_log_instead_of_reopening_and_flushing_it() -> None:
+    """A log released since its last use is closed by writing its record (its memtable
+    stays in its synced WAL) rather than by a flush: the stop adds the record and
+    nothing else; the next start defers it and serves every record."""
+    fs, clock = MemFS(), ManualClock()
+    limit = OpenLogLimit(1, run_now)
+    logs = {
+        name: PartitionLog.open(fs, name, TopicConfig(), clock, OPTIONS, open_limit=limit)
+        for name in ("/a", "/b")
+    }
+    logs["/a"].append(record(b"a0"))
+    logs["/b"].append(record(b"b0"))  # the limit of one releases /a
+    assert not logs["/a"].files_open
+    before = files(fs, "/a")
+    for log in logs.values():
+        log.close()
+    after = files(fs, "/a")
+    assert set(after) - set(before) == {clean_marker.CLEAN_NAME}
+    assert {name: after[name] for name in before} == before  # nothing else written
+    fs.crash()
+    for name in ("/a", "/b"):
+        log, deferred = reopen(fs, name, clock)
+        with log:
+            assert deferred, name  # /b closed the usual way, /a by its record
+            assert log_values(log) == [name[1:].encode() + b"0"]

@@ -245,22 +245,27 @@ class PartitionLog:
         the record written (two fsyncs); True if it marked the log."""
 
         def mark(engine: Engine) -> bool:
-            # Under the slot's lock (no pin, reopen or close meanwhile), then the log's,
-            # as a release takes them.
+            # Under the slot's lock (no pin, reopen or close meanwhile).
             released = self._released_at
             if released is None or engine.marked_clean:
                 return False
             if self._clock.monotonic() - released < idle_s:
                 return False
-            engine.resume_files()
-            try:
-                with self._lock:
-                    payload = summary_payload(engine, self._state)
-            finally:
-                suspended = engine.suspend_files()
-            return suspended and bool(payload) and engine.mark_clean(payload)
+            return self._mark_released(engine)
 
         return not self._closed and self._slot.while_released(mark)
+
+    def _mark_released(self, engine: Engine) -> bool:
+        """``Engine.mark_clean`` of a released engine with the log's summary: the files
+        reopened for the summary's read of the head batch, closed again, the record
+        written. No pin may come meanwhile (the slot's lock, or the slot closed)."""
+        engine.resume_files()
+        try:
+            with self._lock:
+                payload = summary_payload(engine, self._state)
+        finally:
+            suspended = engine.suspend_files()
+        return suspended and bool(payload) and engine.mark_clean(payload)
 
     @property
     def files_open(self) -> bool:
@@ -868,6 +873,14 @@ class PartitionLog:
             if not self._slot.opened:  # deferred, never needed: its files are as they were
                 self._closed = True
                 return
+            if not discard and self._engine.files_suspended and not self._engine.marked_clean:
+                # Released since its last use: marked as it is (a record, two fsyncs; its
+                # memtable stays in its synced WAL, replayed at its first use after the
+                # restart) rather than reopened, flushed and closed (a table, a WAL
+                # segment, a manifest edit, a record: ~9 fsyncs). A stop of thousands of
+                # partitions written a little each, beyond the open-files limit.
+                with contextlib.suppress(DiskError, OSError, StorageUnavailableError):
+                    self._mark_released(self._engine)  # if not, closed as below
             if self._engine.marked_clean and not discard:
                 # Released and marked since its last use: its files and its record are
                 # those of a clean close already (``Engine.close`` writes nothing).
