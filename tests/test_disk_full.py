@@ -16,8 +16,10 @@ from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import ManualClock
 from sentinel.errors import StorageUnavailableError
 from sentinel.fs import Buffer, File, MemFS
+from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.record import build_batch, decode_records
+from sentinel.storage import clean_marker
 from sentinel.storage.engine import Engine
 from sentinel.storage.files import TABLE_SUFFIX, WAL_SUFFIX
 from sentinel.storage.options import EngineOptions
@@ -339,3 +341,34 @@ def test_wal_entry_whose_background_write_fails_is_kept_for_resume() -> None:
     payloads, report = replay(fs, "/w", 1)
     assert payloads == [b"first", *[b"x" * (300 * 1024)] * 4, b"last"]
     assert report.dropped_bytes == 0
+
+
+def test_a_full_disk_leaves_an_idle_log_unmarked_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Marking an idle log clean (``mark_idle_clean``) is an optimisation: on a full
+    disk it does not happen, says nothing per pass, leaves no record, and the log is
+    marked by a pass once space is back; its data is intact either way."""
+    fs, clock = FullFS(), ManualClock()
+    limit = OpenLogLimit(1, lambda job, delay: job() if delay <= 0 else None)
+    options = EngineOptions(memtable_bytes=64 * 1024, background=False, hold_lock=False)
+    logs = [
+        PartitionLog.open(fs, name, TopicConfig(), clock, options, open_limit=limit)
+        for name in ("/idle", "/busy")
+    ]
+    logs[0].append(batch("a"))
+    logs[1].append(batch("b"))  # the limit of one releases /idle
+    clock.advance(60)
+    fs.full(suffix=".tmp")  # the record's temp file cannot be written
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(3):
+            assert not logs[0].mark_idle_clean(30)
+    assert not fs.exists("/idle/" + clean_marker.CLEAN_NAME)
+    assert not logs[0].files_open  # closed again after the attempt
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    fs.space_back()
+    assert logs[0].mark_idle_clean(30)
+    assert fs.exists("/idle/" + clean_marker.CLEAN_NAME)
+    assert [v for _o, v in records(logs[0])] == [b"a-0.......", b"a-1.......", b"a-2......."]
+    for log in logs:
+        log.close()

@@ -51,6 +51,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
@@ -100,6 +101,7 @@ from sentinel.storage.write_batch import WriteBatch
 
 #: How long a reopen waits for the open-files limit to release others (then opens).
 ROOM_WAIT_S = 5.0
+_log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -253,7 +255,15 @@ class PartitionLog:
                 return False
             return self._mark_released(engine)
 
-        return not self._closed and self._slot.while_released(mark)
+        if self._closed:
+            return False
+        try:
+            return self._slot.while_released(mark)
+        except (DiskError, OSError, StorageUnavailableError) as exc:
+            # Only an optimisation: a full disk, say, leaves the log unmarked (a crash
+            # then recovers it, as before); the next pass tries again, one line each.
+            _log.debug("partition %s: not marked clean: %r", self.name, exc)
+            return False
 
     def _mark_released(self, engine: Engine) -> bool:
         """``Engine.mark_clean`` of a released engine with the log's summary: the files

@@ -773,12 +773,16 @@ class Engine:
                     return False
             if not self._maintenance.idle:
                 return False
-            # Marked before the record is written: a write that fails half-way may
-            # leave a record behind, and ``resume_files`` must then remove it too.
+            # Marked before the record is written: a write that fails after its rename
+            # leaves a record behind, and ``resume_files`` must then remove it too.
             self._marked_clean = True
-            clean_marker.write(
-                self._fs, self._dir, log_number=self._manifest.log_number, payload=payload
-            )
+            try:
+                clean_marker.write(
+                    self._fs, self._dir, log_number=self._manifest.log_number, payload=payload
+                )
+            except BaseException:
+                self._marked_clean = self._fs.exists(join(self._dir, clean_marker.CLEAN_NAME))
+                raise
             return True
 
     @property
