@@ -32,6 +32,12 @@ def figures(broker: BrokerProcess) -> tuple[int, int]:
     return process.num_threads(), process.num_fds()
 
 
+def fetched_values(stub: pb_grpc.SentinelStub, topic: str, partition: int) -> list[bytes]:
+    """Every record value of a partition, from offset 0 (one fetch)."""
+    response = stub.Fetch(pb.FetchRequest(topic=topic, partition=partition, offset=0))
+    return [r.value for v in iter_batches(response.record_batches) for r in decode_records(v)]
+
+
 def produce_and_fetch_everywhere(stub: pb_grpc.SentinelStub, round_: int) -> None:
     """One record on every partition (the produces of a topic in flight together, so
     they share sync waves), then a fetch of each of them sees every round so far."""
@@ -140,9 +146,7 @@ def test_a_restart_after_a_clean_stop_opens_no_idle_partition(
         batch = build_batch([(None, b"after", (), now)])
         answer = stub.Produce(pb.ProduceRequest(topic="s1", partition=7, record_batches=batch))
         assert answer.base_offset == 2
-        response = stub.Fetch(pb.FetchRequest(topic="s2", partition=3, offset=0))
-        got = [r.value for v in iter_batches(response.record_batches) for r in decode_records(v)]
-        assert got == [b"3", b"x"]
+        assert fetched_values(stub, "s2", 3) == [b"3", b"x"]
     broker.kill()  # s1-7 and s2-3 were opened since the clean start: only they recover
 
     broker.start()
@@ -150,9 +154,7 @@ def test_a_restart_after_a_clean_stop_opens_no_idle_partition(
     assert f"{total - 2} closed cleanly" in line and " 2 recovered" in line, line
     with grpc.insecure_channel(broker.address) as channel:
         stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
-        response = stub.Fetch(pb.FetchRequest(topic="s1", partition=7, offset=0))
-        got = [r.value for v in iter_batches(response.record_batches) for r in decode_records(v)]
-        assert got == [b"7", b"x", b"after"]
+        assert fetched_values(stub, "s1", 7) == [b"7", b"x", b"after"]
     assert broker.stop() == 0
 
 
@@ -186,9 +188,7 @@ def test_an_open_partition_holds_one_file_and_the_data_dir_stays_locked(
         second.start()
     with grpc.insecure_channel(broker.address) as channel:  # the first one serves on
         stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
-        fetched = stub.Fetch(pb.FetchRequest(topic="files", partition=5, offset=0))
-        got = [r.value for v in iter_batches(fetched.record_batches) for r in decode_records(v)]
-        assert got == [b"5"]
+        assert fetched_values(stub, "files", 5) == [b"5"]
     assert broker.stop() == 0
 
 
@@ -226,11 +226,7 @@ def test_after_kill_9_idle_partitions_are_checked_not_recovered(
     with grpc.insecure_channel(broker.address) as channel:
         stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
         for p in range(partitions):
-            response = stub.Fetch(pb.FetchRequest(topic="idle", partition=p, offset=0))
-            got = [
-                r.value for v in iter_batches(response.record_batches) for r in decode_records(v)
-            ]
-            assert got == [b"%d" % p], p
+            assert fetched_values(stub, "idle", p) == [b"%d" % p], p
         marked = int(marks[0].parent.name)
         batch = build_batch([(None, b"again", (), now)])
         stub.Produce(pb.ProduceRequest(topic="idle", partition=marked, record_batches=batch))
@@ -239,9 +235,7 @@ def test_after_kill_9_idle_partitions_are_checked_not_recovered(
     broker.start()
     with grpc.insecure_channel(broker.address) as channel:
         stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
-        response = stub.Fetch(pb.FetchRequest(topic="idle", partition=marked, offset=0))
-        got = [r.value for v in iter_batches(response.record_batches) for r in decode_records(v)]
-        assert got == [b"%d" % marked, b"again"]
+        assert fetched_values(stub, "idle", marked) == [b"%d" % marked, b"again"]
     assert broker.stop() == 0
 
 
@@ -264,13 +258,7 @@ def test_kill_9_at_random_moments_while_partitions_are_marked_and_written(
         with grpc.insecure_channel(broker.address) as channel:
             stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
             for p in range(partitions):  # what the last life acknowledged is all there
-                response = stub.Fetch(pb.FetchRequest(topic="churn", partition=p, offset=0))
-                got = [
-                    r.value
-                    for v in iter_batches(response.record_batches)
-                    for r in decode_records(v)
-                ]
-                assert got == acked[p], (life, p)
+                assert fetched_values(stub, "churn", p) == acked[p], (life, p)
             for n in range(rng.randrange(20, 60)):
                 p = rng.randrange(partitions)
                 value = b"%d-%d-%d" % (life, n, p)

@@ -699,22 +699,14 @@ class Engine:
                 log.warning("closing %s without a final flush: %r", self._dir, exc)
                 clean = False
             self._closed = True
-            if self._interval_tick is not None and self._options.sync_scheduler is not None:
-                self._options.sync_scheduler.cancel(self._interval_tick)
-            if self._options.write_buffer is not None:
-                self._options.write_buffer.forget(id(self))
+            self._leave_shared_resources()
             try:
                 self._wal.close()
             except WalFailedError:  # said above; synced entries are durable
                 clean = False
             log_number = self._manifest.log_number
             self._manifest.close()
-            with self._state:
-                readers = list(self._readers.values())
-                self._readers.clear()
-            for reader in readers:
-                reader.close()
-            self._cache.clear()
+            self._close_readers()
             self._maintenance.close_retired()
             self._values.close()
             if clean and self._maintenance.failed is None and self._wal.failed is None:
@@ -736,18 +728,26 @@ class Engine:
                 return
             self._maintenance.stop()
             self._closed = True
-            if self._interval_tick is not None and self._options.sync_scheduler is not None:
-                self._options.sync_scheduler.cancel(self._interval_tick)
-            if self._options.write_buffer is not None:
-                self._options.write_buffer.forget(id(self))
+            self._leave_shared_resources()
             self._wal.close()  # suspended: synced, its file closed: no IO
             self._manifest.close()
-            with self._state:
-                readers = list(self._readers.values())
-                self._readers.clear()
-            for reader in readers:
-                reader.close()
-            self._cache.clear()
+            self._close_readers()
+
+    def _leave_shared_resources(self) -> None:
+        """(closing) The broker's sync ticks and memtable budget forget this engine."""
+        if self._interval_tick is not None and self._options.sync_scheduler is not None:
+            self._options.sync_scheduler.cancel(self._interval_tick)
+        if self._options.write_buffer is not None:
+            self._options.write_buffer.forget(id(self))
+
+    def _close_readers(self) -> None:
+        """(closing) Close every table reader and drop this engine's cached blocks."""
+        with self._state:
+            readers = list(self._readers.values())
+            self._readers.clear()
+        for reader in readers:
+            reader.close()
+        self._cache.clear()
 
     # ----------------------------------------------------------- idle files
 
