@@ -768,10 +768,7 @@ class Engine:
                 return False
             if self.unavailable is not None or self._wal.failed is not None:
                 return False
-            with self._state:
-                if self._immutables:
-                    return False
-            if not self._maintenance.idle:
+            if not self._quiescent_locked():
                 return False
             # Marked before the record is written: a write that fails after its rename
             # leaves a record behind, and ``resume_files`` must then remove it too.
@@ -784,6 +781,14 @@ class Engine:
                 self._marked_clean = self._fs.exists(join(self._dir, clean_marker.CLEAN_NAME))
                 raise
             return True
+
+    def _quiescent_locked(self) -> bool:
+        """(write lock held) No frozen memtable, no job running or wanted: what
+        suspending or marking an engine needs."""
+        with self._state:
+            if self._immutables:
+                return False
+        return self._maintenance.idle
 
     @property
     def files_suspended(self) -> bool:
@@ -802,10 +807,7 @@ class Engine:
         with self._write_lock:
             if self._closed or self._suspended or self.unavailable is not None:
                 return False
-            with self._state:
-                if self._immutables:
-                    return False
-            if not self._maintenance.idle:
+            if not self._quiescent_locked():
                 return False
             if self._memtable.approximate_size >= self._options.memtable_bytes // 4:
                 # A large memtable is flushed first, here (the caller is a worker, and a
