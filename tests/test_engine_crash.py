@@ -8,7 +8,7 @@ import random
 import pytest
 
 from sentinel.errors import CorruptionError, UnsupportedFormatError
-from sentinel.fs import MemFS, SimulatedCrash
+from sentinel.fs import MemFS, caused_by_crash
 from sentinel.storage.compaction import CompactionOptions
 from sentinel.storage.engine import Engine
 from sentinel.storage.files import TABLE_SUFFIX, WAL_SUFFIX
@@ -34,17 +34,6 @@ def workload(seed: int) -> list[tuple[bytes, bytes | None]]:
         else:
             ops.append((key, b"v%d-" % i + bytes(rng.randrange(80))))
     return ops
-
-
-def caused_by_crash(exc: BaseException | None) -> bool:
-    """True if ``exc`` is, or was raised because of, the simulated crash."""
-    seen = 0
-    while exc is not None and seen < 20:
-        if isinstance(exc, SimulatedCrash):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
 
 
 def run_until_crash(

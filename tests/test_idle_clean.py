@@ -6,11 +6,11 @@ in-memory filesystem with its crash model."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
+from inline_jobs import run_now
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import ManualClock
-from sentinel.fs import MemFS, SimulatedCrash
+from sentinel.fs import MemFS, caused_by_crash
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.summary import decode as decode_summary
@@ -108,21 +108,6 @@ def log_values(log: PartitionLog) -> list[bytes]:
     ]
 
 
-def crashed(exc: BaseException | None) -> bool:
-    """A simulated crash, seen directly or through the storage error it caused."""
-    while exc is not None:
-        if isinstance(exc, SimulatedCrash):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def run_now(job: Callable[[], None], delay: float) -> None:
-    """Releases inline, so that the test sees them at once (retries dropped)."""
-    if delay <= 0:
-        job()
-
-
 def reopen(fs: MemFS, name: str, clock: ManualClock) -> tuple[PartitionLog, bool]:
     """As a broker's start does: a log with a clean record is checked and deferred,
     the others recovered; whether it was deferred."""
@@ -175,7 +160,7 @@ def test_logs_marked_idle_keep_every_acknowledged_record_across_crashes() -> Non
                     acked[name].append(value)
                     in_flight = None
             except Exception as exc:
-                assert crashed(exc), exc
+                assert caused_by_crash(exc), exc
             fs.fail_after(None)
             fs.crash(rng)
             for name in names:

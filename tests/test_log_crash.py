@@ -9,7 +9,7 @@ import pytest
 
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import ManualClock
-from sentinel.fs import MemFS, SimulatedCrash
+from sentinel.fs import MemFS, caused_by_crash
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.types import LogOptions
 from sentinel.record import build_batch
@@ -93,14 +93,6 @@ def _closed(log: PartitionLog) -> bool:
     return False
 
 
-def _caused_by_crash(exc: BaseException | None) -> bool:
-    while exc is not None:
-        if isinstance(exc, SimulatedCrash):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 SNAPSHOTS, TOTAL_OPS = reference()
 
 
@@ -114,7 +106,7 @@ def test_crash_at_every_step_recovers_before_or_after(fail_at: int) -> None:
         try:
             op(log)
         except Exception as exc:  # the WAL wraps the crash in WalFailedError
-            assert _caused_by_crash(exc), exc
+            assert caused_by_crash(exc), exc
             in_flight = index
             break
     fs.fail_after(None)

@@ -25,7 +25,7 @@ from sentinel.broker.partition import Partition
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.broker.validation import Acks
 from sentinel.clock import ManualClock
-from sentinel.fs import MemFS, SimulatedCrash
+from sentinel.fs import MemFS, caused_by_crash
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.summary import decode as decode_summary
 from sentinel.record import build_batch
@@ -115,16 +115,6 @@ def options(mode: SyncMode) -> EngineOptions:
         value_separation_bytes=48,  # large values are pointers into the WAL
         wal=WalOptions(sync_mode=mode),
     )
-
-
-def caused_by_crash(exc: BaseException | None) -> bool:
-    for _ in range(20):
-        if exc is None:
-            return False
-        if isinstance(exc, SimulatedCrash):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def run(fs: MemFS, ops: list[Op], mode: SyncMode) -> tuple[int, int]:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from inline_jobs import run_now
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import ManualClock
 from sentinel.errors import LockedError
-from sentinel.fs import MemFS, OsFS, SimulatedCrash
+from sentinel.fs import MemFS, OsFS, caused_by_crash
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.record import build_batch, decode_records, iter_batches
@@ -35,12 +36,6 @@ def record(value: bytes, *, pid: int = -1, seq: int = -1) -> bytes:
 def values(log: PartitionLog) -> list[bytes]:
     found = log.read(0, 1 << 20)
     return [bytes(b) for b in iter_batches(b"".join(found.batches))]
-
-
-def run_now(job: Callable[[], None], delay: float) -> None:
-    """Releases inline, so that the test sees them at once (retries dropped)."""
-    if delay <= 0:
-        job()
 
 
 def test_a_released_log_reopens_on_demand_with_everything_intact() -> None:
@@ -201,14 +196,6 @@ def record_values(log: PartitionLog) -> list[bytes]:
     return [bytes(r.value or b"") for batch in values(log) for r in decode_records(batch)]
 
 
-def _crashed(exc: BaseException | None) -> bool:
-    while exc is not None:
-        if isinstance(exc, SimulatedCrash):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 @pytest.mark.parametrize("seed", range(12))
 def test_logs_released_and_reopened_many_times_keep_every_acknowledged_record(
     seed: int,
@@ -245,7 +232,7 @@ def test_logs_released_and_reopened_many_times_keep_every_acknowledged_record(
                 acked[name].append(value)
                 in_flight = None
         except Exception as exc:
-            assert _crashed(exc), exc
+            assert caused_by_crash(exc), exc
         fs.fail_after(None)
         fs.crash(rng)
         for name in names:

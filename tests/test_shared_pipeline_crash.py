@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import random
-from collections.abc import Callable
 
 import pytest
 
+from inline_jobs import run_now
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import ManualClock
-from sentinel.fs import MemFS, SimulatedCrash
+from sentinel.fs import MemFS, caused_by_crash
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.record import build_batch, decode_records, iter_batches
@@ -25,11 +25,6 @@ PARTITIONS = 3
 ROUNDS = 6
 T0 = 1_700_000_000_000
 CONFIG = TopicConfig(retention_ms=-1)
-
-
-def run_now(job: Callable[[], None], delay: float) -> None:
-    if delay <= 0:
-        job()
 
 
 def open_logs(fs: MemFS, scheduler: SyncScheduler) -> list[PartitionLog]:
@@ -87,14 +82,6 @@ def count_ops() -> int:
     return total
 
 
-def _caused_by_crash(exc: BaseException | None) -> bool:
-    while exc is not None:
-        if isinstance(exc, SimulatedCrash):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 TOTAL_OPS = count_ops()
 
 
@@ -108,7 +95,7 @@ def test_a_crash_at_every_step_keeps_every_acknowledged_append(fail_at: int) -> 
     try:
         workload(logs, acked)
     except Exception as exc:  # the WAL wraps the crash in WalFailedError
-        assert _caused_by_crash(exc), exc
+        assert caused_by_crash(exc), exc
     fs.fail_after(None)
     fs.crash(random.Random(fail_at))  # and a random part of each unsynced tail kept
     scheduler.shutdown()

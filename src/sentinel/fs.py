@@ -237,6 +237,18 @@ class SimulatedCrash(Exception):  # noqa: N818 - it is an event, not an error of
     """Raised by ``MemFS`` at the operation chosen with ``fail_after``."""
 
 
+def caused_by_crash(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is the simulated crash, or was raised because of it (the storage
+    error it became): its chain of causes and contexts, followed a bounded way."""
+    for _ in range(32):
+        if exc is None:
+            return False
+        if isinstance(exc, SimulatedCrash):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @dataclass(eq=False)
 class _Inode:
     data: bytearray = field(default_factory=bytearray)
