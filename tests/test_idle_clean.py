@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from inline_jobs import run_now
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import ManualClock
@@ -202,3 +204,35 @@ def test_a_stop_marks_a_released_log_instead_of_reopening_and_flushing_it() -> N
         with log:
             assert deferred, name  # /b closed the usual way, /a by its record
             assert log_values(log) == [name[1:].encode() + b"0"]
+
+
+def test_a_mark_whose_close_fails_leaves_the_log_counted_by_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mark reopens a released log's files for its summary and closes them again. If
+    that close is refused (the engine's suspend fails: a disk error, a job wanted), the
+    files stay open: the log is counted by the open-files limit again, so the next use
+    of another log releases it, rather than it staying open outside the limit."""
+    fs, clock = MemFS(), ManualClock()
+    limit = OpenLogLimit(1, run_now)
+    a = PartitionLog.open(fs, "/a", TopicConfig(), clock, OPTIONS, open_limit=limit)
+    b = PartitionLog.open(fs, "/b", TopicConfig(), clock, OPTIONS, open_limit=limit)
+    a.append(record(b"a0"))
+    b.append(record(b"b0"))  # the limit of one releases /a
+    assert not a.files_open
+    refused: list[Engine] = []
+
+    def refuse_once(engine: Engine) -> bool:
+        refused.append(engine)
+        monkeypatch.undo()  # the next suspend is the real one
+        return False
+
+    monkeypatch.setattr(Engine, "suspend_files", refuse_once)
+    assert not a.mark_idle_clean(0.0)
+    assert refused and a.files_open  # the failure under test happened
+    b.append(record(b"b1"))  # a use of another log: the limit releases /a again
+    assert not a.files_open
+    assert a.mark_idle_clean(0.0)  # and a later pass marks it
+    assert log_values(a) == [b"a0"] and log_values(b) == [b"b0", b"b1"]
+    a.close()
+    b.close()

@@ -255,7 +255,7 @@ class PartitionLog:
                 return False
             return self._mark_released(engine)
 
-        if self._closed:
+        if self._closed or self.files_open:
             return False
         try:
             return self._slot.while_released(mark)
@@ -264,6 +264,12 @@ class PartitionLog:
             # then recovers it, as before); the next pass tries again, one line each.
             _log.debug("partition %s: not marked clean: %r", self.name, exc)
             return False
+        finally:
+            if self._open_limit is not None and self.files_open:
+                # Released before, open now: the files reopened for the summary stayed
+                # open (their suspend failed), or a use reopened them since. Counted by
+                # the limit again, which releases them when they are idle.
+                self._open_limit.used(self)
 
     def _mark_released(self, engine: Engine) -> bool:
         """``Engine.mark_clean`` of a released engine with the log's summary: the files
