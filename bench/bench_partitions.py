@@ -1,7 +1,8 @@
 """One broker, many partitions (issue 7, "Speed").
 
     .venv/bin/python bench/bench_partitions.py [--topics 100] [--per-topic 100]
-        [--spread 1000] [--mb 100] [--rounds 3] [--server-flags "..."  (both parts)]
+        [--spread 1000] [--mb 100] [--rounds 3] [--door grpc|kafka|both]
+        [--server-flags "..."  (both parts)]
 
 1. scale: a fresh ``sentinel-server --sync always`` creates ``topics x per-topic``
    partitions (through ``sentinel.client.Admin``), serves one produce and one fetch on
@@ -12,7 +13,15 @@
    ``spread`` partitions, against the same producers writing to 1 partition, in the
    same run on a fresh broker each; MB/s of both and their ratio, for ``--rounds``
    rounds whose order alternates (1 first, then ``spread`` first), then the median
-   ratio: this VM's speed drifts by tens of percent within minutes.
+   ratio: this VM's speed drifts by tens of percent within minutes. That is the gRPC
+   door (``--door grpc``): one partition per request. The Kafka door (``--door
+   kafka``) runs a real Kafka producer (librdkafka, through confluent-kafka) in its own
+   process: keyless 1 KiB records, acks=all, ``batch.size`` 64 KiB (as the gRPC
+   batches), linger 5 ms, moving to the next partition after each batch's 64 records
+   (the sticky partitioner of Kafka's Java client, KIP-480: librdkafka's own moves on a
+   timer, every 10 ms, and wrote ~130 of 1,000 partitions in a run); a Produce request
+   carries the batches of every partition ready, as Kafka's does, and one sync wave
+   serves them. The figures name the partitions the run wrote (``partitions_written``).
 3. crash: ``crash-topics x per-topic`` partitions written once each, then kill -9 and
    a restart, twice on fresh brokers: once after the partitions the open-files limit
    released were marked clean by the retention passes (``--retention-check-interval-s
@@ -58,13 +67,15 @@ class Server:
         self.data = data
         self.flags = flags
         self.port = 0
+        self.kafka_port = 0
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> float:
         """Start; seconds to ready."""
         cmd = [
             sys.executable, "-m", "sentinel.cli.server", "--host", "127.0.0.1",
-            "--port", str(self.port), "--data", self.data, "--metrics-port", "0",
+            "--port", str(self.port), "--kafka-port", str(self.kafka_port), "--data", self.data,
+            "--metrics-port", "0",
             "--log-level", "warning", "--sync", "always", *self.flags,
         ]  # fmt: skip
         started = time.perf_counter()
@@ -81,6 +92,7 @@ class Server:
                 line = self.proc.stdout.readline()
                 if "sentinel-server ready" in line:
                     self.port = int(line.split("grpc=")[1].split()[0].rsplit(":", 1)[1])
+                    self.kafka_port = int(line.split("kafka=")[1].split()[0].rsplit(":", 1)[1])
                     return time.perf_counter() - started
                 if not line:
                     break
@@ -89,6 +101,10 @@ class Server:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def kafka_address(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
 
     def figures(self) -> tuple[int, int, int]:
         assert self.proc is not None
@@ -185,29 +201,89 @@ async def _spread(address: str, partitions: int, total_bytes: int) -> float:
     return count * len(batch) / seconds / 2**20
 
 
-def spread(partitions: int, mb: int, flags: list[str], rounds: int = 3) -> None:
-    """``rounds`` rounds of 1 partition and ``partitions`` partitions, each on a fresh
-    broker, the order alternating between rounds (this VM's speed drifts within
-    minutes): each round's figures and ratio, then the median ratio."""
-    ratios = []
+def _kafka_producer(bootstrap: str, topic: str, count: int, partitions: int) -> None:
+    """The Kafka door's producer (``--kafka-producer``, its own process): ``count`` keyless
+    1 KiB records, acks=all, a batch's worth to each partition in turn; prints its MB/s
+    once every record is acknowledged."""
+    from confluent_kafka import Producer as KafkaProducer
+
+    producer = KafkaProducer({
+        "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+        "batch.size": BATCH_RECORDS * RECORD, "enable.idempotence": False,
+    })  # fmt: skip
+    failed: list[object] = []
+
+    def delivered(error: object, _message: object) -> None:
+        if error is not None:
+            failed.append(error)
+
+    value = os.urandom(RECORD)
+    started = time.perf_counter()
+    for index in range(count):
+        while True:
+            try:
+                partition = index // BATCH_RECORDS % partitions  # sticky, one batch each
+                producer.produce(topic, value, partition=partition, on_delivery=delivered)
+                break
+            except BufferError:  # its queue is full: let it drain
+                producer.poll(0.001)
+        if index % 1000 == 0:
+            producer.poll(0)
+    left = producer.flush(300)
+    seconds = time.perf_counter() - started
+    if left or failed:
+        raise SystemExit(f"the Kafka producer failed: {left} unsent, {failed[:3]}")
+    print(count * RECORD / seconds / 2**20, flush=True)
+
+
+def _kafka_spread(broker: Server, partitions: int, total_bytes: int) -> float:
+    cmd = [sys.executable, __file__, "--kafka-producer", broker.kafka_address, "s",
+           str(max(1, total_bytes // RECORD)), str(partitions)]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1200)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _partitions_written(address: str) -> int:
+    with Admin(address) as admin:
+        described = admin.describe_topic("s")
+    return sum(1 for p in described.partitions if p.log_end_offset > 0)
+
+
+def spread(
+    partitions: int, mb: int, flags: list[str], rounds: int = 3, doors: tuple[str, ...] = ("grpc",)
+) -> None:
+    """``rounds`` rounds of 1 partition and ``partitions`` partitions through each of
+    ``doors``, each on a fresh broker, the order alternating between rounds (this VM's
+    speed drifts within minutes): each round's figures and ratio, then the median
+    ratio of each door."""
+    ratios: dict[str, list[float]] = {door: [] for door in doors}
     for round_ in range(rounds):
-        figures = {}
-        order = (1, partitions) if round_ % 2 == 0 else (partitions, 1)
-        for count in order:
-            with server("--max-partitions", str(max(partitions, 1)), *flags) as broker:
-                with Admin(broker.address, request_timeout_ms=600_000) as admin:
-                    admin.create_topic("s", count)
-                figures[count] = asyncio.run(_spread(broker.address, count, mb * 2**20))
-        ratio = figures[partitions] / figures[1]
-        ratios.append(ratio)
-        emit(BENCH, "acks_all_1_partition", figures[1], "MB/s", record_bytes=RECORD,
-             round=round_)  # fmt: skip
-        emit(BENCH, f"acks_all_{partitions}_partitions", figures[partitions], "MB/s",
-             record_bytes=RECORD, round=round_)  # fmt: skip
-        emit(BENCH, "spread_ratio", ratio, "x", partitions=partitions, target=0.8,
-             round=round_)  # fmt: skip
-    emit(BENCH, "spread_ratio_median", statistics.median(ratios), "x",
-         partitions=partitions, rounds=rounds, target=0.8)  # fmt: skip
+        for door in doors:
+            figures, written = {}, {}
+            order = (1, partitions) if round_ % 2 == 0 else (partitions, 1)
+            for count in order:
+                with server("--max-partitions", str(max(partitions, 1)), *flags) as broker:
+                    with Admin(broker.address, request_timeout_ms=600_000) as admin:
+                        admin.create_topic("s", count)
+                    if door == "kafka":
+                        figures[count] = _kafka_spread(broker, count, mb * 2**20)
+                    else:
+                        figures[count] = asyncio.run(_spread(broker.address, count, mb * 2**20))
+                    written[count] = _partitions_written(broker.address)
+            ratio = figures[partitions] / figures[1]
+            ratios[door].append(ratio)
+            prefix = "" if door == "grpc" else "kafka_"
+            emit(BENCH, f"{prefix}acks_all_1_partition", figures[1], "MB/s",
+                 record_bytes=RECORD, round=round_, door=door)  # fmt: skip
+            emit(BENCH, f"{prefix}acks_all_{partitions}_partitions", figures[partitions],
+                 "MB/s", record_bytes=RECORD, round=round_, door=door,
+                 partitions_written=written[partitions])  # fmt: skip
+            emit(BENCH, f"{prefix}spread_ratio", ratio, "x", partitions=partitions,
+                 target=0.8, round=round_, door=door)  # fmt: skip
+    for door in doors:
+        prefix = "" if door == "grpc" else "kafka_"
+        emit(BENCH, f"{prefix}spread_ratio_median", statistics.median(ratios[door]), "x",
+             partitions=partitions, rounds=rounds, target=0.8, door=door)  # fmt: skip
 
 
 def _marks(data: str) -> int:
@@ -252,12 +328,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="spread: alternated rounds")
     parser.add_argument("--crash-topics", type=int, default=20)
     parser.add_argument("--only", choices=["scale", "spread", "crash"], default=None)
+    parser.add_argument("--door", choices=["grpc", "kafka", "both"], default="both",
+                        help="spread: through which door")  # fmt: skip
     parser.add_argument("--server-flags", default="", help="more sentinel-server flags")
+    parser.add_argument("--kafka-producer", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.kafka_producer:
+        bootstrap, topic, count, partitions = args.kafka_producer
+        _kafka_producer(bootstrap, topic, int(count), int(partitions))
+        return
     if args.only in (None, "scale"):
         scale(args.topics, args.per_topic, args.server_flags.split())
     if args.only in (None, "spread"):
-        spread(args.spread, args.mb, args.server_flags.split(), args.rounds)
+        doors = ("grpc", "kafka") if args.door == "both" else (args.door,)
+        spread(args.spread, args.mb, args.server_flags.split(), args.rounds, doors)
     if args.only in (None, "crash"):
         crash(args.crash_topics, args.per_topic, args.server_flags.split())
 
