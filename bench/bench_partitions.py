@@ -19,9 +19,10 @@
    process: keyless 1 KiB records, acks=all, ``batch.size`` 64 KiB (as the gRPC
    batches), linger 5 ms, moving to the next partition after each batch's 64 records
    (the sticky partitioner of Kafka's Java client, KIP-480: librdkafka's own moves on a
-   timer, every 10 ms, and wrote ~130 of 1,000 partitions in a run); a Produce request
-   carries the batches of every partition ready, as Kafka's does, and one sync wave
-   serves them. The figures name the partitions the run wrote (``partitions_written``).
+   timer, every 10 ms, and wrote ~130 of 1,000 partitions in a run). A Produce request
+   may carry the batches of every partition ready, as Kafka's does, one sync wave for
+   them all; this producer sends each batch as it fills, one partition a request. The
+   figures name the partitions the run wrote (``partitions_written``).
 3. crash: ``crash-topics x per-topic`` partitions written once each, then kill -9 and
    a restart, twice on fresh brokers: once after the partitions the open-files limit
    released were marked clean by the retention passes (``--retention-check-interval-s
