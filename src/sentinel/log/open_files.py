@@ -41,6 +41,8 @@ RETRY_S = 0.2  # a busy log's release is tried again after this long
 class Releasable(Protocol):
     def release_files(self) -> bool: ...
 
+    def release_files_now(self) -> bool: ...
+
     @property
     def files_open(self) -> bool: ...
 
@@ -93,26 +95,71 @@ class OpenLogLimit:
     def open_count(self) -> int:
         return len(self._lru)
 
-    def used(self, log: Releasable) -> None:
+    def used(self, log: Releasable, *, inline: bool = False) -> None:
+        """``log`` was used now (it holds files). Past the limit, the least recently used
+        become victims, released by a drain job; ``inline``: the caller releases them
+        itself right after (``release_now``), and no job is started for them."""
         with self._lock:
             key = id(log)
             if key in self._lru:
                 self._lru.move_to_end(key)
             else:
                 self._lru[key] = log
+            if inline:
+                self._pick_victims_locked()
+                return
             if not self._evict_locked():
                 return
         self._run(self._drain, 0.0)
 
-    def _evict_locked(self) -> bool:
+    def release_now(self, most: int = 32) -> None:
+        """Release, in this call, up to ``most`` victims whose release costs nothing but
+        ``close`` calls (``Releasable.release_files_now``: the event loop's path, with no
+        worker's wake-up and no GIL hand-off per batch of releases); from the first one
+        that needs more (a sync, a flush, a lock held elsewhere), a drain job does the
+        rest, as without ``inline``."""
+        for _ in range(most):
+            with self._lock:
+                if not self._victims:
+                    return
+                victim = self._victims.popleft()
+                if id(victim) in self._lru:
+                    continue  # used again since it was picked: not a victim any more
+                self._releasing += 1
+            released = False
+            try:
+                released = victim.release_files_now()
+            except Exception:  # the drain job meets it again, and logs it
+                released = False
+            finally:
+                with self._lock:
+                    self._releasing -= 1
+                    if released:
+                        self.releases += 1
+                    else:
+                        self._victims.appendleft(victim)
+                    self._room.notify_all()
+            if not released:
+                break
+        with self._lock:
+            if not self._victims or self._draining:
+                return
+            self._draining = True
+        self._run(self._drain, 0.0)
+
+    def _pick_victims_locked(self) -> None:
         """Past ``max_open``, move the least recently used logs to the victims, down to
-        ``max_open - max_open // 16``: a job releases a batch, not one log per request
-        (a round-robin over more logs than the limit); True if a drain job must be
-        started (lock held)."""
+        ``max_open - max_open // 16`` (lock held)."""
         if len(self._lru) > self.max_open:
             keep = self.max_open - self.max_open // 16
             while len(self._lru) > keep:
                 self._victims.append(self._lru.popitem(last=False)[1])
+
+    def _evict_locked(self) -> bool:
+        """``_pick_victims_locked``: a job releases a batch, not one log per request (a
+        round-robin over more logs than the limit); True if a drain job must be started
+        (lock held)."""
+        self._pick_victims_locked()
         if not self._victims or self._draining:
             return False
         self._draining = True
@@ -245,6 +292,20 @@ class EngineSlot:
             if self._pins or self.closed or engine is None or not engine.files_suspended:
                 return False
             return action(engine)
+
+    def release_now(self, before: Callable[[Engine], bool]) -> bool:
+        """``release`` on the event loop: only if no lock is held elsewhere and it costs
+        nothing but ``close`` calls (``before``, then ``Engine.suspend_files_now``);
+        False otherwise, the files left open."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            engine = self._engine
+            if self._pins or self.closed or engine is None or engine.files_suspended:
+                return False
+            return before(engine) and engine.suspend_files_now()
+        finally:
+            self._lock.release()
 
     def release(self, before: Callable[[Engine], None]) -> bool:
         """Suspend the engine's files unless the log is in use or closed: ``before``

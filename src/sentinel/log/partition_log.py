@@ -227,6 +227,24 @@ class PartitionLog:
         reopens them. True if it closed them."""
         return self._slot.release(self._before_release)
 
+    def release_files_now(self) -> bool:
+        """``release_files`` in this call, on the event loop, if it costs nothing but
+        ``close`` calls: its WAL synced, no lock held elsewhere; False otherwise."""
+        return self._slot.release_now(self._before_release_now)
+
+    def _before_release_now(self, engine: Engine) -> bool:
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            wal = engine.wal
+            if self._closed or wal.synced_lsn < wal.last_lsn:
+                return False  # closing, or a sync (IO) first: for a worker
+            self._hw.synced(wal.last_lsn)
+            self._released_at = self._clock.monotonic()
+            return True
+        finally:
+            self._lock.release()
+
     def _before_release(self, engine: Engine) -> None:
         # The state stays in memory; what a sync wave has not covered yet is made
         # durable by the suspend, so the high watermark moves over it now.
@@ -315,7 +333,11 @@ class PartitionLog:
                 f"partition {self.name} cannot reopen its files: {exc}", self.name
             ) from exc
         if reopened and self._open_limit is not None:
-            self._open_limit.used(self)
+            # The loop releases the idle logs this reopen pushes past the limit itself
+            # when that is only ``close`` calls: a worker's batch of releases would
+            # take the GIL from the loop once per release.
+            self._open_limit.used(self, inline=True)
+            self._open_limit.release_now()
         return reopened
 
     @property

@@ -823,14 +823,40 @@ class Engine:
             except (OSError, StorageUnavailableError):
                 self._wal.reopen()
                 return False
-            with self._state:
-                readers = list(self._readers.values())
-            for reader in readers:
-                reader.detach(self._fs)
-            self._values.close()
-            self._lock.release()
-            self._suspended = True
+            self._close_suspended_locked()
             return True
+
+    def suspend_files_now(self) -> bool:
+        """``suspend_files`` on the event loop: only if it costs nothing but ``close``
+        calls and waits for no lock (the WAL synced, no roll pending, the memtable under
+        the size a suspend flushes, no job); False otherwise, with nothing done (a
+        worker's ``suspend_files`` does it then)."""
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed or self._suspended or self.unavailable is not None:
+                return False
+            if not self._quiescent_locked():
+                return False
+            if self._memtable.approximate_size >= self._options.memtable_bytes // 4:
+                return False
+            if not self._wal.suspend_now():
+                return False
+            self._close_suspended_locked()
+            return True
+        finally:
+            self._write_lock.release()
+
+    def _close_suspended_locked(self) -> None:
+        """(write lock held, the WAL's file closed) Close the rest: tables, value
+        segments, the LOCK."""
+        with self._state:
+            readers = list(self._readers.values())
+        for reader in readers:
+            reader.detach(self._fs)
+        self._values.close()
+        self._lock.release()
+        self._suspended = True
 
     def resume_files(self) -> None:
         """Reopen what ``suspend_files`` closed and the next write needs: the LOCK (with

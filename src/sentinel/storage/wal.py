@@ -720,6 +720,29 @@ class WriteAheadLog:
             if file is not None:
                 file.close()
 
+    def suspend_now(self) -> bool:
+        """``suspend`` if it costs one ``close`` and waits for no lock: everything
+        synced, no sync running, no roll pending. False (nothing done) otherwise: the
+        caller (the event loop) leaves the suspend to a worker."""
+        if not self._io_lock.acquire(blocking=False):
+            return False
+        try:
+            with self._lock:
+                if (
+                    self._error is not None
+                    or self._syncing
+                    or self._roll is not None
+                    or self._unsynced
+                    or self._synced_lsn < self._last_lsn
+                ):
+                    return False
+                file, self._file = self._file, None
+            if file is not None:
+                file.close()
+            return True
+        finally:
+            self._io_lock.release()
+
     def reopen(self) -> None:
         with self._io_lock, self._lock:
             if self._file is None and not self._closed:
