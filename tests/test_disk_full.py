@@ -59,6 +59,10 @@ class FullFile:
         self._fs.check(self.path, "sync")
         self._inner.sync()
 
+    def write_synced(self, parts: Sequence[Buffer]) -> None:
+        self.writev(parts)
+        self.sync()
+
     def truncate(self, size: int) -> None:
         self._inner.truncate(size)
 

@@ -155,6 +155,10 @@ class SpyFile:
         if self._fs.after_sync is not None:
             self._fs.after_sync()
 
+    def write_synced(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        self.writev(parts)
+        self.sync()
+
     def truncate(self, size: int) -> None:
         self._inner.truncate(size)
 

@@ -55,6 +55,12 @@ class File(Protocol):
 
     def sync(self) -> None: ...
 
+    def write_synced(self, parts: Sequence[Buffer]) -> None:
+        """``writev(parts)`` then ``sync()``, in one call where the OS allows. Durable on
+        return are these parts and anything the file had synced before, not bytes
+        written earlier and left unsynced (the caller syncs those with ``sync``)."""
+        ...
+
     def truncate(self, size: int) -> None: ...
 
     def close(self) -> None: ...
@@ -109,6 +115,16 @@ class FS(Protocol):
 # --------------------------------------------------------------------------- OS
 
 
+class DsyncWrites:
+    """pwritev2's RWF_DSYNC flag while it works here (Linux 4.7 and later; None on other
+    systems, or once a kernel or filesystem refused it: then ``writev`` and ``sync``)."""
+
+    flag: int | None = getattr(os, "RWF_DSYNC", None)
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
 class OsFile:
     __slots__ = ("_fd", "_path")
 
@@ -140,6 +156,32 @@ class OsFile:
 
     def sync(self) -> None:
         os.fdatasync(self._fd)
+
+    def write_synced(self, parts: Sequence[Buffer]) -> None:
+        # One system call, pwritev2 with RWF_DSYNC (Linux): the write returns once its
+        # data is durable, as an fdatasync after it would make it. A sync thread then
+        # hands the interpreter back and waits to take it again once per sync, not
+        # twice: with a busy event loop and many partitions syncing at once, that
+        # wait was most of an ack's sync (2.1 ms measured in Python against 0.5 ms of
+        # fdatasync in the kernel). Offset -1: at the file's end (O_APPEND).
+        flag = DsyncWrites.flag
+        if flag is None or len(parts) > _IOV_MAX:
+            for start in range(0, len(parts), _IOV_MAX):
+                self.writev(parts[start : start + _IOV_MAX])
+            self.sync()
+            return
+        total = sum(len(p) for p in parts)
+        try:
+            written = os.pwritev(self._fd, parts, -1, flag)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            DsyncWrites.flag = None  # a kernel or filesystem without it: two calls now
+            self.write_synced(parts)
+            return
+        if written < total:  # a short write (rare): the rest, then a sync of it all
+            self.write(b"".join(bytes(p) for p in parts)[written:])
+            self.sync()
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self._fd, size)
@@ -307,6 +349,18 @@ class MemFile:
             del inode.synced[inode.dirty_from :]
             inode.synced += inode.data[inode.dirty_from :]
             inode.dirty_from = len(inode.data)
+
+    def write_synced(self, parts: Sequence[Buffer]) -> None:
+        with self._fs.mutex:
+            inode = self._inode
+            if inode.dirty_from < len(inode.data):
+                # RWF_DSYNC makes this write's bytes durable, not earlier unsynced ones:
+                # a caller that relies on it for those has a bug the crash tests see.
+                raise ValueError(
+                    f"{self._path}: write_synced after unsynced writes (sync them first)"
+                )
+        self.writev(parts)  # a crash may fall between the two, as between the calls
+        self.sync()
 
     def truncate(self, size: int) -> None:
         with self._fs.mutex:

@@ -454,9 +454,14 @@ class WriteAheadLog:
         ``_io_lock``."""
         start = self._clock.monotonic()
         try:
-            if data:
-                _write_parts(file, data)
-            file.sync()
+            if data and len(data) == mark[0] and len(data) <= _IOV_MAX:
+                # Every unsynced part is in ``data`` (none was handed to the OS before
+                # and left unsynced): one call writes and syncs them.
+                file.write_synced(data)
+            else:
+                if data:
+                    _write_parts(file, data)
+                file.sync()
         except Exception as exc:
             self._fail(exc)
             raise self._failed_error() from exc
