@@ -64,18 +64,25 @@ def test_encode_ops_parts_is_encode_ops_without_joining_large_values(
 
 
 class _Recorder:
-    """Records every part handed to the OS by the WAL, and every byte checksummed."""
+    """Records every part handed to the OS by the WAL (written, or written and synced in
+    one call), and every byte checksummed."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.parts: list[Buffer] = []
         self.crc_bytes = 0
         write_parts = wal_module._write_parts
+        write_parts_synced = wal_module._write_parts_synced
 
         def recording(file: File, parts: Sequence[Buffer]) -> None:
             self.parts.extend(parts)
             write_parts(file, parts)
 
+        def recording_synced(file: File, parts: Sequence[Buffer]) -> None:
+            self.parts.extend(parts)
+            write_parts_synced(file, parts)
+
         monkeypatch.setattr(wal_module, "_write_parts", recording)
+        monkeypatch.setattr(wal_module, "_write_parts_synced", recording_synced)
         import sentinel.record.batch as batch_module
 
         for module in (wal_format, batch_module):

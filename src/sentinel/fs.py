@@ -122,7 +122,14 @@ class DsyncWrites:
     flag: int | None = getattr(os, "RWF_DSYNC", None)
 
 
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+def _iov_max() -> int:
+    try:
+        return max(16, os.sysconf("SC_IOV_MAX"))
+    except (AttributeError, ValueError, OSError):  # not named on this system
+        return 1024
+
+
+_IOV_MAX = _iov_max()
 
 
 class OsFile:
@@ -352,6 +359,7 @@ class MemFile:
 
     def write_synced(self, parts: Sequence[Buffer]) -> None:
         with self._fs.mutex:
+            self._check(True)
             inode = self._inode
             if inode.dirty_from < len(inode.data):
                 # RWF_DSYNC makes this write's bytes durable, not earlier unsynced ones:

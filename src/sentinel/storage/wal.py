@@ -457,7 +457,7 @@ class WriteAheadLog:
             if data and len(data) == mark[0] and len(data) <= _IOV_MAX:
                 # Every unsynced part is in ``data`` (none was handed to the OS before
                 # and left unsynced): one call writes and syncs them.
-                file.write_synced(data)
+                _write_parts_synced(file, data)
             else:
                 if data:
                     _write_parts(file, data)
@@ -837,6 +837,12 @@ def _immutable(part: Buffer) -> Buffer:
 
 # The most parts one ``writev`` takes (Linux's IOV_MAX is 1024).
 _IOV_MAX = 1024
+
+
+def _write_parts_synced(file: File, parts: Sequence[Buffer]) -> None:
+    """``_write_parts`` then ``file.sync()``, in one call where the OS allows
+    (``File.write_synced``); at most ``_IOV_MAX`` parts."""
+    file.write_synced(parts)
 
 
 def _write_parts(file: File, parts: Sequence[Buffer]) -> None:
