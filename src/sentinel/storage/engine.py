@@ -75,7 +75,12 @@ from sentinel.storage.iterators import live_entries, live_floor, merge_entries
 from sentinel.storage.maintenance import FrozenMemtable, Maintenance
 from sentinel.storage.memtable import Memtable
 from sentinel.storage.options import EngineOptions
-from sentinel.storage.recovery import check_pointer_segments, inspect_directory, recover_files
+from sentinel.storage.recovery import (
+    RecoveredFiles,
+    check_pointer_segments,
+    inspect_directory,
+    recover_files,
+)
 from sentinel.storage.storage_health import StorageHealth
 from sentinel.storage.sync_scheduler import default_scheduler
 from sentinel.storage.table_reader import TableReader
@@ -85,6 +90,7 @@ from sentinel.storage.wal import Resumed, SyncMode, WalFailedError, WriteAheadLo
 from sentinel.storage.wal_format import ReplayReport
 from sentinel.storage.write_batch import (
     WriteBatch,
+    decode_ops,
     encode_ops_parts,
     encode_put,
     value_positions,
@@ -152,6 +158,15 @@ class Engine:
         self._suspended = False  # files closed while idle (``suspend_files``)
         self._marked_clean = False  # suspended, with a clean-shutdown record (``mark_clean``)
         self._interval_tick: int | None = None  # sync ``interval`` on the shared scheduler
+        # The broker's journal (sync ``always`` only): acknowledgements wait for its
+        # fsync wave; this engine's WAL is synced in the background (``journal``).
+        journal = options.journal if options.wal.sync_mode is SyncMode.ALWAYS else None
+        self._journal = journal
+        self._journal_key = journal.key_of(directory).encode() if journal is not None else b""
+        self._jlsn = 0  # the journal LSN of this engine's newest journaled entry
+        # The newest entry the journal did not take (it had failed): entries up to it
+        # are made durable by this engine's own WAL, as without a journal.
+        self._own_upto = 0
         shared = options.block_cache
         self._cache = (
             ScopedBlockCache(shared)
@@ -202,6 +217,8 @@ class Engine:
         fs, directory = self._fs, self._dir
         found = recover_files(fs, directory, recovered)
         self.replay_report = report = found.replay_report
+        if self._journal is not None:
+            self._redo_from_journal(found, report)
         version, log_number, first_segment = found.version, found.log_number, found.first_segment
         try:
             for number in version.all_file_numbers():
@@ -255,6 +272,34 @@ class Engine:
             )
         self._maintenance.collect_segments()
         self._maintenance.start()
+
+    def _redo_from_journal(self, found: RecoveredFiles, report: ReplayReport | None) -> None:
+        """After a crash: apply the journal's entries of this engine that its own WAL
+        does not hold (``journal`` module doc), on top of what the WAL replayed."""
+        assert self._journal is not None
+        entries = self._journal.take_redo(self._journal_key.decode())
+        if not entries:
+            return
+        end: tuple[int, int] | None = None
+        for number in reversed(report.segments if report is not None else []):
+            path = join(self._dir, wal_name(number))
+            if self._fs.exists(path):
+                end = (number, self._fs.file_size(path))
+                break
+        redone = 0
+        for index, entry in enumerate(entries):
+            if entry.segment < found.log_number:
+                continue  # flushed to a table before the crash
+            if end is not None and (entry.segment, entry.offset) < end:
+                continue  # the WAL's replay read it
+            where = f"journal entry {index} of {self._dir}"
+            for key, value in decode_ops(entry.payload, where):
+                found.replayed.put(key, value)
+            redone += 1
+        if redone:
+            log.warning(
+                "recovered %s: %d entries from the journal its WAL had lost", self._dir, redone
+            )
 
     # ------------------------------------------------------- used by Maintenance
 
@@ -355,7 +400,12 @@ class Engine:
         return self._append(encode_ops_parts(batch.ops), batch.ops, batch.byte_size, large)
 
     def sync_to(self, lsn: int) -> None:
-        """Block until every write up to ``lsn`` is fsynced (group commit)."""
+        """Block until every write up to ``lsn`` is fsynced (group commit): in the
+        broker's journal, or in this engine's WAL."""
+        if self._via_journal(lsn):
+            assert self._journal is not None
+            self._journal.sync_to(self._jlsn)
+            return
         try:
             self._wal.sync_to(lsn)
         except WalFailedError as exc:
@@ -368,6 +418,9 @@ class Engine:
         .sync_scheduler``), which syncs this engine's WAL once for every waiter that
         came meanwhile, beside the other engines'. It fails with what ``sync_to``
         would raise."""
+        if self._via_journal(lsn):
+            assert self._journal is not None
+            return self._journal.sync_future(self._jlsn)
         scheduler = self._options.sync_scheduler or default_scheduler()
         return scheduler.request(self._wal, lsn, self.sync_to)
 
@@ -470,11 +523,15 @@ class Engine:
             try:
                 if self._memtable.approximate_size >= self._options.memtable_bytes:
                     self._rotate_memtable()
-                if large or self._pointers:  # (a small value may replace a pointed-to one)
+                if large or self._pointers or self._journal is not None:
+                    # (a small value may replace a pointed-to one)
                     lsn, segment, frame_offset = self._wal.append_located(payload)
-                    self._note_pointers(
-                        ops, self._options.value_separation_bytes, segment, frame_offset
-                    )
+                    if large or self._pointers:
+                        self._note_pointers(
+                            ops, self._options.value_separation_bytes, segment, frame_offset
+                        )
+                    if self._journal is not None:
+                        self._journal_append(lsn, segment, frame_offset, payload)
                 else:
                     lsn = self._wal.append(payload)
             except WalFailedError as exc:
@@ -492,6 +549,57 @@ class Engine:
                 len(payload) if isinstance(payload, bytes) else sum(map(len, payload))
             )
             return lsn
+
+    def _journal_append(
+        self, lsn: int, segment: int, offset: int, payload: bytes | tuple[bytes, ...]
+    ) -> None:
+        """(write lock held, the entry in this engine's WAL) Copy it to the journal. If
+        the journal has failed (a full disk), the entry is left to this engine's own
+        WAL's fsync instead: the append itself never fails here, so the memtable and
+        the WAL agree about it (``wal``'s failure model)."""
+        assert self._journal is not None
+        try:
+            self._jlsn = self._journal.append(
+                self._journal_key, self, lsn, (segment, offset), payload
+            )
+        except (OSError, StorageUnavailableError) as exc:
+            if self._own_upto == 0:
+                log.warning("%s: the journal refused an entry (%r): own WAL", self._dir, exc)
+            self._own_upto = lsn
+
+    def _via_journal(self, lsn: int) -> bool:
+        """Whether the durability of entries up to ``lsn`` is the journal's."""
+        if self._journal is None:
+            return False
+        # An entry the journal did not take and not synced yet: the WAL's fsync then
+        # covers every entry up to ``lsn``.
+        own = self._own_upto
+        return not (own and self._wal.synced_lsn < own)
+
+    def make_durable(self, lsn: int) -> None:
+        """(journal checkpoint, a worker) Sync this engine's own WAL up to ``lsn``."""
+        if self._closed or self._wal.synced_lsn >= lsn:
+            return
+        if not self._suspended:
+            try:
+                self._wal.sync_to(lsn)
+                return
+            except ClosedError:
+                pass  # suspended (or closed) meanwhile: again under the write lock
+        with self._write_lock:
+            if self._closed or self._wal.synced_lsn >= lsn:
+                return
+            if not self._suspended:
+                self._wal.sync_to(lsn)
+                return
+            self._wal.reopen()
+            try:
+                self._wal.sync_to(lsn)
+            finally:
+                self._wal.suspend(durable=False)
+
+    def journal_covers(self, lsn: int) -> bool:
+        return self._wal.synced_lsn >= lsn
 
     def _note_pointers(
         self,
@@ -704,6 +812,8 @@ class Engine:
                 self._wal.close()
             except WalFailedError:  # said above; synced entries are durable
                 clean = False
+            if not durable and self._journal is not None:
+                self._drop_from_journal()
             log_number = self._manifest.log_number
             self._manifest.close()
             self._close_readers()
@@ -718,6 +828,15 @@ class Engine:
                 except OSError as exc:  # the next open replays as after a crash: safe
                     log.warning("%s: no clean-shutdown record written: %r", self._dir, exc)
             self._lock.release()
+
+    def _drop_from_journal(self) -> None:
+        """(closing with ``durable=False``: the files go) The journal never redoes this
+        engine's entries so far, into a new engine in the same directory."""
+        assert self._journal is not None
+        try:
+            self._journal.drop(self._journal_key, self)
+        except (OSError, StorageUnavailableError) as exc:
+            log.warning("%s: the journal did not record the drop: %r", self._dir, exc)
 
     def _close_marked(self) -> None:
         """``close`` of an engine suspended and marked clean: what ``suspend_files``
@@ -770,6 +889,8 @@ class Engine:
                 return False
             if not self._quiescent_locked():
                 return False
+            if not self._wal.fully_synced:
+                return False  # (with a journal) the record would claim what is not durable
             # Marked before the record is written: a write that fails after its rename
             # leaves a record behind, and ``resume_files`` must then remove it too.
             self._marked_clean = True
@@ -819,7 +940,7 @@ class Engine:
                 except (OSError, StorageUnavailableError):
                     return False
             try:
-                self._wal.suspend()
+                self._wal.suspend(durable=self._journal is None)
             except (OSError, StorageUnavailableError):
                 self._wal.reopen()
                 return False
@@ -840,7 +961,7 @@ class Engine:
                 return False
             if self._memtable.approximate_size >= self._options.memtable_bytes // 4:
                 return False
-            if not self._wal.suspend_now():
+            if not self._wal.suspend_now(durable=self._journal is None):
                 return False
             self._close_suspended_locked()
             return True

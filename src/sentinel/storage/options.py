@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sentinel.storage.block_cache import BlockCache
 from sentinel.storage.compaction import CompactionOptions
+from sentinel.storage.journal import Journal
 from sentinel.storage.sync_scheduler import SyncScheduler
 from sentinel.storage.table_format import TableOptions
 from sentinel.storage.wal import WalOptions
@@ -52,6 +53,10 @@ class EngineOptions:
     #: A memtable budget shared with other engines: past it, the largest memtables
     #: are flushed (``write_buffer``); None: only ``memtable_bytes`` bounds this one.
     write_buffer: WriteBufferManager | None = field(default=None, compare=False)
+    #: The broker's journal (``journal``): with sync ``always``, each WAL entry is
+    #: copied to it and an acknowledgement waits for its fsync wave instead of this
+    #: engine's own WAL's; None: the engine's WAL alone.
+    journal: Journal | None = field(default=None, compare=False)
     #: Hold the directory's ``LOCK`` file (an exclusive ``flock``) while open, so that a
     #: second engine on the same directory is refused. False only when the owner
     #: already holds the directory exclusively (a broker holds its data directory's

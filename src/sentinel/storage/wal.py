@@ -714,33 +714,62 @@ class WriteAheadLog:
 
     # -- an idle engine's files
 
-    def suspend(self) -> None:
+    def suspend(self, *, durable: bool = True) -> None:
         """Make everything durable, then close the segment's file (the WAL keeps its
         place: segment, size, LSNs); ``reopen`` reopens it for appending. Only while
-        nobody appends or syncs (``Engine.suspend_files`` holds the write lock)."""
-        self.sync()
+        nobody appends or syncs (``Engine.suspend_files`` holds the write lock).
+        ``durable=False`` (a broker journal holds the unsynced entries): hand them to
+        the OS without an fsync; they stay unsynced (and kept for ``resume``) until a
+        later sync, which ``reopen`` allows."""
+        if durable:
+            self.sync()
         self._finish_rolls()
         with self._io_lock, self._lock:
+            if self._file is not None and not durable:
+                self._hand_buffer_locked(self._file)  # a failure leaves the file open
             file, self._file = self._file, None
             if file is not None:
                 file.close()
 
-    def suspend_now(self) -> bool:
+    def _hand_buffer_locked(self, file: File) -> None:
+        """(both locks held, no roll pending) Write what is buffered, without fsync."""
+        if self._error is not None:
+            raise self._failed_error() from self._error
+        data, _mark = self._take_buffer()
+        if data:
+            try:
+                _write_parts(file, data)
+            except Exception as exc:
+                self._fail(exc)
+                raise self._failed_error() from exc
+
+    @property
+    def fully_synced(self) -> bool:
+        """Every entry appended is durable and no roll is pending."""
+        with self._lock:
+            return self._roll is None and not self._unsynced and (
+                self._synced_lsn >= self._last_lsn
+            )
+
+    def suspend_now(self, *, durable: bool = True) -> bool:
         """``suspend`` if it costs one ``close`` and waits for no lock: everything
         synced, no sync running, no roll pending. False (nothing done) otherwise: the
-        caller (the event loop) leaves the suspend to a worker."""
+        caller (the event loop) leaves the suspend to a worker. ``durable=False``: the
+        entries need not be synced; what is buffered is written first (one ``writev``
+        to the page cache, no fsync)."""
         if not self._io_lock.acquire(blocking=False):
             return False
         try:
             with self._lock:
-                if (
-                    self._error is not None
-                    or self._syncing
-                    or self._roll is not None
-                    or self._unsynced
-                    or self._synced_lsn < self._last_lsn
-                ):
+                if self._error is not None or self._syncing or self._roll is not None:
                     return False
+                if durable and (self._unsynced or self._synced_lsn < self._last_lsn):
+                    return False
+                if self._file is not None and not durable:
+                    try:
+                        self._hand_buffer_locked(self._file)
+                    except WalFailedError:
+                        return False  # recorded: the next append resumes the WAL
                 file, self._file = self._file, None
             if file is not None:
                 file.close()

@@ -1,0 +1,432 @@
+"""The broker's journal: one fsync wave for the appends of every partition.
+
+Each partition's engine keeps its own WAL, which is also the data file of its large
+values (value separation points into it), so retention and deletion stay file
+deletions. With a journal (``EngineOptions.journal``) an engine in sync ``always``
+appends each WAL entry to its own WAL as before (buffered, handed to the OS later,
+without fsync) and a copy of it to the journal, and an acknowledgement waits for the
+journal's group commit instead of its own WAL's fsync: one ``fsync`` for every
+partition that appended meanwhile, whatever their number, where per-partition WALs need
+one each (a Kafka producer sends one partition per request: at 1,000 partitions that
+was one fsync per request). The price is one more sequential write of the appended
+bytes; the partition's WAL is then made durable in the background: by the flush of its
+memtable (the roll fsyncs the segment, as before), by ``close``, or by a journal
+checkpoint. This is a redo log in front of the partitions' files, the way a database's
+doublewrite or log-structured journal covers the data files it syncs later.
+
+Records (each one WAL entry of the journal, so each is CRC-checked, whole or cut as a
+torn tail by ``wal_format``):
+
+- ``E`` an engine's WAL entry: the engine's key (its directory, relative to the
+  journal's root), the segment number and frame offset where the entry landed in that
+  engine's WAL, then the entry's payload, byte for byte.
+- ``D`` a dropped engine (its partition deleted): the entries before it for that key
+  are never redone, so a partition created again under the same directory is not
+  given the old one's data.
+
+Retention: the journal's segments are numbered like a WAL's. For each segment the
+journal keeps, in memory, the highest WAL LSN each engine appended in it (a *pin*). A
+segment can go once every pin is covered: that engine's WAL synced past it, or the
+engine was dropped. When more than ``retain_segments`` closed segments are kept, a
+checkpoint job (on the broker's worker pool) asks the engines that pin the oldest
+segments to sync their WALs (``JournalClient.make_durable``; one fsync per such engine,
+off the acknowledgement path; most were synced by a flush already) and deletes those
+segments.
+
+Recovery: ``Journal.open`` replays every segment (a torn tail is cut, any other damage
+raises ``CorruptionError``) and keeps, per engine key, the entries to redo. An engine
+that opens after a crash (``Engine._recover``) replays its own WAL first, then takes
+its entries (``take_redo``) and applies those its WAL does not hold: an entry is held
+when its segment was flushed (below the engine's ``log_number``) or its position lies
+before the end of what the engine's replay read (an engine's WAL is durable as a
+prefix: a roll fsyncs the old segment before the new one exists). The recovered
+memtable is then flushed, as every recovery does. An engine that closed cleanly has
+every entry in its own files; its redo is dropped unused. ``finish_recovery`` (after
+the broker opened every partition that needs recovery) deletes the old segments.
+
+Threads: ``append`` is called under the appending engine's write lock (so an engine's
+entries are in the journal in its own order); everything may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import posixpath
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sentinel.errors import CorruptionError, StorageUnavailableError
+from sentinel.fs import FS, Buffer
+from sentinel.storage.files import wal_name
+from sentinel.storage.sync_scheduler import SyncScheduler
+from sentinel.storage.wal import (
+    SyncCallback,
+    SyncMode,
+    WalFailedError,
+    WalOptions,
+    WriteAheadLog,
+)
+from sentinel.storage.wal_format import list_segments, replay
+
+log = logging.getLogger(__name__)
+
+_ENTRY = b"E"
+_DROP = b"D"
+_HEAD = struct.Struct(">cH")  # kind, key length
+_POSITION = struct.Struct(">QQ")  # engine WAL segment, frame offset
+MAX_KEY_BYTES = 4096
+
+MiB = 1024 * 1024
+
+
+class JournalClient(Protocol):
+    """What the journal needs of an engine that appends to it."""
+
+    def make_durable(self, lsn: int) -> None:
+        """Sync the engine's own WAL up to ``lsn`` (nothing if closed or dropped)."""
+        ...
+
+    def journal_covers(self, lsn: int) -> bool:
+        """Whether the engine's own WAL is durable up to ``lsn``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RedoEntry:
+    """One engine WAL entry the journal holds: where it landed in the engine's WAL."""
+
+    segment: int
+    offset: int
+    payload: bytes
+
+
+def encode_entry_head(key: bytes, segment: int, offset: int) -> bytes:
+    return _HEAD.pack(_ENTRY, len(key)) + key + _POSITION.pack(segment, offset)
+
+
+def encode_drop(key: bytes) -> bytes:
+    return _HEAD.pack(_DROP, len(key)) + key
+
+
+def decode_record(record: bytes, path: str, where: str) -> tuple[bytes, str, RedoEntry | None]:
+    """(kind, key, entry or None for a drop) of one journal record; a malformed record
+    (its CRC passed, so it was written so) raises ``CorruptionError``."""
+    if len(record) < _HEAD.size:
+        raise CorruptionError(path, where, f"journal record of {len(record)} bytes is too short")
+    kind, key_len = _HEAD.unpack_from(record)
+    end = _HEAD.size + key_len
+    if kind not in (_ENTRY, _DROP) or end > len(record):
+        raise CorruptionError(path, where, f"journal record has kind {kind!r}, key of {key_len}")
+    try:
+        key = record[_HEAD.size : end].decode()
+    except UnicodeDecodeError as exc:
+        raise CorruptionError(path, where, "journal record's key is not UTF-8") from exc
+    if kind == _DROP:
+        if end != len(record):
+            raise CorruptionError(path, where, "journal drop record has trailing bytes")
+        return kind, key, None
+    if end + _POSITION.size > len(record):
+        raise CorruptionError(path, where, "journal entry record ends inside its position")
+    segment, offset = _POSITION.unpack_from(record, end)
+    return kind, key, RedoEntry(segment, offset, record[end + _POSITION.size :])
+
+
+@dataclass(frozen=True, slots=True)
+class JournalOptions:
+    #: Roll to a new journal segment past this size.
+    segment_bytes: int = 64 * MiB
+    #: Closed segments kept before a checkpoint syncs the engines that pin the oldest.
+    retain_segments: int = 4
+
+    def __post_init__(self) -> None:
+        if self.segment_bytes < 4096:
+            raise ValueError("journal segment_bytes must be at least 4 KiB")
+        if self.retain_segments < 0:
+            raise ValueError("journal retain_segments must not be negative")
+
+
+class Journal:
+    """The broker-wide journal (module doc). Use ``Journal.open``."""
+
+    def __init__(
+        self,
+        fs: FS,
+        directory: str,
+        root: str,
+        options: JournalOptions,
+        *,
+        scheduler: SyncScheduler,
+        submit: Callable[[Callable[[], None]], None] | None,
+        on_sync: SyncCallback | None,
+        redo: dict[str, list[RedoEntry]],
+        first_segment: int,
+        old_segments: list[int],
+    ) -> None:
+        self._fs = fs
+        self._dir = directory
+        self._root = root
+        self._options = options
+        self._scheduler = scheduler
+        self._submit = submit
+        self._lock = threading.Lock()
+        self._redo = redo
+        self._old_segments = old_segments  # replayed at open, gone at finish_recovery
+        # journal segment -> id(client) -> (client, highest engine LSN appended there)
+        self._pins: dict[int, dict[int, tuple[JournalClient, int]]] = {}
+        self._checkpointing = False
+        self._closed = False
+        self._health = _Health(f"the journal {directory}")
+        self._wal = WriteAheadLog(
+            fs,
+            directory,
+            first_segment,
+            WalOptions(sync_mode=SyncMode.ALWAYS, segment_bytes=options.segment_bytes),
+            on_sync=on_sync,
+        )
+
+    @classmethod
+    def open(
+        cls,
+        fs: FS,
+        directory: str,
+        *,
+        root: str,
+        scheduler: SyncScheduler,
+        options: JournalOptions | None = None,
+        submit: Callable[[Callable[[], None]], None] | None = None,
+        on_sync: SyncCallback | None = None,
+    ) -> Journal:
+        """Open (or create) the journal in ``directory``; replay what a crash left.
+        Engine keys are their directories relative to ``root`` (the data directory)."""
+        fs.makedirs(directory)
+        numbers = list_segments(fs, directory)
+        redo: dict[str, list[RedoEntry]] = {}
+        if numbers:
+            payloads, report = replay(fs, directory, numbers[0])
+            if report.truncated_segment is not None:
+                log.warning(
+                    "journal %s: cut a torn tail of %d bytes", directory, report.dropped_bytes
+                )
+            for index, record in enumerate(payloads):
+                _kind, key, entry = decode_record(record, directory, f"record {index}")
+                if entry is None:
+                    redo.pop(key, None)
+                else:
+                    redo.setdefault(key, []).append(entry)
+            numbers = list_segments(fs, directory)  # a torn create may be gone
+        first = numbers[-1] + 1 if numbers else 1
+        if redo:
+            log.info(
+                "journal %s: %d entries of %d partitions to check against their WALs",
+                directory,
+                sum(len(v) for v in redo.values()),
+                len(redo),
+            )
+        return cls(
+            fs,
+            directory,
+            root,
+            options or JournalOptions(),
+            scheduler=scheduler,
+            submit=submit,
+            on_sync=on_sync,
+            redo=redo,
+            first_segment=first,
+            old_segments=numbers,
+        )
+
+    # ----------------------------------------------------------------- keys
+
+    def key_of(self, engine_directory: str) -> str:
+        root = posixpath.normpath(self._root)
+        key = posixpath.relpath(posixpath.normpath(engine_directory), root)
+        if len(key.encode()) > MAX_KEY_BYTES:
+            raise ValueError(f"engine directory {engine_directory!r} is too long for the journal")
+        return key
+
+    # ------------------------------------------------------------- recovery
+
+    def take_redo(self, key: str) -> list[RedoEntry]:
+        """The entries a crash left for the engine of ``key`` (once; empty if none)."""
+        with self._lock:
+            return self._redo.pop(key, [])
+
+    @property
+    def pending_redo(self) -> int:
+        """Engines whose redo nobody took yet."""
+        with self._lock:
+            return len(self._redo)
+
+    def finish_recovery(self) -> None:
+        """Every engine that needed its redo has opened and flushed it: forget the rest
+        (engines closed cleanly hold those entries; deleted ones need none) and delete
+        the segments replayed at open."""
+        with self._lock:
+            left, self._redo = self._redo, {}
+            old, self._old_segments = self._old_segments, []
+        if left:
+            log.info("journal %s: %d partitions needed no redo", self._dir, len(left))
+        if old:
+            self._wal.delete_segments_before(old[-1] + 1)
+
+    # -------------------------------------------------------------- appends
+
+    def append(
+        self,
+        key: bytes,
+        client: JournalClient,
+        lsn: int,
+        position: tuple[int, int],
+        payload: bytes | Sequence[Buffer],
+    ) -> int:
+        """Journal one engine WAL entry (``lsn`` in the engine's WAL, landed at
+        ``position`` = (segment, frame offset)); return its journal LSN for
+        ``sync_future``."""
+        head = encode_entry_head(key, *position)
+        parts = (head, payload) if isinstance(payload, bytes) else (head, *payload)
+        if self._wal.failed is not None:
+            self._health.check_resume(self._wal)
+        # Under the lock with its pin: a checkpoint never sees the entry's segment closed
+        # without the pin that keeps it.
+        with self._lock:
+            jlsn, jsegment, _offset = self._wal.append_located(parts)
+            pins = self._pins.get(jsegment)
+            if pins is None:
+                pins = self._pins[jsegment] = {}
+                due = self._checkpoint_due_locked()
+            else:
+                due = False
+            pins[id(client)] = (client, lsn)
+        if due:
+            self._start_checkpoint()
+        return jlsn
+
+    @property
+    def failed(self) -> Exception | None:
+        return self._wal.failed
+
+    @property
+    def last_lsn(self) -> int:
+        return self._wal.last_lsn
+
+    @property
+    def wal(self) -> WriteAheadLog:
+        return self._wal
+
+    def sync_future(self, jlsn: int) -> concurrent.futures.Future[None]:
+        """Resolved once the journal is durable up to ``jlsn`` (one fsync serves every
+        engine that appended meanwhile)."""
+        return self._scheduler.request(self._wal, jlsn, self._wal.sync_to)
+
+    def sync_to(self, jlsn: int) -> None:
+        self._wal.sync_to(jlsn)
+
+    def drop(self, key: bytes, client: JournalClient) -> None:
+        """The engine of ``key`` is gone (its files are about to be removed): forget its
+        pins, and record durably that its entries so far are never redone."""
+        with self._lock:
+            for pins in self._pins.values():
+                found = pins.get(id(client))
+                if found is not None and found[0] is client:
+                    del pins[id(client)]
+        self._wal.append_sync(encode_drop(key))
+
+    # ----------------------------------------------------------- checkpoints
+
+    def _checkpoint_due_locked(self) -> bool:
+        closed = len(self._pins) - 1  # the newest holds the segment appends go to
+        return not self._checkpointing and closed > self._options.retain_segments
+
+    def _start_checkpoint(self) -> None:
+        with self._lock:
+            if self._checkpointing or self._closed:
+                return
+            self._checkpointing = True
+        if self._submit is None:
+            self._run_checkpoint()
+        else:
+            self._submit(self._run_checkpoint)
+
+    def _run_checkpoint(self) -> None:
+        try:
+            self.checkpoint(keep=self._options.retain_segments)
+        except Exception as exc:  # tried again at the next roll
+            log.warning("journal %s: checkpoint failed: %r", self._dir, exc)
+        finally:
+            with self._lock:
+                self._checkpointing = False
+
+    def checkpoint(self, keep: int = 0) -> int:
+        """Make the engines that pin the oldest closed segments durable and delete
+        those segments, keeping ``keep`` closed ones; return how many were deleted."""
+        current = self._wal.current_segment
+        with self._lock:
+            closed = sorted(n for n in self._pins if n < current)
+            doomed = closed[: max(0, len(closed) - keep)]
+            work = [(n, list(self._pins[n].values())) for n in doomed]
+        deleted = 0
+        for number, pins in work:
+            for client, lsn in pins:
+                client.make_durable(lsn)
+            with self._lock:
+                self._pins.pop(number, None)
+            self._wal.delete_segments_before(number + 1)
+            deleted += 1
+        return deleted
+
+    @property
+    def segments(self) -> list[int]:
+        """The journal's segment files now (for tests and metrics)."""
+        return list_segments(self._fs, self._dir)
+
+    def close(self) -> None:
+        """After every engine closed: sync, and delete every segment whose pins are
+        all covered (after a clean stop, all of them: the next start redoes nothing)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._wal.close()
+        with self._lock:
+            pins = dict(self._pins)
+        needed = [
+            number
+            for number, clients in pins.items()
+            if any(not client.journal_covers(lsn) for client, lsn in clients.values())
+        ]
+        if self._redo or self._old_segments:
+            return  # recovery never finished: keep everything for the next start
+        keep_from = min(needed) if needed else None
+        for number in self.segments:
+            if keep_from is not None and number >= keep_from:
+                break
+            self._fs.remove(posixpath.join(self._dir, wal_name(number)))
+        self._fs.sync_dir(self._dir)
+
+
+
+
+class _Health:
+    """A failed journal (a full disk) is resumed at an append at most once a second;
+    until then appends raise, and engines fall back to their own WAL's fsync."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._next_try = 0.0
+
+    def check_resume(self, wal: WriteAheadLog) -> None:
+        now = time.monotonic()
+        if now < self._next_try:
+            raise StorageUnavailableError(f"{self._what} failed ({wal.failed!r})")
+        self._next_try = now + 1.0
+        try:
+            wal.resume()
+        except WalFailedError:
+            log.warning("%s: still failing", self._what)
+            raise
+        log.warning("%s: resumed", self._what)
