@@ -59,6 +59,9 @@ class BrokerConfig:
     block_cache_mb: int = 64  # one block cache shared by all partitions
     storage_threads: int = 2  # the worker pool: flushes, compactions (all partitions)
     sync_threads: int = 16  # fsyncs of one sync wave issued in parallel
+    # Sync always: acks wait for one broker-wide journal's fsync wave, the partitions'
+    # own WALs are synced in the background (storage/journal).
+    journal: bool = True
     max_open_partitions: int = 0  # partitions with open files at once; 0: from RLIMIT_NOFILE
     max_request_bytes: int = 64 * 1024 * 1024  # one request (a produce) at most
     max_request_bytes_in_flight: int = 128 * 1024 * 1024  # queued.max.request.bytes

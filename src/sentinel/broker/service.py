@@ -67,6 +67,7 @@ from sentinel.broker.standalone_metadata import (
 from sentinel.broker.storage_setup import (
     engine_options,
     group_config,
+    open_journal,
     open_meta,
     shared_resources,
     topic_registry,
@@ -93,6 +94,7 @@ from sentinel.fs import FS, DirLock
 from sentinel.log.config import InvalidTopicError, validate_topic_name
 from sentinel.log.partition_log import PartitionLog
 from sentinel.partitioning import default_partition
+from sentinel.storage.journal import Journal
 from sentinel.storage.resources import SharedResources
 from sentinel.storage.wal import SyncMode
 
@@ -143,6 +145,7 @@ class BrokerService:
         self._meta: MetaStore | None = None
         self._registry: TopicRegistry | None = None
         self._resources: SharedResources | None = None
+        self._journal: Journal | None = None
         self._groups: GroupDriver | None = None
         self._group_requests: GroupRequests | None = None
         self._group_config = GroupConfig()
@@ -172,7 +175,10 @@ class BrokerService:
         try:
             self._meta = open_meta(fs, posixpath.join(data, "meta"))
             self._resources = shared_resources(self.config)
-            options = engine_options(self.config, self._resources, self._on_wal_sync)
+            self._journal = open_journal(self.config, fs, self._resources, self._on_wal_sync)
+            options = engine_options(
+                self.config, self._resources, self._on_wal_sync, self._journal
+            )
             self._registry = topic_registry(
                 self.config,
                 fs,
@@ -184,6 +190,9 @@ class BrokerService:
                 broker_count=broker_count,
             )
             self._registry.open()
+            if self._journal is not None:
+                # Every partition that needed its redo has recovered and flushed it.
+                self._journal.finish_recovery()
             if self._registry.partition_total > self.limits.max_partitions:
                 log.warning(
                     "the data directory holds %d partitions, more than the limit of %d "
@@ -213,6 +222,9 @@ class BrokerService:
                 await self._groups.stop()
             if self._registry is not None:
                 self._registry.close()
+            if self._journal is not None:
+                self._journal.close()  # a redo not finished keeps every segment
+                self._journal = None
             if self._meta is not None:
                 self._meta.close()
                 self._meta = None
@@ -254,6 +266,9 @@ class BrokerService:
             await self._groups.stop()
         if self._registry is not None:
             self._registry.close()
+        if self._journal is not None:
+            self._journal.close()  # after every partition: a clean stop leaves none
+            self._journal = None
         if self._resources is not None:
             self._resources.close()
             self._resources = None

@@ -9,6 +9,7 @@ start or at stop).
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 
 from sentinel.broker.group_config import GroupConfig
@@ -26,12 +27,14 @@ from sentinel.fs import FS
 from sentinel.log.config import TopicConfig
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.types import LogOptions
+from sentinel.storage.journal import Journal
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.resources import ResourceSizes, SharedResources
-from sentinel.storage.wal import WalOptions
+from sentinel.storage.wal import SyncMode, WalOptions
 
 RECOVERY_THREADS = 8  # partitions opened at once at start (threads gone once started)
 MIB = 1024 * 1024
+JOURNAL_DIR = "journal"
 
 
 def open_meta(fs: FS, directory: str) -> MetaStore:
@@ -55,16 +58,48 @@ def shared_resources(config: BrokerConfig) -> SharedResources:
     )
 
 
+def open_journal(
+    config: BrokerConfig,
+    fs: FS,
+    resources: SharedResources,
+    on_wal_sync: Callable[[float, int], None] | None,
+) -> Journal | None:
+    """The broker's journal under ``<data>/journal`` (``storage/journal``), replayed
+    if a crash left one; None with ``--no-journal`` or a sync mode other than always
+    (a journal left by an earlier run is then still replayed into its partitions: the
+    journal is opened, and only appends skip it)."""
+    directory = posixpath.join(config.data_dir, JOURNAL_DIR)
+    if not (config.journal and config.wal_sync_mode is SyncMode.ALWAYS) and not (
+        fs.is_dir(directory) and fs.listdir(directory)
+    ):
+        return None
+    try:
+        return Journal.open(
+            fs,
+            directory,
+            root=config.data_dir,
+            scheduler=resources.sync,
+            submit=resources.pool.submit,
+            on_sync=on_wal_sync,
+        )
+    except DiskError as exc:
+        raise DamagedDataError(f"journal: {exc}", quarantinable=False) from exc
+
+
 def engine_options(
     config: BrokerConfig,
     resources: SharedResources,
     on_wal_sync: Callable[[float, int], None] | None,
+    journal: Journal | None = None,
 ) -> EngineOptions:
     """Every partition engine's options, over the shared ``resources``."""
+    appends_journaled = config.journal and config.wal_sync_mode is SyncMode.ALWAYS
     return resources.engine_options(
         EngineOptions(
             memtable_bytes=config.memtable_mb * MIB,
             on_wal_sync=on_wal_sync,
+            journal=journal,
+            journal_appends=appends_journaled,
             # The broker holds its data directory's LOCK for its life: a
             # partition's engine keeps no lock file of its own open.
             hold_lock=False,

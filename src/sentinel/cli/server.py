@@ -241,6 +241,14 @@ def _verify(data_dir: str) -> int:
     f" [default: {_DEFAULTS.sync_threads}]",
 )
 @click.option(
+    "--journal/--no-journal",
+    default=None,
+    help="With --sync always: copy every append to one broker-wide journal and"
+    " acknowledge after its fsync wave (one fsync for all partitions that appended"
+    " meanwhile); each partition's own WAL is synced in the background. --no-journal:"
+    " each partition's WAL is fsynced for its acks. [default: on]",
+)
+@click.option(
     "--max-open-partitions",
     type=int,
     default=None,

@@ -160,9 +160,10 @@ class Engine:
         self._interval_tick: int | None = None  # sync ``interval`` on the shared scheduler
         # The broker's journal (sync ``always`` only): acknowledgements wait for its
         # fsync wave; this engine's WAL is synced in the background (``journal``).
-        journal = options.journal if options.wal.sync_mode is SyncMode.ALWAYS else None
-        self._journal = journal
+        journal = options.journal
         self._journal_key = journal.key_of(directory).encode() if journal is not None else b""
+        always = options.wal.sync_mode is SyncMode.ALWAYS
+        self._journal = journal if always and options.journal_appends else None
         self._jlsn = 0  # the journal LSN of this engine's newest journaled entry
         # The newest entry the journal did not take (it had failed): entries up to it
         # are made durable by this engine's own WAL, as without a journal.
@@ -217,7 +218,7 @@ class Engine:
         fs, directory = self._fs, self._dir
         found = recover_files(fs, directory, recovered)
         self.replay_report = report = found.replay_report
-        if self._journal is not None:
+        if self._options.journal is not None:
             self._redo_from_journal(found, report)
         version, log_number, first_segment = found.version, found.log_number, found.first_segment
         try:
@@ -276,8 +277,8 @@ class Engine:
     def _redo_from_journal(self, found: RecoveredFiles, report: ReplayReport | None) -> None:
         """After a crash: apply the journal's entries of this engine that its own WAL
         does not hold (``journal`` module doc), on top of what the WAL replayed."""
-        assert self._journal is not None
-        entries = self._journal.take_redo(self._journal_key.decode())
+        assert self._options.journal is not None
+        entries = self._options.journal.take_redo(self._journal_key.decode())
         if not entries:
             return
         end: tuple[int, int] | None = None
@@ -592,11 +593,16 @@ class Engine:
             if not self._suspended:
                 self._wal.sync_to(lsn)
                 return
-            self._wal.reopen()
-            try:
-                self._wal.sync_to(lsn)
-            finally:
-                self._wal.suspend(durable=False)
+            self._sync_suspended_wal_locked(lsn)
+
+    def _sync_suspended_wal_locked(self, lsn: int) -> None:
+        """(write lock held, suspended) Sync the WAL up to ``lsn``: its file reopened
+        for the fsync and closed again."""
+        self._wal.reopen()
+        try:
+            self._wal.sync_to(lsn)
+        finally:
+            self._wal.suspend(durable=False)
 
     def journal_covers(self, lsn: int) -> bool:
         return self._wal.synced_lsn >= lsn
@@ -890,7 +896,11 @@ class Engine:
             if not self._quiescent_locked():
                 return False
             if not self._wal.fully_synced:
-                return False  # (with a journal) the record would claim what is not durable
+                # With a journal a suspend does not fsync: the record must not claim
+                # what is not durable, so the WAL is synced first (the files reopened).
+                if self._journal is None:
+                    return False
+                self._sync_suspended_wal_locked(self._wal.last_lsn)
             # Marked before the record is written: a write that fails after its rename
             # leaves a record behind, and ``resume_files`` must then remove it too.
             self._marked_clean = True

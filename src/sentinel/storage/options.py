@@ -57,6 +57,9 @@ class EngineOptions:
     #: copied to it and an acknowledgement waits for its fsync wave instead of this
     #: engine's own WAL's; None: the engine's WAL alone.
     journal: Journal | None = field(default=None, compare=False)
+    #: False: the journal only redoes what a crash left (``--no-journal`` after a run
+    #: with one); appends are not copied to it.
+    journal_appends: bool = True
     #: Hold the directory's ``LOCK`` file (an exclusive ``flock``) while open, so that a
     #: second engine on the same directory is refused. False only when the owner
     #: already holds the directory exclusively (a broker holds its data directory's
