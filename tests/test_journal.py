@@ -196,3 +196,23 @@ def test_any_record_decodes_or_is_corruption(record: bytes) -> None:
     with contextlib.suppress(CorruptionError):
         decode_record(record, "j", "r")
 
+
+
+def test_a_redo_not_taken_at_start_is_kept_until_its_engine_opens(
+    scheduler: SyncScheduler,
+) -> None:
+    fs = MemFS()
+    journal = journal_of(fs, scheduler)
+    engine = engine_of(fs, "later", journal, scheduler)
+    put_acked(engine, b"k", b"v")
+    fs.crash()
+    journal = journal_of(fs, scheduler, segment_bytes=4096, retain_segments=0)
+    journal.finish_recovery(lambda key: key == "later")  # (a replica hosted later)
+    assert journal.segments == [1, 2]
+    other = engine_of(fs, "other", journal, scheduler)
+    for i in range(30):  # journal rolls and checkpoints: the replayed segment stays
+        put_acked(other, b"k%d" % i, b"x" * 300)
+    assert journal.segments[0] == 1
+    engine = engine_of(fs, "later", journal, scheduler)
+    assert engine.get(b"k") == b"v"
+    assert 1 not in journal.segments and journal.pending_redo == 0

@@ -69,6 +69,7 @@ from sentinel.broker.storage_setup import (
     group_config,
     open_journal,
     open_meta,
+    redo_needed,
     shared_resources,
     topic_registry,
 )
@@ -192,7 +193,7 @@ class BrokerService:
             self._registry.open()
             if self._journal is not None:
                 # Every partition that needed its redo has recovered and flushed it.
-                self._journal.finish_recovery()
+                self._journal.finish_recovery(lambda key: redo_needed(fs, data, key))
             if self._registry.partition_total > self.limits.max_partitions:
                 log.warning(
                     "the data directory holds %d partitions, more than the limit of %d "

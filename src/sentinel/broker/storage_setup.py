@@ -9,6 +9,7 @@ start or at stop).
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from collections.abc import Callable
 
@@ -27,6 +28,7 @@ from sentinel.fs import FS
 from sentinel.log.config import TopicConfig
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.types import LogOptions
+from sentinel.storage.clean_marker import CLEAN_NAME
 from sentinel.storage.journal import Journal
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.resources import ResourceSizes, SharedResources
@@ -35,6 +37,8 @@ from sentinel.storage.wal import SyncMode, WalOptions
 RECOVERY_THREADS = 8  # partitions opened at once at start (threads gone once started)
 MIB = 1024 * 1024
 JOURNAL_DIR = "journal"
+
+log = logging.getLogger(__name__)
 
 
 def open_meta(fs: FS, directory: str) -> MetaStore:
@@ -73,7 +77,7 @@ def open_journal(
         fs.is_dir(directory) and fs.listdir(directory)
     ):
         return None
-    try:
+    def journal() -> Journal:
         return Journal.open(
             fs,
             directory,
@@ -82,8 +86,44 @@ def open_journal(
             submit=resources.pool.submit,
             on_sync=on_wal_sync,
         )
+
+    try:
+        return journal()
     except DiskError as exc:
-        raise DamagedDataError(f"journal: {exc}", quarantinable=False) from exc
+        if not config.skip_damaged:
+            raise DamagedDataError(
+                f"journal: {exc}",
+                quarantinable=False,
+                advice="start with --skip-damaged to set the journal aside (the partitions "
+                "then recover from their own WALs: appends acknowledged since their last "
+                "sync may be missing), or restore the data directory from a backup",
+            ) from exc
+        aside = _aside_name(fs, directory)
+        fs.rename(directory, aside)
+        log.error(
+            "the journal is damaged (%s): set aside as %s (--skip-damaged); the partitions "
+            "recover from their own WALs, appends acknowledged since their last sync may "
+            "be missing",
+            exc,
+            aside,
+        )
+        return journal()
+
+
+def redo_needed(fs: FS, data_dir: str, key: str) -> bool:
+    """Whether the engine of journal key ``key`` may still need its redo after the
+    start: its directory is there and holds no clean-shutdown record (one that closed
+    cleanly holds every entry; a deleted one needs none)."""
+    directory = posixpath.join(data_dir, key)
+    return fs.is_dir(directory) and not fs.exists(posixpath.join(directory, CLEAN_NAME))
+
+
+def _aside_name(fs: FS, directory: str) -> str:
+    for n in range(1, 1000):
+        name = f"{directory}.damaged-{n}"
+        if not fs.exists(name):
+            return name
+    raise DamagedDataError(f"{directory}: too many damaged journals set aside", quarantinable=False)
 
 
 def engine_options(

@@ -165,6 +165,7 @@ class Engine:
         always = options.wal.sync_mode is SyncMode.ALWAYS
         self._journal = journal if always and options.journal_appends else None
         self._jlsn = 0  # the journal LSN of this engine's newest journaled entry
+        self._redone = False  # took entries from the journal's redo at open
         # The newest entry the journal did not take (it had failed): entries up to it
         # are made durable by this engine's own WAL, as without a journal.
         self._own_upto = 0
@@ -272,6 +273,9 @@ class Engine:
                 VersionEdit(log_number=first_segment, next_file_number=self._next_file_number)
             )
         self._maintenance.collect_segments()
+        if self._redone and self._options.journal is not None:
+            # The redo is in a table now (the flush above): the journal may drop it.
+            self._options.journal.redo_done(self._journal_key.decode())
         self._maintenance.start()
 
     def _redo_from_journal(self, found: RecoveredFiles, report: ReplayReport | None) -> None:
@@ -281,6 +285,7 @@ class Engine:
         entries = self._options.journal.take_redo(self._journal_key.decode())
         if not entries:
             return
+        self._redone = True
         end: tuple[int, int] | None = None
         for number in reversed(report.segments if report is not None else []):
             path = join(self._dir, wal_name(number))
@@ -533,6 +538,7 @@ class Engine:
                         )
                     if self._journal is not None:
                         self._journal_append(lsn, segment, frame_offset, payload)
+                        self._wal.hand_to_os()
                 else:
                     lsn = self._wal.append(payload)
             except WalFailedError as exc:

@@ -175,7 +175,8 @@ class Journal:
         self._submit = submit
         self._lock = threading.Lock()
         self._redo = redo
-        self._old_segments = old_segments  # replayed at open, gone at finish_recovery
+        self._old_segments = old_segments  # replayed at open, gone once redone
+        self._redoing: set[str] = set()  # keys taken whose engine has not flushed yet
         # journal segment -> id(client) -> (client, highest engine LSN appended there)
         self._pins: dict[int, dict[int, tuple[JournalClient, int]]] = {}
         self._checkpointing = False
@@ -252,27 +253,55 @@ class Journal:
     # ------------------------------------------------------------- recovery
 
     def take_redo(self, key: str) -> list[RedoEntry]:
-        """The entries a crash left for the engine of ``key`` (once; empty if none)."""
+        """The entries a crash left for the engine of ``key`` (once; empty if none).
+        The engine calls ``redo_done`` once they are durable in its own files."""
         with self._lock:
-            return self._redo.pop(key, [])
+            entries = self._redo.pop(key, None)
+            if entries is not None:
+                self._redoing.add(key)
+            return entries or []
+
+    def redo_done(self, key: str) -> None:
+        """The engine of ``key`` flushed what it took: once no engine's redo is left,
+        the segments replayed at open are deleted."""
+        with self._lock:
+            self._redoing.discard(key)
+        self._delete_replayed_if_done()
 
     @property
     def pending_redo(self) -> int:
-        """Engines whose redo nobody took yet."""
+        """Engines whose redo nobody took (or finished) yet."""
         with self._lock:
-            return len(self._redo)
+            return len(self._redo) + len(self._redoing)
 
-    def finish_recovery(self) -> None:
-        """Every engine that needed its redo has opened and flushed it: forget the rest
-        (engines closed cleanly hold those entries; deleted ones need none) and delete
-        the segments replayed at open."""
+    def finish_recovery(self, needed: Callable[[str], bool] = lambda key: False) -> None:
+        """The broker opened every partition that recovers at start: forget the redo of
+        every key ``needed`` says no engine will take (a partition that closed cleanly
+        holds its entries; a deleted one needs none); keep the others (a partition left
+        offline, a replica a cluster hosts later) until their engine takes them. The
+        segments replayed at open are deleted once no redo is left."""
         with self._lock:
-            left, self._redo = self._redo, {}
-            old, self._old_segments = self._old_segments, []
+            left = [key for key in self._redo if not needed(key)]
+            for key in left:
+                del self._redo[key]
+            kept = len(self._redo)
         if left:
             log.info("journal %s: %d partitions needed no redo", self._dir, len(left))
-        if old:
-            self._wal.delete_segments_before(old[-1] + 1)
+        if kept:
+            log.warning(
+                "journal %s: %d partitions have not taken their redo yet: its segments "
+                "are kept until they open",
+                self._dir,
+                kept,
+            )
+        self._delete_replayed_if_done()
+
+    def _delete_replayed_if_done(self) -> None:
+        with self._lock:
+            if self._redo or self._redoing or not self._old_segments:
+                return
+            old, self._old_segments = self._old_segments, []
+        self._wal.delete_segments(set(old))
 
     # -------------------------------------------------------------- appends
 
@@ -330,6 +359,7 @@ class Journal:
         """The engine of ``key`` is gone (its files are about to be removed): forget its
         pins, and record durably that its entries so far are never redone."""
         with self._lock:
+            self._redo.pop(key.decode(), None)
             for pins in self._pins.values():
                 found = pins.get(id(client))
                 if found is not None and found[0] is client:
@@ -375,7 +405,8 @@ class Journal:
                 client.make_durable(lsn)
             with self._lock:
                 self._pins.pop(number, None)
-            self._wal.delete_segments_before(number + 1)
+            # This one only: older ones replayed at open wait for their redo.
+            self._wal.delete_segments({number})
             deleted += 1
         return deleted
 
@@ -391,7 +422,11 @@ class Journal:
             if self._closed:
                 return
             self._closed = True
-        self._wal.close()
+        try:
+            self._wal.close()
+        except WalFailedError as exc:  # (a full disk) what it synced stays, all kept
+            log.warning("journal %s closed failed: %s; its segments are kept", self._dir, exc)
+            return
         with self._lock:
             pins = dict(self._pins)
         needed = [

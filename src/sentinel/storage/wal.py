@@ -373,6 +373,15 @@ class WriteAheadLog:
         self._last_lsn += 1
         return self._last_lsn
 
+    def hand_to_os(self) -> None:
+        """Hand what is buffered to the OS now (a ``writev``, no fsync), unless a sync
+        or roll is doing IO (it takes the buffer itself): with a broker journal, so that
+        an entry the journal acknowledged is in the WAL's file at once, and a process
+        killed then (not a power cut) leaves it there. A failure is recorded, as an
+        append's (the next call raises it)."""
+        with contextlib.suppress(WalFailedError):
+            self._try_flush()
+
     def _try_flush(self) -> None:
         """Hand the ALWAYS-mode buffer to the OS, unless a sync or roll is doing IO now
         (it will take the buffer itself)."""
