@@ -5,13 +5,14 @@ damaged journal files."""
 from __future__ import annotations
 
 import contextlib
+import errno
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sentinel.errors import CorruptionError
-from sentinel.fs import MemFS
+from sentinel.fs import MemFile, MemFS
 from sentinel.storage.engine import Engine
 from sentinel.storage.journal import (
     Journal,
@@ -216,3 +217,95 @@ def test_a_redo_not_taken_at_start_is_kept_until_its_engine_opens(
     engine = engine_of(fs, "later", journal, scheduler)
     assert engine.get(b"k") == b"v"
     assert 1 not in journal.segments and journal.pending_redo == 0
+
+
+def test_segments_kept_for_a_redo_below_deleted_ones_reopen(scheduler: SyncScheduler) -> None:
+    # A redo kept (a partition that opens later) keeps segment 1 while checkpoints
+    # delete later ones: the gap in the numbering is expected, not damage.
+    fs = MemFS()
+    journal = journal_of(fs, scheduler)
+    put_acked(engine_of(fs, "later", journal, scheduler), b"k", b"v")
+    fs.crash()
+    journal = journal_of(fs, scheduler, segment_bytes=4096, retain_segments=0)
+    journal.finish_recovery(lambda key: key == "later")
+    other = engine_of(fs, "other", journal, scheduler)
+    for i in range(30):
+        put_acked(other, b"k%d" % i, b"x" * 300)
+    other.close()
+    journal.close()
+    assert journal.segments[0] == 1 and len(journal.segments) < journal.segments[-1]
+    journal = journal_of(fs, scheduler)
+    assert engine_of(fs, "later", journal, scheduler).get(b"k") == b"v"
+
+
+def test_a_new_engine_in_a_directory_with_a_kept_redo_gets_none_of_it(
+    scheduler: SyncScheduler,
+) -> None:
+    fs = MemFS()
+    journal = journal_of(fs, scheduler)
+    put_acked(engine_of(fs, "t/0", journal, scheduler), b"old", b"1")
+    fs.crash()
+    journal = journal_of(fs, scheduler)
+    journal.finish_recovery(lambda key: True)  # t/0 offline: its redo kept
+    fs.remove_tree("/data/t/0")  # deleted while offline: no engine wrote a drop
+    new = engine_of(fs, "t/0", journal, scheduler)
+    assert new.get(b"old") is None
+    put_acked(new, b"new", b"2")
+    fs.crash()  # the replayed segment is still there: the drop record keeps it out
+    journal = journal_of(fs, scheduler)
+    new = engine_of(fs, "t/0", journal, scheduler)
+    assert (new.get(b"old"), new.get(b"new")) == (None, b"2")
+
+
+def test_a_checkpoint_keeps_a_segment_an_engine_closed_without_syncing(
+    scheduler: SyncScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = MemFS()
+    journal = journal_of(fs, scheduler, segment_bytes=4096, retain_segments=0)
+    p = engine_of(fs, "p", journal, scheduler)
+    q = engine_of(fs, "q", journal, scheduler)
+    real_sync = MemFile.sync
+    real_writev = MemFile.writev
+
+    def full(real):  # type: ignore[no-untyped-def]
+        def call(self: MemFile, *args: object) -> None:
+            if self.path.startswith("/data/p/"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(self, *args)
+
+        return call
+
+    monkeypatch.setattr(MemFile, "sync", full(real_sync))
+    monkeypatch.setattr(MemFile, "writev", full(real_writev))
+    monkeypatch.setattr(MemFile, "write", full(MemFile.write))
+    put_acked(p, b"acked", b"v")  # in the journal only: p's own files are full
+    p.close()
+    for i in range(20):  # the journal rolls; its checkpoints must keep p's segment
+        put_acked(q, b"k%d" % i, b"x" * 300)
+    monkeypatch.undo()
+    fs.crash()
+    journal = journal_of(fs, scheduler)
+    assert engine_of(fs, "p", journal, scheduler).get(b"acked") == b"v"
+
+
+def test_entries_after_one_the_journal_refused_wait_for_the_own_wal_too(
+    scheduler: SyncScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = MemFS()
+    journal = journal_of(fs, scheduler)
+    engine = engine_of(fs, "p", journal, scheduler)
+    real_append = Journal.append
+
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Journal, "append", refuse)
+    engine.write_nowait(WriteBatch().put(b"offset-0", b"a"))  # its own fsync pending
+    monkeypatch.setattr(Journal, "append", real_append)
+    engine.write_nowait(WriteBatch().put(b"offset-1", b"b"))
+    journal.sync_to(journal.last_lsn)  # another partition's ack: a journal wave
+    fs.crash()
+    journal = journal_of(fs, scheduler)
+    engine = engine_of(fs, "p", journal, scheduler)
+    got = (engine.get(b"offset-0"), engine.get(b"offset-1"))
+    assert got in ((None, None), (b"a", None), (b"a", b"b"))  # a prefix, never a hole

@@ -220,7 +220,10 @@ class Engine:
         found = recover_files(fs, directory, recovered)
         self.replay_report = report = found.replay_report
         if self._options.journal is not None:
-            self._redo_from_journal(found, report)
+            if recovered is None:  # a new engine: nothing the journal holds is its own
+                self._options.journal.forget_for_new_engine(self._journal_key)
+            else:
+                self._redo_from_journal(found, report)
         version, log_number, first_segment = found.version, found.log_number, found.first_segment
         try:
             for number in version.all_file_numbers():
@@ -565,6 +568,11 @@ class Engine:
         WAL's fsync instead: the append itself never fails here, so the memtable and
         the WAL agree about it (``wal``'s failure model)."""
         assert self._journal is not None
+        if self._own_upto and self._wal.synced_lsn < self._own_upto:
+            # An earlier entry waits for this WAL's own fsync: this one must too, or a
+            # crash could keep it (from the journal) without the earlier one.
+            self._own_upto = lsn
+            return
         try:
             self._jlsn = self._journal.append(
                 self._journal_key, self, lsn, (segment, offset), payload
@@ -585,8 +593,11 @@ class Engine:
 
     def make_durable(self, lsn: int) -> None:
         """(journal checkpoint, a worker) Sync this engine's own WAL up to ``lsn``."""
-        if self._closed or self._wal.synced_lsn >= lsn:
+        if self._wal.synced_lsn >= lsn:
             return
+        if self._closed:
+            # Closed with entries not durable (its WAL failed): the journal keeps them.
+            raise StorageUnavailableError(f"{self._dir} closed with WAL entries not durable")
         if not self._suspended:
             try:
                 self._wal.sync_to(lsn)
@@ -594,8 +605,10 @@ class Engine:
             except ClosedError:
                 pass  # suspended (or closed) meanwhile: again under the write lock
         with self._write_lock:
-            if self._closed or self._wal.synced_lsn >= lsn:
+            if self._wal.synced_lsn >= lsn:
                 return
+            if self._closed:
+                raise StorageUnavailableError(f"{self._dir} closed with WAL entries not durable")
             if not self._suspended:
                 self._wal.sync_to(lsn)
                 return
@@ -824,7 +837,7 @@ class Engine:
                 self._wal.close()
             except WalFailedError:  # said above; synced entries are durable
                 clean = False
-            if not durable and self._journal is not None:
+            if not durable and self._options.journal is not None:
                 self._drop_from_journal()
             log_number = self._manifest.log_number
             self._manifest.close()
@@ -844,9 +857,9 @@ class Engine:
     def _drop_from_journal(self) -> None:
         """(closing with ``durable=False``: the files go) The journal never redoes this
         engine's entries so far, into a new engine in the same directory."""
-        assert self._journal is not None
+        assert self._options.journal is not None
         try:
-            self._journal.drop(self._journal_key, self)
+            self._options.journal.drop(self._journal_key, self)
         except (OSError, StorageUnavailableError) as exc:
             log.warning("%s: the journal did not record the drop: %r", self._dir, exc)
 

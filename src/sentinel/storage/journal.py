@@ -208,7 +208,9 @@ class Journal:
         numbers = list_segments(fs, directory)
         redo: dict[str, list[RedoEntry]] = {}
         if numbers:
-            payloads, report = replay(fs, directory, numbers[0])
+            # Checkpoints delete segments out of order (one kept for a redo not taken
+            # yet stays below later ones deleted): gaps are expected.
+            payloads, report = replay(fs, directory, numbers[0], contiguous=False)
             if report.truncated_segment is not None:
                 log.warning(
                     "journal %s: cut a torn tail of %d bytes", directory, report.dropped_bytes
@@ -260,6 +262,18 @@ class Journal:
             if entries is not None:
                 self._redoing.add(key)
             return entries or []
+
+    def forget_for_new_engine(self, key: bytes) -> None:
+        """A new engine (no manifest) is created under ``key``: whatever the journal
+        holds for that key belongs to an engine that is gone (a partition deleted while
+        offline or unopened). Its redo is dropped and, if segments replayed at open are
+        still kept (they would be replayed again after another crash), a drop record is
+        written, durably, before the new engine's first entry."""
+        with self._lock:
+            had = self._redo.pop(key.decode(), None) is not None
+            kept = bool(self._old_segments)
+        if had or kept:
+            self._wal.append_sync(encode_drop(key))
 
     def redo_done(self, key: str) -> None:
         """The engine of ``key`` flushed what it took: once no engine's redo is left,
@@ -379,8 +393,13 @@ class Journal:
             self._checkpointing = True
         if self._submit is None:
             self._run_checkpoint()
-        else:
+            return
+        try:
             self._submit(self._run_checkpoint)
+        except Exception as exc:  # (the pool shut down) the next roll tries again
+            log.warning("journal %s: no checkpoint: %r", self._dir, exc)
+            with self._lock:
+                self._checkpointing = False
 
     def _run_checkpoint(self) -> None:
         try:
@@ -401,8 +420,14 @@ class Journal:
             work = [(n, list(self._pins[n].values())) for n in doomed]
         deleted = 0
         for number, pins in work:
-            for client, lsn in pins:
-                client.make_durable(lsn)
+            try:
+                for client, lsn in pins:
+                    client.make_durable(lsn)
+            except (OSError, StorageUnavailableError) as exc:
+                # (a full disk, an engine closed with entries not durable) kept: its
+                # entries are needed at the next start; later segments go on.
+                log.warning("journal %s: segment %d kept: %r", self._dir, number, exc)
+                continue
             with self._lock:
                 self._pins.pop(number, None)
             # This one only: older ones replayed at open wait for their redo.
