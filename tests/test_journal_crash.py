@@ -8,25 +8,24 @@ appends) is served."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import random
 
 import pytest
 
+from crash_workload import T0, append_rounds, stored
 from inline_jobs import run_now
 from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import ManualClock
 from sentinel.fs import MemFS, caused_by_crash
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
-from sentinel.record import build_batch, decode_records, iter_batches
+from sentinel.record import build_batch
 from sentinel.storage.journal import Journal, JournalOptions
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.sync_scheduler import SyncScheduler
 
 PARTITIONS = 3
 ROUNDS = 8
-T0 = 1_700_000_000_000
 CONFIG = TopicConfig(retention_ms=-1)
 # Small segments, one closed kept: the workload rolls the journal and its checkpoints
 # sync the partitions that pin old segments (suspended ones too) and delete them.
@@ -53,28 +52,7 @@ def value(partition: int, n: int) -> bytes:
 
 
 def workload(logs: list[PartitionLog], acked: list[list[bytes]]) -> None:
-    """Rounds of one append per partition, all waiting on the same journal waves; every
-    third round a flush of one partition. ``acked`` gets what was acknowledged."""
-    for round_ in range(ROUNDS):
-        waits: list[tuple[int, bytes, concurrent.futures.Future[None]]] = []
-        for i, log in enumerate(logs):
-            v = value(i, round_)
-            result = log.append_many([build_batch([(None, v, (), T0)])], wait=False)[0]
-            waits.append((i, v, log.sync_future(result.lsn)))
-        for i, v, future in waits:
-            future.result(timeout=30)
-            acked[i].append(v)
-        if round_ % 3 == 2:
-            logs[round_ % PARTITIONS].engine.flush()
-
-
-def stored(log: PartitionLog) -> list[bytes]:
-    result = log.read(log.log_start_offset, 1 << 20)
-    return [
-        r.value or b""
-        for view in iter_batches(b"".join(result.batches))
-        for r in decode_records(view)
-    ]
+    append_rounds(logs, acked, ROUNDS, value, flush_every=3)
 
 
 def count_ops() -> int:
