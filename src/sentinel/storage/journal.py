@@ -350,10 +350,6 @@ class Journal:
         return jlsn
 
     @property
-    def failed(self) -> Exception | None:
-        return self._wal.failed
-
-    @property
     def last_lsn(self) -> int:
         return self._wal.last_lsn
 
