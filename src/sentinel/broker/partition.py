@@ -45,6 +45,7 @@ from sentinel.errors import InvalidArgumentError, StorageUnavailableError
 from sentinel.log.leader_epochs import check_current_epoch, epoch_end_offset
 from sentinel.log.partition_log import PartitionLog
 from sentinel.log.types import ReadResult
+from sentinel.loop_wakeups import LoopWakeups
 from sentinel.record import iter_batches
 
 log = logging.getLogger(__name__)
@@ -209,8 +210,11 @@ class Partition:
 
     async def _sync_to(self, lsn: int) -> None:
         """The one call that waits for the WAL: a wave of the broker-wide sync pipeline
-        (no thread of ours waits)."""
-        await asyncio.wrap_future(self.log.sync_future(lsn))
+        (no thread of ours waits). The wave's end wakes the loop once for all the
+        partitions it made durable (``loop_wakeups``)."""
+        future, waiter = LoopWakeups.of_running_loop().waiter()
+        if self.log.when_durable(lsn, waiter):
+            await future
 
     def _announce(self) -> None:
         """Fire ``hw_signal`` if the high watermark moved since it last fired."""

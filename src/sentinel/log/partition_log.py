@@ -95,7 +95,7 @@ from sentinel.log.types import AppendResult, LogOptions, ReadResult
 from sentinel.record import validate_batch
 from sentinel.storage.engine import Engine, EngineStats
 from sentinel.storage.options import EngineOptions
-from sentinel.storage.sync_scheduler import resolve_waiter
+from sentinel.storage.sync_scheduler import Waiter, resolve_waiter
 from sentinel.storage.wal import SyncMode
 from sentinel.storage.write_batch import WriteBatch
 
@@ -586,30 +586,41 @@ class PartitionLog:
         """``sync_to`` without a thread of the caller's: a future resolved by the
         broker-wide sync pipeline (``Engine.sync_future``) once ``lsn`` is durable,
         after the high watermark moved over it. An asyncio caller awaits
-        ``asyncio.wrap_future(log.sync_future(lsn))``."""
+        ``asyncio.wrap_future(log.sync_future(lsn))``, or uses ``when_durable``."""
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if not self.when_durable(lsn, functools.partial(resolve_waiter, done)):
+            done.set_result(None)
+        return done
 
-        def synced(wave: concurrent.futures.Future[None]) -> None:
+    def when_durable(self, lsn: int, waiter: Waiter) -> bool:
+        """``sync_future`` without a future (``SyncScheduler.notify``): ``waiter(error)``
+        is called once, from a sync thread, after the high watermark moved over ``lsn``
+        (or with the sync's error). False if ``lsn`` is durable already: the high
+        watermark moved here, and ``waiter`` is not called."""
+
+        def synced(error: BaseException | None) -> None:
             # Pinned until the fsync ends, not until the caller stops waiting: a
-            # caller that cancels ``done`` (a request cancelled) must not let the
-            # files be released under the fsync, nor its end raise on a cancelled
-            # future.
+            # caller that goes away (a request cancelled) must not let the files be
+            # released under the fsync.
             try:
-                error = wave.exception()
                 if error is None:
                     self._hw.synced(lsn)
-                resolve_waiter(done, error)
+                waiter(error)
             finally:
                 self._unpin()
 
         self._pin()  # until the wave is done: the engine stays open for it
         try:
-            wave = self._engine.sync_future(lsn)
+            pending = self._engine.when_durable(lsn, synced)
         except BaseException:
             self._unpin()
             raise
-        wave.add_done_callback(synced)
-        return done
+        if not pending:
+            try:
+                self._hw.synced(lsn)
+            finally:
+                self._unpin()
+        return pending
 
     def sync_all_future(self) -> concurrent.futures.Future[None]:
         """``sync_future`` up to the last write so far (every append and truncation

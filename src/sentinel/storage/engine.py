@@ -48,6 +48,7 @@ failed state is entered, one when it is left.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -82,7 +83,7 @@ from sentinel.storage.recovery import (
     recover_files,
 )
 from sentinel.storage.storage_health import StorageHealth
-from sentinel.storage.sync_scheduler import default_scheduler
+from sentinel.storage.sync_scheduler import Waiter, default_scheduler, resolve_waiter
 from sentinel.storage.table_reader import TableReader
 from sentinel.storage.value_log import ValueLog, ValuePointer
 from sentinel.storage.version import Version, VersionEdit
@@ -427,11 +428,20 @@ class Engine:
         .sync_scheduler``), which syncs this engine's WAL once for every waiter that
         came meanwhile, beside the other engines'. It fails with what ``sync_to``
         would raise."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if not self.when_durable(lsn, functools.partial(resolve_waiter, future)):
+            future.set_result(None)
+        return future
+
+    def when_durable(self, lsn: int, waiter: Waiter) -> bool:
+        """``sync_future`` without a future: ``waiter(error)`` is called once, from a
+        sync thread, when the sync covering ``lsn`` ends (the journal's wave, or this
+        engine's WAL's). False if ``lsn`` is durable already (``waiter`` not called)."""
         if self._via_journal(lsn):
             assert self._journal is not None
-            return self._journal.sync_future(self._jlsn)
+            return self._journal.when_synced(self._jlsn, waiter)
         scheduler = self._options.sync_scheduler or default_scheduler()
-        return scheduler.request(self._wal, lsn, self.sync_to)
+        return scheduler.notify(self._wal, lsn, waiter, self.sync_to)
 
     def sync(self) -> None:
         """Make every write so far durable, whatever the sync mode."""

@@ -63,7 +63,7 @@ from typing import Protocol
 from sentinel.errors import CorruptionError, StorageUnavailableError
 from sentinel.fs import FS, Buffer
 from sentinel.storage.files import wal_name
-from sentinel.storage.sync_scheduler import SyncScheduler
+from sentinel.storage.sync_scheduler import SyncScheduler, Waiter
 from sentinel.storage.wal import (
     SyncCallback,
     SyncMode,
@@ -361,6 +361,11 @@ class Journal:
         """Resolved once the journal is durable up to ``jlsn`` (one fsync serves every
         engine that appended meanwhile)."""
         return self._scheduler.request(self._wal, jlsn, self._wal.sync_to)
+
+    def when_synced(self, jlsn: int, waiter: Waiter) -> bool:
+        """``sync_future`` without a future (``SyncScheduler.notify``): False if the
+        journal is durable up to ``jlsn`` already."""
+        return self._scheduler.notify(self._wal, jlsn, waiter, self._wal.sync_to)
 
     def sync_to(self, jlsn: int) -> None:
         self._wal.sync_to(jlsn)

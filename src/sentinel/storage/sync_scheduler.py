@@ -4,7 +4,9 @@ Each partition keeps its own WAL files (retention and deletion stay file deletio
 value-separated large values live in the partition's own segments). An append only
 buffers or writes (sync ``always``: it buffers; the sync writes and fsyncs). A writer
 that needs durability registers ``(wal, lsn)`` with the ``SyncScheduler`` and gets a
-``concurrent.futures.Future``. A WAL with a registration and no sync running gets one
+``concurrent.futures.Future`` (``request``), or names a callback (``notify``: an
+asyncio driver's waiters are woken by one loop wake-up per wave, ``loop_wakeups``,
+not one per future). A WAL with a registration and no sync running gets one
 sync at once (the WAL's own group commit: write what is buffered, one fsync, up to the
 highest LSN asked of it), handed by the registering thread straight to one of
 ``threads`` sync threads, so the WALs that wrote meanwhile are synced in parallel
@@ -54,7 +56,11 @@ class Syncable(Protocol):
     def synced_lsn(self) -> int: ...
 
 
-_Pending = tuple[Syncable, Callable[[int], None], int, list[Done]]
+#: Called once, from a sync thread, with the error of the sync that covered the LSN
+#: asked (None: durable).
+Waiter = Callable[[BaseException | None], None]
+
+_Pending = tuple[Syncable, Callable[[int], None], int, list[Waiter]]
 
 
 class SyncScheduler:
@@ -66,7 +72,7 @@ class SyncScheduler:
             raise ValueError(f"a sync scheduler needs at least one thread, not {threads}")
         self._name = name
         self._cond = threading.Condition()
-        # id(target) -> (target, how to sync it, highest LSN asked, its waiters' futures)
+        # id(target) -> (target, how to sync it, highest LSN asked, its waiters)
         self._pending: dict[int, _Pending] = {}
         self._running: set[int] = set()  # ids of the targets with a sync under way
         # The sync threads take jobs from one queue (None: stop). Not an executor: its
@@ -91,23 +97,38 @@ class SyncScheduler:
         """A future resolved once ``target`` is durable up to ``lsn`` (``sync(lsn)``,
         by default ``target.sync_to``, makes it so), or failed with its error."""
         future: Done = concurrent.futures.Future()
-        if target.synced_lsn >= lsn:
+        if not self.notify(target, lsn, functools.partial(resolve_waiter, future), sync):
             future.set_result(None)
-            return future
+        return future
+
+    def notify(
+        self,
+        target: Syncable,
+        lsn: int,
+        waiter: Waiter,
+        sync: Callable[[int], None] | None = None,
+    ) -> bool:
+        """``request`` without a future: ``waiter(error)`` is called once, from a sync
+        thread, when the sync covering ``lsn`` ends. False if ``target`` is durable up
+        to ``lsn`` already (``waiter`` is not called). A waiter must be quick and must
+        not call back into the scheduler: an asyncio driver posts to its loop
+        (``LoopWakeups``), one wake-up for every waiter a wave resolves."""
+        if target.synced_lsn >= lsn:
+            return False
         with self._cond:
             if self._stopped:
                 raise RuntimeError(f"sync scheduler {self._name} is shut down")
             key = id(target)
             found = self._pending.get(key)
             if found is None:
-                self._pending[key] = (target, sync or target.sync_to, lsn, [future])
+                self._pending[key] = (target, sync or target.sync_to, lsn, [waiter])
             else:
-                found[3].append(future)
+                found[3].append(waiter)
                 if lsn > found[2]:
                     self._pending[key] = (found[0], found[1], lsn, found[3])
             if key not in self._running:
                 self._dispatch_locked(key)
-        return future
+        return True
 
     def _dispatch_locked(self, key: int) -> None:
         """Start the pending sync of ``key`` (none running) on a sync thread."""
@@ -115,8 +136,7 @@ class SyncScheduler:
         try:
             self._submit_locked(functools.partial(self._sync_one, key, pending))
         except BaseException as exc:  # no thread could start (the interpreter is exiting)
-            for future in pending[3]:
-                resolve_waiter(future, exc)
+            _call_waiters(pending[3], exc)
             return
         self._running.add(key)
         self.wal_syncs += 1
@@ -192,7 +212,7 @@ class SyncScheduler:
 
     def _sync_one(self, key: int, pending: _Pending) -> None:
         """On a sync thread: sync one WAL, resolve its waiters, start its next sync."""
-        _target, sync, lsn, futures = pending
+        _target, sync, lsn, waiters = pending
         error = _sync(sync, lsn)
         with self._cond:
             self._running.discard(key)
@@ -203,8 +223,7 @@ class SyncScheduler:
                 # Behind the syncs already queued (other WALs'), not ahead of them.
                 self._dispatch_locked(key)
             self._cond.notify_all()
-        for future in futures:
-            resolve_waiter(future, error)
+        _call_waiters(waiters, error)
 
     def _run_tick(self, tick: Callable[[], None], done: Done) -> None:
         try:
@@ -249,6 +268,14 @@ def resolve_waiter(future: Done, error: BaseException | None) -> None:
             future.set_exception(error)
     except concurrent.futures.InvalidStateError:
         pass  # cancelled between the check and the set
+
+
+def _call_waiters(waiters: list[Waiter], error: BaseException | None) -> None:
+    for waiter in waiters:
+        try:
+            waiter(error)
+        except BaseException:  # one waiter's bug must not cost the others their answer
+            log.exception("a waiter of a sync failed")
 
 
 def _sync(sync: Callable[[int], None], lsn: int) -> BaseException | None:

@@ -1,0 +1,98 @@
+"""Waking asyncio waiters from sync threads: one loop wake-up for a wave's waiters."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from sentinel.fs import MemFS
+from sentinel.loop_wakeups import LoopWakeups
+from sentinel.storage.engine import Engine
+from sentinel.storage.options import EngineOptions
+from sentinel.storage.sync_scheduler import SyncScheduler
+from sentinel.storage.wal import SyncMode, WalOptions
+from sentinel.storage.write_batch import WriteBatch
+
+
+def test_waiters_posted_together_cost_one_wakeup() -> None:
+    async def main() -> None:
+        wakeups = LoopWakeups.of_running_loop()
+        assert LoopWakeups.of_running_loop() is wakeups
+        pairs = [wakeups.waiter() for _ in range(500)]
+        failure = OSError(28, "No space left on device")
+        gate = threading.Event()
+
+        def post_all() -> None:
+            gate.wait(10)
+            for index, (_future, waiter) in enumerate(pairs):
+                waiter(failure if index == 7 else None)
+
+        poster = threading.Thread(target=post_all)
+        poster.start()
+        before = wakeups.wakeups
+        gate.set()
+        await asyncio.to_thread(poster.join, 10)  # the loop is busy elsewhere meanwhile
+        results = await asyncio.gather(*(f for f, _w in pairs), return_exceptions=True)
+        assert results[7] is failure
+        assert results[:7] + results[8:] == [None] * 499
+        # Every post before the drain ran shares its wake-up: far fewer than 500.
+        assert 1 <= wakeups.wakeups - before <= 5
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_waiter_is_skipped_and_the_rest_resolved() -> None:
+    async def main() -> None:
+        wakeups = LoopWakeups.of_running_loop()
+        (gone, gone_waiter), (kept, kept_waiter) = wakeups.waiter(), wakeups.waiter()
+        gone.cancel()
+        threading.Thread(target=lambda: (gone_waiter(None), kept_waiter(None))).start()
+        await asyncio.wait_for(kept, 10)
+        assert gone.cancelled()
+
+    asyncio.run(main())
+
+
+def test_a_post_after_the_loop_closed_is_dropped() -> None:
+    loop = asyncio.new_event_loop()
+    wakeups = LoopWakeups(loop)
+    future, waiter = wakeups.waiter()
+    loop.close()
+    waiter(None)  # nobody waits any more: no error, nothing kept
+    assert not future.done()
+
+
+def test_engine_waiters_are_answered_and_durable() -> None:
+    """Twenty engines' durability waits, registered with ``when_durable``: every waiter
+    is answered, at most one wake-up each, and what they waited for survives a crash."""
+    fs = MemFS()
+    scheduler = SyncScheduler(1)
+    options = EngineOptions(
+        sync_scheduler=scheduler, background=False, wal=WalOptions(sync_mode=SyncMode.ALWAYS)
+    )
+    engines = [Engine.open(f"/e{i}", options, fs=fs) for i in range(20)]
+
+    async def main() -> int:
+        wakeups = LoopWakeups.of_running_loop()
+        futures = []
+        for i, engine in enumerate(engines):
+            lsn = engine.write_nowait(WriteBatch().put(b"k", b"v%d" % i))
+            future, waiter = wakeups.waiter()
+            assert engine.when_durable(lsn, waiter)
+            futures.append(future)
+        await asyncio.wait_for(asyncio.gather(*futures), 30)
+        # Durable now: no waiter is registered, none is called.
+        assert not engines[0].when_durable(engines[0].wal.last_lsn, _never)
+        return wakeups.wakeups
+
+    assert 1 <= asyncio.run(main()) <= 20
+    fs.crash()
+    for i in range(20):
+        reopened = Engine.open(f"/e{i}", EngineOptions(background=False), fs=fs)
+        assert reopened.get(b"k") == b"v%d" % i
+        reopened.close()
+    scheduler.shutdown()
+
+
+def _never(error: BaseException | None) -> None:
+    raise AssertionError("a waiter of a durable LSN was called")
