@@ -4,10 +4,13 @@ and closes), flush, roll and checkpoint the journal, and release and reopen thei
 files under an open-files limit: after recovery (the journal replayed into the
 partitions whose WALs lost entries) every acknowledged append of every partition is
 there, and nothing else but whole appended batches (a prefix of each partition's
-appends) is served."""
+appends) is served. Twice: every entry through the journal, and with partitions that
+append alone for a while (their entries then skip the journal and wait for their own
+WAL's fsync, ``Journal.alone``), switching between the two."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
 
 import pytest
@@ -29,11 +32,14 @@ ROUNDS = 8
 CONFIG = TopicConfig(retention_ms=-1)
 # Small segments, one closed kept: the workload rolls the journal and its checkpoints
 # sync the partitions that pin old segments (suspended ones too) and delete them.
-JOURNAL = JournalOptions(segment_bytes=4096, retain_segments=1)
+JOURNAL = JournalOptions(segment_bytes=4096, retain_segments=1, alone_after_s=None)
+# An engine that appends twice in a row skips the journal from its second append.
+ALONE = JournalOptions(segment_bytes=4096, retain_segments=1, alone_after_s=0.0)
+MODES = {"journal": JOURNAL, "alone": ALONE}
 
 
-def open_journal(fs: MemFS, scheduler: SyncScheduler) -> Journal:
-    return Journal.open(fs, "/journal", root="/", scheduler=scheduler, options=JOURNAL)
+def open_journal(fs: MemFS, scheduler: SyncScheduler, mode: str) -> Journal:
+    return Journal.open(fs, "/journal", root="/", scheduler=scheduler, options=MODES[mode])
 
 
 def open_logs(fs: MemFS, scheduler: SyncScheduler, journal: Journal) -> list[PartitionLog]:
@@ -51,22 +57,53 @@ def value(partition: int, n: int) -> bytes:
     return b"p%d-%03d" % (partition, n) * (8 + 40 * (n % 3))  # some values separated
 
 
-def workload(logs: list[PartitionLog], acked: list[list[bytes]]) -> None:
-    append_rounds(logs, acked, ROUNDS, value, flush_every=3)
+def workload(mode: str, logs: list[PartitionLog], acked: list[list[bytes]]) -> None:
+    if mode == "journal":
+        append_rounds(logs, acked, ROUNDS, value, flush_every=3)
+        return
+    # Each round one partition appends twice in a row (the second skips the journal),
+    # another appends, then the first again: it is not alone any more, but its
+    # previous entry waits for its own WAL's fsync, so this one must too; then the
+    # last partition appends.
+    counts = [0] * len(logs)
+    for round_ in range(ROUNDS):
+        first = round_ % len(logs)
+        second, third = (first + 1) % len(logs), (first + 2) % len(logs)
+        order = [first, first, second, first, third]
+        waits: list[tuple[int, bytes, concurrent.futures.Future[None]]] = []
+        for i in order:
+            v = value(i, counts[i])
+            counts[i] += 1
+            result = logs[i].append_many([build_batch([(None, v, (), T0)])], wait=False)[0]
+            waits.append((i, v, logs[i].sync_future(result.lsn)))
+        for i, v, future in waits:
+            future.result(timeout=30)
+            acked[i].append(v)
+        if round_ % 3 == 2:
+            logs[round_ % len(logs)].engine.flush()
 
 
-def count_ops() -> int:
+def appended(mode: str, partition: int) -> list[bytes]:
+    """Every value ``workload`` appends to ``partition``, in order."""
+    count = ROUNDS if mode == "journal" else ROUNDS + 2 * len(range(partition, ROUNDS, PARTITIONS))
+    return [value(partition, n) for n in range(count)]
+
+
+def count_ops(mode: str) -> int:
     fs = MemFS()
     scheduler = SyncScheduler(2)
-    journal = open_journal(fs, scheduler)
+    journal = open_journal(fs, scheduler, mode)
     logs = open_logs(fs, scheduler, journal)
     start = fs.ops
-    workload(logs, [[] for _ in logs])
+    acked: list[list[bytes]] = [[] for _ in logs]
+    workload(mode, logs, acked)
     total = fs.ops - start
+    assert acked == [appended(mode, i) for i in range(PARTITIONS)]
     # The workload does what it claims: files released and reopened, journal segments
     # rolled and deleted by checkpoints, and no partition WAL synced for an ack.
     assert logs[0]._open_limit is not None and logs[0]._open_limit.releases > 0
     assert journal.wal.current_segment >= 3 and journal.segments[0] > 1
+    assert (journal.alone_appends > 0) == (mode == "alone")
     for log in logs:
         log.close()
     journal.close()
@@ -75,32 +112,31 @@ def count_ops() -> int:
     return total
 
 
-TOTAL_OPS = count_ops()
+CASES = [(mode, step) for mode in MODES for step in range(count_ops(mode) + 1)]
 
 
-@pytest.mark.parametrize("fail_at", range(0, TOTAL_OPS + 1))
-def test_a_crash_at_every_step_keeps_every_acknowledged_append(fail_at: int) -> None:
+@pytest.mark.parametrize(("mode", "fail_at"), CASES)
+def test_a_crash_at_every_step_keeps_every_acknowledged_append(mode: str, fail_at: int) -> None:
     fs = MemFS()
     scheduler = SyncScheduler(2)
-    journal = open_journal(fs, scheduler)
+    journal = open_journal(fs, scheduler, mode)
     logs = open_logs(fs, scheduler, journal)
     acked: list[list[bytes]] = [[] for _ in logs]
     fs.fail_after(fail_at)
     try:
-        workload(logs, acked)
+        workload(mode, logs, acked)
     except Exception as exc:  # the WAL wraps the crash in WalFailedError
         assert caused_by_crash(exc), exc
     fs.fail_after(None)
     fs.crash(random.Random(fail_at))  # and a random part of each unsynced tail kept
     scheduler.shutdown()
     scheduler = SyncScheduler(1)
-    journal = open_journal(fs, scheduler)
+    journal = open_journal(fs, scheduler, mode)
     logs = open_logs(fs, scheduler, journal)
     journal.finish_recovery()
     for i, log in enumerate(logs):
         got = stored(log)
-        appended = [value(i, n) for n in range(ROUNDS)]
-        assert got == appended[: len(got)], (fail_at, i, got)  # whole batches, in order
+        assert got == appended(mode, i)[: len(got)], (fail_at, i, got)  # whole, in order
         assert len(got) >= len(acked[i]), (fail_at, i, got, acked[i])
     # The recovered broker appends and acknowledges again, through the journal.
     result = logs[0].append_many([build_batch([(None, b"after", (), T0)])], wait=False)[0]

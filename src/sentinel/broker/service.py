@@ -281,6 +281,11 @@ class BrokerService:
         self.started = False
 
     @property
+    def journal(self) -> Journal | None:
+        """The broker's journal (``--journal`` with ``--sync always``), while started."""
+        return self._journal
+
+    @property
     def registry(self) -> TopicRegistry:
         assert self._registry is not None, "the broker is not started"
         return self._registry

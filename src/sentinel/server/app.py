@@ -266,4 +266,14 @@ class SentinelApp:
                     flush_bytes += stats.flush_bytes_written
                     compaction_bytes += stats.compaction_bytes_written
                     tables += sum(stats.tables_per_level)
-        return StorageFigures(flushes, compactions, moves, flush_bytes, compaction_bytes, tables)
+        journal = self.service.journal
+        return StorageFigures(
+            flushes,
+            compactions,
+            moves,
+            flush_bytes,
+            compaction_bytes,
+            tables,
+            journal_entries=0 if journal is None else journal.entries,
+            journal_skipped_alone=0 if journal is None else journal.alone_appends,
+        )

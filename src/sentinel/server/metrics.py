@@ -90,6 +90,8 @@ class StorageFigures:
     flush_bytes: int
     compaction_bytes: int
     tables: int
+    journal_entries: int = 0
+    journal_skipped_alone: int = 0
 
 
 class BrokerView(Collector):
@@ -157,6 +159,16 @@ class BrokerView(Collector):
             value=storage.compaction_bytes,
         )
         yield GaugeMetricFamily("sentinel_storage_tables", "Live tables", value=storage.tables)
+        yield CounterMetricFamily(
+            "sentinel_journal_entries",
+            "Partition WAL entries copied to the broker journal (acks wait for its fsync)",
+            value=storage.journal_entries,
+        )
+        yield CounterMetricFamily(
+            "sentinel_journal_skipped_alone",
+            "Entries left to their partition WAL's own fsync: it was appending alone",
+            value=storage.journal_skipped_alone,
+        )
 
 
 class RaftView(Collector):

@@ -167,9 +167,11 @@ class Engine:
         self._journal = journal if always and options.journal_appends else None
         self._jlsn = 0  # the journal LSN of this engine's newest journaled entry
         self._redone = False  # took entries from the journal's redo at open
-        # The newest entry the journal did not take (it had failed): entries up to it
-        # are made durable by this engine's own WAL, as without a journal.
+        # The newest entry the journal did not take (this engine appended alone, or the
+        # journal had failed): entries up to it are made durable by this engine's own
+        # WAL, as without a journal.
         self._own_upto = 0
+        self._journal_refused = False  # logged once until the journal takes one again
         shared = options.block_cache
         self._cache = (
             ScopedBlockCache(shared)
@@ -549,8 +551,9 @@ class Engine:
                         self._note_pointers(
                             ops, self._options.value_separation_bytes, segment, frame_offset
                         )
-                    if self._journal is not None:
-                        self._journal_append(lsn, segment, frame_offset, payload)
+                    if self._journal is not None and self._journal_append(
+                        lsn, segment, frame_offset, payload
+                    ):
                         self._wal.hand_to_os()
                 else:
                     lsn = self._wal.append(payload)
@@ -572,25 +575,37 @@ class Engine:
 
     def _journal_append(
         self, lsn: int, segment: int, offset: int, payload: bytes | tuple[bytes, ...]
-    ) -> None:
-        """(write lock held, the entry in this engine's WAL) Copy it to the journal. If
-        the journal has failed (a full disk), the entry is left to this engine's own
-        WAL's fsync instead: the append itself never fails here, so the memtable and
-        the WAL agree about it (``wal``'s failure model)."""
+    ) -> bool:
+        """(write lock held, the entry in this engine's WAL) Copy it to the journal;
+        whether it did. Not copied, the entry is left to this engine's own WAL's fsync,
+        as without a journal: when this engine is the only one appending
+        (``Journal.alone``: a wave would serve it alone, and the copy would only write
+        the bytes twice), or the journal has failed (a full disk: the append itself
+        never fails here, so the memtable and the WAL agree about it, ``wal``'s
+        failure model)."""
         assert self._journal is not None
         if self._own_upto and self._wal.synced_lsn < self._own_upto:
             # An earlier entry waits for this WAL's own fsync: this one must too, or a
             # crash could keep it (from the journal) without the earlier one.
             self._own_upto = lsn
-            return
+            return False
+        if self._journal.alone(self):
+            self._own_upto = lsn
+            return False
         try:
             self._jlsn = self._journal.append(
                 self._journal_key, self, lsn, (segment, offset), payload
             )
         except (OSError, StorageUnavailableError) as exc:
-            if self._own_upto == 0:
+            if not self._journal_refused:
                 log.warning("%s: the journal refused an entry (%r): own WAL", self._dir, exc)
+                self._journal_refused = True
             self._own_upto = lsn
+            return False
+        if self._journal_refused:
+            log.warning("%s: the journal takes entries again", self._dir)
+            self._journal_refused = False
+        return True
 
     def _via_journal(self, lsn: int) -> bool:
         """Whether the durability of entries up to ``lsn`` is the journal's."""
