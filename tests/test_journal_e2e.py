@@ -27,15 +27,19 @@ def value(partition: int, n: int) -> bytes:
     return b"p%d-%02d-" % (partition, n) + b"x" * 200
 
 
+def write_round_robin(stub: pb_grpc.SentinelStub) -> None:
+    """Topic ``j`` of 4 partitions, 12 acknowledged records each, round-robin."""
+    stub.CreateTopic(pb.CreateTopicRequest(name="j", partitions=PARTITIONS))
+    for n in range(RECORDS):
+        for partition in range(PARTITIONS):
+            produce(stub, "j", partition, value(partition, n))
+
+
 def populate(start_broker: Start) -> BrokerProcess:
-    """Topic ``j`` of 4 partitions, 12 acknowledged records each; then kill -9."""
+    """``write_round_robin`` on a new broker; then kill -9."""
     broker = start_broker()
     with grpc.insecure_channel(broker.address) as channel:
-        stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
-        stub.CreateTopic(pb.CreateTopicRequest(name="j", partitions=PARTITIONS))
-        for n in range(RECORDS):
-            for partition in range(PARTITIONS):
-                produce(stub, "j", partition, value(partition, n))
+        write_round_robin(pb_grpc.SentinelStub(channel))  # type: ignore[no-untyped-call]
     broker.kill()
     return broker
 
@@ -117,10 +121,7 @@ def test_a_partition_appending_alone_skips_the_journal_and_survives_kill_9(
     broker = start_broker()
     with grpc.insecure_channel(broker.address) as channel:
         stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
-        stub.CreateTopic(pb.CreateTopicRequest(name="j", partitions=PARTITIONS))
-        for n in range(RECORDS):
-            for partition in range(PARTITIONS):
-                produce(stub, "j", partition, value(partition, n))
+        write_round_robin(stub)
         journaled = scrape(broker)["sentinel_journal_entries_total"]
         assert journaled >= RECORDS * PARTITIONS
         alone = [b"alone-%03d" % n for n in range(200)]

@@ -5,8 +5,8 @@ read (``retention_pass``), how far compaction may clean and how its pass stops
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -152,14 +152,21 @@ def test_a_cancelled_sync_wait_keeps_the_files_until_the_fsync_ends(
     # fsync under way, and its end must not raise into the sync thread's callbacks.
     log = log_of(1)
     lsn = log.append(three_record_batch(b"late"), wait=False).lsn
-    wave: concurrent.futures.Future[None] = concurrent.futures.Future()
-    monkeypatch.setattr(log.engine, "sync_future", lambda _lsn: wave)
+    waiters: list[Callable[[BaseException | None], None]] = []
+
+    def when_durable(_lsn: int, waiter: Callable[[BaseException | None], None]) -> bool:
+        waiters.append(waiter)  # the wave under way calls it when its fsync ends
+        return True
+
+    monkeypatch.setattr(log.engine, "when_durable", when_durable)
     waiting = log.sync_future(lsn)
     assert waiting.cancel()
     assert not log.release_files()  # still pinned: the fsync is under way
     with caplog.at_level(logging.ERROR):
-        wave.set_result(None)
+        (waiter,) = waiters
+        waiter(None)  # what the sync thread does at the fsync's end
     assert "exception calling callback" not in caplog.text
+    assert "waiter of a sync failed" not in caplog.text
     assert log.high_watermark == 6  # the fsync covered the batch: the watermark moves
     assert log.release_files()  # and the files may go now
     log.close()
