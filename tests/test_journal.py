@@ -11,8 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sentinel.clock import ManualClock
 from sentinel.errors import CorruptionError
 from sentinel.fs import MemFile, MemFS
+from sentinel.log.config import TopicConfig
+from sentinel.log.partition_log import PartitionLog
+from sentinel.record import build_batch
 from sentinel.storage.engine import Engine
 from sentinel.storage.journal import (
     Journal,
@@ -34,16 +38,20 @@ def scheduler() -> SyncScheduler:
 
 
 def journal_of(fs: MemFS, scheduler: SyncScheduler, **kw: int) -> Journal:
-    return Journal.open(
-        fs, "/data/journal", root="/data", scheduler=scheduler, options=JournalOptions(**kw)
+    # Every entry through the journal: an engine writing alone for 50 ms on a slow
+    # machine must not skip it here (``Journal.alone`` has its own tests).
+    options = JournalOptions(**{"alone_after_s": None, **kw})  # type: ignore[arg-type]
+    return Journal.open(fs, "/data/journal", root="/data", scheduler=scheduler, options=options)
+
+
+def engine_options(journal: Journal, scheduler: SyncScheduler) -> EngineOptions:
+    return EngineOptions(
+        background=False, sync_scheduler=scheduler, journal=journal, hold_lock=False
     )
 
 
 def engine_of(fs: MemFS, name: str, journal: Journal, scheduler: SyncScheduler) -> Engine:
-    options = EngineOptions(
-        background=False, sync_scheduler=scheduler, journal=journal, hold_lock=False
-    )
-    return Engine.open(f"/data/{name}", options, fs=fs)
+    return Engine.open(f"/data/{name}", engine_options(journal, scheduler), fs=fs)
 
 
 def put_acked(engine: Engine, key: bytes, value: bytes) -> None:
@@ -309,3 +317,30 @@ def test_entries_after_one_the_journal_refused_wait_for_the_own_wal_too(
     engine = engine_of(fs, "p", journal, scheduler)
     got = (engine.get(b"offset-0"), engine.get(b"offset-1"))
     assert got in ((None, None), (b"a", None), (b"a", b"b"))  # a prefix, never a hole
+
+
+def test_an_entry_the_journal_synced_is_durable_without_the_engines_fsync(
+    scheduler: SyncScheduler,
+) -> None:
+    """``Engine.durable_upto``: what lets the event loop release an idle partition's
+    files inline (a ``close``), where it used to hand every release to a worker because
+    the partition's own WAL is never fsynced for an ack."""
+    fs = MemFS()
+    journal = journal_of(fs, scheduler)
+    engine = engine_of(fs, "p", journal, scheduler)
+    lsn = engine.write_nowait(WriteBatch().put(b"k", b"v"))
+    assert not engine.durable_upto(lsn)  # the journal's wave has not run yet
+    engine.sync_future(lsn).result(timeout=30)
+    assert engine.wal.synced_lsn < lsn  # its own WAL was not fsynced for the ack
+    assert engine.durable_upto(lsn)
+    log = PartitionLog.open(
+        fs, "/data/log", TopicConfig(), ManualClock(), engine_options(journal, scheduler)
+    )
+    result = log.append_many([build_batch([(None, b"v", (), 1_700_000_000_000)])], wait=False)
+    assert not log.release_files_now()  # not durable yet: a worker's release syncs
+    log.sync_future(result[0].lsn).result(timeout=30)
+    assert log.engine.wal.synced_lsn < log.engine.wal.last_lsn
+    assert log.release_files_now()  # durable in the journal: released inline
+    assert log.high_watermark == 1
+    log.close()
+    engine.close()

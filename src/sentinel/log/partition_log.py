@@ -236,10 +236,10 @@ class PartitionLog:
         if not self._lock.acquire(blocking=False):
             return False
         try:
-            wal = engine.wal
-            if self._closed or wal.synced_lsn < wal.last_lsn:
+            last = engine.wal.last_lsn
+            if self._closed or not engine.durable_upto(last):
                 return False  # closing, or a sync (IO) first: for a worker
-            self._hw.synced(wal.last_lsn)
+            self._hw.synced(last)
             self._released_at = self._clock.monotonic()
             return True
         finally:

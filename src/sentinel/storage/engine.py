@@ -648,6 +648,18 @@ class Engine:
         finally:
             self._wal.suspend(durable=False)
 
+    def durable_upto(self, lsn: int) -> bool:
+        """Whether every entry up to ``lsn`` is durable now, without IO: in this WAL,
+        or (the entries it has not synced) in the journal. With a journal every entry
+        past this WAL's synced LSN was journaled, unless it waits for this WAL's own
+        fsync (``_own_upto``), and the newest journaled one is ``_jlsn``."""
+        if self._wal.synced_lsn >= lsn:
+            return True
+        if not self._via_journal(lsn):
+            return False
+        assert self._journal is not None
+        return self._journal.wal.synced_lsn >= self._jlsn
+
     def journal_covers(self, lsn: int) -> bool:
         return self._wal.synced_lsn >= lsn
 
