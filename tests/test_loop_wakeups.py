@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 from sentinel.fs import MemFS
@@ -96,3 +97,38 @@ def test_engine_waiters_are_answered_and_durable() -> None:
 
 def _never(error: BaseException | None) -> None:
     raise AssertionError("a waiter of a durable LSN was called")
+
+
+def test_then_runs_on_the_loop_before_the_answer_even_when_cancelled() -> None:
+    """A waiter's ``then`` (a partition log's high watermark and unpin) runs on the
+    loop's thread, before its future is resolved, and also for a cancelled one."""
+
+    async def main() -> None:
+        wakeups = LoopWakeups.of_running_loop()
+        loop_thread = threading.get_ident()
+        ran: list[tuple[str, BaseException | None, int, bool]] = []
+        futures = []
+        posts = []
+        for name in ("kept", "cancelled"):
+
+            def then(error: BaseException | None, name: str = name) -> None:
+                done = futures[0].done() if name == "kept" else False
+                ran.append((name, error, threading.get_ident(), done))
+
+            future, waiter = wakeups.waiter(then)
+            futures.append(future)
+            posts.append(waiter)
+        futures[1].cancel()
+        failure = OSError(5, "Input/output error")
+        poster = threading.Thread(target=lambda: [post(failure) for post in posts])
+        poster.start()
+        with contextlib.suppress(OSError):
+            await asyncio.wait_for(futures[0], 10)
+        poster.join(10)
+        assert ran == [
+            ("kept", failure, loop_thread, False),
+            ("cancelled", failure, loop_thread, False),
+        ]
+        assert futures[0].exception() is failure
+
+    asyncio.run(main())

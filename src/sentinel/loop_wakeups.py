@@ -8,18 +8,27 @@ waiter, a future with its condition and lock, the chaining callbacks, and a
 one more run of the loop for each. Here the sync thread appends ``(future, error)`` to
 a list and schedules one drain unless one is scheduled already; the drain, on the
 loop, resolves everything posted so far. A waiter whose caller went away (its future
-cancelled) is skipped.
+cancelled) is skipped. A waiter may carry a ``then``: what its owner does at the end of
+the wait (a partition log moves its high watermark and unpins its files), run by the
+drain before the future is resolved, cancelled or not. So the sync thread runs none of
+that: it posts and goes back to its fsyncs, and the event loop, which runs the rest of
+the partition's code anyway, does it without a GIL hand-off per partition.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 import weakref
 from collections.abc import Callable
 
 __all__ = ["LoopWakeups"]
+
+log = logging.getLogger(__name__)
+
+Then = Callable[[BaseException | None], None]
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWakeups] = (
     weakref.WeakKeyDictionary()
@@ -32,7 +41,7 @@ class LoopWakeups:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._lock = threading.Lock()
-        self._posted: list[tuple[asyncio.Future[None], BaseException | None]] = []
+        self._posted: list[tuple[asyncio.Future[None], BaseException | None, Then | None]] = []
         self._scheduled = False
         self.wakeups = 0  # loop wake-ups asked (for tests and profiles)
 
@@ -45,15 +54,19 @@ class LoopWakeups:
             found = _by_loop[loop] = cls(loop)
         return found
 
-    def waiter(self) -> tuple[asyncio.Future[None], Callable[[BaseException | None], None]]:
+    def waiter(
+        self, then: Then | None = None
+    ) -> tuple[asyncio.Future[None], Callable[[BaseException | None], None]]:
         """A future of the loop, and the callback (for any thread) that resolves it:
-        with None, or with the error given."""
+        with None, or with the error given; ``then(error)`` runs on the loop first."""
         future: asyncio.Future[None] = self._loop.create_future()
-        return future, functools.partial(self._post, future)
+        return future, functools.partial(self._post, future, then)
 
-    def _post(self, future: asyncio.Future[None], error: BaseException | None) -> None:
+    def _post(
+        self, future: asyncio.Future[None], then: Then | None, error: BaseException | None
+    ) -> None:
         with self._lock:
-            self._posted.append((future, error))
+            self._posted.append((future, error, then))
             if self._scheduled:
                 return
             self._scheduled = True
@@ -69,7 +82,12 @@ class LoopWakeups:
         with self._lock:
             posted, self._posted = self._posted, []
             self._scheduled = False
-        for future, error in posted:
+        for future, error, then in posted:
+            if then is not None:
+                try:
+                    then(error)
+                except Exception:  # one owner's bug must not cost the others their answer
+                    log.exception("the end of a wait failed")
             if future.done():  # its waiter was cancelled
                 continue
             if error is None:

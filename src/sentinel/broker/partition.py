@@ -35,6 +35,7 @@ and many partitions share one wave. Replication will replace this wait.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -212,9 +213,19 @@ class Partition:
         """The one call that waits for the WAL: a wave of the broker-wide sync pipeline
         (no thread of ours waits). The wave's end wakes the loop once for all the
         partitions it made durable (``loop_wakeups``)."""
-        future, waiter = LoopWakeups.of_running_loop().waiter()
-        if self.log.when_durable(lsn, waiter):
+        wakeups = LoopWakeups.of_running_loop()
+        future, waiter = wakeups.waiter(functools.partial(self._synced, lsn))
+        if self.log.when_durable(lsn, waiter, finish=False):
             await future
+        else:
+            self._announce()
+
+    def _synced(self, lsn: int, error: BaseException | None) -> None:
+        """(on the loop, before the waiter hears of it) The end of a sync wave for
+        ``lsn``: the log moves its high watermark and unpins, and the consumers are
+        woken, even if the request that waited was cancelled meanwhile."""
+        self.log.finish_durable(lsn, error)
+        self._announce()
 
     def _announce(self) -> None:
         """Fire ``hw_signal`` if the high watermark moved since it last fired."""

@@ -592,11 +592,14 @@ class PartitionLog:
             done.set_result(None)
         return done
 
-    def when_durable(self, lsn: int, waiter: Waiter) -> bool:
+    def when_durable(self, lsn: int, waiter: Waiter, *, finish: bool = True) -> bool:
         """``sync_future`` without a future (``SyncScheduler.notify``): ``waiter(error)``
         is called once, from a sync thread, after the high watermark moved over ``lsn``
         (or with the sync's error). False if ``lsn`` is durable already: the high
-        watermark moved here, and ``waiter`` is not called."""
+        watermark moved here, and ``waiter`` is not called. ``finish=False``: ``waiter``
+        is called before that, with the log still pinned, and its owner calls
+        ``finish_durable(lsn, error)`` once, on its own thread (the event loop's driver:
+        the sync thread then runs none of this log's code)."""
 
         def synced(error: BaseException | None) -> None:
             # Pinned until the fsync ends, not until the caller stops waiting: a
@@ -611,16 +614,22 @@ class PartitionLog:
 
         self._pin()  # until the wave is done: the engine stays open for it
         try:
-            pending = self._engine.when_durable(lsn, synced)
+            pending = self._engine.when_durable(lsn, synced if finish else waiter)
         except BaseException:
             self._unpin()
             raise
         if not pending:
-            try:
-                self._hw.synced(lsn)
-            finally:
-                self._unpin()
+            self.finish_durable(lsn, None)
         return pending
+
+    def finish_durable(self, lsn: int, error: BaseException | None) -> None:
+        """The end of a ``when_durable(finish=False)`` wait: the high watermark moves
+        over ``lsn`` (unless the sync failed) and the log is unpinned."""
+        try:
+            if error is None:
+                self._hw.synced(lsn)
+        finally:
+            self._unpin()
 
     def sync_all_future(self) -> concurrent.futures.Future[None]:
         """``sync_future`` up to the last write so far (every append and truncation
