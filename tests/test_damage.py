@@ -181,6 +181,23 @@ def test_a_torn_tail_after_a_crash_recovers_everything_acknowledged(
         assert f"cut a torn tail of {cut} bytes from {name}" in caplog.text
 
 
+def test_a_torn_create_of_the_newest_segment_is_a_note_to_the_scrub_as_at_open() -> None:
+    """A new segment whose header write was torn (a crash with fewer bytes than a
+    header, whatever they are): the start removes it, and ``--verify`` notes it rather
+    than calling it damage (it used to, unless the bytes were zeros)."""
+    probe = build(clean=False)
+    header = probe.read_all(join(DB, segments(probe)[-1]))[:HEADER_SIZE]
+    number = int(segments(probe)[-1].removesuffix(WAL_SUFFIX)) + 1
+    name = f"{number:020d}{WAL_SUFFIX}"
+    for cut in range(HEADER_SIZE):
+        fs = build(clean=False)
+        rewrite(fs, name, header[:cut])
+        report = ScrubReport()
+        scrub_engine(fs, DB, report)
+        assert report.damaged == [], (cut, report)
+        assert_everything(fs)
+
+
 def test_after_a_clean_shutdown_a_tail_is_damage_not_a_torn_write() -> None:
     fs = build(clean=True)
     name = segments(fs)[-1]

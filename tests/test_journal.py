@@ -24,8 +24,10 @@ from sentinel.storage.journal import (
     decode_record,
     encode_drop,
     encode_entry_head,
+    scrub_journal,
 )
 from sentinel.storage.options import EngineOptions
+from sentinel.storage.scrub import ScrubReport
 from sentinel.storage.sync_scheduler import SyncScheduler
 from sentinel.storage.write_batch import WriteBatch
 
@@ -344,3 +346,59 @@ def test_an_entry_the_journal_synced_is_durable_without_the_engines_fsync(
     assert log.high_watermark == 1
     log.close()
     engine.close()
+
+
+def test_verify_of_the_journal_agrees_with_its_open_at_every_flipped_byte(
+    scheduler: SyncScheduler,
+) -> None:
+    """``scrub_journal`` (``--verify``) reports damage exactly where ``Journal.open``
+    would refuse the start, for a flipped byte at every position of a segment; what the
+    open would cut as a torn tail is at most a note; and it changes nothing."""
+    fs = MemFS()
+    journal = journal_of(fs, scheduler)
+    engine = engine_of(fs, "p", journal, scheduler)
+    for i in range(5):
+        put_acked(engine, b"k%d" % i, b"v" * 50)
+    (name,) = fs.listdir("/data/journal")
+    original = bytes(fs.read_all("/data/journal/" + name))
+    clean = ScrubReport()
+    scrub_journal(fs, "/data/journal", clean)
+    assert clean.damaged == [] and clean.notes == [] and clean.files == 1
+    outcomes: set[bool] = set()
+    for position in range(len(original)):
+        data = bytearray(original)
+        data[position] ^= 0x10
+        copy = MemFS()
+        copy.makedirs("/data/journal")
+        handle = copy.create("/data/journal/" + name)
+        handle.write(bytes(data))
+        handle.sync()
+        handle.close()
+        report = ScrubReport()
+        scrub_journal(copy, "/data/journal", report)
+        assert copy.read_all("/data/journal/" + name) == bytes(data)  # read-only
+        try:
+            Journal.open(copy, "/data/journal", root="/data", scheduler=scheduler)
+            refused = False
+        except CorruptionError:
+            refused = True
+        assert bool(report.damaged) == refused, (position, report)
+        outcomes.add(refused)
+    assert outcomes == {True}  # a whole frame that fails its CRC is damage, not torn
+    # A tail cut at every length (a torn write, a header cut short a torn create): the
+    # open cuts it, the scrub notes it.
+    for length in range(len(original)):
+        copy = MemFS()
+        copy.makedirs("/data/journal")
+        handle = copy.create("/data/journal/" + name)
+        handle.write(original[:length])
+        handle.sync()
+        handle.close()
+        report = ScrubReport()
+        scrub_journal(copy, "/data/journal", report)
+        try:
+            Journal.open(copy, "/data/journal", root="/data", scheduler=scheduler)
+            refused = False
+        except CorruptionError:
+            refused = True
+        assert not refused and report.damaged == [], (length, report)

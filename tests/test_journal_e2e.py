@@ -101,6 +101,21 @@ def test_a_damaged_journal_refuses_the_start_and_skip_damaged_sets_it_aside(
     assert broker.stop() == 0
 
 
+def test_verify_reads_the_journal_and_reports_its_damage(start_broker: Start) -> None:
+    broker = populate(start_broker)
+    clean = run_server(broker.data_dir, "--verify")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    segment = journal_segments(broker)[0]
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    segment.write_bytes(bytes(data))
+    damaged = run_server(broker.data_dir, "--verify")
+    assert damaged.returncode == 1
+    lines = damaged.stdout.strip().splitlines()
+    assert lines[0].startswith(f"DAMAGED {segment}: "), lines
+    assert segment.read_bytes() == bytes(data)  # read-only
+
+
 def test_no_journal_writes_none(start_broker: Start) -> None:
     broker = start_broker(journal=False)
     with grpc.insecure_channel(broker.address) as channel:

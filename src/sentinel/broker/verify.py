@@ -2,9 +2,10 @@
 
 The meta store first (``meta/``), then every partition the meta store lists
 (``topics/<topic>/<partition>/``): a listed partition whose directory is gone is
-damage. The topic list is read from a copy of the meta store in memory, so that nothing
-under the data directory is written (the engine's open would write a new manifest). If
-the meta store itself is damaged, every partition directory found is scrubbed instead.
+damage; then the broker's journal (``journal/``), if a crash left one. The topic list
+is read from a copy of the meta store in memory, so that nothing under the data
+directory is written (the engine's open would write a new manifest). If the meta store
+itself is damaged, every partition directory found is scrubbed instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sentinel.broker.meta_store import MetaStore
 from sentinel.errors import SentinelError
 from sentinel.fs import FS, MemFS
 from sentinel.storage.files import LOCK_NAME
+from sentinel.storage.journal import scrub_journal
 from sentinel.storage.scrub import ScrubReport, scrub_engine
 
 
@@ -67,4 +69,5 @@ def verify_data_dir(fs: FS, data_dir: str) -> ScrubReport:
             report.damage(directory, f"missing: partition {topic}-{index}'s directory")
             continue
         scrub_engine(fs, directory, report)
+    scrub_journal(fs, posixpath.join(data_dir, "journal"), report)
     return report

@@ -107,24 +107,38 @@ def _scrub_wal(  # noqa: PLR0917 - one private call site
         if number not in present:
             report.damage(path, "missing: a WAL segment the data needs")
             continue
-        torn_ok = clean is None and number == last
-        try:
-            data = fs.read_all(path)
-            if torn_ok and len(data) <= HEADER_SIZE and not any(data):
-                report.note(path, f"torn create of {len(data)} bytes (removed at start)")
-                continue
-            if clean is not None and number in clean:
-                check_segment_size(path, len(data), clean[number])
-            check_header(path, data, number)
-        except (DiskError, OSError) as exc:
-            report.damage(path, str(exc))
-            continue
-        payloads, good_end, problem = scan_entries(data)
-        if problem is None:
-            continue
-        where = f"entry {len(payloads)} at offset {good_end}: {problem}"
-        changed = changed_frame(data, good_end) if torn_ok else None
-        if torn_ok and later_frame(data, good_end + 1) is None and changed is None:
-            report.note(path, f"torn tail of {len(data) - good_end} bytes (cut at start)")
-        else:
-            report.damage(path, where if changed is None else f"{where}: {changed}")
+        size = clean.get(number) if clean is not None else None
+        scrub_segment(fs, path, number, report, torn_ok=clean is None and number == last, size=size)
+
+
+def scrub_segment(
+    fs: FS, path: str, number: int, report: ScrubReport, *, torn_ok: bool, size: int | None = None
+) -> list[bytes] | None:
+    """Read every frame of the WAL-format segment ``path`` (an engine's WAL, the
+    broker's journal); a damaged frame is reported, and with ``torn_ok`` (the newest
+    segment of a log that did not close cleanly) a torn tail the next start would cut
+    is a note. The payloads read (up to a torn tail), or None if damaged."""
+    try:
+        data = fs.read_all(path)
+        # As the replay at start judges it (``wal_format``): shorter than a header, or a
+        # header of zeros, the newest segment's create was torn.
+        torn_create = len(data) < HEADER_SIZE or not any(data[:HEADER_SIZE])
+        if torn_ok and len(data) <= HEADER_SIZE and torn_create:
+            report.note(path, f"torn create of {len(data)} bytes (removed at start)")
+            return []
+        if size is not None:
+            check_segment_size(path, len(data), size)
+        check_header(path, data, number)
+    except (DiskError, OSError) as exc:
+        report.damage(path, str(exc))
+        return None
+    payloads, good_end, problem = scan_entries(data)
+    if problem is None:
+        return payloads
+    where = f"entry {len(payloads)} at offset {good_end}: {problem}"
+    changed = changed_frame(data, good_end) if torn_ok else None
+    if torn_ok and later_frame(data, good_end + 1) is None and changed is None:
+        report.note(path, f"torn tail of {len(data) - good_end} bytes (cut at start)")
+        return payloads
+    report.damage(path, where if changed is None else f"{where}: {changed}")
+    return None
