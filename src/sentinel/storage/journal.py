@@ -34,7 +34,10 @@ off the acknowledgement path; most were synced by a flush already) and deletes t
 segments.
 
 Recovery: ``Journal.open`` replays every segment (a torn tail is cut, any other damage
-raises ``CorruptionError``) and keeps, per engine key, the entries to redo. An engine
+raises ``CorruptionError``) and keeps, per engine key, where the entries to redo lie in
+those segments (one segment's bytes in memory at a time; ``take_redo`` reads an
+engine's entries back from the segments, which stay on disk until every redo is done),
+so a start's memory does not grow with the journal's size. An engine
 that opens after a crash (``Engine._recover``) replays its own WAL first, then takes
 its entries (``take_redo``) and applies those its WAL does not hold: an entry is held
 when its segment was flushed (below the engine's ``log_number``) or its position lies
@@ -61,7 +64,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sentinel.errors import CorruptionError, StorageUnavailableError
-from sentinel.fs import FS, Buffer
+from sentinel.fs import FS, Buffer, File
 from sentinel.storage.files import wal_name
 from sentinel.storage.scrub import ScrubReport, scrub_segment
 from sentinel.storage.sync_scheduler import SyncScheduler, Waiter
@@ -72,7 +75,12 @@ from sentinel.storage.wal import (
     WalOptions,
     WriteAheadLog,
 )
-from sentinel.storage.wal_format import list_segments, replay
+from sentinel.storage.wal_format import (
+    FRAME_HEADER_SIZE,
+    HEADER_SIZE,
+    list_segments,
+    replay_each,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +125,17 @@ def encode_drop(key: bytes) -> bytes:
 def decode_record(record: bytes, path: str, where: str) -> tuple[bytes, str, RedoEntry | None]:
     """(kind, key, entry or None for a drop) of one journal record; a malformed record
     (its CRC passed, so it was written so) raises ``CorruptionError``."""
+    kind, key, position, start = decode_head(record, path, where)
+    if position is None:
+        return kind, key, None
+    return kind, key, RedoEntry(position[0], position[1], record[start:])
+
+
+def decode_head(
+    record: bytes, path: str, where: str
+) -> tuple[bytes, str, tuple[int, int] | None, int]:
+    """``decode_record`` without the payload: (kind, key, the entry's (segment, offset)
+    or None for a drop, where its payload starts in ``record``)."""
     if len(record) < _HEAD.size:
         raise CorruptionError(path, where, f"journal record of {len(record)} bytes is too short")
     kind, key_len = _HEAD.unpack_from(record)
@@ -130,11 +149,23 @@ def decode_record(record: bytes, path: str, where: str) -> tuple[bytes, str, Red
     if kind == _DROP:
         if end != len(record):
             raise CorruptionError(path, where, "journal drop record has trailing bytes")
-        return kind, key, None
+        return kind, key, None, end
     if end + _POSITION.size > len(record):
         raise CorruptionError(path, where, "journal entry record ends inside its position")
     segment, offset = _POSITION.unpack_from(record, end)
-    return kind, key, RedoEntry(segment, offset, record[end + _POSITION.size :])
+    return kind, key, (segment, offset), end + _POSITION.size
+
+
+@dataclass(frozen=True, slots=True)
+class _RedoRef:
+    """Where a redo entry's payload lies in a journal segment kept on disk: only this
+    is held in memory between the start and its engine's open."""
+
+    segment: int  # the engine WAL's
+    offset: int
+    journal_segment: int
+    start: int  # of the payload, in the journal segment's file
+    length: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +198,7 @@ class Journal:
         scheduler: SyncScheduler,
         submit: Callable[[Callable[[], None]], None] | None,
         on_sync: SyncCallback | None,
-        redo: dict[str, list[RedoEntry]],
+        redo: dict[str, list[_RedoRef]],
         first_segment: int,
         old_segments: list[int],
     ) -> None:
@@ -214,22 +245,26 @@ class Journal:
         Engine keys are their directories relative to ``root`` (the data directory)."""
         fs.makedirs(directory)
         numbers = list_segments(fs, directory)
-        redo: dict[str, list[RedoEntry]] = {}
-        if numbers:
-            # Checkpoints delete segments out of order (one kept for a redo not taken
-            # yet stays below later ones deleted): gaps are expected.
-            payloads, report = replay(fs, directory, numbers[0], contiguous=False)
-            if report.truncated_segment is not None:
-                log.warning(
-                    "journal %s: cut a torn tail of %d bytes", directory, report.dropped_bytes
-                )
-            for index, record in enumerate(payloads):
-                _kind, key, entry = decode_record(record, directory, f"record {index}")
-                if entry is None:
+        redo: dict[str, list[_RedoRef]] = {}
+        # One segment's payloads in memory at a time; the redo keeps where each entry
+        # lies (``take_redo`` reads them back). Checkpoints delete segments out of
+        # order (one kept for a redo not taken yet stays below later ones deleted):
+        # gaps are expected.
+        for number, records, cut in replay_each(fs, directory, numbers):
+            path = posixpath.join(directory, wal_name(number))
+            if cut is not None:
+                log.warning("journal %s: cut a torn tail of %d bytes", directory, cut)
+            frame = HEADER_SIZE
+            for index, record in enumerate(records):
+                body = frame + FRAME_HEADER_SIZE
+                frame = body + len(record)
+                _kind, key, position, start = decode_head(record, path, f"record {index}")
+                if position is None:
                     redo.pop(key, None)
                 else:
-                    redo.setdefault(key, []).append(entry)
-            numbers = list_segments(fs, directory)  # a torn create may be gone
+                    ref = _RedoRef(*position, number, body + start, len(record) - start)
+                    redo.setdefault(key, []).append(ref)
+        numbers = list_segments(fs, directory)  # a torn create may be gone
         first = numbers[-1] + 1 if numbers else 1
         if redo:
             log.info(
@@ -266,10 +301,37 @@ class Journal:
         """The entries a crash left for the engine of ``key`` (once; empty if none).
         The engine calls ``redo_done`` once they are durable in its own files."""
         with self._lock:
-            entries = self._redo.pop(key, None)
-            if entries is not None:
+            refs = self._redo.pop(key, None)
+            if refs is not None:
                 self._redoing.add(key)
-            return entries or []
+        return self._read(refs) if refs else []
+
+    def _read(self, refs: list[_RedoRef]) -> list[RedoEntry]:
+        """The payloads of ``refs``, read from the segments replayed at open (kept on
+        disk while a redo needs them). Read errors raise, naming the file: the engine
+        that asked is refused as for any damage in its data."""
+        entries: list[RedoEntry] = []
+        handle: File | None = None
+        number = -1
+        try:
+            for ref in refs:
+                if ref.journal_segment != number:
+                    if handle is not None:
+                        handle.close()
+                    number = ref.journal_segment
+                    path = posixpath.join(self._dir, wal_name(number))
+                    handle = self._fs.open_read(path)
+                assert handle is not None
+                payload = handle.pread(ref.start, ref.length)
+                if len(payload) != ref.length:
+                    raise CorruptionError(
+                        handle.path, f"offset {ref.start}", "journal segment shorter than at open"
+                    )
+                entries.append(RedoEntry(ref.segment, ref.offset, payload))
+        finally:
+            if handle is not None:
+                handle.close()
+        return entries
 
     def forget_for_new_engine(self, key: bytes) -> None:
         """A new engine (no manifest) is created under ``key``: whatever the journal

@@ -50,7 +50,7 @@ every frame must verify. A bad entry or header anywhere else raises ``Corruption
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from sentinel.codec.crc import crc32c
@@ -186,14 +186,26 @@ def replay(
     payloads: list[bytes] = []
     dropped = 0
     truncated: int | None = None
-    for index, number in enumerate(numbers):
-        torn_ok = clean is None and index == len(numbers) - 1
-        recorded = None if clean is None else clean[number]
-        entries, cut = _replay_segment(fs, directory, number, torn_ok, recorded)
+    for number, entries, cut in replay_each(fs, directory, numbers, clean):
         payloads.extend(entries)
         if cut is not None:
             dropped, truncated = cut, number
     return payloads, ReplayReport(len(payloads), numbers, dropped, truncated)
+
+
+def replay_each(
+    fs: FS, directory: str, numbers: list[int], clean: Mapping[int, int] | None = None
+) -> Iterator[tuple[int, list[bytes], int | None]]:
+    """``replay`` of the segments ``numbers`` one at a time (a caller that keeps less
+    than every payload holds one segment's at once): (number, payloads, bytes cut off
+    or None). Each payload's frame follows the previous one's (``HEADER_SIZE``, then
+    ``FRAME_HEADER_SIZE`` and the payload, for each entry), so its offset in the
+    segment is known from the lengths. No numbering check (``replay`` does that)."""
+    for index, number in enumerate(numbers):
+        torn_ok = clean is None and index == len(numbers) - 1
+        recorded = None if clean is None else clean[number]
+        entries, cut = _replay_segment(fs, directory, number, torn_ok, recorded)
+        yield number, entries, cut
 
 
 def _check_needed(
