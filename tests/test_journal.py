@@ -427,3 +427,31 @@ def test_the_redo_holds_where_entries_lie_not_their_bytes(scheduler: SyncSchedul
     assert reopened.pending_redo == 1
     recovered = engine_of(fs, "p", reopened, scheduler)
     assert [recovered.get(b"k%02d" % i) for i in range(40)] == values
+
+
+def test_a_drop_record_outlives_the_replayed_segments_it_cancels(
+    scheduler: SyncScheduler,
+) -> None:
+    """A partition deleted while segments replayed at open are kept (another one's redo
+    waits for its engine): the segment holding its drop record must not be deleted by
+    a checkpoint before them, or another crash replays the deleted partition's entries
+    into whatever lives in its directory then."""
+    fs = MemFS()
+    journal = journal_of(fs, scheduler)
+    gone = engine_of(fs, "gone", journal, scheduler)
+    later = engine_of(fs, "later", journal, scheduler)
+    put_acked(gone, b"old", b"1")
+    put_acked(later, b"k", b"v")
+    fs.crash()  # both WALs lost their entries: the journal holds them
+    journal = journal_of(fs, scheduler, segment_bytes=4096, retain_segments=0)
+    gone = engine_of(fs, "gone", journal, scheduler)  # takes its redo
+    journal.finish_recovery(lambda key: key == "later")  # "later" opens later: kept
+    gone.close(durable=False)  # the partition is deleted: a drop record
+    fs.remove_tree("/data/gone")
+    other = engine_of(fs, "other", journal, scheduler)
+    for i in range(30):  # the journal rolls and checkpoints the drop's segment
+        put_acked(other, b"k%d" % i, b"x" * 300)
+    fs.crash()
+    journal = journal_of(fs, scheduler)
+    assert journal.take_redo("gone") == []  # the drop still cancels the old entry
+    assert [e.payload for e in journal.take_redo("later")] != []

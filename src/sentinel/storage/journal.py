@@ -22,7 +22,8 @@ torn tail by ``wal_format``):
   engine's WAL, then the entry's payload, byte for byte.
 - ``D`` a dropped engine (its partition deleted): the entries before it for that key
   are never redone, so a partition created again under the same directory is not
-  given the old one's data.
+  given the old one's data. A segment holding one is not checkpointed away while
+  segments replayed at open are kept (their entries of that key would come back).
 
 Retention: the journal's segments are numbered like a WAL's. For each segment the
 journal keeps, in memory, the highest WAL LSN each engine appended in it (a *pin*). A
@@ -216,6 +217,7 @@ class Journal:
         self._pins: dict[int, dict[int, tuple[JournalClient, int]]] = {}
         self._checkpointing = False
         self._closed = False
+        self._drop_segments: set[int] = set()  # segments holding drop records
         self._last_appender = 0  # id() of the engine that appended last (``alone``)
         self._alone_since = 0.0
         self.alone_appends = 0  # entries that skipped the journal (for tests, metrics)
@@ -343,7 +345,7 @@ class Journal:
             had = self._redo.pop(key.decode(), None) is not None
             kept = bool(self._old_segments)
         if had or kept:
-            self._wal.append_sync(encode_drop(key))
+            self._append_drop(key)
 
     def redo_done(self, key: str) -> None:
         """The engine of ``key`` flushed what it took: once no engine's redo is left,
@@ -471,7 +473,24 @@ class Journal:
                 found = pins.get(id(client))
                 if found is not None and found[0] is client:
                     del pins[id(client)]
-        self._wal.append_sync(encode_drop(key))
+        self._append_drop(key)
+
+    def _append_drop(self, key: bytes) -> None:
+        """Write a drop record of ``key``, durably. Its segment is remembered: while
+        segments replayed at open are kept (a redo not taken yet), it must outlive them
+        (``checkpoint``), since it is what cancels their entries of ``key`` at the
+        next start."""
+        due = False
+        with self._lock:  # as ``append``: no checkpoint between the write and the note
+            jlsn, segment, _offset = self._wal.append_located(encode_drop(key))
+            self._drop_segments.add(segment)
+            if segment not in self._pins:
+                # No entry there yet: a segment without pins is checkpointed too.
+                self._pins[segment] = {}
+                due = self._checkpoint_due_locked()
+        self._wal.sync_to(jlsn)
+        if due:
+            self._start_checkpoint()
 
     # ----------------------------------------------------------- checkpoints
 
@@ -513,6 +532,9 @@ class Journal:
             work = [(n, list(self._pins[n].values())) for n in doomed]
         deleted = 0
         for number, pins in work:
+            with self._lock:
+                if number in self._drop_segments and self._old_segments:
+                    continue  # its drop records cancel entries of those: kept with them
             try:
                 for client, lsn in pins:
                     client.make_durable(lsn)
@@ -523,6 +545,7 @@ class Journal:
                 continue
             with self._lock:
                 self._pins.pop(number, None)
+                self._drop_segments.discard(number)
             # This one only: older ones replayed at open wait for their redo.
             self._wal.delete_segments({number})
             deleted += 1
