@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,9 @@ Start = Callable[..., BrokerProcess]
 
 
 def produce(stub: pb_grpc.SentinelStub, topic: str, partition: int, value: bytes) -> None:
-    batch = build_batch([(None, value, (), 1_700_000_000_000)])
+    # Stamped now: a fixed time in the past is older than the default retention (7
+    # days), and the tests' retention pass (every second) would delete the batches.
+    batch = build_batch([(None, value, (), int(time.time() * 1000))])
     stub.Produce(pb.ProduceRequest(topic=topic, partition=partition, record_batches=batch))
 
 
