@@ -6,7 +6,9 @@ partitions"): the worker pool, the sync pipeline and the open-files limit
 
 from __future__ import annotations
 
+import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,31 @@ def figures(broker: BrokerProcess) -> tuple[int, int]:
     assert broker.proc is not None
     process = psutil.Process(broker.proc.pid)
     return process.num_threads(), process.num_fds()
+
+
+class PeakFds:
+    """The most files the broker held open at once while inside the ``with``
+    (sampled every few milliseconds in a thread, bounded by the ``with``)."""
+
+    def __init__(self, broker: BrokerProcess) -> None:
+        assert broker.proc is not None
+        self._fd_dir = Path(f"/proc/{broker.proc.pid}/fd")
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.most = 0
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.005):
+            with contextlib.suppress(OSError):
+                self.most = max(self.most, sum(1 for _ in self._fd_dir.iterdir()))
+
+    def __enter__(self) -> PeakFds:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(10)
 
 
 def fetched_values(stub: pb_grpc.SentinelStub, topic: str, partition: int) -> list[bytes]:
@@ -75,9 +102,13 @@ def test_two_thousand_partitions_start_serve_restart_within_bounds(
     # The common RLIMIT_NOFILE of 1,024 and the derived --max-open-partitions (256, one
     # or two files each): the broker stays under it, whatever the partitions.
     broker = start_broker(open_files=MAX_FDS, max_partitions=20_000)
-    with Admin(broker.address) as admin:
+    # The open files while the topics are created (several threads opening a topic's
+    # new engines at once, faster than idle ones are released), not only after.
+    peak = PeakFds(broker)
+    with peak, Admin(broker.address) as admin:
         for t in range(TOPICS):
             admin.create_topic(f"t{t}", PER_TOPIC)
+    assert 0 < peak.most < MAX_FDS - 100, peak.most
     channel = grpc.insecure_channel(broker.address)
     stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
     produce_and_fetch_everywhere(stub, 0)
