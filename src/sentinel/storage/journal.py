@@ -600,7 +600,7 @@ def scrub_journal(fs: FS, directory: str, report: ScrubReport) -> None:
         records = scrub_segment(fs, path, number, report, torn_ok=number == numbers[-1])
         for index, record in enumerate(records or ()):
             try:
-                decode_record(record, path, f"record {index}")
+                decode_head(record, path, f"record {index}")
             except CorruptionError as exc:
                 report.damage(path, str(exc))
                 break

@@ -19,10 +19,10 @@ from sentinel.storage import manifest as manifest_mod
 from sentinel.storage.files import CURRENT_NAME, join, table_name, wal_name
 from sentinel.storage.table_reader import TableReader
 from sentinel.storage.wal_format import (
-    HEADER_SIZE,
     changed_frame,
     check_header,
     check_segment_size,
+    is_torn_create,
     later_frame,
     list_segments,
     scan_entries,
@@ -120,10 +120,7 @@ def scrub_segment(
     is a note. The payloads read (up to a torn tail), or None if damaged."""
     try:
         data = fs.read_all(path)
-        # As the replay at start judges it (``wal_format``): shorter than a header, or a
-        # header of zeros, the newest segment's create was torn.
-        torn_create = len(data) < HEADER_SIZE or not any(data[:HEADER_SIZE])
-        if torn_ok and len(data) <= HEADER_SIZE and torn_create:
+        if torn_ok and is_torn_create(data):  # as the replay at start judges it
             report.note(path, f"torn create of {len(data)} bytes (removed at start)")
             return []
         if size is not None:

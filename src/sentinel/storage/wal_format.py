@@ -108,6 +108,13 @@ def frame_parts(payload: Sequence[Buffer]) -> tuple[Buffer, ...]:
     return (FRAME_HEAD.pack(length, ENTRY_FULL, crc), *payload)
 
 
+def is_torn_create(data: bytes) -> bool:
+    """Whether the newest segment of a log that crashed holds only a torn create: no
+    more than a header's bytes, and either fewer than a header or a header of zeros
+    (the file was made, its header not written whole). The start removes it."""
+    return len(data) < HEADER_SIZE or (len(data) == HEADER_SIZE and not any(data))
+
+
 def check_header(path: str, data: bytes, number: int) -> None:
     """Raise unless ``data`` starts with a valid header for segment ``number``."""
     if len(data) < HEADER_SIZE:
@@ -299,8 +306,7 @@ def _replay_segment(
     data = fs.read_all(path)
     if recorded is not None:
         check_segment_size(path, len(data), recorded)
-    torn_create = len(data) < HEADER_SIZE or data[:HEADER_SIZE] == bytes(HEADER_SIZE)
-    if torn_ok and len(data) <= HEADER_SIZE and torn_create:
+    if torn_ok and is_torn_create(data):
         fs.remove(path)
         fs.sync_dir(directory)
         return [], len(data)
