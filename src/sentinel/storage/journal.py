@@ -123,20 +123,13 @@ def encode_drop(key: bytes) -> bytes:
     return _HEAD.pack(_DROP, len(key)) + key
 
 
-def decode_record(record: bytes, path: str, where: str) -> tuple[bytes, str, RedoEntry | None]:
-    """(kind, key, entry or None for a drop) of one journal record; a malformed record
-    (its CRC passed, so it was written so) raises ``CorruptionError``."""
-    kind, key, position, start = decode_head(record, path, where)
-    if position is None:
-        return kind, key, None
-    return kind, key, RedoEntry(position[0], position[1], record[start:])
-
-
 def decode_head(
     record: bytes, path: str, where: str
 ) -> tuple[bytes, str, tuple[int, int] | None, int]:
-    """``decode_record`` without the payload: (kind, key, the entry's (segment, offset)
-    or None for a drop, where its payload starts in ``record``)."""
+    """One journal record's head: (kind, key, the entry's (segment, offset) in its
+    engine's WAL or None for a drop, where its payload starts in ``record``). A
+    malformed record (its CRC passed, so it was written so) raises
+    ``CorruptionError``."""
     if len(record) < _HEAD.size:
         raise CorruptionError(path, where, f"journal record of {len(record)} bytes is too short")
     kind, key_len = _HEAD.unpack_from(record)
