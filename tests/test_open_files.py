@@ -8,6 +8,7 @@ import dataclasses
 import os
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -260,26 +261,69 @@ class _Held:
         return True
 
 
-def test_reopens_wait_for_room_when_releases_lag_behind() -> None:
-    """The drain releases in a worker; while it lags, the logs holding files stop at the
-    hard cap: ``crowded`` sends an opener to ``wait_for_room``, which returns once the
-    drain made room (or after its timeout, saying so)."""
+def test_a_worker_reopen_past_the_hard_cap_releases_the_victims_itself() -> None:
+    """The drain releases in a worker; while it lags (here: it never runs), the logs
+    holding files stop at the hard cap: ``crowded`` refuses the loop's reopen, and a
+    worker's ``make_room`` releases the victims the drain has not reached, in the
+    thread that needs the room, without waiting for the drain."""
     jobs: list[Callable[[], None]] = []
     limit = OpenLogLimit(8, lambda job, _delay: jobs.append(job))
     logs = [_Held() for _ in range(limit.hard_cap)]
     for log in logs:
         limit.used(log)
-    assert limit.crowded()
-    assert not limit.wait_for_room(0.01)  # nobody drains: it gives up, bounded
-    waiter_saw: list[bool] = []
-    waiter = threading.Thread(target=lambda: waiter_saw.append(limit.wait_for_room(10)))
-    waiter.start()
-    while jobs:
-        jobs.pop(0)()
-    waiter.join(10)
-    assert waiter_saw == [True]
-    assert not limit.crowded()
-    assert sum(not log.files_open for log in logs) >= limit.hard_cap - limit.max_open
+    assert limit.crowded() and jobs  # a drain asked for, not run
+    limit.make_room(10)
+    assert not limit.crowded()  # room for one more: one released here, not all
+    assert sum(not log.files_open for log in logs) == 1
+
+
+class _Busy(_Held):
+    """A log in use: its release is refused (and retried later by the limit)."""
+
+    def release_files(self) -> bool:
+        return False
+
+
+def test_make_room_does_not_wait_for_room_that_is_not_coming() -> None:
+    """Every log holding files refuses its release (in use, or busy): no room comes
+    before their retry, so ``make_room`` returns at once rather than after its
+    timeout (the reopen goes past the cap by the logs in use)."""
+    retries: list[float] = []
+    limit = OpenLogLimit(8, lambda job, delay: retries.append(delay) if delay else job())
+    for _ in range(limit.hard_cap):
+        limit.used(_Busy())
+    started = time.monotonic()
+    limit.make_room(10)
+    assert time.monotonic() - started < 5
+    assert retries  # the refused releases are tried again later
+
+
+def test_make_room_waits_for_the_releases_in_progress() -> None:
+    """A release in progress in another thread (a drain job at work) makes room: the
+    reopen waits for it, bounded, rather than opening past the cap."""
+    entered, finish = threading.Event(), threading.Event()
+
+    class _Slow(_Held):
+        def release_files(self) -> bool:
+            entered.set()
+            finish.wait(10)
+            return super().release_files()
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    limit = OpenLogLimit(1, lambda job, _delay: pool.submit(job))
+    slow = _Slow()
+    limit.used(slow)
+    limit.used(_Held())  # slow is the victim, its release in progress in the pool
+    assert entered.wait(10)
+    limit.used(_Held())  # a third: at the hard cap (2) with the one releasing
+    waited = threading.Thread(target=lambda: limit.make_room(10))
+    waited.start()
+    waited.join(0.2)
+    assert waited.is_alive()  # waiting for the release in progress
+    finish.set()
+    waited.join(10)
+    assert not waited.is_alive() and not slow.files_open
+    pool.shutdown(wait=True)
 
 
 def test_a_retention_pass_does_not_reopen_an_idle_log_it_remembers() -> None:
@@ -340,6 +384,27 @@ def test_a_compaction_pass_does_not_reopen_an_idle_log_it_compacted() -> None:
         log.close()
 
 
+def test_the_first_passes_over_a_new_topic_reopen_none_of_its_partitions() -> None:
+    """A new topic's partitions store nothing: the first retention and compaction
+    passes know that in memory and reopen none of the released ones (2,000 new
+    partitions were all reopened by the first retention pass after their creation)."""
+    fs = MemFS()
+    limit = OpenLogLimit(1, run_now)
+    config = BOTH_POLICIES
+    logs = [
+        PartitionLog.open(fs, f"/n{i}", config, ManualClock(), SMALL, open_limit=limit)
+        for i in range(4)
+    ]
+    released = [log for log in logs if not log.files_open]
+    assert len(released) == 3
+    for log in logs:
+        assert log.apply_retention() == 0 and log.retention_point() is None
+        assert log.compact_keys() == 0
+    assert all(not log.files_open for log in released)
+    for log in logs:
+        log.close()
+
+
 def _four_logs(
     jobs: list[Callable[[], None]],
 ) -> tuple[OpenLogLimit, dict[str, PartitionLog]]:
@@ -395,3 +460,75 @@ def test_a_displaced_log_that_needs_a_sync_is_left_to_a_worker() -> None:
     assert limit.open_count <= limit.max_open
     for log in logs.values():
         log.close()
+
+
+class _SlowDrain:
+    """An ``OpenLogLimit`` runner whose jobs start ``lag_s`` late, in one thread: the
+    worker pool of a loaded broker, whose releases lag behind the reopens."""
+
+    def __init__(self, lag_s: float) -> None:
+        self._lag_s = lag_s
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "slow-drain")
+
+    def __call__(self, job: Callable[[], None], delay: float) -> None:
+        def late() -> None:
+            threading.Event().wait(self._lag_s + delay)
+            job()
+
+        self._pool.submit(late)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+BOTH_POLICIES = TopicConfig(retention_ms=3_600_000).with_overrides(
+    {"cleanup.policy": "compact,delete"}
+)
+
+
+def _keyed(key: bytes, value: bytes) -> bytes:
+    return build_batch([(key, value, (), 1_700_000_000_000)])
+
+
+PASSES: dict[str, Callable[[PartitionLog], object]] = {
+    "retention": lambda log: log.apply_retention(),
+    "retention point": lambda log: log.retention_point(),
+    "key compaction": lambda log: log.compact_keys(),
+    "read": lambda log: log.read(0, 1 << 16),
+    "append": lambda log: log.append(_keyed(b"k", b"again")),
+    "open files": lambda log: log.open_files(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PASSES))
+def test_a_pass_over_released_logs_reopens_no_more_than_the_hard_cap(name: str) -> None:
+    """A worker's pass over many released logs (retention, key compaction, reads,
+    appends) reopens them one after another faster than a loaded broker's drain
+    releases them: each reopen waits for room while the logs holding files are at the
+    hard cap, so the open files stay bounded however many logs the pass visits (a
+    retention pass over 2,000 new partitions reached the 1,024 RLIMIT_NOFILE)."""
+    fs = MemFS()
+    drain = _SlowDrain(0.02)
+    limit = OpenLogLimit(4, drain)
+    config = BOTH_POLICIES
+    logs = [
+        PartitionLog.open(fs, f"/p{i}", config, ManualClock(), SMALL, open_limit=limit)
+        for i in range(40)
+    ]
+    try:
+        for log in logs:
+            log.append(_keyed(b"k", b"v"))
+        deadline = threading.Event()
+        for _ in range(500):  # the drain catches up: all but the newest released
+            if sum(log.files_open for log in logs) <= limit.max_open:
+                break
+            deadline.wait(0.01)
+        most = 0
+        for log in logs:
+            PASSES[name](log)
+            most = max(most, sum(log.files_open for log in logs))
+        assert most <= limit.hard_cap + 1, (most, limit.hard_cap)
+    finally:
+        for log in logs:
+            log.close()
+        drain.close()

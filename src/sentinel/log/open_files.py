@@ -13,7 +13,10 @@ watermark, producer state, version, memtable). The next call that needs the engi
 reopens its WAL segment (``EngineSlot.pin`` or ``reopen_now`` -> ``Engine.resume_files``:
 one ``open``, no replay, no new file, no fsync; a table reopens on its first read) and
 the call goes on: a broker reopens a released partition on the event loop, without a
-thread hop. A log in use (a call in progress, a sync wave awaited) is pinned and never
+thread hop. While the logs holding files are at the hard cap (``max_open`` and a
+quarter), the loop's reopen is refused, and a worker's (``make_room``) first releases
+the victims the drain has not reached yet: the open files stay bounded however fast a
+pass reopens logs. A log in use (a call in progress, a sync wave awaited) is pinned and never
 released; an engine that is busy (a flush or compaction running or wanted, a failed
 WAL) refuses, and the limit tries again later.
 
@@ -24,8 +27,10 @@ broker: ``PartitionLog.deferred``): its engine is opened by the first ``pin`` or
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
@@ -80,16 +85,62 @@ class OpenLogLimit:
 
     def crowded(self) -> bool:
         """Whether the logs holding files are at the hard cap: reopens outpace the
-        releases (a round-robin over many more logs than the limit), so an opener waits
-        for room (``wait_for_room``) instead of opening more files at once."""
+        releases (a round-robin over many more logs than the limit), so a reopen on the
+        event loop is refused (a worker's, ``make_room``, first)."""
         with self._lock:
             return self._holding_locked() >= self.hard_cap
 
-    def wait_for_room(self, timeout: float) -> bool:
-        """Block (a worker thread) until the logs holding files are under the hard
-        cap, at most ``timeout`` seconds; True if they are."""
-        with self._room:
-            return self._room.wait_for(lambda: self._holding_locked() < self.hard_cap, timeout)
+    def make_room(self, timeout: float) -> None:
+        """Before a reopen (or a first opening) in a worker thread: while the logs
+        holding files are at the hard cap, release the victims picked and not released
+        yet in this thread (the drain's work, done by whoever needs the room), or wait,
+        at most ``timeout`` seconds, for the releases other threads are making. Every
+        worker reopen comes here, whatever does it (a retention or compaction pass, a
+        read, an append, a topic's creation): such a pass over thousands of released
+        logs reopened them faster than a loaded broker's drain released them, and 2,000
+        new partitions reached the 1,024 RLIMIT_NOFILE. It returns at once when no room
+        is coming (every log holding files in use or busy: their releases are retried
+        later), and on the event loop, which must not block (its reopens are
+        ``reopen_now``, refused while crowded, then a worker's)."""
+        try:
+            asyncio.get_running_loop()
+            return
+        except RuntimeError:
+            pass
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._holding_locked() < self.hard_cap:
+                    return
+                victim = self._take_victim_locked()
+                if victim is None:
+                    left = deadline - time.monotonic()
+                    if not self._releasing or left <= 0:
+                        return
+                    self._room.wait(left)
+                    continue
+            self._release_taken(victim)
+
+    def _take_victim_locked(self) -> Releasable | None:
+        """(lock held) The oldest victim still idle, counted as releasing; None if none."""
+        while self._victims:
+            victim = self._victims.popleft()
+            if id(victim) in self._lru:
+                continue  # used again since it was picked: not a victim any more
+            self._releasing += 1
+            return victim
+        return None
+
+    def _release_taken(self, victim: Releasable) -> None:
+        """Release a victim ``_take_victim_locked`` gave, whatever happens."""
+        try:
+            self._release(victim)
+        except Exception:  # its next use meets the error; the others go on
+            _log.exception("releasing the files of an idle partition log failed")
+        finally:
+            with self._lock:
+                self._releasing -= 1
+                self._room.notify_all()
 
     @property
     def open_count(self) -> int:
@@ -120,12 +171,9 @@ class OpenLogLimit:
         rest, as without ``inline``."""
         for _ in range(most):
             with self._lock:
-                if not self._victims:
+                victim = self._take_victim_locked()
+                if victim is None:
                     return
-                victim = self._victims.popleft()
-                if id(victim) in self._lru:
-                    continue  # used again since it was picked: not a victim any more
-                self._releasing += 1
             released = False
             try:
                 released = victim.release_files_now()
@@ -169,21 +217,11 @@ class OpenLogLimit:
         """Release the victims until none is left (new ones may come meanwhile)."""
         while True:
             with self._lock:
-                if not self._victims:
+                victim = self._take_victim_locked()
+                if victim is None:
                     self._draining = False
                     return
-                victim = self._victims.popleft()
-                if id(victim) in self._lru:
-                    continue  # used again since it was picked: not a victim any more
-                self._releasing += 1
-            try:
-                self._release(victim)
-            except Exception:  # its next use meets the error; the others go on
-                _log.exception("releasing the files of an idle partition log failed")
-            finally:
-                with self._lock:
-                    self._releasing -= 1
-                    self._room.notify_all()
+            self._release_taken(victim)
 
     def _release(self, log: Releasable) -> None:
         if log.release_files():

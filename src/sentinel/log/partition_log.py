@@ -99,7 +99,8 @@ from sentinel.storage.sync_scheduler import Waiter, resolve_waiter
 from sentinel.storage.wal import SyncMode
 from sentinel.storage.write_batch import WriteBatch
 
-#: How long a reopen waits for the open-files limit to release others (then opens).
+#: How long a worker's reopen waits for the open-files limit to release others (then
+#: opens anyway: a limit that cannot release, every log in use, must not stop the broker).
 ROOM_WAIT_S = 5.0
 _log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
@@ -210,6 +211,8 @@ class PartitionLog:
         return self._slot.engine
 
     def _pin(self) -> None:
+        if self._open_limit is not None and self._slot.released:
+            self._open_limit.make_room(ROOM_WAIT_S)
         try:
             self._slot.pin()
         except (DiskError, OSError) as exc:  # its files went bad while closed: named
@@ -312,9 +315,8 @@ class PartitionLog:
         asyncio caller runs it in a worker thread before a call that needs the engine,
         so that the call does not do it on the event loop. While the logs holding
         files are past the limit's hard cap (releases lag behind reopens), it first
-        waits, bounded, for room (``OpenLogLimit.wait_for_room``)."""
-        if self._open_limit is not None:
-            self._open_limit.wait_for_room(ROOM_WAIT_S)
+        waits, bounded, for room (``OpenLogLimit.make_room``), as every pin of a
+        released log does."""
         self._pin()
         self._unpin()
 
@@ -401,7 +403,7 @@ class PartitionLog:
         of the idle ones, and the open files went past the limit (855-1,015 of a
         1,024 RLIMIT_NOFILE at 2,000 partitions, EMFILE under load)."""
         if open_limit is not None:
-            open_limit.wait_for_room(ROOM_WAIT_S)
+            open_limit.make_room(ROOM_WAIT_S)
         engine_options = with_log_layout(engine_options)
         engine = Engine.open(directory, engine_options, fs=fs, clock=clock)
         try:
@@ -740,7 +742,7 @@ class PartitionLog:
         ``retention``), never the newest one nor any at or above the high watermark;
         also forget expired producers. Returns the number of batches deleted. A deferred
         log not opened yet is opened only if its summary says the rules may delete."""
-        if not self._retention_may_delete() or self._retention_remembered():
+        if not self._retention_may_delete() or self._retention_known_idle():
             return 0
         return self._apply_retention(delete=True)[0]
 
@@ -748,17 +750,23 @@ class PartitionLog:
         """Where ``apply_retention`` would move the log start (None: nowhere), without
         deleting anything (expired producers are forgotten): a replicated log moves its
         start through its Raft group (``PartitionRaftLog.advance_start``)."""
-        if not self._retention_may_delete() or self._retention_remembered():
+        if not self._retention_may_delete() or self._retention_known_idle():
             return None
         return self._apply_retention(delete=False)[1]
 
-    def _retention_remembered(self) -> bool:
-        """Whether the last pass's memo says this one deletes nothing: checked in
-        memory before the log is pinned, so that an idle log whose files were released
-        is not reopened by every retention pass (expired producers are forgotten here
-        too: they are state in memory)."""
+    def _retention_known_idle(self) -> bool:
+        """Whether this pass deletes nothing, known in memory before the log is pinned:
+        an opened log that stores nothing (a new partition) or does not delete, or the
+        last pass's memo says so. An idle log whose files were released is then not
+        reopened by every retention pass, nor a new topic's partitions by the first
+        (expired producers are forgotten here too: they are state in memory)."""
         with self._lock:
-            if self._retention_memo is None or self._closed:
+            if self._closed:
+                return False
+            if self._slot.opened and (self._state.last_base < 0 or not self._config.cleanup_delete):
+                self._retention_now(self._now_ms())
+                return True
+            if self._retention_memo is None:
                 return False
             return self._retention_now(self._now_ms())[1]
 
@@ -865,12 +873,15 @@ class PartitionLog:
         Reads and rewrites outside the write lock; each chunk is installed under it,
         unless a truncation, retention or DeleteRecords came in between (the pass then
         stops; the next one starts over). A log whose last pass found nothing to do,
-        with no tombstone waiting and nothing stored or changed since, is skipped in
-        memory: the passes over thousands of idle compacted partitions do not reopen
-        their files (nor remove their clean marks, ``mark_idle_clean``)."""
+        with no tombstone waiting and nothing stored or changed since (or one that
+        stores nothing), is skipped in memory: the passes over thousands of idle
+        compacted partitions do not reopen their files (nor remove their clean marks,
+        ``mark_idle_clean``)."""
         if not self._config.cleanup_compact:
             return 0
         with self._lock:
+            if self._slot.opened and self._state.last_base < 0:
+                return 0  # nothing stored (a new partition): its files stay as they are
             now = (self._generation, self._state.log_end, self._hw.value)
             if now == self._compacted and not self._tombstones_pending:
                 return 0
