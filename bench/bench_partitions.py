@@ -17,9 +17,13 @@
    door (``--door grpc``): one partition per request. The Kafka door (``--door
    kafka``) runs a real Kafka producer (librdkafka, through confluent-kafka) in its own
    process: keyless 1 KiB records, acks=all, ``batch.size`` 64 KiB (as the gRPC
-   batches), linger 5 ms, moving to the next partition after each batch's 64 records
-   (the sticky partitioner of Kafka's Java client, KIP-480: librdkafka's own moves on a
-   timer, every 10 ms, and wrote ~130 of 1,000 partitions in a run). A Produce request
+   batches), linger 5 ms, moving to the next partition after the records one batch
+   holds (63: ``KAFKA_BATCH_RECORDS``; the sticky partitioner of Kafka's Java client,
+   KIP-480, moves when a batch is full. librdkafka's own moves on a timer, every 10 ms,
+   and wrote ~130 of 1,000 partitions in a run). Until 2026-12-03 it moved after 64
+   records, one more than fit: each partition's stint was a full batch and a batch of
+   one record, 1.5 requests per 63 records where one partition sent 1, so the spread
+   was measured with smaller batches than the 1-partition case. A Produce request
    may carry the batches of every partition ready, as Kafka's does, one sync wave for
    them all; this producer sends each batch as it fills, one partition a request. The
    figures name the partitions the run wrote (``partitions_written``).
@@ -60,6 +64,15 @@ from sentinel.record import build_batch
 BENCH = "partitions"
 RECORD = 1024
 BATCH_RECORDS = 64
+#: The bytes a keyless 1 KiB record adds to its value in a v2 batch, at most (length
+#: 2, attributes 1, timestamp delta 3, offset delta 1, key length 1, value length 2,
+#: header count 1), and a v2 batch's header.
+RECORD_FRAMING, BATCH_HEADER = 11, 61
+KAFKA_BATCH_BYTES = BATCH_RECORDS * RECORD
+#: The records one Kafka producer batch of ``KAFKA_BATCH_BYTES`` holds (63): the
+#: producer moves to the next partition after that many, as a sticky partitioner
+#: moves when its batch is full.
+KAFKA_BATCH_RECORDS = (KAFKA_BATCH_BYTES - BATCH_HEADER) // (RECORD + RECORD_FRAMING)
 IN_FLIGHT = 32
 
 
@@ -210,7 +223,7 @@ def _kafka_producer(bootstrap: str, topic: str, count: int, partitions: int) -> 
 
     producer = KafkaProducer({
         "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-        "batch.size": BATCH_RECORDS * RECORD, "enable.idempotence": False,
+        "batch.size": KAFKA_BATCH_BYTES, "enable.idempotence": False,
     })  # fmt: skip
     failed: list[object] = []
 
@@ -223,7 +236,7 @@ def _kafka_producer(bootstrap: str, topic: str, count: int, partitions: int) -> 
     for index in range(count):
         while True:
             try:
-                partition = index // BATCH_RECORDS % partitions  # sticky, one batch each
+                partition = index // KAFKA_BATCH_RECORDS % partitions  # a full batch each
                 producer.produce(topic, value, partition=partition, on_delivery=delivered)
                 break
             except BufferError:  # its queue is full: let it drain
