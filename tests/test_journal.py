@@ -41,9 +41,9 @@ def scheduler() -> SyncScheduler:
 
 
 def journal_of(fs: MemFS, scheduler: SyncScheduler, **kw: int) -> Journal:
-    # Every entry through the journal: an engine writing alone for 50 ms on a slow
-    # machine must not skip it here (``Journal.alone`` has its own tests).
-    options = JournalOptions(**{"alone_after_s": None, **kw})  # type: ignore[arg-type]
+    # Every entry through the journal: few engines writing for 50 ms on a slow machine
+    # must not skip it here (``Journal.skips`` has its own tests, below).
+    options = JournalOptions(**{"skip_window_s": None, **kw})  # type: ignore[arg-type]
     return Journal.open(fs, "/data/journal", root="/data", scheduler=scheduler, options=options)
 
 
@@ -60,6 +60,49 @@ def engine_of(fs: MemFS, name: str, journal: Journal, scheduler: SyncScheduler) 
 def put_acked(engine: Engine, key: bytes, value: bytes) -> None:
     lsn = engine.write_nowait(WriteBatch().put(key, value))
     engine.sync_future(lsn).result(timeout=30)
+
+
+def test_up_to_four_engines_appending_skip_the_journal_and_a_fifth_ends_it(
+    scheduler: SyncScheduler,
+) -> None:
+    """``Journal.skips``: engines appending with none joining them for the window skip
+    the journal while they are at most ``skip_up_to``; a fifth's first append makes
+    them all journal again (for a window); one silent for a window is forgotten, and
+    its next append is a join."""
+    clock = ManualClock()
+    options = JournalOptions(skip_window_s=0.05, skip_up_to=4)
+    journal = Journal.open(
+        MemFS(), "/data/journal", root="/data", scheduler=scheduler, options=options,
+        clock=clock,
+    )  # fmt: skip
+    engines = [object() for _ in range(6)]
+
+    def round_of(*chosen: object) -> list[bool]:
+        return [journal.skips(e) for e in chosen]
+
+    def rounds_for(seconds: float, *chosen: object) -> list[bool]:
+        """Each of ``chosen`` appends every 10 ms for ``seconds``: the last round's."""
+        last = round_of(*chosen)
+        for _ in range(round(seconds / 0.01)):
+            clock.advance(0.01)
+            last = round_of(*chosen)
+        return last
+
+    four = engines[:4]
+    assert round_of(*four) == [False] * 4  # each one joins: journaled
+    assert rounds_for(0.04, *four) == [False] * 4  # within the window of the last join
+    assert rounds_for(0.02, *four) == [True] * 4
+    assert journal.skipped_appends >= 4
+    assert round_of(engines[4]) == [False]  # a fifth: too many, counted afresh
+    assert round_of(*four) == [False] * 4  # each rejoins after the clear
+    assert rounds_for(0.1, engines[4], *four) == [False] * 5  # five appending: none skip
+    # The fifth falls silent: the four are the set again, and skip once no one has
+    # joined them for a window.
+    assert rounds_for(0.1, *four) == [True] * 4
+    clock.advance(0.2)  # all silent for longer than the window
+    assert round_of(engines[5], engines[0]) == [False, False]  # a join, a rejoin
+    assert rounds_for(0.06, engines[5], engines[0]) == [True, True]
+    journal.close()
 
 
 def test_one_journal_fsync_serves_the_appends_of_many_engines(

@@ -275,5 +275,5 @@ class SentinelApp:
             compaction_bytes,
             tables,
             journal_entries=0 if journal is None else journal.entries,
-            journal_skipped_alone=0 if journal is None else journal.alone_appends,
+            journal_skipped=0 if journal is None else journal.skipped_appends,
         )

@@ -91,7 +91,7 @@ class StorageFigures:
     compaction_bytes: int
     tables: int
     journal_entries: int = 0
-    journal_skipped_alone: int = 0
+    journal_skipped: int = 0
 
 
 class BrokerView(Collector):
@@ -165,9 +165,9 @@ class BrokerView(Collector):
             value=storage.journal_entries,
         )
         yield CounterMetricFamily(
-            "sentinel_journal_skipped_alone",
-            "Entries left to their partition WAL's own fsync: it was appending alone",
-            value=storage.journal_skipped_alone,
+            "sentinel_journal_skipped",
+            "Entries left to their partition WAL's own fsync: few partitions were appending",
+            value=storage.journal_skipped,
         )
 
 

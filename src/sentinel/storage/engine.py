@@ -167,7 +167,7 @@ class Engine:
         self._journal = journal if always and options.journal_appends else None
         self._jlsn = 0  # the journal LSN of this engine's newest journaled entry
         self._redone = False  # took entries from the journal's redo at open
-        # The newest entry the journal did not take (this engine appended alone, or the
+        # The newest entry the journal did not take (few engines were appending, or the
         # journal had failed): entries up to it are made durable by this engine's own
         # WAL, as without a journal.
         self._own_upto = 0
@@ -578,18 +578,17 @@ class Engine:
     ) -> bool:
         """(write lock held, the entry in this engine's WAL) Copy it to the journal;
         whether it did. Not copied, the entry is left to this engine's own WAL's fsync,
-        as without a journal: when this engine is the only one appending
-        (``Journal.alone``: a wave would serve it alone, and the copy would only write
-        the bytes twice), or the journal has failed (a full disk: the append itself
-        never fails here, so the memtable and the WAL agree about it, ``wal``'s
-        failure model)."""
+        as without a journal: when few engines are appending (``Journal.skips``: a
+        wave would serve few, and the copy would write the bytes twice), or the
+        journal has failed (a full disk: the append itself never fails here, so the
+        memtable and the WAL agree about it, ``wal``'s failure model)."""
         assert self._journal is not None
         if self._own_upto and self._wal.synced_lsn < self._own_upto:
             # An earlier entry waits for this WAL's own fsync: this one must too, or a
             # crash could keep it (from the journal) without the earlier one.
             self._own_upto = lsn
             return False
-        if self._journal.alone(self):
+        if self._journal.skips(self):
             self._own_upto = lsn
             return False
         try:
