@@ -99,8 +99,9 @@ from sentinel.storage.sync_scheduler import Waiter, resolve_waiter
 from sentinel.storage.wal import SyncMode
 from sentinel.storage.write_batch import WriteBatch
 
-#: How long a worker's reopen waits for the open-files limit to release others (then
-#: opens anyway: a limit that cannot release, every log in use, must not stop the broker).
+#: How long a worker's reopen waits for releases under way in other threads
+#: (``OpenLogLimit.make_room``; then it opens anyway: a limit that cannot release must
+#: not stop the broker).
 ROOM_WAIT_S = 5.0
 _log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
@@ -314,9 +315,8 @@ class PartitionLog:
         the files of a released one, now, and mark the log used. Blocking IO: an
         asyncio caller runs it in a worker thread before a call that needs the engine,
         so that the call does not do it on the event loop. While the logs holding
-        files are past the limit's hard cap (releases lag behind reopens), it first
-        waits, bounded, for room (``OpenLogLimit.make_room``), as every pin of a
-        released log does."""
+        files are at the limit's hard cap (releases lag behind reopens), it first makes
+        room (``OpenLogLimit.make_room``), as every pin of a released log does."""
         self._pin()
         self._unpin()
 
@@ -397,11 +397,12 @@ class PartitionLog:
         open_limit: OpenLogLimit | None = None,
     ) -> PartitionLog:
         """Open (or create) the partition log in ``directory``; ``name`` (``topic-N``)
-        is how read errors name it. With ``open_limit``, it first waits, bounded, while
-        the logs holding files are at the limit's hard cap: a topic of many partitions
-        is created (or recovered) by several threads at once, faster than the releases
-        of the idle ones, and the open files went past the limit (855-1,015 of a
-        1,024 RLIMIT_NOFILE at 2,000 partitions, EMFILE under load)."""
+        is how read errors name it. With ``open_limit``, it first makes room while the
+        logs holding files are at the limit's hard cap (``OpenLogLimit.make_room``): a
+        topic of many partitions is created (or recovered) by several threads at once,
+        faster than the releases of the idle ones, and the open files went past the
+        limit (855-1,015 of a 1,024 RLIMIT_NOFILE at 2,000 partitions, EMFILE under
+        load)."""
         if open_limit is not None:
             open_limit.make_room(ROOM_WAIT_S)
         engine_options = with_log_layout(engine_options)

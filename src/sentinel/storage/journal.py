@@ -59,7 +59,6 @@ import logging
 import posixpath
 import struct
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -228,7 +227,7 @@ class Journal:
         self._joined_at = clock.monotonic()  # when an engine last joined them
         self.skipped_appends = 0  # entries that skipped the journal (for tests, metrics)
         self.entries = 0  # entries journaled (metrics)
-        self._health = _Health(f"the journal {directory}")
+        self._health = _Health(f"the journal {directory}", clock)
         self._wal = WriteAheadLog(
             fs,
             directory,
@@ -252,7 +251,8 @@ class Journal:
     ) -> Journal:
         """Open (or create) the journal in ``directory``; replay what a crash left.
         Engine keys are their directories relative to ``root`` (the data directory);
-        ``clock`` times ``skips`` (the system's by default)."""
+        ``clock`` times ``skips`` and a failed journal's resumes (the system's by
+        default)."""
         fs.makedirs(directory)
         numbers = list_segments(fs, directory)
         redo: dict[str, list[_RedoRef]] = {}
@@ -634,12 +634,13 @@ class _Health:
     """A failed journal (a full disk) is resumed at an append at most once a second;
     until then appends raise, and engines fall back to their own WAL's fsync."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, clock: Clock) -> None:
         self._what = what
+        self._clock = clock
         self._next_try = 0.0
 
     def check_resume(self, wal: WriteAheadLog) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now < self._next_try:
             raise StorageUnavailableError(f"{self._what} failed ({wal.failed!r})")
         self._next_try = now + 1.0
