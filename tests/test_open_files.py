@@ -384,6 +384,25 @@ def test_a_compaction_pass_does_not_reopen_an_idle_log_it_compacted() -> None:
         log.close()
 
 
+def test_a_reopen_through_the_engine_property_is_counted_by_the_limit() -> None:
+    """``PartitionLog.engine`` (the Raft adapter's sync, tools) reopens a released
+    log's files: the limit counts it, and releases another to stay at its size."""
+    fs = MemFS()
+    limit = OpenLogLimit(1, run_now)
+    first, second = (
+        PartitionLog.open(fs, f"/e{i}", TopicConfig(), ManualClock(), SMALL, open_limit=limit)
+        for i in range(2)
+    )
+    for log in (first, second):
+        log.append(record(b"x"))
+    assert not first.files_open and second.files_open
+    first.engine.sync()
+    assert first.files_open and not second.files_open  # counted: the other released
+    assert limit.open_count == 1
+    for log in (first, second):
+        log.close()
+
+
 def test_the_first_passes_over_a_new_topic_reopen_none_of_its_partitions() -> None:
     """A new topic's partitions store nothing: the first retention and compaction
     passes know that in memory and reopen none of the released ones (2,000 new

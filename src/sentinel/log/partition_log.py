@@ -453,9 +453,16 @@ class PartitionLog:
     @property
     def engine(self) -> Engine:
         """The engine, its files reopened if they were released. Not pinned: a direct
-        user (a test, a tool) keeps the log busy or its open-files limit high; the
-        log's own calls pin it."""
-        return self._slot.wake()
+        user (a test, a tool, the Raft adapter's sync) keeps the log busy or its
+        open-files limit high; the log's own calls pin it. A reopen here is counted by
+        the open-files limit, as a pin's is (it went uncounted, its files open until the
+        log's next use)."""
+        if self._open_limit is None or not self._slot.released:
+            return self._slot.wake()
+        self._open_limit.make_room(ROOM_WAIT_S)
+        engine = self._slot.wake()
+        self._open_limit.used(self)
+        return engine
 
     def engine_stats(self) -> EngineStats:
         """The partition engine's figures (flushes, compactions, tables, cache); zeros
