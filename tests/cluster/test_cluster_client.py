@@ -16,6 +16,7 @@ topics -describe) shows replicas, leader and in-sync state").
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -26,8 +27,15 @@ import pytest
 from cluster.harness import Cluster, poll
 from sentinel.cli.main import main as cli_main
 from sentinel.client import Admin, Consumer, Producer, TopicPartition
+from sentinel.client.errors import (
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 PARTITIONS = 3
+# A commit refused because the member must join the group again (Kafka's CommitFailed).
+REJOIN_ERRORS = (UnknownMemberIdError, IllegalGenerationError, RebalanceInProgressError)
 
 
 @pytest.fixture
@@ -140,7 +148,11 @@ def test_group_resumes_on_a_new_coordinator(cluster: Cluster) -> None:
                     records = c.poll(0.2)
                     seen.extend(int(r.value) for r in records if r.value is not None)
                     if records:
-                        c.commit()
+                        # Right after the coordinator moved, the new one may not know
+                        # the member yet: the commit fails as Kafka's CommitFailed does,
+                        # and the member's next poll joins again (seen in a full run).
+                        with contextlib.suppress(*REJOIN_ERRORS):
+                            c.commit()
             assert first.assignment() and second.assignment(), "both members own partitions"
         finally:
             first.close()
