@@ -55,7 +55,10 @@ class BrokerConfig:
     sync_mode: str = "always"  # always | interval | none
     sync_interval_ms: int = 100
     memtable_mb: int = 16  # per partition
-    memtable_budget_mb: int = 256  # all partitions' memtables together (write buffer manager)
+    # All partitions' memtables together (write buffer manager). 64: past it large values
+    # are let go to their WAL (no IO but one fsync), so a small budget costs little; at
+    # 1,000 busy partitions 256 held 256 MB of fresh memory, 64 ran 6-18 % faster.
+    memtable_budget_mb: int = 64
     block_cache_mb: int = 64  # one block cache shared by all partitions
     storage_threads: int = 2  # the worker pool: flushes, compactions (all partitions)
     sync_threads: int = 16  # fsyncs of one sync wave issued in parallel

@@ -217,7 +217,8 @@ def _verify(data_dir: str) -> int:
     "--memtable-budget-mb",
     type=int,
     default=None,
-    help="Memtables of all partitions together, MiB; past it the largest are flushed."
+    help="Memtables of all partitions together, MiB; past it the largest let their large"
+    " values go to their WAL, or are flushed."
     f" [default: {_DEFAULTS.memtable_budget_mb}]",
 )
 @click.option(

@@ -7,7 +7,11 @@ sync ``always`` the roll's fsyncs are deferred to the next group commit or the f
 the appending thread: ``wal``, "Deferred rolls"), and a worker flushes the frozen
 memtable to an L0 table (first finishing that roll); the manifest edit that adds the
 table also advances ``log_number`` (the first WAL segment still needed), and only then
-are the older segments deleted.
+are the older segments deleted. "Passes ``memtable_bytes``" counts the large values
+the memtable took, whether it still holds them or let them go: a broker's memtable
+budget asks the engines with the largest memtables for memory, and one that mostly
+holds large values (already in its WAL: value separation) syncs its WAL and keeps a
+pointer to each in their place (``_relieve_memory``) rather than flushing.
 
 Read path: active memtable, frozen memtables (newest first), L0 tables (newest first),
 then one table per level L1..Ln. The newest entry for a key wins; a tombstone hides
@@ -184,6 +188,14 @@ class Engine:
         # Value separation: for each key of the active memtable whose value is large,
         # where that value sits in the WAL (the flush stores the pointer, not the value).
         self._pointers: dict[bytes, ValuePointer] = {}
+        # The large values of the active memtable still held in memory, in append order,
+        # with their pointers and bytes together: what ``_relieve_memory`` can let go.
+        self._held: list[tuple[bytes, ValuePointer]] = []
+        self._held_bytes = 0
+        # Bytes of large values the active memtable let go (now pointers): they count
+        # towards ``memtable_bytes``, so its WAL segment still rolls at that size.
+        self._released_bytes = 0
+        self.values_released = 0  # large values let go under the memtable budget
         self._values = ValueLog(fs, directory)
         self._user_bytes = 0
         self._wal_bytes = 0
@@ -542,7 +554,8 @@ class Engine:
             if self._wal.failed is not None:
                 self._resume_wal()
             try:
-                if self._memtable.approximate_size >= self._options.memtable_bytes:
+                memtable_size = self._memtable.approximate_size + self._released_bytes
+                if memtable_size >= self._options.memtable_bytes:
                     self._rotate_memtable()
                 if large or self._pointers or self._journal is not None:
                     # (a small value may replace a pointed-to one)
@@ -565,7 +578,7 @@ class Engine:
                 memtable.put(key, value)
             if self._options.write_buffer is not None:
                 self._options.write_buffer.report(
-                    id(self), memtable.approximate_size, self._flush_soon
+                    id(self), memtable.approximate_size, self._relieve_memory
                 )
             self._user_bytes += nbytes
             self._wal_bytes += (
@@ -671,9 +684,12 @@ class Engine:
     ) -> None:
         """Record where each large value of ``ops`` sits in its WAL entry."""
         pointers = self._pointers
+        held = self._held
         for key, start, length in value_positions(ops):
             if length >= threshold:
-                pointers[key] = ValuePointer.to(segment, frame_offset, start, length)
+                pointer = pointers[key] = ValuePointer.to(segment, frame_offset, start, length)
+                held.append((key, pointer))
+                self._held_bytes += length
             else:
                 pointers.pop(key, None)
 
@@ -710,10 +726,57 @@ class Engine:
             self._immutables.append(FrozenMemtable(self._memtable, segment, self._pointers))
             self._memtable = Memtable()
             self._pointers = {}
+            self._held = []
+            self._held_bytes = self._released_bytes = 0
         if self._options.write_buffer is not None:
-            self._options.write_buffer.report(id(self), 0, self._flush_soon)
+            self._options.write_buffer.report(id(self), 0, self._relieve_memory)
         if request_flush:
             self._maintenance.flush_requested()
+
+    def _relieve_memory(self) -> None:
+        """The broker's memtable budget asks this engine for memory (on a pool thread).
+
+        When most of the active memtable is large values, whose bytes its WAL holds
+        already (value separation), they are let go instead of flushed: the WAL is
+        synced up to them (one fsync, outside the write lock, so appends go on), then
+        each is replaced in the memtable by its pointer and read back from the WAL, as a
+        flushed table's would be. No table, manifest edit or WAL roll: at 1,000 busy
+        partitions the budget's flushes of small memtables cost more CPU than the
+        appends. Otherwise (small values) the memtable is flushed (``_flush_soon``)."""
+        with self._write_lock:
+            # (A released engine too: ``make_durable`` reopens its WAL for the fsync.)
+            if self._closed or self._wal.failed is not None:
+                return
+            if self._held_bytes * 2 < self._memtable.approximate_size:
+                held = None
+            else:
+                memtable, held, lsn = self._memtable, self._held, self._wal.last_lsn
+                self._held, self._held_bytes = [], 0
+        if held is None:
+            self._flush_soon()
+            return
+        try:
+            # The WAL keeps an unsynced frame in memory (``resume`` rewrites it after a
+            # failure), and a frame synced is never moved: a pointer to it stays true.
+            self.make_durable(lsn)
+        except (OSError, StorageUnavailableError) as exc:
+            log.warning("%s: syncing the WAL to release memory failed: %r", self._dir, exc)
+            return
+        with self._write_lock:
+            if self._memtable is not memtable or self._closed:
+                return  # frozen meanwhile: its flush lets the values go
+            pointers = self._pointers
+            released = 0
+            for key, pointer in held:
+                if pointers.get(key) is pointer:  # not overwritten or moved since
+                    memtable.put(key, pointer)
+                    released += pointer.fields[3]
+            self._released_bytes += released
+            self.values_released += len(held)
+            if self._options.write_buffer is not None:
+                self._options.write_buffer.report(
+                    id(self), memtable.approximate_size, self._relieve_memory
+                )
 
     def _flush_soon(self) -> None:
         """The broker's memtable budget asks for a flush (on a pool thread): freeze the

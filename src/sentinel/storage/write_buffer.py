@@ -2,7 +2,9 @@
 
 Every engine of a broker reports the size of its active memtable after each write.
 When the total passes ``budget_bytes``, the manager asks the engines with the largest
-memtables to flush (freeze the memtable and hand it to the worker pool), largest first,
+memtables for memory, largest first (``Engine._relieve_memory``: an engine whose
+memtable mostly holds large values lets them go to its WAL; otherwise it freezes the
+memtable and hands it to the worker pool to flush),
 until the total that remains is under half the budget. The request runs on the worker
 pool, never on the writer's thread (which holds its own engine's write lock), and one
 engine is asked at most once until it reports again. ``memtable_bytes`` per engine
