@@ -309,3 +309,51 @@ def test_kill_9_at_random_moments_while_partitions_are_marked_and_written(
     deferred = [int(line.split(" closed cleanly")[0].rsplit(" ", 1)[1]) for line in starts[1:]]
     assert any(deferred), starts  # marked partitions were found clean after a kill
     assert broker.stop() == 0
+
+
+def partition_wals_open(broker: BrokerProcess) -> int:
+    """The partition WAL segments the broker holds open (one per open partition)."""
+    assert broker.proc is not None
+    count = 0
+    for fd in Path(f"/proc/{broker.proc.pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = str(fd.readlink())
+            if "/topics/" in target and target.endswith(".wal"):
+                count += 1
+    return count
+
+
+def test_partitions_under_production_stay_open_past_the_limit_and_close_when_idle(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    """A round-robin over more partitions than ``--max-open-partitions`` keeps them all
+    open while they are produced to (no reopen per request), within
+    ``--max-active-partitions``; idle for longer than the 2 s window, they are released
+    down to the limit again at the next use. Every record is served."""
+    partitions, limit, active = 12, 3, 10
+    broker = start_broker(max_open_partitions=limit, max_active_partitions=active)
+    with Admin(broker.address) as admin:
+        admin.create_topic("rr", partitions)
+    now = int(time.time() * 1000)
+    hard_cap = (limit + active) + (limit + active) // 4  # the cap and the drain's lag
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
+        for round_ in range(6):
+            for p in range(partitions):
+                batch = build_batch([(None, b"%d-%d" % (round_, p), (), now)])
+                stub.Produce(pb.ProduceRequest(topic="rr", partition=p, record_batches=batch))
+            if round_ >= 2:  # each appended again within the window: active
+                assert active <= partition_wals_open(broker) <= hard_cap
+        deadline = time.monotonic() + 3.0  # idle past the window
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+        batch = build_batch([(None, b"late", (), now)])
+        stub.Produce(pb.ProduceRequest(topic="rr", partition=0, record_batches=batch))
+        deadline = time.monotonic() + 30
+        while partition_wals_open(broker) > limit and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert partition_wals_open(broker) <= limit
+        for p in range(partitions):
+            expected = [b"%d-%d" % (r, p) for r in range(6)] + ([b"late"] if p == 0 else [])
+            assert fetched_values(stub, "rr", p) == expected
+    assert broker.stop() == 0

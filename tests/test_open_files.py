@@ -549,3 +549,63 @@ def test_a_pass_over_released_logs_reopens_no_more_than_the_hard_cap(name: str) 
         for log in logs:
             log.close()
         drain.close()
+
+
+def _round_robin_logs(
+    count: int, limit: OpenLogLimit
+) -> tuple[list[PartitionLog], Callable[[int], None]]:
+    fs = MemFS()
+    logs = [
+        PartitionLog.open(fs, f"/r{i}", TopicConfig(), ManualClock(), SMALL, open_limit=limit)
+        for i in range(count)
+    ]
+
+    def rounds(n: int) -> None:
+        for round_ in range(n):
+            for i, log in enumerate(logs):
+                log.append(record(b"p%d-r%d" % (i, round_)))
+
+    return logs, rounds
+
+
+def test_logs_under_production_stay_open_beyond_the_limit_until_they_go_idle() -> None:
+    now = [0.0]
+    limit = OpenLogLimit(2, run_now, max_active=10, clock=lambda: now[0])
+    logs, rounds = _round_robin_logs(6, limit)
+    rounds(1)  # each appended once: not active yet, the LRU of 2 misses every time
+    assert sum(log.files_open for log in logs) <= 2
+    rounds(1)  # appended again within the window: active, kept open
+    released = limit.releases
+    rounds(5)
+    assert limit.releases == released  # no log released or reopened any more
+    assert sum(log.files_open for log in logs) == 6
+    assert limit.cap == 8  # max_open, and one per active log
+    now[0] += 3.0  # production stops: idle for longer than the window
+    logs[0].append(record(b"late"))  # the next use releases the idle ones
+    assert limit.cap == 2
+    assert sum(log.files_open for log in logs) <= 2
+    for i, log in enumerate(logs):
+        assert log.log_end_offset == 7 + (i == 0)
+        log.close()
+
+
+def test_the_logs_kept_open_for_production_stop_at_max_active() -> None:
+    limit = OpenLogLimit(2, run_now, max_active=5, clock=lambda: 0.0)
+    logs, rounds = _round_robin_logs(12, limit)
+    rounds(4)
+    assert limit.cap == 5
+    assert sum(log.files_open for log in logs) <= 5
+    assert limit.releases > 0
+    for log in logs:
+        assert log.log_end_offset == 4
+        log.close()
+
+
+def test_a_strict_limit_keeps_no_active_log_beyond_it() -> None:
+    limit = OpenLogLimit(2, run_now)  # max_active defaults to max_open
+    logs, rounds = _round_robin_logs(6, limit)
+    rounds(4)
+    assert limit.cap == 2
+    assert sum(log.files_open for log in logs) <= 2
+    for log in logs:
+        log.close()

@@ -66,6 +66,10 @@ class BrokerConfig:
     # own WALs are synced in the background (storage/journal).
     journal: bool = True
     max_open_partitions: int = 0  # partitions with open files at once; 0: from RLIMIT_NOFILE
+    # Partitions under production (appended to again within 2 s) kept open beyond
+    # max_open_partitions, up to this; 0: from RLIMIT_NOFILE if max_open_partitions is
+    # derived too, else max_open_partitions (a strict bound) (log/open_files).
+    max_active_partitions: int = 0
     max_request_bytes: int = 64 * 1024 * 1024  # one request (a produce) at most
     max_request_bytes_in_flight: int = 128 * 1024 * 1024  # queued.max.request.bytes
     # A Kafka frame's body must arrive within this once its length did (and its room in
@@ -100,6 +104,8 @@ class BrokerConfig:
             raise ConfigError("storage_threads and sync_threads must be at least 1")
         if self.max_open_partitions < 0:
             raise ConfigError("max_open_partitions must be >= 0")
+        if self.max_active_partitions < 0:
+            raise ConfigError("max_active_partitions must be >= 0")
         if self.sync_interval_ms < 1:
             raise ConfigError("sync_interval_ms must be at least 1")
         if self.max_request_bytes < 1024:

@@ -97,18 +97,26 @@ MAX_DERIVED_OPEN_PARTITIONS = 256
 keep their files open, the idle ones beyond are closed and reopened on demand. A
 release is its files' ``close`` (no fsync: it was synced) and a reopen one ``open`` (the
 WAL segment, for appending; on the event loop, no thread hop), so a round-robin over
-more partitions than this costs a few microseconds per request (measured: a producer
-over 1,000 partitions keeps >= 0.8 of one partition's MB/s). 256 keeps a broker of
-10,000 partitions under 1,024 open files with RLIMIT_NOFILE 20,000 as with 1,024
-((1,024 - 512) / 2 = 256)."""
+more partitions than this costs a reopen and a release per request, on the event loop
+(a producer round-robin over 1,000 partitions lost 15-25 % of its MB/s to them): the
+partitions under production stay open beyond it (``active_partitions_for_open_files``).
+256 keeps a broker of 10,000 partitions used once each under 1,024 open files with
+RLIMIT_NOFILE 20,000 as with 1,024 ((1,024 - 512) / 2 = 256)."""
 
 
 def open_partitions_for_open_files(open_files: int) -> int:
     """The default ``--max-open-partitions`` for a process allowed ``open_files`` files:
     what the limit holds after the reserve, at most ``MAX_DERIVED_OPEN_PARTITIONS``."""
+    return max(1, min(MAX_DERIVED_OPEN_PARTITIONS, active_partitions_for_open_files(open_files)))
+
+
+def active_partitions_for_open_files(open_files: int) -> int:
+    """The default ``--max-active-partitions``: partitions under production (appended to
+    again within 2 s) kept open beyond ``--max-open-partitions``, up to what the limit
+    holds after the reserve at ``FDS_PER_OPEN_PARTITION`` each (9,488 at 20,000; 256 at
+    1,024, where no more than ``--max-open-partitions`` are open)."""
     reserve = min(RESERVED_FDS, open_files // 2)
-    derived = (open_files - reserve) // FDS_PER_OPEN_PARTITION
-    return max(1, min(MAX_DERIVED_OPEN_PARTITIONS, derived))
+    return max(1, (open_files - reserve) // FDS_PER_OPEN_PARTITION)
 
 
 def current_open_files_limit() -> int:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from sentinel.broker.group_config import GroupConfig
 from sentinel.broker.limits import (
     TopicLimits,
+    active_partitions_for_open_files,
     current_open_files_limit,
     open_partitions_for_open_files,
 )
@@ -179,11 +180,23 @@ def topic_registry(
             config.max_open_partitions
             or open_partitions_for_open_files(current_open_files_limit()),
             resources.pool.submit,
+            max_active=_max_active_partitions(config),
         ),
         recovery_threads=RECOVERY_THREADS,
         log_options=LogOptions(auto_high_watermark=False) if clustered else None,
         broker_count=broker_count,
     )
+
+
+def _max_active_partitions(config: BrokerConfig) -> int:
+    """``--max-active-partitions``, or by default: derived from RLIMIT_NOFILE when the
+    open-partitions limit is derived too, and that limit when it was set (a strict
+    bound, as set)."""
+    if config.max_active_partitions:
+        return config.max_active_partitions
+    if config.max_open_partitions:
+        return config.max_open_partitions
+    return active_partitions_for_open_files(current_open_files_limit())
 
 
 def group_config(config: BrokerConfig) -> GroupConfig:

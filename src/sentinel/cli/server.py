@@ -258,6 +258,15 @@ def _verify(data_dir: str) -> int:
     " 256. [default: 0]",
 )
 @click.option(
+    "--max-active-partitions",
+    type=int,
+    default=None,
+    help="Partitions under production (appended to again within 2 s) kept open beyond"
+    " --max-open-partitions, up to this. 0: derived from the open-files limit,"
+    " (RLIMIT_NOFILE - reserve) / 2, when --max-open-partitions is derived too; equal"
+    " to --max-open-partitions (a strict bound) when that is set. [default: 0]",
+)
+@click.option(
     "--max-request-bytes",
     type=int,
     default=None,

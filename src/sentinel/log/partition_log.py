@@ -584,6 +584,8 @@ class PartitionLog:
                 self._hw.appended(lsn, leo)
                 if self._since_checkpoint >= self._options.checkpoint_interval_bytes:
                     self._write_checkpoint(wait=False)
+        if self._open_limit is not None:
+            self._open_limit.appended(self)  # appended again soon: kept open (active)
         if wait and self._sync_always:
             self.sync_to(lsn)
         return [
