@@ -5,8 +5,8 @@ was last reopened (a broker's engines hold no LOCK of their own, the broker hold
 data directory's; the manifest is open only while an edit is appended). A broker of
 thousands of partitions keeps at most ``max_open`` engines open (``OpenLogLimit``, an
 LRU over the logs, with a limit derived from RLIMIT_NOFILE, at most 256, or set by
-``--max-open-partitions``), and beyond it those *active* (appended to again within
-``ACTIVE_WINDOW_S``: under production), up to ``max_active`` (``--max-active-partitions``,
+``--max-open-partitions``), and beyond it those *active* (``ACTIVE_APPENDS`` appends
+within ``ACTIVE_WINDOW_S``: under production), up to ``max_active`` (``--max-active-partitions``,
 derived from RLIMIT_NOFILE with no 256 bound); the least recently used idle one beyond
 that cap is *released*
 on the worker pool: its engine closes every file it holds (``Engine.suspend_files``: no
@@ -44,9 +44,13 @@ from sentinel.storage.engine import Engine
 _log = logging.getLogger(__name__)
 
 RETRY_S = 0.2  # a busy log's release is tried again after this long
-#: A log appended to again within this long of its previous append is *active* (a
-#: partition under production), until it has not been for this long.
+#: A log appended to ``ACTIVE_APPENDS`` times within this long is *active* (a partition
+#: under production), until it has not been appended to for this long.
 ACTIVE_WINDOW_S = 2.0
+#: Three: two rounds of one produce over every partition (a test's, an operator's
+#: check) do not make them active; a producer's stream (a 64 KiB batch to each of
+#: 1,000 partitions in turn at 100 MB/s: one every 0.6 s to each) does.
+ACTIVE_APPENDS = 3
 
 
 class Releasable(Protocol):
@@ -67,14 +71,15 @@ class OpenLogLimit:
     16``): one job drains the victims that pile up meanwhile, rather than one job (a
     thread wake-up) per victim.
 
-    The cap is ``max_open`` and one more per *active* log (``appended``: appended to
-    again within ``ACTIVE_WINDOW_S``), up to ``max_active``: partitions under production
-    keep their files open, however many, within what the open-files limit holds, while
-    idle ones beyond ``max_open`` are released. An LRU smaller than the set of logs a
-    round-robin producer writes misses on every append: each one reopened a WAL segment
-    and released another (at 1,000 partitions and 256 open, 15-25 % of the MB/s). A log
-    used once (a partition created, a produce and a fetch each) is not active: a broker
-    of 10,000 such partitions keeps ``max_open``. Activity ends ``ACTIVE_WINDOW_S`` after
+    The cap is ``max_open`` and one more per *active* log (``appended``:
+    ``ACTIVE_APPENDS`` appends within ``ACTIVE_WINDOW_S``), up to ``max_active``:
+    partitions under production keep their files open, however many, within what the
+    open-files limit holds, while idle ones beyond ``max_open`` are released. An LRU
+    smaller than the set of logs a round-robin producer writes misses on every append:
+    each one reopened a WAL segment and released another (at 1,000 partitions and 256
+    open, 15-25 % of the MB/s). A log used once or twice (a partition created, a produce
+    and a fetch each) is not active: a broker of 10,000 such partitions keeps
+    ``max_open``. Activity ends ``ACTIVE_WINDOW_S`` after
     the last append; the next use of any log then releases down to the cap again."""
 
     def __init__(
@@ -92,7 +97,8 @@ class OpenLogLimit:
         self.max_open = max_open
         self.max_active = max(max_open, max_active)
         self._clock = clock
-        self._appended_at: dict[int, float] = {}  # id(log) -> its last append
+        # id(log) -> its last ACTIVE_APPENDS - 1 appends, oldest first
+        self._appended_at: dict[int, tuple[float, ...]] = {}
         self._active: dict[int, float] = {}  # id(log) -> its last append while active
         self._pruned_at = clock()
         self._run = run
@@ -111,10 +117,10 @@ class OpenLogLimit:
         now = self._clock()
         key = id(log)
         with self._lock:
-            last = self._appended_at.get(key)
-            self._appended_at[key] = now
-            if last is not None and now - last <= ACTIVE_WINDOW_S:
+            before = self._appended_at.get(key, ())
+            if len(before) == ACTIVE_APPENDS - 1 and now - before[0] <= ACTIVE_WINDOW_S:
                 self._active[key] = now
+            self._appended_at[key] = (*before, now)[-(ACTIVE_APPENDS - 1) :]
 
     @property
     def cap(self) -> int:
