@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import time
+import tracemalloc
 from collections.abc import Callable
 
 from sentinel.fs import MemFS
@@ -192,4 +194,33 @@ def test_a_released_engine_lets_its_values_go() -> None:
     engine.resume_files()
     assert list(engine.scan()) == [(b"k%04d" % k, _large(0, k)) for k in range(10)]
     engine.close()
+    shared.close()
+
+
+def test_value_frames_read_back_are_held_within_the_shared_cache_bound() -> None:
+    fs = MemFS()
+    shared = SharedResources(ResourceSizes(block_cache_bytes=256 * 1024))
+    options = shared.engine_options(EngineOptions())
+    engines = [Engine.open(f"/v{i}", options, fs=fs) for i in range(20)]
+    for i, engine in enumerate(engines):
+        for k in range(100):  # 570 KiB of large values each, one WAL frame apiece
+            engine.put(b"k%04d" % k, _large(i, k))
+        engine.flush()  # the table points into the WAL: reads go to its frames
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i, engine in enumerate(engines):
+        assert [v for _k, v in engine.scan()] == [_large(i, k) for k in range(100)]
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert shared.block_cache.size_bytes <= 256 * 1024
+    # Each engine kept 8 MiB of frames of its own before: 11 MB here, and 8 GB for a
+    # consumer of 1,000 partitions.
+    assert grown < 2 * 1024 * 1024, grown
+    hits = engines[0].stats().block_cache_hits
+    assert engines[0].get(b"k0003") == engines[0].get(b"k0003") == _large(0, 3)
+    assert engines[0].stats().block_cache_hits > hits  # its frame (and block), read twice
+    for engine in engines:
+        engine.close()
+    assert shared.block_cache.size_bytes == 0
     shared.close()

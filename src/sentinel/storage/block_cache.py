@@ -1,5 +1,10 @@
 """The block cache: decoded, verified data blocks, LRU, bounded in bytes.
 
+It also holds the verified WAL frames that value pointers are read from
+(``get_frame``/``put_frame``, ``value_log``), under keys of their own: one bound in
+bytes for both, per broker. (Each engine kept its own 8 MiB of frames before: a
+consumer reading 1,000 partitions from the start could hold 8 GB.)
+
 One cache is shared by every table of an engine, and a broker shares one among all its
 engines (``ScopedBlockCache``: each engine's view, keys prefixed by the engine). Keys
 are ``(file_number, offset)``: file numbers are never reused, so a block can't be
@@ -42,7 +47,7 @@ class BlockCache:
             raise InvalidArgumentError(f"capacity_bytes must be >= 0, not {capacity_bytes}")
         self._capacity = capacity_bytes
         self._lock = threading.Lock()
-        self._blocks: OrderedDict[CacheKey, tuple[Block, int]] = OrderedDict()
+        self._blocks: OrderedDict[CacheKey, tuple[Block | bytes, int]] = OrderedDict()
         self._by_file: dict[int, set[int]] = {}
         self._size = 0
         self._hits = 0
@@ -74,6 +79,15 @@ class BlockCache:
             )
 
     def get(self, key: CacheKey) -> Block | None:
+        found = self._lookup(key)
+        return found if isinstance(found, Block) else None
+
+    def get_frame(self, key: CacheKey) -> bytes | None:
+        """A WAL frame's verified payload (``value_log``), or None."""
+        found = self._lookup(key)
+        return found if isinstance(found, bytes) else None
+
+    def _lookup(self, key: CacheKey) -> Block | bytes | None:
         with self._lock:
             found = self._blocks.get(key)
             if found is None:
@@ -85,6 +99,13 @@ class BlockCache:
 
     def put(self, key: CacheKey, block: Block, charge: int) -> None:
         """Insert (or replace) ``key``; a block larger than the whole cache is not kept."""
+        self._store(key, block, charge)
+
+    def put_frame(self, key: CacheKey, frame: bytes) -> None:
+        """Keep a WAL frame's verified payload, charged its length."""
+        self._store(key, frame, len(frame))
+
+    def _store(self, key: CacheKey, block: Block | bytes, charge: int) -> None:
         if charge > self._capacity:
             return
         with self._lock:
@@ -155,10 +176,24 @@ class ScopedBlockCache(BlockCache):
                 self._hits += 1
         return found
 
+    def get_frame(self, key: CacheKey) -> bytes | None:
+        found = self._shared.get_frame((self._base | key[0], key[1]))
+        with self._lock:
+            if found is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+        return found
+
     def put(self, key: CacheKey, block: Block, charge: int) -> None:
         with self._lock:
             self._files.add(key[0])
         self._shared.put((self._base | key[0], key[1]), block, charge)
+
+    def put_frame(self, key: CacheKey, frame: bytes) -> None:
+        with self._lock:
+            self._files.add(key[0])
+        self._shared.put_frame((self._base | key[0], key[1]), frame)
 
     def evict_file(self, file_number: int) -> None:
         with self._lock:

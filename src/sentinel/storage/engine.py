@@ -196,7 +196,7 @@ class Engine:
         # towards ``memtable_bytes``, so its WAL segment still rolls at that size.
         self._released_bytes = 0
         self.values_released = 0  # large values let go under the memtable budget
-        self._values = ValueLog(fs, directory)
+        self._values = ValueLog(fs, directory, self._cache)
         self._user_bytes = 0
         self._wal_bytes = 0
         self.replay_report: ReplayReport | None = None

@@ -18,15 +18,16 @@ Pointer layout (24 bytes, little-endian), stored in a table as an entry of kind
 where the value begins inside the entry's payload. A read fetches the whole frame (drawn
 in ``wal_format``) and checks its CRC32C before it returns the value: a damaged frame raises
 ``CorruptionError`` naming the segment and offset, it is never returned as data. A write
-batch of many large values is one frame; a small cache of recently read frames keeps a
-scan from reading such a frame once per value.
+batch of many large values is one frame; recently read frames are kept in the engine's
+block cache (a broker's one cache, bounded in bytes for every engine together, under
+keys of their own), so a scan does not read such a frame once per value.
 """
 
 from __future__ import annotations
 
 import struct
 import threading
-from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from sentinel.codec.crc import crc32c
 from sentinel.errors import CorruptionError, MissingFileError
@@ -34,7 +35,13 @@ from sentinel.fs import FS, File
 from sentinel.storage.files import join, wal_name
 from sentinel.storage.wal_format import FRAME_HEAD, FRAME_LEN_TYPE
 
+if TYPE_CHECKING:  # block_cache -> block -> this module
+    from sentinel.storage.block_cache import BlockCache
+
 _POINTER = struct.Struct("<QQII")
+#: Frames are cached under ``(WAL_KEY | segment, offset)``: WAL segment numbers are the
+#: WAL's own, apart from the table file numbers of the same engine's cache keys.
+WAL_KEY = 1 << 39
 POINTER_SIZE = _POINTER.size
 
 
@@ -60,17 +67,26 @@ class ValuePointer(bytes):
         return self.fields[0]
 
 
+FRAME_CACHE_BYTES = 8 * 1024 * 1024  # a standalone ValueLog's own cache
+MAX_CACHED_FRAME = 2 * 1024 * 1024  # larger frames are read each time, not cached
+
+
 class ValueLog:
     """Reads values that pointers name. Thread-safe."""
 
-    def __init__(self, fs: FS, directory: str, frame_cache_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, fs: FS, directory: str, cache: BlockCache | None = None) -> None:
+        """``cache``: the engine's block cache (a broker's shared one), which keeps
+        recently read frames within its bound in bytes; by default one of 8 MiB."""
         self._fs = fs
         self._dir = directory
         self._lock = threading.Lock()
         self._files: dict[int, File] = {}
-        self._frames: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-        self._frame_bytes = 0
-        self._frame_cache_bytes = frame_cache_bytes
+        if cache is None:
+            from sentinel.storage.block_cache import BlockCache
+
+            cache = BlockCache(FRAME_CACHE_BYTES)
+        self._cache = cache
+        self._segments: set[int] = set()  # whose frames may be cached
 
     def read(self, pointer: ValuePointer) -> bytes:
         return bytes(self.read_view(pointer))
@@ -88,12 +104,11 @@ class ValueLog:
         return memoryview(payload)[start : start + length]
 
     def _frame(self, segment: int, offset: int) -> bytes:
-        key = (segment, offset)
+        key = (WAL_KEY | segment, offset)
+        cached = self._cache.get_frame(key)
+        if cached is not None:
+            return cached
         with self._lock:
-            cached = self._frames.get(key)
-            if cached is not None:
-                self._frames.move_to_end(key)
-                return cached
             path = join(self._dir, wal_name(segment))
             file = self._files.get(segment)
             if file is None:
@@ -110,13 +125,10 @@ class ValueLog:
             crc32c(payload, crc32c(FRAME_LEN_TYPE.pack(length, kind))) != stored
         ):
             raise CorruptionError(path, f"entry at {offset}", "checksum mismatch")
-        with self._lock:
-            if length <= self._frame_cache_bytes // 4:
-                self._frames[key] = payload
-                self._frame_bytes += length
-                while self._frame_bytes > self._frame_cache_bytes:
-                    _old, dropped = self._frames.popitem(last=False)
-                    self._frame_bytes -= len(dropped)
+        if length <= MAX_CACHED_FRAME:
+            with self._lock:
+                self._segments.add(segment)
+            self._cache.put_frame(key, payload)
         return payload
 
     def forget(self, segments: set[int]) -> None:
@@ -126,13 +138,15 @@ class ValueLog:
                 file = self._files.pop(segment, None)
                 if file is not None:
                     file.close()
-            for key in [k for k in self._frames if k[0] in segments]:
-                self._frame_bytes -= len(self._frames.pop(key))
+            cached = self._segments & segments
+            self._segments -= cached
+        for segment in cached:
+            self._cache.evict_file(WAL_KEY | segment)
 
     def close(self) -> None:
+        """Close the segments' files. The cached frames stay: a frame never changes,
+        and the engine's ``close`` clears its cache."""
         with self._lock:
             for file in self._files.values():
                 file.close()
             self._files.clear()
-            self._frames.clear()
-            self._frame_bytes = 0
