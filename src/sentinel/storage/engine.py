@@ -761,18 +761,23 @@ class Engine:
             self.make_durable(lsn)
         except (OSError, StorageUnavailableError) as exc:
             log.warning("%s: syncing the WAL to release memory failed: %r", self._dir, exc)
+            with self._write_lock:  # held still: a later request tries them again
+                if self._memtable is memtable:
+                    self._held[:0] = held
+                    self._held_bytes += sum(pointer.fields[3] for _key, pointer in held)
             return
         with self._write_lock:
             if self._memtable is not memtable or self._closed:
                 return  # frozen meanwhile: its flush lets the values go
             pointers = self._pointers
-            released = 0
+            released = count = 0
             for key, pointer in held:
                 if pointers.get(key) is pointer:  # not overwritten or moved since
                     memtable.put(key, pointer)
                     released += pointer.fields[3]
+                    count += 1
             self._released_bytes += released
-            self.values_released += len(held)
+            self.values_released += count
             if self._options.write_buffer is not None:
                 self._options.write_buffer.report(
                     id(self), memtable.approximate_size, self._relieve_memory
