@@ -6,7 +6,10 @@ partitions whose WALs lost entries) every acknowledged append of every partition
 there, and nothing else but whole appended batches (a prefix of each partition's
 appends) is served. Twice: every entry through the journal, and with partitions that
 append alone for a while (their entries then skip the journal and wait for their own
-WAL's fsync, ``Journal.alone``), switching between the two."""
+WAL's fsync, ``Journal.alone``), switching between the two. And with the memtable
+budget's requests between rounds (``Engine._relieve_memory``): most values are large,
+and each partition syncs its WAL up to them and lets them go from its memtable, read
+back from the WAL from then on."""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from sentinel.storage.sync_scheduler import SyncScheduler
 PARTITIONS = 3
 # The few mode journals less of the same rounds: more of them, so that its journal
 # rolls and a checkpoint deletes a segment too.
-ROUNDS = {"journal": 8, "alone": 8, "few": 14}
+ROUNDS = {"journal": 8, "alone": 8, "few": 14, "release": 8}
 CONFIG = TopicConfig(retention_ms=-1)
 # Small segments, one closed kept: the workload rolls the journal and its checkpoints
 # sync the partitions that pin old segments (suspended ones too) and delete them.
@@ -40,7 +43,7 @@ ALONE = JournalOptions(segment_bytes=4096, retain_segments=1, skip_window_s=0.0,
 # Two engines skip together; a third makes them too many (the clock stands still: no
 # one falls silent).
 FEW = JournalOptions(segment_bytes=4096, retain_segments=1, skip_window_s=0.0, skip_up_to=2)
-MODES = {"journal": JOURNAL, "alone": ALONE, "few": FEW}
+MODES = {"journal": JOURNAL, "alone": ALONE, "few": FEW, "release": JOURNAL}
 
 
 def open_journal(fs: MemFS, scheduler: SyncScheduler, mode: str) -> Journal:
@@ -49,9 +52,17 @@ def open_journal(fs: MemFS, scheduler: SyncScheduler, mode: str) -> Journal:
     )
 
 
-def open_logs(fs: MemFS, scheduler: SyncScheduler, journal: Journal) -> list[PartitionLog]:
+def open_logs(
+    fs: MemFS, scheduler: SyncScheduler, journal: Journal, mode: str
+) -> list[PartitionLog]:
     options = EngineOptions(
-        memtable_bytes=4096, background=False, sync_scheduler=scheduler, journal=journal
+        memtable_bytes=16384 if mode == "release" else 4096,
+        background=False,
+        sync_scheduler=scheduler,
+        journal=journal,
+        # The release mode's values are large (a batch of 256 bytes or more): held in
+        # the memtable, and in its WAL entry, until let go.
+        value_separation_bytes=256 if mode == "release" else 4096,
     )
     limit = OpenLogLimit(2, run_now)  # three partitions, two open: releases all along
     return [
@@ -64,9 +75,31 @@ def value(partition: int, n: int) -> bytes:
     return b"p%d-%03d" % (partition, n) * (8 + 40 * (n % 3))  # some values separated
 
 
+def large_value(partition: int, n: int) -> bytes:
+    """The release mode's: past a memtable entry's overhead, so that large values are
+    most of a memtable (what the budget lets go)."""
+    return value(partition, n) * 5
+
+
 def workload(mode: str, logs: list[PartitionLog], acked: list[list[bytes]]) -> None:
     if mode == "journal":
         append_rounds(logs, acked, ROUNDS[mode], value, flush_every=3)
+        return
+    if mode == "release":
+        for round_ in range(ROUNDS[mode]):
+            waits: list[tuple[int, bytes, concurrent.futures.Future[None]]] = []
+            for i, log in enumerate(logs):
+                v = large_value(i, round_)
+                result = log.append_many([build_batch([(None, v, (), T0)])], wait=False)[0]
+                waits.append((i, v, log.sync_future(result.lsn)))
+            for i, v, future in waits:
+                future.result(timeout=30)
+                acked[i].append(v)
+            if round_ % 2 == 1:  # the budget asks each partition for memory
+                for log in logs:
+                    log.engine._relieve_memory()
+            if round_ % 3 == 2:
+                logs[round_ % len(logs)].engine.flush()
         return
     # Each round one partition appends twice in a row (the second skips the journal),
     # another appends, then the first again: it is not alone any more, but its
@@ -93,7 +126,11 @@ def workload(mode: str, logs: list[PartitionLog], acked: list[list[bytes]]) -> N
 def appended(mode: str, partition: int) -> list[bytes]:
     """Every value ``workload`` appends to ``partition``, in order."""
     rounds = ROUNDS[mode]
-    count = rounds if mode == "journal" else rounds + 2 * len(range(partition, rounds, PARTITIONS))
+    if mode == "release":
+        return [large_value(partition, n) for n in range(rounds)]
+    if mode == "journal":
+        return [value(partition, n) for n in range(rounds)]
+    count = rounds + 2 * len(range(partition, rounds, PARTITIONS))
     return [value(partition, n) for n in range(count)]
 
 
@@ -101,7 +138,7 @@ def count_ops(mode: str) -> int:
     fs = MemFS()
     scheduler = SyncScheduler(2)
     journal = open_journal(fs, scheduler, mode)
-    logs = open_logs(fs, scheduler, journal)
+    logs = open_logs(fs, scheduler, journal, mode)
     start = fs.ops
     acked: list[list[bytes]] = [[] for _ in logs]
     workload(mode, logs, acked)
@@ -111,7 +148,9 @@ def count_ops(mode: str) -> int:
     # rolled and deleted by checkpoints, and no partition WAL synced for an ack.
     assert logs[0]._open_limit is not None and logs[0]._open_limit.releases > 0
     assert journal.wal.current_segment >= 3 and journal.segments[0] > 1
-    assert (journal.skipped_appends > 0) == (mode != "journal")
+    assert (journal.skipped_appends > 0) == (mode in ("alone", "few"))
+    if mode == "release":
+        assert all(log.engine.values_released > 0 for log in logs)
     for log in logs:
         log.close()
     journal.close()
@@ -128,7 +167,7 @@ def test_a_crash_at_every_step_keeps_every_acknowledged_append(mode: str, fail_a
     fs = MemFS()
     scheduler = SyncScheduler(2)
     journal = open_journal(fs, scheduler, mode)
-    logs = open_logs(fs, scheduler, journal)
+    logs = open_logs(fs, scheduler, journal, mode)
     acked: list[list[bytes]] = [[] for _ in logs]
     fs.fail_after(fail_at)
     try:
@@ -140,7 +179,7 @@ def test_a_crash_at_every_step_keeps_every_acknowledged_append(mode: str, fail_a
     scheduler.shutdown()
     scheduler = SyncScheduler(1)
     journal = open_journal(fs, scheduler, mode)
-    logs = open_logs(fs, scheduler, journal)
+    logs = open_logs(fs, scheduler, journal, mode)
     journal.finish_recovery()
     for i, log in enumerate(logs):
         got = stored(log)
