@@ -18,10 +18,11 @@ def append_rounds(
     rounds: int,
     value: Callable[[int, int], bytes],
     flush_every: int,
+    after_round: Callable[[int], None] | None = None,
 ) -> None:
     """``rounds`` rounds of one append per partition, all waiting on the same waves;
-    every ``flush_every``-th round a flush of one partition. ``acked`` gets what was
-    acknowledged."""
+    after each round ``after_round(round)`` if given, and every ``flush_every``-th round
+    a flush of one partition. ``acked`` gets what was acknowledged."""
     for round_ in range(rounds):
         waits: list[tuple[int, bytes, concurrent.futures.Future[None]]] = []
         for i, log in enumerate(logs):
@@ -31,6 +32,8 @@ def append_rounds(
         for i, v, future in waits:
             future.result(timeout=30)
             acked[i].append(v)
+        if after_round is not None:
+            after_round(round_)
         if round_ % flush_every == flush_every - 1:
             logs[round_ % len(logs)].engine.flush()
 

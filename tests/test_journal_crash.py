@@ -86,20 +86,13 @@ def workload(mode: str, logs: list[PartitionLog], acked: list[list[bytes]]) -> N
         append_rounds(logs, acked, ROUNDS[mode], value, flush_every=3)
         return
     if mode == "release":
-        for round_ in range(ROUNDS[mode]):
-            waits: list[tuple[int, bytes, concurrent.futures.Future[None]]] = []
-            for i, log in enumerate(logs):
-                v = large_value(i, round_)
-                result = log.append_many([build_batch([(None, v, (), T0)])], wait=False)[0]
-                waits.append((i, v, log.sync_future(result.lsn)))
-            for i, v, future in waits:
-                future.result(timeout=30)
-                acked[i].append(v)
+
+        def relieve(round_: int) -> None:
             if round_ % 2 == 1:  # the budget asks each partition for memory
                 for log in logs:
                     log.engine._relieve_memory()
-            if round_ % 3 == 2:
-                logs[round_ % len(logs)].engine.flush()
+
+        append_rounds(logs, acked, ROUNDS[mode], large_value, flush_every=3, after_round=relieve)
         return
     # Each round one partition appends twice in a row (the second skips the journal),
     # another appends, then the first again: it is not alone any more, but its

@@ -135,13 +135,18 @@ def test_the_wal_still_rolls_at_memtable_bytes_when_values_are_let_go() -> None:
     shared.close()
 
 
-def test_a_value_replaced_while_the_wal_syncs_is_not_let_go() -> None:
-    fs = MemFS()
+def _ten_large_values() -> tuple[SharedResources, Engine]:
+    """An engine under a budget that asks nothing by itself, holding ten large values."""
     shared = SharedResources(ResourceSizes(memtable_budget_bytes=64 * 1024 * 1024))
     options = shared.engine_options(EngineOptions(memtable_bytes=64 * 1024 * 1024))
-    engine = Engine.open("/e", options, fs=fs)
+    engine = Engine.open("/e", options, fs=MemFS())
     for k in range(10):
         engine.put(b"k%04d" % k, _large(0, k))
+    return shared, engine
+
+
+def test_a_value_replaced_while_the_wal_syncs_is_not_let_go() -> None:
+    shared, engine = _ten_large_values()
     sync = engine.make_durable
 
     def sync_then_overwrite(lsn: int) -> None:
@@ -160,12 +165,7 @@ def test_a_value_replaced_while_the_wal_syncs_is_not_let_go() -> None:
 
 
 def test_a_failed_sync_lets_no_value_go() -> None:
-    fs = MemFS()
-    shared = SharedResources(ResourceSizes(memtable_budget_bytes=64 * 1024 * 1024))
-    options = shared.engine_options(EngineOptions(memtable_bytes=64 * 1024 * 1024))
-    engine = Engine.open("/e", options, fs=fs)
-    for k in range(10):
-        engine.put(b"k%04d" % k, _large(0, k))
+    shared, engine = _ten_large_values()
     size = engine.stats().memtable_bytes
 
     def failing(lsn: int) -> None:

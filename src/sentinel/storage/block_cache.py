@@ -169,21 +169,20 @@ class ScopedBlockCache(BlockCache):
 
     def get(self, key: CacheKey) -> Block | None:
         found = self._shared.get((self._base | key[0], key[1]))
-        with self._lock:
-            if found is None:
-                self._misses += 1
-            else:
-                self._hits += 1
+        self._count(found is not None)
         return found
 
     def get_frame(self, key: CacheKey) -> bytes | None:
         found = self._shared.get_frame((self._base | key[0], key[1]))
-        with self._lock:
-            if found is None:
-                self._misses += 1
-            else:
-                self._hits += 1
+        self._count(found is not None)
         return found
+
+    def _count(self, hit: bool) -> None:
+        with self._lock:
+            if hit:
+                self._hits += 1
+            else:
+                self._misses += 1
 
     def put(self, key: CacheKey, block: Block, charge: int) -> None:
         with self._lock:
