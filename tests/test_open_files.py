@@ -610,3 +610,18 @@ def test_a_strict_limit_keeps_no_active_log_beyond_it() -> None:
     assert sum(log.files_open for log in logs) <= 2
     for log in logs:
         log.close()
+
+
+def test_trim_releases_the_logs_whose_production_ended_without_a_use() -> None:
+    now = [0.0]
+    limit = OpenLogLimit(2, run_now, max_active=10, clock=lambda: now[0])
+    logs, rounds = _round_robin_logs(6, limit)
+    rounds(4)
+    assert sum(log.files_open for log in logs) == 6
+    limit.trim()  # still under production: nothing to release
+    assert sum(log.files_open for log in logs) == 6
+    now[0] += 3.0  # then idle, and no log used again
+    limit.trim()  # (a retention pass)
+    assert sum(log.files_open for log in logs) <= 2
+    for log in logs:
+        log.close()

@@ -22,6 +22,7 @@ from typing import Protocol
 from sentinel.broker.topics import OfflinePartition, Topic
 from sentinel.clock import Clock
 from sentinel.errors import StorageUnavailableError
+from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 
 log = logging.getLogger("sentinel.broker.service")  # the name these lines always had
@@ -44,10 +45,12 @@ class Retention:
         clock: Clock,
         *,
         replicated: ReplicaRetention | None,
+        open_limit: OpenLogLimit | None = None,
     ) -> None:
         self._topics = topics
         self._clock = clock
         self._replicated = replicated
+        self._open_limit = open_limit
         self._worker = concurrent.futures.ThreadPoolExecutor(1, "sentinel-retention")
         self._pass: concurrent.futures.Future[int] | None = None
 
@@ -76,6 +79,8 @@ class Retention:
         (``PartitionLog.mark_idle_clean``): after a crash, the next start checks it and
         opens it on first use instead of recovering it, so that the start after a kill
         grows with the partitions used lately, not with every partition."""
+        if idle_s is not None and self._open_limit is not None:
+            self._open_limit.trim()  # partitions no longer under production: released
         removed = marked = 0
         started = self._clock.monotonic()
         passes = {"retention": [0, 0], "compaction": [0, 0]}  # partitions, records removed

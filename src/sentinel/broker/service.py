@@ -235,7 +235,12 @@ class BrokerService:
             self._lock.release()
             raise
         loop = asyncio.get_running_loop()
-        self._retention = Retention(self.registry, self._clock, replicated=self._cluster)
+        self._retention = Retention(
+            self.registry,
+            self._clock,
+            replicated=self._cluster,
+            open_limit=self.registry.open_limit,
+        )
         self._background.append(
             loop.create_task(
                 self._retention.run_forever(lambda: self.config.retention_check_interval_s)

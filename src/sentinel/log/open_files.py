@@ -79,8 +79,8 @@ class OpenLogLimit:
     each one reopened a WAL segment and released another (at 1,000 partitions and 256
     open, 15-25 % of the MB/s). A log used once or twice (a partition created, a produce
     and a fetch each) is not active: a broker of 10,000 such partitions keeps
-    ``max_open``. Activity ends ``ACTIVE_WINDOW_S`` after
-    the last append; the next use of any log then releases down to the cap again."""
+    ``max_open``. Activity ends ``ACTIVE_WINDOW_S`` after the last append; the next use
+    of any log, or ``trim`` (each retention pass), then releases down to the cap."""
 
     def __init__(
         self,
@@ -121,6 +121,15 @@ class OpenLogLimit:
             if len(before) == ACTIVE_APPENDS - 1 and now - before[0] <= ACTIVE_WINDOW_S:
                 self._active[key] = now
             self._appended_at[key] = (*before, now)[-(ACTIVE_APPENDS - 1) :]
+
+    def trim(self) -> None:
+        """Release the logs past the cap now: activity that ended lowers it, and an idle
+        broker must not keep the files of the partitions it was producing to until one
+        of them is used again (each retention pass calls this)."""
+        with self._lock:
+            if not self._evict_locked():
+                return
+        self._run(self._drain, 0.0)
 
     @property
     def cap(self) -> int:
