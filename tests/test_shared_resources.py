@@ -14,6 +14,18 @@ from sentinel.storage.resources import ResourceSizes, SharedResources
 from sentinel.storage.wal import SyncMode, WalOptions
 
 
+def _large(engine: int, key: int) -> bytes:
+    """A value past ``value_separation_bytes`` (4 KiB): stored in its WAL entry."""
+    return b"engine %d value %d " % (engine, key) * 300
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition()
+
+
 def test_engines_share_one_cache_bounded_in_bytes_without_mixing_blocks() -> None:
     fs = MemFS()
     shared = SharedResources(ResourceSizes(block_cache_bytes=64 * 1024))
@@ -43,32 +55,14 @@ def test_the_memtable_budget_flushes_the_largest_memtables() -> None:
     for round_ in range(100):
         for i, engine in enumerate(engines):
             engine.put(b"k%04d" % round_, b"x" * (100 * (i + 1)))
-    deadline = time.monotonic() + 30
-    while shared.write_buffer.total_bytes > 256 * 1024 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert shared.write_buffer.total_bytes <= 256 * 1024
+    _wait_for(lambda: shared.write_buffer.total_bytes <= 256 * 1024)
     assert shared.write_buffer.flushes_requested > 0
     # The largest memtable (the last engine's) was flushed; each one's data is intact.
-    deadline = time.monotonic() + 30
-    while engines[-1].stats().flushes == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert engines[-1].stats().flushes >= 1
+    _wait_for(lambda: engines[-1].stats().flushes >= 1)
     for i, engine in enumerate(engines):
         assert engine.get(b"k0050") == b"x" * (100 * (i + 1))
         engine.close()
     shared.close()
-
-
-def _large(engine: int, key: int) -> bytes:
-    """A value past ``value_separation_bytes`` (4 KiB): stored in its WAL entry."""
-    return b"engine %d value %d " % (engine, key) * 300
-
-
-def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert condition()
 
 
 def test_the_budget_lets_large_values_go_to_their_wal_instead_of_flushing() -> None:

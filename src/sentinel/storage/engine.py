@@ -751,6 +751,7 @@ class Engine:
                 held = None
             else:
                 memtable, held, lsn = self._memtable, self._held, self._wal.last_lsn
+                held_bytes = self._held_bytes
                 self._held, self._held_bytes = [], 0
         if held is None:
             self._flush_soon()
@@ -764,7 +765,7 @@ class Engine:
             with self._write_lock:  # held still: a later request tries them again
                 if self._memtable is memtable:
                     self._held[:0] = held
-                    self._held_bytes += sum(pointer.fields[3] for _key, pointer in held)
+                    self._held_bytes += held_bytes
             return
         with self._write_lock:
             if self._memtable is not memtable or self._closed:

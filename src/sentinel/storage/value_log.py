@@ -86,7 +86,6 @@ class ValueLog:
 
             cache = BlockCache(FRAME_CACHE_BYTES)
         self._cache = cache
-        self._segments: set[int] = set()  # whose frames may be cached
 
     def read(self, pointer: ValuePointer) -> bytes:
         return bytes(self.read_view(pointer))
@@ -126,8 +125,6 @@ class ValueLog:
         ):
             raise CorruptionError(path, f"entry at {offset}", "checksum mismatch")
         if length <= MAX_CACHED_FRAME:
-            with self._lock:
-                self._segments.add(segment)
             self._cache.put_frame(key, payload)
         return payload
 
@@ -138,9 +135,7 @@ class ValueLog:
                 file = self._files.pop(segment, None)
                 if file is not None:
                     file.close()
-            cached = self._segments & segments
-            self._segments -= cached
-        for segment in cached:
+        for segment in segments:  # (the cache knows which it holds: a dict lookup each)
             self._cache.evict_file(WAL_KEY | segment)
 
     def close(self) -> None:
