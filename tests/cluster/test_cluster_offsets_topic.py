@@ -116,6 +116,23 @@ async def serving(service: BrokerService, group_id: str) -> dict[tuple[str, int]
     return await eventually(check)
 
 
+async def served_by_coordinator(
+    trio: Trio, group_id: str, not_on: int | None = None
+) -> tuple[BrokerService, dict[tuple[str, int], int]]:
+    """The group's coordinator (never ``not_on``) and its offsets. Each attempt asks a
+    live broker again, as a Kafka client looks the coordinator up again on
+    NOT_COORDINATOR: after a leader stops, a first winner can lose its term to another
+    broker before it has served (seen under CI load)."""
+    async def check() -> tuple[BrokerService, dict[tuple[str, int], int]]:
+        survivor = next(iter(trio.services.values()))
+        found = survivor.group_coordinator(group_id).node_id
+        assert found != not_on and found in trio.services
+        service = trio.services[found]
+        return service, {tp: om.offset for tp, om in service.fetch_offsets(group_id).items()}
+
+    return await eventually(check)
+
+
 async def test_groups_spread_over_brokers_and_others_answer_not_coordinator(
     trio: Trio,
 ) -> None:
@@ -178,19 +195,19 @@ async def test_committed_offsets_survive_the_coordinator_and_tombstones_delete(
     assert plog.high_watermark == plog.log_end_offset > 0
     await trio.stop(first)
 
-    async def moved() -> int:
-        survivor = next(iter(trio.services.values()))
-        node = survivor.group_coordinator(group).node_id
-        assert node != first and node in trio.services
-        return node
-
-    second = await eventually(moved)
-    assert await serving(trio.services[second], group) == {("o", 0): 8, ("o", 1): 3}
-    assert trio.services[second].fetch_offsets(gone) == {}  # the tombstone held
-    assert trio.services[second].groups.fetch_offsets(group, None)[("o", 0)].metadata == "n"
+    second, offsets = await served_by_coordinator(trio, group, not_on=first)
+    assert offsets == {("o", 0): 8, ("o", 1): 3}
+    assert second.fetch_offsets(gone) == {}  # the tombstone held
+    assert second.groups.fetch_offsets(group, None)[("o", 0)].metadata == "n"
     # The new coordinator commits on, and the old one, back, catches up as a follower.
-    await trio.services[second].alter_group_offsets(group, {("o", 1): OffsetAndMetadata(4, "")})
-    assert await serving(trio.services[second], group) == {("o", 0): 8, ("o", 1): 4}
+
+    async def commit_on() -> None:
+        coordinator, _ = await served_by_coordinator(trio, group, not_on=first)
+        await coordinator.alter_group_offsets(group, {("o", 1): OffsetAndMetadata(4, "")})
+
+    await eventually(commit_on)
+    _, offsets = await served_by_coordinator(trio, group, not_on=first)
+    assert offsets == {("o", 0): 8, ("o", 1): 4}
     await trio.start(first)
     with pytest.raises(GroupError):
         trio.services[first].fetch_offsets(group)
@@ -302,14 +319,8 @@ async def test_an_offsets_partition_is_rewritten_and_stays_small(trio: Trio) -> 
     stopped = node.node_id
     await trio.stop(stopped)
 
-    async def moved() -> BrokerService:
-        survivor = next(iter(trio.services.values()))
-        found = survivor.group_coordinator(group).node_id
-        assert found != stopped and found in trio.services
-        return trio.services[found]
-
-    second = await eventually(moved)
-    assert await serving(second, group) == expected
+    second, offsets = await served_by_coordinator(trio, group, not_on=stopped)
+    assert offsets == expected
     assert second.groups.fetch_offsets(group, None)[("r", 2)].metadata == "m299"
     assert second.fetch_offsets(gone) == {}
 
@@ -347,11 +358,5 @@ async def test_a_partition_with_no_live_offsets_is_emptied_by_a_rewrite(trio: Tr
     assert first.fetch_offsets(group) == {}
     await trio.stop(node.node_id)
 
-    async def moved() -> BrokerService:
-        survivor = next(iter(trio.services.values()))
-        found = survivor.group_coordinator(group).node_id
-        assert found in trio.services
-        return trio.services[found]
-
-    second = await eventually(moved)
-    assert await serving(second, group) == {}
+    _, offsets = await served_by_coordinator(trio, group)
+    assert offsets == {}
