@@ -35,6 +35,7 @@ import click
 
 from sentinel.cli.common import admin_client, broker_options, reporting
 from sentinel.cli.errors import EXIT_INTERRUPTED, CliError, CliUsageError
+from sentinel.cli.interrupts import INTERRUPTS
 from sentinel.cli.output import (
     Output,
     RecordFields,
@@ -311,6 +312,7 @@ def read(
             if plan.limit is not None:
                 want = min(want, plan.limit - tally.printed)
             records = consumer.poll(POLL_TIMEOUT_S, max_records=want)
+            INTERRUPTS.check()
             if not records:
                 continue
             _emit(out, records, fields, fmt)
@@ -424,7 +426,8 @@ def consume(  # noqa: PLR0917 - click passes every option
     interrupted = False
     with reporting(broker), open_reader(plan, broker) as reader:
         try:
-            read(plan, reader, out, fields=fields, bar=force_progress, tally=tally, fmt=fmt)
+            with INTERRUPTS.deferred(wake=reader.consumer.wakeup):
+                read(plan, reader, out, fields=fields, bar=force_progress, tally=tally, fmt=fmt)
         except KeyboardInterrupt:
             interrupted = True
     if out.stderr_is_tty and not json_mode:

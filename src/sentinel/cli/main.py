@@ -23,9 +23,7 @@ line, 130 on Ctrl-C. No traceback for any of those. (A closed stdout pipe, as wi
 from __future__ import annotations
 
 import io
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 import click
@@ -36,6 +34,7 @@ from sentinel.cli.cluster import cluster
 from sentinel.cli.consume import consume
 from sentinel.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 from sentinel.cli.groups import groups
+from sentinel.cli.interrupts import INTERRUPTS
 from sentinel.cli.produce import produce
 from sentinel.cli.topics import topics
 
@@ -94,20 +93,16 @@ def _quiet_streams() -> None:
             stream.reconfigure(errors="replace")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: the process's); returns the exit status.
 
     Run as the program (``argv`` None), SIGTERM stops a run as Ctrl-C does: a
-    consumer leaves its group, a producer flushes what it has.
+    consumer leaves its group, a producer flushes what it has (``interrupts``: the
+    long loops stop at a point where the client holds nothing).
     """
     if argv is None:
         _quiet_streams()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _interrupt)
+        INTERRUPTS.install()
     given = hoist_broker(list(sys.argv[1:] if argv is None else argv), set(cli.commands))
     if not given:  # a bare sentinel-cli: its help
         given = ["--help"]

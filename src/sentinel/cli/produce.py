@@ -33,6 +33,7 @@ import click
 
 from sentinel.cli.common import CONNECT_TIMEOUT_S, broker_options, reporting
 from sentinel.cli.errors import CliError, CliUsageError, explain
+from sentinel.cli.interrupts import INTERRUPTS
 from sentinel.cli.output import Output, human_count, progress
 from sentinel.cli.params import ACKS, HEADER, Acks
 from sentinel.client import Producer, RecordMetadata
@@ -115,8 +116,13 @@ class ProduceTally:
 
 
 def stdin_values(stream: IO[bytes], count: int) -> Iterator[bytes]:
-    """Each line of ``stream`` without its ending (``\\n`` or ``\\r\\n``), ``count`` times."""
-    for line in stream:
+    """Each line of ``stream`` without its ending (``\\n`` or ``\\r\\n``), ``count`` times.
+    Waiting for the next line, Ctrl-C stops it at once (``INTERRUPTS.raising``)."""
+    while True:
+        with INTERRUPTS.raising():
+            line = stream.readline()
+        if not line:
+            return
         value = line[:-1] if line.endswith(b"\n") else line
         if value.endswith(b"\r"):
             value = value[:-1]
@@ -158,6 +164,7 @@ def send_all(
             producer.send(topic, value, key=key, headers=headers or None, partition=partition)
         )
         advance(1)
+        INTERRUPTS.check()
         if sent % _HARVEST_EVERY == 0:
             _harvest(pending, tally, wait=False)
             if tally.failed:
@@ -258,7 +265,7 @@ def produce(  # noqa: PLR0917 - click passes every option
         )
         try:
             show = out.wants_progress(total, force_progress)
-            with progress(out, show, total, f"produce {topic}") as advance:
+            with progress(out, show, total, f"produce {topic}") as advance, INTERRUPTS.deferred():
                 send_all(
                     producer,
                     topic,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import (
@@ -101,6 +102,7 @@ class Consumer(ConsumerBase, ClosingContext):
 
     def _open(self, topics: list[str]) -> None:
         self._data = threading.Condition(self._fetcher.lock)
+        self._woken = False  # under the fetcher's lock
         self._fetcher.on_data = self._data.notify_all
         self._io = LoopThread("sentinel-consumer-io")
         self._close_at_exit()
@@ -187,6 +189,9 @@ class Consumer(ConsumerBase, ClosingContext):
                     continue
                 if self._closed:
                     raise ClientClosedError("the consumer is closed")
+                if self._woken:
+                    self._woken = False
+                    return []
                 if deadline is None:  # wake now and then for a group error
                     self._data.wait(RECHECK_S)
                     continue
@@ -194,6 +199,22 @@ class Consumer(ConsumerBase, ClosingContext):
                 if remaining <= 0:
                     return []
                 self._data.wait(remaining)
+
+    def wakeup(self) -> None:
+        """Make the ``poll`` waiting now (or the next one, if none waits) return at once,
+        with no records if none have come (Kafka's ``wakeup``, which raises instead).
+
+        Safe from any thread and from a signal handler: it only hands a call to the
+        client's IO thread, and never takes a lock the interrupted thread may hold."""
+        if not self._closed:
+            with contextlib.suppress(RuntimeError):  # its loop closed: nothing waits
+                self._io.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        """(on the IO thread) The other half of ``wakeup``."""
+        with self._fetcher.lock:
+            self._woken = True
+            self._data.notify_all()
 
     def __iter__(self) -> Iterator[ConsumerRecord]:
         return self
