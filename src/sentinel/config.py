@@ -66,7 +66,7 @@ class BrokerConfig:
     # own WALs are synced in the background (storage/journal).
     journal: bool = True
     max_open_partitions: int = 0  # partitions with open files at once; 0: from RLIMIT_NOFILE
-    # Partitions under production (appended to 3 times within 2 s) kept open beyond
+    # Partitions under production (appended to twice within 2 s) kept open beyond
     # max_open_partitions, up to this; 0: from RLIMIT_NOFILE if max_open_partitions is
     # derived too, else max_open_partitions (a strict bound) (log/open_files).
     max_active_partitions: int = 0

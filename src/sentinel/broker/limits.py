@@ -112,7 +112,7 @@ def open_partitions_for_open_files(open_files: int) -> int:
 
 def active_partitions_for_open_files(open_files: int) -> int:
     """The default ``--max-active-partitions``: partitions under production (appended to
-    3 times within 2 s) kept open beyond ``--max-open-partitions``, up to what the limit
+    twice within 2 s) kept open beyond ``--max-open-partitions``, up to what the limit
     holds after the reserve at ``FDS_PER_OPEN_PARTITION`` each (9,488 at 20,000; 256 at
     1,024, where no more than ``--max-open-partitions`` are open)."""
     reserve = min(RESERVED_FDS, open_files // 2)

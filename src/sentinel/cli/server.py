@@ -261,7 +261,7 @@ def _verify(data_dir: str) -> int:
     "--max-active-partitions",
     type=int,
     default=None,
-    help="Partitions under production (appended to 3 times within 2 s) kept open beyond"
+    help="Partitions under production (appended to twice within 2 s) kept open beyond"
     " --max-open-partitions, up to this. 0: derived from the open-files limit,"
     " (RLIMIT_NOFILE - reserve) / 2, when --max-open-partitions is derived too; equal"
     " to --max-open-partitions (a strict bound) when that is set. [default: 0]",
