@@ -8,6 +8,7 @@ a producer, and ask for a clean, prompt exit every time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,14 +16,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from sentinel.cli.interrupts import Interrupts
 from sentinel.client import Admin, Consumer, Producer, TopicPartition
+from sentinel.client.errors import SentinelClientError
 from sentinel.testing.process import BrokerProcess
 
 EXIT_DEADLINE_S = 15.0
+WATCHDOG_S = 90.0
 CLI = [sys.executable, "-m", "sentinel.cli.main"]
 
 
@@ -110,9 +114,46 @@ def _members(address: str, group: str) -> list[object]:
         [*CLI, "groups", "-describe", group, "-json"], capture_output=True, text=True,
         env={**os.environ, "SENTINEL_BROKER": address}, timeout=30, check=False,
     )  # fmt: skip
-    if proc.returncode != 0:
-        return []
+    assert proc.returncode == 0, proc.stderr
     return list(json.loads(proc.stdout)["members"])
+
+
+@contextlib.contextmanager
+def _cli(address: str, *args: str, stdin: int | None = None) -> Iterator[subprocess.Popen[str]]:
+    """``sentinel-cli ARGS`` running; killed on the way out if it still runs, and by a
+    watchdog after ``WATCHDOG_S`` (a read of its output that would hang fails instead)."""
+    proc = subprocess.Popen(
+        [*CLI, *args], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "SENTINEL_BROKER": address},
+    )  # fmt: skip
+    watchdog = threading.Timer(WATCHDOG_S, proc.kill)
+    watchdog.start()
+    try:
+        yield proc
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _stop(proc: subprocess.Popen[str], signum: int) -> str:
+    """Send ``signum``; the stderr of the process once it exited (``TimeoutExpired``, a
+    failure, if it runs on ``EXIT_DEADLINE_S`` later)."""
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=EXIT_DEADLINE_S)
+    return err
+
+
+def _wait_for_offset(address: str, topic: str, end: int) -> None:
+    deadline = time.monotonic() + 30
+    with Admin(address) as admin:
+        while True:
+            with contextlib.suppress(SentinelClientError):
+                if admin.describe_topic(topic).partitions[0].log_end_offset >= end:
+                    return
+            assert time.monotonic() < deadline, f"{topic} did not reach offset {end}"
+            time.sleep(0.05)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -127,28 +168,16 @@ def test_a_busy_follower_stops_cleanly_whenever_the_signal_lands(
     stop = threading.Event()
     feeder = threading.Thread(target=_feed, args=(address, "busy", stop), daemon=True)
     feeder.start()
-    env = {**os.environ, "SENTINEL_BROKER": address}
     try:
         for moment in range(6):
             group = f"g{moment}"
-            follower = subprocess.Popen(
-                [*CLI, "consume", "-topic", "busy", "-group", group, "-follow"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-            )  # fmt: skip
-            try:
+            with _cli(address, "consume", "-topic", "busy", "-group", group, "-follow") as follower:
                 assert follower.stdout is not None
                 assert follower.stdout.readline() == "tick\n"
                 time.sleep(moment * 0.1)  # a different moment of the poll loop each time
-                follower.send_signal(signum)
-                signalled = time.monotonic()
-                _, err = follower.communicate(timeout=EXIT_DEADLINE_S)
-            finally:
-                if follower.poll() is None:
-                    follower.kill()
-                    follower.wait()
+                err = _stop(follower, signum)
             assert follower.returncode == 0, (moment, err)
             assert "Traceback" not in err
-            assert time.monotonic() - signalled < EXIT_DEADLINE_S
             assert _members(address, group) == []  # it left, not timed out of it
     finally:
         stop.set()
@@ -158,33 +187,12 @@ def test_a_busy_follower_stops_cleanly_whenever_the_signal_lands(
 def test_produce_stops_at_once_on_a_signal_while_waiting_for_stdin(broker: BrokerProcess) -> None:
     """A producer reading a terminal (here, a pipe kept open) stops on Ctrl-C with the
     lines it had already sent stored, exit 130, one line."""
-    address = broker.address
-    env = {**os.environ, "SENTINEL_BROKER": address}
-    producer = subprocess.Popen(
-        [*CLI, "produce", "-topic", "typed"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    try:
+    with _cli(broker.address, "produce", "-topic", "typed", stdin=subprocess.PIPE) as producer:
         assert producer.stdin is not None
         producer.stdin.write("one\ntwo\n")
         producer.stdin.flush()
-        deadline = time.monotonic() + 30
-        with Admin(address) as admin:
-            while True:  # sent (the producer lingers briefly), then the signal
-                try:
-                    described = admin.describe_topic("typed")
-                    if described.partitions[0].log_end_offset == 2:
-                        break
-                except Exception:
-                    pass
-                assert time.monotonic() < deadline, "the two lines were not stored"
-                time.sleep(0.05)
-        producer.send_signal(signal.SIGINT)
-        _, err = producer.communicate(timeout=EXIT_DEADLINE_S)
-    finally:
-        if producer.poll() is None:
-            producer.kill()
-            producer.wait()
+        _wait_for_offset(broker.address, "typed", 2)  # sent (it lingers briefly)
+        err = _stop(producer, signal.SIGINT)
     assert producer.returncode == 130, err
     assert err.strip() == "sentinel-cli: interrupted"  # (click starts a line after ^C)
 
@@ -192,27 +200,11 @@ def test_produce_stops_at_once_on_a_signal_while_waiting_for_stdin(broker: Broke
 def test_produce_stops_promptly_on_sigterm_in_a_long_send(broker: BrokerProcess) -> None:
     """``-message -count`` of millions: SIGTERM stops the send loop between two sends,
     the producer flushes what it took, exit 130."""
-    address = broker.address
-    env = {**os.environ, "SENTINEL_BROKER": address}
-    with Admin(address) as admin:
+    with Admin(broker.address) as admin:
         admin.create_topic("long", 1)
-    producer = subprocess.Popen(
-        [*CLI, "produce", "-topic", "long", "-message", "m", "-count", "50000000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        with Admin(address) as admin:
-            while admin.describe_topic("long").partitions[0].log_end_offset == 0:
-                assert time.monotonic() < deadline, "nothing was produced"
-                time.sleep(0.05)
-        producer.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        _, err = producer.communicate(timeout=EXIT_DEADLINE_S)
-    finally:
-        if producer.poll() is None:
-            producer.kill()
-            producer.wait()
+    args = ("produce", "-topic", "long", "-message", "m", "-count", "50000000")
+    with _cli(broker.address, *args) as producer:
+        _wait_for_offset(broker.address, "long", 1)
+        err = _stop(producer, signal.SIGTERM)
     assert producer.returncode == 130, err
     assert err.strip() == "sentinel-cli: interrupted"  # (click starts a line after ^C)
-    assert time.monotonic() - signalled < EXIT_DEADLINE_S
