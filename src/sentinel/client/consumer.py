@@ -202,7 +202,8 @@ class Consumer(ConsumerBase, ClosingContext):
 
     def wakeup(self) -> None:
         """Make the ``poll`` waiting now (or the next one, if none waits) return at once,
-        with no records if none have come (Kafka's ``wakeup``, which raises instead).
+        with no records if none have come (Kafka's ``wakeup``, which raises instead); a
+        ``for record in consumer`` loop then ends, as after ``consumer_timeout_ms``.
 
         Safe from any thread and from a signal handler: it only hands a call to the
         client's IO thread, and never takes a lock the interrupted thread may hold."""
