@@ -26,11 +26,19 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
     assert condition()
 
 
-def test_engines_share_one_cache_bounded_in_bytes_without_mixing_blocks() -> None:
+def _sharing(
+    count: int, sizes: ResourceSizes, options: EngineOptions | None = None
+) -> tuple[MemFS, SharedResources, list[Engine]]:
+    """``count`` engines (``/e0``, ``/e1``...) on one filesystem, sharing one broker's
+    resources."""
     fs = MemFS()
-    shared = SharedResources(ResourceSizes(block_cache_bytes=64 * 1024))
-    options = shared.engine_options(EngineOptions())
-    engines = [Engine.open(f"/e{i}", options, fs=fs) for i in range(10)]
+    shared = SharedResources(sizes)
+    opened = shared.engine_options(options or EngineOptions())
+    return fs, shared, [Engine.open(f"/e{i}", opened, fs=fs) for i in range(count)]
+
+
+def test_engines_share_one_cache_bounded_in_bytes_without_mixing_blocks() -> None:
+    _fs, shared, engines = _sharing(10, ResourceSizes(block_cache_bytes=64 * 1024))
     for i, engine in enumerate(engines):
         for k in range(200):
             engine.put(b"k%04d" % k, b"engine %d value %d " % (i, k) * 10)
@@ -48,10 +56,11 @@ def test_engines_share_one_cache_bounded_in_bytes_without_mixing_blocks() -> Non
 
 
 def test_the_memtable_budget_flushes_the_largest_memtables() -> None:
-    fs = MemFS()
-    shared = SharedResources(ResourceSizes(memtable_budget_bytes=256 * 1024))
-    options = shared.engine_options(EngineOptions(memtable_bytes=64 * 1024 * 1024))
-    engines = [Engine.open(f"/e{i}", options, fs=fs) for i in range(8)]
+    _fs, shared, engines = _sharing(
+        8,
+        ResourceSizes(memtable_budget_bytes=256 * 1024),
+        EngineOptions(memtable_bytes=64 * 1024 * 1024),
+    )
     for round_ in range(100):
         for i, engine in enumerate(engines):
             engine.put(b"k%04d" % round_, b"x" * (100 * (i + 1)))
@@ -66,10 +75,11 @@ def test_the_memtable_budget_flushes_the_largest_memtables() -> None:
 
 
 def test_the_budget_lets_large_values_go_to_their_wal_instead_of_flushing() -> None:
-    fs = MemFS()
-    shared = SharedResources(ResourceSizes(memtable_budget_bytes=256 * 1024))
-    options = shared.engine_options(EngineOptions(memtable_bytes=64 * 1024 * 1024))
-    engines = [Engine.open(f"/e{i}", options, fs=fs) for i in range(4)]
+    fs, shared, engines = _sharing(
+        4,
+        ResourceSizes(memtable_budget_bytes=256 * 1024),
+        EngineOptions(memtable_bytes=64 * 1024 * 1024),
+    )
     for k in range(40):  # 4 x 40 x 6 KiB: 960 KiB, past the budget
         for i, engine in enumerate(engines):
             engine.put(b"k%04d" % k, _large(i, k))
@@ -196,10 +206,7 @@ def test_a_released_engine_lets_its_values_go() -> None:
 
 
 def test_value_frames_read_back_are_held_within_the_shared_cache_bound() -> None:
-    fs = MemFS()
-    shared = SharedResources(ResourceSizes(block_cache_bytes=256 * 1024))
-    options = shared.engine_options(EngineOptions())
-    engines = [Engine.open(f"/v{i}", options, fs=fs) for i in range(20)]
+    _fs, shared, engines = _sharing(20, ResourceSizes(block_cache_bytes=256 * 1024))
     for i, engine in enumerate(engines):
         for k in range(100):  # 570 KiB of large values each, one WAL frame apiece
             engine.put(b"k%04d" % k, _large(i, k))

@@ -41,10 +41,9 @@ class Interrupts:
             signal.signal(signal.SIGTERM, self.handle)
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
-        if not self._deferring or self._raising or self.requested:
-            self.requested = True
+        again, self.requested = self.requested, True
+        if not self._deferring or self._raising or again:
             raise KeyboardInterrupt
-        self.requested = True
         for wake in tuple(self._wake):
             wake()
 

@@ -5,14 +5,14 @@ was last reopened (a broker's engines hold no LOCK of their own, the broker hold
 data directory's; the manifest is open only while an edit is appended). A broker of
 thousands of partitions keeps at most ``max_open`` engines open (``OpenLogLimit``, an
 LRU over the logs, with a limit derived from RLIMIT_NOFILE, at most 256, or set by
-``--max-open-partitions``), and beyond it those *active* (``ACTIVE_APPENDS`` appends
-within ``ACTIVE_WINDOW_S``: under production), up to ``max_active`` (``--max-active-partitions``,
-derived from RLIMIT_NOFILE with no 256 bound); the least recently used idle one beyond
-that cap is *released*
-on the worker pool: its engine closes every file it holds (``Engine.suspend_files``: no
-fsync when nothing is unsynced, no flush unless its memtable is large), and nothing
-else changes: the engine and the ``PartitionLog`` stay in memory (offsets, high
-watermark, producer state, version, memtable). The next call that needs the engine
+``--max-open-partitions``), and beyond it those *active* (appended to again within
+``ACTIVE_WINDOW_S`` of the append before: under production), up to ``max_active``
+(``--max-active-partitions``, derived from RLIMIT_NOFILE with no 256 bound); the least
+recently used idle one beyond that cap is *released* on the worker pool: its engine
+closes every file it holds (``Engine.suspend_files``: no fsync when nothing is
+unsynced, no flush unless its memtable is large), and nothing else changes: the
+engine and the ``PartitionLog`` stay in memory (offsets, high watermark, producer
+state, version, memtable). The next call that needs the engine
 reopens its WAL segment (``EngineSlot.pin`` or ``reopen_now`` -> ``Engine.resume_files``:
 one ``open``, no replay, no new file, no fsync; a table reopens on its first read) and
 the call goes on: a broker reopens a released partition on the event loop, without a
@@ -44,15 +44,14 @@ from sentinel.storage.engine import Engine
 _log = logging.getLogger(__name__)
 
 RETRY_S = 0.2  # a busy log's release is tried again after this long
-#: A log appended to ``ACTIVE_APPENDS`` times within this long is *active* (a partition
-#: under production), until it has not been appended to for this long.
+#: A log appended to again within this long of its append before is *active* (a
+#: partition under production), until it has not been appended to for this long. A
+#: producer's stream (a 64 KiB batch to each of 1,000 partitions in turn at 100 MB/s:
+#: one every 0.6 s to each) makes a partition active at its second batch, so only the
+#: first round over them misses the LRU (when it took a third append, the second round
+#: also reopened every partition the first had released). One produce to each
+#: partition (a test's, an operator's check, the 10,000-partition start) does not.
 ACTIVE_WINDOW_S = 2.0
-#: Two: a producer's stream (a 64 KiB batch to each of 1,000 partitions in turn at
-#: 100 MB/s: one every 0.6 s to each) makes a partition active at its second batch, so
-#: only the first round over them misses the LRU (with three, the second round also
-#: reopened every partition the first had released). One produce to each partition (a
-#: test's, an operator's check, the 10,000-partition start) does not.
-ACTIVE_APPENDS = 2
 
 
 class Releasable(Protocol):
@@ -73,8 +72,8 @@ class OpenLogLimit:
     16``): one job drains the victims that pile up meanwhile, rather than one job (a
     thread wake-up) per victim.
 
-    The cap is ``max_open`` and one more per *active* log (``appended``:
-    ``ACTIVE_APPENDS`` appends within ``ACTIVE_WINDOW_S``), up to ``max_active``:
+    The cap is ``max_open`` and one more per *active* log (``appended``: two appends
+    within ``ACTIVE_WINDOW_S``), up to ``max_active``:
     partitions under production keep their files open, however many, within what the
     open-files limit holds, while idle ones beyond ``max_open`` are released. An LRU
     smaller than the set of logs a round-robin producer writes misses on every append:
@@ -99,8 +98,7 @@ class OpenLogLimit:
         self.max_open = max_open
         self.max_active = max(max_open, max_active)
         self._clock = clock
-        # id(log) -> its last ACTIVE_APPENDS - 1 appends, oldest first
-        self._appended_at: dict[int, tuple[float, ...]] = {}
+        self._appended_at: dict[int, float] = {}  # id(log) -> its last append
         self._active: dict[int, float] = {}  # id(log) -> its last append while active
         self._pruned_at = clock()
         self._run = run
@@ -119,10 +117,10 @@ class OpenLogLimit:
         now = self._clock()
         key = id(log)
         with self._lock:
-            before = self._appended_at.get(key, ())
-            if len(before) == ACTIVE_APPENDS - 1 and now - before[0] <= ACTIVE_WINDOW_S:
+            before = self._appended_at.get(key)
+            if before is not None and now - before <= ACTIVE_WINDOW_S:
                 self._active[key] = now
-            self._appended_at[key] = (*before, now)[-(ACTIVE_APPENDS - 1) :]
+            self._appended_at[key] = now
 
     def trim(self) -> None:
         """Release the logs past the cap now: activity that ended lowers it, and an idle
