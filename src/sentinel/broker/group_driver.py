@@ -8,7 +8,6 @@ JoinGroup / SyncGroup, and the durable write of committed offsets (meta store) b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +32,7 @@ from sentinel.broker.groups import GroupCoordinator
 from sentinel.broker.meta_store import MetaStore
 from sentinel.clock import Clock
 from sentinel.errors import CallerError
+from sentinel.stopping import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,7 @@ class GroupDriver:
 
     async def stop(self) -> None:
         if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+            await cancel_and_wait([self._ticker], "the group coordinator's ticker")
         for future in self._parked.values():
             if not future.done():
                 future.set_exception(GroupError(ErrorCode.COORDINATOR_NOT_AVAILABLE))

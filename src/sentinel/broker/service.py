@@ -95,6 +95,7 @@ from sentinel.fs import FS, DirLock
 from sentinel.log.config import InvalidTopicError, validate_topic_name
 from sentinel.log.partition_log import PartitionLog
 from sentinel.partitioning import default_partition
+from sentinel.stopping import cancel_and_wait
 from sentinel.storage.journal import Journal
 from sentinel.storage.resources import SharedResources
 from sentinel.storage.wal import SyncMode
@@ -256,10 +257,7 @@ class BrokerService:
 
     async def stop(self) -> None:
         """Make everything durable and release the data directory."""
-        for task in self._background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._background, "the broker's background tasks")
         self._background.clear()
         if self._retention is not None:  # let a pass in its worker thread finish
             await self._retention.stop()

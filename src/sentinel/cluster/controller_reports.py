@@ -11,12 +11,12 @@ nothing here retries.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from sentinel.errors import SentinelError
+from sentinel.stopping import cancel_and_wait
 
 log = logging.getLogger("sentinel.cluster.node")  # the name these lines always had
 
@@ -73,7 +73,4 @@ class ControllerReports:
 
     async def stop(self) -> None:
         """Cancel the reports under way (the broker is stopping)."""
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(list(self._tasks), "the controller reports")

@@ -48,6 +48,7 @@ from sentinel.cluster.transport import PeerTransport
 from sentinel.errors import CorruptionError, NotLeaderError, SentinelError
 from sentinel.fs import FS
 from sentinel.raft.multi_driver import MultiRaftDriver
+from sentinel.stopping import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,7 @@ class ControllerSnapshots:
         """Stop installing; a snapshot being written is finished (its worker thread
         would go on anyway), so nothing writes the directory once this returns."""
         if self._installing is not None:
-            self._installing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._installing
+            await cancel_and_wait([self._installing], "the controller snapshot install")
         if self._writing is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._writing)

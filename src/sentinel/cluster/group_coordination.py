@@ -31,7 +31,6 @@ committed offsets become durable: the partitions of ``__consumer_offsets``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -51,6 +50,7 @@ from sentinel.cluster.offsets_topic import (
 )
 from sentinel.errors import NotLeaderError, SentinelError
 from sentinel.raft.multi_driver import MultiRaftDriver
+from sentinel.stopping import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -269,10 +269,7 @@ class GroupCoordination:
 
     async def stop(self) -> None:
         tasks = [task for _, task in self._loading.values()] + list(self._rewrites.values())
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks, "the group coordination's loads and rewrites")
         self._loading.clear()
         self._rewrites.clear()
         self._loaded.clear()

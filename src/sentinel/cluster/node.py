@@ -32,7 +32,6 @@ partition's own log stays where a broker alone keeps it (``topics/<t>/<i>/``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import posixpath
 import random
@@ -91,6 +90,7 @@ from sentinel.raft.multi import Envelope, GroupSet
 from sentinel.raft.multi_driver import MultiRaftDriver
 from sentinel.raft.partition_log_adapter import PartitionRaftLog
 from sentinel.raft.state import RaftConfig
+from sentinel.stopping import cancel_and_wait
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode
 
@@ -334,10 +334,7 @@ class ClusterNode:
         """Stop the Raft groups and the transport (nothing more is sent), then close
         the controller's log and the hard states; the partitions close with the
         registry."""
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks, f"broker {self.node_id}'s cluster tasks")
         await self._reports.stop()
         self._tasks.clear()
         if self._coordination is not None:

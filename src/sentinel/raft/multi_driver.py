@@ -57,6 +57,7 @@ from sentinel.raft.log import Entry
 from sentinel.raft.multi import Envelope, GroupSet, MultiReady
 from sentinel.raft.partition_log_adapter import PartitionRaftLog
 from sentinel.raft.state import Role
+from sentinel.stopping import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +175,8 @@ class MultiRaftDriver:
         self._stopped = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            # a failure was reported when it happened (``failed``): not raised again here
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            # a failure was reported when it happened (``failed``), and is logged again
+            await cancel_and_wait([self._task], f"multi-raft driver of node {self.id}")
         self._fail_all(ClosedError(f"multi-raft driver of node {self.id} stopped"))
 
     def _ended(self, task: asyncio.Task[None]) -> None:

@@ -19,7 +19,6 @@ goes into the next Ready, so nothing is sent before it is persisted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -30,6 +29,7 @@ from sentinel.raft.errors import MalformedMessageError
 from sentinel.raft.log import Entry
 from sentinel.raft.messages import Message
 from sentinel.raft.state import Ready
+from sentinel.stopping import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,7 @@ class RaftNode:
         self._stopped = True
         self._inbox.put_nowait(_KICK)  # the loop also ends by itself: 3.11's wait_for
         if self._task is not None:  # can swallow a cancellation
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task], f"raft node {self.id}")
         self._fail_waiters(None, ClosedError(f"raft node {self.id} stopped"))
 
     def deliver(self, m: Message) -> None:
