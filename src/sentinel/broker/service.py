@@ -446,7 +446,11 @@ class BrokerService:
     ) -> ClusterMetadata:
         """The brokers (with their advertised addresses) and the named topics (none
         named: all). An unknown topic is a ``TopicMetadata`` with its error;
-        ``auto_create`` refusals (a limit, an invalid name) raise for the whole request."""
+        ``auto_create`` refusals (a limit, an invalid name) raise for the whole request.
+        A topic named twice is described once, as Kafka's broker does (it takes the
+        request's topics as a set): the answer's size follows the topics, not the
+        request's repetitions."""
+        topics = list(dict.fromkeys(topics))
         if topics and auto_create and self.config.auto_create_topics:
             await self._create_missing(topics)
         described = describe_topics(self.registry, topics, self.topic_metadata)

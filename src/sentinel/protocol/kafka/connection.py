@@ -244,7 +244,7 @@ class KafkaServerConnection:
         if not supports(api_key, api_version):
             self._track(correlation_id)
             return UnsupportedRequest(api_key, api_version, correlation_id)
-        r = wire.Reader(frame)
+        r = wire.Reader(frame, max_elements=wire.MAX_REQUEST_ELEMENTS)
         try:
             header = decode_request_header(r, request_header_version(api_key, api_version))
             # Bytes after the body are ignored, as Kafka's brokers ignore them:

@@ -9,7 +9,8 @@ unknown tags are skipped, a repeated tag or a tagged field that does not fill ex
 its announced size is malformed.
 
 Decoding is bounded: arrays check ``count * minimum element size`` against the bytes
-remaining before anything is built, strings and bytes check their length (see
+remaining before anything is built, and against the elements the reader may still
+decode (``wire.Reader(max_elements=)``); strings and bytes check their length (see
 ``wire``). Errors: ``DecodeError`` for bytes that do not parse (the peer is wrong),
 ``InvalidArgumentError`` for a value that cannot be encoded (the caller is wrong).
 """
@@ -115,6 +116,7 @@ def _field_fns(f: F, version: int, flexible: bool) -> tuple[ReadFn, WriteFn]:
         if n * min_elem > r.remaining:
             raise DecodeError(f"array {name}: {n} elements cannot fit in "
                               f"{r.remaining} bytes")
+        r.count_elements(n, name)
         return tuple([read_one(r) for _ in range(n)])
 
     def write_array(out: bytearray, v: Any) -> None:
