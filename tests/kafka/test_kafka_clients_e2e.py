@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition as AioTP
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -122,6 +129,20 @@ def test_confluent_idempotent_producer_and_offsets_for_times(broker: BrokerProce
     (found,) = consumer.offsets_for_times([TopicPartition("cf-idem", 0, TS + 42)], 10)
     assert found.offset == 42
     consumer.close()
+
+
+def test_confluent_transactions_are_refused_at_once(broker: BrokerProcess) -> None:
+    """Transactions are not served: librdkafka's init_transactions fails with the fatal
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED at once (it retried INVALID_REQUEST until its
+    whole timeout ran out), and nothing was produced."""
+    producer = Producer({"bootstrap.servers": broker.kafka_address,
+                         "transactional.id": "cf-tx"})
+    started = time.monotonic()
+    with pytest.raises(KafkaException) as refused:
+        producer.init_transactions(60)
+    assert time.monotonic() - started < 30, "init_transactions waited out its timeout"
+    assert refused.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    del producer  # destroyed now, not after the broker is gone
 
 
 def test_kafka_python_idempotent_by_default(broker: BrokerProcess) -> None:

@@ -199,8 +199,12 @@ async def test_find_coordinator_names_this_broker(service: BrokerService, versio
     if version >= 1:
         refused = await call(h.find_coordinator, version,
                              FindCoordinatorRequest(key="tx", key_type=1), service)
-        assert refused.error_code == ErrorCode.INVALID_REQUEST
+        # 53, TRANSACTIONAL_ID_AUTHORIZATION_FAILED: fatal at once to Kafka's clients
+        assert refused.error_code == 53
         assert refused.error_message is not None and "transactions" in refused.error_message
+        unknown = await call(h.find_coordinator, version,
+                             FindCoordinatorRequest(key="x", key_type=7), service)
+        assert unknown.error_code == ErrorCode.INVALID_REQUEST
 
 
 async def test_two_members_leader_assigns_commit_fetch_leave_take_over(

@@ -70,12 +70,14 @@ from sentinel.protocol.kafka.messages.offset_fetch import (
 )
 from sentinel.protocol.kafka.messages.sync_group import SyncGroupRequest, SyncGroupResponse
 from sentinel.server.kafka.handlers import KafkaRequestContext, handles
+from sentinel.server.kafka.handlers.producer_id import TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "consumer"
 """The protocol type of Kafka consumers, whose metadata is the consumer protocol."""
 GROUP_KEY = 0
+TRANSACTION_KEY = 1
 """FindCoordinator's key type of a group (1 is a transactional id)."""
 
 # Refusals a client cannot explain to its user from the code alone: a line says why.
@@ -102,8 +104,17 @@ async def find_coordinator(
     service: BrokerService, ctx: KafkaRequestContext, request: FindCoordinatorRequest
 ) -> FindCoordinatorResponse:
     if request.key_type != GROUP_KEY:
+        # A transaction coordinator (1) is refused as InitProducerId refuses a
+        # transactional id: TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which Kafka's clients
+        # take as fatal at once. INVALID_REQUEST made librdkafka's init_transactions
+        # retry until its whole timeout ran out.
+        transaction = request.key_type == TRANSACTION_KEY
         return FindCoordinatorResponse(
-            error_code=int(ErrorCode.INVALID_REQUEST),
+            error_code=(
+                TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                if transaction
+                else int(ErrorCode.INVALID_REQUEST)
+            ),
             error_message=f"coordinator key type {request.key_type} is not supported: "
             "this broker coordinates consumer groups (0), not transactions",
             node_id=-1,
