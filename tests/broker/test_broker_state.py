@@ -81,13 +81,16 @@ def test_registry_creates_grows_deletes_and_reopens() -> None:
     with pytest.raises(UnknownTopicOrPartitionError):
         reg.get("b")
     reg.close()
-    fs.makedirs("/data/topics/orphan/0")  # a crash between the directories and the record
+    # A crash between the directories and the record: the creation is pending.
+    meta.begin_create("orphan")
+    fs.makedirs("/data/topics/orphan/0")
     reopened = registry(fs, meta)
     reopened.open()
     assert [t.name for t in reopened] == ["a"]
     assert reopened.partition_count("a") == 4
     assert reopened.get("a").partition(1).log_end_offset == 1
     assert not fs.exists("/data/topics/orphan")
+    assert meta.pending() == {}
     with pytest.raises(UnknownTopicOrPartitionError):
         reopened.get("a").partition(4)
     reopened.close()

@@ -5,6 +5,14 @@ Keys (the engine sorts them bytewise, so each kind is one contiguous range)::
     b"t/" + topic name                                  -> JSON topic definition
     b"o/" + u16 len + group + u16 len + topic + u32 partition
                                                         -> i64 offset + UTF-8 metadata
+    b"p/" + topic name                                  -> b"create" | b"delete"
+
+A ``p/`` key is a topic whose directory is being made or removed: written before the
+directory is created (``begin_create``; ``finish_create`` replaces it with the topic's
+definition in one write) or with the deletion of the definition (``delete_topic``;
+``finish_delete`` clears it once the files are gone). It is what lets a start tell the
+directory a crash left mid-create or mid-delete (removed) from partition data whose
+definition the meta store lost (refused: removing it would drop acknowledged records).
 
 Every write is durable before it returns (the engine's WAL sync is ``always`` here,
 whatever the partitions use): an acknowledged commit or topic creation survives a crash.
@@ -27,6 +35,9 @@ from sentinel.storage.write_batch import WriteBatch
 
 _TOPIC = b"t/"
 _OFFSET = b"o/"
+_PENDING = b"p/"
+CREATING = "create"
+DELETING = "delete"
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")
@@ -118,9 +129,33 @@ class MetaStore:
     def put_topic(self, record: TopicRecord) -> None:
         self._engine.put(_TOPIC + record.name.encode(), record.encode())
 
+    def begin_create(self, name: str) -> None:
+        """Record that ``name``'s directory is about to be created (before it is)."""
+        self._engine.put(_PENDING + name.encode(), CREATING.encode())
+
+    def finish_create(self, record: TopicRecord) -> None:
+        """The topic's definition, and its creation no longer pending, in one write."""
+        key = record.name.encode()
+        batch = WriteBatch().put(_TOPIC + key, record.encode()).delete(_PENDING + key)
+        self._engine.write(batch)
+
+    def finish_delete(self, name: str) -> None:
+        """``name``'s directory is gone (or its creation was abandoned): not pending."""
+        self._engine.delete(_PENDING + name.encode())
+
+    def pending(self) -> dict[str, str]:
+        """Topics whose directory is being created or removed: name -> ``CREATING`` or
+        ``DELETING``."""
+        return {
+            key[len(_PENDING) :].decode(errors="replace"): value.decode(errors="replace")
+            for key, value in self._engine.scan(_PENDING, _prefix_end(_PENDING))
+        }
+
     def delete_topic(self, name: str) -> None:
-        """Forget the topic and every offset committed for it."""
-        batch = WriteBatch().delete(_TOPIC + name.encode())
+        """Forget the topic and every offset committed for it; its directory is pending
+        removal (``finish_delete`` once the files are gone)."""
+        key = name.encode()
+        batch = WriteBatch().delete(_TOPIC + key).put(_PENDING + key, DELETING.encode())
         for key, _value in self._engine.scan(_OFFSET, _prefix_end(_OFFSET)):
             if _parse_offset_key(key)[1] == name:
                 batch.delete(key)

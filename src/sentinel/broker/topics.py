@@ -187,6 +187,8 @@ class TopicRegistry:
         self._default_config = default_config
         self._broker_count = broker_count
         self._skip_damaged = skip_damaged
+        #: Directories holding data no definition names, kept by ``skip_damaged``.
+        self._orphans: set[str] = set()
         self._topics: dict[str, Topic] = {}
         self.limits = limits
         self.open_limit = open_limit
@@ -255,9 +257,41 @@ class TopicRegistry:
             sum(1 for p in every if isinstance(p, PartitionLog) and p.opened),
             sum(1 for p in every if isinstance(p, OfflinePartition)),
         )
-        for name in self._fs.listdir(self._root):
-            if name not in self._topics:
-                self._fs.remove_tree(posixpath.join(self._root, name))
+        self._sweep_orphans()
+
+    def _sweep_orphans(self) -> None:
+        """Directories under the root that no topic definition names. One a crash left
+        mid-create or mid-delete (the meta store says so: ``MetaStore.pending``) is
+        removed. Any other holds partition data whose definition the meta store lost
+        (its WAL cut or deleted): removing it would drop acknowledged records, so the
+        start is refused naming it, or (``skip_damaged``) it is kept, unserved, and a
+        topic of that name cannot be created until an operator removes it."""
+        pending = self._meta.pending()
+        for name in sorted(self._fs.listdir(self._root)):
+            if name in self._topics:
+                continue
+            directory = posixpath.join(self._root, name)
+            if not self._fs.is_dir(directory):
+                continue  # not a topic's (the broker makes none here)
+            if name in pending or not self._fs.listdir(directory):
+                self._fs.remove_tree(directory)
+                continue
+            if not self._skip_damaged:
+                raise DamagedDataError(
+                    f"meta store: {directory} holds partition data but the meta store "
+                    f"defines no topic {name!r} (its records of the topic were lost)",
+                    quarantinable=True,
+                    advice="restore the meta store (the data directory's meta/) from a "
+                    "backup; or start with --skip-damaged to serve the other topics and "
+                    "keep that directory unserved; or remove the directory to give its "
+                    "data up",
+                )
+            self._orphans.add(name)
+            log.error("%s holds partition data the meta store does not define: kept, not "
+                      "served (--skip-damaged)", directory)
+        for name in pending:
+            if name not in self._topics and name not in self._orphans:
+                self._meta.finish_delete(name)  # its directory is gone
 
     def _open_topic(self, record: TopicRecord, *, recovering: bool = False) -> Topic:
         config = self._default_config.with_overrides(record.configs)
@@ -363,13 +397,35 @@ class TopicRegistry:
             None if hosted is None else tuple(sorted(hosted)),
         )
         topic_dir = posixpath.join(self._root, name)
-        if self._fs.exists(topic_dir):
-            self._fs.remove_tree(topic_dir)
-        topic = self._open_topic(record)
-        self._meta.put_topic(record)
+        if name in self._orphans:
+            raise StorageUnavailableError(
+                f"{topic_dir} holds partition data the meta store does not define (kept "
+                f"by --skip-damaged): restore the meta store, or remove the directory to "
+                f"create topic {name!r} again"
+            )
+        self._meta.begin_create(name)  # a crash from here on leaves a directory to remove
+        try:
+            if self._fs.exists(topic_dir):
+                self._fs.remove_tree(topic_dir)
+            topic = self._open_topic(record)
+        except BaseException:
+            self._abandon_create(name, topic_dir)
+            raise
+        self._meta.finish_create(record)
         self._topics[name] = topic
         log.info("topic %s created: %d partitions, configs %s", name, partitions, configs or {})
         return topic
+
+    def _abandon_create(self, name: str, topic_dir: str) -> None:
+        """A creation failed: remove what it made, and the pending record once that is
+        done (a failure here leaves both to the next start)."""
+        try:
+            if self._fs.exists(topic_dir):
+                self._fs.remove_tree(topic_dir)
+            self._meta.finish_delete(name)
+        except (OSError, SentinelError) as exc:
+            log.warning("topic %s: a failed creation left %s (%s); the next start removes it",
+                        name, topic_dir, exc)
 
     def add_partitions(
         self, name: str, total: int, hosted: Collection[int] | None = None
@@ -476,10 +532,10 @@ class TopicRegistry:
             self._remove_files(topic)
             self._meta.resume()
             self._meta.delete_topic(name)
-            log.info("topic %s deleted (%d partitions)", name, len(topic.partitions))
-            return
-        del self._topics[name]
-        self._remove_files(topic)
+        else:
+            del self._topics[name]
+            self._remove_files(topic)
+        self._meta.finish_delete(name)
         log.info("topic %s deleted (%d partitions)", name, len(topic.partitions))
 
     def _remove_files(self, topic: Topic) -> None:
