@@ -166,6 +166,7 @@ class PartitionLog:
         self._lock = threading.RLock()
         self._compaction_lock = threading.Lock()
         self._closed = False
+        self._reopen_error = ""  # the last cause of a failed reopen, logged once
         self._generation = 0  # bumped by every change to stored batches but appends
         self._tombstones_pending = True
         #: (generation, log end, high watermark) when a compaction pass last found
@@ -217,9 +218,19 @@ class PartitionLog:
         try:
             self._slot.pin()
         except (DiskError, OSError) as exc:  # its files went bad while closed: named
-            raise StorageUnavailableError(
-                f"partition {self.name} cannot reopen its files: {exc}", self.name
-            ) from exc
+            raise self._reopen_failed(exc) from exc
+
+    def _reopen_failed(self, exc: BaseException) -> StorageUnavailableError:
+        """The error a call on a log whose files cannot be (re)opened raises; logged the
+        first time each cause is seen (damage found on first use, after a start that
+        only checked the partition cheaply, is otherwise seen only by clients)."""
+        error = StorageUnavailableError(
+            f"partition {self.name} cannot reopen its files: {exc}", self.name
+        )
+        if str(exc) != self._reopen_error:
+            self._reopen_error = str(exc)
+            _log.error("%s", error)
+        return error
 
     def _unpin(self) -> None:
         self._slot.unpin()
@@ -331,9 +342,7 @@ class PartitionLog:
         try:
             reopened = self._slot.reopen_now()
         except (DiskError, OSError) as exc:  # its files went bad while closed: named
-            raise StorageUnavailableError(
-                f"partition {self.name} cannot reopen its files: {exc}", self.name
-            ) from exc
+            raise self._reopen_failed(exc) from exc
         if reopened and self._open_limit is not None:
             # The loop releases the idle logs this reopen pushes past the limit itself
             # when that is only ``close`` calls: a worker's batch of releases would
