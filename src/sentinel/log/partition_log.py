@@ -229,7 +229,7 @@ class PartitionLog:
         )
         if str(exc) != self._reopen_error:
             self._reopen_error = str(exc)
-            _log.error("%s", error)
+            _log.warning("%s", error)
         return error
 
     def _unpin(self) -> None:
