@@ -113,12 +113,22 @@ class MetaStore:
 
     @classmethod
     def open(cls, fs: FS, directory: str) -> MetaStore:
+        """The meta store in ``directory``. Every entry is read once here (the store is
+        small and a start reads it all anyway): damage in any table block refuses this
+        open, which the broker reports as the meta store's, not a later read."""
         options = EngineOptions(
             memtable_bytes=4 * 1024 * 1024,
             block_cache_bytes=4 * 1024 * 1024,
             wal=WalOptions(sync_mode=SyncMode.ALWAYS),
         )
-        return cls(Engine.open(directory, options, fs=fs))
+        engine = Engine.open(directory, options, fs=fs)
+        try:
+            for _entry in engine.scan():
+                pass
+        except BaseException:
+            engine.close(durable=False)  # writes nothing more
+            raise
+        return cls(engine)
 
     # -- topics
 
