@@ -7,7 +7,10 @@ THROTTLING_QUOTA_EXCEEDED: retry later). So the broker holds at most ``capacity`
 of requests at a time, however many arrive together.
 
 A door that cannot know a request's size before it reads it (gRPC) reserves the largest
-request allowed, reads, then ``shrink``s the reservation to the size read.
+request allowed, reads, then ``shrink``s the reservation to the size read. A door that
+reads a large request in steps (Kafka's) holds room only a step ahead of the bytes it
+received and ``grow``s the reservation as they come, so a client that announces a large
+request and stalls holds no room it has not sent.
 
 After large requests are answered the allocator is asked to give freed memory back to
 the system (glibc's ``malloc_trim``): gRPC's receive buffers are small pieces from
@@ -91,6 +94,18 @@ class Reservation:
             freed = self.size - size
             self.size = size
             self._budget._give_back(freed, answered=0)
+
+    def grow(self, size: int) -> None:
+        """Hold ``size`` more bytes already in memory (a request received in steps),
+        without waiting: the budget may go below zero, as with ``force``."""
+        if size > 0:
+            self.size += size
+            self._budget.available -= size
+
+    def absorb(self, other: Reservation) -> None:
+        """Take over ``other``'s bytes (it holds none after)."""
+        size, other.size = other.size, 0
+        self.size += size
 
     def release(self) -> None:
         size, self.size = self.size, 0

@@ -28,7 +28,14 @@ linear in bytes received however the peer slices its writes. A large frame (at l
 place: once its size prefix has arrived, ``receive_buffer`` gives the driver a view of
 the frame's own buffer to read the rest into, and ``body_received`` reports what came;
 its bytes are then never copied between buffers, and the request's record batches are
-views of that buffer.
+views of that buffer. That buffer is an anonymous private mapping, committed by the
+kernel page by page as bytes arrive: a frame announced and not sent costs address space,
+not memory (``head_received_bytes`` says what it holds), and a driver may read it in
+steps (``receive_buffer(limit)``) as it finds room for them.
+
+Answers given out of order wait for the earlier ones in their slots;
+``held_response_bytes`` counts them, so a driver can stop building answers while they
+pile up (a client that pipelines requests behind a long poll).
 
 States: OPEN -> CLOSED (on a bad frame or ``close()``); in CLOSED, input is ignored
 and answers produce no bytes.
@@ -36,6 +43,7 @@ and answers produce no bytes.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections import deque
 from typing import Any
@@ -75,6 +83,12 @@ _I32 = struct.Struct(">i")
 _FIXED = struct.Struct(">hhi")
 
 
+def _lazy_buffer(size: int) -> mmap.mmap:
+    """``size`` zero bytes whose pages are allocated as they are written (``bytearray``
+    writes every page at once)."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
 class _Slot:
     """One answered-or-not request, in arrival order."""
 
@@ -101,7 +115,7 @@ class KafkaServerConnection:
         self._buf = bytearray()
         self._start = 0
         #: The frame being received in place (``receive_buffer``) and its bytes so far.
-        self._body: bytearray | None = None
+        self._body: bytearray | mmap.mmap | None = None
         self._filled = 0
         self._pending: deque[_Slot] = deque()
         self._slots: dict[int, _Slot] = {}
@@ -122,6 +136,11 @@ class KafkaServerConnection:
         return self._closed or len(self._pending) >= self.max_in_flight
 
     @property
+    def held_response_bytes(self) -> int:
+        """Bytes of answers given and not yet writable: they wait for an earlier one."""
+        return sum(len(b) for slot in self._pending if slot.done for b in slot.data)
+
+    @property
     def buffered_bytes(self) -> int:
         if self._body is not None:
             return 4 + self._filled
@@ -138,17 +157,25 @@ class KafkaServerConnection:
         (size,) = _I32.unpack_from(self._buf, self._start)
         return 4 + size if _MIN_FRAME <= size <= self.max_frame_bytes else 0
 
+    def head_received_bytes(self) -> int:
+        """How much of the frame ``head_frame_bytes`` sizes is in memory (its prefix
+        included); 0 before its prefix."""
+        if self._body is not None:
+            return 4 + self._filled
+        need = self.head_frame_bytes()
+        return min(need, len(self._buf) - self._start) if need else 0
+
     def close(self) -> None:
         self._closed = True
         self._buf = bytearray()
         self._start = 0
         self._body = None
 
-    def receive_buffer(self) -> memoryview | None:
+    def receive_buffer(self, limit: int | None = None) -> memoryview | None:
         """Where to read the next bytes into when they belong to a large frame whose
-        size prefix has arrived (the rest of that frame's own buffer; then report them
-        with ``body_received``), else None (read into your own buffer and pass it to
-        ``receive_data``)."""
+        size prefix has arrived (the rest of that frame's own buffer, at most ``limit``
+        bytes of it; then report them with ``body_received``), else None (read into
+        your own buffer and pass it to ``receive_data``)."""
         if self._body is None:
             if self._closed or len(self._pending) >= self.max_in_flight:
                 return None
@@ -159,13 +186,14 @@ class KafkaServerConnection:
             if not DIRECT_FRAME_BYTES <= size <= self.max_frame_bytes or avail >= 4 + size:
                 return None
             # What is buffered is this frame's beginning (it is not complete): move it.
-            body = bytearray(size)
+            body = _lazy_buffer(size)
             begin = self._start + 4
             body[: avail - 4] = memoryview(self._buf)[begin:]
             self._body, self._filled = body, avail - 4
             self._buf.clear()
             self._start = 0
-        return memoryview(self._body)[self._filled :]
+        end = len(self._body) if limit is None else min(len(self._body), self._filled + limit)
+        return memoryview(self._body)[self._filled : end]
 
     def body_received(self, nbytes: int) -> list[Event]:
         """``nbytes`` were read into the view ``receive_buffer`` gave; the events they
@@ -237,14 +265,14 @@ class KafkaServerConnection:
         self._start = begin + size
         return self._decode_frame(frame)
 
-    def _decode_frame(self, frame: bytes | bytearray) -> Event:
+    def _decode_frame(self, frame: bytes | bytearray | mmap.mmap) -> Event:
         api_key, api_version, correlation_id = _FIXED.unpack_from(frame, 0)
         if correlation_id in self._slots:
             return self._fail(f"correlation id {correlation_id} reused while in flight")
         if not supports(api_key, api_version):
             self._track(correlation_id)
             return UnsupportedRequest(api_key, api_version, correlation_id)
-        r = wire.Reader(frame, max_elements=wire.MAX_REQUEST_ELEMENTS)
+        r = wire.Reader(memoryview(frame), max_elements=wire.MAX_REQUEST_ELEMENTS)
         try:
             header = decode_request_header(r, request_header_version(api_key, api_version))
             # Bytes after the body are ignored, as Kafka's brokers ignore them:
