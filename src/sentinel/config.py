@@ -72,9 +72,15 @@ class BrokerConfig:
     max_active_partitions: int = 0
     max_request_bytes: int = 64 * 1024 * 1024  # one request (a produce) at most
     max_request_bytes_in_flight: int = 128 * 1024 * 1024  # queued.max.request.bytes
-    # A Kafka frame's body must arrive within this once its length did (and its room in
-    # the request budget is held); a client that stalls mid-frame is disconnected.
+    # A Kafka frame's body must keep arriving: a client from which no byte of it came for
+    # this long (the broker not holding it back) is disconnected.
     kafka_frame_timeout_ms: int = 30_000
+    # Kafka connections open at once; one more is accepted and closed. 0: derived from
+    # RLIMIT_NOFILE (half of it, at most 10,000; server/kafka/listener).
+    max_connections: int = 0
+    # A Kafka connection with nothing in flight, read or written for this long is closed
+    # (Kafka's connections.max.idle.ms).
+    connections_max_idle_ms: int = 600_000
     max_partitions: int = 0  # all topics together; 0: derived from RLIMIT_NOFILE
     max_auto_create_per_request: int = 10  # topics one produce / metadata / join may create
     retention_check_interval_s: float = 30.0
@@ -117,6 +123,10 @@ class BrokerConfig:
             )
         if self.kafka_frame_timeout_ms < 1:
             raise ConfigError("kafka_frame_timeout_ms must be at least 1")
+        if self.max_connections < 0:
+            raise ConfigError("max_connections must be >= 0")
+        if self.connections_max_idle_ms < 1:
+            raise ConfigError("connections_max_idle_ms must be at least 1")
         if self.max_partitions < 0 or self.max_auto_create_per_request < 0:
             raise ConfigError("max_partitions and max_auto_create_per_request must be >= 0")
         if not 10 <= self.raft_tick_ms <= 10_000:

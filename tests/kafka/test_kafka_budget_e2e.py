@@ -1,6 +1,7 @@
 """The Kafka door draws from the broker's request budget (``--max-request-bytes-in-flight``,
-Kafka's ``queued.max.request.bytes``): a large frame is admitted before its body is read,
-a connection without room stops being read, and small requests are never held up.
+Kafka's ``queued.max.request.bytes``): a large frame's room is held step by step before
+its bytes are read, a connection without room stops being read, and small requests are
+never held up.
 
 Raw frames on real sockets against a real ``sentinel-server``; the budget is read from
 ``sentinel_request_bytes_in_flight``."""
@@ -58,21 +59,27 @@ def api_versions_answered(broker: BrokerProcess) -> bool:
         return correlation_id == 7 and error_code == 0
 
 
-def test_large_frames_wait_for_room_and_small_requests_pass(broker: BrokerProcess) -> None:
+def test_large_frames_hold_room_as_they_arrive_and_small_requests_pass(
+    broker: BrokerProcess,
+) -> None:
+    """A large frame holds what it delivered and room for a step of at most as much
+    again, never the whole frame it announced (a client that announces and stalls would
+    hold room it never sends: the attack of test_kafka_connection_bounds_e2e)."""
     assert in_flight(broker) == 0
     first = start_large_produce(broker, 1)
-    wait_for(lambda: in_flight(broker) >= LARGE, "the first large frame to be admitted")
+    wait_for(lambda: in_flight(broker) >= MIB, "the first frame's MiB to be held")
+    assert in_flight(broker) <= 2 * MIB + 128 * 1024
     waiting = [start_large_produce(broker, 2 + i) for i in range(3)]
     try:
-        # The others find no room: they are not admitted, so the budget holds one frame.
+        wait_for(lambda: in_flight(broker) >= 4 * MIB, "every frame's MiB to be held")
         time.sleep(0.3)  # give the broker the chance to overdraw, which it must not take
-        assert LARGE <= in_flight(broker) < BUDGET
+        assert in_flight(broker) <= 4 * (2 * MIB + 128 * 1024)
         # Small requests are admitted at once, even with large ones waiting.
         assert api_versions_answered(broker)
-        # The first frame's sender goes away: its room goes to the next in line.
+        # A sender goes away: its room is returned.
         first.close()
-        wait_for(lambda: in_flight(broker) >= LARGE, "the next large frame to be admitted")
-        assert in_flight(broker) < BUDGET
+        wait_for(lambda: in_flight(broker) <= 3 * (2 * MIB + 128 * 1024),
+                 "the first frame's room to be returned")
     finally:
         for sock in waiting:
             sock.close()

@@ -125,8 +125,24 @@ def _verify(data_dir: str) -> int:
     "--kafka-frame-timeout-ms",
     type=int,
     default=None,
-    help="A Kafka request's body must arrive within this once its length did; a client"
-    f" that stalls mid-request is disconnected. [default: {_DEFAULTS.kafka_frame_timeout_ms}]",
+    help="A Kafka request's body must keep arriving: a client from which no byte of it"
+    " came for this long is disconnected."
+    f" [default: {_DEFAULTS.kafka_frame_timeout_ms}]",
+)
+@click.option(
+    "--max-connections",
+    type=int,
+    default=None,
+    help="Kafka connections open at once; one more is accepted and closed at once."
+    " 0: derived from the open-files limit (RLIMIT_NOFILE / 2, at most 10,000)."
+    " [default: 0]",
+)
+@click.option(
+    "--connections-max-idle-ms",
+    type=int,
+    default=None,
+    help="A Kafka connection with nothing in flight, read or written for this long is"
+    f" closed (Kafka's connections.max.idle.ms). [default: {_DEFAULTS.connections_max_idle_ms}]",
 )
 @click.option(
     "--peers",

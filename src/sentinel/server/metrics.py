@@ -17,8 +17,10 @@ without error, else the error's reason.
 
 The Kafka door: ``sentinel_kafka_requests_total{api,code}`` (Kafka's numeric error code,
 ``0`` for none), ``sentinel_kafka_request_seconds{api}``, ``sentinel_kafka_connections``
-(counted by the listener, which sees every connection) and
-``sentinel_kafka_closed_connections_total{reason}``.
+(counted by the listener, which sees every connection),
+``sentinel_kafka_closed_connections_total{reason}`` (``idle``: past
+``--connections-max-idle-ms``) and ``sentinel_kafka_refused_connections_total``
+(beyond ``--max-connections``).
 
 A cluster member (``--peers``) adds, per Raft group it is in (each replicated partition
 it hosts, and the controller's group as topic ``__cluster_metadata`` partition 0):
@@ -353,6 +355,11 @@ class Metrics:
             "Kafka connections the broker closed, by reason (bad_frame: oversized or"
             " malformed; internal: a handler failed)",
             ["reason"],
+            registry=reg,
+        )
+        self.kafka_refused_connections = Counter(
+            "sentinel_kafka_refused_connections",
+            "Kafka connections accepted and closed at once: --max-connections were open",
             registry=reg,
         )
 

@@ -25,20 +25,45 @@ any other handler exception (a bug)        logged once with its trace, that sock
                                            closed
 =========================================  ==========================================
 
-Bounds: frames up to ``--max-request-bytes``; at most ``max_in_flight`` unanswered
-requests per connection, beyond which reading the socket pauses (``reading_paused``).
+Bounds, per connection (what one client can make the broker hold):
+
+- requests: frames up to ``--max-request-bytes``, at most ``max_in_flight`` unanswered,
+  beyond which reading the socket pauses (``reading_paused``); their bytes are held in
+  the broker's request budget (``--max-request-bytes-in-flight``). A large frame is
+  read in steps, each step's room reserved before it is read and at most what the frame
+  already delivered (``LEAD_MIN_BYTES`` .. ``LEAD_MAX_BYTES``): a client that announces
+  a frame and stalls holds no room it has not sent, and is closed once no byte came for
+  ``--kafka-frame-timeout-ms``. A step that finds no room pauses reading, except for the
+  frame received longest (broker-wide), which may go past the budget by its own size:
+  frames being received can never wait for each other forever.
+- answers: while the transport's write buffer is above its high-water mark
+  (``pause_writing``) or answers given out of order wait for an earlier one beyond
+  ``HELD_RESPONSE_BYTES``, the connection is not read and no handler starts; when they
+  drain, handlers start again one at a time. So a client that never reads its answers
+  makes the broker hold about two answers (one being written, one built) and its
+  ``max_in_flight`` decoded requests, not one answer per request it sends.
+- a receive buffer of ``RECEIVE_BUFFER_MIN_BYTES``, allocated at the first read and
+  grown on demand up to ``RECEIVE_BUFFER_BYTES`` (large bodies go to their own buffer).
+
+And per listener: at most ``--max-connections`` connections (one more is accepted and
+closed at once, counted in ``sentinel_kafka_refused_connections_total``), and a
+connection with no request in flight and no byte read or written for
+``--connections-max-idle-ms`` is closed (Kafka's ``connections.max.idle.ms``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
+import math
 import time
 from dataclasses import fields, is_dataclass
 from typing import Any, cast
 
+from sentinel.broker.limits import current_open_files_limit
 from sentinel.broker.request_budget import Reservation
 from sentinel.broker.service import BrokerService
 from sentinel.errors import SentinelError
@@ -63,11 +88,33 @@ log = logging.getLogger(__name__)
 CLOSE_WAIT_S = 2.0
 """How long ``stop`` waits for the closed sockets to report themselves closed."""
 RECEIVE_BUFFER_BYTES = 256 * 1024
-"""What one socket read may fill; the buffer is allocated once per connection."""
+"""What one socket read may fill at most (the buffer grows to it on demand)."""
+RECEIVE_BUFFER_MIN_BYTES = 4 * 1024
+"""The receive buffer's first size, allocated at the first read (an idle connection
+holds none)."""
 SMALL_FRAME_BYTES = 64 * 1024
-"""Frames up to this size are admitted without waiting for the request budget."""
+"""Frames up to this size are read without waiting for the request budget (their bytes
+are held in it as they arrive)."""
+LEAD_MIN_BYTES = SMALL_FRAME_BYTES
+LEAD_MAX_BYTES = 4 * 1024 * 1024
+"""A large frame's next step: as many bytes as it delivered, within these bounds."""
+HELD_RESPONSE_BYTES = 1024 * 1024
+"""Answers waiting for an earlier one beyond this stop handlers from starting."""
 DEFAULT_FRAME_TIMEOUT_S = 30.0
-"""A frame's body must arrive within this once its length did (and its room is held)."""
+"""A frame's body must keep arriving: closed when no byte of it came for this long."""
+DEFAULT_CONNECTIONS_MAX_IDLE_S = 600.0
+"""Kafka's ``connections.max.idle.ms`` default."""
+MAX_DERIVED_CONNECTIONS = 10_000
+"""The derived ``--max-connections`` never goes above this."""
+REFUSAL_LOG_INTERVAL_S = 10.0
+"""At most one log line per this many seconds about refused connections."""
+
+
+def connections_for_open_files(open_files: int) -> int:
+    """The default ``--max-connections`` for a process allowed ``open_files`` files:
+    half of them (the other half is the partitions' and the other doors'), at least 16,
+    at most ``MAX_DERIVED_CONNECTIONS``."""
+    return max(16, min(MAX_DERIVED_CONNECTIONS, open_files // 2))
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
@@ -116,19 +163,38 @@ class KafkaListener:
         max_frame_bytes: int,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S,
+        max_connections: int | None = None,
+        connections_max_idle_s: float | None = None,
     ) -> None:
         self.service = service
         self.metrics = metrics
         self.max_frame_bytes = max_frame_bytes
         self.max_in_flight = max_in_flight
-        #: A frame's body must arrive within this once its room is held (a client that
-        #: announces a frame and stalls would otherwise hold budget room until it leaves).
+        #: A frame's body must keep arriving: closed when no byte of it came for this
+        #: long (a client that announces a frame and stalls holds its buffer until then).
         self.frame_timeout_s = frame_timeout_s
+        config = getattr(service, "config", None)
+        if max_connections is None:  # from the broker's settings (0: derived)
+            max_connections = int(getattr(config, "max_connections", 0))
+        self.max_connections = max_connections or connections_for_open_files(
+            current_open_files_limit()
+        )
+        if connections_max_idle_s is None:
+            idle_ms = getattr(config, "connections_max_idle_ms", None)
+            connections_max_idle_s = (
+                DEFAULT_CONNECTIONS_MAX_IDLE_S if idle_ms is None else idle_ms / 1000.0
+            )
+        self.connections_max_idle_s = connections_max_idle_s
         self.handlers: dict[int, Handler] = load_handlers()
         self._server: asyncio.Server | None = None
         self._open: set[_KafkaProtocol] = set()
         self._none_open = asyncio.Event()
         self._ids = itertools.count(1)
+        #: Connections receiving a large frame, the one receiving longest first.
+        self._receiving: dict[_KafkaProtocol, None] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._refused_unlogged = 0
+        self._refusal_logged_at = -math.inf
 
     @property
     def connections(self) -> int:
@@ -141,6 +207,7 @@ class KafkaListener:
             lambda: _KafkaProtocol(self, next(self._ids)), host, port, reuse_address=True
         )
         bound: int = self._server.sockets[0].getsockname()[1]
+        self._sweeper = loop.create_task(self._sweep_idle())
         return bound
 
     async def stop(self, grace_s: float) -> None:
@@ -148,6 +215,9 @@ class KafkaListener:
         if self._server is None:
             return
         self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         pending = {task for proto in self._open for task in proto.tasks}
         if pending:
             await asyncio.wait(pending, timeout=grace_s)
@@ -162,17 +232,66 @@ class KafkaListener:
             await asyncio.wait_for(self._server.wait_closed(), CLOSE_WAIT_S)
         self._server = None
 
-    def opened(self, proto: _KafkaProtocol) -> None:
+    def opened(self, proto: _KafkaProtocol) -> bool:
+        """Count a new connection in; False if it is one too many (close it)."""
+        if len(self._open) >= self.max_connections:
+            self._refused()
+            return False
         self._open.add(proto)
         self._none_open.clear()
         self.metrics.kafka_connections.inc()
+        return True
+
+    def _refused(self) -> None:
+        self.metrics.kafka_refused_connections.inc()
+        self._refused_unlogged += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
+            log.warning(
+                "kafka: refused %d connection(s): %d open is the limit (--max-connections)",
+                self._refused_unlogged, self.max_connections,
+            )
+            self._refused_unlogged = 0
+            self._refusal_logged_at = now
 
     def closed(self, proto: _KafkaProtocol) -> None:
+        self.done_receiving(proto)
         if proto in self._open:
             self._open.discard(proto)
             self.metrics.kafka_connections.dec()
             if not self._open:
                 self._none_open.set()
+
+    # ---------------------------------------------------- large frames received
+
+    def receiving(self, proto: _KafkaProtocol) -> bool:
+        """``proto`` receives a large frame; True if it has received one longest."""
+        self._receiving.setdefault(proto, None)
+        return next(iter(self._receiving)) is proto
+
+    def done_receiving(self, proto: _KafkaProtocol) -> None:
+        """``proto``'s large frame is whole (or gone): the next one longest received may
+        now go past the budget, if it waits for room."""
+        if proto not in self._receiving:
+            return
+        was_first = next(iter(self._receiving)) is proto
+        del self._receiving[proto]
+        if was_first and self._receiving:
+            next(iter(self._receiving)).promoted()
+
+    # ------------------------------------------------------------ idle connections
+
+    async def _sweep_idle(self) -> None:
+        idle = self.connections_max_idle_s
+        interval = min(max(idle / 4.0, 0.05), 30.0)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            deadline = loop.time() - idle
+            for proto in [p for p in self._open if p.idle_since(deadline)]:
+                log.debug("kafka connection %s idle for %g s: closed", proto.peer, idle)
+                self.metrics.kafka_closed_connections.labels("idle").inc()
+                proto.abort()
 
 
 class _KafkaProtocol(asyncio.BufferedProtocol):
@@ -184,17 +303,26 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         self._conn = KafkaServerConnection(
             max_frame_bytes=listener.max_frame_bytes, max_in_flight=listener.max_in_flight
         )
-        self._view = memoryview(bytearray(RECEIVE_BUFFER_BYTES))
+        #: Our receive buffer, allocated at the first read, grown and shrunk with them.
+        self._view: memoryview | None = None
         #: The last ``get_buffer`` gave the connection's own frame buffer.
         self._direct = False
         self._transport: asyncio.Transport | None = None
         self._paused = False
-        #: Bytes held in the broker's request budget for the frame being received.
+        #: Bytes held in the broker's request budget for the frame being received: what
+        #: of it arrived, and the room for its next step.
         self._head: Reservation | None = None
-        #: Waiting for room in the budget: reading stays paused meanwhile.
+        #: Waiting for room for the next step: reading stays paused meanwhile.
         self._admission: asyncio.Task[None] | None = None
-        #: Drops the connection if the held frame's body does not arrive in time.
+        #: Drops the connection if the frame being received stops arriving.
         self._body_timer: asyncio.TimerHandle | None = None
+        #: The transport's write buffer is above its high-water mark.
+        self._write_paused = False
+        #: Handlers waiting for the answers before theirs to drain, in request order,
+        #: and whether one of them was let through and has not finished.
+        self._turns: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._turn_taken = False
+        self._last_active = time.monotonic()
         self.peer = "?"
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -206,25 +334,52 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
-        self._listener.opened(self)
+        if not self._listener.opened(self):
+            self._conn.close()
+            transport.close()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        # A large frame's body is read straight into its own buffer (no copy out of ours).
-        direct = self._conn.receive_buffer()
-        self._direct = direct is not None
-        return self._view if direct is None else direct
+        # A large frame's body is read straight into its own buffer (no copy out of ours),
+        # as far as the room held for it goes.
+        direct = self._conn.receive_buffer(self._room_ahead())
+        self._direct = direct is not None and len(direct) > 0
+        if direct is not None and self._direct:
+            return direct
+        view = self._view
+        if view is None:
+            view = self._view = memoryview(bytearray(RECEIVE_BUFFER_MIN_BYTES))
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._last_active = time.monotonic()
         if self._direct:
             self._handle(self._conn.body_received(nbytes))
-        else:
-            self._handle(self._conn.receive_data(self._view[:nbytes]))
+            return
+        view = self._view
+        assert view is not None  # get_buffer gave it
+        self._handle(self._conn.receive_data(view[:nbytes]))
+        size = len(view)
+        if nbytes == size and size < RECEIVE_BUFFER_BYTES:
+            self._view = memoryview(bytearray(size * 2))
+        elif nbytes <= size // 8 and size > RECEIVE_BUFFER_MIN_BYTES:
+            self._view = memoryview(bytearray(size // 2))
 
     def eof_received(self) -> bool | None:
         return None  # close our side too (unanswered requests are dropped)
 
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._last_active = time.monotonic()
+        self._flow()
+        self._next_turn()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._view = None
         self._disarm()
         self._conn.close()
         if self._admission is not None:
@@ -241,17 +396,27 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.close()
 
+    def abort(self) -> None:
+        """Close at once, dropping what was not written (the client does not read)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def idle_since(self, deadline: float) -> bool:
+        """No request in flight, and nothing read or written since ``deadline``."""
+        return not self.tasks and self._last_active < deadline
+
     # ---------------------------------------------------------------- events
 
     def _handle(self, events: list[Event]) -> None:
-        budget = self._listener.service.request_budget
         for event in events:
-            # The first frame completed is the one whose room was reserved, if any;
-            # frames read whole in one go are accounted as they are (already in memory).
+            # The first frame completed is the one whose room was held, if any; frames
+            # read whole in one go are accounted as they are (already in memory).
             held, self._head = self._head, None
+            if held is not None:
+                self._listener.done_receiving(self)
             self._disarm()
             if isinstance(event, RequestReceived):
-                self._dispatch(event, held or budget.force(event.frame_bytes))
+                self._dispatch(event, self._holding(held, event.frame_bytes))
             elif isinstance(event, UnsupportedRequest):
                 if held is not None:
                     held.release()
@@ -261,44 +426,92 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
                     held.release()
                 self._drop("bad_frame", event.reason)
                 return
-        self._admit_head()
+        self._make_room()
         self._flow()
 
-    def _admit_head(self) -> None:
-        """Hold room in the broker's request budget (``--max-request-bytes-in-flight``)
-        for the frame whose length prefix has arrived, before its body is read: without
-        room, reading this connection pauses until earlier requests are answered. Small
-        frames pass at once (16 in flight per connection bound them)."""
+    def _holding(self, held: Reservation | None, size: int) -> Reservation:
+        """``held`` made to hold exactly a received frame's ``size`` bytes."""
+        if held is None:
+            return self._listener.service.request_budget.force(size)
+        if held.size < size:
+            held.grow(size - held.size)
+        else:
+            held.shrink(size)
+        return held
+
+    def _room_ahead(self) -> int:
+        """Bytes of the frame being received that may be read now (room is held)."""
+        if self._head is None:
+            return 0
+        return max(0, self._head.size - self._conn.head_received_bytes())
+
+    def _make_room(self) -> None:
+        """Hold, in the broker's request budget (``--max-request-bytes-in-flight``),
+        what the frame being received delivered so far and, for a large frame, room
+        for its next step before that step is read: without room, reading this
+        connection pauses until earlier requests are answered. Small frames are read
+        without waiting (16 in flight per connection bound them)."""
         need = self._conn.head_frame_bytes()
-        if need == 0 or self._head is not None or self._admission is not None:
+        if need == 0 or self._admission is not None or self._transport is None:
             return
         budget = self._listener.service.request_budget
-        if need <= SMALL_FRAME_BYTES:
-            self._head = budget.force(need)
-            self._arm(need)
-            return
-        self._head = budget.try_reserve(need)
+        have = self._conn.head_received_bytes()
         if self._head is None:
-            self._admission = asyncio.get_running_loop().create_task(self._wait_for_room(need))
-        else:
-            self._arm(need)
+            self._head = budget.force(have)
+        elif self._head.size < have:  # read through our own buffer, past the room
+            self._head.grow(have - self._head.size)
+        if have >= need:  # whole, handed out once max_in_flight allows: not read meanwhile
+            self._disarm()
+            return
+        if need > SMALL_FRAME_BYTES and self._head.size <= have:  # the next step's room
+            step = min(need - have, max(LEAD_MIN_BYTES, min(have, LEAD_MAX_BYTES)))
+            room = budget.try_reserve(step)
+            if room is None and self._listener.receiving(self):
+                room = budget.force(step)  # received longest: it may go past the budget
+            if room is None:
+                self._disarm()  # the clock stops while the broker holds the client back
+                self._admission = asyncio.get_running_loop().create_task(
+                    self._wait_for_room(step)
+                )
+                return
+            self._listener.receiving(self)
+            self._head.absorb(room)
+        self._arm(need)
 
-    async def _wait_for_room(self, need: int) -> None:
+    async def _wait_for_room(self, step: int) -> None:
+        me = asyncio.current_task()
         try:
-            self._head = await self._listener.service.request_budget.reserve(need, None)
+            room = await self._listener.service.request_budget.reserve(step, None)
         finally:
-            self._admission = None
-        self._arm(need)  # the clock starts once reading resumes
+            if self._admission is me:
+                self._admission = None
+        if self._head is None or self._transport is None:
+            room.release()
+            return
+        self._head.absorb(room)
+        self._arm(self._conn.head_frame_bytes())  # the clock starts once reading resumes
+        self._flow()
+
+    def promoted(self) -> None:
+        """This connection's frame is now the one received longest: if it waits for
+        room, it may go past the budget instead (``_make_room``)."""
+        task = self._admission
+        if task is None or self._transport is None:
+            return
+        self._admission = None
+        task.cancel()
+        self._make_room()
         self._flow()
 
     def _arm(self, need: int) -> None:
-        """Start the clock for the body of the frame whose room is held (Kafka's
-        request.timeout.ms idea, on the broker's side)."""
+        """Start the clock for the body of the frame being received: it must keep
+        arriving (Kafka's request.timeout.ms idea, on the broker's side)."""
         self._disarm()
         timeout = self._listener.frame_timeout_s
         self._body_timer = asyncio.get_running_loop().call_later(
             timeout, self._drop, "frame_timeout",
-            f"the body of a {need}-byte frame did not arrive within {timeout:g} s",
+            f"the rest of a {need}-byte frame did not arrive within {timeout:g} s of its"
+            " last byte",
         )
 
     def _disarm(self) -> None:
@@ -306,17 +519,48 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
             self._body_timer.cancel()
             self._body_timer = None
 
+    def _congested(self) -> bool:
+        """Answers do not drain: the client does not read them, or they wait for an
+        earlier one (a long poll) beyond ``HELD_RESPONSE_BYTES``."""
+        return self._write_paused or self._conn.held_response_bytes > HELD_RESPONSE_BYTES
+
     def _flow(self) -> None:
         transport = self._transport
         if transport is None:
             return
-        pause = self._conn.reading_paused or self._admission is not None
+        pause = self._conn.reading_paused or self._admission is not None or self._congested()
         if pause and not self._paused:
             transport.pause_reading()
             self._paused = True
         elif self._paused and not pause:
             transport.resume_reading()
             self._paused = False
+
+    async def _take_turn(self) -> bool:
+        """Wait while answers do not drain (``_congested``), then start one handler at
+        a time until none waits; True if this one was let through that way."""
+        if not self._turns and not self._turn_taken and not self._congested():
+            return False
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._turns.append(turn)
+        self._next_turn()
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # let through as it was cancelled
+                self._turn_taken = False
+            raise
+        return True
+
+    def _next_turn(self) -> None:
+        if self._turn_taken or self._transport is None or self._congested():
+            return
+        while self._turns:
+            turn = self._turns.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                self._turn_taken = True
+                return
 
     def _unsupported(self, event: UnsupportedRequest) -> None:
         log.debug(
@@ -351,10 +595,15 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         self, handler: Handler, ctx: KafkaRequestContext, event: RequestReceived,
         held: Reservation,
     ) -> None:
+        turn = False
         try:
+            turn = await self._take_turn()
             await self._answer(handler, ctx, event)
         finally:
             held.release()
+            if turn:
+                self._turn_taken = False
+            self._next_turn()
 
     async def _answer(
         self, handler: Handler, ctx: KafkaRequestContext, event: RequestReceived
@@ -393,6 +642,7 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         the answer (uvloop's ``writelines`` keeps references, it does not join)."""
         if self._transport is None:
             return
+        self._last_active = time.monotonic()
         if len(data) > 1:
             self._transport.writelines(data)
         elif data and data[0]:
