@@ -8,7 +8,6 @@ errors into statuses (``server.errors``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -27,6 +26,7 @@ from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 from sentinel.record import BatchBuilder, decode_records, iter_batches, parse_header
 from sentinel.server.errors import Refusal, refusal_for
+from sentinel.server.grpc_admission import Admission
 from sentinel.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,9 @@ def add_to_server(servicer: SentinelServicer, server: grpc.aio.Server) -> None:
     the servicer as ``MalformedRequest`` and is answered INVALID_ARGUMENT.
 
     Every RPC is registered as request-streaming (the same bytes on the wire as a unary
-    request) so that the door reads the request itself, only once the broker's in-flight
-    budget has room for it: a request gRPC has not been asked to read stays in the
-    sender's flow-control window, not in the broker's memory."""
+    request) so that the door reads the request itself, when its admission says
+    (``grpc_admission``): a request gRPC has not been asked to read stays in the sender's
+    flow-control window, not in the broker's memory."""
     service = pb.DESCRIPTOR.services_by_name["Sentinel"]
     handlers = {}
     for method in service.methods:
@@ -101,17 +101,6 @@ def add_to_server(servicer: SentinelServicer, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )
-
-
-async def _one_message(requests: AsyncIterable[bytes]) -> bytes | None:
-    """The request's one message. The receiver is run to its end (a unary client
-    half-closes after its message): a receiver left suspended keeps the last message in
-    a reference cycle, so a large request would stay in memory until a full collection."""
-    first: bytes | None = None
-    async for raw in requests:
-        if first is None:
-            first = raw
-    return first
 
 
 def _records_in(batches: bytes, from_offset: int) -> int:
@@ -148,10 +137,17 @@ def _decoded(batches: bytes, from_offset: int) -> list[pb.Record]:
 
 
 class SentinelServicer(pb_grpc.SentinelServicer):
-    def __init__(self, service: BrokerService, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        service: BrokerService,
+        metrics: Metrics,
+        admission: Admission | None = None,
+    ) -> None:
         self._service = service
         self._metrics = metrics
-        self._closing: set[asyncio.Task[None]] = set()
+        self._admission = admission or Admission(
+            service.request_budget, service.config.max_request_bytes
+        )
 
     # ---------------------------------------------------------- admission
 
@@ -162,45 +158,22 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         context: grpc.aio.ServicerContext[Any, Any],
         parse: Callable[[bytes], Any],
     ) -> tuple[Reservation, Any] | None:
-        """Reserve the largest request from the in-flight budget, read the request, keep
-        what it weighs. None when the request was refused (the call is aborted)."""
+        """Read the request and hold what it weighs in the in-flight budget
+        (``grpc_admission``). None when the request was refused (the call is aborted)."""
         remaining = context.time_remaining()
         # Refuse a little before the deadline, so that the caller hears why.
         wait = MAX_ADMISSION_WAIT_S if remaining is None else remaining * 0.9
         wait = min(wait, MAX_ADMISSION_WAIT_S)
-        budget = self._service.request_budget
         try:
-            reservation = await budget.reserve(self._service.config.max_request_bytes, wait)
+            reservation, raw = await self._admission.admit(method, requests, wait)
         except Exception as exc:
             refusal = refusal_for(exc)
             self._metrics.requests.labels(method, refusal.reason if refusal else "INTERNAL").inc()
             await _abort(context, exc, refusal)
             return None
-        try:
-            raw = await _one_message(requests)
-        except BaseException:
-            reservation.release()
-            self._close_soon(requests)
-            raise
-        reservation.shrink(len(raw) if raw is not None else 0)
         if raw is None:
             return reservation, MalformedRequest("no request message")
         return reservation, parse(raw)
-
-    def _close_soon(self, requests: AsyncIterable[bytes]) -> None:
-        """Close a receiver left suspended by a cancelled call (deadline, client gone), so
-        that what it read is freed now rather than at the next full garbage collection."""
-        aclose = getattr(requests, "aclose", None)
-        if aclose is None:
-            return
-        task: asyncio.Task[None] = asyncio.ensure_future(aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closed)
-
-    def _closed(self, task: asyncio.Task[None]) -> None:
-        self._closing.discard(task)
-        if not task.cancelled():
-            task.exception()  # a receiver that fails to close has nothing left to free
 
     def admitted(
         self,
