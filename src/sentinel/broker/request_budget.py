@@ -6,8 +6,9 @@ ones are answered or its deadline passes (then ``RequestThrottledError``, Kafka'
 THROTTLING_QUOTA_EXCEEDED: retry later). So the broker holds at most ``capacity`` bytes
 of requests at a time, however many arrive together.
 
-A door that cannot know a request's size before it reads it (gRPC) reserves the largest
-request allowed, reads, then ``shrink``s the reservation to the size read. A door that
+A door that cannot know a request's size before it reads it (gRPC) holds a little (or,
+for a request that may be large, the largest allowed for a moment), reads, then holds the
+size read (``server/grpc_admission.py``). A door that
 reads a large request in steps (Kafka's) holds room only a step ahead of the bytes it
 received and ``grow``s the reservation as they come, so a client that announces a large
 request and stalls holds no room it has not sent.
