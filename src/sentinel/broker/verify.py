@@ -6,6 +6,11 @@ damage; then the broker's journal (``journal/``), if a crash left one. The topic
 is read from a copy of the meta store in memory, so that nothing under the data
 directory is written (the engine's open would write a new manifest). If the meta store
 itself is damaged, every partition directory found is scrubbed instead.
+
+Each engine's manifest is judged as its open would judge it: after a clean shutdown
+the record pins it (a manifest changed since is the one damage reported); after a crash
+a cut last edit whose older state needs a file that is gone blames the manifest, not
+the file (``recovery.blame_torn_manifest``).
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from __future__ import annotations
 import posixpath
 
 from sentinel.broker.meta_store import MetaStore
-from sentinel.errors import SentinelError
+from sentinel.errors import CorruptionError, DiskError, MissingFileError, SentinelError
 from sentinel.fs import FS, MemFS
+from sentinel.storage import clean_marker
+from sentinel.storage import manifest as manifest_mod
 from sentinel.storage.files import LOCK_NAME
 from sentinel.storage.journal import scrub_journal
-from sentinel.storage.scrub import ScrubReport, scrub_engine
+from sentinel.storage.recovery import blame_torn_manifest
+from sentinel.storage.scrub import Damage, ScrubReport, scrub_engine
 
 
 def _listed_partitions(fs: FS, meta_dir: str) -> list[tuple[str, int]] | None:
@@ -44,6 +52,35 @@ def _listed_partitions(fs: FS, meta_dir: str) -> list[tuple[str, int]] | None:
         meta.close()
 
 
+def _scrub(fs: FS, directory: str, report: ScrubReport) -> None:
+    """``scrub_engine``, with the manifest judged first (see the module docstring)."""
+    try:
+        record = clean_marker.read_record(fs, directory)
+        if record is not None and record.manifest is not None:
+            clean_marker.check_manifest(fs, directory, record.manifest)
+    except (CorruptionError, MissingFileError) as exc:
+        report.files += 1
+        report.damage(exc.path, str(exc))
+        return
+    except DiskError:
+        pass  # a damaged record: the scrub reports it
+    found = ScrubReport()
+    scrub_engine(fs, directory, found)
+    missing = [d for d in found.damaged if d.detail.startswith("missing")]
+    if missing:
+        try:
+            recovered = manifest_mod.recover(fs, directory)
+        except (DiskError, OSError):
+            recovered = None  # the scrub reported why
+        if recovered is not None and recovered.torn:
+            blame = blame_torn_manifest(directory, recovered, missing[0].path)
+            kept = [d for d in found.damaged if d not in missing]
+            found.damaged = [*kept, Damage(blame.path, str(blame))]
+    report.files += found.files
+    report.damaged.extend(found.damaged)
+    report.notes.extend(found.notes)
+
+
 def verify_data_dir(fs: FS, data_dir: str) -> ScrubReport:
     """Scrub every engine under ``data_dir``; the report lists each damaged file."""
     report = ScrubReport()
@@ -52,7 +89,7 @@ def verify_data_dir(fs: FS, data_dir: str) -> ScrubReport:
         report.damage(meta_dir, "missing: the meta store")
         return report
     before = len(report.damaged)
-    scrub_engine(fs, meta_dir, report)
+    _scrub(fs, meta_dir, report)
     listed = _listed_partitions(fs, meta_dir) if len(report.damaged) == before else None
     root = posixpath.join(data_dir, "topics")
     if listed is None:  # the meta store is damaged: scrub whatever is there
@@ -68,6 +105,6 @@ def verify_data_dir(fs: FS, data_dir: str) -> ScrubReport:
         if not fs.is_dir(directory):
             report.damage(directory, f"missing: partition {topic}-{index}'s directory")
             continue
-        scrub_engine(fs, directory, report)
+        _scrub(fs, directory, report)
     scrub_journal(fs, posixpath.join(data_dir, "journal"), report)
     return report

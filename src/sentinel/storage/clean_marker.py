@@ -8,22 +8,30 @@ emptied or deleted segment is damage, never a crash to recover from (as Kafka's
 ``.kafka_cleanshutdown``). Without one the engine crashed, and only the newest segment
 may have a torn tail.
 
-File ``CLEAN_SHUTDOWN`` (little-endian, format version 2; version 1 ends after the
-segment pairs and is still read)::
+File ``CLEAN_SHUTDOWN`` (little-endian, format version 3; version 1 ends after the
+segment pairs, version 2 after the payload, and both are still read)::
 
     +--------+---------+----------+-----------+-----------------------------+
     | magic  | version | reserved | count u32 | count x (segment u64,       |
-    | "SCLN" | u16 = 2 | u16 = 0  |           |          size u64)          |
+    | "SCLN" | u16 = 3 | u16 = 0  |           |          size u64)          |
     +--------+---------+----------+-----------+-----------------------------+
     | log_number u64 | tables u32 | tables x (table u64, size u64) |
     +----------------+------------+--------------------------------+
-    | payload length u32 | payload (the owner's, opaque) | crc32c u32 |
-    +--------------------+-------------------------------+------------+
+    | payload length u32 | payload (the owner's, opaque) |
+    +--------------------+-------------------------------+
+    | manifest u64 | manifest size u64 | manifest tail crc32c u32 | crc32c u32 |
+    +--------------+-------------------+--------------------------+------------+
 
 The CRC covers every byte before it. Version 2 also lets an engine be *checked without
 being opened* (``check``): its tables and segments, the WAL number replay starts from,
 and a payload its owner gave to ``Engine.close`` (the partition log's offsets), so that
-a broker can serve an idle partition's figures without opening it.
+a broker can serve an idle partition's figures without opening it. Version 3 pins the
+live manifest (``ManifestPin``): the number ``CURRENT`` names, the file's size and the
+CRC of its last ``TAIL_BYTES`` (the whole file if shorter). A manifest cut, grown,
+changed at its end or replaced after the clean shutdown is damage, never a torn tail
+(a torn tail is a crash's, and a clean shutdown leaves none): ``check`` and
+``Engine.open`` refuse it naming the file. ``encode`` writes version 2 for a record
+without a pin (as an older build wrote it).
 """
 
 from __future__ import annotations
@@ -40,20 +48,36 @@ from sentinel.storage.files import (
     TEMP_SUFFIX,
     WAL_SUFFIX,
     join,
+    manifest_name,
     parse_number,
     table_name,
     wal_name,
 )
+from sentinel.storage.manifest import read_current
 from sentinel.storage.wal_format import replay
 
 CLEAN_NAME = "CLEAN_SHUTDOWN"
 MAGIC = b"SCLN"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: The bytes at the end of the manifest whose CRC the record pins: one small read.
+TAIL_BYTES = 4096
 
 _HEAD = struct.Struct("<4sHHI")
 _PAIR = struct.Struct("<QQ")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_PIN = struct.Struct("<QQI")
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestPin:
+    """The live manifest at the clean shutdown."""
+
+    #: Its number: ``CURRENT`` names ``MANIFEST-<number>``.
+    number: int
+    size: int
+    #: crc32c of its last ``TAIL_BYTES`` (the whole file if shorter).
+    tail_crc: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +90,8 @@ class CleanRecord:
     log_number: int | None = None
     #: The owner's bytes given to ``Engine.close`` (empty if none).
     payload: bytes = b""
+    #: The live manifest; None in a record of version 1 or 2.
+    manifest: ManifestPin | None = None
 
 
 def _pairs(body: bytearray, pairs: dict[int, int]) -> None:
@@ -75,12 +101,16 @@ def _pairs(body: bytearray, pairs: dict[int, int]) -> None:
 
 
 def encode(record: CleanRecord) -> bytes:
-    body = bytearray(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(record.segments)))
+    pin = record.manifest
+    version = 2 if pin is None else FORMAT_VERSION
+    body = bytearray(_HEAD.pack(MAGIC, version, 0, len(record.segments)))
     for number in sorted(record.segments):
         body += _PAIR.pack(number, record.segments[number])
     body += _U64.pack(record.log_number or 0)
     _pairs(body, record.tables or {})
     body += _U32.pack(len(record.payload)) + record.payload
+    if pin is not None:
+        body += _PIN.pack(pin.number, pin.size, pin.tail_crc)
     return bytes(body) + _U32.pack(crc32c(bytes(body)))
 
 
@@ -93,7 +123,7 @@ def decode_record(data: bytes, path: str) -> CleanRecord:
         raise CorruptionError(path, "marker", f"bad magic {magic!r}")
     if crc32c(data[:-4]) != _U32.unpack_from(data, len(data) - 4)[0]:
         raise CorruptionError(path, "marker", "checksum mismatch")
-    if version not in {1, FORMAT_VERSION}:
+    if version not in {1, 2, FORMAT_VERSION}:
         raise UnsupportedFormatError(
             f"{path}: clean-shutdown format version {version}, this build reads "
             f"1 to {FORMAT_VERSION}"
@@ -112,11 +142,14 @@ def decode_record(data: bytes, path: str) -> CleanRecord:
         at += tables * _PAIR.size
         (length,) = _U32.unpack_from(data, at)
         payload = data[at + 4 : at + 4 + length]
+        at += 4 + length
+        pin = ManifestPin(*_PIN.unpack_from(data, at)) if version >= 3 else None
+        at += _PIN.size if version >= 3 else 0
     except struct.error as exc:
         raise CorruptionError(path, "marker", f"truncated: {exc}") from exc
-    if at + 4 + length + _U32.size != len(data):
+    if at + _U32.size != len(data):
         raise CorruptionError(path, "marker", f"{len(data)} bytes do not match its counts")
-    return CleanRecord(segments, table_pairs, log_number, bytes(payload))
+    return CleanRecord(segments, table_pairs, log_number, bytes(payload), pin)
 
 
 def decode(data: bytes, path: str) -> dict[int, int]:
@@ -138,11 +171,61 @@ def read(fs: FS, directory: str) -> dict[int, int] | None:
     return None if record is None else record.segments
 
 
+def _tail_crc(fs: FS, path: str, size: int) -> int:
+    """crc32c of the last ``TAIL_BYTES`` of the file ``path`` of ``size`` bytes."""
+    handle = fs.open_read(path)
+    try:
+        return crc32c(handle.pread(max(0, size - TAIL_BYTES), min(size, TAIL_BYTES)))
+    finally:
+        handle.close()
+
+
+def pin_manifest(fs: FS, directory: str) -> ManifestPin | None:
+    """The pin of the manifest ``CURRENT`` names now; None if there is no CURRENT."""
+    number = read_current(fs, directory)
+    if number is None:
+        return None
+    path = join(directory, manifest_name(number))
+    size = fs.file_size(path)
+    return ManifestPin(number, size, _tail_crc(fs, path, size))
+
+
+def check_manifest(fs: FS, directory: str, pin: ManifestPin) -> None:
+    """``CURRENT`` names the pinned manifest, which has its recorded size and tail:
+    else ``CorruptionError`` (``MissingFileError``) naming ``CURRENT`` or the manifest.
+    Reads ``CURRENT`` and at most ``TAIL_BYTES`` of the manifest."""
+    current = join(directory, CURRENT_NAME)
+    number = read_current(fs, directory)
+    if number is None:
+        raise MissingFileError(current, "the directory holds no engine")
+    pinned = manifest_name(pin.number)
+    if number != pin.number:
+        raise CorruptionError(
+            current, "contents", f"names {manifest_name(number)}, but {pinned} at the clean "
+            "shutdown: the manifest was replaced after it",
+        )  # fmt: skip
+    path = join(directory, pinned)
+    if not fs.exists(path):
+        raise MissingFileError(path, "the manifest the clean-shutdown record lists")
+    size = fs.file_size(path)
+    if size != pin.size:
+        raise CorruptionError(
+            path, "end of manifest", f"{size} bytes, but {pin.size} at the clean shutdown: "
+            "not a torn tail (a clean shutdown leaves none)",
+        )  # fmt: skip
+    if _tail_crc(fs, path, size) != pin.tail_crc:
+        raise CorruptionError(
+            path, f"its last {min(size, TAIL_BYTES)} bytes", "checksum mismatch against "
+            "the clean-shutdown record: changed after the clean shutdown",
+        )  # fmt: skip
+
+
 def check(fs: FS, directory: str) -> CleanRecord | None:
     """Check a cleanly closed engine without opening it: reads only, no file is written,
     created or kept open. None if it did not close cleanly (or closed before version 2):
     it must be opened to be recovered. Otherwise the record, once ``CURRENT`` is there,
-    every table and WAL segment the record lists is there with its recorded size, and
+    names the manifest the record pins (version 3), which has its recorded size and
+    tail, every table and WAL segment the record lists is there with its recorded size, and
     the segments replay would read (from the log number) pass their checksums, frame by
     frame (after a flushing close that is one segment of a header). A missing or damaged
     file raises ``MissingFileError`` / ``CorruptionError`` naming it, as ``Engine.open``
@@ -153,6 +236,8 @@ def check(fs: FS, directory: str) -> CleanRecord | None:
     record = read_record(fs, directory)
     if record is None or record.tables is None or record.log_number is None:
         return None
+    if record.manifest is not None:
+        check_manifest(fs, directory, record.manifest)
     for number, size in sorted(record.tables.items()):
         path = join(directory, table_name(number))
         if not fs.exists(path):
@@ -178,8 +263,8 @@ def check(fs: FS, directory: str) -> CleanRecord | None:
 def write(
     fs: FS, directory: str, *, log_number: int | None = None, payload: bytes = b""
 ) -> None:
-    """Record every WAL segment and table and its size (and ``log_number``, ``payload``):
-    temp file, fsync, rename, fsync the dir."""
+    """Record every WAL segment and table and its size, the live manifest (``pin``), and
+    ``log_number``, ``payload``: temp file, fsync, rename, fsync the dir."""
     segments, tables = {}, {}
     for name in fs.listdir(directory):
         number = parse_number(name, WAL_SUFFIX)
@@ -188,7 +273,7 @@ def write(
         number = parse_number(name, TABLE_SUFFIX)
         if number is not None:
             tables[number] = fs.file_size(join(directory, name))
-    record = CleanRecord(segments, tables, log_number, payload)
+    record = CleanRecord(segments, tables, log_number, payload, pin_manifest(fs, directory))
     temp = join(directory, CLEAN_NAME + TEMP_SUFFIX)
     handle = fs.create(temp)
     try:

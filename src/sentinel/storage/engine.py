@@ -62,6 +62,7 @@ from sentinel.clock import Clock, SystemClock
 from sentinel.errors import (
     ClosedError,
     KeyTooLargeError,
+    MissingFileError,
     StorageUnavailableError,
     ValueTooLargeError,
 )
@@ -82,6 +83,7 @@ from sentinel.storage.memtable import Memtable
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.recovery import (
     RecoveredFiles,
+    blame_torn_manifest,
     check_pointer_segments,
     inspect_directory,
     recover_files,
@@ -246,9 +248,11 @@ class Engine:
                     fs, join(directory, table_name(number)), number, self._cache
                 )
             check_pointer_segments(fs, directory, self.pointer_segment_ranges(), found.clean)
-        except BaseException:
+        except BaseException as exc:
             for reader in self._readers.values():
                 reader.close()
+            if isinstance(exc, MissingFileError) and recovered is not None and recovered.torn:
+                raise blame_torn_manifest(directory, recovered, exc.path) from exc
             raise
         if report is not None and report.truncated_segment is not None:
             log.warning(

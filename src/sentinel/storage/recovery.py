@@ -11,13 +11,20 @@ crashed before its manifest edit, and temporary files). ``check_pointer_segments
 checks the segments that live tables' value pointers need. A missing or damaged file
 raises ``MissingFileError`` or ``CorruptionError`` naming it: nothing acknowledged is
 dropped silently.
+
+The manifest is checked first. After a clean shutdown the record pins it
+(``clean_marker.check_manifest``): any change is damage. After a crash its cut last
+edit is a torn tail, but only if the state before that edit is whole: an edit is durable
+before the files it supersedes are deleted, so a crash never leaves a cut edit *and* a
+file the older state needs gone. That combination is the manifest's damage, and
+``blame_torn_manifest`` names the manifest as its cause rather than the file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sentinel.errors import MissingFileError, NotAnEngineDirectoryError
+from sentinel.errors import CorruptionError, MissingFileError, NotAnEngineDirectoryError
 from sentinel.fs import FS
 from sentinel.storage import clean_marker
 from sentinel.storage import manifest as manifest_mod
@@ -29,6 +36,7 @@ from sentinel.storage.files import (
     TEMP_SUFFIX,
     WAL_SUFFIX,
     join,
+    manifest_name,
     parse_number,
     table_name,
     wal_name,
@@ -84,6 +92,20 @@ class RecoveredFiles:
     clean: dict[int, int] | None
 
 
+def blame_torn_manifest(
+    directory: str, recovered: manifest_mod.RecoveredState, missing: str
+) -> CorruptionError:
+    """The error for a manifest whose last edit is cut while the state before it needs
+    ``missing``, which is gone: the manifest's damage, not a crash (see above)."""
+    return CorruptionError(
+        join(directory, manifest_name(recovered.manifest_number)),
+        "its last edit",
+        f"cut as a torn tail ({recovered.torn_bytes} bytes), and the state before it needs "
+        f"{missing}, which is gone: a crash deletes no file before the edit that replaces "
+        "it is durable, so the manifest is damaged",
+    )
+
+
 def recover_files(
     fs: FS, directory: str, recovered: manifest_mod.RecoveredState | None
 ) -> RecoveredFiles:
@@ -95,20 +117,30 @@ def recover_files(
         log_number = recovered.log_number
         next_file = recovered.next_file_number
     names = fs.listdir(directory)
-    clean = clean_marker.read(fs, directory) if recovered is not None else None
-    for live_table in sorted(version.all_file_numbers()):
-        if table_name(live_table) not in names:
-            raise MissingFileError(
-                join(directory, table_name(live_table)), "a table the manifest lists"
-            )
+    record = clean_marker.read_record(fs, directory) if recovered is not None else None
+    if record is not None and record.manifest is not None:
+        clean_marker.check_manifest(fs, directory, record.manifest)
+    clean = None if record is None else record.segments
+    replayed = Memtable()
+    report: ReplayReport | None = None
+    payloads: list[bytes] = []
+    try:
+        for live_table in sorted(version.all_file_numbers()):
+            if table_name(live_table) not in names:
+                raise MissingFileError(
+                    join(directory, table_name(live_table)), "a table the manifest lists"
+                )
+        if recovered is not None:
+            payloads, report = replay(fs, directory, log_number, clean)
+    except MissingFileError as exc:
+        if recovered is not None and recovered.torn:
+            raise blame_torn_manifest(directory, recovered, exc.path) from exc
+        raise
     table_numbers = [
         n for n in (parse_number(name, TABLE_SUFFIX) for name in names) if n is not None
     ]
     next_file = max([next_file, *(n + 1 for n in table_numbers)])
-    replayed = Memtable()
-    report: ReplayReport | None = None
     if recovered is not None:
-        payloads, report = replay(fs, directory, log_number, clean)
         for index, payload in enumerate(payloads):
             for key, value in decode_ops(payload, f"{directory} WAL entry {index}"):
                 replayed.put(key, value)
