@@ -195,6 +195,17 @@ class UnsupportedCompressionError(InvalidRecordError):
     kafka_code = 76
 
 
+class TransactionalIdAuthorizationFailedError(InvalidRecordError):
+    """A produced batch carries the transactional attribute, but the produce names no
+    transactional id (Sentinel serves no transactions, so none ever does).
+
+    Kafka's TRANSACTIONAL_ID_AUTHORIZATION_FAILED (the gRPC door has no such code:
+    INVALID_RECORD).
+    """
+
+    kafka_code = 53
+
+
 def kafka_code_of(exc: BaseException) -> int:
     """Kafka's error code for ``exc``: its class's, or UNKNOWN_SERVER_ERROR (-1)."""
     return exc.kafka_code if isinstance(exc, SentinelError) else -1

@@ -1,6 +1,7 @@
-"""The append path's pure part: validate a producer's batch, check its producer's
-sequence, and stamp it, without touching the log (``stage``). The partition log
-writes what ``stage`` returns and installs the producer entries after the write.
+"""The append path's pure part: validate a producer's batch (its records walked too,
+``record.framing``), check its producer's sequence, and stamp it, without touching the
+log (``stage``). The partition log writes what ``stage`` returns and installs the
+producer entries after the write.
 
 Stamping copies the batch once (``record.stamped``): the base offset and leader epoch
 are written into a copy of the 61-byte header, joined once with the records (both
@@ -13,7 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sentinel.errors import InvalidArgumentError, InvalidRecordError
+from sentinel.errors import (
+    InvalidArgumentError,
+    InvalidRecordError,
+    TransactionalIdAuthorizationFailedError,
+)
 from sentinel.log.config import TopicConfig
 from sentinel.log.producer_state import (
     ProducerEntry,
@@ -21,7 +26,9 @@ from sentinel.log.producer_state import (
     apply_batch,
     check_append,
 )
-from sentinel.record import BatchHeader, decode_records, stamped, validate_batch
+from sentinel.record import BatchHeader, stamped, validate_batch
+from sentinel.record.batch import TRANSACTIONAL_BIT
+from sentinel.record.framing import check_records
 
 Buffer = bytes | bytearray | memoryview
 Checked = tuple[Buffer, BatchHeader]
@@ -41,14 +48,25 @@ class Staged(NamedTuple):
 
 
 def validate_produce(batch: Buffer, config: TopicConfig, max_value_bytes: int) -> Checked:
-    """Check a producer's batch as Kafka's broker does; compacted topics need keys."""
+    """Check a producer's batch as Kafka's broker (LogValidator) does: the header, size
+    and CRC (``validate_batch``), then the records themselves, inflated if compressed
+    (``check_records``: exactly ``count`` well-framed records, offset deltas in order);
+    compacted topics need keys. Both doors come through here.
+
+    A transactional batch is refused with ``TransactionalIdAuthorizationFailedError``,
+    Kafka's answer to one in a produce without a transactional id: no produce here has
+    one (the doors refuse a produce that names one: no transactions are served)."""
     data = batch if isinstance(batch, bytes) else memoryview(batch).cast("B")
     limit = min(config.max_message_bytes, max_value_bytes)
     header = validate_batch(data, max_batch_bytes=limit)
-    if config.cleanup_compact:
-        for record in decode_records(data, verify_crc=False):
-            if record.key is None:
-                raise InvalidRecordError("a compacted topic cannot accept a record without key")
+    if header.attributes & TRANSACTIONAL_BIT:
+        raise TransactionalIdAuthorizationFailedError(
+            "a transactional record batch needs a produce with a transactional id "
+            "(transactions are not supported)"
+        )
+    null_keys = check_records(data, header)
+    if null_keys and config.cleanup_compact:
+        raise InvalidRecordError("a compacted topic cannot accept a record without key")
     return data, header
 
 

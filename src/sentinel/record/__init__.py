@@ -1,5 +1,6 @@
 """Kafka RecordBatch v2: the batch format (``batch``), writing (``builder``), reading
-(``reader``) and compression codecs (``compression``)."""
+(``reader``), the produced records' framing walk (``framing``) and compression codecs
+(``compression``)."""
 
 from sentinel.record.batch import (
     HEADER_SIZE,
@@ -14,6 +15,7 @@ from sentinel.record.batch import (
 )
 from sentinel.record.builder import BatchBuilder, Header, RecordInput, build_batch
 from sentinel.record.compression import Compression, compress, decompress
+from sentinel.record.framing import check_records
 from sentinel.record.reader import (
     DEFAULT_MAX_RECORDS,
     DEFAULT_MAX_RECORDS_BYTES,
@@ -34,6 +36,7 @@ __all__ = [
     "RecordInput",
     "TimestampType",
     "build_batch",
+    "check_records",
     "compress",
     "decode_records",
     "decompress",

@@ -224,8 +224,9 @@ def validate_batch(
     sequence when there is a producer id. Leave it off for batches read back from a
     log, a fetch or a replica, where compaction may have removed records.
 
-    Records are not decoded: that is ``reader.decode_records``'s job. Reads nothing
-    beyond ``data`` and allocates nothing in proportion to what the header claims.
+    Records are not looked at: ``framing.check_records`` walks a produced batch's,
+    ``reader.decode_records`` decodes them. Reads nothing beyond ``data`` and
+    allocates nothing in proportion to what the header claims.
     """
     header = parse_header(data)
     size = len(data)

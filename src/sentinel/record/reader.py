@@ -88,7 +88,7 @@ def _unzigzag_table(bits: int) -> tuple[int, ...]:
     return tuple(table)
 
 
-_UNZIGZAG = _unzigzag_table(14)
+UNZIGZAG = _unzigzag_table(14)
 """The values of the zig-zag varints of one and two bytes, by their 7 or 14 payload
 bits. Looking a value up instead of computing it saves ~10 % of the record loop, for
 ~0.6 MB held by the table (-8192 .. 8191)."""
@@ -196,7 +196,7 @@ def _parse_records(
     min_offset: int,
 ) -> list[T]:
     """The record loop, one long function on purpose: the varints of a record take a
-    one- and two-byte fast path inline (values up to 8191, looked up in ``_UNZIGZAG``),
+    one- and two-byte fast path inline (values up to 8191, looked up in ``UNZIGZAG``),
     which halves the cost of decoding 100-byte records compared with a call per varint.
     Records before ``min_offset`` are parsed and checked like the others, then dropped.
 
@@ -212,7 +212,7 @@ def _parse_records(
     pos = 0
     out: list[T] = []
     add = out.append
-    unzigzag = _UNZIGZAG
+    unzigzag = UNZIGZAG
     for _ in range(header.record_count):
         b = buf[pos]
         if b < 0x80:
