@@ -78,8 +78,8 @@ class BrokerConfig:
     # Kafka connections open at once; one more is accepted and closed. 0: derived from
     # RLIMIT_NOFILE (half of it, at most 10,000; server/kafka/listener).
     max_connections: int = 0
-    # A Kafka connection with nothing in flight, read or written for this long is closed
-    # (Kafka's connections.max.idle.ms).
+    # A Kafka connection with nothing read or written for this long and no handler
+    # running (unless its answers do not drain) is closed (Kafka's connections.max.idle.ms).
     connections_max_idle_ms: int = 600_000
     max_partitions: int = 0  # all topics together; 0: derived from RLIMIT_NOFILE
     max_auto_create_per_request: int = 10  # topics one produce / metadata / join may create

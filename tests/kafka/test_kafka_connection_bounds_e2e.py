@@ -285,6 +285,23 @@ def test_idle_connections_are_closed_after_the_bound(
     assert figures['sentinel_kafka_closed_connections_total{reason="idle"}'] >= 1
 
 
+def test_a_client_that_never_reads_is_closed_once_idle(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    """Its answers stay unwritten: nothing moves either way, so it is idle."""
+    broker = start_broker(connections_max_idle_ms=800)
+    with connect(broker, timeout=2.0) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        burst = b"".join(api_versions_frame(i) for i in range(1, 1001))
+        with contextlib.suppress(TimeoutError, OSError):
+            for _ in range(200):
+                sock.sendall(burst)
+        wait_for(lambda: scrape(broker)["sentinel_kafka_connections"] == 0,
+                 "the broker to close the connection that reads nothing")
+    figures = scrape(broker)
+    assert figures['sentinel_kafka_closed_connections_total{reason="idle"}'] == 1
+
+
 def test_connections_beyond_the_cap_are_refused(
     start_broker: Callable[..., BrokerProcess],
 ) -> None:

@@ -141,7 +141,8 @@ def _verify(data_dir: str) -> int:
     "--connections-max-idle-ms",
     type=int,
     default=None,
-    help="A Kafka connection with nothing in flight, read or written for this long is"
+    help="A Kafka connection with nothing read or written for this long and no request"
+    " being handled (unless it does not read its answers) is"
     f" closed (Kafka's connections.max.idle.ms). [default: {_DEFAULTS.connections_max_idle_ms}]",
 )
 @click.option(

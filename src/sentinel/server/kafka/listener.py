@@ -47,8 +47,9 @@ Bounds, per connection (what one client can make the broker hold):
 
 And per listener: at most ``--max-connections`` connections (one more is accepted and
 closed at once, counted in ``sentinel_kafka_refused_connections_total``), and a
-connection with no request in flight and no byte read or written for
-``--connections-max-idle-ms`` is closed (Kafka's ``connections.max.idle.ms``).
+connection with no handler running and no byte read or written for
+``--connections-max-idle-ms`` is closed (Kafka's ``connections.max.idle.ms``): a client
+that does not read its answers, too.
 """
 
 from __future__ import annotations
@@ -291,7 +292,7 @@ class KafkaListener:
             for proto in [p for p in self._open if p.idle_since(deadline)]:
                 log.debug("kafka connection %s idle for %g s: closed", proto.peer, idle)
                 self.metrics.kafka_closed_connections.labels("idle").inc()
-                proto.abort()
+                proto.close_idle()
 
 
 class _KafkaProtocol(asyncio.BufferedProtocol):
@@ -323,6 +324,8 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         self._turns: collections.deque[asyncio.Future[None]] = collections.deque()
         self._turn_taken = False
         self._last_active = time.monotonic()
+        #: The transport's unwritten bytes when the idle sweep last looked.
+        self._unsent = 0
         self.peer = "?"
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -396,14 +399,30 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.close()
 
-    def abort(self) -> None:
-        """Close at once, dropping what was not written (the client does not read)."""
-        if self._transport is not None:
-            self._transport.abort()
+    def close_idle(self) -> None:
+        """Close an idle connection: at once if answers are still unwritten (its client
+        does not read them), else as ``close``."""
+        transport = self._transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
     def idle_since(self, deadline: float) -> bool:
-        """No request in flight, and nothing read or written since ``deadline``."""
-        return not self.tasks and self._last_active < deadline
+        """Nothing read or written since ``deadline`` (a write going on counts: its
+        unwritten bytes changed since the last look), and no handler running (those
+        waiting for answers that do not drain do not count)."""
+        transport = self._transport
+        if transport is None:
+            return False
+        unsent = transport.get_write_buffer_size()
+        if unsent != self._unsent:
+            self._unsent = unsent
+            self._last_active = time.monotonic()
+            return False
+        return self._last_active < deadline and (not self.tasks or self._write_paused)
 
     # ---------------------------------------------------------------- events
 
