@@ -8,10 +8,10 @@ of requests at a time, however many arrive together.
 
 A door that cannot know a request's size before it reads it (gRPC) holds a little (or,
 for a request that may be large, the largest allowed for a moment), reads, then holds the
-size read (``server/grpc_admission.py``). A door that
-reads a large request in steps (Kafka's) holds room only a step ahead of the bytes it
-received and ``grow``s the reservation as they come, so a client that announces a large
-request and stalls holds no room it has not sent.
+size read (``server/grpc_admission.py``). A door that reads a large request in steps
+(Kafka's) holds room only a step ahead of the bytes it received and ``grow``s the
+reservation as they come, so a client that announces a large request and stalls holds
+no room it has not sent.
 
 After large requests are answered the allocator is asked to give freed memory back to
 the system (glibc's ``malloc_trim``): gRPC's receive buffers are small pieces from
