@@ -62,8 +62,8 @@ def _scrub(fs: FS, directory: str, report: ScrubReport) -> None:
         report.files += 1
         report.damage(exc.path, str(exc))
         return
-    except DiskError:
-        pass  # a damaged record: the scrub reports it
+    except (DiskError, OSError):
+        pass  # a record of a newer format, an unreadable file: the scrub reports it
     found = ScrubReport()
     scrub_engine(fs, directory, found)
     missing = [d for d in found.damaged if d.detail.startswith("missing")]
