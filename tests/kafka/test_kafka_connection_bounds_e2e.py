@@ -83,9 +83,9 @@ def produce(client: RawKafka, topic: str, records: int, size: int) -> None:
     assert answer.responses[0].partition_responses[0].error_code == 0
 
 
-def fetch_request(topic: str, offset: int) -> fe.FetchRequest:
+def fetch_request(topic: str, offset: int, max_wait_ms: int = 0) -> fe.FetchRequest:
     return fe.FetchRequest(
-        replica_id=-1, max_wait_ms=0, min_bytes=1, max_bytes=64 * MIB, isolation_level=0,
+        replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=1, max_bytes=64 * MIB, isolation_level=0,
         topics=(fe.FetchTopic(topic=topic, partitions=(fe.FetchPartition(
             partition=0, fetch_offset=offset, partition_max_bytes=64 * MIB,
             log_start_offset=-1),)),),
@@ -124,6 +124,24 @@ def test_a_client_that_never_reads_stops_being_read(
         # Other clients are served meanwhile.
         assert api_versions_answered(broker)
     assert api_versions_answered(broker)
+
+
+def test_a_connections_fetches_are_served_one_at_a_time(broker: BrokerProcess) -> None:
+    """Pipelined long polls do not wait together (their answers would be built
+    together when data comes): the second starts when the first is answered."""
+    with RawKafka(broker.kafka_address) as client:
+        client.call(3, 12, md.MetadataRequest(
+            topics=(md.MetadataRequestTopic(name="quiet"),), allow_auto_topic_creation=True))
+        ids, payload = [], b""
+        for _ in range(2):
+            cid, body = client.request_bytes(1, 11, fetch_request("quiet", 0, 600))
+            ids.append(cid)
+            payload += frame(body)
+        started = time.monotonic()
+        client.sock.sendall(payload)
+        for cid in ids:
+            client.read_response(1, 11, cid)
+        assert time.monotonic() - started >= 1.1
 
 
 def test_unread_small_answers_stop_reading_too(broker: BrokerProcess) -> None:

@@ -39,9 +39,10 @@ Bounds, per connection (what one client can make the broker hold):
 - answers: while the transport's write buffer is above its high-water mark
   (``pause_writing``) or answers given out of order wait for an earlier one beyond
   ``HELD_RESPONSE_BYTES``, the connection is not read and no handler starts; when they
-  drain, handlers start again one at a time. So a client that never reads its answers
-  makes the broker hold about two answers (one being written, one built) and its
-  ``max_in_flight`` decoded requests, not one answer per request it sends.
+  drain, handlers start again one at a time; a connection's Fetch requests are served
+  one at a time. So a client that never reads its answers makes the broker hold about
+  two answers (one being written, one built) and its ``max_in_flight`` decoded
+  requests, not one answer per request it sends.
 - a receive buffer of ``RECEIVE_BUFFER_MIN_BYTES``, allocated at the first read and
   grown on demand up to ``RECEIVE_BUFFER_BYTES`` (large bodies go to their own buffer).
 
@@ -99,6 +100,9 @@ are held in it as they arrive)."""
 LEAD_MIN_BYTES = SMALL_FRAME_BYTES
 LEAD_MAX_BYTES = 4 * 1024 * 1024
 """A large frame's next step: as many bytes as it delivered, within these bounds."""
+FETCH_KEY = 1
+"""Fetch requests of one connection are served one at a time (Kafka's clients send one at
+a time anyway): a pipeline of long polls would otherwise build their answers together."""
 HELD_RESPONSE_BYTES = 1024 * 1024
 """Answers waiting for an earlier one beyond this stop handlers from starting."""
 DEFAULT_FRAME_TIMEOUT_S = 30.0
@@ -323,6 +327,7 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         #: and whether one of them was let through and has not finished.
         self._turns: collections.deque[asyncio.Future[None]] = collections.deque()
         self._turn_taken = False
+        self._fetching = asyncio.Lock()
         self._last_active = time.monotonic()
         #: The transport's unwritten bytes when the idle sweep last looked.
         self._unsent = 0
@@ -616,8 +621,13 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
     ) -> None:
         turn = False
         try:
-            turn = await self._take_turn()
-            await self._answer(handler, ctx, event)
+            if event.api_key == FETCH_KEY:
+                async with self._fetching:
+                    turn = await self._take_turn()
+                    await self._answer(handler, ctx, event)
+            else:
+                turn = await self._take_turn()
+                await self._answer(handler, ctx, event)
         finally:
             held.release()
             if turn:
