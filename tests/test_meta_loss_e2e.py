@@ -36,6 +36,9 @@ def test_a_meta_store_that_lost_its_topics_refuses_the_start(
             wal.write_bytes(wal.read_bytes()[:HEADER_SIZE])
     before = partition_files(broker.data_dir)
     assert any(name.startswith("t/") for name in before)
+    verified = run_server(broker.data_dir, "--verify")
+    assert verified.returncode == 1, verified.stdout
+    assert f"DAMAGED {broker.data_dir / 'topics' / 't'}: holds partition data" in verified.stdout
     line = assert_one_line_refusal(run_server(broker.data_dir), "meta store",
                                    str(broker.data_dir / "topics" / "t"))
     assert "restore the meta store" in line

@@ -9,10 +9,12 @@ Damage at start (``open``): a partition whose engine refuses to open (a damaged 
 missing file) or whose directory is gone although the meta store lists the topic is
 never re-created empty. A partition that closed cleanly is *not opened* at start: a
 cheap check (``clean_marker.check``: ``CURRENT`` and the clean-shutdown record are
-there, every table and WAL segment it lists is there with its recorded size, the WAL
-segments replay would read pass their checksums; reads only, no fsync, no new file, no
-file kept open) and the offsets its record carries make it a deferred ``PartitionLog``
-that its first produce, fetch, list-offsets or retention that may delete opens. The
+there, ``CURRENT`` names the manifest the record pins, with its recorded size and the
+CRC of its last 4 KiB, every table and WAL segment it lists is there with its recorded
+size, the WAL segments replay would read pass their checksums; reads only, no fsync,
+no new file, no file kept open) and the offsets its record carries make it a deferred
+``PartitionLog`` that its first produce, fetch, list-offsets or retention that may
+delete opens. The
 others (a crash: no clean record) recover in parallel (``recovery_threads``), each
 opened and checked as before. ``open`` raises ``DamagedDataError`` naming the partition
 and the file, unless the registry was built with ``skip_damaged``: the partition is then an

@@ -2,10 +2,12 @@
 
 The meta store first (``meta/``), then every partition the meta store lists
 (``topics/<topic>/<partition>/``): a listed partition whose directory is gone is
-damage; then the broker's journal (``journal/``), if a crash left one. The topic list
-is read from a copy of the meta store in memory, so that nothing under the data
-directory is written (the engine's open would write a new manifest). If the meta store
-itself is damaged, every partition directory found is scrubbed instead.
+damage, and so is a topic directory holding data that the meta store neither defines
+nor records as being created or deleted (the start refuses it too); then the broker's
+journal (``journal/``), if a crash left one. The topic list is read from a copy of the
+meta store in memory, so that nothing under the data directory is written (the
+engine's open would write a new manifest). If the meta store itself is damaged, every
+partition directory found is scrubbed instead.
 
 Each engine's manifest is judged as its open would judge it: after a clean shutdown
 the record pins it (a manifest changed since is the one damage reported); after a crash
@@ -28,8 +30,11 @@ from sentinel.storage.recovery import blame_torn_manifest
 from sentinel.storage.scrub import Damage, ScrubReport, scrub_engine
 
 
-def _listed_partitions(fs: FS, meta_dir: str) -> list[tuple[str, int]] | None:
-    """(topic, partition) for every partition the meta store lists; None if unreadable."""
+def _listed_partitions(
+    fs: FS, meta_dir: str
+) -> tuple[list[tuple[str, int]], set[str]] | None:
+    """(topic, partition) for every partition the meta store lists, and the topics it
+    accounts for (defined, or being created or deleted); None if unreadable."""
     copy = MemFS()
     copy.makedirs("/meta")
     for name in fs.listdir(meta_dir):
@@ -45,9 +50,9 @@ def _listed_partitions(fs: FS, meta_dir: str) -> list[tuple[str, int]] | None:
     except SentinelError:
         return None
     try:
-        return [
-            (r.name, i) for r in meta.topics() for i in range(r.partitions) if r.is_hosted(i)
-        ]
+        records = list(meta.topics())
+        partitions = [(r.name, i) for r in records for i in range(r.partitions) if r.is_hosted(i)]
+        return partitions, {r.name for r in records} | set(meta.pending())
     finally:
         meta.close()
 
@@ -90,8 +95,15 @@ def verify_data_dir(fs: FS, data_dir: str) -> ScrubReport:
         return report
     before = len(report.damaged)
     _scrub(fs, meta_dir, report)
-    listed = _listed_partitions(fs, meta_dir) if len(report.damaged) == before else None
+    found = _listed_partitions(fs, meta_dir) if len(report.damaged) == before else None
     root = posixpath.join(data_dir, "topics")
+    listed = None if found is None else found[0]
+    if found is not None and fs.is_dir(root):
+        for topic in sorted(set(fs.listdir(root)) - found[1]):
+            directory = posixpath.join(root, topic)
+            if fs.is_dir(directory) and fs.listdir(directory):  # as the start judges it
+                report.damage(directory, f"holds partition data but the meta store "
+                              f"defines no topic {topic!r} (its records were lost)")
     if listed is None:  # the meta store is damaged: scrub whatever is there
         topics = fs.listdir(root) if fs.is_dir(root) else []
         listed = [
