@@ -144,6 +144,31 @@ def test_a_connections_fetches_are_served_one_at_a_time(broker: BrokerProcess) -
         assert time.monotonic() - started >= 1.1
 
 
+def test_answers_held_behind_a_second_fetch_never_hold_it_back(broker: BrokerProcess) -> None:
+    """A long poll, a second Fetch queued behind it, then more than
+    ``HELD_RESPONSE_BYTES`` of Metadata answers (held in order behind both). The second
+    Fetch, the oldest unanswered request once the first is answered, must start though
+    the connection is congested: the held answers drain only after it. It waited for
+    good (an outside attack found it; every answer after the first never came)."""
+    with RawKafka(broker.kafka_address, timeout=30) as client:
+        client.call(3, 12, md.MetadataRequest(
+            topics=(md.MetadataRequestTopic(name="held"),), allow_auto_topic_creation=True))
+        missing = md.MetadataRequest(  # ~85 KB answers: 400 unknown topics each
+            topics=tuple(md.MetadataRequestTopic(name=f"x{i:05d}" + "a" * 200)
+                         for i in range(400)),
+            allow_auto_topic_creation=False)  # fmt: skip
+        requests = [(1, 11, fetch_request("held", 0, 500)), (1, 11, fetch_request("held", 0, 500))]
+        requests += [(3, 9, missing)] * 14
+        ids, payload = [], b""
+        for api, version, request in requests:
+            cid, body = client.request_bytes(api, version, request)
+            ids.append((api, version, cid))
+            payload += frame(body)
+        client.sock.sendall(payload)
+        for api, version, cid in ids:  # each in order; a hang fails the socket timeout
+            client.read_response(api, version, cid)
+
+
 def test_unread_small_answers_stop_reading_too(broker: BrokerProcess) -> None:
     with connect(broker, timeout=2.0) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

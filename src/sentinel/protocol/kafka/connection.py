@@ -136,6 +136,15 @@ class KafkaServerConnection:
         return self._closed or len(self._pending) >= self.max_in_flight
 
     @property
+    def oldest_unanswered(self) -> int | None:
+        """The correlation id of the oldest request handed out and not answered: the
+        one whose answer the held answers (``held_response_bytes``) wait for."""
+        for slot in self._pending:
+            if not slot.done:
+                return slot.correlation_id
+        return None
+
+    @property
     def held_response_bytes(self) -> int:
         """Bytes of answers given and not yet writable: they wait for an earlier one."""
         return sum(len(b) for slot in self._pending if slot.done for b in slot.data)

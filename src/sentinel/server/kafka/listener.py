@@ -325,7 +325,9 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         self._write_paused = False
         #: Handlers waiting for the answers before theirs to drain, in request order,
         #: and whether one of them was let through and has not finished.
-        self._turns: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._turns: collections.deque[tuple[int, asyncio.Future[None]]] = (
+            collections.deque()
+        )
         self._turn_taken = False
         self._fetching = asyncio.Lock()
         self._last_active = time.monotonic()
@@ -548,6 +550,18 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         earlier one (a long poll) beyond ``HELD_RESPONSE_BYTES``."""
         return self._write_paused or self._conn.held_response_bytes > HELD_RESPONSE_BYTES
 
+    def _held_back(self, correlation_id: int) -> bool:
+        """Whether the request ``correlation_id`` must wait for answers to drain. The
+        oldest unanswered one never waits for the answers held behind it: they can only
+        drain once it is answered (a second Fetch queued behind a long poll, with more
+        than ``HELD_RESPONSE_BYTES`` of answers behind both, waited for good)."""
+        if self._write_paused:
+            return True
+        return (
+            self._conn.held_response_bytes > HELD_RESPONSE_BYTES
+            and correlation_id != self._conn.oldest_unanswered
+        )
+
     def _flow(self) -> None:
         transport = self._transport
         if transport is None:
@@ -560,13 +574,13 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
             transport.resume_reading()
             self._paused = False
 
-    async def _take_turn(self) -> bool:
-        """Wait while answers do not drain (``_congested``), then start one handler at
+    async def _take_turn(self, correlation_id: int) -> bool:
+        """Wait while answers do not drain (``_held_back``), then start one handler at
         a time until none waits; True if this one was let through that way."""
-        if not self._turns and not self._turn_taken and not self._congested():
+        if not self._turns and not self._turn_taken and not self._held_back(correlation_id):
             return False
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._turns.append(turn)
+        self._turns.append((correlation_id, turn))
         self._next_turn()
         try:
             await turn
@@ -577,14 +591,24 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         return True
 
     def _next_turn(self) -> None:
-        if self._turn_taken or self._transport is None or self._congested():
+        """Let the first waiting handler through, in order, unless answers do not drain;
+        the oldest unanswered request's handler is let through even then."""
+        if self._turn_taken or self._transport is None:
             return
-        while self._turns:
-            turn = self._turns.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                self._turn_taken = True
+        while self._turns and self._turns[0][1].done():  # cancelled meanwhile
+            self._turns.popleft()
+        if not self._turns:
+            return
+        if not self._congested():
+            _, turn = self._turns.popleft()
+        else:
+            found = [t for cid, t in self._turns if not t.done() and not self._held_back(cid)]
+            if not found:
                 return
+            turn = found[0]
+            self._turns = collections.deque(e for e in self._turns if e[1] is not turn)
+        turn.set_result(None)
+        self._turn_taken = True
 
     def _unsupported(self, event: UnsupportedRequest) -> None:
         log.debug(
@@ -623,10 +647,10 @@ class _KafkaProtocol(asyncio.BufferedProtocol):
         try:
             if event.api_key == FETCH_KEY:
                 async with self._fetching:
-                    turn = await self._take_turn()
+                    turn = await self._take_turn(event.correlation_id)
                     await self._answer(handler, ctx, event)
             else:
-                turn = await self._take_turn()
+                turn = await self._take_turn(event.correlation_id)
                 await self._answer(handler, ctx, event)
         finally:
             held.release()
