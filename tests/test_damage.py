@@ -307,22 +307,27 @@ def test_the_scrub_tells_a_torn_tail_from_a_changed_last_frame() -> None:
 DATA = "/data"
 
 
-def registry(fs: MemFS, meta: MetaStore, *, skip: bool = False) -> TopicRegistry:
+def registry(
+    fs: MemFS, meta: MetaStore, *, skip: bool = False, flush_on_close: bool = False
+) -> TopicRegistry:
+    """The broker's registry on ``fs``; by default a close leaves the WAL unflushed (the
+    damage these tests make is in the WAL)."""
     return TopicRegistry(
         fs,
         DATA,
         meta,
         clock=ManualClock(),
-        engine_options=EngineOptions(background=False, flush_on_close=False),
+        engine_options=EngineOptions(background=False, flush_on_close=flush_on_close),
         default_config=TopicConfig(),
         skip_damaged=skip,
     )
 
 
-def two_partitions() -> MemFS:
+def two_partitions(*, flush_on_close: bool = False) -> MemFS:
+    """Topic ``t`` of 2 partitions, one batch each, closed cleanly."""
     fs = MemFS()
     meta = MetaStore.open(fs, posixpath.join(DATA, "meta"))
-    topics = registry(fs, meta)
+    topics = registry(fs, meta, flush_on_close=flush_on_close)
     topics.open()
     topic = topics.create("t", 2)
     for index in range(2):

@@ -13,16 +13,14 @@ import posixpath
 
 import pytest
 
+import test_damage as damage_tests
 from sentinel.broker.meta_store import MetaStore
 from sentinel.broker.storage_setup import open_meta
-from sentinel.broker.topic_config import TopicConfig
 from sentinel.broker.topics import OfflinePartition, TopicRegistry
 from sentinel.broker.verify import verify_data_dir
 from sentinel.cli.server import refusal_line
-from sentinel.clock import ManualClock
 from sentinel.errors import CorruptionError, DamagedDataError, DiskError
 from sentinel.fs import MemFS
-from sentinel.record import build_batch
 from sentinel.storage import clean_marker
 from sentinel.storage.engine import Engine
 from sentinel.storage.files import (
@@ -200,32 +198,15 @@ def test_a_genuine_torn_edit_still_recovers() -> None:
 # ---------------------------------------------------------- the broker: start, verify
 
 
-DATA = "/data"
+DATA = damage_tests.DATA
 
 
 def registry(fs: MemFS, meta: MetaStore, *, skip: bool = False) -> TopicRegistry:
-    return TopicRegistry(
-        fs,
-        DATA,
-        meta,
-        clock=ManualClock(),
-        engine_options=EngineOptions(background=False),
-        default_config=TopicConfig(),
-        skip_damaged=skip,
-    )
+    return damage_tests.registry(fs, meta, skip=skip, flush_on_close=True)
 
 
 def two_partitions() -> MemFS:
-    fs = MemFS()
-    meta = MetaStore.open(fs, posixpath.join(DATA, "meta"))
-    topics = registry(fs, meta)
-    topics.open()
-    topic = topics.create("t", 2)
-    for index in range(2):
-        topic.partition(index).append(build_batch([(None, b"v%d" % index, (), 1)]))
-    topics.close()
-    meta.close()
-    return fs
+    return damage_tests.two_partitions(flush_on_close=True)
 
 
 @pytest.mark.parametrize("how", DAMAGE)
