@@ -39,7 +39,8 @@ def test_a_meta_store_that_lost_its_topics_refuses_the_start(
     verified = run_server(broker.data_dir, "--verify")
     assert verified.returncode == 1, verified.stdout
     assert f"DAMAGED {broker.data_dir / 'topics' / 't'}: holds partition data" in verified.stdout
-    line = assert_one_line_refusal(run_server(broker.data_dir), "meta store",
+    line = assert_one_line_refusal(run_server(broker.data_dir),
+                                   f"meta store {broker.data_dir / 'meta'}: ",
                                    str(broker.data_dir / "topics" / "t"))
     assert "restore the meta store" in line
     assert partition_files(broker.data_dir) == before  # nothing removed

@@ -279,9 +279,10 @@ class TopicRegistry:
                 self._fs.remove_tree(directory)
                 continue
             if not self._skip_damaged:
+                meta_dir = posixpath.join(posixpath.dirname(self._root), "meta")
                 raise DamagedDataError(
-                    f"meta store: {directory} holds partition data but the meta store "
-                    f"defines no topic {name!r} (its records of the topic were lost)",
+                    f"meta store {meta_dir}: {directory} holds partition data but the meta "
+                    f"store defines no topic {name!r} (its records of the topic were lost)",
                     quarantinable=True,
                     advice="restore the meta store (the data directory's meta/) from a "
                     "backup; or start with --skip-damaged to serve the other topics and "
