@@ -37,6 +37,15 @@ def meta(fs: MemFS) -> MetaStore:
     return MetaStore.open(fs, "/data/meta")
 
 
+def pending(fs: MemFS) -> dict[str, str]:
+    """What the (closed) broker's meta store records as being created or deleted."""
+    store = meta(fs)
+    try:
+        return store.pending()
+    finally:
+        store.close()
+
+
 async def with_topic(fs: MemFS, name: str = "t") -> None:
     service = await started(fs)
     await service.create_topic(name, 2)
@@ -90,11 +99,7 @@ async def test_a_directory_left_mid_create_is_removed() -> None:
         await service.create_topic("half", 1)  # and the name is free
     finally:
         await service.stop()
-    store = meta(fs)
-    try:
-        assert store.pending() == {}
-    finally:
-        store.close()
+    assert pending(fs) == {}
 
 
 async def test_a_directory_left_mid_delete_is_removed_and_no_longer_pending() -> None:
@@ -107,11 +112,7 @@ async def test_a_directory_left_mid_delete_is_removed_and_no_longer_pending() ->
     service = await started(fs)
     await service.stop()
     assert not fs.exists("/data/topics/t")
-    store = meta(fs)
-    try:
-        assert store.pending() == {}
-    finally:
-        store.close()
+    assert pending(fs) == {}
 
 
 async def test_create_and_delete_leave_nothing_pending() -> None:

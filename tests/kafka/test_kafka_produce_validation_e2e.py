@@ -17,11 +17,11 @@ import crc32c as crc32c_lib
 import grpc
 import pytest
 from kafka_raw import RawKafka
+from test_kafka_door_e2e import latest_offset
 
 from broker_process import BrokerProcess
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
-from sentinel.protocol.kafka.messages import list_offsets as lo
 from sentinel.protocol.kafka.messages import metadata as md
 from sentinel.protocol.kafka.messages import produce as pr
 from sentinel.record import build_batch
@@ -67,15 +67,6 @@ def kafka_produce(client: RawKafka, topic: str, batch: bytes) -> pr.PartitionPro
             pr.PartitionProduceData(index=0, records=batch),)),)))  # fmt: skip
     (part,) = answer.responses[0].partition_responses
     return part  # type: ignore[no-any-return]
-
-
-def latest_offset(client: RawKafka, topic: str) -> int:
-    answer = client.call(2, 7, lo.ListOffsetsRequest(replica_id=-1, topics=(
-        lo.ListOffsetsTopic(name=topic, partitions=(
-            lo.ListOffsetsPartition(partition_index=0, timestamp=-1),)),)))  # fmt: skip
-    (part,) = answer.topics[0].partitions
-    assert part.error_code == 0
-    return int(part.offset)
 
 
 def create(client: RawKafka, topic: str) -> None:
