@@ -18,26 +18,45 @@ Idempotent producers: a batch whose (producer, epoch, sequence) the log already 
 is answered with the original offsets and never proposed again; one out of turn is
 refused before it reaches the group (the log's producer state is the leader's, and a
 follower's follows every batch it stores, so a new leader keeps deduplicating).
+
+A retried duplicate is answered no sooner than its original would be: the log may
+hold the original without Raft having committed it yet (a leader that appended it,
+then lost its followers for a while, or a new leader that has not committed its
+predecessor's tail), and acks=all promises a majority holds the batch. So the retry
+waits for the original's entry as the original's request did (persisted here for
+acks 1, committed for acks all), and hears NOT_LEADER_OR_FOLLOWER if it was replaced.
+
+A batch refused NOT_LEADER_OR_FOLLOWER leaves a gap its producer will fill by
+re-sending it, while the batches it pipelined after it arrive first: as long as the
+gap is that refused batch (``producer_order.RefusedBatches``: same producer and epoch,
+the log does not hold the refused sequence, a few seconds at most), they are answered
+NOT_LEADER_OR_FOLLOWER too, never OUT_OF_ORDER_SEQUENCE. That matters when a leader
+refuses a proposal during a leadership hand-off and then stays leader (the hand-off
+failed: every broker was stopping): to librdkafka, OUT_OF_ORDER_SEQUENCE means lost
+batches, and it bumps its epoch and re-sends whatever it had in flight, storing twice
+the batches that were in fact stored. A Kafka broker that is not the leader answers
+every batch NOT_LEADER_OR_FOLLOWER, and clients retry that in order, same epoch.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sentinel.broker.partition import AppendOutcome, Partition
-from sentinel.broker.producer_order import wait_for_turn
+from sentinel.broker.producer_order import RefusedBatches, wait_for_turn
 from sentinel.broker.validation import Acks
-from sentinel.errors import InvalidArgumentError, NotLeaderError
+from sentinel.errors import InvalidArgumentError, NotLeaderError, SentinelError
 from sentinel.log.errors import OffsetOutOfRangeError
 from sentinel.log.leader_epochs import check_current_epoch
 from sentinel.log.partition_log import PartitionLog
-from sentinel.log.producer_state import check_append
+from sentinel.log.producer_state import ProducerBatch, check_append
 from sentinel.log.types import ReadResult
 from sentinel.raft.errors import ProposalRefusedError
 from sentinel.raft.log import Entry
 from sentinel.raft.partition_log_adapter import PartitionRaftLog, log_start_batch
-from sentinel.record import iter_batches, parse_header
+from sentinel.record import BatchHeader, iter_batches, parse_header
 
 if TYPE_CHECKING:
     from sentinel.raft.multi_driver import MultiRaftDriver
@@ -64,6 +83,8 @@ class ReplicatedPartition(Partition):
         self._driver = driver
         self._raft_log = raft_log
         self._address_of = address_of
+        #: Producers' batches answered NOT_LEADER_OR_FOLLOWER, whose gap is theirs.
+        self._refused = RefusedBatches()
 
     # ------------------------------------------------------------ leadership
 
@@ -113,13 +134,31 @@ class ReplicatedPartition(Partition):
         views = list(iter_batches(batches))
         if not views:
             raise InvalidArgumentError("the produce request carries no record batch")
+        try:
+            return await self._append(views, acks)
+        except NotLeaderError:
+            # The producer re-sends this batch; until then its batches after it are
+            # answered so as well (module docstring).
+            self._note_refused(views[0])
+            raise
+
+    async def _append(self, views: list[memoryview], acks: Acks) -> AppendOutcome:
         self.check_leader()
         await wait_for_turn(views[0], self.log.producer_state, self.appended_signal)
         self.check_leader()  # leadership may have moved while we waited
         first = parse_header(views[0])
         if first.producer_id >= 0:
-            original = check_append(self.log.producer_state(first.producer_id), first)
+            entry = self.log.producer_state(first.producer_id)
+            if self._refused.behind_refusal(entry, first, _now()):
+                raise NotLeaderError(
+                    f"partition {self.name}: an earlier batch of producer "
+                    f"{first.producer_id} was refused and is not stored yet (sequence "
+                    f"{first.base_sequence} comes after it): send that one first",
+                    None,
+                )
+            original = check_append(entry, first)
             if original is not None:  # a retry of a batch the log holds: its offsets
+                await self._wait_original(original, acks)
                 return AppendOutcome(
                     original.base_offset,
                     original.log_append_time_ms,
@@ -151,14 +190,7 @@ class ReplicatedPartition(Partition):
         finally:
             if entries:
                 self.appended_signal.fire()
-        last = entries[-1]
-        try:
-            if acks is Acks.LEADER:
-                await self._driver.wait_persisted(self.group, last)
-            elif acks is Acks.ALL:
-                await self._driver.wait_committed(self.group, last)
-        except NotLeaderError as exc:  # replaced by another leader's entry: name it
-            raise NotLeaderError(str(exc), self._address_of(self.leader)) from exc
+        await self._wait_entry(entries[-1], acks)
         return AppendOutcome(
             entries[0].base,
             -1,
@@ -167,6 +199,40 @@ class ReplicatedPartition(Partition):
             sum(e.count for e in entries),
             self.log.high_watermark,
         )
+
+    async def _wait_entry(self, entry: Entry, acks: Acks) -> None:
+        """Wait until ``entry`` is as durable as ``acks`` asks; NOT_LEADER_OR_FOLLOWER,
+        naming the leader, if another leader's entry replaced it meanwhile."""
+        try:
+            if acks is Acks.LEADER:
+                await self._driver.wait_persisted(self.group, entry)
+            elif acks is Acks.ALL:
+                await self._driver.wait_committed(self.group, entry)
+        except NotLeaderError as exc:  # replaced by another leader's entry: name it
+            raise NotLeaderError(str(exc), self._address_of(self.leader)) from exc
+
+    async def _wait_original(self, original: ProducerBatch, acks: Acks) -> None:
+        """A retried duplicate: wait for its original's entry as the original's request
+        did, unless the high watermark (the commit) already covers it."""
+        if acks is Acks.NONE or self.log.high_watermark > original.last_offset:
+            return
+        base = original.base_offset
+        if base < self._raft_log.log_start:
+            return  # retention removed it: it was committed
+        term = self._raft_log.term_at(base)
+        if term is None:  # the log no longer holds it (truncated under us)
+            raise NotLeaderError(
+                f"partition {self.name}: the batch at {base} is no longer in the log",
+                self._address_of(self.leader),
+            )
+        await self._wait_entry(Entry(base, term, original.last_offset - base + 1), acks)
+
+    def _note_refused(self, first_batch: memoryview) -> None:
+        try:
+            header: BatchHeader = parse_header(first_batch)
+        except SentinelError:
+            return  # not a batch: no producer to remember (the log would refuse it)
+        self._refused.refused(header, _now())
 
     # ------------------------------------------------------------ DeleteRecords
 
@@ -204,3 +270,8 @@ class ReplicatedPartition(Partition):
     def role_changed(self) -> None:
         """Leadership moved: every waiter looks again (and hears NOT_LEADER here)."""
         self.wake_all()
+
+
+def _now() -> float:
+    """The event loop's clock (monotonic, seconds): the refusals' time."""
+    return asyncio.get_running_loop().time()
