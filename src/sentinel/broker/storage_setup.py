@@ -38,6 +38,16 @@ from sentinel.storage.wal import SyncMode, WalOptions
 RECOVERY_THREADS = 8  # partitions opened at once at start (threads gone once started)
 MIB = 1024 * 1024
 JOURNAL_DIR = "journal"
+LOG_VALUE_SEPARATION_BYTES = 128
+"""A partition's record batches of at least this many bytes stay in its WAL, where the
+append wrote them, and its tables hold 24-byte pointers to them (``value_log``): the
+WAL segment is then the log's data file, as Kafka's segment is, and the LSM tree its
+offset index. The engine's default (4 KiB) suits a key-value store. A log's batches are
+written once and read in order; copying small ones into tables at each flush and
+compaction made a flood of 1 KB batches write 3.1 bytes per byte produced (1.2 with
+separation) at 20% less throughput, and consumers of 170-byte batches read 1.6x slower
+(a frame read back whole beats table blocks decoded in Python). Below 128 bytes a
+batch is little more than its 61-byte header and its pointer and key."""
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +148,7 @@ def engine_options(
     return resources.engine_options(
         EngineOptions(
             memtable_bytes=config.memtable_mb * MIB,
+            value_separation_bytes=LOG_VALUE_SEPARATION_BYTES,
             on_wal_sync=on_wal_sync,
             journal=journal,
             journal_appends=appends_journaled,
