@@ -136,3 +136,20 @@ async def test_a_broker_stop_ends_though_a_background_task_ignores_its_cancellat
     assert again.partition("t", 0) is not None
     await again.stop()
     await stubborn.release()
+
+
+async def _awaits_deep_down() -> None:
+    await _sleeps()
+
+
+async def test_a_task_stack_follows_its_awaits_down_to_what_it_waits_for() -> None:
+    task = asyncio.create_task(_awaits_deep_down())
+    await asyncio.sleep(0)
+    try:
+        lines = stopping_module.task_stack(task).splitlines()
+        # Task.print_stack shows the outermost coroutine only; the chain names the sleep
+        assert [line.rsplit(" in ", 1)[-1] for line in lines[1:4]] == [
+            "_awaits_deep_down", "_sleeps", "sleep",
+        ]
+    finally:
+        await cancel_and_wait([task], "deep", timeout=5)

@@ -17,6 +17,7 @@ from sentinel.broker.group_events import OffsetAndMetadata
 from sentinel.broker.service import BrokerService
 from sentinel.broker.validation import Acks
 from sentinel.clock import SystemClock
+from sentinel.cluster.clean_stop import STOP_BUDGET_S
 from sentinel.config import BrokerConfig
 from sentinel.errors import NotLeaderError, SentinelError
 from sentinel.fs import MemFS
@@ -212,6 +213,75 @@ async def test_offsets_commit_through_their_coordinator_not_the_controller(
         assert node is not None
         assert "g" not in node.controller.image.offsets
         assert "g" not in service.meta.all_offsets()
+
+
+async def test_brokers_stopping_together_hand_nothing_to_each_other_and_wait_for_none(
+    trio: Trio,
+) -> None:
+    """Every broker of the cluster stops at once: each refuses the leadership the
+    others hand it, so no hand-off can complete; each is told the others are stopping
+    and abandons its hand-offs then, not after the stop budget."""
+    async def create() -> None:
+        await trio.services[2].create_topic("all", 6)
+
+    await eventually(create)
+
+    async def led() -> None:
+        assert all(trio.leader_of("all", p) is not None for p in range(6))
+
+    await eventually(led)
+    nodes = [s.cluster_node for s in trio.services.values()]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.gather(*(node.hand_off() for node in nodes if node is not None))
+    assert loop.time() - started < STOP_BUDGET_S / 2
+
+
+async def test_a_stopping_leader_answers_at_once_the_commit_its_gone_peers_cannot_make(
+    trio: Trio,
+) -> None:
+    """The last broker of a stopping cluster leads a partition with an acks=all produce
+    in flight; its peers stopped before they stored the entry. The produce is answered
+    NOT_LEADER_OR_FOLLOWER (retriable, unacknowledged) as soon as the stop begins, not
+    held until the Kafka door's grace ends (what made a cluster's stop take ~10 s)."""
+    async def create() -> None:
+        await trio.services[2].create_topic("last", 1)
+
+    await eventually(create)
+
+    async def leader() -> int:
+        found = trio.leader_of("last", 0)
+        assert found is not None
+        return found
+
+    lead = await eventually(leader)
+    node = trio.services[lead].cluster_node
+    assert node is not None
+    node.transport.send = lambda envelope: False  # type: ignore[method-assign]
+    produce = asyncio.ensure_future(
+        trio.services[lead].produce("last", 0, batch(b"in flight"), Acks.ALL)
+    )
+
+    async def in_flight() -> None:
+        assert node.driver.commit_waiting()
+
+    await eventually(in_flight)
+    for i in [i for i in trio.services if i != lead]:  # the others stop first, cleanly
+        other = trio.services[i].cluster_node
+        assert other is not None
+        await other.hand_off()
+        await trio.stop(i)
+
+    async def peers_gone() -> None:
+        assert all(node.transport.gone(i) for i in node.peers if i != lead)
+
+    await eventually(peers_gone)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await node.hand_off()
+    with pytest.raises(NotLeaderError, match="too few of its peers"):
+        await asyncio.wait_for(produce, STOP_BUDGET_S / 2)
+    assert loop.time() - started < STOP_BUDGET_S / 2
 
 
 async def test_a_clean_stop_hands_leadership_over_first(trio: Trio) -> None:

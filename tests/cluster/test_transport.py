@@ -333,3 +333,32 @@ async def test_calls_in_flight_on_a_link_are_bounded(
     finally:
         await one.transport.stop()
         await two.transport.stop()
+
+
+async def test_a_stopping_peer_is_leaving_then_gone_and_back_once_it_dials_again(
+    peers: dict[int, Peer],
+) -> None:
+    one, two = Node(1, peers), Node(2, peers)
+    await one.transport.start()
+    await two.transport.start()
+    t = one.transport
+    try:
+        two.transport.send(beat(2, 1))
+        await wait_for("broker 2's connection", lambda: bool(one.got))
+        assert not t.leaving(2) and not t.gone(2)
+        two.transport.say_leaving()  # a clean stop begins at broker 2
+        await wait_for("broker 2's notice", lambda: t.leaving(2))
+        assert not t.gone(2)  # still connected: it still answers (its stop drains)
+        assert not t.leaving(3)  # only the one that said it
+        await two.transport.stop()
+        await wait_for("broker 2 gone", lambda: t.gone(2))  # its connection closed
+        assert t.leaving(2)
+        two = Node(2, peers)  # restarted: its first dial makes it a peer like any other
+        await two.transport.start()
+        two.transport.send(beat(2, 1, 7))
+        await wait_for("the restarted broker's envelope", lambda: len(one.got) == 2)
+        assert not t.leaving(2) and not t.gone(2)
+        assert t.refused == 0 and two.transport.refused == 0
+    finally:
+        await one.transport.stop()
+        await two.transport.stop()

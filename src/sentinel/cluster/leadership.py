@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 
 from sentinel.broker.replicated_partition import ReplicatedPartition
 from sentinel.cluster.controller_reports import ControllerReports
@@ -23,19 +23,33 @@ from sentinel.raft.multi_driver import MultiRaftDriver
 log = logging.getLogger("sentinel.cluster.node")  # the name these lines always had
 
 
-async def hand_off(driver: MultiRaftDriver, groups: Iterable[int], timeout: float) -> int:
+async def hand_off(
+    driver: MultiRaftDriver,
+    groups: Iterable[int],
+    timeout: float,
+    leaving: Callable[[int], bool] = lambda peer: False,
+) -> int:
     """Every one of ``groups`` this broker leads is handed to its most caught-up
     follower (Raft §3.10), so clients find a new leader at once instead of after an
-    election timeout. Returns how many groups moved within ``timeout``."""
+    election timeout. Returns how many groups moved within ``timeout``.
+
+    ``leaving(peer)``: that peer is stopping too, or gone. It is never chosen (a
+    stopping broker refuses the leadership, ``ClusterNode._deliver``), and a hand-off
+    under way to it is abandoned as soon as that is known, as is one the core gave up
+    (§3.10: after an election timeout): the wait is for the hand-offs that can still
+    complete, not for ``timeout``. When every broker of a cluster stops at once, none
+    can take the leadership and the stop goes on at once; the groups are left as they
+    are (their logs are on disk, and the next election picks a leader)."""
     moving = []
     for group in groups:
         core = driver.core(group)
         lead = core.lead
-        if lead is None or lead.transfer_target is not None or not lead.progress:
+        if lead is None or lead.transfer_target is not None:
             continue
-        target, _ = max(
-            lead.progress.items(), key=lambda item: (item[1].recent_active, item[1].match)
-        )
+        candidates = [(v, pr) for v, pr in lead.progress.items() if not leaving(v)]
+        if not candidates:
+            continue
+        target, _ = max(candidates, key=lambda item: (item[1].recent_active, item[1].match))
         try:
             core.transfer_leadership(target)
         except ProposalRefusedError:
@@ -44,12 +58,29 @@ async def hand_off(driver: MultiRaftDriver, groups: Iterable[int], timeout: floa
         moving.append(group)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while loop.time() < deadline and any(driver.core(g).lead is not None for g in moving):
-        await asyncio.sleep(0.02)
+    while loop.time() < deadline and any(
+        _still_moving(driver, g, leaving) for g in moving
+    ):
+        await asyncio.sleep(HAND_OFF_CHECK_S)
     moved = sum(1 for g in moving if driver.core(g).lead is None)
     if moving:
         log.info("handed %d of %d led groups to other brokers", moved, len(moving))
     return moved
+
+
+#: How often ``hand_off`` looks whether its hand-offs completed (or can no longer).
+HAND_OFF_CHECK_S = 0.02
+
+
+def _still_moving(driver: MultiRaftDriver, group: int, leaving: Callable[[int], bool]) -> bool:
+    """Whether ``group``'s hand-off is still under way and may yet complete: this
+    broker leads it, with a transfer in flight to a peer that is not leaving."""
+    lead = driver.core(group).lead
+    return (
+        lead is not None
+        and lead.transfer_target is not None
+        and not leaving(lead.transfer_target)
+    )
 
 
 def reassign_step(
@@ -92,10 +123,12 @@ def balance(
     image: MetadataImage,
     hosted: Mapping[int, ReplicatedPartition],
     node_id: int,
+    leaving: Callable[[int], bool] = lambda peer: False,
 ) -> int:
     """Hand each partition this broker leads (of ``hosted``) back to its preferred
     replica (the first of its replicas) once that one is caught up, unless a move is
-    under way; returns how many it handed."""
+    under way or that replica is ``leaving`` (it would refuse the leadership, and the
+    transfer would refuse proposals meanwhile); returns how many it handed."""
     moved = 0
     for group, part in list(hosted.items()):
         assignment = image.assignment_at(part.topic, part.index)
@@ -104,7 +137,12 @@ def balance(
         preferred = assignment.replicas[0]
         core = driver.core(group)
         lead = core.lead
-        if lead is None or preferred == node_id or lead.transfer_target is not None:
+        if (
+            lead is None
+            or preferred == node_id
+            or lead.transfer_target is not None
+            or leaving(preferred)
+        ):
             continue
         progress = lead.progress.get(preferred)
         if progress is None or not progress.recent_active:

@@ -18,8 +18,9 @@ The node wires these together and runs their loops; each concept is its own modu
 ``cluster/replica_hosting`` (the replicas' Raft groups), ``cluster/metadata_applier``
 (committed records and images applied here), ``cluster/controller_ops`` (what it asks
 of the controller), ``cluster/controller_reports`` (what a leader reports to it),
-``cluster/leadership`` (hand-off, balance, move steps) and ``cluster/describe``
-(Metadata, DescribeCluster, FindCoordinator answers).
+``cluster/leadership`` (hand-off, balance, move steps), ``cluster/clean_stop`` (what a
+stop waits for on its peers, and how long) and ``cluster/describe`` (Metadata,
+DescribeCluster, FindCoordinator answers).
 
 Data layout added under ``--data``: ``cluster.json`` (which cluster and node this
 directory belongs to), ``cluster-metadata/`` (the controller's log: a partition log),
@@ -53,6 +54,7 @@ from sentinel.broker.topics import (
 )
 from sentinel.clock import Clock
 from sentinel.cluster import controller_ops, controller_snapshots
+from sentinel.cluster.clean_stop import STOP_BUDGET_S, bound_commit_waits
 from sentinel.cluster.controller import CONTROLLER_GROUP, Controller
 from sentinel.cluster.controller_ops import offsets_topic_forever, register_forever
 from sentinel.cluster.controller_reports import ControllerReports
@@ -104,7 +106,6 @@ log = logging.getLogger(__name__)
 RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=2)
 REASSIGN_EVERY_S = 0.1  # how often a leader takes the next step of a replica move
 BALANCE_EVERY_S = 2.0  # how often leaders hand partitions back to preferred replicas
-HAND_OFF_S = 2.0  # at most this long handing led groups over at a clean stop
 
 
 class ClusterNode:
@@ -322,13 +323,30 @@ class ClusterNode:
         )
         return raft_log, snapshots
 
-    async def hand_off(self, timeout: float = HAND_OFF_S) -> int:
-        """A clean stop begins here: every group this broker leads (partitions and the
-        controller) is handed to its most caught-up follower (``leadership.hand_off``);
-        from now on it takes no leadership handed over. Returns how many groups moved
-        within ``timeout``."""
+    async def hand_off(self, timeout: float = STOP_BUDGET_S) -> int:
+        """A clean stop begins here (``cluster/clean_stop``): the peers are told this
+        broker is stopping; every group it leads (partitions and the controller) is
+        handed to its most caught-up follower that is not stopping too
+        (``leadership.hand_off``), within ``timeout``; from now on it takes no
+        leadership handed over; and the commits its clients wait for are answered
+        NOT_LEADER_OR_FOLLOWER, unacknowledged, once they cannot complete (too few
+        peers left) or ``STOP_BUDGET_S`` has passed, so that no door's grace waits
+        for them. Returns how many groups moved."""
         self._leaving = True
-        return await hand_off(self.driver, [CONTROLLER_GROUP, *self._by_group], timeout)
+        self.transport.say_leaving()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(
+            bound_commit_waits(self.driver, self.transport.gone, loop.time() + STOP_BUDGET_S),
+            name="cluster-stop-budget",
+        ))
+        return await hand_off(
+            self.driver, [CONTROLLER_GROUP, *self._by_group], timeout, self._peer_leaving
+        )
+
+    def _peer_leaving(self, peer: int) -> bool:
+        """``peer`` is stopping or gone: it will not take leadership."""
+        transport = self.transport
+        return transport.leaving(peer) or transport.gone(peer)
 
     async def stop(self) -> None:
         """Stop the Raft groups and the transport (nothing more is sent), then close
@@ -398,7 +416,8 @@ class ClusterNode:
     def balance(self) -> int:
         """Hand led partitions back to their caught-up preferred replicas
         (``leadership.balance``); returns how many."""
-        return balance(self.driver, self.controller.image, self._by_group, self.node_id)
+        return balance(self.driver, self.controller.image, self._by_group, self.node_id,
+                       self._peer_leaving)
 
     def reconcile(self, image: MetadataImage, keep: Set[str] = frozenset()) -> None:
         """Make this broker's topics, Raft groups and stored offsets what ``image``

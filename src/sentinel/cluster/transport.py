@@ -16,6 +16,14 @@ first frame that is not a ``Hello`` of our cluster from a known peer to us, an e
 whose source is not the Hello's or whose destination is not us, any other frame
 a dialler must not send, or bytes that do not decode. The other connections go on.
 
+A broker that begins a clean stop tells every peer so (``say_leaving``: a ``Call`` of
+kind ``LEAVING_KIND``, answered by the transport itself). The peer remembers it against
+the connection it came on: ``leaving(peer)`` holds until the peer dials again (a
+restarted broker is not leaving), and ``gone(peer)`` once that connection closed too (or
+the last dial failed). A stopping broker's steps that wait on peers (handing over its
+leadership, the commits its clients wait for) use them to give up at once on peers that
+will never answer, rather than wait out their bounds (``cluster/node``'s stop).
+
 Bounds against a flood on the peer port (nothing here authenticates a peer: the port
 must not be reachable from outside the cluster, but a stray client must not take a
 broker down either): a first frame longer than ``MAX_HELLO_BYTES`` is refused from its
@@ -115,6 +123,8 @@ OnCall = Callable[[int, str, bytes], Awaitable[bytes]]
 
 
 STOP_WAIT_S = 2.0
+#: The call kind of a clean stop's notice (``say_leaving``).
+LEAVING_KIND = "leaving"
 #: A Hello's bound (cluster id, two node ids): a first frame longer is refused at once.
 MAX_HELLO_BYTES = 4096
 #: A frame begun after the Hello must be whole within this (a 64 MiB AppendEntries
@@ -341,6 +351,8 @@ class PeerTransport:
         # accepted connections waiting for their Hello, oldest first
         self._handshaking: dict[asyncio.StreamWriter, None] = {}
         self._from_peer: dict[int, asyncio.StreamWriter] = {}  # the one kept per peer
+        # peers that said they are stopping, and the connection they said it on
+        self._leaving: dict[int, asyncio.StreamWriter] = {}
         self._links: dict[int, _Link] = {}
         self._server: asyncio.Server | None = None
         self._inbound: set[asyncio.Task[None]] = set()
@@ -363,6 +375,17 @@ class PeerTransport:
         """The last dial of ``peer`` failed (sends are dropped until a dial succeeds)."""
         link = self._links.get(peer)
         return link is not None and link.down
+
+    def leaving(self, peer: int) -> bool:
+        """``peer`` said it is stopping (``say_leaving``) and has not dialled again
+        since: it takes no leadership and will soon answer nothing."""
+        said_on = self._leaving.get(peer)
+        return said_on is not None and self._from_peer.get(peer) in (None, said_on)
+
+    def gone(self, peer: int) -> bool:
+        """``peer`` can no longer answer: it said it was stopping and its connection has
+        closed since, or the last dial of it failed."""
+        return self.is_down(peer) or (self.leaving(peer) and peer not in self._from_peer)
 
     # -- lifecycle
 
@@ -417,6 +440,16 @@ class PeerTransport:
                 f"envelope from broker {envelope.src} sent by broker {self.node_id}"
             )
         return self._link(envelope.dst).offer(encode(envelope))
+
+    def say_leaving(self) -> None:
+        """Tell every peer this broker begins a clean stop (``leaving`` there). Sent and
+        not awaited: a peer that is down needs no notice, and the answers (empty) are
+        dropped as a timed-out call's would be."""
+        if self._closed:
+            return
+        for peer in self.peers:
+            if peer != self.node_id:
+                self._link(peer).offer(encode(Call(next(self._call_ids), LEAVING_KIND, b"")))
 
     async def call(self, dst: int, kind: str, body: bytes, timeout: float) -> bytes:
         """Send call ``kind`` to broker ``dst`` and return its reply's body.
@@ -511,6 +544,7 @@ class PeerTransport:
             self._handshaking.pop(writer, None)
             older = self._from_peer.get(src)
             self._from_peer[src] = writer
+            self._leaving.pop(src, None)  # a peer that dials again is back (restarted)
             if older is not None:  # the peer re-dialled: its newest connection is kept
                 log.info("broker %d: a new connection from %s replaces the older", self.node_id,
                          who)
@@ -564,6 +598,13 @@ class PeerTransport:
             except Exception:
                 log.exception("envelope from broker %d: handler failed", src)
         elif isinstance(frame, Call):
+            if frame.kind == LEAVING_KIND:  # answered here: nothing to wait for
+                if src not in self._leaving:
+                    log.info("broker %d: broker %d is stopping", self.node_id, src)
+                self._leaving[src] = writer
+                if not writer.is_closing():
+                    writer.writelines(encode(Reply(frame.call_id, 0, "", b"")))
+                return
             if len(mine) >= MAX_CALLS_PER_LINK:  # answered at once, not queued: bounded
                 reply = Reply(frame.call_id, THROTTLED, f"{len(mine)} calls in flight on "
                               f"this link already (at most {MAX_CALLS_PER_LINK}): retry", b"")

@@ -30,8 +30,10 @@ stored) moves each replica's start the same way after the Ready that committed i
 Waiters: ``wait_persisted`` (acks=1: the leader's own log holding the entry is durable)
 and ``wait_committed`` (acks=all: the entry was committed with its term). Both fail with
 ``NotLeaderError`` only when the entry at that offset was replaced (or the group
-removed), and with ``ClosedError`` when the driver stops. A storage failure in (a) or
-(b) stops the whole driver (fail-stop: nothing unpersisted is ever sent).
+removed), and with ``ClosedError`` when the driver stops; a commit waiter also with the
+error given to ``give_up_commits`` (a stop that cannot wait for the peers any longer). A storage
+failure in (a) or (b) stops the whole driver (fail-stop: nothing unpersisted is ever
+sent).
 """
 
 from __future__ import annotations
@@ -230,6 +232,28 @@ class MultiRaftDriver:
         if m.core.applied >= entry.end:  # committed before the call
             self._settle_committed(group, m, m.core.applied)
         return await fut
+
+    def commit_waiting(self) -> list[int]:
+        """The groups with callers waiting for a commit (``wait_committed``)."""
+        return [g for g, m in self._members.items() if any(not f.done() for _, f in m.committed)]
+
+    def give_up_commits(self, group: int, error: Exception) -> int:
+        """Fail ``group``'s commit waiters with ``error`` (a stopping broker whose peers
+        can no longer commit them: ``ClusterNode``'s stop budget); how many. Their
+        entries stay in the log: a later leader may still commit them, so ``error``
+        must tell the callers that nothing was acknowledged, not that it was lost (a
+        retriable refusal: the client sends again, and the producer's sequence makes a
+        re-sent batch that did commit a duplicate answered with its offsets)."""
+        m = self._members.get(group)
+        if m is None:
+            return 0
+        waiters, m.committed = m.committed, []
+        failed = 0
+        for _, fut in waiters:
+            if not fut.done():
+                fut.set_exception(error)
+                failed += 1
+        return failed
 
     def request_start(self, group: int, offset: int) -> None:
         """Ask the loop to move ``group``'s log start toward ``offset`` (retention of this

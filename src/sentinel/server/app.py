@@ -4,7 +4,9 @@ them in order.
 Start: check that every port can be listened on (one line naming the port and its
 setting if not), recover the broker from its data directory (saying what it
 recovers), then open the metrics endpoint, then the gRPC listener, then the Kafka
-listener. Stop (SIGTERM / SIGINT): stop
+listener. Stop (SIGTERM / SIGINT): in a cluster, hand the leadership over first (a
+request waiting on the peers is answered within the stop budget of
+``cluster/clean_stop``, so a cluster stopped whole exits in a second or so); stop
 accepting, let in-flight requests finish (up to ``shutdown_grace_s``), cancel streams,
 then make the logs durable and release the data directory.
 """
@@ -42,14 +44,15 @@ from sentinel.server.metrics import (
     StorageFigures,
 )
 from sentinel.server.ports import check_listen, in_use, unavailable
+from sentinel.stopping import task_stack
 
 log = logging.getLogger(__name__)
 
 
 def _dump_tasks() -> None:
+    """Every asyncio task and its whole chain of awaits (``task_stack``), to stderr."""
     for task in asyncio.all_tasks():
-        print(f"--- {task!r}", file=sys.stderr)
-        task.print_stack(limit=12, file=sys.stderr)
+        print(f"--- {task_stack(task)}", file=sys.stderr)
     sys.stderr.flush()
 
 
