@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 
-from cluster.test_cluster_service import Trio, eventually
+from cluster.test_cluster_service import Trio, eventually, running
 from sentinel.broker.group_driver import GroupError
 from sentinel.broker.group_events import (
     ErrorCode,
@@ -82,13 +82,8 @@ class OffsetsTrio(Trio):
 
 @pytest.fixture
 async def trio() -> AsyncIterator[Trio]:
-    t = OffsetsTrio()
-    await asyncio.gather(*(t.start(i) for i in (1, 2, 3)))
-    try:
+    async with running(OffsetsTrio()) as t:
         yield t
-    finally:
-        for i in list(t.services):
-            await t.stop(i)
 
 
 async def leaders(trio: Trio) -> dict[int, int]:

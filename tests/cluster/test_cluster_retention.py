@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cluster.test_cluster_service import Trio, batch, eventually, user_values
+from cluster.test_cluster_service import Trio, batch, eventually, running, user_values
 from sentinel.broker.validation import Acks
 from sentinel.cluster.node import ClusterNode
 from sentinel.log.errors import OffsetOutOfRangeError
@@ -21,13 +21,8 @@ from sentinel.log.errors import OffsetOutOfRangeError
 
 @pytest.fixture
 async def trio() -> AsyncIterator[Trio]:
-    t = Trio()
-    await asyncio.gather(*(t.start(i) for i in (1, 2, 3)))
-    try:
+    async with running(Trio()) as t:
         yield t
-    finally:
-        for i in list(t.services):
-            await t.stop(i)
 
 
 def node_of(trio: Trio, i: int) -> ClusterNode:

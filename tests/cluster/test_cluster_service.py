@@ -6,6 +6,7 @@ followers, a leader stopped and another elected, offsets at their coordinator.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -98,15 +99,21 @@ async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15.0) -
             await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def running(trio: Trio) -> AsyncIterator[Trio]:
+    """``trio``'s three brokers started together, and stopped (those still running)."""
+    await asyncio.gather(*(trio.start(i) for i in (1, 2, 3)))
+    try:
+        yield trio
+    finally:
+        for i in list(trio.services):
+            await trio.stop(i)
+
+
 @pytest.fixture
 async def trio() -> AsyncIterator[Trio]:
-    t = Trio()
-    await asyncio.gather(*(t.start(i) for i in (1, 2, 3)))
-    try:
+    async with running(Trio()) as t:
         yield t
-    finally:
-        for i in list(t.services):
-            await t.stop(i)
 
 
 async def test_topic_created_anywhere_is_replicated_and_served_by_its_leader(trio: Trio) -> None:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cluster.test_cluster_service import Trio, batch, eventually, user_values
+from cluster.test_cluster_service import Trio, batch, eventually, running, user_values
 from sentinel.broker.service import BrokerService
 from sentinel.broker.validation import Acks
 from sentinel.cluster import controller_snapshots
@@ -27,13 +27,8 @@ EVERY = 20
 @pytest.fixture
 async def trio(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Trio]:
     monkeypatch.setattr(controller_snapshots, "SNAPSHOT_EVERY", EVERY)
-    t = Trio()
-    await asyncio.gather(*(t.start(i) for i in (1, 2, 3)))
-    try:
+    async with running(Trio()) as t:
         yield t
-    finally:
-        for i in list(t.services):
-            await t.stop(i)
 
 
 def node_of(trio: Trio, i: int) -> ClusterNode:

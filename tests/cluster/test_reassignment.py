@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from cluster.test_cluster_service import Trio, batch, eventually, user_values
+from cluster.test_cluster_service import Trio, batch, eventually, running, user_values
 from sentinel.broker.service import BrokerService
 from sentinel.broker.topics import RemotePartition, UnknownTopicOrPartitionError
 from sentinel.broker.validation import Acks
@@ -22,13 +22,8 @@ from sentinel.record import parse_header
 
 @pytest.fixture
 async def trio() -> AsyncIterator[Trio]:
-    t = Trio()
-    await asyncio.gather(*(t.start(i) for i in (1, 2, 3)))
-    try:
+    async with running(Trio()) as t:
         yield t
-    finally:
-        for i in list(t.services):
-            await t.stop(i)
 
 
 async def make_topic(trio: Trio, name: str) -> tuple[int, ...]:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from cluster.test_cluster_service import Trio, eventually, user_values
+from cluster.test_cluster_service import Trio, eventually, running, user_values
 from sentinel.broker.replicated_partition import ReplicatedPartition
 from sentinel.broker.service import BrokerService
 from sentinel.broker.validation import Acks
@@ -43,13 +43,8 @@ def seq_batch(seq: int, epoch: int = 0) -> bytes:
 
 @pytest.fixture
 async def trio() -> AsyncIterator[Trio]:
-    t = Trio()
-    await asyncio.gather(*(t.start(i) for i in (1, 2, 3)))
-    try:
+    async with running(Trio()) as t:
         yield t
-    finally:
-        for i in list(t.services):
-            await t.stop(i)
 
 
 async def leader_of(trio: Trio, topic: str) -> tuple[BrokerService, ReplicatedPartition]:
