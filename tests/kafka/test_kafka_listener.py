@@ -20,7 +20,8 @@ from sentinel.protocol.kafka.messages import describe_cluster as dc
 from sentinel.protocol.kafka.messages import metadata as md
 from sentinel.server.kafka.handlers import KafkaRequestContext
 from sentinel.server.kafka.handlers.api_versions import api_versions
-from sentinel.server.kafka.listener import KafkaListener, first_error_code
+from sentinel.server.kafka.listener import KafkaListener
+from sentinel.server.kafka.response_errors import first_error_code
 from sentinel.server.metrics import Metrics
 
 
@@ -57,7 +58,7 @@ async def test_failing_handlers_affect_only_their_connection(
             assert versions.error_code == 0
             assert {3, 18, 60} <= {k.api_key for k in versions.api_keys}
 
-    with caplog.at_level(logging.WARNING, logger="sentinel.server.kafka.listener"):
+    with caplog.at_level(logging.WARNING, logger="sentinel.server.kafka.socket_protocol"):
         await loop.run_in_executor(None, scenario)
         await listener.stop(1.0)
     failures = [r for r in caplog.records if "handler failed" in r.getMessage()]
