@@ -38,6 +38,7 @@ _OFFSET = b"o/"
 _PENDING = b"p/"
 CREATING = "create"
 DELETING = "delete"
+GROWING = "grow"
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")
@@ -149,13 +150,23 @@ class MetaStore:
         batch = WriteBatch().put(_TOPIC + key, record.encode()).delete(_PENDING + key)
         self._engine.write(batch)
 
+    def begin_grow(self, name: str) -> None:
+        """Record that partition directories of ``name`` past its record's count are
+        about to be made (before they are): a start removes any it finds then."""
+        self._engine.put(_PENDING + name.encode(), GROWING.encode())
+
+    def finish_grow(self, record: TopicRecord) -> None:
+        """The grown topic's definition, and its growth no longer pending, in one write."""
+        self.finish_create(record)
+
     def finish_delete(self, name: str) -> None:
-        """``name``'s directory is gone (or its creation was abandoned): not pending."""
+        """``name``'s directory is gone (or its creation or growth was abandoned, or
+        what a crashed growth left was removed): not pending."""
         self._engine.delete(_PENDING + name.encode())
 
     def pending(self) -> dict[str, str]:
-        """Topics whose directory is being created or removed: name -> ``CREATING`` or
-        ``DELETING``."""
+        """Topics whose directory is being created or removed, or that are growing:
+        name -> ``CREATING``, ``DELETING`` or ``GROWING``."""
         return {
             key[len(_PENDING) :].decode(errors="replace"): value.decode(errors="replace")
             for key, value in self._engine.scan(_PENDING, _prefix_end(_PENDING))

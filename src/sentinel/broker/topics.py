@@ -28,11 +28,12 @@ import concurrent.futures
 import logging
 import posixpath
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from sentinel.broker import stray_partitions
 from sentinel.broker.limits import TopicLimits
-from sentinel.broker.meta_store import MetaStore, TopicRecord
+from sentinel.broker.meta_store import GROWING, MetaStore, TopicRecord
 from sentinel.broker.recovery_report import recovery_line
 from sentinel.clock import Clock
 from sentinel.errors import (
@@ -191,6 +192,9 @@ class TopicRegistry:
         self._skip_damaged = skip_damaged
         #: Directories holding data no definition names, kept by ``skip_damaged``.
         self._orphans: set[str] = set()
+        #: Per topic, stray partition directories holding data, kept by ``skip_damaged``
+        #: (``stray_partitions``): the topic cannot grow over them.
+        self._stray: dict[str, set[int]] = {}
         self._topics: dict[str, Topic] = {}
         self.limits = limits
         self.open_limit = open_limit
@@ -271,6 +275,7 @@ class TopicRegistry:
         pending = self._meta.pending()
         for name in sorted(self._fs.listdir(self._root)):
             if name in self._topics:
+                self._sweep_stray_partitions(self._topics[name], pending.get(name) == GROWING)
                 continue
             directory = posixpath.join(self._root, name)
             if not self._fs.is_dir(directory):
@@ -292,9 +297,35 @@ class TopicRegistry:
             self._orphans.add(name)
             log.error("%s holds partition data the meta store does not define: kept, not "
                       "served (--skip-damaged)", directory)
-        for name in pending:
-            if name not in self._topics and name not in self._orphans:
+        for name, state in pending.items():
+            if state == GROWING and name in self._topics:
+                self._meta.finish_delete(name)  # what the growth left is removed
+            elif name not in self._topics and name not in self._orphans:
                 self._meta.finish_delete(name)  # its directory is gone
+
+    def _sweep_stray_partitions(self, topic: Topic, growing: bool) -> None:
+        """Partition directories past the topic's record (``stray_partitions``): those a
+        crashed growth left, or empty, are removed; any other refuses the start naming
+        it, or (``skip_damaged``) is kept, unserved."""
+        topic_dir = posixpath.join(self._root, topic.name)
+        stray = stray_partitions.judge(
+            self._fs, topic_dir, len(topic.partitions), growing=growing
+        )
+        for directory in stray.remove:
+            self._fs.remove_tree(directory)
+        for index, directory in stray.damaged:
+            detail = stray_partitions.damage_detail(topic.name, len(topic.partitions))
+            if not self._skip_damaged:
+                meta_dir = posixpath.join(posixpath.dirname(self._root), "meta")
+                raise DamagedDataError(
+                    f"meta store {meta_dir}: {directory} {detail}",
+                    quarantinable=True,
+                    advice="restore the meta store (the data directory's meta/) from a "
+                    "backup; or start with --skip-damaged to serve the rest and keep that "
+                    "directory unserved; or remove the directory to give its data up",
+                )
+            self._stray.setdefault(topic.name, set()).add(index)
+            log.error("%s %s: kept, not served (--skip-damaged)", directory, detail)
 
     def _open_topic(self, record: TopicRecord, *, recovering: bool = False) -> Topic:
         config = self._default_config.with_overrides(record.configs)
@@ -444,13 +475,51 @@ class TopicRegistry:
                 "the new total must be larger"
             )
         self._check_limit(total - current, f"growing topic {name!r} to {total} partitions")
-        for index in range(current, total):
-            if hosted is None or index in hosted:
-                topic.partitions.append(self._open_partition(name, index, topic.config, False))
-            else:
-                topic.partitions.append(RemotePartition(f"{name}-{index}", "not a replica"))
-        self._meta.put_topic(self._record_of(topic, topic.configs))
+        kept = sorted(i for i in self._stray.get(name, ()) if i < total)
+        if kept:
+            directory = posixpath.join(self._root, name, str(kept[0]))
+            raise StorageUnavailableError(
+                f"{directory} holds partition data the meta store does not define (kept "
+                f"by --skip-damaged): restore the meta store, or remove the directory to "
+                f"grow topic {name!r} to {total} partitions"
+            )
+        self._meta.begin_grow(name)  # a crash from here on leaves directories to remove
+        grown: list[PartitionLog | OfflinePartition] = []
+        try:
+            for index in range(current, total):
+                if hosted is None or index in hosted:
+                    directory = posixpath.join(self._root, name, str(index))
+                    if self._fs.exists(directory):  # what a failed growth could not remove
+                        self._fs.remove_tree(directory)
+                    grown.append(self._open_partition(name, index, topic.config, False))
+                else:
+                    grown.append(RemotePartition(f"{name}-{index}", "not a replica"))
+            self._meta.finish_grow(
+                self._record_of(topic, topic.configs, [*topic.partitions, *grown])
+            )
+        except BaseException:
+            self._abandon_growth(name, current, total, grown)
+            raise
+        topic.partitions.extend(grown)
         return topic
+
+    def _abandon_growth(
+        self, name: str, current: int, total: int, grown: list[PartitionLog | OfflinePartition]
+    ) -> None:
+        """A growth failed: close and remove what it made (the directory of the partition
+        whose open failed too), and the pending record once that is done (a failure here
+        leaves both to the next start)."""
+        try:
+            for partition in grown:
+                partition.close(discard=True)
+            for index in range(current, total):
+                directory = posixpath.join(self._root, name, str(index))
+                if self._fs.exists(directory):
+                    self._fs.remove_tree(directory)
+            self._meta.finish_delete(name)
+        except (OSError, SentinelError) as exc:
+            log.warning("topic %s: a failed growth left directories (%s); the next start "
+                        "removes them", name, exc)
 
     def alter_configs(
         self, name: str, set_: Mapping[str, str], delete: Collection[str] = ()
@@ -512,15 +581,19 @@ class TopicRegistry:
         log.info("partition %s-%d: this broker's replica is removed", name, index)
 
     @staticmethod
-    def _record_of(topic: Topic, configs: Mapping[str, str]) -> TopicRecord:
+    def _record_of(
+        topic: Topic,
+        configs: Mapping[str, str],
+        partitions: Sequence[PartitionLog | OfflinePartition] | None = None,
+    ) -> TopicRecord:
+        """``topic``'s definition with ``configs`` (and ``partitions``, if given)."""
+        partitions = topic.partitions if partitions is None else partitions
         hosted = None
-        if any(isinstance(p, RemotePartition) for p in topic.partitions):
+        if any(isinstance(p, RemotePartition) for p in partitions):
             hosted = tuple(
-                i for i, p in enumerate(topic.partitions) if not isinstance(p, RemotePartition)
+                i for i, p in enumerate(partitions) if not isinstance(p, RemotePartition)
             )
-        return TopicRecord(
-            topic.name, len(topic.partitions), topic.replication_factor, configs, hosted
-        )
+        return TopicRecord(topic.name, len(partitions), topic.replication_factor, configs, hosted)
 
     def delete(self, name: str) -> None:
         """Forget the topic, then free its partition directories. On a full disk the

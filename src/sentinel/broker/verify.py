@@ -3,7 +3,8 @@
 The meta store first (``meta/``), then every partition the meta store lists
 (``topics/<topic>/<partition>/``): a listed partition whose directory is gone is
 damage, and so is a topic directory holding data that the meta store neither defines
-nor records as being created or deleted (the start refuses it too); then the broker's
+nor records as being created or deleted, and a partition directory past its topic's
+partition count holding data (``stray_partitions``; the start refuses both); then the broker's
 journal (``journal/``), if a crash left one. The topic list is read from a copy of the
 meta store in memory, so that nothing under the data directory is written (the
 engine's open would write a new manifest). If the meta store itself is damaged, every
@@ -18,8 +19,10 @@ the file (``recovery.blame_torn_manifest``).
 from __future__ import annotations
 
 import posixpath
+from dataclasses import dataclass
 
-from sentinel.broker.meta_store import MetaStore
+from sentinel.broker import stray_partitions
+from sentinel.broker.meta_store import GROWING, MetaStore
 from sentinel.errors import CorruptionError, DiskError, MissingFileError, SentinelError
 from sentinel.fs import FS, MemFS
 from sentinel.storage import clean_marker
@@ -30,11 +33,20 @@ from sentinel.storage.recovery import blame_torn_manifest
 from sentinel.storage.scrub import Damage, ScrubReport, scrub_engine
 
 
-def _listed_partitions(
-    fs: FS, meta_dir: str
-) -> tuple[list[tuple[str, int]], set[str]] | None:
-    """(topic, partition) for every partition the meta store lists, and the topics it
-    accounts for (defined, or being created or deleted); None if unreadable."""
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """What the meta store accounts for under ``topics/``."""
+
+    partitions: list[tuple[str, int]]
+    """(topic, partition) of every partition it lists (and this broker hosts)."""
+    names: set[str]
+    """The topics it accounts for: defined, or being created or deleted."""
+    counts: dict[str, tuple[int, bool]]
+    """Per defined topic: its partition count, and whether its growth is pending."""
+
+
+def _listed_partitions(fs: FS, meta_dir: str) -> _Listed | None:
+    """What the meta store lists (``_Listed``); None if unreadable."""
     copy = MemFS()
     copy.makedirs("/meta")
     for name in fs.listdir(meta_dir):
@@ -51,8 +63,12 @@ def _listed_partitions(
         return None
     try:
         records = list(meta.topics())
-        partitions = [(r.name, i) for r in records for i in range(r.partitions) if r.is_hosted(i)]
-        return partitions, {r.name for r in records} | set(meta.pending())
+        pending = meta.pending()
+        return _Listed(
+            [(r.name, i) for r in records for i in range(r.partitions) if r.is_hosted(i)],
+            {r.name for r in records} | set(pending),
+            {r.name: (r.partitions, pending.get(r.name) == GROWING) for r in records},
+        )
     finally:
         meta.close()
 
@@ -97,13 +113,19 @@ def verify_data_dir(fs: FS, data_dir: str) -> ScrubReport:
     _scrub(fs, meta_dir, report)
     found = _listed_partitions(fs, meta_dir) if len(report.damaged) == before else None
     root = posixpath.join(data_dir, "topics")
-    listed = None if found is None else found[0]
+    listed = None if found is None else found.partitions
     if found is not None and fs.is_dir(root):
-        for topic in sorted(set(fs.listdir(root)) - found[1]):
+        for topic in sorted(set(fs.listdir(root)) - found.names):
             directory = posixpath.join(root, topic)
             if fs.is_dir(directory) and fs.listdir(directory):  # as the start judges it
                 report.damage(directory, f"holds partition data but the meta store "
                               f"defines no topic {topic!r} (its records were lost)")
+        for topic, (count, growing) in sorted(found.counts.items()):
+            stray = stray_partitions.judge(
+                fs, posixpath.join(root, topic), count, growing=growing
+            )
+            for _index, directory in stray.damaged:
+                report.damage(directory, stray_partitions.damage_detail(topic, count))
     if listed is None:  # the meta store is damaged: scrub whatever is there
         topics = fs.listdir(root) if fs.is_dir(root) else []
         listed = [
