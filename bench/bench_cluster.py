@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
+from sentinel.testing.ports import pick_ports
 from sentinel.testing.process import BrokerProcess
 
 BENCH = "cluster"
@@ -69,16 +68,6 @@ def poll(check: Callable[[], T | None], what: str, timeout: float, every: float 
         if time.monotonic() > deadline:
             raise SystemExit(f"bench_cluster: timed out after {timeout} s waiting for {what}")
         time.sleep(every)
-
-
-def free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket())
-            sock.bind((HOST, 0))
-            ports.append(sock.getsockname()[1])
-        return ports
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -108,7 +97,7 @@ class Brokers:
     def __init__(self, root: Path, size: int, *, alone: bool = False) -> None:
         root.mkdir(parents=True, exist_ok=True)
         ids = list(range(1, size + 1))
-        ports = free_ports(4 * size)
+        ports = pick_ports(4 * size)  # outside the ephemeral range: restarts reuse them
         raft = {i: ports.pop() for i in ids}
         peers = ",".join(f"{i}@{HOST}:{raft[i]}" for i in ids)
         self.brokers: dict[int, BrokerProcess] = {}

@@ -7,12 +7,10 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -51,6 +49,7 @@ from sentinel.client.types import (
     PartitionLag,
     TopicDescription,
 )
+from sentinel.testing.ports import pick_port
 
 # --- argv normalisation -----------------------------------------------------------------
 
@@ -537,11 +536,10 @@ def test_errors_are_one_line(broker: BrokerProcess) -> None:
 
 
 @pytest.fixture
-def closed_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    yield port
+def closed_port() -> int:
+    """A port nothing listens on, outside the ephemeral range: no connection's source
+    port either (a dial from it to itself would connect)."""
+    return pick_port()
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from broker_process import BrokerProcess
 from sentinel.client import Admin, Consumer, Producer, errors
 from sentinel.client._channel import parse_bootstrap
 from sentinel.errors import InvalidArgumentError
+from sentinel.testing.ports import pick_port
 
 
 @pytest.fixture
@@ -90,10 +90,9 @@ def test_a_producer_waits_for_a_slow_first_connection(paused: Callable[[float], 
 
 @pytest.fixture
 def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    """A port nothing listens on, outside the ephemeral range: no connection's source
+    port either (a dial from it to itself would connect)."""
+    return pick_port()
 
 
 def test_nothing_listening_fails_within_the_request_timeout(closed_port: int) -> None:

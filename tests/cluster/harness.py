@@ -19,11 +19,9 @@ Every wait has a deadline; nothing sleeps and hopes.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import ExitStack
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +33,7 @@ from metrics_polling import scrape
 from sentinel.cluster.offsets_topic import OFFSETS_TOPIC, partition_for
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
+from sentinel.testing.ports import pick_ports
 
 HOST = "127.0.0.1"
 CLUSTER_ID = "sentinel-test-cluster"
@@ -43,15 +42,9 @@ T = TypeVar("T")
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on loopback right now (all held open together, so
-    none repeats; the brokers bind them a moment later)."""
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket())
-            sock.bind((HOST, 0))
-            ports.append(sock.getsockname()[1])
-        return ports
+    """``count`` distinct ports free on loopback right now, outside the ephemeral range
+    (:mod:`sentinel.testing.ports`): brokers restarted on them find them free again."""
+    return pick_ports(count)
 
 
 def poll(check: Callable[[], T | None], what: str, timeout: float) -> T:

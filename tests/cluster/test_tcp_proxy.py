@@ -15,6 +15,7 @@ import pytest
 
 from cluster.tcp_proxy import TcpProxy
 from metrics_polling import wait_for
+from sentinel.testing.ports import pick_port
 
 
 class EchoServer:
@@ -190,9 +191,9 @@ def test_drop_rate_cuts_connections(proxy: TcpProxy) -> None:
 
 
 def test_target_down_refuses_the_client() -> None:
-    with socket.socket() as probe:  # a port with nothing listening
-        probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
+    # Nothing listens there, and outside the ephemeral range no connection has it as
+    # its source port either (a dial from that port to itself would connect).
+    dead_port = pick_port()
     proxy = TcpProxy("127.0.0.1", dead_port)
     proxy.start()
     try:
@@ -224,9 +225,7 @@ def test_stop_closes_connections_and_leaves_no_thread(echo: EchoServer) -> None:
 
 
 def test_fixed_listen_port_and_restart(echo: EchoServer) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = pick_port()  # outside the ephemeral range: still free for the restart
     proxy = TcpProxy("127.0.0.1", echo.port, listen_port=port)
     assert proxy.address == f"127.0.0.1:{port}"
     for _ in range(2):  # a stopped proxy starts again on the same port

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -25,19 +24,9 @@ from sentinel.errors import ClosedError, NotLeaderError
 from sentinel.raft.log import Entry
 from sentinel.raft.messages import AppendEntries, Heartbeat
 from sentinel.raft.multi import Beat, Envelope
+from sentinel.testing.ports import pick_ports
 
 CID = "c0ffee0123456789"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 async def wait_for(what: str, pred: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -78,7 +67,7 @@ def beat(src: int, dst: int, n: int = 0) -> Envelope:
 
 @pytest.fixture
 def peers() -> dict[int, Peer]:
-    return {i: Peer(i, "127.0.0.1", p) for i, p in zip((1, 2, 3), free_ports(3), strict=True)}
+    return {i: Peer(i, "127.0.0.1", p) for i, p in zip((1, 2, 3), pick_ports(3), strict=True)}
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
 """One real ``sentinel-server`` process on loopback ports, started and stopped for tests.
 
 It runs as ``sys.executable -m sentinel.cli.server`` (the importing interpreter, so the
-same installation and ``PYTHONPATH``), on port 0 for gRPC, metrics and Kafka alike, and
-reads the ports the server picked from its ready line on stdout.
+same installation and ``PYTHONPATH``) and reads its ports from its ready line on stdout.
+The gRPC and Kafka ports, kept across restarts, are picked outside the kernel's
+ephemeral range (:mod:`sentinel.testing.ports`): a port the kernel picked could be
+taken, while the broker is down, as an outgoing connection's source port. The metrics
+port is the kernel's choice at every start (port 0), as nothing reuses it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from sentinel.testing.ports import pick_port
+
 READY = re.compile(
     r"sentinel-server ready grpc=([\d.]+):(\d+) metrics=(\d+)(?: kafka=([\d.]+):(\d+))?"
 )
@@ -29,11 +34,19 @@ _WITH_OPEN_FILES = (
 )
 
 
+def _given_or_picked(port: object) -> int:
+    """A port flag's value, or (not given) a port picked outside the ephemeral range."""
+    return pick_port() if port is None else int(str(port))
+
+
 class BrokerProcess:
     """One broker process. ``address`` is ``127.0.0.1:PORT``. ``open_files``: start it
     with that RLIMIT_NOFILE, soft and hard (so that it cannot raise it). The flags
-    ``port``, ``kafka_port`` and ``metrics_port`` fix those ports (default 0: any free
-    one, read from the ready line; gRPC and Kafka then keep theirs across restarts)."""
+    ``port``, ``kafka_port`` and ``metrics_port`` fix those ports. Not given, ``port``
+    and ``kafka_port`` are picked now outside the ephemeral range, and ``metrics_port``
+    is any free one at each start, read from the ready line. Given as 0, ``port`` and
+    ``kafka_port`` are the kernel's choice at the first start, read from its ready line
+    and kept for restarts (which may then find one taken)."""
 
     def __init__(self, data_dir: Path, open_files: int | None = None, **flags: object) -> None:
         self.data_dir = data_dir
@@ -44,8 +57,8 @@ class BrokerProcess:
             **{k.replace("_", "-"): v for k, v in flags.items()},
         }
         self.proc: subprocess.Popen[str] | None = None
-        self.port = int(str(self.flags.pop("port", 0)))
-        self.kafka_port = int(str(self.flags.pop("kafka-port", 0)))
+        self.port = _given_or_picked(self.flags.pop("port", None))
+        self.kafka_port = _given_or_picked(self.flags.pop("kafka-port", None))
         self._metrics_port_flag = int(str(self.flags.pop("metrics-port", 0)))
         self.metrics_port = 0
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -75,7 +88,7 @@ class BrokerProcess:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def command(self) -> list[str]:
-        """The command line; port 0 (any free port) until the first start picks one."""
+        """The command line (a port given as 0 stays 0 until the first start)."""
         if self.open_files is None:
             cmd = [sys.executable, "-m", "sentinel.cli.server"]
         else:  # lower RLIMIT_NOFILE (soft and hard) first, then run the server module
