@@ -16,7 +16,7 @@ from cluster.harness import free_ports
 from sentinel.broker.group_driver import GroupError
 from sentinel.broker.group_events import OffsetAndMetadata
 from sentinel.broker.service import BrokerService
-from sentinel.broker.validation import Acks
+from sentinel.broker.validation import BROKER_DEFAULT, Acks
 from sentinel.clock import SystemClock
 from sentinel.cluster.clean_stop import STOP_BUDGET_S
 from sentinel.config import BrokerConfig
@@ -99,6 +99,28 @@ async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15.0) -
             await asyncio.sleep(0.05)
 
 
+async def created_with_leaders(
+    trio: Trio,
+    broker: int,
+    topic: str,
+    partitions: int = 1,
+    replication_factor: int = BROKER_DEFAULT,
+) -> list[int]:
+    """Create ``topic`` through ``broker`` (retried until the cluster has a controller)
+    and wait until every partition has a leader: their node ids, by partition."""
+
+    async def create() -> None:
+        await trio.services[broker].create_topic(topic, partitions, replication_factor)
+
+    async def leaders() -> list[int]:
+        found = [trio.leader_of(topic, p) for p in range(partitions)]
+        assert None not in found
+        return [node for node in found if node is not None]
+
+    await eventually(create)
+    return await eventually(leaders)
+
+
 @contextlib.asynccontextmanager
 async def running(trio: Trio) -> AsyncIterator[Trio]:
     """``trio``'s three brokers started together, and stopped (those still running)."""
@@ -117,22 +139,12 @@ async def trio() -> AsyncIterator[Trio]:
 
 
 async def test_topic_created_anywhere_is_replicated_and_served_by_its_leader(trio: Trio) -> None:
-    async def create() -> None:
-        await trio.services[2].create_topic("t", 3)
-
-    await eventually(create)
+    lead = (await created_with_leaders(trio, 2, "t", 3))[0]
     for service in trio.services.values():  # every broker applied the record
         async def present(s: BrokerService = service) -> None:
             assert s.registry.find("t") is not None
 
         await eventually(present)
-
-    async def leader() -> int:
-        found = trio.leader_of("t", 0)
-        assert found is not None
-        return found
-
-    lead = await eventually(leader)
     outcome = await trio.services[lead].produce("t", 0, batch(b"one"), Acks.ALL)
     assert outcome.base_offset >= 0
     follower = next(i for i in trio.services if i != lead)
@@ -154,17 +166,7 @@ async def test_topic_created_anywhere_is_replicated_and_served_by_its_leader(tri
 
 
 async def test_a_stopped_leader_is_replaced_and_acknowledged_records_stay(trio: Trio) -> None:
-    async def create() -> None:
-        await trio.services[1].create_topic("k", 1)
-
-    await eventually(create)
-
-    async def leader() -> int:
-        found = trio.leader_of("k", 0)
-        assert found is not None
-        return found
-
-    lead = await eventually(leader)
+    (lead,) = await created_with_leaders(trio, 1, "k")
     acked = []
     for n in range(20):
         out = await trio.services[lead].produce("k", 0, batch(b"%d" % n), Acks.ALL)
@@ -195,10 +197,7 @@ async def test_a_stopped_leader_is_replaced_and_acknowledged_records_stay(trio: 
 async def test_offsets_commit_through_their_coordinator_not_the_controller(
     trio: Trio,
 ) -> None:
-    async def create() -> None:
-        await trio.services[3].create_topic("o", 1)
-
-    await eventually(create)
+    await created_with_leaders(trio, 3, "o")
 
     async def coordinator() -> BrokerService:
         return trio.services[trio.services[1].group_coordinator("g").node_id]
@@ -228,15 +227,7 @@ async def test_brokers_stopping_together_hand_nothing_to_each_other_and_wait_for
     """Every broker of the cluster stops at once: each refuses the leadership the
     others hand it, so no hand-off can complete; each is told the others are stopping
     and abandons its hand-offs then, not after the stop budget."""
-    async def create() -> None:
-        await trio.services[2].create_topic("all", 6)
-
-    await eventually(create)
-
-    async def led() -> None:
-        assert all(trio.leader_of("all", p) is not None for p in range(6))
-
-    await eventually(led)
+    await created_with_leaders(trio, 2, "all", 6)
     nodes = [s.cluster_node for s in trio.services.values()]
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -251,17 +242,7 @@ async def test_a_stopping_leader_answers_at_once_the_commit_its_gone_peers_canno
     in flight; its peers stopped before they stored the entry. The produce is answered
     NOT_LEADER_OR_FOLLOWER (retriable, unacknowledged) as soon as the stop begins, not
     held until the Kafka door's grace ends (what made a cluster's stop take ~10 s)."""
-    async def create() -> None:
-        await trio.services[2].create_topic("last", 1)
-
-    await eventually(create)
-
-    async def leader() -> int:
-        found = trio.leader_of("last", 0)
-        assert found is not None
-        return found
-
-    lead = await eventually(leader)
+    (lead,) = await created_with_leaders(trio, 2, "last")
     node = trio.services[lead].cluster_node
     assert node is not None
     node.transport.send = lambda envelope: False  # type: ignore[method-assign]
@@ -292,17 +273,7 @@ async def test_a_stopping_leader_answers_at_once_the_commit_its_gone_peers_canno
 
 
 async def test_a_clean_stop_hands_leadership_over_first(trio: Trio) -> None:
-    async def create() -> None:
-        await trio.services[2].create_topic("h", 2)
-
-    await eventually(create)
-
-    async def leaders() -> set[int]:
-        found = {trio.leader_of("h", p) for p in range(2)}
-        assert None not in found
-        return {n for n in found if n is not None}
-
-    lead = next(iter(await eventually(leaders)))
+    lead = (await created_with_leaders(trio, 2, "h", 2))[0]
     node = trio.services[lead].cluster_node
     assert node is not None
     assert await node.hand_off() >= 1  # Raft §3.10: TimeoutNow to a caught-up follower
@@ -322,10 +293,7 @@ async def test_a_clean_stop_hands_leadership_over_first(trio: Trio) -> None:
 
 
 async def test_a_broker_without_a_replica_names_the_reported_leader(trio: Trio) -> None:
-    async def create() -> None:
-        await trio.services[1].create_topic("pair", 3, replication_factor=2)
-
-    await eventually(create)
+    await created_with_leaders(trio, 1, "pair", 3, replication_factor=2)
 
     async def outsiders_agree() -> None:
         for service in trio.services.values():
@@ -366,18 +334,7 @@ async def test_a_bad_batch_after_good_ones_stores_nothing_on_any_replica(
     """A produce request whose last batch is bad is refused whole (CORRUPT_MESSAGE or
     INVALID_RECORD), as at a single broker: the good batches before it are not
     proposed, so no replica holds them and a retry does not duplicate them."""
-
-    async def create() -> None:
-        await trio.services[1].create_topic("bad", 1)
-
-    await eventually(create)
-
-    async def leader() -> int:
-        found = trio.leader_of("bad", 0)
-        assert found is not None
-        return found
-
-    lead = await eventually(leader)
+    (lead,) = await created_with_leaders(trio, 1, "bad")
     service = trio.services[lead]
     await service.produce("bad", 0, batch(b"first"), Acks.ALL)
     with pytest.raises(SentinelError) as refused:
@@ -403,17 +360,7 @@ async def test_a_produced_batch_is_validated_once_at_the_leader(
     its Raft log's append does not check it again."""
     import sentinel.log.append as append_module
 
-    async def create() -> None:
-        await trio.services[1].create_topic("once", 1)
-
-    await eventually(create)
-
-    async def leader() -> int:
-        found = trio.leader_of("once", 0)
-        assert found is not None
-        return found
-
-    lead = await eventually(leader)
+    (lead,) = await created_with_leaders(trio, 1, "once")
     await trio.services[lead].produce("once", 0, batch(b"warm"), Acks.ALL)
     calls = 0
     real = append_module.validate_batch
