@@ -56,6 +56,7 @@ from sentinel.protocol.kafka.events import (
     RequestReceived,
     UnsupportedRequest,
 )
+from sentinel.protocol.kafka.frame_buffers import FrameBuffers, fresh_buffer
 from sentinel.protocol.kafka.headers import (
     API_VERSIONS_KEY,
     decode_request_header,
@@ -83,12 +84,6 @@ _I32 = struct.Struct(">i")
 _FIXED = struct.Struct(">hhi")
 
 
-def _lazy_buffer(size: int) -> mmap.mmap:
-    """``size`` zero bytes whose pages are allocated as they are written (``bytearray``
-    writes every page at once)."""
-    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-
-
 class _Slot:
     """One answered-or-not request, in arrival order."""
 
@@ -105,7 +100,10 @@ class KafkaServerConnection:
 
     def __init__(self, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 max_buffered_bytes: int | None = None) -> None:
+                 max_buffered_bytes: int | None = None,
+                 buffers: FrameBuffers | None = None) -> None:
+        """``buffers``: where large frames are received (shared by a listener's
+        connections, ``frame_buffers``); None: a fresh buffer each."""
         if max_frame_bytes < _MIN_FRAME or max_in_flight < 1:
             raise InvalidArgumentError("max_frame_bytes must be >= 8 and max_in_flight >= 1")
         self.max_frame_bytes = max_frame_bytes
@@ -115,8 +113,9 @@ class KafkaServerConnection:
         self._buf = bytearray()
         self._start = 0
         #: The frame being received in place (``receive_buffer``) and its bytes so far.
-        self._body: bytearray | mmap.mmap | None = None
+        self._body: memoryview | mmap.mmap | None = None
         self._filled = 0
+        self._buffers = buffers
         self._pending: deque[_Slot] = deque()
         self._slots: dict[int, _Slot] = {}
         self._closed = False
@@ -195,7 +194,7 @@ class KafkaServerConnection:
             if not DIRECT_FRAME_BYTES <= size <= self.max_frame_bytes or avail >= 4 + size:
                 return None
             # What is buffered is this frame's beginning (it is not complete): move it.
-            body = _lazy_buffer(size)
+            body = fresh_buffer(size) if self._buffers is None else self._buffers.take(size)
             begin = self._start + 4
             body[: avail - 4] = memoryview(self._buf)[begin:]
             self._body, self._filled = body, avail - 4
@@ -274,7 +273,7 @@ class KafkaServerConnection:
         self._start = begin + size
         return self._decode_frame(frame)
 
-    def _decode_frame(self, frame: bytes | bytearray | mmap.mmap) -> Event:
+    def _decode_frame(self, frame: bytes | memoryview | mmap.mmap) -> Event:
         api_key, api_version, correlation_id = _FIXED.unpack_from(frame, 0)
         if correlation_id in self._slots:
             return self._fail(f"correlation id {correlation_id} reused while in flight")

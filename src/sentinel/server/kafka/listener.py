@@ -48,6 +48,7 @@ import time
 from sentinel.broker.limits import current_open_files_limit
 from sentinel.broker.service import BrokerService
 from sentinel.protocol.kafka.connection import DEFAULT_MAX_IN_FLIGHT
+from sentinel.protocol.kafka.frame_buffers import FrameBuffers
 from sentinel.server.kafka.frame_room import LongestReceiving
 from sentinel.server.kafka.handlers import Handler, load_handlers
 from sentinel.server.kafka.socket_protocol import KafkaSocketProtocol
@@ -110,6 +111,8 @@ class KafkaListener:
             )
         self.connections_max_idle_s = connections_max_idle_s
         self.handlers: dict[int, Handler] = load_handlers()
+        #: Large frames' receive buffers, reused by every connection (``frame_buffers``).
+        self.frame_buffers = FrameBuffers()
         self._server: asyncio.Server | None = None
         self._open: set[KafkaSocketProtocol] = set()
         self._none_open = asyncio.Event()

@@ -81,7 +81,9 @@ class KafkaSocketProtocol(asyncio.BufferedProtocol):
         self._listener = listener
         self._id = connection_id
         self._conn = KafkaServerConnection(
-            max_frame_bytes=listener.max_frame_bytes, max_in_flight=listener.max_in_flight
+            max_frame_bytes=listener.max_frame_bytes,
+            max_in_flight=listener.max_in_flight,
+            buffers=listener.frame_buffers,
         )
         #: Our receive buffer, allocated at the first read, grown and shrunk with them.
         self._view: memoryview | None = None
