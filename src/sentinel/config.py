@@ -30,6 +30,10 @@ class ConfigError(InvalidArgumentError):
     """A configuration value is missing, unknown or out of range."""
 
 
+_MAX_HTTP2_SETTING = 2**31 - 1
+"""The largest value gRPC takes for an HTTP/2 setting (a C int)."""
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
     host: str = "127.0.0.1"
@@ -72,6 +76,14 @@ class BrokerConfig:
     max_active_partitions: int = 0
     max_request_bytes: int = 64 * 1024 * 1024  # one request (a produce) at most
     max_request_bytes_in_flight: int = 128 * 1024 * 1024  # queued.max.request.bytes
+    # HTTP/2 streams (gRPC calls) one gRPC connection may have open at once (SETTINGS
+    # MAX_CONCURRENT_STREAMS); a client queues the rest itself (server/app).
+    grpc_max_concurrent_streams: int = 256
+    # A gRPC call's request message must arrive within this once its headers did; a
+    # Produce's unread message holds --max-request-bytes for the hold, then 64 KiB
+    # (server/grpc_admission).
+    grpc_request_timeout_ms: int = 30_000
+    grpc_request_hold_ms: int = 1_000
     # A Kafka frame's body must keep arriving: a client from which no byte of it came for
     # this long (the broker not holding it back) is disconnected.
     kafka_frame_timeout_ms: int = 30_000
@@ -120,6 +132,24 @@ class BrokerConfig:
             raise ConfigError(
                 f"max_request_bytes_in_flight ({self.max_request_bytes_in_flight}) must be at "
                 f"least max_request_bytes ({self.max_request_bytes})"
+            )
+        if not 1 <= self.grpc_max_concurrent_streams <= _MAX_HTTP2_SETTING:
+            raise ConfigError(
+                f"grpc-max-concurrent-streams={self.grpc_max_concurrent_streams}: expected"
+                f" 1..{_MAX_HTTP2_SETTING}"
+            )
+        if self.grpc_request_timeout_ms < 1:
+            raise ConfigError(
+                f"grpc-request-timeout-ms={self.grpc_request_timeout_ms}: expected at least 1"
+            )
+        if self.grpc_request_hold_ms < 1:
+            raise ConfigError(
+                f"grpc-request-hold-ms={self.grpc_request_hold_ms}: expected at least 1"
+            )
+        if self.grpc_request_hold_ms > self.grpc_request_timeout_ms:
+            raise ConfigError(
+                f"grpc-request-hold-ms ({self.grpc_request_hold_ms}) must not exceed"
+                f" grpc-request-timeout-ms ({self.grpc_request_timeout_ms})"
             )
         if self.kafka_frame_timeout_ms < 1:
             raise ConfigError("kafka_frame_timeout_ms must be at least 1")

@@ -299,6 +299,29 @@ def _verify(data_dir: str) -> int:
     f" THROTTLING_QUOTA_EXCEEDED. [default: {_DEFAULTS.max_request_bytes_in_flight}]",
 )
 @click.option(
+    "--grpc-max-concurrent-streams",
+    type=int,
+    default=None,
+    help="gRPC calls one connection may have open at once (HTTP/2 MAX_CONCURRENT_STREAMS);"
+    " its client queues the others itself. Long polls count: a consumer's one Fetch per"
+    f" partition of this broker. [default: {_DEFAULTS.grpc_max_concurrent_streams}]",
+)
+@click.option(
+    "--grpc-request-timeout-ms",
+    type=int,
+    default=None,
+    help="A gRPC call's request message must arrive within this once its headers did;"
+    f" else UNAVAILABLE (REQUEST_TIMED_OUT). [default: {_DEFAULTS.grpc_request_timeout_ms}]",
+)
+@click.option(
+    "--grpc-request-hold-ms",
+    type=int,
+    default=None,
+    help="A gRPC Produce's unread message holds --max-request-bytes of the in-flight budget"
+    " this long, then 64 KiB until it arrives. At most --grpc-request-timeout-ms."
+    f" [default: {_DEFAULTS.grpc_request_hold_ms}]",
+)
+@click.option(
     "--retention-check-interval-s",
     type=float,
     default=None,

@@ -12,15 +12,20 @@ window, not in the broker's memory). A call's room is therefore held in two step
 * ``Produce``, whose request may be as large as ``--max-request-bytes``, waits for that
   much room (first come, first served) before its message is read, so that a burst of
   large produces is read two at a time, not all at once. Once the message has had
-  ``hold_s`` to arrive and has not, the call keeps ``SMALL_REQUEST_BYTES`` only: a call
-  that sends its headers and stalls holds the budget for ``hold_s``, not until it leaves,
-  and the rest of a slow large message arrives at the network's pace.
+  ``hold_s`` (``--grpc-request-hold-ms``) to arrive and has not, the call keeps
+  ``SMALL_REQUEST_BYTES`` only: a call that sends its headers and stalls holds the budget
+  for ``hold_s``, not until it leaves, and the rest of a slow large message arrives at
+  the network's pace.
 * Every other RPC (names, ids, offsets: small by nature) holds ``SMALL_REQUEST_BYTES``
   taken at once, never waiting: a ListTopics is never queued behind large produces or
   stalled calls (as the Kafka door's small frames).
 
-A message that has not arrived ``request_timeout_s`` after its room was held is refused
-(``RequestNotDeliveredError``), as the Kafka door drops a frame whose body stalls.
+A message that has not arrived ``request_timeout_s`` (``--grpc-request-timeout-ms``)
+after its room was held is refused (``RequestNotDeliveredError``), as the Kafka door
+drops a frame whose body stalls.
+
+How many calls of one connection reach admission at once is bounded before it, by
+HTTP/2 (``--grpc-max-concurrent-streams``, ``server/app``).
 """
 
 from __future__ import annotations
@@ -30,17 +35,21 @@ from collections.abc import AsyncIterable
 from typing import Any
 
 from sentinel.broker.request_budget import RequestBudget, Reservation
+from sentinel.config import BrokerConfig
 from sentinel.errors import PeerError
+
+_DEFAULTS = BrokerConfig()
 
 SMALL_REQUEST_BYTES = 64 * 1024
 """What a call holds while its message is unread, unless it may be large."""
 LARGE_METHODS = frozenset({"Produce"})
 """The RPCs whose request may be as large as ``--max-request-bytes``."""
-DEFAULT_HOLD_S = 1.0
+DEFAULT_HOLD_S = _DEFAULTS.grpc_request_hold_ms / 1000
 """How long a large RPC's unread message keeps ``--max-request-bytes`` held (64 MiB
-arrive in ~0.5 s at 1 Gbit/s)."""
-DEFAULT_REQUEST_TIMEOUT_S = 30.0
-"""A call's message must arrive within this once its headers did."""
+arrive in ~0.5 s at 1 Gbit/s): ``--grpc-request-hold-ms``'s default."""
+DEFAULT_REQUEST_TIMEOUT_S = _DEFAULTS.grpc_request_timeout_ms / 1000
+"""A call's message must arrive within this once its headers did:
+``--grpc-request-timeout-ms``'s default."""
 
 
 class RequestNotDeliveredError(PeerError):
@@ -77,6 +86,24 @@ class Admission:
         self._hold_s = hold_s
         self._request_timeout_s = request_timeout_s
         self._closing: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def of(cls, budget: RequestBudget, config: BrokerConfig) -> Admission:
+        """The admission a broker of ``config`` runs its gRPC door with."""
+        return cls(
+            budget,
+            config.max_request_bytes,
+            hold_s=config.grpc_request_hold_ms / 1000,
+            request_timeout_s=config.grpc_request_timeout_ms / 1000,
+        )
+
+    @property
+    def hold_s(self) -> float:
+        return self._hold_s
+
+    @property
+    def request_timeout_s(self) -> float:
+        return self._request_timeout_s
 
     async def admit(
         self, method: str, requests: AsyncIterable[bytes], wait: float
