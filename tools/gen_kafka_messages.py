@@ -49,9 +49,11 @@ APIS: dict[str, tuple[int, int, int]] = {
     "create_partitions": (37, 0, 1),
     "delete_records": (21, 0, 2),
     "alter_configs": (33, 0, 2),
+    "delete_groups": (42, 0, 2),
     "incremental_alter_configs": (44, 0, 1),
     "alter_partition_reassignments": (45, 0, 0),
     "list_partition_reassignments": (46, 0, 0),
+    "offset_delete": (47, 0, 0),
     "describe_cluster": (60, 0, 1),
 }
 
@@ -142,6 +144,13 @@ KTYPE = {"error_code": "int16", "timedelta_i32": "int32", "timedelta_i64": "int6
          "datetime_i64": "int64"}
 ZERO = {"int": "0", "bool": "False", "float": "0.0", "str": '""', "bytes": 'b""',
         "UUID": "ZERO_UUID"}
+RECORDS_PY = {
+    # (module, struct): the Python type of its ``records`` field, where it is wider than
+    # bytes: produce decodes record batches as views of the received frame, and fetch
+    # sends stored batches to the socket by reference (``wire.Pieces``), unjoined.
+    ("produce", "PartitionProduceData"): "bytes | memoryview",
+    ("fetch", "PartitionData"): "bytes | memoryview | Pieces",
+}
 
 
 def pyrepr(value: object) -> str:
@@ -207,7 +216,12 @@ def generate(module: str, key: int, lo: int, hi: int) -> str:
                 sn = fc["struct"]
                 py = sn if sn else PY[base]
                 nullable = bool(fc["nullable"])
-                ann = f"tuple[{py}, ...]" if arr else str(py)
+                if arr:
+                    ann = f"tuple[{py}, ...]"
+                elif base == "records":
+                    ann = RECORDS_PY.get((module, sname), str(py))
+                else:
+                    ann = str(py)
                 if nullable:
                     ann += " | None"
                 d = fc["default"]
@@ -252,7 +266,10 @@ def generate(module: str, key: int, lo: int, hi: int) -> str:
     names = ["F", "Message", "Struct"]
     if "= ZERO_UUID" in text:
         names.insert(0, "ZERO_UUID")
-    return text.replace("SCHEMA_IMPORT", ", ".join(names))
+    schema_import = ", ".join(names)
+    if "| Pieces" in text:
+        schema_import += "\nfrom sentinel.protocol.kafka.wire import Pieces"
+    return text.replace("SCHEMA_IMPORT", schema_import)
 
 
 def _const(name: str) -> str:
