@@ -13,7 +13,9 @@ from sentinel.protocol.kafka import serde
 from sentinel.protocol.kafka.connection import KafkaServerConnection
 from sentinel.protocol.kafka.events import RequestReceived
 from sentinel.protocol.kafka.messages import api_versions as av
+from sentinel.protocol.kafka.messages import delete_groups as dg
 from sentinel.protocol.kafka.messages import metadata as md
+from sentinel.protocol.kafka.messages import offset_delete as od
 from sentinel.protocol.kafka.messages import produce as pr
 
 
@@ -219,3 +221,52 @@ def test_produce_v9_request() -> None:
         topic_data=(pr.TopicProduceData(name="t", partition_data=(
             pr.PartitionProduceData(index=0, records=RECORDS),)),))
     assert serde.encode(pr.REQUEST, 9, event.request) == body
+
+
+# DeleteGroups and OffsetDelete --------------------------------------------------------
+
+
+def test_delete_groups_v0_request_and_response() -> None:
+    body = i32(2) + s16("g1") + s16("")
+    wire = frame(header_v1(42, 0, 3, "adm") + body)
+    event = received(wire)
+    assert event.request == dg.DeleteGroupsRequest(groups_names=("g1", ""))
+    assert serde.encode(dg.REQUEST, 0, event.request) == body
+    response = dg.DeleteGroupsResponse(throttle_time_ms=0, results=(
+        dg.DeletableGroupResult(group_id="g1", error_code=68),
+        dg.DeletableGroupResult(group_id="", error_code=24)))
+    expected = i32(0) + i32(2) + s16("g1") + i16(68) + s16("") + i16(24)
+    assert answer(wire, response) == frame(i32(3) + expected)
+
+
+def test_delete_groups_v2_is_flexible() -> None:
+    body = uv(2) + cs("g1") + NO_TAGS
+    wire = frame(header_v2(42, 2, 4, "adm") + body)
+    event = received(wire)
+    assert event.request == dg.DeleteGroupsRequest(groups_names=("g1",))
+    assert serde.encode(dg.REQUEST, 2, event.request) == body
+    response = dg.DeleteGroupsResponse(results=(
+        dg.DeletableGroupResult(group_id="g1", error_code=69),))
+    expected = i32(0) + uv(2) + cs("g1") + i16(69) + NO_TAGS + NO_TAGS
+    # Response header v1: the correlation id, then its own tagged fields.
+    assert answer(wire, response) == frame(i32(4) + NO_TAGS + expected)
+
+
+def test_offset_delete_v0_request_and_response() -> None:
+    body = s16("g") + i32(1) + s16("t") + i32(2) + i32(0) + i32(3)
+    wire = frame(header_v1(47, 0, 5, "adm") + body)
+    event = received(wire)
+    assert event.request == od.OffsetDeleteRequest(group_id="g", topics=(
+        od.OffsetDeleteRequestTopic(name="t", partitions=(
+            od.OffsetDeleteRequestPartition(partition_index=0),
+            od.OffsetDeleteRequestPartition(partition_index=3))),))
+    assert serde.encode(od.REQUEST, 0, event.request) == body
+    response = od.OffsetDeleteResponse(error_code=0, throttle_time_ms=0, topics=(
+        od.OffsetDeleteResponseTopic(name="t", partitions=(
+            od.OffsetDeleteResponsePartition(partition_index=0, error_code=86),
+            od.OffsetDeleteResponsePartition(partition_index=3, error_code=0))),))
+    expected = (i16(0) + i32(0) + i32(1) + s16("t") + i32(2)
+                + i32(0) + i16(86) + i32(3) + i16(0))
+    assert answer(wire, response) == frame(i32(5) + expected)
+    refused = od.OffsetDeleteResponse(error_code=69)
+    assert answer(wire, refused) == frame(i32(5) + i16(69) + i32(0) + i32(0))

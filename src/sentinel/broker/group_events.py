@@ -54,6 +54,7 @@ class ErrorCode(IntEnum):
     GROUP_ID_NOT_FOUND = 69
     MEMBER_ID_REQUIRED = 79
     GROUP_MAX_SIZE_REACHED = 81
+    GROUP_SUBSCRIBED_TO_TOPIC = 86  # OffsetDelete of a topic the live members read
     UNSUPPORTED_ASSIGNOR = 112
 
 
@@ -296,6 +297,28 @@ class CommitResult:
 
     def error_for(self, tp: TopicPartition) -> ErrorCode:
         """The code to answer for ``tp`` (Kafka's OffsetCommit answers per partition)."""
+        if self.error is not ErrorCode.NONE:
+            return self.error
+        return self.partition_errors.get(tp, ErrorCode.NONE)
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetDeleteResult:
+    """The answer to ``delete_offsets`` (Kafka's OffsetDelete).
+
+    ``error`` is for the whole request; when it is not NONE nothing is to be deleted.
+    ``partition_errors`` names partitions refused on their own (GROUP_SUBSCRIBED_TO_TOPIC).
+    ``to_delete`` holds the committed offsets to remove, as they are now: the driver
+    removes them durably, then hands them back to ``offsets_deleted``. A partition
+    neither refused nor in ``to_delete`` had no offset: nothing to do, no error.
+    """
+
+    error: ErrorCode
+    partition_errors: Mapping[TopicPartition, ErrorCode] = field(default_factory=dict)
+    to_delete: Mapping[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
+
+    def error_for(self, tp: TopicPartition) -> ErrorCode:
+        """The code to answer for ``tp``."""
         if self.error is not ErrorCode.NONE:
             return self.error
         return self.partition_errors.get(tp, ErrorCode.NONE)

@@ -30,6 +30,7 @@ from sentinel.broker.outcomes import (
     BrokerMetadata,
     CommitOutcome,
     GroupSummary,
+    OffsetDeleteOutcome,
     PartitionLagInfo,
 )
 from sentinel.broker.standalone_metadata import broker_alone
@@ -241,6 +242,35 @@ class GroupRequests:
         DeleteGroups): NON_EMPTY_GROUP while it has members."""
         self._check_coordinator(group_id)
         await self._groups.delete_group(group_id)
+
+    async def delete_offsets(
+        self, group_id: str, partitions: Sequence[TopicPartition]
+    ) -> tuple[OffsetDeleteOutcome, ...]:
+        """Delete the group's committed offsets of ``partitions`` (Kafka's OffsetDelete),
+        durably; a result per partition, in the order given: deleted, or kept with its
+        own error (an unknown topic or partition; GROUP_SUBSCRIBED_TO_TOPIC while a
+        member of the group subscribes to its topic). A refusal of the whole request
+        raises ``GroupError`` (GROUP_ID_NOT_FOUND, ...), as Kafka answers it once."""
+        self._check_coordinator(group_id)
+        refused: dict[TopicPartition, SentinelError] = {}
+        known: list[TopicPartition] = []
+        for topic, partition in partitions:
+            try:
+                self._registry.get(topic).check_partition(partition)
+            except SentinelError as exc:
+                refused[(topic, partition)] = exc
+            else:
+                known.append((topic, partition))
+        codes = await self._groups.delete_offsets(group_id, known)
+        for (topic, partition), code in codes.items():
+            if code is ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC:
+                refused[(topic, partition)] = GroupError(
+                    code, f"a member of group {group_id!r} subscribes to {topic!r}: "
+                    f"the offset of {topic}[{partition}] is kept",
+                )
+            elif code is not ErrorCode.NONE:
+                refused[(topic, partition)] = GroupError(code)
+        return tuple(OffsetDeleteOutcome(t, p, refused.get((t, p))) for t, p in partitions)
 
     async def alter_group_offsets(
         self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]

@@ -56,6 +56,7 @@ from sentinel.broker.group_events import (
     JoinResult,
     MemberAssignment,
     OffsetAndMetadata,
+    OffsetDeleteResult,
     OffsetsToPersist,
     Outcome,
     TopicPartition,
@@ -66,6 +67,9 @@ from sentinel.errors import InvalidArgumentError
 
 PartitionCounts = Callable[[str], int | None]
 """topic -> its partition count, or None (or 0) if the topic does not exist."""
+
+CONSUMER = "consumer"
+"""The protocol type whose members' subscriptions the coordinator knows (OffsetDelete)."""
 
 
 class GroupCoordinator:
@@ -249,6 +253,48 @@ class GroupCoordinator:
             return dict(group.offsets)
         return {tp: group.offsets[tp] for tp in partitions if tp in group.offsets}
 
+    def delete_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition]
+    ) -> OffsetDeleteResult:
+        """OffsetDelete (KIP-496), Kafka's rules: an unknown group is GROUP_ID_NOT_FOUND;
+        an Empty group's offsets may all go; a consumer group with members keeps those
+        of the topics its members subscribe to (GROUP_SUBSCRIBED_TO_TOPIC, per
+        partition); a group with members of another protocol type, whose subscriptions
+        are opaque, keeps them all (NON_EMPTY_GROUP). Nothing changes here: the driver
+        removes ``to_delete`` durably, then calls ``offsets_deleted``."""
+        asked = tuple(partitions)
+        error = self._check_group_id(group_id)
+        group = self._groups.get(group_id)
+        if error is ErrorCode.NONE and group is None:
+            error = ErrorCode.GROUP_ID_NOT_FOUND
+        if error is not ErrorCode.NONE:
+            return OffsetDeleteResult(error)
+        assert group is not None
+        subscribed: set[str] = set()
+        if group.state is not GroupState.EMPTY:
+            if group.protocol_type != CONSUMER:
+                return OffsetDeleteResult(ErrorCode.NON_EMPTY_GROUP)
+            subscribed = {t for m in group.describe_members() for t in m.topics}
+        refused = {tp: ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC for tp in asked if tp[0] in subscribed}
+        to_delete = {
+            tp: group.offsets[tp] for tp in asked if tp not in refused and tp in group.offsets
+        }
+        return OffsetDeleteResult(ErrorCode.NONE, refused, to_delete)
+
+    def offsets_deleted(
+        self, group_id: str, deleted: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        """``deleted`` (a ``delete_offsets`` result's ``to_delete``) is durably gone:
+        forget each offset unless a commit replaced it meanwhile (a commit persisted
+        after the deletion holds a new value object, which stays). An Empty group left
+        without offsets is reaped by the next ``tick``, as Kafka drops it."""
+        group = self._groups.get(group_id)
+        if group is None:
+            return
+        for tp, om in deleted.items():
+            if group.offsets.get(tp) is om:
+                del group.offsets[tp]
+
     # --- administration ---------------------------------------------------------------
 
     def list_groups(self, states: Collection[GroupState] | None = None) -> list[GroupListing]:
@@ -277,6 +323,8 @@ class GroupCoordinator:
 
     def delete_group(self, group_id: str) -> Outcome:
         """DeleteGroups: only an Empty group; the driver deletes its stored offsets."""
+        if self._check_group_id(group_id) is not ErrorCode.NONE:
+            return Outcome(ErrorCode.INVALID_GROUP_ID)
         group = self._groups.get(group_id)
         if group is None:
             return Outcome(ErrorCode.GROUP_ID_NOT_FOUND)

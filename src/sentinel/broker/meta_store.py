@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from sentinel.broker.group_events import OffsetAndMetadata, TopicPartition
@@ -200,6 +200,13 @@ class MetaStore:
         batch = WriteBatch()
         for key, _value in self._engine.scan(prefix, _prefix_end(prefix)):
             batch.delete(key)
+        self._engine.write(batch)
+
+    def delete_offsets(self, group: str, partitions: Iterable[TopicPartition]) -> None:
+        """Forget ``group``'s offsets of ``partitions`` (OffsetDelete), in one write."""
+        batch = WriteBatch()
+        for topic, partition in partitions:
+            batch.delete(_offset_key(group, topic, partition))
         self._engine.write(batch)
 
     def all_offsets(self) -> dict[str, dict[TopicPartition, OffsetAndMetadata]]:

@@ -20,6 +20,7 @@ __all__ = [
     "FetchOutcome",
     "FetchPosition",
     "GroupSummary",
+    "OffsetDeleteOutcome",
     "PartitionLagInfo",
     "PartitionMetadata",
     "ProduceEntry",
@@ -99,6 +100,20 @@ class FetchOutcome:
 @dataclass(frozen=True, slots=True)
 class CommitOutcome:
     """One partition of an offset commit: committed (``error`` None) or refused."""
+
+    topic: str
+    partition: int
+    error: SentinelError | None = None
+
+    @property
+    def error_code(self) -> int:
+        return _code(self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetDeleteOutcome:
+    """One partition of an offset deletion: its committed offset is gone (``error``
+    None; also when there was none) or kept (an unknown partition, a subscribed topic)."""
 
     topic: str
     partition: int

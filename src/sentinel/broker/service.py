@@ -51,6 +51,7 @@ from sentinel.broker.outcomes import (
     FetchOutcome,
     FetchPosition,
     GroupSummary,
+    OffsetDeleteOutcome,
     PartitionLagInfo,
     ProduceEntry,
     ProduceOutcome,
@@ -740,6 +741,13 @@ class BrokerService:
     async def delete_group(self, group_id: str) -> None:
         """Kafka's DeleteGroups: NON_EMPTY_GROUP while the group has members."""
         await self.group_requests.delete_group(group_id)
+
+    async def delete_offsets(
+        self, group_id: str, partitions: Sequence[TopicPartition]
+    ) -> tuple[OffsetDeleteOutcome, ...]:
+        """Kafka's OffsetDelete: a result per partition (GROUP_SUBSCRIBED_TO_TOPIC while a
+        member reads its topic); GROUP_ID_NOT_FOUND for an unknown group."""
+        return await self.group_requests.delete_offsets(group_id, partitions)
 
     async def alter_group_offsets(
         self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]

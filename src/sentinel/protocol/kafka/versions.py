@@ -20,8 +20,8 @@ Heartbeat           12  0-3         DescribeConfigs     32  1
 DeleteRecords       21  0-2         CreatePartitions    37  0-1
 AlterConfigs        33  0-2         IncrementalAlter... 44  0-1
 AlterPartitionR...  45  0           ListPartitionRe...  46  0
-OffsetForLeader...  23  2-4
-DescribeCluster     60  0-1
+OffsetForLeader...  23  2-4         DeleteGroups        42  0-2
+DescribeCluster     60  0-1         OffsetDelete        47  0
 =================  ===  ========    =================  ===  ========
 """
 

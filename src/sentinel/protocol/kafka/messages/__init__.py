@@ -15,6 +15,7 @@ from sentinel.protocol.kafka.messages import (
     api_versions,
     create_partitions,
     create_topics,
+    delete_groups,
     delete_records,
     delete_topics,
     describe_cluster,
@@ -32,6 +33,7 @@ from sentinel.protocol.kafka.messages import (
     list_partition_reassignments,
     metadata,
     offset_commit,
+    offset_delete,
     offset_fetch,
     offset_for_leader_epoch,
     produce,
@@ -47,7 +49,7 @@ MODULES: tuple[ModuleType, ...] = (
     api_versions, create_topics, delete_topics, init_producer_id, describe_configs,
     create_partitions, delete_records, alter_configs, incremental_alter_configs,
     describe_cluster, alter_partition_reassignments, list_partition_reassignments,
-    offset_for_leader_epoch,
+    offset_for_leader_epoch, delete_groups, offset_delete,
 )
 
 REQUESTS: dict[int, Message] = {m.REQUEST.api_key: m.REQUEST for m in MODULES}
