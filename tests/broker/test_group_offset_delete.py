@@ -6,7 +6,7 @@ survives a restart and that a commit landing while a deletion is written is kept
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import pytest
 
@@ -203,7 +203,10 @@ async def test_delete_group_codes(service: BrokerService) -> None:
 
 
 class _OffsetsLog:
-    """An ``OffsetPersister`` like a cluster's ``__consumer_offsets``."""
+    """An ``OffsetPersister`` like a cluster's ``__consumer_offsets``: records deletions."""
+
+    def __init__(self) -> None:
+        self.deleted: list[tuple[str, list[TopicPartition]]] = []
 
     async def commit_offsets(self, group_id: str,
                              offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
@@ -212,13 +215,17 @@ class _OffsetsLog:
     async def delete_group_offsets(self, group_id: str) -> None:
         await asyncio.sleep(0)
 
+    async def delete_offsets(self, group_id: str, partitions: Sequence[TopicPartition]) -> None:
+        await asyncio.sleep(0)
+        self.deleted.append((group_id, list(partitions)))
 
-async def test_with_an_offsets_log_partition_deletion_is_refused_not_half_done(
+
+async def test_with_an_offsets_log_partition_deletion_goes_through_it(
         service: BrokerService) -> None:
     driver: GroupDriver = service.groups
-    await commit(service, "g", ("a", 0))
-    driver.use_offset_log(_OffsetsLog())
-    with pytest.raises(GroupError) as caught:
-        await driver.delete_offsets("g", [("a", 0)])
-    assert caught.value.code is ErrorCode.UNSUPPORTED_VERSION
-    assert driver.fetch_offsets("g", None) == {("a", 0): OM(9, "m")}
+    await commit(service, "g", ("a", 0), ("a", 1))
+    log = _OffsetsLog()
+    driver.use_offset_log(log)
+    await driver.delete_offsets("g", [("a", 0)])
+    assert log.deleted == [("g", [("a", 0)])]
+    assert driver.fetch_offsets("g", None) == {("a", 1): OM(9, "m")}

@@ -355,3 +355,31 @@ async def test_a_partition_with_no_live_offsets_is_emptied_by_a_rewrite(trio: Tr
 
     _, offsets = await served_by_coordinator(trio, group)
     assert offsets == {}
+
+
+async def test_offset_delete_writes_tombstones_the_next_coordinator_reads(trio: Trio) -> None:
+    """OffsetDelete (KIP-496) in a cluster: the group's offsets of the named partitions
+    are tombstoned in ``__consumer_offsets`` (Raft-committed before the answer), so the
+    next coordinator serves the others only."""
+    async def create() -> None:
+        await trio.services[1].create_topic("o", 2)
+
+    await eventually(create)
+    await leaders(trio)
+    group = group_on(0)
+
+    async def commit_and_delete() -> int:
+        coordinator = trio.services[trio.services[1].group_coordinator(group).node_id]
+        await coordinator.alter_group_offsets(group, {("o", 0): OffsetAndMetadata(7, ""),
+                                                      ("o", 1): OffsetAndMetadata(3, "")})
+        outcomes = await coordinator.delete_offsets(group, [("o", 1)])
+        assert [o.error for o in outcomes] == [None]
+        node = coordinator.cluster_node
+        assert node is not None
+        return node.node_id
+
+    first = await eventually(commit_and_delete)
+    assert await serving(trio.services[first], group) == {("o", 0): 7}
+    await trio.stop(first)
+    _, offsets = await served_by_coordinator(trio, group, not_on=first)
+    assert offsets == {("o", 0): 7}

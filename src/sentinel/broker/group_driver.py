@@ -63,6 +63,9 @@ class OffsetPersister(Protocol):
 
     async def delete_group_offsets(self, group_id: str) -> None: ...
 
+    async def delete_offsets(self, group_id: str, partitions: Sequence[TopicPartition]) -> None:
+        ...
+
 
 class GroupDriver:
     def __init__(
@@ -268,14 +271,6 @@ class GroupDriver:
         before this returns; the code of each partition (GROUP_SUBSCRIBED_TO_TOPIC: kept,
         its topic is read by a member). A refusal of the whole request raises
         ``GroupError``: GROUP_ID_NOT_FOUND, INVALID_GROUP_ID, NON_EMPTY_GROUP."""
-        if self._persist is not None:
-            # The offsets log of a cluster (``use_offset_log``) has no per-partition
-            # deletion yet: refuse rather than drop offsets from memory alone.
-            raise GroupError(
-                ErrorCode.UNSUPPORTED_VERSION,
-                "deleting a group's offsets of some partitions (OffsetDelete) is not "
-                "supported in a cluster yet; a whole Empty group can be deleted",
-            )
         result = self.coordinator.delete_offsets(group_id, partitions)
         if result.error is ErrorCode.GROUP_ID_NOT_FOUND:
             raise GroupError(result.error, f"unknown group {group_id!r}")
@@ -287,7 +282,10 @@ class GroupDriver:
             )
         if result.error is not ErrorCode.NONE:
             raise GroupError(result.error)
-        if result.to_delete:
+        if result.to_delete and self._persist is not None:  # a cluster's offsets log
+            await self._persist.delete_offsets(group_id, list(result.to_delete))
+            self.coordinator.offsets_deleted(group_id, result.to_delete)
+        elif result.to_delete:
             await asyncio.get_running_loop().run_in_executor(
                 None, self._meta.delete_offsets, group_id, list(result.to_delete)
             )

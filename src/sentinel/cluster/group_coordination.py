@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from sentinel.broker.group_driver import GroupDriver, GroupError
@@ -326,6 +326,25 @@ class GroupCoordination:
         await self._append(
             group_id, tombstone_batch(group_id, sorted(keys), self._now_ms()), change
         )
+
+    async def delete_offsets(self, group_id: str, partitions: Sequence[TopicPartition]) -> None:
+        """OffsetDelete in a cluster: tombstones for the group's offsets of
+        ``partitions`` (those it has), committed by Raft before this returns."""
+        index = self.check(group_id)
+        held = self._live.get(index, {}).get(group_id, {})
+        gone = sorted(tp for tp in set(partitions) if tp in held)
+        if not gone:
+            return
+
+        def change(live: Offsets) -> None:
+            group = live.get(group_id)
+            if group is not None:
+                for tp in gone:
+                    group.pop(tp, None)
+                if not group:
+                    live.pop(group_id, None)
+
+        await self._append(group_id, tombstone_batch(group_id, gone, self._now_ms()), change)
 
     # ------------------------------------------------------------ rewrites
 
