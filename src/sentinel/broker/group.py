@@ -20,6 +20,16 @@ How each request is answered in each state (``wait``: answered later by an event
 Dead answers COORDINATOR_NOT_AVAILABLE to everything. A known member's sync, heartbeat
 and commit first check its generation (ILLEGAL_GENERATION).
 
+Static members (KIP-345, ``group.instance.id``) never get MEMBER_ID_REQUIRED. A join
+with no member id and an instance id some member holds *replaces* that member: a new
+member id takes its place, its assignment and its leadership; the old id's waiting join
+or sync fails and any later request naming it with the instance id, with
+FENCED_INSTANCE_ID. Stable with the same protocols: answered at once, same generation,
+no rebalance (Kafka's rule; a replaced leader is told it leads, and its sync changes
+nothing in Stable). PreparingRebalance: it waits in the old member's place. Otherwise
+(CompletingRebalance, where the leader may be assigning to the old id, or a new
+subscription): rebalance. A static member's session timeout removes it as any other's.
+
 Timers (all checked by ``tick``):
 
 - session: a member that does not heartbeat (or join, sync, commit) within its session
@@ -62,7 +72,14 @@ from sentinel.broker.group_events import (
     SyncFailed,
     TopicPartition,
 )
-from sentinel.broker.group_member import Member, MemberSpec, incompatibility, select_protocol
+from sentinel.broker.group_member import (
+    Member,
+    MemberSpec,
+    check_identity,
+    incompatibility,
+    select_protocol,
+    static_member,
+)
 from sentinel.broker.group_state import GroupState, Trigger, next_state
 
 ServerAssign = Callable[[str, Mapping[str, tuple[str, ...]]], Mapping[str, MemberAssignment]]
@@ -108,11 +125,16 @@ class Group:
         *,
         new_id: Callable[[], str],
         require_known_id: bool,
+        instance_id: str | None = None,
     ) -> JoinResult:
         if self.state is GroupState.DEAD:
             return JoinResult(ErrorCode.COORDINATOR_NOT_AVAILABLE, member_id)
         out: list[Event] = []
-        if not member_id or member_id in self.pending_ids:
+        if not member_id and instance_id is not None:
+            holder = static_member(self.members, instance_id)
+            if holder is not None:
+                return self._replace(holder, spec, now, new_id)
+        if not member_id or (member_id in self.pending_ids and instance_id is None):
             refused = incompatibility(list(self.members.values()), spec)
             if refused is not None:
                 return self._inconsistent(member_id, refused)
@@ -120,15 +142,16 @@ class Group:
                 if len(self.members) + len(self.pending_ids) >= self._max_size:
                     return JoinResult(ErrorCode.GROUP_MAX_SIZE_REACHED, "")
                 member_id = self._unused_id(new_id)
-                if require_known_id:
+                if require_known_id and instance_id is None:
                     self.pending_ids[member_id] = now + spec.session_timeout_s
                     return JoinResult(ErrorCode.MEMBER_ID_REQUIRED, member_id)
             self.pending_ids.pop(member_id, None)
-            self._add(member_id, spec, now, out)
+            self._add(member_id, spec, now, out, instance_id)
             return JoinResult(ErrorCode.NONE, member_id, tuple(out))
-        member = self.members.get(member_id)
-        if member is None:
-            return JoinResult(ErrorCode.UNKNOWN_MEMBER_ID, member_id)
+        error = check_identity(self.members, member_id, instance_id)
+        if error is not ErrorCode.NONE:
+            return JoinResult(error, member_id)
+        member = self.members[member_id]
         refused = incompatibility(self._others(member_id), spec)
         if refused is not None:
             return self._inconsistent(member_id, refused)
@@ -148,12 +171,12 @@ class Group:
         generation: int,
         assignments: Mapping[str, MemberAssignment] | None,
         now: float,
+        instance_id: str | None = None,
     ) -> Outcome:
-        member = self.members.get(member_id)
-        error = self._check_member(member, generation)
+        error = self._check_member(member_id, instance_id, generation)
         if error is not ErrorCode.NONE:
             return Outcome(error)
-        assert member is not None
+        member = self.members[member_id]
         if self.state is GroupState.PREPARING_REBALANCE:
             return Outcome(ErrorCode.REBALANCE_IN_PROGRESS)
         member.keep_alive(now)
@@ -172,45 +195,53 @@ class Group:
                     out.append(self._sync_completed(m))
         return Outcome(ErrorCode.NONE, tuple(out))
 
-    def heartbeat(self, member_id: str, generation: int, now: float) -> ErrorCode:
-        member = self.members.get(member_id)
-        error = self._check_member(member, generation)
+    def heartbeat(
+        self, member_id: str, generation: int, now: float, instance_id: str | None = None
+    ) -> ErrorCode:
+        error = self._check_member(member_id, instance_id, generation)
         if error is not ErrorCode.NONE:
             return error
-        assert member is not None
-        member.keep_alive(now)
+        self.members[member_id].keep_alive(now)
         if self.state is GroupState.PREPARING_REBALANCE:
             return ErrorCode.REBALANCE_IN_PROGRESS
         return ErrorCode.NONE
 
-    def leave(self, member_id: str, now: float) -> Outcome:
+    def leave(self, member_id: str, now: float, instance_id: str | None = None) -> Outcome:
+        """LeaveGroup of one member; no ``member_id`` but an ``instance_id``: the static
+        member holding it (the admin tools' removal, KIP-345)."""
         if self.state is GroupState.DEAD:
             return Outcome(ErrorCode.COORDINATOR_NOT_AVAILABLE)
         out: list[Event] = []
-        if member_id in self.pending_ids:
+        if not member_id and instance_id is not None:
+            holder = static_member(self.members, instance_id)
+            if holder is None:
+                return Outcome(ErrorCode.UNKNOWN_MEMBER_ID)
+            member_id = holder.member_id
+        elif member_id in self.pending_ids:
             del self.pending_ids[member_id]
             self._maybe_end_join_phase(now, out)
             return Outcome(ErrorCode.NONE, tuple(out))
-        if member_id not in self.members:
-            return Outcome(ErrorCode.UNKNOWN_MEMBER_ID)
+        error = check_identity(self.members, member_id, instance_id)
+        if error is not ErrorCode.NONE:
+            return Outcome(error)
         self._remove(member_id, RemovalReason.LEFT, out)
         self._after_removal(now, f"member {member_id} left", out)
         return Outcome(ErrorCode.NONE, tuple(out))
 
-    def check_commit(self, member_id: str, generation: int, now: float) -> ErrorCode:
+    def check_commit(
+        self, member_id: str, generation: int, now: float, instance_id: str | None = None
+    ) -> ErrorCode:
         """Whether ``member_id`` may commit offsets for ``generation`` now (Kafka's rules)."""
         if self.state is GroupState.DEAD:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE
         if generation < 0 and self.state is GroupState.EMPTY:
             return ErrorCode.NONE  # a standalone consumer or an admin tool
-        member = self.members.get(member_id)
-        error = self._check_member(member, generation)
+        error = self._check_member(member_id, instance_id, generation)
         if error is not ErrorCode.NONE:
             return error
-        assert member is not None
         if self.state is GroupState.COMPLETING_REBALANCE:
             return ErrorCode.REBALANCE_IN_PROGRESS
-        member.keep_alive(now)
+        self.members[member_id].keep_alive(now)
         return ErrorCode.NONE
 
     # --- things that happen to the group ----------------------------------------------
@@ -275,17 +306,21 @@ class Group:
                     p.topics,
                     p.metadata,
                     m.assignment,
+                    m.instance_id,
                 )
             )
         return tuple(result)
 
     # --- the machinery ----------------------------------------------------------------
 
-    def _check_member(self, member: Member | None, generation: int) -> ErrorCode:
+    def _check_member(
+        self, member_id: str, instance_id: str | None, generation: int
+    ) -> ErrorCode:
         if self.state is GroupState.DEAD:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE
-        if member is None:
-            return ErrorCode.UNKNOWN_MEMBER_ID
+        error = check_identity(self.members, member_id, instance_id)
+        if error is not ErrorCode.NONE:
+            return error
         if generation != self.generation:
             return ErrorCode.ILLEGAL_GENERATION
         return ErrorCode.NONE
@@ -299,8 +334,21 @@ class Group:
             if candidate not in self.members and candidate not in self.pending_ids:
                 return candidate
 
-    def _add(self, member_id: str, spec: MemberSpec, now: float, out: list[Event]) -> None:
-        member = Member(member_id, spec, now + spec.session_timeout_s, awaiting_join=True)
+    def _add(
+        self,
+        member_id: str,
+        spec: MemberSpec,
+        now: float,
+        out: list[Event],
+        instance_id: str | None = None,
+    ) -> None:
+        member = Member(
+            member_id,
+            spec,
+            now + spec.session_timeout_s,
+            awaiting_join=True,
+            instance_id=instance_id,
+        )
         self.members[member_id] = member
         self.protocol_type = spec.protocol_type
         if self.leader_id is None:
@@ -329,6 +377,43 @@ class Group:
             why = "changed its subscription" if not same else "asked for a rebalance"
             self._prepare_rebalance(now, f"member {member.member_id} {why}", out)
         self._maybe_end_join_phase(now, out)
+
+    def _replace(
+        self, old: Member, spec: MemberSpec, now: float, new_id: Callable[[], str]
+    ) -> JoinResult:
+        """A new member with ``old``'s instance id takes ``old``'s place (KIP-345)."""
+        old_id = old.member_id
+        refused = incompatibility(self._others(old_id), spec)
+        if refused is not None:
+            return self._inconsistent("", refused)
+        member_id = self._unused_id(new_id)
+        out: list[Event] = []
+        if old.awaiting_join:
+            out.append(JoinFailed(self.group_id, old_id, ErrorCode.FENCED_INSTANCE_ID))
+        if old.awaiting_sync:
+            out.append(SyncFailed(self.group_id, old_id, ErrorCode.FENCED_INSTANCE_ID))
+        out.append(MemberRemoved(self.group_id, old_id, RemovalReason.REPLACED))
+        self.members = {(member_id if k == old_id else k): m for k, m in self.members.items()}
+        if self.leader_id == old_id:
+            self.leader_id = member_id
+        same = spec.protocol_type == old.spec.protocol_type and (
+            spec.protocols == old.spec.protocols
+        )
+        member = old
+        member.member_id, member.spec = member_id, spec
+        member.awaiting_join = member.awaiting_sync = False
+        member.keep_alive(now)
+        if self.state is GroupState.STABLE and same:
+            out.append(self._join_completed(member))
+            return JoinResult(ErrorCode.NONE, member_id, tuple(out))
+        member.awaiting_join = True
+        if self.state is not GroupState.PREPARING_REBALANCE:
+            why = "a new subscription" if not same else "the group completing a rebalance"
+            self._prepare_rebalance(
+                now, f"static member {member.instance_id} rejoined as {member_id} ({why})", out
+            )
+        self._maybe_end_join_phase(now, out)
+        return JoinResult(ErrorCode.NONE, member_id, tuple(out))
 
     def _remove(self, member_id: str, reason: RemovalReason, out: list[Event]) -> None:
         member = self.members.pop(member_id)
@@ -405,7 +490,10 @@ class Group:
         if member.member_id == self.leader_id and not server:
             members = tuple(
                 MemberSubscription(
-                    mid, m.protocol(self.protocol).topics, m.protocol(self.protocol).metadata
+                    mid,
+                    m.protocol(self.protocol).topics,
+                    m.protocol(self.protocol).metadata,
+                    m.instance_id,
                 )
                 for mid, m in self.members.items()
             )

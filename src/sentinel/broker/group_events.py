@@ -48,12 +48,13 @@ class ErrorCode(IntEnum):
     UNKNOWN_MEMBER_ID = 25
     INVALID_SESSION_TIMEOUT = 26
     REBALANCE_IN_PROGRESS = 27
-    UNSUPPORTED_VERSION = 35  # static membership (group.instance.id) is not supported
+    UNSUPPORTED_VERSION = 35
     INVALID_REQUEST = 42
     NON_EMPTY_GROUP = 68
     GROUP_ID_NOT_FOUND = 69
     MEMBER_ID_REQUIRED = 79
     GROUP_MAX_SIZE_REACHED = 81
+    FENCED_INSTANCE_ID = 82  # a static member's old member id, replaced (KIP-345)
     GROUP_SUBSCRIBED_TO_TOPIC = 86  # OffsetDelete of a topic the live members read
     UNSUPPORTED_ASSIGNOR = 112
 
@@ -65,6 +66,7 @@ class RemovalReason(Enum):
     SESSION_TIMEOUT = "session timeout"  # no heartbeat within its session timeout
     REBALANCE_TIMEOUT = "rebalance timeout"  # did not rejoin before the join phase ended
     SYNC_TIMEOUT = "sync timeout"  # did not send SyncGroup before the rebalance timeout
+    REPLACED = "replaced"  # a new member with its group.instance.id took its place
 
 
 # --- values ---------------------------------------------------------------------------
@@ -136,6 +138,7 @@ class MemberSubscription:
     member_id: str
     topics: tuple[str, ...]
     metadata: bytes
+    group_instance_id: str | None = None  # a static member's (KIP-345)
 
 
 # --- events ---------------------------------------------------------------------------
@@ -342,6 +345,7 @@ class MemberDescription:
     topics: tuple[str, ...]
     metadata: bytes
     assignment: MemberAssignment | None
+    group_instance_id: str | None = None  # a static member's (KIP-345)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,15 +6,17 @@ Kafka's rules, as pure functions over members:
   protocol (assignor) with every other member (``supports``);
 - when the join phase ends, each member votes for its most preferred protocol that every
   member supports, and the most votes wins (``select_protocol``); a tie goes to the
-  leader's preference, so the choice is deterministic.
+  leader's preference, so the choice is deterministic;
+- a request naming a static member's instance id (KIP-345) must come from the member
+  that holds it now; an older holder, replaced, is fenced (``check_identity``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sentinel.broker.group_events import JoinProtocol, MemberAssignment
+from sentinel.broker.group_events import ErrorCode, JoinProtocol, MemberAssignment
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ class Member:
     awaiting_join: bool = False  # a JoinGroup is parked (only in PreparingRebalance)
     awaiting_sync: bool = False  # a SyncGroup is parked (only in CompletingRebalance)
     assignment: MemberAssignment | None = None  # set in Stable, None while rebalancing
+    instance_id: str | None = None  # group.instance.id of a static member (KIP-345)
 
     def protocol(self, name: str | None) -> JoinProtocol:
         """The member's protocol called ``name`` (its first one if there is none yet)."""
@@ -50,6 +53,31 @@ class Member:
 
     def keep_alive(self, now: float) -> None:
         self.session_deadline = now + self.spec.session_timeout_s
+
+
+def static_member(members: Mapping[str, Member], instance_id: str) -> Member | None:
+    """The member that holds ``instance_id`` now, if any."""
+    for m in members.values():
+        if m.instance_id == instance_id:
+            return m
+    return None
+
+
+def check_identity(
+    members: Mapping[str, Member], member_id: str, instance_id: str | None
+) -> ErrorCode:
+    """Kafka's check of who sends a request (``validateCurrentMember``): with an instance
+    id, it must be held, and by ``member_id`` (FENCED_INSTANCE_ID: another member took
+    it over); then ``member_id`` must be a member (UNKNOWN_MEMBER_ID)."""
+    if instance_id is not None:
+        holder = static_member(members, instance_id)
+        if holder is None:
+            return ErrorCode.UNKNOWN_MEMBER_ID
+        if holder.member_id != member_id:
+            return ErrorCode.FENCED_INSTANCE_ID
+    if member_id not in members:
+        return ErrorCode.UNKNOWN_MEMBER_ID
+    return ErrorCode.NONE
 
 
 def common_protocols(members: Sequence[Member]) -> set[str]:

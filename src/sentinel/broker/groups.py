@@ -104,12 +104,15 @@ class GroupCoordinator:
         server_assign: bool = False,
         require_known_member_id: bool = False,
         client_host: str = "",
+        group_instance_id: str | None = None,
     ) -> JoinResult:
         """JoinGroup. ``member_id`` None or ``""``: a new member, given a fresh id.
 
         ``rebalance_timeout_s`` None means the session timeout (JoinGroup v0).
         ``require_known_member_id`` (JoinGroup v4+, KIP-394): a new member is only given
         an id (MEMBER_ID_REQUIRED) and must join again with it.
+        ``group_instance_id`` (JoinGroup v5+, KIP-345): a static member; with no member
+        id it replaces the member holding that instance id (see ``group``).
         """
         self._advance(now)
         member_id = member_id or ""
@@ -141,6 +144,7 @@ class GroupCoordinator:
             now,
             new_id=lambda: member_prefix + self._member_ids(),
             require_known_id=require_known_member_id,
+            instance_id=group_instance_id,
         )
         if group.members or group.pending_ids or group.offsets:
             self._groups[group_id] = group
@@ -153,27 +157,51 @@ class GroupCoordinator:
         generation: int,
         assignments: Mapping[str, MemberAssignment] | None,
         now: float,
+        *,
+        group_instance_id: str | None = None,
     ) -> Outcome:
-        """SyncGroup. Only the leader's ``assignments`` count; others may pass None."""
+        """SyncGroup. Only the leader's ``assignments`` count; others may pass None.
+        A ``group_instance_id`` must be the member's (FENCED_INSTANCE_ID)."""
         self._advance(now)
         group = self._groups.get(group_id)
         if group is None:
             return Outcome(ErrorCode.UNKNOWN_MEMBER_ID)
-        return group.sync(member_id, generation, assignments, now)
+        return group.sync(member_id, generation, assignments, now, group_instance_id)
 
-    def heartbeat(self, group_id: str, member_id: str, generation: int, now: float) -> ErrorCode:
+    def heartbeat(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        now: float,
+        *,
+        group_instance_id: str | None = None,
+    ) -> ErrorCode:
         self._advance(now)
         group = self._groups.get(group_id)
         if group is None:
             return ErrorCode.UNKNOWN_MEMBER_ID
-        return group.heartbeat(member_id, generation, now)
+        return group.heartbeat(member_id, generation, now, group_instance_id)
 
-    def leave(self, group_id: str, member_id: str, now: float) -> Outcome:
+    def leave(
+        self, group_id: str, member_id: str, now: float, *, group_instance_id: str | None = None
+    ) -> Outcome:
+        """LeaveGroup of one member (v0-2); with no ``member_id``, the static member
+        holding ``group_instance_id``."""
         self._advance(now)
         group = self._groups.get(group_id)
         if group is None:
             return Outcome(ErrorCode.UNKNOWN_MEMBER_ID)
-        return group.leave(member_id, now)
+        return group.leave(member_id, now, group_instance_id)
+
+    def leave_members(
+        self, group_id: str, members: Iterable[tuple[str, str | None]], now: float
+    ) -> tuple[Outcome, ...]:
+        """LeaveGroup v3+: (member id, instance id) pairs, each answered on its own."""
+        return tuple(
+            self.leave(group_id, member_id, now, group_instance_id=instance_id)
+            for member_id, instance_id in members
+        )
 
     def tick(self, now: float) -> list[Event]:
         """Fire every timer due by ``now``; reap empty groups that hold no offsets."""
@@ -203,15 +231,18 @@ class GroupCoordinator:
         generation: int,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
         now: float,
+        *,
+        group_instance_id: str | None = None,
     ) -> CommitResult:
         """OffsetCommit. ``generation < 0`` on an Empty (or unknown) group is a commit from
-        outside group management (a standalone consumer, an admin tool), as Kafka allows."""
+        outside group management (a standalone consumer, an admin tool), as Kafka allows.
+        A ``group_instance_id`` (v7+) must be the member's (FENCED_INSTANCE_ID)."""
         self._advance(now)
         error = self._check_group_id(group_id)
         if error is ErrorCode.NONE:
             group = self._groups.get(group_id)
             if group is not None:
-                error = group.check_commit(member_id, generation, now)
+                error = group.check_commit(member_id, generation, now, group_instance_id)
             elif generation >= 0:
                 error = ErrorCode.ILLEGAL_GENERATION
         if error is not ErrorCode.NONE:
