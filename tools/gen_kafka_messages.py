@@ -36,7 +36,7 @@ APIS: dict[str, tuple[int, int, int]] = {
     "find_coordinator": (10, 0, 2),
     "join_group": (11, 0, 5),
     "heartbeat": (12, 0, 3),
-    "leave_group": (13, 0, 1),
+    "leave_group": (13, 0, 4),
     "sync_group": (14, 0, 3),
     "describe_groups": (15, 0, 3),
     "list_groups": (16, 0, 1),

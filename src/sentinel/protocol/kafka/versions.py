@@ -8,7 +8,7 @@ librdkafka uses the v2 record-batch format only when the broker advertises Produ
 =================  ===  ========    =================  ===  ========
 API                key  versions    API                key  versions
 =================  ===  ========    =================  ===  ========
-Produce              0  3-9         LeaveGroup          13  0-1
+Produce              0  3-9         LeaveGroup          13  0-4
 Fetch                1  4-11        SyncGroup           14  0-3
 ListOffsets          2  1-7         DescribeGroups      15  0-3
 Metadata             3  1-12        ListGroups          16  0-1
