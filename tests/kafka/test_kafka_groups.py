@@ -350,8 +350,9 @@ async def test_grpc_and_kafka_members_never_share_a_group(
 
 
 async def test_join_refusals(service: BrokerService) -> None:
-    static = await call(h.join_group, 5, join_request("", group_instance_id="pod-1"), service)
-    assert static.error_code == ErrorCode.UNSUPPORTED_VERSION == 35
+    # Static members (group_instance_id): tests/kafka/test_kafka_static_membership.py.
+    static = await call(h.join_group, 5, join_request("", group_instance_id=""), service)
+    assert static.error_code == ErrorCode.INVALID_REQUEST
     short = await call(h.join_group, 5, join_request(session_timeout_ms=100), service)
     assert short.error_code == ErrorCode.INVALID_SESSION_TIMEOUT
     unknown = await call(h.join_group, 1, join_request("ghost"), service)

@@ -165,12 +165,15 @@ class GroupDriver:
         protocol_type: str = "consumer",
         client_host: str = "",
         require_known_member_id: bool = False,
+        group_instance_id: str | None = None,
     ) -> JoinCompleted:
         """Join and return when the join phase completes. Without ``protocols`` the
         coordinator assigns (``assignor`` over ``topics``: the group is Stable and the
         answer carries this member's share); with them (the Kafka door) the leader
         assigns and every member calls ``sync`` next. ``require_known_member_id``: a new
-        member gets ``GroupError`` MEMBER_ID_REQUIRED carrying its id (JoinGroup v4+)."""
+        member gets ``GroupError`` MEMBER_ID_REQUIRED carrying its id (JoinGroup v4+).
+        ``group_instance_id``: a static member (KIP-345); a new one replaces the member
+        holding it, whose waiting join or sync fails with FENCED_INSTANCE_ID."""
         server_assign = protocols is None
         result = self.coordinator.join(
             group_id,
@@ -188,6 +191,7 @@ class GroupDriver:
             server_assign=server_assign,
             require_known_member_id=require_known_member_id,
             client_host=client_host,
+            group_instance_id=group_instance_id,
         )
         if result.error is ErrorCode.MEMBER_ID_REQUIRED:
             raise GroupError(
@@ -211,12 +215,21 @@ class GroupDriver:
         generation: int,
         assignments: Mapping[str, MemberAssignment] | None,
         timeout_s: float,
+        *,
+        group_instance_id: str | None = None,
     ) -> SyncCompleted:
         """SyncGroup (the leader hands every member's assignment, the others None):
         returns this member's share once the leader's sync arrives."""
         key = (group_id, member_id)
         future = self._park(*key)
-        outcome = self.coordinator.sync(group_id, member_id, generation, assignments, self._now())
+        outcome = self.coordinator.sync(
+            group_id,
+            member_id,
+            generation,
+            assignments,
+            self._now(),
+            group_instance_id=group_instance_id,
+        )
         if outcome.error is not ErrorCode.NONE:
             if self._parked.get(key) is future:
                 self._parked.pop(key, None)
@@ -226,8 +239,12 @@ class GroupDriver:
         assert isinstance(answer, SyncCompleted)
         return answer
 
-    def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
-        code = self.coordinator.heartbeat(group_id, member_id, generation, self._now())
+    def heartbeat(
+        self, group_id: str, member_id: str, generation: int, group_instance_id: str | None = None
+    ) -> None:
+        code = self.coordinator.heartbeat(
+            group_id, member_id, generation, self._now(), group_instance_id=group_instance_id
+        )
         if code is not ErrorCode.NONE:
             raise GroupError(code)
 
@@ -237,18 +254,33 @@ class GroupDriver:
         if outcome.error is not ErrorCode.NONE:
             raise GroupError(outcome.error)
 
+    def leave_members(
+        self, group_id: str, members: Sequence[tuple[str, str | None]]
+    ) -> tuple[ErrorCode, ...]:
+        """LeaveGroup v3+: (member id, instance id) pairs; the code of each, in order."""
+        outcomes = self.coordinator.leave_members(group_id, members, self._now())
+        for outcome in outcomes:
+            self._deliver(outcome.events)
+        return tuple(o.error for o in outcomes)
+
     async def commit(
         self,
         group_id: str,
         member_id: str,
         generation: int,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        group_instance_id: str | None = None,
     ) -> dict[TopicPartition, ErrorCode]:
         """Commit and persist ``offsets``: the code of each partition (Kafka's
         OffsetCommit answers per partition; a refusal of the whole request is every
         partition's code). With no offsets, a refusal of the request raises."""
         result = self.coordinator.commit_offsets(
-            group_id, member_id, generation, offsets, self._now()
+            group_id,
+            member_id,
+            generation,
+            offsets,
+            self._now(),
+            group_instance_id=group_instance_id,
         )
         if not offsets and result.error is not ErrorCode.NONE:
             raise GroupError(result.error)

@@ -4,8 +4,8 @@
 ``GroupRequests`` owns the checks every door shares: in a cluster, that this broker
 coordinates the group (leads its partition of ``__consumer_offsets``); a session
 timeout within the group.min/max.session.timeout.ms bounds; committed offsets that name
-an existing partition; Kafka's refusals for what this broker does not support (static
-membership). It also answers the read-only questions about groups (describe, list, lag,
+an existing partition; a static member's instance id that Kafka would take (KIP-345).
+It also answers the read-only questions about groups (describe, list, lag,
 FindCoordinator). ``BrokerService`` delegates its group methods here, one line each.
 """
 
@@ -41,6 +41,8 @@ from sentinel.errors import SentinelError
 
 DEFAULT_CLIENT_ID = "sentinel-client"
 DEFAULT_ASSIGNOR = "roundrobin"
+MAX_INSTANCE_ID_LENGTH = 249
+"""Kafka's bound on a group.instance.id (that of a topic name, which it shares)."""
 
 
 class Coordinators(Protocol):
@@ -119,11 +121,12 @@ class GroupRequests:
         member_id: str,
         generation: int,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        group_instance_id: str | None = None,
     ) -> tuple[CommitOutcome, ...]:
         """Commit ``offsets``; a result per partition, in the order given: committed
         (durable in the meta store) or refused with its own error (an unknown topic or
         partition, an invalid offset, or the group's refusal: unknown member, illegal
-        generation, ...). An offline partition may still commit."""
+        generation, fenced instance id, ...). An offline partition may still commit."""
         self._check_coordinator(group_id)
         refused: dict[TopicPartition, SentinelError] = {}
         valid: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -136,7 +139,9 @@ class GroupRequests:
             else:
                 valid[(topic, partition)] = om
         if valid or not offsets:
-            codes = await self._groups.commit(group_id, member_id, generation, valid)
+            codes = await self._groups.commit(
+                group_id, member_id, generation, valid, group_instance_id
+            )
             for (topic, partition), code in codes.items():
                 if code is not ErrorCode.NONE:
                     refused[(topic, partition)] = GroupError(
@@ -151,14 +156,27 @@ class GroupRequests:
         self._check_coordinator(group_id)
         return self._groups.fetch_offsets(group_id, partitions or None)
 
-    def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
-        """Keep a member's session; raises ``GroupError`` (REBALANCE_IN_PROGRESS: rejoin)."""
+    def heartbeat(
+        self, group_id: str, member_id: str, generation: int, group_instance_id: str | None = None
+    ) -> None:
+        """Keep a member's session; raises ``GroupError`` (REBALANCE_IN_PROGRESS: rejoin;
+        FENCED_INSTANCE_ID: another member took this static member's instance id)."""
         self._check_coordinator(group_id)
-        self._groups.heartbeat(group_id, member_id, generation)
+        self._groups.heartbeat(group_id, member_id, generation, group_instance_id)
 
     def leave_group(self, group_id: str, member_id: str) -> None:
         self._check_coordinator(group_id)
         self._groups.leave(group_id, member_id)
+
+    def leave_group_members(
+        self, group_id: str, members: Sequence[tuple[str, str | None]]
+    ) -> tuple[ErrorCode, ...]:
+        """LeaveGroup v3+ (KIP-345): (member id, instance id) pairs, each answered on its
+        own (UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID); an empty member id with an instance
+        id removes the static member holding it. Raises only for the whole request
+        (NOT_COORDINATOR, ...)."""
+        self._check_coordinator(group_id)
+        return self._groups.leave_members(group_id, members)
 
     def list_groups(self) -> tuple[GroupSummary, ...]:
         summaries = []
@@ -224,12 +242,19 @@ class GroupRequests:
         generation: int,
         assignments: Mapping[str, MemberAssignment] | None = None,
         timeout_ms: int = 300_000,
+        *,
+        group_instance_id: str | None = None,
     ) -> SyncCompleted:
         """SyncGroup after a Kafka-mode join: the leader passes every member's
         assignment, the others None; returns this member's share."""
         self._check_coordinator(group_id)
         return await self._groups.sync(
-            group_id, member_id, generation, assignments, timeout_ms / 1000.0
+            group_id,
+            member_id,
+            generation,
+            assignments,
+            timeout_ms / 1000.0,
+            group_instance_id=group_instance_id,
         )
 
     def all_lags(self) -> Iterator[tuple[str, PartitionLagInfo]]:
@@ -316,15 +341,19 @@ class GroupRequests:
         ``rebalance_timeout_ms`` < 1 (JoinGroup v0) means the session timeout.
         ``require_known_member_id`` (v4+): a new member first gets ``GroupError``
         MEMBER_ID_REQUIRED carrying its id (``.member_id``) and joins again with it.
-        Static membership (``group_instance_id``, KIP-345) is not supported: refused
-        with UNSUPPORTED_VERSION, as Kafka brokers without it do. A group whose members
-        joined through the gRPC door refuses with INCONSISTENT_GROUP_PROTOCOL."""
+        ``group_instance_id`` (v5+, KIP-345): a static member, never asked for a known
+        member id; one that joins with no member id replaces the member holding its
+        instance id (Stable, same subscription: no rebalance), whose id is fenced
+        (FENCED_INSTANCE_ID). A group whose members joined through the gRPC door refuses
+        with INCONSISTENT_GROUP_PROTOCOL."""
         self._check_coordinator(group_id)
-        if group_instance_id is not None:
+        if group_instance_id is not None and not (
+            0 < len(group_instance_id) <= MAX_INSTANCE_ID_LENGTH
+        ):
             raise GroupError(
-                ErrorCode.UNSUPPORTED_VERSION,
-                f"static membership (group.instance.id {group_instance_id!r}) is not "
-                "supported by this broker: unset group.instance.id",
+                ErrorCode.INVALID_REQUEST,
+                f"group.instance.id must be 1..{MAX_INSTANCE_ID_LENGTH} characters, "
+                f"not {len(group_instance_id)}",
             )
         session_s = self._session_timeout_s(session_timeout_ms)
         rebalance_s = rebalance_timeout_ms / 1000.0 if rebalance_timeout_ms > 0 else session_s
@@ -340,4 +369,5 @@ class GroupRequests:
             protocol_type=protocol_type,
             client_host=client_host,
             require_known_member_id=require_known_member_id,
+            group_instance_id=group_instance_id,
         )

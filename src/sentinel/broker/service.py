@@ -29,6 +29,7 @@ from sentinel.broker.fetch import DEFAULT_RESPONSE_BYTES, fetch_many
 from sentinel.broker.group_config import GroupConfig
 from sentinel.broker.group_driver import GroupDriver
 from sentinel.broker.group_events import (
+    ErrorCode,
     GroupDescription,
     JoinCompleted,
     JoinProtocol,
@@ -653,20 +654,31 @@ class BrokerService:
         member_id: str,
         generation: int,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        group_instance_id: str | None = None,
     ) -> tuple[CommitOutcome, ...]:
         """Commit ``offsets``; a result per partition, in the order given."""
-        return await self.group_requests.commit_offsets(group_id, member_id, generation, offsets)
+        return await self.group_requests.commit_offsets(
+            group_id, member_id, generation, offsets, group_instance_id
+        )
 
     def fetch_offsets(
         self, group_id: str, partitions: Sequence[TopicPartition] | None = None
     ) -> dict[TopicPartition, OffsetAndMetadata]:
         return self.group_requests.fetch_offsets(group_id, partitions)
 
-    def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
-        self.group_requests.heartbeat(group_id, member_id, generation)
+    def heartbeat(
+        self, group_id: str, member_id: str, generation: int, group_instance_id: str | None = None
+    ) -> None:
+        self.group_requests.heartbeat(group_id, member_id, generation, group_instance_id)
 
     def leave_group(self, group_id: str, member_id: str) -> None:
         self.group_requests.leave_group(group_id, member_id)
+
+    def leave_group_members(
+        self, group_id: str, members: Sequence[tuple[str, str | None]]
+    ) -> tuple[ErrorCode, ...]:
+        """LeaveGroup v3+: each (member id, instance id) pair's code, in order."""
+        return self.group_requests.leave_group_members(group_id, members)
 
     async def join_group(
         self,
@@ -732,10 +744,13 @@ class BrokerService:
         generation: int,
         assignments: Mapping[str, MemberAssignment] | None = None,
         timeout_ms: int = 300_000,
+        *,
+        group_instance_id: str | None = None,
     ) -> SyncCompleted:
         """SyncGroup after a Kafka-mode join; returns this member's share."""
         return await self.group_requests.sync_group(
-            group_id, member_id, generation, assignments, timeout_ms
+            group_id, member_id, generation, assignments, timeout_ms,
+            group_instance_id=group_instance_id,
         )
 
     async def delete_group(self, group_id: str) -> None:

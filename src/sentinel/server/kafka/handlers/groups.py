@@ -47,7 +47,11 @@ from sentinel.protocol.kafka.messages.join_group import (
     JoinGroupResponse,
     JoinGroupResponseMember,
 )
-from sentinel.protocol.kafka.messages.leave_group import LeaveGroupRequest, LeaveGroupResponse
+from sentinel.protocol.kafka.messages.leave_group import (
+    LeaveGroupRequest,
+    LeaveGroupResponse,
+    MemberResponse,
+)
 from sentinel.protocol.kafka.messages.list_groups import (
     ListedGroup,
     ListGroupsRequest,
@@ -190,7 +194,9 @@ async def join_group(
         leader=joined.leader_id,
         member_id=joined.member_id,
         members=tuple(
-            JoinGroupResponseMember(member_id=m.member_id, metadata=m.metadata)
+            JoinGroupResponseMember(
+                member_id=m.member_id, group_instance_id=m.group_instance_id, metadata=m.metadata
+            )
             for m in joined.members
         ),
     )
@@ -208,7 +214,11 @@ async def sync_group(
     )
     try:
         synced = await service.sync_group(
-            request.group_id, request.member_id, request.generation_id, assignments
+            request.group_id,
+            request.member_id,
+            request.generation_id,
+            assignments,
+            group_instance_id=request.group_instance_id,
         )
     except SentinelError as exc:
         return SyncGroupResponse(error_code=_refused(ctx, exc))
@@ -220,7 +230,12 @@ async def heartbeat(
     service: BrokerService, ctx: KafkaRequestContext, request: HeartbeatRequest
 ) -> HeartbeatResponse:
     try:
-        service.heartbeat(request.group_id, request.member_id, request.generation_id)
+        service.heartbeat(
+            request.group_id,
+            request.member_id,
+            request.generation_id,
+            request.group_instance_id,
+        )
     except SentinelError as exc:
         return HeartbeatResponse(error_code=_refused(ctx, exc))
     return HeartbeatResponse()
@@ -230,11 +245,25 @@ async def heartbeat(
 async def leave_group(
     service: BrokerService, ctx: KafkaRequestContext, request: LeaveGroupRequest
 ) -> LeaveGroupResponse:
+    """v0-2 name one member; v3+ (KIP-345) a batch, each answered on its own, and the
+    request's own code is only for the whole (NOT_COORDINATOR, ...)."""
+    if ctx.api_version < 3:
+        try:
+            service.leave_group(request.group_id, request.member_id)
+        except SentinelError as exc:
+            return LeaveGroupResponse(error_code=_refused(ctx, exc))
+        return LeaveGroupResponse()
+    members = [(m.member_id, m.group_instance_id) for m in request.members]
     try:
-        service.leave_group(request.group_id, request.member_id)
+        codes = service.leave_group_members(request.group_id, members)
     except SentinelError as exc:
         return LeaveGroupResponse(error_code=_refused(ctx, exc))
-    return LeaveGroupResponse()
+    return LeaveGroupResponse(
+        members=tuple(
+            MemberResponse(member_id=m, group_instance_id=i, error_code=int(code))
+            for (m, i), code in zip(members, codes, strict=True)
+        )
+    )
 
 
 # --- offsets --------------------------------------------------------------------------
@@ -254,7 +283,11 @@ async def offset_commit(
     codes: dict[TopicPartition, int]
     try:
         outcomes = await service.commit_offsets(
-            request.group_id, request.member_id, request.generation_id_or_member_epoch, offsets
+            request.group_id,
+            request.member_id,
+            request.generation_id_or_member_epoch,
+            offsets,
+            request.group_instance_id,
         )
         codes = {(o.topic, o.partition): o.error_code for o in outcomes}
     except SentinelError as exc:
