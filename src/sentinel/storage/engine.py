@@ -2,16 +2,16 @@
 
 Write path (durability order): encode the batch -> append it to the WAL -> apply it to
 the active memtable -> (sync ``always``) wait for the WAL's group commit. When the active
-memtable passes ``memtable_bytes`` it is frozen, the WAL rotates to a new segment (with
-sync ``always`` the roll's fsyncs are deferred to the next group commit or the flush, off
-the appending thread: ``wal``, "Deferred rolls"), and a worker flushes the frozen
-memtable to an L0 table (first finishing that roll); the manifest edit that adds the
-table also advances ``log_number`` (the first WAL segment still needed), and only then
-are the older segments deleted. "Passes ``memtable_bytes``" counts the large values
-the memtable took, whether it still holds them or let them go: a broker's memtable
-budget asks the engines with the largest memtables for memory, and one that mostly
-holds large values (already in its WAL: value separation) syncs its WAL and keeps a
-pointer to each in their place (``_relieve_memory``) rather than flushing.
+memtable passes ``memtable_bytes`` it is frozen, the WAL rotates to a new segment (in
+every sync mode the roll's fsyncs are deferred, off the appending thread, to the next
+group commit, a sync thread or the flush: ``wal``, "Deferred rolls"), and a worker
+flushes the frozen memtable to an L0 table (first finishing that roll); the manifest
+edit that adds the table also advances ``log_number`` (the first WAL segment still
+needed), and only then are the older segments deleted. "Passes ``memtable_bytes``"
+counts the large values the memtable took, whether it still holds them or let them go:
+a broker's memtable budget asks the engines with the largest memtables for memory, and
+one that mostly holds large values (already in its WAL: value separation) syncs its WAL
+and keeps a pointer to each in their place (``_relieve_memory``) rather than flushing.
 
 Read path: active memtable, frozen memtables (newest first), L0 tables (newest first),
 then one table per level L1..Ln. The newest entry for a key wins; a tombstone hides
@@ -273,6 +273,9 @@ class Engine:
         )
         scheduler = self._options.sync_scheduler
         interval = self._options.wal.sync_mode is SyncMode.INTERVAL and scheduler is not None
+        # A roll's IO runs on a sync thread, never on the appending one (``wal``,
+        # "Deferred rolls"); inline without background threads (deterministic tests).
+        io_runner = (scheduler or default_scheduler()) if self._options.background else None
         self._wal = WriteAheadLog(
             fs,
             directory,
@@ -281,6 +284,7 @@ class Engine:
             self._clock,
             on_sync=self._options.on_wal_sync,
             interval_thread=not interval,  # the broker's scheduler ticks it instead
+            run_io=io_runner.submit if io_runner is not None else None,
         )
         if interval and scheduler is not None:
             self._interval_tick = scheduler.every(
@@ -716,15 +720,11 @@ class Engine:
             ):
                 self._maintenance.raise_if_unavailable()
                 self._state.wait(0.5)
-        # Sync ``always``: no IO here (the appending thread may be an event loop): the
-        # roll's fsyncs are done by the next group commit or by the flush of this
-        # memtable (``wal``, "Deferred rolls"). ``none``/``interval`` promise that an
-        # appended entry is in the OS at once, which a pending roll would delay: they
-        # roll here, as their appends write here.
-        if self._options.wal.sync_mode is SyncMode.ALWAYS:
-            segment = self._wal.rotate_deferred()
-        else:
-            segment = self._wal.rotate()
+        # No IO here (the appending thread may be an event loop): the roll's fsyncs are
+        # done by the next group commit (sync ``always``), a sync thread at once
+        # (``none``/``interval``) or the flush of this memtable, whichever comes first
+        # (``wal``, "Deferred rolls").
+        segment = self._wal.rotate_deferred()
         with self._state:
             self._memtable.freeze()
             self._immutables.append(FrozenMemtable(self._memtable, segment, self._pointers))

@@ -141,6 +141,23 @@ class SyncScheduler:
         self._running.add(key)
         self.wal_syncs += 1
 
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` once on a sync thread, behind the syncs queued so far: a WAL's
+        roll in sync ``none``/``interval`` (``WriteAheadLog``'s ``run_io``), whose
+        fsyncs must not run on the appending thread. A job does IO and must not wait
+        for another job. ``RuntimeError`` once shut down."""
+        with self._cond:
+            if self._stopped:
+                raise RuntimeError(f"sync scheduler {self._name} is shut down")
+            self._submit_locked(functools.partial(self._run_job, job))
+
+    def _run_job(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        finally:
+            with self._cond:
+                self._idle += 1
+
     def _submit_locked(self, job: Callable[[], None]) -> None:
         if self._idle:
             self._idle -= 1

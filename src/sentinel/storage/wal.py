@@ -20,26 +20,35 @@ Sync modes and what an ack from ``append`` means:
 - ``INTERVAL``: ``append`` writes to the OS (survives a process kill); a daemon thread
   fsyncs every ``sync_interval_ms`` when there is unsynced data.
 - ``NONE``: ``append`` writes to the OS; fsync only on roll, ``rotate``, ``sync`` and
-  ``close``.
+  ``close``, and to bound the memory the unsynced entries take (``_RETAIN_AT``, below).
+
+(Either: while a roll is pending, an entry reaches the OS once the roll's IO is done,
+which starts at once on a sync thread: "Deferred rolls".)
 
 A roll always fsyncs the old segment before the new one is created, so only the last
 segment can ever have a torn tail. A new segment is created, its header written and
 fsynced, then the directory fsynced.
 
-Deferred rolls (``rotate_deferred``): the appending thread (a broker's event loop) must
-not wait for those three fsyncs. ``rotate_deferred`` only marks a *pending roll*: the
-entries appended from then on belong to the next segment (their LSNs, segment number
-and offsets are final at once) but stay in memory, and the IO of the roll, in the
-order above, is done later by whoever holds ``_io_lock`` next: the next group commit
-(``sync_to``, on the sync pipeline's thread), ``finish_rolls`` (the engine's flush job,
+Deferred rolls: the appending thread (a broker's event loop) must not wait for those
+three fsyncs, in any sync mode. A roll (``rotate_deferred``, or an ``append`` past
+``segment_bytes``) only marks a *pending roll*: the entries appended from then on
+belong to the next segment (their LSNs, segment number and offsets are final at once)
+but stay in memory, and the IO of the roll, in the order above, is done later by
+whoever holds ``_io_lock`` next: the next group commit (``sync_to``, on the sync
+pipeline's thread), the *background IO* (NONE/INTERVAL: a job handed to ``run_io``, a
+sync thread, as soon as the roll is marked), ``finish_rolls`` (the engine's flush job,
 before it flushes the memtable that the roll closed) or ``close``/``suspend``. So what
 is on disk, and in which order, is exactly what an immediate roll leaves; only the
 moment moves, and no entry after the roll is acknowledged before it (an ack needs a
-``sync_to``, which finishes the roll first). At most one roll is pending: a second one
-finishes the first on the caller's thread. In NONE/INTERVAL mode the entries appended
-while a roll is pending reach the OS only when it is done (not at ``append``), so the
-engine defers rolls in ALWAYS mode only; there an automatic roll (past
-``segment_bytes``) is deferred too.
+``sync_to``, which finishes the roll first). In NONE/INTERVAL mode the entries
+appended while a roll is pending reach the OS when its IO is done (it writes them
+into the new segment, which must exist first), a few milliseconds later, not at
+``append``: a process killed in that window loses them (as a power cut loses an
+unsynced tail). At most one roll is pending: a second one waits for the background
+IO to do the first. The same job keeps NONE/INTERVAL's unsynced bytes down: it syncs
+once ``_SYNC_AT`` are unsynced, and an appender that reaches ``_RETAIN_AT`` waits for
+a sync (the memory bound). A WAL without ``run_io`` (alone, or an engine without
+background threads: deterministic tests) does that IO at once on the calling thread.
 
 LSNs number the entries of one ``WriteAheadLog`` instance from 1; they are handles for
 ``sync_to`` and are not stored on disk.
@@ -72,6 +81,7 @@ state (and, in NONE/INTERVAL mode, the ordered ``write`` of each append). Lock o
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -117,8 +127,12 @@ __all__ = [
 # ALWAYS mode: once this much is buffered, an appender hands it to the OS (if no sync
 # is already doing so) so that a caller who never syncs cannot grow memory without bound.
 _FLUSH_AT = 1 << 20
-# NONE/INTERVAL mode: fsync once this much is unsynced (kept in memory for ``resume``).
+# NONE/INTERVAL mode: at most this much is unsynced (kept in memory for ``resume``):
+# an appender past it waits for a sync (does one, if the WAL has no ``run_io``).
 _RETAIN_AT = 8 << 20
+# NONE/INTERVAL mode with a ``run_io``: past this much unsynced, a sync is started on
+# the runner's thread, so that appenders rarely reach ``_RETAIN_AT``.
+_SYNC_AT = _RETAIN_AT // 2
 
 SyncCallback = Callable[[float, int], None]
 
@@ -183,6 +197,8 @@ class WalFailedError(StorageUnavailableError):
     """A write or fsync of the WAL failed; it accepts nothing more (see the module doc)."""
 
 
+log = logging.getLogger(__name__)
+
 # ------------------------------------------------------------------------ writer
 
 
@@ -194,6 +210,8 @@ class WriteAheadLog:
     thread, sometimes with the WAL's locks held: it must be quick and must not call the
     WAL. ``next_number()``, if given, supplies the number of every new segment (it must
     return more than ``current_segment``); it too runs under the WAL's locks.
+    ``run_io(job)``, if given, runs ``job`` once on another thread (the engine: its
+    sync scheduler's ``submit``): the background IO of the module doc.
     """
 
     def __init__(
@@ -207,6 +225,7 @@ class WriteAheadLog:
         on_sync: SyncCallback | None = None,
         next_number: Callable[[], int] | None = None,
         interval_thread: bool = True,
+        run_io: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         if first_segment_number < 0:
             raise InvalidArgumentError(f"segment number {first_segment_number} is negative")
@@ -233,6 +252,11 @@ class WriteAheadLog:
         self._syncing = False
         self._closed = False
         self._error: Exception | None = None
+        # The background IO (module doc, "Deferred rolls"): how it is run, whether a
+        # job is queued and not started, and the jobs queued or running.
+        self._run_io = run_io
+        self._io_queued = False
+        self._io_jobs = 0
         if not fs.is_dir(directory):
             fs.makedirs(directory)
         clash = [n for n in list_segments(fs, directory) if n >= first_segment_number]
@@ -303,42 +327,35 @@ class WriteAheadLog:
                 f"{self._options.max_entry_bytes}"
             )
         frame_size = FRAME_HEADER_SIZE + size
-        lsn = backlog = segment = offset = 0
-        with self._lock:
-            if self._closed or self._error is not None:
-                self._check_usable()
-            roll = self._must_roll(frame_size)
-            if not roll:
-                segment, offset = self._number, self._segment_size
-                lsn = self._add_locked(frame, frame_size)
-                backlog = self._unsynced_bytes - self._handed_bytes
-        if roll and self._always:  # no IO here: the next sync does the roll (module doc)
-            while True:
-                with self._lock:
+        rolled = False
+        while True:
+            with self._lock:
+                if self._closed or self._error is not None:
                     self._check_usable()
-                    if self._roll is None or not self._must_roll(frame_size):
-                        if self._must_roll(frame_size):
-                            self._defer_roll_locked(self._allocate())
-                        segment, offset = self._number, self._segment_size
-                        return self._add_locked(frame, frame_size), segment, offset
-                self._finish_rolls()  # at most one pending
-        if roll:
-            with self._io_lock, self._lock:
-                self._check_usable()
-                if self._must_roll(frame_size):
-                    reports = self._finish_rolls_locked()
-                    self._defer_roll_locked(self._allocate())
-                    self._report(reports + self._finish_rolls_locked())
-                segment, offset = self._number, self._segment_size
-                return self._add_locked(frame, frame_size), segment, offset
+                # No IO here (module doc, "Deferred rolls"): a roll is only marked; at
+                # most one is pending, and a second waits for the first to be done.
+                if self._roll is None or not self._must_roll(frame_size):
+                    if self._must_roll(frame_size):
+                        self._defer_roll_locked(self._allocate())
+                        rolled = True
+                    segment, offset = self._number, self._segment_size
+                    lsn = self._add_locked(frame, frame_size)
+                    backlog = self._unsynced_bytes - self._handed_bytes
+                    unsynced = self._unsynced_bytes
+                    break
+            self._await_roll()
         # The entry is appended (and kept for ``resume``) whatever these do: a failure
         # here is recorded and fails the next call, so that the caller's memtable and
         # the WAL never disagree about an entry.
         with contextlib.suppress(WalFailedError):
-            if backlog >= _FLUSH_AT:
-                self._try_flush()
-            elif not self._always and self._unsynced_bytes >= _RETAIN_AT:
-                self.sync_to(lsn)
+            if self._always:
+                if backlog >= _FLUSH_AT:
+                    self._try_flush()
+            else:
+                if rolled or (unsynced >= _SYNC_AT and self._run_io is not None):
+                    self._start_background_io()
+                if unsynced >= _RETAIN_AT:
+                    self._make_room(lsn)
         return lsn, segment, offset
 
     def append_sync(self, payload: bytes) -> int:
@@ -523,15 +540,19 @@ class WriteAheadLog:
     def rotate_deferred(self) -> int:
         """``rotate`` without its IO (module doc, "Deferred rolls"): the entries
         appended from now on go to the returned segment number; the old segment is
-        fsynced and the new one created by the next ``sync_to``, ``finish_rolls`` or
-        ``close``. If a roll is pending already, it is finished here first."""
+        fsynced and the new one created later, off this thread. If a roll is pending
+        already, it is done first (``_await_roll``)."""
         while True:
             with self._lock:
                 self._check_usable()
                 if self._roll is None:
                     self._defer_roll_locked(self._allocate())
-                    return self._number
-            self._finish_rolls()
+                    number = self._number
+                    break
+            self._await_roll()
+        if not self._always:
+            self._start_background_io()
+        return number
 
     def finish_rolls(self, upto: int | None = None) -> None:
         """Do the IO of a pending roll to a segment numbered ``<= upto`` (any, if None):
@@ -551,6 +572,84 @@ class WriteAheadLog:
         with self._io_lock:
             reports = self._finish_rolls_locked()
         self._report(reports)
+
+    # -- the background IO: a pending roll, and the sync that bounds ``_unsynced``
+
+    def _start_background_io(self) -> None:
+        """Have ``_background_io`` run: by ``run_io`` (a sync thread), unless a job is
+        queued already; at once on this thread if the WAL has no ``run_io`` (a WAL
+        alone, or an engine without background threads: tests) or it refuses (shut
+        down: a broker stopping)."""
+        with self._lock:
+            if self._io_queued:
+                return
+            self._io_queued = True
+            self._io_jobs += 1
+        if self._run_io is not None:
+            try:
+                self._run_io(self._background_io)
+                return
+            except RuntimeError as exc:
+                log.warning("WAL %s: its IO runs on the appending thread (%s)", self._dir, exc)
+        self._background_io()
+
+    def _background_io(self) -> None:
+        """A job of ``run_io``: do the pending roll's IO; NONE/INTERVAL: then sync, if
+        ``_SYNC_AT`` bytes are unsynced and no sync runs. A failure is recorded (the
+        WAL's next call raises it)."""
+        with self._lock:
+            self._io_queued = False
+        try:
+            with contextlib.suppress(WalFailedError, ClosedError):
+                self._finish_rolls()
+                if self._always:
+                    return
+                bound = _SYNC_AT if self._run_io is not None else _RETAIN_AT
+                with self._lock:
+                    due = (
+                        self._unsynced_bytes >= bound
+                        and not self._syncing
+                        and self._error is None
+                        and self._file is not None
+                    )
+                    if due:
+                        self._syncing = True
+                if due:
+                    self._lead_sync()
+        finally:
+            with self._lock:
+                self._io_jobs -= 1
+                self._cond.notify_all()
+
+    def _await_roll(self) -> None:
+        """A roll is due with one pending: wait until the background IO has done the
+        pending one (or the WAL failed or closed: the caller's check raises)."""
+        self._start_background_io()
+        with self._lock:
+            while (
+                self._roll is not None
+                and self._io_jobs
+                and self._error is None
+                and not self._closed
+            ):
+                self._cond.wait()
+
+    def _make_room(self, lsn: int) -> None:
+        """NONE/INTERVAL, ``_RETAIN_AT`` bytes unsynced: wait until a sync (the
+        background IO's, or an interval tick's) brings them below it."""
+        if self._run_io is None:
+            self.sync_to(lsn)
+            return
+        while True:
+            with self._lock:
+                if self._unsynced_bytes < _RETAIN_AT or self._error is not None:
+                    return
+                if self._closed or self._file is None:
+                    return
+                if self._io_jobs or self._syncing:
+                    self._cond.wait()
+                    continue
+            self._start_background_io()
 
     def _report(self, reports: list[tuple[float, int]]) -> None:
         if self._on_sync is not None:
@@ -594,6 +693,7 @@ class WriteAheadLog:
             raise self._failed_error() from exc
         with self._lock:
             self._file, self._disk_number, self._roll = new, roll.number, None
+            self._cond.notify_all()  # (``_await_roll``)
             if not self._always and self._handed < len(self._unsynced):
                 try:
                     _write_parts(new, self._unsynced[self._handed :])
