@@ -689,7 +689,7 @@ def test_a_segment_under_the_wrong_name_or_version_is_refused() -> None:
     fs = memfs_with({seg(1): files[seg(1)], seg(2): files[seg(3)], seg(3): files[seg(3)]})
     with pytest.raises(CorruptionError, match="names segment 3"):
         replay(fs, DIR, 1)
-    header = struct.pack("<4sHHQ", b"SWAL", 2, 0, 1)
+    header = struct.pack("<4sHHQ", b"SWAL", 3, 0, 1)
     future = header + struct.pack("<I", crc32c(header)) + encode_frame(b"x")
     with pytest.raises(UnsupportedFormatError):
         replay(memfs_with({seg(1): future}), DIR, 1)

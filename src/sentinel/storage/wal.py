@@ -22,12 +22,13 @@ Sync modes and what an ack from ``append`` means:
 - ``NONE``: ``append`` writes to the OS; fsync only on roll, ``rotate``, ``sync`` and
   ``close``, and to bound the memory the unsynced entries take (``_RETAIN_AT``, below).
 
-(Either: while a roll is pending, an entry reaches the OS once the roll's IO is done,
-which starts at once on a sync thread: "Deferred rolls".)
+(Either, with a ``run_io``: an entry appended after a roll reaches the OS at once too,
+into a prepared segment: "Prepared segments". Without one, or in the rare roll that
+finds none, it reaches the OS once the roll's IO is done: "Deferred rolls".)
 
-A roll always fsyncs the old segment before the new one is created, so only the last
-segment can ever have a torn tail. A new segment is created, its header written and
-fsynced, then the directory fsynced.
+A roll fsyncs the old segment before the new one gets its final name, so only the
+last segment can ever have a torn tail. A new segment is created, its header written
+and fsynced, then the directory fsynced.
 
 Deferred rolls: the appending thread (a broker's event loop) must not wait for those
 three fsyncs, in any sync mode. A roll (``rotate_deferred``, or an ``append`` past
@@ -40,15 +41,49 @@ sync thread, as soon as the roll is marked), ``finish_rolls`` (the engine's flus
 before it flushes the memtable that the roll closed) or ``close``/``suspend``. So what
 is on disk, and in which order, is exactly what an immediate roll leaves; only the
 moment moves, and no entry after the roll is acknowledged before it (an ack needs a
-``sync_to``, which finishes the roll first). In NONE/INTERVAL mode the entries
-appended while a roll is pending reach the OS when its IO is done (it writes them
-into the new segment, which must exist first), a few milliseconds later, not at
-``append``: a process killed in that window loses them (as a power cut loses an
-unsynced tail). At most one roll is pending: a second one waits for the background
+``sync_to``, which finishes the roll first). In NONE/INTERVAL mode without a
+prepared segment, the entries appended while a roll is pending reach the OS when its
+IO is done (it writes them into the new segment, which must exist first), a few
+milliseconds later, not at ``append``: a process killed in that window would lose
+them, which is why NONE/INTERVAL with a ``run_io`` roll into prepared segments
+(below). At most one roll is pending: a second one waits for the background
 IO to do the first. The same job keeps NONE/INTERVAL's unsynced bytes down: it syncs
 once ``_SYNC_AT`` are unsynced, and an appender that reaches ``_RETAIN_AT`` waits for
 a sync (the memory bound). A WAL without ``run_io`` (alone, or an engine without
 background threads: deterministic tests) does that IO at once on the calling thread.
+
+Prepared segments (NONE/INTERVAL with a ``run_io`` and the WAL's own numbering): a
+sync thread makes the next segment ahead (``_prepare``: created under
+``prepared_name(n)``, a version-2 "linked" header written, fsynced; at open, after
+each roll, ``reopen`` and ``resume``). A roll on the appending thread then only
+switches to that open file (a *linked* roll, ``_Roll.old``): it writes a link frame
+(the old segment's number and size, ``wal_format``) and every entry after it into the
+new file at once, as before a roll, so acks=1 under none/interval (the entry is in the
+OS) holds across rolls. The roll's IO on the sync thread (``_finish_linked``): fsync
+the old segment (all of it is in the OS already), fsync the new one (its link), rename
+it to ``wal_name(n)``, fsync the directory, prepare the next. A roll that finds the
+preparation under way waits for it (as a second roll waits for the first); one that
+finds none (it failed, or ``run_io`` is shut down) is a deferred roll as above.
+
+Why this keeps the WAL a durable prefix: an entry in the new segment is reported
+synced only once the roll is finished (every sync, ``sync_to`` and interval tick
+alike, finishes a pending roll before it fsyncs ``_file``), so a power cut may lose
+the old segment's tail while the OS wrote back the new one's pages, but never an
+entry reported synced. The final name marks "the predecessor was whole on disk"; a
+prepared name does not, and ``wal_format.settle_prepared`` (the replay after a crash)
+decides it from the link: the predecessor holds exactly the size the link gives and
+verifies to its end (a process kill, or a power cut after its fsync): the prepared
+segment is adopted (both fsynced, renamed, directory fsynced), so an entry appended
+after the roll survives a kill -9; anything else (a power cut that cut the
+predecessor, or the link): it is removed, which drops only entries never reported
+synced. A crash while preparing leaves a prepared file without entries: removed (the
+writer's open also removes any left). Numbering: a removed prepared segment's number
+is the next one the recovered WAL takes, so the numbers stay contiguous and the
+manifest's log number (which reaches a segment only after its roll is finished, by
+``finish_rolls``) never names a prepared file. ALWAYS mode does not use them: nothing
+is written before its group commit, which finishes the roll first, so an ack never
+covers an entry whose predecessor is not durable. Cost: one more open file per WAL
+(``suspend`` closes it; ``suspend_now`` leaves the file for the next open to remove).
 
 LSNs number the entries of one ``WriteAheadLog`` instance from 1; they are handles for
 ``sync_to`` and are not stored on disk.
@@ -99,12 +134,16 @@ from sentinel.storage.files import join, wal_name
 from sentinel.storage.wal_format import (
     FRAME_HEADER_SIZE,
     HEADER_SIZE,
+    LINK_FRAME_SIZE,
     MAX_PAYLOAD_LIMIT,
     ReplayReport,
     encode_frame,
     encode_header,
+    encode_link,
     frame_parts,
+    list_prepared,
     list_segments,
+    prepared_name,
     replay,
 )
 
@@ -184,13 +223,16 @@ class Resumed:
 class _Roll:
     """A pending roll: the unsynced parts from index ``parts`` on (``nbytes`` unsynced
     bytes before them; LSNs above ``lsn``) belong to segment ``number``; the segment
-    on disk ends, once written, at ``old_size`` bytes."""
+    on disk ends, once written, at ``old_size`` bytes. ``old``: a *linked* roll (module
+    doc, "Prepared segments"): ``_file`` is the prepared segment already, entries are
+    written to it at once, and ``old`` is the old segment's file, still to fsync."""
 
     number: int
     parts: int
     nbytes: int
     lsn: int
     old_size: int
+    old: File | None = None
 
 
 class WalFailedError(StorageUnavailableError):
@@ -257,6 +299,12 @@ class WriteAheadLog:
         self._run_io = run_io
         self._io_queued = False
         self._io_jobs = 0
+        # Prepared segments (module doc): the next segment, made ahead on a sync thread
+        # ((number, file) or None); a job to make it is queued or running; running.
+        self._may_prepare = not self._always and run_io is not None and next_number is None
+        self._prepared: tuple[int, File] | None = None
+        self._preparing = False
+        self._prepare_running = False
         if not fs.is_dir(directory):
             fs.makedirs(directory)
         clash = [n for n in list_segments(fs, directory) if n >= first_segment_number]
@@ -264,6 +312,8 @@ class WriteAheadLog:
             raise InvalidArgumentError(
                 f"{directory} already holds WAL segment {clash[-1]} >= {first_segment_number}"
             )
+        for stale in list_prepared(fs, directory):  # a replay settled what counted
+            fs.remove(join(directory, prepared_name(stale)))
         self._number = first_segment_number  # where appends go (maybe a pending roll's)
         self._disk_number = first_segment_number  # the segment ``_file`` is
         self._roll: _Roll | None = None
@@ -277,6 +327,7 @@ class WriteAheadLog:
                 target=self._interval_loop, name=f"wal-sync:{directory}", daemon=True
             )
             self._thread.start()
+        self._start_prepare()
 
     # -- properties
 
@@ -334,9 +385,9 @@ class WriteAheadLog:
                     self._check_usable()
                 # No IO here (module doc, "Deferred rolls"): a roll is only marked; at
                 # most one is pending, and a second waits for the first to be done.
-                if self._roll is None or not self._must_roll(frame_size):
+                if not self._must_roll(frame_size) or self._may_roll_locked():
                     if self._must_roll(frame_size):
-                        self._defer_roll_locked(self._allocate())
+                        self._roll_locked()
                         rolled = True
                     segment, offset = self._number, self._segment_size
                     lsn = self._add_locked(frame, frame_size)
@@ -370,8 +421,10 @@ class WriteAheadLog:
         return over and self._segment_entries > 0
 
     def _add_locked(self, frame: tuple[Buffer, ...], frame_size: int) -> int:
-        # NONE/INTERVAL: written at once, unless a roll is pending (then its IO writes it).
-        if not self._always and self._roll is None:
+        # NONE/INTERVAL: written at once, unless a roll is pending that is not linked
+        # (then its IO writes it).
+        at_once = not self._always and (self._roll is None or self._roll.old is not None)
+        if at_once:
             file = self._file
             if file is None:
                 raise ClosedError(f"WAL {self._dir} has no open segment")
@@ -382,7 +435,7 @@ class WriteAheadLog:
                 raise self._failed_error() from exc
         self._unsynced.extend(frame)
         self._unsynced_bytes += frame_size
-        if not self._always and self._roll is None:
+        if at_once:
             self._handed = len(self._unsynced)
             self._handed_bytes = self._unsynced_bytes
         self._segment_size += frame_size
@@ -456,10 +509,14 @@ class WriteAheadLog:
                     if self._file is None or self._error is not None:
                         return
                 reports = self._finish_rolls_locked()
+                while self._linked_roll_pending():  # linked since: finish it too
+                    reports += self._finish_rolls_locked()
                 with self._lock:
                     file = self._file
                     if file is None or self._error is not None:
                         return
+                    if self._roll is not None and self._roll.old is not None:
+                        return  # linked again meanwhile: the waiter leads again
                     data, mark = self._take_buffer()
                     # (a roll deferred since: up to it; the waiter leads again)
                     base = self._synced_lsn
@@ -504,6 +561,12 @@ class WriteAheadLog:
             self._cond.notify_all()
         return self._clock.monotonic() - start, target - base
 
+    def _linked_roll_pending(self) -> bool:
+        with self._lock:
+            return (
+                self._roll is not None and self._roll.old is not None and self._error is None
+            )
+
     def _interval_loop(self) -> None:
         period = self._options.sync_interval_ms / 1000
         while not self._stop.wait(period):
@@ -531,7 +594,7 @@ class WriteAheadLog:
             reports = self._finish_rolls_locked()
             with self._lock:
                 self._check_usable()
-                self._defer_roll_locked(self._allocate())
+                self._roll_locked()
                 number = self._number
             reports += self._finish_rolls_locked()
         self._report(reports)
@@ -545,8 +608,8 @@ class WriteAheadLog:
         while True:
             with self._lock:
                 self._check_usable()
-                if self._roll is None:
-                    self._defer_roll_locked(self._allocate())
+                if self._may_roll_locked():
+                    self._roll_locked()
                     number = self._number
                     break
             self._await_roll()
@@ -594,9 +657,10 @@ class WriteAheadLog:
         self._background_io()
 
     def _background_io(self) -> None:
-        """A job of ``run_io``: do the pending roll's IO; NONE/INTERVAL: then sync, if
-        ``_SYNC_AT`` bytes are unsynced and no sync runs. A failure is recorded (the
-        WAL's next call raises it)."""
+        """A job of ``run_io``: do the pending roll's IO (then the next segment is
+        prepared, ``_finish_rolls_locked``); NONE/INTERVAL: then sync, if ``_SYNC_AT``
+        bytes are unsynced and no sync runs. A failure is recorded (the WAL's next
+        call raises it)."""
         with self._lock:
             self._io_queued = False
         try:
@@ -622,13 +686,13 @@ class WriteAheadLog:
                 self._cond.notify_all()
 
     def _await_roll(self) -> None:
-        """A roll is due with one pending: wait until the background IO has done the
-        pending one (or the WAL failed or closed: the caller's check raises)."""
+        """A roll is due with one pending, or with the next segment being prepared:
+        wait until the background IO has done the pending one and the preparation is
+        done (or the WAL failed or closed: the caller's check raises)."""
         self._start_background_io()
         with self._lock:
             while (
-                self._roll is not None
-                and self._io_jobs
+                ((self._roll is not None and self._io_jobs) or self._preparing)
                 and self._error is None
                 and not self._closed
             ):
@@ -656,6 +720,43 @@ class WriteAheadLog:
             for report in reports:
                 self._on_sync(*report)
 
+    def _may_roll_locked(self) -> bool:
+        """(``_lock`` held) Whether a roll may be marked now: none is pending, and no
+        preparation of the next segment is under way (a roll waits for it, so that
+        the entries after it reach the OS at once)."""
+        return self._roll is None and not self._preparing
+
+    def _roll_locked(self) -> None:
+        """(``_lock`` held, ``_may_roll_locked``) Mark a roll: a linked one into the
+        prepared segment if there is one, else a deferred one."""
+        number = self._allocate()
+        prepared = self._prepared
+        if prepared is None or prepared[0] != number or self._always:
+            self._defer_roll_locked(number)
+            return
+        self._prepared = None
+        new = prepared[1]
+        old = self._live_file()
+        try:  # all of the old segment is in the OS (NONE/INTERVAL, no roll pending)
+            new.write(encode_link(self._number, self._segment_size))
+        except Exception as exc:
+            with contextlib.suppress(OSError):
+                new.close()
+            self._fail(exc)
+            raise self._failed_error() from exc
+        self._roll = _Roll(
+            number,
+            len(self._unsynced),
+            self._unsynced_bytes,
+            self._last_lsn,
+            self._segment_size,
+            old,
+        )
+        self._file = new
+        self._number = number
+        self._segment_size = HEADER_SIZE + LINK_FRAME_SIZE
+        self._segment_entries = 0
+
     def _defer_roll_locked(self, number: int) -> None:
         """``_lock`` held, no roll pending: appends go to segment ``number`` from now."""
         assert self._roll is None
@@ -677,6 +778,11 @@ class WriteAheadLog:
                 return []
             if self._error is not None:
                 raise self._failed_error() from self._error
+            if roll.old is not None:
+                linked, base = self._live_file(), self._synced_lsn
+        if roll.old is not None:
+            return self._finish_linked(roll, roll.old, linked, base)
+        with self._lock:
             old = self._live_file()
             data, mark = self._take_buffer()
             base = self._synced_lsn
@@ -701,7 +807,114 @@ class WriteAheadLog:
                     self._fail(exc)
                     raise self._failed_error() from exc
                 self._handed, self._handed_bytes = len(self._unsynced), self._unsynced_bytes
+        self._start_prepare()
         return [report]
+
+    def _finish_linked(
+        self, roll: _Roll, old: File, new: File, base: int
+    ) -> list[tuple[float, int]]:
+        """(``_io_lock`` held) A linked roll's IO: fsync the old segment (all of it is
+        in the OS already), then the new one (its link), rename it to its final
+        name, fsync the directory; then prepare the next."""
+        report = self._write_and_sync(old, [], base, roll.lsn, (roll.parts, roll.nbytes))
+        try:
+            old.close()
+            new.sync()
+            self._fs.rename(
+                join(self._dir, prepared_name(roll.number)),
+                join(self._dir, wal_name(roll.number)),
+            )
+            self._fs.sync_dir(self._dir)
+        except Exception as exc:
+            self._fail(exc)
+            raise self._failed_error() from exc
+        with self._lock:
+            self._disk_number, self._roll = roll.number, None
+            self._cond.notify_all()  # (``_await_roll``)
+        self._start_prepare()
+        return [report]
+
+    # -- prepared segments
+
+    def _start_prepare(self) -> None:
+        """Have ``_prepare`` make the next segment, by ``run_io``, unless one is made
+        or being made, or the WAL cannot use one (module doc, "Prepared segments")."""
+        with self._lock:
+            if (
+                not self._may_prepare
+                or self._prepared is not None
+                or self._preparing
+                or self._closed
+                or self._error is not None
+                or self._file is None
+            ):
+                return
+            self._preparing = True
+        assert self._run_io is not None
+        try:
+            self._run_io(self._prepare)
+        except RuntimeError:  # shut down (a broker stopping): rolls are deferred ones
+            with self._lock:
+                self._preparing = False
+                self._cond.notify_all()
+
+    def _prepare(self) -> None:
+        """A job of ``run_io``: create the next segment under its prepared name, write
+        its (linked) header, fsync it. A failure only leaves the next roll a deferred
+        one (logged): nothing appended depends on it."""
+        with self._lock:
+            number = self._number + 1
+            if self._closed or self._error is not None or self._file is None:
+                self._preparing = False
+                self._cond.notify_all()
+                return
+            self._prepare_running = True
+        path = join(self._dir, prepared_name(number))
+        file: File | None = None
+        try:
+            file = self._fs.create(path)
+            file.write(encode_header(number, linked=True))
+            file.sync()
+        except Exception as exc:
+            log.warning("WAL %s: cannot prepare segment %d (%r)", self._dir, number, exc)
+            if file is not None:
+                with contextlib.suppress(OSError):
+                    file.close()
+            file = None
+        with self._lock:
+            self._prepare_running = self._preparing = False
+            stale = number != self._number + 1  # a ``rotate`` or ``resume`` meanwhile
+            usable = not (
+                self._closed or self._error is not None or self._file is None or stale
+            )
+            if file is not None and usable:
+                self._prepared, file = (number, file), None
+            self._cond.notify_all()
+        if file is not None:  # closed, failed, suspended or rolled meanwhile
+            self._drop_prepared((number, file), remove=True)
+        if stale:
+            self._start_prepare()
+
+    def _take_prepared(self) -> tuple[int, File] | None:
+        """(``_lock`` not held) Wait for a running preparation, then take the prepared
+        segment away from the WAL."""
+        with self._lock:
+            while self._prepare_running:
+                self._cond.wait()
+            prepared, self._prepared = self._prepared, None
+            return prepared
+
+    def _drop_prepared(self, prepared: tuple[int, File] | None, *, remove: bool) -> None:
+        """Close a prepared segment; ``remove``: remove its file too (best effort:
+        a leftover is removed by the next open, or settled by the replay)."""
+        if prepared is None:
+            return
+        number, file = prepared
+        with contextlib.suppress(OSError):
+            file.close()
+        if remove:
+            with contextlib.suppress(OSError):
+                self._fs.remove(join(self._dir, prepared_name(number)))
 
     def delete_segments_before(self, number: int) -> None:
         """Remove every segment numbered below ``number``, then sync the directory."""
@@ -781,6 +994,20 @@ class WriteAheadLog:
                 synced_size = self._segment_size - self._unsynced_bytes
                 number, shift = self._allocate(), 0
             old, self._file = self._file, None
+            if roll is not None and roll.old is not None:
+                # Linked: ``_file`` was the prepared segment (its frames follow the
+                # link, which the fresh segment does not have); it is made afresh.
+                shift -= LINK_FRAME_SIZE
+                if old is not None:
+                    with contextlib.suppress(OSError):
+                        old.close()
+                with contextlib.suppress(OSError):
+                    prepared_path = join(self._dir, prepared_name(number))
+                    if self._fs.exists(prepared_path):
+                        self._fs.remove(prepared_path)
+                old = roll.old
+            stale, self._prepared = self._prepared, None  # numbered for the old place
+            self._drop_prepared(stale, remove=True)
             if old is not None:
                 try:  # best effort: else replay's torn-tail rule cuts the damage
                     old.truncate(synced_size)
@@ -819,7 +1046,8 @@ class WriteAheadLog:
             self._synced_lsn = self._last_lsn
             self._error = None
             self._cond.notify_all()
-            return Resumed(old_number, synced_size, number, HEADER_SIZE, shift)
+        self._start_prepare()
+        return Resumed(old_number, synced_size, number, HEADER_SIZE, shift)
 
     # -- an idle engine's files
 
@@ -839,6 +1067,8 @@ class WriteAheadLog:
             file, self._file = self._file, None
             if file is not None:
                 file.close()
+        # (``reopen`` prepares the next segment again)
+        self._drop_prepared(self._take_prepared(), remove=True)
 
     def _hand_buffer_locked(self, file: File) -> None:
         """(both locks held, no roll pending) Write what is buffered, without fsync."""
@@ -872,6 +1102,8 @@ class WriteAheadLog:
             with self._lock:
                 if self._error is not None or self._syncing or self._roll is not None:
                     return False
+                if self._prepare_running:
+                    return False
                 if durable and (self._unsynced or self._synced_lsn < self._last_lsn):
                     return False
                 if self._file is not None and not durable:
@@ -880,8 +1112,11 @@ class WriteAheadLog:
                     except WalFailedError:
                         return False  # recorded: the next append resumes the WAL
                 file, self._file = self._file, None
+                prepared, self._prepared = self._prepared, None
             if file is not None:
                 file.close()
+            # Its file stays (no IO here): the next preparation or open replaces it.
+            self._drop_prepared(prepared, remove=False)
             return True
         finally:
             self._io_lock.release()
@@ -890,6 +1125,7 @@ class WriteAheadLog:
         with self._io_lock, self._lock:
             if self._file is None and not self._closed:
                 self._file = self._fs.open_append(join(self._dir, wal_name(self._disk_number)))
+        self._start_prepare()
 
     # -- closing and failure
 
@@ -923,6 +1159,7 @@ class WriteAheadLog:
                     if file is not None:
                         file.close()
                     self._cond.notify_all()
+        self._drop_prepared(self._take_prepared(), remove=True)
         self._report(reports)
         if self._error is not None:
             raise self._failed_error() from self._error
@@ -944,9 +1181,11 @@ class WriteAheadLog:
         them makes durable)."""
         roll = self._roll
         end, nbytes = (
-            (roll.parts, roll.nbytes) if roll is not None
+            (roll.parts, roll.nbytes) if roll is not None and roll.old is None
             else (len(self._unsynced), self._unsynced_bytes)
         )  # fmt: skip
+        # (A linked roll: every part is in the OS already, and what an fsync of
+        # ``_file`` makes durable is not a prefix: its syncs finish the roll first.)
         data = self._unsynced[self._handed : end]
         self._handed, self._handed_bytes = end, nbytes
         return data, (end, nbytes)

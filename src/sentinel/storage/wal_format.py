@@ -8,11 +8,11 @@ Segment files are named ``wal_name(n)`` (``00000000000000000007.wal``). All inte
 **little-endian**. A segment is a header followed by entries; entries never span segments::
 
     segment header (20 bytes)
-    +--------+---------+---------+-------------+--------------------+
-    | magic  | version | flags   | segment no. | crc32c(bytes 0-15) |
-    | "SWAL" | u16 = 1 | u16 = 0 | u64         | u32                |
-    +--------+---------+---------+-------------+--------------------+
-     0        4         6         8             16                  20
+    +--------+------------+---------+-------------+--------------------+
+    | magic  | version    | flags   | segment no. | crc32c(bytes 0-15) |
+    | "SWAL" | u16 = 1, 2 | u16 = 0 | u64         | u32                |
+    +--------+------------+---------+-------------+--------------------+
+     0        4            6         8             16                  20
 
     entry frame (9 bytes + payload)
     +------------+--------+---------------------------------+---------------+
@@ -20,12 +20,37 @@ Segment files are named ``wal_name(n)`` (``00000000000000000007.wal``). All inte
     +------------+--------+---------------------------------+---------------+
      0            4        5                                 9        9+length
 
-``type`` is 1 (a full entry); 0 is never written, so a zero-filled tail reads as bad.
+``type`` is 1 (a full entry) or 2 (a link, below); 0 is never written, so a zero-filled
+tail reads as bad.
 The CRC covers the length and type bytes as well as the payload (computed as
 ``crc32c(payload, crc32c(bytes 0-4))``): a flipped length bit is then always caught by
 the checksum instead of only when the new length happens to run past the end.
 The header repeats the segment number so that a file copied or renamed onto the wrong
 name is refused. ``flags`` are reserved (written 0, ignored on read).
+
+Version 2 is a *linked* segment (a segment the writer prepared ahead of its roll, see
+``wal``, "Prepared segments"): its first frame, at byte 20, is a link (type 2, 16-byte
+payload: the previous segment's number u64, then that segment's size in bytes u64 when
+the writer switched to this one), then entries as in version 1; a link anywhere else, or
+a version-2 segment without one, is damage. A version-1 reader refuses version 2
+(``UnsupportedFormatError``)::
+
+    link frame (25 bytes)
+    +-----------+--------+------+-----------------------+------------------------+
+    | length=16 | type=2 | crc  | previous segment u64  | its size in bytes u64  |
+    +-----------+--------+------+-----------------------+------------------------+
+     0           4        5      9                       17                       25
+
+A prepared segment is written under ``prepared_name(n)`` (``...07.wal.prepared``) and
+renamed to ``wal_name(n)`` only once its predecessor is fsynced, so every segment under
+its final name except the newest was whole on disk before the next one was named.
+After a crash (``replay`` without a clean record), ``settle_prepared`` decides each
+prepared file: it is *adopted* (the predecessor and it fsynced, renamed, the directory
+fsynced) if its link is whole and names the newest segment, which holds exactly the
+size the link gives and verifies to its end (so nothing of the predecessor was lost:
+a process kill, or a power cut after the predecessor's fsync); else it is removed (a
+power cut lost some of the predecessor, or the link: its entries could not follow the
+predecessor's without a gap, and none of them was reported synced).
 
 Replay reads the segments numbered >= N (the manifest's log number) in ascending order.
 The writer numbers its segments contiguously, so they must run N, N+1, ... without a gap:
@@ -61,14 +86,19 @@ from sentinel.storage.torn import reads_unwritten, zeros_to_end
 
 MAGIC = b"SWAL"
 FORMAT_VERSION = 1
+LINKED_VERSION = 2  # the first frame is a link (module doc)
 HEADER_SIZE = 20
 FRAME_HEADER_SIZE = 9
 ENTRY_FULL = 1
+ENTRY_LINK = 2
+PREPARED_SUFFIX = ".wal.prepared"
 ENTRY_FULL_BYTE = bytes([ENTRY_FULL])
 MAX_PAYLOAD_LIMIT = 0xFFFF_FFFF  # the length field is a u32
 
 _HEADER_BODY = struct.Struct("<4sHHQ")
 _U32 = struct.Struct("<I")
+_LINK = struct.Struct("<QQ")
+LINK_FRAME_SIZE = FRAME_HEADER_SIZE + _LINK.size
 #: The frame's first 5 bytes (length, type): its CRC is seeded with their checksum.
 FRAME_LEN_TYPE = struct.Struct("<IB")
 #: The whole frame header: length, type, CRC.
@@ -86,9 +116,41 @@ class ReplayReport:
 # ------------------------------------------------------------------------ format
 
 
-def encode_header(number: int) -> bytes:
-    body = _HEADER_BODY.pack(MAGIC, FORMAT_VERSION, 0, number)
+def encode_header(number: int, *, linked: bool = False) -> bytes:
+    version = LINKED_VERSION if linked else FORMAT_VERSION
+    body = _HEADER_BODY.pack(MAGIC, version, 0, number)
     return body + _U32.pack(crc32c(body))
+
+
+def encode_link(previous: int, previous_size: int) -> bytes:
+    """The link frame of a linked segment (module doc)."""
+    payload = _LINK.pack(previous, previous_size)
+    crc = crc32c(payload, crc32c(FRAME_LEN_TYPE.pack(len(payload), ENTRY_LINK)))
+    return FRAME_HEAD.pack(len(payload), ENTRY_LINK, crc) + payload
+
+
+def prepared_name(number: int) -> str:
+    return f"{number:020d}{PREPARED_SUFFIX}"
+
+
+def is_linked(data: bytes) -> bool:
+    """Whether ``data`` (a segment, from its start) has a version-2 header."""
+    return len(data) >= 6 and data[4:6] == LINKED_VERSION.to_bytes(2, "little")
+
+
+def read_link(data: bytes) -> tuple[int, int] | None:
+    """(previous segment, its size) from the whole link frame of the linked segment
+    ``data``, or None if the link is not all there or does not verify."""
+    if not is_linked(data) or len(data) < HEADER_SIZE + LINK_FRAME_SIZE:
+        return None
+    length, kind, crc = FRAME_HEAD.unpack_from(data, HEADER_SIZE)
+    body = HEADER_SIZE + FRAME_HEADER_SIZE
+    if length != _LINK.size or kind != ENTRY_LINK:
+        return None
+    if crc32c(data[body : body + length], crc32c(data[HEADER_SIZE : HEADER_SIZE + 5])) != crc:
+        return None
+    previous, size = _LINK.unpack_from(data, body)
+    return previous, size
 
 
 def encode_frame(payload: bytes) -> bytes:
@@ -124,9 +186,10 @@ def check_header(path: str, data: bytes, number: int) -> None:
         raise CorruptionError(path, "segment header", f"bad magic {magic!r}")
     if crc32c(data[:16]) != _U32.unpack_from(data, 16)[0]:
         raise CorruptionError(path, "segment header", "checksum mismatch")
-    if version != FORMAT_VERSION:
+    if version not in {FORMAT_VERSION, LINKED_VERSION}:
         raise UnsupportedFormatError(
-            f"{path}: WAL format version {version}, this build reads {FORMAT_VERSION}"
+            f"{path}: WAL format version {version}, this build reads {FORMAT_VERSION} "
+            f"and {LINKED_VERSION}"
         )
     if stored_number != number:
         raise CorruptionError(
@@ -137,11 +200,17 @@ def check_header(path: str, data: bytes, number: int) -> None:
 def scan_entries(data: bytes, start: int = HEADER_SIZE) -> tuple[list[bytes], int, str | None]:
     """Decode the entries from ``start``: (payloads, end of the last good entry, problem).
 
-    ``problem`` is None when the data ends exactly after a whole entry."""
+    ``problem`` is None when the data ends exactly after a whole entry. A linked
+    segment's link (at ``HEADER_SIZE``, the only place it may be) is checked and
+    skipped: it is no entry."""
     payloads: list[bytes] = []
     unpack = FRAME_HEAD.unpack_from
     end = len(data)
     offset = start
+    if start == HEADER_SIZE and is_linked(data):
+        if read_link(data) is None:
+            return payloads, offset, "the link frame of a linked segment is missing or bad"
+        offset += LINK_FRAME_SIZE
     while offset < end:
         if end - offset < FRAME_HEADER_SIZE:
             return payloads, offset, f"short frame header ({end - offset} bytes)"
@@ -168,6 +237,60 @@ def list_segments(fs: FS, directory: str) -> list[int]:
     return sorted(n for n in numbers if n is not None)
 
 
+def list_prepared(fs: FS, directory: str) -> list[int]:
+    """Numbers of the prepared segments (``prepared_name``) in ``directory``, ascending."""
+    numbers = (parse_number(name, PREPARED_SUFFIX) for name in fs.listdir(directory))
+    return sorted(n for n in numbers if n is not None)
+
+
+def settle_prepared(fs: FS, directory: str) -> list[int]:
+    """After a crash: adopt or remove each prepared segment (module doc); the numbers
+    adopted. Before ``replay`` reads the segments (it calls this itself)."""
+    adopted: list[int] = []
+    for number in list_prepared(fs, directory):
+        path = join(directory, prepared_name(number))
+        previous = _whole_predecessor(fs, directory, number, fs.read_all(path))
+        if previous is None:
+            fs.remove(path)
+            fs.sync_dir(directory)
+            continue
+        for synced in (join(directory, wal_name(previous)), path):
+            file = fs.open_append(synced)
+            try:
+                file.sync()
+            finally:
+                file.close()
+        fs.rename(path, join(directory, wal_name(number)))
+        fs.sync_dir(directory)
+        adopted.append(number)
+    return adopted
+
+
+def _whole_predecessor(fs: FS, directory: str, number: int, data: bytes) -> int | None:
+    """The number of the segment the prepared segment ``number`` (``data``) follows
+    with nothing lost between them, or None."""
+    try:
+        check_header(prepared_name(number), data, number)
+    except (CorruptionError, UnsupportedFormatError):
+        return None
+    link = read_link(data)
+    if link is None:
+        return None
+    previous, size = link
+    segments = list_segments(fs, directory)
+    if not segments or segments[-1] != previous or previous >= number:
+        return None
+    before = fs.read_all(join(directory, wal_name(previous)))
+    if len(before) != size:
+        return None
+    try:
+        check_header(wal_name(previous), before, previous)
+    except (CorruptionError, UnsupportedFormatError):
+        return None
+    _payloads, _end, problem = scan_entries(before)
+    return previous if problem is None else None
+
+
 def replay(
     fs: FS,
     directory: str,
@@ -186,7 +309,10 @@ def replay(
     difference from the record raises ``CorruptionError`` or ``MissingFileError``: that
     data was acknowledged and is never skipped silently. ``contiguous=False`` is for a
     WAL whose numbers a ``next_number`` hook drew (gaps expected; none is checked).
+    After a crash, prepared segments are settled first (``settle_prepared``).
     """
+    if clean is None:
+        settle_prepared(fs, directory)
     numbers = [n for n in list_segments(fs, directory) if n >= first_segment]
     if contiguous:
         _check_needed(directory, first_segment, numbers, clean)
@@ -205,9 +331,10 @@ def replay_each(
 ) -> Iterator[tuple[int, list[bytes], int | None]]:
     """``replay`` of the segments ``numbers`` one at a time (a caller that keeps less
     than every payload holds one segment's at once): (number, payloads, bytes cut off
-    or None). Each payload's frame follows the previous one's (``HEADER_SIZE``, then
-    ``FRAME_HEADER_SIZE`` and the payload, for each entry), so its offset in the
-    segment is known from the lengths. No numbering check (``replay`` does that)."""
+    or None). Each payload's frame follows the previous one's (``HEADER_SIZE``, plus
+    ``LINK_FRAME_SIZE`` in a linked segment, then ``FRAME_HEADER_SIZE`` and the
+    payload, for each entry), so its offset in the segment is known from the lengths.
+    No numbering check, no prepared segment settled (``replay`` does those)."""
     for index, number in enumerate(numbers):
         torn_ok = clean is None and index == len(numbers) - 1
         recorded = None if clean is None else clean[number]
