@@ -163,8 +163,9 @@ __all__ = [
     "replay",
 ]
 
-# ALWAYS mode: once this much is buffered, an appender hands it to the OS (if no sync
-# is already doing so) so that a caller who never syncs cannot grow memory without bound.
+# ALWAYS mode: once this much is buffered, it is handed to the OS (if no sync is already
+# doing so; on a sync thread, ``_flush_backlog``) so that a caller who never syncs cannot
+# grow memory without bound.
 _FLUSH_AT = 1 << 20
 # NONE/INTERVAL mode: at most this much is unsynced (kept in memory for ``resume``):
 # an appender past it waits for a sync (does one, if the WAL has no ``run_io``).
@@ -297,6 +298,7 @@ class WriteAheadLog:
         # The background IO (module doc, "Deferred rolls"): how it is run, whether a
         # job is queued and not started, and the jobs queued or running.
         self._run_io = run_io
+        self._flush_queued = False  # a ``_flush_job`` is queued on ``run_io``
         self._io_queued = False
         self._io_jobs = 0
         # Prepared segments (module doc): the next segment, made ahead on a sync thread
@@ -401,13 +403,19 @@ class WriteAheadLog:
         with contextlib.suppress(WalFailedError):
             if self._always:
                 if backlog >= _FLUSH_AT:
-                    self._try_flush()
+                    self._flush_backlog(backlog)
             else:
                 if rolled or (unsynced >= _SYNC_AT and self._run_io is not None):
                     self._start_background_io()
                 if unsynced >= _RETAIN_AT:
                     self._make_room(lsn)
         return lsn, segment, offset
+
+    @property
+    def unhanded_bytes(self) -> int:
+        """Bytes appended and not yet handed to the OS (sync ``always``'s buffer)."""
+        with self._lock:
+            return self._unsynced_bytes - self._handed_bytes
 
     def append_sync(self, payload: bytes) -> int:
         """``append``, then (in ALWAYS mode) wait until the entry is durable."""
@@ -450,6 +458,34 @@ class WriteAheadLog:
         killed then (not a power cut) leaves it there. A failure is recorded, as an
         append's (the next call raises it)."""
         with contextlib.suppress(WalFailedError):
+            self._try_flush()
+
+    def _flush_backlog(self, backlog: int) -> None:
+        """ALWAYS mode, ``_FLUSH_AT`` bytes buffered and not handed to the OS: hand them
+        over on ``run_io``'s thread (a sync thread), not the appender's. That ``writev``
+        is IO too: on a broker's event loop it waited for the page cache behind the
+        sync's own writes to the same file (p99 10 ms, max 22 ms in a flood of 64 KB
+        produces). Inline without a ``run_io``, if it refuses (shut down), or past
+        ``_RETAIN_AT`` (the job lags: the memory bound wins)."""
+        if self._run_io is not None and backlog < _RETAIN_AT:
+            with self._lock:
+                if self._flush_queued:
+                    return
+                self._flush_queued = True
+            try:
+                self._run_io(self._flush_job)
+                return
+            except RuntimeError:
+                with self._lock:
+                    self._flush_queued = False
+        self._try_flush()
+
+    def _flush_job(self) -> None:
+        """A job of ``run_io``: ``_try_flush`` (a failure is recorded: the WAL's next
+        call raises it; a WAL closed meanwhile has nothing to write)."""
+        with self._lock:
+            self._flush_queued = False
+        with contextlib.suppress(WalFailedError, ClosedError):
             self._try_flush()
 
     def _try_flush(self) -> None:
