@@ -16,7 +16,13 @@ from broker_process import BrokerProcess
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 from sentinel.record import build_batch, decode_records, iter_batches
-from sentinel.storage.wal_format import FRAME_HEADER_SIZE, HEADER_SIZE
+from sentinel.storage.wal_format import (
+    FRAME_HEADER_SIZE,
+    HEADER_SIZE,
+    encode_header,
+    encode_link,
+    prepared_name,
+)
 from test_server_e2e import reason
 
 Start = Callable[..., BrokerProcess]
@@ -166,3 +172,39 @@ def test_verify_reports_damage_by_file_and_changes_nothing(start_broker: Start) 
     assert lines[0].startswith(f"DAMAGED {wal}: ")
     assert "1 damaged" in lines[-1]
     assert {p: p.read_bytes() for p in broker.data_dir.rglob("*") if p.is_file()} == before
+
+
+def test_a_damaged_prepared_segment_after_a_kill_refuses_the_start(start_broker: Start) -> None:
+    """--sync none: a kill -9 after a roll leaves the entries after it in the prepared
+    segment (built here as the writer leaves it: the newest segment's second half moved
+    behind a link). A flipped byte in it is refused naming it, never dropped; --verify
+    lists it; --skip-damaged starts with the partition offline."""
+    broker = start_broker(sync="none")
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
+        stub.CreateTopic(pb.CreateTopicRequest(name="t", partitions=1))
+        for i in range(6):
+            produce(stub, "t", 0, b"v%d" % i)
+    broker.kill()
+    directory = broker.data_dir / "topics" / "t" / "0"
+    newest = newest_wal(directory)
+    number = int(newest.name.split(".")[0])
+    data = newest.read_bytes()
+    cut = HEADER_SIZE
+    for _ in range(3):
+        cut += FRAME_HEADER_SIZE + int.from_bytes(data[cut : cut + 4], "little")
+    for stale in directory.glob("*.wal.prepared"):
+        stale.unlink()
+    newest.write_bytes(data[:cut])
+    prepared = directory / prepared_name(number + 1)
+    linked = encode_header(number + 1, linked=True) + encode_link(number, cut) + data[cut:]
+    prepared.write_bytes(linked[:-3] + bytes([linked[-3] ^ 0x20]) + linked[-2:])
+    line = assert_one_line_refusal(run_server(broker.data_dir, "--sync", "none"), str(prepared))
+    assert "partition t-0" in line and prepared.exists()
+    verified = run_server(broker.data_dir, "--verify")
+    assert verified.returncode == 1
+    assert verified.stdout.splitlines()[0].startswith(f"DAMAGED {prepared}: ")
+    broker.flags["skip-damaged"] = True
+    broker.start()
+    assert "partition t-0 is OFFLINE" in broker.read_log()
+    assert broker.stop() == 0

@@ -23,8 +23,11 @@ from sentinel.storage.wal_format import (
     check_header,
     check_segment_size,
     is_torn_create,
+    judge_prepared,
     later_frame,
+    list_prepared,
     list_segments,
+    prepared_name,
     scan_entries,
 )
 
@@ -85,10 +88,10 @@ def scrub_engine(fs: FS, directory: str, report: ScrubReport) -> None:
             report.damage(path, str(exc))
         finally:
             reader.close()
-    _scrub_wal(fs, directory, recovered.log_number, clean, ranges, report)
+    scrub_wal(fs, directory, recovered.log_number, clean, ranges, report)
 
 
-def _scrub_wal(  # noqa: PLR0917 - one private call site
+def scrub_wal(  # noqa: PLR0917
     fs: FS,
     directory: str,
     log_number: int,
@@ -96,14 +99,40 @@ def _scrub_wal(  # noqa: PLR0917 - one private call site
     ranges: list[tuple[int, int]],
     report: ScrubReport,
 ) -> None:
-    present = list_segments(fs, directory)
-    replayed = [n for n in present if n >= log_number]
+    """Every WAL segment from ``log_number`` on and those ``ranges`` of value pointers
+    need. After a crash, a prepared segment is judged as the replay judges it
+    (``wal_format.judge_prepared``): damage is reported, a removal noted, and one the
+    start would adopt is read as the newest segment."""
+    present = {n: join(directory, wal_name(n)) for n in list_segments(fs, directory)}
+    judged = len(report.damaged)
+    for number in list_prepared(fs, directory):
+        path = join(directory, prepared_name(number))
+        if clean is not None:
+            report.files += 1
+            report.note(path, "a prepared segment after a clean shutdown (removed at start)")
+            continue
+        try:
+            settlement = judge_prepared(fs, directory, number)
+        except (DiskError, OSError) as exc:
+            report.files += 1
+            report.damage(_path_of(exc, path), str(exc))
+            continue
+        if settlement.adopt:
+            present[number] = path  # read below as the newest segment
+        else:
+            report.files += 1
+            if not settlement.unused:  # (one is left by every kill before a roll)
+                report.note(path, f"{settlement.why} (removed at start)")
+    reported = {d.path for d in report.damaged[judged:]}
+    replayed = [n for n in sorted(present) if n >= log_number]
     last = max(clean) if clean else (replayed[-1] if replayed else None)
     needed = set(range(log_number, last + 1)) if last is not None and last >= log_number else set()
     needed |= {n for lo, hi in ranges for n in range(lo, hi + 1)}
     for number in sorted(needed):
-        path = join(directory, wal_name(number))
+        path = present.get(number, join(directory, wal_name(number)))
         report.files += 1
+        if path in reported:
+            continue  # the judgement of a prepared segment reported it
         if number not in present:
             report.damage(path, "missing: a WAL segment the data needs")
             continue

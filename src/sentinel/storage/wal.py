@@ -74,10 +74,12 @@ prepared name does not, and ``wal_format.settle_prepared`` (the replay after a c
 decides it from the link: the predecessor holds exactly the size the link gives and
 verifies to its end (a process kill, or a power cut after its fsync): the prepared
 segment is adopted (both fsynced, renamed, directory fsynced), so an entry appended
-after the roll survives a kill -9; anything else (a power cut that cut the
-predecessor, or the link): it is removed, which drops only entries never reported
-synced. A crash while preparing leaves a prepared file without entries: removed (the
-writer's open also removes any left). Numbering: a removed prepared segment's number
+after the roll survives a kill -9; a power cut that cut the predecessor, or the
+link at its tail: it is removed, which drops only entries never reported synced;
+any other shape (bytes changed in it or in its predecessor) is damage, refused
+naming the file, never dropped (``wal_format``, the module doc). A crash while
+preparing leaves a prepared file without entries: removed (the writer's open also
+removes any left). Numbering: a removed prepared segment's number
 is the next one the recovered WAL takes, so the numbers stay contiguous and the
 manifest's log number (which reaches a segment only after its roll is finished, by
 ``finish_rolls``) never names a prepared file. ALWAYS mode does not use them: nothing

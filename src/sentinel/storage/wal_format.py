@@ -45,12 +45,23 @@ A prepared segment is written under ``prepared_name(n)`` (``...07.wal.prepared``
 renamed to ``wal_name(n)`` only once its predecessor is fsynced, so every segment under
 its final name except the newest was whole on disk before the next one was named.
 After a crash (``replay`` without a clean record), ``settle_prepared`` decides each
-prepared file: it is *adopted* (the predecessor and it fsynced, renamed, the directory
-fsynced) if its link is whole and names the newest segment, which holds exactly the
-size the link gives and verifies to its end (so nothing of the predecessor was lost:
-a process kill, or a power cut after the predecessor's fsync); else it is removed (a
-power cut lost some of the predecessor, or the link: its entries could not follow the
-predecessor's without a gap, and none of them was reported synced).
+prepared file (``judge_prepared``, from the bytes: ``check_prepared``,
+``check_predecessor``), and a damaged one is never dropped silently: its entries may
+have been acknowledged to acks=1 producers. It is *adopted* (the predecessor and it
+fsynced, renamed, the directory fsynced) if its link is whole and names the newest
+segment, which holds exactly the size the link gives and verifies to its end (a
+process kill, or a power cut after the predecessor's fsync); its own tail may be torn
+(the replay cuts it, as in any newest segment). It is *removed* only for what a crash
+leaves: a torn create or its header alone (never rolled into); a link torn at the tail
+(cut short, or zeros, nothing valid after it); a predecessor that lost its end, shorter
+than the link says or its last frames reading as unwritten (a power cut before its
+fsync: neither its tail nor any entry after it was reported synced); a segment of that
+number already under its final name (stale: only a rename gives that name). Anything
+else is damage, refused with ``CorruptionError`` naming the file, before any prepared
+file is touched: a bad header; a bad link or entry with a valid frame after it, or all
+there with changed bytes; a link naming another segment than the one before; a
+predecessor longer than the link says, or with a bad header or a changed or inner bad
+frame. A predecessor that is gone is ``MissingFileError``.
 
 Replay reads the segments numbered >= N (the manifest's log number) in ascending order.
 The writer numbers its segments contiguously, so they must run N, N+1, ... without a gap:
@@ -243,18 +254,35 @@ def list_prepared(fs: FS, directory: str) -> list[int]:
     return sorted(n for n in numbers if n is not None)
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What the replay after a crash does with one prepared segment (``judge_prepared``):
+    ``adopt`` it (it follows segment ``previous`` with nothing lost between them), or
+    remove it; ``why`` says which crash left it so, for a removal, and ``unused`` that
+    nothing was written into it after its header (a kill before a roll leaves one)."""
+
+    adopt: bool
+    previous: int | None = None
+    why: str = ""
+    unused: bool = False
+
+
 def settle_prepared(fs: FS, directory: str) -> list[int]:
     """After a crash: adopt or remove each prepared segment (module doc); the numbers
-    adopted. Before ``replay`` reads the segments (it calls this itself)."""
+    adopted. Before ``replay`` reads the segments (it calls this itself). Damage raises
+    ``CorruptionError`` (or ``MissingFileError``) naming the file, before any prepared
+    segment is touched, so the next start (or ``--verify``) finds it as it was."""
+    numbers = list_prepared(fs, directory)
+    settled = [(number, judge_prepared(fs, directory, number)) for number in numbers]
     adopted: list[int] = []
-    for number in list_prepared(fs, directory):
+    for number, settlement in settled:
         path = join(directory, prepared_name(number))
-        previous = _whole_predecessor(fs, directory, number, fs.read_all(path))
-        if previous is None:
+        if not settlement.adopt:
             fs.remove(path)
             fs.sync_dir(directory)
             continue
-        for synced in (join(directory, wal_name(previous)), path):
+        assert settlement.previous is not None
+        for synced in (join(directory, wal_name(settlement.previous)), path):
             file = fs.open_append(synced)
             try:
                 file.sync()
@@ -266,29 +294,125 @@ def settle_prepared(fs: FS, directory: str) -> list[int]:
     return adopted
 
 
-def _whole_predecessor(fs: FS, directory: str, number: int, data: bytes) -> int | None:
-    """The number of the segment the prepared segment ``number`` (``data``) follows
-    with nothing lost between them, or None."""
-    try:
-        check_header(prepared_name(number), data, number)
-    except (CorruptionError, UnsupportedFormatError):
-        return None
-    link = read_link(data)
-    if link is None:
-        return None
-    previous, size = link
+def judge_prepared(fs: FS, directory: str, number: int) -> Settlement:
+    """How the replay after a crash settles the prepared segment ``number`` (module
+    doc); reads, changes nothing. Raises on damage (``check_prepared``,
+    ``check_predecessor``), or ``MissingFileError`` if the segment its link names is
+    gone (it was whole on disk, under its final name, before the roll)."""
+    path = join(directory, prepared_name(number))
     segments = list_segments(fs, directory)
-    if not segments or segments[-1] != previous or previous >= number:
+    if segments and segments[-1] >= number:
+        # Only a rename gives a prepared segment its final name: a file under the
+        # prepared name beside it is stale (a ``resume`` rewrote its entries into a
+        # fresh segment of that number and could not remove it).
+        return Settlement(False, why=f"stale: segment {segments[-1]} is under its final name")
+    link = check_prepared(path, number, fs.read_all(path))
+    if isinstance(link, Settlement):
+        return link
+    previous, size = link
+    before_path = join(directory, wal_name(previous))
+    if previous not in segments:
+        raise MissingFileError(
+            before_path, f"the prepared segment {path} follows it (its link frame says so)"
+        )
+    why = check_predecessor(before_path, previous, size, fs.read_all(before_path))
+    if why is not None:
+        return Settlement(False, why=why)
+    return Settlement(True, previous)
+
+
+def check_prepared(path: str, number: int, data: bytes) -> tuple[int, int] | Settlement:
+    """The link (previous segment, its size) of the prepared segment ``number``
+    (``data``, at ``path``) whose frames are whole up to, at most, a torn tail; or its
+    removal, if a crash left it with nothing to adopt. Raises ``CorruptionError``
+    naming ``path`` for any other shape (bytes changed after they were written)::
+
+        fewer than a header's bytes, or a header of zeros     -> unused (torn create)
+        a bad header (magic, checksum, not linked, number)    -> damage
+        the header alone                                      -> unused (never rolled into)
+        a bad link, a valid entry after it                    -> damage
+        a bad link cut short, or its bytes zeros              -> unused (torn link)
+        a bad link all there, other bytes                     -> damage
+        a bad entry, a valid one after it, or changed         -> damage
+        a bad last entry cut short or zeros (a torn tail)     -> the link (the replay cuts it)
+        a link naming any segment but ``number - 1``          -> damage
+    """
+    if is_torn_create(data):
+        return Settlement(False, why=f"a torn create of {len(data)} bytes", unused=True)
+    check_header(path, data, number)
+    if not is_linked(data):
+        raise CorruptionError(path, "segment header", "a prepared segment without a link")
+    if len(data) == HEADER_SIZE:
+        return Settlement(False, why="never rolled into (its header alone)", unused=True)
+    link = read_link(data)
+    where = f"the link frame at offset {HEADER_SIZE}"
+    if link is None:
+        valid = later_frame(data, HEADER_SIZE + 1)
+        if valid is not None:
+            raise CorruptionError(
+                path, where, f"bad, and a valid entry follows at offset {valid}: not a torn link"
+            )
+        if len(data) < HEADER_SIZE + LINK_FRAME_SIZE or zeros_to_end(
+            data[: HEADER_SIZE + LINK_FRAME_SIZE], HEADER_SIZE
+        ):
+            return Settlement(False, why="its link frame torn (a crash before it was whole)")
+        raise CorruptionError(
+            path, where, "the whole frame is there but its bytes changed after they were written"
+        )
+    previous, _size = link
+    if previous != number - 1:
+        raise CorruptionError(path, where, f"it names segment {previous}, not {number - 1}")
+    payloads, good_end, problem = scan_entries(data)
+    if problem is not None:
+        entry_at = f"entry {len(payloads)} at offset {good_end}"
+        valid = later_frame(data, good_end + 1)
+        if valid is not None:
+            raise CorruptionError(
+                path, entry_at, f"{problem}, and a valid entry follows at offset {valid}"
+            )
+        changed = changed_frame(data, good_end)
+        if changed is not None:
+            raise CorruptionError(path, entry_at, f"{problem}: {changed}")
+    return link
+
+
+def check_predecessor(path: str, number: int, size: int, data: bytes) -> str | None:
+    """None if the segment ``number`` (``data``, at ``path``) holds exactly the
+    ``size`` bytes a prepared segment's link gives and verifies to its end (the
+    prepared segment is adopted); else why a power cut before its fsync left it so (a
+    string: the prepared segment is removed, none of its entries, nor the
+    predecessor's tail, having been reported synced). Raises ``CorruptionError``
+    naming ``path`` for any other shape::
+
+        shorter than the link says                            -> lost its end
+        longer than the link says                             -> damage (never written after)
+        a bad header                                          -> damage (fsynced when made)
+        a bad entry, a valid one after it, or changed         -> damage
+        a bad last frame reading as zeros from a sector       -> lost its end (unwritten)
+    """
+    if len(data) < size:
+        return f"its predecessor {path} holds {len(data)} bytes, not {size} (lost its end)"
+    if len(data) > size:
+        raise CorruptionError(
+            path,
+            f"offset {size}",
+            f"{len(data)} bytes, but the segment that follows it was linked at {size}",
+        )
+    check_header(path, data, number)
+    payloads, good_end, problem = scan_entries(data)
+    if problem is None:
         return None
-    before = fs.read_all(join(directory, wal_name(previous)))
-    if len(before) != size:
-        return None
-    try:
-        check_header(wal_name(previous), before, previous)
-    except (CorruptionError, UnsupportedFormatError):
-        return None
-    _payloads, _end, problem = scan_entries(before)
-    return previous if problem is None else None
+    where = f"entry {len(payloads)} at offset {good_end}"
+    valid = later_frame(data, good_end + 1)
+    if valid is not None:
+        raise CorruptionError(
+            path, where, f"{problem}, and a valid entry follows at offset {valid}"
+        )
+    if zeros_to_end(data, good_end) or reads_unwritten(data, good_end, len(data)):
+        return f"its predecessor {path} reads as unwritten from offset {good_end} (lost its end)"
+    raise CorruptionError(
+        path, where, f"{problem}: its bytes changed after they were written, not a torn tail"
+    )
 
 
 def replay(
