@@ -312,15 +312,24 @@ def test_without_sync_always_an_entry_after_a_rotation_reaches_the_os_unasked(
     engine = Engine.open(
         "/db", EngineOptions(memtable_bytes=1024, wal=WalOptions(sync_mode=mode)), fs=fs
     )
-    first = engine.wal.current_segment
-    i = 0
-    while engine.wal.current_segment == first:
-        engine.write_nowait(WriteBatch().put(b"k%04d" % i, b"v" * 40))
-        i += 1
-    engine.write_nowait(WriteBatch().put(b"after-the-rotation", b"w" * 40))
+    write_past_a_rotation(engine)
     segment = "/db/" + wal_name(engine.wal.current_segment)
     deadline = time.monotonic() + 10
     while not (fs.exists(segment) and b"after-the-rotation" in fs.read_all(segment)):
         assert time.monotonic() < deadline, "the entry never reached the OS"
         time.sleep(0.001)
     engine.close()
+
+
+def write_past_a_rotation(engine: Engine) -> int:
+    """Small writes (``k0000``...) until the memtable rotates (the WAL rolls), then one
+    more entry: ``after-the-rotation``, the first of the new segment; the number of
+    small writes."""
+    first = engine.wal.current_segment
+    i = 0
+    while engine.wal.current_segment == first:
+        engine.write_nowait(WriteBatch().put(b"k%04d" % i, b"v" * 40))
+        i += 1
+    engine.write_nowait(WriteBatch().put(b"after-the-rotation", b"w" * 40))
+    return i
+

@@ -32,7 +32,7 @@ from sentinel.storage.options import EngineOptions
 from sentinel.storage.sync_scheduler import SyncScheduler
 from sentinel.storage.wal import SyncMode, WalOptions, WriteAheadLog, list_segments, replay
 from sentinel.storage.wal_format import list_prepared, prepared_name
-from sentinel.storage.write_batch import WriteBatch
+from test_loop_io import write_past_a_rotation
 
 DIR = "/wal"
 
@@ -334,12 +334,7 @@ def test_an_engine_killed_while_its_roll_waits_keeps_the_writes_after_it(
         time.sleep(0.001)
     time.sleep(0.01)  # (its job has ended)
     scheduler.hold = True
-    first = engine.wal.current_segment
-    i = 0
-    while engine.wal.current_segment == first:
-        engine.write_nowait(WriteBatch().put(b"k%04d" % i, b"v" * 40))
-        i += 1
-    engine.write_nowait(WriteBatch().put(b"after-the-rotation", b"w" * 40))
+    i = write_past_a_rotation(engine)
     image = killed_copy(fs)
     scheduler.release()
     engine.close()
