@@ -169,6 +169,9 @@ __all__ = [
 # doing so; on a sync thread, ``_flush_backlog``) so that a caller who never syncs cannot
 # grow memory without bound.
 _FLUSH_AT = 1 << 20
+# How long that job waits for a sync or roll doing IO on the WAL (they take the buffer
+# themselves; what was appended meanwhile is the job's).
+_FLUSH_JOB_WAIT_S = 1.0
 # NONE/INTERVAL mode: at most this much is unsynced (kept in memory for ``resume``):
 # an appender past it waits for a sync (does one, if the WAL has no ``run_io``).
 _RETAIN_AT = 8 << 20
@@ -483,17 +486,25 @@ class WriteAheadLog:
         self._try_flush()
 
     def _flush_job(self) -> None:
-        """A job of ``run_io``: ``_try_flush`` (a failure is recorded: the WAL's next
-        call raises it; a WAL closed meanwhile has nothing to write)."""
+        """A job of ``run_io``: ``_try_flush``, waiting (a sync thread may) for IO under
+        way, so that what was appended meanwhile is not left buffered once the appends
+        stop (a failure is recorded: the WAL's next call raises it; a WAL closed
+        meanwhile has nothing to write)."""
         with self._lock:
             self._flush_queued = False
         with contextlib.suppress(WalFailedError, ClosedError):
-            self._try_flush()
+            self._try_flush(wait_s=_FLUSH_JOB_WAIT_S)
 
-    def _try_flush(self) -> None:
+    def _try_flush(self, wait_s: float = 0.0) -> None:
         """Hand the ALWAYS-mode buffer to the OS, unless a sync or roll is doing IO now
-        (it will take the buffer itself)."""
-        if not self._io_lock.acquire(blocking=False):
+        (it takes the buffer itself) and does not end within ``wait_s``; what was
+        appended after it took the buffer is handed over then."""
+        acquired = (
+            self._io_lock.acquire(timeout=wait_s)
+            if wait_s > 0
+            else self._io_lock.acquire(blocking=False)
+        )
+        if not acquired:
             return
         try:
             with self._lock:
