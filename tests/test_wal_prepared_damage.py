@@ -12,7 +12,6 @@ scrub (``--verify``) reports the same file.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from sentinel.storage.engine import Engine
 from sentinel.storage.files import wal_name
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.scrub import ScrubReport, scrub_engine, scrub_wal
-from sentinel.storage.sync_scheduler import SyncScheduler
 from sentinel.storage.wal import SyncMode, WalOptions, WriteAheadLog, list_segments, replay
 from sentinel.storage.wal_format import (
     FRAME_HEADER_SIZE,
@@ -35,7 +33,8 @@ from sentinel.storage.wal_format import (
     list_prepared,
     prepared_name,
 )
-from sentinel.storage.write_batch import WriteBatch
+from test_loop_io import write_past_a_rotation
+from test_wal_prepared import HeldScheduler, killed_copy
 
 DIR = "/wal"
 PREDECESSOR = f"{DIR}/{wal_name(1)}"
@@ -294,30 +293,6 @@ def test_a_prepared_segment_whose_predecessor_is_gone_is_refused() -> None:
 # ------------------------------------------------------------------ an engine's start
 
 
-class HeldScheduler(SyncScheduler):
-    """A sync scheduler whose jobs wait while ``hold`` is set (a busy sync thread)."""
-
-    def __init__(self) -> None:
-        super().__init__(threads=1)
-        self.hold = False
-        self.held: list[Callable[[], None]] = []
-        self._held_lock = threading.Lock()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._held_lock:
-            if self.hold:
-                self.held.append(job)
-                return
-        super().submit(job)
-
-    def release(self) -> None:
-        with self._held_lock:
-            self.hold = False
-            jobs, self.held = self.held, []
-        for job in jobs:
-            super().submit(job)
-
-
 def killed_engine() -> tuple[MemFS, str]:
     """What a kill -9 leaves of an engine (sync none) whose roll's IO waits on a busy
     sync thread, with a write after the roll in its prepared segment; that segment."""
@@ -335,23 +310,9 @@ def killed_engine() -> tuple[MemFS, str]:
         time.sleep(0.001)
     time.sleep(0.01)  # (its job has ended)
     scheduler.hold = True
-    first = engine.wal.current_segment
-    i = 0
-    while engine.wal.current_segment == first:
-        engine.write_nowait(WriteBatch().put(b"k%04d" % i, b"v" * 40))
-        i += 1
-    engine.write_nowait(WriteBatch().put(b"after-the-roll", b"w" * 40))
+    write_past_a_rotation(engine)
     prepared = f"/db/{prepared_name(engine.wal.current_segment)}"
-    image = MemFS()
-    image.makedirs("/db")
-    with fs.mutex:
-        names = {path.rsplit("/", 1)[1]: bytes(i.data) for path, i in fs.files.items()}
-    for name, data in names.items():
-        handle = image.create(f"/db/{name}")
-        handle.write(data)
-        handle.sync()
-        handle.close()
-    image.sync_dir("/db")
+    image = killed_copy(fs)
     scheduler.release()
     engine.close()
     scheduler.shutdown()
@@ -361,8 +322,8 @@ def killed_engine() -> tuple[MemFS, str]:
 def test_an_engine_refuses_a_damaged_prepared_segment_and_the_scrub_names_it() -> None:
     fs, prepared = killed_engine()
     data = fs.read_all(prepared)
-    assert b"after-the-roll" in data
-    flip_at(fs, prepared, data.index(b"after-the-roll"))
+    assert b"after-the-rotation" in data
+    flip_at(fs, prepared, data.index(b"after-the-rotation"))
     on_disk = {name: fs.read_all(f"/db/{name}") for name in fs.listdir("/db")}
     report = ScrubReport()
     scrub_engine(fs, "/db", report)
