@@ -13,8 +13,6 @@ scrub (``--verify``) reports the same file.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -34,7 +32,7 @@ from sentinel.storage.wal_format import (
     prepared_name,
 )
 from test_loop_io import write_past_a_rotation
-from test_wal_prepared import HeldScheduler, killed_copy
+from test_wal_prepared import HeldScheduler, ManualIO, killed_copy
 
 DIR = "/wal"
 PREDECESSOR = f"{DIR}/{wal_name(1)}"
@@ -47,20 +45,6 @@ def entry(i: int) -> bytes:
 
 BEFORE = [entry(i) for i in range(3)]  # in segment 1
 AFTER = [entry(i) for i in range(3, 6)]  # in the prepared segment 2
-
-
-@dataclass
-class ManualIO:
-    """A ``run_io`` whose jobs run when the test says (``run``)."""
-
-    jobs: list[Callable[[], None]] = field(default_factory=list)
-
-    def submit(self, job: Callable[[], None]) -> None:
-        self.jobs.append(job)
-
-    def run(self) -> None:
-        while self.jobs:
-            self.jobs.pop(0)()
 
 
 def kill(fs: MemFS) -> None:
