@@ -2,6 +2,13 @@
 
 ``writer DIR``: put keys with sync ``always`` forever, printing each acknowledged key.
 ``bulk DIR BYTES``: write BYTES of 16 KiB values with default options; print peak RSS.
+
+The peak RSS is this process's own (``peak_rss_kib``), not ``ru_maxrss``: on Linux
+``ru_maxrss`` keeps the high-water mark of the memory the process had before its
+``execve``. Python's ``subprocess`` starts a child with ``vfork``, so that memory is
+the parent's: a child of a pytest process that once held 400 MiB reported 400 MiB,
+whatever it used itself (a full test run's first hypothesis test took the process to
+~350 MiB, and the tests before ``test_engine_process`` a little more).
 """
 
 from __future__ import annotations
@@ -12,6 +19,20 @@ import sys
 from sentinel.storage.engine import Engine
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.wal import SyncMode, WalOptions
+
+
+def peak_rss_kib() -> int:
+    """The most memory this process has held since it started (KiB): ``VmHWM``, the
+    high-water mark of its own address space, which ``execve`` starts afresh (Linux);
+    ``ru_maxrss`` where there is no ``/proc`` (see the module doc for why not always)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def writer(directory: str) -> None:
@@ -37,7 +58,7 @@ def bulk(directory: str, total: int) -> None:
             written += len(value)
             i += 1
         stats = engine.stats()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = peak_rss_kib()
     print(f"{peak_kib} {i} {stats.flushes} {stats.compaction_bytes_written}")
 
 
