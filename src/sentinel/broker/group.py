@@ -25,10 +25,12 @@ with no member id and an instance id some member holds *replaces* that member: a
 member id takes its place, its assignment and its leadership; the old id's waiting join
 or sync fails and any later request naming it with the instance id, with
 FENCED_INSTANCE_ID. Stable with the same protocols: answered at once, same generation,
-no rebalance (Kafka's rule; a replaced leader is told it leads, and its sync changes
-nothing in Stable). PreparingRebalance: it waits in the old member's place. Otherwise
-(CompletingRebalance, where the leader may be assigning to the old id, or a new
-subscription): rebalance. A static member's session timeout removes it as any other's.
+no rebalance. A replaced leader leads from then on, but its answer names the old leader
+id and no members, as Kafka answers JoinGroup before v9 (no SkipAssignment): a client
+told it leads would assign, find nothing changed in Stable, and rejoin.
+PreparingRebalance: it waits in the old member's place. Otherwise (CompletingRebalance,
+where the leader may be assigning to the old id, or a new subscription): rebalance. A
+static member's session timeout removes it as any other's.
 
 Timers (all checked by ``tick``):
 
@@ -53,6 +55,7 @@ member's assignment and nobody needs to sync.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from sentinel.broker.group_events import (
     ErrorCode,
@@ -404,7 +407,10 @@ class Group:
         member.awaiting_join = member.awaiting_sync = False
         member.keep_alive(now)
         if self.state is GroupState.STABLE and same:
-            out.append(self._join_completed(member))
+            answer = self._join_completed(member)
+            if answer.is_leader:
+                answer = replace(answer, leader_id=old_id, members=())
+            out.append(answer)
             return JoinResult(ErrorCode.NONE, member_id, tuple(out))
         member.awaiting_join = True
         if self.state is not GroupState.PREPARING_REBALANCE:
