@@ -49,6 +49,11 @@ class SentinelStub:
                 request_serializer=sentinel__pb2.FetchRequest.SerializeToString,
                 response_deserializer=sentinel__pb2.FetchResponse.FromString,
                 _registered_method=True)
+        self.FetchMany = channel.unary_unary(
+                '/sentinel.v1.Sentinel/FetchMany',
+                request_serializer=sentinel__pb2.FetchManyRequest.SerializeToString,
+                response_deserializer=sentinel__pb2.FetchManyResponse.FromString,
+                _registered_method=True)
         self.FetchMetadata = channel.unary_unary(
                 '/sentinel.v1.Sentinel/FetchMetadata',
                 request_serializer=sentinel__pb2.MetadataRequest.SerializeToString,
@@ -170,6 +175,17 @@ class SentinelServicer:
 
     def Fetch(self, request, context):
         """One bounded read (long-polls up to max_wait_ms when there is nothing yet).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchMany(self, request, context):
+        """Kafka's Fetch: one bounded read of many partitions (a consumer's one long-poll per
+        broker). Answers once min_bytes are there over all partitions, once a partition
+        fails, or once max_wait_ms passes. A partition's refusal is in its result (the
+        call fails only as a whole: a malformed request, more positions than the broker's
+        --max-partitions (POLICY_VIOLATION), a full request budget).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -322,6 +338,11 @@ def add_SentinelServicer_to_server(servicer, server):
                     servicer.Fetch,
                     request_deserializer=sentinel__pb2.FetchRequest.FromString,
                     response_serializer=sentinel__pb2.FetchResponse.SerializeToString,
+            ),
+            'FetchMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchMany,
+                    request_deserializer=sentinel__pb2.FetchManyRequest.FromString,
+                    response_serializer=sentinel__pb2.FetchManyResponse.SerializeToString,
             ),
             'FetchMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.FetchMetadata,
@@ -505,6 +526,33 @@ class Sentinel:
             '/sentinel.v1.Sentinel/Fetch',
             sentinel__pb2.FetchRequest.SerializeToString,
             sentinel__pb2.FetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sentinel.v1.Sentinel/FetchMany',
+            sentinel__pb2.FetchManyRequest.SerializeToString,
+            sentinel__pb2.FetchManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,11 +17,12 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from sentinel.broker.group_events import OffsetAndMetadata, TopicPartition
-from sentinel.broker.outcomes import FetchOutcome, TopicMetadata
+from sentinel.broker.limits import PolicyViolationError
+from sentinel.broker.outcomes import FetchOutcome, FetchPosition, TopicMetadata
 from sentinel.broker.request_budget import Reservation
 from sentinel.broker.service import Acks, BrokerService
 from sentinel.broker.validation import BROKER_DEFAULT, InvalidRequiredAcksError
-from sentinel.errors import InvalidArgumentError
+from sentinel.errors import InvalidArgumentError, SentinelError
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 from sentinel.record import BatchBuilder, decode_records, iter_batches, parse_header
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_STREAM_BYTES = 1024 * 1024
 MAX_STREAM_BYTES = 16 * 1024 * 1024
+MAX_WAIT_MS = 30_000
+"""The longest a Fetch or FetchMany long-polls, whatever it asks."""
 _ACKS = {pb.ACKS_LEADER: Acks.LEADER, pb.ACKS_NONE: Acks.NONE, pb.ACKS_ALL: Acks.ALL}
 MAX_ADMISSION_WAIT_S = 30.0
 """The longest a request waits for room in the in-flight budget (less if its deadline
@@ -103,6 +106,11 @@ def add_to_server(servicer: SentinelServicer, server: grpc.aio.Server) -> None:
     )
 
 
+def _capped(max_bytes: int, default: int = DEFAULT_STREAM_BYTES) -> int:
+    """A fetch's byte limit as asked (0 or less: ``default``), at most MAX_STREAM_BYTES."""
+    return min(max_bytes if max_bytes > 0 else default, MAX_STREAM_BYTES)
+
+
 def _records_in(batches: bytes, from_offset: int) -> int:
     """Records at or after ``from_offset`` in the batches (from their headers)."""
     count = 0
@@ -114,6 +122,22 @@ def _records_in(batches: bytes, from_offset: int) -> int:
         if header.last_offset >= first:
             count += header.last_offset - first + 1
     return count
+
+
+def _partition_error(exc: SentinelError) -> pb.PartitionError:
+    """A partition's refusal in a FetchMany answer: what a Fetch of that partition alone
+    would fail with (``refusal_for``); an error without a status of its own, INTERNAL."""
+    refusal = refusal_for(exc)
+    if refusal is None:
+        log.error("FetchMany: a partition failed unexpectedly: %r", exc)
+        refusal = Refusal(grpc.StatusCode.INTERNAL, exc.code_name, f"internal error: {exc!r}")
+    return pb.PartitionError(
+        code=exc.kafka_code,
+        reason=refusal.reason,
+        message=refusal.message,
+        status=refusal.status.value[0],
+        metadata=dict(refusal.metadata),
+    )
 
 
 def _decoded(batches: bytes, from_offset: int) -> list[pb.Record]:
@@ -293,7 +317,8 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         (counted from batch headers)."""
         batches = outcome.batches  # joined once
         count = _records_in(batches, from_offset)
-        self._metrics.count_fetched(outcome.topic, count, len(batches))
+        if batches:  # a FetchMany answers mostly empty partitions: no counter work for them
+            self._metrics.count_fetched(outcome.topic, count, len(batches))
         message = cls(
             topic=outcome.topic,
             partition=outcome.partition,
@@ -317,8 +342,8 @@ class SentinelServicer(pb_grpc.SentinelServicer):
                 request.topic,
                 request.partition,
                 request.offset,
-                min(request.max_bytes or DEFAULT_STREAM_BYTES, MAX_STREAM_BYTES),
-                max(0, min(request.max_wait_ms, 30_000)),
+                _capped(request.max_bytes),
+                max(0, min(request.max_wait_ms, MAX_WAIT_MS)),
             )
             message: pb.FetchResponse
             message, _count = self._fetch_message(
@@ -328,6 +353,50 @@ class SentinelServicer(pb_grpc.SentinelServicer):
             return message
 
         return await self._call("Fetch", request, context, work)
+
+    async def FetchMany(
+        self, request: pb.FetchManyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.FetchManyResponse:
+        """Kafka's Fetch (``BrokerService.fetch_many``); a partition's error is in its
+        result. At most ``--max-partitions`` positions (as many as the broker may create;
+        a long-poll reads every position again each time one of their watermarks moves)."""
+
+        async def work() -> pb.FetchManyResponse:
+            started = time.perf_counter()
+            limit = self._service.limits.max_partitions
+            if len(request.positions) > limit:
+                raise PolicyViolationError(
+                    f"FetchMany names {len(request.positions)} partitions; at most {limit} "
+                    "(--max-partitions)"
+                )
+            peer = context.peer()
+            for p in request.positions:
+                self._metrics.observe_fetch_start(peer, p.topic, p.partition, p.offset)
+            outcomes = await self._service.fetch_many(
+                [
+                    FetchPosition(p.topic, p.partition, p.offset, _capped(p.max_bytes))
+                    for p in request.positions
+                ],
+                max_wait_ms=max(0, min(request.max_wait_ms, MAX_WAIT_MS)),
+                min_bytes=max(1, request.min_bytes),
+                max_bytes=_capped(request.max_bytes, MAX_STREAM_BYTES),
+            )
+            partitions = []
+            for pos, outcome in zip(request.positions, outcomes, strict=True):
+                if outcome.error is not None:
+                    error = _partition_error(outcome.error)
+                    partitions.append(
+                        pb.FetchedPartition(topic=pos.topic, partition=pos.partition, error=error)
+                    )
+                    continue
+                message, _count = self._fetch_message(
+                    pb.FetchedPartition, outcome, pos.offset, request.decode_records
+                )
+                partitions.append(message)
+            self._metrics.fetch_latency.observe(time.perf_counter() - started)
+            return pb.FetchManyResponse(partitions=partitions)
+
+        return await self._call("FetchMany", request, context, work)
 
     async def Consume(
         self, request: pb.ConsumeRequest, context: grpc.aio.ServicerContext[Any, Any]
