@@ -1,25 +1,38 @@
 """The consumer's data path: per-partition positions, prefetching and decoding.
 
 ``Fetcher`` keeps one ``PartitionFetch`` per assigned partition and, on the client's
-event loop, one task per partition that long-polls ``Fetch`` from the partition's
-fetch offset and appends the raw answer (whole RecordBatch v2 batches) to the
-partition's buffer, staying at most about two answers ahead of the application.
-``collect`` (called by ``poll`` on the application's thread) decodes buffered
-batches one at a time and hands out records from each partition's position,
-skipping those before it (an answer starts with the batch holding the fetch offset).
+event loop, one driver task. As Kafka's consumer, it long-polls each broker with ONE
+call, a ``FetchMany`` of every assigned partition that broker leads and that may be
+fetched: its position is known, it is not paused, no error or recovery is pending and
+its buffer holds less than ``fetch_max_bytes``. Each partition's answer (whole
+RecordBatch v2 batches, about ``fetch_max_bytes`` at most) is appended to its buffer, so
+a partition stays at most about two answers ahead of the application. Which calls to
+make, and when a long-poll is cancelled and sent again so that a partition that became
+fetchable meanwhile is not held back, is ``_fetch_plan``'s pure decision; the calls and
+their answers are ``_fetch_calls``' (a broker without FetchMany gets one long-poll
+``Fetch`` per partition instead). ``collect`` (``poll``, on the application's thread)
+decodes the buffers into records (``_collector``).
 
 Two offsets per partition::
 
     position      the next record poll() returns; what commit() commits
-    fetch_offset  where the next Fetch starts (ahead of position by what is buffered)
+    fetch_offset  where the next fetch starts (ahead of position by what is buffered)
 
-``seek`` moves both, drops the buffer and restarts the partition's task (so a
-long-poll at the old offset does not hold it up); answers to fetches started before
-are recognised by ``generation`` and dropped.
+``seek`` moves both, drops the buffer and bumps ``generation``; ``restart`` wakes the
+driver (a long-poll at the old offset is sent again). An answer is stored only if it
+was fetched from the partition's current ``fetch_offset`` in its current generation.
 
-Locking: ``lock`` guards every ``PartitionFetch``; the loop's tasks take it to store
-an answer, ``collect`` to take a chunk and to advance positions. Decoding runs without
-it. ``collect``/``seek`` are for one application thread at a time (as Kafka's
+Positions are resolved in batches (one FetchOffsets for the group's committed offsets,
+then ListOffsets for the rest, ``RESOLVE_CONCURRENCY`` at a time). A partition's refusal
+(in a FetchMany answer, or a failed call, for each of its partitions) is recovered from
+by a task of that partition while it is left out of the fetches, as a Fetch's was: a
+moved leader is looked up again, an offset out of range is reset by
+``auto_offset_reset``, other retriable errors wait ``retry_backoff_ms``, the rest are
+raised by the next poll. A refusal from before a seek is dropped.
+
+Locking: ``lock`` guards every ``PartitionFetch``; the loop takes it to store an answer
+and to read the partitions' state, ``collect`` to take a chunk and to advance
+positions. ``collect``/``seek`` are for one application thread at a time (as Kafka's
 consumer, it is not meant to be polled from several threads at once).
 """
 
@@ -29,13 +42,14 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Collection
 
 from sentinel.client._channel import unary
-from sentinel.client._decode import decode_consumer_records
+from sentinel.client._collector import Collector
+from sentinel.client._fetch_calls import Answer, FetchCalls
+from sentinel.client._fetch_plan import Ready
 from sentinel.client._metadata import LEADER_MOVED, Metadata
+from sentinel.client._partition_fetch import FetchConfig, PartitionFetch
 from sentinel.client.errors import (
     ClientClosedError,
     ClientStateError,
@@ -54,62 +68,17 @@ log = logging.getLogger(__name__)
 
 EARLIEST = -2
 LATEST = -1
-
+RESOLVE_CONCURRENCY = 16
+"""ListOffsets calls at once while positions are resolved."""
+RESOLVED_BATCH = 100
+"""Positions resolved between two looks of the driver while a batch resolves."""
 
 Committed = Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
 """The group's committed offsets of some partitions (absent: none committed)."""
 
 
-@dataclass(frozen=True, slots=True)
-class FetchConfig:
-    """How the fetcher reads. See ``Consumer`` for the meaning."""
-
-    fetch_max_bytes: int
-    fetch_max_wait_ms: int
-    auto_offset_reset: str  # earliest | latest | none
-    request_timeout_ms: int
-    retry_backoff_ms: float
-
-
-@dataclass(slots=True, eq=False)
-class PartitionFetch:
-    """The fetch state of one assigned partition (guarded by the fetcher's lock)."""
-
-    tp: TopicPartition
-    position: int | None = None  # None: to be resolved (committed offset or reset)
-    fetch_offset: int = 0
-    generation: int = 0
-    chunks: deque[bytes] = field(default_factory=deque)  # raw Fetch answers
-    buffered: int = 0  # bytes in ``chunks``
-    # The collector's own state (no lock): valid while ``decode_gen == generation``.
-    decode_gen: int = -1
-    batches: Iterator[memoryview] | None = None  # batches of the chunk being read
-    records: list[ConsumerRecord] = field(default_factory=list)  # decoded, not returned
-    index: int = 0  # next of ``records`` to return
-    batch_end: int = -1  # the offset after the batch ``records`` came from
-    high_watermark: int = -1
-    log_start_offset: int = -1
-    paused: bool = False
-    error: BaseException | None = None  # raised by the next poll
-    task: asyncio.Task[None] | None = None
-    space: asyncio.Event | None = None  # set when the buffer has room again
-
-    def drop_buffer(self) -> None:
-        """Forget the fetched data (lock held); the collector sees the new generation."""
-        self.chunks.clear()
-        self.buffered = 0
-
-    def reset_decoding(self, generation: int) -> None:
-        """The collector starts over for ``generation`` (the collector's thread)."""
-        self.decode_gen = generation
-        self.batches = None
-        self.records = []
-        self.index = 0
-        self.batch_end = -1
-
-
 class Fetcher:
-    """Assigned partitions, their positions, prefetch tasks and decoding."""
+    """Assigned partitions, their positions, the fetch driver and decoding."""
 
     def __init__(
         self,
@@ -125,9 +94,13 @@ class Fetcher:
         self.on_data: Callable[[], None] = lambda: None  # lock held; wakes poll()
         self.committed = committed  # group's committed offsets, for new partitions
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._rotation = 0
+        self._collector = Collector(self.lock, self.partitions, config.fetch_max_bytes, self._room)
         self._timeout = config.request_timeout_ms / 1000.0
         self._closed = False
+        self._changed = asyncio.Event()  # the driver has something to look at
+        self._driver: asyncio.Task[None] | None = None
+        self._calls = FetchCalls(config, metadata, self._changed.set)
+        self._tasks: set[asyncio.Task[None]] = set()  # batches of positions resolving
 
     # --- assignment (on the loop) ------------------------------------------------------
 
@@ -135,7 +108,7 @@ class Fetcher:
         self._loop = loop
 
     def assign(self, tps: list[TopicPartition]) -> None:
-        """Own exactly ``tps`` from now on (on the loop): start and stop their tasks."""
+        """Own exactly ``tps`` from now on (on the loop); the driver fetches them."""
         wanted = dict.fromkeys(tps)
         with self.lock:
             gone = [p for tp, p in self.partitions.items() if tp not in wanted]
@@ -144,40 +117,40 @@ class Fetcher:
             for tp in wanted:
                 if tp not in self.partitions:
                     self.partitions[tp] = PartitionFetch(tp)
-            added = [self.partitions[tp] for tp in wanted if self.partitions[tp].task is None]
         for part in gone:
-            if part.task is not None:
-                part.task.cancel()
-        for part in added:
-            self._start(part)
-
-    def _start(self, part: PartitionFetch) -> None:
-        assert self._loop is not None
+            if part.job is not None:
+                part.job.cancel()
         if self._closed:
             return
-        part.space = asyncio.Event()
-        part.task = self._loop.create_task(self._run(part), name=f"sentinel-fetch-{part.tp}")
+        if self._driver is None:
+            assert self._loop is not None
+            self._driver = self._loop.create_task(self._drive(), name="sentinel-fetcher")
+        self._changed.set()
 
     def restart(self, tp: TopicPartition) -> None:
-        """Restart ``tp``'s task (on the loop): after a seek, drop its long-poll."""
+        """After a seek of ``tp`` (on the loop): end its recovery, if any, and let the
+        driver fetch it from its new offset (a long-poll at the old one is re-sent)."""
         part = self.partitions.get(tp)
         if part is None:
             return
-        if part.task is not None:
-            part.task.cancel()
-        self._start(part)
+        if part.job is not None:
+            part.job.cancel()
+            part.job = None
+        self._changed.set()
 
     def wake(self, tp: TopicPartition) -> None:
-        """The buffer of ``tp`` has room again, or it was resumed (on the loop)."""
-        part = self.partitions.get(tp)
-        if part is not None and part.space is not None:
-            part.space.set()
+        """The buffer of ``tp`` has room again, it was resumed, or its error was raised
+        (on the loop): the driver looks again."""
+        self._changed.set()
 
     async def close(self) -> None:
         self._closed = True
         with self.lock:
-            tasks = [p.task for p in self.partitions.values() if p.task is not None]
+            jobs = [p.job for p in self.partitions.values() if p.job is not None]
             self.partitions.clear()
+        tasks = [*jobs, *self._tasks, *self._calls.tasks()]
+        if self._driver is not None:
+            tasks.append(self._driver)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -235,8 +208,54 @@ class Fetcher:
             if part.position is None:
                 self._seek_locked(part, offset)
 
+    async def _resolve_all(self, parts: list[PartitionFetch]) -> None:
+        """``_resolve`` for a batch (``resolving`` set): one FetchOffsets for all, then
+        the reset policy for those without a committed offset. The driver is told every
+        ``RESOLVED_BATCH`` partitions done (each fetchable once its own is), not at each
+        one: a new partition sends the long-poll again with all of them. A partition
+        whose lookup fails recovers as from a failed fetch."""
+        backoff = self.config.retry_backoff_ms / 1000.0
+        limit = asyncio.Semaphore(RESOLVE_CONCURRENCY)
+        done = 0
+
+        async def one(part: PartitionFetch, offset: int | None) -> None:
+            nonlocal done
+            generation = part.generation
+            try:
+                if offset is None or offset < 0:
+                    async with limit:
+                        if part.position is not None:  # seeked meanwhile
+                            return
+                        offset = await self._reset_offset(part.tp)
+                with self.lock:
+                    if part.position is None:
+                        self._seek_locked(part, offset)
+            except ClientClosedError:
+                return
+            except Exception as exc:  # recovered from or reported, as a failed fetch
+                await self._failed(part, generation, exc, backoff)
+            finally:
+                part.resolving = False
+                done += 1
+                if done % RESOLVED_BATCH == 0:
+                    self._changed.set()
+
+        try:
+            try:
+                found = await self.committed([p.tp for p in parts]) if self.committed else {}
+            except ClientClosedError:
+                return
+            except Exception as exc:  # every partition recovers (or reports) on its own
+                await asyncio.gather(*(self._failed(p, p.generation, exc, backoff) for p in parts))
+                return
+            await asyncio.gather(*(one(p, found.get(p.tp)) for p in parts))
+        finally:
+            for part in parts:
+                part.resolving = False
+            self._changed.set()
+
     def seek(self, tp: TopicPartition, offset: int) -> None:
-        """Move ``tp``'s position (lock not held); the caller restarts its task."""
+        """Move ``tp``'s position (lock not held); the caller restarts its fetching."""
         with self.lock:
             part = self.partitions.get(tp)
             if part is None:
@@ -256,46 +275,87 @@ class Fetcher:
         with self.lock:
             return {tp: p.position for tp, p in self.partitions.items() if p.position is not None}
 
-    # --- the fetch task -------------------------------------------------------------
+    # --- the driver -------------------------------------------------------------------
 
-    async def _run(self, part: PartitionFetch) -> None:
-        backoff = self.config.retry_backoff_ms / 1000.0
-        max_wait = self.config.fetch_max_wait_ms
-        max_bytes = self.config.fetch_max_bytes
-        assert part.space is not None
-        space = part.space
+    async def _drive(self) -> None:
+        """The fetcher's one task: file the answers of the calls that ended, then make
+        the calls ``_fetch_plan`` asks for; again whenever something changes."""
         while True:
-            generation = part.generation
+            await self._changed.wait()
+            self._changed.clear()
             try:
-                with self.lock:
-                    blocked = part.buffered >= max_bytes or part.paused or part.error is not None
-                    if blocked:
-                        space.clear()
-                    unresolved = part.position is None
-                    offset, generation = part.fetch_offset, part.generation
-                if blocked:
-                    await space.wait()
-                    continue
-                if unresolved:
-                    await self._resolve(part)
-                    continue
-                request = pb.FetchRequest(
-                    topic=part.tp.topic,
-                    partition=part.tp.partition,
-                    offset=offset,
-                    max_bytes=max_bytes,
-                    max_wait_ms=max_wait,
-                )
-                stub = self.metadata.stub_for(part.tp)
-                call = stub.Fetch(request, timeout=self._timeout + max_wait / 1000.0)
-                resp: pb.FetchResponse = await unary(call)
-                self._store(part, generation, offset, resp)
-            except asyncio.CancelledError:
-                raise
+                for call in self._calls.ended():
+                    for answer in self._calls.settle(call):
+                        self._file(answer)
+                self._dispatch()
             except ClientClosedError:
                 return
-            except Exception as exc:  # every failure is recovered from or reported
-                await self._failed(part, generation, exc, backoff)
+            except Exception:  # a bug: said, and the driver goes on after a pause
+                log.exception("the fetch driver failed")
+                await asyncio.sleep(self.config.retry_backoff_ms / 1000.0)
+                self._changed.set()
+
+    def _file(self, answer: Answer) -> None:
+        r = answer.ready
+        if answer.error is not None:
+            self._recover(answer.part, r.generation, answer.error)
+        elif answer.data is not None:
+            self._store(answer.part, r.generation, r.offset, answer.data)
+
+    def _dispatch(self) -> None:
+        """Resolve the positions not known yet; cancel and send calls as planned."""
+        max_bytes = self.config.fetch_max_bytes
+        leader = self.metadata.leader_address
+        ready: list[Ready] = []
+        unresolved: list[PartitionFetch] = []
+        with self.lock:
+            for part in self.partitions.values():
+                if not part.fetchable or part.buffered >= max_bytes:
+                    continue
+                if part.position is None:
+                    unresolved.append(part)
+                    continue
+                offset = part.fetch_offset
+                ready.append(
+                    Ready(
+                        part.tp,
+                        leader(part.tp),
+                        offset,
+                        part.generation,
+                        0 <= offset < part.high_watermark,
+                        part.covered_by(),
+                    )
+                )
+        if unresolved:
+            for part in unresolved:
+                part.resolving = True
+            task = asyncio.get_running_loop().create_task(self._resolve_all(unresolved))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if ready:
+            self._calls.carry_out(self._calls.plan(ready), self.partitions)
+
+    def _recover(self, part: PartitionFetch, generation: int, exc: BaseException) -> None:
+        """``part``'s fetch failed: it is left out of the fetches while a task of its own
+        recovers (``_failed``)."""
+        if (
+            self._closed
+            or self.partitions.get(part.tp) is not part
+            or part.job is not None
+            or part.generation != generation  # a seek since: the error is moot
+        ):
+            return
+        assert self._loop is not None
+        part.job = self._loop.create_task(self._recovering(part, generation, exc))
+
+    async def _recovering(self, part: PartitionFetch, generation: int, exc: BaseException) -> None:
+        try:
+            if isinstance(exc, Exception):
+                await self._failed(part, generation, exc, self.config.retry_backoff_ms / 1000.0)
+        finally:
+            if part.job is asyncio.current_task():
+                part.job = None
+            self._changed.set()
 
     async def _failed(
         self, part: PartitionFetch, generation: int, exc: Exception, backoff: float
@@ -312,14 +372,21 @@ class Fetcher:
             if not getattr(exc, "retriable", False):
                 if not isinstance(exc, SentinelError):
                     log.exception("fetching %s failed", part.tp, exc_info=exc)
-                self._fail(part, exc)
+                self._fail(part, exc, generation)
         except SentinelClientError as again:
             log.info("%s: recovering from %s failed: %s", part.tp, exc, again)
         await asyncio.sleep(backoff)
 
     def _store(
-        self, part: PartitionFetch, generation: int, offset: int, resp: pb.FetchResponse
+        self,
+        part: PartitionFetch,
+        generation: int,
+        offset: int,
+        resp: pb.FetchResponse | pb.FetchedPartition,
     ) -> None:
+        """File an answer (a ``FetchResponse`` or a FetchMany's ``FetchedPartition``)
+        fetched from ``offset`` in ``generation``; dropped unless that is still where
+        the partition fetches from."""
         data = resp.record_batches
         next_offset = offset
         if data:
@@ -330,8 +397,12 @@ class Fetcher:
                 next_offset = max(offset, parse_header(last).next_offset)
         next_offset = max(next_offset, resp.next_offset)
         with self.lock:
-            if part.generation != generation or self.partitions.get(part.tp) is not part:
-                return  # a seek happened meanwhile
+            if (
+                part.generation != generation
+                or part.fetch_offset != offset
+                or self.partitions.get(part.tp) is not part
+            ):
+                return  # a seek happened meanwhile, or this was fetched twice
             part.high_watermark = resp.high_watermark
             part.log_start_offset = resp.log_start_offset
             part.fetch_offset = next_offset
@@ -345,7 +416,7 @@ class Fetcher:
     ) -> None:
         policy = self.config.auto_offset_reset
         if policy == "none":
-            self._fail(part, exc)
+            self._fail(part, exc, generation)
             return
         if policy == "earliest" and exc.log_start >= 0:
             target = exc.log_start
@@ -360,122 +431,34 @@ class Fetcher:
                 )
                 self._seek_locked(part, target)
 
-    def _fail(self, part: PartitionFetch, exc: BaseException) -> None:
+    def _fail(self, part: PartitionFetch, exc: BaseException, generation: int = -1) -> None:
+        """Report ``exc`` through the next poll; not if it came from a fetch or lookup
+        of an older ``generation`` than the partition's now (a seek made it moot)."""
         with self.lock:
+            if generation >= 0 and part.generation != generation:
+                return
             part.error = exc
             self.on_data()
 
-    # --- collecting records (the application's thread) --------------------------------
+            part.error = exc
+            self.on_data()
+
+    # --- records for poll (the application's thread: ``_collector``) --------------------
 
     def collect(
         self, max_records: int, only: Collection[TopicPartition] = ()
     ) -> list[ConsumerRecord]:
-        """Up to ``max_records`` buffered records, from the partitions (``only`` these,
-        if given) in turn.
-
-        Raises a partition's pending error (offset out of range with no reset policy,
-        a non-retriable fetch error) once; the partition then stays stopped until a
-        seek.
-        """
-        out: list[ConsumerRecord] = []
-        with self.lock:
-            parts = list(self.partitions.values())
-        if only:
-            parts = [part for part in parts if part.tp in only]
-        if not parts:
-            return out
-        self._rotation = (self._rotation + 1) % len(parts)
-        for part in parts[self._rotation :] + parts[: self._rotation]:
-            if len(out) >= max_records:
-                break
-            if part.error is not None:
-                with self.lock:
-                    error, part.error = part.error, None
-                if error is not None:
-                    if out:
-                        part.error = error  # report it next time; deliver these first
-                        break
-                    if self._loop is not None:  # the task tries again (until a seek)
-                        _call_soon(self._loop, self.wake, part.tp)
-                    raise error
-            if not part.paused:
-                self._collect_partition(part, out, max_records)
-        return out
-
-    def _collect_partition(
-        self, part: PartitionFetch, out: list[ConsumerRecord], max_records: int
-    ) -> None:
-        with self.lock:
-            generation = part.generation
-        if part.decode_gen != generation:
-            part.reset_decoding(generation)
-        while len(out) < max_records:
-            records = part.records
-            if part.index < len(records):
-                take = records[part.index : part.index + max_records - len(out)]
-                with self.lock:
-                    if part.generation != generation:
-                        return  # a seek or reset meanwhile: these are stale
-                    part.position = take[-1].offset + 1
-                out.extend(take)
-                part.index += len(take)
-                continue
-            if part.batch_end >= 0:
-                with self.lock:
-                    if part.generation != generation:
-                        return
-                    if part.position is not None and part.batch_end > part.position:
-                        part.position = part.batch_end
-                part.batch_end = -1
-            if not self._next_batch(part, generation):
-                return
-
-    def _next_batch(self, part: PartitionFetch, generation: int) -> bool:
-        """Decode the partition's next buffered batch into ``records``; False if none."""
-        while True:
-            if part.batches is not None:
-                view = next(part.batches, None)
-                if view is not None:
-                    self._decode(part, view)
-                    return True
-                part.batches = None
-            with self.lock:
-                if not part.chunks or part.generation != generation:
-                    return False
-                chunk = part.chunks.popleft()
-                part.buffered -= len(chunk)
-                wake = part.buffered < self.config.fetch_max_bytes
-            if wake and self._loop is not None:
-                _call_soon(self._loop, self.wake, part.tp)
-            part.batches = iter_batches(chunk, allow_partial_tail=True)
-
-    def _decode(self, part: PartitionFetch, view: memoryview) -> None:
-        position = part.position if part.position is not None else 0
-        header = parse_header(view)
-        part.index = 0
-        part.records = []
-        part.batch_end = header.next_offset
-        if header.next_offset <= position or header.is_control:
-            return
-        part.records = decode_consumer_records(view, part.tp.topic, part.tp.partition, position)
+        """Up to ``max_records`` buffered records (``Collector.collect``)."""
+        return self._collector.collect(max_records, only)
 
     def has_buffered(self, only: Collection[TopicPartition] = ()) -> bool:
-        """Whether ``collect`` (from ``only`` these, if given) would find something
-        (lock held or not: a hint). Paused partitions' data does not count."""
-        for part in self.partitions.values():
-            if only and part.tp not in only:
-                continue
-            if part.error is not None:
-                return True
-            if part.paused:
-                continue
-            if part.chunks:
-                return True
-            if part.decode_gen == part.generation and (
-                part.index < len(part.records) or part.batches is not None
-            ):
-                return True
-        return False
+        """Whether ``collect`` would find something (a hint; ``Collector``)."""
+        return self._collector.has_buffered(only)
+
+    def _room(self, tp: TopicPartition) -> None:
+        """From the application's thread: the driver may fetch ``tp`` again."""
+        if self._loop is not None:
+            _call_soon(self._loop, self.wake, tp)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> None:

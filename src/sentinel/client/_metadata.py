@@ -244,6 +244,10 @@ class Metadata:
     def stub_for(self, tp: TopicPartition) -> pb_grpc.SentinelStub:
         return self._connections.stub(self.leader_address(tp))
 
+    def stub_at(self, address: str | None) -> pb_grpc.SentinelStub:
+        """A broker's stub (as ``leader_address`` names it; None: the bootstrap broker)."""
+        return self._connections.stub(address)
+
     async def fetch(
         self, topics: Iterable[str] = (), *, auto_create: bool = False, timeout: float = 30.0
     ) -> pb.MetadataResponse:
