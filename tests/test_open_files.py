@@ -19,6 +19,7 @@ from sentinel.broker.topic_config import TopicConfig
 from sentinel.clock import ManualClock
 from sentinel.errors import LockedError
 from sentinel.fs import MemFS, OsFS, caused_by_crash
+from sentinel.log.errors import OffsetOutOfRangeError
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 from sentinel.record import build_batch, decode_records, iter_batches
@@ -67,6 +68,35 @@ def test_a_released_log_reopens_on_demand_with_everything_intact() -> None:
     reopened = PartitionLog.open(fs, "/p3", TopicConfig(), ManualClock(), SMALL)
     assert reopened.log_end_offset == 4
     reopened.close()
+
+
+def test_a_read_at_the_end_of_a_released_log_leaves_it_released() -> None:
+    """A consumer following an idle partition reads at its high watermark: that is
+    answered from the offsets, without reopening the log's files (before, every such
+    read reopened it and, past the limit, released another). A read below it reopens;
+    an offset past the end is still out of range."""
+    fs = MemFS()
+    limit = OpenLogLimit(1, run_now)
+    logs = [
+        PartitionLog.open(fs, f"/p{i}", TopicConfig(), ManualClock(), SMALL, open_limit=limit)
+        for i in range(3)
+    ]
+    for i, log in enumerate(logs):
+        log.append(record(b"p%d" % i))
+    idle = logs[0]
+    assert not idle.files_open and idle.high_watermark == 1
+    releases = limit.releases
+    for _ in range(3):
+        result = idle.read(1, 1 << 20)
+        assert result.batches == () and result.next_offset == 1 and result.high_watermark == 1
+    assert not idle.files_open and limit.releases == releases
+    with pytest.raises(OffsetOutOfRangeError):
+        idle.read(2, 1 << 20)
+    assert not idle.files_open
+    assert [b"p0" in b for b in values(idle)] == [True]  # below the watermark: reopened
+    assert idle.files_open
+    for log in logs:
+        log.close()
 
 
 def test_an_lsn_from_before_a_release_still_syncs_and_moves_the_watermark() -> None:

@@ -80,15 +80,17 @@ def _untouched(pos: FetchPosition, part: Partition) -> FetchOutcome:
 
 
 async def open_files(lookup: Lookup, positions: Sequence[FetchPosition]) -> None:
-    """Open, in worker threads, the logs of ``positions`` that are not open yet, so that
-    the reads do no file IO on the event loop; a failure is left for the read to report."""
+    """Open, in worker threads, the logs of ``positions`` that are not open yet and have
+    records to read at the position, so that the reads do no file IO on the event loop
+    (a read at the high watermark needs no file: ``PartitionLog.read``); a failure is
+    left for the read to report."""
     waits = []
     for pos in positions:
         try:
             part = lookup(pos.topic, pos.partition)
         except SentinelError:
             continue
-        if not part.log.files_open:
+        if not part.log.files_open and pos.offset < part.high_watermark:
             waits.append(part.open_files())
     if waits:
         await asyncio.gather(*waits, return_exceptions=True)

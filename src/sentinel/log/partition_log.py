@@ -677,7 +677,6 @@ class PartitionLog:
 
     # ------------------------------------------------------------------ reads
 
-    @_pinned
     def read(
         self, offset: int, max_bytes: int, *, include_uncommitted: bool = False
     ) -> ReadResult:
@@ -685,7 +684,25 @@ class PartitionLog:
         at least one when there is one; below the high watermark unless
         ``include_uncommitted`` (a replica's fetch). ``OffsetOutOfRangeError`` outside
         ``[log_start_offset, log_end_offset]``; at the end (or the watermark) an empty
-        result."""
+        result, answered from the offsets alone: a consumer following an idle partition
+        asks at its end on every fetch, and a log whose files were released
+        (``open_files``) stays released (before, each such read reopened it, and past
+        the open-files limit released another: py-spy put ~70 % of a broker's samples
+        in file opens and closes with one consumer of 2,000 idle partitions)."""
+        self._check_open()
+        state = self._state
+        log_start, leo, hw = state.log_start, state.log_end, self._hw.value
+        if offset < log_start or offset > leo:
+            raise OffsetOutOfRangeError(offset, log_start, leo)
+        if offset >= (leo if include_uncommitted else hw):
+            return ReadResult((), hw, log_start, leo, offset)
+        return self._read_batches(offset, max_bytes, include_uncommitted=include_uncommitted)
+
+    @_pinned
+    def _read_batches(
+        self, offset: int, max_bytes: int, *, include_uncommitted: bool
+    ) -> ReadResult:
+        """``read`` once there may be batches to read: the engine is needed."""
         self._check_open()
         state = self._state
         log_start, leo, hw = state.log_start, state.log_end, self._hw.value
