@@ -8,9 +8,10 @@ partitions' positions; the position of a partition starts at the group's committ
 offset, else at ``auto_offset_reset`` (``"latest"``: only new records; ``"earliest"``: from the
 start; ``"none"``: ``poll`` raises ``OffsetOutOfRangeError``).
 
-Prefetch: each assigned partition has a task on the IO loop that long-polls
-``Fetch`` (``fetch_max_bytes`` per answer, ``fetch_max_wait_ms`` at most) and keeps up
-to about two answers buffered; ``poll`` decodes them on the caller's thread.
+Prefetch: on the IO loop, one long-poll ``FetchMany`` per broker covers every assigned
+partition it leads (``fetch_max_bytes`` per partition's answer, ``fetch_max_wait_ms``
+at most), as a Kafka consumer's one Fetch per broker does; each partition keeps up to
+about two answers buffered, and ``poll`` decodes them on the caller's thread.
 
 Commits: ``commit()`` commits the positions (the offsets after the records returned
 so far), or the offsets given. With ``enable_auto_commit`` the positions are also

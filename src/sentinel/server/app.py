@@ -72,8 +72,8 @@ def grpc_server_options(config: BrokerConfig) -> list[tuple[str, Any]]:
     queue ahead of another client's (~0.5 ms each: ~0.1-0.2 s), the unread messages in
     gRPC's buffers outside the request budget (64 KiB stream window each: 16 MiB), and
     it leaves room under the core's 1,000 for three connections at the limit. Long polls
-    count too: a consumer's one Fetch per partition on a broker's connection queues past
-    256 partitions of that broker.
+    count too (our consumer keeps one ``FetchMany`` per broker open, whatever its
+    partitions; a client of one ``Fetch`` per partition queues past 256 of them).
 
     gRPC's overload protection is off: it counts a stream until the server has freed the
     call, which the aio server does a while after the client saw it end, so it refused
