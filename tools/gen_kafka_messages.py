@@ -38,7 +38,7 @@ APIS: dict[str, tuple[int, int, int]] = {
     "heartbeat": (12, 0, 3),
     "leave_group": (13, 0, 4),
     "sync_group": (14, 0, 3),
-    "describe_groups": (15, 0, 3),
+    "describe_groups": (15, 0, 5),
     "list_groups": (16, 0, 1),
     "api_versions": (18, 0, 4),
     "create_topics": (19, 2, 4),

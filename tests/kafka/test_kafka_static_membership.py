@@ -17,6 +17,9 @@ from sentinel.broker.service import BrokerService
 from sentinel.clock import SystemClock
 from sentinel.config import BrokerConfig
 from sentinel.fs import MemFS
+from sentinel.protocol.kafka import serde
+from sentinel.protocol.kafka.messages import RESPONSES
+from sentinel.protocol.kafka.messages.describe_groups import DescribeGroupsRequest
 from sentinel.protocol.kafka.messages.heartbeat import HeartbeatRequest
 from sentinel.protocol.kafka.messages.join_group import JoinGroupResponse
 from sentinel.protocol.kafka.messages.leave_group import LeaveGroupRequest, MemberIdentity
@@ -151,3 +154,16 @@ async def test_leave_group_v1_still_names_one_member(service: BrokerService) -> 
     assert (left.error_code, left.members) == (0, ())
     again = await call(h.leave_group, 2, LeaveGroupRequest(group_id="g", member_id=a), service)
     assert again.error_code == ErrorCode.UNKNOWN_MEMBER_ID
+
+
+@pytest.mark.parametrize("version", [3, 4, 5])
+async def test_describe_groups_names_each_static_members_instance_from_v4(
+    service: BrokerService, version: int
+) -> None:
+    a, b, _shares = await stable_pair(service)
+    response = await call(h.describe_groups, version, DescribeGroupsRequest(groups=("g",)),
+                          service)
+    message = RESPONSES[15]  # what a client reads: the field is on the wire from v4
+    (group,) = serde.decode(message, version, serde.encode(message, version, response)).groups
+    expected = {(a, "pod-a"), (b, "pod-b")} if version >= 4 else {(a, None), (b, None)}
+    assert {(m.member_id, m.group_instance_id) for m in group.members} == expected

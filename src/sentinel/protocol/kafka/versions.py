@@ -10,7 +10,7 @@ API                key  versions    API                key  versions
 =================  ===  ========    =================  ===  ========
 Produce              0  3-9         LeaveGroup          13  0-4
 Fetch                1  4-11        SyncGroup           14  0-3
-ListOffsets          2  1-7         DescribeGroups      15  0-3
+ListOffsets          2  1-7         DescribeGroups      15  0-5
 Metadata             3  1-12        ListGroups          16  0-1
 OffsetCommit         8  2-8         ApiVersions         18  0-4
 OffsetFetch          9  1-8         CreateTopics        19  2-4

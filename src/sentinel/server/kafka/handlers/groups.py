@@ -420,6 +420,7 @@ def _described_member(protocol_type: str, m: MemberDescription) -> DescribedGrou
         assignment = encode_assignment(m.assignment.partitions)
     return DescribedGroupMember(
         member_id=m.member_id,
+        group_instance_id=m.group_instance_id,  # on the wire from v4
         client_id=m.client_id,
         client_host=m.client_host,
         member_metadata=metadata,
