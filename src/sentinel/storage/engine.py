@@ -91,7 +91,7 @@ from sentinel.storage.recovery import (
 from sentinel.storage.storage_health import StorageHealth
 from sentinel.storage.sync_scheduler import Waiter, default_scheduler, resolve_waiter
 from sentinel.storage.table_reader import TableReader
-from sentinel.storage.value_log import ValueLog, ValuePointer
+from sentinel.storage.value_log import ValueLog, ValuePointer, pack_pointer, pointer_fields
 from sentinel.storage.version import Version, VersionEdit
 from sentinel.storage.wal import Resumed, SyncMode, WalFailedError, WriteAheadLog
 from sentinel.storage.wal_format import ReplayReport
@@ -189,10 +189,10 @@ class Engine:
         self._immutables: list[FrozenMemtable] = []
         # Value separation: for each key of the active memtable whose value is large,
         # where that value sits in the WAL (the flush stores the pointer, not the value).
-        self._pointers: dict[bytes, ValuePointer] = {}
+        self._pointers: dict[bytes, bytes] = {}  # key -> pack_pointer(...) (GC-untracked)
         # The large values of the active memtable still held in memory, in append order,
         # with their pointers and bytes together: what ``_relieve_memory`` can let go.
-        self._held: list[tuple[bytes, ValuePointer]] = []
+        self._held: list[tuple[bytes, bytes]] = []
         self._held_bytes = 0
         # Bytes of large values the active memtable let go (now pointers): they count
         # towards ``memtable_bytes``, so its WAL segment still rolls at that size.
@@ -511,11 +511,11 @@ class Engine:
         """Large values moved with their frames (``resume``): the active memtable's, and
         a frozen one's whose roll was still pending (its frames were unsynced)."""
         for pointers in [self._pointers, *(f.pointers for f in self._immutables)]:
-            for key, pointer in list(pointers.items()):
-                segment, offset, start, length = pointer.fields
+            for key, raw in list(pointers.items()):
+                segment, offset, start, length = pointer_fields(raw)
                 moved = resumed.moved(segment, offset)
                 if moved != (segment, offset):
-                    pointers[key] = ValuePointer.to(*moved, start, length)
+                    pointers[key] = pack_pointer(*moved, start, length)
 
     def delete_range(self, start: bytes, end: bytes | None) -> int:
         """Delete every key in ``[start, end)`` atomically; return how many were live.
@@ -695,8 +695,8 @@ class Engine:
         held = self._held
         for key, start, length in value_positions(ops):
             if length >= threshold:
-                pointer = pointers[key] = ValuePointer.to(segment, frame_offset, start, length)
-                held.append((key, pointer))
+                raw = pointers[key] = pack_pointer(segment, frame_offset, start, length)
+                held.append((key, raw))
                 self._held_bytes += length
             else:
                 pointers.pop(key, None)
@@ -776,10 +776,10 @@ class Engine:
                 return  # frozen meanwhile: its flush lets the values go
             pointers = self._pointers
             released = count = 0
-            for key, pointer in held:
-                if pointers.get(key) is pointer:  # not overwritten or moved since
-                    memtable.put(key, pointer)
-                    released += pointer.fields[3]
+            for key, raw in held:
+                if pointers.get(key) is raw:  # not overwritten or moved since
+                    memtable.put(key, ValuePointer(raw))
+                    released += pointer_fields(raw)[3]
                     count += 1
             self._released_bytes += released
             self.values_released += count

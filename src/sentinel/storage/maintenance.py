@@ -66,7 +66,8 @@ class FrozenMemtable:
 
     memtable: Memtable
     log_number: int
-    pointers: dict[bytes, ValuePointer]
+    pointers: dict[bytes, bytes]
+    """Key -> ``value_log.pack_pointer`` bytes."""
 
 
 class EngineInternals(Protocol):
@@ -103,13 +104,12 @@ class EngineInternals(Protocol):
     ) -> list[TableReader]: ...
 
 
-def _with_pointers(
-    entries: Iterator[Entry], pointers: dict[bytes, ValuePointer]
-) -> Iterator[Entry]:
+def _with_pointers(entries: Iterator[Entry], pointers: dict[bytes, bytes]) -> Iterator[Entry]:
     """The memtable's entries with each large value replaced by its WAL pointer."""
     get = pointers.get
     for key, value in entries:
-        yield (key, get(key, value)) if value is not None else (key, value)
+        raw = get(key) if value is not None else None
+        yield (key, value) if raw is None else (key, ValuePointer(raw))
 
 
 class Maintenance:
