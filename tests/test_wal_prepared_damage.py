@@ -32,7 +32,7 @@ from sentinel.storage.wal_format import (
     prepared_name,
 )
 from test_loop_io import write_past_a_rotation
-from test_wal_prepared import HeldScheduler, ManualIO, killed_copy
+from test_wal_prepared import HeldScheduler, ManualIO, continues, killed_copy
 
 DIR = "/wal"
 PREDECESSOR = f"{DIR}/{wal_name(1)}"
@@ -71,17 +71,6 @@ def killed_after_a_linked_roll() -> MemFS:
     assert io.jobs and list_prepared(fs, DIR) == [2] and list_segments(fs, DIR) == [1]
     kill(fs)
     return fs
-
-
-def continues(fs: MemFS, got: list[bytes]) -> None:
-    """No prepared file is left, and a new WAL appends after what was replayed."""
-    assert list_prepared(fs, DIR) == []
-    numbers = list_segments(fs, DIR)
-    wal = WriteAheadLog(fs, DIR, numbers[-1] + 1 if numbers else 1, WalOptions())
-    wal.append(b"next")
-    wal.close()
-    again, _ = replay(fs, DIR, 1)
-    assert again == [*got, b"next"]
 
 
 def starts(data: bytes, first: int = HEADER_SIZE) -> list[int]:
