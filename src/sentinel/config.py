@@ -32,6 +32,9 @@ class ConfigError(InvalidArgumentError):
 
 _MAX_HTTP2_SETTING = 2**31 - 1
 """The largest value gRPC takes for an HTTP/2 setting (a C int)."""
+MAX_KAFKA_IN_FLIGHT = 1024
+"""The most ``kafka_max_in_flight`` may be: each unanswered request is a decoded value the
+broker holds (its bytes are bounded by ``max_request_bytes_in_flight`` anyway)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,11 @@ class BrokerConfig:
     # A Kafka frame's body must keep arriving: a client from which no byte of it came for
     # this long (the broker not holding it back) is disconnected.
     kafka_frame_timeout_ms: int = 30_000
+    # Requests one Kafka connection may have unanswered; past it the broker stops
+    # reading that connection. 64: a producer's acks=all requests to many partitions
+    # share the journal's fsync waves (1,000 partitions: +10 % over 16); each holds its
+    # bytes in --max-request-bytes-in-flight meanwhile (server/kafka/listener).
+    kafka_max_in_flight: int = 64
     # Kafka connections open at once; one more is accepted and closed. 0: derived from
     # RLIMIT_NOFILE (half of it, at most 10,000; server/kafka/listener).
     max_connections: int = 0
@@ -153,6 +161,11 @@ class BrokerConfig:
             )
         if self.kafka_frame_timeout_ms < 1:
             raise ConfigError("kafka_frame_timeout_ms must be at least 1")
+        if not 1 <= self.kafka_max_in_flight <= MAX_KAFKA_IN_FLIGHT:
+            raise ConfigError(
+                f"kafka-max-in-flight={self.kafka_max_in_flight}: expected"
+                f" 1..{MAX_KAFKA_IN_FLIGHT}"
+            )
         if self.max_connections < 0:
             raise ConfigError("max_connections must be >= 0")
         if self.connections_max_idle_ms < 1:

@@ -130,6 +130,14 @@ def _verify(data_dir: str) -> int:
     f" [default: {_DEFAULTS.kafka_frame_timeout_ms}]",
 )
 @click.option(
+    "--kafka-max-in-flight",
+    type=int,
+    default=None,
+    help="Requests one Kafka connection may have unanswered; past it the broker stops"
+    " reading that connection until one is answered (1..1024)."
+    f" [default: {_DEFAULTS.kafka_max_in_flight}]",
+)
+@click.option(
     "--max-connections",
     type=int,
     default=None,
@@ -303,8 +311,8 @@ def _verify(data_dir: str) -> int:
     type=int,
     default=None,
     help="gRPC calls one connection may have open at once (HTTP/2 MAX_CONCURRENT_STREAMS);"
-    " its client queues the others itself. Long polls count: a consumer's one Fetch per"
-    f" partition of this broker. [default: {_DEFAULTS.grpc_max_concurrent_streams}]",
+    " its client queues the others itself. Long polls count (our consumer keeps one"
+    f" FetchMany per broker). [default: {_DEFAULTS.grpc_max_concurrent_streams}]",
 )
 @click.option(
     "--grpc-request-timeout-ms",

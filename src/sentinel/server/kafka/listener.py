@@ -86,7 +86,7 @@ class KafkaListener:
         metrics: Metrics,
         *,
         max_frame_bytes: int,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_in_flight: int | None = None,
         frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S,
         max_connections: int | None = None,
         connections_max_idle_s: float | None = None,
@@ -94,11 +94,13 @@ class KafkaListener:
         self.service = service
         self.metrics = metrics
         self.max_frame_bytes = max_frame_bytes
-        self.max_in_flight = max_in_flight
         #: A frame's body must keep arriving: closed when no byte of it came for this
         #: long (a client that announces a frame and stalls holds its buffer until then).
         self.frame_timeout_s = frame_timeout_s
         config = getattr(service, "config", None)
+        if max_in_flight is None:  # from the broker's settings (--kafka-max-in-flight)
+            max_in_flight = int(getattr(config, "kafka_max_in_flight", DEFAULT_MAX_IN_FLIGHT))
+        self.max_in_flight = max_in_flight
         if max_connections is None:  # from the broker's settings (0: derived)
             max_connections = int(getattr(config, "max_connections", 0))
         self.max_connections = max_connections or connections_for_open_files(
