@@ -26,6 +26,7 @@ from sentinel.protocol.kafka.messages.offset_delete import (
     OffsetDeleteResponseTopic,
 )
 from sentinel.server.kafka.handlers import KafkaRequestContext, handles
+from sentinel.server.kafka.handlers.partition_codes import by_topic
 
 
 @handles(42)
@@ -55,17 +56,7 @@ async def offset_delete(
         return OffsetDeleteResponse(error_code=kafka_code_of(exc))
     codes = {(o.topic, o.partition): o.error_code for o in outcomes}
     return OffsetDeleteResponse(
-        topics=tuple(
-            OffsetDeleteResponseTopic(
-                name=t.name,
-                partitions=tuple(
-                    OffsetDeleteResponsePartition(
-                        partition_index=p.partition_index,
-                        error_code=codes[(t.name, p.partition_index)],
-                    )
-                    for p in t.partitions
-                ),
-            )
-            for t in request.topics
+        topics=by_topic(
+            request.topics, codes, OffsetDeleteResponseTopic, OffsetDeleteResponsePartition
         )
     )

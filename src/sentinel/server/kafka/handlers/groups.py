@@ -74,6 +74,7 @@ from sentinel.protocol.kafka.messages.offset_fetch import (
 )
 from sentinel.protocol.kafka.messages.sync_group import SyncGroupRequest, SyncGroupResponse
 from sentinel.server.kafka.handlers import KafkaRequestContext, handles
+from sentinel.server.kafka.handlers.partition_codes import by_topic
 from sentinel.server.kafka.handlers.producer_id import TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 
 log = logging.getLogger(__name__)
@@ -294,18 +295,8 @@ async def offset_commit(
         code = _refused(ctx, exc)
         codes = dict.fromkeys(offsets, code)
     return OffsetCommitResponse(
-        topics=tuple(
-            OffsetCommitResponseTopic(
-                name=t.name,
-                partitions=tuple(
-                    OffsetCommitResponsePartition(
-                        partition_index=p.partition_index,
-                        error_code=codes[(t.name, p.partition_index)],
-                    )
-                    for p in t.partitions
-                ),
-            )
-            for t in request.topics
+        topics=by_topic(
+            request.topics, codes, OffsetCommitResponseTopic, OffsetCommitResponsePartition
         )
     )
 
