@@ -302,20 +302,43 @@ class HeldScheduler(SyncScheduler):
         self.hold = False
         self.held: list[Callable[[], None]] = []
         self._held_lock = threading.Lock()
+        self._outstanding = 0  # jobs handed to the threads and not ended
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._held_lock:
             if self.hold:
                 self.held.append(job)
                 return
-        super().submit(job)
+        self._submit_counted(job)
 
     def release(self) -> None:
         with self._held_lock:
             self.hold = False
             jobs, self.held = self.held, []
         for job in jobs:
-            super().submit(job)
+            self._submit_counted(job)
+
+    def _submit_counted(self, job: Callable[[], None]) -> None:
+        def counted() -> None:
+            try:
+                job()
+            finally:
+                with self._held_lock:
+                    self._outstanding -= 1
+
+        with self._held_lock:
+            self._outstanding += 1
+        super().submit(counted)
+
+    def wait_idle(self, seconds: float = 10) -> None:
+        """Until every job handed to the threads has ended."""
+        deadline = time.monotonic() + seconds
+        while True:
+            with self._held_lock:
+                if not self._outstanding:
+                    return
+            assert time.monotonic() < deadline, "the sync jobs did not end"
+            time.sleep(0.001)
 
 
 @pytest.mark.parametrize("mode", [SyncMode.NONE, SyncMode.INTERVAL], ids=lambda m: m.value)
@@ -332,7 +355,7 @@ def test_an_engine_killed_while_its_roll_waits_keeps_the_writes_after_it(
     while not list_prepared(fs, "/db"):
         assert time.monotonic() < deadline, "no segment was prepared"
         time.sleep(0.001)
-    time.sleep(0.01)  # (its job has ended)
+    scheduler.wait_idle()  # the job that prepared it has ended
     scheduler.hold = True
     i = write_past_a_rotation(engine)
     image = killed_copy(fs)

@@ -281,7 +281,7 @@ def killed_engine() -> tuple[MemFS, str]:
     while not list_prepared(fs, "/db"):
         assert time.monotonic() < deadline, "no segment was prepared"
         time.sleep(0.001)
-    time.sleep(0.01)  # (its job has ended)
+    scheduler.wait_idle()  # the job that prepared it has ended
     scheduler.hold = True
     write_past_a_rotation(engine)
     prepared = f"/db/{prepared_name(engine.wal.current_segment)}"
