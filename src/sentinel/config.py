@@ -62,10 +62,12 @@ class BrokerConfig:
     sync_mode: str = "always"  # always | interval | none
     sync_interval_ms: int = 100
     memtable_mb: int = 16  # per partition
-    # All partitions' memtables together (write buffer manager). 64: past it large values
-    # are let go to their WAL (no IO but one fsync), so a small budget costs little; at
-    # 1,000 busy partitions 256 held 256 MB of fresh memory, 64 ran 6-18 % faster.
-    memtable_budget_mb: int = 64
+    # All partitions' memtables together (write buffer manager). Past it large values
+    # are let go to their WAL, one fsync of that partition's WAL each: the smaller the
+    # budget's share per busy partition, the more of those fsyncs (1,000 partitions at
+    # ~130 MB/s: 64 MiB made ~6,700 per 1.2 GB, 128 MiB ~2,200, and ran ~10 % faster;
+    # 256 MiB no faster than 128: docs/benchmarks.md, "Fifteenth session").
+    memtable_budget_mb: int = 128
     block_cache_mb: int = 64  # one block cache shared by all partitions
     storage_threads: int = 2  # the worker pool: flushes, compactions (all partitions)
     sync_threads: int = 16  # fsyncs of one sync wave issued in parallel
