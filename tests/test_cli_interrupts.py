@@ -169,9 +169,14 @@ def test_a_busy_follower_stops_cleanly_whenever_the_signal_lands(
     feeder = threading.Thread(target=_feed, args=(address, "busy", stop), daemon=True)
     feeder.start()
     try:
+        # -max-messages 0: without it the follower stops by itself after 100 records (the
+        # default, as the original's), which the feed has written by the second moment: it
+        # then exited before the signal, or was killed by it in the interpreter's
+        # shutdown (exit -2, the default handler restored; seen under CPU load).
         for moment in range(6):
             group = f"g{moment}"
-            with _cli(address, "consume", "-topic", "busy", "-group", group, "-follow") as follower:
+            args = ("consume", "-topic", "busy", "-group", group, "-follow", "-max-messages", "0")
+            with _cli(address, *args) as follower:
                 assert follower.stdout is not None
                 assert follower.stdout.readline() == "tick\n"
                 time.sleep(moment * 0.1)  # a different moment of the poll loop each time
