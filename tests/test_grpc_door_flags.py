@@ -1,7 +1,7 @@
-"""The gRPC door's flags: ``--grpc-max-concurrent-streams``, ``--grpc-request-timeout-ms``
-and ``--grpc-request-hold-ms`` are checked when the configuration is made (one line
-naming the setting, exit 2, as every setting) and reach the gRPC server and its
-admission (running, in ``test_grpc_flood_e2e``)."""
+"""The gRPC door's flags: ``--grpc-max-concurrent-streams``, ``--grpc-max-pending-calls``,
+``--grpc-request-timeout-ms`` and ``--grpc-request-hold-ms`` are checked when the
+configuration is made (one line naming the setting, exit 2, as every setting) and reach
+the gRPC server and its admission (running, in ``test_grpc_flood_e2e``)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ def refusal(args: list[str], env: dict[str, str] | None = None) -> str:
         ({"grpc_max_concurrent_streams": 0}, "grpc-max-concurrent-streams=0: expected 1.."),
         ({"grpc_max_concurrent_streams": -3}, "grpc-max-concurrent-streams=-3: expected 1.."),
         ({"grpc_max_concurrent_streams": 2**31}, "expected 1..2147483647"),
+        ({"grpc_max_pending_calls": 0}, "grpc-max-pending-calls=0: expected 1.."),
+        ({"grpc_max_pending_calls": 2**31}, "grpc-max-pending-calls=2147483648: expected 1.."),
         ({"grpc_request_timeout_ms": 0}, "grpc-request-timeout-ms=0: expected at least 1"),
         ({"grpc_request_hold_ms": -1}, "grpc-request-hold-ms=-1: expected at least 1"),
         (
@@ -58,17 +60,20 @@ def test_the_config_refuses_out_of_range_values(settings: dict[str, int], messag
 def test_the_bounds_themselves_are_accepted() -> None:
     BrokerConfig(grpc_max_concurrent_streams=1, grpc_request_timeout_ms=1, grpc_request_hold_ms=1)
     BrokerConfig(grpc_max_concurrent_streams=2**31 - 1, grpc_request_hold_ms=30_000)
+    BrokerConfig(grpc_max_pending_calls=1)
+    BrokerConfig(grpc_max_pending_calls=2**31 - 1)
 
 
 def test_every_source_sets_them() -> None:
     config = load_config(
         {"grpc_max_concurrent_streams": "64"},
         environ={
+            "SENTINEL_GRPC_MAX_PENDING_CALLS": "777",
             "SENTINEL_GRPC_REQUEST_TIMEOUT_MS": "5000",
             "SENTINEL_GRPC_REQUEST_HOLD_MS": "250",
         },
     )
-    assert config.grpc_max_concurrent_streams == 64
+    assert (config.grpc_max_concurrent_streams, config.grpc_max_pending_calls) == (64, 777)
     assert (config.grpc_request_timeout_ms, config.grpc_request_hold_ms) == (5000, 250)
 
 
@@ -76,6 +81,7 @@ def test_every_source_sets_them() -> None:
     ("args", "env", "message"),
     [
         (["--grpc-max-concurrent-streams", "0"], {}, "grpc-max-concurrent-streams=0: expected"),
+        (["--grpc-max-pending-calls", "0"], {}, "grpc-max-pending-calls=0: expected"),
         (["--grpc-request-timeout-ms", "-5"], {}, "grpc-request-timeout-ms=-5: expected"),
         (
             ["--grpc-request-hold-ms", "5000"],
@@ -103,6 +109,15 @@ def test_the_grpc_server_is_given_the_streams_bound() -> None:
     # The bound counts HTTP/2 streams, not calls the server has yet to free.
     assert options["grpc.http.overload_protection"] == 0
     assert dict(grpc_server_options(BrokerConfig()))["grpc.max_concurrent_streams"] == 256
+
+
+def test_the_grpc_server_is_given_one_pending_calls_bound() -> None:
+    """Soft and hard limits equal: no random early drops below the bound."""
+    options = dict(grpc_server_options(BrokerConfig(grpc_max_pending_calls=123)))
+    assert options["grpc.server.max_pending_requests"] == 123
+    assert options["grpc.server.max_pending_requests_hard_limit"] == 123
+    default = dict(grpc_server_options(BrokerConfig()))
+    assert default["grpc.server.max_pending_requests"] == 4096
 
 
 def test_admission_takes_its_hold_and_timeout_from_the_config() -> None:

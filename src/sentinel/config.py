@@ -84,6 +84,12 @@ class BrokerConfig:
     # HTTP/2 streams (gRPC calls) one gRPC connection may have open at once (SETTINGS
     # MAX_CONCURRENT_STREAMS); a client queues the rest itself (server/app).
     grpc_max_concurrent_streams: int = 256
+    # gRPC calls waiting, all connections together, for the server to take them (gRPC's
+    # core; its default, 1,000, with random drops up to 3,000, dropped calls with a bare
+    # CANCELLED once four connections flooded at the streams bound). Past it the core
+    # refuses new calls so; each waiting call holds up to a 64 KiB stream window of its
+    # message, outside --max-request-bytes-in-flight (server/app).
+    grpc_max_pending_calls: int = 4096
     # A gRPC call's request message must arrive within this once its headers did; a
     # Produce's unread message holds --max-request-bytes for the hold, then 64 KiB
     # (server/grpc_admission).
@@ -146,6 +152,11 @@ class BrokerConfig:
         if not 1 <= self.grpc_max_concurrent_streams <= _MAX_HTTP2_SETTING:
             raise ConfigError(
                 f"grpc-max-concurrent-streams={self.grpc_max_concurrent_streams}: expected"
+                f" 1..{_MAX_HTTP2_SETTING}"
+            )
+        if not 1 <= self.grpc_max_pending_calls <= _MAX_HTTP2_SETTING:
+            raise ConfigError(
+                f"grpc-max-pending-calls={self.grpc_max_pending_calls}: expected"
                 f" 1..{_MAX_HTTP2_SETTING}"
             )
         if self.grpc_request_timeout_ms < 1:

@@ -315,6 +315,14 @@ def _verify(data_dir: str) -> int:
     f" FetchMany per broker). [default: {_DEFAULTS.grpc_max_concurrent_streams}]",
 )
 @click.option(
+    "--grpc-max-pending-calls",
+    type=int,
+    default=None,
+    help="gRPC calls waiting, all connections together, to be taken by the server; past"
+    " it gRPC's core refuses new ones (CANCELLED). Each holds up to 64 KiB of its message."
+    f" [default: {_DEFAULTS.grpc_max_pending_calls}]",
+)
+@click.option(
     "--grpc-request-timeout-ms",
     type=int,
     default=None,

@@ -70,10 +70,18 @@ def grpc_server_options(config: BrokerConfig) -> list[tuple[str, Any]]:
 
     The default, 256, bounds what one connection costs everyone else: the calls it may
     queue ahead of another client's (~0.5 ms each: ~0.1-0.2 s), the unread messages in
-    gRPC's buffers outside the request budget (64 KiB stream window each: 16 MiB), and
-    it leaves room under the core's 1,000 for three connections at the limit. Long polls
-    count too (our consumer keeps one ``FetchMany`` per broker open, whatever its
+    gRPC's buffers outside the request budget (64 KiB stream window each: 16 MiB). Long
+    polls count too (our consumer keeps one ``FetchMany`` per broker open, whatever its
     partitions; a client of one ``Fetch`` per partition queues past 256 of them).
+
+    The calls waiting to be taken, all connections together, are bounded by
+    ``--grpc-max-pending-calls`` (4,096: sixteen connections at the streams bound), one
+    bound with no random early drops below it: the core's default (1,000, dropping at
+    random up to 3,000) dropped 490-670 calls ``CANCELLED`` of eight connections flooding
+    at the bound (4,800-20,000 calls), which its own clients cannot tell from a call
+    they cancelled. Past the bound the core still refuses so; each waiting call holds up
+    to its 64 KiB stream window of message (4,096: 256 MiB at most, measured: the same
+    RSS, +191-196 MiB over 20,000 calls of 16 KiB, with the default bound and with this).
 
     gRPC's overload protection is off: it counts a stream until the server has freed the
     call, which the aio server does a while after the client saw it end, so it refused
@@ -89,7 +97,8 @@ def grpc_server_options(config: BrokerConfig) -> list[tuple[str, Any]]:
     lasts, refuses any client's call alike, and refuses only calls already taken from the
     core, one at a time, so the core's drops go on. Measured at 256 with 256 streams,
     20,000 calls: one connection, 30 % of the calls and of another client's refused (none
-    without it); eight connections, 34 % CANCELLED (4 % without it). What the broker
+    without it); eight connections, 34 % CANCELLED (4 % without it, the pending bound
+    then at its default). What the broker
     holds of admitted requests is bounded by ``--max-request-bytes-in-flight``
     (``grpc_admission``).
     """
@@ -102,6 +111,9 @@ def grpc_server_options(config: BrokerConfig) -> list[tuple[str, Any]]:
         # full) would sit in gRPC's buffers instead of the senders'.
         ("grpc.http2.bdp_probe", 0),
         ("grpc.max_concurrent_streams", config.grpc_max_concurrent_streams),
+        # One bound, no random early drops below it (soft = hard).
+        ("grpc.server.max_pending_requests", config.grpc_max_pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", config.grpc_max_pending_calls),
         ("grpc.http.overload_protection", 0),
     ]
 
