@@ -119,6 +119,23 @@ async def test_offset_delete_keeps_the_topics_a_member_subscribes_to(
     assert set(service.fetch_offsets("g")) == {("t", 0)}
 
 
+async def test_offset_delete_keeps_every_topic_of_a_member_whose_subscription_is_unread(
+        service: BrokerService) -> None:
+    """Bytes of the consumer protocol that are no subscription: the broker cannot tell
+    what the member reads, and counts every topic as subscribed (Kafka's rule)."""
+    await commit(service, "", -1, {0: 5})
+    await commit(service, "", -1, {0: 1}, topic="u")
+    joined = await join(service, b"\x00\x00\xff")  # version 0, then a cut count
+    assert joined.error_code == 0
+    response = await call(h.offset_delete, 0, offset_delete("g", t=(0,), u=(0,)), service)
+    assert response == OffsetDeleteResponse(topics=tuple(
+        OffsetDeleteResponseTopic(name=name, partitions=(OffsetDeleteResponsePartition(
+            partition_index=0, error_code=GROUP_SUBSCRIBED_TO_TOPIC),))
+        for name in ("t", "u")
+    ))
+    assert set(service.fetch_offsets("g")) == {("t", 0), ("u", 0)}
+
+
 @pytest.mark.parametrize(("group", "code"), [("nope", GROUP_ID_NOT_FOUND),
                                              ("", INVALID_GROUP_ID)])
 async def test_offset_delete_refused_whole_has_no_topics(

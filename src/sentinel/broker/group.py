@@ -297,6 +297,17 @@ class Group:
     def server_assigned(self) -> bool:
         return any(m.spec.server_assign for m in self.members.values())
 
+    def subscribed_topics(self) -> frozenset[str] | None:
+        """The topics the members subscribe to (their chosen protocol's); None when a
+        member's subscription could not be read (``JoinProtocol.unread``)."""
+        topics: set[str] = set()
+        for m in self.members.values():
+            p = m.protocol(self.protocol)
+            if p.unread:
+                return None
+            topics.update(p.topics)
+        return frozenset(topics)
+
     def describe_members(self) -> tuple[MemberDescription, ...]:
         result = []
         for m in self.members.values():

@@ -80,12 +80,15 @@ class JoinProtocol:
     ``topics`` is the subscription, decoded: the coordinator needs it to assign on the
     server side and to notice partition changes; it is stored sorted and deduplicated.
     ``metadata`` is the opaque bytes a Kafka client sent (its encoded subscription),
-    handed verbatim to the group leader; empty from the gRPC door.
+    handed verbatim to the group leader; empty from the gRPC door. ``unread``: the
+    consumer protocol's bytes were no subscription (``topics`` then empty): what the
+    member reads is unknown, and it counts as subscribed to every topic (OffsetDelete).
     """
 
     name: str
     topics: tuple[str, ...] = ()
     metadata: bytes = b""
+    unread: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "topics", tuple(sorted(set(self.topics))))

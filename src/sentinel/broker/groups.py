@@ -290,9 +290,10 @@ class GroupCoordinator:
         """OffsetDelete (KIP-496), Kafka's rules: an unknown group is GROUP_ID_NOT_FOUND;
         an Empty group's offsets may all go; a consumer group with members keeps those
         of the topics its members subscribe to (GROUP_SUBSCRIBED_TO_TOPIC, per
-        partition); a group with members of another protocol type, whose subscriptions
-        are opaque, keeps them all (NON_EMPTY_GROUP). Nothing changes here: the driver
-        removes ``to_delete`` durably, then calls ``offsets_deleted``."""
+        partition; every topic counts when a member's subscription could not be read);
+        a group with members of another protocol type, whose subscriptions are opaque,
+        keeps them all (NON_EMPTY_GROUP). Nothing changes here: the driver removes
+        ``to_delete`` durably, then calls ``offsets_deleted``."""
         asked = tuple(partitions)
         error = self._check_group_id(group_id)
         group = self._groups.get(group_id)
@@ -301,12 +302,16 @@ class GroupCoordinator:
         if error is not ErrorCode.NONE:
             return OffsetDeleteResult(error)
         assert group is not None
-        subscribed: set[str] = set()
+        subscribed: frozenset[str] | None = frozenset()
         if group.state is not GroupState.EMPTY:
             if group.protocol_type != CONSUMER:
                 return OffsetDeleteResult(ErrorCode.NON_EMPTY_GROUP)
-            subscribed = {t for m in group.describe_members() for t in m.topics}
-        refused = {tp: ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC for tp in asked if tp[0] in subscribed}
+            subscribed = group.subscribed_topics()  # None: unknown, so every topic
+        refused = {
+            tp: ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC
+            for tp in asked
+            if subscribed is None or tp[0] in subscribed
+        }
         to_delete = {
             tp: group.offsets[tp] for tp in asked if tp not in refused and tp in group.offsets
         }

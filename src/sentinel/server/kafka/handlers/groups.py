@@ -138,15 +138,16 @@ async def find_coordinator(
 # --- membership -----------------------------------------------------------------------
 
 
-def _subscribed_topics(protocol_type: str, metadata: bytes) -> tuple[str, ...]:
-    """The topics a consumer subscribes to; () for other protocol types or bytes that
-    are no subscription (the broker passes them through all the same, as Kafka does)."""
+def _join_protocol(protocol_type: str, name: str, metadata: bytes) -> JoinProtocol:
+    """One protocol of a join, with the topics a consumer subscribes to: none for other
+    protocol types; none and ``unread`` for consumer bytes that are no subscription
+    (the broker passes them through all the same, as Kafka does)."""
     if protocol_type != CONSUMER:
-        return ()
+        return JoinProtocol(name, (), metadata)
     try:
-        return decode_subscription(metadata)
+        return JoinProtocol(name, decode_subscription(metadata), metadata)
     except DecodeError:
-        return ()
+        return JoinProtocol(name, (), metadata, unread=True)
 
 
 def _assigned(raw: bytes) -> MemberAssignment:
@@ -168,8 +169,7 @@ async def join_group(
     service: BrokerService, ctx: KafkaRequestContext, request: JoinGroupRequest
 ) -> JoinGroupResponse:
     protocols = tuple(
-        JoinProtocol(p.name, _subscribed_topics(request.protocol_type, p.metadata), p.metadata)
-        for p in request.protocols
+        _join_protocol(request.protocol_type, p.name, p.metadata) for p in request.protocols
     )
     try:
         joined = await service.kafka_join_group(
