@@ -248,8 +248,10 @@ class GroupDriver:
         if code is not ErrorCode.NONE:
             raise GroupError(code)
 
-    def leave(self, group_id: str, member_id: str) -> None:
-        outcome = self.coordinator.leave(group_id, member_id, self._now())
+    def leave(self, group_id: str, member_id: str, group_instance_id: str | None = None) -> None:
+        outcome = self.coordinator.leave(
+            group_id, member_id, self._now(), group_instance_id=group_instance_id
+        )
         self._deliver(outcome.events)
         if outcome.error is not ErrorCode.NONE:
             raise GroupError(outcome.error)

@@ -164,9 +164,13 @@ class GroupRequests:
         self._check_coordinator(group_id)
         self._groups.heartbeat(group_id, member_id, generation, group_instance_id)
 
-    def leave_group(self, group_id: str, member_id: str) -> None:
+    def leave_group(
+        self, group_id: str, member_id: str, group_instance_id: str | None = None
+    ) -> None:
+        """LeaveGroup of one member; with no ``member_id``, the static member holding
+        ``group_instance_id``; with both, they must match (FENCED_INSTANCE_ID)."""
         self._check_coordinator(group_id)
-        self._groups.leave(group_id, member_id)
+        self._groups.leave(group_id, member_id, group_instance_id)
 
     def leave_group_members(
         self, group_id: str, members: Sequence[tuple[str, str | None]]
@@ -205,6 +209,7 @@ class GroupRequests:
         auto_create_topics: bool = False,
         protocols: Sequence[JoinProtocol] | None = None,
         protocol_type: str = "consumer",
+        group_instance_id: str | None = None,
     ) -> JoinCompleted:
         """Join with a subscription; returns when the join phase completes.
 
@@ -218,8 +223,10 @@ class GroupRequests:
         created only when the consumer asks (``auto_create_topics``, Kafka's consumer
         ``allow.auto.create.topics``) and --auto-create-topics is on; otherwise an
         unknown topic is assigned once it is created. An empty ``client_id`` or
-        ``assignor``: ``DEFAULT_CLIENT_ID``, ``DEFAULT_ASSIGNOR``."""
+        ``assignor``: ``DEFAULT_CLIENT_ID``, ``DEFAULT_ASSIGNOR``. ``group_instance_id``:
+        a static member, as in ``kafka_join_group``."""
         self._check_coordinator(group_id)
+        _check_instance_id(group_instance_id)
         session_s = self._session_timeout_s(session_timeout_ms)
         if auto_create_topics:
             await self._auto_create(topics)
@@ -233,6 +240,7 @@ class GroupRequests:
             rebalance_timeout_s=(rebalance_timeout_ms or session_timeout_ms) / 1000.0,
             protocols=protocols,
             protocol_type=protocol_type,
+            group_instance_id=group_instance_id,
         )
 
     async def sync_group(
@@ -347,14 +355,7 @@ class GroupRequests:
         (FENCED_INSTANCE_ID). A group whose members joined through the gRPC door refuses
         with INCONSISTENT_GROUP_PROTOCOL."""
         self._check_coordinator(group_id)
-        if group_instance_id is not None and not (
-            0 < len(group_instance_id) <= MAX_INSTANCE_ID_LENGTH
-        ):
-            raise GroupError(
-                ErrorCode.INVALID_REQUEST,
-                f"group.instance.id must be 1..{MAX_INSTANCE_ID_LENGTH} characters, "
-                f"not {len(group_instance_id)}",
-            )
+        _check_instance_id(group_instance_id)
         session_s = self._session_timeout_s(session_timeout_ms)
         rebalance_s = rebalance_timeout_ms / 1000.0 if rebalance_timeout_ms > 0 else session_s
         return await self._groups.join(
@@ -370,4 +371,16 @@ class GroupRequests:
             client_host=client_host,
             require_known_member_id=require_known_member_id,
             group_instance_id=group_instance_id,
+        )
+
+
+def _check_instance_id(group_instance_id: str | None) -> None:
+    """A static member's id is 1..``MAX_INSTANCE_ID_LENGTH`` characters (INVALID_REQUEST)."""
+    if group_instance_id is not None and not (
+        0 < len(group_instance_id) <= MAX_INSTANCE_ID_LENGTH
+    ):
+        raise GroupError(
+            ErrorCode.INVALID_REQUEST,
+            f"group.instance.id must be 1..{MAX_INSTANCE_ID_LENGTH} characters, "
+            f"not {len(group_instance_id)}",
         )

@@ -671,8 +671,10 @@ class BrokerService:
     ) -> None:
         self.group_requests.heartbeat(group_id, member_id, generation, group_instance_id)
 
-    def leave_group(self, group_id: str, member_id: str) -> None:
-        self.group_requests.leave_group(group_id, member_id)
+    def leave_group(
+        self, group_id: str, member_id: str, group_instance_id: str | None = None
+    ) -> None:
+        self.group_requests.leave_group(group_id, member_id, group_instance_id)
 
     def leave_group_members(
         self, group_id: str, members: Sequence[tuple[str, str | None]]
@@ -693,6 +695,7 @@ class BrokerService:
         auto_create_topics: bool = False,
         protocols: Sequence[JoinProtocol] | None = None,
         protocol_type: str = "consumer",
+        group_instance_id: str | None = None,
     ) -> JoinCompleted:
         """Join with a subscription; returns when the join phase completes (the gRPC
         door's server-side assignment, or the Kafka door's ``protocols``)."""
@@ -707,6 +710,7 @@ class BrokerService:
             auto_create_topics=auto_create_topics,
             protocols=protocols,
             protocol_type=protocol_type,
+            group_instance_id=group_instance_id,
         )
 
     async def kafka_join_group(

@@ -65,6 +65,7 @@ class ConsumerBase:
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: float = 100,
         allow_auto_create_topics: bool = False,
+        group_instance_id: str | None = None,
     ) -> None:
         given = consumer_options(
             group_id=group_id,
@@ -84,6 +85,7 @@ class ConsumerBase:
             request_timeout_ms=request_timeout_ms,
             retry_backoff_ms=retry_backoff_ms,
             allow_auto_create_topics=allow_auto_create_topics,
+            group_instance_id=group_instance_id,
         )
         address, options = resolve("consumer", bootstrap, bootstrap_servers, given, _DEFAULTS)
         self._key_deserializer: Deserializer | None = options.pop("key_deserializer")

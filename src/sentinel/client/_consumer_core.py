@@ -77,6 +77,11 @@ class ConsumerConfig:
         group_id = options["group_id"]
         if group_id is not None and not group_id:
             raise InvalidArgumentError("group_id must be a non-empty string or None")
+        instance_id = options["group_instance_id"]
+        if instance_id is not None and not (instance_id and group_id is not None):
+            raise InvalidArgumentError(
+                "group_instance_id must be a non-empty string, with a group_id, or None"
+            )
         fetch = FetchConfig(
             fetch_max_bytes=options["fetch_max_bytes"],
             fetch_max_wait_ms=options["fetch_max_wait_ms"],
@@ -97,6 +102,7 @@ class ConsumerConfig:
                 request_timeout_ms=options["request_timeout_ms"],
                 retry_backoff_ms=options["retry_backoff_ms"],
                 allow_auto_create_topics=bool(options["allow_auto_create_topics"]),
+                group_instance_id=instance_id,
             )
         return cls(
             bootstrap=tuple(parse_bootstrap(bootstrap)),
@@ -263,13 +269,15 @@ class ConsumerCore:
         chosen = dict(self.fetcher.positions() if offsets is None else offsets)
         if not chosen:
             return chosen
-        member_id, generation = "", -1
+        member_id, generation, instance_id = "", -1, ""
         if self.group is not None and self.group.member_id:
             member_id, generation = self.group.member_id, self.group.generation
+            instance_id = self.group.config.group_instance_id or ""
         request = pb.CommitOffsetsRequest(
             group_id=group_id,
             member_id=member_id,
             generation=generation,
+            group_instance_id=instance_id,
             offsets=[
                 pb.PartitionOffset(topic=tp.topic, partition=tp.partition, offset=offset)
                 for tp, offset in sorted(chosen.items())

@@ -15,7 +15,9 @@ Revocation is eager (as Kafka's classic protocol): before rejoining, the member 
 fetching its partitions, commits what the application has consumed (``before_revoke``,
 when auto-commit is on) and calls ``on_revoke``; after joining it calls ``on_assign``
 with the new partitions. ``leave`` sends LeaveGroup, so the others get the partitions
-at once instead of after the session timeout.
+at once instead of after the session timeout; a static member (``group_instance_id``,
+KIP-345) does not: a restart within the session timeout takes its partitions back with
+no rebalance, and a newer instance fences it (FENCED_INSTANCE_ID: the membership ends).
 
 Every group request goes to the group coordinator (``Metadata.coordinator_call``): in
 a cluster the leader of the group's partition of ``__consumer_offsets``. When it moves
@@ -40,6 +42,7 @@ from sentinel.client._fetcher import Fetcher
 from sentinel.client._metadata import Metadata
 from sentinel.client.errors import (
     ClientClosedError,
+    FencedInstanceIdError,
     IllegalGenerationError,
     RebalanceInProgressError,
     SentinelClientError,
@@ -84,6 +87,7 @@ class GroupConfig:
     request_timeout_ms: int
     retry_backoff_ms: float
     allow_auto_create_topics: bool = False
+    group_instance_id: str | None = None  # a static member (KIP-345)
 
 
 class GroupMember:
@@ -127,14 +131,17 @@ class GroupMember:
             self._rejoin.set()
 
     async def leave(self) -> None:
-        """Stop the membership: revoke (with commit), then LeaveGroup. Idempotent."""
+        """Stop the membership: revoke (with commit), then LeaveGroup, unless this is a
+        static member (Kafka's rule: its partitions wait for it until the session
+        timeout, so that a restart within it takes them back without a rebalance).
+        Idempotent."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._revoke()
-        if self.member_id:
+        if self.member_id and self.config.group_instance_id is None:
             request = pb.LeaveGroupRequest(group_id=self.config.group_id, member_id=self.member_id)
             try:
                 await self._metadata.coordinator_call(
@@ -159,6 +166,14 @@ class GroupMember:
                 await self._heartbeat_until_rebalance()
             except asyncio.CancelledError:
                 raise
+            except FencedInstanceIdError as exc:
+                # A newer instance holds our group.instance.id: joining again would
+                # fence it in turn. The membership ends; poll() raises this.
+                log.warning("group %s: %s", self.config.group_id, exc)
+                self.error = exc
+                self.member_id, self.generation = "", -1
+                await self._lose()
+                return
             except SentinelClientError as exc:
                 if not exc.retriable:
                     log.warning("group %s: %s", self.config.group_id, exc)
@@ -183,6 +198,7 @@ class GroupMember:
                 session_timeout_ms=config.session_timeout_ms,
                 rebalance_timeout_ms=config.rebalance_timeout_ms,
                 allow_auto_topic_creation=config.allow_auto_create_topics,
+                group_instance_id=config.group_instance_id or "",
             )
             try:
                 resp: pb.JoinGroupResponse = await self._metadata.coordinator_call(
@@ -230,7 +246,10 @@ class GroupMember:
             if self._rejoin.is_set():
                 return
             request = pb.HeartbeatRequest(
-                group_id=config.group_id, member_id=self.member_id, generation=self.generation
+                group_id=config.group_id,
+                member_id=self.member_id,
+                generation=self.generation,
+                group_instance_id=config.group_instance_id or "",
             )
             try:
                 await self._metadata.coordinator_call(
@@ -247,10 +266,23 @@ class GroupMember:
                 self.member_id = ""
                 self.generation = -1
                 return
+            except FencedInstanceIdError:
+                raise
             except SentinelClientError as exc:
                 if not exc.retriable or time.monotonic() - last_ok > session:
                     log.info("group %s: heartbeat failed (%s); joining again", config.group_id, exc)
                     return
+
+    async def _lose(self) -> None:
+        """The partitions are gone without a chance to commit (a newer instance holds
+        them): stop fetching, tell the application (Kafka's onPartitionsLost, whose
+        default is onPartitionsRevoked)."""
+        lost = self.assignment
+        self.joined.clear()
+        self.assignment = []
+        self._fetcher.assign([])
+        if lost:
+            await self._run_callback("on_revoke", lost)
 
     async def _revoke(self) -> None:
         """Give the partitions up: stop fetching, commit, tell the application."""

@@ -155,6 +155,7 @@ CONSUMER_KEYS: dict[str, tuple[str, Convert]] = {
     "partition.assignment.strategy": ("assignor", _ASSIGNOR),
     "isolation.level": ("", _ISOLATION),
     "allow.auto.create.topics": ("allow_auto_create_topics", _bool),
+    "group.instance.id": ("group_instance_id", _str),
     "key.deserializer": ("key_deserializer", _callable),
     "value.deserializer": ("value_deserializer", _callable),
 }
@@ -173,7 +174,6 @@ _UNSUPPORTED = {
     "request.timeout.ms instead",
     "message.timeout.ms": "delivery is bounded by retries, retry.backoff.ms and "
     "request.timeout.ms instead",
-    "group.instance.id": "static group membership is not supported",
     "enable.auto.offset.store": "positions are stored as records are returned",
     "sasl.mechanism": "the client speaks plaintext gRPC only (no SASL)",
     "sasl.mechanisms": "the client speaks plaintext gRPC only (no SASL)",

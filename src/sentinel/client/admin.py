@@ -83,6 +83,7 @@ def _group_from_proto(resp: pb.DescribeGroupResponse) -> GroupDescription:
                 assignment=tuple(
                     TopicPartition(tps.topic, p) for tps in m.assignment for p in tps.partitions
                 ),
+                group_instance_id=m.group_instance_id or None,
             )
             for m in resp.members
         ),

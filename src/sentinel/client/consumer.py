@@ -96,7 +96,13 @@ class Consumer(ConsumerBase, ClosingContext):
     ``on_assign`` / ``on_revoke``, ``client_id``, ``request_timeout_ms`` (30000),
     ``retry_backoff_ms`` (100), ``allow_auto_create_topics`` (False: subscribing to a
     topic that does not exist waits for it to be created, as librdkafka; True: the
-    broker creates it if its --auto-create-topics is on, as Kafka's consumer option).
+    broker creates it if its --auto-create-topics is on, as Kafka's consumer option),
+    ``group_instance_id`` (None; Kafka's ``group.instance.id``, KIP-345: a static
+    member. Restarted with the same id within the session timeout, it takes its own
+    place back: the same partitions, no rebalance for the others. It does not leave
+    the group when closed, as Kafka's static members do not: its partitions wait for it
+    until the session timeout. A newer instance with the same id fences this one:
+    ``poll`` raises ``FencedInstanceIdError`` and the membership stops).
     """
 
     _callbacks_on_thread = True

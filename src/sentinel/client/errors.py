@@ -37,6 +37,7 @@ __all__ = [
     "CoordinatorNotAvailableError",
     "CorruptMessageError",
     "DuplicateSequenceError",
+    "FencedInstanceIdError",
     "GroupIdNotFoundError",
     "IllegalGenerationError",
     "InvalidBootstrapError",
@@ -170,6 +171,11 @@ class IllegalGenerationError(SentinelClientError):
 
 class UnknownMemberIdError(SentinelClientError):
     """The coordinator does not know the member (it expired or left)."""
+
+
+class FencedInstanceIdError(SentinelClientError):
+    """A newer consumer with this one's ``group_instance_id`` took its place in the
+    group (KIP-345): this one must stop (its membership has ended)."""
 
 
 class InvalidSessionTimeoutError(SentinelClientError, core.CallerError):
@@ -352,6 +358,7 @@ _BY_REASON: dict[str, type[SentinelClientError]] = {
     "NOT_ENOUGH_REPLICAS": NotEnoughReplicasError,
     "ILLEGAL_GENERATION": IllegalGenerationError,
     "UNKNOWN_MEMBER_ID": UnknownMemberIdError,
+    "FENCED_INSTANCE_ID": FencedInstanceIdError,
     "INVALID_SESSION_TIMEOUT": InvalidSessionTimeoutError,
     "REBALANCE_IN_PROGRESS": RebalanceInProgressError,
     "TOPIC_ALREADY_EXISTS": TopicAlreadyExistsError,

@@ -142,6 +142,7 @@ class MemberDescription:
     member_id: str
     client_id: str
     assignment: tuple[TopicPartition, ...]
+    group_instance_id: str | None = None  # a static member's (KIP-345)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,8 @@ STATUS_BY_REASON: dict[str, grpc.StatusCode] = {
     # Groups.
     "REBALANCE_IN_PROGRESS": StatusCode.ABORTED,
     "UNKNOWN_MEMBER_ID": StatusCode.FAILED_PRECONDITION,
+    # A static member's old member id, replaced by a newer instance: it must stop.
+    "FENCED_INSTANCE_ID": StatusCode.FAILED_PRECONDITION,
     "ILLEGAL_GENERATION": StatusCode.FAILED_PRECONDITION,
     "GROUP_ID_NOT_FOUND": StatusCode.NOT_FOUND,
     "NON_EMPTY_GROUP": StatusCode.FAILED_PRECONDITION,

@@ -596,6 +596,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
                 session_timeout_ms=request.session_timeout_ms,
                 rebalance_timeout_ms=request.rebalance_timeout_ms,
                 auto_create_topics=request.allow_auto_topic_creation,
+                group_instance_id=request.group_instance_id or None,
             )
             assignment = joined.assignment.partitions if joined.assignment else {}
             return pb.JoinGroupResponse(
@@ -615,7 +616,12 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.HeartbeatResponse:
         async def work() -> pb.HeartbeatResponse:
-            self._service.heartbeat(request.group_id, request.member_id, request.generation)
+            self._service.heartbeat(
+                request.group_id,
+                request.member_id,
+                request.generation,
+                request.group_instance_id or None,
+            )
             return pb.HeartbeatResponse()
 
         return await self._call("Heartbeat", request, context, work)
@@ -624,7 +630,9 @@ class SentinelServicer(pb_grpc.SentinelServicer):
         self, request: pb.LeaveGroupRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.LeaveGroupResponse:
         async def work() -> pb.LeaveGroupResponse:
-            self._service.leave_group(request.group_id, request.member_id)
+            self._service.leave_group(
+                request.group_id, request.member_id, request.group_instance_id or None
+            )
             return pb.LeaveGroupResponse()
 
         return await self._call("LeaveGroup", request, context, work)
@@ -638,7 +646,11 @@ class SentinelServicer(pb_grpc.SentinelServicer):
                 for o in request.offsets
             }
             results = await self._service.commit_offsets(
-                request.group_id, request.member_id, request.generation, offsets
+                request.group_id,
+                request.member_id,
+                request.generation,
+                offsets,
+                request.group_instance_id or None,
             )
             for result in results:
                 if result.error is None:
@@ -698,6 +710,7 @@ class SentinelServicer(pb_grpc.SentinelServicer):
                     pb.MemberInfo(
                         member_id=member.member_id,
                         client_id=member.client_id,
+                        group_instance_id=member.group_instance_id or "",
                         assignment=[
                             pb.TopicPartitions(topic=t, partitions=list(p))
                             for t, p in sorted(parts.items())
