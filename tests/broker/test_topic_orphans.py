@@ -111,6 +111,56 @@ async def test_a_directory_left_mid_create_is_removed() -> None:
     assert pending(fs) == {}
 
 
+def lose_creation(fs: MemFS, name: str = "t") -> None:
+    """The meta store lost the write that ended ``name``'s creation (its definition, and
+    the pending state's end): what a cut WAL tail leaves."""
+    store = meta(fs)
+    store._engine.delete(b"t/" + name.encode())
+    store.begin_create(name)
+    store.close()
+
+
+async def test_a_created_topic_with_records_whose_creation_looks_unfinished_is_kept() -> None:
+    """Records in its directory prove the creation ended (none is acknowledged before the
+    definition is durable): the meta store lost it, so the start refuses, as for a
+    topic whose records are gone altogether; removing it would drop acknowledged records
+    (found by flipping and cutting every file: a meta store WAL cut to half did)."""
+    fs = MemFS()
+    await with_topic(fs)
+    lose_creation(fs)
+    before = {p: fs.read_all(p) for p in fs.files if p.startswith("/data/topics/t/")}
+    with pytest.raises(DamagedDataError, match="/data/topics/t holds partition data"):
+        await started(fs)
+    after = {p: fs.read_all(p) for p in fs.files if p.startswith("/data/topics/t/")}
+    assert after == before
+    report = verify_data_dir(fs, "/data")  # the scrub judges it as the start does
+    assert [d.path for d in report.damaged] == ["/data/topics/t"]
+    service = await started(fs, skip_damaged=True)
+    try:
+        assert [t.name for t in service.registry] == []
+        with pytest.raises(StorageUnavailableError, match="remove the directory"):
+            await service.create_topic("t", 1)
+    finally:
+        await service.stop()
+    assert fs.exists("/data/topics/t/1")
+
+
+async def test_a_grown_partition_with_records_whose_growth_looks_unfinished_is_kept() -> None:
+    fs = MemFS()
+    await with_grown_topic(fs)
+    lose_growth(fs)
+    store = meta(fs)
+    store.begin_grow("t")  # the growth's end was lost with its count
+    store.close()
+    before = {p: fs.read_all(p) for p in fs.files if p.startswith("/data/topics/t/")}
+    with pytest.raises(DamagedDataError, match="/data/topics/t/2 holds partition data"):
+        await started(fs)
+    after = {p: fs.read_all(p) for p in fs.files if p.startswith("/data/topics/t/")}
+    assert after == before
+    report = verify_data_dir(fs, "/data")
+    assert [d.path for d in report.damaged] == ["/data/topics/t/2"]
+
+
 async def test_a_directory_left_mid_delete_is_removed_and_no_longer_pending() -> None:
     fs = MemFS()
     await with_topic(fs)

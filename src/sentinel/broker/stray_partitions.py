@@ -5,7 +5,9 @@ past the record's partition count is *stray*. A crash while the topic grew (Kafk
 CreatePartitions: the directories are made before the record counts them, and the meta
 store says the growth is pending, ``GROWING``) leaves such directories with no record
 in them: they are removed. An empty one is removed too. Any other may hold
-acknowledged records whose definition the meta store lost (its record cut back):
+acknowledged records whose definition the meta store lost (its record cut back; or the
+write that ended the growth, so that it still looks pending: records prove it ended,
+``holds_records``):
 removing it would drop them, and leaving it would let the topic's next growth reopen it
 with its old records, so the start is refused naming it (or, with ``--skip-damaged``,
 it is kept, unserved, and the topic cannot grow over it). Names that are not a
@@ -17,7 +19,9 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from sentinel.broker.meta_store import DELETING
 from sentinel.fs import FS
+from sentinel.storage.wal_format import HEADER_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +55,7 @@ def judge(fs: FS, topic_dir: str, partitions: int, *, growing: bool) -> StrayPar
         directory = posixpath.join(topic_dir, name)
         if not fs.is_dir(directory):
             continue
-        if growing or not fs.listdir(directory):
+        if not fs.listdir(directory) or (growing and not holds_records(fs, directory)):
             remove.append(directory)
         else:
             damaged.append((index, directory))
@@ -63,4 +67,34 @@ def damage_detail(topic: str, partitions: int) -> str:
     return (
         f"holds partition data but the meta store's record of topic {topic!r} lists "
         f"{partitions} partition{'' if partitions == 1 else 's'} (its growth was lost)"
+    )
+
+
+def holds_records(fs: FS, directory: str) -> bool:
+    """Whether a partition directory holds records: a table, or a WAL segment with an
+    entry (longer than its header). A create or a growth makes each engine empty, and
+    no record is acknowledged before the topic's record counting it is durable: records
+    under a creation or growth that looks pending mean that the meta store lost the
+    write that ended it (a cut WAL tail), not a crash in the middle of it."""
+    for name in fs.listdir(directory):
+        if name.endswith(".sst"):
+            return True
+        if ".wal" in name and fs.file_size(posixpath.join(directory, name)) > HEADER_SIZE:
+            return True
+    return False
+
+
+def removable_orphan(fs: FS, topic_dir: str, pending: str | None) -> bool:
+    """Whether a topic directory that no definition names is what a crash left, which a
+    start removes: empty, mid-delete (``DELETING``), or mid-create with no partition
+    holding records. Otherwise it holds data whose definition the meta store lost."""
+    entries = fs.listdir(topic_dir)
+    if not entries or pending == DELETING:
+        return True
+    if pending is None:
+        return False
+    return not any(
+        holds_records(fs, path)
+        for path in (posixpath.join(topic_dir, name) for name in entries)
+        if fs.is_dir(path)
     )

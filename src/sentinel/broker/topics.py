@@ -267,11 +267,12 @@ class TopicRegistry:
 
     def _sweep_orphans(self) -> None:
         """Directories under the root that no topic definition names. One a crash left
-        mid-create or mid-delete (the meta store says so: ``MetaStore.pending``) is
-        removed. Any other holds partition data whose definition the meta store lost
-        (its WAL cut or deleted): removing it would drop acknowledged records, so the
-        start is refused naming it, or (``skip_damaged``) it is kept, unserved, and a
-        topic of that name cannot be created until an operator removes it."""
+        mid-create or mid-delete (the meta store says so: ``MetaStore.pending``; a
+        creation only while no partition holds records) is removed. Any other holds
+        partition data whose definition the meta store lost (its WAL cut or deleted):
+        removing it would drop acknowledged records, so the start is refused naming it,
+        or (``skip_damaged``) it is kept, unserved, and a topic of that name cannot be
+        created until an operator removes it."""
         pending = self._meta.pending()
         for name in sorted(self._fs.listdir(self._root)):
             if name in self._topics:
@@ -280,7 +281,7 @@ class TopicRegistry:
             directory = posixpath.join(self._root, name)
             if not self._fs.is_dir(directory):
                 continue  # not a topic's (the broker makes none here)
-            if name in pending or not self._fs.listdir(directory):
+            if stray_partitions.removable_orphan(self._fs, directory, pending.get(name)):
                 self._fs.remove_tree(directory)
                 continue
             if not self._skip_damaged:

@@ -40,7 +40,9 @@ class _Listed:
     partitions: list[tuple[str, int]]
     """(topic, partition) of every partition it lists (and this broker hosts)."""
     names: set[str]
-    """The topics it accounts for: defined, or being created or deleted."""
+    """The topics it defines."""
+    pending: dict[str, str]
+    """The topics being created, deleted or grown (``MetaStore.pending``)."""
     counts: dict[str, tuple[int, bool]]
     """Per defined topic: its partition count, and whether its growth is pending."""
 
@@ -66,7 +68,8 @@ def _listed_partitions(fs: FS, meta_dir: str) -> _Listed | None:
         pending = meta.pending()
         return _Listed(
             [(r.name, i) for r in records for i in range(r.partitions) if r.is_hosted(i)],
-            {r.name for r in records} | set(pending),
+            {r.name for r in records},
+            pending,
             {r.name: (r.partitions, pending.get(r.name) == GROWING) for r in records},
         )
     finally:
@@ -117,7 +120,9 @@ def verify_data_dir(fs: FS, data_dir: str) -> ScrubReport:
     if found is not None and fs.is_dir(root):
         for topic in sorted(set(fs.listdir(root)) - found.names):
             directory = posixpath.join(root, topic)
-            if fs.is_dir(directory) and fs.listdir(directory):  # as the start judges it
+            if fs.is_dir(directory) and not stray_partitions.removable_orphan(
+                fs, directory, found.pending.get(topic)
+            ):  # as the start judges it
                 report.damage(directory, f"holds partition data but the meta store "
                               f"defines no topic {topic!r} (its records were lost)")
         for topic, (count, growing) in sorted(found.counts.items()):
