@@ -39,7 +39,8 @@ import functools
 import logging
 from dataclasses import dataclass
 
-from sentinel.broker.producer_order import wait_for_turn
+from sentinel.broker.arrivals import Arrivals, Place
+from sentinel.broker.producer_order import is_ahead, wait_for_turn
 from sentinel.broker.signal import Signal
 from sentinel.broker.validation import Acks
 from sentinel.errors import InvalidArgumentError, StorageUnavailableError
@@ -90,6 +91,8 @@ class Partition:
         self._announced_hw = plog.high_watermark
         self._unawaited: set[asyncio.Future[None]] = set()
         self._opening: asyncio.Future[None] | None = None
+        #: The appends of requests in the order they arrived (``arrivals``).
+        self.arrivals = Arrivals()
 
     # ------------------------------------------------------------------ reads
 
@@ -128,26 +131,32 @@ class Partition:
 
     # ----------------------------------------------------------------- append
 
-    async def append(self, batches: bytes | memoryview, acks: Acks) -> AppendOutcome:
+    async def append(
+        self, batches: bytes | memoryview, acks: Acks, place: Place | None = None
+    ) -> AppendOutcome:
         """Append the concatenated RecordBatch v2 ``batches`` (all or none, one WAL
-        entry) and return once they are as durable as ``acks`` asks.
+        entry) and return once they are as durable as ``acks`` asks. ``place``: the
+        request's place in this partition's queue of appends (``arrivals``), taken when
+        the request arrived; None: taken now. It is left in any case.
 
         Errors: the log's refusals of the batches (``InvalidRecordError`` and its kin,
         ``OutOfOrderSequenceError``, ``InvalidProducerEpochError``), and
         ``StorageUnavailableError`` naming this partition when the disk cannot take it.
         """
-        views = list(iter_batches(batches))
-        if not views:
-            raise InvalidArgumentError("the produce request carries no record batch")
-        await self.open_files()
-        # An idempotent producer's request that overtook its predecessor waits for it
-        # (bounded): its batches reach the log in sequence order (producer_order).
-        await wait_for_turn(views[0], self.log.producer_state, self.appended_signal)
-        # No await from here to the append: nothing of this partition slips in between.
+        if place is None:
+            place = self.arrivals.enter()
         try:
-            results = self.log.append_many(views, wait=False)
-        except StorageUnavailableError as exc:
-            raise self._offline(exc) from exc
+            views = list(iter_batches(batches))
+            if not views:
+                raise InvalidArgumentError("the produce request carries no record batch")
+            await self.take_turn(views[0], place)
+            # No await from here to the append: nothing of this partition slips in between.
+            try:
+                results = self.log.append_many(views, wait=False)
+            except StorageUnavailableError as exc:
+                raise self._offline(exc) from exc
+        finally:
+            place.leave()
         self.appended_signal.fire()
         self._announce()  # interval / none: the watermark moved with the append
         if self._sync_always:
@@ -168,6 +177,25 @@ class Partition:
             sum(r.last_offset - r.base_offset + 1 for r in results),
             self.log.high_watermark,
         )
+
+    async def take_turn(
+        self, first_batch: memoryview | bytes, place: Place, *, open_files: bool = True
+    ) -> None:
+        """Return once it is ``place``'s turn to append (every request that arrived
+        before it has appended or given up: ``arrivals``), with the log's files open. An
+        idempotent producer's request that overtook its predecessor waits for it out of
+        the queue, bounded (``producer_order``), then at its end: its batches reach the
+        log in sequence order, and the requests behind it do not wait for it meanwhile."""
+        await place.turn()
+        if open_files:
+            await self.open_files()
+        if is_ahead(first_batch, self.log.producer_state):
+            place.leave()
+            await wait_for_turn(first_batch, self.log.producer_state, self.appended_signal)
+            place.rejoin()
+            await place.turn()
+            if open_files:
+                await self.open_files()
 
     async def open_files(self) -> None:
         """Before a call that needs the log's engine: if it is not opened yet (a

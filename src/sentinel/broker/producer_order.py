@@ -64,6 +64,7 @@ __all__ = [
     "REFUSAL_MEMORY_S",
     "RefusedBatches",
     "ahead_of_turn",
+    "is_ahead",
     "wait_for_turn",
 ]
 
@@ -95,6 +96,20 @@ def ahead_of_turn(entry: ProducerEntry | None, header: BatchHeader) -> bool:
         expected = next_sequence(entry.last_seq)
     distance = (header.base_sequence - expected) % (INT32_MAX + 1)
     return 0 < distance < _HALF_RANGE
+
+
+def is_ahead(
+    first_batch: memoryview | bytes, producer_state: Callable[[int], ProducerEntry | None]
+) -> bool:
+    """Whether the request whose first batch is ``first_batch`` is ahead of its turn now
+    (an idempotent producer's batch whose predecessor is not appended yet)."""
+    try:
+        header = parse_header(first_batch)
+        return header.producer_id >= 0 and ahead_of_turn(
+            producer_state(header.producer_id), header
+        )
+    except SentinelError:
+        return False  # not a batch, or the log is closing: the append reports it
 
 
 async def wait_for_turn(

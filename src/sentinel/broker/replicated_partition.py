@@ -44,8 +44,9 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sentinel.broker.arrivals import Place
 from sentinel.broker.partition import AppendOutcome, Partition
-from sentinel.broker.producer_order import RefusedBatches, wait_for_turn
+from sentinel.broker.producer_order import RefusedBatches
 from sentinel.broker.validation import Acks
 from sentinel.errors import InvalidArgumentError, NotLeaderError, SentinelError
 from sentinel.log.errors import OffsetOutOfRangeError
@@ -130,21 +131,30 @@ class ReplicatedPartition(Partition):
 
     # ---------------------------------------------------------------- append
 
-    async def append(self, batches: bytes | memoryview, acks: Acks) -> AppendOutcome:
-        views = list(iter_batches(batches))
-        if not views:
-            raise InvalidArgumentError("the produce request carries no record batch")
+    async def append(
+        self, batches: bytes | memoryview, acks: Acks, place: Place | None = None
+    ) -> AppendOutcome:
+        if place is None:
+            place = self.arrivals.enter()
         try:
-            return await self._append(views, acks)
-        except NotLeaderError:
-            # The producer re-sends this batch; until then its batches after it are
-            # answered so as well (module docstring).
-            self._note_refused(views[0])
-            raise
+            views = list(iter_batches(batches))
+            if not views:
+                raise InvalidArgumentError("the produce request carries no record batch")
+            try:
+                return await self._append(views, acks, place)
+            except NotLeaderError:
+                # The producer re-sends this batch; until then its batches after it are
+                # answered so as well (module docstring).
+                self._note_refused(views[0])
+                raise
+        finally:
+            place.leave()
 
-    async def _append(self, views: list[memoryview], acks: Acks) -> AppendOutcome:
+    async def _append(self, views: list[memoryview], acks: Acks, place: Place) -> AppendOutcome:
+        """Propose the batches in ``place``'s turn (``Partition.take_turn``), leave it,
+        then wait for them as ``acks`` asks."""
         self.check_leader()
-        await wait_for_turn(views[0], self.log.producer_state, self.appended_signal)
+        await self.take_turn(views[0], place, open_files=False)
         self.check_leader()  # leadership may have moved while we waited
         first = parse_header(views[0])
         if first.producer_id >= 0:
@@ -158,6 +168,7 @@ class ReplicatedPartition(Partition):
                 )
             original = check_append(entry, first)
             if original is not None:  # a retry of a batch the log holds: its offsets
+                place.leave()
                 await self._wait_original(original, acks)
                 return AppendOutcome(
                     original.base_offset,
@@ -190,6 +201,7 @@ class ReplicatedPartition(Partition):
         finally:
             if entries:
                 self.appended_signal.fire()
+        place.leave()
         await self._wait_entry(entries[-1], acks)
         return AppendOutcome(
             entries[0].base,

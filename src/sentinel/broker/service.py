@@ -25,6 +25,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequenc
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from sentinel.broker.arrivals import Place
 from sentinel.broker.fetch import DEFAULT_RESPONSE_BYTES, fetch_many
 from sentinel.broker.group_config import GroupConfig
 from sentinel.broker.group_driver import GroupDriver
@@ -475,25 +476,37 @@ class BrokerService:
         batches: bytes | memoryview,
         acks: Acks | int = Acks.LEADER,
         key_hint: bytes | None = None,
+        *,
+        place: Place | None = None,
     ) -> ProduceOutcome:
         """Append the concatenated RecordBatch v2 ``batches`` to one partition, all or
         none, and answer once they are as durable as ``acks`` asks (``Partition``).
 
-        ``partition`` -1: the broker picks. ``acks``: an ``Acks`` or Kafka's 0, 1, -1."""
-        check_produce_partition(partition)
-        if topic_name == OFFSETS_TOPIC and self._cluster is not None:
-            # As Kafka: only the group coordinators write the internal topic.
-            raise InvalidTopicError(f"cannot produce to internal topic {topic_name!r}")
-        if not isinstance(acks, Acks):
-            acks = Acks.parse(acks)
-        topic = await self.topic(topic_name, auto_create=True)
-        if partition < 0:
-            count = len(topic.partitions)
-            if key_hint is not None:
-                partition = default_partition(key_hint, count)
-            else:
-                partition = next(self._round_robin) % count
-        appended = await self.partition(topic_name, partition).append(batches, acks)
+        ``partition`` -1: the broker picks. ``acks``: an ``Acks`` or Kafka's 0, 1, -1.
+        ``place``: the request's place in the partition's queue of appends, taken when
+        it arrived (``produce_many``); None: taken at the append. Left in any case."""
+        try:
+            check_produce_partition(partition)
+            if topic_name == OFFSETS_TOPIC and self._cluster is not None:
+                # As Kafka: only the group coordinators write the internal topic.
+                raise InvalidTopicError(f"cannot produce to internal topic {topic_name!r}")
+            if not isinstance(acks, Acks):
+                acks = Acks.parse(acks)
+            topic = await self.topic(topic_name, auto_create=True)
+            if partition < 0:
+                count = len(topic.partitions)
+                if key_hint is not None:
+                    partition = default_partition(key_hint, count)
+                else:
+                    partition = next(self._round_robin) % count
+            target = self.partition(topic_name, partition)
+            if place is not None and place.arrivals is not target.arrivals:
+                place.leave()  # (not reached: nothing awaits between the two lookups)
+                place = None
+            appended = await target.append(batches, acks, place)
+        finally:
+            if place is not None:
+                place.leave()
         return ProduceOutcome(
             topic_name,
             partition,
@@ -521,8 +534,17 @@ class BrokerService:
                 return (
                     ProduceOutcome(only.topic, only.partition, -1, -1, -1, False, 0, 0, exc),
                 )
+        # Each entry takes its place in its partition's queue of appends now, in
+        # request order, before any await (``arrivals``): its own task starts later,
+        # after a later request's handler may have appended to the same partition.
+        with contextlib.suppress(SentinelError):  # each entry's produce reports it
+            await self.topics(list({e.topic: None for e in entries}), auto_create=True)
+        places = [self._arrive(e.topic, e.partition) for e in entries]
         settled = await asyncio.gather(
-            *(self.produce(e.topic, e.partition, e.batches, acks) for e in entries),
+            *(
+                self.produce(e.topic, e.partition, e.batches, acks, place=place)
+                for e, place in zip(entries, places, strict=True)
+            ),
             return_exceptions=True,
         )
         outcomes = []
@@ -536,6 +558,16 @@ class BrokerService:
             else:
                 raise result  # a bug, or cancellation: not a partition's refusal
         return tuple(outcomes)
+
+    def _arrive(self, topic: str, index: int) -> Place | None:
+        """A place in the queue of appends of ``topic``-``index``, taken now; None when
+        that partition cannot take an append now (its produce says why)."""
+        if index < 0 or self.registry.find(topic) is None:
+            return None
+        try:
+            return self.partition(topic, index).arrivals.enter()
+        except SentinelError:
+            return None
 
     # --------------------------------------------------------------- fetch
 
