@@ -111,6 +111,18 @@ async def test_a_directory_left_mid_create_is_removed() -> None:
     assert pending(fs) == {}
 
 
+async def assert_refused_and_kept(fs: MemFS, directory: str) -> None:
+    """The start refuses naming ``directory`` (it holds partition data), no file of the
+    topic changes, and the scrub (``--verify``) judges it as the start does."""
+    before = {p: fs.read_all(p) for p in fs.files if p.startswith("/data/topics/t/")}
+    with pytest.raises(DamagedDataError, match=f"{directory} holds partition data"):
+        await started(fs)
+    after = {p: fs.read_all(p) for p in fs.files if p.startswith("/data/topics/t/")}
+    assert after == before
+    report = verify_data_dir(fs, "/data")
+    assert [d.path for d in report.damaged] == [directory]
+
+
 def lose_creation(fs: MemFS, name: str = "t") -> None:
     """The meta store lost the write that ended ``name``'s creation (its definition, and
     the pending state's end): what a cut WAL tail leaves."""
@@ -128,13 +140,7 @@ async def test_a_created_topic_with_records_whose_creation_looks_unfinished_is_k
     fs = MemFS()
     await with_topic(fs)
     lose_creation(fs)
-    before = {p: fs.read_all(p) for p in fs.files if p.startswith("/data/topics/t/")}
-    with pytest.raises(DamagedDataError, match="/data/topics/t holds partition data"):
-        await started(fs)
-    after = {p: fs.read_all(p) for p in fs.files if p.startswith("/data/topics/t/")}
-    assert after == before
-    report = verify_data_dir(fs, "/data")  # the scrub judges it as the start does
-    assert [d.path for d in report.damaged] == ["/data/topics/t"]
+    await assert_refused_and_kept(fs, "/data/topics/t")
     service = await started(fs, skip_damaged=True)
     try:
         assert [t.name for t in service.registry] == []
@@ -152,13 +158,7 @@ async def test_a_grown_partition_with_records_whose_growth_looks_unfinished_is_k
     store = meta(fs)
     store.begin_grow("t")  # the growth's end was lost with its count
     store.close()
-    before = {p: fs.read_all(p) for p in fs.files if p.startswith("/data/topics/t/")}
-    with pytest.raises(DamagedDataError, match="/data/topics/t/2 holds partition data"):
-        await started(fs)
-    after = {p: fs.read_all(p) for p in fs.files if p.startswith("/data/topics/t/")}
-    assert after == before
-    report = verify_data_dir(fs, "/data")
-    assert [d.path for d in report.damaged] == ["/data/topics/t/2"]
+    await assert_refused_and_kept(fs, "/data/topics/t/2")
 
 
 async def test_a_directory_left_mid_delete_is_removed_and_no_longer_pending() -> None:
@@ -222,13 +222,7 @@ async def test_a_partition_whose_definition_was_lost_refuses_the_start_and_keeps
     fs = MemFS()
     await with_grown_topic(fs)
     lose_growth(fs)
-    before = {p: fs.read_all(p) for p in fs.files if p.startswith("/data/topics/t/")}
-    with pytest.raises(DamagedDataError, match="/data/topics/t/2 holds partition data"):
-        await started(fs)
-    after = {p: fs.read_all(p) for p in fs.files if p.startswith("/data/topics/t/")}
-    assert after == before
-    report = verify_data_dir(fs, "/data")  # the scrub judges it as the start does
-    assert [d.path for d in report.damaged] == ["/data/topics/t/2"]
+    await assert_refused_and_kept(fs, "/data/topics/t/2")
 
 
 async def test_skip_damaged_keeps_the_partition_unserved_and_the_topic_cannot_grow_on_it() -> None:
