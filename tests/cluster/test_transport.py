@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from listen_queue import burst_overflows
 from sentinel.cluster.peers import Peer
 from sentinel.cluster.transport import (
     PeerTimeoutError,
@@ -351,3 +352,15 @@ async def test_a_stopping_peer_is_leaving_then_gone_and_back_once_it_dials_again
     finally:
         await one.transport.stop()
         await two.transport.stop()
+
+
+async def test_a_burst_of_connects_fits_the_listen_queue(peers: dict[int, Peer]) -> None:
+    """Peers dialing together (a cluster starting, a partition healing) are queued, not
+    dropped: a dropped SYN cost its dialer a 1 s retransmit."""
+    node = Node(1, peers)
+    await node.transport.start()
+    try:
+        overflows = await asyncio.to_thread(burst_overflows, peers[1].port)
+    finally:
+        await node.transport.stop()
+    assert overflows == 0

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 from kafka_raw import RawKafka
 
+from listen_queue import burst_overflows
 from sentinel.broker.request_budget import RequestBudget
 from sentinel.broker.service import BrokerService
 from sentinel.errors import NotLeaderError
@@ -79,40 +79,13 @@ def test_first_error_code_finds_a_partition_error() -> None:
     assert first_error_code(bad) == 56
 
 
-def listen_overflows() -> int:
-    """The kernel's count of connections dropped because a listen queue was full
-    (``TcpExt: ListenOverflows``, all sockets of the machine)."""
-    with open("/proc/net/netstat") as netstat:
-        lines = [line.split() for line in netstat if line.startswith("TcpExt:")]
-    names, values = lines[0], lines[1]
-    return int(values[names.index("ListenOverflows")])
-
-
-BURST = 600
-"""Connections opened back to back, faster than a loop accepts them one wake-up at a time:
-with asyncio's default listen queue (100) some 1 in 100 was dropped and its client
-waited for a SYN retransmit (1 s)."""
-
-
 async def test_a_burst_of_connections_fits_the_listen_queue() -> None:
     metrics = Metrics()
     service = cast(BrokerService, SimpleNamespace(request_budget=RequestBudget(1 << 30)))
     listener = KafkaListener(service, metrics, max_frame_bytes=1 << 20)
     port = await listener.start("127.0.0.1", 0)
-
-    def burst() -> int:
-        before = listen_overflows()
-        sockets = []
-        try:
-            for _ in range(BURST):
-                sockets.append(socket.create_connection(("127.0.0.1", port), timeout=30))
-        finally:
-            for sock in sockets:
-                sock.close()
-        return listen_overflows() - before
-
     try:
-        overflows = await asyncio.to_thread(burst)
+        overflows = await asyncio.to_thread(burst_overflows, port)
     finally:
         await listener.stop(1.0)
     assert overflows == 0

@@ -73,6 +73,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
+LISTEN_BACKLOG = 1024
+"""Peer connections the kernel queues for the loop to accept (asyncio's default, 100,
+drops SYNs under a burst of connects, each costing its dialer a 1 s retransmit; as the
+Kafka listener's)."""
 WRITE_BATCH = 1024 * 1024
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
@@ -392,7 +396,7 @@ class PeerTransport:
     async def start(self) -> None:
         me = self.peers[self.node_id]
         self._server = await asyncio.start_server(
-            self._accept, me.host, me.port, limit=READ_CHUNK
+            self._accept, me.host, me.port, limit=READ_CHUNK, backlog=LISTEN_BACKLOG
         )
 
     @property
