@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +161,10 @@ def test_full_tmpfs_broker_refuses_typed_frees_on_delete_resumes_and_stops_clean
         assert broker.stop() == 0, broker.read_log()[-3000:]
         assert "Traceback" not in broker.read_log(), broker.read_log()[-3000:]
 
+        # A start on the still-full disk serves, or is refused in one line that says
+        # the disk is full and what to do (a start writes: new WAL segments, records).
+        assert_start_on_a_full_disk(small_disk / "data")
+
         # Space back, restart: everything acknowledged is there.
         spare_b.unlink()
         broker.start()
@@ -170,6 +175,35 @@ def test_full_tmpfs_broker_refuses_typed_frees_on_delete_resumes_and_stops_clean
         assert "Traceback" not in broker.read_log(), broker.read_log()[-3000:]
     finally:
         broker.kill()
+
+
+def assert_start_on_a_full_disk(data_dir: Path) -> None:
+    """``sentinel-server`` on the full ``data_dir``: ready (then stopped), or exit 1 with
+    one line saying the disk is full (no traceback)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentinel.cli.server", "--host", "127.0.0.1", "--port", "0",
+         "--kafka-port", "0", "--metrics-port", "0", "--data", str(data_dir),
+         "--memtable-mb", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        first = proc.stdout.readline()  # the ready line, or "" once it exited
+        if "sentinel-server ready" in first:
+            proc.terminate()
+        _out, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in err, err
+    if "sentinel-server ready" in first:
+        assert proc.returncode == 0, err
+        return
+    lines = [line for line in err.splitlines() if line.startswith("sentinel-server:")]
+    assert proc.returncode == 1 and len(lines) == 1, err
+    assert f"no space left on the disk of {data_dir}" in lines[0], lines[0]
+    assert "free space there, then start again" in lines[0], lines[0]
 
 
 def in_process_scenario() -> None:

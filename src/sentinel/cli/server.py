@@ -17,6 +17,7 @@ let through).
 from __future__ import annotations
 
 import asyncio
+import errno
 import faulthandler
 import signal
 import sys
@@ -426,9 +427,23 @@ def main(config_file: str | None, verify: bool, **flags: Any) -> None:
     except SentinelError as exc:
         click.echo(f"sentinel-server: {exc}", err=True)
         sys.exit(1)
-    except (OSError, RuntimeError) as exc:  # grpc reports a port it cannot bind as RuntimeError
+    except OSError as exc:
+        click.echo(f"sentinel-server: {_os_error_line(exc, config.data_dir)}", err=True)
+        sys.exit(1)
+    except RuntimeError as exc:  # grpc reports a port it cannot bind as RuntimeError
         click.echo(f"sentinel-server: {exc}", err=True)
         sys.exit(1)
+
+
+def _os_error_line(exc: OSError, data_dir: str) -> str:
+    """The one line a start that failed on ``exc`` ends with; a full disk says so (a
+    start writes: new WAL segments, its records), and what to do."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on the disk of {data_dir} (a start writes new WAL segments and "
+            f"records): free space there, then start again ({exc})"
+        )
+    return str(exc)
 
 
 def _show_environment_names(command: click.Command) -> None:
