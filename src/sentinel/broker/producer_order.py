@@ -105,11 +105,20 @@ def is_ahead(
     (an idempotent producer's batch whose predecessor is not appended yet)."""
     try:
         header = parse_header(first_batch)
-        return header.producer_id >= 0 and ahead_of_turn(
-            producer_state(header.producer_id), header
-        )
     except SentinelError:
-        return False  # not a batch, or the log is closing: the append reports it
+        return False  # not a batch: the log's validation refuses it with its reason
+    return _header_ahead(header, producer_state)
+
+
+def _header_ahead(
+    header: BatchHeader, producer_state: Callable[[int], ProducerEntry | None]
+) -> bool:
+    if header.producer_id < 0:
+        return False
+    try:
+        return ahead_of_turn(producer_state(header.producer_id), header)
+    except SentinelError:
+        return False  # the log is closing or gone: the append reports it
 
 
 async def wait_for_turn(
@@ -125,17 +134,12 @@ async def wait_for_turn(
         header = parse_header(first_batch)
     except SentinelError:
         return  # not a batch: the log's validation refuses it with its reason
-    if header.producer_id < 0:
-        return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_wait_s
     while True:
         version = signal.version
-        try:
-            if not ahead_of_turn(producer_state(header.producer_id), header):
-                return
-        except SentinelError:
-            return  # the log is closing or gone: the append reports it
+        if not _header_ahead(header, producer_state):
+            return
         remaining = deadline - loop.time()
         if remaining <= 0:
             return

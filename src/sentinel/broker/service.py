@@ -500,9 +500,9 @@ class BrokerService:
                 else:
                     partition = next(self._round_robin) % count
             target = self.partition(topic_name, partition)
-            if place is not None and place.arrivals is not target.arrivals:
-                place.leave()  # (not reached: nothing awaits between the two lookups)
-                place = None
+            # The place was taken in this partition's queue: no await since (the topic
+            # existed, ``produce_many``), so the lookup found the same partition.
+            assert place is None or place.arrivals is target.arrivals
             appended = await target.append(batches, acks, place)
         finally:
             if place is not None:
