@@ -115,8 +115,14 @@ async def check_replicas(trio: Trio, name: str, target: tuple[int, ...],
         ]
     first = logs[target[0]]
     assert all(data == first for data in logs.values()), "replicas differ"
-    fetched = await trio.services[lead].fetch(name, 0, 0, 1 << 24)
-    values = user_values(fetched.batches)
+    async def read_back() -> list[bytes]:
+        # From whichever broker leads now: leadership may have moved since the produce
+        # (seen in a loaded CI run: NOT_LEADER_OR_FOLLOWER from the one before).
+        leader = await _leader(trio, name)()
+        fetched = await trio.services[leader].fetch(name, 0, 0, 1 << 24)
+        return user_values(fetched.batches)
+
+    values = await eventually(read_back)
     assert values == [*acked, b"after"]
     for i, service in trio.services.items():
         if i not in target:
