@@ -98,6 +98,9 @@ class BrokerConfig:
     # A Kafka frame's body must keep arriving: a client from which no byte of it came for
     # this long (the broker not holding it back) is disconnected.
     kafka_frame_timeout_ms: int = 30_000
+    # A /metrics connection's request head must arrive within this of its opening (or of
+    # its last answer, kept alive), else it is closed (server/metrics_http).
+    metrics_read_timeout_ms: int = 10_000
     # Requests one Kafka connection may have unanswered; past it the broker stops
     # reading that connection. 64: a producer's acks=all requests to many partitions
     # share the journal's fsync waves (1,000 partitions: +10 % over 16); each holds its
@@ -172,6 +175,8 @@ class BrokerConfig:
                 f"grpc-request-hold-ms ({self.grpc_request_hold_ms}) must not exceed"
                 f" grpc-request-timeout-ms ({self.grpc_request_timeout_ms})"
             )
+        if self.metrics_read_timeout_ms < 1:
+            raise ConfigError("metrics_read_timeout_ms must be at least 1")
         if self.kafka_frame_timeout_ms < 1:
             raise ConfigError("kafka_frame_timeout_ms must be at least 1")
         if not 1 <= self.kafka_max_in_flight <= MAX_KAFKA_IN_FLIGHT:

@@ -117,6 +117,14 @@ def _verify(data_dir: str) -> int:
     help="Serve Prometheus metrics at /metrics. [default: on]",
 )
 @click.option(
+    "--metrics-read-timeout-ms",
+    type=int,
+    default=None,
+    help="A /metrics connection whose request head has not arrived this long after it"
+    " opened (or after its last answer) is closed."
+    f" [default: {_DEFAULTS.metrics_read_timeout_ms}]",
+)
+@click.option(
     "--node-id", type=int, default=None, help=f"This broker's id. [default: {_DEFAULTS.node_id}]"
 )
 @click.option(

@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
-from prometheus_client import start_http_server
 
 from sentinel.broker.limits import current_open_files_limit
 from sentinel.broker.service import BrokerService
@@ -44,6 +43,7 @@ from sentinel.server.metrics import (
     RaftView,
     StorageFigures,
 )
+from sentinel.server.metrics_http import MetricsHttpServer
 from sentinel.server.ports import check_listen, in_use, unavailable
 from sentinel.stopping import task_stack
 
@@ -136,7 +136,7 @@ class SentinelApp:
             config, self._fs, clock or SystemClock(), on_wal_sync=self._observe_fsync
         )
         self._server: grpc.aio.Server | None = None
-        self._metrics_server: Any = None
+        self._metrics_server: MetricsHttpServer | None = None
         self._kafka: KafkaListener | None = None
         self.endpoints = _Endpoints(0, 0)
 
@@ -173,16 +173,19 @@ class SentinelApp:
         self.metrics.count_request_bytes(lambda: float(budget.in_flight))
         if self.config.metrics_enabled:
             host, port = self.config.metrics_host, self.config.metrics_port
+            server = MetricsHttpServer(
+                self.metrics.registry,
+                read_timeout_s=self.config.metrics_read_timeout_ms / 1000.0,
+            )
             try:
-                server, _thread = start_http_server(
-                    port, addr=host, registry=self.metrics.registry
-                )
+                bound = await server.start(host, port)
             except OSError as exc:
+                await server.close()
                 if exc.errno == errno.EADDRINUSE:
                     raise in_use(host, port, "metrics_port") from None
                 raise unavailable(host, port, "metrics_port", exc.strerror or str(exc)) from None
             self._metrics_server = server
-            self.endpoints.metrics_port = server.server_port
+            self.endpoints.metrics_port = bound
         self._server = grpc.aio.server(options=grpc_server_options(self.config))
         admission = Admission.of(self.service.request_budget, self.config)
         add_to_server(SentinelServicer(self.service, self.metrics, admission), self._server)
@@ -232,7 +235,7 @@ class SentinelApp:
             await self._server.stop(self.config.shutdown_grace_s)
             self._server = None
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
+            await self._metrics_server.close()
             self._metrics_server = None
         await self.service.stop()
 

@@ -1,0 +1,109 @@
+"""The metrics port in-process: its request-head decoder on any bytes, scrapes sharing a
+render, and the connections bound (an idle connection gives way to a new one)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from sentinel.server.metrics_http import MetricsHttpServer, _BadRequestError, parse_head
+
+
+@given(st.binary(max_size=300))
+def test_a_request_head_of_any_bytes_is_parsed_or_refused_400(raw: bytes) -> None:
+    try:
+        head = parse_head(raw)
+    except _BadRequestError as bad:
+        assert bad.status == 400
+    else:
+        assert head.version in ("HTTP/1.0", "HTTP/1.1") and head.target
+
+
+@given(
+    st.sampled_from(["GET", "HEAD", "POST"]),
+    st.text("abc/?=[]&", min_size=1, max_size=20).map(lambda t: "/" + t),
+    st.dictionaries(st.text("xyz-", min_size=1, max_size=8), st.text("ab ,", max_size=8)),
+)
+def test_a_well_formed_head_reads_back(method: str, target: str, headers: dict[str, str]) -> None:
+    raw = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head = parse_head((raw + "\r\n").encode())
+    assert (head.method, head.target) == (method, target)
+    assert head.headers == {k.lower(): v.strip() for k, v in headers.items()}
+
+
+class SlowCollector:
+    """A collector whose every collection takes 50 ms and is counted."""
+
+    def __init__(self) -> None:
+        self.renders = 0
+        self.lock = threading.Lock()
+
+    def collect(self) -> Iterable[Metric]:
+        with self.lock:
+            self.renders += 1
+            count = self.renders
+        time.sleep(0.05)
+        yield GaugeMetricFamily("renders", "collections so far", value=count)
+
+
+async def get(port: int, path: str = "/metrics") -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+async def test_scrapes_that_arrive_together_share_a_render() -> None:
+    registry = CollectorRegistry()
+    collector = SlowCollector()
+    registry.register(collector)
+    server = MetricsHttpServer(registry)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        answers = await asyncio.gather(*(get(port) for _ in range(50)))
+        assert all(a.startswith(b"HTTP/1.1 200") and b"renders " in a for a in answers)
+        # the first render, and at most one more for all that arrived while it ran
+        assert collector.renders <= 3, collector.renders
+        # a scrape after them sees a new render
+        later = await get(port)
+        assert f"renders {collector.renders}.0".encode() in later
+    finally:
+        await server.close()
+
+
+async def test_at_the_bound_an_idle_connection_gives_way_to_a_new_one() -> None:
+    server = MetricsHttpServer(CollectorRegistry(), max_connections=3)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        await asyncio.sleep(0.05)  # accepted: three connections wait for a request
+        assert (await get(port)).startswith(b"HTTP/1.1 200")
+        assert server.evicted == 1
+        assert await asyncio.wait_for(idle[0][0].read(), 5) == b""  # the oldest, closed
+        for _reader, writer in idle:
+            writer.close()
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("path", ["/", "/metrics", "/anything?x=1"])
+async def test_every_path_but_the_icon_is_a_scrape(path: str) -> None:
+    registry = CollectorRegistry()
+    registry.register(SlowCollector())
+    server = MetricsHttpServer(registry)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        assert b"renders " in await get(port, path)
+        icon = await get(port, "/favicon.ico")
+        assert icon.startswith(b"HTTP/1.1 200") and icon.endswith(b"\r\n\r\n")
+    finally:
+        await server.close()
