@@ -444,14 +444,46 @@ def main(config_file: str | None, verify: bool, **flags: Any) -> None:
 
 
 def _os_error_line(exc: OSError, data_dir: str) -> str:
-    """The one line a start that failed on ``exc`` ends with; a full disk says so (a
-    start writes: new WAL segments, its records), and what to do."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    """The one line a start that failed on ``exc`` ends with: what is wrong, where, and
+    what to do (README, "When the broker refuses to start")."""
+    where = exc.filename if exc.filename is not None else data_dir
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
         return (
             f"no space left on the disk of {data_dir} (a start writes new WAL segments and "
             f"records): free space there, then start again ({exc})"
         )
-    return str(exc)
+    if code == errno.EROFS:
+        return (
+            f"the data directory {data_dir} is on a read-only file system (a broker writes "
+            f"there): mount it read-write, or start with another --data ({exc})"
+        )
+    if code in (errno.EACCES, errno.EPERM):
+        return (
+            f"no permission to use {where} in the data directory {data_dir}: start as a "
+            f"user that may read and write there, or with another --data ({exc})"
+        )
+    if code in (errno.EEXIST, errno.ENOTDIR):
+        return (
+            f"{where} is in the way of the data directory {data_dir}: a directory belongs "
+            f"there, it is not one; move it aside, or start with another --data ({exc})"
+        )
+    if code == errno.EISDIR:
+        return (
+            f"{where} is in the way in the data directory {data_dir}: a file belongs "
+            f"there, it is a directory; move it aside ({exc})"
+        )
+    if code in (errno.EMFILE, errno.ENFILE):
+        return (
+            f"too many open files (the broker's or the system's limit): raise the "
+            f"open-files limit (ulimit -n), or start with a lower --max-open-partitions ({exc})"
+        )
+    if code == errno.EIO:
+        return (
+            f"the disk of {data_dir} failed a read or write at {where}: check the disk, "
+            f"then start again ({exc})"
+        )
+    return f"{exc} (data directory {data_dir})"
 
 
 def _show_environment_names(command: click.Command) -> None:
