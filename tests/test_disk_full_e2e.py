@@ -26,6 +26,7 @@ from sentinel.config import BrokerConfig
 from sentinel.errors import StorageUnavailableError
 from sentinel.record import build_batch
 from test_disk_full import FullFS
+from tmpfs_mount import tmpfs
 
 VALUE = 64 * 1024
 WAIT_S = 40.0  # a full tmpfs and the broker's retry backoff make the waits long
@@ -35,22 +36,8 @@ Acked = dict[int, bytes]  # offset -> value
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path | None]:
     """A 24 MiB tmpfs (None if this process may not mount); always unmounted."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = (
-        os.geteuid() == 0
-        and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)],
-            capture_output=True,
-            check=False,
-        ).returncode
-        == 0
-    )
-    try:
-        yield disk if mounted else None
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(disk)], check=False)
+    with tmpfs(tmp_path / "disk", "size=24m") as disk:
+        yield disk
 
 
 def send(producer: Producer, topic: str, value: bytes) -> int | None:

@@ -8,7 +8,6 @@ Before, each ended with a bare ``[Errno 17] File exists: '<path>'`` (or ``[Errno
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from broker_process import BrokerProcess
+from tmpfs_mount import tmpfs
 
 Start = Callable[..., BrokerProcess]
 
@@ -93,20 +93,8 @@ def test_a_directory_where_the_lock_file_belongs(start_broker: Start) -> None:
 @pytest.fixture
 def read_only_mount(tmp_path: Path) -> Iterator[Path | None]:
     """A read-only tmpfs (None if this process may not mount); always unmounted."""
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    mounted = (
-        os.geteuid() == 0
-        and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(disk)],
-            capture_output=True, check=False,
-        ).returncode == 0
-    )  # fmt: skip
-    try:
-        yield disk if mounted else None
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(disk)], check=False)
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as disk:
+        yield disk
 
 
 def test_a_data_directory_on_a_read_only_file_system(read_only_mount: Path | None) -> None:

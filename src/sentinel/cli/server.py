@@ -443,46 +443,39 @@ def main(config_file: str | None, verify: bool, **flags: Any) -> None:
         sys.exit(1)
 
 
+_START_FAILURES: tuple[tuple[frozenset[int], str], ...] = (
+    (frozenset({errno.ENOSPC, errno.EDQUOT}),
+     "no space left on the disk of {data} (a start writes new WAL segments and records): "
+     "free space there, then start again"),
+    (frozenset({errno.EROFS}),
+     "the data directory {data} is on a read-only file system (a broker writes there): "
+     "mount it read-write, or start with another --data"),
+    (frozenset({errno.EACCES, errno.EPERM}),
+     "no permission to use {where} in the data directory {data}: start as a user that "
+     "may read and write there, or with another --data"),
+    (frozenset({errno.EEXIST, errno.ENOTDIR}),
+     "{where} is in the way of the data directory {data}: a directory belongs there, it "
+     "is not one; move it aside, or start with another --data"),
+    (frozenset({errno.EISDIR}),
+     "{where} is in the way in the data directory {data}: a file belongs there, it is a "
+     "directory; move it aside"),
+    (frozenset({errno.EMFILE, errno.ENFILE}),
+     "too many open files (the broker's or the system's limit): raise the open-files "
+     "limit (ulimit -n), or start with a lower --max-open-partitions"),
+    (frozenset({errno.EIO}),
+     "the disk of {data} failed a read or write at {where}: check the disk, then start "
+     "again"),
+)  # fmt: skip
+"""What a start that failed on an ``OSError`` of these codes says: what is wrong, where,
+and what to do (README, "When the broker refuses to start")."""
+
+
 def _os_error_line(exc: OSError, data_dir: str) -> str:
-    """The one line a start that failed on ``exc`` ends with: what is wrong, where, and
-    what to do (README, "When the broker refuses to start")."""
+    """The one line a start that failed on ``exc`` ends with (``_START_FAILURES``)."""
     where = exc.filename if exc.filename is not None else data_dir
-    code = exc.errno
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return (
-            f"no space left on the disk of {data_dir} (a start writes new WAL segments and "
-            f"records): free space there, then start again ({exc})"
-        )
-    if code == errno.EROFS:
-        return (
-            f"the data directory {data_dir} is on a read-only file system (a broker writes "
-            f"there): mount it read-write, or start with another --data ({exc})"
-        )
-    if code in (errno.EACCES, errno.EPERM):
-        return (
-            f"no permission to use {where} in the data directory {data_dir}: start as a "
-            f"user that may read and write there, or with another --data ({exc})"
-        )
-    if code in (errno.EEXIST, errno.ENOTDIR):
-        return (
-            f"{where} is in the way of the data directory {data_dir}: a directory belongs "
-            f"there, it is not one; move it aside, or start with another --data ({exc})"
-        )
-    if code == errno.EISDIR:
-        return (
-            f"{where} is in the way in the data directory {data_dir}: a file belongs "
-            f"there, it is a directory; move it aside ({exc})"
-        )
-    if code in (errno.EMFILE, errno.ENFILE):
-        return (
-            f"too many open files (the broker's or the system's limit): raise the "
-            f"open-files limit (ulimit -n), or start with a lower --max-open-partitions ({exc})"
-        )
-    if code == errno.EIO:
-        return (
-            f"the disk of {data_dir} failed a read or write at {where}: check the disk, "
-            f"then start again ({exc})"
-        )
+    for codes, line in _START_FAILURES:
+        if exc.errno in codes:
+            return f"{line.format(data=data_dir, where=where)} ({exc})"
     return f"{exc} (data directory {data_dir})"
 
 
