@@ -4,6 +4,7 @@ render, and the connections bound (an idle connection gives way to a new one).""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -105,5 +106,37 @@ async def test_every_path_but_the_icon_is_a_scrape(path: str) -> None:
         assert b"renders " in await get(port, path)
         icon = await get(port, "/favicon.ico")
         assert icon.startswith(b"HTTP/1.1 200") and icon.endswith(b"\r\n\r\n")
+    finally:
+        await server.close()
+
+
+class BigCollector:
+    """~8 MB of samples: more than the kernel's socket buffers hold."""
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("big", "many samples", labels=["name"])
+        for i in range(80_000):
+            family.add_metric([f"{i:0>60}"], float(i))
+        yield family
+
+
+async def test_a_client_that_does_not_read_its_answer_is_closed_after_the_deadline() -> None:
+    registry = CollectorRegistry()
+    registry.register(BigCollector())
+    server = MetricsHttpServer(registry, read_timeout_s=0.5)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+        deadline = time.monotonic() + 20
+        while server.open_connections == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # accepted
+        assert server.open_connections == 1
+        while server.open_connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # rendered, written, not read: closed
+        assert server.open_connections == 0
+        sock.close()
     finally:
         await server.close()

@@ -17,6 +17,8 @@ connections open at once               at most ``max_connections``; one more
                                        a request, or, none waiting, is closed
 a request head that does not arrive    the connection is closed ``read_timeout_s``
 (or a kept-alive connection idle)      after it was opened (or last answered)
+an answer its client does not read     the connection is closed ``read_timeout_s``
+                                       after the answer was written
 a request head over ``MAX_HEAD_BYTES`` ``431``, closed
 not HTTP/1.x                           ``400``, closed
 a method other than GET and HEAD       ``405``, closed
@@ -146,6 +148,10 @@ class MetricsHttpServer:
         self.refused = 0  # connections closed at once: the bound, none idle
         self.evicted = 0  # idle connections closed for a new one
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host``:``port`` (0: any free port); the port bound."""
         self._server = await asyncio.start_server(
@@ -178,6 +184,8 @@ class MetricsHttpServer:
             await self._serve(task, reader, writer)
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except TimeoutError:  # an answer its client did not read in time
+            writer.transport.abort()
         except Exception:
             log.exception("metrics port: a connection failed")
         finally:
@@ -248,7 +256,9 @@ class MetricsHttpServer:
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         if send_body and body:
             writer.write(body)
-        await writer.drain()
+        # A client that does not read its answer holds it (a scrape of 10,000 partitions
+        # is 2.3 MB) only this long.
+        await asyncio.wait_for(writer.drain(), timeout=self._read_timeout_s)
 
     # ------------------------------------------------------------ rendering
 
