@@ -121,7 +121,7 @@ def _verify(data_dir: str) -> int:
     type=int,
     default=None,
     help="A /metrics connection whose request head has not arrived this long after it"
-    " opened (or after its last answer) is closed."
+    " opened (or after its last answer), or whose answer is not read this long, is closed."
     f" [default: {_DEFAULTS.metrics_read_timeout_ms}]",
 )
 @click.option(
