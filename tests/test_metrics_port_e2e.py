@@ -134,7 +134,7 @@ def test_what_a_scrape_sees_is_newer_than_what_came_before_it(broker: BrokerProc
         (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
         (b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", b"405"),
         (b"GET /metrics HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
-        (b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),
+        (b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"200"),
     ],
 )
 def test_requests_that_are_not_a_scrape_get_a_status_and_the_port_goes_on(
