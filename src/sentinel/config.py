@@ -99,7 +99,8 @@ class BrokerConfig:
     # this long (the broker not holding it back) is disconnected.
     kafka_frame_timeout_ms: int = 30_000
     # A /metrics connection's request head must arrive within this of its opening (or of
-    # its last answer, kept alive), else it is closed (server/metrics_http).
+    # its last answer, kept alive), and its client must read an answer within this of
+    # its writing, else it is closed (server/metrics_http).
     metrics_read_timeout_ms: int = 10_000
     # Requests one Kafka connection may have unanswered; past it the broker stops
     # reading that connection. 64: a producer's acks=all requests to many partitions

@@ -102,11 +102,7 @@ class _BadRequestError(Exception):
 def parse_head(raw: bytes) -> _Head:
     """The request line and headers of ``raw`` (ending in a blank line); raises
     ``_BadRequestError(400)`` for anything that is not an HTTP/1.x request head."""
-    try:
-        text = raw.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise _BadRequestError(400) from None
-    lines = text.split("\r\n")
+    lines = raw.decode("latin-1").split("\r\n")  # latin-1: every byte is a character
     parts = lines[0].split(" ")
     if len(parts) != 3 or parts[2] not in ("HTTP/1.0", "HTTP/1.1") or not parts[1]:
         raise _BadRequestError(400)
