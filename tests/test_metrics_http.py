@@ -7,7 +7,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pytest
 from hypothesis import given
@@ -63,6 +63,13 @@ async def get(port: int, path: str = "/metrics") -> bytes:
     return answer
 
 
+async def until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
 async def test_scrapes_that_arrive_together_share_a_render() -> None:
     registry = CollectorRegistry()
     collector = SlowCollector()
@@ -86,7 +93,7 @@ async def test_at_the_bound_an_idle_connection_gives_way_to_a_new_one() -> None:
     port = await server.start("127.0.0.1", 0)
     try:
         idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
-        await asyncio.sleep(0.05)  # accepted: three connections wait for a request
+        await until(lambda: server.open_connections == 3, "three connections accepted")
         assert (await get(port)).startswith(b"HTTP/1.1 200")
         assert server.evicted == 1
         assert await asyncio.wait_for(idle[0][0].read(), 5) == b""  # the oldest, closed
@@ -130,13 +137,42 @@ async def test_a_client_that_does_not_read_its_answer_is_closed_after_the_deadli
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", port))
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
-        deadline = time.monotonic() + 20
-        while server.open_connections == 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)  # accepted
-        assert server.open_connections == 1
-        while server.open_connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)  # rendered, written, not read: closed
-        assert server.open_connections == 0
+        await until(lambda: server.open_connections == 1, "the connection accepted")
+        # rendered, written, not read: closed
+        await until(lambda: server.open_connections == 0, "the connection closed", 20)
         sock.close()
     finally:
+        await server.close()
+
+
+class BlockedCollector:
+    """A collection that waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def collect(self) -> Iterable[Metric]:
+        self.release.wait(10)
+        yield GaugeMetricFamily("released", "set once released", value=1)
+
+
+async def test_at_the_bound_with_none_idle_a_new_connection_is_closed_at_once() -> None:
+    registry = CollectorRegistry()
+    collector = BlockedCollector()
+    registry.register(collector)
+    server = MetricsHttpServer(registry, max_connections=2)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        scrapes = [asyncio.ensure_future(get(port)) for _ in range(2)]
+        busy = lambda: server.open_connections == 2 and not server.idle_connections  # noqa: E731
+        await until(busy, "two scrapes waiting for their render")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
+        writer.close()
+        assert server.refused == 1 and server.evicted == 0
+        collector.release.set()
+        answers = await asyncio.gather(*scrapes)
+        assert all(a.startswith(b"HTTP/1.1 200") and b"released 1.0" in a for a in answers)
+    finally:
+        collector.release.set()
         await server.close()

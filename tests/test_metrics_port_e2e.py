@@ -37,10 +37,6 @@ FLOOD = 200
 """Scrapes sent at once, each on its own connection."""
 
 
-def metrics_port(broker: BrokerProcess) -> int:
-    return broker.metrics_port
-
-
 def exchange(port: int, request: bytes, timeout: float = 10.0) -> bytes:
     """Send ``request`` on a new connection and read until the broker closes it."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
@@ -57,7 +53,7 @@ def broker(start_broker: Start) -> BrokerProcess:
 
 
 def test_a_burst_of_connects_fits_the_listen_queue(broker: BrokerProcess) -> None:
-    assert burst_overflows(metrics_port(broker)) == 0
+    assert burst_overflows(broker.metrics_port) == 0
     with urllib.request.urlopen(broker.metrics_url, timeout=5) as response:
         assert b"sentinel_active_connections" in response.read()
 
@@ -66,7 +62,7 @@ def test_a_burst_of_connects_fits_the_listen_queue(broker: BrokerProcess) -> Non
 def idle_connections(broker: BrokerProcess) -> Iterator[list[socket.socket]]:
     with ExitStack() as stack:
         sockets = [
-            stack.enter_context(socket.create_connection(("127.0.0.1", metrics_port(broker))))
+            stack.enter_context(socket.create_connection(("127.0.0.1", broker.metrics_port)))
             for _ in range(IDLE_CONNECTIONS)
         ]
         yield sockets
@@ -89,7 +85,7 @@ def test_a_connection_that_sends_no_request_is_closed_after_the_read_deadline(
     start_broker: Start,
 ) -> None:
     broker = start_broker(**{"metrics-read-timeout-ms": 300})
-    with socket.create_connection(("127.0.0.1", metrics_port(broker)), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", broker.metrics_port), timeout=10) as sock:
         sock.sendall(b"GET /metr")  # and nothing more
         started = time.monotonic()
         assert sock.recv(100) == b""  # closed by the broker
@@ -140,7 +136,7 @@ def test_what_a_scrape_sees_is_newer_than_what_came_before_it(broker: BrokerProc
 def test_requests_that_are_not_a_scrape_get_a_status_and_the_port_goes_on(
     broker: BrokerProcess, request_bytes: bytes, status: bytes
 ) -> None:
-    answer = exchange(metrics_port(broker), request_bytes)
+    answer = exchange(broker.metrics_port, request_bytes)
     assert answer.split(b" ", 2)[1] == status, answer[:200]
     wait_for(lambda: "sentinel_active_connections" in scrape(broker), "a scrape after it")
 
@@ -163,7 +159,7 @@ def test_a_scrape_may_ask_for_gzip_openmetrics_and_some_names(broker: BrokerProc
     assert samples and all(line.startswith("sentinel_active_connections") for line in samples)
     assert text.rstrip().endswith("# EOF")
     # HEAD: the headers only; keep-alive: two scrapes on one connection
-    with socket.create_connection(("127.0.0.1", metrics_port(broker)), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", broker.metrics_port), timeout=10) as sock:
         sock.sendall(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         head = _read_head(sock)
         assert head.startswith(b"HTTP/1.1 200")

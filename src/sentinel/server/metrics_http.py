@@ -148,6 +148,11 @@ class MetricsHttpServer:
     def open_connections(self) -> int:
         return len(self._connections)
 
+    @property
+    def idle_connections(self) -> int:
+        """Open connections waiting for a request."""
+        return len(self._idle)
+
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host``:``port`` (0: any free port); the port bound."""
         self._server = await asyncio.start_server(
@@ -204,6 +209,7 @@ class MetricsHttpServer:
     ) -> None:
         while True:
             self._idle[task] = writer  # the newest idle last
+            raw: bytes | None
             try:
                 raw = await asyncio.wait_for(
                     reader.readuntil(b"\r\n\r\n"), timeout=self._read_timeout_s
@@ -211,10 +217,12 @@ class MetricsHttpServer:
             except (TimeoutError, asyncio.IncompleteReadError):
                 return  # no request came (or the client left)
             except asyncio.LimitOverrunError:
+                raw = None  # a head over the limit
+            finally:
                 self._idle.pop(task, None)
+            if raw is None:
                 await self._answer(writer, 431, b"", keep_alive=False)
                 return
-            self._idle.pop(task, None)
             try:
                 head = parse_head(raw)
             except _BadRequestError as bad:
