@@ -8,6 +8,9 @@ Before, each ended with a bare ``[Errno 17] File exists: '<path>'`` (or ``[Errno
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from broker_process import BrokerProcess
+from sentinel.cli.server import _START_FAILURES, _os_error_line
 from tmpfs_mount import tmpfs
 
 Start = Callable[..., BrokerProcess]
@@ -66,9 +70,7 @@ def test_a_file_where_a_directory_of_the_data_belongs(start_broker: Start, name:
     broker = start_broker()
     assert broker.stop() == 0
     target = broker.data_dir / name
-    for path in sorted(target.rglob("*"), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
-    target.rmdir()
+    shutil.rmtree(target)
     target.write_bytes(b"junk")
     line = refusal_line(run_server(broker.data_dir))
     assert f"{target}" in line and "a directory belongs there" in line, line
@@ -104,3 +106,17 @@ def test_a_data_directory_on_a_read_only_file_system(read_only_mount: Path | Non
         line = refusal_line(run_server(data))
         assert f"the data directory {data} is on a read-only file system" in line, line
         assert "mount it read-write, or start with another --data" in line
+
+
+@pytest.mark.parametrize("code", sorted(code for codes, _line in _START_FAILURES for code in codes))
+def test_every_start_failure_of_the_table_names_what_and_where(code: int) -> None:
+    # the codes a test cannot cause as root (EACCES, EMFILE, EIO ...) get their line too
+    exc = OSError(code, os.strerror(code), "/d/topics")
+    line = _os_error_line(exc, "/d")
+    assert line.endswith(f"({exc})") and not line.endswith("(data directory /d)")
+    assert "/d" in line and ": " in line  # what is wrong, then what to do
+
+
+def test_any_other_os_error_names_the_data_directory() -> None:
+    exc = OSError(errno.ENAMETOOLONG, "File name too long", "/d/x")
+    assert _os_error_line(exc, "/d") == f"{exc} (data directory /d)"
