@@ -11,6 +11,7 @@ from sentinel.errors import (
     CorruptionError,
     KeyTooLargeError,
     LockedError,
+    MissingFileError,
     NotAnEngineDirectoryError,
     ValueTooLargeError,
 )
@@ -196,6 +197,45 @@ def test_wal_segments_are_kept_while_tables_point_into_them() -> None:
         engine.drop_tables_below(key(1000))
         assert len(segments()) < kept  # nothing points into them any more
         assert list(engine.scan()) == []
+
+
+def test_a_merge_of_tables_pointing_into_segments_apart_needs_only_those() -> None:
+    """Tables pointing into WAL segments 8 and 10 are merged after 9 (small values
+    only, flushed inline) was deleted: the merged table needs 8 and 10, not 9. With a
+    pointer range a start refused the engine for 9 (a kill -9 soak found it)."""
+    fs = MemFS()
+    opts = EngineOptions(
+        background=False,
+        value_separation_bytes=512,
+        compaction=CompactionOptions(l0_compaction_trigger=1),  # every flush is merged
+    )
+
+    def segments() -> set[str]:
+        return {n for n in fs.listdir("/db") if n.endswith(".wal")}
+
+    with Engine.open("/db", opts, fs=fs) as engine:
+        for _ in range(7):  # a table spanning a..z at every level: each flush merges
+            engine.put(b"a", b"a")
+            engine.put(b"z", b"z")
+            engine.flush()
+        engine.put(b"b", b"B" * 4000)
+        engine.flush()
+        (first,) = engine.pointer_segment_numbers()
+        engine.put(b"m", b"m")  # inline: its segment is deleted after its flush
+        engine.flush()
+        gone = f"{first + 1:020d}.wal"
+        assert gone not in segments()
+        engine.put(b"c", b"C" * 4000)
+        engine.flush()
+        assert engine.pointer_segment_numbers() == {first, first + 2}
+        assert engine.stats().tables_per_level[0] == 0  # merged into one table below
+    with Engine.open("/db", opts, fs=fs) as engine:
+        assert engine.get(b"b") == b"B" * 4000
+        assert engine.get(b"c") == b"C" * 4000
+        assert engine.get(b"m") == b"m"
+    fs.remove(f"/db/{first + 2:020d}.wal")  # one it does need: refused, named
+    with pytest.raises(MissingFileError, match=f"{first + 2:020d}.wal"):
+        Engine.open("/db", opts, fs=fs)
 
 
 def test_a_damaged_separated_value_is_a_corruption_error_not_data() -> None:

@@ -492,12 +492,12 @@ def test_future_format_version_is_unsupported() -> None:
     fs = memfs()
     data, _ = small_table(fs, PATH)
     bad = bytearray(data)
-    struct.pack_into("<I", bad, len(bad) - 12, 2)
+    struct.pack_into("<I", bad, len(bad) - 12, 3)
     footer = len(bad) - FOOTER_SIZE
-    struct.pack_into("<I", bad, footer, crc32c(bad[footer + 4 :]))  # a valid v2 footer
-    write_file(fs, "/t/v2.sst", bytes(bad))
-    with pytest.raises(UnsupportedFormatError, match="version 2"):
-        TableReader.open(fs, "/t/v2.sst", 1)
+    struct.pack_into("<I", bad, footer, crc32c(bad[footer + 4 :]))  # a valid v3 footer
+    write_file(fs, "/t/v3.sst", bytes(bad))
+    with pytest.raises(UnsupportedFormatError, match="version 3"):
+        TableReader.open(fs, "/t/v3.sst", 1)
 
 
 def test_a_bad_block_never_enters_the_cache() -> None:
@@ -533,13 +533,70 @@ def test_verify_reads_the_file_not_the_cache() -> None:
 
 
 def test_footer_and_meta_golden_bytes() -> None:
-    body = struct.pack("<QIQIQIQI", 1, 2, 3, 4, 5, 6, 7, 1) + b"\x8aSNTLSST"
+    body = struct.pack("<QIQIQIQI", 1, 2, 3, 4, 5, 6, 7, 2) + b"\x8aSNTLSST"
     assert Footer(1, 2, 3, 4, 5, 6, 7).encode() == struct.pack("<I", crc32c(body)) + body
     assert len(body) + 4 == FOOTER_SIZE == 60
-    meta = struct.pack("<QQQQQQII", 1, 2, 3, 4, 5, 6, 1, 2) + b"a" + b"zz"
-    block = MetaBlock(1, 2, 3, b"a", b"zz", 4, 5, 6)
+    meta = struct.pack("<QQQQQQII", 1, 2, 3, 4, 5, 7, 1, 2) + b"a" + b"zz"
+    meta += struct.pack("<IQQ", 2, 5, 7)  # the segments pointed into: 5 and 7, not 6
+    block = MetaBlock(1, 2, 3, b"a", b"zz", 4, 5, 7, (5, 7))
     assert block.encode() == meta + struct.pack("<I", crc32c(meta))
     assert MetaBlock.decode(meta + struct.pack("<I", crc32c(meta)), "t") == block
+
+
+def test_a_version_1_table_is_read_with_its_pointer_range_whole() -> None:
+    """Version 1 recorded only the range of segments pointed into: still read, and
+    every segment of the range is kept and checked, as that build did."""
+    meta = struct.pack("<QQQQQQII", 0, 1, 9, 2, 5, 7, 1, 1) + b"a" + b"b"
+    block = MetaBlock.decode(meta + struct.pack("<I", crc32c(meta)), "t", version=1)
+    assert block.pointer_segments is None
+    assert (block.min_pointer_segment, block.max_pointer_segment) == (5, 7)
+    footer = Footer(1, 2, 3, 4, 5, 6, 7, format_version=1).encode()
+    assert Footer.decode(footer, "t").format_version == 1
+    fs = MemFS()
+    fs.makedirs("/t")
+    entries = [(b"a", ValuePointer.to(5, 100, 13, 4000)), (b"b", ValuePointer.to(7, 20, 13, 5))]
+    write_table(fs, "/t/1.sst", 1, entries)
+    data = bytearray(fs.read_all("/t/1.sst"))
+    new = Footer.decode(bytes(data[-FOOTER_SIZE:]), "t")
+    old_meta = struct.pack("<QQQQQQII", 0, 2, 0, 2, 5, 7, 1, 1) + b"a" + b"b"
+    old_meta += struct.pack("<I", crc32c(old_meta))
+    rebuilt = data[: new.meta_offset] + old_meta
+    rebuilt += Footer(new.index_offset, new.index_size, new.filter_offset, new.filter_size,
+                      new.meta_offset, len(old_meta), new.entry_count,
+                      format_version=1).encode()  # fmt: skip
+    handle = fs.create("/t/2.sst")
+    handle.write(bytes(rebuilt))
+    handle.sync()
+    reader = TableReader.open(fs, "/t/2.sst", 2)
+    assert list(reader.entries()) == entries
+    assert reader.pointer_segment_numbers == {5, 6, 7}
+    assert TableReader.open(fs, "/t/1.sst", 1).pointer_segment_numbers == {5, 7}
+
+
+@pytest.mark.parametrize(
+    ("pointers", "low", "high", "segments"),
+    [
+        (0, 0, 0, (3,)),  # a list without pointers
+        (2, 3, 5, ()),  # pointers without a list
+        (2, 3, 5, (3, 4)),  # the list ends below the range
+        (2, 3, 5, (5, 3)),  # not ascending
+        (2, 3, 5, (3, 3, 5)),  # a segment twice
+    ],
+)
+def test_a_segment_list_that_disagrees_with_the_pointers_is_damage(
+    pointers: int, low: int, high: int, segments: tuple[int, ...]
+) -> None:
+    meta = struct.pack("<QQQQQQII", 0, 1, 1, pointers, low, high, 1, 1) + b"a" + b"b"
+    meta += struct.pack(f"<I{len(segments)}Q", len(segments), *segments)
+    with pytest.raises(CorruptionError, match="segment list"):
+        MetaBlock.decode(meta + struct.pack("<I", crc32c(meta)), "t")
+
+
+def test_a_segment_list_cut_short_is_damage() -> None:
+    meta = struct.pack("<QQQQQQII", 0, 1, 1, 1, 3, 3, 1, 1) + b"a" + b"b"
+    meta += struct.pack("<IQ", 2, 3)  # says two, holds one
+    with pytest.raises(CorruptionError, match="segment list does not match"):
+        MetaBlock.decode(meta + struct.pack("<I", crc32c(meta)), "t")
 
 
 def test_value_pointers_round_trip_and_record_their_segments() -> None:
@@ -557,6 +614,7 @@ def test_value_pointers_round_trip_and_record_their_segments() -> None:
     assert got == entries
     assert type(got[1][1]) is ValuePointer and type(got[0][1]) is bytes
     assert reader.pointer_segments == (7, 9)
+    assert reader.pointer_segment_numbers == {7, 9}  # not 8: nothing points there
     assert reader.get(b"d") == ValuePointer.to(9, 20, 13, 5)
     plain = write_table(fs, "/t/2.sst", 2, [(b"x", b"y")])
     assert TableReader.open(fs, "/t/2.sst", plain.file_number).pointer_segments is None

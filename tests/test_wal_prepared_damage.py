@@ -101,7 +101,7 @@ def files(fs: MemFS) -> dict[str, bytes]:
 
 def scrub(fs: MemFS) -> ScrubReport:
     report = ScrubReport()
-    scrub_wal(fs, DIR, 1, None, [], report)
+    scrub_wal(fs, DIR, 1, None, set(), report)
     return report
 
 

@@ -247,7 +247,7 @@ class Engine:
                 self._readers[number] = TableReader.open(
                     fs, join(directory, table_name(number)), number, self._cache
                 )
-            check_pointer_segments(fs, directory, self.pointer_segment_ranges(), found.clean)
+            check_pointer_segments(fs, directory, self.pointer_segment_numbers(), found.clean)
         except BaseException as exc:
             for reader in self._readers.values():
                 reader.close()
@@ -374,10 +374,10 @@ class Engine:
     def value_log(self) -> ValueLog:
         return self._values
 
-    def pointer_segment_ranges(self) -> list[tuple[int, int]]:
+    def pointer_segment_numbers(self) -> set[int]:
         """The WAL segments live tables point into (value separation)."""
         with self._state:
-            return [r.pointer_segments for r in self._readers.values() if r.pointer_segments]
+            return set().union(*(r.pointer_segment_numbers for r in self._readers.values()))
 
     def readers_for(self, file_numbers: list[int]) -> list[TableReader]:
         with self._state:

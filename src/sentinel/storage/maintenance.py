@@ -95,7 +95,7 @@ class EngineInternals(Protocol):
     @property
     def value_log(self) -> ValueLog: ...
 
-    def pointer_segment_ranges(self) -> list[tuple[int, int]]: ...
+    def pointer_segment_numbers(self) -> set[int]: ...
 
     def readers_for(self, file_numbers: list[int]) -> list[TableReader]: ...
 
@@ -444,15 +444,15 @@ class Maintenance:
 
     def collect_segments(self) -> None:
         """Delete the WAL segments nothing needs: below the manifest's log number (no
-        replay needs them) and outside every live table's pointer range. Deleted once no
-        read is in flight, since a scan may still hold a pointer into one."""
+        replay needs them) and pointed into by no live table. Deleted once no read is in
+        flight, since a scan may still hold a pointer into one."""
         engine = self._engine
         log_number = engine.manifest.log_number
-        ranges = engine.pointer_segment_ranges()
+        pointed = engine.pointer_segment_numbers()
         doomed = {
             number
             for number in list_segments(self._fs, self._dir)
-            if number < log_number and not any(lo <= number <= hi for lo, hi in ranges)
+            if number < log_number and number not in pointed
         }
         if not doomed:
             return

@@ -162,12 +162,11 @@ def recover_files(
 
 
 def check_pointer_segments(
-    fs: FS, directory: str, ranges: list[tuple[int, int]], clean: dict[int, int] | None
+    fs: FS, directory: str, needed: set[int], clean: dict[int, int] | None
 ) -> None:
     """Every WAL segment a live table's value pointers need is there with a valid
     header (and, after a clean shutdown, its recorded size). Reads 20 bytes a segment."""
-    needed = sorted({n for lo, hi in ranges for n in range(lo, hi + 1)})
-    for number in needed:
+    for number in sorted(needed):
         path = join(directory, wal_name(number))
         if not fs.exists(path):
             raise MissingFileError(path, "a WAL segment that live tables' values are in")

@@ -68,7 +68,7 @@ def scrub_engine(fs: FS, directory: str, report: ScrubReport) -> None:
     except (DiskError, OSError) as exc:
         report.damage(_path_of(exc, join(directory, CURRENT_NAME)), str(exc))
         return
-    ranges: list[tuple[int, int]] = []
+    pointed: set[int] = set()
     for number in sorted(recovered.version.all_file_numbers()):
         report.files += 1
         path = join(directory, table_name(number))
@@ -82,13 +82,12 @@ def scrub_engine(fs: FS, directory: str, report: ScrubReport) -> None:
             continue
         try:
             reader.verify()
-            if reader.pointer_segments:
-                ranges.append(reader.pointer_segments)
+            pointed |= reader.pointer_segment_numbers
         except (DiskError, OSError) as exc:
             report.damage(path, str(exc))
         finally:
             reader.close()
-    scrub_wal(fs, directory, recovered.log_number, clean, ranges, report)
+    scrub_wal(fs, directory, recovered.log_number, clean, pointed, report)
 
 
 def scrub_wal(  # noqa: PLR0917
@@ -96,11 +95,11 @@ def scrub_wal(  # noqa: PLR0917
     directory: str,
     log_number: int,
     clean: dict[int, int] | None,
-    ranges: list[tuple[int, int]],
+    pointed: set[int],
     report: ScrubReport,
 ) -> None:
-    """Every WAL segment from ``log_number`` on and those ``ranges`` of value pointers
-    need. After a crash, a prepared segment is judged as the replay judges it
+    """Every WAL segment from ``log_number`` on and those value pointers point into
+    (``pointed``). After a crash, a prepared segment is judged as the replay judges it
     (``wal_format.judge_prepared``): damage is reported, a removal noted, and one the
     start would adopt is read as the newest segment."""
     present = {n: join(directory, wal_name(n)) for n in list_segments(fs, directory)}
@@ -127,7 +126,7 @@ def scrub_wal(  # noqa: PLR0917
     replayed = [n for n in sorted(present) if n >= log_number]
     last = max(clean) if clean else (replayed[-1] if replayed else None)
     needed = set(range(log_number, last + 1)) if last is not None and last >= log_number else set()
-    needed |= {n for lo, hi in ranges for n in range(lo, hi + 1)}
+    needed |= pointed
     for number in sorted(needed):
         path = present.get(number, join(directory, wal_name(number)))
         report.files += 1

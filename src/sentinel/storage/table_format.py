@@ -23,10 +23,17 @@ Meta block (little-endian)::
     8  u64 key_bytes            24 u64 pointer_count (entries whose value is a pointer)
     32 u64 min_pointer_segment  40 u64 max_pointer_segment (0, 0 without pointers)
     48 u32 min_key_len          52 u32 max_key_len
-    56 min_key | max_key | u32 crc32c over everything before it
+    56 min_key | max_key | segment list (version 2) | u32 crc32c over everything before it
 
-A table that holds value pointers (see ``value_log``) records the range of WAL segments
-they point into, so the engine knows which segments must be kept without reading it.
+    segment list: u32 count, then count u64s, ascending: every WAL segment the table's
+    value pointers point into (count 0 without pointers)
+
+A table that holds value pointers (see ``value_log``) records the WAL segments they
+point into, so the engine knows which segments must be kept, and which a start must
+find, without reading it. Version 1 recorded only the range (min, max): a merge of
+tables that point into segments 8 and 10 then claimed 9 as well, which held only
+small values and was deleted long before, and the next start refused the partition for
+a segment it never needed. A version-1 table is still read, its range taken whole.
 
 Footer (little-endian, fixed 60 bytes; the regions must tile the file as drawn)::
 
@@ -35,7 +42,7 @@ Footer (little-endian, fixed 60 bytes; the regions must tile the file as drawn):
     16 u64 filter_offset   24 u32 filter_size   (0 / 0: no filter)
     28 u64 meta_offset     36 u32 meta_size
     40 u64 entry_count
-    48 u32 format_version  (1)
+    48 u32 format_version  (2; 1 is read: no segment list)
     52 8s  magic b"\\x8aSNTLSST"
 
 ``Footer.decode`` checks the magic first (``CorruptionError``), then the version
@@ -45,6 +52,7 @@ that the key lengths fill the block.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 
@@ -52,11 +60,14 @@ from sentinel.codec.crc import crc32c
 from sentinel.errors import CorruptionError, InvalidArgumentError, UnsupportedFormatError
 
 MAGIC = b"\x8aSNTLSST"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The versions this build reads: 1 has no segment list in its meta block.
+READABLE_VERSIONS = frozenset({1, FORMAT_VERSION})
 _FOOTER = struct.Struct("<IQIQIQIQI8s")
 FOOTER_SIZE = _FOOTER.size  # 60
 _META = struct.Struct("<QQQQQQII")
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +105,12 @@ class Footer:
     meta_offset: int
     meta_size: int
     entry_count: int
+    format_version: int = FORMAT_VERSION
 
     def encode(self) -> bytes:
         body = _FOOTER.pack(
             0, self.index_offset, self.index_size, self.filter_offset, self.filter_size,
-            self.meta_offset, self.meta_size, self.entry_count, FORMAT_VERSION, MAGIC,
+            self.meta_offset, self.meta_size, self.entry_count, self.format_version, MAGIC,
         )  # fmt: skip
         return _U32.pack(crc32c(body[4:])) + body[4:]
 
@@ -106,16 +118,21 @@ class Footer:
     def decode(cls, data: bytes, path: str) -> Footer:
         if len(data) != FOOTER_SIZE:
             raise CorruptionError(path, "footer", f"{len(data)} bytes, expected {FOOTER_SIZE}")
-        stored, *fields, version, magic = _FOOTER.unpack(data)
+        (stored, index_offset, index_size, filter_offset, filter_size, meta_offset, meta_size,
+         entry_count, version, magic) = _FOOTER.unpack(data)  # fmt: skip
         if magic != MAGIC:
             raise CorruptionError(path, "footer", f"bad magic {magic!r}")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise UnsupportedFormatError(
-                f"{path}: table format version {version}; this build reads {FORMAT_VERSION}"
+                f"{path}: table format version {version}; this build reads 1 to "
+                f"{FORMAT_VERSION}"
             )
         if crc32c(memoryview(data)[4:]) != stored:
             raise CorruptionError(path, "footer", "checksum mismatch")
-        return cls(*fields)
+        return cls(
+            index_offset, index_size, filter_offset, filter_size, meta_offset, meta_size,
+            entry_count, version,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +145,15 @@ class MetaBlock:
     pointer_count: int = 0
     min_pointer_segment: int = 0
     max_pointer_segment: int = 0
+    #: Every WAL segment the value pointers point into, ascending (version 2); None:
+    #: not recorded (a version-1 table: the range above, taken whole).
+    pointer_segments: tuple[int, ...] | None = ()
 
     def encode(self) -> bytes:
+        """The version-2 meta block (``pointer_segments`` must be given)."""
+        segments = self.pointer_segments
+        if segments is None:
+            raise InvalidArgumentError("a version-2 meta block lists its pointer segments")
         out = bytearray(
             _META.pack(self.tombstone_count, self.key_bytes, self.value_bytes,
                        self.pointer_count, self.min_pointer_segment, self.max_pointer_segment,
@@ -137,11 +161,14 @@ class MetaBlock:
         )  # fmt: skip
         out += self.min_key
         out += self.max_key
+        out += _U32.pack(len(segments))
+        for number in segments:
+            out += _U64.pack(number)
         out += _U32.pack(crc32c(out))
         return bytes(out)
 
     @classmethod
-    def decode(cls, data: bytes, path: str) -> MetaBlock:
+    def decode(cls, data: bytes, path: str, version: int = FORMAT_VERSION) -> MetaBlock:
         size = len(data)
         if size < _META.size + 4:
             raise CorruptionError(path, "meta", f"meta block of {size} bytes is truncated")
@@ -149,10 +176,37 @@ class MetaBlock:
             raise CorruptionError(path, "meta", "checksum mismatch")
         (tombstones, key_bytes, value_bytes, pointers, min_segment, max_segment, min_len,
          max_len) = _META.unpack_from(data)  # fmt: skip
-        if _META.size + min_len + max_len + 4 != size:
-            raise CorruptionError(path, "meta", "key lengths do not match the block size")
-        keys = data[_META.size : size - 4]
+        keys_end = _META.size + min_len + max_len
+        segments: tuple[int, ...] | None = None
+        if version == 1:
+            if keys_end + 4 != size:
+                raise CorruptionError(path, "meta", "key lengths do not match the block size")
+        else:
+            if keys_end + 8 > size:
+                raise CorruptionError(path, "meta", "key lengths do not match the block size")
+            (count,) = _U32.unpack_from(data, keys_end)
+            if keys_end + 4 + 8 * count + 4 != size:
+                raise CorruptionError(path, "meta", "segment list does not match the block size")
+            segments = struct.unpack_from(f"<{count}Q", data, keys_end + 4)
+            _check_segments(path, segments, pointers, min_segment, max_segment)
+        keys = data[_META.size : keys_end]
         return cls(
             tombstones, key_bytes, value_bytes, keys[:min_len], keys[min_len:],
-            pointers, min_segment, max_segment,
+            pointers, min_segment, max_segment, segments,
         )  # fmt: skip
+
+
+def _check_segments(
+    path: str, segments: tuple[int, ...], pointers: int, low: int, high: int
+) -> None:
+    """The segment list agrees with the pointer count and range (its CRC passed: a
+    disagreement is a writer's bug, refused as damage rather than trusted)."""
+    if not pointers:
+        if segments:
+            raise CorruptionError(path, "meta", "a segment list without value pointers")
+        return
+    ascending = all(a < b for a, b in itertools.pairwise(segments))
+    if not segments or not ascending or segments[0] != low or segments[-1] != high:
+        raise CorruptionError(
+            path, "meta", f"segment list disagrees with the pointer range {low}..{high}"
+        )

@@ -49,7 +49,7 @@ class TableReader:
     __slots__ = (
         "_cache", "_closed", "_ends", "_file", "_filter", "_first_keys", "_fs", "_last_keys",
         "_max_key", "_min_key", "_number", "_offsets", "_path", "_sizes", "meta",
-        "pointer_segments", "properties",
+        "pointer_segment_numbers", "pointer_segments", "properties",
     )  # fmt: skip
 
     def __init__(
@@ -86,9 +86,20 @@ class TableReader:
             footer.entry_count, meta.tombstone_count, meta.key_bytes, meta.value_bytes,
             len(index.offsets),
         )  # fmt: skip
-        #: The WAL segments this table's value pointers point into, or None.
+        #: The range of WAL segments this table's value pointers point into, or None.
         self.pointer_segments: tuple[int, int] | None = (
             (meta.min_pointer_segment, meta.max_pointer_segment) if meta.pointer_count else None
+        )
+        #: The WAL segments themselves (what must be kept and found), empty without
+        #: pointers. A version-1 table recorded only the range: all of it, as it was read.
+        self.pointer_segment_numbers: frozenset[int] = (
+            frozenset()
+            if not meta.pointer_count
+            else frozenset(
+                meta.pointer_segments
+                if meta.pointer_segments is not None
+                else range(meta.min_pointer_segment, meta.max_pointer_segment + 1)
+            )
         )
 
     @classmethod
@@ -129,7 +140,7 @@ class TableReader:
             BloomFilter.decode(memoryview(tail)[: f.filter_size], path) if f.filter_size else None
         )
         index = IndexBlock.decode(tail[at : at + f.index_size], path)
-        meta = MetaBlock.decode(tail[at + f.index_size :], path)
+        meta = MetaBlock.decode(tail[at + f.index_size :], path, f.format_version)
         offsets = index.offsets
         ends = list(map(add, offsets, index.sizes))
         if offsets[0] != 0 or ends[:-1] != offsets[1:] or ends[-1] != data_end:

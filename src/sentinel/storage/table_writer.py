@@ -67,6 +67,7 @@ class TableWriter:
         self._pointers = 0
         self._min_segment = 0
         self._max_segment = 0
+        self._segments: set[int] = set()  # every segment a value pointer points into
         self._key_bytes = 0
         self._value_bytes = 0
         self._state = _WriterState.OPEN
@@ -124,7 +125,7 @@ class TableWriter:
         meta_offset = self._written + len(out)
         out += MetaBlock(
             self._tombstones, self._key_bytes, self._value_bytes, first_key, self._last_key,
-            self._pointers, self._min_segment, self._max_segment,
+            self._pointers, self._min_segment, self._max_segment, tuple(sorted(self._segments)),
         ).encode()  # fmt: skip
         end = self._written + len(out)
         out += Footer(
@@ -167,6 +168,7 @@ class TableWriter:
                 if not self._pointers or segment < self._min_segment:
                     self._min_segment = segment
                 self._max_segment = max(self._max_segment, segment)
+                self._segments.add(segment)
                 self._pointers += 1
         self._count += len(keys)
         self._tombstones += tombstones
