@@ -10,14 +10,16 @@ once, then kills the broker with SIGKILL at a random moment and starts it again:
 - commits of group ``g``'s offsets from outside group membership (generation -1);
 - topics created, written once and some of them deleted.
 
-Broker flags move between rounds (sync mode, journal on or off, a 1 MiB memtable and a
-small memtable budget, few partitions with open files), so that flushes, releases of
-memory, partitions closed and reopened, journal replays and WAL rolls are under way
-when the kill lands. After each restart everything acknowledged in any round so far is
-checked: every record at its offset, offsets without gaps, no record twice, every
-acknowledged commit kept (or a later one), every topic whose creation was acknowledged
-there unless its deletion was too, none whose deletion was acknowledged; and the log
-has no traceback.
+Every other round, on average, the start after the kill is killed too, at a random
+moment of its recovery (replaying WALs and the journal, flushing what they held), before
+the start that is checked. Broker flags move between rounds (sync mode, journal on or
+off, a 1 MiB memtable and a small memtable budget, few partitions with open files), so
+that flushes, releases of memory, partitions closed and reopened, journal replays and
+WAL rolls are under way when the kill lands. After each restart everything acknowledged
+in any round so far is checked: every record at its offset, offsets without gaps, no
+record twice, every acknowledged commit kept (or a later one), every topic whose
+creation was acknowledged there unless its deletion was too, none whose deletion was
+acknowledged; and the log has no traceback.
 
 The default is a few rounds; the long run is one command away:
 ``SOAK_ROUNDS=200 .venv/bin/pytest tests/test_kill_soak_e2e.py`` (``SOAK_SEED`` repeats a
@@ -286,6 +288,11 @@ def test_kill_9_at_random_moments_keeps_everything_acknowledged(tmp_path: Path) 
                 broker = BrokerProcess(data, **_flags(flag_set)).start()
             _run_round(broker, rng, seen, round_)
             log_before = broker.read_log()
+            if rng.random() < 0.5:  # a kill while the next start recovers
+                interrupted = BrokerProcess(data, **_flags(flag_set)).launch()
+                time.sleep(rng.uniform(0.05, 1.5))
+                interrupted.kill()
+                log_before += interrupted.read_log()
             broker = BrokerProcess(data, **_flags(flag_set))
             broker.log_path.write_text("")
             broker.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import random
 import struct
 import threading
@@ -590,6 +591,27 @@ def test_a_segment_list_that_disagrees_with_the_pointers_is_damage(
     meta += struct.pack(f"<I{len(segments)}Q", len(segments), *segments)
     with pytest.raises(CorruptionError, match="segment list"):
         MetaBlock.decode(meta + struct.pack("<I", crc32c(meta)), "t")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(max_size=5),
+    st.binary(max_size=5),
+    st.lists(st.integers(0, (1 << 64) - 1), max_size=20, unique=True).map(sorted),
+    st.binary(max_size=300),
+    st.sampled_from([1, 2]),
+)
+def test_meta_block_round_trips_and_any_bytes_decode_or_are_damage(
+    low_key: bytes, high_key: bytes, segments: list[int], noise: bytes, version: int
+) -> None:
+    block = MetaBlock(
+        1, 2, 3, low_key, high_key, len(segments),
+        segments[0] if segments else 0, segments[-1] if segments else 0, tuple(segments),
+    )  # fmt: skip
+    assert MetaBlock.decode(block.encode(), "t") == block
+    for data in (noise, noise + struct.pack("<I", crc32c(noise))):  # checksummed garbage too
+        with contextlib.suppress(CorruptionError):
+            MetaBlock.decode(data, "t", version)
 
 
 def test_a_segment_list_cut_short_is_damage() -> None:
