@@ -280,19 +280,18 @@ def test_kill_9_at_random_moments_keeps_everything_acknowledged(tmp_path: Path) 
             stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
             stub.CreateTopic(pb.CreateTopicRequest(name=KAFKA_TOPIC, partitions=KAFKA_PARTITIONS))
             stub.CreateTopic(pb.CreateTopicRequest(name=GRPC_TOPIC, partitions=GRPC_PARTITIONS))
+        broker.kill()
         for round_ in range(ROUNDS):
             flag_set = rng.choice(FLAG_SETS)
             where = f"seed {SEED} round {round_} flags {flag_set}"
             print(where, flush=True)  # shown with a failure, whatever fails
-            if round_ > 0:
-                broker = BrokerProcess(data, **_flags(flag_set)).start()
+            broker = BrokerProcess(data, **_flags(flag_set)).start()
             _run_round(broker, rng, seen, round_)
-            log_before = broker.read_log()
             if rng.random() < 0.5:  # a kill while the next start recovers
                 interrupted = BrokerProcess(data, **_flags(flag_set)).launch()
                 time.sleep(rng.uniform(0.05, 1.5))
                 interrupted.kill()
-                log_before += interrupted.read_log()
+            log_before = broker.read_log()  # (every start of ``data`` logs to one file)
             broker = BrokerProcess(data, **_flags(flag_set))
             broker.log_path.write_text("")
             broker.start()

@@ -67,7 +67,6 @@ _FOOTER = struct.Struct("<IQIQIQIQI8s")
 FOOTER_SIZE = _FOOTER.size  # 60
 _META = struct.Struct("<QQQQQQII")
 _U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +160,7 @@ class MetaBlock:
         )  # fmt: skip
         out += self.min_key
         out += self.max_key
-        out += _U32.pack(len(segments))
-        for number in segments:
-            out += _U64.pack(number)
+        out += struct.pack(f"<I{len(segments)}Q", len(segments), *segments)
         out += _U32.pack(crc32c(out))
         return bytes(out)
 

@@ -49,7 +49,7 @@ class TableReader:
     __slots__ = (
         "_cache", "_closed", "_ends", "_file", "_filter", "_first_keys", "_fs", "_last_keys",
         "_max_key", "_min_key", "_number", "_offsets", "_path", "_sizes", "meta",
-        "pointer_segment_numbers", "pointer_segments", "properties",
+        "pointer_segment_numbers", "properties",
     )  # fmt: skip
 
     def __init__(
@@ -86,12 +86,9 @@ class TableReader:
             footer.entry_count, meta.tombstone_count, meta.key_bytes, meta.value_bytes,
             len(index.offsets),
         )  # fmt: skip
-        #: The range of WAL segments this table's value pointers point into, or None.
-        self.pointer_segments: tuple[int, int] | None = (
-            (meta.min_pointer_segment, meta.max_pointer_segment) if meta.pointer_count else None
-        )
-        #: The WAL segments themselves (what must be kept and found), empty without
-        #: pointers. A version-1 table recorded only the range: all of it, as it was read.
+        #: The WAL segments this table's value pointers point into (what must be kept
+        #: and found), empty without pointers. A version-1 table recorded only the
+        #: range: all of it, as that build read it.
         self.pointer_segment_numbers: frozenset[int] = (
             frozenset()
             if not meta.pointer_count
