@@ -3,14 +3,23 @@
 It owns what the coordinator may not: the clock, a periodic tick, a future per parked
 JoinGroup / SyncGroup, and the durable write of committed offsets (meta store) between
 ``commit_offsets`` and ``offsets_persisted``.
+
+One group's offset writes (commits, OffsetDelete, the group's deletion) run one at a
+time, in the order they arrive (``_GroupWrites``): each is checked, made durable and made
+visible before the next one is checked. The durable writes run in the default executor's
+threads, which may finish in any order: without this, of two pipelined commits (a
+client's async commits, both acknowledged, in order) the older could be written last,
+answered by OffsetFetch and found again after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from sentinel.broker.group_config import GroupConfig
@@ -54,6 +63,27 @@ class GroupError(CallerError):
 Answer = JoinCompleted | SyncCompleted
 
 
+class _GroupWrites:
+    """A lock per group for its offset writes, first come first served (asyncio.Lock's
+    waiters are woken in order), dropped once nobody holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: collections.Counter[str] = collections.Counter()
+
+    @contextlib.asynccontextmanager
+    async def of(self, group_id: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(group_id, asyncio.Lock())
+        self._users[group_id] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[group_id] -= 1
+            if not self._users[group_id]:
+                del self._users[group_id], self._locks[group_id]
+
+
 class OffsetPersister(Protocol):
     """Makes a group's committed offsets durable somewhere other than the meta store."""
 
@@ -85,6 +115,7 @@ class GroupDriver:
         #: Where committed offsets become durable: the meta store of this broker, or
         #: (a cluster) the group's partition of ``__consumer_offsets`` (``use_offset_log``).
         self._persist: OffsetPersister | None = None
+        self._writes = _GroupWrites()
 
     def use_offset_log(self, persister: OffsetPersister) -> None:
         """Persist commits and group deletions through ``persister`` (a cluster: a batch
@@ -275,7 +306,21 @@ class GroupDriver:
     ) -> dict[TopicPartition, ErrorCode]:
         """Commit and persist ``offsets``: the code of each partition (Kafka's
         OffsetCommit answers per partition; a refusal of the whole request is every
-        partition's code). With no offsets, a refusal of the request raises."""
+        partition's code). With no offsets, a refusal of the request raises. The group's
+        earlier offset writes take effect first (checked, durable, visible)."""
+        async with self._writes.of(group_id):
+            return await self._commit(
+                group_id, member_id, generation, offsets, group_instance_id
+            )
+
+    async def _commit(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        group_instance_id: str | None,
+    ) -> dict[TopicPartition, ErrorCode]:
         result = self.coordinator.commit_offsets(
             group_id,
             member_id,
@@ -305,6 +350,12 @@ class GroupDriver:
         before this returns; the code of each partition (GROUP_SUBSCRIBED_TO_TOPIC: kept,
         its topic is read by a member). A refusal of the whole request raises
         ``GroupError``: GROUP_ID_NOT_FOUND, INVALID_GROUP_ID, NON_EMPTY_GROUP."""
+        async with self._writes.of(group_id):
+            return await self._delete_offsets(group_id, partitions)
+
+    async def _delete_offsets(
+        self, group_id: str, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, ErrorCode]:
         result = self.coordinator.delete_offsets(group_id, partitions)
         if result.error is ErrorCode.GROUP_ID_NOT_FOUND:
             raise GroupError(result.error, f"unknown group {group_id!r}")
@@ -343,6 +394,10 @@ class GroupDriver:
     async def delete_group(self, group_id: str) -> None:
         """DeleteGroups: an Empty group and its stored offsets; ``GroupError`` with
         NON_EMPTY_GROUP while it has members, GROUP_ID_NOT_FOUND if unknown."""
+        async with self._writes.of(group_id):
+            await self._delete_group(group_id)
+
+    async def _delete_group(self, group_id: str) -> None:
         outcome = self.coordinator.delete_group(group_id)
         if outcome.error is ErrorCode.NON_EMPTY_GROUP:
             members = len(self.coordinator.describe_group(group_id).members)
