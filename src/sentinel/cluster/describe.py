@@ -10,6 +10,7 @@ Pure functions: the cluster node passes what they read. A broker alone answers f
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 from sentinel.broker.outcomes import (
     BrokerMetadata,
@@ -20,7 +21,7 @@ from sentinel.broker.outcomes import (
 from sentinel.broker.replicated_partition import ReplicatedPartition
 from sentinel.broker.standalone_metadata import broker_alone
 from sentinel.broker.topics import OfflinePartition, Topic
-from sentinel.cluster.metadata import MetadataImage
+from sentinel.cluster.metadata import BrokerAddresses, MetadataImage
 from sentinel.config import BrokerConfig
 from sentinel.errors import NotLeaderError, SentinelError
 from sentinel.raft.multi_driver import MultiRaftDriver
@@ -34,16 +35,22 @@ class LeaderNotAvailableError(SentinelError):
 
 
 def broker_metadata(
-    image: MetadataImage, node: int, config: BrokerConfig
+    image: MetadataImage,
+    node: int,
+    config: BrokerConfig,
+    logged: Mapping[int, BrokerAddresses] = MappingProxyType({}),
 ) -> BrokerMetadata | None:
     """Broker ``node`` as it registered with the controller; this broker (``config``)
-    before its registration is applied; None: a broker not known yet."""
+    before its registration is applied; another as the controller's log stored here
+    registered it (``logged``: a restarted broker whose image has not replayed that
+    yet); None: a broker not known yet."""
     found = image.brokers.get(node)
+    if found is None and node == config.node_id:
+        return broker_alone(config)
+    found = found or logged.get(node)
     if found is not None:
         return BrokerMetadata(node, found.host, found.grpc_port, found.host,
                               found.kafka_port)
-    if node == config.node_id:
-        return broker_alone(config)
     return None
 
 
@@ -53,9 +60,16 @@ def cluster_metadata(
     controller: int | None,
     cluster_id: str,
     config: BrokerConfig,
+    *,
+    logged: Mapping[int, BrokerAddresses] = MappingProxyType({}),
 ) -> ClusterMetadata:
-    """The known brokers of ``nodes`` and the controller's leader (-1: none yet)."""
-    brokers = [b for b in (broker_metadata(image, n, config) for n in sorted(nodes))
+    """The known brokers of ``nodes`` and the controller's leader (-1: none yet).
+
+    Every broker the image or ``logged`` knows is listed: a Metadata answer that leaves
+    out a live broker makes librdkafka drop its connections to it and fail the produce
+    requests in flight there as not persisted, which it then sends again (records
+    stored twice: ``tests/cluster/test_cluster_restart_metadata_e2e.py``)."""
+    brokers = [b for b in (broker_metadata(image, n, config, logged) for n in sorted(nodes))
                if b is not None]
     return ClusterMetadata(
         tuple(brokers), -1 if controller is None else controller, (), cluster_id

@@ -7,16 +7,17 @@ snapshot loaded at start or installed (what every record this broker never appli
 would have done). A replica is hosted while this broker is one of the partition's
 replicas or of a move's target, and dropped only once the move is committed
 (``_place``). ``created_from`` reads the controller's log for the topics created past a
-snapshot, which a reconcile at start must keep.
+snapshot, which a reconcile at start must keep; ``registered_in`` for the brokers'
+addresses, which a restarted broker names before its image has replayed them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Iterator, Mapping, Set
 from typing import TYPE_CHECKING
 
 from sentinel.broker.group_events import OffsetAndMetadata
-from sentinel.cluster.metadata import MetadataImage, TopicImage
+from sentinel.cluster.metadata import BrokerAddresses, MetadataImage, TopicImage
 from sentinel.cluster.records import (
     AlterConfigs,
     CommitOffsets,
@@ -29,6 +30,7 @@ from sentinel.cluster.records import (
     PartitionReplicas,
     ReassignPartition,
     Record,
+    RegisterBroker,
     decode_record,
 )
 from sentinel.cluster.replica_hosting import HostedReplicas
@@ -170,10 +172,9 @@ class MetadataApplier:
                 self._service.registry.unhost_partition(topic_name, index)
 
 
-def created_from(raft_log: PartitionRaftLog, start: int) -> frozenset[str]:
-    """The names of the topics the CreateTopic records at or past ``start`` in the
-    controller's log (as stored here) create."""
-    names: set[str] = set()
+def _stored_records(raft_log: PartitionRaftLog, start: int) -> Iterator[Record]:
+    """The metadata records of the controller's log as stored here, from ``start`` on
+    (committed or not; a record this broker cannot decode is skipped)."""
     at = max(start, raft_log.log_start)
     while at < raft_log.log_end:
         chunk = raft_log.entries(at, 64)
@@ -183,10 +184,29 @@ def created_from(raft_log: PartitionRaftLog, start: int) -> frozenset[str]:
             if entry.data and not parse_header(entry.data).is_control:
                 for record in decode_records(entry.data):
                     try:
-                        change = decode_record(record.value or b"")
+                        yield decode_record(record.value or b"")
                     except MetadataRecordError:
                         continue
-                    if isinstance(change, CreateTopic):
-                        names.add(change.name)
         at = chunk[-1].end
-    return frozenset(names)
+
+
+def created_from(raft_log: PartitionRaftLog, start: int) -> frozenset[str]:
+    """The names of the topics the CreateTopic records at or past ``start`` in the
+    controller's log (as stored here) create."""
+    return frozenset(
+        change.name for change in _stored_records(raft_log, start)
+        if isinstance(change, CreateTopic)
+    )
+
+
+def registered_in(raft_log: PartitionRaftLog) -> dict[int, BrokerAddresses]:
+    """Each broker's addresses as its last RegisterBroker record in the controller's
+    log stored here gives them: what a restarted broker says of its peers until its
+    image has replayed their registrations (``ClusterNode.cluster``)."""
+    found: dict[int, BrokerAddresses] = {}
+    for change in _stored_records(raft_log, raft_log.log_start):
+        if isinstance(change, RegisterBroker):
+            found[change.node_id] = BrokerAddresses(
+                change.node_id, change.host, change.grpc_port, change.kafka_port
+            )
+    return found

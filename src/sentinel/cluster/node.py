@@ -64,8 +64,8 @@ from sentinel.cluster.figures import METADATA_TOPIC, RaftFigures, raft_figures
 from sentinel.cluster.group_coordination import GroupCoordination
 from sentinel.cluster.identity import check_identity
 from sentinel.cluster.leadership import balance, hand_off, reassign_step
-from sentinel.cluster.metadata import MetadataImage
-from sentinel.cluster.metadata_applier import MetadataApplier, created_from
+from sentinel.cluster.metadata import BrokerAddresses, MetadataImage
+from sentinel.cluster.metadata_applier import MetadataApplier, created_from, registered_in
 from sentinel.cluster.offsets_topic import OFFSETS_TOPIC
 from sentinel.cluster.peers import Peer, parse_peers
 from sentinel.cluster.records import (
@@ -142,6 +142,9 @@ class ClusterNode:
         self._applier: MetadataApplier | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving = False  # a clean stop has begun: take no leadership handed over
+        #: The brokers' addresses as the controller's log stored here had them at the
+        #: start: named until the image has replayed them (``describe.cluster_metadata``).
+        self._logged_brokers: dict[int, BrokerAddresses] = {}
         # Not ``self.controller.execute``: the controller exists once ``start`` made it.
         self._reports = ControllerReports(
             self.node_id, lambda op, args: self.controller.execute(op, args)  # noqa: PLW0108
@@ -220,6 +223,7 @@ class ClusterNode:
         # A damaged snapshot's refusal says its own remedy (remove it: one is installed
         # from another broker), so it is not wrapped.
         loaded = snapshots.load(raft_log.log_start)
+        self._logged_brokers = registered_in(raft_log)
         assert self._store is not None
         covered = 0 if loaded is None else loaded[1]
         core = RaftCore(
@@ -507,12 +511,14 @@ class ClusterNode:
         return found
 
     def _broker(self, node: int) -> BrokerMetadata | None:
-        return broker_metadata(self.controller.image, node, self._service.config)
+        return broker_metadata(
+            self.controller.image, node, self._service.config, self._logged_brokers
+        )
 
     def cluster(self) -> ClusterMetadata:
         return cluster_metadata(
             self.controller.image, self.peers, self.controller.leader, self.cluster_id,
-            self._service.config,
+            self._service.config, logged=self._logged_brokers,
         )
 
     def topic_metadata(self, topic: Topic) -> TopicMetadata:
