@@ -41,9 +41,10 @@ import pytest
 from confluent_kafka import KafkaError, Message, Producer
 
 from broker_process import BrokerProcess
+from partition_reading import read_partition
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
-from sentinel.record import build_batch, decode_records, iter_batches
+from sentinel.record import build_batch
 
 ROUNDS = int(os.environ.get("SOAK_ROUNDS", "3"))
 SEED = int(os.environ.get("SOAK_SEED", str(random.SystemRandom().randrange(1 << 31))))
@@ -185,27 +186,6 @@ def _grpc_calls(broker: BrokerProcess, rng: random.Random, seen: Acknowledged,
         channel.close()
 
 
-def _read_partition(stub: pb_grpc.SentinelStub, topic: str, partition: int) -> dict[int, bytes]:
-    """Every record of one partition, offset -> value, from its log start to its end."""
-    stored: dict[int, bytes] = {}
-    offset = 0
-    for _ in range(100_000):  # bounded: each fetch moves on by at least one batch
-        answer = stub.Fetch(
-            pb.FetchRequest(topic=topic, partition=partition, offset=offset,
-                            max_bytes=4 << 20),
-            timeout=10,
-        )
-        if offset == 0:
-            offset = answer.log_start_offset
-        for view in iter_batches(answer.record_batches):
-            for record in decode_records(view):
-                stored[record.offset] = record.value or b""
-        if answer.next_offset <= offset or answer.next_offset >= answer.high_watermark:
-            break
-        offset = answer.next_offset
-    return stored
-
-
 def _check(broker: BrokerProcess, seen: Acknowledged, where: str) -> None:
     channel = grpc.insecure_channel(broker.address)
     stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
@@ -218,7 +198,7 @@ def _check(broker: BrokerProcess, seen: Acknowledged, where: str) -> None:
         for (topic, partition), acked in sorted(seen.records.items()):
             if topic in seen.delete_tried:
                 continue
-            stored = _read_partition(stub, topic, partition)
+            stored, _end = read_partition(stub, topic, partition)
             for offset, value in acked.items():
                 got = stored.get(offset)
                 assert got == value, (

@@ -172,6 +172,36 @@ def test_create_replaces_the_old_manifest_and_refuses_the_live_number() -> None:
     m.close()
 
 
+def test_resume_appends_to_a_clean_manifest_and_refuses_a_torn_or_big_one() -> None:
+    fs = new_fs()
+    m = Manifest.create(fs, D, 5, base_version(), 4, 6)
+    m.append(VersionEdit(added=((0, meta(6, b"k", b"z")),), log_number=6, next_file_number=7))
+    stale = fs.create(f"{D}/{manifest_name(3)}")  # left by a crash in a create
+    stale.write(b"an older manifest")
+    stale.close()
+    state = recover(fs, D)
+
+    resumed = Manifest.resume(fs, D, state, next_file_number=9)
+    assert resumed is not None and resumed.manifest_number == 5
+    assert (resumed.version, resumed.log_number, resumed.next_file_number) == (
+        state.version, 6, 9,
+    )  # fmt: skip
+    assert sorted(n for n in fs.listdir(D) if n.startswith("MANIFEST")) == [manifest_name(5)]
+    v = resumed.append(VersionEdit(added=((0, meta(9, b"a", b"b")),), next_file_number=10))
+    again = recover(fs, D)
+    assert (again.version, again.manifest_number, again.records) == (v, 5, 3)
+    assert resumed.size == fs.file_size(f"{D}/{manifest_name(5)}")
+
+    # A torn last record stays on disk: never appended after (a new manifest is made).
+    handle = fs.open_append(f"{D}/{manifest_name(5)}")
+    handle.write(encode_record(encode_edit(VersionEdit(next_file_number=11)))[:-3])
+    handle.close()
+    assert Manifest.resume(fs, D, recover(fs, D), next_file_number=11) is None
+    # Nor one that has grown past its rotation size: rewritten, as a rotation would.
+    clean = Manifest.create(fs, D, 11, again.version, 6, 12)
+    assert Manifest.resume(fs, D, recover(fs, D), 12, rotate_bytes=clean.size) is None
+
+
 def test_invalid_edits_write_nothing() -> None:
     fs = new_fs()
     m = Manifest.create(fs, D, 5, base_version(), 4, 6)

@@ -421,6 +421,15 @@ class MemFS:
             self._fail_at = None
             raise SimulatedCrash(f"simulated crash at operation {self.ops}")
 
+    def kill(self) -> None:
+        """The process dies (kill -9): its handles and locks go, and what it wrote
+        stays, synced or not, as the page cache keeps it; a ``crash`` after it (a
+        power cut) still loses what nobody synced."""
+        with self.mutex:
+            self._fail_at = None
+            self.epoch += 1
+            self.locks.clear()
+
     def crash(self, rng: random.Random | None = None) -> None:
         """Lose everything not synced. With ``rng``, keep a random part of each unsynced
         tail, as a power cut during a write does."""

@@ -54,9 +54,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from broker_process import BrokerProcess
-from sentinel.proto_gen import sentinel_pb2 as pb
+from partition_reading import read_partition
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
-from sentinel.record import decode_records, iter_batches
 
 ROUNDS = int(os.environ.get("SOAK_ROUNDS", "5"))
 SEED = int(os.environ.get("SOAK_SEED", str(random.SystemRandom().randrange(1 << 31))))
@@ -261,28 +260,6 @@ def _churn(bootstrap: str, strategy: str, rng: random.Random, seen: Seen, round_
             live.pop(rng.randrange(len(live))).leave.set()
 
 
-def _read_partition(stub: pb_grpc.SentinelStub, partition: int) -> tuple[dict[int, bytes], int]:
-    """Every record of one partition (offset -> value) and its end, from a fresh read."""
-    stored: dict[int, bytes] = {}
-    offset, end = 0, 0
-    for _ in range(100_000):  # bounded: each fetch moves on by at least one batch
-        answer = stub.Fetch(
-            pb.FetchRequest(topic=TOPIC, partition=partition, offset=offset,
-                            max_bytes=4 << 20),
-            timeout=10,
-        )
-        end = answer.high_watermark
-        if offset == 0:
-            offset = answer.log_start_offset
-        for view in iter_batches(answer.record_batches):
-            for record in decode_records(view):
-                stored[record.offset] = record.value or b""
-        if answer.next_offset <= offset or answer.next_offset >= answer.high_watermark:
-            break
-        offset = answer.next_offset
-    return stored, end
-
-
 def _committed(broker: BrokerProcess) -> dict[int, int]:
     """The group's committed offsets, asked through the Kafka door (OffsetFetch)."""
     asker = Consumer({"bootstrap.servers": broker.kafka_address, "group.id": GROUP,
@@ -306,7 +283,7 @@ def _check(broker: BrokerProcess, seen: Seen, commits_before: dict[int, int],
     with grpc.insecure_channel(broker.address) as channel:
         stub = pb_grpc.SentinelStub(channel)  # type: ignore[no-untyped-call]
         for partition in range(PARTITIONS):
-            stored, ends[partition] = _read_partition(stub, partition)
+            stored, ends[partition] = read_partition(stub, TOPIC, partition)
             for kind, expected in (("acknowledged", produced.get(partition, {})),
                                    ("received by a member", consumed.get(partition, {}))):
                 for offset, value in expected.items():

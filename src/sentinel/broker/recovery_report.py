@@ -3,6 +3,9 @@
     recovered partition orders-2 in 41 ms: replayed 1200 WAL entries (183406 bytes
     flushed to tables), offsets 0..5000, cut a torn tail of 87 bytes from 00000000000000000007.wal
 
+or, when the replay was small enough to stay in memory (``Engine.replay_kept_bytes``),
+``(2048 bytes kept in memory, their WAL segments synced)``.
+
 Read from the opened log (its engine's replay report and the flush that replay caused),
 so opening a partition is not changed by being reported.
 """
@@ -16,10 +19,15 @@ from sentinel.storage.files import wal_name
 def recovery_line(name: str, plog: PartitionLog, seconds: float) -> str:
     report = plog.engine.replay_report
     entries = report.entries if report is not None else 0
-    replayed_bytes = plog.engine_stats().flush_bytes_written
+    kept = plog.engine.replay_kept_bytes
+    where = (
+        f"{kept} bytes kept in memory, their WAL segments synced"
+        if kept
+        else f"{plog.engine_stats().flush_bytes_written} bytes flushed to tables"
+    )
     line = (
         f"recovered partition {name} in {seconds * 1000:.0f} ms: replayed {entries} WAL"
-        f" entries ({replayed_bytes} bytes flushed to tables), offsets"
+        f" entries ({where}), offsets"
         f" {plog.log_start_offset}..{plog.log_end_offset}"
     )
     if report is not None and report.truncated_segment is not None:

@@ -22,7 +22,10 @@ Recovery (``recover``) reads only; it never repairs. A torn last record (see
 and reported in ``RecoveredState.torn_bytes``. Any other bad record, a bad header, a
 missing snapshot, or edits that do not apply raise ``CorruptionError``; a newer format
 version raises ``UnsupportedFormatError``. Because the torn tail stays on disk, the
-engine never appends to a recovered manifest: it ``create``s a new one.
+engine never appends to a recovered manifest that has one: it ``create``s a new one. A
+manifest that ended cleanly and is below ``rotate_bytes`` is appended to again
+(``resume``): rewriting it at every open cost four fsyncs, for each partition a broker
+recovers after a crash and each it opens on first use after a clean stop.
 
 ``Manifest`` is not thread-safe: one caller at a time (the engine's maintenance job).
 Manifest numbers come from the engine's file-number counter. A rotation inside
@@ -163,7 +166,7 @@ class Manifest:
     def __init__(
         self, fs: FS, directory: str, rotate_bytes: int, number: int, state: _State
     ) -> None:
-        """Use ``create``."""
+        """Use ``create`` or ``resume``."""
         self._fs = fs
         self._dir = directory
         self._rotate_bytes = rotate_bytes
@@ -203,6 +206,39 @@ class Manifest:
         state = _State(base, log_number, next_file_number)
         manifest = cls(fs, directory, rotate_bytes, manifest_number, state)
         manifest._start(manifest_number)
+        return manifest
+
+    @classmethod
+    def resume(
+        cls,
+        fs: FS,
+        directory: str,
+        recovered: RecoveredState,
+        next_file_number: int,
+        *,
+        rotate_bytes: int = DEFAULT_ROTATE_BYTES,
+    ) -> Manifest | None:
+        """A writer that goes on appending to the live manifest ``recovered`` was read
+        from, writing nothing now; None (``create`` a new one) when that manifest has a
+        torn tail or has grown to ``rotate_bytes``. ``next_file_number`` (at least
+        ``recovered``'s) is recorded by the next edit. Manifests CURRENT does not name
+        (a crash in ``create`` before it removed them) are removed."""
+        if recovered.torn:
+            return None
+        size = fs.file_size(_manifest_path(directory, recovered.manifest_number))
+        if size >= rotate_bytes:
+            return None
+        state = _State(
+            recovered.version,
+            recovered.log_number,
+            max(next_file_number, recovered.next_file_number),
+        )
+        manifest = cls(fs, directory, rotate_bytes, recovered.manifest_number, state)
+        manifest._size = manifest._snapshot_size = size
+        live = manifest_name(recovered.manifest_number)
+        for name in fs.listdir(directory):
+            if name.startswith(MANIFEST_PREFIX) and name != live:
+                fs.remove(join(directory, name))
         return manifest
 
     def _start(self, number: int) -> None:
