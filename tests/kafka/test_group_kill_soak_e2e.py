@@ -344,6 +344,35 @@ def _run_round(broker: BrokerProcess, rng: random.Random, seen: Seen, round_no: 
         thread.start()
     time.sleep(rng.uniform(*KILL_AFTER_S))
 
+    broker = kill_restart_check(broker, rng, flags, seen, round_, churn_open, where)
+
+    def recovered() -> bool:
+        held = set().union(*(m.assigned for m in members if not m.leave.is_set()))
+        with round_.lock:
+            return len(held) == PARTITIONS and all(round_.since_start.get(p) for p in held)
+
+    _wait(recovered, f"{where}: every partition has a commit acknowledged after the start "
+          f"(commits since: {round_.since_start})", RECOVERED_S)
+    round_.stop.set()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive(), f"{where}: a client thread hangs"
+    for member in members:
+        member.leave.set()
+    for member in members:
+        member.thread.join(60)
+        assert not member.thread.is_alive(), f"{where}: member {member.name} hangs"
+        assert member.error is None, f"{where}: member {member.name} failed: {member.error!r}"
+    return broker
+
+
+def kill_restart_check(broker: BrokerProcess, rng: random.Random, flags: dict[str, object],
+                       seen: Seen, round_: Round, churn_open: threading.Event,
+                       where: str) -> BrokerProcess:
+    """The round's kill: commits and churn held back, SIGKILL, a start on the same ports
+    (every other one, on average, killed in its recovery first), everything acknowledged
+    before the kill checked; then commits and a moment of churn again, counting the
+    commits the new broker's group acknowledges (``Round.since_start``)."""
     churn_open.clear()
     round_.commits_open.clear()
     with seen.lock:
@@ -367,24 +396,6 @@ def _run_round(broker: BrokerProcess, rng: random.Random, seen: Seen, round_no: 
     churn_open.set()
     time.sleep(rng.uniform(0.2, 1.0))
     churn_open.clear()
-
-    def recovered() -> bool:
-        held = set().union(*(m.assigned for m in members if not m.leave.is_set()))
-        with round_.lock:
-            return len(held) == PARTITIONS and all(round_.since_start.get(p) for p in held)
-
-    _wait(recovered, f"{where}: every partition has a commit acknowledged after the start "
-          f"(commits since: {round_.since_start})", RECOVERED_S)
-    round_.stop.set()
-    for thread in threads:
-        thread.join(60)
-        assert not thread.is_alive(), f"{where}: a client thread hangs"
-    for member in members:
-        member.leave.set()
-    for member in members:
-        member.thread.join(60)
-        assert not member.thread.is_alive(), f"{where}: member {member.name} hangs"
-        assert member.error is None, f"{where}: member {member.name} failed: {member.error!r}"
     return broker
 
 

@@ -329,27 +329,7 @@ def _run_round(broker: BrokerProcess, rng: random.Random, seen: soak.Seen, round
         thread.start()
     time.sleep(rng.uniform(*soak.KILL_AFTER_S))
 
-    churn_open.clear()
-    round_.commits_open.clear()
-    with seen.lock:
-        commits_before = dict(seen.commits)  # acknowledged before the kill
-    broker.kill()
-    broker = BrokerProcess(broker.data_dir, port=broker.port, kafka_port=broker.kafka_port,
-                           **flags)  # the same ports: the round's clients reconnect
-    if rng.random() < 0.5:  # a kill while the next start recovers
-        broker.launch()
-        time.sleep(rng.uniform(0.05, 1.5))
-        broker.kill()
-    broker.start()
-    soak._wait(lambda: round_.in_flight == 0, f"{where}: commits in flight end", 60)
-    soak._check(broker, seen, commits_before, where)
-
-    with round_.lock:
-        round_.since_start.clear()
-    round_.commits_open.set()
-    churn_open.set()
-    time.sleep(rng.uniform(0.2, 1.0))
-    churn_open.clear()
+    broker = soak.kill_restart_check(broker, rng, flags, seen, round_, churn_open, where)
 
     def live() -> list[Member]:
         return [m for m in members if not m.leave.is_set()]
