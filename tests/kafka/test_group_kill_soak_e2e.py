@@ -424,39 +424,51 @@ def _read_to_the_end(broker: BrokerProcess, seen: Seen, ends: dict[int, int],
 
 @pytest.mark.timeout(90 + 60 * ROUNDS)
 def test_kill_9_under_a_consumer_group_keeps_records_and_commits(tmp_path: Path) -> None:
-    rng = random.Random(SEED)
+    soak_rounds(tmp_path / "broker", SEED, ROUNDS, _run_round)
+
+
+RoundRunner = Callable[[BrokerProcess, random.Random, Seen, int, dict[str, object], str],
+                       BrokerProcess]
+
+
+def soak_rounds(data_dir: Path, seed: int, rounds: int, run_round: RoundRunner) -> None:
+    """The soak: ``rounds`` rounds of ``run_round`` (each ends with the broker started
+    again and checked) on one broker, no traceback in the log after each; then a last
+    kill and start, and a fresh member reads from the committed offsets to the end:
+    every acknowledged record was read by someone (at least once)."""
+    rng = random.Random(seed)
     seen = Seen()
-    broker = BrokerProcess(tmp_path / "broker").start()
+    broker = BrokerProcess(data_dir).start()
     try:
         admin = AdminClient({"bootstrap.servers": broker.kafka_address})
         admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])[TOPIC].result(10)
         del admin  # (it would reconnect through every kill)
         logged = 0
-        for round_no in range(ROUNDS):
+        for round_no in range(rounds):
             flags = rng.choice(FLAG_SETS)
-            where = f"seed {SEED} round {round_no} flags {flags}"
+            where = f"seed {seed} round {round_no} flags {flags}"
             print(where, flush=True)  # shown with a failure, whatever fails
-            broker = _run_round(broker, rng, seen, round_no, flags, where)
+            broker = run_round(broker, rng, seen, round_no, flags, where)
             log = broker.read_log()
             assert "Traceback" not in log[logged:], f"{where}: a traceback:\n{log[logged:]}"
             logged = len(log)
-        assert not seen.conflicts, f"seed {SEED}: one offset, two values: {seen.conflicts}"
-        assert not seen.regressions, f"seed {SEED}: commits went back: {seen.regressions}"
-        assert not seen.producer_errors, f"seed {SEED}: producer: {seen.producer_errors}"
+        assert not seen.conflicts, f"seed {seed}: one offset, two values: {seen.conflicts}"
+        assert not seen.regressions, f"seed {seed}: commits went back: {seen.regressions}"
+        assert not seen.producer_errors, f"seed {seed}: producer: {seen.producer_errors}"
         assert seen.produced and seen.commits, "nothing was acknowledged"
 
         broker.kill()  # the last kill, then everyone is read back by a fresh member
         broker.start()
-        ends, committed = _check(broker, seen, dict(seen.commits), f"seed {SEED} after the soak")
+        ends, committed = _check(broker, seen, dict(seen.commits), f"seed {seed} after the soak")
         _read_to_the_end(broker, seen, ends, committed)
         for partition, acked in seen.produced.items():
             missing = sorted(set(acked) - set(seen.consumed.get(partition, {})))
             assert not missing, (
-                f"seed {SEED}: {TOPIC}-{partition}: acknowledged offsets nobody read: "
+                f"seed {seed}: {TOPIC}-{partition}: acknowledged offsets nobody read: "
                 f"{missing[:10]} ({len(missing)})")
-        assert not seen.conflicts, f"seed {SEED}: one offset, two values: {seen.conflicts}"
-        assert "Traceback" not in broker.read_log(), f"seed {SEED}: a traceback"
-        print(f"seed {SEED}: {ROUNDS} rounds, {sum(map(len, seen.produced.values()))} records "
+        assert not seen.conflicts, f"seed {seed}: one offset, two values: {seen.conflicts}"
+        assert "Traceback" not in broker.read_log(), f"seed {seed}: a traceback"
+        print(f"seed {seed}: {rounds} rounds, {sum(map(len, seen.produced.values()))} records "
               f"and {len(seen.commit_log)} commits acknowledged, by "
               f"{len({m for *_, m in seen.commit_log})} members", flush=True)
     finally:

@@ -60,7 +60,6 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import (
     StickyPartitionAssignor as AioSticky,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -367,38 +366,4 @@ def test_kill_9_under_kafka_python_and_aiokafka_groups(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(soak, "SEED", SEED)  # (in the shared checks' messages)
-    rng = random.Random(SEED)
-    seen = soak.Seen()
-    broker = BrokerProcess(tmp_path / "broker").start()
-    try:
-        admin = AdminClient({"bootstrap.servers": broker.kafka_address})
-        admin.create_topics([NewTopic(TOPIC, soak.PARTITIONS, 1)])[TOPIC].result(10)
-        del admin
-        logged = 0
-        for round_no in range(ROUNDS):
-            flags = rng.choice(soak.FLAG_SETS)
-            where = f"seed {SEED} round {round_no} flags {flags}"
-            print(where, flush=True)
-            broker = _run_round(broker, rng, seen, round_no, flags, where)
-            log = broker.read_log()
-            assert "Traceback" not in log[logged:], f"{where}: a traceback:\n{log[logged:]}"
-            logged = len(log)
-        assert not seen.conflicts, f"seed {SEED}: one offset, two values: {seen.conflicts}"
-        assert not seen.regressions, f"seed {SEED}: commits went back: {seen.regressions}"
-        assert not seen.producer_errors, f"seed {SEED}: producer: {seen.producer_errors}"
-        assert seen.produced and seen.commits, "nothing was acknowledged"
-
-        broker.kill()  # the last kill, then everyone is read back by a fresh member
-        broker.start()
-        ends, committed = soak._check(broker, seen, dict(seen.commits), f"seed {SEED} after")
-        soak._read_to_the_end(broker, seen, ends, committed)
-        for partition, acked in seen.produced.items():
-            missing = sorted(set(acked) - set(seen.consumed.get(partition, {})))
-            assert not missing, (
-                f"seed {SEED}: {TOPIC}-{partition}: acknowledged offsets nobody read: "
-                f"{missing[:10]} ({len(missing)})")
-        assert "Traceback" not in broker.read_log(), f"seed {SEED}: a traceback"
-        print(f"seed {SEED}: {ROUNDS} rounds, {sum(map(len, seen.produced.values()))} records "
-              f"and {len(seen.commit_log)} commits acknowledged", flush=True)
-    finally:
-        broker.kill()
+    soak.soak_rounds(tmp_path / "broker", SEED, ROUNDS, _run_round)
