@@ -7,7 +7,10 @@
 1. scale: a fresh ``sentinel-server --sync always`` creates ``topics x per-topic``
    partitions (through ``sentinel.client.Admin``), serves one produce and one fetch on
    each, restarts; figures: creation time, time to serve them all, threads, open files
-   and RSS of the broker (psutil), restart to ready.
+   and RSS of the broker (psutil), restart to ready. Then Kafka's Metadata: a full
+   answer (every partition) against one for one topic, 20 of each from one
+   connection, medians; and the one-topic answer's wait while ``METADATA_FLOOD``
+   connections ask for full answers back to back (p50 and max).
 2. spread: 1 KiB records with acks=all, pre-encoded produce requests of one 64 KiB
    batch each (the same batches in both cases), 32 requests in flight, round-robin over
    ``spread`` partitions, against the same producers writing to 1 partition, in the
@@ -43,10 +46,13 @@ import asyncio
 import contextlib
 import os
 import selectors
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +66,14 @@ from _common import emit
 from sentinel.client import Admin
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
+from sentinel.protocol.kafka import serde
+from sentinel.protocol.kafka.headers import (
+    RequestHeader,
+    encode_request_header,
+    request_header_version,
+)
+from sentinel.protocol.kafka.messages import REQUESTS
+from sentinel.protocol.kafka.messages.metadata import MetadataRequest, MetadataRequestTopic
 from sentinel.record import build_batch
 
 BENCH = "partitions"
@@ -164,6 +178,89 @@ async def _produce_fetch_all(address: str, topics: int, per_topic: int) -> None:
             assert all(f.record_batches for f in fetched)
 
 
+METADATA_FLOOD = 8
+"""Connections asking for full Metadata answers at once, in the flood figure."""
+
+
+def _metadata_request(names: list[str] | None) -> bytes:
+    """A framed Metadata v12 request for ``names`` (None: every topic)."""
+    out = bytearray()
+    encode_request_header(out, RequestHeader(3, 12, 1, "bench"), request_header_version(3, 12))
+    topics = None if names is None else tuple(MetadataRequestTopic(name=n) for n in names)
+    serde.encode_into(out, REQUESTS[3], 12,
+                      MetadataRequest(topics=topics, allow_auto_topic_creation=False))
+    return struct.pack(">i", len(out)) + bytes(out)
+
+
+class _MetadataAsker:
+    """One connection sending one request and reading its answer's bytes (not decoded:
+    the broker's time is measured, not a client's)."""
+
+    def __init__(self, address: str, request: bytes) -> None:
+        host, _, port = address.rpartition(":")
+        self._sock = socket.create_connection((host, int(port)), timeout=60)
+        self._request = request
+
+    def ask(self) -> float:
+        started = time.perf_counter()
+        self._sock.sendall(self._request)
+        (size,) = struct.unpack(">i", self._read(4))
+        self._read(size)
+        return time.perf_counter() - started
+
+    def _read(self, n: int) -> bytes:
+        data = bytearray()
+        while len(data) < n:
+            chunk = self._sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("the broker closed the connection")
+            data += chunk
+        return bytes(data)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def _metadata(kafka_address: str, total: int) -> None:
+    extra = {"partitions": total}
+    full, one = _metadata_request(None), _metadata_request(["t0"])
+    every, single = _MetadataAsker(kafka_address, full), _MetadataAsker(kafka_address, one)
+    every.ask()  # the first full answer is built and encoded once
+    full_s, one_s = [], []
+    for _ in range(20):  # interleaved
+        full_s.append(every.ask())
+        one_s.append(single.ask())
+    emit(BENCH, "kafka_metadata_all", statistics.median(full_s) * 1000, "ms",
+         one_topic_ms=round(statistics.median(one_s) * 1000, 3), **extra)  # fmt: skip
+    stop = threading.Event()
+    asked = [0]
+
+    def flood() -> None:
+        asker = _MetadataAsker(kafka_address, full)
+        try:
+            while not stop.is_set():
+                asker.ask()
+                asked[0] += 1
+        finally:
+            asker.close()
+
+    threads = [threading.Thread(target=flood) for _ in range(METADATA_FLOOD)]
+    for thread in threads:
+        thread.start()
+    waits = []
+    for _ in range(40):
+        waits.append(single.ask())
+        time.sleep(0.02)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    every.close()
+    single.close()
+    emit(BENCH, "kafka_metadata_one_topic_under_flood_p50",
+         statistics.median(waits) * 1000, "ms", max_ms=round(max(waits) * 1000, 1),
+         flood_connections=METADATA_FLOOD, full_answers_during=asked[0], **extra)  # fmt: skip
+
+
 def scale(topics: int, per_topic: int, flags: list[str]) -> None:
     total = topics * per_topic
     extra = {"partitions": total}
@@ -176,6 +273,7 @@ def scale(topics: int, per_topic: int, flags: list[str]) -> None:
         started = time.perf_counter()
         asyncio.run(_produce_fetch_all(broker.address, topics, per_topic))
         emit(BENCH, "produce_and_fetch_each", time.perf_counter() - started, "s", **extra)
+        _metadata(broker.kafka_address, total)
         threads, fds, rss = broker.figures()
         emit(BENCH, "threads", threads, "threads", **extra)
         emit(BENCH, "open_files", fds, "files", **extra)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sentinel.errors import SentinelError
 
 __all__ = [
+    "NOT_DESCRIBED",
     "BrokerMetadata",
     "ClusterMetadata",
     "CommitOutcome",
@@ -27,6 +28,10 @@ __all__ = [
     "ProduceOutcome",
     "TopicMetadata",
 ]
+
+
+NOT_DESCRIBED = -1
+"""An offset or size a placement-only description leaves out."""
 
 
 def _code(error: SentinelError | None) -> int:
@@ -158,14 +163,18 @@ class BrokerMetadata:
 
 @dataclass(frozen=True, slots=True)
 class PartitionMetadata:
+    """Where a partition lives (leader, replicas, in-sync replicas, epoch, error) and,
+    unless described for placement only (``BrokerService.metadata(offsets=False)``, what
+    Kafka's Metadata answer needs), its offsets and size: -1 when not described."""
+
     partition: int
     leader: int
     replicas: tuple[int, ...]
     isr: tuple[int, ...]
-    log_start_offset: int
-    log_end_offset: int
-    high_watermark: int
-    size_bytes: int
+    log_start_offset: int = NOT_DESCRIBED
+    log_end_offset: int = NOT_DESCRIBED
+    high_watermark: int = NOT_DESCRIBED
+    size_bytes: int = NOT_DESCRIBED
     #: The partition cannot serve (offline after damage: KAFKA_STORAGE_ERROR).
     error: SentinelError | None = None
     #: The partition leader epoch (the Raft term in a cluster; 0 for a broker alone).

@@ -63,6 +63,7 @@ from sentinel.broker.partition import Partition
 from sentinel.broker.request_budget import RequestBudget
 from sentinel.broker.retention import Retention
 from sentinel.broker.standalone_metadata import (
+    Placements,
     cluster_alone,
     describe_topics,
     topic_metadata_alone,
@@ -149,6 +150,8 @@ class BrokerService:
         self._retention: Retention | None = None
         self._meta: MetaStore | None = None
         self._registry: TopicRegistry | None = None
+        #: Each topic's placement-only description, kept until it changes (alone).
+        self._placements: Placements | None = None
         self._resources: SharedResources | None = None
         self._journal: Journal | None = None
         self._groups: GroupDriver | None = None
@@ -195,6 +198,7 @@ class BrokerService:
                 broker_count=broker_count,
             )
             self._registry.open()
+            self._placements = Placements(self.config.node_id, self._registry)
             if self._journal is not None:
                 # Every partition that needed its redo has recovered and flushed it.
                 self._journal.finish_recovery(lambda key: redo_needed(fs, data, key))
@@ -445,18 +449,23 @@ class BrokerService:
     # ------------------------------------------------------------ metadata
 
     async def metadata(
-        self, topics: Sequence[str] = (), *, auto_create: bool = False
+        self, topics: Sequence[str] = (), *, auto_create: bool = False, offsets: bool = True
     ) -> ClusterMetadata:
         """The brokers (with their advertised addresses) and the named topics (none
         named: all). An unknown topic is a ``TopicMetadata`` with its error;
         ``auto_create`` refusals (a limit, an invalid name) raise for the whole request.
         A topic named twice is described once, as Kafka's broker does (it takes the
         request's topics as a set): the answer's size follows the topics, not the
-        request's repetitions."""
+        request's repetitions.
+
+        ``offsets`` False: placement only (Kafka's Metadata answer), each partition's
+        offsets and size ``NOT_DESCRIBED``; a broker alone then answers each topic
+        with the value it gave last time, unless the topic changed (``Placements``)."""
         topics = list(dict.fromkeys(topics))
         if topics and auto_create and self.config.auto_create_topics:
             await self._create_missing(topics)
-        described = describe_topics(self.registry, topics, self.topic_metadata)
+        describe = self.topic_metadata if offsets else self._topic_placement
+        described = describe_topics(self.registry, topics, describe)
         return replace(self.cluster(), topics=tuple(described))
 
     def topic_metadata(self, topic: Topic) -> TopicMetadata:
@@ -466,6 +475,13 @@ class BrokerService:
         if self._cluster is not None:
             return self._cluster.topic_metadata(topic)
         return topic_metadata_alone(self.config.node_id, topic)
+
+    def _topic_placement(self, topic: Topic) -> TopicMetadata:
+        """``topic_metadata`` without offsets and size."""
+        if self._cluster is not None:
+            return self._cluster.topic_metadata(topic, offsets=False)
+        assert self._placements is not None, "the broker is not started"
+        return self._placements(topic)
 
     # ------------------------------------------------------------- produce
 

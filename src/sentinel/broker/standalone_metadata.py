@@ -5,11 +5,18 @@ Pure functions over the config and the registry's topics; a cluster answers from
 controller's image instead (``cluster/node``). ``describe_topics`` is shared by both:
 it turns the names a request lists into one ``TopicMetadata`` each, an unknown name
 carrying its error rather than failing the whole request.
+
+``Placements`` keeps each topic's placement-only description (Kafka's Metadata answer:
+leader, replicas, errors; no offsets) until the topic changes. A broker alone places
+every partition on itself, so that description changes only when the topic is
+recreated, grows, has its configs altered or a partition goes offline, and a full
+Metadata request at 10,000 partitions reuses 100 values instead of building 10,000.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from sentinel.broker.outcomes import (
     BrokerMetadata,
@@ -57,6 +64,78 @@ def topic_metadata_alone(node: int, topic: Topic) -> TopicMetadata:
     return TopicMetadata(
         topic.name, partitions, topic.config.to_map(), topic.replication_factor
     )
+
+
+def _offline(topic: Topic) -> tuple[OfflinePartition, ...]:
+    return tuple(p for p in topic.partitions if isinstance(p, OfflinePartition))
+
+
+def placement_alone(node: int, topic: Topic) -> TopicMetadata:
+    """A topic's partitions, each led and replicated by broker ``node`` alone; no
+    offsets (``NOT_DESCRIBED``)."""
+    replicas = (node,)
+    partitions = tuple(
+        PartitionMetadata(
+            partition=index,
+            leader=node,
+            replicas=replicas,
+            isr=replicas,
+            error=plog.error() if isinstance(plog, OfflinePartition) else None,
+        )
+        for index, plog in enumerate(topic.partitions)
+    )
+    return TopicMetadata(
+        topic.name, partitions, topic.config.to_map(), topic.replication_factor
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """A topic's placement and what it was described from: it stands while the topic
+    is the same object with the same partition count, configs and offline partitions."""
+
+    topic: Topic
+    count: int
+    configs: Mapping[str, str]
+    offline: tuple[OfflinePartition, ...]
+    described: TopicMetadata
+
+
+class Placements:
+    """Each topic's ``placement_alone``, kept until the topic changes (the module's
+    docstring). Holds at most one entry per topic of the registry: entries of topics
+    gone are dropped once the entries outnumber the registry's topics."""
+
+    __slots__ = ("_node", "_placed", "_registry")
+
+    def __init__(self, node: int, registry: TopicRegistry) -> None:
+        self._node = node
+        self._registry = registry
+        self._placed: dict[str, _Placed] = {}
+
+    def __call__(self, topic: Topic) -> TopicMetadata:
+        """``placement_alone`` of ``topic``: the same value as last time, unless the
+        topic changed since."""
+        placed = self._placed.get(topic.name)
+        offline = _offline(topic)
+        if (
+            placed is not None
+            and placed.topic is topic
+            and placed.count == len(topic.partitions)
+            and placed.configs is topic.configs
+            and placed.offline == offline
+        ):
+            return placed.described
+        described = placement_alone(self._node, topic)
+        self._placed[topic.name] = _Placed(
+            topic, len(topic.partitions), topic.configs, offline, described
+        )
+        if len(self._placed) > len(self._registry):
+            self._placed = {
+                name: kept for name, kept in self._placed.items()
+                if self._registry.find(name) is not None
+            }
+        return described
 
 
 def describe_topics(

@@ -636,6 +636,9 @@ class TopicRegistry:
     def __iter__(self) -> Iterator[Topic]:
         return iter(sorted(self._topics.values(), key=lambda t: t.name))
 
+    def __len__(self) -> int:
+        return len(self._topics)
+
     def close(self) -> None:
         """Close every partition, ``recovery_threads`` at a time."""
         logs = [log for topic in self._topics.values() for log in topic.partitions]

@@ -83,10 +83,12 @@ def topic_metadata(
     driver: MultiRaftDriver,
     hosted: Mapping[int, ReplicatedPartition],
     node_id: int,
+    offsets: bool = True,
 ) -> TopicMetadata:
     """A topic's partitions: replicas as the controller placed them; leader, epoch and
     in-sync replicas from this broker's Raft group where it hosts one (``hosted``, by
-    group), else as the leader last reported itself to the controller."""
+    group), else as the leader last reported itself to the controller. ``offsets``
+    False: placement only (Kafka's Metadata answer), offsets and size not read."""
     partitions = []
     for index, plog in enumerate(topic.partitions):
         assignment = image.assignment_at(topic.name, index)
@@ -123,12 +125,18 @@ def topic_metadata(
             error = LeaderNotAvailableError(f"partition {topic.name}-{index} has no leader")
         if isinstance(plog, OfflinePartition) and not isinstance(plog.error(), NotLeaderError):
             error = plog.error()
-        partitions.append(PartitionMetadata(
-            partition=index, leader=leader, replicas=replicas, isr=isr,
-            log_start_offset=plog.log_start_offset, log_end_offset=plog.log_end_offset,
-            high_watermark=plog.high_watermark, size_bytes=plog.size_bytes,
-            error=error, leader_epoch=epoch,
-        ))
+        if offsets:
+            partitions.append(PartitionMetadata(
+                partition=index, leader=leader, replicas=replicas, isr=isr,
+                log_start_offset=plog.log_start_offset, log_end_offset=plog.log_end_offset,
+                high_watermark=plog.high_watermark, size_bytes=plog.size_bytes,
+                error=error, leader_epoch=epoch,
+            ))
+        else:
+            partitions.append(PartitionMetadata(
+                partition=index, leader=leader, replicas=replicas, isr=isr,
+                error=error, leader_epoch=epoch,
+            ))
     return TopicMetadata(
         topic.name, tuple(partitions), topic.config.to_map(), topic.replication_factor
     )

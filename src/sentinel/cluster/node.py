@@ -521,10 +521,10 @@ class ClusterNode:
             self._service.config, logged=self._logged_brokers,
         )
 
-    def topic_metadata(self, topic: Topic) -> TopicMetadata:
+    def topic_metadata(self, topic: Topic, *, offsets: bool = True) -> TopicMetadata:
         return topic_metadata(
             topic, image=self.controller.image, driver=self.driver, hosted=self._by_group,
-            node_id=self.node_id,
+            node_id=self.node_id, offsets=offsets,
         )
 
 

@@ -8,6 +8,10 @@ same attributes back. In flexible versions each struct ends with its tagged fiel
 unknown tags are skipped, a repeated tag or a tagged field that does not fill exactly
 its announced size is malformed.
 
+A nested struct value may stand pre-encoded (``encode_nested``: an ``EncodedStruct``,
+its bytes at one version): the encoder writes those bytes in its place. A Metadata
+answer's topics, unchanged between requests, are encoded once this way.
+
 Decoding is bounded: arrays check ``count * minimum element size`` against the bytes
 remaining before anything is built, and against the elements the reader may still
 decode (``wire.Reader(max_elements=)``); strings and bytes check their length (see
@@ -27,7 +31,7 @@ from sentinel.errors import DecodeError, InvalidArgumentError
 from sentinel.protocol.kafka import wire
 from sentinel.protocol.kafka.schema import F, Message, Struct
 
-__all__ = ["decode", "decode_body", "encode", "encode_into"]
+__all__ = ["EncodedStruct", "decode", "decode_body", "encode", "encode_into", "encode_nested"]
 
 ReadFn = Callable[[wire.Reader], Any]
 WriteFn = Callable[[bytearray, Any], None]
@@ -190,8 +194,23 @@ def _read_struct(r: wire.Reader, plan: _Plan) -> Any:
     return plan.cls(**values)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class EncodedStruct:
+    """A nested struct value encoded once (``encode_nested``): written as ``data`` in
+    the place of a value of its struct, at the version it was encoded for only."""
+
+    plan: _Plan
+    data: bytes
+    #: The first non-zero ``error_code`` inside the value (0: none), for those who
+    #: look for one without decoding (the request metrics).
+    error_code: int
+
+
 def _write_struct(out: bytearray, value: Any, plan: _Plan) -> None:
     if not isinstance(value, plan.cls):
+        if type(value) is EncodedStruct and value.plan is plan:
+            out += value.data
+            return
         raise InvalidArgumentError(f"expected {plan.cls.__name__}, got {type(value).__name__}")
     for name, _, write in plan.fields:
         write(out, getattr(value, name))
@@ -238,6 +257,37 @@ def encode_into(out: bytearray, message: Message, version: int, value: Any) -> N
     except (struct.error, TypeError, AttributeError, ValueError, OverflowError) as exc:
         raise InvalidArgumentError(
             f"api {message.api_key} v{version}: value does not encode: {exc}") from exc
+
+
+def _nested_struct(s: Struct, cls: type[Any]) -> Struct | None:
+    """The struct of value class ``cls`` among ``s`` and the structs nested in it."""
+    if s.cls is cls:
+        return s
+    for f in s.fields:
+        found = None if f.struct is None else _nested_struct(f.struct, cls)
+        if found is not None:
+            return found
+    return None
+
+
+def encode_nested(message: Message, version: int, value: Any, error_code: int = 0
+                  ) -> EncodedStruct:
+    """``value``, a struct nested in ``message``'s body (a Metadata answer's topic),
+    encoded at ``version``, to be written in its place in answers of that version.
+    ``error_code``: the first error code ``value`` carries (``EncodedStruct``)."""
+    _check(message, version)
+    found = _nested_struct(message.body, type(value))
+    if found is None:
+        raise InvalidArgumentError(
+            f"api {message.api_key} has no struct {type(value).__name__}")
+    plan = _plan(found, version, message.flexible(version))
+    out = bytearray()
+    try:
+        _write_struct(out, value, plan)
+    except (struct.error, TypeError, AttributeError, ValueError, OverflowError) as exc:
+        raise InvalidArgumentError(
+            f"api {message.api_key} v{version}: value does not encode: {exc}") from exc
+    return EncodedStruct(plan, bytes(out), error_code)
 
 
 def encode(message: Message, version: int, value: Any) -> bytes:
