@@ -7,7 +7,12 @@ Each decoded request runs as its own task calling the handler registered for its
 (``handlers``); the buffers ``send_response_pieces`` returns are written as they become
 writable, in one vectored write (a fetch's stored batches by reference, not copied into
 the answer). So a long-polling Fetch does not hold up the Metadata request behind it, and
-the client still reads its answers in order.
+the client still reads its answers in order. What may run together is decided before a
+handler starts (``request_order.py``): an admin request that changes the broker's state
+(CreateTopics, DeleteTopics, AlterConfigs, ...) runs alone in its place, after every
+earlier request of the connection finished and before any later one starts, so a
+client's pipelined admin requests take effect in the order sent, as on Kafka's broker
+(which serves a connection's requests one at a time); the others overlap as before.
 
 Per connection, nothing else is affected:
 
@@ -57,6 +62,7 @@ from sentinel.protocol.kafka.versions import UNSUPPORTED_VERSION
 from sentinel.protocol.kafka.wire import Buffer
 from sentinel.server.kafka.frame_room import FrameRoom, Step
 from sentinel.server.kafka.handlers import Handler, KafkaRequestContext
+from sentinel.server.kafka.request_order import RequestOrder
 from sentinel.server.kafka.response_errors import error_response, first_error_code
 from sentinel.server.kafka.traffic import record_traffic
 from sentinel.server.kafka.turns import FETCH_KEY, Turns
@@ -99,6 +105,8 @@ class KafkaSocketProtocol(asyncio.BufferedProtocol):
         self._admission: asyncio.Task[None] | None = None
         #: Drops the connection if the frame being received stops arriving.
         self._body_timer: asyncio.TimerHandle | None = None
+        #: Which requests may run together: admin requests that change state run alone.
+        self._order = RequestOrder()
         #: Which waiting handler starts next while answers do not drain.
         self._turns = Turns(self._conn)
         self._fetching = asyncio.Lock()
@@ -161,6 +169,7 @@ class KafkaSocketProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._order.close()
         self._turns.close()
         self._view = None
         self._disarm()
@@ -323,19 +332,29 @@ class KafkaSocketProtocol(asyncio.BufferedProtocol):
             self.peer,
             self._id,
         )
-        task = asyncio.get_running_loop().create_task(self._serve(handler, ctx, event, held))
+        # The ticket is taken here, in arrival order: a task's first step may come later.
+        ticket = self._order.arrived(event.api_key)
+        task = asyncio.get_running_loop().create_task(
+            self._serve(handler, ctx, event, held, ticket)
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _serve(
         self, handler: Handler, ctx: KafkaRequestContext, event: RequestReceived,
-        held: Reservation,
+        held: Reservation, ticket: int,
     ) -> None:
-        # Started in turn while answers do not drain (``turns.py``); Fetch requests one
-        # at a time, each taking its turn once the one before it is answered.
-        turns = self._turns
+        # First in request order (``request_order.py``: an admin request that changes
+        # state runs alone); then in turn while answers do not drain (``turns.py``);
+        # Fetch requests one at a time, each taking its turn once the one before it is
+        # answered.
+        order, turns = self._order, self._turns
         turn: asyncio.Future[None] | None = None
         try:
+            if order.must_wait(ticket):
+                in_order: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                order.wait(ticket, in_order)
+                await in_order
             if event.api_key == FETCH_KEY:
                 async with self._fetching:
                     if turns.must_wait(event.correlation_id):
@@ -350,6 +369,7 @@ class KafkaSocketProtocol(asyncio.BufferedProtocol):
         finally:
             held.release()
             turns.finished(turn)
+            order.finished(ticket)
 
     def _queue_turn(self, correlation_id: int) -> asyncio.Future[None]:
         """What the handler of ``correlation_id`` waits on until its turn comes."""
