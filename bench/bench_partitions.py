@@ -10,7 +10,8 @@
    and RSS of the broker (psutil), restart to ready. Then Kafka's Metadata: a full
    answer (every partition) against one for one topic, 20 of each from one
    connection, medians; and the one-topic answer's wait while ``METADATA_FLOOD``
-   connections ask for full answers back to back (p50 and max).
+   connections ask for full answers back to back (p50 and max). And a ``/metrics``
+   scrape, whole against one family (``metrics_scrape``).
 2. spread: 1 KiB records with acks=all, pre-encoded produce requests of one 64 KiB
    batch each (the same batches in both cases), 32 requests in flight, round-robin over
    ``spread`` partitions, against the same producers writing to 1 partition, in the
@@ -54,6 +55,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,6 +99,7 @@ class Server:
         self.flags = flags
         self.port = 0
         self.kafka_port = 0
+        self.metrics_port = 0
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> float:
@@ -122,6 +125,7 @@ class Server:
                 if "sentinel-server ready" in line:
                     self.port = int(line.split("grpc=")[1].split()[0].rsplit(":", 1)[1])
                     self.kafka_port = int(line.split("kafka=")[1].split()[0].rsplit(":", 1)[1])
+                    self.metrics_port = int(line.split("metrics=")[1].split()[0])
                     return time.perf_counter() - started
                 if not line:
                     break
@@ -261,6 +265,26 @@ def _metadata(kafka_address: str, total: int) -> None:
          flood_connections=METADATA_FLOOD, full_answers_during=asked[0], **extra)  # fmt: skip
 
 
+def _scrapes(metrics_port: int, total: int) -> None:
+    """``/metrics`` whole (one sample per partition in each of four families) against
+    one family of one sample, 5 of each interleaved, medians."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    whole_s, one_s, size = [], [], 0
+    for _ in range(5):
+        started = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=60) as answer:
+            size = len(answer.read())
+        whole_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        with urllib.request.urlopen(url + "?name[]=sentinel_active_connections",
+                                    timeout=60) as answer:  # fmt: skip
+            answer.read()
+        one_s.append(time.perf_counter() - started)
+    emit(BENCH, "metrics_scrape", statistics.median(whole_s) * 1000, "ms",
+         one_family_ms=round(statistics.median(one_s) * 1000, 2), bytes=size,
+         partitions=total)  # fmt: skip
+
+
 def scale(topics: int, per_topic: int, flags: list[str]) -> None:
     total = topics * per_topic
     extra = {"partitions": total}
@@ -274,6 +298,7 @@ def scale(topics: int, per_topic: int, flags: list[str]) -> None:
         asyncio.run(_produce_fetch_all(broker.address, topics, per_topic))
         emit(BENCH, "produce_and_fetch_each", time.perf_counter() - started, "s", **extra)
         _metadata(broker.kafka_address, total)
+        _scrapes(broker.metrics_port, total)
         threads, fds, rss = broker.figures()
         emit(BENCH, "threads", threads, "threads", **extra)
         emit(BENCH, "open_files", fds, "files", **extra)

@@ -161,6 +161,18 @@ def test_stats_report_levels_and_amplification() -> None:
         stats = engine.stats()
         assert sum(stats.tables_per_level) >= 1
         assert stats.write_amplification > 1.0
+        for i in range(1000, 3000):
+            engine.put(key(i), b"w" * 50)
+        engine.flush()
+        engine.compact()
+        # The metrics' cheap reading agrees with the full one.
+        stats, work = engine.stats(), engine.work_figures()
+        assert work.flushes >= 2 and work.compactions + work.trivial_moves >= 1
+        assert work == (
+            stats.flushes, stats.compactions, stats.trivial_moves,
+            stats.flush_bytes_written, stats.compaction_bytes_written,
+            sum(stats.tables_per_level),
+        )
 
 
 def test_large_values_are_written_once_and_read_back_through_pointers() -> None:

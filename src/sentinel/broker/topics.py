@@ -59,7 +59,7 @@ from sentinel.log.summary import LogSummary
 from sentinel.log.summary import decode as decode_summary
 from sentinel.log.types import LogOptions
 from sentinel.storage import clean_marker
-from sentinel.storage.engine import EngineStats
+from sentinel.storage.engine import NO_WORK, EngineStats, WorkFigures
 from sentinel.storage.files import CURRENT_NAME
 from sentinel.storage.options import EngineOptions
 
@@ -108,6 +108,9 @@ class OfflinePartition:
 
     def engine_stats(self) -> EngineStats:
         return EngineStats((), (), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+    def work_figures(self) -> WorkFigures:
+        return NO_WORK
 
     def apply_retention(self) -> int:
         return 0

@@ -93,7 +93,7 @@ from sentinel.log.state import LogState, add_checkpoint
 from sentinel.log.summary import LogSummary
 from sentinel.log.types import AppendResult, LogOptions, ReadResult
 from sentinel.record import validate_batch
-from sentinel.storage.engine import Engine, EngineStats
+from sentinel.storage.engine import NO_WORK, Engine, EngineStats, WorkFigures
 from sentinel.storage.options import EngineOptions
 from sentinel.storage.sync_scheduler import Waiter, resolve_waiter
 from sentinel.storage.wal import SyncMode
@@ -479,6 +479,13 @@ class PartitionLog:
         if not self._slot.opened:
             return EngineStats((), (), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         return self._engine.stats()
+
+    def work_figures(self) -> WorkFigures:
+        """The engine's background work and live tables (``Engine.work_figures``); none
+        for a deferred log not opened yet."""
+        if not self._slot.opened:
+            return NO_WORK
+        return self._engine.work_figures()
 
     def update_config(self, config: TopicConfig) -> None:
         """Apply an altered topic config (retention and size limits take effect at once)."""

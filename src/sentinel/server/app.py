@@ -319,13 +319,13 @@ class SentinelApp:
         if self.service.started:
             for topic in self.service.registry:
                 for plog in topic.partitions:
-                    stats = plog.engine_stats()
-                    flushes += stats.flushes
-                    compactions += stats.compactions
-                    moves += stats.trivial_moves
-                    flush_bytes += stats.flush_bytes_written
-                    compaction_bytes += stats.compaction_bytes_written
-                    tables += sum(stats.tables_per_level)
+                    work = plog.work_figures()
+                    flushes += work.flushes
+                    compactions += work.compactions
+                    moves += work.trivial_moves
+                    flush_bytes += work.flush_bytes
+                    compaction_bytes += work.compaction_bytes
+                    tables += work.tables
         journal = self.service.journal
         return StorageFigures(
             flushes,

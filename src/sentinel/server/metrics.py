@@ -46,6 +46,7 @@ from prometheus_client.registry import Collector
 
 from sentinel.cluster.figures import RaftFigures
 from sentinel.server.consumption import ConsumptionLedger
+from sentinel.server.metrics_bulk import BulkGauge
 
 LATENCY_BUCKETS_S = (
     0.0001,
@@ -111,18 +112,14 @@ class BrokerView(Collector):
 
     def collect(self) -> Iterator[Metric]:
         labels = ["topic", "partition"]
-        leo = GaugeMetricFamily(
-            "sentinel_log_end_offset", "Offset of the next record to be appended", labels=labels
+        leo = BulkGauge(
+            "sentinel_log_end_offset", "Offset of the next record to be appended", labels
         )
-        lso = GaugeMetricFamily(
-            "sentinel_log_start_offset", "First offset still stored", labels=labels
+        lso = BulkGauge("sentinel_log_start_offset", "First offset still stored", labels)
+        hwm = BulkGauge(
+            "sentinel_high_watermark", "Offset up to which records are committed", labels
         )
-        hwm = GaugeMetricFamily(
-            "sentinel_high_watermark", "Offset up to which records are committed", labels=labels
-        )
-        size = GaugeMetricFamily(
-            "sentinel_log_size_bytes", "Bytes of record batches stored", labels=labels
-        )
+        size = BulkGauge("sentinel_log_size_bytes", "Bytes of record batches stored", labels)
         for fig in self._partitions():
             values = [fig.topic, str(fig.partition)]
             leo.add_metric(values, fig.log_end_offset)
@@ -130,10 +127,10 @@ class BrokerView(Collector):
             hwm.add_metric(values, fig.high_watermark)
             size.add_metric(values, fig.size_bytes)
         yield from (leo, lso, hwm, size)
-        lag = GaugeMetricFamily(
+        lag = BulkGauge(
             "sentinel_partition_lag",
             "Records between a group's committed offset and the log end",
-            labels=["group", "topic", "partition"],
+            ["group", "topic", "partition"],
         )
         for item in self._lags():
             lag.add_metric([item.group, item.topic, str(item.partition)], item.lag)
@@ -188,21 +185,20 @@ class RaftView(Collector):
         if elections is None:
             return
         labels = ["topic", "partition"]
-        role = GaugeMetricFamily(
+        role = BulkGauge(
             "sentinel_raft_role",
             "Raft role of this broker in the partition's group: 0 follower, 1 pre-candidate,"
             " 2 candidate, 3 leader",
-            labels=labels,
+            labels,
         )
-        term = GaugeMetricFamily("sentinel_raft_term", "Current Raft term", labels=labels)
-        commit = GaugeMetricFamily(
-            "sentinel_raft_commit_index", "Offset up to which entries are committed",
-            labels=labels,
+        term = BulkGauge("sentinel_raft_term", "Current Raft term", labels)
+        commit = BulkGauge(
+            "sentinel_raft_commit_index", "Offset up to which entries are committed", labels
         )
-        lag = GaugeMetricFamily(
+        lag = BulkGauge(
             "sentinel_raft_follower_lag",
             "At the leader: its log end minus the follower's matched end (offsets)",
-            labels=[*labels, "follower"],
+            [*labels, "follower"],
         )
         for fig in self._figures():
             values = [fig.topic, str(fig.partition)]

@@ -45,6 +45,8 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from sentinel.server.metrics_bulk import render
+
 __all__ = ["LISTEN_BACKLOG", "MAX_HEAD_BYTES", "MetricsHttpServer"]
 
 log = logging.getLogger(__name__)
@@ -322,5 +324,5 @@ class MetricsHttpServer:
             if scrape.names
             else self._registry
         )
-        body = encoder(registry)
+        body = render(registry, encoder)  # the per-partition families in one pass
         return gzip.compress(body) if scrape.gzip else body

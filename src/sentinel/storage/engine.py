@@ -57,6 +57,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sentinel.clock import Clock, SystemClock
 from sentinel.errors import (
@@ -139,6 +140,20 @@ class EngineStats:
             return 0.0
         written = self.wal_bytes_written + self.flush_bytes_written
         return (written + self.compaction_bytes_written) / self.user_bytes_written
+
+
+class WorkFigures(NamedTuple):
+    """An engine's background work so far and its live tables (``Engine.work_figures``)."""
+
+    flushes: int
+    compactions: int
+    trivial_moves: int
+    flush_bytes: int
+    compaction_bytes: int
+    tables: int
+
+
+NO_WORK = WorkFigures(0, 0, 0, 0, 0, 0)
 
 
 class Engine:
@@ -951,6 +966,22 @@ class Engine:
             trivial_moves=maint.trivial_moves,
             block_cache_hits=self._cache.hits,
             block_cache_misses=self._cache.misses,
+        )
+
+    def work_figures(self) -> WorkFigures:
+        """``stats``' counts of background work and live tables, without the rest: a
+        broker's metrics sum them over every partition at each scrape, and ``stats``
+        (each level's bytes summed anew) took 108 ms of it at 10,000 partitions. The
+        version is read without the state lock: the reference is replaced whole, never
+        changed in place."""
+        maint = self._maintenance
+        return WorkFigures(
+            maint.flushes,
+            maint.compactions,
+            maint.trivial_moves,
+            maint.flush_bytes,
+            maint.compaction_bytes,
+            sum(map(len, self._version.levels)),
         )
 
     def _check_open(self) -> None:
