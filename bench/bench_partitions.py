@@ -11,7 +11,8 @@
    answer (every partition) against one for one topic, 20 of each from one
    connection, medians; and the one-topic answer's wait while ``METADATA_FLOOD``
    connections ask for full answers back to back (p50 and max). And a ``/metrics``
-   scrape, whole against one family (``metrics_scrape``).
+   scrape, whole against one family (``metrics_scrape``). And the broker's CPU while one
+   idle librdkafka consumer is assigned every partition (its Fetch names them all).
 2. spread: 1 KiB records with acks=all, pre-encoded produce requests of one 64 KiB
    batch each (the same batches in both cases), 32 requests in flight, round-robin over
    ``spread`` partitions, against the same producers writing to 1 partition, in the
@@ -56,7 +57,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -285,6 +286,41 @@ def _scrapes(metrics_port: int, total: int) -> None:
          partitions=total)  # fmt: skip
 
 
+IDLE_S = 10.0
+"""How long the idle-consumer figure watches the broker's CPU."""
+
+
+def _broker_cpu(pid: int, seconds: float, poll: Callable[[], object]) -> float:
+    """Cores the broker used over ``seconds`` while ``poll`` is called in a loop."""
+    process = psutil.Process(pid)
+    used = sum(process.cpu_times()[:2])
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        poll()
+    return (sum(process.cpu_times()[:2]) - used) / (time.monotonic() - started)
+
+
+def _idle_consumer(broker: Server, topics: int, per_topic: int) -> None:
+    """The broker's CPU while one librdkafka consumer assigned every partition waits
+    for records that do not come (a Fetch naming every partition, long-polling), against
+    the same broker with no client."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    assert broker.proc is not None
+    alone = _broker_cpu(broker.proc.pid, IDLE_S, lambda: time.sleep(0.2))
+    consumer = Consumer({"bootstrap.servers": broker.kafka_address, "group.id": "idle",
+                         "enable.auto.commit": False})  # fmt: skip
+    try:
+        consumer.assign([TopicPartition(f"t{t}", p, 1)
+                         for t in range(topics) for p in range(per_topic)])  # fmt: skip
+        _broker_cpu(broker.proc.pid, 3.0, lambda: consumer.poll(0.2))  # its first fetches
+        idle = _broker_cpu(broker.proc.pid, IDLE_S, lambda: consumer.poll(0.2))
+    finally:
+        consumer.close()
+    emit(BENCH, "broker_cpu_one_idle_consumer_of_all", idle, "cores",
+         no_client_cores=round(alone, 3), partitions=topics * per_topic)  # fmt: skip
+
+
 def scale(topics: int, per_topic: int, flags: list[str]) -> None:
     total = topics * per_topic
     extra = {"partitions": total}
@@ -299,6 +335,7 @@ def scale(topics: int, per_topic: int, flags: list[str]) -> None:
         emit(BENCH, "produce_and_fetch_each", time.perf_counter() - started, "s", **extra)
         _metadata(broker.kafka_address, total)
         _scrapes(broker.metrics_port, total)
+        _idle_consumer(broker, topics, per_topic)
         threads, fds, rss = broker.figures()
         emit(BENCH, "threads", threads, "threads", **extra)
         emit(BENCH, "open_files", fds, "files", **extra)

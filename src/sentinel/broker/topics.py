@@ -58,6 +58,7 @@ from sentinel.log.partition_log import PartitionLog
 from sentinel.log.summary import LogSummary
 from sentinel.log.summary import decode as decode_summary
 from sentinel.log.types import LogOptions
+from sentinel.long_lived import thaw
 from sentinel.storage import clean_marker
 from sentinel.storage.engine import NO_WORK, EngineStats, WorkFigures
 from sentinel.storage.files import CURRENT_NAME
@@ -579,6 +580,7 @@ class TopicRegistry:
         topic.partitions[index] = RemotePartition(f"{name}-{index}", "not a replica")
         self._meta.put_topic(self._record_of(topic, topic.configs))
         found.close(discard=True)
+        thaw()  # as for a deleted topic: the closed log's cycles can be freed
         directory = posixpath.join(self._root, name, str(index))
         if self._fs.exists(directory):
             self._fs.remove_tree(directory)
@@ -621,6 +623,7 @@ class TopicRegistry:
     def _remove_files(self, topic: Topic) -> None:
         for log in topic.partitions:
             log.close(discard=True)
+        thaw()  # frozen, the closed partitions' reference cycles would never be freed
         self._fs.remove_tree(posixpath.join(self._root, topic.name))
 
     def get(self, name: str) -> Topic:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import logging
 import signal
 import sys
@@ -31,6 +30,7 @@ from sentinel.clock import Clock, SystemClock
 from sentinel.cluster.figures import RaftFigures
 from sentinel.config import BrokerConfig
 from sentinel.fs import FS, OsFS
+from sentinel.long_lived import LONG_LIVED
 from sentinel.server.connections import ConnectionCount
 from sentinel.server.grpc_admission import Admission
 from sentinel.server.grpc_api import SentinelServicer, add_to_server
@@ -249,10 +249,10 @@ class SentinelApp:
         # broker that does not stop is waiting for; SIGUSR1 gives the threads).
         loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
         # What start-up built (modules, gRPC, the recovered broker) lives as long as the
-        # process: out of the collector's sight, a full collection (the request budget's
-        # trim runs one after every 32 MB of requests) costs microseconds, not ~50 ms
-        # of the event loop.
-        gc.freeze()
+        # process: out of the collector's sight, a full collection costs microseconds,
+        # not ~50 ms of the event loop; and what a slow full collection finds alive
+        # later (partitions created since) is frozen after it (``long_lived``).
+        LONG_LIVED.install()
         # One line a supervisor (and the tests) can wait for.
         print(
             f"sentinel-server ready grpc={self.config.host}:{self.endpoints.grpc_port} "
