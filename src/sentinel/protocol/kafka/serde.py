@@ -22,6 +22,7 @@ decode (``wire.Reader(max_elements=)``); strings and bytes check their length (s
 from __future__ import annotations
 
 import dataclasses
+import operator
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -41,12 +42,29 @@ _FIXED_SIZE = {"int8": 1, "bool": 1, "int16": 2, "uint16": 2, "int32": 4, "int64
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class _Run:
+    """Consecutive fixed-width number fields, read and written with one ``struct`` call
+    (a Fetch's partition is five: one unpack instead of five reads, each with its own
+    bounds check; 10,000 of them decoded in 39 ms before)."""
+
+    names: tuple[str, ...]
+    packer: struct.Struct
+    values_of: Callable[[Any], tuple[Any, ...]]
+
+    @property
+    def what(self) -> str:
+        return f"fields {self.names[0]}..{self.names[-1]}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Plan:
     cls: type[Any]
     fields: tuple[tuple[str, ReadFn, WriteFn], ...]
     tagged: dict[int, tuple[str, ReadFn, WriteFn, Any]]
     flexible: bool
     min_size: int
+    #: ``fields`` in order, each run of two or more fixed-width numbers as one ``_Run``.
+    steps: tuple[tuple[str, ReadFn, WriteFn] | _Run, ...] = ()
 
 
 _PLANS: dict[tuple[int, int, bool], _Plan] = {}
@@ -61,7 +79,7 @@ def _min_size(kind: str, is_array: bool, flexible: bool) -> int:
     return _FIXED_SIZE[kind]
 
 
-def _scalar(kind: str, flexible: bool, plan_of: Callable[[], _Plan] | None
+def _scalar(kind: str, flexible: bool, nested: _Plan | None
             ) -> tuple[ReadFn, WriteFn]:
     if kind in wire.PACKERS:
         st = wire.PACKERS[kind]
@@ -88,15 +106,16 @@ def _scalar(kind: str, flexible: bool, plan_of: Callable[[], _Plan] | None
     if kind == "records":  # record batches, often megabytes: a view, not a copy
         return (lambda r: r.blob_view(flexible),
                 lambda out, v: wire.write_bytes(out, v, flexible))
-    assert plan_of is not None
-    return (lambda r: _read_struct(r, plan_of()),
-            lambda out, v: _write_struct(out, v, plan_of()))
+    assert nested is not None
+    return (lambda r: _read_struct(r, nested),
+            lambda out, v: _write_struct(out, v, nested))
 
 
 def _field_fns(f: F, version: int, flexible: bool) -> tuple[ReadFn, WriteFn]:
     nested = f.struct
-    plan_of = None if nested is None else (lambda: _plan(nested, version, flexible))
-    read_one, write_one = _scalar(f.kind, flexible, plan_of)
+    # Schemas are trees: the nested struct's plan is made first, once.
+    nested_plan = None if nested is None else _plan(nested, version, flexible)
+    read_one, write_one = _scalar(f.kind, flexible, nested_plan)
     nullable = f.nullable_in(version)
     name = f.name
     if not f.is_array:
@@ -108,7 +127,7 @@ def _field_fns(f: F, version: int, flexible: bool) -> tuple[ReadFn, WriteFn]:
                 return v
             return read_required, write_one
         return read_one, write_one
-    min_elem = max(1, _plan(nested, version, flexible).min_size if nested
+    min_elem = max(1, nested_plan.min_size if nested_plan
                    else _min_size(f.kind, False, flexible))
 
     def read_array(r: wire.Reader) -> Any:
@@ -121,6 +140,8 @@ def _field_fns(f: F, version: int, flexible: bool) -> tuple[ReadFn, WriteFn]:
             raise DecodeError(f"array {name}: {n} elements cannot fit in "
                               f"{r.remaining} bytes")
         r.count_elements(n, name)
+        if nested_plan is not None:  # (one call an element, not two)
+            return tuple([_read_struct(r, nested_plan) for _ in range(n)])
         return tuple([read_one(r) for _ in range(n)])
 
     def write_array(out: bytearray, v: Any) -> None:
@@ -130,6 +151,10 @@ def _field_fns(f: F, version: int, flexible: bool) -> tuple[ReadFn, WriteFn]:
             wire.write_array_length(out, -1, flexible)
             return
         wire.write_array_length(out, len(v), flexible)
+        if nested_plan is not None:
+            for item in v:
+                _write_struct(out, item, nested_plan)
+            return
         for item in v:
             write_one(out, item)
 
@@ -144,6 +169,7 @@ def _plan(s: Struct, version: int, flexible: bool) -> _Plan:
     defaults = {fd.name: fd.default for fd in dataclasses.fields(s.cls)}
     fields: list[tuple[str, ReadFn, WriteFn]] = []
     tagged: dict[int, tuple[str, ReadFn, WriteFn, Any]] = {}
+    fixed: list[str | None] = []  # each of ``fields``: its struct format, if a number
     min_size = 1 if flexible else 0
     for f in s.fields:
         if not f.present(version):
@@ -153,10 +179,32 @@ def _plan(s: Struct, version: int, flexible: bool) -> _Plan:
             tagged[f.tag] = (f.name, read, write, defaults[f.name])
         else:
             fields.append((f.name, read, write))
+            number = f.kind in wire.PACKERS and not f.is_array
+            fixed.append(wire.PACKERS[f.kind].format.lstrip(">") if number else None)
             min_size += _min_size(f.kind, f.is_array, flexible)
-    plan = _Plan(s.cls, tuple(fields), tagged, flexible, min_size)
+    plan = _Plan(s.cls, tuple(fields), tagged, flexible, min_size, _steps(fields, fixed))
     _PLANS[key] = plan
     return plan
+
+
+def _steps(fields: list[tuple[str, ReadFn, WriteFn]], fixed: list[str | None]
+           ) -> tuple[tuple[str, ReadFn, WriteFn] | _Run, ...]:
+    """``fields`` with each run of two or more fixed-width numbers made one ``_Run``."""
+    steps: list[tuple[str, ReadFn, WriteFn] | _Run] = []
+    i = 0
+    while i < len(fields):
+        j = i
+        while j < len(fields) and fixed[j] is not None:
+            j += 1
+        if j - i >= 2:
+            names = tuple(name for name, _, _ in fields[i:j])
+            packer = struct.Struct(">" + "".join(f for f in fixed[i:j] if f))
+            steps.append(_Run(names, packer, operator.attrgetter(*names)))
+            i = j
+        else:
+            steps.append(fields[i])
+            i += 1
+    return tuple(steps)
 
 
 def _read_tagged(r: wire.Reader, plan: _Plan, values: dict[str, Any]) -> None:
@@ -188,9 +236,21 @@ def _read_tagged(r: wire.Reader, plan: _Plan, values: dict[str, Any]) -> None:
 
 
 def _read_struct(r: wire.Reader, plan: _Plan) -> Any:
-    values = {name: read(r) for name, read, _ in plan.fields}
+    values: dict[str, Any] = {}
+    for step in plan.steps:
+        if type(step) is _Run:
+            size = step.packer.size
+            r.need(size, step.what)
+            values.update(zip(step.names, step.packer.unpack_from(r.buf, r.pos), strict=True))
+            r.pos += size
+        else:
+            name, read, _ = step  # type: ignore[misc]
+            values[name] = read(r)
     if plan.flexible:
-        _read_tagged(r, plan, values)
+        if r.pos < r.end and r.buf[r.pos] == 0:  # no tagged fields: the usual case
+            r.pos += 1
+        else:
+            _read_tagged(r, plan, values)
     return plan.cls(**values)
 
 
@@ -212,9 +272,16 @@ def _write_struct(out: bytearray, value: Any, plan: _Plan) -> None:
             out += value.data
             return
         raise InvalidArgumentError(f"expected {plan.cls.__name__}, got {type(value).__name__}")
-    for name, _, write in plan.fields:
-        write(out, getattr(value, name))
+    for step in plan.steps:
+        if type(step) is _Run:
+            out += step.packer.pack(*step.values_of(value))
+        else:
+            name, _, write = step  # type: ignore[misc]
+            write(out, getattr(value, name))
     if not plan.flexible:
+        return
+    if not plan.tagged:  # no tagged field in this struct: a count of 0
+        out.append(0)
         return
     present = [(tag, name, write) for tag, (name, _, write, default) in sorted(plan.tagged.items())
                if getattr(value, name) != default]
