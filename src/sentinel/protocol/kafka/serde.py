@@ -2,7 +2,8 @@
 
 For each (struct, version) the rows of ``schema.F`` are compiled once into a plan: a
 tuple of (field name, read or write function) for the fields present in that version,
-in order, and a table of tagged fields by tag. Decoding builds the struct's value
+in order (consecutive fixed-width numbers grouped into one ``struct`` call), and a
+table of tagged fields by tag. Decoding builds the struct's value
 class with the fields present (absent ones take their defaults); encoding reads the
 same attributes back. In flexible versions each struct ends with its tagged fields;
 unknown tags are skipped, a repeated tag or a tagged field that does not fill exactly
