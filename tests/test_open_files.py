@@ -581,6 +581,49 @@ def test_a_pass_over_released_logs_reopens_no_more_than_the_hard_cap(name: str) 
         drain.close()
 
 
+#: What the event loop calls on a log whose files may be released. Not appends: a
+#: broker's append first opens the log's files through ``Partition.open_files``
+#: (``reopen_files_now``, refused while crowded, then a worker that makes room).
+LOOP_PASSES: dict[str, Callable[[PartitionLog], object]] = {
+    "read": lambda log: log.read(0, 1 << 16),
+    "timestamp lookup": lambda log: log.offset_for_timestamp(0),
+    "retention point": lambda log: log.retention_point(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOP_PASSES))
+async def test_a_pass_on_the_event_loop_reopens_no_more_than_the_hard_cap(name: str) -> None:
+    """The same on the event loop, which must not wait for room (a Fetch naming 2,000
+    released partitions read them all there: each read reopened its files, the drain
+    lagged behind, and the broker reached its 1,024 RLIMIT_NOFILE, answering
+    KAFKA_STORAGE_ERROR): a reopen there releases, in the same call, the idle logs it
+    pushes past the limit."""
+    fs = MemFS()
+    drain = _SlowDrain(0.02)
+    limit = OpenLogLimit(4, drain)
+    logs = [
+        PartitionLog.open(fs, f"/p{i}", BOTH_POLICIES, ManualClock(), SMALL, open_limit=limit)
+        for i in range(40)
+    ]
+    try:
+        for log in logs:
+            log.append(_keyed(b"k", b"v"))
+        deadline = time.monotonic() + 10
+        while sum(log.files_open for log in logs) > limit.max_open:  # the drain catches up
+            assert time.monotonic() < deadline, "the drain never released the idle logs"
+            time.sleep(0.01)
+        most = 0
+        for log in logs:
+            LOOP_PASSES[name](log)
+            most = max(most, sum(log.files_open for log in logs))
+        assert most <= limit.hard_cap + 1, (most, limit.hard_cap)
+        assert record_values(logs[0])[0] == b"v"  # released on the way, read back intact
+    finally:
+        for log in logs:
+            log.close()
+        drain.close()
+
+
 def _round_robin_logs(
     count: int, limit: OpenLogLimit
 ) -> tuple[list[PartitionLog], Callable[[int], None]]:

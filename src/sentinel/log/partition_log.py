@@ -47,6 +47,7 @@ offsets a concurrent truncation or retention is moving.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -115,6 +116,15 @@ def with_log_layout(options: EngineOptions | None) -> EngineOptions:
         return options
     compaction = dataclasses.replace(options.compaction, table_families=TABLE_FAMILIES)
     return dataclasses.replace(options, compaction=compaction)
+
+
+def _on_event_loop() -> bool:
+    """Whether this thread runs an asyncio event loop (which must never wait)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _pinned(
@@ -213,12 +223,24 @@ class PartitionLog:
         return self._slot.engine
 
     def _pin(self) -> None:
-        if self._open_limit is not None and self._slot.released:
-            self._open_limit.make_room(ROOM_WAIT_S)
+        limit = self._open_limit
+        on_loop = False
+        if limit is not None and self._slot.released:
+            on_loop = _on_event_loop()
+            if not on_loop:
+                limit.make_room(ROOM_WAIT_S)
         try:
             self._slot.pin()
         except (DiskError, OSError) as exc:  # its files went bad while closed: named
             raise self._reopen_failed(exc) from exc
+        if on_loop and limit is not None:
+            # The loop cannot wait for room: it releases, in this call, the idle logs
+            # this reopen pushes past the limit (``close`` calls; one that needs a sync
+            # is left to a worker). A Fetch naming 2,000 released partitions read them
+            # all here, each reopening its files faster than the workers' drain closed
+            # others, until the broker hit RLIMIT_NOFILE.
+            limit.used(self, inline=True)
+            limit.release_now()
 
     def _reopen_failed(self, exc: BaseException) -> StorageUnavailableError:
         """The error a call on a log whose files cannot be (re)opened raises; logged the
