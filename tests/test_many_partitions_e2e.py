@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import psutil
 import pytest
 
 from broker_process import BrokerProcess
+from peak_fds import PeakFds
 from sentinel.client import Admin
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
@@ -34,29 +34,6 @@ def figures(broker: BrokerProcess) -> tuple[int, int]:
     return process.num_threads(), process.num_fds()
 
 
-class PeakFds:
-    """The most files the broker held open at once while inside the ``with``
-    (sampled every few milliseconds in a thread, bounded by the ``with``)."""
-
-    def __init__(self, broker: BrokerProcess) -> None:
-        assert broker.proc is not None
-        self._fd_dir = Path(f"/proc/{broker.proc.pid}/fd")
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self.most = 0
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.005):
-            with contextlib.suppress(OSError):
-                self.most = max(self.most, sum(1 for _ in self._fd_dir.iterdir()))
-
-    def __enter__(self) -> PeakFds:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join(10)
 
 
 def fetched_values(stub: pb_grpc.SentinelStub, topic: str, partition: int) -> list[bytes]:

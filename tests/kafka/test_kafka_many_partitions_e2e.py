@@ -38,8 +38,6 @@ releases, in the same call, the idle logs it pushes past the limit
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +60,7 @@ from kafka.admin import KafkaAdminClient
 from broker_process import BrokerProcess
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTP
+from peak_fds import PeakFds
 
 TOPICS, PER_TOPIC = 20, 100
 PARTITIONS = TOPICS * PER_TOPIC
@@ -88,28 +87,6 @@ def record_value(round_: int, topic: str, partition: int) -> bytes:
     return f"v{round_}-{topic}-{partition}".encode() * 3
 
 
-class PeakFds:
-    """The most files the broker held open at once while inside the ``with``."""
-
-    def __init__(self, broker: BrokerProcess) -> None:
-        assert broker.proc is not None
-        self._fd_dir = Path(f"/proc/{broker.proc.pid}/fd")
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self.most = 0
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.01):
-            with contextlib.suppress(OSError):
-                self.most = max(self.most, sum(1 for _ in self._fd_dir.iterdir()))
-
-    def __enter__(self) -> PeakFds:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join(10)
 
 
 def within_bounds(broker: BrokerProcess, where: str) -> None:

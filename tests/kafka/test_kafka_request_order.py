@@ -4,6 +4,7 @@ and a property over random interleavings checked against Kafka's one-at-a-time m
 
 from __future__ import annotations
 
+from fake_waiter import Waiter
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,25 +14,6 @@ PRODUCE, FETCH, METADATA, OFFSET_COMMIT, JOIN_GROUP = 0, 1, 3, 8, 11
 CREATE_TOPICS, DELETE_TOPICS, ALTER_CONFIGS = 19, 20, 33
 
 
-class Waiter:
-    """A waiting request's wake-up, as an ``asyncio.Future[None]`` behaves."""
-
-    def __init__(self) -> None:
-        self.state = "waiting"
-
-    def done(self) -> bool:
-        return self.state != "waiting"
-
-    def cancelled(self) -> bool:
-        return self.state == "cancelled"
-
-    def set_result(self, result: None, /) -> None:
-        assert self.state == "waiting", "a waiter is let through once, never when cancelled"
-        self.state = "let through"
-
-    def cancel(self) -> None:
-        if self.state == "waiting":
-            self.state = "cancelled"
 
 
 class Driver:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from fake_waiter import Waiter
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,25 +25,6 @@ class Answers:
     oldest_unanswered: int | None = None
 
 
-class Waiter:
-    """A waiting handler's wake-up, as an ``asyncio.Future[None]`` behaves."""
-
-    def __init__(self) -> None:
-        self.state = "waiting"
-
-    def done(self) -> bool:
-        return self.state != "waiting"
-
-    def cancelled(self) -> bool:
-        return self.state == "cancelled"
-
-    def set_result(self, result: None, /) -> None:
-        assert self.state == "waiting", "a waiter is let through once, never when cancelled"
-        self.state = "let through"
-
-    def cancel(self) -> None:
-        if self.state == "waiting":
-            self.state = "cancelled"
 
 
 def queue(turns: Turns, *correlation_ids: int) -> list[Waiter]:
