@@ -240,6 +240,9 @@ class SentinelApp:
         await self.service.stop()
 
     async def run_until_signalled(self) -> None:
+        # From the first step: a start recovering thousands of partitions builds
+        # millions of objects, and each full collection on the way walked them all.
+        LONG_LIVED.install()
         await self.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -252,7 +255,7 @@ class SentinelApp:
         # process: out of the collector's sight, a full collection costs microseconds,
         # not ~50 ms of the event loop; and what a slow full collection finds alive
         # later (partitions created since) is frozen after it (``long_lived``).
-        LONG_LIVED.install()
+        LONG_LIVED.install()  # again: freezes what the start built
         # One line a supervisor (and the tests) can wait for.
         print(
             f"sentinel-server ready grpc={self.config.host}:{self.endpoints.grpc_port} "
