@@ -21,7 +21,7 @@ from typing import Protocol
 
 from sentinel.broker.topics import OfflinePartition, Topic
 from sentinel.clock import Clock
-from sentinel.errors import StorageUnavailableError
+from sentinel.errors import ClosedError, StorageUnavailableError
 from sentinel.log.open_files import OpenLogLimit
 from sentinel.log.partition_log import PartitionLog
 
@@ -108,6 +108,11 @@ class Retention:
                         marked += plog.mark_idle_clean(idle_s)
                 except StorageUnavailableError:
                     pass  # a full disk: the engine logged it once; the next pass retries
+                except ClosedError:
+                    if not getattr(plog, "closed", False):
+                        log.exception("retention failed for %s", topic.name)
+                    # Else closed meanwhile: its topic was deleted (or the replica moved
+                    # away) after this pass took its list of topics. Nothing to keep.
                 except Exception:  # a failing partition must not stop the others
                     log.exception("retention failed for %s", topic.name)
         if marked:
