@@ -6,6 +6,8 @@ restricted to some names)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -15,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from sentinel.server.metrics import BrokerView, LagFigure, PartitionFigures, StorageFigures
 from sentinel.server.metrics_bulk import BulkGauge, render
+from sentinel.storage.engine import WorkFigures
 
 label_values = st.text(max_size=12)
 values = st.one_of(
@@ -86,3 +89,10 @@ def test_a_broker_of_many_partitions_renders_the_same() -> None:
                                  lambda: StorageFigures(1, 2, 3, 4, 5, 6, 7, 8)))
     for encoder in (generate_latest, openmetrics_latest):
         assert sorted(_blocks(render(registry, encoder))) == sorted(_blocks(encoder(registry)))
+
+
+def test_the_storage_figures_start_with_an_engine_s_work_figures() -> None:
+    """The broker sums each engine's ``WorkFigures`` field by field into
+    ``StorageFigures`` by position (``SentinelApp._storage``)."""
+    names = [f.name for f in dataclasses.fields(StorageFigures)]
+    assert names[: len(WorkFigures._fields)] == list(WorkFigures._fields)

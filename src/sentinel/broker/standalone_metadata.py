@@ -27,6 +27,7 @@ from sentinel.broker.outcomes import (
 from sentinel.broker.topics import OfflinePartition, Topic, TopicRegistry
 from sentinel.config import BrokerConfig
 from sentinel.errors import SentinelError
+from sentinel.log.partition_log import PartitionLog
 
 
 def broker_alone(config: BrokerConfig) -> BrokerMetadata:
@@ -45,22 +46,22 @@ def cluster_alone(config: BrokerConfig) -> ClusterMetadata:
     return ClusterMetadata((broker_alone(config),), config.node_id, ())
 
 
-def topic_metadata_alone(node: int, topic: Topic) -> TopicMetadata:
-    """A topic's partitions, each led and replicated by broker ``node`` alone."""
-    partitions = tuple(
-        PartitionMetadata(
-            partition=index,
-            leader=node,
-            replicas=(node,),
-            isr=(node,),
-            log_start_offset=plog.log_start_offset,
-            log_end_offset=plog.log_end_offset,
-            high_watermark=plog.high_watermark,
-            size_bytes=plog.size_bytes,
-            error=plog.error() if isinstance(plog, OfflinePartition) else None,
+def topic_metadata_alone(node: int, topic: Topic, *, offsets: bool = True) -> TopicMetadata:
+    """A topic's partitions, each led and replicated by broker ``node`` alone, with
+    their offsets and size unless ``offsets`` is False (placement only: they are
+    ``NOT_DESCRIBED``)."""
+    replicas = (node,)
+
+    def described(index: int, plog: PartitionLog | OfflinePartition) -> PartitionMetadata:
+        error = plog.error() if isinstance(plog, OfflinePartition) else None
+        if not offsets:
+            return PartitionMetadata(index, node, replicas, replicas, error=error)
+        return PartitionMetadata(
+            index, node, replicas, replicas, plog.log_start_offset, plog.log_end_offset,
+            plog.high_watermark, plog.size_bytes, error,
         )
-        for index, plog in enumerate(topic.partitions)
-    )
+
+    partitions = tuple(described(i, plog) for i, plog in enumerate(topic.partitions))
     return TopicMetadata(
         topic.name, partitions, topic.config.to_map(), topic.replication_factor
     )
@@ -68,25 +69,6 @@ def topic_metadata_alone(node: int, topic: Topic) -> TopicMetadata:
 
 def _offline(topic: Topic) -> tuple[OfflinePartition, ...]:
     return tuple(p for p in topic.partitions if isinstance(p, OfflinePartition))
-
-
-def placement_alone(node: int, topic: Topic) -> TopicMetadata:
-    """A topic's partitions, each led and replicated by broker ``node`` alone; no
-    offsets (``NOT_DESCRIBED``)."""
-    replicas = (node,)
-    partitions = tuple(
-        PartitionMetadata(
-            partition=index,
-            leader=node,
-            replicas=replicas,
-            isr=replicas,
-            error=plog.error() if isinstance(plog, OfflinePartition) else None,
-        )
-        for index, plog in enumerate(topic.partitions)
-    )
-    return TopicMetadata(
-        topic.name, partitions, topic.config.to_map(), topic.replication_factor
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +84,10 @@ class _Placed:
 
 
 class Placements:
-    """Each topic's ``placement_alone``, kept until the topic changes (the module's
-    docstring). Holds at most one entry per topic of the registry: entries of topics
-    gone are dropped once the entries outnumber the registry's topics."""
+    """Each topic's placement (``topic_metadata_alone`` without offsets), kept until
+    the topic changes (the module's docstring). Holds at most one entry per topic of
+    the registry: entries of topics gone are dropped once the entries outnumber the
+    registry's topics."""
 
     __slots__ = ("_node", "_placed", "_registry")
 
@@ -114,7 +97,7 @@ class Placements:
         self._placed: dict[str, _Placed] = {}
 
     def __call__(self, topic: Topic) -> TopicMetadata:
-        """``placement_alone`` of ``topic``: the same value as last time, unless the
+        """The placement of ``topic``: the same value as last time, unless the
         topic changed since."""
         placed = self._placed.get(topic.name)
         offline = _offline(topic)
@@ -126,7 +109,7 @@ class Placements:
             and placed.offline == offline
         ):
             return placed.described
-        described = placement_alone(self._node, topic)
+        described = topic_metadata_alone(self._node, topic, offsets=False)
         self._placed[topic.name] = _Placed(
             topic, len(topic.partitions), topic.configs, offline, described
         )

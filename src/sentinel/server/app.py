@@ -46,6 +46,7 @@ from sentinel.server.metrics import (
 from sentinel.server.metrics_http import MetricsHttpServer
 from sentinel.server.ports import check_listen, in_use, unavailable
 from sentinel.stopping import task_stack
+from sentinel.storage.engine import NO_WORK, WorkFigures
 
 log = logging.getLogger(__name__)
 
@@ -318,25 +319,16 @@ class SentinelApp:
         ]
 
     def _storage(self) -> StorageFigures:
-        flushes = compactions = moves = flush_bytes = compaction_bytes = tables = 0
-        if self.service.started:
-            for topic in self.service.registry:
-                for plog in topic.partitions:
-                    work = plog.work_figures()
-                    flushes += work.flushes
-                    compactions += work.compactions
-                    moves += work.trivial_moves
-                    flush_bytes += work.flush_bytes
-                    compaction_bytes += work.compaction_bytes
-                    tables += work.tables
+        # Each engine's counts, summed field by field (``StorageFigures`` starts with
+        # ``WorkFigures``' fields, in its order).
+        engines = (
+            (plog.work_figures() for topic in self.service.registry for plog in topic.partitions)
+            if self.service.started else ()
+        )
+        work = WorkFigures._make(sum(column) for column in zip(NO_WORK, *engines, strict=True))
         journal = self.service.journal
         return StorageFigures(
-            flushes,
-            compactions,
-            moves,
-            flush_bytes,
-            compaction_bytes,
-            tables,
+            *work,
             journal_entries=0 if journal is None else journal.entries,
             journal_skipped=0 if journal is None else journal.skipped_appends,
         )

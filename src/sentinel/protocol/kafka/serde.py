@@ -51,10 +51,8 @@ class _Run:
     names: tuple[str, ...]
     packer: struct.Struct
     values_of: Callable[[Any], tuple[Any, ...]]
-
-    @property
-    def what(self) -> str:
-        return f"fields {self.names[0]}..{self.names[-1]}"
+    #: What a short read names (made once: every read passes it).
+    what: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -200,7 +198,8 @@ def _steps(fields: list[tuple[str, ReadFn, WriteFn]], fixed: list[str | None]
         if j - i >= 2:
             names = tuple(name for name, _, _ in fields[i:j])
             packer = struct.Struct(">" + "".join(f for f in fixed[i:j] if f))
-            steps.append(_Run(names, packer, operator.attrgetter(*names)))
+            steps.append(_Run(names, packer, operator.attrgetter(*names),
+                              f"fields {names[0]}..{names[-1]}"))
             i = j
         else:
             steps.append(fields[i])
