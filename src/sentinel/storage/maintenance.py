@@ -285,7 +285,7 @@ class Maintenance:
                 entries: Iterator[Entry] = memtable.entries()
                 if pointers:
                     entries = _with_pointers(entries, pointers)
-                meta = self._write_tables(entries, number)[0]
+                (meta,) = self._write_tables(entries, number, cut=False)
                 added = ((0, meta),)
                 opened[meta.file_number] = self._open(meta.file_number)
                 self.flush_bytes += meta.size
@@ -377,7 +377,9 @@ class Maintenance:
             merged = merge_entries(sources)
             if task.drop_tombstones:
                 merged = (entry for entry in merged if entry[1] is not None)
-            return self._write_tables(merged, None, self._options.compaction.table_families)
+            return self._write_tables(
+                merged, None, self._options.compaction.table_families, cut=True
+            )
 
     def _readers_for(self, task: MergeTask) -> tuple[list[TableReader], list[TableReader]]:
         upper = self._engine.readers_for([t.file_number for t in task.inputs])
@@ -391,12 +393,18 @@ class Maintenance:
         entries: Iterator[Entry],
         first_number: int | None,
         families: tuple[bytes, ...] = (),
+        *,
+        cut: bool,
     ) -> list[TableMeta]:
-        """Write ``entries`` into tables cut at the compaction policy's ``target_file_bytes``
-        and, with ``families``, where a key's family differs from the one before it
-        (merges only: a flush writes one table, so that its files stay one per flush);
-        sync the directory."""
-        target_bytes = self._options.compaction.target_file_bytes
+        """Write ``entries`` into tables; sync the directory. With ``cut`` (merges), a
+        table is cut at the compaction policy's ``target_file_bytes`` and, with
+        ``families``, where a key's family differs from the one before it. A flush
+        writes one table whatever its size, so that its files stay one per flush, and
+        its edit names every table it wrote: a flush cut at ``target_file_bytes``
+        recorded only its first table, and the entries past it were lost once their
+        WAL segment went (a memtable over that size: ``--memtable-mb`` above 64, or a
+        replay after a crash flushed at open with its large values held in full)."""
+        target_bytes = self._options.compaction.target_file_bytes if cut else None
         outputs: list[TableMeta] = []
         writer: TableWriter | None = None
         number = first_number
@@ -419,7 +427,7 @@ class Maintenance:
                     )
                     number = None
                 writer.add(key, value)
-                if writer.estimated_size >= target_bytes:
+                if target_bytes is not None and writer.estimated_size >= target_bytes:
                     outputs.append(writer.finish())
                     writer = None
             if writer is not None:
