@@ -223,8 +223,21 @@ class OsFS:
         return OsFile(path, os.O_RDONLY | os.O_CLOEXEC)
 
     def read_all(self, path: str) -> bytes:
-        with open(path, "rb") as handle:
-            return handle.read()
+        # os.open and os.read, not open(): a buffered file object costs five more
+        # system calls (fstat, ioctl, two lseeks, fstat), and an engine's open reads
+        # its CURRENT, its manifest and its WAL segments so.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            data = os.read(fd, size + 1)
+            if len(data) == size:  # all of it, as fstat said: the common case, one read
+                return data
+            chunks = [data]  # it grew or shrank meanwhile (or a short read): to its end
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
@@ -236,6 +249,8 @@ class OsFS:
         return sorted(os.listdir(path))
 
     def makedirs(self, path: str) -> None:
+        if os.path.isdir(path):  # the common case, in one system call
+            return
         missing: list[str] = []
         current = os.path.abspath(path)
         while not os.path.exists(current):

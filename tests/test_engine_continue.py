@@ -1,0 +1,187 @@
+"""An engine reopened after a crash goes on in the last WAL segment its replay read (a
+torn tail cut first) when it keeps the replay in its memtable, rather than making a new
+segment: fewer fsyncs at a start after kill -9, and no segment more per partition for
+every crash. Crash at every step of that second life; and kill after kill."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sentinel.fs import MemFS, caused_by_crash
+from sentinel.storage.compaction import CompactionOptions
+from sentinel.storage.engine import Engine
+from sentinel.storage.files import WAL_SUFFIX
+from sentinel.storage.options import EngineOptions
+
+OPTIONS = EngineOptions(
+    memtable_bytes=8000,  # a replay of up to 2,000 bytes stays in the memtable
+    background=False,
+    value_separation_bytes=48,  # large values live in the WAL, pointed to
+    compaction=CompactionOptions(
+        l0_compaction_trigger=2, l1_target_bytes=4096, target_file_bytes=2048
+    ),
+)
+FIRST_LIFE = {b"first%02d" % i: b"v%02d" % i * 3 for i in range(8)}  # 1,088 in a memtable
+TORN = b"\x2a\x00\x00\x00\x01"  # the start of a frame a kill cut short
+
+
+def _segments(fs: MemFS) -> list[str]:
+    return sorted(n for n in fs.listdir("/db") if n.endswith(WAL_SUFFIX))
+
+
+def _first_life(*, torn: bool) -> MemFS:
+    """Eight acknowledged puts, then kill -9 (with ``torn``, inside a ninth's write)."""
+    fs = MemFS()
+    engine = Engine.open("/db", OPTIONS, fs=fs)
+    for key, value in FIRST_LIFE.items():
+        engine.put(key, value)
+    fs.kill()
+    if torn:
+        handle = fs.open_append("/db/" + _segments(fs)[-1])
+        handle.write(TORN)
+        handle.sync()
+        handle.close()
+    return fs
+
+
+def _workload(seed: int) -> list[tuple[bytes, bytes | None]]:
+    rng = random.Random(seed)
+    ops: list[tuple[bytes, bytes | None]] = []
+    for i in range(120):
+        key = b"k%03d" % rng.randrange(40)
+        if rng.random() < 0.15:
+            ops.append((key, None))
+        else:
+            ops.append((key, b"v%d-" % i + bytes(rng.randrange(90))))
+    return ops
+
+
+def _second_life(
+    fs: MemFS, ops: list[tuple[bytes, bytes | None]]
+) -> tuple[dict[bytes, bytes | None], tuple[bytes, bytes | None] | None]:
+    """Reopen and apply ``ops``: the acknowledged state and the op a crash cut short."""
+    acked: dict[bytes, bytes | None] = dict(FIRST_LIFE)
+    try:
+        engine = Engine.open("/db", OPTIONS, fs=fs)
+    except Exception as exc:
+        if not caused_by_crash(exc):
+            raise
+        return acked, None
+    for key, value in ops:
+        try:
+            if value is None:
+                engine.delete(key)
+            else:
+                engine.put(key, value)
+        except Exception as exc:
+            if not caused_by_crash(exc):
+                raise
+            return acked, (key, value)
+        acked[key] = value
+    try:
+        engine.close()
+    except Exception as exc:
+        if not caused_by_crash(exc):
+            raise
+    return acked, None
+
+
+def _check(
+    fs: MemFS, acked: dict[bytes, bytes | None], in_flight: tuple[bytes, bytes | None] | None
+) -> None:
+    with Engine.open("/db", OPTIONS, fs=fs) as engine:
+        seen = dict(engine.scan())
+    for key, value in acked.items():
+        allowed = {value}
+        if in_flight is not None and in_flight[0] == key:
+            allowed.add(in_flight[1])
+        assert seen.get(key) in allowed, key
+    extra = set(seen) - {k for k, v in acked.items() if v is not None}
+    assert extra <= ({in_flight[0]} if in_flight is not None else set())
+
+
+@pytest.mark.parametrize("torn", [False, True], ids=["whole", "torn-tail"])
+def test_the_reopened_engine_appends_to_the_segment_it_replayed(torn: bool) -> None:
+    fs = _first_life(torn=torn)
+    before = _segments(fs)
+    engine = Engine.open("/db", OPTIONS, fs=fs)
+    assert engine.replay_kept_bytes > 0
+    report = engine.replay_report
+    assert report is not None and report.dropped_bytes == (len(TORN) if torn else 0)
+    assert _segments(fs) == before  # no new segment
+    size = fs.file_size("/db/" + before[-1])
+    engine.put(b"second", b"life")
+    assert fs.file_size("/db/" + before[-1]) > size  # after its valid end
+    fs.crash()  # a power cut: what was synced stays, the torn bytes are gone
+    with Engine.open("/db", OPTIONS, fs=fs) as again:
+        assert again.get(b"second") == b"life"
+        assert {k: again.get(k) for k in FIRST_LIFE} == FIRST_LIFE
+        assert again.replay_report is not None
+        assert again.replay_report.dropped_bytes == 0
+
+
+@pytest.mark.parametrize("torn", [False, True], ids=["whole", "torn-tail"])
+def test_crash_at_every_step_of_the_life_after_a_kill(torn: bool) -> None:
+    ops = _workload(7)
+    counting = _first_life(torn=torn)
+    start = counting.ops
+    _second_life(counting, ops)
+    total = counting.ops - start
+    assert total > 150  # the open, the appends, rolls, flushes and compactions
+    for fail_at in range(total):
+        fs = _first_life(torn=torn)
+        fs.fail_after(fail_at)
+        acked, in_flight = _second_life(fs, ops)
+        fs.crash()
+        _check(fs, acked, in_flight)
+
+
+def test_torn_unsynced_tails_in_the_life_after_a_kill() -> None:
+    ops = _workload(8)
+    counting = _first_life(torn=True)
+    start = counting.ops
+    _second_life(counting, ops)
+    total = counting.ops - start
+    rng = random.Random(5)
+    for fail_at in range(0, total, 2):
+        fs = _first_life(torn=True)
+        fs.fail_after(fail_at)
+        acked, in_flight = _second_life(fs, ops)
+        fs.crash(rng)  # keeps a random part of each unsynced tail
+        _check(fs, acked, in_flight)
+
+
+def test_kill_after_kill_leaves_no_segment_more() -> None:
+    """Each start after kill -9 made a new segment, which the kept replay then needed
+    until a flush: a partition killed 40 times held 40 segments (a helper's kill soak),
+    and every start read them all again."""
+    fs = _first_life(torn=False)
+    segments = _segments(fs)
+    for round_ in range(6):
+        engine = Engine.open("/db", OPTIONS, fs=fs)
+        if round_ % 2:
+            engine.put(b"round%d" % round_, b"x")
+        fs.kill()
+        assert _segments(fs) == segments
+    with Engine.open("/db", OPTIONS, fs=fs) as engine:
+        assert {k: engine.get(k) for k in FIRST_LIFE} == FIRST_LIFE
+        assert [engine.get(b"round%d" % r) for r in range(6)] == [None, b"x"] * 3
+
+
+def test_a_replay_too_large_to_keep_is_flushed_and_a_new_segment_made() -> None:
+    """A replay over a quarter of the memtable is flushed to a table at open: the
+    manifest's log number then moves past its segments, so the WAL starts a new one."""
+    fs = MemFS()
+    engine = Engine.open("/db", OPTIONS, fs=fs)
+    big = {b"big%02d" % i: bytes([i]) * 40 for i in range(40)}  # ~5.5 KB in a memtable
+    for key, value in big.items():
+        engine.put(key, value)
+    fs.kill()
+    before = _segments(fs)
+    with Engine.open("/db", OPTIONS, fs=fs) as reopened:
+        assert reopened.replay_kept_bytes == 0
+        after = _segments(fs)
+        assert after[-1] > before[-1]
+        assert {k: reopened.get(k) for k in big} == big
