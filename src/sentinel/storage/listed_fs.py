@@ -94,6 +94,8 @@ class ListedFS:
     # ------------------------------------------------------------------- answers
 
     def listdir(self, path: str) -> list[str]:
+        if not self._listing:  # settled: straight through, nothing more per call
+            return self._fs.listdir(path)
         with self._mutex:
             if posixpath.normpath(path) == self._dir:
                 names = self._loaded()
@@ -102,6 +104,8 @@ class ListedFS:
         return self._fs.listdir(path)
 
     def exists(self, path: str) -> bool:
+        if not self._listing:  # settled: straight through, nothing more per call
+            return self._fs.exists(path)
         with self._mutex:
             if posixpath.normpath(path) == self._dir:
                 if self._loaded() is not None:
@@ -114,6 +118,8 @@ class ListedFS:
         return self._fs.exists(path)
 
     def is_dir(self, path: str) -> bool:
+        if not self._listing:  # settled: straight through, nothing more per call
+            return self._fs.is_dir(path)
         with self._mutex:
             if posixpath.normpath(path) == self._dir:
                 if self._loaded() is not None:
@@ -137,6 +143,9 @@ class ListedFS:
         self._through(self._fs.remove, path, present=False)
 
     def rename(self, src: str, dst: str) -> None:
+        if not self._listing:
+            self._fs.rename(src, dst)
+            return
         try:
             self._fs.rename(src, dst)
         except BaseException:
@@ -155,7 +164,7 @@ class ListedFS:
     def lock(self, path: str) -> DirLock:
         # A lock may be a file (the OS's) or not (the in-memory FS's): asked, not assumed.
         held = self._through(self._fs.lock, path, present=False)
-        if self._fs.exists(path):
+        if self._listing and self._fs.exists(path):
             with self._mutex:
                 self._changed(path, present=True)
         return held
@@ -163,6 +172,8 @@ class ListedFS:
     def _through(self, call: Callable[[str], T], path: str, *, present: bool) -> T:
         """``call(path)``, then the listing brought in line with it. A call that
         failed may have done part of its work: the listing is dropped then."""
+        if not self._listing:
+            return call(path)
         try:
             result = call(path)
         except BaseException:
