@@ -9,7 +9,9 @@ import random
 
 import pytest
 
-from sentinel.fs import MemFS, caused_by_crash
+import engine_ops
+from engine_ops import Op
+from sentinel.fs import MemFS
 from sentinel.storage.compaction import CompactionOptions
 from sentinel.storage.engine import Engine
 from sentinel.storage.files import WAL_SUFFIX
@@ -46,9 +48,9 @@ def _first_life(*, torn: bool) -> MemFS:
     return fs
 
 
-def _workload(seed: int) -> list[tuple[bytes, bytes | None]]:
+def _workload(seed: int) -> list[Op]:
     rng = random.Random(seed)
-    ops: list[tuple[bytes, bytes | None]] = []
+    ops: list[Op] = []
     for i in range(120):
         key = b"k%03d" % rng.randrange(40)
         if rng.random() < 0.15:
@@ -58,48 +60,13 @@ def _workload(seed: int) -> list[tuple[bytes, bytes | None]]:
     return ops
 
 
-def _second_life(
-    fs: MemFS, ops: list[tuple[bytes, bytes | None]]
-) -> tuple[dict[bytes, bytes | None], tuple[bytes, bytes | None] | None]:
+def _second_life(fs: MemFS, ops: list[Op]) -> tuple[dict[bytes, bytes | None], Op | None]:
     """Reopen and apply ``ops``: the acknowledged state and the op a crash cut short."""
-    acked: dict[bytes, bytes | None] = dict(FIRST_LIFE)
-    try:
-        engine = Engine.open("/db", OPTIONS, fs=fs)
-    except Exception as exc:
-        if not caused_by_crash(exc):
-            raise
-        return acked, None
-    for key, value in ops:
-        try:
-            if value is None:
-                engine.delete(key)
-            else:
-                engine.put(key, value)
-        except Exception as exc:
-            if not caused_by_crash(exc):
-                raise
-            return acked, (key, value)
-        acked[key] = value
-    try:
-        engine.close()
-    except Exception as exc:
-        if not caused_by_crash(exc):
-            raise
-    return acked, None
+    return engine_ops.run_until_crash(fs, OPTIONS, ops, acked_before=FIRST_LIFE)
 
 
-def _check(
-    fs: MemFS, acked: dict[bytes, bytes | None], in_flight: tuple[bytes, bytes | None] | None
-) -> None:
-    with Engine.open("/db", OPTIONS, fs=fs) as engine:
-        seen = dict(engine.scan())
-    for key, value in acked.items():
-        allowed = {value}
-        if in_flight is not None and in_flight[0] == key:
-            allowed.add(in_flight[1])
-        assert seen.get(key) in allowed, key
-    extra = set(seen) - {k for k, v in acked.items() if v is not None}
-    assert extra <= ({in_flight[0]} if in_flight is not None else set())
+def _check(fs: MemFS, acked: dict[bytes, bytes | None], in_flight: Op | None) -> None:
+    engine_ops.check_recovered(fs, OPTIONS, acked, in_flight)
 
 
 @pytest.mark.parametrize("torn", [False, True], ids=["whole", "torn-tail"])

@@ -7,8 +7,10 @@ import random
 
 import pytest
 
+import engine_ops
+from engine_ops import Op
 from sentinel.errors import CorruptionError, UnsupportedFormatError
-from sentinel.fs import MemFS, caused_by_crash
+from sentinel.fs import MemFS
 from sentinel.storage.compaction import CompactionOptions
 from sentinel.storage.engine import Engine
 from sentinel.storage.files import TABLE_SUFFIX, WAL_SUFFIX
@@ -37,54 +39,17 @@ def workload(seed: int) -> list[tuple[bytes, bytes | None]]:
     return ops
 
 
-def run_until_crash(
-    fs: MemFS, ops: list[tuple[bytes, bytes | None]]
-) -> tuple[dict[bytes, bytes | None], tuple[bytes, bytes | None] | None]:
-    """Apply ops; return the acknowledged state and the op in flight when it crashed."""
-    acked: dict[bytes, bytes | None] = {}
-    try:
-        engine = Engine.open("/db", OPTIONS, fs=fs)
-    except Exception as exc:
-        if not caused_by_crash(exc):
-            raise
-        return acked, None
-    for key, value in ops:
-        try:
-            if value is None:
-                engine.delete(key)
-            else:
-                engine.put(key, value)
-        except Exception as exc:
-            if not caused_by_crash(exc):
-                raise
-            return acked, (key, value)
-        acked[key] = value
-    try:
-        engine.compact()
-        engine.close()
-    except Exception as exc:
-        if not caused_by_crash(exc):
-            raise
-    return acked, None
+def _compact_and_close(engine: Engine) -> None:
+    engine.compact()
+    engine.close()
 
 
-def check_recovered(
-    fs: MemFS,
-    acked: dict[bytes, bytes | None],
-    in_flight: tuple[bytes, bytes | None] | None,
-) -> None:
-    with Engine.open("/db", OPTIONS, fs=fs) as engine:
-        seen = dict(engine.scan())
-        for key, value in acked.items():
-            allowed = {value}
-            if in_flight is not None and in_flight[0] == key:
-                allowed.add(in_flight[1])
-            assert seen.get(key) in allowed, key
-        extra = set(seen) - set(acked)
-        if in_flight is None:
-            assert not extra
-        else:
-            assert extra <= {in_flight[0]}
+def run_until_crash(fs: MemFS, ops: list[Op]) -> tuple[dict[bytes, bytes | None], Op | None]:
+    return engine_ops.run_until_crash(fs, OPTIONS, ops, finish=_compact_and_close)
+
+
+def check_recovered(fs: MemFS, acked: dict[bytes, bytes | None], in_flight: Op | None) -> None:
+    engine_ops.check_recovered(fs, OPTIONS, acked, in_flight)
 
 
 def count_ops(ops: list[tuple[bytes, bytes | None]]) -> int:

@@ -104,32 +104,26 @@ class ListedFS:
         return self._fs.listdir(path)
 
     def exists(self, path: str) -> bool:
-        if not self._listing:  # settled: straight through, nothing more per call
-            return self._fs.exists(path)
-        with self._mutex:
-            if posixpath.normpath(path) == self._dir:
-                if self._loaded() is not None:
-                    return True
-            else:
-                name = self._child(path)
-                names = self._loaded() if name is not None else None
-                if names is not None:
-                    return name in names
-        return self._fs.exists(path)
+        there = self._listed(path) if self._listing else None
+        return self._fs.exists(path) if there is None else there
 
     def is_dir(self, path: str) -> bool:
-        if not self._listing:  # settled: straight through, nothing more per call
-            return self._fs.is_dir(path)
+        there = self._listed(path) if self._listing else None
+        if there is False:
+            return False  # not there, so not a directory either
+        if there and posixpath.normpath(path) == self._dir:
+            return True
+        return self._fs.is_dir(path)  # a name there: a file or a directory?
+
+    def _listed(self, path: str) -> bool | None:
+        """Whether ``path`` (the directory or a name in it) is there, as the listing
+        says; None if the listing cannot say (not read, unreadable, another path)."""
         with self._mutex:
             if posixpath.normpath(path) == self._dir:
-                if self._loaded() is not None:
-                    return True
-            else:
-                name = self._child(path)
-                names = self._loaded() if name is not None else None
-                if names is not None and name not in names:
-                    return False
-        return self._fs.is_dir(path)
+                return True if self._loaded() is not None else None
+            name = self._child(path)
+            names = self._loaded() if name is not None else None
+            return None if names is None else name in names
 
     # ------------------------------------------------------------------ changes
 
