@@ -35,13 +35,18 @@ from sentinel.storage.options import EngineOptions
 from sentinel.storage.resources import ResourceSizes, SharedResources
 from sentinel.storage.wal import SyncMode, WalOptions
 
-#: Partitions opened (recovered, checked) or closed at once at start and stop (threads
-#: gone once done). The work is mostly Python under one interpreter lock, with a few
-#: fsyncs a partition to overlap: 10,000 partitions recovered after kill -9 were ready
-#: in 15.5 s with 1 thread, 13.4 with 2, 13.7 with 3, 15.2 with 4 and 18.8 with 8 (the
-#: threads' hand-offs of the lock: 15 s of kernel CPU at 8, 6 at 2); a clean stop of
-#: 10,000 took 8.6 s with 3 against 10.4 with 8. 3 keeps some overlap for slower disks.
-RECOVERY_THREADS = 3
+#: Partitions opened (recovered, checked) at once at start (threads gone once done).
+#: The work is mostly Python under one interpreter lock, with an fsync a partition to
+#: overlap: 10,000 partitions recovered after kill -9 were ready in 15.5 s with 1
+#: thread, 13.4 with 2, 13.7 with 3, 15.2 with 4 and 18.8 with 8 (the threads' hand-offs
+#: of the lock: 15 s of kernel CPU at 8, 6 at 2). Since a recovery makes ~30 system
+#: calls and one fsync (it made ~140 and three), 2 threads beat 3 in each of five
+#: alternated pairs (7.6-10.3 s against 8.4-11.2) and 4 and 6 were slower still.
+RECOVERY_THREADS = 2
+#: Partitions closed at once at stop: a close with a final flush makes several fsyncs
+#: (a table, its manifest edit, the WAL's roll, the clean record), more to overlap: a
+#: clean stop of 10,000 took 8.6 s with 3 threads against 10.4 with 8.
+CLOSE_THREADS = 3
 MIB = 1024 * 1024
 JOURNAL_DIR = "journal"
 LOG_VALUE_SEPARATION_BYTES = 128
@@ -200,6 +205,7 @@ def topic_registry(
             max_active=_max_active_partitions(config),
         ),
         recovery_threads=RECOVERY_THREADS,
+        close_threads=CLOSE_THREADS,
         log_options=LogOptions(auto_high_watermark=False) if clustered else None,
         broker_count=broker_count,
     )

@@ -184,6 +184,7 @@ class TopicRegistry:
         open_limit: OpenLogLimit | None = None,
         recovery_threads: int = 1,
         log_options: LogOptions | None = None,
+        close_threads: int | None = None,
     ) -> None:
         self._fs = fs
         self._log_options = log_options
@@ -203,6 +204,7 @@ class TopicRegistry:
         self.limits = limits
         self.open_limit = open_limit
         self._recovery_threads = recovery_threads
+        self._close_threads = close_threads or recovery_threads
 
     @property
     def partition_total(self) -> int:
@@ -646,9 +648,9 @@ class TopicRegistry:
         return len(self._topics)
 
     def close(self) -> None:
-        """Close every partition, ``recovery_threads`` at a time."""
+        """Close every partition, ``close_threads`` at a time."""
         logs = [log for topic in self._topics.values() for log in topic.partitions]
-        with concurrent.futures.ThreadPoolExecutor(self._recovery_threads) as pool:
+        with concurrent.futures.ThreadPoolExecutor(self._close_threads) as pool:
             closing = [pool.submit(log.close) for log in logs]
         self._topics.clear()
         for future in closing:
