@@ -63,13 +63,16 @@ class Retention:
             interval = interval_s()
             await asyncio.sleep(interval)
             self._pass = self._worker.submit(self.enforce, list(self._topics), interval)
-            await asyncio.wrap_future(self._pass, loop=loop)
+            # Shielded: this task's cancel (a stop) must not cancel a pass still queued
+            # for the worker, which ``stop`` then waits for (it raised CancelledError,
+            # and the broker exited 1 at SIGTERM).
+            await asyncio.shield(asyncio.wrap_future(self._pass, loop=loop))
 
     async def stop(self) -> None:
         """Once ``run_forever`` is cancelled: let a pass in the worker thread finish."""
-        if self._pass is not None:
-            await asyncio.wrap_future(self._pass)
-            self._pass = None
+        handed, self._pass = self._pass, None
+        if handed is not None and not handed.cancelled():
+            await asyncio.wrap_future(handed)
         self._worker.shutdown(wait=True)
 
     def enforce(self, topics: list[Topic] | None = None, idle_s: float | None = None) -> int:
