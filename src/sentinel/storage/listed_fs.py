@@ -43,10 +43,6 @@ class ListedFS:
         self._names: set[str] | None = None  # None: not read (or dropped) yet
         self._mutex = threading.Lock()
 
-    @property
-    def inner(self) -> FS:
-        return self._fs
-
     def settle(self) -> None:
         """From now on, every call goes to the wrapped ``FS``."""
         with self._mutex:
@@ -55,9 +51,9 @@ class ListedFS:
 
     # ----------------------------------------------------------------- the listing
 
-    def _child(self, path: str) -> str | None:
-        """``path``'s name if it is directly in the directory, else None."""
-        parent, name = posixpath.split(posixpath.normpath(path))
+    def _child(self, norm: str) -> str | None:
+        """The name of ``norm`` (a normalized path) if it is directly in the directory."""
+        parent, name = posixpath.split(norm)
         return name if parent == self._dir and name else None
 
     def _loaded(self) -> set[str] | None:
@@ -75,13 +71,13 @@ class ListedFS:
         """``path`` was created (``present``) or removed through this FS."""
         if self._names is None:
             return
-        if posixpath.normpath(path) == self._dir:
+        norm = posixpath.normpath(path)
+        if norm == self._dir:
             if not present:  # the directory itself removed: read it again if asked
                 self._names = None
             return  # (made while listed: it was there already, its names unchanged)
-        name = self._child(path)
+        name = self._child(norm)
         if name is None:
-            norm = posixpath.normpath(path)
             if not norm.startswith(self._dir + "/"):
                 self._names = None  # a path it cannot place (module doc)
             elif present:  # deeper down: made under (maybe with) the child it is in
@@ -118,10 +114,11 @@ class ListedFS:
     def _listed(self, path: str) -> bool | None:
         """Whether ``path`` (the directory or a name in it) is there, as the listing
         says; None if the listing cannot say (not read, unreadable, another path)."""
+        norm = posixpath.normpath(path)
         with self._mutex:
-            if posixpath.normpath(path) == self._dir:
+            if norm == self._dir:
                 return True if self._loaded() is not None else None
-            name = self._child(path)
+            name = self._child(norm)
             names = self._loaded() if name is not None else None
             return None if names is None else name in names
 
