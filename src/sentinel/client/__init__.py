@@ -15,6 +15,7 @@ from sentinel.client.errors import SentinelClientError
 from sentinel.client.producer import AsyncProducer, Producer
 from sentinel.client.types import (
     ConsumerRecord,
+    OffsetAndTimestamp,
     RecordMetadata,
     TopicPartition,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "AsyncProducer",
     "Consumer",
     "ConsumerRecord",
+    "OffsetAndTimestamp",
     "Producer",
     "RecordMetadata",
     "SentinelClientError",

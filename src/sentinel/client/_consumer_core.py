@@ -20,11 +20,11 @@ from sentinel.client._fetcher import FetchConfig, Fetcher
 from sentinel.client._group import GroupConfig, GroupMember, RebalanceCallback
 from sentinel.client._metadata import Metadata
 from sentinel.client.errors import ClientStateError, SentinelClientError
-from sentinel.client.types import TopicPartition
+from sentinel.client.types import OffsetAndTimestamp, TopicPartition
 from sentinel.errors import InvalidArgumentError
 from sentinel.proto_gen import sentinel_pb2 as pb
 
-__all__ = ["ConsumerConfig", "ConsumerCore", "TopicPartitionArg", "as_tp"]
+__all__ = ["ConsumerConfig", "ConsumerCore", "TopicPartitionArg", "as_timestamps", "as_tp"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,18 @@ def as_tp(item: TopicPartitionArg) -> TopicPartition:
     if not isinstance(topic, str) or not isinstance(partition, int) or partition < 0:
         raise InvalidArgumentError(f"a topic partition is (str, int >= 0), got {item!r}")
     return TopicPartition(topic, partition)
+
+
+def as_timestamps(timestamps: Mapping[TopicPartitionArg, int]) -> dict[TopicPartition, int]:
+    """``offsets_for_times``' argument, checked: a time in ms (>= 0) per partition."""
+    checked: dict[TopicPartition, int] = {}
+    for item, timestamp in timestamps.items():
+        if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0:
+            raise InvalidArgumentError(
+                f"a timestamp is an int of ms >= 0, got {timestamp!r} for {item!r}"
+            )
+        checked[as_tp(item)] = timestamp
+    return checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +266,39 @@ class ConsumerCore:
     def seek_on_loop(self, tp: TopicPartition, offset: int) -> None:
         self.fetcher.seek(tp, offset)
         self.fetcher.restart(tp)
+
+    # --- offset lookups (any partition, assigned or not) --------------------------------
+
+    async def list_offsets(
+        self, timestamps: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp]:
+        """One ListOffsets per partition (-2 earliest, -1 latest, else a time in ms),
+        all at once, each within the request timeout. Every lookup is waited for; the
+        first failure, in the order given, is raised."""
+        tps = list(timestamps)
+        answers = await asyncio.gather(
+            *(self.fetcher.list_offset_and_timestamp(tp, timestamps[tp]) for tp in tps),
+            return_exceptions=True,
+        )
+        found: dict[TopicPartition, OffsetAndTimestamp] = {}
+        for tp, answer in zip(tps, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            found[tp] = answer
+        return found
+
+    async def edge_offsets(self, tps: list[TopicPartition], edge: int) -> dict[TopicPartition, int]:
+        """Each partition's log start offset (``EARLIEST``) or high watermark (``LATEST``)."""
+        found = await self.list_offsets(dict.fromkeys(tps, edge))
+        return {tp: answer.offset for tp, answer in found.items()}
+
+    async def offsets_for_times(
+        self, timestamps: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """The first record at or after each time: its offset and timestamp (None: no
+        such record below the high watermark), as kafka-python's ``offsets_for_times``."""
+        found = await self.list_offsets(timestamps)
+        return {tp: answer if answer.offset >= 0 else None for tp, answer in found.items()}
 
     # --- commits ------------------------------------------------------------------------
 

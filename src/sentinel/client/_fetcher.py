@@ -57,7 +57,7 @@ from sentinel.client.errors import (
     SentinelClientError,
     UnresolvableBrokerError,
 )
-from sentinel.client.types import ConsumerRecord, TopicPartition
+from sentinel.client.types import ConsumerRecord, OffsetAndTimestamp, TopicPartition
 from sentinel.errors import SentinelError
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.record import iter_batches, parse_header
@@ -160,9 +160,16 @@ class Fetcher:
     # --- positions -----------------------------------------------------------------
 
     async def list_offset(self, tp: TopicPartition, timestamp: int) -> int:
-        """ListOffsets: -2 earliest, -1 latest (the next offset to be written), at the
-        partition's leader: found again (hint, else fresh metadata) while it moves,
-        within the request timeout."""
+        """ListOffsets: -2 earliest, -1 latest (the next offset to be written)."""
+        return (await self.list_offset_and_timestamp(tp, timestamp)).offset
+
+    async def list_offset_and_timestamp(
+        self, tp: TopicPartition, timestamp: int
+    ) -> OffsetAndTimestamp:
+        """ListOffsets: -2 earliest, -1 latest (the next offset to be written), else the
+        first record at or after ``timestamp`` ms (offset -1: none), at the partition's
+        leader (assigned or not): found again (hint, else fresh metadata) while it
+        moves, within the request timeout."""
         request = pb.ListOffsetsRequest(
             topic=tp.topic, partition=tp.partition, timestamp_ms=timestamp
         )
@@ -176,7 +183,7 @@ class Fetcher:
                 resp: pb.ListOffsetsResponse = await unary(
                     stub.ListOffsets(request, timeout=remaining)
                 )
-                return resp.offset
+                return OffsetAndTimestamp(resp.offset, resp.timestamp_ms)
             except LEADER_MOVED as exc:
                 attempt += 1
                 pause = min(self.config.retry_backoff_ms / 1000.0 * attempt, 0.5)

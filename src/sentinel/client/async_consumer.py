@@ -18,7 +18,7 @@ from sentinel.client._consumer_base import (
     direct_call,
     set_paused,
 )
-from sentinel.client._consumer_core import TopicPartitionArg, as_tp
+from sentinel.client._consumer_core import TopicPartitionArg, as_timestamps, as_tp
 from sentinel.client._fetcher import EARLIEST, LATEST
 from sentinel.client._group import RebalanceCallback
 from sentinel.client.errors import (
@@ -26,7 +26,7 @@ from sentinel.client.errors import (
     ClientStateError,
     ClientTimeoutError,
 )
-from sentinel.client.types import ConsumerRecord, TopicPartition
+from sentinel.client.types import ConsumerRecord, OffsetAndTimestamp, TopicPartition
 from sentinel.errors import InvalidArgumentError
 
 __all__ = ["AsyncConsumer"]
@@ -208,6 +208,28 @@ class AsyncConsumer(ConsumerBase, AsyncClosingContext):
     def resume(self, tps: Iterable[TopicPartitionArg]) -> None:
         """Undo ``pause``."""
         set_paused(self._fetcher, [as_tp(tp) for tp in tps], False, direct_call)
+
+    async def beginning_offsets(
+        self, partitions: Iterable[TopicPartitionArg]
+    ) -> dict[TopicPartition, int]:
+        """Each partition's first offset (its log start), assigned or not."""
+        self._check()
+        return await self._core.edge_offsets([as_tp(p) for p in partitions], EARLIEST)
+
+    async def end_offsets(
+        self, partitions: Iterable[TopicPartitionArg]
+    ) -> dict[TopicPartition, int]:
+        """Each partition's high watermark (the offset the next record written gets)."""
+        self._check()
+        return await self._core.edge_offsets([as_tp(p) for p in partitions], LATEST)
+
+    async def offsets_for_times(
+        self, timestamps: Mapping[TopicPartitionArg, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """Per partition, the offset and timestamp of the first record at or after the
+        time given (ms), or None if there is none, as aiokafka's."""
+        self._check()
+        return await self._core.offsets_for_times(as_timestamps(timestamps))
 
     async def commit(self, offsets: Mapping[TopicPartitionArg, int] | None = None) -> None:
         """Commit ``offsets`` (the next offset to read, per partition), or the positions."""

@@ -51,7 +51,7 @@ from sentinel.client._consumer_base import (
     log,
     set_paused,
 )
-from sentinel.client._consumer_core import TopicPartitionArg, as_tp
+from sentinel.client._consumer_core import TopicPartitionArg, as_timestamps, as_tp
 from sentinel.client._fetcher import EARLIEST, LATEST
 from sentinel.client._group import RebalanceCallback
 from sentinel.client.async_consumer import AsyncConsumer
@@ -59,7 +59,7 @@ from sentinel.client.errors import (
     ClientClosedError,
     SentinelClientError,
 )
-from sentinel.client.types import ConsumerRecord, TopicPartition
+from sentinel.client.types import ConsumerRecord, OffsetAndTimestamp, TopicPartition
 from sentinel.errors import InvalidArgumentError
 
 __all__ = ["AsyncConsumer", "Consumer", "Deserializer"]
@@ -279,6 +279,25 @@ class Consumer(ConsumerBase, ClosingContext):
         """The partition's high watermark as of its latest fetch (None: not fetched)."""
         part = self._fetcher.partitions.get(as_tp(tp))
         return None if part is None or part.high_watermark < 0 else part.high_watermark
+
+    # --- offsets of any partition, assigned or not ------------------------------------
+
+    def beginning_offsets(
+        self, partitions: Iterable[TopicPartitionArg]
+    ) -> dict[TopicPartition, int]:
+        """Each partition's first offset (its log start), as kafka-python's."""
+        return self._run(self._core.edge_offsets([as_tp(p) for p in partitions], EARLIEST))
+
+    def end_offsets(self, partitions: Iterable[TopicPartitionArg]) -> dict[TopicPartition, int]:
+        """Each partition's high watermark: the offset the next record written gets."""
+        return self._run(self._core.edge_offsets([as_tp(p) for p in partitions], LATEST))
+
+    def offsets_for_times(
+        self, timestamps: Mapping[TopicPartitionArg, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """Per partition, the offset and timestamp of the first record whose timestamp
+        is at or after the time given (ms), or None if there is none, as kafka-python's."""
+        return self._run(self._core.offsets_for_times(as_timestamps(timestamps)))
 
     # --- commits ----------------------------------------------------------------------
 

@@ -64,7 +64,8 @@ class ConsumerRecord(NamedTuple):
 
 
 class OffsetAndTimestamp(NamedTuple):
-    """What ``list_offsets`` answers: the offset (-1: none) and its record's timestamp."""
+    """What ``Admin.list_offsets`` answers (offset -1: none) and what a consumer's
+    ``offsets_for_times`` finds: an offset and its record's timestamp."""
 
     offset: int
     timestamp: int
