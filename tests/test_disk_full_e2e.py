@@ -148,8 +148,7 @@ def test_full_tmpfs_broker_refuses_typed_frees_on_delete_resumes_and_stops_clean
         assert broker.stop() == 0, broker.read_log()[-3000:]
         assert "Traceback" not in broker.read_log(), broker.read_log()[-3000:]
 
-        # A start on the still-full disk serves, or is refused in one line that says
-        # the disk is full and what to do (a start writes: new WAL segments, records).
+        # A start on the still-full disk serves.
         assert_start_on_a_full_disk(small_disk / "data")
 
         # Space back, restart: everything acknowledged is there.
@@ -165,8 +164,8 @@ def test_full_tmpfs_broker_refuses_typed_frees_on_delete_resumes_and_stops_clean
 
 
 def assert_start_on_a_full_disk(data_dir: Path) -> None:
-    """``sentinel-server`` on the full ``data_dir``: ready (then stopped), or exit 1 with
-    one line saying the disk is full (no traceback)."""
+    """``sentinel-server`` on the full ``data_dir`` is ready (then stopped: exit 0, no
+    traceback): a start puts off what it would write (``test_disk_full_start_e2e``)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "sentinel.cli.server", "--host", "127.0.0.1", "--port", "0",
          "--kafka-port", "0", "--metrics-port", "0", "--data", str(data_dir),
@@ -183,14 +182,8 @@ def assert_start_on_a_full_disk(data_dir: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert "Traceback" not in err, err
-    if "sentinel-server ready" in first:
-        assert proc.returncode == 0, err
-        return
-    lines = [line for line in err.splitlines() if line.startswith("sentinel-server:")]
-    assert proc.returncode == 1 and len(lines) == 1, err
-    assert f"no space left on the disk of {data_dir}" in lines[0], lines[0]
-    assert "free space there, then start again" in lines[0], lines[0]
+    assert "sentinel-server ready" in first, err
+    assert proc.returncode == 0 and "Traceback" not in err, err
 
 
 def in_process_scenario() -> None:

@@ -445,7 +445,7 @@ def main(config_file: str | None, verify: bool, **flags: Any) -> None:
 
 _START_FAILURES: tuple[tuple[frozenset[int], str], ...] = (
     (frozenset({errno.ENOSPC, errno.EDQUOT}),
-     "no space left on the disk of {data} (a start writes new WAL segments and records): "
+     "no space left on the disk of {data} (this start must write before it can serve): "
      "free space there, then start again"),
     (frozenset({errno.EROFS}),
      "the data directory {data} is on a read-only file system (a broker writes there): "

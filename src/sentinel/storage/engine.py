@@ -93,7 +93,7 @@ from sentinel.storage.recovery import (
     inspect_directory,
     recover_files,
 )
-from sentinel.storage.storage_health import StorageHealth
+from sentinel.storage.storage_health import StorageHealth, is_disk_full
 from sentinel.storage.sync_scheduler import Waiter, default_scheduler, resolve_waiter
 from sentinel.storage.table_reader import TableReader
 from sentinel.storage.value_log import ValueLog, ValuePointer, pack_pointer, pointer_fields
@@ -193,7 +193,10 @@ class Engine:
         self._jlsn = 0  # the journal LSN of this engine's newest journaled entry
         self._took_redo = False  # the journal had entries of this engine at open
         self._redone = False  # some of them were not in its WAL: applied from the journal
+        # The replay holding them, while its flush at open waits for disk space.
+        self._unflushed_redo: Memtable | None = None
         self.replay_kept_bytes = 0  # replayed entries kept in the active memtable at open
+        self.replay_unflushed_bytes = 0  # replayed entries whose flush at open failed
         # The newest entry the journal did not take (few engines were appending, or the
         # journal had failed): entries up to it are made durable by this engine's own
         # WAL, as without a journal.
@@ -306,9 +309,19 @@ class Engine:
         )
         if resumed is None:
             manifest_number = self._allocate_file_number()
-            resumed = manifest_mod.Manifest.create(
-                fs, directory, manifest_number, version, log_number, self._next_file_number
-            )
+            try:
+                resumed = manifest_mod.Manifest.create(
+                    fs, directory, manifest_number, version, log_number, self._next_file_number
+                )
+            except OSError as exc:
+                if recovered is None or not is_disk_full(exc):
+                    raise
+                # A torn (or large) manifest on a full disk: kept until the next edit,
+                # which writes a new one whole first.
+                resumed = manifest_mod.Manifest.resume(
+                    fs, directory, recovered, self._next_file_number, broken=exc
+                )
+                assert resumed is not None
         self._manifest = resumed
         scheduler = self._options.sync_scheduler
         interval = self._options.wal.sync_mode is SyncMode.INTERVAL and scheduler is not None
@@ -316,6 +329,7 @@ class Engine:
         # "Deferred rolls"); inline without background threads (deterministic tests).
         io_runner = (scheduler or default_scheduler()) if self._options.background else None
         keep = len(replayed) > 0 and self._keeps_replayed(replayed)
+        flushed_at_open = len(replayed) > 0 and not keep
         # Entries kept in the active memtable: the WAL goes on in the last segment they
         # came from (its torn tail cut), as if the crash had not happened. A new segment
         # cost a creation, two fsyncs and the directory's, for every partition a start
@@ -334,6 +348,8 @@ class Engine:
             interval_thread=not interval,  # the broker's scheduler ticks it instead
             run_io=io_runner.submit if io_runner is not None else None,
             continue_size=None if continued is None else continued[1],
+            # A replay flushed at open: its segment once the flush is done (below).
+            make_segment=not flushed_at_open,
         )
         if interval and scheduler is not None:
             self._interval_tick = scheduler.every(
@@ -355,20 +371,58 @@ class Engine:
                 self._options.write_buffer.report(
                     id(self), replayed.approximate_size, self._relieve_memory
                 )
-        elif len(replayed):
+        elif flushed_at_open:
             replayed.freeze()
             self._immutables.append(FrozenMemtable(replayed, first_segment, {}))
-            self._maintenance.flush_all()
+            try:
+                self._maintenance.flush_all()
+            except (OSError, StorageUnavailableError) as exc:
+                if not is_disk_full(exc):
+                    raise
+                # A start on a full disk: the replay is served from memory, its WAL
+                # segments (and the journal's entries) kept, and its flush retried
+                # in the background as any failing flush.
+                self._maintenance.retry_flush(exc)
+                self.replay_unflushed_bytes = replayed.approximate_size
+                self._unflushed_redo = replayed if self._took_redo else None
+            # The WAL's new segment only after the flush: the journal's redo skips an
+            # entry whose place comes before the WAL's replayed end, so no segment may
+            # follow while entries it gave back are in memory alone (a crash then
+            # would lose them). Until then appends are refused (``_resume_wal``).
+            if self._unflushed_redo is None:
+                self._make_first_segment()
         elif log_number < first_segment:
-            self._manifest.append(
-                VersionEdit(log_number=first_segment, next_file_number=self._next_file_number)
-            )
+            try:
+                self._manifest.append(
+                    VersionEdit(log_number=first_segment, next_file_number=self._next_file_number)
+                )
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                # (The segments below stay, replayed empty; the next flush's edit
+                # moves the log number past them.)
+        if self._wal.failed is not None and self._wal_health.error is None:
+            self._wal_health.failed(self._wal.failed)  # a full disk: appends refused
         self._maintenance.collect_segments()
-        if self._took_redo and self._options.journal is not None:
-            # What the journal held of this engine is durable in its own files now: its
-            # WAL (synced above, or by the replay) or a table (the flush above).
-            self._options.journal.redo_done(self._journal_key.decode())
+        if self._took_redo and self._unflushed_redo is None:
+            self._redo_durable()
         self._maintenance.start()
+
+    def _make_first_segment(self) -> None:
+        """Make the WAL segment a replay flushed at open put off; a full disk leaves
+        the WAL failed (the first append after space is back makes it)."""
+        try:
+            self._wal.resume()
+        except WalFailedError as exc:
+            if not is_disk_full(exc):
+                raise
+            self._wal_health.failed(exc.__cause__ or exc)
+
+    def _redo_durable(self) -> None:
+        """What the journal held of this engine is durable in its own files now: its
+        WAL (synced at open, or by the replay) or a table (the flush of the replay)."""
+        if self._options.journal is not None:
+            self._options.journal.redo_done(self._journal_key.decode())
 
     def _redo_from_journal(self, found: RecoveredFiles, report: ReplayReport | None) -> None:
         """After a crash: apply the journal's entries of this engine that its own WAL
@@ -495,7 +549,10 @@ class Engine:
             if flushed is not None:
                 self._immutables = [f for f in self._immutables if f.memtable is not flushed]
             self._state.notify_all()
-            return retired
+        if flushed is not None and flushed is self._unflushed_redo:
+            self._unflushed_redo = None
+            self._redo_durable()
+        return retired
 
     # ----------------------------------------------------------------- writes
 
@@ -584,6 +641,11 @@ class Engine:
             return
         if self._wal_health.error is None:
             self._wal_health.failed(error)
+        if self._unflushed_redo is not None:  # no segment before its flush (``_recover``)
+            raise StorageUnavailableError(
+                f"the WAL of {self._dir} waits for the flush of the entries the journal "
+                "gave back at open; writes are refused until it succeeds"
+            ) from error
         if not now and not self._wal_health.due():
             raise StorageUnavailableError(
                 f"the WAL of {self._dir} failed ({error!r}); writes are refused until it "
@@ -1039,17 +1101,23 @@ class Engine:
             # final flush ran and the WAL closed with nothing unsynced.
             clean = durable
             try:
+                flush = durable and self._options.flush_on_close and not self._maintenance.failed
+                if flush and self._unflushed_redo is not None:
+                    self._maintenance.flush_all()  # first: the WAL waits for it (``_recover``)
                 if durable and self._wal.failed is not None:
                     # One last try, backoff or not: it makes the unsynced entries durable.
                     self._resume_wal(now=True)
-                flush = durable and self._options.flush_on_close and not self._maintenance.failed
-                if flush and self._maintenance.retrying is None:
+                if flush:  # failing flushes too: one last try, space may be back
                     self._maintenance.flush_all()  # a frozen one a stopped job left
                     if len(self._memtable):
                         self._rotate_memtable()
                     self._maintenance.flush_all()
             except (OSError, StorageUnavailableError) as exc:
                 log.warning("closing %s without a final flush: %r", self._dir, exc)
+                clean = False
+            if self._unflushed_redo is not None:
+                # What the journal gave back at open is in no file of this engine: a
+                # clean-shutdown record would tell the next start to drop that redo.
                 clean = False
             self._closed = True
             self._leave_shared_resources()

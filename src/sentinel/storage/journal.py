@@ -235,6 +235,13 @@ class Journal:
             WalOptions(sync_mode=SyncMode.ALWAYS, segment_bytes=options.segment_bytes),
             on_sync=on_sync,
         )
+        if self._wal.failed is not None:  # a start on a full disk
+            log.warning(
+                "the journal %s cannot make its segment (%r): partitions make their appends "
+                "durable in their own WALs until it resumes",
+                directory,
+                self._wal.failed,
+            )
 
     @classmethod
     def open(

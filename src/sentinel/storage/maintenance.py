@@ -168,6 +168,16 @@ class Maintenance:
         if self._strand is not None:
             self._strand.schedule()
 
+    def retry_flush(self, exc: BaseException) -> None:
+        """A flush failed on ``exc`` (at open, before ``start``): retry it as ``_step``
+        retries a failed one, with the backoff, refusing writes meanwhile. (Without
+        background work, the next ``flush_requested`` flushes it with the others.)"""
+        if not self._options.background:
+            return
+        self._health.failed(exc)
+        with self._cond:
+            self._flush_wanted = True
+
     def _step(self) -> None:
         """One job on the pool: one flush of every frozen memtable, or one compaction;
         then it reschedules itself while work is wanted (so that engines take turns)."""

@@ -217,16 +217,19 @@ class Manifest:
         next_file_number: int,
         *,
         rotate_bytes: int = DEFAULT_ROTATE_BYTES,
+        broken: BaseException | None = None,
     ) -> Manifest | None:
         """A writer that goes on appending to the live manifest ``recovered`` was read
         from, writing nothing now; None (``create`` a new one) when that manifest has a
         torn tail or has grown to ``rotate_bytes``. ``next_file_number`` (at least
         ``recovered``'s) is recorded by the next edit. Manifests CURRENT does not name
-        (a crash in ``create`` before it removed them) are removed."""
-        if recovered.torn:
-            return None
+        (a crash in ``create`` before it removed them) are removed.
+
+        ``broken``: that ``create`` failed with it (a full disk): a writer anyway, whose
+        first ``append`` writes a new manifest whole first, as after a failed append.
+        Until then the manifest stays as it is (a torn tail is ignored at every open)."""
         size = fs.file_size(_manifest_path(directory, recovered.manifest_number))
-        if size >= rotate_bytes:
+        if broken is None and (recovered.torn or size >= rotate_bytes):
             return None
         state = _State(
             recovered.version,
@@ -235,6 +238,7 @@ class Manifest:
         )
         manifest = cls(fs, directory, rotate_bytes, recovered.manifest_number, state)
         manifest._size = manifest._snapshot_size = size
+        manifest._broken = broken
         live = manifest_name(recovered.manifest_number)
         for name in fs.listdir(directory):
             if name.startswith(MANIFEST_PREFIX) and name != live:

@@ -12,6 +12,7 @@ Thread-safe; sans-IO apart from logging (the caller does the attempt).
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 
@@ -21,6 +22,19 @@ log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
+
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk, or the user's quota, is full:
+    the failure a start may go on after (reads served, writes refused and retried),
+    unlike a read-only or failing disk, which a start refuses."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
 
 
 class StorageHealth:

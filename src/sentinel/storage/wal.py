@@ -133,6 +133,7 @@ from sentinel.errors import (
 )
 from sentinel.fs import FS, Buffer, File
 from sentinel.storage.files import join, wal_name
+from sentinel.storage.storage_health import is_disk_full
 from sentinel.storage.wal_format import (
     FRAME_HEADER_SIZE,
     HEADER_SIZE,
@@ -280,6 +281,7 @@ class WriteAheadLog:
         interval_thread: bool = True,
         run_io: Callable[[Callable[[], None]], None] | None = None,
         continue_size: int | None = None,
+        make_segment: bool = True,
     ) -> None:
         if first_segment_number < 0:
             raise InvalidArgumentError(f"segment number {first_segment_number} is negative")
@@ -334,10 +336,26 @@ class WriteAheadLog:
         self._disk_number = first_segment_number  # the segment ``_file`` is
         self._roll: _Roll | None = None
         self._file: File | None
+        # The first segment is not made (``make_segment=False``, or a start on a full
+        # disk): the WAL begins failed, appends are refused, and ``resume`` makes it.
+        self._unborn = False
         if continue_size is None:
-            self._file = self._create_segment(first_segment_number)
             self._segment_size = HEADER_SIZE
             self._segment_entries = 0
+            if not make_segment:
+                self._file, self._unborn = None, True
+                self._error = StorageUnavailableError(
+                    f"WAL {directory}: segment {first_segment_number} is not made yet"
+                )
+            else:
+                try:
+                    self._file = self._create_segment(first_segment_number)
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    self._file, self._error, self._unborn = None, exc, True
+                    with contextlib.suppress(OSError):  # best effort: a replay drops it too
+                        fs.remove(join(directory, wal_name(first_segment_number)))
         else:
             # Appends go on at its end, as after ``reopen``. Only its having entries
             # counts (``_must_roll``), and a frame is longer than a link.
@@ -540,8 +558,11 @@ class WriteAheadLog:
     # -- syncing
 
     def sync_to(self, lsn: int) -> None:
-        """Block until every entry <= ``lsn`` is fsynced (group commit)."""
+        """Block until every entry <= ``lsn`` is fsynced (group commit). Entries synced
+        before a failure stay durable: asking for them does not raise."""
         with self._lock:
+            if self._error is not None and not self._closed and lsn <= self._synced_lsn:
+                return
             self._check_usable()
             if lsn > self._last_lsn:
                 raise InvalidArgumentError(f"LSN {lsn} was never appended (last {self._last_lsn})")
@@ -1058,7 +1079,7 @@ class WriteAheadLog:
                 number, shift = roll.number, roll.nbytes
             else:
                 synced_size = self._segment_size - self._unsynced_bytes
-                number, shift = self._allocate(), 0
+                number, shift = (self._number if self._unborn else self._allocate()), 0
             old, self._file = self._file, None
             if roll is not None and roll.old is not None:
                 # Linked: ``_file`` was the prepared segment (its frames follow the
@@ -1104,7 +1125,7 @@ class WriteAheadLog:
                     f"after LSN {self._synced_lsn} are not durable"
                 ) from exc
             self._file, self._number, self._disk_number = file, number, number
-            self._roll = None
+            self._roll, self._unborn = None, False
             self._segment_size = HEADER_SIZE + size
             self._segment_entries = self._last_lsn - self._synced_lsn
             self._unsynced, self._unsynced_bytes = [], 0
@@ -1189,7 +1210,7 @@ class WriteAheadLog:
 
     def reopen(self) -> None:
         with self._io_lock, self._lock:
-            if self._file is None and not self._closed:
+            if self._file is None and not self._closed and not self._unborn:
                 self._file = self._fs.open_append(join(self._dir, wal_name(self._disk_number)))
         self._start_prepare()
 
