@@ -40,6 +40,27 @@ def options(**kw: object) -> EngineOptions:
     return EngineOptions(memtable_bytes=SMALL, **kw)  # type: ignore[arg-type]
 
 
+def open_journal(fs: FullFS, scheduler: SyncScheduler) -> Journal:
+    return Journal.open(
+        fs, "/data/journal", root="/data", scheduler=scheduler,
+        options=JournalOptions(skip_window_s=None),  # every entry through the journal
+    )  # fmt: skip
+
+
+def journaled(scheduler: SyncScheduler, journal: Journal) -> EngineOptions:
+    return options(sync_scheduler=scheduler, journal=journal, hold_lock=False)
+
+
+def written_through_the_journal(engine: Engine, count: int = 30) -> dict[bytes, bytes]:
+    """Entries acknowledged by the journal's fsync alone (the engine's WAL unsynced)."""
+    written = {}
+    for i in range(count):
+        key, value = b"k%03d" % i, b"v" * 300
+        engine.sync_future(engine.write_nowait(WriteBatch().put(key, value))).result(30)
+        written[key] = value
+    return written
+
+
 def kill(engine: Engine, fs: FullFS) -> None:
     """kill -9: the engine's background work stops with the process (here it would go
     on writing into the directory the next engine opens), unsynced bytes are lost."""
@@ -142,28 +163,12 @@ def test_the_journal_keeps_what_it_redid_until_the_flush_on_a_full_disk(
     scheduler: SyncScheduler,
 ) -> None:
     fs = FullFS()
-
-    def journal() -> Journal:
-        return Journal.open(
-            fs, "/data/journal", root="/data", scheduler=scheduler,
-            options=JournalOptions(skip_window_s=None),
-        )  # fmt: skip
-
-    def engine_options(j: Journal) -> EngineOptions:
-        return options(sync_scheduler=scheduler, journal=j, hold_lock=False)
-
-    j = journal()
-    engine = Engine.open(D, engine_options(j), fs=fs)
-    written = {}
-    for i in range(30):
-        key, value = b"k%03d" % i, b"v" * 300
-        lsn = engine.write_nowait(WriteBatch().put(key, value))
-        engine.sync_future(lsn).result(timeout=30)  # durable in the journal alone
-        written[key] = value
+    engine = Engine.open(D, journaled(scheduler, open_journal(fs, scheduler)), fs=fs)
+    written = written_through_the_journal(engine)
     kill(engine, fs)  # the engine's own WAL was never fsynced: the journal holds them
     fs.full()
-    j = journal()
-    engine = Engine.open(D, engine_options(j), fs=fs)
+    j = open_journal(fs, scheduler)
+    engine = Engine.open(D, journaled(scheduler, j), fs=fs)
     assert_serves(engine, written)
     assert j.pending_redo == 1  # not durable in the engine's own files yet
     fs.space_back()
@@ -172,8 +177,8 @@ def test_the_journal_keeps_what_it_redid_until_the_flush_on_a_full_disk(
     engine.close()
     j.close()
     fs.crash()
-    j = journal()
-    engine = Engine.open(D, engine_options(j), fs=fs)
+    j = open_journal(fs, scheduler)
+    engine = Engine.open(D, journaled(scheduler, j), fs=fs)
     assert_serves(engine, written)
     engine.close()
     j.close()
@@ -187,31 +192,19 @@ def test_a_stop_before_the_replays_flush_leaves_the_journals_redo_to_the_next_st
     (the broker then tells the journal it needs no redo, and those entries were only
     in memory and in the journal)."""
     fs = FullFS()
-
-    def journal() -> Journal:
-        return Journal.open(
-            fs, "/data/journal", root="/data", scheduler=scheduler,
-            options=JournalOptions(skip_window_s=None),
-        )  # fmt: skip
-
-    j = journal()
-    engine = Engine.open(D, options(sync_scheduler=scheduler, journal=j, hold_lock=False), fs=fs)
-    written = {}
-    for i in range(30):
-        key, value = b"k%03d" % i, b"v" * 300
-        engine.sync_future(engine.write_nowait(WriteBatch().put(key, value))).result(30)
-        written[key] = value
+    engine = Engine.open(D, journaled(scheduler, open_journal(fs, scheduler)), fs=fs)
+    written = written_through_the_journal(engine)
     kill(engine, fs)
     fs.full()
-    j = journal()
-    engine = Engine.open(D, options(sync_scheduler=scheduler, journal=j, hold_lock=False), fs=fs)
+    j = open_journal(fs, scheduler)
+    engine = Engine.open(D, journaled(scheduler, j), fs=fs)
     fs.full(suffix=TABLE_SUFFIX)  # the WAL and the journal may write again; tables not
     engine.close()  # its final flush fails too
     j.close()
     fs.space_back()
-    j = journal()
+    j = open_journal(fs, scheduler)
     j.finish_recovery(lambda key: redo_needed(fs, "/data", key))  # as the broker's start
-    engine = Engine.open(D, options(sync_scheduler=scheduler, journal=j, hold_lock=False), fs=fs)
+    engine = Engine.open(D, journaled(scheduler, j), fs=fs)
     assert_serves(engine, written)
     engine.close()
     j.close()
@@ -242,10 +235,7 @@ def test_a_failed_wal_still_answers_for_what_it_synced_before(
     What was synced before a failure is durable: asking for it does not raise."""
     fs = FullFS()
     fs.full()
-    journal = Journal.open(
-        fs, "/data/journal", root="/data", scheduler=scheduler,
-        options=JournalOptions(skip_window_s=None),
-    )  # fmt: skip
+    journal = open_journal(fs, scheduler)
     assert journal.wal.failed is not None  # its first segment could not be made
     journal.sync_to(0)
     fs.space_back()

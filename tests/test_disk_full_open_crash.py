@@ -6,37 +6,28 @@ a crash after that loses nothing acknowledged."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from crash_workload import stored
 from sentinel.errors import StorageUnavailableError
-from sentinel.fs import caused_by_crash
 from sentinel.record import build_batch
 from sentinel.storage.sync_scheduler import SyncScheduler
 from test_disk_full import FullFS
-from test_shared_pipeline_crash import ROUNDS, TOTAL_OPS, open_logs, value, workload
+from test_shared_pipeline_crash import (
+    ROUNDS,
+    TOTAL_OPS,
+    crash_during_workload,
+    open_logs,
+    value,
+)
 
-# Every third step: the steps are alike in runs (append, sync, flush, release), and
-# the suite beside it crashes at every one.
 STEPS = range(0, TOTAL_OPS + 1)
 
 
 @pytest.mark.parametrize("fail_at", STEPS)
 def test_a_crash_at_any_step_then_a_start_on_a_full_disk(fail_at: int) -> None:
     fs = FullFS()
-    scheduler = SyncScheduler(2)
-    logs = open_logs(fs, scheduler)
-    acked: list[list[bytes]] = [[] for _ in logs]
-    fs.fail_after(fail_at)
-    try:
-        workload(logs, acked)
-    except Exception as exc:
-        assert caused_by_crash(exc), exc
-    fs.fail_after(None)
-    fs.crash(random.Random(fail_at))
-    scheduler.shutdown()
+    acked = crash_during_workload(fs, fail_at)
     fs.full("write")  # no new bytes (a cut tail's fsync, or a replayed one's, needs none)
     scheduler = SyncScheduler(1)
     logs = open_logs(fs, scheduler)  # nothing it would write may stop it

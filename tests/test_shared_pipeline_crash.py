@@ -62,9 +62,8 @@ def count_ops() -> int:
 TOTAL_OPS = count_ops()
 
 
-@pytest.mark.parametrize("fail_at", range(0, TOTAL_OPS + 1))
-def test_a_crash_at_every_step_keeps_every_acknowledged_append(fail_at: int) -> None:
-    fs = MemFS()
+def crash_during_workload(fs: MemFS, fail_at: int) -> list[list[bytes]]:
+    """The workload on ``fs``, crashed at step ``fail_at``: what each log acknowledged."""
     scheduler = SyncScheduler(2)
     logs = open_logs(fs, scheduler)
     acked: list[list[bytes]] = [[] for _ in logs]
@@ -76,6 +75,13 @@ def test_a_crash_at_every_step_keeps_every_acknowledged_append(fail_at: int) -> 
     fs.fail_after(None)
     fs.crash(random.Random(fail_at))  # and a random part of each unsynced tail kept
     scheduler.shutdown()
+    return acked
+
+
+@pytest.mark.parametrize("fail_at", range(0, TOTAL_OPS + 1))
+def test_a_crash_at_every_step_keeps_every_acknowledged_append(fail_at: int) -> None:
+    fs = MemFS()
+    acked = crash_during_workload(fs, fail_at)
     scheduler = SyncScheduler(1)
     for i, log in enumerate(open_logs(fs, scheduler)):
         got = stored(log)
