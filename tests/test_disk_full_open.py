@@ -9,13 +9,17 @@ failing disk (not a full one) still refuses the open."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from collections.abc import Iterator
 
 import pytest
 
 from metrics_polling import wait_for
+from sentinel.broker.service import BrokerService
 from sentinel.broker.storage_setup import redo_needed
+from sentinel.clock import ManualClock
+from sentinel.config import BrokerConfig
 from sentinel.errors import StorageUnavailableError
 from sentinel.storage.engine import Engine
 from sentinel.storage.files import TABLE_SUFFIX
@@ -251,3 +255,29 @@ def test_a_failed_wal_still_answers_for_what_it_synced_before(
         wal.sync_to(wal.last_lsn)
     engine.close()
     journal.close()
+
+
+def test_topics_and_partitions_made_on_a_full_disk_are_refused_typed() -> None:
+    """CreateTopics and CreatePartitions need new files: on a full disk both doors
+    answer KAFKA_STORAGE_ERROR (a raw OSError was an internal error on the gRPC door
+    and closed the Kafka door's connection), and nothing half-made stays behind."""
+
+    async def run() -> None:
+        fs = FullFS()
+        service = BrokerService(BrokerConfig(data_dir="/data"), fs, ManualClock())
+        await service.start()
+        await service.create_topic("t", 2)
+        fs.refuse = lambda path, _op: path.startswith("/data/topics/")  # the meta store has room
+        with pytest.raises(StorageUnavailableError, match="creating topic 'new'"):
+            await service.create_topic("new", 3)
+        with pytest.raises(StorageUnavailableError, match="growing topic 't' to 4"):
+            await service.add_partitions("t", 4)
+        assert service.registry.find("new") is None
+        assert len(service.registry.get("t").partitions) == 2
+        assert not fs.exists("/data/topics/new") and not fs.exists("/data/topics/t/2")
+        fs.space_back()
+        await service.create_topic("new", 3)
+        await service.add_partitions("t", 4)
+        await service.stop()
+
+    asyncio.run(run())

@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
+import kafka.errors
 import pytest
+from kafka.admin import KafkaAdminClient, NewTopic
 
 from broker_process import BrokerProcess
 from metrics_polling import wait_for
@@ -150,6 +152,21 @@ def test_a_start_on_a_full_disk_serves_reads_refuses_writes_and_resumes(
                 "every produce refused on the still-full disk",
                 timeout=WAIT_S,
             )
+            # New topics and partitions need files: refused typed by both doors (the
+            # Kafka door's connection stays open), nothing half-made.
+            with Admin(broker.address) as admin:
+                with pytest.raises(errors.KafkaStorageError):
+                    admin.create_topic("new", partitions=2)
+                with pytest.raises(errors.KafkaStorageError):
+                    admin.create_partitions("small", 12)
+                assert "new" not in admin.list_topics()
+            kafka_admin = KafkaAdminClient(bootstrap_servers=broker.kafka_address)
+            try:
+                with pytest.raises(kafka.errors.KafkaStorageError):
+                    kafka_admin.create_topics([NewTopic("new", 2, 1)])
+                assert "new" not in kafka_admin.list_topics()
+            finally:
+                kafka_admin.close()
             assert "Traceback" not in broker.read_log(), broker.read_log()[-3000:]
 
             # Space back: writes resume by themselves, in every partition.

@@ -449,8 +449,10 @@ class TopicRegistry:
             if self._fs.exists(topic_dir):
                 self._fs.remove_tree(topic_dir)
             topic = self._open_topic(record)
-        except BaseException:
+        except BaseException as exc:
             self._abandon_create(name, topic_dir)
+            if isinstance(exc, OSError):  # a full disk, say: the storage's refusal, typed
+                raise _storage_refusal(f"creating topic {name!r}", exc) from exc
             raise
         self._meta.finish_create(record)
         self._topics[name] = topic
@@ -504,8 +506,11 @@ class TopicRegistry:
             self._meta.finish_grow(
                 self._record_of(topic, topic.configs, [*topic.partitions, *grown])
             )
-        except BaseException:
+        except BaseException as exc:
             self._abandon_growth(name, current, total, grown)
+            if isinstance(exc, OSError):
+                what = f"growing topic {name!r} to {total} partitions"
+                raise _storage_refusal(what, exc) from exc
             raise
         topic.partitions.extend(grown)
         return topic
@@ -655,3 +660,13 @@ class TopicRegistry:
         self._topics.clear()
         for future in closing:
             future.result()
+
+
+def _storage_refusal(what: str, exc: OSError) -> StorageUnavailableError:
+    """What a request that needed new partition files gets when the disk refused them
+    (Kafka's KAFKA_STORAGE_ERROR, retriable): the broker goes on, nothing was made."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return StorageUnavailableError(
+        f"{what} failed: {exc.strerror or exc}{where}; nothing was created, retry once "
+        "the disk has room"
+    )
