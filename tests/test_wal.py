@@ -586,16 +586,21 @@ def test_torn_tail_at_every_byte_keeps_every_earlier_entry() -> None:
         got, report = replay(fs, DIR, 1)
         whole = sum(1 for end in ends[1:] if end <= cut)
         assert got == earlier + groups[2][:whole], cut
+        sizes = {1: len(files[seg(1)]), 2: len(files[seg(2)])}
         if cut < HEADER_SIZE:  # a torn create: the segment is removed
             assert not fs.exists(seg(3))
             assert report.dropped_bytes == cut and report.truncated_segment == 3
+            assert report.sizes == sizes
             continue
         kept = ends[whole]
         assert report.dropped_bytes == cut - kept
         assert report.truncated_segment == (None if cut == kept else 3)
+        assert report.sizes == {**sizes, 3: kept}  # where appends may go on
         assert fs.read_all(seg(3)) == last[:kept]
         fs.crash()  # the truncation was synced
-        assert replay(fs, DIR, 1) == (got, report.__class__(len(got), [1, 2, 3], 0, None))
+        assert replay(fs, DIR, 1) == (
+            got, report.__class__(len(got), [1, 2, 3], 0, None, {**sizes, 3: kept})
+        )
 
 
 def test_zeroed_header_of_the_last_segment_is_a_torn_create() -> None:

@@ -364,7 +364,7 @@ class Engine:
             # each, four fsyncs of its ten, for a few hundred bytes apiece. The segments
             # are synced instead (one fsync each): the replay may have read bytes a
             # killed process wrote and never synced, which are served from now on.
-            self._sync_replayed_segments(report)
+            self._sync_replayed_segments(report, None if continued is None else continued[0])
             self._memtable = replayed
             self.replay_kept_bytes = replayed.approximate_size
             if self._options.write_buffer is not None:
@@ -451,12 +451,11 @@ class Engine:
 
     def _wal_end(self, report: ReplayReport | None) -> tuple[int, int] | None:
         """(segment, size) of the last segment the replay read that is still there (a
-        torn create is removed), None if none is."""
-        for number in reversed(report.segments if report is not None else []):
-            path = join(self._dir, wal_name(number))
-            if self._fs.exists(path):
-                return number, self._fs.file_size(path)
-        return None
+        torn create is removed), None if none is: from the replay, with no IO."""
+        if report is None or not report.sizes:
+            return None
+        number = max(report.sizes)
+        return number, report.sizes[number]
 
     def _keeps_replayed(self, replayed: Memtable) -> bool:
         """Whether the entries a replay put in ``replayed`` stay in the active memtable
@@ -470,12 +469,14 @@ class Engine:
             return False
         return replayed.approximate_size <= self._options.memtable_bytes // 4
 
-    def _sync_replayed_segments(self, report: ReplayReport | None) -> None:
-        """fsync each WAL segment the replay read that is still on disk."""
-        for number in report.segments if report is not None else []:
-            path = join(self._dir, wal_name(number))
-            if not self._fs.exists(path):
+    def _sync_replayed_segments(self, report: ReplayReport | None, continued: int | None) -> None:
+        """fsync each WAL segment the replay read that is still on disk: the one the WAL
+        goes on in (``continued``) through the WAL's own handle."""
+        for number in sorted(report.sizes) if report is not None else []:
+            if number == continued:
+                self._wal.sync_segment_file()
                 continue
+            path = join(self._dir, wal_name(number))
             handle = self._fs.open_read(path)
             try:
                 handle.sync()

@@ -1136,6 +1136,14 @@ class WriteAheadLog:
         self._start_prepare()
         return Resumed(old_number, synced_size, number, HEADER_SIZE, shift)
 
+    def sync_segment_file(self) -> None:
+        """fsync the open segment's file as it is: a segment the WAL went on in after a
+        replay (``continue_size``) holds bytes an earlier process wrote and may never
+        have synced, which are served from now on."""
+        with self._io_lock:
+            if self._file is not None:
+                self._file.sync()
+
     # -- an idle engine's files
 
     def suspend(self, *, durable: bool = True) -> None:

@@ -87,7 +87,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sentinel.codec.crc import crc32c
 from sentinel.errors import CorruptionError, MissingFileError, UnsupportedFormatError
@@ -122,6 +122,9 @@ class ReplayReport:
     segments: list[int]  # segment numbers read
     dropped_bytes: int  # bytes cut off a torn/corrupt tail (0 if clean)
     truncated_segment: int | None  # the segment cut (or removed, if its header was torn)
+    #: The size of each segment read that is still there after the replay (a torn
+    #: create is removed; a torn tail is cut): where appends could go on.
+    sizes: dict[int, int] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------ format
@@ -443,11 +446,17 @@ def replay(
     payloads: list[bytes] = []
     dropped = 0
     truncated: int | None = None
-    for number, entries, cut in replay_each(fs, directory, numbers, clean):
+    sizes: dict[int, int] = {}
+    for index, number in enumerate(numbers):
+        torn_ok = clean is None and index == len(numbers) - 1
+        recorded = None if clean is None else clean[number]
+        entries, cut, size = _replay_segment(fs, directory, number, torn_ok, recorded)
         payloads.extend(entries)
         if cut is not None:
             dropped, truncated = cut, number
-    return payloads, ReplayReport(len(payloads), numbers, dropped, truncated)
+        if size is not None:
+            sizes[number] = size
+    return payloads, ReplayReport(len(payloads), numbers, dropped, truncated, sizes)
 
 
 def replay_each(
@@ -462,7 +471,7 @@ def replay_each(
     for index, number in enumerate(numbers):
         torn_ok = clean is None and index == len(numbers) - 1
         recorded = None if clean is None else clean[number]
-        entries, cut = _replay_segment(fs, directory, number, torn_ok, recorded)
+        entries, cut, _size = _replay_segment(fs, directory, number, torn_ok, recorded)
         yield number, entries, cut
 
 
@@ -551,8 +560,9 @@ def changed_frame(data: bytes, start: int) -> str | None:
 
 def _replay_segment(
     fs: FS, directory: str, number: int, torn_ok: bool, recorded: int | None
-) -> tuple[list[bytes], int | None]:
-    """(payloads, bytes cut off or None if the segment is whole)."""
+) -> tuple[list[bytes], int | None, int | None]:
+    """(payloads, bytes cut off or None if the segment is whole, its size after the
+    replay or None if it was removed)."""
     path = join(directory, wal_name(number))
     data = fs.read_all(path)
     if recorded is not None:
@@ -560,11 +570,11 @@ def _replay_segment(
     if torn_ok and is_torn_create(data):
         fs.remove(path)
         fs.sync_dir(directory)
-        return [], len(data)
+        return [], len(data), None
     check_header(path, data, number)
     payloads, good_end, problem = scan_entries(data)
     if problem is None:
-        return payloads, None
+        return payloads, None, len(data)
     where = f"entry {len(payloads)} at offset {good_end}"
     if not torn_ok:
         raise CorruptionError(path, where, problem)
@@ -582,4 +592,4 @@ def _replay_segment(
         file.sync()
     finally:
         file.close()
-    return payloads, len(data) - good_end
+    return payloads, len(data) - good_end, good_end
