@@ -4,6 +4,7 @@ reopened engine serves against what was acknowledged."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping, Sequence
 
 from sentinel.fs import MemFS, caused_by_crash
@@ -12,6 +13,20 @@ from sentinel.storage.options import EngineOptions
 
 Op = tuple[bytes, bytes | None]  # (key, value); None deletes the key
 DIRECTORY = "/db"
+
+
+def workload(seed: int, count: int = 120, keys: int = 40, padding: int = 90) -> list[Op]:
+    """``count`` seeded operations over ``keys`` keys: 15 % deletes, the rest puts of a
+    value naming its op, padded with up to ``padding`` zero bytes."""
+    rng = random.Random(seed)
+    ops: list[Op] = []
+    for i in range(count):
+        key = b"k%03d" % rng.randrange(keys)
+        if rng.random() < 0.15:
+            ops.append((key, None))
+        else:
+            ops.append((key, b"v%d-" % i + bytes(rng.randrange(padding))))
+    return ops
 
 
 def run_until_crash(

@@ -40,6 +40,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path | None]:
         yield disk
 
 
+def broker_on(disk: Path, log_dir: Path) -> BrokerProcess:
+    """A started broker whose data is on ``disk`` and whose log is not (in ``log_dir``),
+    with 1 MiB memtables so that flushes come soon."""
+    broker = BrokerProcess(disk / "data", memtable_mb=1)
+    broker.log_path = log_dir / "server.log"
+    return broker.start()
+
+
 def send(producer: Producer, topic: str, value: bytes) -> int | None:
     """The offset, or None when the broker refused it for storage."""
     try:
@@ -92,9 +100,7 @@ def test_full_tmpfs_broker_refuses_typed_frees_on_delete_resumes_and_stops_clean
     spare_a, spare_b = small_disk / "operator-spare-a", small_disk / "operator-spare-b"
     spare_a.write_bytes(b"\0" * (3 << 20))
     spare_b.write_bytes(b"\0" * (2 << 20))
-    broker = BrokerProcess(small_disk / "data", memtable_mb=1)
-    broker.log_path = tmp_path / "server.log"  # not on the small disk
-    broker.start()
+    broker = broker_on(small_disk, tmp_path)
     acked: Acked = {}
     try:
         with Admin(broker.address) as admin:

@@ -24,9 +24,9 @@ import kafka.errors
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from broker_process import BrokerProcess
 from metrics_polling import wait_for
 from sentinel.client import Admin, Consumer, Producer, TopicPartition, errors
+from test_disk_full_e2e import broker_on
 from tmpfs_mount import tmpfs
 
 WAIT_S = 40.0  # a full tmpfs and the broker's retry backoff make the waits long
@@ -111,9 +111,7 @@ def committed(address: str) -> dict[tuple[str, int], int | None]:
 def test_a_start_on_a_full_disk_serves_reads_refuses_writes_and_resumes(
     small_disk: Path, tmp_path: Path, stop: str
 ) -> None:
-    broker = BrokerProcess(small_disk / "data", memtable_mb=1)
-    broker.log_path = tmp_path / "server.log"  # not on the small disk
-    broker.start()
+    broker = broker_on(small_disk, tmp_path)
     acked: Acked = {}
     try:
         with Admin(broker.address) as admin:

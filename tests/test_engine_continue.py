@@ -49,18 +49,6 @@ def _first_life(*, torn: bool) -> MemFS:
     return fs
 
 
-def _workload(seed: int) -> list[Op]:
-    rng = random.Random(seed)
-    ops: list[Op] = []
-    for i in range(120):
-        key = b"k%03d" % rng.randrange(40)
-        if rng.random() < 0.15:
-            ops.append((key, None))
-        else:
-            ops.append((key, b"v%d-" % i + bytes(rng.randrange(90))))
-    return ops
-
-
 def _second_life(fs: MemFS, ops: list[Op]) -> tuple[dict[bytes, bytes | None], Op | None]:
     """Reopen and apply ``ops``: the acknowledged state and the op a crash cut short."""
     return engine_ops.run_until_crash(fs, OPTIONS, ops, acked_before=FIRST_LIFE)
@@ -92,7 +80,7 @@ def test_the_reopened_engine_appends_to_the_segment_it_replayed(torn: bool) -> N
 
 @pytest.mark.parametrize("torn", [False, True], ids=["whole", "torn-tail"])
 def test_crash_at_every_step_of_the_life_after_a_kill(torn: bool) -> None:
-    ops = _workload(7)
+    ops = engine_ops.workload(7)
     counting = _first_life(torn=torn)
     start = counting.ops
     _second_life(counting, ops)
@@ -107,7 +95,7 @@ def test_crash_at_every_step_of_the_life_after_a_kill(torn: bool) -> None:
 
 
 def test_torn_unsynced_tails_in_the_life_after_a_kill() -> None:
-    ops = _workload(8)
+    ops = engine_ops.workload(8)
     counting = _first_life(torn=True)
     start = counting.ops
     _second_life(counting, ops)

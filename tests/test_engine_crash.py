@@ -28,15 +28,7 @@ OPTIONS = EngineOptions(
 
 
 def workload(seed: int) -> list[tuple[bytes, bytes | None]]:
-    rng = random.Random(seed)
-    ops: list[tuple[bytes, bytes | None]] = []
-    for i in range(160):
-        key = b"k%03d" % rng.randrange(60)
-        if rng.random() < 0.15:
-            ops.append((key, None))
-        else:
-            ops.append((key, b"v%d-" % i + bytes(rng.randrange(80))))
-    return ops
+    return engine_ops.workload(seed, count=160, keys=60, padding=80)
 
 
 def _compact_and_close(engine: Engine) -> None:

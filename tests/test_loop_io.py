@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+from engine_ops import Op, workload
 from sentinel.broker.fetch import fetch_many
 from sentinel.broker.outcomes import FetchPosition
 from sentinel.broker.partition import Partition
@@ -46,8 +47,6 @@ from sentinel.storage.wal import (
     replay,
 )
 from sentinel.storage.write_batch import WriteBatch
-
-Op = tuple[bytes, bytes | None]
 
 
 class ThreadMemFS(MemFS):
@@ -84,18 +83,6 @@ def test_an_append_that_rotates_the_memtable_does_no_file_io_on_its_thread() -> 
 
 
 # ------------------------------------------------------------ crash at every step
-
-
-def workload(seed: int) -> list[Op]:
-    rng = random.Random(seed)
-    ops: list[Op] = []
-    for i in range(120):
-        key = b"k%03d" % rng.randrange(40)
-        if rng.random() < 0.15:
-            ops.append((key, None))
-        else:
-            ops.append((key, b"v%d-" % i + bytes(rng.randrange(90))))
-    return ops
 
 
 def prefix_states(ops: list[Op]) -> list[dict[bytes, bytes]]:

@@ -447,10 +447,7 @@ def replay(
     dropped = 0
     truncated: int | None = None
     sizes: dict[int, int] = {}
-    for index, number in enumerate(numbers):
-        torn_ok = clean is None and index == len(numbers) - 1
-        recorded = None if clean is None else clean[number]
-        entries, cut, size = _replay_segment(fs, directory, number, torn_ok, recorded)
+    for number, entries, cut, size in _replay_sized(fs, directory, numbers, clean):
         payloads.extend(entries)
         if cut is not None:
             dropped, truncated = cut, number
@@ -468,11 +465,18 @@ def replay_each(
     ``LINK_FRAME_SIZE`` in a linked segment, then ``FRAME_HEADER_SIZE`` and the
     payload, for each entry), so its offset in the segment is known from the lengths.
     No numbering check, no prepared segment settled (``replay`` does those)."""
+    for number, entries, cut, _size in _replay_sized(fs, directory, numbers, clean):
+        yield number, entries, cut
+
+
+def _replay_sized(
+    fs: FS, directory: str, numbers: list[int], clean: Mapping[int, int] | None
+) -> Iterator[tuple[int, list[bytes], int | None, int | None]]:
+    """``replay_each``, with each segment's size after the replay (None: removed)."""
     for index, number in enumerate(numbers):
         torn_ok = clean is None and index == len(numbers) - 1
         recorded = None if clean is None else clean[number]
-        entries, cut, _size = _replay_segment(fs, directory, number, torn_ok, recorded)
-        yield number, entries, cut
+        yield number, *_replay_segment(fs, directory, number, torn_ok, recorded)
 
 
 def _check_needed(
