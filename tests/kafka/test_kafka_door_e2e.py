@@ -4,7 +4,8 @@ Unknown API keys and versions get UNSUPPORTED_VERSION; a malformed or oversized 
 closes that one connection with one log line and the others go on; answers come in
 request order however many are pipelined (beyond the in-flight bound too); an
 idempotent producer's duplicate is answered with the original offset and a sequence
-gap refused; acks=0 is not answered; the door's metrics count what it sees.
+gap refused; acks=0 is not answered (a refused one closes its connection); the door's
+metrics count what it sees.
 """
 
 from __future__ import annotations
@@ -191,6 +192,25 @@ def test_acks_zero_is_not_answered_and_the_next_request_is(broker: BrokerProcess
         while latest_offset(client, "acks0") != 1:
             assert time.monotonic() < deadline
             time.sleep(0.02)
+
+
+def test_a_refused_acks_zero_produce_closes_its_connection(broker: BrokerProcess) -> None:
+    """As Kafka's broker: a refusal has no answer to travel in, so the connection is
+    closed and the producer asks for metadata again (a partition that does not exist
+    here; in a cluster, a broker that is not the leader)."""
+    with RawKafka(broker.kafka_address) as client, RawKafka(broker.kafka_address) as other:
+        client.call(3, 12, metadata_request("acks0-refused"))
+        batch = build_batch([(None, b"into the void", (), NOW_MS)])
+        request = pr.ProduceRequest(acks=0, timeout_ms=5000, topic_data=(
+            pr.TopicProduceData(name="acks0-refused", partition_data=(
+                pr.PartitionProduceData(index=7, records=batch),)),))  # fmt: skip
+        _cid, body = client.request_bytes(0, 9, request)
+        client.send_frame(body)
+        assert client.read_frame() == b""
+        assert latest_offset(other, "acks0-refused") == 0  # the other connection goes on
+    closed = [x for x in scrape(broker).splitlines()
+              if x.startswith('sentinel_kafka_closed_connections_total{reason="acks0_refused"}')]
+    assert closed and float(closed[0].split()[1]) >= 1
 
 
 def test_metrics_count_connections_requests_and_traffic(broker: BrokerProcess) -> None:

@@ -349,7 +349,9 @@ class Metrics:
         self.kafka_closed_connections = Counter(
             "sentinel_kafka_closed_connections",
             "Kafka connections the broker closed, by reason (bad_frame: oversized or"
-            " malformed; internal: a handler failed)",
+            " malformed; internal: a produce with acks 0 whose handler failed;"
+            " acks0_refused: a produce with acks 0 refused, so that its producer looks"
+            " again; idle)",
             ["reason"],
             registry=reg,
         )

@@ -49,7 +49,7 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from sentinel.broker.request_budget import Reservation
-from sentinel.errors import SentinelError
+from sentinel.errors import SentinelError, kafka_code_of
 from sentinel.protocol.kafka.connection import KafkaServerConnection
 from sentinel.protocol.kafka.events import (
     ConnectionClosed,
@@ -382,17 +382,29 @@ class KafkaSocketProtocol(asyncio.BufferedProtocol):
     ) -> None:
         started = time.perf_counter()
         api = API_NAMES.get(event.api_key, str(event.api_key))
+        # A handler that fails is answered with the error in every item of the request,
+        # as Kafka answers (``response_errors``); a bug with UNKNOWN_SERVER_ERROR and
+        # its trace in the log.
         try:
             response = await handler(self._listener.service, ctx, event.request)
-        except SentinelError as exc:
-            response = error_response(event.api_key, exc.kafka_code)
-            if response is None:
-                self._drop("internal", f"{api} v{event.api_version} failed: {exc}")
-                return
-        except Exception:
-            log.exception("kafka %s: %s v%d handler failed; closing the connection",
-                          self.peer, api, event.api_version)
-            self._drop("internal", None)
+        except Exception as exc:
+            typed = isinstance(exc, SentinelError)
+            if not typed:
+                log.exception("kafka %s: %s v%d handler failed; %s", self.peer, api,
+                              event.api_version, "answered UNKNOWN_SERVER_ERROR"
+                              if event.expects_response else "closing the connection")
+                if not event.expects_response:
+                    self._drop("internal", None)
+                    return
+            response = error_response(event.api_key, event.request, kafka_code_of(exc),
+                                      str(exc) if typed else None)
+        if not event.expects_response and (code := first_error_code(response)):
+            # A produce with acks 0 has no answer to carry a refusal (not the leader, no
+            # such topic, a full disk): Kafka closes the connection, so that the
+            # producer asks for metadata again instead of sending on into the void.
+            log.info("kafka %s: a produce with acks 0 was refused (error %d); closing "
+                     "the connection", self.peer, code)
+            self._drop("acks0_refused", None)
             return
         try:
             data = self._conn.send_response_pieces(event, response)
