@@ -11,8 +11,11 @@
    answer (every partition) against one for one topic, 20 of each from one
    connection, medians; and the one-topic answer's wait while ``METADATA_FLOOD``
    connections ask for full answers back to back (p50 and max). And a ``/metrics``
-   scrape, whole against one family (``metrics_scrape``). And the broker's CPU while one
-   idle librdkafka consumer is assigned every partition (its Fetch names them all).
+   scrape, whole against one family (``metrics_scrape``). And a caught-up consumer's
+   Fetch of every partition: a full one against an incremental one in a fetch session
+   (KIP-227) that names nothing, 20 of each interleaved, medians. And the broker's CPU
+   while one idle librdkafka consumer is assigned every partition (its Fetch names them
+   all: librdkafka keeps no fetch sessions).
 2. spread: 1 KiB records with acks=all, pre-encoded produce requests of one 64 KiB
    batch each (the same batches in both cases), 32 requests in flight, round-robin over
    ``spread`` partitions, against the same producers writing to 1 partition, in the
@@ -69,13 +72,14 @@ from _common import emit
 from sentinel.client import Admin
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
-from sentinel.protocol.kafka import serde
+from sentinel.protocol.kafka import serde, wire
 from sentinel.protocol.kafka.headers import (
     RequestHeader,
     encode_request_header,
     request_header_version,
 )
-from sentinel.protocol.kafka.messages import REQUESTS
+from sentinel.protocol.kafka.messages import REQUESTS, RESPONSES
+from sentinel.protocol.kafka.messages.fetch import FetchPartition, FetchRequest, FetchTopic
 from sentinel.protocol.kafka.messages.metadata import MetadataRequest, MetadataRequestTopic
 from sentinel.record import build_batch
 
@@ -300,6 +304,46 @@ def _broker_cpu(pid: int, seconds: float, poll: Callable[[], object]) -> float:
     return (sum(process.cpu_times()[:2]) - used) / (time.monotonic() - started)
 
 
+def _fetch_request(epoch: int, session_id: int, names: dict[str, int], offset: int) -> bytes:
+    """A framed Fetch v11 request (max wait 0) naming ``per_topic`` partitions of each
+    topic of ``names`` at ``offset``, in fetch session ``session_id`` at ``epoch``."""
+    out = bytearray()
+    encode_request_header(out, RequestHeader(1, 11, 1, "bench"), request_header_version(1, 11))
+    topics = tuple(FetchTopic(topic=name, partitions=tuple(
+        FetchPartition(partition=p, fetch_offset=offset, partition_max_bytes=1 << 20)
+        for p in range(count))) for name, count in names.items())
+    serde.encode_into(out, REQUESTS[1], 11, FetchRequest(
+        replica_id=-1, max_wait_ms=0, min_bytes=1, max_bytes=50 << 20,
+        session_id=session_id, session_epoch=epoch, topics=topics))
+    return struct.pack(">i", len(out)) + bytes(out)
+
+
+def _fetch_sessions(kafka_address: str, topics: int, per_topic: int) -> None:
+    """A caught-up consumer's fetch of every partition (nothing new anywhere): a full
+    request without a session against an incremental one in a session (KIP-227) that
+    names nothing, interleaved, each on its own connection; the time from request to
+    the answer's last byte, medians."""
+    names = {f"t{t}": per_topic for t in range(topics)}
+    full = _MetadataAsker(kafka_address, _fetch_request(-1, 0, names, 1))
+    opener = _MetadataAsker(kafka_address, _fetch_request(0, 0, names, 1))
+    opener._sock.sendall(opener._request)
+    (size,) = struct.unpack(">i", opener._read(4))
+    answer = wire.Reader(memoryview(opener._read(size)))
+    answer.int32()  # correlation id (v11 is not flexible: no header tags)
+    opened = serde.decode_body(answer, RESPONSES[1], 11)
+    full.ask()
+    full_s, incremental_s = [], []
+    for epoch in range(1, 21):
+        full_s.append(full.ask())
+        opener._request = _fetch_request(epoch, opened.session_id, {}, 1)
+        incremental_s.append(opener.ask())
+    full.close()
+    opener.close()
+    emit(BENCH, "kafka_fetch_quiet_in_a_session", statistics.median(incremental_s) * 1000,
+         "ms", full_fetch_ms=round(statistics.median(full_s) * 1000, 3),
+         session=opened.session_id != 0, partitions=topics * per_topic)  # fmt: skip
+
+
 def _idle_consumer(broker: Server, topics: int, per_topic: int) -> None:
     """The broker's CPU while one librdkafka consumer assigned every partition waits
     for records that do not come (a Fetch naming every partition, long-polling), against
@@ -334,6 +378,7 @@ def scale(topics: int, per_topic: int, flags: list[str]) -> None:
         asyncio.run(_produce_fetch_all(broker.address, topics, per_topic))
         emit(BENCH, "produce_and_fetch_each", time.perf_counter() - started, "s", **extra)
         _metadata(broker.kafka_address, total)
+        _fetch_sessions(broker.kafka_address, topics, per_topic)
         _scrapes(broker.metrics_port, total)
         _idle_consumer(broker, topics, per_topic)
         threads, fds, rss = broker.figures()

@@ -12,6 +12,7 @@ from sentinel.broker.request_budget import RequestBudget
 from sentinel.config import MAX_KAFKA_IN_FLIGHT, BrokerConfig, ConfigError, load_config
 from sentinel.server.kafka.listener import KafkaListener
 from sentinel.server.kafka.socket_protocol import KafkaSocketProtocol
+from sentinel.server.metrics import Metrics
 
 
 @pytest.mark.parametrize("value", [0, -1, MAX_KAFKA_IN_FLIGHT + 1])
@@ -45,7 +46,7 @@ async def test_each_connection_reads_at_most_that_many_requests_ahead() -> None:
         config = BrokerConfig(kafka_max_in_flight=3)
         request_budget = RequestBudget(1 << 20)
 
-    listener = KafkaListener(Service(), None, max_frame_bytes=1 << 20)  # type: ignore[arg-type]
+    listener = KafkaListener(Service(), Metrics(), max_frame_bytes=1 << 20)  # type: ignore[arg-type]
     assert listener.max_in_flight == 3
     protocol = KafkaSocketProtocol(listener, 1)
     assert protocol._conn.max_in_flight == 3

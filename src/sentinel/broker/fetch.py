@@ -90,7 +90,9 @@ async def open_files(lookup: Lookup, positions: Sequence[FetchPosition]) -> None
             part = lookup(pos.topic, pos.partition)
         except SentinelError:
             continue
-        if not part.log.files_open and pos.offset < part.high_watermark:
+        # The offset first: a consumer that is caught up (most partitions of a quiet
+        # fetch) needs no file, and asking whether files are open costs more.
+        if pos.offset < part.high_watermark and not part.log.files_open:
             waits.append(part.open_files())
     if waits:
         await asyncio.gather(*waits, return_exceptions=True)

@@ -20,7 +20,8 @@ The Kafka door: ``sentinel_kafka_requests_total{api,code}`` (Kafka's numeric err
 (counted by the listener, which sees every connection),
 ``sentinel_kafka_closed_connections_total{reason}`` (``idle``: past
 ``--connections-max-idle-ms``) and ``sentinel_kafka_refused_connections_total``
-(beyond ``--max-connections``).
+(beyond ``--max-connections``), ``sentinel_kafka_fetch_sessions`` and
+``sentinel_kafka_fetch_session_partitions`` (KIP-227 sessions kept).
 
 A cluster member (``--peers``) adds, per Raft group it is in (each replicated partition
 it hosts, and the controller's group as topic ``__cluster_metadata`` partition 0):
@@ -344,6 +345,17 @@ class Metrics:
         self.kafka_connections = Gauge(
             "sentinel_kafka_connections",
             "Client TCP connections open to the Kafka port",
+            registry=reg,
+        )
+        self.kafka_fetch_sessions = Gauge(
+            "sentinel_kafka_fetch_sessions",
+            "Incremental fetch sessions kept (KIP-227; Kafka's NumIncrementalFetchSessions)",
+            registry=reg,
+        )
+        self.kafka_fetch_session_partitions = Gauge(
+            "sentinel_kafka_fetch_session_partitions",
+            "Partitions kept over all fetch sessions (Kafka's"
+            " NumIncrementalFetchPartitionsCached)",
             registry=reg,
         )
         self.kafka_closed_connections = Counter(

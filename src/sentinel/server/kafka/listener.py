@@ -49,6 +49,7 @@ from sentinel.broker.limits import current_open_files_limit
 from sentinel.broker.service import BrokerService
 from sentinel.protocol.kafka.connection import DEFAULT_MAX_IN_FLIGHT
 from sentinel.protocol.kafka.frame_buffers import FrameBuffers
+from sentinel.server.kafka.fetch_sessions import FetchSessions
 from sentinel.server.kafka.frame_room import LongestReceiving
 from sentinel.server.kafka.handlers import Handler, load_handlers
 from sentinel.server.kafka.socket_protocol import KafkaSocketProtocol
@@ -119,6 +120,11 @@ class KafkaListener:
             )
         self.connections_max_idle_s = connections_max_idle_s
         self.handlers: dict[int, Handler] = load_handlers()
+        #: Incremental fetch sessions (KIP-227), for every connection of this listener.
+        self.fetch_sessions = FetchSessions(clock=time.monotonic)
+        metrics.kafka_fetch_sessions.set_function(lambda: len(self.fetch_sessions))
+        metrics.kafka_fetch_session_partitions.set_function(
+            lambda: self.fetch_sessions.partitions)
         #: Large frames' receive buffers, reused by every connection (``frame_buffers``).
         self.frame_buffers = FrameBuffers()
         self._server: asyncio.Server | None = None

@@ -331,6 +331,7 @@ class KafkaSocketProtocol(asyncio.BufferedProtocol):
             event.client_id,
             self.peer,
             self._id,
+            self._listener.fetch_sessions,
         )
         # The ticket is taken here, in arrival order: a task's first step may come later.
         ticket = self._order.arrived(event.api_key)

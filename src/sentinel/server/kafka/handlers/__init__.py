@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sentinel.broker.service import BrokerService
+from sentinel.server.kafka.fetch_sessions import FetchSessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,8 @@ class KafkaRequestContext:
     peer: str
     #: Unique per connection for the broker's life (e.g. for per-connection state).
     connection_id: int
+    #: The listener's fetch sessions (KIP-227); None: every fetch is a full one.
+    fetch_sessions: FetchSessions | None = None
 
 
 Handler = Callable[[BrokerService, KafkaRequestContext, Any], Awaitable[Any]]

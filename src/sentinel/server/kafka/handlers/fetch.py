@@ -3,8 +3,9 @@
 ``BrokerService.fetch_many`` answers once ``min_bytes`` are there, a partition fails,
 or ``max_wait_ms`` passes, with each partition up to its ``partition_max_bytes`` and the
 response up to ``max_bytes``. No transactions: the last stable offset is the high
-watermark. Fetch sessions (v7+) are not kept: the answer's session id is 0, which tells
-the client to send full requests. The stored batches go into the answer as
+watermark. Fetch sessions (v7+, KIP-227) are kept by the listener (``fetch_sessions``):
+a session's request names only what changed, and its answer only the partitions with
+something new. The stored batches go into the answer as
 ``wire.Pieces``, by reference: the listener writes them to the socket without joining
 or copying them.
 """
@@ -20,6 +21,7 @@ from sentinel.protocol.kafka.messages.fetch import (
     PartitionData,
 )
 from sentinel.protocol.kafka.wire import Pieces
+from sentinel.server.kafka.fetch_sessions import FetchStart
 from sentinel.server.kafka.handlers import KafkaRequestContext, handles
 
 FETCH = 1
@@ -29,17 +31,26 @@ FETCH = 1
 async def fetch(
     service: BrokerService, ctx: KafkaRequestContext, request: FetchRequest
 ) -> FetchResponse:
-    positions = [
-        FetchPosition(topic.topic, part.partition, part.fetch_offset, part.partition_max_bytes)
-        for topic in request.topics
-        for part in topic.partitions
-    ]
+    sessions = ctx.fetch_sessions
+    if sessions is None or ctx.api_version < 7:
+        start = FetchStart(tuple(
+            FetchPosition(topic.topic, part.partition, part.fetch_offset,
+                          part.partition_max_bytes)
+            for topic in request.topics for part in topic.partitions))
+    else:
+        start = sessions.begin(request)
+        if start.error_code:
+            return FetchResponse(error_code=start.error_code)
     outcomes = await service.fetch_many(
-        positions,
+        start.positions,
         max_wait_ms=max(0, request.max_wait_ms),
         min_bytes=max(0, request.min_bytes),
         max_bytes=max(0, request.max_bytes),
     )
+    session_id = start.session_id
+    if sessions is not None and session_id:
+        answered, session_id = sessions.finish(start, outcomes)
+        outcomes = tuple(answered)
     by_topic: dict[str, list[PartitionData]] = {}
     for o in outcomes:
         by_topic.setdefault(o.topic, []).append(
@@ -53,8 +64,9 @@ async def fetch(
             )
         )
     return FetchResponse(
+        session_id=session_id,
         responses=tuple(
             FetchableTopicResponse(topic=name, partitions=tuple(parts))
             for name, parts in by_topic.items()
-        )
+        ),
     )
