@@ -37,6 +37,7 @@ __all__ = [
     "INVALID_FETCH_SESSION_EPOCH",
     "FetchSessions",
     "FetchStart",
+    "positions_of",
 ]
 
 FETCH_SESSION_ID_NOT_FOUND = 70
@@ -108,18 +109,15 @@ class FetchSessions:
         """The positions ``request`` fetches (a v7+ request's session fields; older
         versions carry the defaults, id 0 and epoch -1: no session)."""
         session_id, epoch = request.session_id, request.session_epoch
-        named = _named(request)
         if epoch in (INITIAL_EPOCH, FINAL_EPOCH):  # a full request
             if session_id:
                 self._remove(session_id)
-            positions = tuple(
-                FetchPosition(topic.topic, part.partition, part.fetch_offset,
-                              part.partition_max_bytes)
-                for topic in request.topics for part in topic.partitions)
+            positions = positions_of(request)
             if epoch == FINAL_EPOCH:
                 return FetchStart(positions)
-            session = self._open(named)
+            session = self._open({(p.topic, p.partition): _Kept(p) for p in positions})
             return FetchStart(positions, session.id if session is not None else 0)
+        named = _named(request)
         session = self._sessions.get(session_id)
         if session is None:
             return FetchStart((), 0, FETCH_SESSION_ID_NOT_FOUND)
@@ -233,10 +231,15 @@ def _next_epoch(epoch: int) -> int:
     return 1 if epoch >= 2**31 - 1 else epoch + 1
 
 
+def positions_of(request: FetchRequest) -> tuple[FetchPosition, ...]:
+    """The positions a request names, in its order."""
+    return tuple(FetchPosition(topic.topic, part.partition, part.fetch_offset,
+                               part.partition_max_bytes)
+                 for topic in request.topics for part in topic.partitions)
+
+
 def _named(request: FetchRequest) -> dict[Key, _Kept]:
-    return {(topic.topic, part.partition): _Kept(FetchPosition(
-                topic.topic, part.partition, part.fetch_offset, part.partition_max_bytes))
-            for topic in request.topics for part in topic.partitions}
+    return {(p.topic, p.partition): _Kept(p) for p in positions_of(request)}
 
 
 def _forgotten(request: FetchRequest) -> list[Key]:

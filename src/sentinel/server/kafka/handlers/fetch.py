@@ -12,7 +12,6 @@ or copying them.
 
 from __future__ import annotations
 
-from sentinel.broker.outcomes import FetchPosition
 from sentinel.broker.service import BrokerService
 from sentinel.protocol.kafka.messages.fetch import (
     FetchableTopicResponse,
@@ -21,7 +20,7 @@ from sentinel.protocol.kafka.messages.fetch import (
     PartitionData,
 )
 from sentinel.protocol.kafka.wire import Pieces
-from sentinel.server.kafka.fetch_sessions import FetchStart
+from sentinel.server.kafka.fetch_sessions import FetchStart, positions_of
 from sentinel.server.kafka.handlers import KafkaRequestContext, handles
 
 FETCH = 1
@@ -33,10 +32,7 @@ async def fetch(
 ) -> FetchResponse:
     sessions = ctx.fetch_sessions
     if sessions is None or ctx.api_version < 7:
-        start = FetchStart(tuple(
-            FetchPosition(topic.topic, part.partition, part.fetch_offset,
-                          part.partition_max_bytes)
-            for topic in request.topics for part in topic.partitions))
+        start = FetchStart(positions_of(request))
     else:
         start = sessions.begin(request)
         if start.error_code:
