@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,7 +37,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.admin import NewPartitions as KpNewPartitions
 from kafka.admin import NewTopic as KpNewTopic
 
-from broker_process import BrokerProcess
+from broker_process import BrokerProcess, module_broker
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTP
 from metrics_polling import wait_for
@@ -50,11 +48,7 @@ from sentinel import client as sentinel_client
 TS = int(time.time() * 1000) - 60_000
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(Path(tmp_path_factory.mktemp("kafka-clients")) / "data").start()
-    yield proc
-    proc.kill()
+broker = module_broker("kafka-clients")
 
 
 def admin(broker: BrokerProcess) -> AdminClient:

@@ -13,13 +13,11 @@ from __future__ import annotations
 import struct
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kafka_raw import RawKafka
 
-from broker_process import BrokerProcess
+from broker_process import BrokerProcess, module_broker
 from sentinel.protocol.kafka.connection import DEFAULT_MAX_IN_FLIGHT
 from sentinel.protocol.kafka.messages import api_versions as av
 from sentinel.protocol.kafka.messages import fetch as fe
@@ -36,11 +34,7 @@ OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 NOW_MS = int(time.time() * 1000)
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(Path(tmp_path_factory.mktemp("kafka-door")) / "data").start()
-    yield proc
-    proc.kill()
+broker = module_broker("kafka-door")
 
 
 def metadata_request(*topics: str) -> md.MetadataRequest:

@@ -14,14 +14,12 @@ from __future__ import annotations
 import struct
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kafka_raw import RawKafka
 from test_kafka_golden import frame, header_v1
 
-from broker_process import BrokerProcess
+from broker_process import BrokerProcess, module_broker
 from sentinel.client import Admin
 from sentinel.protocol.kafka import serde, wire
 from sentinel.protocol.kafka.connection import KafkaServerConnection
@@ -141,11 +139,7 @@ def test_an_answer_with_nothing_large_is_one_bytes() -> None:
 # ---------------------------------------------------------------------- a real broker
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(Path(tmp_path_factory.mktemp("kafka-pieces")) / "data").start()
-    yield proc
-    proc.kill()
+broker = module_broker("kafka-pieces")
 
 
 def big_batch(tag: int, records: int = 40, size: int = 3000) -> bytes:

@@ -6,13 +6,10 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from kafka_raw import RawKafka
 
-from broker_process import BrokerProcess
+from broker_process import BrokerProcess, module_broker
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTP
 from sentinel.protocol.kafka.messages import create_topics as ct
@@ -25,11 +22,7 @@ FETCH_SESSION_ID_NOT_FOUND = 70
 NOW_MS = int(time.time() * 1000)
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(Path(tmp_path_factory.mktemp("fetch-sessions")) / "data").start()
-    yield proc
-    proc.kill()
+broker = module_broker("fetch-sessions")
 
 
 def gauge(broker: BrokerProcess, name: str) -> float:

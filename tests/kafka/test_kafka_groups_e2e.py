@@ -11,7 +11,7 @@ import selectors
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,18 +19,14 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka_members import LIBRARIES, SESSION_TIMEOUT_MS, Member, Record, member
 
-from broker_process import BrokerProcess
+from broker_process import BrokerProcess, module_broker
 
 PARTITIONS = 4
 ALL = set(range(PARTITIONS))
 MEMBER_SCRIPT = Path(__file__).with_name("kafka_members.py")
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(Path(tmp_path_factory.mktemp("kafka-groups")) / "data").start()
-    yield proc
-    proc.kill()
+broker = module_broker("kafka-groups")
 
 
 def create(broker: BrokerProcess, topic: str) -> None:

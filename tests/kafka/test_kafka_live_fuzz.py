@@ -11,14 +11,13 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka_raw import RawKafka
 
-from broker_process import BrokerProcess
+from broker_process import BrokerProcess, module_broker
 from sentinel.protocol.kafka import serde
 from sentinel.protocol.kafka.headers import (
     RequestHeader,
@@ -41,11 +40,7 @@ VALID = [
 SLOW_KEYS = {1, 11, 14}  # Fetch, JoinGroup, SyncGroup may wait by design
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(Path(tmp_path_factory.mktemp("kafka-fuzz")) / "data").start()
-    yield proc
-    proc.kill()
+broker = module_broker("kafka-fuzz")
 
 
 @pytest.fixture(scope="module")

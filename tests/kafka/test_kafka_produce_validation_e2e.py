@@ -10,8 +10,6 @@ over 3; stored, it made the log hand out offset 1 next, and consumers saw offset
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
-from pathlib import Path
 
 import crc32c as crc32c_lib
 import grpc
@@ -19,7 +17,7 @@ import pytest
 from kafka_raw import RawKafka
 from test_kafka_door_e2e import latest_offset
 
-from broker_process import BrokerProcess
+from broker_process import BrokerProcess, module_broker
 from sentinel.proto_gen import sentinel_pb2 as pb
 from sentinel.proto_gen import sentinel_pb2_grpc as pb_grpc
 from sentinel.protocol.kafka.messages import metadata as md
@@ -54,11 +52,7 @@ def transactional() -> bytes:
     return with_crc(data)
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(Path(tmp_path_factory.mktemp("produce-validation")) / "data").start()
-    yield proc
-    proc.kill()
+broker = module_broker("produce-validation")
 
 
 def kafka_produce(client: RawKafka, topic: str, batch: bytes) -> pr.PartitionProduceResponse:

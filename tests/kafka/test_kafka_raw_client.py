@@ -14,13 +14,12 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kafka_raw import RawKafka
 
-from broker_process import BrokerProcess
+from broker_process import BrokerProcess, module_broker
 from sentinel.client import Admin
 from sentinel.protocol.kafka.messages import fetch as fe
 from sentinel.record import decode_records, iter_batches
@@ -42,11 +41,7 @@ def kafka_raw(tmp_path_factory: pytest.TempPathFactory) -> str:
     return binary
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(Path(tmp_path_factory.mktemp("kafka-raw")) / "data").start()
-    yield proc
-    proc.kill()
+broker = module_broker("kafka-raw")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,14 +13,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from broker_process import BrokerProcess
+from broker_process import BrokerProcess, module_broker
 
 
 def _kcat() -> str | None:
@@ -41,11 +39,7 @@ def _kcat() -> str | None:
 KCAT = _kcat()
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(Path(tmp_path_factory.mktemp("kafka-tools")) / "data").start()
-    yield proc
-    proc.kill()
+broker = module_broker("kafka-tools")
 
 
 def create(broker: BrokerProcess, topic: str, partitions: int) -> None:
