@@ -173,6 +173,10 @@ def test_growing_a_session_counts_its_partitions() -> None:
     assert sessions.partitions == 3
     sessions.begin(request(start.session_id, 2, {}, forget=(("a", 0), ("zz", 9))))
     assert sessions.partitions == 2
+    # Named and forgotten in one request: forgotten, as Kafka's session update does.
+    step = sessions.begin(request(start.session_id, 3, {("a", 1): 5}, forget=(("a", 1),)))
+    assert [(p.topic, p.partition) for p in step.positions] == [("a", 2)]
+    assert sessions.partitions == 1
 
 
 def test_a_session_grown_past_the_bound_gives_way_to_smaller_ones_or_ends() -> None:

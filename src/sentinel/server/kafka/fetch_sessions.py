@@ -117,21 +117,20 @@ class FetchSessions:
                 return FetchStart(positions)
             session = self._open({(p.topic, p.partition): _Kept(p) for p in positions})
             return FetchStart(positions, session.id if session is not None else 0)
-        named = _named(request)
         session = self._sessions.get(session_id)
         if session is None:
             return FetchStart((), 0, FETCH_SESSION_ID_NOT_FOUND)
         if epoch != session.epoch:
             return FetchStart((), 0, INVALID_FETCH_SESSION_EPOCH)
         before = len(session.partitions)
-        for key in _forgotten(request):
-            session.partitions.pop(key, None)
-        for key, kept in named.items():
+        for key, kept in _named(request).items():
             had = session.partitions.get(key)
             if had is None:
                 session.partitions[key] = kept
             else:
                 had.position = kept.position
+        for key in _forgotten(request):  # after: one both named and forgotten goes, as Kafka
+            session.partitions.pop(key, None)
         self._partitions += len(session.partitions) - before
         if self._partitions > self.max_partitions and not self._make_room(
                 0, len(session.partitions), keep=session.id):
