@@ -13,9 +13,11 @@
    connections ask for full answers back to back (p50 and max). And a ``/metrics``
    scrape, whole against one family (``metrics_scrape``). And a caught-up consumer's
    Fetch of every partition: a full one against an incremental one in a fetch session
-   (KIP-227) that names nothing, 20 of each interleaved, medians. And the broker's CPU
-   while one idle librdkafka consumer is assigned every partition (its Fetch names them
-   all: librdkafka keeps no fetch sessions).
+   (KIP-227) that names nothing, 20 of each interleaved, medians; then a one-topic
+   Metadata request's round trip (p50, max) while another connection sends full
+   fetches back to back. And the broker's CPU while one idle librdkafka consumer is
+   assigned every partition (its Fetch names them all: librdkafka keeps no fetch
+   sessions).
 2. spread: 1 KiB records with acks=all, pre-encoded produce requests of one 64 KiB
    batch each (the same batches in both cases), 32 requests in flight, round-robin over
    ``spread`` partitions, against the same producers writing to 1 partition, in the
@@ -337,11 +339,39 @@ def _fetch_sessions(kafka_address: str, topics: int, per_topic: int) -> None:
         full_s.append(full.ask())
         opener._request = _fetch_request(epoch, opened.session_id, {}, 1)
         incremental_s.append(opener.ask())
-    full.close()
     opener.close()
     emit(BENCH, "kafka_fetch_quiet_in_a_session", statistics.median(incremental_s) * 1000,
          "ms", full_fetch_ms=round(statistics.median(full_s) * 1000, 3),
          session=opened.session_id != 0, partitions=topics * per_topic)  # fmt: skip
+    # What another client waits meanwhile: a one-topic Metadata request's round trip
+    # while this connection sends full fetches back to back (each holds the event loop
+    # for a slice of its partitions at a time), against the same with no fetch.
+    single = _MetadataAsker(kafka_address, _metadata_request(["t0"]))
+    alone = [single.ask() for _ in range(50)]
+    stop = threading.Event()
+    fetched = [0]
+
+    def fetch_flood() -> None:
+        while not stop.is_set():
+            full.ask()
+            fetched[0] += 1
+
+    flood = threading.Thread(target=fetch_flood)
+    flood.start()
+    during: list[float] = []
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline or len(during) < 20:
+        during.append(single.ask())
+        time.sleep(0.01)
+    stop.set()
+    flood.join()
+    full.close()
+    single.close()
+    emit(BENCH, "kafka_metadata_one_topic_during_full_fetches_p50",
+         statistics.median(during) * 1000, "ms",
+         max_ms=round(max(during) * 1000, 1),
+         alone_p50_ms=round(statistics.median(alone) * 1000, 3),
+         full_fetches_during=fetched[0], partitions=topics * per_topic)  # fmt: skip
 
 
 def _idle_consumer(broker: Server, topics: int, per_topic: int) -> None:

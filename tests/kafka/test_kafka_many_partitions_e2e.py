@@ -26,7 +26,7 @@ every record and commit first. Each wait polls against a deadline.
 The fault this test found (fixed): one Fetch naming many released partitions (a
 consumer assigned 2,000 of them, from the beginning) reopened them all on the event
 loop, past ``--max-open-partitions`` and its hard cap, up to RLIMIT_NOFILE:
-``fetch.read_once`` -> ``PartitionLog.read`` -> ``_pin``, where ``make_room`` returns at
+``fetch._Reading.read`` -> ``PartitionLog.read`` -> ``_pin``, where ``make_room`` returns at
 once on the event loop and ``EngineSlot.pin`` reopened regardless, faster than the
 workers' drain closed others. The partitions past the limit failed with EMFILE
 ("cannot reopen its files: [Errno 24]") and were answered KAFKA_STORAGE_ERROR (56);
