@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from sentinel.broker.outcomes import FetchOutcome
 from sentinel.errors import NotLeaderError
 from sentinel.protocol.kafka.messages import fetch as fe
@@ -202,3 +205,66 @@ def test_a_session_evicted_while_its_fetch_waited_is_answered_closed() -> None:
     assert sessions.begin(request(0, 0, {("b", 0): 0})).session_id != 0
     got = [outcome("a", 0, 0)]
     assert sessions.finish(waiting, got) == (got, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_clients_view_through_incremental_answers_is_the_whole_truth(
+    data: st.DataObject,
+) -> None:
+    """KIP-227's promise: what a client heard in the answer that opened its session,
+    updated by each incremental answer, is what a full fetch would have told it, for
+    every partition of the session; and every partition with records or an error is
+    named. Random sessions over 6 partitions: positions moved, partitions forgotten
+    and named again, high watermarks and log starts moving, errors coming and going."""
+    keys = [("a", p) for p in range(3)] + [("b", p) for p in range(3)]
+    sessions = FetchSessions(clock=Clock())
+    truth = {k: (0, 0) for k in keys}  # partition -> (high watermark, log start)
+    failing: set[tuple[str, int]] = set()
+
+    def fetch(start: FetchStart) -> list[FetchOutcome]:
+        got = []
+        for pos in start.positions:
+            key = (pos.topic, pos.partition)
+            hw, log_start = truth[key]
+            if key in failing:
+                got.append(outcome(*key, -1, error=NotLeaderError("moved")))
+            else:
+                records = b"r" if pos.offset < hw and data.draw(st.booleans()) else b""
+                got.append(outcome(*key, hw, records, log_start))
+        answered, session_id = sessions.finish(start, got)
+        assert session_id == start.session_id
+        must = {(o.topic, o.partition) for o in got if o.chunks or o.error is not None}
+        assert must <= {(o.topic, o.partition) for o in answered}
+        return answered
+
+    wanted = set(data.draw(st.sets(st.sampled_from(keys), min_size=1)))
+    start = sessions.begin(request(0, 0, {k: 0 for k in sorted(wanted)}))
+    heard = {(o.topic, o.partition): (o.high_watermark, o.log_start_offset, o.error is None)
+             for o in fetch(start)}
+    assert set(heard) == wanted
+    for epoch in range(1, data.draw(st.integers(1, 12)) + 1):
+        for key in data.draw(st.sets(st.sampled_from(keys))):  # the logs move on
+            hw, log_start = truth[key]
+            hw += data.draw(st.integers(0, 3))
+            truth[key] = (hw, min(hw, log_start + data.draw(st.integers(0, 1))))
+        failing = set(data.draw(st.sets(st.sampled_from(keys), max_size=2)))
+        add = data.draw(st.sets(st.sampled_from(keys)))
+        forget = data.draw(st.sets(st.sampled_from(sorted(wanted)))) if wanted else set()
+        named = {k: data.draw(st.integers(0, truth[k][0])) for k in sorted(add)}
+        step = sessions.begin(request(start.session_id, epoch, named, tuple(sorted(forget))))
+        assert step.error_code == 0
+        wanted = (wanted | set(named)) - forget
+        for key in forget:
+            heard.pop(key, None)
+        for key in set(named) - set(heard):
+            heard[key] = (-2, -2, True)  # new to the session: must be answered
+        assert {(p.topic, p.partition) for p in step.positions} == wanted
+        for o in fetch(step):
+            heard[(o.topic, o.partition)] = (o.high_watermark, o.log_start_offset,
+                                             o.error is None)
+        for key in wanted:
+            if key in failing:
+                assert heard[key][2] is False, key  # the error was answered
+            else:
+                assert heard[key] == (*truth[key], True), (key, epoch)
