@@ -203,21 +203,27 @@ def _metadata_request(names: list[str] | None) -> bytes:
     return struct.pack(">i", len(out)) + bytes(out)
 
 
-class _MetadataAsker:
-    """One connection sending one request and reading its answer's bytes (not decoded:
-    the broker's time is measured, not a client's)."""
+class _Asker:
+    """One connection sending a framed request and reading its answer's bytes (not
+    decoded: the broker's time is measured, not a client's)."""
 
     def __init__(self, address: str, request: bytes) -> None:
         host, _, port = address.rpartition(":")
         self._sock = socket.create_connection((host, int(port)), timeout=60)
         self._request = request
 
-    def ask(self) -> float:
+    def ask(self, request: bytes | None = None) -> float:
+        """Seconds from sending ``request`` (by default the one given at the start) to
+        the answer's last byte."""
         started = time.perf_counter()
-        self._sock.sendall(self._request)
-        (size,) = struct.unpack(">i", self._read(4))
-        self._read(size)
+        self.exchange(request)
         return time.perf_counter() - started
+
+    def exchange(self, request: bytes | None = None) -> bytes:
+        """Send ``request`` (by default the one given at the start); the answer's body."""
+        self._sock.sendall(self._request if request is None else request)
+        (size,) = struct.unpack(">i", self._read(4))
+        return self._read(size)
 
     def _read(self, n: int) -> bytes:
         data = bytearray()
@@ -235,7 +241,7 @@ class _MetadataAsker:
 def _metadata(kafka_address: str, total: int) -> None:
     extra = {"partitions": total}
     full, one = _metadata_request(None), _metadata_request(["t0"])
-    every, single = _MetadataAsker(kafka_address, full), _MetadataAsker(kafka_address, one)
+    every, single = _Asker(kafka_address, full), _Asker(kafka_address, one)
     every.ask()  # the first full answer is built and encoded once
     full_s, one_s = [], []
     for _ in range(20):  # interleaved
@@ -247,7 +253,7 @@ def _metadata(kafka_address: str, total: int) -> None:
     asked = [0]
 
     def flood() -> None:
-        asker = _MetadataAsker(kafka_address, full)
+        asker = _Asker(kafka_address, full)
         try:
             while not stop.is_set():
                 asker.ask()
@@ -326,19 +332,16 @@ def _fetch_sessions(kafka_address: str, topics: int, per_topic: int) -> None:
     names nothing, interleaved, each on its own connection; the time from request to
     the answer's last byte, medians."""
     names = {f"t{t}": per_topic for t in range(topics)}
-    full = _MetadataAsker(kafka_address, _fetch_request(-1, 0, names, 1))
-    opener = _MetadataAsker(kafka_address, _fetch_request(0, 0, names, 1))
-    opener._sock.sendall(opener._request)
-    (size,) = struct.unpack(">i", opener._read(4))
-    answer = wire.Reader(memoryview(opener._read(size)))
+    full = _Asker(kafka_address, _fetch_request(-1, 0, names, 1))
+    opener = _Asker(kafka_address, _fetch_request(0, 0, names, 1))
+    answer = wire.Reader(memoryview(opener.exchange()))
     answer.int32()  # correlation id (v11 is not flexible: no header tags)
     opened = serde.decode_body(answer, RESPONSES[1], 11)
     full.ask()
     full_s, incremental_s = [], []
     for epoch in range(1, 21):
         full_s.append(full.ask())
-        opener._request = _fetch_request(epoch, opened.session_id, {}, 1)
-        incremental_s.append(opener.ask())
+        incremental_s.append(opener.ask(_fetch_request(epoch, opened.session_id, {}, 1)))
     opener.close()
     emit(BENCH, "kafka_fetch_quiet_in_a_session", statistics.median(incremental_s) * 1000,
          "ms", full_fetch_ms=round(statistics.median(full_s) * 1000, 3),
@@ -346,7 +349,7 @@ def _fetch_sessions(kafka_address: str, topics: int, per_topic: int) -> None:
     # What another client waits meanwhile: a one-topic Metadata request's round trip
     # while this connection sends full fetches back to back (each holds the event loop
     # for a slice of its partitions at a time), against the same with no fetch.
-    single = _MetadataAsker(kafka_address, _metadata_request(["t0"]))
+    single = _Asker(kafka_address, _metadata_request(["t0"]))
     alone = [single.ask() for _ in range(50)]
     stop = threading.Event()
     fetched = [0]

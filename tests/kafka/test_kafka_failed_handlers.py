@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import fields, is_dataclass
+from dataclasses import fields
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -61,16 +61,12 @@ def sample(struct: Struct, version: int, depth: int = 0) -> Any:
             values[row.name] = _PLAIN[row.type]
     if struct.cls.__name__ == "ProduceRequest":
         values["acks"] = -1
-    if struct.cls.__name__ == "MetadataRequest" and "topics" in values:
-        values["topics"] = tuple(_renamed(t, i) for i, t in enumerate(values["topics"]))
     return struct.cls(**values)
 
 
 def _renamed(item: Any, i: int) -> Any:
     """``item`` with its name-like fields made distinct (``name-i``) and index-like
     fields set to ``i``."""
-    if not is_dataclass(item):
-        return item
     changes: dict[str, Any] = {}
     for f in fields(item):
         value = getattr(item, f.name)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentinel.broker.outcomes import FetchOutcome
+from sentinel.clock import ManualClock
 from sentinel.errors import NotLeaderError
 from sentinel.protocol.kafka.messages import fetch as fe
 from sentinel.server.kafka.fetch_sessions import (
@@ -16,12 +19,9 @@ from sentinel.server.kafka.fetch_sessions import (
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+def sessions_on(clock: ManualClock | None = None, **bounds: Any) -> FetchSessions:
+    """Fetch sessions on a manual clock (a fresh one unless given)."""
+    return FetchSessions(clock=(clock or ManualClock(1000.0)).monotonic, **bounds)
 
 
 def request(session_id: int, epoch: int, parts: dict[tuple[str, int], int],
@@ -58,7 +58,7 @@ def names(outcomes: list[FetchOutcome]) -> list[tuple[str, int]]:
 
 
 def test_a_session_answers_only_what_is_new_and_takes_only_what_changed() -> None:
-    sessions = FetchSessions(clock=Clock())
+    sessions = sessions_on()
     first = sessions.begin(request(0, 0, {("a", 0): 0, ("a", 1): 0, ("b", 0): 5}))
     assert first.session_id != 0 and not first.incremental and first.error_code == 0
     assert [(p.topic, p.partition, p.offset) for p in first.positions] == [
@@ -91,7 +91,7 @@ def test_a_session_answers_only_what_is_new_and_takes_only_what_changed() -> Non
 
 
 def test_an_error_is_answered_each_time_and_the_partition_heard_again_after() -> None:
-    sessions = FetchSessions(clock=Clock())
+    sessions = sessions_on()
     start = sessions.begin(request(0, 0, {("a", 0): 0}))
     finish(sessions, start, [outcome("a", 0, 7)])
     failing = outcome("a", 0, -1, error=NotLeaderError("moved"))
@@ -103,7 +103,7 @@ def test_an_error_is_answered_each_time_and_the_partition_heard_again_after() ->
 
 
 def test_partitions_that_returned_records_go_to_the_back() -> None:
-    sessions = FetchSessions(clock=Clock())
+    sessions = sessions_on()
     start = sessions.begin(request(0, 0, {("a", 0): 0, ("a", 1): 0, ("a", 2): 0}))
     finish(sessions, start, [outcome("a", 0, 1, b"x"), outcome("a", 1, 0), outcome("a", 2, 0)])
     step = sessions.begin(request(start.session_id, 1, {("a", 0): 1}))
@@ -111,7 +111,7 @@ def test_partitions_that_returned_records_go_to_the_back() -> None:
 
 
 def test_wrong_epochs_unknown_ids_and_closing() -> None:
-    sessions = FetchSessions(clock=Clock())
+    sessions = sessions_on()
     start = sessions.begin(request(0, 0, {("a", 0): 0}))
     assert sessions.begin(request(start.session_id, 5, {})).error_code \
         == INVALID_FETCH_SESSION_EPOCH
@@ -133,7 +133,7 @@ def test_wrong_epochs_unknown_ids_and_closing() -> None:
 
 
 def test_a_full_fetch_without_a_session_keeps_what_it_names() -> None:
-    sessions = FetchSessions(clock=Clock())
+    sessions = sessions_on()
     plain = sessions.begin(request(0, -1, {("a", 0): 4, ("a", 1): 9}))
     assert plain.session_id == 0 and [p.offset for p in plain.positions] == [4, 9]
     assert len(sessions) == 0
@@ -142,8 +142,8 @@ def test_a_full_fetch_without_a_session_keeps_what_it_names() -> None:
 
 
 def test_the_cache_is_bounded_stale_then_smaller_sessions_give_way() -> None:
-    clock = Clock()
-    sessions = FetchSessions(max_sessions=2, max_partitions=10, evict_after_s=120, clock=clock)
+    clock = ManualClock(1000.0)
+    sessions = sessions_on(clock, max_sessions=2, max_partitions=10, evict_after_s=120)
     small = sessions.begin(request(0, 0, {("a", 0): 0}))
     large = sessions.begin(request(0, 0, {("a", p): 0 for p in range(3)}))
     assert small.session_id and large.session_id and len(sessions) == 2
@@ -156,9 +156,9 @@ def test_the_cache_is_bounded_stale_then_smaller_sessions_give_way() -> None:
     assert sessions.begin(request(small.session_id, 1, {})).error_code \
         == FETCH_SESSION_ID_NOT_FOUND
     # Once a session is unused for evict_after_s, any new one may take its place.
-    clock.now += 60
+    clock.advance(60)
     sessions.begin(request(larger.session_id, 1, {}))
-    clock.now += 61
+    clock.advance(61)
     fresh = sessions.begin(request(0, 0, {("d", 0): 0}))
     assert fresh.session_id != 0
     assert sessions.begin(request(large.session_id, 1, {})).error_code \
@@ -170,7 +170,7 @@ def test_the_cache_is_bounded_stale_then_smaller_sessions_give_way() -> None:
 
 
 def test_growing_a_session_counts_its_partitions() -> None:
-    sessions = FetchSessions(clock=Clock())
+    sessions = sessions_on()
     start = sessions.begin(request(0, 0, {("a", 0): 0}))
     sessions.begin(request(start.session_id, 1, {("a", 1): 0, ("a", 2): 0}))
     assert sessions.partitions == 3
@@ -183,7 +183,7 @@ def test_growing_a_session_counts_its_partitions() -> None:
 
 
 def test_a_session_grown_past_the_bound_gives_way_to_smaller_ones_or_ends() -> None:
-    sessions = FetchSessions(max_partitions=6, clock=Clock())
+    sessions = sessions_on(max_partitions=6)
     other = sessions.begin(request(0, 0, {("b", 0): 0}))
     start = sessions.begin(request(0, 0, {("a", 0): 0}))
     grown = sessions.begin(request(start.session_id, 1, {("a", p): 0 for p in range(1, 6)}))
@@ -197,11 +197,11 @@ def test_a_session_grown_past_the_bound_gives_way_to_smaller_ones_or_ends() -> N
 
 
 def test_a_session_evicted_while_its_fetch_waited_is_answered_closed() -> None:
-    clock = Clock()
-    sessions = FetchSessions(max_sessions=1, evict_after_s=10, clock=clock)
+    clock = ManualClock(1000.0)
+    sessions = sessions_on(clock, max_sessions=1, evict_after_s=10)
     start = sessions.begin(request(0, 0, {("a", 0): 0}))
     waiting = sessions.begin(request(start.session_id, 1, {}))
-    clock.now += 11  # the long poll outlasts the eviction time; another takes its place
+    clock.advance(11)  # the long poll outlasts the eviction time; another takes its place
     assert sessions.begin(request(0, 0, {("b", 0): 0})).session_id != 0
     got = [outcome("a", 0, 0)]
     assert sessions.finish(waiting, got) == (got, 0)
@@ -218,7 +218,7 @@ def test_a_clients_view_through_incremental_answers_is_the_whole_truth(
     named. Random sessions over 6 partitions: positions moved, partitions forgotten
     and named again, high watermarks and log starts moving, errors coming and going."""
     keys = [("a", p) for p in range(3)] + [("b", p) for p in range(3)]
-    sessions = FetchSessions(clock=Clock())
+    sessions = sessions_on()
     truth = {k: (0, 0) for k in keys}  # partition -> (high watermark, log start)
     failing: set[tuple[str, int]] = set()
 

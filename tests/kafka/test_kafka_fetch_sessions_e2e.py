@@ -83,8 +83,11 @@ def test_a_session_answers_what_is_new_byte_by_byte(broker: BrokerProcess) -> No
         quiet = fetch(client, sid, 2, "sessions", {1: 1}, wait_ms=300)
         assert named(quiet) == {} and time.monotonic() - started >= 0.25
         # A record produced during a long poll ends it, naming only its partition.
-        threading.Timer(0.2, lambda: produce(RawKafka(broker.kafka_address),
-                                             "sessions", 2, b"two")).start()
+        def produce_later() -> None:
+            with RawKafka(broker.kafka_address) as producer:
+                produce(producer, "sessions", 2, b"two")
+
+        threading.Timer(0.2, produce_later).start()
         woken = fetch(client, sid, 3, "sessions", {}, wait_ms=10_000)
         assert named(woken) == {2: (1, True)}
         # A forgotten partition is not fetched any more.

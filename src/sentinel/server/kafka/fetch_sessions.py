@@ -26,6 +26,7 @@ Sans-IO: ``FetchSessions.begin`` turns a request into the positions to fetch, an
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -92,10 +93,10 @@ class FetchSessions:
     max_sessions: int = DEFAULT_MAX_SESSIONS
     max_partitions: int = DEFAULT_MAX_PARTITIONS
     evict_after_s: float = DEFAULT_EVICT_AFTER_S
-    clock: Callable[[], float] = field(default=lambda: 0.0)
-    _sessions: dict[int, _Session] = field(default_factory=dict)
-    _partitions: int = 0
-    _random: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = time.monotonic
+    _sessions: dict[int, _Session] = field(default_factory=dict, init=False)
+    _partitions: int = field(default=0, init=False)
+    _random: random.Random = field(default_factory=random.Random, init=False)
 
     def __len__(self) -> int:
         return len(self._sessions)

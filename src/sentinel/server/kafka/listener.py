@@ -121,7 +121,7 @@ class KafkaListener:
         self.connections_max_idle_s = connections_max_idle_s
         self.handlers: dict[int, Handler] = load_handlers()
         #: Incremental fetch sessions (KIP-227), for every connection of this listener.
-        self.fetch_sessions = FetchSessions(clock=time.monotonic)
+        self.fetch_sessions = FetchSessions()
         metrics.kafka_fetch_sessions.set_function(lambda: len(self.fetch_sessions))
         metrics.kafka_fetch_session_partitions.set_function(
             lambda: self.fetch_sessions.partitions)

@@ -11,7 +11,7 @@ answered by closing the connection, as Kafka does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from sentinel.protocol.kafka.messages import RESPONSES
@@ -58,7 +58,7 @@ class _Mirror:
     response_list: str
     keys: tuple[tuple[str, str], ...]
     child: _Mirror | None = None
-    blank: tuple[tuple[str, Any], ...] = field(default=())
+    blank: tuple[tuple[str, Any], ...] = ()
 
 
 def _topics(request_list: str, response_list: str, name: tuple[str, str],
